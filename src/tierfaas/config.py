@@ -1,0 +1,156 @@
+"""Every node setting in one place: its meaning, unit, default and what changing it costs.
+
+Settings come from CLI flags (``tierfaas node --help``) or the ``TIERFAAS_*`` environment
+variables of the same name, upper-cased. ``NodeConfig`` validates itself as a whole when built,
+so a bad value fails at start-up with the field's name and the reason (``ConfigError``), before
+any socket opens or process starts.
+
+Presets: ``NodeConfig.lan(...)`` is the default for real deployments; ``NodeConfig.local(...)``
+shortens timings for tests and demos on one machine (fast failure detection turns a 1.5 s
+pause into a death, which is wrong on a real network).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from tierfaas.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+def setting(default: Any, doc: str, unit: str = "") -> Any:
+    """A config field with its documentation attached (shown by ``tierfaas node --help``)."""
+    return field(default=default, metadata={"doc": doc, "unit": unit})
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A ``host:port`` pair. The host must be an IP address (names are resolved by callers)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, field_name: str = "address") -> Address:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(field_name, f"{text!r} is not HOST:PORT")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise ConfigError(field_name, f"{host!r} is not an IP address") from None
+            host = "127.0.0.1"
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(field_name, f"port {port_text!r} is not a number in 0..65535")
+        return cls(host, int(port_text))
+
+    @property
+    def is_loopback(self) -> bool:
+        return ipaddress.ip_address(self.host).is_loopback
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One node's settings. Build with ``NodeConfig(...)`` or a preset; it validates itself."""
+
+    # -- identity and addresses --------------------------------------------------------------
+    release_dir: Path = setting(Path("examples/demo"), "the release directory to serve")
+    http: Address = setting(
+        Address("127.0.0.1", 8080), "where the invocation and admin API listens"
+    )
+    name: str = setting(
+        "", "this node's unique, stable name; empty derives it from the host and gossip port"
+    )
+
+    # -- request limits ------------------------------------------------------------------------
+    max_body_bytes: int = setting(
+        6 * MiB,
+        "largest request body accepted; larger ones get 413. Raising it costs node memory, "
+        "since a body is held in memory while its call runs",
+        "bytes",
+    )
+    max_response_bytes: int = setting(
+        6 * MiB, "largest result a handler may return; larger ones answer 502", "bytes"
+    )
+    queue_max: int = setting(
+        256,
+        "requests that may wait for a busy function on this node before new ones get 429; "
+        "raising it absorbs bursts at the cost of latency and memory",
+        "requests",
+    )
+    queue_timeout_s: float = setting(
+        2.0,
+        "longest a request waits for a free instance before it gets 429; raising it trades "
+        "errors for latency under overload",
+        "s",
+    )
+    retry_after_s: int = setting(1, "the Retry-After hint sent with 429 and 503", "s")
+
+    # -- instances -----------------------------------------------------------------------------
+    memory_budget_mb: int = setting(
+        2048,
+        "sum of the memory_mb of all live instances on this node; past it the least recently "
+        "used idle instance is evicted. Raising it keeps more functions warm",
+        "MiB",
+    )
+    reap_interval_s: float = setting(
+        1.0, "how often idle instances are checked against their keep-alive", "s"
+    )
+    start_timeout_s: float = setting(
+        30.0, "longest an instance may take to import its handler and run init", "s"
+    )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    drain_timeout_s: float = setting(
+        30.0,
+        "on SIGTERM, how long in-flight requests may finish before instances are killed",
+        "s",
+    )
+    debug: bool = setting(False, "include tracebacks in handler error responses")
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log verbosity")
+
+    def __post_init__(self) -> None:
+        self._check_positive("max_body_bytes", "max_response_bytes", "queue_timeout_s")
+        self._check_positive("memory_budget_mb", "reap_interval_s", "start_timeout_s")
+        self._check_positive("retry_after_s")
+        if self.queue_max < 0:
+            raise ConfigError("queue_max", "must be 0 or more")
+        if self.drain_timeout_s < 0:
+            raise ConfigError("drain_timeout_s", "must be 0 or more")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level", f"{self.log_level!r} is not debug|info|warning|error")
+        if not self.release_dir.is_dir():
+            raise ConfigError("release_dir", f"{self.release_dir} is not a directory")
+        if self.name and not _valid_name(self.name):
+            raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(name, f"must be a positive number, got {value!r}")
+
+    def with_changes(self, **changes: Any) -> NodeConfig:
+        return replace(self, **changes)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(name, default, unit, doc) of every setting, for docs and ``--help``."""
+        rows = []
+        for f in fields(cls):
+            rows.append((f.name, repr(f.default), f.metadata["unit"], f.metadata["doc"]))
+        return rows
+
+
+def _valid_name(name: str) -> bool:
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-" for c in name)

@@ -1,0 +1,146 @@
+"""Every error tierfaas answers with, split by who is at fault.
+
+- ``ClientError`` (4xx): the caller's request is wrong; the message says how to fix it.
+- ``FunctionError`` (5xx): the user's function failed (raised, crashed, timed out, ran out of
+  memory); the message says which and the request id ties it to the node's log.
+- ``ClusterError`` (503): the node or cluster cannot take the request now; retry later.
+- ``ConfigError`` / ``ManifestError``: bad settings or a bad release, found at start-up.
+
+Each HTTP-facing error carries its status, a stable ``code`` (the JSON ``error`` field) and,
+where a retry helps, ``retry_after_s``.
+"""
+
+from __future__ import annotations
+
+
+class TierfaasError(Exception):
+    """Base class of every tierfaas error."""
+
+
+class ConfigError(TierfaasError, ValueError):
+    """A setting holds an unusable value. ``field`` names it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid setting {field!r}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ManifestError(TierfaasError, ValueError):
+    """A release manifest is unusable: names the file, the field and the reason."""
+
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        super().__init__(f"{path}: {field}: {reason}")
+        self.path = path
+        self.field = field
+        self.reason = reason
+
+
+class HttpError(TierfaasError):
+    """An error with an HTTP status, sent to the client as JSON ``{error, message, request_id}``."""
+
+    status = 500
+    code = "internal_error"
+    retry_after_s: float | None = None
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+# -- the caller's fault --------------------------------------------------------------------
+
+
+class ClientError(HttpError):
+    status = 400
+    code = "bad_request"
+
+
+class BadName(ClientError):
+    status = 400
+    code = "bad_name"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownFunction(NotFound):
+    code = "unknown_function"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class BodyTooLarge(ClientError):
+    status = 413
+    code = "body_too_large"
+
+
+class Overloaded(ClientError):
+    """Every instance is busy and the wait queue is full or the wait ran out."""
+
+    status = 429
+    code = "overloaded"
+
+
+# -- the function's fault ------------------------------------------------------------------
+
+
+class FunctionError(HttpError):
+    status = 500
+    code = "function_error"
+
+
+class HandlerFailed(FunctionError):
+    """The handler raised. ``code`` is the exception's type name, as users expect to see it."""
+
+    status = 500
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.code = error_type
+
+
+class InstanceCrashed(FunctionError):
+    status = 502
+    code = "instance_crashed"
+
+
+class OutOfMemory(InstanceCrashed):
+    code = "out_of_memory"
+
+
+class StartFailed(FunctionError):
+    """The instance could not start: its import or init raised."""
+
+    status = 502
+    code = "start_failed"
+
+
+class ResponseTooLarge(FunctionError):
+    status = 502
+    code = "response_too_large"
+
+
+class FunctionTimeout(FunctionError):
+    status = 504
+    code = "timeout"
+
+
+# -- the node's or cluster's state ---------------------------------------------------------
+
+
+class ClusterError(HttpError):
+    status = 503
+    code = "unavailable"
+    retry_after_s = 1.0
+
+
+class Draining(ClusterError):
+    code = "draining"
