@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tierfaas.errors import ConfigError
+from tierfaas.names import is_valid_name
 
 MiB = 1024 * 1024
 
@@ -131,7 +132,7 @@ class NodeConfig:
             raise ConfigError("log_level", f"{self.log_level!r} is not debug|info|warning|error")
         if not self.release_dir.is_dir():
             raise ConfigError("release_dir", f"{self.release_dir} is not a directory")
-        if self.name and not _valid_name(self.name):
+        if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
 
     def _check_positive(self, *names: str) -> None:
@@ -150,7 +151,3 @@ class NodeConfig:
         for f in fields(cls):
             rows.append((f.name, repr(f.default), f.metadata["unit"], f.metadata["doc"]))
         return rows
-
-
-def _valid_name(name: str) -> bool:
-    return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-" for c in name)

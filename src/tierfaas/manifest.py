@@ -1,0 +1,220 @@
+"""The release manifest, ``tierfaas.toml``: what a release is and which functions it serves.
+
+    [release]
+    name = "demo"
+    version = "1.0.0"
+
+    [defaults]                 # optional, applies to every function
+    timeout_s = 30
+
+    [functions.hello]
+    handler = "handlers:hello" # module:callable, resolved inside the release directory
+    init = "handlers:setup"    # optional, run once when an instance starts
+    timeout_s = 10             # a call over this kills its instance and answers 504
+    memory_mb = 128            # address-space budget of one instance above the runtime's own
+    concurrency = 1            # calls in flight per instance
+    max_instances = 4          # instances of this function per node
+    keep_alive_s = 300         # an idle instance is reaped after this
+    env = { GREETING = "hi" }  # environment of the instance process
+
+Loading never imports user code: it checks the file and every field and resolves each handler
+module to a file that must lie inside the release directory (symlinks included), so a handler
+can't import from outside it. Every problem raises ``ManifestError`` naming the file, the field
+and the reason; unknown keys are errors too, because a typo'd setting silently ignored is worse.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tierfaas.errors import ManifestError
+from tierfaas.names import is_valid_name
+
+MANIFEST_NAME = "tierfaas.toml"
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_ATTR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+# name -> (type, default, minimum, maximum)
+_LIMITS: dict[str, tuple[type, float, float, float]] = {
+    "timeout_s": (float, 30.0, 0.001, 3600.0),
+    "memory_mb": (int, 256, 16, 65536),
+    "concurrency": (int, 1, 1, 1024),
+    "max_instances": (int, 4, 1, 1024),
+    "keep_alive_s": (float, 300.0, 0.0, 86400.0),
+}
+_FUNCTION_KEYS = {"handler", "init", "env", *_LIMITS}
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPoint:
+    """``module:callable``, with the module's file resolved inside the release."""
+
+    module: str
+    attr: str
+    path: Path
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.attr}"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    name: str
+    handler: EntryPoint
+    init: EntryPoint | None = None
+    timeout_s: float = 30.0
+    memory_mb: int = 256
+    concurrency: int = 1
+    max_instances: int = 4
+    keep_alive_s: float = 300.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able settings shown by ``GET /v1/functions``."""
+        return {
+            "name": self.name,
+            "handler": str(self.handler),
+            "init": None if self.init is None else str(self.init),
+            "timeout_s": self.timeout_s,
+            "memory_mb": self.memory_mb,
+            "concurrency": self.concurrency,
+            "max_instances": self.max_instances,
+            "keep_alive_s": self.keep_alive_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    name: str
+    version: str
+    root: Path
+    functions: dict[str, FunctionSpec]
+
+
+def load_release(directory: Path | str) -> Release:
+    """Reads and validates ``DIRECTORY/tierfaas.toml``. Raises ``ManifestError``."""
+    root = Path(directory).resolve()
+    path = root / MANIFEST_NAME
+    where = str(path)
+    if not path.is_file():
+        raise ManifestError(where, "(file)", "no tierfaas.toml in the release directory")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(where, "(file)", f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(where, "(file)", f"not valid TOML: {exc}") from None
+
+    _only_keys(where, "", data, {"release", "defaults", "functions"})
+    release = _table(where, "release", data.get("release"))
+    _only_keys(where, "release", release, {"name", "version"})
+    name = _string(where, "release.name", release.get("name"))
+    if not is_valid_name(name):
+        raise ManifestError(where, "release.name", f"{name!r} is not a valid name")
+    version = _string(where, "release.version", release.get("version"))
+    if not _VERSION_RE.fullmatch(version):
+        raise ManifestError(where, "release.version", f"{version!r}: use [A-Za-z0-9._+-]")
+
+    defaults = _table(where, "defaults", data.get("defaults", {}))
+    _only_keys(where, "defaults", defaults, set(_LIMITS))
+    functions_table = _table(where, "functions", data.get("functions"))
+    if not functions_table:
+        raise ManifestError(where, "functions", "the release defines no function")
+    functions = {}
+    for fname, raw in functions_table.items():
+        functions[fname] = _function(where, root, fname, raw, defaults)
+    return Release(name=name, version=version, root=root, functions=functions)
+
+
+def _function(
+    where: str, root: Path, name: str, raw: Any, defaults: dict[str, Any]
+) -> FunctionSpec:
+    prefix = f"functions.{name}"
+    if not is_valid_name(name):
+        raise ManifestError(where, prefix, "a function name is 1-64 of [A-Za-z0-9._-]")
+    table = _table(where, prefix, raw)
+    _only_keys(where, prefix, table, _FUNCTION_KEYS)
+    handler = _entry_point(where, root, f"{prefix}.handler", table.get("handler"))
+    init = None
+    if "init" in table:
+        init = _entry_point(where, root, f"{prefix}.init", table["init"])
+    limits = {}
+    for key, (kind, default, low, high) in _LIMITS.items():
+        value = table.get(key, defaults.get(key, default))
+        limits[key] = _number(where, f"{prefix}.{key}", value, kind, low, high)
+    env = _env(where, f"{prefix}.env", table.get("env", {}))
+    return FunctionSpec(name=name, handler=handler, init=init, env=env, **limits)
+
+
+def _entry_point(where: str, root: Path, fieldname: str, value: Any) -> EntryPoint:
+    text = _string(where, fieldname, value)
+    module, sep, attr = text.partition(":")
+    if not sep or not _MODULE_RE.fullmatch(module) or not _ATTR_RE.fullmatch(attr):
+        raise ManifestError(where, fieldname, f"{text!r} is not 'module:callable'")
+    parts = module.split(".")
+    candidates = [root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")]
+    for candidate in candidates:
+        if candidate.is_file():
+            resolved = candidate.resolve()
+            if not resolved.is_relative_to(root):
+                raise ManifestError(
+                    where, fieldname, f"module {module!r} resolves outside the release directory"
+                )
+            return EntryPoint(module=module, attr=attr, path=resolved)
+    raise ManifestError(
+        where, fieldname, f"module {module!r} not found in the release directory ({root})"
+    )
+
+
+def _number(where: str, fieldname: str, value: Any, kind: type, low: float, high: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ManifestError(where, fieldname, f"expected a number, got {value!r}")
+    if kind is int and not isinstance(value, int):
+        raise ManifestError(where, fieldname, f"expected a whole number, got {value!r}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ManifestError(where, fieldname, f"{value!r} is outside {low:g}..{high:g}")
+    return kind(value)
+
+
+def _env(where: str, fieldname: str, value: Any) -> dict[str, str]:
+    table = _table(where, fieldname, value)
+    env = {}
+    for key, item in table.items():
+        if not _ENV_RE.fullmatch(key):
+            raise ManifestError(where, f"{fieldname}.{key}", "not a valid variable name")
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            raise ManifestError(where, f"{fieldname}.{key}", "values are strings or numbers")
+        env[key] = str(item)
+    return env
+
+
+def _table(where: str, fieldname: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        raise ManifestError(where, fieldname, "missing")
+    if not isinstance(value, dict):
+        raise ManifestError(where, fieldname, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _string(where: str, fieldname: str, value: Any) -> str:
+    if value is None:
+        raise ManifestError(where, fieldname, "missing")
+    if not isinstance(value, str) or not value:
+        raise ManifestError(where, fieldname, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _only_keys(where: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            name = f"{prefix}.{key}" if prefix else key
+            raise ManifestError(where, name, f"unknown key (expected one of {sorted(allowed)})")

@@ -1,0 +1,258 @@
+"""The instance process: runs in a child forked from the zygote and serves one function.
+
+Start: apply the function's environment, working directory and memory limit, import the handler
+from its file inside the release, run the optional init, then tell the node READY. Serve: read
+CALL frames from the node's socket and answer each with a RESULT frame.
+
+Concurrency: a sync handler with ``concurrency = 1`` runs inline (the node sends one call at a
+time, and inline is the fastest path); with more, sync handlers run on a thread pool of that size
+and async handlers run as tasks on this process's own event loop. Either way the node enforces
+the limit and the deadline; this process only runs what it is sent.
+
+Failure: an exception becomes a RAISED result; a MemoryError (the address-space limit is hit)
+becomes OUT_OF_MEMORY and the process exits, since its heap can't be trusted after that; a
+handler that exits or crashes the process is seen by the node as a closed socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+import msgpack
+
+from tierfaas.runtime import protocol as p
+from tierfaas.runtime.context import Context
+
+Handler = Callable[..., Any]
+
+
+def run_instance(sock: socket.socket, spec: dict[str, Any]) -> NoReturn:
+    """Never returns: the process exits when the node closes the socket."""
+    started = time.perf_counter()
+    try:
+        handler = _start(spec)
+    except MemoryError:
+        _send(sock, [p.START_FAILED, "MemoryError", "the instance ran out of memory during start"])
+        os._exit(3)
+    except BaseException as exc:
+        detail = traceback.format_exc() if spec.get("debug") else f"{exc}"
+        _send(sock, [p.START_FAILED, type(exc).__name__, detail[:4000]])
+        os._exit(3)
+    _send(sock, [p.READY, os.getpid(), time.perf_counter() - started])
+    try:
+        _serve(sock, handler, spec)
+    finally:
+        os._exit(0)
+
+
+def _start(spec: dict[str, Any]) -> Handler:
+    root = spec["root"]
+    os.environ.update(spec.get("env", {}))
+    os.chdir(root)
+    sys.path.insert(0, root)
+    _limit_memory(int(spec["memory_mb"]))
+    handler = _load(spec["handler"])
+    if spec.get("init"):
+        init = _load(spec["init"])
+        outcome = init()
+        if inspect.isawaitable(outcome):
+            asyncio.run(_await(outcome))
+    return handler
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Caps the address space at what the process maps now plus the function's budget, so a
+    handler that allocates past ``memory_mb`` gets a MemoryError instead of starving the host."""
+    with open("/proc/self/statm") as statm:
+        mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    limit = mapped + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _load(entry: dict[str, str]) -> Handler:
+    """Imports the module from its file inside the release (never from elsewhere on sys.path)."""
+    module_name, attr, path = entry["module"], entry["attr"], entry["path"]
+    module = sys.modules.get(module_name)
+    if module is None or getattr(module, "__file__", None) != path:
+        is_package = Path(path).name == "__init__.py"
+        locations = [str(Path(path).parent)] if is_package else None
+        spec = importlib.util.spec_from_file_location(
+            module_name, path, submodule_search_locations=locations
+        )
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {module_name} from {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    target = getattr(module, attr, None)
+    if target is None:
+        raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(target):
+        raise TypeError(f"{module_name}:{attr} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _takes_context(handler: Handler) -> bool:
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        x
+        for x in params
+        if x.kind in (x.POSITIONAL_ONLY, x.POSITIONAL_OR_KEYWORD, x.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(x.kind == x.VAR_POSITIONAL for x in positional)
+
+
+def encode_result(value: Any) -> tuple[bytes, str]:
+    """bytes as they are, str as UTF-8 text, None as an empty body, anything else as JSON.
+    Raises TypeError/ValueError for values JSON can't represent."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value), "application/octet-stream"
+    if isinstance(value, str):
+        return value.encode(), "text/plain; charset=utf-8"
+    if value is None:
+        return b"", "text/plain; charset=utf-8"
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode(), "application/json"
+
+
+class _Server(asyncio.Protocol):
+    def __init__(self, handler: Handler, spec: dict[str, Any], done: asyncio.Future[None]) -> None:
+        self.handler = handler
+        self.with_context = _takes_context(handler)
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.name = spec["name"]
+        self.debug = bool(spec.get("debug"))
+        self.max_response = int(spec["max_response_bytes"])
+        concurrency = int(spec["concurrency"])
+        self.pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+        self.unpacker = msgpack.Unpacker(max_buffer_size=p.MAX_FRAME_BYTES)
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for frame in self.unpacker:
+            if frame[0] == p.CALL:
+                self._call(frame[1], frame[2], frame[3])
+
+    def _call(self, number: int, body: bytes, ctx: dict[str, Any]) -> None:
+        context = Context(function=self.name, **ctx)
+        args = (body, context) if self.with_context else (body,)
+        if self.is_async:
+            task = self.loop.create_task(self._run_async(number, args))
+            task.add_done_callback(_ignore)
+        elif self.pool is None:
+            self._reply(number, self._run_sync(args))
+        else:
+            future = self.loop.run_in_executor(self.pool, self._run_sync, args)
+            future.add_done_callback(lambda f: self._reply(number, f.result()))
+
+    async def _run_async(self, number: int, args: tuple[Any, ...]) -> None:
+        try:
+            value = await self.handler(*args)
+            outcome = self._finish(value)
+        except BaseException as exc:
+            outcome = self._failed(exc)
+        self._reply(number, outcome)
+
+    def _run_sync(self, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return self._finish(self.handler(*args))
+        except BaseException as exc:
+            return self._failed(exc)
+
+    def _finish(self, value: Any) -> list[Any]:
+        try:
+            body, content_type = encode_result(value)
+        except (TypeError, ValueError) as exc:
+            kind = type(value).__name__
+            return [
+                p.BAD_RESULT,
+                b"",
+                "UnserializableResult",
+                f"the handler returned a {kind}: {exc}",
+            ]
+        if len(body) > self.max_response:
+            size = len(body)
+            return [
+                p.TOO_LARGE,
+                b"",
+                "ResponseTooLarge",
+                f"the result is {size} bytes, over the limit of {self.max_response}",
+            ]
+        return [p.OK, body, content_type, ""]
+
+    def _failed(self, exc: BaseException) -> list[Any]:
+        if isinstance(exc, MemoryError):
+            return [p.OUT_OF_MEMORY, b"", "MemoryError", "the instance ran out of memory"]
+        if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: the handler quit
+            os._exit(4)
+        message = str(exc)[:4000]
+        if self.debug:
+            message = "".join(traceback.format_exception(exc))[-8000:]
+        return [p.RAISED, b"", type(exc).__name__, message]
+
+    def _reply(self, number: int, outcome: list[Any]) -> None:
+        assert self.transport is not None
+        try:
+            self.transport.write(msgpack.packb([p.RESULT, number, *outcome]))
+        except MemoryError:
+            outcome = [p.OUT_OF_MEMORY, b"", "MemoryError", "the instance ran out of memory"]
+            self.transport.write(msgpack.packb([p.RESULT, number, *outcome]))
+        if outcome[0] == p.OUT_OF_MEMORY:
+            # Stop taking calls and exit once this answer is flushed: the heap is not to be
+            # trusted after a MemoryError. The node fails the other calls in flight with 502.
+            self.transport.close()
+            self.loop.call_later(1.0, os._exit, 5)
+
+
+def _ignore(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _serve(sock: socket.socket, handler: Handler, spec: dict[str, Any]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_unix_connection(lambda: _Server(handler, spec, done), sock=sock)
+        await done
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay runnable without it
+        asyncio.run(main())
+
+
+def _send(sock: socket.socket, frame: list[Any]) -> None:
+    sock.setblocking(True)
+    sock.sendall(msgpack.packb(frame))

@@ -1,0 +1,177 @@
+"""The node's side of one instance process: a pipelined connection with request numbers.
+
+``call()`` writes one CALL frame and returns a future for its RESULT; many calls may be in
+flight at once (up to the function's concurrency, which the pool enforces). When the socket
+closes with calls in flight, the instance crashed: each call fails with ``InstanceCrashed``
+(or ``OutOfMemory``), and the message says how the process ended when the zygote reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgpack
+
+from tierfaas import errors
+from tierfaas.manifest import FunctionSpec
+from tierfaas.runtime import protocol as p
+from tierfaas.runtime.zygote_client import ZygoteClient
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    body: bytes
+    content_type: str
+
+
+class Instance(asyncio.Protocol):
+    """One live instance process of ``spec``. States: starting -> ready -> dead."""
+
+    def __init__(
+        self, instance_id: int, spec: FunctionSpec, zygote: ZygoteClient, now: float
+    ) -> None:
+        self.id = instance_id
+        self.spec = spec
+        self.zygote = zygote
+        self.pid = 0
+        self.busy = 0
+        self.calls_served = 0
+        self.last_used = now
+        self.started_at = now
+        self.start_s = 0.0
+        self.dead = False
+        self.holds_memory = True  # its memory_mb still counts against the node's budget
+        self.death_reason = ""
+        self.transport: asyncio.Transport | None = None
+        self.unpacker = msgpack.Unpacker(max_buffer_size=p.MAX_FRAME_BYTES)
+        self.numbers = 0
+        self.calls: dict[int, asyncio.Future[Result]] = {}
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, spec_frame: dict[str, Any], timeout_s: float) -> None:
+        """Forks the process and waits for READY. Raises StartFailed (and leaves no process)."""
+        loop = asyncio.get_running_loop()
+        self.pid, sock = await self.zygote.spawn(spec_frame)
+        await loop.create_unix_connection(lambda: self, sock=sock)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), timeout_s)
+        except TimeoutError:
+            self.kill("start_timeout")
+            raise errors.StartFailed(
+                f"instance of {self.spec.name!r} did not finish import and init "
+                f"within {timeout_s:g} s"
+            ) from None
+        except errors.StartFailed:
+            self.kill("start_failed")
+            raise
+
+    def kill(self, reason: str) -> None:
+        """Stops the process now (SIGKILL); calls in flight fail."""
+        if not self.death_reason:
+            self.death_reason = reason
+        if self.pid and not self.dead:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.transport is not None:
+            self.transport.close()
+        self.dead = True
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def call(self, body: bytes, context: dict[str, Any]) -> asyncio.Future[Result]:
+        assert self.transport is not None
+        self.numbers += 1
+        number = self.numbers
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.calls[number] = future
+        self.transport.write(msgpack.packb([p.CALL, number, body, context]))
+        return future
+
+    def forget(self, future: asyncio.Future[Result]) -> None:
+        for number, pending in list(self.calls.items()):
+            if pending is future:
+                del self.calls[number]
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for frame in self.unpacker:
+            kind = frame[0]
+            if kind == p.RESULT:
+                self._on_result(frame)
+            elif kind == p.READY:
+                self.start_s = float(frame[2])
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif kind == p.START_FAILED and not self.ready.done():
+                self.ready.set_exception(
+                    errors.StartFailed(
+                        f"instance of {self.spec.name!r} failed to start: {frame[1]}: {frame[2]}"
+                    )
+                )
+
+    def _on_result(self, frame: list[Any]) -> None:
+        _, number, outcome, payload, kind, message = frame
+        future = self.calls.pop(number, None)
+        if future is None or future.done():
+            return
+        if outcome == p.OK:
+            future.set_result(Result(payload, kind))
+        elif outcome == p.RAISED:
+            future.set_exception(errors.HandlerFailed(kind, message))
+        elif outcome == p.OUT_OF_MEMORY:
+            self.death_reason = "out_of_memory"
+            future.set_exception(
+                errors.OutOfMemory(
+                    f"the instance of {self.spec.name!r} exceeded its memory limit of "
+                    f"{self.spec.memory_mb} MiB and was stopped"
+                )
+            )
+        elif outcome == p.TOO_LARGE:
+            future.set_exception(errors.ResponseTooLarge(message))
+        else:
+            future.set_exception(errors.HandlerFailed(kind, message))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.dead = True
+        if not self.ready.done():
+            self.ready.set_exception(
+                errors.StartFailed(f"instance of {self.spec.name!r} exited during start")
+            )
+        calls, self.calls = self.calls, {}
+        if calls:
+            asyncio.get_running_loop().create_task(self._fail_calls(calls))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def _fail_calls(self, calls: dict[int, asyncio.Future[Result]]) -> None:
+        how = await self.zygote.exit_status(self.pid, wait_s=0.25) if self.pid else None
+        name = self.spec.name
+        for future in calls.values():
+            if future.done():
+                continue
+            if self.death_reason == "out_of_memory":
+                error: errors.HttpError = errors.OutOfMemory(
+                    f"the instance of {name!r} exceeded its memory limit of "
+                    f"{self.spec.memory_mb} MiB and was stopped"
+                )
+            else:
+                detail = f" ({how})" if how else ""
+                error = errors.InstanceCrashed(
+                    f"the instance of {name!r} died while handling the call{detail}"
+                )
+            future.set_exception(error)

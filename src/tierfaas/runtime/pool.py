@@ -1,0 +1,202 @@
+"""The instances of one function on this node, and who gets a free one.
+
+Theory of operation: a call takes a *slot* (an instance with fewer than ``concurrency`` calls
+in flight), preferring the most recently used instance so that the others go idle and are
+reaped. With no free slot, the call joins a bounded FIFO of waiters, and the pool starts new
+instances while the waiters outnumber the slots already being started and ``max_instances``
+and the node's memory budget allow. A started instance, or a slot freed by a finished call,
+goes to the oldest waiter. A waiter not covered by a start waits at most ``queue_timeout_s``;
+a full queue or an expired wait answers 429 with Retry-After.
+
+All of this runs on the node's event loop and never blocks: the instances are other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from tierfaas import errors
+from tierfaas.clock import Clock
+from tierfaas.manifest import FunctionSpec
+from tierfaas.runtime.events import FunctionCold, FunctionWarm, InstanceStarted, InstanceStopped
+from tierfaas.runtime.instance import Instance, Result
+from tierfaas.runtime.zygote_client import ZygoteError
+
+if TYPE_CHECKING:
+    from tierfaas.runtime.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class FunctionPool:
+    def __init__(self, spec: FunctionSpec, runtime: Runtime, clock: Clock) -> None:
+        self.spec = spec
+        self.runtime = runtime
+        self.clock = clock
+        self.instances: list[Instance] = []
+        self.starting = 0
+        self.waiters: deque[asyncio.Future[Instance]] = deque()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def invoke(
+        self, body: bytes, context: dict[str, Any], deadline: float
+    ) -> tuple[Result, bool]:
+        """Runs one call; returns its result and whether it waited for a cold start."""
+        instance = await self._acquire()
+        cold = instance.calls_served == 0
+        future = instance.call(body, context)
+        try:
+            done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - self.clock()))
+            if not done:
+                instance.forget(future)
+                future.cancel()
+                instance.kill("timeout")
+                raise errors.FunctionTimeout(
+                    f"{self.spec.name!r} did not answer within its timeout of "
+                    f"{self.spec.timeout_s:g} s; its instance was stopped"
+                )
+            return future.result(), cold
+        finally:
+            self._release(instance)
+
+    async def _acquire(self) -> Instance:
+        instance = self._free_instance()
+        if instance is not None:
+            instance.busy += 1
+            return instance
+        config = self.runtime.config
+        if len(self.waiters) >= config.queue_max:
+            raise errors.Overloaded(
+                f"{self.spec.name!r} is busy on this node and {len(self.waiters)} calls are "
+                "already waiting",
+                retry_after_s=config.retry_after_s,
+            )
+        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self._start_for_waiters()
+        covered = len(self.waiters) <= self.starting * self.spec.concurrency
+        timeout = (
+            config.start_timeout_s + config.queue_timeout_s if covered else (config.queue_timeout_s)
+        )
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        if not done:
+            waiter.cancel()
+            self._drop_waiter(waiter)
+            raise errors.Overloaded(
+                f"no instance of {self.spec.name!r} became free within "
+                f"{timeout:g} s ({len(self.instances)} running, max_instances "
+                f"{self.spec.max_instances})",
+                retry_after_s=config.retry_after_s,
+            )
+        return waiter.result()
+
+    def _free_instance(self) -> Instance | None:
+        free = [i for i in self.instances if i.busy < self.spec.concurrency and not i.dead]
+        return max(free, key=lambda i: i.last_used, default=None)
+
+    def _release(self, instance: Instance) -> None:
+        instance.busy -= 1
+        instance.calls_served += 1
+        instance.last_used = self.clock()
+        if not instance.dead:
+            self._hand_out(instance)
+
+    def _hand_out(self, instance: Instance) -> None:
+        while instance.busy < self.spec.concurrency and self.waiters:
+            waiter = self.waiters.popleft()
+            if waiter.done():
+                continue
+            instance.busy += 1
+            waiter.set_result(instance)
+
+    def _drop_waiter(self, waiter: asyncio.Future[Instance]) -> None:
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    # -- starting and stopping instances ---------------------------------------------------
+
+    def _start_for_waiters(self) -> None:
+        spec = self.spec
+        while (
+            len(self.waiters) > self.starting * spec.concurrency
+            and len(self.instances) + self.starting < spec.max_instances
+            and self.runtime.reserve_memory(spec.memory_mb, exclude=self)
+        ):
+            self.starting += 1
+            task = asyncio.get_running_loop().create_task(self._start_one())
+            self.runtime.track(task)
+
+    async def _start_one(self) -> None:
+        instance = self.runtime.new_instance(self.spec)
+        try:
+            frame = self.runtime.spawn_frame(self.spec)
+            await instance.start(frame, self.runtime.config.start_timeout_s)
+        except (errors.HttpError, ZygoteError, OSError) as exc:
+            self.starting -= 1
+            self.runtime.release_memory(self.spec.memory_mb)
+            error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
+            log.warning("cold start of %s failed: %s", self.spec.name, error)
+            self._fail_waiters(error)
+            return
+        self.starting -= 1
+        self.instances.append(instance)
+        instance.closed.add_done_callback(lambda _: self._on_closed(instance))
+        self.runtime.emit(
+            InstanceStarted(self.spec.name, instance.id, instance.pid, instance.start_s)
+        )
+        if len(self.instances) == 1:
+            self.runtime.emit(FunctionWarm(self.spec.name))
+        self._hand_out(instance)
+
+    def _fail_waiters(self, error: errors.HttpError) -> None:
+        """A failed start answers the waiters it was meant for; all of them if nothing else
+        will ever serve them (no instance running or starting)."""
+        count = self.spec.concurrency
+        if not self.instances and not self.starting:
+            count = len(self.waiters)
+        while count and self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                count -= 1
+
+    def _on_closed(self, instance: Instance) -> None:
+        if instance not in self.instances:
+            return
+        self.instances.remove(instance)
+        if instance.holds_memory:
+            self.runtime.release_memory(self.spec.memory_mb)
+        reason = instance.death_reason or "crashed"
+        if reason == "crashed":
+            log.warning("instance %d of %s died unexpectedly", instance.id, self.spec.name)
+        self.runtime.emit(InstanceStopped(self.spec.name, instance.id, reason))
+        if not self.instances:
+            self.runtime.emit(FunctionCold(self.spec.name))
+        if self.waiters:
+            self._start_for_waiters()
+
+    def idle_instances(self) -> list[Instance]:
+        return [i for i in self.instances if i.busy == 0 and not i.dead]
+
+    def reap_idle(self, now: float) -> int:
+        """Stops instances idle for longer than keep_alive_s; returns how many."""
+        reaped = 0
+        for instance in self.idle_instances():
+            if now - instance.last_used >= self.spec.keep_alive_s:
+                instance.kill("idle")
+                reaped += 1
+        return reaped
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "instances": len(self.instances),
+            "busy": sum(1 for i in self.instances if i.busy),
+            "starting": self.starting,
+            "queued": len(self.waiters),
+        }

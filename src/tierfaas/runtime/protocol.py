@@ -1,0 +1,42 @@
+"""The frames the node, the zygote and the instances exchange: msgpack arrays.
+
+Node <-> instance: a Unix stream socket; msgpack frames are self-delimiting, so a stream of them
+needs no length prefix, and many calls are pipelined over the one connection with request ids.
+Node <-> zygote: a SOCK_SEQPACKET socket, so each spawn request arrives as one message together
+with the file descriptor of the new instance's socket.
+
+WARNING: ONLY APPEND to these lists. The numbers are the protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# node -> instance: [CALL, request_number, body, context_dict]
+CALL: Final = 1
+# instance -> node: [RESULT, request_number, outcome, payload, content_type_or_type, message]
+RESULT: Final = 2
+# instance -> node: [READY, pid, start_seconds]: handler imported and init done
+READY: Final = 3
+# instance -> node: [START_FAILED, error_type, message]: import or init raised
+START_FAILED: Final = 4
+
+# node -> zygote: [SPAWN, seq, spec_dict] with one fd (the instance's end of its socket)
+SPAWN: Final = 10
+# zygote -> node: [SPAWNED, seq, pid]
+SPAWNED: Final = 11
+# zygote -> node: [SPAWN_FAILED, seq, message]
+SPAWN_FAILED: Final = 12
+# zygote -> node: [EXITED, pid, description]: an instance process ended (as waitpid saw it)
+EXITED: Final = 13
+# zygote -> node: [ZYGOTE_READY, pid]
+ZYGOTE_READY: Final = 14
+
+# outcomes of a RESULT
+OK: Final = 0  # payload is the body, then its content type
+RAISED: Final = 1  # the handler raised: error type name and message (with traceback if debug)
+OUT_OF_MEMORY: Final = 2  # the instance hit its memory limit and is exiting
+TOO_LARGE: Final = 3  # the result is over max_response_bytes
+BAD_RESULT: Final = 4  # the handler returned something that is not bytes, str or JSON-able
+
+MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
