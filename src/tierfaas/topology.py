@@ -1,0 +1,126 @@
+"""Pure: from one node's view of the members to everyone's role. No I/O, no clock.
+
+Every node runs this on its own view after every membership change, so two nodes with the
+same view must compute the same topology: the order comes from ``rank_key`` alone and the
+worker→replica assignment from a hash that is the same in every process (BLAKE2b, never
+Python's salted ``hash()``). Live means alive *or suspect*: a slow node keeps its rank until
+it is declared dead, so a brief stall moves no role.
+
+Rank 0 is the Master, ranks 1..k the Replicas (k = ceil(sqrt(N)) or a fixed count, capped
+at N-1), the rest Workers. Each worker is assigned to one replica by rendezvous (highest
+random weight) hashing, so a change of the replica set moves only the workers of the replica
+that went, or those the new one takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias
+
+from tierfaas.membership.base import MemberState
+
+Role: TypeAlias = Literal["master", "replica", "worker"]
+ReplicaPolicy: TypeAlias = Literal["sqrt"] | int
+
+_HRW_PERSON = b"tierfaas-hrw-v1"
+
+
+class RankedMember(Protocol):
+    """What topology needs to know of a member (``MemberInfo`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def state(self) -> MemberState: ...
+    @property
+    def demoted_since(self) -> int | None: ...
+
+
+def rank_key(member: RankedMember) -> tuple[int, int, str]:
+    """The sort key of a member; lowest is rank 0. The ONE place that decides the order.
+
+    ``(start, epoch, name)``: ``start`` is the run's epoch (Unix ms at its start), or, for a
+    run that was declared dead and came back, the time of its demotion, so it ranks as if it
+    had joined then and never takes back a role it lost. ``name`` breaks ties of equal ms.
+    """
+    start = member.demoted_since if member.demoted_since is not None else member.epoch
+    return (max(start, member.epoch), member.epoch, member.name)
+
+
+def replica_count(n: int, policy: ReplicaPolicy = "sqrt") -> int:
+    """How many replicas ``n`` live members have: ceil(sqrt(n)) or a fixed count >= 1,
+    capped at n-1. Raises ``ValueError`` for any other policy."""
+    if n <= 1:
+        return 0
+    if policy == "sqrt":
+        wanted = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) without float rounding
+    elif isinstance(policy, int) and not isinstance(policy, bool) and policy >= 1:
+        wanted = policy
+    else:
+        # At least one replica: every worker must have one to ask.
+        raise ValueError(f"replica policy must be 'sqrt' or an int >= 1, not {policy!r}")
+    return min(wanted, n - 1)
+
+
+def hrw_weight(worker: str, replica: str) -> int:
+    """The 64-bit rendezvous weight of ``replica`` for ``worker``, the same in every process."""
+    r = replica.encode()
+    h = hashlib.blake2b(digest_size=8, person=_HRW_PERSON)
+    h.update(len(r).to_bytes(4, "big"))
+    h.update(r)
+    h.update(worker.encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+def assign_replica(worker: str, replicas: Iterable[str]) -> str:
+    """The replica that serves ``worker``: highest weight, then highest name. Needs one."""
+    best = max(replicas, key=lambda r: (hrw_weight(worker, r), r), default=None)
+    if best is None:
+        raise ValueError("no replica to assign the worker to")
+    return best
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Roles in one view. ``members`` holds live names in rank order."""
+
+    members: tuple[str, ...] = ()
+    master: str | None = None
+    replicas: tuple[str, ...] = ()
+    workers: tuple[str, ...] = ()
+    replica_of: dict[str, str] = field(default_factory=dict)
+
+    def role_of(self, name: str) -> Role | None:
+        """``"master"``, ``"replica"`` or ``"worker"``; None if ``name`` is not a live member."""
+        if name == self.master:
+            return "master"
+        if name in self.replicas:
+            return "replica"
+        if name in self.replica_of or name in self.workers:
+            return "worker"
+        return None
+
+    def rank_of(self, name: str) -> int | None:
+        return self.members.index(name) if name in self.members else None
+
+
+def compute_topology(members: Iterable[RankedMember], replicas: ReplicaPolicy = "sqrt") -> Topology:
+    """The topology of a view. Dead and left members are ignored; if a name appears twice
+    (a restart seen before the old run's departure), the newer epoch counts."""
+    newest: dict[str, RankedMember] = {}
+    for m in members:
+        if m.state.live and (m.name not in newest or m.epoch > newest[m.name].epoch):
+            newest[m.name] = m
+    ordered: Sequence[str] = [m.name for m in sorted(newest.values(), key=rank_key)]
+    if not ordered:
+        return Topology()
+    k = replica_count(len(ordered), replicas)
+    reps = tuple(ordered[1 : 1 + k])
+    workers = tuple(ordered[1 + k :])
+    replica_of = {w: assign_replica(w, reps) for w in workers} if reps else {}
+    return Topology(tuple(ordered), ordered[0], reps, workers, replica_of)

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tierfaas.membership.base import MemberInfo, MemberState
+from tierfaas.topology import (
+    assign_replica,
+    compute_topology,
+    rank_key,
+    replica_count,
+)
+
+
+def member(
+    name: str,
+    epoch: int,
+    state: MemberState = MemberState.ALIVE,
+    demoted_since: int | None = None,
+) -> MemberInfo:
+    return MemberInfo(name, epoch, state, "127.0.0.1:1", demoted_since=demoted_since)
+
+
+def view(n: int) -> list[MemberInfo]:
+    # Reversed on purpose: the input order must not matter.
+    return [member(f"n{i:03d}", 1000 + i) for i in reversed(range(n))]
+
+
+@pytest.mark.parametrize(
+    ("n", "replicas", "workers"),
+    [(1, 0, 0), (2, 1, 0), (3, 2, 0), (4, 2, 1), (10, 4, 5), (100, 10, 89)],
+)
+def test_roles_by_size(n: int, replicas: int, workers: int) -> None:
+    topo = compute_topology(view(n))
+    assert topo.master == "n000"
+    assert topo.members[0] == "n000"
+    assert topo.replicas == tuple(f"n{i:03d}" for i in range(1, 1 + replicas))
+    assert len(topo.workers) == workers
+    assert set(topo.replica_of) == set(topo.workers)
+    assert set(topo.replica_of.values()) <= set(topo.replicas)
+    assert topo.role_of("n000") == "master"
+    if n > 1:
+        assert topo.role_of("n001") == "replica"
+    if workers:
+        assert topo.role_of(topo.workers[0]) == "worker"
+    assert topo.role_of("nobody") is None
+
+
+def test_empty_view_has_no_master() -> None:
+    topo = compute_topology([])
+    assert topo.master is None
+    assert topo.members == ()
+
+
+def test_fixed_replica_policy_is_capped() -> None:
+    assert replica_count(10, 3) == 3
+    assert replica_count(3, 5) == 2
+    assert replica_count(1, 5) == 0
+    with pytest.raises(ValueError):
+        replica_count(10, 0)
+    with pytest.raises(ValueError):
+        replica_count(10, "many")  # type: ignore[arg-type]
+
+
+def test_sqrt_matches_ceil() -> None:
+    for n in range(2, 2000):
+        assert replica_count(n) == min(math.ceil(math.sqrt(n)), n - 1)
+
+
+def test_epoch_ties_break_by_name() -> None:
+    topo = compute_topology([member("b", 5), member("a", 5)])
+    assert topo.master == "a"
+
+
+def test_dead_and_left_are_not_ranked() -> None:
+    topo = compute_topology(
+        [member("a", 1, MemberState.DEAD), member("b", 2, MemberState.LEFT), member("c", 3)]
+    )
+    assert topo.master == "c"
+    assert topo.members == ("c",)
+
+
+def test_suspect_keeps_its_rank() -> None:
+    members = view(10)
+    before = compute_topology(members)
+    members = [replace(m, state=MemberState.SUSPECT) if m.name == "n000" else m for m in members]
+    after = compute_topology(members)
+    assert after == before
+
+
+def test_demoted_run_ranks_by_its_demotion() -> None:
+    a = member("a", 100, demoted_since=500)
+    b = member("b", 200)
+    c = member("c", 900)
+    topo = compute_topology([a, b, c])
+    assert topo.members == ("b", "a", "c")
+    assert rank_key(a) == (500, 100, "a")
+    # A "since" older than the epoch (forged or skewed) cannot promote a run.
+    assert rank_key(member("x", 100, demoted_since=5)) == (100, 100, "x")
+
+
+def test_newest_epoch_of_a_name_wins() -> None:
+    topo = compute_topology([member("a", 1), member("a", 50), member("b", 10)])
+    assert topo.members == ("b", "a")
+
+
+def test_assignment_is_a_stable_hash() -> None:
+    # Fixed values: the same in every process and every Python version (no hash()).
+    reps = ["r1", "r2", "r3"]
+    got = [assign_replica(f"w{i}", reps) for i in range(6)]
+    assert got == [assign_replica(f"w{i}", list(reversed(reps))) for i in range(6)]
+    assert len(set(got)) > 1
+    with pytest.raises(ValueError):
+        assign_replica("w", [])
+
+
+names = st.lists(
+    st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=8), unique=True, max_size=60
+)
+states = st.sampled_from(list(MemberState))
+
+
+@st.composite
+def views(draw: st.DrawFn) -> list[MemberInfo]:
+    out = []
+    for name in draw(names):
+        epoch = draw(st.integers(min_value=1, max_value=50))
+        since = draw(st.none() | st.integers(min_value=1, max_value=100))
+        out.append(member(name, epoch, draw(states), since))
+    return out
+
+
+@given(views())
+def test_property_one_master_and_every_worker_one_live_replica(members: list[MemberInfo]) -> None:
+    topo = compute_topology(members)
+    live = {m.name for m in members if m.state.live}
+    assert set(topo.members) == live
+    assert (topo.master is None) == (not live)
+    roles = [topo.role_of(n) for n in topo.members]
+    assert roles.count("master") == (1 if live else 0)
+    assert len(topo.replicas) == replica_count(len(live))
+    for w in topo.workers:
+        assert topo.replica_of[w] in topo.replicas
+        assert topo.replica_of[w] in live
+    assert set(topo.replicas) | set(topo.workers) | {topo.master} - {None} == live
+
+
+@given(views())
+def test_property_same_view_any_order_same_topology(members: list[MemberInfo]) -> None:
+    assert compute_topology(members) == compute_topology(list(reversed(members)))
+
+
+@given(
+    st.lists(st.text(min_size=1, max_size=6), unique=True, min_size=2, max_size=12),
+    st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=80),
+    st.data(),
+)
+def test_property_removing_a_replica_moves_only_its_workers(
+    replicas: list[str], workers: list[str], data: st.DataObject
+) -> None:
+    gone = data.draw(st.sampled_from(replicas))
+    rest = [r for r in replicas if r != gone]
+    for w in workers:
+        before = assign_replica(w, replicas)
+        after = assign_replica(w, rest)
+        if before != gone:
+            assert after == before
+
+
+@given(views(), st.data())
+def test_property_losing_a_replica_member_moves_few_workers(
+    members: list[MemberInfo], data: st.DataObject
+) -> None:
+    members = [replace(m, state=MemberState.ALIVE) for m in members]
+    before = compute_topology(members, replicas=3)
+    if not before.replicas:
+        return
+    gone = data.draw(st.sampled_from(before.replicas))
+    after = compute_topology([m for m in members if m.name != gone], replicas=3)
+    promoted = set(after.replicas) - set(before.replicas)
+    for w, r in before.replica_of.items():
+        if w in after.replica_of and after.replica_of[w] != r:
+            # Only the departed replica's workers, or those the promoted one takes, move.
+            assert r == gone or after.replica_of[w] in promoted
+
+
+@given(views())
+def test_property_suspects_keep_rank(members: list[MemberInfo]) -> None:
+    alive = [replace(m, state=MemberState.ALIVE) if m.state.live else m for m in members]
+    suspect = [replace(m, state=MemberState.SUSPECT) if m.state.live else m for m in members]
+    assert compute_topology(alive) == compute_topology(suspect)
