@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -42,7 +43,7 @@ class Instance(asyncio.Protocol):
         self.calls_served = 0
         self.last_used = now
         self.started_at = now
-        self.start_s = 0.0
+        self.start_s = 0.0  # seconds from the spawn request to READY
         self.dead = False
         self.holds_memory = True  # its memory_mb still counts against the node's budget
         self.death_reason = ""
@@ -59,6 +60,7 @@ class Instance(asyncio.Protocol):
     async def start(self, spec_frame: dict[str, Any], timeout_s: float) -> None:
         """Forks the process and waits for READY. Raises StartFailed (and leaves no process)."""
         loop = asyncio.get_running_loop()
+        began = time.perf_counter()
         self.pid, sock = await self.zygote.spawn(spec_frame)
         await loop.create_unix_connection(lambda: self, sock=sock)
         try:
@@ -72,6 +74,7 @@ class Instance(asyncio.Protocol):
         except errors.StartFailed:
             self.kill("start_failed")
             raise
+        self.start_s = time.perf_counter() - began
 
     def kill(self, reason: str) -> None:
         """Stops the process now (SIGKILL); calls in flight fail."""
@@ -114,7 +117,6 @@ class Instance(asyncio.Protocol):
             if kind == p.RESULT:
                 self._on_result(frame)
             elif kind == p.READY:
-                self.start_s = float(frame[2])
                 if not self.ready.done():
                     self.ready.set_result(None)
             elif kind == p.START_FAILED and not self.ready.done():

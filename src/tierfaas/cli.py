@@ -1,0 +1,139 @@
+"""The ``tierfaas`` command line. ``tierfaas --help`` lists the commands; each has ``--help``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tierfaas import __version__, errors
+from tierfaas.config import Address, NodeConfig
+from tierfaas.logs import setup_logging
+
+app = typer.Typer(
+    help="tierfaas: a self-organizing Function-as-a-Service engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+_DEFAULTS = NodeConfig.__dataclass_fields__
+
+
+def _doc(name: str) -> str:
+    f = _DEFAULTS[name]
+    unit = f" [{f.metadata['unit']}]" if f.metadata["unit"] else ""
+    return f"{f.metadata['doc']}{unit}."
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def node(
+    release: Annotated[
+        Path, typer.Option(help=_doc("release_dir"), envvar="TIERFAAS_RELEASE")
+    ] = Path("examples/demo"),
+    http: Annotated[str, typer.Option(help=_doc("http"), envvar="TIERFAAS_HTTP")] = (
+        "127.0.0.1:8080"
+    ),
+    name: Annotated[str, typer.Option(help=_doc("name"), envvar="TIERFAAS_NAME")] = "",
+    max_body_bytes: Annotated[int, typer.Option(help=_doc("max_body_bytes"))] = 6 * 1024 * 1024,
+    max_response_bytes: Annotated[int, typer.Option(help=_doc("max_response_bytes"))] = (
+        6 * 1024 * 1024
+    ),
+    queue_max: Annotated[int, typer.Option(help=_doc("queue_max"))] = 256,
+    queue_timeout_s: Annotated[float, typer.Option(help=_doc("queue_timeout_s"))] = 2.0,
+    memory_budget_mb: Annotated[int, typer.Option(help=_doc("memory_budget_mb"))] = 2048,
+    start_timeout_s: Annotated[float, typer.Option(help=_doc("start_timeout_s"))] = 30.0,
+    drain_timeout_s: Annotated[float, typer.Option(help=_doc("drain_timeout_s"))] = 30.0,
+    debug: Annotated[bool, typer.Option(help=_doc("debug"))] = False,
+    log_level: Annotated[str, typer.Option(help=_doc("log_level"))] = "info",
+) -> None:
+    """Run one node: serve the release's functions over HTTP until SIGTERM or Ctrl-C."""
+    from tierfaas.node import run_node
+
+    try:
+        config = NodeConfig(
+            release_dir=release,
+            http=Address.parse(http, "http"),
+            name=name,
+            max_body_bytes=max_body_bytes,
+            max_response_bytes=max_response_bytes,
+            queue_max=queue_max,
+            queue_timeout_s=queue_timeout_s,
+            memory_budget_mb=memory_budget_mb,
+            start_timeout_s=start_timeout_s,
+            drain_timeout_s=drain_timeout_s,
+            debug=debug,
+            log_level=log_level,  # type: ignore[arg-type]  # validated by NodeConfig
+        )
+        setup_logging(config.log_level)
+        run_node(config)
+    except (errors.ConfigError, errors.ManifestError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def invoke(
+    function: Annotated[str, typer.Argument(help="the function's name")],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="request body; '@FILE' reads a file, '-' stdin")
+    ] = "",
+    url: Annotated[str, typer.Option(help="a node or the front door")] = "http://127.0.0.1:8080",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 60.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print the headers")] = False,
+) -> None:
+    """Call a function and print its answer; exits 1 on an error answer."""
+    if data == "-":
+        body = sys.stdin.buffer.read()
+    elif data.startswith("@"):
+        body = Path(data[1:]).read_bytes()
+    else:
+        body = data.encode()
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/function/{function}", data=body, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, headers, answer = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, answer = exc.code, exc.headers, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
+    if verbose:
+        err.print(f"HTTP {status}", highlight=False)
+        for key, value in headers.items():
+            err.print(f"{key}: {value}", highlight=False)
+    if status >= 400:
+        try:
+            detail = json.loads(answer)
+            message = f"{status} {detail.get('error')}: {detail.get('message')}"
+        except ValueError:
+            message = f"{status}: {answer[:500]!r}"
+        raise _fail(message, 1)
+    sys.stdout.buffer.write(answer)
+    sys.stdout.flush()
+
+
+@app.command()
+def version() -> None:
+    """Print the tierfaas version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The node's HTTP API (ASGI, served by uvicorn with httptools on uvloop).
+
+    POST /function/{name}   invoke (GET with a query string works too)
+    GET  /healthz           the process answers (never blocked by user code)
+    GET  /readyz            200 when this node takes invocations, 503 with the reason if not
+    GET  /v1/functions      the release's functions, settings and instances on this node
+    GET  /metrics           Prometheus text format
+
+Every response carries ``X-Request-Id`` (the caller's if it sent a valid one). Errors are JSON
+``{error, message, request_id}`` with the status of ``tierfaas.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tierfaas import errors
+from tierfaas.config import NodeConfig
+from tierfaas.http.asgi import (
+    ClientDisconnected,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    respond,
+    respond_error,
+    respond_json,
+)
+from tierfaas.http.metrics import UNKNOWN, Metrics
+from tierfaas.names import is_valid_name
+from tierfaas.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+_FUNCTION_PREFIX = "/function/"
+_INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
+# Request headers passed on to handlers (hop-by-hop and internal ones are not).
+_SKIP_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"host"})
+
+
+class NodeApp:
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: NodeConfig,
+        metrics: Metrics,
+        node_name: str,
+        not_ready_reason: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.metrics = metrics
+        self.node_name = node_name
+        self.not_ready_reason = not_ready_reason
+        self.draining = False
+        self.in_flight = 0
+        self.served_by = node_name.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan and websockets are not used
+        given = header(scope, b"x-request-id")
+        if given is not None and _REQUEST_ID_RE.fullmatch(given):
+            request_id = given.decode()
+        else:
+            request_id = os.urandom(8).hex()
+        path: str = scope["path"]
+        try:
+            if path.startswith(_FUNCTION_PREFIX):
+                await self._invoke(scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id)
+            else:
+                await self._admin(scope, send, path, request_id)
+        except ClientDisconnected:
+            pass
+        except errors.HttpError as error:
+            await respond_error(send, error, request_id)
+
+    # -- invocations -----------------------------------------------------------------------
+
+    async def _invoke(
+        self, scope: Scope, receive: Receive, send: Send, name: str, request_id: str
+    ) -> None:
+        started = time.monotonic()
+        method: str = scope["method"]
+        if method not in _INVOKE_METHODS:
+            raise errors.MethodNotAllowed(f"use POST (or GET) on /function/{name}, not {method}")
+        if not is_valid_name(name):
+            raise errors.BadName(
+                f"{name[:80]!r} is not a function name (1-64 of [A-Za-z0-9._-]); "
+                "see GET /v1/functions"
+            )
+        label = name if name in self.runtime.pools else UNKNOWN
+        if self.draining:
+            error: errors.HttpError = errors.Draining(
+                "this node is shutting down; retry on another node",
+                retry_after_s=self.config.retry_after_s,
+            )
+            self.metrics.record(label, error.code, False, time.monotonic() - started)
+            raise error
+        self.in_flight += 1
+        cold = False
+        try:
+            body = await read_body(scope, receive, self.config.max_body_bytes)
+            result = await self.runtime.invoke(
+                name,
+                body,
+                request_id=request_id,
+                method=method,
+                query=scope["query_string"].decode("latin-1"),
+                headers=_handler_headers(scope),
+                started=started,
+            )
+            cold = result.cold
+        except errors.HttpError as exc:
+            self.metrics.record(label, exc.code, cold, time.monotonic() - started)
+            if isinstance(exc, errors.FunctionError):
+                log.info("request %s to %s failed: %s: %s", request_id, name, exc.code, exc)
+            raise
+        finally:
+            self.in_flight -= 1
+        self.metrics.record(label, "ok", cold, time.monotonic() - started)
+        headers: Headers = [
+            (b"x-request-id", request_id.encode()),
+            (b"x-tierfaas-served-by", self.served_by),
+            (b"x-tierfaas-start", b"cold" if cold else b"warm"),
+        ]
+        await respond(send, 200, result.body, result.content_type.encode(), headers)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def _admin(self, scope: Scope, send: Send, path: str, request_id: str) -> None:
+        headers: Headers = [(b"x-request-id", request_id.encode())]
+        if scope["method"] not in ("GET", "HEAD"):
+            raise errors.MethodNotAllowed(f"{path} only answers GET")
+        if path == "/healthz":
+            await respond_json(send, 200, {"status": "ok", "node": self.node_name}, headers)
+        elif path == "/readyz":
+            reason = "draining" if self.draining else self.not_ready_reason()
+            if reason is None:
+                await respond_json(send, 200, {"ready": True}, headers)
+            else:
+                headers.append((b"retry-after", str(self.config.retry_after_s).encode()))
+                await respond_json(send, 503, {"ready": False, "reason": reason}, headers)
+        elif path == "/v1/functions":
+            await respond_json(send, 200, self._functions(), headers)
+        elif path == "/metrics":
+            body = generate_latest(self.metrics.registry)
+            await respond(send, 200, body, CONTENT_TYPE_LATEST.encode(), headers)
+        else:
+            raise errors.NotFound(
+                f"no such path {path[:200]!r}; invoke functions at /function/NAME "
+                "and list them at /v1/functions"
+            )
+
+    def _functions(self) -> dict[str, Any]:
+        release = self.runtime.release
+        return {
+            "release": {"name": release.name, "version": release.version},
+            "node": self.node_name,
+            "functions": self.runtime.functions(),
+        }
+
+
+def _handler_headers(scope: Scope) -> dict[str, str]:
+    return {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope["headers"]
+        if key not in _SKIP_HEADERS
+    }

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from tierfaas.config import Address, NodeConfig
+from tierfaas.errors import ConfigError
+
+DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_body_bytes", 0),
+        ("max_body_bytes", -5),
+        ("queue_timeout_s", float("nan")),
+        ("memory_budget_mb", 0),
+        ("queue_max", -1),
+        ("drain_timeout_s", -1.0),
+        ("log_level", "loud"),
+        ("name", "bad name!"),
+        ("release_dir", Path("/nonexistent/release")),
+    ],
+)
+def test_bad_setting_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        NodeConfig(**{"release_dir": DEMO, field: value})  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_defaults_are_valid() -> None:
+    config = NodeConfig(release_dir=DEMO)
+    assert config.max_body_bytes == 6 * 1024 * 1024
+    assert str(config.http) == "127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        ("localhost:9", ("127.0.0.1", 9)),
+        ("[::1]:7", ("::1", 7)),
+    ],
+)
+def test_address_parse(text: str, expected: tuple[str, int]) -> None:
+    address = Address.parse(text)
+    assert (address.host, address.port) == expected
+
+
+@pytest.mark.parametrize("text", ["nohost", ":80", "1.2.3.4:99999", "example.com:80", "1.2.3.4:x"])
+def test_address_parse_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        Address.parse(text, "http")
+
+
+def test_describe_lists_every_setting_with_doc() -> None:
+    rows = NodeConfig.describe()
+    assert {row[0] for row in rows} >= {"max_body_bytes", "drain_timeout_s", "memory_budget_mb"}
+    assert all(row[3] for row in rows)
