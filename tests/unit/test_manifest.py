@@ -78,7 +78,7 @@ def test_errors_name_file_field_and_reason(
 
 
 def test_missing_manifest(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="no tierfaas.toml"):
+    with pytest.raises(ManifestError, match=r"no tierfaas\.toml"):
         load_release(tmp_path)
 
 

@@ -59,6 +59,9 @@ class Resurrections:
 
     def revived(self, key: tuple[str, int]) -> bool:
         """Called when a run is seen alive. True if it had been dead: it is now demoted."""
+        name, epoch = key
+        # A newer run of the name replaces older ones for good: forget their deaths.
+        self._dead -= {k for k in self._dead if k[0] == name and k[1] < epoch}
         if key not in self._dead:
             return False
         self._dead.discard(key)
