@@ -1,0 +1,522 @@
+"""``Membership`` over kinship (SWIM gossip): the only module in tierfaas that imports kinship.
+
+What it guarantees, and why (timings measured in shared/reference/kinship-behaviour.md):
+- The kinship cluster is created in ``start()``, inside the running process, never before a
+  fork (a cluster inherited through ``fork()`` is dead in the child).
+- It subscribes to kinship's events before joining, so no member seen during the join is
+  missed; ``EventsLost`` becomes a ``Resync`` built from ``members()``.
+- Runs are keyed by ``(name, epoch)``: a crash and quick restart reads as the old run left
+  and a new run joined.
+- Seeds that never answer do not fail the start and do not make this node a cluster of one:
+  it reports ``joined=False`` with the reason and keeps retrying in the background.
+- A run declared dead that comes back (SIGSTOP/SIGCONT) is demoted, never given its old
+  role back: see ``tierfaas.membership.demotion``. The pause is measured by a watchdog on the
+  event loop (kinship's thread stops too under SIGSTOP, but not when the loop merely blocks).
+- Without a key, gossip may only bind loopback: anything else is refused at start-up.
+- Metadata read from peers is validated (``meta.parse_meta``); a bad record is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import kinship
+
+from tierfaas.clock import Clock, monotonic
+from tierfaas.config import Address
+from tierfaas.errors import ConfigError
+from tierfaas.membership.base import (
+    JoinStatus,
+    MemberDown,
+    MemberInfo,
+    MembershipEvent,
+    MemberState,
+    MemberSuspect,
+    MemberUp,
+    MemberUpdated,
+    NameConflictSelf,
+    Resync,
+)
+from tierfaas.membership.demotion import Resurrections, notice_for, parse_notice
+from tierfaas.membership.fanout import EventFanout
+from tierfaas.membership.meta import KEY_SINCE, check_size, encode_meta, parse_meta
+
+log = logging.getLogger("tierfaas.membership")
+
+KEY_BYTES = 32
+
+_STATES = {
+    kinship.State.ALIVE: MemberState.ALIVE,
+    kinship.State.SUSPECT: MemberState.SUSPECT,
+    kinship.State.DEAD: MemberState.DEAD,
+    kinship.State.LEFT: MemberState.LEFT,
+}
+
+
+def parse_key(value: bytes | str) -> bytes:
+    """A cluster key from 32 raw bytes or their base64 text. Raises ``ConfigError``."""
+    if isinstance(value, str):
+        try:
+            value = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("gossip_key", "is not valid base64") from None
+    if not isinstance(value, bytes) or len(value) != KEY_BYTES:
+        raise ConfigError("gossip_key", f"must be {KEY_BYTES} bytes (base64: 44 characters)")
+    return value
+
+
+def _check_seed(seed: str) -> None:
+    host, sep, port = seed.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError("gossip_seeds", f"{seed!r} is not HOST:PORT")
+
+
+@dataclass(frozen=True, slots=True)
+class GossipSettings:
+    """Gossip settings. Build with ``GossipSettings.lan(...)`` or ``.local(...)``.
+
+    ``local`` detects a death in about 1.3 s (a 1.5 s pause kills a node), for tests and demos
+    on one machine; ``lan`` in about 6 s, which rides out GC pauses and busy hosts.
+    """
+
+    bind: Address
+    seeds: tuple[str, ...] = ()
+    key: bytes | None = field(default=None, repr=False)
+    preset: Literal["lan", "local"] = "lan"
+    advertise: Address | None = None
+    cluster: str = "tierfaas"
+    leave_timeout_s: float = 2.0
+    """Longest ``leave()`` waits for the news to spread; peers see *left* in ms when it does."""
+    join_retry_s: float = 2.0
+    """Pause between join attempts while no seed answers. Lower finds seeds sooner."""
+    join_wait_s: float = 5.0
+    """Longest ``start()`` waits for the first join attempt before leaving it to the background."""
+    watchdog_tick_s: float = 0.1
+    """How often the event loop's own pauses are measured."""
+    pause_suspect_s: float = 3.0
+    """A pause at least this long may have got this run declared dead: a peer's word is
+    then believed and the run demotes itself."""
+    pause_dead_s: float = 7.0
+    """A pause this long (plus a refutation seen) certainly did: demote without the word."""
+    demotion_grace_s: float = 3.0
+    """How long an observer holds a revived run demoted without its confirmation."""
+    event_buffer: int = 1024
+    """Events a slow consumer may fall behind before it gets a ``Resync`` instead."""
+
+    def __post_init__(self) -> None:
+        if self.key is not None:
+            parse_key(self.key)
+        if self.preset not in ("lan", "local"):
+            raise ConfigError("gossip_preset", f"{self.preset!r} is not lan|local")
+        for seed in self.seeds:
+            _check_seed(seed)
+        if self.key is None:
+            for what, addr in (("gossip_bind", self.bind), ("gossip_advertise", self.advertise)):
+                if addr is not None and not addr.is_loopback:
+                    raise ConfigError(
+                        what,
+                        f"{addr} is not loopback and no gossip key is set: set a 32-byte key "
+                        "(base64) on every node, or bind 127.0.0.1 for a local cluster",
+                    )
+        for name in ("leave_timeout_s", "join_retry_s", "join_wait_s", "watchdog_tick_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, "must be a positive number of seconds")
+        if not 0 < self.pause_suspect_s <= self.pause_dead_s:
+            raise ConfigError("pause_suspect_s", "must be positive and <= pause_dead_s")
+
+    @classmethod
+    def lan(
+        cls, *, bind: Address, key: bytes | str | None, seeds: tuple[str, ...] = (), **kw: Any
+    ) -> GossipSettings:
+        """Real networks. A key is required unless ``bind`` is loopback."""
+        return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="lan", **kw)
+
+    @classmethod
+    def local(
+        cls,
+        *,
+        bind: Address,
+        seeds: tuple[str, ...] = (),
+        key: bytes | str | None = None,
+        **kw: Any,
+    ) -> GossipSettings:
+        """One machine: fast failure detection; a 1.5 s pause already means death."""
+        timings: dict[str, Any] = {
+            "join_retry_s": 0.5,
+            "join_wait_s": 2.0,
+            "pause_suspect_s": 0.5,
+            "pause_dead_s": 2.0,
+            "demotion_grace_s": 1.5,
+        }
+        timings.update(kw)
+        return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="local", **timings)
+
+
+def _opt_key(key: bytes | str | None) -> bytes | None:
+    return None if key is None else parse_key(key)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class KinshipMembership:
+    """Cluster membership of this node over kinship. See ``tierfaas.membership.Membership``.
+
+    ``KinshipMembership(GossipSettings.lan(bind=..., key=..., seeds=...), name="node-a",
+    version="1.2", http=Address(...), rpc=Address(...))``, then ``events()``, ``start()``.
+    """
+
+    def __init__(
+        self,
+        settings: GossipSettings,
+        *,
+        name: str,
+        version: str = "",
+        http: Address | None = None,
+        rpc: Address | None = None,
+        clock: Clock = monotonic,
+        wall_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self._meta = encode_meta(version=version, http=http, rpc=rpc)
+        self._clock = clock
+        self._wall_ms = wall_ms
+        self._fanout = EventFanout(self.members, settings.event_buffer)
+        self._cluster: kinship.Cluster | None = None
+        self._resurrections = Resurrections(clock, wall_ms, settings.demotion_grace_s)
+        self._joined = False
+        self._join_reason = "not started"
+        self._first_attempt = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._since: int | None = None
+        self._last_pause_end: float | None = None
+        self._warned: set[tuple[str, int, tuple[str, ...]]] = set()
+        self._conflict_reported = False
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def local(self) -> MemberInfo:
+        if self._cluster is None:
+            meta = parse_meta(self._meta)
+            bind = str(self.settings.bind)
+            return MemberInfo(
+                self.name, 0, MemberState.ALIVE, bind, meta.http, meta.rpc, meta.version
+            )
+        try:
+            return self._info(self._cluster.local)
+        except kinship.KinshipError:
+            return MemberInfo(self.name, 0, MemberState.LEFT, str(self.settings.bind))
+
+    @property
+    def joined(self) -> bool:
+        return self._joined
+
+    @property
+    def join_reason(self) -> str:
+        return "" if self._joined else self._join_reason
+
+    def members(self) -> list[MemberInfo]:
+        if self._cluster is None:
+            return []
+        try:
+            return [self._info(m) for m in self._cluster.members()]
+        except kinship.KinshipError:
+            return []
+
+    def events(self) -> AsyncIterator[MembershipEvent]:
+        return self._fanout.subscribe()
+
+    def stats(self) -> dict[str, int]:
+        """kinship's protocol counters, for metrics and debugging."""
+        if self._cluster is None:
+            return {}
+        return {k: int(v) for k, v in asdict(self._cluster.stats()).items()}
+
+    def _info(self, m: kinship.Member) -> MemberInfo:
+        meta = parse_meta(m.meta)
+        if meta.problems:
+            warn_key = (m.name, m.epoch, meta.problems)
+            if warn_key not in self._warned:
+                self._warned.add(warn_key)
+                log.warning(
+                    "member %r (epoch %d) published invalid metadata, routing nothing to it: %s",
+                    m.name,
+                    m.epoch,
+                    "; ".join(meta.problems),
+                )
+        if m.name == self.name and self._cluster is not None and m.epoch == self._epoch():
+            since = self._since if self._since is not None else meta.since
+        else:
+            since = self._resurrections.demoted_since((m.name, m.epoch), meta.since)
+        return MemberInfo(
+            m.name, m.epoch, _STATES[m.state], m.addr, meta.http, meta.rpc, meta.version, since
+        )
+
+    def _epoch(self) -> int:
+        assert self._cluster is not None
+        return self._cluster.local.epoch
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Binds, subscribes, then joins the seeds. Returns after the first join attempt (or
+        ``join_wait_s``); if it failed, ``joined`` is False and retries continue."""
+        if self._cluster is not None:
+            raise RuntimeError("membership already started")
+        kinship.log_to_python()
+        cluster = kinship.Cluster(self._config())
+        await cluster.start()  # binds only: seeds are joined below, once subscribed
+        self._cluster = cluster
+        sub = cluster.events()
+        self._spawn(self._pump(sub), "membership-events")
+        self._spawn(self._watchdog(), "membership-watchdog")
+        self._spawn(self._join_loop(), "membership-join")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_attempt.wait(), self.settings.join_wait_s)
+
+    def _config(self) -> kinship.Config:
+        s = self.settings
+        kw: dict[str, Any] = {
+            "name": self.name,
+            "bind": str(s.bind),
+            "cluster": s.cluster,
+            "seeds": [],
+            "meta": dict(self._meta),
+            "event_buffer": s.event_buffer,
+        }
+        if s.advertise is not None:
+            kw["advertise"] = str(s.advertise)
+        if s.key is not None:
+            kw["keys"] = [s.key]
+        elif s.preset == "lan":
+            kw["insecure_plaintext"] = True  # loopback only: checked by GossipSettings
+        try:
+            return kinship.Config.lan(**kw) if s.preset == "lan" else kinship.Config.local(**kw)
+        except kinship.ConfigError as e:
+            raise ConfigError(f"gossip.{e.field or 'config'}", str(e)) from None
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("membership task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def leave(self, timeout: float | None = None) -> None:
+        """Gossips *left*; waits at most ``timeout`` (default ``leave_timeout_s``) for it."""
+        if self._cluster is None:
+            return
+        seconds = self.settings.leave_timeout_s if timeout is None else timeout
+        with contextlib.suppress(kinship.KinshipError, TimeoutError):
+            # kinship bounds the wait itself; the outer bound guards against a wedged thread.
+            await asyncio.wait_for(self._cluster.leave(seconds), seconds + 1.0)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._cluster is not None:
+            with contextlib.suppress(kinship.KinshipError):
+                await self._cluster.close()
+        self._fanout.close()
+
+    async def update_meta(self, **changes: str | None) -> None:
+        merged = {**self._meta, **{k: v for k, v in changes.items() if v is not None}}
+        for k, v in changes.items():
+            if v is None:
+                merged.pop(k, None)
+        check_size(merged)
+        bad = parse_meta(merged).problems
+        if bad:
+            raise ConfigError("meta", "; ".join(bad))
+        self._meta = merged
+        if self._cluster is not None:
+            await self._cluster.update_meta(**changes)
+            # kinship never reports this node to itself; our own subscribers need it.
+            self._fanout.publish(MemberUpdated(self.local))
+
+    # -- joining -----------------------------------------------------------------------------
+
+    def _other_seeds(self) -> list[str]:
+        assert self._cluster is not None
+        me = {self._cluster.local.addr, str(self.settings.bind)}
+        if self.settings.advertise is not None:
+            me.add(str(self.settings.advertise))
+        return [s for s in self.settings.seeds if s not in me]
+
+    async def _join_loop(self) -> None:
+        assert self._cluster is not None
+        seeds = self._other_seeds()
+        if not seeds:
+            self._set_joined(True, "")  # the first node of a cluster: nobody else to find
+        while not self._joined:
+            try:
+                answered = await self._cluster.join(seeds)
+            except kinship.JoinError as e:
+                self._set_joined(
+                    False,
+                    f"no seed answered ({', '.join(seeds)}): {e}; "
+                    f"retrying every {self.settings.join_retry_s:g} s",
+                )
+            except kinship.KinshipClosed:
+                return
+            else:
+                if answered:
+                    self._set_joined(True, "")
+            self._first_attempt.set()
+            if not self._joined:
+                await asyncio.sleep(self.settings.join_retry_s)
+        self._first_attempt.set()
+
+    def _set_joined(self, joined: bool, reason: str) -> None:
+        changed = joined != self._joined or (not joined and reason != self._join_reason)
+        self._joined = joined
+        self._join_reason = reason
+        if not changed:
+            return
+        if joined:
+            log.info("joined the cluster as %r", self.name)
+        else:
+            log.warning("not joined: %s", reason)
+        self._fanout.publish(JoinStatus(joined, reason))
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def _pump(self, sub: kinship.EventStream) -> None:
+        try:
+            async for event in sub:
+                self._handle(event)
+        except kinship.KinshipClosed:
+            log.error("kinship stopped on an internal error; membership is frozen")
+
+    def _handle(self, event: kinship.Event) -> None:
+        match event:
+            case kinship.MemberJoined(member=m) | kinship.MemberRecovered(member=m):
+                if self._resurrections.revived((m.name, m.epoch)):
+                    log.warning(
+                        "member %r (epoch %d) came back after being declared dead; "
+                        "it is demoted and told so",
+                        m.name,
+                        m.epoch,
+                    )
+                    self._spawn(self._notify_revived(m), f"notify-{m.name}")
+                if not self._joined:
+                    self._set_joined(True, "")
+                self._fanout.publish(MemberUp(self._info(m)))
+            case kinship.MemberSuspect(member=m):
+                self._fanout.publish(MemberSuspect(self._info(m)))
+            case kinship.MemberDead(member=m):
+                self._resurrections.saw_dead((m.name, m.epoch))
+                self._fanout.publish(MemberDown(self._info(m), "dead"))
+            case kinship.MemberLeft(member=m):
+                self._resurrections.forget((m.name, m.epoch))
+                self._fanout.publish(MemberDown(self._info(m), "left"))
+            case kinship.MemberUpdated(member=m):
+                self._fanout.publish(MemberUpdated(self._info(m)))
+            case kinship.NameConflict(member=m, other_addr=other):
+                if m.name == self.name:
+                    if not self._conflict_reported:
+                        self._conflict_reported = True
+                        log.error("another node at %s already holds the name %r", other, m.name)
+                        self._fanout.publish(NameConflictSelf(other))
+                else:
+                    log.warning(
+                        "a node at %s claims the name %r, held by %s", other, m.name, m.addr
+                    )
+            case kinship.UserMessage(sender=sender, data=data):
+                epoch = parse_notice(data)
+                if epoch is not None and self._cluster is not None and epoch == self._epoch():
+                    self._on_death_notice(sender.name)
+            case kinship.EventsLost(count=count):
+                log.warning("%d membership events lost; rebuilding the view", count)
+                self._fanout.publish(Resync(tuple(self.members())))
+
+    async def _notify_revived(self, m: kinship.Member) -> None:
+        """Tells a revived run it was declared dead, a few times (messages are best effort),
+        until its ``since`` confirms that it heard."""
+        assert self._cluster is not None
+        for _ in range(3):
+            current = self._cluster.member(m.name)
+            if current is None or current.epoch != m.epoch or KEY_SINCE in current.meta:
+                return
+            with contextlib.suppress(kinship.KinshipError):
+                await self._cluster.send(current, notice_for(m.epoch))
+            await asyncio.sleep(0.3)
+
+    def _on_death_notice(self, sender: str) -> None:
+        if self._since is not None:
+            return
+        paused = self._last_pause_end
+        if paused is not None and self._clock() - paused < 60.0:
+            self._demote_self(f"{sender!r} saw this run dead after a pause of the process")
+        else:
+            # Nobody here paused: a healed partition. Keeping the rank lets the older master win.
+            log.info("%r saw this node dead, but it did not pause: keeping its rank", sender)
+
+    def _demote_self(self, why: str) -> None:
+        assert self._cluster is not None
+        self._since = max(self._wall_ms(), self._epoch() + 1)
+        log.warning("this run is demoted (%s); it ranks from %d on", why, self._since)
+        self._meta = {**self._meta, KEY_SINCE: str(self._since)}
+        self._spawn(self._publish_since(str(self._since)), "membership-demote")
+        self._fanout.publish(MemberUpdated(self.local))
+
+    async def _publish_since(self, since: str) -> None:
+        assert self._cluster is not None
+        with contextlib.suppress(kinship.KinshipError):
+            await self._cluster.update_meta(**{KEY_SINCE: since})
+
+    # -- the watchdog ------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        """Measures pauses of this process and expires unconfirmed demotions of peers."""
+        assert self._cluster is not None
+        tick = self.settings.watchdog_tick_s
+        last = self._clock()
+        refutations = self._cluster.stats().refutations
+        check_until = 0.0
+        baseline = refutations
+        while True:
+            await asyncio.sleep(tick)
+            now = self._clock()
+            gap = now - last - tick
+            last = now
+            try:
+                refuted = self._cluster.stats().refutations
+            except kinship.KinshipError:
+                return
+            if gap >= self.settings.pause_suspect_s:
+                log.warning("this process was paused for %.1f s", gap)
+                self._last_pause_end = now
+                if gap >= self.settings.pause_dead_s:
+                    # A refutation after the pause means peers had written this run off.
+                    check_until, baseline = now + 3.0, refutations
+            if self._since is None and now <= check_until and refuted > baseline:
+                self._demote_self(f"paused {gap:.1f} s and refuted its own death")
+            refutations = refuted
+            for name, epoch in self._resurrections.expire():
+                m = self._cluster.member(name)
+                if (
+                    m is not None
+                    and m.epoch == epoch
+                    and m.state in (kinship.State.ALIVE, kinship.State.SUSPECT)
+                ):
+                    log.info("member %r did not confirm its demotion: rank restored", name)
+                    self._fanout.publish(MemberUpdated(self._info(m)))

@@ -1,0 +1,179 @@
+"""The kinship adapter against REAL kinship nodes on 127.0.0.1 (local preset), in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+import kinship
+import pytest
+
+from tierfaas.config import Address
+from tierfaas.errors import ConfigError
+from tierfaas.membership import MemberDown, MemberState
+from tierfaas.membership.base import JoinStatus, MembershipEvent
+from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership, parse_key
+
+LOOP = Address("127.0.0.1", 0)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+class Recorder:
+    def __init__(self, it: AsyncIterator[MembershipEvent]) -> None:
+        self.events: list[MembershipEvent] = []
+        self.task = asyncio.create_task(self._run(it))
+
+    async def _run(self, it: AsyncIterator[MembershipEvent]) -> None:
+        async for ev in it:
+            self.events.append(ev)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as s:
+        yield s
+
+
+async def node(
+    stack: AsyncExitStack,
+    name: str,
+    seeds: tuple[str, ...] = (),
+    key: bytes | None = None,
+    http_port: int = 0,
+) -> tuple[KinshipMembership, Recorder]:
+    m = KinshipMembership(
+        GossipSettings.local(bind=LOOP, seeds=seeds, key=key, join_retry_s=0.3),
+        name=name,
+        version="1.0.0",
+        http=Address("127.0.0.1", http_port or 8000 + len(name)),
+        rpc=Address("127.0.0.1", 9000),
+    )
+    rec = Recorder(m.events())  # subscribe before start: nothing is missed
+    stack.push_async_callback(m.close)
+    await m.start()
+    return m, rec
+
+
+async def test_three_members_join_parse_meta_and_leave(stack: AsyncExitStack) -> None:
+    a, rec_a = await node(stack, "a")
+    assert a.joined and a.join_reason == ""
+    seed = (a.local.addr,)
+    b, _ = await node(stack, "b", seed)
+    c, _ = await node(stack, "c", seed)
+    for m in (a, b, c):
+        await wait_for(lambda m=m: len(m.members()) == 3)  # type: ignore[misc]
+        assert m.joined
+    view = {x.name: x for x in a.members()}
+    assert view["c"].http == Address("127.0.0.1", 8001)
+    assert view["c"].rpc == Address("127.0.0.1", 9000)
+    assert view["c"].version == "1.0.0"
+    assert view["c"].state is MemberState.ALIVE
+    assert view["c"].epoch == c.local.epoch > 0
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await c.leave()
+    await wait_for(
+        lambda: any(isinstance(e, MemberDown) and e.reason == "left" for e in rec_a.events), 2.0
+    )
+    assert loop.time() - t0 < 1.5
+    assert {x.name for x in a.members()} == {"a", "b"}
+
+
+async def test_wrong_key_never_joins(stack: AsyncExitStack) -> None:
+    k1, k2 = os.urandom(32), os.urandom(32)
+    a, _ = await node(stack, "a", key=k1)
+    d, rec = await node(stack, "d", (a.local.addr,), key=k2)
+    assert not d.joined
+    assert "no seed answered" in d.join_reason
+    await asyncio.sleep(0.8)  # a few background retries
+    assert not d.joined
+    assert [m.name for m in d.members()] == ["d"]
+    assert [m.name for m in a.members()] == ["a"]
+    assert any(isinstance(e, JoinStatus) and not e.joined for e in rec.events)
+
+
+async def test_seeds_that_never_answer_report_not_joined(stack: AsyncExitStack) -> None:
+    seed = f"127.0.0.1:{free_udp_port()}"
+    m, _ = await node(stack, "lonely", (seed,))
+    assert not m.joined
+    assert seed in m.join_reason and "retrying" in m.join_reason
+    # A peer that reaches this node through its own seeds joins it into a cluster.
+    other, _ = await node(stack, "friend", (m.local.addr,))
+    await wait_for(lambda: m.joined)
+    assert other.joined
+
+
+async def test_garbage_metadata_from_a_peer(
+    stack: AsyncExitStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, _ = await node(stack, "a")
+    evil = kinship.Cluster(
+        kinship.Config.local(
+            name="evil",
+            cluster="tierfaas",
+            bind="127.0.0.1:0",
+            seeds=[a.local.addr],
+            meta={"http": "not-an-address", "rpc": "127.0.0.1:99999", "v": "ok\n\x00"},
+        )
+    )
+    await evil.start()
+    stack.push_async_callback(evil.close)
+    caplog.set_level(logging.WARNING, "tierfaas.membership")
+    await wait_for(lambda: len(a.members()) == 2)
+    bad = next(m for m in a.members() if m.name == "evil")
+    assert bad.http is None and bad.rpc is None and bad.version == ""
+    assert bad.state is MemberState.ALIVE
+    a.members()  # warned once, not on every read
+    warnings = [r for r in caplog.records if "invalid metadata" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_update_meta_reaches_peers_and_is_validated(stack: AsyncExitStack) -> None:
+    a, _ = await node(stack, "a")
+    b, _ = await node(stack, "b", (a.local.addr,))
+    await a.update_meta(http="127.0.0.1:7777")
+    await wait_for(
+        lambda: any(m.http == Address("127.0.0.1", 7777) for m in b.members() if m.name == "a")
+    )
+    with pytest.raises(ConfigError):
+        await a.update_meta(http="nope")
+    with pytest.raises(ConfigError):
+        await a.update_meta(big="x" * 600)
+
+
+def test_settings_refuse_a_public_bind_without_key() -> None:
+    with pytest.raises(ConfigError, match="no gossip key"):
+        GossipSettings.lan(bind=Address("0.0.0.0", 7946), key=None)
+    with pytest.raises(ConfigError, match="no gossip key"):
+        GossipSettings.local(bind=LOOP, advertise=Address("10.0.0.1", 7946))
+    key = os.urandom(32)
+    s = GossipSettings.lan(bind=Address("0.0.0.0", 7946), key=base64.b64encode(key).decode())
+    assert s.key == key
+    assert repr(key) not in repr(s)  # keys are never shown
+    assert parse_key(key) == key
+    with pytest.raises(ConfigError):
+        parse_key("short")
+    with pytest.raises(ConfigError):
+        parse_key(b"x" * 31)
+    with pytest.raises(ConfigError):
+        GossipSettings.local(bind=LOOP, seeds=("nohost",))
