@@ -1,0 +1,209 @@
+"""One real node process on loopback, driven over HTTP as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+
+from tierfaas.testing.nodes import NodeProcess, descendants, http_get
+
+pytestmark = pytest.mark.e2e
+
+TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
+ARGS = ["--max-body-bytes", "1000", "--queue-max", "1", "--queue-timeout-s", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    with NodeProcess(TESTREL, host="127.0.0.2", extra_args=ARGS, log_path=log) as started:
+        yield started
+
+
+async def post(
+    url: str, body: bytes = b"", headers: CIMultiDict[str] | None = None, method: str = "POST"
+) -> tuple[int, CIMultiDict[str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=body, headers=headers) as response,
+    ):
+        return response.status, CIMultiDict(response.headers), await response.read()
+
+
+def invoke(
+    node: NodeProcess, name: str, body: bytes = b"", **kw: object
+) -> tuple[int, CIMultiDict[str], bytes]:
+    return asyncio.run(post(f"{node.url}/function/{name}", body, **kw))  # type: ignore[arg-type]
+
+
+def test_invocation_answers_with_request_id_and_node(node: NodeProcess) -> None:
+    status, headers, body = invoke(node, "echo", b"hi")
+    assert (status, body) == (200, b"hi")
+    assert len(headers["X-Request-Id"]) == 16
+    assert headers["X-Tierfaas-Served-By"] == f"127.0.0.2-{node.port}"
+    assert headers["Content-Type"] == "application/octet-stream"
+    status, headers, _ = invoke(node, "echo", b"", headers={"X-Request-Id": "trace-42"})
+    assert headers["X-Request-Id"] == "trace-42"
+    _, headers, _ = invoke(node, "echo", b"", headers={"X-Request-Id": "<bad id>"})
+    assert headers["X-Request-Id"] != "<bad id>"
+
+
+def test_get_with_query_string(node: NodeProcess) -> None:
+    status, headers, body = asyncio.run(post(f"{node.url}/function/ctx?x=1&y=2", method="GET"))
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["query"] == "x=1&y=2"
+    assert json.loads(body)["method"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "code"),
+    [
+        ("/function/nope", "POST", 404, "unknown_function"),
+        ("/function/bad%20name", "POST", 400, "bad_name"),
+        ("/function/" + "x" * 65, "POST", 400, "bad_name"),
+        ("/function/echo", "DELETE", 405, "method_not_allowed"),
+        ("/nothing-here", "GET", 404, "not_found"),
+    ],
+)
+def test_client_errors_are_typed_json(
+    node: NodeProcess, path: str, method: str, status: int, code: str
+) -> None:
+    got, headers, body = asyncio.run(post(f"{node.url}{path}", method=method))
+    detail = json.loads(body)
+    assert (got, detail["error"]) == (status, code)
+    assert detail["request_id"] == headers["X-Request-Id"]
+    assert detail["message"]
+
+
+def test_unknown_function_points_to_the_list(node: NodeProcess) -> None:
+    _, _, body = invoke(node, "nope")
+    assert "/v1/functions" in json.loads(body)["message"]
+
+
+def test_body_over_the_limit_is_413(node: NodeProcess) -> None:
+    status, _, body = invoke(node, "echo", b"x" * 1001)
+    assert (status, json.loads(body)["error"]) == (413, "body_too_large")
+
+    async def chunked() -> int:
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(20):
+                yield b"y" * 100
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{node.url}/function/echo", data=chunks()) as response,
+        ):
+            return response.status
+
+    assert asyncio.run(chunked()) == 413
+    assert invoke(node, "echo", b"x" * 1000)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("function", "status", "code", "needle"),
+    [
+        ("boomfn", 500, "ValueError", "bad input: 42"),
+        ("badresult", 500, "UnserializableResult", "object"),
+        ("crash", 502, "instance_crashed", "exited with code 7"),
+        ("oom", 502, "out_of_memory", "memory limit"),
+        ("flaky_init", 502, "start_failed", "init could not load its model"),
+        ("slow", 504, "timeout", "timeout of 0.5 s"),
+    ],
+)
+def test_function_failures_are_typed(
+    node: NodeProcess, function: str, status: int, code: str, needle: str
+) -> None:
+    got, _, body = invoke(node, function, b"3" if function == "slow" else b"")
+    detail = json.loads(body)
+    assert (got, detail["error"]) == (status, code)
+    assert needle in detail["message"]
+    assert "Traceback" not in detail["message"]
+
+
+def test_overload_is_429_with_retry_after(node: NodeProcess) -> None:
+    async def burst() -> list[tuple[int, CIMultiDict[str], bytes]]:
+        url = f"{node.url}/function/onebyone"
+        return await asyncio.gather(*(post(url, b"1") for _ in range(4)))
+
+    results = asyncio.run(burst())
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses[0] == 200 and 429 in statuses
+    for status, headers, body in results:
+        if status == 429:
+            assert headers["Retry-After"] == "1"
+            assert json.loads(body)["error"] == "overloaded"
+
+
+def test_function_list_metrics_and_readiness(node: NodeProcess) -> None:
+    invoke(node, "jsonval", b"abc")
+    status, body = http_get(f"{node.url}/v1/functions")
+    listing = json.loads(body)
+    assert status == 200 and listing["release"] == {"name": "testrel", "version": "0.1.0"}
+    jsonval = next(f for f in listing["functions"] if f["name"] == "jsonval")
+    assert jsonval["instances"] == 1 and jsonval["memory_mb"] == 64
+    status, body = http_get(f"{node.url}/metrics")
+    text = body.decode()
+    assert 'tierfaas_invocations_total{function="jsonval",outcome="ok",start="cold"}' in text
+    assert 'tierfaas_instances{function="jsonval"} 1.0' in text
+    assert "tierfaas_cold_start_seconds_bucket" in text
+    assert http_get(f"{node.url}/readyz")[0] == 200
+    assert json.loads(http_get(f"{node.url}/healthz")[1])["status"] == "ok"
+
+
+def test_health_answers_while_cpu_hogs_fill_every_instance(tmp_path: Path) -> None:
+    node = NodeProcess(TESTREL, host="127.0.0.4", log_path=tmp_path / "node.log")
+
+    async def scenario() -> list[float]:
+        url = f"{node.url}/function/hog"
+        hogs = [asyncio.create_task(post(url, b"3")) for _ in range(2)]  # max_instances = 2
+        await asyncio.sleep(0.8)  # both instances are now spinning
+        waits = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(10):
+                began = time.monotonic()
+                async with session.get(f"{node.url}/healthz") as response:
+                    assert response.status == 200
+                waits.append(time.monotonic() - began)
+                await asyncio.sleep(0.1)
+        assert all(status == 200 for status, _, _ in await asyncio.gather(*hogs))
+        return waits
+
+    with node:
+        waits = asyncio.run(scenario())
+    assert max(waits) < 1.0, waits  # generous: the loop is never blocked by the hogs
+
+
+def test_sigterm_drains_in_flight_calls_then_exits_leaving_no_process(tmp_path: Path) -> None:
+    node = NodeProcess(TESTREL, host="127.0.0.3", log_path=tmp_path / "node.log").start()
+    try:
+
+        async def scenario() -> tuple[int, int, str]:
+            slow = asyncio.create_task(post(f"{node.url}/function/onebyone", b"1"))
+            await asyncio.sleep(0.4)
+            children = descendants(node.pid)
+            assert len(children) >= 2  # the zygote and the instance
+            scenario.children = children  # type: ignore[attr-defined]
+            node.signal(signal.SIGTERM)
+            await asyncio.sleep(0.1)
+            refused, headers, body = await post(f"{node.url}/function/echo", b"x")
+            assert headers.get("Retry-After") == "1"
+            status, _, answer = await slow
+            return status, refused, json.loads(body)["error"] + answer.decode()
+
+        status, refused, detail = asyncio.run(scenario())
+        assert (status, refused) == (200, 503)
+        assert detail == "drainingdone"
+        assert node.process is not None and node.process.wait(10) == 0
+        time.sleep(0.3)
+        leftovers = [pid for pid in scenario.children if Path(f"/proc/{pid}").exists()]  # type: ignore[attr-defined]
+        assert leftovers == [], leftovers
+    finally:
+        node.kill()
