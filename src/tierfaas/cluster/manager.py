@@ -1,0 +1,264 @@
+"""The ClusterManager actor: one asyncio task alone owns ``ClusterState``.
+
+Everything else talks to it through messages on one queue (see ``messages``); queries carry
+a future for the answer. Nothing else touches the state, so there are no locks and no
+half-applied changes: each message is handled to the end before the next one starts, and
+the handler never awaits anything slow (role subscribers are called from their own tasks).
+Membership events reach it the same way: a forwarder task copies the ``Membership`` event
+iterator into the queue, so a membership change and a query are ordered like any two
+messages. On every membership change it recomputes the topology, and when this node's role
+changes it logs the change with its reason and publishes it to the role subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from tierfaas.clock import Clock, monotonic
+from tierfaas.cluster.messages import (
+    DeploymentHandover,
+    GetSnapshot,
+    GetTopology,
+    MembershipChanged,
+    Message,
+    QueryFunction,
+    RegisterFunction,
+    RoleSubscriber,
+    Stop,
+    SubscribeRoles,
+    UnregisterFunction,
+)
+from tierfaas.cluster.state import ClusterState, NodeEndpoint, RoleChange
+from tierfaas.errors import ClusterError
+from tierfaas.membership.base import Membership, NameConflictSelf
+from tierfaas.topology import ReplicaPolicy, Role, Topology
+
+log = logging.getLogger("tierfaas.cluster")
+
+ROLES: tuple[Role, ...] = ("master", "replica", "worker")
+T = TypeVar("T")
+
+
+class ClusterManager:
+    """Owns this node's view of the cluster. ``await start()``, then use the helpers below
+    (each is one message on the queue), and ``await stop()`` at shutdown."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        *,
+        registry: CollectorRegistry,
+        clock: Clock = monotonic,
+        replicas: ReplicaPolicy = "sqrt",
+        queue_max: int = 10_000,
+    ) -> None:
+        self._membership = membership
+        self._clock = clock
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(queue_max)
+        self._state = ClusterState(membership.local.name, replicas)
+        self._subscribers: list[asyncio.Queue[RoleChange]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: list[asyncio.Task[None]] = []
+        self._role: Role | None = None
+        self.name_conflict = asyncio.Event()
+        """Set when another node holds this node's name: the node should exit non-zero."""
+        self._queue_depth = Gauge(
+            "tierfaas_cluster_queue_depth",
+            "Messages waiting for the cluster manager",
+            registry=registry,
+        )
+        self._queue_depth.set_function(self._queue.qsize)
+        self._handling = Histogram(
+            "tierfaas_cluster_message_seconds",
+            "Time the cluster manager spent on one message",
+            ["message"],
+            registry=registry,
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+        )
+        self._role_gauge = Gauge(
+            "tierfaas_cluster_role",
+            "1 for this node's current role, 0 for the others",
+            ["role"],
+            registry=registry,
+        )
+        self._members_gauge = Gauge(
+            "tierfaas_cluster_members", "Live members in this node's view", registry=registry
+        )
+        for role in ROLES:
+            self._role_gauge.labels(role).set(0)
+
+    @property
+    def role(self) -> Role | None:
+        """The role last published by the actor (a copy: reading it takes no message)."""
+        return self._role
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribes to membership events, takes the current members, starts the actor."""
+        events = self._membership.events()  # before members(): no change can fall between
+        self._state.joined = self._membership.joined
+        self._state.join_reason = self._membership.join_reason
+        self._state.resync(self._membership.members())
+        self._apply_roles("start")
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._run(), name="cluster-manager"))
+
+        async def forward() -> None:
+            async for event in events:
+                await self._queue.put(MembershipChanged(event))
+
+        self._tasks.append(loop.create_task(forward(), name="cluster-membership-events"))
+
+    async def stop(self) -> None:
+        """Stops the actor after the messages already queued; idempotent."""
+        if not self._tasks:
+            return
+        actor, forwarder = self._tasks
+        forwarder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await forwarder
+        if not actor.done():
+            await self._queue.put(Stop())
+            await actor
+        self._tasks.clear()
+        # Callbacks get the final "stopped" change; one that hangs is not waited for.
+        _, hung = (
+            await asyncio.wait(self._deliveries, timeout=1.0) if self._deliveries else ((), ())
+        )
+        for task in hung:
+            task.cancel()
+
+    # -- helpers for callers (each one is a message) -----------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queues a message; raises ``ClusterError`` (503) if the manager is overloaded."""
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            raise ClusterError("the cluster manager is overloaded") from None
+
+    async def _ask(self, make: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.send(make(future))
+        return await future
+
+    async def topology(self) -> Topology:
+        result: Topology = await self._ask(GetTopology)
+        return result
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The JSON-able view for ``GET /v1/cluster``."""
+        result: dict[str, Any] = await self._ask(GetSnapshot)
+        return result
+
+    async def query(self, func: str) -> list[NodeEndpoint]:
+        result: list[NodeEndpoint] = await self._ask(lambda f: QueryFunction(func, f))
+        return result
+
+    async def handover(self, snapshot: Mapping[str, Sequence[str]]) -> int:
+        result: int = await self._ask(lambda f: DeploymentHandover(snapshot, f))
+        return result
+
+    def register(self, func: str, node: str) -> None:
+        self.send(RegisterFunction(func, node))
+
+    def unregister(self, func: str, node: str) -> None:
+        self.send(UnregisterFunction(func, node))
+
+    def subscribe_roles(self, subscriber: RoleSubscriber) -> None:
+        """Delivers this node's current role, then every change, to ``subscriber``."""
+        self.send(SubscribeRoles(subscriber))
+
+    # -- the actor ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._queue.get()
+            if isinstance(message, Stop):
+                break
+            started = self._clock()
+            try:
+                self._handle(message)
+            except Exception:
+                log.exception("cluster manager failed on %s", type(message).__name__)
+            self._handling.labels(type(message).__name__).observe(self._clock() - started)
+        for sub in self._subscribers:
+            sub.put_nowait(RoleChange(self._state.role, None, "stopped", self._state.topology))
+
+    def _handle(self, message: Message) -> None:
+        state = self._state
+        match message:
+            case MembershipChanged(event=event):
+                if isinstance(event, NameConflictSelf):
+                    log.error(
+                        "another node (%s) holds the name %r", event.other_addr, state.self_name
+                    )
+                    self.name_conflict.set()
+                # Membership never reports this node to itself; keep its own record current.
+                state.resync_local(self._membership.local)
+                reason = state.apply(event)
+                if reason is not None:
+                    self._apply_roles(reason)
+            case GetTopology(future=f):
+                _answer(f, state.topology)
+            case GetSnapshot(future=f):
+                _answer(f, state.snapshot())
+            case QueryFunction(func=func, future=f):
+                _answer(f, state.query(func))
+            case RegisterFunction(func=func, node=node):
+                if not state.register(func, node):
+                    log.debug("route %r -> %r dropped: not a live member", func, node)
+            case UnregisterFunction(func=func, node=node):
+                state.unregister(func, node)
+            case DeploymentHandover(snapshot=snapshot, future=f):
+                _answer(f, state.handover(snapshot))
+            case SubscribeRoles(subscriber=subscriber):
+                queue = self._add_subscriber(subscriber)
+                queue.put_nowait(RoleChange(None, state.role, "current role", state.topology))
+
+    def _apply_roles(self, reason: str) -> None:
+        old, new = self._state.recompute()
+        self._members_gauge.set(len(self._state.topology.members))
+        self._role = new
+        for role in ROLES:
+            self._role_gauge.labels(role).set(1 if role == new else 0)
+        if old == new:
+            return
+        log.info("role %s -> %s: %s", old or "none", new or "none", reason)
+        change = RoleChange(old, new, reason, self._state.topology)
+        for sub in self._subscribers:
+            sub.put_nowait(change)
+
+    def _add_subscriber(self, subscriber: RoleSubscriber) -> asyncio.Queue[RoleChange]:
+        if isinstance(subscriber, asyncio.Queue):
+            self._subscribers.append(subscriber)
+            return subscriber
+        # A callback runs in its own task, in order, so a slow one never blocks the actor.
+        queue: asyncio.Queue[RoleChange] = asyncio.Queue()
+        self._subscribers.append(queue)
+        callback = subscriber
+
+        async def deliver() -> None:
+            while True:
+                change = await queue.get()
+                try:
+                    await callback(change)
+                except Exception:
+                    log.exception("role subscriber failed")
+                if change.reason == "stopped":
+                    return
+
+        self._deliveries.append(asyncio.get_running_loop().create_task(deliver()))
+        return queue
+
+
+def _answer(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():  # the asker may have given up (cancelled)
+        future.set_result(value)

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tierfaas.cluster import ClusterManager, RoleChange
+from tierfaas.config import Address
+from tierfaas.testing.clock import FakeClock
+from tierfaas.testing.membership import FakeMembership, FakeNetwork
+
+
+class Cluster:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.net = FakeNetwork(clock, demotion_grace_s=1.5)
+        self.managers: dict[str, ClusterManager] = {}
+        self.registries: dict[str, CollectorRegistry] = {}
+
+    async def add(self, name: str) -> ClusterManager:
+        self.clock.advance(0.01)  # distinct epochs: start order is rank order
+        m: FakeMembership = self.net.add(name, http=Address("127.0.0.1", 8000 + len(self.managers)))
+        reg = CollectorRegistry()
+        mgr = ClusterManager(m, registry=reg, clock=self.clock)
+        await mgr.start()
+        await m.start()
+        self.managers[name], self.registries[name] = mgr, reg
+        await self.net.settle()
+        return mgr
+
+    async def masters(self) -> set[str | None]:
+        await self.net.settle()
+        return {
+            (await mgr.topology()).master
+            for n, mgr in self.managers.items()
+            if self.net.node(n).status == "running"
+        }
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster(FakeClock())
+    yield c
+    for mgr in c.managers.values():
+        await mgr.stop()
+
+
+async def test_roles_and_snapshot(cluster: Cluster) -> None:
+    for n in "abcd":
+        await cluster.add(n)
+    assert await cluster.masters() == {"a"}
+    snap = await cluster.managers["d"].snapshot()
+    assert snap["self"] == "d" and snap["master"] == "a"
+    rows = {r["name"]: r for r in snap["members"]}
+    assert [r["name"] for r in snap["members"]] == ["a", "b", "c", "d"]
+    assert rows["a"]["role"] == "master" and rows["b"]["role"] == "replica"
+    assert rows["d"]["role"] == "worker" and rows["d"]["replica"] in ("b", "c")
+    assert rows["b"]["http"] == "127.0.0.1:8001" and rows["b"]["state"] == "alive"
+    assert rows["a"]["epoch"] == cluster.net.node("a").epoch and rows["a"]["version"] == "1"
+
+
+@pytest.mark.parametrize("how", ["dead", "left"])
+async def test_rank_one_takes_over_when_master_goes(cluster: Cluster, how: str) -> None:
+    for n in "abc":
+        await cluster.add(n)
+    changes: asyncio.Queue[RoleChange] = asyncio.Queue()
+    cluster.managers["b"].subscribe_roles(changes)
+    await cluster.net.settle()
+    first = await changes.get()
+    assert (first.old, first.new) == (None, "replica")
+    if how == "dead":
+        cluster.net.kill("a")
+    else:
+        await cluster.net.node("a").leave()
+    assert await cluster.masters() == {"b"}
+    change = await asyncio.wait_for(changes.get(), 1)
+    assert (change.old, change.new) == ("replica", "master")
+    assert change.reason == f"master a {how}"
+    assert cluster.managers["b"].role == "master"
+
+
+async def test_paused_master_does_not_take_its_role_back(cluster: Cluster) -> None:
+    for n in "abcd":
+        await cluster.add(n)
+    calls: list[RoleChange] = []
+
+    async def on_change(change: RoleChange) -> None:
+        calls.append(change)
+
+    cluster.managers["b"].subscribe_roles(on_change)
+    cluster.net.pause("a")
+    assert await cluster.masters() == {"b"}
+    cluster.clock.advance(3)
+    cluster.net.resume("a")
+    assert await cluster.masters() == {"b"}  # a included: it ranks itself by its demotion
+    assert cluster.managers["a"].role != "master"
+    cluster.clock.advance(5)
+    cluster.net.tick()
+    assert await cluster.masters() == {"b"}
+    await cluster.net.settle()
+    await asyncio.sleep(0)
+    # b went replica -> master exactly once: no flapping.
+    assert [(c.old, c.new) for c in calls] == [(None, "replica"), ("replica", "master")]
+
+
+async def test_partition_heals_to_the_older_master(cluster: Cluster) -> None:
+    for n in "abcd":
+        await cluster.add(n)
+    cluster.net.partition(["a", "b"], ["c", "d"])
+    assert await cluster.masters() == {"a", "c"}
+    cluster.net.heal()
+    assert await cluster.masters() == {"a", "c"}  # provisional demotion on both sides
+    cluster.clock.advance(2)
+    cluster.net.tick()
+    assert await cluster.masters() == {"a"}
+
+
+async def test_routes_follow_membership(cluster: Cluster) -> None:
+    for n in "abc":
+        await cluster.add(n)
+    mgr = cluster.managers["a"]
+    await cluster.net.settle()
+    mgr.register("resize", "b")
+    mgr.register("resize", "c")
+    mgr.register("thumb", "c")
+    mgr.register("ghost", "nobody")
+    assert [e.name for e in await mgr.query("resize")] == ["b", "c"]
+    assert (await mgr.query("resize"))[0].http == Address("127.0.0.1", 8001)
+    assert await mgr.query("ghost") == []
+    cluster.net.kill("c")
+    await cluster.net.settle()
+    assert [e.name for e in await mgr.query("resize")] == ["b"]
+    assert await mgr.query("thumb") == []
+    mgr.unregister("resize", "b")
+    assert await mgr.query("resize") == []
+    kept = await mgr.handover({"f": ["a", "b", "c"], "g": ["zzz"]})
+    assert kept == 2
+    assert [e.name for e in await mgr.query("f")] == ["a", "b"]
+
+
+async def test_not_joined_means_no_role(cluster: Cluster) -> None:
+    m = cluster.net.add("lonely", reachable=False)
+    mgr = ClusterManager(m, registry=CollectorRegistry(), clock=cluster.clock)
+    await mgr.start()
+    await m.start()
+    await cluster.net.settle()
+    snap = await mgr.snapshot()
+    assert mgr.role is None and snap["master"] is None and not snap["joined"]
+    assert "no seed" in snap["join_reason"]
+    await mgr.stop()
+
+
+async def test_metrics_present(cluster: Cluster) -> None:
+    await cluster.add("a")
+    await cluster.add("b")
+    await cluster.managers["a"].topology()
+    text = generate_latest(cluster.registries["a"]).decode()
+    assert "tierfaas_cluster_queue_depth 0.0" in text
+    assert 'tierfaas_cluster_role{role="master"} 1.0' in text
+    assert 'tierfaas_cluster_role{role="worker"} 0.0' in text
+    assert 'tierfaas_cluster_message_seconds_count{message="GetTopology"} 1.0' in text
+    assert "tierfaas_cluster_members 2.0" in text
