@@ -177,3 +177,54 @@ def test_settings_refuse_a_public_bind_without_key() -> None:
         parse_key(b"x" * 31)
     with pytest.raises(ConfigError):
         GossipSettings.local(bind=LOOP, seeds=("nohost",))
+
+
+_PAUSED_NODE = """
+import asyncio, sys
+from tierfaas.config import Address
+from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+
+async def main() -> None:
+    m = KinshipMembership(
+        GossipSettings.local(bind=Address("127.0.0.1", 0)), name="old-master", version="1"
+    )
+    await m.start()
+    print(m.local.addr, flush=True)
+    while True:
+        await asyncio.sleep(0.2)
+        print("since", m.local.demoted_since, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigstopped_run_comes_back_demoted(stack: AsyncExitStack) -> None:
+    import signal
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PAUSED_NODE, stdout=asyncio.subprocess.PIPE
+    )
+
+    async def reap() -> None:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+    stack.push_async_callback(reap)
+    assert proc.stdout is not None
+    addr = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
+    b, rec = await node(stack, "b", (addr,))
+    await wait_for(lambda: len(b.members()) == 2)
+    old = next(m for m in b.members() if m.name == "old-master")
+    proc.send_signal(signal.SIGSTOP)
+    await wait_for(
+        lambda: any(isinstance(e, MemberDown) and e.reason == "dead" for e in rec.events), 6
+    )
+    proc.send_signal(signal.SIGCONT)
+    await wait_for(lambda: any(m.name == "old-master" for m in b.members()), 3)
+    back = next(m for m in b.members() if m.name == "old-master")
+    assert back.epoch == old.epoch and back.demoted_since is not None
+    await asyncio.sleep(2.0)  # past the 1.5 s grace: the demotion was confirmed by the run
+    back = next(m for m in b.members() if m.name == "old-master")
+    assert back.demoted_since is not None and back.demoted_since > back.epoch
