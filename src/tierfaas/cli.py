@@ -47,6 +47,18 @@ def node(
         "127.0.0.1:8080"
     ),
     name: Annotated[str, typer.Option(help=_doc("name"), envvar="TIERFAAS_NAME")] = "",
+    gossip: Annotated[
+        str | None, typer.Option(help=_doc("gossip"), envvar="TIERFAAS_GOSSIP")
+    ] = None,
+    rpc: Annotated[str | None, typer.Option(help=_doc("rpc"), envvar="TIERFAAS_RPC")] = None,
+    join: Annotated[
+        str, typer.Option(help="comma-separated " + _doc("join"), envvar="TIERFAAS_JOIN")
+    ] = "",
+    gossip_preset: Annotated[str, typer.Option(help=_doc("gossip_preset"))] = "lan",
+    replicas: Annotated[str, typer.Option(help=_doc("replicas"))] = "sqrt",
+    key_file: Annotated[
+        Path | None, typer.Option(help=_doc("key_file"), envvar="TIERFAAS_KEY_FILE")
+    ] = None,
     max_body_bytes: Annotated[int, typer.Option(help=_doc("max_body_bytes"))] = 6 * 1024 * 1024,
     max_response_bytes: Annotated[int, typer.Option(help=_doc("max_response_bytes"))] = (
         6 * 1024 * 1024
@@ -67,6 +79,12 @@ def node(
             release_dir=release,
             http=Address.parse(http, "http"),
             name=name,
+            gossip=None if gossip is None else Address.parse(gossip, "gossip"),
+            rpc=None if rpc is None else Address.parse(rpc, "rpc"),
+            join=tuple(seed.strip() for seed in join.split(",") if seed.strip()),
+            gossip_preset=gossip_preset,  # type: ignore[arg-type]  # validated by NodeConfig
+            replicas=replicas,
+            key_file=key_file,
             max_body_bytes=max_body_bytes,
             max_response_bytes=max_response_bytes,
             queue_max=queue_max,
@@ -78,9 +96,11 @@ def node(
             log_level=log_level,  # type: ignore[arg-type]  # validated by NodeConfig
         )
         setup_logging(config.log_level)
-        run_node(config)
+        code = run_node(config)
     except (errors.ConfigError, errors.ManifestError) as exc:
         raise _fail(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -123,6 +143,43 @@ def invoke(
         raise _fail(message, 1)
     sys.stdout.buffer.write(answer)
     sys.stdout.flush()
+
+
+@app.command()
+def keygen(
+    out: Annotated[
+        Path | None, typer.Option(help="write the key to this new file (mode 600)")
+    ] = None,
+) -> None:
+    """Make a new cluster key (base64). Give every node of a cluster the same one."""
+    from tierfaas.keys import generate_key, write_key_file
+
+    if out is None:
+        print(generate_key())
+        return
+    try:
+        write_key_file(out)
+    except FileExistsError:
+        raise _fail(f"{out} exists; refusing to overwrite a key") from None
+    err.print(f"wrote a new cluster key to {out}", highlight=False)
+
+
+@app.command()
+def status(
+    url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
+) -> None:
+    """Show the cluster as one node sees it: members, roles, replicas, versions, uptime."""
+    from tierfaas.status import fetch_cluster, render_cluster
+
+    try:
+        view = fetch_cluster(url)
+    except OSError as exc:
+        raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
+    if as_json:
+        print(json.dumps(view, indent=2))
+    else:
+        Console().print(render_cluster(view))
 
 
 @app.command()

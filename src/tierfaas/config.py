@@ -73,6 +73,33 @@ class NodeConfig:
         "", "this node's unique, stable name; empty derives it from the host and gossip port"
     )
 
+    # -- cluster -------------------------------------------------------------------------------
+    gossip: Address | None = setting(
+        None,
+        "where this node gossips (UDP and TCP); unset runs a standalone node with no cluster",
+    )
+    rpc: Address | None = setting(
+        None, "where this node serves the control plane (gRPC); published in its metadata"
+    )
+    join: tuple[str, ...] = setting(
+        (),
+        "seed gossip addresses HOST:PORT to join through; every node may get the same list, "
+        "itself included",
+    )
+    gossip_preset: Literal["lan", "local"] = setting(
+        "lan",
+        "failure-detection timings: 'lan' declares a silent node dead in ~6 s and rides out "
+        "pauses; 'local' in ~1.3 s, for tests and demos on one machine (a 1.5 s pause kills)",
+    )
+    replicas: str = setting(
+        "sqrt", "how many replicas: 'sqrt' (ceil of the square root of N) or a fixed number"
+    )
+    key_file: Path | None = setting(
+        None,
+        "file holding the cluster key (base64, mode 600; see 'tierfaas keygen'); else "
+        "$TIERFAAS_CLUSTER_KEY. Without a key, gossip may only bind loopback",
+    )
+
     # -- request limits ------------------------------------------------------------------------
     max_body_bytes: int = setting(
         6 * MiB,
@@ -132,6 +159,14 @@ class NodeConfig:
             raise ConfigError("log_level", f"{self.log_level!r} is not debug|info|warning|error")
         if not self.release_dir.is_dir():
             raise ConfigError("release_dir", f"{self.release_dir} is not a directory")
+        if self.gossip_preset not in ("lan", "local"):
+            raise ConfigError("gossip_preset", f"{self.gossip_preset!r} is not lan|local")
+        if self.replicas != "sqrt" and not (self.replicas.isdigit() and int(self.replicas) > 0):
+            raise ConfigError("replicas", f"{self.replicas!r} is not 'sqrt' or a positive number")
+        if self.join and self.gossip is None:
+            raise ConfigError("join", "joining a cluster needs a gossip address (--gossip)")
+        for seed in self.join:
+            Address.parse(seed, "join")
         if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
 
@@ -140,6 +175,18 @@ class NodeConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(name, f"must be a positive number, got {value!r}")
+
+    @property
+    def node_name(self) -> str:
+        """The explicit name, else one derived from the gossip (or HTTP) address."""
+        if self.name:
+            return self.name
+        address = self.gossip or self.http
+        return f"{address.host.replace(':', '.')}-{address.port}"
+
+    @property
+    def replica_policy(self) -> str | int:
+        return "sqrt" if self.replicas == "sqrt" else int(self.replicas)
 
     def with_changes(self, **changes: Any) -> NodeConfig:
         return replace(self, **changes)

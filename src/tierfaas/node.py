@@ -1,8 +1,11 @@
-"""One tierfaas node: composes the runtime and the HTTP server, and owns their lifecycle.
+"""One tierfaas node: composes the runtime, the HTTP server and (with ``--gossip``) cluster
+membership with the ClusterManager actor, and owns their lifecycle.
 
-Shutdown (SIGTERM or SIGINT), in this order: stop taking invocations (503 with Retry-After,
-/readyz 503), let the calls in flight finish within ``drain_timeout_s``, stop the HTTP server,
-stop every instance and the zygote, exit 0. A second SIGINT skips the wait.
+Shutdown (SIGTERM or SIGINT), in this order: tell the cluster this node is leaving (gossip
+*leave*, so peers see it gone within milliseconds instead of declaring it dead seconds later)
+while it stops taking invocations (503 with Retry-After, /readyz 503); let the calls in flight
+finish within ``drain_timeout_s``; stop the HTTP server, every instance and the zygote; exit 0.
+A second SIGINT skips the wait. A node whose name another live node already holds exits 3.
 """
 
 from __future__ import annotations
@@ -18,11 +21,16 @@ from collections.abc import Generator
 import uvicorn
 
 from tierfaas import errors
+from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
 from tierfaas.http.app import NodeApp
 from tierfaas.http.metrics import Metrics
+from tierfaas.keys import load_key
 from tierfaas.manifest import Release, load_release
+from tierfaas.membership.base import Membership
 from tierfaas.runtime import Runtime
+
+EXIT_NAME_CONFLICT = 3
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +64,79 @@ class Node:
     def __init__(self, config: NodeConfig, release: Release | None = None) -> None:
         self.config = config
         self.release = release or load_release(config.release_dir)
-        self.name = config.name or f"{config.http.host}-{config.http.port}"
+        self.name = config.node_name
         self.metrics = Metrics()
         self.runtime = Runtime(self.release, config, listeners=[self.metrics.on_runtime_event])
-        self.app = NodeApp(self.runtime, config, self.metrics, self.name)
+        self.app = NodeApp(
+            self.runtime,
+            config,
+            self.metrics,
+            self.name,
+            not_ready_reason=self._not_ready_reason,
+            cluster_view=self._cluster_view,
+        )
         self.server: _Server | None = None
         self.stopping: asyncio.Task[None] | None = None
+        self.exit_code = 0
+        self.membership: Membership | None = None
+        self.cluster: ClusterManager | None = None
+        self._gossip_settings = self._gossip() if config.gossip else None
 
-    async def run(self) -> None:
+    def _gossip(self) -> object:
+        """Validated gossip settings (a ConfigError now beats a failure after binding)."""
+        from tierfaas.membership.kinship_adapter import GossipSettings
+
+        config = self.config
+        assert config.gossip is not None
+        preset = GossipSettings.lan if config.gossip_preset == "lan" else GossipSettings.local
+        return preset(bind=config.gossip, seeds=config.join, key=load_key(config.key_file))
+
+    async def _start_cluster(self) -> None:
+        from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+
+        assert isinstance(self._gossip_settings, GossipSettings)
+        self.membership = KinshipMembership(
+            self._gossip_settings,
+            name=self.name,
+            version=self.release.version,
+            http=self.config.http,
+            rpc=self.config.rpc,
+        )
+        self.cluster = ClusterManager(
+            self.membership,
+            registry=self.metrics.registry,
+            replicas=self.config.replica_policy,  # type: ignore[arg-type]
+        )
+        await self.cluster.start()
+        await self.membership.start()
+        conflict = self.cluster.name_conflict
+
+        async def exit_on_name_conflict() -> None:
+            await conflict.wait()
+            log.error(
+                "another live node is named %r: exiting; give this node its own --name", self.name
+            )
+            self.exit_code = EXIT_NAME_CONFLICT
+            self.request_stop()
+
+        self._conflict_watch = asyncio.get_running_loop().create_task(exit_on_name_conflict())
+
+    def _not_ready_reason(self) -> str | None:
+        if self.membership is not None and not self.membership.joined:
+            return f"not joined to the cluster: {self.membership.join_reason}"
+        return None
+
+    async def _cluster_view(self) -> dict[str, object]:
+        if self.cluster is not None:
+            return await self.cluster.snapshot()
+        http = str(self.config.http)
+        me = {
+            "name": self.name, "role": "master", "replica": None, "http": http, "rpc": None,
+            "version": self.release.version, "state": "alive", "epoch": 0,
+        }  # fmt: skip
+        return {"self": self.name, "master": self.name, "standalone": True, "members": [me]}
+
+    async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
         sock = bind_tcp(self.config.http.host, self.config.http.port, "http")
         self.server = _Server(
@@ -83,6 +156,8 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         await self.runtime.start()
+        if self._gossip_settings is not None:
+            await self._start_cluster()
         log.info(
             "node %s serving release %s %s on http://%s (%d functions)",
             self.name,
@@ -96,7 +171,12 @@ class Node:
         finally:
             await self.runtime.close()
             sock.close()
+            if self.cluster is not None:
+                await self.cluster.stop()
+            if self.membership is not None:
+                await self.membership.close()
             log.info("node %s stopped", self.name)
+        return self.exit_code
 
     def request_stop(self, sig: int = signal.SIGTERM) -> None:
         if self.stopping is None:
@@ -112,6 +192,9 @@ class Node:
     async def _drain_and_stop(self) -> None:
         self.app.draining = True
         self.metrics.draining.set(1)
+        if self.membership is not None:
+            # Leave first: peers stop sending work here within milliseconds (SPEC 7.4).
+            await self.membership.leave(timeout=2.0)
         deadline = time.monotonic() + self.config.drain_timeout_s
         while self.app.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -121,9 +204,10 @@ class Node:
             self.server.should_exit = True
 
 
-def run_node(config: NodeConfig) -> None:
-    """Runs a node on uvloop until it is told to stop."""
+def run_node(config: NodeConfig) -> int:
+    """Runs a node on uvloop until it is told to stop; returns the process exit code."""
     import uvloop
 
+    node = Node(config)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(Node(config).run())
+        return runner.run(node.run())

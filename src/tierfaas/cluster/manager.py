@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.messages import (
@@ -89,6 +89,12 @@ class ClusterManager:
         )
         self._members_gauge = Gauge(
             "tierfaas_cluster_members", "Live members in this node's view", registry=registry
+        )
+        self._membership_events = Counter(
+            "tierfaas_membership_events",
+            "Membership events seen by this node, by kind (MemberSuspect, MemberDown, ...)",
+            ["event"],
+            registry=registry,
         )
         for role in ROLES:
             self._role_gauge.labels(role).set(0)
@@ -196,6 +202,7 @@ class ClusterManager:
         state = self._state
         match message:
             case MembershipChanged(event=event):
+                self._membership_events.labels(type(event).__name__).inc()
                 if isinstance(event, NameConflictSelf):
                     log.error(
                         "another node (%s) holds the name %r", event.other_addr, state.self_name

@@ -8,6 +8,8 @@ without locks.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,8 @@ from tierfaas.membership.base import (
     Resync,
 )
 from tierfaas.topology import ReplicaPolicy, Role, Topology, compute_topology
+
+DEPARTED_KEPT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ class ClusterState:
     topology: Topology = field(default_factory=Topology)
     role: Role | None = None
     routing_table: dict[str, list[NodeEndpoint]] = field(default_factory=dict)
+    departed: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=DEPARTED_KEPT))
+    """The last runs that left or died, newest last, for operators (``/v1/cluster``)."""
 
     # -- membership --------------------------------------------------------------------------
 
@@ -73,6 +79,9 @@ class ClusterState:
             case MemberDown(member=m, reason=why):
                 role = old.role_of(m.name)
                 self._drop(m.name, m.epoch)
+                self.departed.append(
+                    {"name": m.name, "epoch": m.epoch, "reason": why, "at": int(time.time() * 1000)}
+                )
                 return f"{role or 'member'} {m.name} {why}"
             case Resync(members=ms):
                 self.resync(ms)
@@ -186,4 +195,5 @@ class ClusterState:
             "joined": self.joined,
             "join_reason": self.join_reason,
             "members": rows,
+            "departed": list(self.departed),
         }

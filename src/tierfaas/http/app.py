@@ -4,6 +4,7 @@
     GET  /healthz           the process answers (never blocked by user code)
     GET  /readyz            200 when this node takes invocations, 503 with the reason if not
     GET  /v1/functions      the release's functions, settings and instances on this node
+    GET  /v1/cluster        members, roles and replica assignment as this node sees them
     GET  /metrics           Prometheus text format
 
 Every response carries ``X-Request-Id`` (the caller's if it sent a valid one). Errors are JSON
@@ -16,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -56,7 +57,9 @@ class NodeApp:
         metrics: Metrics,
         node_name: str,
         not_ready_reason: Callable[[], str | None] = lambda: None,
+        cluster_view: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
+        self.cluster_view = cluster_view
         self.runtime = runtime
         self.config = config
         self.metrics = metrics
@@ -153,6 +156,8 @@ class NodeApp:
                 await respond_json(send, 503, {"ready": False, "reason": reason}, headers)
         elif path == "/v1/functions":
             await respond_json(send, 200, self._functions(), headers)
+        elif path == "/v1/cluster" and self.cluster_view is not None:
+            await respond_json(send, 200, await self.cluster_view(), headers)
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
             await respond(send, 200, body, CONTENT_TYPE_LATEST.encode(), headers)

@@ -19,8 +19,6 @@ What it guarantees, and why (timings measured in shared/reference/kinship-behavi
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import time
@@ -33,6 +31,7 @@ import kinship
 from tierfaas.clock import Clock, monotonic
 from tierfaas.config import Address
 from tierfaas.errors import ConfigError
+from tierfaas.keys import parse_key
 from tierfaas.membership.base import (
     JoinStatus,
     MemberDown,
@@ -51,26 +50,12 @@ from tierfaas.membership.meta import KEY_SINCE, check_size, encode_meta, parse_m
 
 log = logging.getLogger("tierfaas.membership")
 
-KEY_BYTES = 32
-
 _STATES = {
     kinship.State.ALIVE: MemberState.ALIVE,
     kinship.State.SUSPECT: MemberState.SUSPECT,
     kinship.State.DEAD: MemberState.DEAD,
     kinship.State.LEFT: MemberState.LEFT,
 }
-
-
-def parse_key(value: bytes | str) -> bytes:
-    """A cluster key from 32 raw bytes or their base64 text. Raises ``ConfigError``."""
-    if isinstance(value, str):
-        try:
-            value = base64.b64decode(value.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError("gossip_key", "is not valid base64") from None
-    if not isinstance(value, bytes) or len(value) != KEY_BYTES:
-        raise ConfigError("gossip_key", f"must be {KEY_BYTES} bytes (base64: 44 characters)")
-    return value
 
 
 def _check_seed(seed: str) -> None:

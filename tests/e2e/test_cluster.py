@@ -1,0 +1,173 @@
+"""Membership and roles with real node processes gossiping on loopback (local preset)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from tierfaas.keys import generate_key
+from tierfaas.testing.cluster import LocalCluster, agreement
+from tierfaas.testing.nodes import NodeProcess, http_get
+
+pytestmark = pytest.mark.e2e
+
+TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
+    """Returns ``check()`` once it is truthy and raises nothing; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, RuntimeError, KeyError, AssertionError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s; last: {last!r}")
+        time.sleep(interval)
+
+
+def views(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
+    return [LocalCluster.view(node) for node in nodes]
+
+
+def all_agree(nodes: list[NodeProcess], size: int) -> tuple[Any, ...] | None:
+    seen = {agreement(view) for view in views(nodes)}
+    if len(seen) == 1:
+        (only,) = seen
+        if only[3] == size:
+            return only
+    return None
+
+
+def test_seven_nodes_agree_on_master_replicas_and_assignment(tmp_path: Path) -> None:
+    with LocalCluster(TESTREL, 7, first_host=20, log_dir=tmp_path) as cluster:
+        started = time.monotonic()
+        master, replicas, assignment, size = eventually(lambda: all_agree(cluster.nodes, 7), 5)
+        assert time.monotonic() - started < 5
+        assert master == cluster.name_of(cluster.nodes[0])  # the oldest
+        assert len(replicas) == 3  # ceil(sqrt(7))
+        assert len(assignment) == 3 and {r for _, r in assignment} <= set(replicas)
+        for node in cluster.nodes:
+            assert http_get(f"{node.url}/readyz")[0] == 200
+
+        # kill -9 the master: rank 1 takes over everywhere within 5 s.
+        rank1 = LocalCluster.view(cluster.nodes[1])["members"][1]["name"]
+        cluster.nodes[0].kill()
+        survivors = cluster.nodes[1:]
+        new = eventually(lambda: all_agree(survivors, 6), 5)
+        assert new[0] == rank1
+
+        # SIGTERM a worker: the others see it *left* (not dead) within 2 s.
+        worker_name = new[2][0][0]
+        worker = next(n for n in survivors if cluster.name_of(n) == worker_name)
+        worker.signal(signal.SIGTERM)
+        began = time.monotonic()
+        others = [n for n in survivors if n is not worker]
+
+        def left_everywhere() -> bool:
+            for view in views(others):
+                gone = [d for d in view["departed"] if d["name"] == worker_name]
+                if not gone or gone[-1]["reason"] != "left":
+                    return False
+            return True
+
+        eventually(left_everywhere, 2.0, interval=0.05)
+        assert time.monotonic() - began < 2.0
+        assert worker.process is not None and worker.process.wait(10) == 0
+
+
+def test_a_node_with_another_key_never_joins(tmp_path: Path) -> None:
+    key, other = generate_key(), generate_key()
+    env = {"TIERFAAS_CLUSTER_KEY": key}
+    with LocalCluster(TESTREL, 2, first_host=40, log_dir=tmp_path, env=env) as cluster:
+        eventually(lambda: all_agree(cluster.nodes, 2), 5)
+        intruder = cluster.add_node(env={"TIERFAAS_CLUSTER_KEY": other})
+        time.sleep(2.5)
+        for view in views(cluster.nodes[:2]):
+            assert cluster.name_of(intruder) not in {m["name"] for m in view["members"]}
+        status, body = http_get(f"{intruder.url}/readyz")
+        assert status == 503 and b"not joined" in body
+        assert LocalCluster.view(intruder)["master"] is None  # not a cluster of one
+
+
+def test_a_node_whose_seeds_never_answer_stays_not_ready(tmp_path: Path) -> None:
+    cluster = LocalCluster(TESTREL, 1, first_host=45, log_dir=tmp_path)
+    cluster.seeds = ["127.0.0.46:9"]  # nobody gossips there
+    try:
+        cluster.start()
+        time.sleep(1.0)
+        status, body = http_get(f"{cluster.nodes[0].url}/readyz")
+        assert status == 503 and b"not joined" in body
+        assert LocalCluster.view(cluster.nodes[0])["master"] is None
+    finally:
+        cluster.close()
+
+
+def test_a_duplicate_name_exits_non_zero(tmp_path: Path) -> None:
+    with LocalCluster(TESTREL, 2, first_host=50, log_dir=tmp_path) as cluster:
+        eventually(lambda: all_agree(cluster.nodes, 2), 5)
+        name = cluster.name_of(cluster.nodes[1])
+        twin = cluster.make_node("127.0.0.53", ["--name", name]).start(wait=False)
+        cluster.nodes.append(twin)
+        assert twin.process is not None
+        assert twin.process.wait(20) == 3
+        assert "another live node is named" in twin.log_tail()
+
+
+def test_paused_master_does_not_take_its_role_back(tmp_path: Path) -> None:
+    with LocalCluster(TESTREL, 4, first_host=60, log_dir=tmp_path) as cluster:
+        eventually(lambda: all_agree(cluster.nodes, 4), 5)
+        old = cluster.nodes[0]
+        old.signal(signal.SIGSTOP)
+        try:
+            rest = cluster.nodes[1:]
+            new_master = eventually(lambda: all_agree(rest, 3), 6)[0]
+        finally:
+            old.signal(signal.SIGCONT)
+        assert new_master == cluster.name_of(cluster.nodes[1])
+        # Back, and seen again by all, but ranked as the youngest: no flapping, ever.
+        final = eventually(lambda: all_agree(cluster.nodes, 4), 8)
+        assert final[0] == new_master
+        for _ in range(15):
+            for view in views(cluster.nodes):
+                assert view["master"] == new_master
+                masters = [m["name"] for m in view["members"] if m["role"] == "master"]
+                assert masters == [new_master]
+            time.sleep(0.2)
+
+
+def test_cpu_hogs_never_make_a_node_suspect(tmp_path: Path) -> None:
+    seconds = float(os.environ.get("TIERFAAS_HOG_SECONDS", "30"))
+    with LocalCluster(TESTREL, 3, first_host=70, log_dir=tmp_path) as cluster:
+        eventually(lambda: all_agree(cluster.nodes, 3), 5)
+
+        async def hog_everything() -> list[int]:
+            async with aiohttp.ClientSession() as session:
+
+                async def hog(node: NodeProcess) -> int:
+                    url = f"{node.url}/function/hog"
+                    async with session.post(url, data=str(seconds).encode()) as response:
+                        return response.status
+
+                # max_instances = 2 per node: six busy loops on two cores, for `seconds`.
+                return await asyncio.gather(*(hog(n) for n in cluster.nodes for _ in range(2)))
+
+        assert asyncio.run(hog_everything()) == [200] * 6
+        for node in cluster.nodes:
+            text = http_get(f"{node.url}/metrics")[1].decode()
+            assert 'tierfaas_membership_events_total{event="MemberSuspect"}' not in text
+            assert 'tierfaas_membership_events_total{event="MemberDown"}' not in text
+        assert all_agree(cluster.nodes, 3)
