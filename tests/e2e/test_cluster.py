@@ -55,7 +55,7 @@ def all_agree(nodes: list[NodeProcess], size: int) -> tuple[Any, ...] | None:
 def test_seven_nodes_agree_on_master_replicas_and_assignment(tmp_path: Path) -> None:
     with LocalCluster(TESTREL, 7, first_host=20, log_dir=tmp_path) as cluster:
         started = time.monotonic()
-        master, replicas, assignment, size = eventually(lambda: all_agree(cluster.nodes, 7), 5)
+        master, replicas, assignment, _ = eventually(lambda: all_agree(cluster.nodes, 7), 5)
         assert time.monotonic() - started < 5
         assert master == cluster.name_of(cluster.nodes[0])  # the oldest
         assert len(replicas) == 3  # ceil(sqrt(7))
