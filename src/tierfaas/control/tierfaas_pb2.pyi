@@ -1,0 +1,143 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChangeOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_OP_UNSPECIFIED: _ClassVar[ChangeOp]
+    CHANGE_OP_ADD: _ClassVar[ChangeOp]
+    CHANGE_OP_REMOVE: _ClassVar[ChangeOp]
+CHANGE_OP_UNSPECIFIED: ChangeOp
+CHANGE_OP_ADD: ChangeOp
+CHANGE_OP_REMOVE: ChangeOp
+
+class NodeRoute(_message.Message):
+    __slots__ = ("node", "epoch", "http", "rpc")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    RPC_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    epoch: int
+    http: str
+    rpc: str
+    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[int] = ..., http: _Optional[str] = ..., rpc: _Optional[str] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("function", "node", "epoch")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    node: str
+    epoch: int
+    def __init__(self, function: _Optional[str] = ..., node: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("routes",)
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+
+class UnregisterRequest(_message.Message):
+    __slots__ = ("routes",)
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+
+class WriteReply(_message.Message):
+    __slots__ = ("accepted", "rejected")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    rejected: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("function", "request_id")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    request_id: int
+    def __init__(self, function: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class QueryReply(_message.Message):
+    __slots__ = ("nodes", "version", "request_id", "error")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRoute]
+    version: int
+    request_id: int
+    error: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., version: _Optional[int] = ..., request_id: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("from_version", "lineage", "replica")
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    from_version: int
+    lineage: str
+    replica: str
+    def __init__(self, from_version: _Optional[int] = ..., lineage: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("op", "function", "route")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    op: ChangeOp
+    function: str
+    route: NodeRoute
+    def __init__(self, op: _Optional[_Union[ChangeOp, str]] = ..., function: _Optional[str] = ..., route: _Optional[_Union[NodeRoute, _Mapping]] = ...) -> None: ...
+
+class TableUpdate(_message.Message):
+    __slots__ = ("snapshot", "prev_version", "version", "lineage", "changes")
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    PREV_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    snapshot: bool
+    prev_version: int
+    version: int
+    lineage: str
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    def __init__(self, snapshot: _Optional[bool] = ..., prev_version: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ...) -> None: ...
+
+class AnnounceRequest(_message.Message):
+    __slots__ = ("node", "epoch", "functions")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    epoch: int
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[int] = ..., functions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoReply(_message.Message):
+    __slots__ = ("node", "master", "master_rpc", "version", "lineage", "query_lane")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    MASTER_FIELD_NUMBER: _ClassVar[int]
+    MASTER_RPC_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_LANE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    master: bool
+    master_rpc: str
+    version: int
+    lineage: str
+    query_lane: str
+    def __init__(self, node: _Optional[str] = ..., master: _Optional[bool] = ..., master_rpc: _Optional[str] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., query_lane: _Optional[str] = ...) -> None: ...
