@@ -1,0 +1,91 @@
+"""The router's decision, as a pure function: run here, forward to a warm node, or start here.
+
+Rules, in order (SPEC section 4):
+1. This node has a warm instance with a free slot: run here (no network hop beats any).
+2. The request has used its hops (``hops >= hop_limit``): run here, warm or cold. A forwarded
+   request is never forwarded again by default (hop limit 1), so A -> B -> A cannot happen.
+3. A candidate that is warm, not this node, not on the request's path and not already tried
+   this time: forward to it; among several, the less loaded of two picked at random (the
+   "power of two choices", which spreads load almost as well as the least loaded of all
+   without every sender herding onto the same node).
+4. Nothing to forward to: run here. If this node has warm instances (all busy) the call
+   queues for one; otherwise it is a cold start, which adds capacity, and the node registers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A node where the function is warm, and the load it last reported (0..1, None: unknown)."""
+
+    node: str
+    load: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    """This node's instances of the function."""
+
+    warm_instances: int
+    free_slots: int
+
+
+Route = Literal["local-warm", "forwarded-warm", "local-cold"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunHere:
+    cold: bool
+
+    @property
+    def route(self) -> Route:
+        return "local-cold" if self.cold else "local-warm"
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    node: str
+
+
+Decision = RunHere | Forward
+
+
+def decide(
+    local: LocalState,
+    candidates: Sequence[Candidate],
+    *,
+    self_name: str,
+    hops: int,
+    hop_limit: int,
+    path: Collection[str] = (),
+    tried: Collection[str] = (),
+    rng: random.Random | None = None,
+) -> Decision:
+    """Where this request runs. Pure: the same inputs (and ``rng`` state) give the same answer."""
+    if local.free_slots > 0:
+        return RunHere(cold=False)
+    if hops < hop_limit:
+        eligible = [
+            c
+            for c in candidates
+            if c.node != self_name and c.node not in path and c.node not in tried
+        ]
+        if eligible:
+            return Forward(_two_choices(eligible, rng or random.Random()).node)
+    return RunHere(cold=local.warm_instances == 0)
+
+
+def _two_choices(eligible: Sequence[Candidate], rng: random.Random) -> Candidate:
+    if len(eligible) == 1:
+        return eligible[0]
+    a, b = rng.sample(list(eligible), 2)
+    # Unknown load counts as half loaded: try it, but prefer a node known to be idle.
+    load_a = 0.5 if a.load is None else a.load
+    load_b = 0.5 if b.load is None else b.load
+    return a if load_a <= load_b else b

@@ -1,0 +1,106 @@
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tierfaas.routing.decision import Candidate, Forward, LocalState, RunHere, decide
+
+IDLE_WARM = LocalState(warm_instances=1, free_slots=1)
+BUSY_WARM = LocalState(warm_instances=2, free_slots=0)
+COLD = LocalState(warm_instances=0, free_slots=0)
+B, C = Candidate("b"), Candidate("c")
+
+
+def route(local: LocalState, candidates: list[Candidate], **kw: object) -> object:
+    args: dict[str, object] = {"self_name": "a", "hops": 0, "hop_limit": 1}
+    args.update(kw)
+    return decide(local, candidates, rng=random.Random(1), **args)  # type: ignore[arg-type]
+
+
+def test_warm_and_free_here_runs_here_even_with_candidates() -> None:
+    assert route(IDLE_WARM, [B, C]) == RunHere(cold=False)
+
+
+def test_cold_here_forwards_to_a_warm_node() -> None:
+    assert route(COLD, [B]) == Forward("b")
+
+
+def test_busy_here_forwards_rather_than_queue() -> None:
+    assert route(BUSY_WARM, [B]) == Forward("b")
+
+
+def test_no_candidate_runs_cold_here_or_queues_when_warm() -> None:
+    assert route(COLD, []) == RunHere(cold=True)
+    assert route(BUSY_WARM, []) == RunHere(cold=False)
+    assert RunHere(cold=True).route == "local-cold"
+
+
+def test_at_the_hop_limit_a_request_runs_here() -> None:
+    assert route(COLD, [B], hops=1) == RunHere(cold=True)
+    assert route(COLD, [B], hops=1, hop_limit=2) == Forward("b")
+
+
+def test_never_back_to_a_node_on_the_path_or_already_tried_or_self() -> None:
+    assert route(COLD, [Candidate("a"), B], path=["b"], hop_limit=3, hops=1) == RunHere(cold=True)
+    assert route(COLD, [B, C], tried=["b"]) == Forward("c")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_two_choices_prefers_the_less_loaded(seed: int) -> None:
+    loaded, idle = Candidate("b", 0.9), Candidate("c", 0.1)
+    decision = decide(
+        COLD, [loaded, idle], self_name="a", hops=0, hop_limit=1, rng=random.Random(seed)
+    )
+    assert decision == Forward("c")
+
+
+def test_two_choices_spreads_over_equal_nodes() -> None:
+    rng = random.Random(7)
+    nodes = [Candidate(n, 0.2) for n in "bcdef"]
+    picks = {
+        decide(COLD, nodes, self_name="a", hops=0, hop_limit=1, rng=rng).node  # type: ignore[union-attr]
+        for _ in range(200)
+    }
+    assert len(picks) >= 4
+
+
+names = st.sampled_from(list("abcdefg"))
+
+
+@given(
+    warm=st.integers(0, 3),
+    free=st.integers(0, 3),
+    candidates=st.lists(names, max_size=6),
+    path=st.lists(names, max_size=4),
+    tried=st.lists(names, max_size=4),
+    hops=st.integers(0, 3),
+    limit=st.integers(0, 3),
+)
+def test_properties_no_loops_and_hop_limit(
+    warm: int,
+    free: int,
+    candidates: list[str],
+    path: list[str],
+    tried: list[str],
+    hops: int,
+    limit: int,
+) -> None:
+    local = LocalState(warm, min(free, warm))
+    decision = decide(
+        local,
+        [Candidate(n) for n in candidates],
+        self_name="a",
+        hops=hops,
+        hop_limit=limit,
+        path=path,
+        tried=tried,
+        rng=random.Random(0),
+    )
+    if isinstance(decision, Forward):
+        assert decision.node != "a"
+        assert decision.node not in path and decision.node not in tried
+        assert hops < limit
+        assert local.free_slots == 0
+    else:
+        assert decision.cold == (warm == 0)
