@@ -1,0 +1,577 @@
+"""The function runtime against its baselines, in one run: cold starts and warm HTTP calls.
+
+    .venv/bin/python benchmarks/runtime.py            # full: ~1.5 min
+    .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 2 s rounds
+
+1. Cold start of ``hello`` (examples/demo) through the zygote, measured in this process with
+   ``tierfaas.runtime.Runtime``: wall time of a cold ``invoke`` end to end (spawn request,
+   fork, handler import, READY, the call and its answer), then the instance is killed and the
+   next invoke is cold again. Baseline, interleaved with it: a fresh interpreter running
+   ``import handlers; handlers.hello(b'x')`` as a subprocess. Target: zygote p50 <= 1/4 of the
+   fresh interpreter's p50.
+2. Warm ``POST /function/hello`` (5-byte body) on a real node process, against a bare ASGI echo
+   app on uvicorn (httptools, uvloop) configured the same: p50/p99 at one connection (a
+   raw-socket keep-alive client) and requests/s at 64 connections under wrk. Rounds alternate
+   echo, node, echo, node...; the report quotes medians. Target: node req/s >= 50% of echo's.
+
+Nothing is pinned: wrk (2 threads), the server and, for the node, its instance processes share
+the machine's cores; compare numbers within one run only. Every process started here is
+stopped on exit, error, Ctrl-C or SIGTERM. Results: a table on stdout and
+benchmarks/results/runtime.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvloop
+
+import _common as c
+from tierfaas import errors
+from tierfaas.config import NodeConfig
+from tierfaas.manifest import load_release
+from tierfaas.runtime import InstanceStopped, Runtime, RuntimeEvent
+from tierfaas.runtime.pool import FunctionPool
+
+FUNCTION = "hello"
+BODY = b"world"  # 5 bytes, as in the wrk script
+EXPECTED = b"Hello, world!\n"
+COLD_TARGET = 0.25  # zygote cold start p50 / fresh interpreter p50 at most
+THROUGHPUT_TARGET = 0.50  # node req/s / bare echo req/s at least
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    cold_starts: int  # measured cold starts of each kind
+    cold_warmup: int  # discarded first cold starts of each kind (page cache, first fork)
+    latency_requests: int  # one-connection requests per target, over all rounds
+    rounds: int
+    round_s: float
+    connections: int
+    inprocess_s: float  # in-process Runtime.invoke throughput run (informational)
+
+
+def settings_for(quick: bool, connections: int) -> Settings:
+    if quick:
+        return Settings("quick", 10, 1, 600, 3, 2.0, connections, 1.0)
+    return Settings("full", 30, 2, 2000, 5, 5.0, connections, 3.0)
+
+
+# -- 1. cold starts (in process) ---------------------------------------------------------------
+
+
+async def cold_invoke(runtime: Runtime, pool: FunctionPool, number: int) -> tuple[float, float]:
+    """One cold invoke; returns (end-to-end seconds, spawn-to-READY seconds), then kills the
+    instance and waits until its process has exited, so the next invoke is cold too."""
+    assert not pool.instances, "a previous instance is still alive"
+    began = time.perf_counter()
+    result = await runtime.invoke(FUNCTION, BODY, request_id=f"cold-{number}")
+    elapsed = time.perf_counter() - began
+    if not result.cold or result.body != EXPECTED:
+        raise RuntimeError(f"expected a cold {EXPECTED!r}, got {result!r}")
+    (instance,) = pool.instances
+    ready_s = instance.start_s
+    instance.kill("idle")
+    await instance.closed
+    await runtime.zygote.exit_status(instance.pid, wait_s=2.0)
+    while pool.instances:  # the pool hears of the close one loop iteration later
+        await asyncio.sleep(0.001)
+    return elapsed, ready_s
+
+
+def fresh_interpreter(code: str) -> float:
+    """Wall time of ``python -c CODE`` in a new process."""
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.perf_counter() - began
+
+
+async def measure_runtime(settings: Settings, release_dir: Path) -> dict[str, Any]:
+    release = load_release(release_dir)
+    # No reaping during the run: this benchmark decides when instances die.
+    config = NodeConfig(release_dir=release_dir, reap_interval_s=3600.0, log_level="warning")
+    stops: list[str] = []
+
+    def on_event(event: RuntimeEvent) -> None:
+        if isinstance(event, InstanceStopped):
+            stops.append(event.reason)
+
+    runtime = Runtime(release, config, listeners=[on_event])
+    handler_code = (
+        f"import sys; sys.path.insert(0, {str(release.root)!r}); "
+        "import handlers; handlers.hello(b'x')"
+    )
+    zygote_began = time.perf_counter()
+    await runtime.start()
+    zygote_start_s = time.perf_counter() - zygote_began
+    try:
+        pool = runtime.pools[FUNCTION]
+        cold_e2e: list[float] = []
+        cold_ready: list[float] = []
+        fresh: list[float] = []
+        bare: list[float] = []
+        for number in range(settings.cold_warmup + settings.cold_starts):
+            e2e, ready = await cold_invoke(runtime, pool, number)
+            fresh_s = fresh_interpreter(handler_code)
+            bare_s = fresh_interpreter("pass")
+            if number >= settings.cold_warmup:
+                cold_e2e.append(e2e)
+                cold_ready.append(ready)
+                fresh.append(fresh_s)
+                bare.append(bare_s)
+        stops.clear()
+        warm = await warm_inprocess(runtime, settings)
+        warm["instance_stops"] = {reason: stops.count(reason) for reason in set(stops)}
+    finally:
+        await runtime.close()
+    zygote_p50 = c.percentile(cold_e2e, 50)
+    fresh_p50 = c.percentile(fresh, 50)
+    cold_ratio = c.ratio(zygote_p50, fresh_p50)
+    return {
+        "cold_start": {
+            "zygote_start_ms": zygote_start_s * 1e3,
+            "zygote_cold_invoke_ms": c.summarize(cold_e2e, 1e3),
+            "zygote_spawn_to_ready_ms": c.summarize(cold_ready, 1e3),
+            "fresh_interpreter_ms": c.summarize(fresh, 1e3),
+            "fresh_interpreter_code": handler_code,
+            "bare_interpreter_ms": c.summarize(bare, 1e3),
+            "warmup_discarded": settings.cold_warmup,
+            "ratio_p50": cold_ratio,
+            "ratio_p95": c.ratio(c.percentile(cold_e2e, 95), c.percentile(fresh, 95)),
+            "target": f"zygote cold invoke p50 <= {COLD_TARGET:g} x fresh interpreter p50",
+            "pass": bool(cold_ratio <= COLD_TARGET),
+        },
+        "inprocess_warm": warm,
+    }
+
+
+async def warm_inprocess(runtime: Runtime, settings: Settings) -> dict[str, Any]:
+    """Runtime.invoke without HTTP (informational): the dispatch's share of a warm call."""
+    latencies: list[float] = []
+    for number in range(settings.latency_requests):
+        began = time.perf_counter()
+        await runtime.invoke(FUNCTION, BODY, request_id=f"warm-{number}")
+        latencies.append(time.perf_counter() - began)
+    calls = failed = 0
+    deadline = 0.0
+    failures: dict[str, int] = {}
+
+    async def worker() -> None:
+        nonlocal calls, failed
+        while time.perf_counter() < deadline:
+            try:
+                await runtime.invoke(FUNCTION, BODY, request_id="load")
+            except errors.HttpError as exc:  # counted and reported, not fatal
+                failed += 1
+                failures[exc.code] = failures.get(exc.code, 0) + 1
+            else:
+                calls += 1
+
+    for measured in (False, True):  # the first pass starts the second instance
+        calls = failed = 0
+        failures.clear()
+        began = time.perf_counter()
+        deadline = began + (settings.inprocess_s if measured else 0.5)
+        await asyncio.gather(*(worker() for _ in range(settings.connections)))
+        elapsed = time.perf_counter() - began
+    return {
+        "latency_us_1_in_flight": c.summarize(latencies, 1e6),
+        "calls_per_s": calls / elapsed,
+        "errors": failed,
+        "errors_by_code": dict(failures),
+        "in_flight": settings.connections,
+        "duration_s": elapsed,
+        "instances": len(runtime.pools[FUNCTION].instances),
+    }
+
+
+# -- 2. warm HTTP: node against a bare echo ----------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    host: str
+    port: int
+    managed: c.Managed
+
+    @property
+    def path(self) -> str:
+        return f"/function/{FUNCTION}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.path}"
+
+
+def latency_loop(server: Server, count: int) -> list[float]:
+    """``count`` sequential POSTs on one keep-alive connection; seconds each."""
+    request = c.build_request(
+        "POST", server.host, server.port, server.path, BODY, [("Content-Type", "text/plain")]
+    )
+    samples: list[float] = []
+    with c.KeepAliveClient(server.host, server.port) as client:
+        for _ in range(count):
+            began = time.perf_counter()
+            status, body = client.request(request)
+            samples.append(time.perf_counter() - began)
+            if status != 200:
+                raise RuntimeError(f"{server.name} answered {status}: {body[:300]!r}")
+    return samples
+
+
+def function_stats(server: Server) -> dict[str, Any]:
+    """The node's view of ``hello`` after the run: its instances, how many were started,
+    and how many stopped and why (a crash during the run shows here)."""
+    with c.KeepAliveClient(server.host, server.port) as client:
+        status, body = client.request(
+            c.build_request("GET", server.host, server.port, "/v1/functions")
+        )
+        _, metrics = client.request(c.build_request("GET", server.host, server.port, "/metrics"))
+    stats: dict[str, Any] = {}
+    if status == 200:
+        for function in json.loads(body)["functions"]:
+            if function["name"] == FUNCTION:
+                stats.update(function)
+    label = f'function="{FUNCTION}"'
+    stops: dict[str, float] = {}
+    for line in metrics.decode().splitlines():
+        if line.startswith("#") or label not in line:
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith("tierfaas_cold_start_seconds_count"):
+            stats["instances_started"] = int(float(value))
+        elif name.startswith("tierfaas_instance_stops_total"):
+            reason = name.split('reason="', 1)[1].split('"', 1)[0]
+            stops[reason] = float(value)
+        elif name.startswith("tierfaas_invocations_total"):
+            outcome = name.split('outcome="', 1)[1].split('"', 1)[0]
+            stats.setdefault("invocations", {})[outcome] = float(value)
+    stats["instance_stops"] = stops
+    return stats
+
+
+def measure_http(settings: Settings, release_dir: Path, host: str) -> dict[str, Any]:
+    lua = c.post_lua(BODY)
+    c.require_wrk()
+    with c.Processes() as processes:
+        echo_port = c.free_port(host)
+        echo = Server(
+            "echo", host, echo_port, processes.start("echo", c.echo_command(host, echo_port))
+        )
+        node_port = c.free_port(host)
+        node_argv = [
+            sys.executable,
+            "-m",
+            "tierfaas.cli",
+            "node",
+            "--release",
+            str(release_dir),
+            "--http",
+            f"{host}:{node_port}",
+            "--log-level",
+            "warning",
+        ]
+        node = Server("node", host, node_port, processes.start("node", node_argv))
+        servers = [echo, node]  # the order of every round
+        for server in servers:
+            c.wait_http(host, server.port, "/healthz", timeout_s=30, process=server.managed)
+        first_request_ms = latency_loop(node, 1)[0] * 1e3  # the node's cold start over HTTP
+        for server in servers:  # warm both: connections, caches, the node's second instance
+            latency_loop(server, 200)
+            c.run_wrk(server.url, duration_s=1, connections=settings.connections, lua=lua)
+
+        per_round = max(1, settings.latency_requests // settings.rounds)
+        latency: dict[str, list[list[float]]] = {s.name: [] for s in servers}
+        wrk: dict[str, list[c.WrkResult]] = {s.name: [] for s in servers}
+        cpu_us: dict[str, list[float]] = {s.name: [] for s in servers}
+        for round_number in range(settings.rounds):
+            for server in servers:
+                latency[server.name].append(latency_loop(server, per_round))
+                cpu_before = c.tree_cpu_seconds(server.managed.pid)
+                result = c.run_wrk(
+                    server.url,
+                    duration_s=settings.round_s,
+                    connections=settings.connections,
+                    lua=lua,
+                )
+                cpu_used = c.tree_cpu_seconds(server.managed.pid) - cpu_before
+                wrk[server.name].append(result)
+                cpu_us[server.name].append(cpu_used / max(1, result.requests) * 1e6)
+                print(
+                    f"  round {round_number + 1}/{settings.rounds} {server.name:4}: "
+                    f"{result.requests_per_s:9.0f} req/s, "
+                    f"p50 {c.percentile(latency[server.name][-1], 50) * 1e6:6.0f} µs at 1 conn"
+                    + (f", {result.errors} errors" if result.errors else ""),
+                    flush=True,
+                )
+        time.sleep(0.5)  # let the calls wrk left in flight finish before reading busy counts
+        stats = function_stats(node)
+        for server in servers:
+            if server.managed.process.poll() is not None:
+                raise RuntimeError(
+                    f"{server.name} died during the run:\n{server.managed.log_tail()}"
+                )
+
+    out: dict[str, Any] = {"node_first_request_ms": first_request_ms, "node_function": stats}
+    for server in servers:
+        pooled = [x for chunk in latency[server.name] for x in chunk]
+        rps = [r.requests_per_s for r in wrk[server.name]]
+        out[server.name] = {
+            "url": server.url,
+            "latency_us_1_conn": c.summarize(pooled, 1e6),
+            "latency_us_1_conn_rounds": [c.summarize(x, 1e6) for x in latency[server.name]],
+            "requests_per_s_median": c.median(rps),
+            "server_cpu_us_per_request_median": c.median(cpu_us[server.name]),
+            "server_cpu_us_per_request_rounds": cpu_us[server.name],
+            "requests_per_s_rounds": rps,
+            "wrk_rounds": [r.as_dict() for r in wrk[server.name]],
+            "errors": sum(r.errors for r in wrk[server.name]),
+        }
+    echo_rps, node_rps = out["echo"]["requests_per_s_median"], out["node"]["requests_per_s_median"]
+    paired = [
+        c.ratio(n, e)
+        for n, e in zip(
+            out["node"]["requests_per_s_rounds"], out["echo"]["requests_per_s_rounds"], strict=True
+        )
+    ]
+    throughput_ratio = c.ratio(node_rps, echo_rps)
+    out["throughput_ratio"] = throughput_ratio
+    out["throughput_ratio_paired_rounds"] = paired
+    out["throughput_ratio_paired_median"] = c.median(paired)
+    out["target"] = f"node req/s median >= {THROUGHPUT_TARGET:g} x bare echo req/s median"
+    out["pass"] = bool(throughput_ratio >= THROUGHPUT_TARGET and out["node"]["errors"] == 0)
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def report_rows(results: dict[str, Any]) -> list[list[str]]:
+    cold = results["cold_start"]
+    zyg, fresh = cold["zygote_cold_invoke_ms"], cold["fresh_interpreter_ms"]
+    ready, bare = cold["zygote_spawn_to_ready_ms"], cold["bare_interpreter_ms"]
+    http = results["http"]
+    echo, node = http["echo"], http["node"]
+    el, nl = echo["latency_us_1_conn"], node["latency_us_1_conn"]
+    warm = results["inprocess_warm"]
+    n = cold["zygote_cold_invoke_ms"]["n"]
+    rounds = len(node["requests_per_s_rounds"])
+    node_cpu = node["server_cpu_us_per_request_median"]
+    echo_cpu = echo["server_cpu_us_per_request_median"]
+
+    def spread(values: list[float]) -> str:
+        return f"{min(values):,.0f} - {max(values):,.0f}"
+
+    return [
+        [
+            f"cold start p50 (n={n})",
+            _ms(zyg["p50"]),
+            f"{_ms(fresh['p50'])} fresh python",
+            f"{cold['ratio_p50']:.3f}",
+            f"≤ {COLD_TARGET:g}",
+            _verdict(cold["pass"]),
+        ],
+        [
+            "cold start p95",
+            _ms(zyg["p95"]),
+            f"{_ms(fresh['p95'])} fresh python",
+            f"{cold['ratio_p95']:.3f}",
+            "",
+            "",
+        ],
+        [
+            "  of which spawn→READY p50 / p95",
+            f"{ready['p50']:.1f} / {ready['p95']:.1f} ms",
+            f"{_ms(bare['p50'])} `python -c pass`",
+            "",
+            "",
+            "",
+        ],
+        [
+            "warm p50, 1 connection",
+            f"{nl['p50']:.0f} µs",
+            f"{el['p50']:.0f} µs echo",
+            f"{c.ratio(nl['p50'], el['p50']):.2f}",
+            "",
+            "",
+        ],
+        [
+            "warm p99, 1 connection",
+            f"{nl['p99']:.0f} µs",
+            f"{el['p99']:.0f} µs echo",
+            f"{c.ratio(nl['p99'], el['p99']):.2f}",
+            "",
+            "",
+        ],
+        [
+            f"req/s, {http['node']['wrk_rounds'][0]['connections']} conns (median of {rounds})",
+            f"{node['requests_per_s_median']:,.0f}",
+            f"{echo['requests_per_s_median']:,.0f} echo",
+            f"{http['throughput_ratio']:.2f}",
+            f"≥ {THROUGHPUT_TARGET:g}",
+            _verdict(http["pass"]),
+        ],
+        [
+            "  req/s range over rounds",
+            spread(node["requests_per_s_rounds"]),
+            spread(echo["requests_per_s_rounds"]) + " echo",
+            f"{http['throughput_ratio_paired_median']:.2f} paired",
+            "",
+            "",
+        ],
+        [
+            "  wrk p50 / p99 latency (median round)",
+            _wrk_latency(node),
+            _wrk_latency(echo) + " echo",
+            "",
+            "",
+            "",
+        ],
+        [
+            "  server CPU per request under wrk (median)",
+            f"{node_cpu:.0f} µs",
+            f"{echo_cpu:.0f} µs echo",
+            f"{c.ratio(node_cpu, echo_cpu):.2f}",
+            "",
+            "",
+        ],
+        [
+            "  node instance stops during the run",
+            _stops(http["node_function"]),
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "in-process Runtime.invoke p50, 1 in flight",
+            f"{warm['latency_us_1_in_flight']['p50']:.0f} µs",
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            f"in-process Runtime.invoke calls/s, {warm['in_flight']} in flight",
+            f"{warm['calls_per_s']:,.0f}"
+            + (f" ({warm['errors']} errors)" if warm["errors"] else ""),
+            "",
+            "",
+            "",
+            "",
+        ],
+    ]
+
+
+def _stops(stats: dict[str, Any]) -> str:
+    stops = stats.get("instance_stops", {})
+    started = stats.get("instances_started", "?")
+    detail = ", ".join(f"{int(n)} {reason}" for reason, n in stops.items()) or "none"
+    return f"{detail} ({started} started)"
+
+
+def _wrk_latency(side: dict[str, Any]) -> str:
+    p50 = c.median([r["latency_ms"].get("p50", math.nan) for r in side["wrk_rounds"]])
+    p99 = c.median([r["latency_ms"].get("p99", math.nan) for r in side["wrk_rounds"]])
+    return f"{p50:.1f} / {p99:.1f} ms"
+
+
+COLUMNS = ["measure", "tierfaas", "baseline", "ratio", "target", "result"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, 2 s rounds, < 60 s")
+    parser.add_argument("--host", default="127.0.0.1", help="a 127.0.0.x address to serve on")
+    parser.add_argument("--release", type=Path, default=c.REPO_ROOT / "examples" / "demo")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    args = parser.parse_args(argv)
+    if not args.host.startswith("127.0.0."):
+        parser.error("benchmarks serve on 127.0.0.x only")
+    settings = settings_for(args.quick, args.connections)
+    release_dir = args.release.resolve()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "benchmark": "runtime",
+        "date": c.now_iso(),
+        "commit": c.git_commit(),
+        "machine": c.machine_info(),
+        "settings": asdict(settings),
+        "function": FUNCTION,
+        "release": str(release_dir),
+    }
+    print(
+        f"runtime benchmark ({settings.mode}): {settings.cold_starts} cold starts ...", flush=True
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        results.update(runner.run(measure_runtime(settings, release_dir)))
+    print(
+        f"warm HTTP: {settings.rounds} rounds of {settings.round_s:g} s, "
+        f"{settings.connections} connections ...",
+        flush=True,
+    )
+    results["http"] = measure_http(settings, release_dir, args.host)
+    results["elapsed_s"] = time.perf_counter() - began
+    results["targets"] = {
+        "cold_start": {
+            "ratio": results["cold_start"]["ratio_p50"],
+            "limit": COLD_TARGET,
+            "pass": results["cold_start"]["pass"],
+        },
+        "throughput": {
+            "ratio": results["http"]["throughput_ratio"],
+            "limit": THROUGHPUT_TARGET,
+            "pass": results["http"]["pass"],
+        },
+    }
+    path = c.write_results("runtime", results)
+    rows = report_rows(results)
+    machine = results["machine"]
+    title = (
+        f"tierfaas runtime benchmark — {results['date']}, {settings.mode} mode, "
+        f"{machine['nproc']} cores, Python {machine['python']}, {results['elapsed_s']:.0f} s"
+    )
+    c.print_table(title, COLUMNS, rows)
+    if args.markdown:
+        print()
+        print(c.markdown_table(COLUMNS, rows))
+    print(f"\nresults: {path}")
+    passed = all(t["pass"] for t in results["targets"].values())
+    return 1 if args.strict and not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
