@@ -89,6 +89,21 @@ class Overloaded(ClientError):
     code = "overloaded"
 
 
+class NotWarm(ClientError):
+    """A forwarded call reached a node with no instance of the function (any more). The
+    sender drops the route and tries elsewhere; the call did not start here."""
+
+    status = 409
+    code = "not_warm"
+
+
+class Busy(ClientError):
+    """A forwarded call reached a node whose instances are all busy; it did not start."""
+
+    status = 429
+    code = "busy"
+
+
 # -- the function's fault ------------------------------------------------------------------
 
 
@@ -126,6 +141,14 @@ class StartFailed(FunctionError):
 class ResponseTooLarge(FunctionError):
     status = 502
     code = "response_too_large"
+
+
+class ForwardFailed(FunctionError):
+    """The node a call was forwarded to failed after it may have started the call, so the
+    call is not retried (it must never run twice)."""
+
+    status = 502
+    code = "forward_failed"
 
 
 class FunctionTimeout(FunctionError):

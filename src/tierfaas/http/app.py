@@ -35,9 +35,11 @@ from tierfaas.http.asgi import (
     respond,
     respond_error,
     respond_json,
+    respond_raw,
 )
 from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
+from tierfaas.routing.router import Router
 from tierfaas.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,9 @@ class NodeApp:
         node_name: str,
         not_ready_reason: Callable[[], str | None] = lambda: None,
         cluster_view: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        router: Router | None = None,
     ) -> None:
+        self.router = router or Router.standalone(runtime, node_name)
         self.cluster_view = cluster_view
         self.runtime = runtime
         self.config = config
@@ -67,7 +71,6 @@ class NodeApp:
         self.not_ready_reason = not_ready_reason
         self.draining = False
         self.in_flight = 0
-        self.served_by = node_name.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,10 +114,9 @@ class NodeApp:
             self.metrics.record(label, error.code, False, time.monotonic() - started)
             raise error
         self.in_flight += 1
-        cold = False
         try:
             body = await read_body(scope, receive, self.config.max_body_bytes)
-            result = await self.runtime.invoke(
+            reply = await self.router.handle(
                 name,
                 body,
                 request_id=request_id,
@@ -123,21 +125,17 @@ class NodeApp:
                 headers=_handler_headers(scope),
                 started=started,
             )
-            cold = result.cold
         except errors.HttpError as exc:
-            self.metrics.record(label, exc.code, cold, time.monotonic() - started)
+            self.metrics.record(label, exc.code, False, time.monotonic() - started)
             if isinstance(exc, errors.FunctionError):
                 log.info("request %s to %s failed: %s: %s", request_id, name, exc.code, exc)
             raise
         finally:
             self.in_flight -= 1
-        self.metrics.record(label, "ok", cold, time.monotonic() - started)
-        headers: Headers = [
-            (b"x-request-id", request_id.encode()),
-            (b"x-tierfaas-served-by", self.served_by),
-            (b"x-tierfaas-start", b"cold" if cold else b"warm"),
-        ]
-        await respond(send, 200, result.body, result.content_type.encode(), headers)
+        outcome = "ok" if reply.status == 200 else f"http_{reply.status}"
+        self.metrics.record(label, outcome, reply.cold, time.monotonic() - started)
+        reply.headers.append((b"x-request-id", request_id.encode()))
+        await respond_raw(send, reply.status, reply.body, reply.headers)
 
     # -- admin -----------------------------------------------------------------------------
 

@@ -69,6 +69,13 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
+async def respond_raw(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    """``headers`` must include the content type; the length is added here."""
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def respond_json(send: Send, status: int, value: Any, headers: Headers) -> None:
     body = json.dumps(value, separators=(",", ":")).encode()
     await respond(send, status, body, b"application/json", headers)

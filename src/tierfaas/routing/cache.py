@@ -43,8 +43,13 @@ class RouteCache:
         self.hits += 1
         return entry.candidates
 
-    def put(self, function: str, candidates: tuple[Candidate, ...]) -> None:
-        self._entries[function] = _Entry(candidates, self.clock() + self.ttl_s)
+    def put(
+        self, function: str, candidates: tuple[Candidate, ...], ttl_s: float | None = None
+    ) -> None:
+        """Caches ``candidates`` for ``ttl_s`` (default: the cache's TTL). Callers cache an
+        empty answer for less time, so a function that turns warm elsewhere is seen soon."""
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        self._entries[function] = _Entry(candidates, self.clock() + ttl)
         self._entries.move_to_end(function)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)

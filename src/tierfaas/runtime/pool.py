@@ -43,10 +43,20 @@ class FunctionPool:
     # -- calls -----------------------------------------------------------------------------
 
     async def invoke(
-        self, body: bytes, context: dict[str, Any], deadline: float
+        self, body: bytes, context: dict[str, Any], deadline: float, warm_only: bool = False
     ) -> tuple[Result, bool]:
-        """Runs one call; returns its result and whether it waited for a cold start."""
-        instance = await self._acquire()
+        """Runs one call; returns its result and whether it waited for a cold start.
+        ``warm_only`` (a forwarded call): raise ``NotWarm``/``Busy`` at once rather than wait
+        or start an instance, so the sender can try elsewhere knowing nothing ran here."""
+        if warm_only:
+            instance = self._free_instance()
+            if instance is None:
+                if self.instances:
+                    raise errors.Busy(f"every instance of {self.spec.name!r} here is busy")
+                raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
+            instance.busy += 1
+        else:
+            instance = await self._acquire()
         cold = instance.calls_served == 0
         future = instance.call(body, context)
         try:
@@ -180,6 +190,17 @@ class FunctionPool:
             self.runtime.emit(FunctionCold(self.spec.name))
         if self.waiters:
             self._start_for_waiters()
+
+    def free_slots(self) -> tuple[int, int]:
+        """(warm instances, free call slots on them), for the router."""
+        live = [i for i in self.instances if not i.dead]
+        return len(live), sum(self.spec.concurrency - i.busy for i in live)
+
+    def load(self) -> float:
+        """The busy share of this function's call slots here, 0..1 (1 with no instance)."""
+        warm, free = self.free_slots()
+        capacity = warm * self.spec.concurrency
+        return 1.0 if capacity == 0 else 1.0 - free / capacity
 
     def idle_instances(self) -> list[Instance]:
         return [i for i in self.instances if i.busy == 0 and not i.dead]

@@ -91,17 +91,17 @@ class Runtime:
         query: str = "",
         headers: dict[str, str] | None = None,
         started: float | None = None,
+        deadline: float | None = None,
+        warm_only: bool = False,
     ) -> Invocation:
         """Runs ``name`` on a warm instance or a new one. Raises ``errors.HttpError``.
         ``started`` (this clock) is when the request arrived: time already spent counts
-        against the function's timeout."""
-        pool = self.pools.get(name)
-        if pool is None:
-            raise errors.UnknownFunction(
-                f"no function named {name!r} in release {self.release.name} "
-                f"{self.release.version}; see GET /v1/functions"
-            )
+        against the function's timeout; ``deadline`` (Unix time, from a forwarding node) can
+        only shorten it. ``warm_only``: see ``FunctionPool.invoke``."""
+        pool = self.pool(name)
         timeout = pool.spec.timeout_s
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - time.time()))
         start = self.clock() if started is None else started
         context = {
             "request_id": request_id,
@@ -110,8 +110,18 @@ class Runtime:
             "headers": headers or {},
             "deadline": time.time() + timeout - (self.clock() - start),
         }
-        result, cold = await pool.invoke(body, context, start + timeout)
+        result, cold = await pool.invoke(body, context, start + timeout, warm_only)
         return Invocation(result.body, result.content_type, cold)
+
+    def pool(self, name: str) -> FunctionPool:
+        """The function's pool; ``UnknownFunction`` (404) if the release has no such name."""
+        pool = self.pools.get(name)
+        if pool is None:
+            raise errors.UnknownFunction(
+                f"no function named {name!r} in release {self.release.name} "
+                f"{self.release.version}; see GET /v1/functions"
+            )
+        return pool
 
     def functions(self) -> list[dict[str, Any]]:
         """Each function's settings and its instances on this node."""

@@ -1,0 +1,346 @@
+"""The router: each invocation runs here, or is forwarded once to a node where it is warm.
+
+Theory of operation. A request from outside (no valid hop signature) is routed with the pure
+``decide``: warm and free here wins; else a warm candidate from the route cache (on a miss,
+from the lookup: the replica, or this node's own table on a master or replica); else run
+here, cold if need be (which adds capacity; the runtime's FunctionWarm event registers it).
+
+A forwarded request (valid signature) runs here only on a warm instance with a free slot; if
+there is none the node answers with ``X-Tierfaas-Reject: not-warm|busy`` *without starting
+anything*, and the sender drops or demotes that route and tries the next candidate, then
+itself. The sender retries only in two cases where the target certainly did not run the call:
+the connection could not be opened, or the target rejected it. Any failure after the request
+was sent answers 502 ``forward_failed``: the call may have run, and must never run twice.
+
+Time spent routing counts against the deadline, which travels signed with the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tierfaas import errors
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.config import Address
+from tierfaas.routing import forwarding as fw
+from tierfaas.routing.cache import RouteCache
+from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
+from tierfaas.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str], Awaitable[Sequence[NodeEndpoint]]]
+
+# Request headers never passed on to another node (hop-by-hop, or ours to set).
+_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
+# Response headers relayed from the node that ran the call.
+_RELAY = ("content-type", "retry-after", fw.ROUTE, fw.SERVED_BY, fw.LOAD, "x-tierfaas-start")
+NEGATIVE_TTL_S = 0.5
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cold: bool = False
+
+
+class RoutingMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.routes = Counter(
+            "tierfaas_routes", "Invocations by route kind", ["route"], registry=registry
+        )
+        self.cache = Counter(
+            "tierfaas_route_cache", "Route cache lookups", ["result"], registry=registry
+        )
+        self.lookups = Histogram(
+            "tierfaas_route_lookup_seconds",
+            "Time to ask the replica (or the local table) where a function is warm",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=registry,
+        )
+        self.lookup_failures = Counter(
+            "tierfaas_route_lookup_failures", "Lookups that failed", registry=registry
+        )
+        self.forwards = Counter(
+            "tierfaas_forwards", "Forwarded invocations by outcome", ["outcome"], registry=registry
+        )
+
+
+class Router:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        self_name: str,
+        key: bytes,
+        cache: RouteCache,
+        metrics: RoutingMetrics,
+        lookup: Lookup | None = None,
+        hop_limit: int = 1,
+    ) -> None:
+        self.runtime = runtime
+        self.self_name = self_name
+        self.key = key
+        self.cache = cache
+        self.metrics = metrics
+        self.lookup = lookup
+        self.hop_limit = hop_limit
+        self.endpoints: dict[str, Address] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self._served_by = self_name.encode()
+
+    @classmethod
+    def standalone(cls, runtime: Runtime, self_name: str) -> Router:
+        """A router with no cluster: every call runs on this node."""
+        return cls(
+            runtime,
+            self_name=self_name,
+            key=b"",
+            cache=RouteCache(time.monotonic),
+            metrics=RoutingMetrics(CollectorRegistry()),
+        )
+
+    async def start(self) -> None:
+        # Keep-alive pools to the other nodes; idle connections are closed well before the
+        # nodes' own 30 s keep-alive timeout, so a pooled connection is never found dead.
+        connector = aiohttp.TCPConnector(limit=512, limit_per_host=128, keepalive_timeout=10)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def forget_node(self, name: str) -> None:
+        """Gossip says ``name`` is dead or left: never route to it again."""
+        self.cache.drop_node(name)
+        self.endpoints.pop(name, None)
+
+    # -- one request -----------------------------------------------------------------------
+
+    async def handle(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: dict[str, str],
+        started: float,
+    ) -> Reply:
+        """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here."""
+        pool = self.runtime.pool(name)  # 404 before anything else
+        incoming = (
+            fw.verify(self.key, request_id, name, headers) if fw.SIGNATURE in headers else fw.Hop()
+        )
+        user_headers = {k: v for k, v in headers.items() if k not in fw.INTERNAL}
+        if incoming.forwarded:
+            return await self._run_forwarded(
+                name, body, request_id, method, query, user_headers, started, incoming
+            )
+        tried: set[str] = set()
+        candidates: tuple[Candidate, ...] | None = None
+        while True:
+            warm, free = pool.free_slots()
+            if free > 0 or self.lookup is None or incoming.hops >= self.hop_limit:
+                break
+            if candidates is None:
+                candidates = await self._candidates(name)
+            decision = decide(
+                LocalState(warm, free),
+                candidates,
+                self_name=self.self_name,
+                hops=incoming.hops,
+                hop_limit=self.hop_limit,
+                path=incoming.path,
+                tried=tried,
+            )
+            if not isinstance(decision, Forward):
+                break
+            reply = await self._forward(
+                decision.node,
+                name,
+                body,
+                request_id,
+                method,
+                query,
+                user_headers,
+                started,
+                pool.spec.timeout_s,
+                incoming,
+            )
+            if reply is not None:
+                self.metrics.routes.labels("forwarded-warm").inc()
+                return reply
+            tried.add(decision.node)
+        return await self._run_here(name, body, request_id, method, query, user_headers, started)
+
+    async def _run_here(
+        self,
+        name: str,
+        body: bytes,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: dict[str, str],
+        started: float,
+    ) -> Reply:
+        result = await self.runtime.invoke(
+            name, body, request_id=request_id, method=method, query=query, headers=headers,
+            started=started,
+        )  # fmt: skip
+        route = "local-cold" if result.cold else "local-warm"
+        self.metrics.routes.labels(route).inc()
+        reply_headers = self._headers(result.content_type, route, result.cold, name)
+        return Reply(200, result.body, reply_headers, result.cold)
+
+    async def _run_forwarded(
+        self,
+        name: str,
+        body: bytes,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: dict[str, str],
+        started: float,
+        incoming: fw.Hop,
+    ) -> Reply:
+        try:
+            result = await self.runtime.invoke(
+                name, body, request_id=request_id, method=method, query=query, headers=headers,
+                started=started, deadline=incoming.deadline, warm_only=True,
+            )  # fmt: skip
+        except (errors.NotWarm, errors.Busy) as exc:
+            self.metrics.forwards.labels(f"rejected_{exc.code}").inc()
+            load = f"{self.runtime.pool(name).load():.3f}".encode()
+            reject = [(fw.REJECT.encode(), exc.code.encode()), (fw.LOAD.encode(), load)]
+            body_json = f'{{"error":"{exc.code}","message":"{exc.message}"}}'.encode()
+            return Reply(exc.status, body_json, [(b"content-type", b"application/json"), *reject])
+        self.metrics.routes.labels("served-forwarded").inc()
+        return Reply(
+            200,
+            result.body,
+            self._headers(result.content_type, "forwarded-warm", result.cold, name),
+        )
+
+    def _headers(
+        self, content_type: str, route: str, cold: bool, name: str
+    ) -> list[tuple[bytes, bytes]]:
+        load = self.runtime.pool(name).load()
+        return [
+            (b"content-type", content_type.encode()),
+            (fw.SERVED_BY.encode(), self._served_by),
+            (fw.ROUTE.encode(), route.encode()),
+            (b"x-tierfaas-start", b"cold" if cold else b"warm"),
+            (fw.LOAD.encode(), f"{load:.3f}".encode()),
+        ]
+
+    # -- candidates ------------------------------------------------------------------------
+
+    async def _candidates(self, name: str) -> tuple[Candidate, ...]:
+        cached = self.cache.get(name)
+        if cached is not None:
+            self.metrics.cache.labels("hit").inc()
+            return cached
+        self.metrics.cache.labels("miss").inc()
+        assert self.lookup is not None
+        began = time.perf_counter()
+        try:
+            found = await self.lookup(name)
+        except Exception as exc:  # the table is soft state: a failed lookup means run here
+            self.metrics.lookup_failures.inc()
+            log.debug("route lookup for %s failed: %s", name, exc)
+            return ()
+        self.metrics.lookups.observe(time.perf_counter() - began)
+        candidates = []
+        for endpoint in found:
+            if endpoint.name == self.self_name or endpoint.http is None:
+                continue
+            self.endpoints[endpoint.name] = endpoint.http
+            candidates.append(Candidate(endpoint.name))
+        result = tuple(candidates)
+        self.cache.put(name, result, None if result else NEGATIVE_TTL_S)
+        return result
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        node: str,
+        name: str,
+        body: bytes,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: dict[str, str],
+        started: float,
+        timeout_s: float,
+        incoming: fw.Hop,
+    ) -> Reply | None:
+        """The target's answer, or None if it certainly did not run the call."""
+        address = self.endpoints.get(node)
+        if address is None or self.session is None:
+            return None
+        remaining = timeout_s - (time.monotonic() - started)
+        if remaining <= 0:
+            raise errors.FunctionTimeout(f"{name!r} ran out of time while being routed")
+        deadline = time.time() + remaining
+        hop = fw.next_hop(incoming, self.self_name, deadline)
+        out = {k: v for k, v in headers.items() if k not in _DROP}
+        out["x-request-id"] = request_id
+        out.update(fw.sign(self.key, request_id, name, hop))
+        url = f"http://{address}/function/{name}" + (f"?{query}" if query else "")
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=body,
+                headers=out,
+                timeout=aiohttp.ClientTimeout(total=remaining + 1.0),
+            ) as response:
+                answer = await response.read()
+                status, reply_headers = response.status, response.headers
+        except aiohttp.ClientConnectorError as exc:
+            # Never connected: the target certainly did not run it. Drop it and go on.
+            self.metrics.forwards.labels("unreachable").inc()
+            log.info("forward of %s to %s failed to connect: %s", name, node, exc)
+            self.cache.drop(name, node)
+            return None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self.metrics.forwards.labels("failed").inc()
+            raise errors.ForwardFailed(
+                f"node {node} failed while running {name!r} ({type(exc).__name__}); "
+                "the call may have run there, so it was not retried"
+            ) from None
+        reject = reply_headers.get(fw.REJECT)
+        if reject is not None:
+            self.metrics.forwards.labels(f"rejected_{reject}").inc()
+            if reject == "busy":
+                self.cache.note_load(name, node, 1.0)
+            else:
+                self.cache.drop(name, node)
+            return None
+        self.metrics.forwards.labels("ok").inc()
+        try:
+            self.cache.note_load(name, node, float(reply_headers.get(fw.LOAD, "0.5")))
+        except ValueError:
+            pass
+        relayed = [
+            (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers
+        ]
+        return Reply(status, answer, relayed)
+
+
+async def wait_closed(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
