@@ -12,7 +12,8 @@
     init = "handlers:setup"    # optional, run once when an instance starts
     timeout_s = 10             # a call over this kills its instance and answers 504
     memory_mb = 128            # address-space budget of one instance above the runtime's own
-    concurrency = 1            # calls in flight per instance
+    concurrency = 1            # calls in flight per instance (pipelined to it)
+    threads = 1                # threads running a sync handler in one instance (blocking I/O)
     max_instances = 4          # instances of this function per node
     keep_alive_s = 300         # an idle instance is reaped after this
     env = { GREETING = "hi" }  # environment of the instance process
@@ -48,6 +49,7 @@ _LIMITS: dict[str, tuple[type, float, float, float]] = {
     "timeout_s": (float, 30.0, 0.001, 3600.0),
     "memory_mb": (int, 256, 16, 65536),
     "concurrency": (int, 1, 1, 1024),
+    "threads": (int, 1, 1, 256),
     "max_instances": (int, 4, 1, 1024),
     "keep_alive_s": (float, 300.0, 0.0, 86400.0),
 }
@@ -74,6 +76,7 @@ class FunctionSpec:
     timeout_s: float = 30.0
     memory_mb: int = 256
     concurrency: int = 1
+    threads: int = 1
     max_instances: int = 4
     keep_alive_s: float = 300.0
     env: dict[str, str] = field(default_factory=dict)
@@ -87,6 +90,7 @@ class FunctionSpec:
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "concurrency": self.concurrency,
+            "threads": self.threads,
             "max_instances": self.max_instances,
             "keep_alive_s": self.keep_alive_s,
         }

@@ -146,6 +146,8 @@ class Node:
                 loop="none",
                 lifespan="off",
                 access_log=False,
+                proxy_headers=False,
+                server_header=False,
                 log_level="warning",
                 timeout_keep_alive=30,
                 timeout_graceful_shutdown=5,

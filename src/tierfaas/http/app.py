@@ -71,6 +71,8 @@ class NodeApp:
         self.not_ready_reason = not_ready_reason
         self.draining = False
         self.in_flight = 0
+        self.requests = 0
+        self.id_prefix = os.urandom(4).hex()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +81,9 @@ class NodeApp:
         if given is not None and _REQUEST_ID_RE.fullmatch(given):
             request_id = given.decode()
         else:
-            request_id = os.urandom(8).hex()
+            # Unique across nodes (random per-process prefix) and cheap (a counter).
+            self.requests += 1
+            request_id = f"{self.id_prefix}{self.requests:08x}"
         path: str = scope["path"]
         try:
             if path.startswith(_FUNCTION_PREFIX):

@@ -6,6 +6,8 @@ so a client can't grow the metric set by calling made-up names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
@@ -50,6 +52,8 @@ class Metrics:
             ["function", "reason"],
             registry=r,
         )
+        self._counters: dict[tuple[str, str, bool], Any] = {}
+        self._latency: dict[str, Any] = {}
         self.draining = Gauge(
             "tierfaas_draining", "1 while the node drains before exiting", registry=r
         )
@@ -63,5 +67,13 @@ class Metrics:
             self.instance_stops.labels(event.function, event.reason).inc()
 
     def record(self, function: str, outcome: str, cold: bool, seconds: float) -> None:
-        self.invocations.labels(function, outcome, "cold" if cold else "warm").inc()
-        self.latency.labels(function).observe(seconds)
+        # labels() takes a lock and builds a key each time; the hot path reuses the children.
+        key = (function, outcome, cold)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.invocations.labels(
+                function, outcome, "cold" if cold else "warm"
+            )
+            self._latency[function] = self.latency.labels(function)
+        counter.inc()
+        self._latency[function].observe(seconds)

@@ -43,6 +43,10 @@ _DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "con
 # Response headers relayed from the node that ran the call.
 _RELAY = ("content-type", "retry-after", fw.ROUTE, fw.SERVED_BY, fw.LOAD, "x-tierfaas-start")
 NEGATIVE_TTL_S = 0.5
+_SERVED_BY, _ROUTE, _START, _LOAD = (
+    fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
+)  # fmt: skip
+_ROUTES = {r: r.encode() for r in ("local-warm", "local-cold", "forwarded-warm")}
 
 
 @dataclass
@@ -235,14 +239,15 @@ class Router:
     def _headers(
         self, content_type: str, route: str, cold: bool, name: str
     ) -> list[tuple[bytes, bytes]]:
-        load = self.runtime.pool(name).load()
-        return [
+        headers = [
             (b"content-type", content_type.encode()),
-            (fw.SERVED_BY.encode(), self._served_by),
-            (fw.ROUTE.encode(), route.encode()),
-            (b"x-tierfaas-start", b"cold" if cold else b"warm"),
-            (fw.LOAD.encode(), f"{load:.3f}".encode()),
+            (_SERVED_BY, self._served_by),
+            (_ROUTE, _ROUTES[route]),
+            (_START, b"cold" if cold else b"warm"),
         ]
+        if route == "forwarded-warm":  # the sender keeps it for its next two-choices pick
+            headers.append((_LOAD, f"{self.runtime.pool(name).load():.3f}".encode()))
+        return headers
 
     # -- candidates ------------------------------------------------------------------------
 

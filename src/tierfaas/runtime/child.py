@@ -4,10 +4,11 @@ Start: apply the function's environment, working directory and memory limit, imp
 from its file inside the release, run the optional init, then tell the node READY. Serve: read
 CALL frames from the node's socket and answer each with a RESULT frame.
 
-Concurrency: a sync handler with ``concurrency = 1`` runs inline (the node sends one call at a
-time, and inline is the fastest path); with more, sync handlers run on a thread pool of that size
-and async handlers run as tasks on this process's own event loop. Either way the node enforces
-the limit and the deadline; this process only runs what it is sent.
+Concurrency: the node sends up to ``concurrency`` calls at once, pipelined on the socket. A
+sync handler runs them inline, one after the other (no thread hand-offs: the fastest path),
+unless the function asks for ``threads > 1`` (for handlers that block on I/O), in which case a
+pool of that many threads runs them; an async handler runs each as a task on this process's own
+event loop. The node enforces the limit and the deadline; this process only runs what it gets.
 
 Failure: an exception becomes a RAISED result; a MemoryError (the address-space limit is hit)
 becomes OUT_OF_MEMORY and the process exits, since its heap can't be trusted after that; a
@@ -24,6 +25,7 @@ import os
 import resource
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -63,7 +65,8 @@ def _start(spec: dict[str, Any]) -> Handler:
     os.environ.update(spec.get("env", {}))
     os.chdir(root)
     sys.path.insert(0, root)
-    _limit_memory(int(spec["memory_mb"]))
+    threading.stack_size(THREAD_STACK_BYTES)
+    _limit_memory(int(spec["memory_mb"]), int(spec.get("threads", 1)))
     handler = _load(spec["handler"])
     if spec.get("init"):
         init = _load(spec["init"])
@@ -77,12 +80,19 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _limit_memory(memory_mb: int) -> None:
-    """Caps the address space at what the process maps now plus the function's budget, so a
-    handler that allocates past ``memory_mb`` gets a MemoryError instead of starving the host."""
+THREAD_STACK_BYTES = 512 * 1024
+"""Stack of each handler thread (``threads > 1``). Python's default of 8 MiB of address space
+per thread would eat a small memory_mb budget in a handful of threads."""
+
+
+def _limit_memory(memory_mb: int, threads: int) -> None:
+    """Caps the address space at what the process maps now plus the function's budget (and
+    the stacks of its handler threads), so a handler that allocates past ``memory_mb`` gets a
+    MemoryError instead of starving the host."""
     with open("/proc/self/statm") as statm:
         mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    limit = mapped + memory_mb * 1024 * 1024
+    threads = threads if threads > 1 else 0
+    limit = mapped + memory_mb * 1024 * 1024 + threads * (THREAD_STACK_BYTES + 64 * 1024)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -142,12 +152,13 @@ class _Server(asyncio.Protocol):
         self.name = spec["name"]
         self.debug = bool(spec.get("debug"))
         self.max_response = int(spec["max_response_bytes"])
-        concurrency = int(spec["concurrency"])
-        self.pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+        threads = int(spec.get("threads", 1))
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self.unpacker = msgpack.Unpacker(max_buffer_size=p.MAX_FRAME_BYTES)
         self.done = done
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
+        self.batch: list[bytes] | None = None  # answers to send at the end of data_received
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -157,10 +168,16 @@ class _Server(asyncio.Protocol):
             self.done.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        # Calls that arrive together are answered with one write: under load the node
+        # pipelines many, and a syscall per answer would cost more than the handler.
+        self.batch = []
         self.unpacker.feed(data)
         for frame in self.unpacker:
             if frame[0] == p.CALL:
                 self._call(frame[1], frame[2], frame[3])
+        batch, self.batch = self.batch, None
+        if batch and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(batch))
 
     def _call(self, number: int, body: bytes, ctx: dict[str, Any]) -> None:
         context = Context(function=self.name, **ctx)
@@ -171,7 +188,11 @@ class _Server(asyncio.Protocol):
         elif self.pool is None:
             self._reply(number, self._run_sync(args))
         else:
-            future = self.loop.run_in_executor(self.pool, self._run_sync, args)
+            try:
+                future = self.loop.run_in_executor(self.pool, self._run_sync, args)
+            except RuntimeError as exc:  # no thread could be started (memory limit)
+                self._reply(number, [p.RAISED, b"", "ResourceError", f"no handler thread: {exc}"])
+                return
             future.add_done_callback(lambda f: self._reply(number, f.result()))
 
     async def _run_async(self, number: int, args: tuple[Any, ...]) -> None:
@@ -222,10 +243,17 @@ class _Server(asyncio.Protocol):
     def _reply(self, number: int, outcome: list[Any]) -> None:
         assert self.transport is not None
         try:
-            self.transport.write(msgpack.packb([p.RESULT, number, *outcome]))
+            frame = msgpack.packb([p.RESULT, number, *outcome])
         except MemoryError:
             outcome = [p.OUT_OF_MEMORY, b"", "MemoryError", "the instance ran out of memory"]
-            self.transport.write(msgpack.packb([p.RESULT, number, *outcome]))
+            frame = msgpack.packb([p.RESULT, number, *outcome])
+        if self.batch is not None and outcome[0] != p.OUT_OF_MEMORY:
+            self.batch.append(frame)
+            return
+        if self.batch:
+            self.transport.write(b"".join(self.batch))
+            self.batch.clear()
+        self.transport.write(frame)
         if outcome[0] == p.OUT_OF_MEMORY:
             # Stop taking calls and exit once this answer is flushed: the heap is not to be
             # trusted after a MemoryError. The node fails the other calls in flight with 502.

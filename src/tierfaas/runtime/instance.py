@@ -52,6 +52,8 @@ class Instance(asyncio.Protocol):
         self.numbers = 0
         self.calls: dict[int, asyncio.Future[Result]] = {}
         loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.outbox: list[bytes] = []
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
 
@@ -97,8 +99,16 @@ class Instance(asyncio.Protocol):
         number = self.numbers
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.calls[number] = future
-        self.transport.write(msgpack.packb([p.CALL, number, body, context]))
+        # Calls made in one pass of the event loop leave in one write (see _flush).
+        if not self.outbox:
+            self.loop.call_soon(self._flush)
+        self.outbox.append(msgpack.packb([p.CALL, number, body, context]))
         return future
+
+    def _flush(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(outbox))
 
     def forget(self, future: asyncio.Future[Result]) -> None:
         for number, pending in list(self.calls.items()):

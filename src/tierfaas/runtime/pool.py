@@ -59,19 +59,28 @@ class FunctionPool:
             instance = await self._acquire()
         cold = instance.calls_served == 0
         future = instance.call(body, context)
+        # One timer per call, cheaper than asyncio.wait/wait_for on the hot path.
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(
+            loop.time() + max(0.0, deadline - self.clock()), self._time_out, instance, future
+        )
         try:
-            done, _ = await asyncio.wait({future}, timeout=max(0.0, deadline - self.clock()))
-            if not done:
-                instance.forget(future)
-                future.cancel()
-                instance.kill("timeout")
-                raise errors.FunctionTimeout(
-                    f"{self.spec.name!r} did not answer within its timeout of "
-                    f"{self.spec.timeout_s:g} s; its instance was stopped"
-                )
-            return future.result(), cold
+            return await future, cold
         finally:
+            timer.cancel()
             self._release(instance)
+
+    def _time_out(self, instance: Instance, future: asyncio.Future[Result]) -> None:
+        if future.done():
+            return
+        instance.forget(future)
+        future.set_exception(
+            errors.FunctionTimeout(
+                f"{self.spec.name!r} did not answer within its timeout of "
+                f"{self.spec.timeout_s:g} s; its instance was stopped"
+            )
+        )
+        instance.kill("timeout")
 
     async def _acquire(self) -> Instance:
         instance = self._free_instance()
@@ -92,21 +101,37 @@ class FunctionPool:
         timeout = (
             config.start_timeout_s + config.queue_timeout_s if covered else (config.queue_timeout_s)
         )
-        done, _ = await asyncio.wait({waiter}, timeout=timeout)
-        if not done:
-            waiter.cancel()
-            self._drop_waiter(waiter)
-            raise errors.Overloaded(
+        timer = asyncio.get_running_loop().call_later(timeout, self._give_up, waiter, timeout)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled just after being handed a slot: give the slot back.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())
+            raise
+        finally:
+            timer.cancel()
+
+    def _give_up(self, waiter: asyncio.Future[Instance], timeout: float) -> None:
+        if waiter.done():
+            return
+        self._drop_waiter(waiter)
+        waiter.set_exception(
+            errors.Overloaded(
                 f"no instance of {self.spec.name!r} became free within "
                 f"{timeout:g} s ({len(self.instances)} running, max_instances "
                 f"{self.spec.max_instances})",
-                retry_after_s=config.retry_after_s,
+                retry_after_s=self.runtime.config.retry_after_s,
             )
-        return waiter.result()
+        )
 
     def _free_instance(self) -> Instance | None:
-        free = [i for i in self.instances if i.busy < self.spec.concurrency and not i.dead]
-        return max(free, key=lambda i: i.last_used, default=None)
+        best: Instance | None = None
+        limit = self.spec.concurrency
+        for i in self.instances:
+            if i.busy < limit and not i.dead and (best is None or i.last_used > best.last_used):
+                best = i
+        return best
 
     def _release(self, instance: Instance) -> None:
         instance.busy -= 1

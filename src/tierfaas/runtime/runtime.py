@@ -147,6 +147,7 @@ class Runtime:
             "env": spec.env,
             "memory_mb": spec.memory_mb,
             "concurrency": spec.concurrency,
+            "threads": spec.threads,
             "max_response_bytes": self.config.max_response_bytes,
             "debug": self.config.debug,
         }
