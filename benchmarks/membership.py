@@ -85,7 +85,6 @@ class Settings:
     stagger_s: float
     failover_timeout_s: float
     agree_timeout_s: float
-    configs_run: list[dict[str, Any]] = field(default_factory=list)
 
 
 def settings_for(quick: bool) -> Settings:
@@ -202,7 +201,7 @@ class LoopbackCounter:
     def _attach(self, prog: list[tuple[int, int, int, int]]) -> None:
         array = (_SockFilter * len(prog))(*(_SockFilter(*ins) for ins in prog))
         fprog = _SockFprog(len(prog), array)
-        self.sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(fprog))  # type: ignore[call-overload]
+        self.sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(fprog))
 
     def _drain(self) -> None:
         """Drops what was queued between bind and the start of the window."""
@@ -299,7 +298,7 @@ async def fetch_view(session: aiohttp.ClientSession, node: NodeProcess) -> dict[
         return None
 
 
-def new_session(size: int) -> aiohttp.ClientSession:
+def new_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=2),
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
@@ -311,7 +310,7 @@ async def wait_agreement(nodes: Sequence[NodeProcess], size: int, timeout_s: flo
     returns that agreement and one of the views."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
-    async with new_session(len(nodes)) as session:
+    async with new_session() as session:
         while time.monotonic() < deadline:
             for node in nodes:
                 if node.process is not None and node.process.poll() is not None:
@@ -347,7 +346,7 @@ async def measure_failover(
     cluster: LocalCluster, victim: NodeProcess, survivors: Sequence[NodeProcess], timeout_s: float
 ) -> Failover:
     size = len(survivors)
-    async with new_session(size) as session:
+    async with new_session() as session:
         before = await fetch_view(session, survivors[0])
         if before is None:
             raise RuntimeError("no view before the kill")
@@ -560,9 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": c.now_iso(),
         "commit": c.git_commit(),
         "machine": c.machine_info(),
-        "settings": {
-            k: v for k, v in asdict(settings).items() if k not in ("configs", "configs_run")
-        },
+        "settings": {k: v for k, v in asdict(settings).items() if k != "configs"},
         "release": str(args.release.resolve()),
         "poll_interval_s": POLL_INTERVAL_S,
         "method": "tries reuse one cluster; the killed master is restarted (same name, host, "
