@@ -1,0 +1,250 @@
+"""``ControlServer``: the ``tierfaas.v1.Control`` service on ``grpc.aio``, over a
+``ControlBackend``, plus the optional raw TCP query lane (``lane.py``).
+
+The shell only moves bytes. Requests arrive undecoded (no deserializer is registered), so a
+body that is not a valid message, names an invalid function or node, or exceeds the size
+limits is answered ``INVALID_ARGUMENT`` by our code instead of an opaque transport error,
+and the server keeps serving. gRPC itself refuses a message above twice the limit with
+``RESOURCE_EXHAUSTED`` before reading it, which bounds memory. Every call must carry the
+cluster credential (``auth.py``). A non-master refuses Register/Unregister/Announce/Subscribe
+with ``FAILED_PRECONDITION`` and the master's address in trailing metadata
+``x-tierfaas-master``, so the caller retries there. Server reflection is on (grpcurl with
+``-H x-tierfaas-auth:<credential>`` can list and call the service).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+from grpc import aio
+from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
+
+from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control import wire
+from tierfaas.control.api import ControlBackend, NotMasterError, QueryResult, WriteResult
+from tierfaas.control.auth import AuthInterceptor
+from tierfaas.control.lane import QueryLaneServer
+from tierfaas.control.table import Op
+from tierfaas.errors import ConfigError
+from tierfaas.names import is_valid_name
+
+log = logging.getLogger("tierfaas.control")
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Control"].full_name
+MASTER_HEADER = "x-tierfaas-master"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a peer may send. ``max_message_bytes``: a larger request gets
+    INVALID_ARGUMENT (and above twice that, gRPC's RESOURCE_EXHAUSTED); raising it lets a
+    bigger announce or snapshot through at the cost of memory per call. ``max_routes``: pairs
+    per Register/Unregister/Announce call."""
+
+    max_message_bytes: int = 4 * MiB
+    max_routes: int = 65_536
+
+
+Context = aio.ServicerContext[bytes, bytes]
+
+
+async def _invalid(context: Context, reason: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:300])
+
+
+class ControlServer:
+    """``await start()`` binds ``bind`` (port 0: any free port, see ``address``) and, when
+    ``lane`` is given, the query lane; ``await stop()`` ends both."""
+
+    def __init__(
+        self,
+        backend: ControlBackend,
+        *,
+        bind: Address,
+        key: bytes | None,
+        node: str = "",
+        lane: Address | None = None,
+        limits: Limits = Limits(),
+    ) -> None:
+        if key is None and not bind.is_loopback:
+            raise ConfigError("rpc", f"{bind} is not loopback and no cluster key is set")
+        self._backend = backend
+        self._bind = bind
+        self._key = key
+        self._node = node
+        self._limits = limits
+        self._lane_bind = lane
+        self.lane: QueryLaneServer | None = None
+        self.auth = AuthInterceptor(key)
+        self._server: aio.Server | None = None
+        self.address: Address | None = None
+
+    async def start(self) -> None:
+        cap = 2 * self._limits.max_message_bytes
+        server = aio.server(
+            interceptors=[self.auth],
+            options=[
+                ("grpc.max_receive_message_length", cap),
+                ("grpc.max_send_message_length", cap),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_generic_rpc_handlers((self._handlers(),))
+        reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
+        port = server.add_insecure_port(str(self._bind))
+        if port == 0:
+            raise OSError(f"cannot bind the control API to {self._bind}")
+        await server.start()
+        self._server = server
+        self.address = Address(self._bind.host, port)
+        if self._lane_bind is not None:
+            self.lane = QueryLaneServer(
+                self._backend.query, key=self._key, max_frame=self._limits.max_message_bytes
+            )
+            await self.lane.start(self._lane_bind)
+
+    async def stop(self, grace_s: float = 0.5) -> None:
+        if self.lane is not None:
+            await self.lane.stop()
+            self.lane = None
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        serialize: Callable[[Any], bytes] = lambda m: m.SerializeToString()  # noqa: E731
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "Register": grpc.unary_unary_rpc_method_handler(
+                self._register, response_serializer=serialize
+            ),
+            "Unregister": grpc.unary_unary_rpc_method_handler(
+                self._unregister, response_serializer=serialize
+            ),
+            "Announce": grpc.unary_unary_rpc_method_handler(
+                self._announce, response_serializer=serialize
+            ),
+            "Query": grpc.unary_unary_rpc_method_handler(
+                self._query, response_serializer=serialize
+            ),
+            "QueryStream": grpc.stream_stream_rpc_method_handler(
+                self._query_stream, response_serializer=serialize
+            ),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                self._subscribe, response_serializer=serialize
+            ),
+            "Info": grpc.unary_unary_rpc_method_handler(self._info, response_serializer=serialize),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    async def _decode(self, context: Context, kind: type[wire.M], data: bytes) -> wire.M:
+        if len(data) > self._limits.max_message_bytes:
+            await _invalid(context, f"request of {len(data)} bytes is over the limit")
+        try:
+            return wire.decode(kind, data)
+        except wire.BadMessage as exc:
+            await _invalid(context, str(exc))
+
+    async def _not_master(self, context: Context) -> NoReturn:
+        master = self._backend.master_rpc_address()
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"not the master; the master is {master or 'unknown'}",
+            trailing_metadata=((MASTER_HEADER, master or ""),),
+        )
+
+    async def _write(
+        self, context: Context, run: Callable[[], Awaitable[WriteResult]]
+    ) -> pb.WriteReply:
+        if not self._backend.is_master():
+            await self._not_master(context)
+        try:
+            result = await run()
+        except NotMasterError:
+            await self._not_master(context)
+        return pb.WriteReply(
+            accepted=result.accepted, rejected=wire.writes_to_pb(list(result.rejected))
+        )
+
+    async def _pairs(self, op: Op, data: bytes, context: Context) -> pb.WriteReply:
+        request: pb.RegisterRequest | pb.UnregisterRequest
+        if op is Op.ADD:
+            request = await self._decode(context, pb.RegisterRequest, data)
+        else:
+            request = await self._decode(context, pb.UnregisterRequest, data)
+        if len(request.routes) > self._limits.max_routes:
+            await _invalid(context, f"more than {self._limits.max_routes} routes in one call")
+        try:
+            writes = wire.writes_from_pb(op, request.routes)
+        except wire.BadMessage as exc:
+            await _invalid(context, str(exc))
+        return await self._write(context, lambda: self._backend.apply_writes(writes))
+
+    async def _register(self, data: bytes, context: Context) -> pb.WriteReply:
+        return await self._pairs(Op.ADD, data, context)
+
+    async def _unregister(self, data: bytes, context: Context) -> pb.WriteReply:
+        return await self._pairs(Op.REMOVE, data, context)
+
+    async def _announce(self, data: bytes, context: Context) -> pb.WriteReply:
+        request = await self._decode(context, pb.AnnounceRequest, data)
+        if len(request.functions) > self._limits.max_routes:
+            await _invalid(context, f"more than {self._limits.max_routes} functions")
+        try:
+            node = wire.check_name(request.node, "node")
+            epoch = wire.check_epoch(request.epoch)
+            functions = [wire.check_name(f, "function") for f in request.functions]
+        except wire.BadMessage as exc:
+            await _invalid(context, str(exc))
+        return await self._write(context, lambda: self._backend.announce(node, epoch, functions))
+
+    async def _lookup(self, function: str) -> QueryResult:
+        result = self._backend.query(function)
+        return await result if inspect.isawaitable(result) else result
+
+    async def _query(self, data: bytes, context: Context) -> pb.QueryReply:
+        request = await self._decode(context, pb.QueryRequest, data)
+        try:
+            function = wire.check_name(request.function, "function")
+        except wire.BadMessage as exc:
+            await _invalid(context, str(exc))
+        return wire.query_reply(await self._lookup(function), request.request_id)
+
+    async def _query_stream(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[pb.QueryReply]:
+        async for data in requests:
+            request = await self._decode(context, pb.QueryRequest, data)
+            if not is_valid_name(request.function):
+                yield pb.QueryReply(request_id=request.request_id, error="invalid function name")
+                continue
+            yield wire.query_reply(await self._lookup(request.function), request.request_id)
+
+    async def _subscribe(self, data: bytes, context: Context) -> AsyncIterator[pb.TableUpdate]:
+        request = await self._decode(context, pb.SubscribeRequest, data)
+        if not self._backend.is_master():
+            await self._not_master(context)
+        log.info("replica %s subscribed from version %d", request.replica, request.from_version)
+        async for update in self._backend.subscribe(request.from_version, request.lineage):
+            yield wire.update_to_pb(update)
+
+    async def _info(self, data: bytes, context: Context) -> pb.InfoReply:
+        await self._decode(context, pb.InfoRequest, data)
+        position = self._backend.position()
+        lane = self.lane.address if self.lane is not None else None
+        return pb.InfoReply(
+            node=self._node,
+            master=self._backend.is_master(),
+            master_rpc=self._backend.master_rpc_address() or "",
+            version=position.version,
+            lineage=position.lineage,
+            query_lane=str(lane) if lane else "",
+        )

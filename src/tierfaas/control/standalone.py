@@ -1,0 +1,108 @@
+"""``StandaloneBackend``: a complete ``ControlBackend`` over a ``TableHub`` (master) or a
+``ReplicaCopy`` (replica), with members resolved by a callable.
+
+It is what the tests and benchmarks serve, and the reference for the ClusterManager's own
+implementation: the manager can hold one and forward to it, supplying ``resolve`` from its
+membership view (name -> the live run's ``NodeEndpoint``, None if not a live member) and
+calling ``promote()`` / ``demote()`` on role changes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from tierfaas.clock import Clock
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control.api import NotMasterError, QueryResult, TablePosition, Write, WriteResult
+from tierfaas.control.hub import TableHub
+from tierfaas.control.replica_copy import ReplicaCopy
+from tierfaas.control.table import Op, RoutingTable, Update
+
+Resolver = Callable[[str], NodeEndpoint | None]
+
+
+class StandaloneBackend:
+    def __init__(
+        self,
+        resolve: Resolver,
+        clock: Clock,
+        *,
+        master: bool,
+        master_rpc: str | None = None,
+        window_s: float = 0.1,
+        lineage: str | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._clock = clock
+        self._window_s = window_s
+        self.master_rpc = master_rpc
+        self.copy = ReplicaCopy()
+        self.hub: TableHub | None = None
+        if master:
+            self.promote(lineage)
+
+    # -- roles -------------------------------------------------------------------------------
+
+    def promote(self, lineage: str | None = None) -> TableHub:
+        """Becomes master with the copy held so far, under a new lineage."""
+        table = self.copy.table if self.copy.loaded else RoutingTable()
+        table.restart_lineage(lineage or secrets.token_hex(8))
+        self.hub = TableHub(table, self._clock, window_s=self._window_s)
+        self.copy = ReplicaCopy()
+        return self.hub
+
+    def demote(self, master_rpc: str | None) -> None:
+        """Stops being master: ends the streams and drops the table (replicas resubscribe)."""
+        if self.hub is not None:
+            self.hub.close()
+            self.hub = None
+        self.master_rpc = master_rpc
+
+    # -- ControlBackend ----------------------------------------------------------------------
+
+    def is_master(self) -> bool:
+        return self.hub is not None
+
+    def master_rpc_address(self) -> str | None:
+        return self.master_rpc
+
+    def _master_hub(self) -> TableHub:
+        if self.hub is None:
+            raise NotMasterError(self.master_rpc)
+        return self.hub
+
+    async def apply_writes(self, writes: Sequence[Write]) -> WriteResult:
+        hub = self._master_hub()
+        rejected = []
+        for w in writes:
+            route = self._resolve(w.node)
+            if route is None or (w.epoch and w.epoch != route.epoch):
+                rejected.append(w)
+            elif w.op is Op.ADD:
+                hub.batcher.register(w.function, route)
+            else:
+                hub.batcher.unregister(w.function, route)
+        hub.wrote()
+        return WriteResult(len(writes) - len(rejected), rejected)
+
+    async def announce(self, node: str, epoch: int, functions: Sequence[str]) -> WriteResult:
+        hub = self._master_hub()
+        route = self._resolve(node)
+        if route is None or (epoch and epoch != route.epoch):
+            return WriteResult(0, [Write(Op.ADD, f, node, epoch) for f in functions])
+        hub.batcher.announce(route, frozenset(functions))
+        hub.wrote()
+        return WriteResult(len(functions))
+
+    def query(self, function: str) -> QueryResult:
+        table = self.hub.table if self.hub is not None else self.copy.table
+        return QueryResult(table.query(function), table.version)
+
+    def subscribe(self, from_version: int, lineage: str) -> AsyncIterator[Update]:
+        return self._master_hub().subscribe(from_version, lineage)
+
+    def position(self) -> TablePosition:
+        if self.hub is not None:
+            return TablePosition(self.hub.table.version, self.hub.table.lineage)
+        return TablePosition(self.copy.version, self.copy.lineage, self.copy.loaded)

@@ -1,0 +1,158 @@
+"""Conversions between the control plane's Python types and ``tierfaas.v1`` messages.
+
+Decoding never trusts the peer: names must be valid node/function names and addresses valid
+``host:port`` pairs, or ``BadMessage`` is raised (the server answers ``INVALID_ARGUMENT``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.api import QueryResult, Write
+from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
+from tierfaas.errors import ConfigError
+from tierfaas.names import is_valid_name
+
+M = TypeVar("M", bound=Message)
+MAX_EPOCH = 2**63 - 1
+
+
+class BadMessage(ValueError):
+    """A peer sent bytes that are not a valid message of the expected type."""
+
+
+def decode(message_type: type[M], data: bytes) -> M:
+    """Parses ``data``; raises ``BadMessage`` on bytes that are not a ``message_type``."""
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise BadMessage(f"not a {message_type.__name__}: {exc}") from None
+    return message
+
+
+def check_name(value: str, what: str) -> str:
+    if not is_valid_name(value):
+        raise BadMessage(f"{what} {value[:80]!r} is not a valid name")
+    return value
+
+
+def check_epoch(value: int) -> int:
+    if value > MAX_EPOCH:
+        raise BadMessage(f"epoch {value} is out of range")
+    return value
+
+
+def _address(text: str, what: str) -> Address | None:
+    if not text:
+        return None
+    try:
+        return Address.parse(text, what)
+    except ConfigError as exc:
+        raise BadMessage(str(exc)) from None
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def route_to_pb(route: NodeEndpoint) -> pb.NodeRoute:
+    return pb.NodeRoute(
+        node=route.name,
+        epoch=route.epoch,
+        http=str(route.http) if route.http else "",
+        rpc=str(route.rpc) if route.rpc else "",
+    )
+
+
+def route_from_pb(message: pb.NodeRoute) -> NodeEndpoint:
+    return NodeEndpoint(
+        check_name(message.node, "node"),
+        check_epoch(message.epoch),
+        _address(message.http, "http"),
+        _address(message.rpc, "rpc"),
+    )
+
+
+def writes_to_pb(writes: Sequence[Write]) -> list[pb.Route]:
+    return [pb.Route(function=w.function, node=w.node, epoch=w.epoch) for w in writes]
+
+
+def writes_from_pb(op: Op, routes: Sequence[pb.Route]) -> list[Write]:
+    return [
+        Write(op, check_name(r.function, "function"), check_name(r.node, "node"), r.epoch)
+        for r in routes
+        if check_epoch(r.epoch) >= 0
+    ]
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+
+def query_reply(result: QueryResult, request_id: int = 0) -> pb.QueryReply:
+    return pb.QueryReply(
+        nodes=[route_to_pb(r) for r in result.routes],
+        version=result.version,
+        request_id=request_id,
+    )
+
+
+def query_result(reply: pb.QueryReply) -> QueryResult:
+    return QueryResult([route_from_pb(n) for n in reply.nodes], reply.version)
+
+
+# -- table updates -----------------------------------------------------------------------------
+
+
+def update_to_pb(update: Update) -> pb.TableUpdate:
+    if isinstance(update, Snapshot):
+        changes = update.changes()
+        return pb.TableUpdate(
+            snapshot=True,
+            prev_version=0,
+            version=update.version,
+            lineage=update.lineage,
+            changes=[_change_to_pb(c) for c in changes],
+        )
+    return pb.TableUpdate(
+        snapshot=False,
+        prev_version=update.prev_version,
+        version=update.version,
+        lineage=update.lineage,
+        changes=[_change_to_pb(c) for c in update.changes],
+    )
+
+
+def update_from_pb(message: pb.TableUpdate) -> Update:
+    changes = [_change_from_pb(c) for c in message.changes]
+    if message.snapshot:
+        routes: dict[str, list[NodeEndpoint]] = {}
+        for change in changes:
+            if change.op is not Op.ADD:
+                raise BadMessage("a snapshot holds ADD changes only")
+            routes.setdefault(change.function, []).append(change.route)
+        return Snapshot(message.lineage, message.version, {f: tuple(r) for f, r in routes.items()})
+    if message.version <= message.prev_version:
+        raise BadMessage("a delta's version must be above its prev_version")
+    return Delta(message.lineage, message.prev_version, message.version, tuple(changes))
+
+
+def _change_to_pb(change: Change) -> pb.Change:
+    return pb.Change(
+        op=int(change.op),  # type: ignore[arg-type]
+        function=change.function,
+        route=route_to_pb(change.route),
+    )
+
+
+def _change_from_pb(message: pb.Change) -> Change:
+    try:
+        op = Op(message.op)
+    except ValueError:
+        raise BadMessage(f"unknown change op {message.op}") from None
+    return Change(op, check_name(message.function, "function"), route_from_pb(message.route))

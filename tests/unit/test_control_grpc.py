@@ -1,0 +1,320 @@
+"""The control plane's gRPC shell in one process: a master and a replica server on 127.0.0.x,
+real sockets, fake members (StandaloneBackend)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from grpc import aio
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # type: ignore[import-untyped]
+
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.api import Write
+from tierfaas.control.auth import HEADER, call_metadata, credential
+from tierfaas.control.client import Channels, ControlClient, NotMaster, Replicator, WriteQueue
+from tierfaas.control.lane import LaneError, QueryLaneClient
+from tierfaas.control.replica_copy import Outcome, ReplicaCopy
+from tierfaas.control.server import MASTER_HEADER, SERVICE, ControlServer, Limits
+from tierfaas.control.standalone import StandaloneBackend
+from tierfaas.control.table import Delta, Op, Snapshot, Update
+from tierfaas.runtime.events import FunctionCold, FunctionWarm
+
+KEY = bytes(range(32))
+MEMBERS = {
+    n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
+    for i, n in enumerate(["w1", "w2", "w3"])
+}
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+@dataclass
+class Cluster:
+    master: StandaloneBackend
+    master_server: ControlServer
+    replica: StandaloneBackend
+    replica_server: ControlServer
+    channels: Channels
+
+    @property
+    def master_rpc(self) -> str:
+        assert self.master_server.address is not None
+        return str(self.master_server.address)
+
+    @property
+    def replica_rpc(self) -> str:
+        assert self.replica_server.address is not None
+        return str(self.replica_server.address)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0.02)
+    assert master.hub is not None
+    flusher = asyncio.get_running_loop().create_task(master.hub.run())
+    master_server = ControlServer(master, bind=Address("127.0.0.2", 0), key=KEY, node="m")
+    await master_server.start()
+    replica = StandaloneBackend(
+        MEMBERS.get, time.monotonic, master=False, master_rpc=str(master_server.address)
+    )
+    replica_server = ControlServer(
+        replica,
+        bind=Address("127.0.0.3", 0),
+        key=KEY,
+        node="r",
+        lane=Address("127.0.0.3", 0),
+        limits=Limits(max_message_bytes=64 * 1024, max_routes=100),
+    )
+    await replica_server.start()
+    channels = Channels(KEY)
+    try:
+        yield Cluster(master, master_server, replica, replica_server, channels)
+    finally:
+        flusher.cancel()
+        await channels.close()
+        await replica_server.stop(0)
+        await master_server.stop(0)
+
+
+def writes(op: Op, node: str, *functions: str) -> list[Write]:
+    return [Write(op, f, node) for f in functions]
+
+
+async def test_replica_streams_snapshot_then_deltas_and_resumes_after_a_drop(
+    cluster: Cluster,
+) -> None:
+    client = cluster.channels.get(cluster.master_rpc)
+    await client.register(writes(Op.ADD, "w1", "f", "g"))
+    await eventually(lambda: cluster.master.position().version == 1)
+    seen: list[Update] = []
+    replicator = Replicator(
+        cluster.replica.copy,
+        master=lambda: cluster.master_rpc,
+        channels=cluster.channels,
+        replica="r",
+        initial_backoff_s=0.01,
+        on_update=lambda u, o: seen.append(u),
+    )
+    replicator.start()
+    try:
+        await eventually(lambda: cluster.replica.copy.version == 1)
+        await client.register(writes(Op.ADD, "w2", "f"))
+        await client.unregister(writes(Op.REMOVE, "w1", "g"))
+        await eventually(lambda: cluster.replica.copy.version == cluster.master.position().version)
+        assert isinstance(seen[0], Snapshot) and all(isinstance(u, Delta) for u in seen[1:])
+        # Drop the stream: the master's gRPC server goes away (the table stays) and comes back.
+        address = cluster.master_server.address
+        assert address is not None
+        await cluster.master_server.stop(0)
+        before, version = len(seen), cluster.master.position().version
+        await cluster.master.apply_writes(writes(Op.ADD, "w3", "h"))  # written while down
+        await eventually(lambda: cluster.master.position().version == version + 1)
+        cluster.master_server = ControlServer(cluster.master, bind=address, key=KEY)
+        await cluster.master_server.start()
+        await cluster.master.apply_writes(writes(Op.ADD, "w3", "k"))
+        await eventually(lambda: cluster.replica.copy.version == cluster.master.position().version)
+        resumed = seen[before:]
+        assert resumed and all(isinstance(u, Delta) for u in resumed)  # no snapshot needed
+        assert replicator.subscriptions >= 2
+        assert cluster.replica.copy.table.as_dict() == cluster.master.hub.table.as_dict()  # type: ignore[union-attr]
+        assert [r.name for r in cluster.replica.query("f").routes] == ["w1", "w2"]
+    finally:
+        await replicator.stop()
+
+
+async def test_a_replica_too_far_behind_gets_a_snapshot() -> None:
+    master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0)
+    assert master.hub is not None
+    updates = master.subscribe(0, "")
+    first = await anext(updates)
+    assert isinstance(first, Snapshot)
+    for i in range(300):  # over the subscriber's queue bound of 256 deltas
+        await master.apply_writes(writes(Op.ADD, "w1", f"f{i}"))
+        master.hub.flush()
+    again = await anext(updates)
+    assert isinstance(again, Snapshot) and again.version == 300
+    copy = ReplicaCopy()
+    assert copy.apply(first) is Outcome.APPLIED and copy.apply(again) is Outcome.APPLIED
+    assert len(copy.table) == 300
+    await updates.aclose()  # type: ignore[attr-defined]
+    assert master.hub.subscribers == 0
+
+
+async def test_non_master_redirects_writes_and_the_write_queue_follows(cluster: Cluster) -> None:
+    replica_client = cluster.channels.get(cluster.replica_rpc)
+    with pytest.raises(NotMaster) as info:
+        await replica_client.register(writes(Op.ADD, "w1", "f"))
+    assert info.value.master == cluster.master_rpc
+    # Raw status and trailer, as any gRPC client sees them.
+    call = replica_client.channel.unary_unary(f"/{SERVICE}/Announce")
+    with pytest.raises(aio.AioRpcError) as raw:
+        await call(pb.AnnounceRequest(node="w1").SerializeToString(), metadata=call_metadata(KEY))
+    assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (MASTER_HEADER, cluster.master_rpc) in tuple(raw.value.trailing_metadata() or ())
+
+    queue = WriteQueue(
+        "w2", 0, master=lambda: cluster.replica_rpc, channels=cluster.channels
+    )  # a stale view of the topology: it names the replica
+    queue.start()
+    try:
+        queue.on_event(FunctionWarm("f"))
+        queue.on_event(FunctionWarm("g"))
+        queue.on_event(FunctionCold("g"))  # warm then cold before sending: sent once, as cold
+        await queue.flushed()
+        await eventually(lambda: cluster.master.position().version >= 1)
+        assert [r.name for r in cluster.master.query("f").routes] == ["w2"]
+        assert cluster.master.query("g").routes == []
+        queue.announce(["h"])
+        await queue.flushed()
+        await eventually(lambda: [r.name for r in cluster.master.query("h").routes] == ["w2"])
+        assert cluster.master.query("f").routes == []
+    finally:
+        await queue.stop()
+
+
+async def test_write_queue_retries_with_backoff_while_the_master_is_unreachable() -> None:
+    delays: list[float] = []
+    channels = Channels(KEY)
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    queue = WriteQueue(
+        "w1",
+        0,
+        master=lambda: "127.0.0.4:1",  # nothing listens there
+        channels=channels,
+        initial_backoff_s=0.01,
+        max_backoff_s=0.04,
+        sleep=sleep,
+    )
+    queue.start()
+    try:
+        queue.warm("f")
+        await eventually(lambda: len(delays) >= 4)
+        assert delays[:4] == [0.01, 0.02, 0.04, 0.04]
+        assert queue.failures >= 4
+    finally:
+        await queue.stop()
+        await channels.close()
+    assert queue.pending == 1  # kept for the next attempt
+
+
+async def test_missing_or_wrong_credential_is_refused(cluster: Cluster) -> None:
+    for key in (None, b"x" * 32):
+        client = ControlClient(cluster.master_rpc, key=key)
+        try:
+            for attempt in (
+                client.register(writes(Op.ADD, "w1", "f")),
+                client.query("f"),
+                client.info(),
+            ):
+                with pytest.raises(aio.AioRpcError) as info:
+                    await attempt
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(aio.AioRpcError) as info:
+                await anext(client.subscribe(0, ""))
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            await client.close()
+    assert cluster.master_server.auth.refused == 8
+    assert cluster.master.position().version == 0  # nothing was written
+    lane = cluster.replica_server.lane
+    assert lane is not None and lane.address is not None
+    stranger = QueryLaneClient(lane.address, key=b"y" * 32)
+    with pytest.raises(LaneError):
+        await stranger.query("f")
+    await stranger.close()
+    assert lane.refused == 1
+
+
+async def test_garbage_and_oversized_requests_are_invalid_and_the_server_keeps_serving(
+    cluster: Cluster,
+) -> None:
+    client = cluster.channels.get(cluster.replica_rpc)
+    md = call_metadata(KEY)
+    raw = client.channel.unary_unary(f"/{SERVICE}/Register")
+    query = client.channel.unary_unary(f"/{SERVICE}/Query")
+    bad_name = pb.QueryRequest(function="../etc/passwd").SerializeToString()
+    too_many = pb.RegisterRequest(routes=[pb.Route(function="f", node="w1")] * 101)
+    oversized = pb.RegisterRequest(routes=[pb.Route(function="f" * 60, node="w" * 60)] * 600)
+    for call, body in (
+        (raw, b"\xff\xff\xff\xff garbage"),
+        (query, b"\x0a\x05\xff\xfe\xfd\xfc\xfb"),  # field 1 with invalid UTF-8
+        (query, bad_name),
+        (raw, too_many.SerializeToString()),
+        (raw, oversized.SerializeToString()),  # over 64 KiB
+    ):
+        with pytest.raises(aio.AioRpcError) as info:
+            await call(body, metadata=md)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert (await client.info()).node == "r"
+    stream = client.query_stream()
+    try:
+        assert (await stream.query("f")).routes == []
+        with pytest.raises(ValueError):
+            await stream.query("bad name")
+    finally:
+        await stream.close()
+
+
+async def test_query_over_grpc_the_stream_and_the_lane_agree(cluster: Cluster) -> None:
+    replicator = Replicator(
+        cluster.replica.copy, master=lambda: cluster.master_rpc, channels=cluster.channels
+    )
+    replicator.start()
+    try:
+        await cluster.channels.get(cluster.master_rpc).register(writes(Op.ADD, "w1", "f"))
+        await eventually(lambda: cluster.replica.copy.version == 1)
+        client = cluster.channels.get(cluster.replica_rpc)
+        info = await client.info()
+        assert not info.master and info.master_rpc == cluster.master_rpc and info.version == 1
+        lane = QueryLaneClient(Address.parse(info.query_lane), key=KEY)
+        stream = client.query_stream()
+        try:
+            unary = await client.query("f")
+            streamed = await stream.query("f")
+            pipelined = await asyncio.gather(*(lane.query("f") for _ in range(50)))
+            assert unary == streamed == pipelined[0] == pipelined[-1]
+            assert unary.version == 1 and unary.routes == [MEMBERS["w1"]]
+            with pytest.raises(LaneError):
+                await lane.query("not/valid")
+            assert (await lane.query("f")).routes == [MEMBERS["w1"]]  # the lane still serves
+        finally:
+            await stream.close()
+            await lane.close()
+    finally:
+        await replicator.stop()
+
+
+async def test_reflection_lists_the_service(cluster: Cluster) -> None:
+    channel = cluster.channels.get(cluster.replica_rpc).channel
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    call = stub.ServerReflectionInfo(iter([request]), metadata=((HEADER, credential(KEY)),))
+    services = []
+    async for reply in call:
+        services = [s.name for s in reply.list_services_response.service]
+        break
+    call.cancel()
+    assert SERVICE == "tierfaas.v1.Control" and SERVICE in services
+
+
+def test_a_non_loopback_bind_needs_a_key() -> None:
+    backend = StandaloneBackend(MEMBERS.get, time.monotonic, master=True)
+    with pytest.raises(ValueError, match="no cluster key"):
+        ControlServer(backend, bind=Address("10.0.0.1", 0), key=None)
