@@ -1,5 +1,9 @@
 """The control plane's gRPC shell in one process: a master and a replica server on 127.0.0.x,
-real sockets, fake members (StandaloneBackend)."""
+real sockets, fake members (StandaloneBackend).
+
+All tests share one event loop: grpc.aio binds its poller to the first loop it meets, and a
+channel or server collected after its loop closed hangs or warns at shutdown.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+import pytest_asyncio
 from grpc import aio
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # type: ignore[import-untyped]
 
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control import wire
 from tierfaas.control.api import Write
 from tierfaas.control.auth import HEADER, call_metadata, credential
 from tierfaas.control.client import Channels, ControlClient, NotMaster, Replicator, WriteQueue
@@ -23,10 +29,12 @@ from tierfaas.control.lane import LaneError, QueryLaneClient
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.server import MASTER_HEADER, SERVICE, ControlServer, Limits
 from tierfaas.control.standalone import StandaloneBackend
-from tierfaas.control.table import Delta, Op, Snapshot, Update
+from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.runtime.events import FunctionCold, FunctionWarm
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 KEY = bytes(range(32))
+wire_parts = wire.SNAPSHOT_PART_CHANGES
 MEMBERS = {
     n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
     for i, n in enumerate(["w1", "w2", "w3"])
@@ -60,7 +68,7 @@ class Cluster:
         return str(self.replica_server.address)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def cluster() -> AsyncIterator[Cluster]:
     master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0.02)
     assert master.hub is not None
@@ -80,13 +88,14 @@ async def cluster() -> AsyncIterator[Cluster]:
     )
     await replica_server.start()
     channels = Channels(KEY)
+    cluster = Cluster(master, master_server, replica, replica_server, channels)
     try:
-        yield Cluster(master, master_server, replica, replica_server, channels)
+        yield cluster
     finally:
         flusher.cancel()
         await channels.close()
-        await replica_server.stop(0)
-        await master_server.stop(0)
+        await cluster.replica_server.stop(0)
+        await cluster.master_server.stop(0)
 
 
 def writes(op: Op, node: str, *functions: str) -> list[Write]:
@@ -314,7 +323,15 @@ async def test_reflection_lists_the_service(cluster: Cluster) -> None:
     assert SERVICE == "tierfaas.v1.Control" and SERVICE in services
 
 
-def test_a_non_loopback_bind_needs_a_key() -> None:
-    backend = StandaloneBackend(MEMBERS.get, time.monotonic, master=True)
-    with pytest.raises(ValueError, match="no cluster key"):
-        ControlServer(backend, bind=Address("10.0.0.1", 0), key=None)
+async def test_a_snapshot_over_one_message_is_sent_in_parts(cluster: Cluster) -> None:
+    hub = cluster.master.hub
+    assert hub is not None
+    hub.table.apply(
+        Change(Op.ADD, f"fn-{i}", MEMBERS[f"w{1 + i % 3}"]) for i in range(wire_parts * 2 + 5)
+    )
+    stream = cluster.channels.get(cluster.master_rpc).subscribe(0, "")
+    snapshot = await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert isinstance(snapshot, Snapshot) and snapshot.version == hub.table.version
+    assert sum(len(r) for r in snapshot.routes.values()) == len(hub.table)
+    assert len(wire.update_to_pb(snapshot)) == 3

@@ -140,9 +140,12 @@ class ControlClient:
         fails, ``wire.BadMessage`` on an invalid update."""
         request = pb.SubscribeRequest(from_version=from_version, lineage=lineage, replica=replica)
         call = self._subscribe(request, metadata=self._metadata)
+        parts = wire.SnapshotAssembler()
         try:
             async for message in call:
-                yield wire.update_from_pb(message)
+                update = parts.add(message)
+                if update is not None:
+                    yield update
         except aio.AioRpcError as exc:
             raise _redirect(exc) or exc from None
         finally:

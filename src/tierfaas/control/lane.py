@@ -25,6 +25,7 @@ import inspect
 import logging
 import struct
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from google.protobuf.message import DecodeError
 
@@ -81,9 +82,9 @@ class _ServerProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._lane.connections.add(transport)
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
+        self._transport = cast(asyncio.Transport, transport)
+        self._lane.connections.add(self._transport)
         self._timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._expire)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -193,8 +194,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -234,7 +234,8 @@ class ControlServer:
             await self._not_master(context)
         log.info("replica %s subscribed from version %d", request.replica, request.from_version)
         async for update in self._backend.subscribe(request.from_version, request.lineage):
-            yield wire.update_to_pb(update)
+            for message in wire.update_to_pb(update):
+                yield message
 
     async def _info(self, data: bytes, context: Context) -> pb.InfoReply:
         await self._decode(context, pb.InfoRequest, data)

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0etierfaas.proto\x12\x0btierfaas.v1\"C\n\tNodeRoute\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04http\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\"6\n\x05Route\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"5\n\x0fRegisterRequest\x12\"\n\x06routes\x18\x01 \x03(\x0b\x32\x12.tierfaas.v1.Route\"7\n\x11UnregisterRequest\x12\"\n\x06routes\x18\x01 \x03(\x0b\x32\x12.tierfaas.v1.Route\"D\n\nWriteReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12$\n\x08rejected\x18\x02 \x03(\x0b\x32\x12.tierfaas.v1.Route\"4\n\x0cQueryRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\"g\n\nQueryReply\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.tierfaas.v1.NodeRoute\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"J\n\x10SubscribeRequest\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x04\x12\x0f\n\x07lineage\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\"d\n\x06\x43hange\x12!\n\x02op\x18\x01 \x01(\x0e\x32\x15.tierfaas.v1.ChangeOp\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12%\n\x05route\x18\x03 \x01(\x0b\x32\x16.tierfaas.v1.NodeRoute\"}\n\x0bTableUpdate\x12\x10\n\x08snapshot\x18\x01 \x01(\x08\x12\x14\n\x0cprev_version\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0f\n\x07lineage\x18\x04 \x01(\t\x12$\n\x07\x63hanges\x18\x05 \x03(\x0b\x32\x13.tierfaas.v1.Change\"A\n\x0f\x41nnounceRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x11\n\tfunctions\x18\x03 \x03(\t\"\r\n\x0bInfoRequest\"s\n\tInfoReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06master\x18\x02 \x01(\x08\x12\x12\n\nmaster_rpc\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x0f\n\x07lineage\x18\x05 \x01(\t\x12\x12\n\nquery_lane\x18\x06 \x01(\t*N\n\x08\x43hangeOp\x12\x19\n\x15\x43HANGE_OP_UNSPECIFIED\x10\x00\x12\x11\n\rCHANGE_OP_ADD\x10\x01\x12\x14\n\x10\x43HANGE_OP_REMOVE\x10\x02\x32\xdc\x03\n\x07\x43ontrol\x12\x41\n\x08Register\x12\x1c.tierfaas.v1.RegisterRequest\x1a\x17.tierfaas.v1.WriteReply\x12\x45\n\nUnregister\x12\x1e.tierfaas.v1.UnregisterRequest\x1a\x17.tierfaas.v1.WriteReply\x12\x41\n\x08\x41nnounce\x12\x1c.tierfaas.v1.AnnounceRequest\x1a\x17.tierfaas.v1.WriteReply\x12;\n\x05Query\x12\x19.tierfaas.v1.QueryRequest\x1a\x17.tierfaas.v1.QueryReply\x12\x45\n\x0bQueryStream\x12\x19.tierfaas.v1.QueryRequest\x1a\x17.tierfaas.v1.QueryReply(\x01\x30\x01\x12\x46\n\tSubscribe\x12\x1d.tierfaas.v1.SubscribeRequest\x1a\x18.tierfaas.v1.TableUpdate0\x01\x12\x38\n\x04Info\x12\x18.tierfaas.v1.InfoRequest\x1a\x16.tierfaas.v1.InfoReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0etierfaas.proto\x12\x0btierfaas.v1\"C\n\tNodeRoute\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0c\n\x04http\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\"6\n\x05Route\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"5\n\x0fRegisterRequest\x12\"\n\x06routes\x18\x01 \x03(\x0b\x32\x12.tierfaas.v1.Route\"7\n\x11UnregisterRequest\x12\"\n\x06routes\x18\x01 \x03(\x0b\x32\x12.tierfaas.v1.Route\"D\n\nWriteReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12$\n\x08rejected\x18\x02 \x03(\x0b\x32\x12.tierfaas.v1.Route\"4\n\x0cQueryRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\"g\n\nQueryReply\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.tierfaas.v1.NodeRoute\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"J\n\x10SubscribeRequest\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x04\x12\x0f\n\x07lineage\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t\"d\n\x06\x43hange\x12!\n\x02op\x18\x01 \x01(\x0e\x32\x15.tierfaas.v1.ChangeOp\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12%\n\x05route\x18\x03 \x01(\x0b\x32\x16.tierfaas.v1.NodeRoute\"\x8b\x01\n\x0bTableUpdate\x12\x10\n\x08snapshot\x18\x01 \x01(\x08\x12\x14\n\x0cprev_version\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x0f\n\x07lineage\x18\x04 \x01(\t\x12$\n\x07\x63hanges\x18\x05 \x03(\x0b\x32\x13.tierfaas.v1.Change\x12\x0c\n\x04more\x18\x06 \x01(\x08\"A\n\x0f\x41nnounceRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x11\n\tfunctions\x18\x03 \x03(\t\"\r\n\x0bInfoRequest\"s\n\tInfoReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06master\x18\x02 \x01(\x08\x12\x12\n\nmaster_rpc\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12\x0f\n\x07lineage\x18\x05 \x01(\t\x12\x12\n\nquery_lane\x18\x06 \x01(\t*N\n\x08\x43hangeOp\x12\x19\n\x15\x43HANGE_OP_UNSPECIFIED\x10\x00\x12\x11\n\rCHANGE_OP_ADD\x10\x01\x12\x14\n\x10\x43HANGE_OP_REMOVE\x10\x02\x32\xdc\x03\n\x07\x43ontrol\x12\x41\n\x08Register\x12\x1c.tierfaas.v1.RegisterRequest\x1a\x17.tierfaas.v1.WriteReply\x12\x45\n\nUnregister\x12\x1e.tierfaas.v1.UnregisterRequest\x1a\x17.tierfaas.v1.WriteReply\x12\x41\n\x08\x41nnounce\x12\x1c.tierfaas.v1.AnnounceRequest\x1a\x17.tierfaas.v1.WriteReply\x12;\n\x05Query\x12\x19.tierfaas.v1.QueryRequest\x1a\x17.tierfaas.v1.QueryReply\x12\x45\n\x0bQueryStream\x12\x19.tierfaas.v1.QueryRequest\x1a\x17.tierfaas.v1.QueryReply(\x01\x30\x01\x12\x46\n\tSubscribe\x12\x1d.tierfaas.v1.SubscribeRequest\x1a\x18.tierfaas.v1.TableUpdate0\x01\x12\x38\n\x04Info\x12\x18.tierfaas.v1.InfoRequest\x1a\x16.tierfaas.v1.InfoReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tierfaas_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGEOP']._serialized_start=1001
-  _globals['_CHANGEOP']._serialized_end=1079
+  _globals['_CHANGEOP']._serialized_start=1016
+  _globals['_CHANGEOP']._serialized_end=1094
   _globals['_NODEROUTE']._serialized_start=31
   _globals['_NODEROUTE']._serialized_end=98
   _globals['_ROUTE']._serialized_start=100
@@ -51,14 +51,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_end=571
   _globals['_CHANGE']._serialized_start=573
   _globals['_CHANGE']._serialized_end=673
-  _globals['_TABLEUPDATE']._serialized_start=675
-  _globals['_TABLEUPDATE']._serialized_end=800
-  _globals['_ANNOUNCEREQUEST']._serialized_start=802
-  _globals['_ANNOUNCEREQUEST']._serialized_end=867
-  _globals['_INFOREQUEST']._serialized_start=869
-  _globals['_INFOREQUEST']._serialized_end=882
-  _globals['_INFOREPLY']._serialized_start=884
-  _globals['_INFOREPLY']._serialized_end=999
-  _globals['_CONTROL']._serialized_start=1082
-  _globals['_CONTROL']._serialized_end=1558
+  _globals['_TABLEUPDATE']._serialized_start=676
+  _globals['_TABLEUPDATE']._serialized_end=815
+  _globals['_ANNOUNCEREQUEST']._serialized_start=817
+  _globals['_ANNOUNCEREQUEST']._serialized_end=882
+  _globals['_INFOREQUEST']._serialized_start=884
+  _globals['_INFOREQUEST']._serialized_end=897
+  _globals['_INFOREPLY']._serialized_start=899
+  _globals['_INFOREPLY']._serialized_end=1014
+  _globals['_CONTROL']._serialized_start=1097
+  _globals['_CONTROL']._serialized_end=1573
 # @@protoc_insertion_point(module_scope)

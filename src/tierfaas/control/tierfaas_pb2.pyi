@@ -99,18 +99,20 @@ class Change(_message.Message):
     def __init__(self, op: _Optional[_Union[ChangeOp, str]] = ..., function: _Optional[str] = ..., route: _Optional[_Union[NodeRoute, _Mapping]] = ...) -> None: ...
 
 class TableUpdate(_message.Message):
-    __slots__ = ("snapshot", "prev_version", "version", "lineage", "changes")
+    __slots__ = ("snapshot", "prev_version", "version", "lineage", "changes", "more")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     PREV_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     snapshot: bool
     prev_version: int
     version: int
     lineage: str
     changes: _containers.RepeatedCompositeFieldContainer[Change]
-    def __init__(self, snapshot: _Optional[bool] = ..., prev_version: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, snapshot: _Optional[bool] = ..., prev_version: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class AnnounceRequest(_message.Message):
     __slots__ = ("node", "epoch", "functions")

@@ -109,16 +109,62 @@ def query_result(reply: pb.QueryReply) -> QueryResult:
 # -- table updates -----------------------------------------------------------------------------
 
 
-def update_to_pb(update: Update) -> pb.TableUpdate:
+SNAPSHOT_PART_CHANGES = 16_384
+"""Routes per snapshot message: about 1 MB, well under the 4 MiB message limit."""
+
+
+def update_to_pb(update: Update) -> list[pb.TableUpdate]:
+    """The messages that carry ``update``: one for a delta, one or more for a snapshot."""
     if isinstance(update, Snapshot):
-        changes = update.changes()
-        return pb.TableUpdate(
-            snapshot=True,
-            prev_version=0,
-            version=update.version,
-            lineage=update.lineage,
-            changes=[_change_to_pb(c) for c in changes],
-        )
+        changes = [_change_to_pb(c) for c in update.changes()]
+        parts = [
+            changes[i : i + SNAPSHOT_PART_CHANGES]
+            for i in range(0, len(changes), SNAPSHOT_PART_CHANGES)
+        ] or [[]]
+        return [
+            pb.TableUpdate(
+                snapshot=True,
+                version=update.version,
+                lineage=update.lineage,
+                changes=part,
+                more=i < len(parts) - 1,
+            )
+            for i, part in enumerate(parts)
+        ]
+    return [_delta_to_pb(update)]
+
+
+class SnapshotAssembler:
+    """Joins the parts of a snapshot; ``add`` returns the update once it is complete."""
+
+    def __init__(self, max_changes: int = 10_000_000) -> None:
+        self._parts: list[pb.TableUpdate] = []
+        self._count = 0
+        self._max = max_changes
+
+    def add(self, message: pb.TableUpdate) -> Update | None:
+        if not message.snapshot:
+            if self._parts:
+                raise BadMessage("a delta in the middle of a snapshot")
+            return update_from_pb(message)
+        if self._parts and (
+            message.version != self._parts[0].version or message.lineage != self._parts[0].lineage
+        ):
+            raise BadMessage("snapshot parts of different versions")
+        self._count += len(message.changes)
+        if self._count > self._max:
+            raise BadMessage(f"a snapshot of more than {self._max} routes")
+        self._parts.append(message)
+        if message.more:
+            return None
+        whole = pb.TableUpdate(snapshot=True, version=message.version, lineage=message.lineage)
+        for part in self._parts:
+            whole.changes.extend(part.changes)
+        self._parts, self._count = [], 0
+        return update_from_pb(whole)
+
+
+def _delta_to_pb(update: Delta) -> pb.TableUpdate:
     return pb.TableUpdate(
         snapshot=False,
         prev_version=update.prev_version,

@@ -1,0 +1,55 @@
+"""Wire conversions and server settings that need no event loop."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control import wire
+from tierfaas.control.server import ControlServer
+from tierfaas.control.standalone import StandaloneBackend
+from tierfaas.control.table import Change, Op, RoutingTable
+
+MEMBERS = {n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000), None) for n in ["w1", "w2"]}
+wire_parts = wire.SNAPSHOT_PART_CHANGES
+
+
+def test_a_non_loopback_bind_needs_a_key() -> None:
+    backend = StandaloneBackend(MEMBERS.get, time.monotonic, master=True)
+    with pytest.raises(ValueError, match="no cluster key"):
+        ControlServer(backend, bind=Address("10.0.0.1", 0), key=None)
+
+
+def test_snapshot_parts_must_not_interleave_with_deltas() -> None:
+    table = RoutingTable("L")
+    table.apply(Change(Op.ADD, f"f{i}", MEMBERS["w1"]) for i in range(wire_parts + 1))
+    first, last = wire.update_to_pb(table.snapshot())
+    assert first.more and not last.more
+    delta = table.apply([Change(Op.ADD, "g", MEMBERS["w2"])])
+    assert delta is not None
+    parts = wire.SnapshotAssembler()
+    assert parts.add(first) is None
+    with pytest.raises(wire.BadMessage):
+        parts.add(wire.update_to_pb(delta)[0])
+
+
+def test_decoding_refuses_bad_names_addresses_and_ops() -> None:
+    good = pb.NodeRoute(node="w1", epoch=1, http="127.0.0.1:80")
+    assert wire.route_from_pb(good) == NodeEndpoint("w1", 1, Address("127.0.0.1", 80), None)
+    for bad in (
+        pb.NodeRoute(node="../x", epoch=1),
+        pb.NodeRoute(node="w1", epoch=1, http="nowhere"),
+        pb.NodeRoute(node="w1", epoch=2**64 - 1),
+    ):
+        with pytest.raises(wire.BadMessage):
+            wire.route_from_pb(bad)
+    with pytest.raises(wire.BadMessage):
+        wire.update_from_pb(pb.TableUpdate(changes=[pb.Change(op=7, function="f", route=good)]))  # type: ignore[arg-type]
+    with pytest.raises(wire.BadMessage):
+        wire.update_from_pb(pb.TableUpdate(prev_version=3, version=3))
+    with pytest.raises(wire.BadMessage):
+        wire.decode(pb.QueryRequest, b"\xff\xff\xff")
