@@ -53,7 +53,7 @@ def run_instance(sock: socket.socket, spec: dict[str, Any]) -> NoReturn:
         detail = traceback.format_exc() if spec.get("debug") else f"{exc}"
         _send(sock, [p.START_FAILED, type(exc).__name__, detail[:4000]])
         os._exit(3)
-    _send(sock, [p.READY, os.getpid(), time.perf_counter() - started])
+    _send(sock, [p.READY, os.getpid(), time.perf_counter() - started, _takes_context(handler)])
     try:
         _serve(sock, handler, spec)
     finally:
@@ -155,6 +155,7 @@ class _Server(asyncio.Protocol):
         threads = int(spec.get("threads", 1))
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self.unpacker = msgpack.Unpacker(max_buffer_size=p.MAX_FRAME_BYTES)
+        self.packer = msgpack.Packer()  # reused: packb builds a new one for every frame
         self.done = done
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
@@ -179,9 +180,12 @@ class _Server(asyncio.Protocol):
         if batch and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(batch))
 
-    def _call(self, number: int, body: bytes, ctx: dict[str, Any]) -> None:
-        context = Context(function=self.name, **ctx)
-        args = (body, context) if self.with_context else (body,)
+    def _call(self, number: int, body: bytes, ctx: dict[str, Any] | None) -> None:
+        # The node sends no context (nil) to a handler that takes none (READY told it so).
+        if self.with_context:
+            args: tuple[Any, ...] = (body, Context(function=self.name, **(ctx or _NO_CONTEXT)))
+        else:
+            args = (body,)
         if self.is_async:
             task = self.loop.create_task(self._run_async(number, args))
             task.add_done_callback(_ignore)
@@ -243,7 +247,7 @@ class _Server(asyncio.Protocol):
     def _reply(self, number: int, outcome: list[Any]) -> None:
         assert self.transport is not None
         try:
-            frame = msgpack.packb([p.RESULT, number, *outcome])
+            frame = self.packer.pack([p.RESULT, number, *outcome])
         except MemoryError:
             outcome = [p.OUT_OF_MEMORY, b"", "MemoryError", "the instance ran out of memory"]
             frame = msgpack.packb([p.RESULT, number, *outcome])
@@ -259,6 +263,9 @@ class _Server(asyncio.Protocol):
             # trusted after a MemoryError. The node fails the other calls in flight with 502.
             self.transport.close()
             self.loop.call_later(1.0, os._exit, 5)
+
+
+_NO_CONTEXT = {"request_id": ""}
 
 
 def _ignore(task: asyncio.Task[None]) -> None:

@@ -49,6 +49,9 @@ class Instance(asyncio.Protocol):
         self.death_reason = ""
         self.transport: asyncio.Transport | None = None
         self.unpacker = msgpack.Unpacker(max_buffer_size=p.MAX_FRAME_BYTES)
+        self.packer = msgpack.Packer()  # reused: packb builds a new one for every frame
+        # Whether the handler takes a context (READY says; until then, assume it does).
+        self.takes_context = True
         self.numbers = 0
         self.calls: dict[int, asyncio.Future[Result]] = {}
         loop = asyncio.get_running_loop()
@@ -93,16 +96,17 @@ class Instance(asyncio.Protocol):
 
     # -- calls -----------------------------------------------------------------------------
 
-    def call(self, body: bytes, context: dict[str, Any]) -> asyncio.Future[Result]:
+    def call(self, body: bytes, context: dict[str, Any] | None) -> asyncio.Future[Result]:
+        """``context`` may be None when ``takes_context`` is false (it would not be used)."""
         assert self.transport is not None
         self.numbers += 1
         number = self.numbers
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result] = self.loop.create_future()
         self.calls[number] = future
         # Calls made in one pass of the event loop leave in one write (see _flush).
         if not self.outbox:
             self.loop.call_soon(self._flush)
-        self.outbox.append(msgpack.packb([p.CALL, number, body, context]))
+        self.outbox.append(self.packer.pack([p.CALL, number, body, context]))
         return future
 
     def _flush(self) -> None:
@@ -128,6 +132,7 @@ class Instance(asyncio.Protocol):
                 self._on_result(frame)
             elif kind == p.READY:
                 if not self.ready.done():
+                    self.takes_context = bool(frame[3]) if len(frame) > 3 else True
                     self.ready.set_result(None)
             elif kind == p.START_FAILED and not self.ready.done():
                 self.ready.set_exception(

@@ -39,11 +39,18 @@ class FunctionPool:
         self.instances: list[Instance] = []
         self.starting = 0
         self.waiters: deque[asyncio.Future[Instance]] = deque()
+        # Whether the handler takes a context, as its first instance's READY said; callers
+        # skip building one when it does not. Until then, assume it does.
+        self.takes_context = True
 
     # -- calls -----------------------------------------------------------------------------
 
     async def invoke(
-        self, body: bytes, context: dict[str, Any], deadline: float, warm_only: bool = False
+        self,
+        body: bytes,
+        context: dict[str, Any] | None,
+        deadline: float,
+        warm_only: bool = False,
     ) -> tuple[Result, bool]:
         """Runs one call; returns its result and whether it waited for a cold start.
         ``warm_only`` (a forwarded call): raise ``NotWarm``/``Busy`` at once rather than wait
@@ -60,7 +67,7 @@ class FunctionPool:
         cold = instance.calls_served == 0
         future = instance.call(body, context)
         # One timer per call, cheaper than asyncio.wait/wait_for on the hot path.
-        loop = asyncio.get_running_loop()
+        loop = instance.loop
         timer = loop.call_at(
             loop.time() + max(0.0, deadline - self.clock()), self._time_out, instance, future
         )
@@ -180,6 +187,7 @@ class FunctionPool:
             self._fail_waiters(error)
             return
         self.starting -= 1
+        self.takes_context = instance.takes_context
         self.instances.append(instance)
         instance.closed.add_done_callback(lambda _: self._on_closed(instance))
         self.runtime.emit(

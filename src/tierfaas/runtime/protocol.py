@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Final
 
-# node -> instance: [CALL, request_number, body, context_dict]
+# node -> instance: [CALL, request_number, body, context_dict_or_nil]
+# (nil when READY said the handler takes no context: the node skips building it)
 CALL: Final = 1
 # instance -> node: [RESULT, request_number, outcome, payload, content_type_or_type, message]
 RESULT: Final = 2
-# instance -> node: [READY, pid, start_seconds]: handler imported and init done
+# instance -> node: [READY, pid, start_seconds, takes_context]: handler imported and init done
+# (takes_context: whether the handler has a context parameter; absent means true)
 READY: Final = 3
 # instance -> node: [START_FAILED, error_type, message]: import or init raised
 START_FAILED: Final = 4

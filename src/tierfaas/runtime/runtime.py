@@ -103,13 +103,15 @@ class Runtime:
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - time.time()))
         start = self.clock() if started is None else started
-        context = {
-            "request_id": request_id,
-            "method": method,
-            "query": query,
-            "headers": headers or {},
-            "deadline": time.time() + timeout - (self.clock() - start),
-        }
+        context: dict[str, Any] | None = None
+        if pool.takes_context:  # else the handler would not see it: don't build or send it
+            context = {
+                "request_id": request_id,
+                "method": method,
+                "query": query,
+                "headers": headers or {},
+                "deadline": time.time() + timeout - (self.clock() - start),
+            }
         result, cold = await pool.invoke(body, context, start + timeout, warm_only)
         return Invocation(result.body, result.content_type, cold)
 
