@@ -30,12 +30,10 @@ from tierfaas.http.asgi import (
     Receive,
     Scope,
     Send,
-    header,
-    read_body,
+    read_body_rest,
     respond,
     respond_error,
     respond_json,
-    respond_raw,
 )
 from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
@@ -47,8 +45,6 @@ log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _FUNCTION_PREFIX = "/function/"
 _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
-# Request headers passed on to handlers (hop-by-hop and internal ones are not).
-_SKIP_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"host"})
 
 
 class NodeApp:
@@ -77,7 +73,12 @@ class NodeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan and websockets are not used
-        given = header(scope, b"x-request-id")
+        given = length = None
+        for key, value in scope["headers"]:  # one pass for the two headers read here
+            if key == b"x-request-id":
+                given = value
+            elif key == b"content-length":
+                length = value
         if given is not None and _REQUEST_ID_RE.fullmatch(given):
             request_id = given.decode()
         else:
@@ -87,7 +88,9 @@ class NodeApp:
         path: str = scope["path"]
         try:
             if path.startswith(_FUNCTION_PREFIX):
-                await self._invoke(scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id)
+                await self._invoke(
+                    scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id, length
+                )
             else:
                 await self._admin(scope, send, path, request_id)
         except ClientDisconnected:
@@ -98,18 +101,26 @@ class NodeApp:
     # -- invocations -----------------------------------------------------------------------
 
     async def _invoke(
-        self, scope: Scope, receive: Receive, send: Send, name: str, request_id: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        request_id: str,
+        length: bytes | None,
     ) -> None:
+        # The hot path of the node: no helper coroutines, headers as precomputed tuples.
         started = time.monotonic()
         method: str = scope["method"]
         if method not in _INVOKE_METHODS:
             raise errors.MethodNotAllowed(f"use POST (or GET) on /function/{name}, not {method}")
-        if not is_valid_name(name):
+        pools = self.runtime.pools
+        if name not in pools and not is_valid_name(name):  # release names are valid
             raise errors.BadName(
                 f"{name[:80]!r} is not a function name (1-64 of [A-Za-z0-9._-]); "
                 "see GET /v1/functions"
             )
-        label = name if name in self.runtime.pools else UNKNOWN
+        label = name if name in pools else UNKNOWN
         if self.draining:
             error: errors.HttpError = errors.Draining(
                 "this node is shutting down; retry on another node",
@@ -119,14 +130,25 @@ class NodeApp:
             raise error
         self.in_flight += 1
         try:
-            body = await read_body(scope, receive, self.config.max_body_bytes)
+            limit = self.config.max_body_bytes
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise errors.BodyTooLarge(
+                    f"the body is {int(length)} bytes; this node accepts at most {limit}"
+                )
+            message = await receive()
+            body: bytes = message.get("body", b"")
+            if message["type"] != "http.request" or message.get("more_body", False):
+                body = await read_body_rest(message, receive, limit)
+            elif len(body) > limit:
+                raise errors.BodyTooLarge(f"the body is over the limit of {limit} bytes")
+            query: bytes = scope["query_string"]
             reply = await self.router.handle(
                 name,
                 body,
                 request_id=request_id,
                 method=method,
-                query=scope["query_string"].decode("latin-1"),
-                headers=_handler_headers(scope),
+                query=query.decode("latin-1") if query else "",
+                headers=scope["headers"],
                 started=started,
             )
         except errors.HttpError as exc:
@@ -136,10 +158,18 @@ class NodeApp:
             raise
         finally:
             self.in_flight -= 1
-        outcome = "ok" if reply.status == 200 else f"http_{reply.status}"
-        self.metrics.record(label, outcome, reply.cold, time.monotonic() - started)
-        reply.headers.append((b"x-request-id", request_id.encode()))
-        await respond_raw(send, reply.status, reply.body, reply.headers)
+        status = reply.status
+        self.metrics.record(
+            label,
+            "ok" if status == 200 else f"http_{status}",
+            reply.cold,
+            time.monotonic() - started,
+        )
+        headers = reply.headers
+        headers.append((b"x-request-id", request_id.encode()))
+        headers.append((b"content-length", b"%d" % len(reply.body)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
 
     # -- admin -----------------------------------------------------------------------------
 
@@ -176,11 +206,3 @@ class NodeApp:
             "node": self.node_name,
             "functions": self.runtime.functions(),
         }
-
-
-def _handler_headers(scope: Scope) -> dict[str, str]:
-    return {
-        key.decode("latin-1"): value.decode("latin-1")
-        for key, value in scope["headers"]
-        if key not in _SKIP_HEADERS
-    }

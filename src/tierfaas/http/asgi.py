@@ -34,7 +34,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         raise errors.BodyTooLarge(
             f"the body is {int(declared)} bytes; this node accepts at most {limit}"
         )
-    message = await receive()
+    return await read_body_rest(await receive(), receive, limit)
+
+
+async def read_body_rest(message: Message, receive: Receive, limit: int) -> bytes:
+    """The whole body, starting from the first ``message`` received (see ``read_body``)."""
     if message["type"] == "http.disconnect":
         raise ClientDisconnected
     body: bytes = message.get("body", b"")
@@ -44,6 +48,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         return body
     chunks = [body]
     size = len(body)
+    if size > limit:
+        raise errors.BodyTooLarge(f"the body is over the limit of {limit} bytes")
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -33,6 +34,7 @@ from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
 from tierfaas.runtime import Runtime
+from tierfaas.runtime.pool import FunctionPool
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,31 @@ _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
 _ROUTES = {r: r.encode() for r in ("local-warm", "local-cold", "forwarded-warm")}
+_FORWARDED_WARM = _ROUTES["forwarded-warm"]
+_LOCAL_COLD, _LOCAL_WARM = "local-cold", "local-warm"
+_SIGNATURE = fw.SIGNATURE.encode()
+_FROM_OUTSIDE = fw.Hop()
+# Request headers a handler never sees: hop-by-hop ones, and the hop headers between nodes.
+_NOT_FOR_HANDLERS = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"host"}
+    | {h.encode() for h in fw.INTERNAL}
+)
+
+Header = tuple[bytes, bytes]
+RawHeaders = Iterable[Header]
+
+
+def _header_dict(headers: RawHeaders) -> dict[str, str]:
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
+
+
+def _user_headers(headers: RawHeaders) -> dict[str, str]:
+    """The request headers a handler sees (not hop-by-hop nor internal ones)."""
+    return {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in headers
+        if key not in _NOT_FOR_HANDLERS
+    }
 
 
 @dataclass
@@ -101,6 +128,8 @@ class Router:
         self.endpoints: dict[str, Address] = {}
         self.session: aiohttp.ClientSession | None = None
         self._served_by = self_name.encode()
+        self._route_counters: dict[str, Any] = {}
+        self._header_cache: dict[tuple[str, bool, bytes | None], tuple[Header, ...]] = {}
 
     @classmethod
     def standalone(cls, runtime: Runtime, self_name: str) -> Router:
@@ -138,25 +167,64 @@ class Router:
         request_id: str,
         method: str,
         query: str,
-        headers: dict[str, str],
+        headers: RawHeaders,
         started: float,
     ) -> Reply:
-        """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here."""
+        """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here.
+        ``headers`` are the request's, as ASGI gives them."""
         pool = self.runtime.pool(name)  # 404 before anything else
-        incoming = (
-            fw.verify(self.key, request_id, name, headers) if fw.SIGNATURE in headers else fw.Hop()
-        )
-        user_headers = {k: v for k, v in headers.items() if k not in fw.INTERNAL}
-        if incoming.forwarded:
-            return await self._run_forwarded(
-                name, body, request_id, method, query, user_headers, started, incoming
+        signed = False
+        for key, _ in headers:
+            if key == _SIGNATURE:
+                signed = True
+                break
+        if signed:
+            given = _header_dict(headers)
+            incoming = fw.verify(self.key, request_id, name, given)
+            if incoming.forwarded:
+                return await self._run_forwarded(
+                    name, body, request_id, method, query, _user_headers(headers), started,
+                    incoming,
+                )  # fmt: skip
+        else:
+            incoming = _FROM_OUTSIDE
+        if self.lookup is not None and incoming.hops < self.hop_limit:
+            user_headers = _user_headers(headers)
+            reply = await self._route(
+                pool, name, body, request_id, method, query, user_headers, started, incoming
             )
+            if reply is not None:
+                return reply
+        # Run here (the fast path of a standalone node). The handler's headers are built only
+        # if it takes a context to see them in.
+        result = await self.runtime.invoke(
+            name, body, request_id=request_id, method=method, query=query,
+            headers=_user_headers(headers) if pool.takes_context else None, started=started,
+        )  # fmt: skip
+        cold = result.cold
+        self._count_route(_LOCAL_COLD if cold else _LOCAL_WARM)
+        return Reply(200, result.body, self._headers(result.content_type, cold), cold)
+
+    async def _route(
+        self,
+        pool: FunctionPool,
+        name: str,
+        body: bytes,
+        request_id: str,
+        method: str,
+        query: str,
+        user_headers: dict[str, str],
+        started: float,
+        incoming: fw.Hop,
+    ) -> Reply | None:
+        """Forwards the call while this node has no free slot and a warm node may; None when
+        it is to run here."""
         tried: set[str] = set()
         candidates: tuple[Candidate, ...] | None = None
         while True:
             warm, free = pool.free_slots()
-            if free > 0 or self.lookup is None or incoming.hops >= self.hop_limit:
-                break
+            if free > 0:
+                return None
             if candidates is None:
                 candidates = await self._candidates(name)
             decision = decide(
@@ -169,7 +237,7 @@ class Router:
                 tried=tried,
             )
             if not isinstance(decision, Forward):
-                break
+                return None
             reply = await self._forward(
                 decision.node,
                 name,
@@ -183,29 +251,15 @@ class Router:
                 incoming,
             )
             if reply is not None:
-                self.metrics.routes.labels("forwarded-warm").inc()
+                self._count_route("forwarded-warm")
                 return reply
             tried.add(decision.node)
-        return await self._run_here(name, body, request_id, method, query, user_headers, started)
 
-    async def _run_here(
-        self,
-        name: str,
-        body: bytes,
-        request_id: str,
-        method: str,
-        query: str,
-        headers: dict[str, str],
-        started: float,
-    ) -> Reply:
-        result = await self.runtime.invoke(
-            name, body, request_id=request_id, method=method, query=query, headers=headers,
-            started=started,
-        )  # fmt: skip
-        route = "local-cold" if result.cold else "local-warm"
-        self.metrics.routes.labels(route).inc()
-        reply_headers = self._headers(result.content_type, route, result.cold, name)
-        return Reply(200, result.body, reply_headers, result.cold)
+    def _count_route(self, route: str) -> None:
+        counter = self._route_counters.get(route)
+        if counter is None:  # labels() takes a lock and builds a key: reuse the children
+            counter = self._route_counters[route] = self.metrics.routes.labels(route)
+        counter.inc()
 
     async def _run_forwarded(
         self,
@@ -229,25 +283,30 @@ class Router:
             reject = [(fw.REJECT.encode(), exc.code.encode()), (fw.LOAD.encode(), load)]
             body_json = f'{{"error":"{exc.code}","message":"{exc.message}"}}'.encode()
             return Reply(exc.status, body_json, [(b"content-type", b"application/json"), *reject])
-        self.metrics.routes.labels("served-forwarded").inc()
-        return Reply(
-            200,
-            result.body,
-            self._headers(result.content_type, "forwarded-warm", result.cold, name),
-        )
+        self._count_route("served-forwarded")
+        reply_headers = self._headers(result.content_type, result.cold, _FORWARDED_WARM)
+        # The sender keeps our load for its next two-choices pick.
+        reply_headers.append((_LOAD, f"{self.runtime.pool(name).load():.3f}".encode()))
+        return Reply(200, result.body, reply_headers, result.cold)
 
     def _headers(
-        self, content_type: str, route: str, cold: bool, name: str
+        self, content_type: str, cold: bool, route: bytes | None = None
     ) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b"content-type", content_type.encode()),
-            (_SERVED_BY, self._served_by),
-            (_ROUTE, _ROUTES[route]),
-            (_START, b"cold" if cold else b"warm"),
-        ]
-        if route == "forwarded-warm":  # the sender keeps it for its next two-choices pick
-            headers.append((_LOAD, f"{self.runtime.pool(name).load():.3f}".encode()))
-        return headers
+        """The response headers of a call run here (a new list: the caller appends to it)."""
+        key = (content_type, cold, route)
+        cached = self._header_cache.get(key)
+        if cached is None:
+            if route is None:
+                route = _ROUTES["local-cold" if cold else "local-warm"]
+            cached = (
+                (b"content-type", content_type.encode()),
+                (_SERVED_BY, self._served_by),
+                (_ROUTE, route),
+                (_START, b"cold" if cold else b"warm"),
+            )
+            if len(self._header_cache) < 64:  # content types are few; don't grow unbounded
+                self._header_cache[key] = cached
+        return list(cached)
 
     # -- candidates ------------------------------------------------------------------------
 
