@@ -9,6 +9,8 @@ closes with calls in flight, the instance crashed: each call fails with ``Instan
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import os
 import signal
 import time
@@ -57,6 +59,9 @@ class Instance(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.outbox: list[bytes] = []
+        self.deadlines: list[tuple[float, int]] = []  # heap of (loop time, call number)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
 
@@ -92,17 +97,30 @@ class Instance(asyncio.Protocol):
                 pass
         if self.transport is not None:
             self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.dead = True
 
     # -- calls -----------------------------------------------------------------------------
 
-    def call(self, body: bytes, context: dict[str, Any] | None) -> asyncio.Future[Result]:
-        """``context`` may be None when ``takes_context`` is false (it would not be used)."""
+    def call(
+        self, body: bytes, context: dict[str, Any] | None, timeout_s: float
+    ) -> asyncio.Future[Result]:
+        """Sends one call. ``context`` may be None when ``takes_context`` is false (it would
+        not be used). Past ``timeout_s`` the call fails with ``FunctionTimeout`` and the
+        process is killed."""
         assert self.transport is not None
         self.numbers += 1
         number = self.numbers
         future: asyncio.Future[Result] = self.loop.create_future()
         self.calls[number] = future
+        # One timer per instance, armed for the earliest deadline, rather than one per call
+        # (a libuv timer started and stopped per call costs ~2 µs; a heap push ~0.2 µs).
+        deadline = self.loop.time() + timeout_s
+        heapq.heappush(self.deadlines, (deadline, number))
+        if deadline < self.timer_at:
+            self._arm(deadline)
         # Calls made in one pass of the event loop leave in one write (see _flush).
         if not self.outbox:
             self.loop.call_soon(self._flush)
@@ -114,10 +132,42 @@ class Instance(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(outbox))
 
-    def forget(self, future: asyncio.Future[Result]) -> None:
-        for number, pending in list(self.calls.items()):
-            if pending is future:
-                del self.calls[number]
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._expire)
+
+    def _prune(self) -> None:
+        """Drops the answered calls from the top of the deadline heap."""
+        deadlines, calls = self.deadlines, self.calls
+        while deadlines and deadlines[0][1] not in calls:
+            heapq.heappop(deadlines)
+
+    def _expire(self) -> None:
+        self.timer = None
+        self.timer_at = math.inf
+        now = self.loop.time()
+        self._prune()
+        while self.deadlines:
+            deadline, number = self.deadlines[0]
+            if deadline > now:
+                self._arm(deadline)
+                return
+            heapq.heappop(self.deadlines)
+            future = self.calls.pop(number, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    errors.FunctionTimeout(
+                        f"{self.spec.name!r} did not answer within its timeout of "
+                        f"{self.spec.timeout_s:g} s; its instance was stopped"
+                    )
+                )
+                self.kill("timeout")  # the calls still in flight fail as it closes
+                return
+            self._prune()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -144,6 +194,9 @@ class Instance(asyncio.Protocol):
     def _on_result(self, frame: list[Any]) -> None:
         _, number, outcome, payload, kind, message = frame
         future = self.calls.pop(number, None)
+        deadlines = self.deadlines
+        if deadlines and deadlines[0][1] == number:  # calls mostly end in order: prune now
+            self._prune()
         if future is None or future.done():
             return
         if outcome == p.OK:

@@ -65,29 +65,11 @@ class FunctionPool:
         else:
             instance = await self._acquire()
         cold = instance.calls_served == 0
-        future = instance.call(body, context)
-        # One timer per call, cheaper than asyncio.wait/wait_for on the hot path.
-        loop = instance.loop
-        timer = loop.call_at(
-            loop.time() + max(0.0, deadline - self.clock()), self._time_out, instance, future
-        )
+        future = instance.call(body, context, max(0.0, deadline - self.clock()))
         try:
             return await future, cold
         finally:
-            timer.cancel()
             self._release(instance)
-
-    def _time_out(self, instance: Instance, future: asyncio.Future[Result]) -> None:
-        if future.done():
-            return
-        instance.forget(future)
-        future.set_exception(
-            errors.FunctionTimeout(
-                f"{self.spec.name!r} did not answer within its timeout of "
-                f"{self.spec.timeout_s:g} s; its instance was stopped"
-            )
-        )
-        instance.kill("timeout")
 
     async def _acquire(self) -> Instance:
         instance = self._free_instance()
