@@ -36,7 +36,7 @@ from tierfaas.cluster.messages import (
 )
 from tierfaas.cluster.state import ClusterState, NodeEndpoint, RoleChange
 from tierfaas.errors import ClusterError
-from tierfaas.membership.base import Membership, NameConflictSelf
+from tierfaas.membership.base import JoinStatus, Membership, NameConflictSelf
 from tierfaas.topology import ReplicaPolicy, Role, Topology
 
 log = logging.getLogger("tierfaas.cluster")
@@ -208,6 +208,11 @@ class ClusterManager:
                         "another node (%s) holds the name %r", event.other_addr, state.self_name
                     )
                     self.name_conflict.set()
+                if isinstance(event, JoinStatus) and event.joined:
+                    # The join's push-pull filled the member list before the events that
+                    # describe it reach us: take the list now, or a joining node would
+                    # briefly see itself alone and act as master.
+                    state.resync(self._membership.members())
                 # Membership never reports this node to itself; keep its own record current.
                 state.resync_local(self._membership.local)
                 reason = state.apply(event)
