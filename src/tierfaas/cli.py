@@ -56,6 +56,9 @@ def node(
     ] = "",
     gossip_preset: Annotated[str, typer.Option(help=_doc("gossip_preset"))] = "lan",
     replicas: Annotated[str, typer.Option(help=_doc("replicas"))] = "sqrt",
+    hop_limit: Annotated[int, typer.Option(help=_doc("hop_limit"))] = 1,
+    batch_window_s: Annotated[float, typer.Option(help=_doc("batch_window_s"))] = 0.1,
+    route_cache_ttl_s: Annotated[float, typer.Option(help=_doc("route_cache_ttl_s"))] = 5.0,
     key_file: Annotated[
         Path | None, typer.Option(help=_doc("key_file"), envvar="TIERFAAS_KEY_FILE")
     ] = None,
@@ -85,6 +88,9 @@ def node(
             gossip_preset=gossip_preset,  # type: ignore[arg-type]  # validated by NodeConfig
             replicas=replicas,
             key_file=key_file,
+            hop_limit=hop_limit,
+            batch_window_s=batch_window_s,
+            route_cache_ttl_s=route_cache_ttl_s,
             max_body_bytes=max_body_bytes,
             max_response_bytes=max_response_bytes,
             queue_max=queue_max,

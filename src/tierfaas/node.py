@@ -23,11 +23,14 @@ import uvicorn
 from tierfaas import errors
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
+from tierfaas.control.plane import ControlPlane
 from tierfaas.http.app import NodeApp
 from tierfaas.http.metrics import Metrics
-from tierfaas.keys import load_key
+from tierfaas.keys import derive, load_key
 from tierfaas.manifest import Release, load_release
 from tierfaas.membership.base import Membership
+from tierfaas.routing.cache import RouteCache
+from tierfaas.routing.router import Router, RoutingMetrics
 from tierfaas.runtime import Runtime
 
 EXIT_NAME_CONFLICT = 3
@@ -80,7 +83,13 @@ class Node:
         self.exit_code = 0
         self.membership: Membership | None = None
         self.cluster: ClusterManager | None = None
+        self.control: ControlPlane | None = None
+        self.router: Router | None = None
+        self.key = load_key(config.key_file) if config.gossip else None
         self._gossip_settings = self._gossip() if config.gossip else None
+        rpc = config.rpc_address
+        if rpc is not None and self.key is None and not rpc.is_loopback:
+            raise errors.ConfigError("rpc", f"{rpc} is not loopback and no cluster key is set")
 
     def _gossip(self) -> object:
         """Validated gossip settings (a ConfigError now beats a failure after binding)."""
@@ -89,7 +98,7 @@ class Node:
         config = self.config
         assert config.gossip is not None
         preset = GossipSettings.lan if config.gossip_preset == "lan" else GossipSettings.local
-        return preset(bind=config.gossip, seeds=config.join, key=load_key(config.key_file))
+        return preset(bind=config.gossip, seeds=config.join, key=self.key)
 
     async def _start_cluster(self) -> None:
         from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
@@ -100,7 +109,7 @@ class Node:
             name=self.name,
             version=self.release.version,
             http=self.config.http,
-            rpc=self.config.rpc,
+            rpc=self.config.rpc_address,
         )
         self.cluster = ClusterManager(
             self.membership,
@@ -109,6 +118,7 @@ class Node:
         )
         await self.cluster.start()
         await self.membership.start()
+        await self._start_control_plane()
         conflict = self.cluster.name_conflict
 
         async def exit_on_name_conflict() -> None:
@@ -120,6 +130,43 @@ class Node:
             self.request_stop()
 
         self._conflict_watch = asyncio.get_running_loop().create_task(exit_on_name_conflict())
+
+    async def _start_control_plane(self) -> None:
+        assert self.membership is not None and self.cluster is not None
+        rpc = self.config.rpc_address
+        assert rpc is not None
+        config = self.config
+        # Forwarded requests are signed with a sub-key of the cluster key. A keyless cluster
+        # may only run on loopback (see config), where a fixed development key is enough.
+        forward_key = derive(self.key or b"tierfaas-loopback-development-key", "forward")
+        self.router = Router(
+            self.runtime,
+            self_name=self.name,
+            key=forward_key,
+            cache=RouteCache(time.monotonic, config.route_cache_size, config.route_cache_ttl_s),
+            metrics=RoutingMetrics(self.metrics.registry),
+            hop_limit=config.hop_limit,
+        )
+        self.control = ControlPlane(
+            self.membership,
+            name=self.name,
+            rpc=rpc,
+            lane=config.lane_address,
+            key=self.key,
+            warm_functions=self._warm_functions,
+            on_node_gone=self.router.forget_node,
+            window_s=config.batch_window_s,
+        )
+        self.router.lookup = self.control.lookup
+        await self.control.start()
+        await self.router.start()
+        self.runtime.listeners.append(self.control.writes.on_event)
+        self.app.router = self.router
+        self.app.routes_view = self.control.routes_view
+        self.cluster.subscribe_roles(self.control.on_role_change)
+
+    def _warm_functions(self) -> list[str]:
+        return [name for name, pool in self.runtime.pools.items() if pool.instances]
 
     def _not_ready_reason(self) -> str | None:
         if self.membership is not None and not self.membership.joined:
@@ -173,6 +220,10 @@ class Node:
         finally:
             await self.runtime.close()
             sock.close()
+            if self.router is not None:
+                await self.router.close()
+            if self.control is not None:
+                await self.control.stop()
             if self.cluster is not None:
                 await self.cluster.stop()
             if self.membership is not None:

@@ -66,6 +66,9 @@ class ClusterManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: list[asyncio.Task[None]] = []
         self._role: Role | None = None
+        # (master, this node's replica): a change of either is published even when this
+        # node's own role stays, since the control plane must follow it.
+        self._watched: tuple[str | None, str | None] = (None, None)
         self.name_conflict = asyncio.Event()
         """Set when another node holds this node's name: the node should exit non-zero."""
         self._queue_depth = Gauge(
@@ -241,9 +244,13 @@ class ClusterManager:
         self._role = new
         for role in ROLES:
             self._role_gauge.labels(role).set(1 if role == new else 0)
-        if old == new:
+        topo = self._state.topology
+        watched = (topo.master, topo.replica_of.get(self._state.self_name))
+        if old == new and watched == self._watched:
             return
-        log.info("role %s -> %s: %s", old or "none", new or "none", reason)
+        self._watched = watched
+        if old != new:
+            log.info("role %s -> %s: %s", old or "none", new or "none", reason)
         change = RoleChange(old, new, reason, self._state.topology)
         for sub in self._subscribers:
             sub.put_nowait(change)

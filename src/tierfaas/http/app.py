@@ -5,6 +5,7 @@
     GET  /readyz            200 when this node takes invocations, 503 with the reason if not
     GET  /v1/functions      the release's functions, settings and instances on this node
     GET  /v1/cluster        members, roles and replica assignment as this node sees them
+    GET  /v1/routes         the routing table this node holds (master or replica)
     GET  /metrics           Prometheus text format
 
 Every response carries ``X-Request-Id`` (the caller's if it sent a valid one). Errors are JSON
@@ -60,6 +61,7 @@ class NodeApp:
     ) -> None:
         self.router = router or Router.standalone(runtime, node_name)
         self.cluster_view = cluster_view
+        self.routes_view: Callable[[], dict[str, Any]] | None = None
         self.runtime = runtime
         self.config = config
         self.metrics = metrics
@@ -188,6 +190,10 @@ class NodeApp:
                 await respond_json(send, 503, {"ready": False, "reason": reason}, headers)
         elif path == "/v1/functions":
             await respond_json(send, 200, self._functions(), headers)
+        elif path == "/v1/routes":
+            if self.routes_view is None:
+                raise errors.NotFound("this node runs without a cluster: it holds no routes")
+            await respond_json(send, 200, self.routes_view(), headers)
         elif path == "/v1/cluster" and self.cluster_view is not None:
             await respond_json(send, 200, await self.cluster_view(), headers)
         elif path == "/metrics":

@@ -20,13 +20,6 @@ from pathlib import Path
 from types import TracebackType
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: a test or benchmark killed with -9 takes its nodes along."""
-    from tierfaas.runtime.zygote import die_with_parent
-
-    die_with_parent()
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -89,7 +82,6 @@ class NodeProcess:
             stderr=output,
             start_new_session=True,
             env={**os.environ, **(self.env or {})},
-            preexec_fn=_die_with_parent,
         )
         if wait:
             self.wait_healthy(timeout)

@@ -1,0 +1,251 @@
+"""``ControlPlane``: one node's part of the warm routing table, following its role.
+
+It composes the pieces of ``tierfaas.control`` and keeps them in step with the topology the
+ClusterManager publishes (role, master, this node's replica):
+
+- every node serves ``Control`` over gRPC and the query lane, and runs a ``WriteQueue`` that
+  turns the runtime's FunctionWarm/FunctionCold events into batched Register/Unregister calls
+  to the master, and re-``Announce``s the node's whole warm set whenever the master changes
+  (anti-entropy: the new master's table converges to the truth even if a batch was lost);
+- the master holds the table in a ``TableHub`` (batch window, Subscribe streams) and drops a
+  node's entries as soon as gossip says it is dead or left;
+- a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
+- ``lookup(function)`` is the router's source of candidates: the node's own table on a master
+  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback).
+
+The table itself lives here, beside the actor rather than inside it: it changes at batch
+rate from gRPC handlers and streams, and the actor stays the single owner of membership and
+roles. Answers never name a run that this node's membership view does not hold alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tierfaas.clock import Clock, monotonic
+from tierfaas.cluster.state import NodeEndpoint, RoleChange
+from tierfaas.config import Address
+from tierfaas.control.client import Channels, Replicator, WriteQueue
+from tierfaas.control.lane import QueryLaneClient
+from tierfaas.control.server import ControlServer
+from tierfaas.control.standalone import StandaloneBackend
+from tierfaas.membership.base import (
+    MemberDown,
+    MemberInfo,
+    Membership,
+    MemberUp,
+    MemberUpdated,
+    Resync,
+)
+from tierfaas.topology import Role
+
+log = logging.getLogger("tierfaas.control")
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        membership: Membership,
+        *,
+        name: str,
+        rpc: Address,
+        lane: Address | None,
+        key: bytes | None,
+        warm_functions: Callable[[], Sequence[str]],
+        on_node_gone: Callable[[str], None] = lambda _: None,
+        window_s: float = 0.1,
+        clock: Clock = monotonic,
+    ) -> None:
+        self.membership = membership
+        self.name = name
+        self.key = key
+        self.warm_functions = warm_functions
+        self.on_node_gone = on_node_gone
+        self.members: dict[str, MemberInfo] = {}
+        self.backend = StandaloneBackend(self._resolve, clock, master=False, window_s=window_s)
+        self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
+        self.channels = Channels(key)
+        self.writes = WriteQueue(name, 0, master=self._master_rpc, channels=self.channels)
+        self.role: Role | None = None
+        self.master: str | None = None
+        self.my_replica: str | None = None
+        self.replicator: Replicator | None = None
+        self.lane_client: QueryLaneClient | None = None
+        self._hub_task: asyncio.Task[None] | None = None
+        self._events_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        events = self.membership.events()
+        self._refresh(self.membership.members())
+        await self.server.start()
+        self.writes.epoch = self.membership.local.epoch
+        self.writes.start()
+        self._events_task = asyncio.get_running_loop().create_task(self._follow(events))
+
+    async def stop(self) -> None:
+        for task in (self._events_task, self._hub_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.writes.stop()
+        if self.replicator is not None:
+            await self.replicator.stop()
+        if self.lane_client is not None:
+            await self.lane_client.close()
+        self.backend.demote(None)
+        await self.server.stop()
+        await self.channels.close()
+
+    # -- membership: who is alive, at which address ------------------------------------------
+
+    def _refresh(self, members: Sequence[MemberInfo]) -> None:
+        self.members = {m.name: m for m in members if m.state.live}
+        local = self.membership.local
+        if local.epoch:
+            self.members[local.name] = local
+
+    async def _follow(self, events: Any) -> None:
+        async for event in events:
+            if isinstance(event, MemberUp | MemberUpdated):
+                self.members[event.member.name] = event.member
+            elif isinstance(event, Resync):
+                self._refresh(event.members)
+            elif isinstance(event, MemberDown):
+                m = event.member
+                current = self.members.get(m.name)
+                if current is not None and current.epoch == m.epoch:
+                    del self.members[m.name]
+                hub = self.backend.hub
+                if hub is not None:
+                    hub.batcher.drop_node(m.name, m.epoch)
+                    hub.wrote()
+                self.on_node_gone(m.name)
+
+    def _resolve(self, name: str) -> NodeEndpoint | None:
+        m = self.members.get(name)
+        if m is None:
+            return None
+        return NodeEndpoint(m.name, m.epoch, m.http, m.rpc)
+
+    def _rpc_of(self, name: str | None) -> str | None:
+        m = self.members.get(name) if name else None
+        return str(m.rpc) if m is not None and m.rpc is not None else None
+
+    def _master_rpc(self) -> str | None:
+        return self._rpc_of(self.master)
+
+    # -- roles -------------------------------------------------------------------------------
+
+    async def on_role_change(self, change: RoleChange) -> None:
+        """The ClusterManager's subscriber: follow this node's role, the master and the
+        replica assigned to this node."""
+        topo = change.topology
+        master_changed = topo.master != self.master
+        self.master = topo.master
+        new = change.new
+        if new != "replica" and self.replicator is not None:
+            await self.replicator.stop()
+            self.replicator = None
+            if new != "master":
+                self.backend.copy.clear()
+        if new == "master" and not self.backend.is_master():
+            hub = self.backend.promote()
+            self._hub_task = asyncio.get_running_loop().create_task(hub.run())
+            log.info("this node now owns the routing table (version %d)", hub.table.version)
+        elif new != "master" and self.backend.is_master():
+            if self._hub_task is not None:
+                self._hub_task.cancel()
+                self._hub_task = None
+            self.backend.demote(self._master_rpc())
+        else:
+            self.backend.master_rpc = self._master_rpc()
+        if new == "replica" and self.replicator is None:
+            self.replicator = Replicator(
+                self.backend.copy,
+                master=self._master_rpc,
+                channels=self.channels,
+                replica=self.name,
+            )
+            self.replicator.start()
+        replica = topo.replica_of.get(self.name)
+        if replica != self.my_replica:
+            self.my_replica = replica
+            if self.lane_client is not None:
+                await self.lane_client.close()
+                self.lane_client = None
+        self.role = new
+        if master_changed and self.master is not None:
+            # Anti-entropy: the new master learns this node's whole warm set.
+            self.writes.announce(self.warm_functions())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def local_routes(self, function: str) -> list[NodeEndpoint]:
+        """This node's own table (master or replica), live runs only."""
+        routes = self.backend.query(function).routes
+        return [r for r in routes if self._alive(r)]
+
+    def _alive(self, route: NodeEndpoint) -> bool:
+        m = self.members.get(route.name)
+        return m is not None and m.epoch == route.epoch
+
+    async def lookup(self, function: str) -> Sequence[NodeEndpoint]:
+        """Where ``function`` is warm: the router's candidates (may include this node)."""
+        if self.role in ("master", "replica"):
+            return self.local_routes(function)
+        replica = self.my_replica or self.master
+        rpc = self._rpc_of(replica)
+        if rpc is None:
+            return []
+        client = await self._lane(rpc)
+        if client is not None:
+            try:
+                result = await client.query(function)
+                return [r for r in result.routes if self._alive(r)]
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                log.debug("query lane to %s failed (%s); using gRPC", replica, exc)
+                await client.close()
+                self.lane_client = None
+        answer = await self.channels.get(rpc).query(function)
+        return [r for r in answer.routes if self._alive(r)]
+
+    async def _lane(self, rpc: str) -> QueryLaneClient | None:
+        if self.lane_client is not None:
+            return self.lane_client
+        try:
+            info = await self.channels.get(rpc).info(timeout_s=0.5)
+        except Exception as exc:  # no lane: the gRPC Query path still works
+            log.debug("Info from %s failed: %s", rpc, exc)
+            return None
+        if not info.query_lane:
+            return None
+        self.lane_client = QueryLaneClient(
+            Address.parse(info.query_lane, "query_lane"), key=self.key, timeout_s=0.5
+        )
+        return self.lane_client
+
+    # -- views -------------------------------------------------------------------------------
+
+    def routes_view(self) -> dict[str, Any]:
+        """``GET /v1/routes``: the table this node holds (master or replica)."""
+        position = self.backend.position()
+        table = self.backend.hub.table if self.backend.hub is not None else self.backend.copy.table
+        routes = {
+            function: sorted(r.name for r in entries if self._alive(r))
+            for function, entries in table.as_dict().items()
+        }
+        return {
+            "node": self.name,
+            "role": self.role,
+            "version": position.version,
+            "lineage": position.lineage,
+            "loaded": position.loaded,
+            "routes": {f: names for f, names in sorted(routes.items()) if names},
+        }
