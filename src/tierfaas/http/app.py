@@ -6,6 +6,9 @@
     GET  /v1/functions      the release's functions, settings and instances on this node
     GET  /v1/cluster        members, roles and replica assignment as this node sees them
     GET  /v1/routes         the routing table this node holds (master or replica)
+    GET  /                  the live dashboard (and /dashboard.js, /dashboard.css)
+    GET  /v1/dashboard      the cluster's topology, warm map and rates (/stream: SSE, 1/s)
+    GET  /v1/stats          this node's counters, read by the dashboard of any node
     GET  /metrics           Prometheus text format
 
 Every response carries ``X-Request-Id`` (the caller's if it sent a valid one). Errors are JSON
@@ -36,6 +39,7 @@ from tierfaas.http.asgi import (
     respond_error,
     respond_json,
 )
+from tierfaas.http.dashboard import Dashboard, node_stats, static_file
 from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
 from tierfaas.routing.router import Router
@@ -71,6 +75,26 @@ class NodeApp:
         self.in_flight = 0
         self.requests = 0
         self.id_prefix = os.urandom(4).hex()
+        self.dashboard = Dashboard(self._view, self._stats, node_name)
+
+    async def _view(self) -> dict[str, Any]:
+        if self.cluster_view is not None:
+            return await self.cluster_view()
+        me = {
+            "name": self.node_name, "role": "master", "http": None, "state": "alive",
+            "version": self.runtime.release.version,
+        }  # fmt: skip
+        return {"self": self.node_name, "master": self.node_name, "standalone": True,
+                "members": [me]}  # fmt: skip
+
+    def _stats(self) -> dict[str, Any]:
+        return node_stats(
+            self.node_name,
+            self.runtime,
+            self.metrics,
+            self.router.forwarded,
+            self.runtime.release.version,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,6 +117,8 @@ class NodeApp:
                 await self._invoke(
                     scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id, length
                 )
+            elif path == "/v1/dashboard/stream":
+                await self.dashboard.stream(receive, send, lambda: self.draining)
             else:
                 await self._admin(scope, send, path, request_id)
         except ClientDisconnected:
@@ -196,6 +222,14 @@ class NodeApp:
             await respond_json(send, 200, self.routes_view(), headers)
         elif path == "/v1/cluster" and self.cluster_view is not None:
             await respond_json(send, 200, await self.cluster_view(), headers)
+        elif path == "/v1/stats":
+            await respond_json(send, 200, self._stats(), headers)
+        elif path == "/v1/dashboard":
+            await respond_json(send, 200, await self.dashboard.overview(), headers)
+        elif (page := static_file(path)) is not None:
+            body, content_type = page
+            headers.append((b"cache-control", b"no-cache"))
+            await respond(send, 200, body, content_type, headers)
         elif path == "/metrics":
             body = generate_latest(self.metrics.registry)
             await respond(send, 200, body, CONTENT_TYPE_LATEST.encode(), headers)

@@ -126,6 +126,7 @@ class Router:
         self.lookup = lookup
         self.hop_limit = hop_limit
         self.endpoints: dict[str, Address] = {}
+        self.forwarded = 0  # calls this node sent on and got answered (for the dashboard)
         self.session: aiohttp.ClientSession | None = None
         self._served_by = self_name.encode()
         self._route_counters: dict[str, Any] = {}
@@ -394,6 +395,7 @@ class Router:
                 self.cache.drop(name, node)
             return None
         self.metrics.forwards.labels("ok").inc()
+        self.forwarded += 1
         try:
             self.cache.note_load(name, node, float(reply_headers.get(fw.LOAD, "0.5")))
         except ValueError:

@@ -1,0 +1,210 @@
+"""The live dashboard: ``GET /`` (static page), ``GET /v1/stats`` (this node's counters) and
+``GET /v1/dashboard`` / ``/v1/dashboard/stream`` (the whole cluster, once a second, as JSON or
+server-sent events).
+
+The node that serves the page gathers the cluster's numbers itself: it reads ``/v1/cluster``
+from its own ClusterManager and ``/v1/stats`` from every member (concurrently, with a short
+timeout; a member that does not answer is shown as such), and turns counters into rates by
+difference with its previous sample. Rates and the p99 are computed from counters and
+latency-bucket deltas, so they are exact over the interval, whichever node serves the page.
+The page itself is plain HTML, CSS and JavaScript shipped in the package (no CDN, no build);
+it writes every value with ``textContent``, never as HTML, because names and metadata come
+from other nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from itertools import accumulate
+from typing import Any
+
+import aiohttp
+
+from tierfaas.http.asgi import Receive, Send
+from tierfaas.http.metrics import Metrics
+from tierfaas.runtime import Runtime
+
+STREAM_INTERVAL_S = 1.0
+PEER_TIMEOUT_S = 0.6
+_STATIC = {
+    "/": ("index.html", b"text/html; charset=utf-8"),
+    "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
+}
+
+
+def static_file(path: str) -> tuple[bytes, bytes] | None:
+    """(body, content type) of a packaged dashboard file, or None."""
+    entry = _STATIC.get(path)
+    if entry is None:
+        return None
+    name, content_type = entry
+    body = resources.files("tierfaas.http").joinpath("static", name).read_bytes()
+    return body, content_type
+
+
+def node_stats(
+    name: str, runtime: Runtime, metrics: Metrics, forwarded: int, version: str
+) -> dict[str, Any]:
+    """This node's counters, for the dashboard of whichever node serves it."""
+    calls = metrics.calls
+    requests = sum(int(c[0]) for c in calls.counts.values())
+    cold = sum(int(c[0]) for (_, _, is_cold), c in calls.counts.items() if is_cold)
+    errors = sum(int(c[0]) for (_, outcome, _), c in calls.counts.items() if outcome != "ok")
+    buckets = [0] * (len(calls.bounds) + 1)
+    for latency in calls.latency.values():
+        for i, n in enumerate(latency.buckets):
+            buckets[i] += n
+    functions = {}
+    for fname, pool in runtime.pools.items():
+        stats = pool.stats()
+        if stats["instances"] or stats["starting"]:
+            functions[fname] = {"instances": stats["instances"], "busy": stats["busy"]}
+    return {
+        "node": name,
+        "version": version,
+        "time": time.time(),
+        "requests": requests,
+        "cold_starts": cold,
+        "errors": errors,
+        "forwards": forwarded,
+        "latency_bounds": list(calls.bounds),
+        "latency_buckets": buckets,
+        "functions": functions,
+    }
+
+
+def _p99(bounds: list[float], deltas: list[int]) -> float | None:
+    total = sum(deltas)
+    if total <= 0:
+        return None
+    rank = 0.99 * total
+    for bound, seen in zip([*bounds, float("inf")], accumulate(deltas), strict=True):
+        if seen >= rank:
+            return bound if bound != float("inf") else bounds[-1]
+    return None
+
+
+class Dashboard:
+    def __init__(
+        self,
+        cluster_view: Callable[[], Awaitable[dict[str, Any]]],
+        own_stats: Callable[[], dict[str, Any]],
+        self_name: str,
+    ) -> None:
+        self.cluster_view = cluster_view
+        self.own_stats = own_stats
+        self.self_name = self_name
+        self.previous: dict[str, dict[str, Any]] = {}
+        self.session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def _fetch(self, url: str) -> dict[str, Any] | None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+            )
+        try:
+            async with self.session.get(url) as response:
+                if response.status != 200:
+                    return None
+                data: dict[str, Any] = await response.json()
+                return data
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    async def overview(self) -> dict[str, Any]:
+        """The cluster's topology, warm map and rates, for the page."""
+        view = await self.cluster_view()
+        members = view.get("members", [])
+
+        async def stats_of(member: dict[str, Any]) -> dict[str, Any] | None:
+            if member.get("name") == self.self_name:
+                return self.own_stats()
+            if not member.get("http"):
+                return None
+            return await self._fetch(f"http://{member['http']}/v1/stats")
+
+        samples = await asyncio.gather(*(stats_of(m) for m in members))
+        totals = {"requests": 0.0, "cold_starts": 0.0, "forwards": 0.0, "errors": 0.0}
+        bounds: list[float] = []
+        merged: list[int] = []
+        nodes = []
+        for member, sample in zip(members, samples, strict=True):
+            name = str(member.get("name"))
+            row: dict[str, Any] = {**member, "reachable": sample is not None, "functions": {}}
+            if sample is not None:
+                row["functions"] = sample.get("functions", {})
+                before = self.previous.get(name)
+                if before is not None and sample["time"] > before["time"]:
+                    span = sample["time"] - before["time"]
+                    rates = {key: max(0, sample[key] - before[key]) / span for key in totals}
+                    row["rates"] = rates
+                    for key in totals:
+                        totals[key] += rates[key]
+                    deltas = [
+                        max(0, a - b)
+                        for a, b in zip(
+                            sample["latency_buckets"], before["latency_buckets"], strict=True
+                        )
+                    ]
+                    bounds = sample["latency_bounds"]
+                    merged = [
+                        a + b for a, b in zip(merged or [0] * len(deltas), deltas, strict=True)
+                    ]
+                self.previous[name] = sample
+            nodes.append(row)
+        live = {str(m.get("name")) for m in members}
+        for gone in set(self.previous) - live:
+            del self.previous[gone]
+        functions = sorted({f for n in nodes for f in n["functions"]})
+        return {
+            "self": view.get("self"),
+            "master": view.get("master"),
+            "joined": view.get("joined", True),
+            "standalone": view.get("standalone", False),
+            "nodes": nodes,
+            "functions": functions,
+            "rates": totals,
+            "p99_s": _p99(bounds, merged) if bounds else None,
+            "departed": view.get("departed", []),
+            "time": time.time(),
+        }
+
+    async def stream(self, receive: Receive, send: Send, stopping: Callable[[], bool]) -> None:
+        """Server-sent events: one overview per second until the client goes or the node
+        drains."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            while not gone.done() and not stopping():
+                payload = json.dumps(await self.overview(), separators=(",", ":"))
+                await send(
+                    {"type": "http.response.body", "body": f"data: {payload}\n\n".encode(),
+                     "more_body": True}
+                )  # fmt: skip
+                await asyncio.wait({gone}, timeout=STREAM_INTERVAL_S)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,135 @@
+// tierfaas dashboard: renders /v1/dashboard/stream (server-sent events, one snapshot per
+// second). Every value is written with textContent, never as HTML: node names and metadata
+// come from other nodes and are not trusted.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function rate(value) {
+  if (value === undefined || value === null) return "–";
+  return value >= 100 ? value.toFixed(0) : value.toFixed(1);
+}
+
+function latency(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  return seconds < 1 ? `≤ ${(seconds * 1000).toFixed(seconds < 0.01 ? 1 : 0)} ms` : `≤ ${seconds} s`;
+}
+
+function uptime(epochMs) {
+  if (!epochMs) return "";
+  let s = Math.max(0, Math.floor(Date.now() / 1000 - epochMs / 1000));
+  const h = Math.floor(s / 3600); s -= h * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  return h ? `up ${h}h${String(m).padStart(2, "0")}m` : `up ${m}m${String(s).padStart(2, "0")}s`;
+}
+
+function nodeLine(node) {
+  const parts = [node.http || "", node.version ? `v${node.version}` : "", uptime(node.epoch)];
+  if (node.state && node.state !== "alive") parts.push(node.state);
+  return parts.filter(Boolean).join(" · ");
+}
+
+function renderTopology(data) {
+  const box = $("topology");
+  box.replaceChildren();
+  const byName = new Map(data.nodes.map((n) => [n.name, n]));
+  const card = (node, role) => {
+    const c = el("div", { class: `card ${role}` },
+      el("div", { class: `role ${role}` }, role),
+      el("div", { class: "name" }, node.name),
+      el("div", { class: "meta" }, nodeLine(node)));
+    if (!node.reachable) c.append(el("div", { class: "meta unreachable" }, "not answering"));
+    return c;
+  };
+  const master = byName.get(data.master);
+  if (master) box.append(card(master, "master"));
+  for (const node of data.nodes.filter((n) => n.role === "replica")) {
+    const c = card(node, "replica");
+    const workers = data.nodes.filter((n) => n.role === "worker" && n.replica === node.name);
+    const list = el("ul");
+    for (const w of workers) list.append(el("li", { class: "worker" }, w.name));
+    if (!workers.length) list.append(el("li", { class: "muted" }, "no workers"));
+    c.append(el("div", { class: "meta" }, `serves ${workers.length} worker(s):`), list);
+    box.append(c);
+  }
+  const orphans = data.nodes.filter((n) => n.role === "worker" && !byName.has(n.replica));
+  for (const w of orphans) box.append(card(w, "worker"));
+  if (!data.nodes.length) box.append(el("p", { class: "muted" }, "no members yet"));
+}
+
+function renderWarm(data) {
+  const table = $("warm");
+  const head = el("tr", {}, el("th", { class: "fn" }, "function"));
+  for (const node of data.nodes) {
+    head.append(el("th", { title: node.http || "" }, `${node.name}`,
+      el("div", { class: `role ${node.role}` }, node.role || "")));
+  }
+  table.tHead.replaceChildren(head);
+  const body = el("tbody");
+  for (const fn of data.functions) {
+    const row = el("tr", {}, el("td", { class: "fn" }, fn));
+    for (const node of data.nodes) {
+      const cell = node.functions[fn];
+      if (!cell) { row.append(el("td", {}, "")); continue; }
+      const busyAll = cell.instances > 0 && cell.busy >= cell.instances;
+      row.append(el("td", { class: busyAll ? "busy" : "warm" },
+        `${cell.instances} (${cell.busy})`));
+    }
+    body.append(row);
+  }
+  table.tBodies[0].replaceWith(body);
+  $("warm-empty").hidden = data.functions.length > 0;
+}
+
+function renderDeparted(data) {
+  const list = $("departed");
+  list.replaceChildren();
+  for (const gone of (data.departed || []).slice(-8).reverse()) {
+    const when = new Date(gone.at).toLocaleTimeString();
+    list.append(el("li", {}, `${gone.name} ${gone.reason} at ${when}`));
+  }
+  if (!list.children.length) list.append(el("li", {}, "none"));
+}
+
+function render(data) {
+  const count = data.nodes.length;
+  const master = data.master || "none";
+  $("summary").textContent = data.standalone
+    ? `1 standalone node`
+    : `${count} node${count === 1 ? "" : "s"} · master ${master}`;
+  $("served-by").textContent = data.self || "?";
+  $("rate-requests").textContent = rate(data.rates.requests);
+  $("rate-cold").textContent = rate(data.rates.cold_starts);
+  $("rate-forwards").textContent = rate(data.rates.forwards);
+  $("rate-errors").textContent = rate(data.rates.errors);
+  $("p99").textContent = latency(data.p99_s);
+  renderTopology(data);
+  renderWarm(data);
+  renderDeparted(data);
+}
+
+function live(on) {
+  const badge = $("live");
+  badge.className = `badge ${on ? "on" : "off"}`;
+  badge.textContent = on ? "● live" : "● offline";
+}
+
+function connect() {
+  const source = new EventSource("/v1/dashboard/stream");
+  source.onmessage = (event) => { live(true); render(JSON.parse(event.data)); };
+  source.onerror = () => { live(false); };
+}
+
+connect();
