@@ -188,6 +188,168 @@ def status(
         Console().print(render_cluster(view))
 
 
+# -- a local cluster, its front door and load balancers ------------------------------------------
+
+
+def _state_dir_help() -> str:
+    return (
+        "where the state file, cluster key and logs go "
+        "[default: $XDG_STATE_HOME/tierfaas or ~/.local/state/tierfaas]"
+    )
+
+
+@app.command()
+def up(
+    nodes: Annotated[int, typer.Option(help="how many node processes")] = 5,
+    release: Annotated[Path, typer.Option(help=_doc("release_dir"))] = Path("examples/demo"),
+    port: Annotated[int, typer.Option(help="the front door's port")] = 8080,
+    host: Annotated[str, typer.Option(help="the front door's address")] = "127.0.0.1",
+    lb: Annotated[
+        str, typer.Option(help="the front door: builtin (L4 round-robin) or nginx")
+    ] = "builtin",
+    detach: Annotated[
+        bool, typer.Option("--detach", help="run in the background; stop with tierfaas down")
+    ] = False,
+    state_dir: Annotated[Path | None, typer.Option(help=_state_dir_help())] = None,
+    first_host: Annotated[
+        str, typer.Option(help="the first node's loopback address; the others count up")
+    ] = "127.0.0.101",
+    ready_timeout_s: Annotated[
+        float, typer.Option(help="how long to wait for the cluster to be ready [s]")
+    ] = 60.0,
+    drain_timeout_s: Annotated[float, typer.Option(help=_doc("drain_timeout_s"))] = 30.0,
+    log_level: Annotated[str, typer.Option(help="the nodes' " + _doc("log_level"))] = "info",
+    detached_child: Annotated[bool, typer.Option(hidden=True)] = False,
+) -> None:
+    """Start a local cluster: N nodes on loopback, a fresh key and a front door; Ctrl-C stops it."""
+    from tierfaas.up import UpError, UpOptions, default_state_dir, run_up, say_to
+    from tierfaas.up import detach as start_detached
+
+    options = UpOptions(
+        release=release,
+        nodes=nodes,
+        port=port,
+        host=host,
+        lb=lb,
+        state_dir=state_dir or default_state_dir(),
+        first_host=first_host,
+        ready_timeout_s=ready_timeout_s,
+        drain_timeout_s=drain_timeout_s,
+        log_level=log_level,
+    )
+    say = say_to(Console())
+    try:
+        if detach:
+            code = start_detached(options, say)
+        else:
+            code = run_up(options, say, detached=detached_child)
+    except UpError as exc:
+        raise _fail(str(exc), exc.code) from None
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def down(
+    state_dir: Annotated[Path | None, typer.Option(help=_state_dir_help())] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the nodes to drain")] = 60.0,
+) -> None:
+    """Stop a cluster started with tierfaas up --detach; checks every process is gone."""
+    from tierfaas.up import UpError, default_state_dir, say_to
+    from tierfaas.up import down as stop_cluster
+
+    try:
+        stop_cluster(state_dir or default_state_dir(), say_to(Console()), timeout)
+    except UpError as exc:
+        raise _fail(str(exc), exc.code) from None
+
+
+@app.command("lb-config")
+def lb_config(
+    kind: Annotated[str, typer.Argument(help="the load balancer: nginx")] = "nginx",
+    state_dir: Annotated[
+        Path | None, typer.Option(help="take the nodes of the cluster running from this dir")
+    ] = None,
+    nodes: Annotated[
+        str, typer.Option(help="comma-separated HOST:PORT of every node's HTTP address")
+    ] = "",
+    listen: Annotated[str, typer.Option(help="where nginx listens")] = "127.0.0.1:8080",
+    prefix: Annotated[
+        Path, typer.Option(help="nginx's runtime dir (pid, error log, temp files)")
+    ] = Path("/tmp/tierfaas-nginx"),
+    workers: Annotated[int, typer.Option(help="nginx worker processes")] = 1,
+) -> None:
+    """Print an nginx.conf (a whole one: daemon off, files in --prefix) in front of the nodes."""
+    from tierfaas.frontdoor import parse_hostport
+    from tierfaas.lbconfig import nginx_config
+    from tierfaas.up import default_state_dir, read_state
+
+    if kind != "nginx":
+        raise _fail(f"unknown load balancer {kind!r}: only nginx is supported")
+    if nodes:
+        backends = [seed.strip() for seed in nodes.split(",") if seed.strip()]
+    else:
+        directory = state_dir or default_state_dir()
+        state = read_state(directory)
+        if state is None:
+            raise _fail(f"no cluster is running from {directory}: give --nodes or --state-dir")
+        backends = [n["http"] for n in state["nodes"]]
+    try:
+        for backend in [*backends, listen]:
+            parse_hostport(backend)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    print(nginx_config(backends, listen=listen, prefix=prefix.resolve(), worker_processes=workers))
+
+
+@app.command()
+def frontdoor(
+    backends: Annotated[str, typer.Option(help="comma-separated HOST:PORT of the nodes")],
+    listen: Annotated[str, typer.Option(help="where to listen")] = "127.0.0.1:8080",
+) -> None:
+    """Run the built-in L4 round-robin front door alone, in front of nodes started elsewhere."""
+    from tierfaas import frontdoor as fd
+
+    try:
+        listen_at = fd.parse_hostport(listen)
+        targets = [fd.parse_hostport(b) for b in backends.split(",") if b.strip()]
+        if not targets:
+            raise ValueError("--backends is empty")
+        fd.bind_listener(*listen_at).close()
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    setup_logging("info")
+    fd.run(listen_at, targets)
+
+
+@app.command()
+def load(
+    url: Annotated[str, typer.Option(help="the front door or a node")] = "http://127.0.0.1:8080",
+    rps: Annotated[float, typer.Option(help="requests started per second (open loop)")] = 200.0,
+    duration: Annotated[float, typer.Option(help="seconds to send for")] = 30.0,
+    functions: Annotated[str, typer.Option(help="comma-separated functions, taken in turn")] = (
+        "hello,sha256"
+    ),
+    data: Annotated[str, typer.Option("--data", "-d", help="the request body")] = "world",
+    max_in_flight: Annotated[
+        int, typer.Option(help="requests in flight at most; past it a send is counted dropped")
+    ] = 512,
+    timeout: Annotated[float, typer.Option(help="seconds per request")] = 10.0,
+) -> None:
+    """Send an open-loop load (fixed rate) and print requests, errors, p50/p99, route kinds."""
+    from tierfaas.loadgen import LoadSpec, run_load
+
+    names = [f.strip() for f in functions.split(",") if f.strip()]
+    if rps <= 0 or duration <= 0 or not names or max_in_flight < 1:
+        raise _fail("--rps and --duration must be positive and --functions not empty")
+    spec = LoadSpec(url, rps, duration, names, data.encode(), max_in_flight, timeout)
+    summary = run_load(spec, Console())
+    if summary.sent == 0 or summary.ok == 0:
+        raise typer.Exit(1)
+
+
 @app.command()
 def version() -> None:
     """Print the tierfaas version."""

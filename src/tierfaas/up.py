@@ -1,0 +1,696 @@
+"""``tierfaas up`` / ``tierfaas down``: a whole local cluster in one command.
+
+The supervisor (this module, one process):
+
+1. checks the front-door port is free (a busy port is a one-line error, exit 2), makes the
+   state dir (mode 700) and a fresh cluster key in it (``cluster.key``, mode 600), handed to
+   the nodes in ``TIERFAAS_CLUSTER_KEY`` (never on a command line);
+2. starts N ``tierfaas node`` processes, one per loopback address (127.0.0.101, .102, ... by
+   default), each in its own session, the ``local`` gossip preset and every node the same
+   seed list; their output goes to ``STATE_DIR/logs/``;
+3. starts the front door on 127.0.0.1:PORT: the built-in L4 round-robin proxy
+   (:mod:`tierfaas.frontdoor`, in this process) or Debian's nginx with the config of
+   :mod:`tierfaas.lbconfig` (``--lb nginx``);
+4. waits until every node is ready (``/readyz``) and all agree on a master (``/v1/cluster``),
+   writes ``STATE_DIR/cluster.json`` (pids, addresses, key path) and prints a welcome;
+5. on SIGINT (Ctrl-C) or SIGTERM (``tierfaas down``): SIGTERM to every node (each leaves the
+   cluster and drains), waits for them (SIGKILL to a node's session past the drain timeout),
+   then stops the front door, and removes the state file. Nothing is left behind.
+
+``--detach`` starts the same supervisor in a new session with its output in
+``STATE_DIR/up.log``, waits until it reports the cluster ready, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tierfaas.frontdoor import FrontDoor, bind_listener, http_get
+from tierfaas.keys import KEY_ENV, generate_key
+
+STATE_FILE = "cluster.json"
+KEY_FILE = "cluster.key"
+DEFAULT_FIRST_HOST = "127.0.0.101"
+NGINX = "/usr/sbin/nginx"
+_PR_SET_PDEATHSIG = 1
+
+
+class UpError(Exception):
+    """A failure to report as one line (no traceback) with exit ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tierfaas"
+
+
+@dataclass
+class UpOptions:
+    release: Path
+    nodes: int = 5
+    port: int = 8080
+    host: str = "127.0.0.1"
+    lb: str = "builtin"
+    state_dir: Path = field(default_factory=default_state_dir)
+    first_host: str = DEFAULT_FIRST_HOST
+    ready_timeout_s: float = 60.0
+    drain_timeout_s: float = 30.0
+    nginx: str = NGINX
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        if not 1 <= self.nodes <= 64:
+            raise UpError("--nodes must be between 1 and 64", 2)
+        if self.lb not in ("builtin", "nginx"):
+            raise UpError(f"--lb must be builtin or nginx, not {self.lb!r}", 2)
+        if not 0 < self.port < 65536:
+            raise UpError(f"--port {self.port} is not a TCP port", 2)
+        node_hosts(self.first_host, self.nodes)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def node_hosts(first: str, count: int) -> list[str]:
+    """``count`` consecutive IPv4 loopback addresses from ``first`` (127.0.0.101, .102, ...)."""
+    parts = first.split(".")
+    if len(parts) != 4 or parts[0] != "127" or not all(p.isdigit() for p in parts):
+        raise UpError(f"--first-host {first!r} is not a 127.x.y.z loopback address", 2)
+    last = int(parts[3])
+    if last < 1 or last + count - 1 > 254:
+        raise UpError(f"{count} nodes from {first} run past .254: pick a lower --first-host", 2)
+    return [f"{parts[0]}.{parts[1]}.{parts[2]}.{last + i}" for i in range(count)]
+
+
+def _free(host: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_cluster_port(hosts: list[str], tries: int = 200) -> int:
+    """A port G with G (TCP and UDP: gossip), G+1 (gRPC) and G+2 (query lane) free on every
+    host, so that every node can use the same numbers on its own address."""
+    rng = random.Random()
+    for _ in range(tries):
+        port = rng.randrange(20000, 60000)
+        if all(
+            _free(h, port, socket.SOCK_DGRAM)
+            and all(_free(h, port + i, socket.SOCK_STREAM) for i in range(3))
+            for h in hosts
+        ):
+            return port
+    raise UpError("found no free ports for gossip and RPC on the node addresses")
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int) -> None:
+    try:
+        bind_listener(host, port).close()
+    except OSError as exc:
+        raise UpError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "is a cluster already up? Stop it or pick another --port",
+            2,
+        ) from None
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (/proc), None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int, started: int | None) -> bool:
+    """True while ``pid`` runs and is the process that started at ``started`` (not a reuse)."""
+    now = start_time(pid)
+    return now is not None and (started is None or now == started)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """A node gets SIGTERM (and drains) if its supervisor is killed, even with -9."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _killpg(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def running_supervisor(state_dir: Path) -> int | None:
+    """The pid of a supervisor still running from ``state_dir``, if any."""
+    state = read_state(state_dir)
+    if state is None:
+        return None
+    pid = int(state.get("supervisor", {}).get("pid", 0))
+    started = state.get("supervisor", {}).get("start_time")
+    return pid if pid and alive(pid, started) else None
+
+
+def welcome(state: dict[str, Any]) -> str:
+    url = state["url"]
+    lb = "nginx" if state["lb"] == "nginx" else "built-in round-robin"
+    stop = f"tierfaas down --state-dir {state['state_dir']}" if state.get("detached") else "Ctrl-C"
+    fn = state.get("try_function", "hello")
+    lines = [
+        f"[bold green]tierfaas is up[/]: {len(state['nodes'])} nodes serving "
+        f"{state['release']}, front door ({lb}) on [bold]{url}[/]",
+        "",
+        f"  try it     curl -d 'world' {url}/function/{fn}",
+        f"  dashboard  {url}/",
+        f"  status     tierfaas status --url {url}",
+        f"  load       tierfaas load --url {url} --rps 200 --duration 30",
+        f"  logs       {state['state_dir']}/logs/",
+        f"  stop       {stop}",
+    ]
+    return "\n".join(lines)
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    name: str
+    host: str
+    http_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def http(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        options: UpOptions,
+        say: Callable[[str], None] = print,
+        *,
+        detached: bool = False,
+    ) -> None:
+        self.options = options
+        self.say = say
+        self.detached = detached
+        self.state_dir = options.state_dir.resolve()
+        self.logs = self.state_dir / "logs"
+        self.key_path = self.state_dir / KEY_FILE
+        self.nodes: list[_Node] = []
+        self.door: FrontDoor | None = None
+        self.nginx: subprocess.Popen[bytes] | None = None
+        self.stop_requested = asyncio.Event()
+        self.release_label = ""
+        self.try_function = "hello"
+        self._listener: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}"
+
+    # -- preparation ----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can fail with a clear message before any process starts."""
+        from tierfaas import errors
+        from tierfaas.manifest import load_release
+
+        options = self.options
+        options.validate()
+        try:
+            release = load_release(options.release)
+        except errors.ManifestError as exc:
+            raise UpError(str(exc), 2) from None
+        self.release_label = f"release {release.name} {release.version}"
+        if "hello" not in release.functions and release.functions:
+            self.try_function = sorted(release.functions)[0]
+        if options.lb == "nginx" and not os.access(options.nginx, os.X_OK):
+            raise UpError(
+                f"--lb nginx: {options.nginx} is not installed "
+                "(apt-get install nginx), or use the built-in front door",
+                2,
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pid = running_supervisor(self.state_dir)
+        if pid is not None and pid != os.getpid():
+            raise UpError(
+                f"a cluster is already running from {self.state_dir} (supervisor pid {pid}); "
+                f"stop it with: tierfaas down --state-dir {self.state_dir}",
+                2,
+            )
+        if options.lb == "builtin":
+            try:
+                self._listener = bind_listener(options.host, options.port)
+            except OSError as exc:
+                raise UpError(
+                    f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
+                    "is a cluster already up? Stop it or pick another --port",
+                    2,
+                ) from None
+        else:
+            check_port_free(options.host, options.port)
+        self.logs.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.key_path.unlink()
+        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(generate_key() + "\n")
+
+    # -- nodes ------------------------------------------------------------------------------------
+
+    def start_nodes(self) -> None:
+        options = self.options
+        hosts = node_hosts(options.first_host, options.nodes)
+        cluster_port = pick_cluster_port(hosts)
+        seeds = ",".join(f"{h}:{cluster_port}" for h in hosts[: min(3, len(hosts))])
+        env = {**os.environ, KEY_ENV: self.key_path.read_text().strip()}
+        env.pop("TIERFAAS_KEY_FILE", None)
+        for host in hosts:
+            name = f"{host}-{cluster_port}"
+            http_port = free_port(host)
+            log_path = self.logs / f"{name}.log"
+            argv = [
+                sys.executable, "-m", "tierfaas.cli", "node",
+                "--release", str(options.release.resolve()),
+                "--http", f"{host}:{http_port}",
+                "--gossip", f"{host}:{cluster_port}",
+                "--rpc", f"{host}:{cluster_port + 1}",
+                "--join", seeds,
+                "--gossip-preset", "local",
+                "--drain-timeout-s", f"{options.drain_timeout_s:g}",
+                "--log-level", options.log_level,
+            ]  # fmt: skip
+            with open(log_path, "ab") as log_file:
+                process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads here
+                )
+            self.nodes.append(_Node(name, host, http_port, process, log_path))
+            time.sleep(0.03)  # oldest first: rank follows the list
+
+    def _check_nodes_alive(self) -> None:
+        for node in self.nodes:
+            code = node.process.poll()
+            if code is not None:
+                raise UpError(
+                    f"node {node.name} exited with {code} while starting; "
+                    f"its log ({node.log_path}) ends with:\n{node.log_tail()}"
+                )
+
+    async def _cluster_ready(self) -> str | None:
+        """The master's name when every node is ready and all agree on it, else None."""
+        masters = set()
+        for node in self.nodes:
+            try:
+                status, _ = await http_get(node.host, node.http_port, "/readyz")
+                if status != 200:
+                    return None
+                status, body = await http_get(node.host, node.http_port, "/v1/cluster")
+            except (OSError, TimeoutError):
+                return None
+            if status != 200:
+                return None
+            view = json.loads(body)
+            if len(view.get("members", [])) != len(self.nodes) or not view.get("master"):
+                return None
+            masters.add(view["master"])
+        return masters.pop() if len(masters) == 1 else None
+
+    async def wait_ready(self) -> str:
+        deadline = time.monotonic() + self.options.ready_timeout_s
+        while True:
+            self._check_nodes_alive()
+            master = await self._cluster_ready()
+            if master is not None:
+                return master
+            if time.monotonic() > deadline:
+                raise UpError(
+                    f"the cluster was not ready within {self.options.ready_timeout_s:g} s; "
+                    f"node logs are in {self.logs}"
+                )
+            if self.stop_requested.is_set():
+                raise UpError("interrupted while starting", 130)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), 0.1)
+
+    # -- the front door ---------------------------------------------------------------------------
+
+    async def start_front_door(self) -> None:
+        backends = [(n.host, n.http_port) for n in self.nodes]
+        if self.options.lb == "builtin":
+            assert self._listener is not None
+            self.door = await FrontDoor(backends).start(sock=self._listener)
+            return
+        from tierfaas.lbconfig import nginx_config
+
+        prefix = self.state_dir / "nginx"
+        shutil.rmtree(prefix, ignore_errors=True)
+        prefix.mkdir(mode=0o700)
+        user = None
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwuid(0).pw_name
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            nginx_config(
+                [f"{h}:{p}" for h, p in backends],
+                listen=f"{self.options.host}:{self.options.port}",
+                prefix=prefix,
+                user=user,
+            )
+        )
+        with open(self.logs / "nginx.log", "ab") as log_file:
+            self.nginx = subprocess.Popen(
+                [
+                    self.options.nginx,
+                    "-c",
+                    str(conf),
+                    "-p",
+                    str(prefix),
+                    "-e",
+                    str(prefix / "error.log"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while True:
+            if self.nginx.poll() is not None:
+                tail = ""
+                with contextlib.suppress(OSError):
+                    tail = (prefix / "error.log").read_text()[-1500:]
+                tail += (self.logs / "nginx.log").read_text(errors="replace")[-1500:]
+                raise UpError(f"nginx exited with {self.nginx.returncode}:\n{tail}")
+            with contextlib.suppress(OSError, TimeoutError):
+                status, _ = await http_get(self.options.host, self.options.port, "/healthz")
+                if status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise UpError("nginx did not answer within 10 s")
+            await asyncio.sleep(0.05)
+
+    async def stop_front_door(self) -> None:
+        if self.door is not None:
+            await self.door.close()
+            self.door = None
+        if self._listener is not None:
+            self._listener.close()
+        if self.nginx is not None:
+            nginx, self.nginx = self.nginx, None
+            if nginx.poll() is None:
+                nginx.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
+            await self._wait(nginx, 10.0)
+            _killpg(nginx.pid, signal.SIGKILL)
+            await self._wait(nginx, 5.0)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state(self, status: str, master: str | None = None) -> dict[str, Any]:
+        me = os.getpid()
+        return {
+            "status": status,
+            "url": self.url,
+            "host": self.options.host,
+            "port": self.options.port,
+            "lb": self.options.lb,
+            "release": self.release_label,
+            "try_function": self.try_function,
+            "state_dir": str(self.state_dir),
+            "key_file": str(self.key_path),
+            "detached": self.detached,
+            "master": master,
+            "supervisor": {"pid": me, "start_time": start_time(me)},
+            "nginx": (
+                {"pid": self.nginx.pid, "start_time": start_time(self.nginx.pid)}
+                if self.nginx is not None
+                else None
+            ),
+            "nodes": [
+                {
+                    "name": n.name,
+                    "http": n.http,
+                    "pid": n.process.pid,
+                    "start_time": start_time(n.process.pid),
+                    "log": str(n.log_path),
+                }
+                for n in self.nodes
+            ],
+        }
+
+    # -- the whole run ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        state_path = self.state_dir / STATE_FILE
+        try:
+            self.start_nodes()
+            write_json_atomic(state_path, self.state("starting"))
+            await self.start_front_door()
+            write_json_atomic(state_path, self.state("starting"))
+            self.say(
+                f"starting {len(self.nodes)} nodes on {self.nodes[0].host}..."
+                f"{self.nodes[-1].host}; waiting until they are ready and agree on a master"
+            )
+            master = await self.wait_ready()
+            state = self.state("ready", master)
+            write_json_atomic(state_path, state)
+            self.say(welcome(state))
+            await self.supervise()
+            return 0
+        finally:
+            await self.stop()
+            with contextlib.suppress(FileNotFoundError):
+                state_path.unlink()
+
+    async def supervise(self) -> None:
+        reported: set[str] = set()
+        while not self.stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), 1.0)
+            for node in self.nodes:
+                code = node.process.poll()
+                if code is not None and node.name not in reported:
+                    reported.add(node.name)
+                    self.say(
+                        f"[yellow]node {node.name} exited with {code}[/] (see {node.log_path})"
+                    )
+            if self.nginx is not None and self.nginx.poll() is not None:
+                self.say(f"[red]nginx exited with {self.nginx.returncode}[/]: stopping")
+                self.stop_requested.set()
+
+    async def stop(self) -> None:
+        """SIGTERM to every node (they leave and drain), then the front door."""
+        running = [n for n in self.nodes if n.process.poll() is None]
+        if running:
+            self.say(f"stopping: {len(running)} nodes leave the cluster and drain...")
+        for node in running:
+            with contextlib.suppress(ProcessLookupError):
+                node.process.send_signal(signal.SIGTERM)
+        grace = self.options.drain_timeout_s + 10.0
+        await asyncio.gather(*(self._wait(n.process, grace) for n in self.nodes))
+        for node in self.nodes:
+            if node.process.poll() is None:
+                self.say(f"[yellow]node {node.name} did not stop in {grace:g} s: killed[/]")
+            # The node's session: its zygote and instances, should any have outlived it.
+            _killpg(node.process.pid, signal.SIGKILL)
+            await self._wait(node.process, 5.0)
+        await self.stop_front_door()
+        if running:
+            self.say("stopped: every node and the front door are gone")
+
+    @staticmethod
+    async def _wait(process: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def run_up(options: UpOptions, say: Callable[[str], None], *, detached: bool = False) -> int:
+    """Runs a cluster in the foreground until Ctrl-C or SIGTERM; returns the exit code."""
+    import uvloop
+
+    supervisor = Supervisor(options, say, detached=detached)
+    supervisor.prepare()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(supervisor.run())
+
+
+def detach(options: UpOptions, say: Callable[[str], None]) -> int:
+    """Starts the supervisor in a new session and returns once the cluster is ready."""
+    options.validate()
+    state_dir = options.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pid = running_supervisor(state_dir)
+    if pid is not None:
+        raise UpError(
+            f"a cluster is already running from {state_dir} (supervisor pid {pid}); "
+            f"stop it with: tierfaas down --state-dir {state_dir}",
+            2,
+        )
+    if options.lb == "nginx" and not os.access(options.nginx, os.X_OK):
+        raise UpError(f"--lb nginx: {options.nginx} is not installed (apt-get install nginx)", 2)
+    check_port_free(options.host, options.port)
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / STATE_FILE).unlink()
+    argv = [
+        sys.executable, "-m", "tierfaas.cli", "up",
+        "--nodes", str(options.nodes),
+        "--release", str(options.release.resolve()),
+        "--port", str(options.port),
+        "--host", options.host,
+        "--lb", options.lb,
+        "--state-dir", str(state_dir),
+        "--first-host", options.first_host,
+        "--ready-timeout-s", f"{options.ready_timeout_s:g}",
+        "--drain-timeout-s", f"{options.drain_timeout_s:g}",
+        "--log-level", options.log_level,
+        "--detached-child",
+    ]  # fmt: skip
+    log_path = state_dir / "up.log"
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "TERM": "dumb", "NO_COLOR": "1"},
+        )
+    deadline = time.monotonic() + options.ready_timeout_s + 15
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise UpError(f"the supervisor exited with {code}; {log_path} ends with:\n{tail}")
+        state = read_state(state_dir)
+        if (
+            state is not None
+            and state.get("status") == "ready"
+            and state["supervisor"]["pid"] == child.pid
+        ):
+            say(welcome(state))
+            return 0
+        time.sleep(0.1)
+    child.terminate()
+    raise UpError(f"the cluster was not ready in time; see {log_path}")
+
+
+def down(state_dir: Path, say: Callable[[str], None], timeout_s: float = 60.0) -> int:
+    """Stops the cluster started from ``state_dir`` and checks every process is gone."""
+    state_dir = state_dir.resolve()
+    state = read_state(state_dir)
+    if state is None:
+        raise UpError(f"no cluster is running from {state_dir} (no {STATE_FILE})", 1)
+    tracked: list[tuple[str, int, int | None]] = [
+        (n["name"], int(n["pid"]), n.get("start_time")) for n in state["nodes"]
+    ]
+    if state.get("nginx"):
+        tracked.append(("nginx", int(state["nginx"]["pid"]), state["nginx"].get("start_time")))
+    sup_pid = int(state["supervisor"]["pid"])
+    sup_started = state["supervisor"].get("start_time")
+    if alive(sup_pid, sup_started):
+        say(f"stopping the cluster (supervisor pid {sup_pid}): nodes drain, then the front door")
+        os.kill(sup_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while alive(sup_pid, sup_started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(sup_pid, sup_started):
+            say(f"[yellow]the supervisor did not stop in {timeout_s:g} s: killing it[/]")
+            os.kill(sup_pid, signal.SIGKILL)
+    else:
+        say("the supervisor is gone; stopping what it left")
+    left = [(name, pid) for name, pid, started in tracked if alive(pid, started)]
+    for _, pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [(name, pid) for name, pid, started in tracked if alive(pid, started)]
+    for _, pid in left:
+        _killpg(pid, signal.SIGKILL)
+    time.sleep(0.2 if left else 0)
+    still = [name for name, pid, started in tracked if alive(pid, started)]
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / STATE_FILE).unlink()
+    if still or alive(sup_pid, sup_started):
+        raise UpError(f"still running after down: {', '.join(still) or 'the supervisor'}", 1)
+    say(f"stopped: {len(state['nodes'])} nodes" + (" and nginx" if state.get("nginx") else ""))
+    return 0
+
+
+def say_to(console: Any) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True)
+
+    return say
+
+
+__all__ = ["UpError", "UpOptions", "default_state_dir", "detach", "down", "run_up"]
