@@ -102,7 +102,19 @@ class RoutingMetrics:
             "tierfaas_route_lookup_failures", "Lookups that failed", registry=registry
         )
         self.forwards = Counter(
-            "tierfaas_forwards", "Forwarded invocations by outcome", ["outcome"], registry=registry
+            "tierfaas_forwards",
+            "Invocations this node forwarded, by outcome (ok, unreachable, failed, rejected_*)",
+            ["outcome"],
+            registry=registry,
+        )
+        # The receiving side, kept apart from ``forwards`` so a node's sent and received
+        # rejects are never added up; ``hops`` is the trusted hop count the request came with.
+        self.forwarded_in = Counter(
+            "tierfaas_forwarded_in",
+            "Forwarded invocations this node received, by hop count and outcome "
+            "(served, not_warm, busy)",
+            ["hops", "outcome"],
+            registry=registry,
         )
 
 
@@ -279,12 +291,13 @@ class Router:
                 started=started, deadline=incoming.deadline, warm_only=True,
             )  # fmt: skip
         except (errors.NotWarm, errors.Busy) as exc:
-            self.metrics.forwards.labels(f"rejected_{exc.code}").inc()
+            self.metrics.forwarded_in.labels(str(incoming.hops), exc.code).inc()
             load = f"{self.runtime.pool(name).load():.3f}".encode()
             reject = [(fw.REJECT.encode(), exc.code.encode()), (fw.LOAD.encode(), load)]
             body_json = f'{{"error":"{exc.code}","message":"{exc.message}"}}'.encode()
             return Reply(exc.status, body_json, [(b"content-type", b"application/json"), *reject])
         self._count_route("served-forwarded")
+        self.metrics.forwarded_in.labels(str(incoming.hops), "served").inc()
         reply_headers = self._headers(result.content_type, result.cold, _FORWARDED_WARM)
         # The sender keeps our load for its next two-choices pick.
         reply_headers.append((_LOAD, f"{self.runtime.pool(name).load():.3f}".encode()))
