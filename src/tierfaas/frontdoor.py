@@ -129,6 +129,7 @@ class _Side(asyncio.Protocol):
         self.closed = False
         self.eof = False  # the far end sent EOF
         self.eof_sent = False  # we shut down our write side
+        self.discard = False  # refused: read and drop what the client sends, then close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -139,12 +140,14 @@ class _Side(asyncio.Protocol):
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
-        else:
+        elif not self.discard:
             self.pending.append(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
+        if self.discard:
+            return False
         if peer is None:
             return True  # still connecting: the connector passes the EOF on
         if self.eof_sent or peer.closed or peer.transport is None:
@@ -293,8 +296,15 @@ class FrontDoor:
             client_transport.resume_reading()
             return
         self.rejected += 1
+        # Answer, then read and drop what the client sent until it closes (or 2 s pass):
+        # closing a socket with unread bytes would reset it and lose the answer.
+        client.discard = True
+        client.pending.clear()
         client_transport.write(NO_BACKEND_RESPONSE)
-        client_transport.close()
+        if client_transport.can_write_eof():
+            client_transport.write_eof()
+        client_transport.resume_reading()
+        loop.call_later(2.0, client_transport.close)
 
     # -- health -------------------------------------------------------------------------------
 

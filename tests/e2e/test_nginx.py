@@ -1,0 +1,144 @@
+"""Debian's nginx in front of a 3-node cluster, configured by ``tierfaas lb-config nginx``.
+
+Installs nothing: skipped when /usr/sbin/nginx is missing (``.ci/run`` installs it).
+Addresses: nodes on 127.0.1.40-42 and 127.0.1.50-52, nginx on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tierfaas.testing.cluster import LocalCluster
+from tierfaas.testing.nodes import free_port, http_get
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not os.access("/usr/sbin/nginx", os.X_OK),
+        reason="Debian's nginx is not installed (/usr/sbin/nginx; .ci/run apt-get installs it)",
+    ),
+]
+
+DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
+NGINX = "/usr/sbin/nginx"
+
+
+def is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def wait_until(check: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if callable(check) and check():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"not true within {timeout} s")
+
+
+async def hammer(url: str, count: int, concurrency: int) -> tuple[Counter[int], Counter[str]]:
+    statuses: Counter[int] = Counter()
+    served: Counter[str] = Counter()
+    gate = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+        async def one(i: int) -> None:
+            async with gate, session.post(url, data=f"n{i}".encode()) as response:
+                body = await response.read()
+                statuses[response.status] += 1
+                served[response.headers.get("X-Tierfaas-Served-By", "?")] += 1
+                assert response.status != 200 or body == f"Hello, n{i}!\n".encode()
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return statuses, served
+
+
+def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path) -> None:
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    cluster = LocalCluster(DEMO, 3, first_host=40, subnet="127.0.1", log_dir=tmp_path)
+    nginx: subprocess.Popen[bytes] | None = None
+    try:
+        cluster.start()
+        for node in cluster.nodes:
+            wait_until(lambda node=node: http_get(f"{node.url}/readyz")[0] == 200, 20)
+        nodes = ",".join(f"{n.host}:{n.port}" for n in cluster.nodes)
+        lb_config = [
+            sys.executable, "-m", "tierfaas.cli", "lb-config", "nginx", "--nodes", nodes,
+            "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix),
+        ]  # fmt: skip
+        config = subprocess.run(lb_config, capture_output=True, text=True, timeout=30, check=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(config.stdout)
+        nginx = subprocess.Popen(
+            [NGINX, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10)
+
+        statuses, served = asyncio.run(hammer(f"http://127.0.0.1:{port}/function/hello", 500, 16))
+        assert statuses == Counter({200: 500}), statuses
+        assert len(served) >= 2, served  # nginx spread the calls over the nodes
+        view = json.loads(http_get(f"http://127.0.0.1:{port}/v1/cluster")[1])
+        assert len(view["members"]) == 3
+
+        nginx.send_signal(signal.SIGQUIT)  # graceful stop
+        assert nginx.wait(10) == 0
+        with pytest.raises(OSError):
+            http_get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    finally:
+        if nginx is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(nginx.pid, signal.SIGKILL)
+            nginx.wait(5)
+        cluster.close()
+
+
+def test_up_with_lb_nginx_starts_and_stops_it(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    port = free_port()
+    up = [
+        sys.executable, "-m", "tierfaas.cli", "up", "--nodes", "3", "--detach", "--lb", "nginx",
+        "--release", str(DEMO), "--state-dir", str(state_dir), "--port", str(port),
+        "--first-host", "127.0.1.50",
+    ]  # fmt: skip
+    pids: list[int] = []
+    try:
+        result = subprocess.run(up, capture_output=True, text=True, timeout=90, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = json.loads((state_dir / "cluster.json").read_text())
+        nginx_pid = int(state["nginx"]["pid"])
+        pids = [int(state["supervisor"]["pid"]), nginx_pid, *(n["pid"] for n in state["nodes"])]
+        statuses, _ = asyncio.run(hammer(f"http://127.0.0.1:{port}/function/hello", 100, 8))
+        assert statuses == Counter({200: 100}), statuses
+        down = subprocess.run(
+            [sys.executable, "-m", "tierfaas.cli", "down", "--state-dir", str(state_dir)],
+            capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "nginx" in down.stdout
+        assert [pid for pid in pids if is_running(pid)] == []
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
