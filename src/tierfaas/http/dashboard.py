@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from itertools import accumulate
@@ -30,6 +31,9 @@ from tierfaas.runtime import Runtime
 
 STREAM_INTERVAL_S = 1.0
 PEER_TIMEOUT_S = 0.6
+FIRST_SPAN_S = 0.5
+RATE_SPAN_S = 1.0
+HISTORY_S = 10.0
 _STATIC = {
     "/": ("index.html", b"text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
@@ -99,8 +103,18 @@ class Dashboard:
         self.cluster_view = cluster_view
         self.own_stats = own_stats
         self.self_name = self_name
-        self.previous: dict[str, dict[str, Any]] = {}
+        # Recent samples per node: rates are taken over at least RATE_SPAN_S, whatever the
+        # number of viewers polling (each poll would otherwise shrink the others' window).
+        self.previous: dict[str, deque[dict[str, Any]]] = {}
         self.session: aiohttp.ClientSession | None = None
+
+    def _base(self, name: str, now: float) -> dict[str, Any] | None:
+        """The newest sample of ``name`` at least RATE_SPAN_S old, else its oldest."""
+        history = self.previous.get(name)
+        if not history:
+            return None
+        older = [sample for sample in history if sample["time"] <= now - RATE_SPAN_S]
+        return older[-1] if older else history[0]
 
     async def close(self) -> None:
         if self.session is not None:
@@ -121,7 +135,14 @@ class Dashboard:
             return None
 
     async def overview(self) -> dict[str, Any]:
-        """The cluster's topology, warm map and rates, for the page."""
+        """The cluster's topology, warm map and rates, for the page. The first call takes a
+        second sample a moment after the first, so that even it shows rates."""
+        if not self.previous:
+            await self._overview()
+            await asyncio.sleep(FIRST_SPAN_S)
+        return await self._overview()
+
+    async def _overview(self) -> dict[str, Any]:
         view = await self.cluster_view()
         members = view.get("members", [])
 
@@ -142,7 +163,7 @@ class Dashboard:
             row: dict[str, Any] = {**member, "reachable": sample is not None, "functions": {}}
             if sample is not None:
                 row["functions"] = sample.get("functions", {})
-                before = self.previous.get(name)
+                before = self._base(name, sample["time"])
                 if before is not None and sample["time"] > before["time"]:
                     span = sample["time"] - before["time"]
                     rates = {key: max(0, sample[key] - before[key]) / span for key in totals}
@@ -159,7 +180,10 @@ class Dashboard:
                     merged = [
                         a + b for a, b in zip(merged or [0] * len(deltas), deltas, strict=True)
                     ]
-                self.previous[name] = sample
+                history = self.previous.setdefault(name, deque())
+                history.append(sample)
+                while history and history[0]["time"] < sample["time"] - HISTORY_S:
+                    history.popleft()
             nodes.append(row)
         live = {str(m.get("name")) for m in members}
         for gone in set(self.previous) - live:

@@ -129,7 +129,21 @@ function live(on) {
 function connect() {
   const source = new EventSource("/v1/dashboard/stream");
   source.onmessage = (event) => { live(true); render(JSON.parse(event.data)); };
-  source.onerror = () => { live(false); };
+  source.onerror = () => { live(false); };  // EventSource reconnects by itself
 }
 
-connect();
+// ?mode=poll: one request a second instead of a stream (for proxies that buffer streams,
+// and for headless snapshots, which wait for the network to go quiet).
+async function poll() {
+  try {
+    const response = await fetch("/v1/dashboard", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    render(await response.json());
+    live(true);
+  } catch (err) {
+    live(false);
+  }
+  setTimeout(poll, 1000);
+}
+
+if (new URLSearchParams(location.search).get("mode") === "poll") poll(); else connect();
