@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tierfaas node --release examples/demo --http 127.0.0.1:8080
+	$(BIN)/tierfaas up --nodes 5 --release examples/demo --port 8080
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
