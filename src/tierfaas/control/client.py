@@ -262,6 +262,7 @@ class WriteQueue:
         self._announce: frozenset[str] | None = None
         self._redirect: tuple[str | None, str] | None = None  # (for master, go to)
         self._wake = asyncio.Event()
+        self._kick = asyncio.Event()  # an announce not yet taken: cuts a backoff short
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.failures = 0
@@ -288,6 +289,7 @@ class WriteQueue:
         self._announce = frozenset(functions)
         self._pending.clear()
         self._wake.set()
+        self._kick.set()
 
     @property
     def pending(self) -> int:
@@ -328,6 +330,8 @@ class WriteQueue:
             self._wake.clear()
             while self._pending or self._announce is not None:
                 target = self._target()
+                if self._kick.is_set():
+                    attempt = 0  # a new master: the backoff earned against the old one ends
                 taken = self._take()
                 self._in_flight = True
                 try:
@@ -337,11 +341,13 @@ class WriteQueue:
                     attempt = 0
                 except NotMaster as exc:
                     self._restore(*taken)
+                    followed = self._redirect is not None
                     if exc.master and exc.master != target:
                         self._redirect = (self._master(), exc.master)
-                        continue  # redirected: retry there at once
+                        if not followed:
+                            continue  # redirected: retry there at once (once, no ping-pong)
                     attempt += 1
-                    await self._sleep(self._delay(attempt))
+                    await self._backoff(attempt)
                 except asyncio.CancelledError:
                     self._restore(*taken)  # kept for a later start()
                     raise
@@ -350,12 +356,31 @@ class WriteQueue:
                     self.failures += 1
                     attempt += 1
                     log.debug("writes to %s failed (%s); attempt %d", target, exc, attempt)
-                    await self._sleep(self._delay(attempt))
+                    # A hint may name a master that is dead: a node not yet promoted still
+                    # points at its predecessor. After a failure, trust the topology again.
+                    self._redirect = None
+                    await self._backoff(attempt)
                 finally:
                     self._in_flight = False
 
+    async def _backoff(self, attempt: int) -> None:
+        """Waits before a retry. An announce (the master changed) cuts the wait short: the
+        new master should learn this node's warm set now, not after a backoff of up to
+        ``max_backoff_s`` earned against the dead one."""
+        if self._kick.is_set():
+            return
+        sleep = asyncio.ensure_future(self._sleep(self._delay(attempt)))
+        kick = asyncio.ensure_future(self._kick.wait())
+        try:
+            await asyncio.wait((sleep, kick), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            kick.cancel()
+
     def _take(self) -> tuple[frozenset[str] | None, dict[str, Op]]:
         announce, self._announce = self._announce, None
+        if announce is not None:
+            self._kick.clear()
         taken: dict[str, Op] = {}
         for function in list(self._pending)[: self._max_batch]:
             taken[function] = self._pending.pop(function)
@@ -364,9 +389,11 @@ class WriteQueue:
     def _restore(self, announce: frozenset[str] | None, taken: dict[str, Op]) -> None:
         """Puts failed writes back, unless a newer write or announce replaced them."""
         if announce is not None and self._announce is None:
-            # Writes made since are newer than the announced set: fold them in.
+            # The pairs sent with the announce, then the writes made since, are newer than
+            # the announced set: fold them in, in that order (dropping ``taken`` here lost
+            # a warm function whenever an announce and a write failed together).
             warm = set(announce)
-            for function, op in self._pending.items():
+            for function, op in [*taken.items(), *self._pending.items()]:
                 (warm.add if op is Op.ADD else warm.discard)(function)
             self._announce = frozenset(warm)
             self._pending.clear()

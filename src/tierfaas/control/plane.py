@@ -30,6 +30,7 @@ from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.state import NodeEndpoint, RoleChange
 from tierfaas.config import Address
 from tierfaas.control.client import Channels, Replicator, WriteQueue
+from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.server import ControlServer
 from tierfaas.control.standalone import StandaloneBackend
@@ -157,6 +158,7 @@ class ControlPlane:
                 self.backend.copy.clear()
         if new == "master" and not self.backend.is_master():
             hub = self.backend.promote()
+            self._drop_dead_runs(hub)
             self._hub_task = asyncio.get_running_loop().create_task(hub.run())
             log.info("this node now owns the routing table (version %d)", hub.table.version)
         elif new != "master" and self.backend.is_master():
@@ -184,6 +186,22 @@ class ControlPlane:
         if master_changed and self.master is not None:
             # Anti-entropy: the new master learns this node's whole warm set.
             self.writes.announce(self.warm_functions())
+
+    def _drop_dead_runs(self, hub: TableHub) -> None:
+        """A promoted replica's copy still names the runs that died while it was a replica
+        (the old master above all: its MemberDown reached this node before it owned the
+        table, and nobody else streams the drop). Drops every run this node's membership
+        does not hold alive, in the first batch of the new lineage."""
+        stale: dict[str, int] = {}
+        for entries in hub.table.as_dict().values():
+            for route in entries:
+                if not self._alive(route):
+                    stale[route.name] = max(stale.get(route.name, 0), route.epoch)
+        for name, epoch in stale.items():
+            hub.batcher.drop_node(name, epoch)
+        if stale:
+            log.info("dropping the routes of %d runs that are no longer alive", len(stale))
+            hub.wrote()
 
     # -- reads -------------------------------------------------------------------------------
 
