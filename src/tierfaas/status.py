@@ -1,22 +1,61 @@
-"""``tierfaas status``: fetch ``/v1/cluster`` from a node and render it as a table."""
+"""``tierfaas status``: fetch ``/v1/cluster`` from a node and render it as a table.
+
+Beside the members, the table shows the routing table each holder has: for the master and
+every replica, the table version it holds (from its own ``GET /v1/routes``) and, for a
+replica, its lag behind the master (master version - replica version, when both hold the
+same lineage; ``resync`` when they do not, e.g. right after a failover or before the first
+snapshot). A member that does not answer in time shows ``?``.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 _ROLE_STYLE = {"master": "bold magenta", "replica": "cyan", "worker": "green"}
+TABLE_HOLDERS = ("master", "replica")
+MAX_ROUTES_BYTES = 64 * 1024 * 1024
 
 
-def fetch_cluster(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url.rstrip('/')}/v1/cluster", timeout=timeout) as response:
-        view: dict[str, Any] = json.loads(response.read())
+def _get_json(url: str, timeout: float, limit: int | None = None) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read(limit) if limit is not None else response.read())
+
+
+def fetch_cluster(url: str, timeout: float = 5.0, routes_timeout: float = 0.5) -> dict[str, Any]:
+    """The cluster as the node at ``url`` sees it. Each master and replica member also gets a
+    ``table`` entry: ``{"version", "lineage", "loaded"}`` from its ``/v1/routes``, or None if
+    it did not answer within ``routes_timeout`` seconds (asked in parallel)."""
+    view: dict[str, Any] = _get_json(f"{url.rstrip('/')}/v1/cluster", timeout)
+    holders = [
+        m for m in view.get("members", []) if isinstance(m, dict) and m.get("role") in TABLE_HOLDERS
+    ]
+    if holders:
+        with ThreadPoolExecutor(max_workers=min(16, len(holders))) as pool:
+            tables = list(pool.map(lambda m: fetch_table(m, routes_timeout), holders))
+        for member, table in zip(holders, tables, strict=True):
+            member["table"] = table
     return view
+
+
+def fetch_table(member: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """``{"version", "lineage", "loaded"}`` of the table ``member`` holds, or None."""
+    http = member.get("http")
+    if not isinstance(http, str) or not http:
+        return None
+    try:
+        routes = _get_json(f"http://{http}/v1/routes", timeout, MAX_ROUTES_BYTES)
+    except (OSError, ValueError):  # unreachable, timed out, refused, not JSON
+        return None
+    if not isinstance(routes, dict):
+        return None
+    return {k: routes.get(k) for k in ("version", "lineage", "loaded")}
 
 
 def _uptime(epoch_ms: int, now: float) -> str:
@@ -28,6 +67,35 @@ def _uptime(epoch_ms: int, now: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def _version(table: Any) -> int | None:
+    if not isinstance(table, dict):
+        return None
+    version = table.get("version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def table_columns(member: dict[str, Any], master: dict[str, Any] | None) -> tuple[str, str]:
+    """The (table version, lag) cells of ``member`` (plain text, not yet escaped)."""
+    role = member.get("role")
+    if role not in TABLE_HOLDERS or "table" not in member:
+        return "-", "-"
+    version = _version(member["table"])
+    if version is None:
+        return "?", "-" if role == "master" else "?"
+    if role == "master":
+        return str(version), "-"
+    master_table = master.get("table") if master is not None else None
+    master_version = _version(master_table)
+    if master_version is None:
+        return str(version), "?"
+    assert isinstance(master_table, dict)
+    table = member["table"]
+    if not table.get("loaded", True) or table.get("lineage") != master_table.get("lineage"):
+        return str(version), "resync"
+    # Asked in parallel, a replica may answer a moment after its master: never below 0.
+    return str(version), str(max(0, master_version - version))
+
+
 def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
     """A rich table of the members in rank order. Every value from the node is escaped: names
     and metadata come from other nodes and are not trusted to be free of markup."""
@@ -36,11 +104,15 @@ def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
     if not view.get("joined", True):
         title += f" (not joined: {view.get('join_reason')})"
     table = Table(title=escape(title))
-    for column in ("node", "address", "role", "replica", "version", "uptime", "state"):
+    columns = ("node", "address", "role", "replica", "version", "uptime", "state", "table", "lag")
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for member in view.get("members", []):
+    members = [m for m in view.get("members", []) if isinstance(m, dict)]
+    master = next((m for m in members if m.get("role") == "master"), None)
+    for member in members:
         role = str(member.get("role") or "-")
         style = _ROLE_STYLE.get(role, "")
+        table_version, lag = table_columns(member, master)
         table.add_row(
             escape(str(member.get("name"))),
             escape(str(member.get("http") or "-")),
@@ -49,5 +121,7 @@ def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
             escape(str(member.get("version") or "-")),
             _uptime(int(member.get("epoch") or 0), now),
             escape(str(member.get("state"))),
+            escape(table_version),
+            escape(lag),
         )
     return table

@@ -1,0 +1,169 @@
+"""``tierfaas status`` rendering: table versions and replica lag, from a fake view."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.table import Table
+
+from tierfaas.status import fetch_cluster, render_cluster, table_columns
+
+NOW = 1_800_000_000.0
+
+
+def member(name: str, role: str, table: Any = "absent", **extra: Any) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "name": name,
+        "http": f"127.0.0.1:{8000 + len(name)}",
+        "role": role,
+        "replica": None,
+        "version": "1.0.0",
+        "state": "alive",
+        "epoch": int((NOW - 65) * 1000),
+        **extra,
+    }
+    if table != "absent":
+        m["table"] = table
+    return m
+
+
+def tbl(version: int, lineage: str = "L1", loaded: bool = True) -> dict[str, Any]:
+    return {"version": version, "lineage": lineage, "loaded": loaded}
+
+
+def rows(table: Table) -> dict[str, dict[str, str]]:
+    """node -> column -> the cell's markup, as rendered."""
+    cells = {str(c.header): [str(v) for v in c._cells] for c in table.columns}
+    names = cells["node"]
+    return {n: {h: cells[h][i] for h in cells} for i, n in enumerate(names)}
+
+
+def text(table: Table) -> str:
+    console = Console(width=250, record=True, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def test_master_version_and_replica_lag_in_the_same_lineage() -> None:
+    view = {
+        "self": "m",
+        "master": "m",
+        "members": [
+            member("m", "master", tbl(42)),
+            member("r1", "replica", tbl(42)),
+            member("r2", "replica", tbl(39)),
+            member("w", "worker", replica="r1"),
+        ],
+    }
+    got = rows(render_cluster(view, now=NOW))
+    assert (got["m"]["table"], got["m"]["lag"]) == ("42", "-")
+    assert (got["r1"]["table"], got["r1"]["lag"]) == ("42", "0")
+    assert (got["r2"]["table"], got["r2"]["lag"]) == ("39", "3")
+    assert (got["w"]["table"], got["w"]["lag"]) == ("-", "-")
+    assert got["m"]["uptime"] == "1m05s"
+    out = text(render_cluster(view, now=NOW))
+    assert "table" in out and "lag" in out
+
+
+def test_another_lineage_or_no_snapshot_yet_is_resync() -> None:
+    master = member("m", "master", tbl(5, "new"))
+    assert table_columns(member("r", "replica", tbl(90, "old")), master) == ("90", "resync")
+    assert table_columns(member("r", "replica", tbl(0, "", False)), master) == ("0", "resync")
+    # A replica read a moment after its master may be ahead: the lag is never negative.
+    assert table_columns(member("r", "replica", tbl(6, "new")), master) == ("6", "0")
+
+
+def test_a_member_that_did_not_answer_shows_a_question_mark() -> None:
+    master = member("m", "master", None)
+    replica = member("r", "replica", tbl(3))
+    assert table_columns(master, master) == ("?", "-")
+    assert table_columns(replica, master) == ("3", "?")
+    assert table_columns(member("r", "replica", None), member("m", "master", tbl(3))) == (
+        "?",
+        "?",
+    )
+    assert table_columns(replica, None) == ("3", "?")  # no master in the view
+    # Garbage where a version should be is not trusted either.
+    assert table_columns(member("r", "replica", {"version": "7"}), master) == ("?", "?")
+    assert table_columns(member("r", "replica", {"version": True}), master) == ("?", "?")
+    # A view fetched without tables (older callers): nothing to show.
+    assert table_columns(member("m", "master"), None) == ("-", "-")
+
+
+def test_every_value_from_the_nodes_is_escaped() -> None:
+    evil = "[bold red]pwn[/]"
+    view = {
+        "self": evil,
+        "master": evil,
+        "members": [
+            member(evil, "master", {"version": 4, "lineage": evil, "loaded": True}, http=evil),
+            member("r", "replica", {"version": 4, "lineage": "[x]", "loaded": True}),
+            member("w", evil, tbl(1), replica=evil, version=evil, state=evil),
+        ],
+    }
+    table = render_cluster(view, now=NOW)
+    out = text(table)
+    assert out.count(evil) >= 5  # shown literally, never interpreted as markup
+    got = rows(table)
+    assert got["r"]["lag"] == "resync"
+    assert got[r"\[bold red]pwn\[/]"]["table"] == "4"
+
+
+class _Fake(BaseHTTPRequestHandler):
+    answers: dict[str, Any] = {}
+
+    def do_GET(self) -> None:
+        body = self.answers.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_node() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Fake)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_cluster_asks_each_table_holder_for_its_version(fake_node: str) -> None:
+    dead = "127.0.0.1:9"  # discard port: nothing answers
+    _Fake.answers = {
+        "/v1/cluster": {
+            "self": "m",
+            "master": "m",
+            "members": [
+                member("m", "master", http=fake_node),
+                member("r", "replica", http=dead),
+                member("w", "worker", http=fake_node),
+            ],
+        },
+        "/v1/routes": {"version": 12, "lineage": "L", "loaded": True, "routes": {"f": ["m"]}},
+    }
+    view = fetch_cluster(f"http://{fake_node}", routes_timeout=0.5)
+    by_name = {m["name"]: m for m in view["members"]}
+    assert by_name["m"]["table"] == {"version": 12, "lineage": "L", "loaded": True}
+    assert by_name["r"]["table"] is None
+    assert "table" not in by_name["w"]
+    got = rows(render_cluster(view, now=NOW))
+    assert (got["m"]["table"], got["r"]["table"], got["r"]["lag"]) == ("12", "?", "?")
