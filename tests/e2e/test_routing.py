@@ -14,8 +14,9 @@ What each test asserts, and the bounds it allows:
 - kill -9 of the node holding the function: the only failures are calls sent to it and
   calls forwarded to it before gossip declared it dead (502 forward_failed naming it);
   afterwards no call fails and no node tries to forward to it;
-- a reaped instance: the forwarding node's cached route is stale (60 s TTL), the target
-  answers "not warm" unstarted, the sender runs the call itself; the client sees a 200.
+- a reaped instance (tests/fixtures/zipf ``reap_soon``, kept 3 s): the forwarding node's
+  cached route is stale (60 s TTL), the target answers "not warm" unstarted, the sender runs
+  the call itself; the client sees a 200.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tierfaas.testing.nodes import NodeProcess, http_get
 pytestmark = pytest.mark.e2e
 
 TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
+ZIPF = Path(__file__).parent.parent / "fixtures" / "zipf"
 # The key a keyless (loopback) cluster signs forwarded requests with (tierfaas.node).
 FORWARD_KEY = derive(b"tierfaas-loopback-development-key", "forward")
 WARM = ("local-warm", "forwarded-warm")
@@ -371,26 +373,26 @@ def test_kill_9_of_the_warm_node_fails_only_calls_it_had(tmp_path: Path) -> None
 
 def test_a_reaped_instance_refuses_and_the_sender_runs_the_call(tmp_path: Path) -> None:
     args = ["--route-cache-ttl-s", "60"]
-    with LocalCluster(TESTREL, 5, first_host=220, log_dir=tmp_path, extra_args=args) as cluster:
+    with LocalCluster(ZIPF, 5, first_host=220, log_dir=tmp_path, extra_args=args) as cluster:
         eventually(lambda: agreed(cluster, cluster.nodes), 5)
         target, sender = cluster.nodes[1], cluster.nodes[3]
         target_name, sender_name = cluster.name_of(target), cluster.name_of(sender)
-        assert one(target, "quick_reap").route == "local-cold"  # keep_alive_s 0.5
-        wait_routed(cluster, "quick_reap", {target_name})
-        routed = one(sender, "quick_reap")  # the sender now caches "warm on target" for 60 s
+        assert one(target, "reap_soon").route == "local-cold"  # keep_alive_s 3
+        wait_routed(cluster, "reap_soon", {target_name})
+        routed = one(sender, "reap_soon")  # the sender now caches "warm on target" for 60 s
         assert (routed.route, routed.served_by) == ("forwarded-warm", target_name)
 
         def reaped() -> bool:
-            return metric(target, "tierfaas_instance_stops_total", function="quick_reap") == 1
+            return metric(target, "tierfaas_instance_stops_total", function="reap_soon") == 1
 
-        eventually(reaped, 5)
-        wait_routed(cluster, "quick_reap", set())  # the table knows; the sender's cache not
-        after = one(sender, "quick_reap")
+        eventually(reaped, 8)
+        wait_routed(cluster, "reap_soon", set())  # the table knows; the sender's cache not
+        after = one(sender, "reap_soon")
         assert (after.status, after.route, after.served_by) == (200, "local-cold", sender_name)
         assert forwarded_in([target]) == {("1", "served"): 1, ("1", "not_warm"): 1}
         assert metric(sender, "tierfaas_forwards_total", outcome="rejected_not_warm") == 1
-        assert metric(target, "tierfaas_cold_start_seconds_count", function="quick_reap") == 1
+        assert metric(target, "tierfaas_cold_start_seconds_count", function="reap_soon") == 1
         # The sender dropped the stale route: its next call runs here, warm, with no forward.
-        again = one(sender, "quick_reap")
+        again = one(sender, "reap_soon")
         assert (again.status, again.route, again.served_by) == (200, "local-warm", sender_name)
         assert metric(sender, "tierfaas_forwards_total", outcome="rejected_not_warm") == 1

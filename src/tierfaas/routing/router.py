@@ -6,7 +6,7 @@ from the lookup: the replica, or this node's own table on a master or replica); 
 here, cold if need be (which adds capacity; the runtime's FunctionWarm event registers it).
 
 A forwarded request (valid signature) runs here only on a warm instance with a free slot; if
-there is none the node answers with ``X-Tierfaas-Reject: not-warm|busy`` *without starting
+there is none the node answers with ``X-Tierfaas-Reject: not_warm|busy`` *without starting
 anything*, and the sender drops or demotes that route and tries the next candidate, then
 itself. The sender retries only in two cases where the target certainly did not run the call:
 the connection could not be opened, or the target rejected it. Any failure after the request
