@@ -57,16 +57,20 @@ def test_seven_nodes_agree_on_master_replicas_and_assignment(tmp_path: Path) -> 
         started = time.monotonic()
         master, replicas, assignment, _ = eventually(lambda: all_agree(cluster.nodes, 7), 5)
         assert time.monotonic() - started < 5
-        assert master == cluster.name_of(cluster.nodes[0])  # the oldest
+        members = LocalCluster.view(cluster.nodes[0])["members"]
+        oldest = min(members, key=lambda m: (m["epoch"], m["name"]))["name"]
+        assert master == oldest  # rank 0 is the run that started first
         assert len(replicas) == 3  # ceil(sqrt(7))
         assert len(assignment) == 3 and {r for _, r in assignment} <= set(replicas)
         for node in cluster.nodes:
             assert http_get(f"{node.url}/readyz")[0] == 200
 
         # kill -9 the master: rank 1 takes over everywhere within 5 s.
-        rank1 = LocalCluster.view(cluster.nodes[1])["members"][1]["name"]
-        cluster.nodes[0].kill()
-        survivors = cluster.nodes[1:]
+        ranked = LocalCluster.view(cluster.nodes[1])["members"]
+        rank1 = ranked[1]["name"]
+        old_master = next(n for n in cluster.nodes if cluster.name_of(n) == master)
+        old_master.kill()
+        survivors = [n for n in cluster.nodes if n is not old_master]
         new = eventually(lambda: all_agree(survivors, 6), 5)
         assert new[0] == rank1
 
@@ -129,15 +133,16 @@ def test_a_duplicate_name_exits_non_zero(tmp_path: Path) -> None:
 
 def test_paused_master_does_not_take_its_role_back(tmp_path: Path) -> None:
     with LocalCluster(TESTREL, 4, first_host=60, log_dir=tmp_path) as cluster:
-        eventually(lambda: all_agree(cluster.nodes, 4), 5)
-        old = cluster.nodes[0]
+        master = eventually(lambda: all_agree(cluster.nodes, 4), 5)[0]
+        rank1 = LocalCluster.view(cluster.nodes[0])["members"][1]["name"]
+        old = next(n for n in cluster.nodes if cluster.name_of(n) == master)
         old.signal(signal.SIGSTOP)
         try:
-            rest = cluster.nodes[1:]
+            rest = [n for n in cluster.nodes if n is not old]
             new_master = eventually(lambda: all_agree(rest, 3), 6)[0]
         finally:
             old.signal(signal.SIGCONT)
-        assert new_master == cluster.name_of(cluster.nodes[1])
+        assert new_master == rank1
         # Back, and seen again by all, but ranked as the youngest: no flapping, ever.
         final = eventually(lambda: all_agree(cluster.nodes, 4), 8)
         assert final[0] == new_master
