@@ -109,8 +109,9 @@ class NodeConfig:
     )
     hop_limit: int = setting(
         1,
-        "how many times a request may be forwarded between nodes; 1 means a forwarded request "
-        "runs where it lands (or is refused back, unstarted), so A->B->A cannot happen",
+        "how many times a request may be forwarded between nodes: 1 (a forwarded request runs "
+        "where it lands or is refused back unstarted, so A->B->A cannot happen) or 0 (no "
+        "routing: every node runs what it receives)",
         "hops",
     )
     route_cache_size: int = setting(
@@ -180,8 +181,10 @@ class NodeConfig:
         self._check_positive("memory_budget_mb", "reap_interval_s", "start_timeout_s")
         self._check_positive("retry_after_s")
         self._check_positive("batch_window_s", "route_cache_size", "route_cache_ttl_s")
-        if not 0 <= self.hop_limit <= 8:
-            raise ConfigError("hop_limit", "must be 0..8")
+        if self.hop_limit not in (0, 1):
+            # A forwarded call runs where it lands or is refused back unstarted; forwarding it
+            # onward again is not implemented, so larger limits would promise what isn't done.
+            raise ConfigError("hop_limit", "must be 0 (no routing) or 1 (forward at most once)")
         if self.queue_max < 0:
             raise ConfigError("queue_max", "must be 0 or more")
         if self.drain_timeout_s < 0:
