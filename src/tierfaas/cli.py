@@ -57,6 +57,7 @@ def node(
     gossip_preset: Annotated[str, typer.Option(help=_doc("gossip_preset"))] = "lan",
     replicas: Annotated[str, typer.Option(help=_doc("replicas"))] = "sqrt",
     hop_limit: Annotated[int, typer.Option(help=_doc("hop_limit"))] = 1,
+    cold_starts: Annotated[str, typer.Option(help=_doc("cold_starts"))] = "home",
     batch_window_s: Annotated[float, typer.Option(help=_doc("batch_window_s"))] = 0.1,
     route_cache_ttl_s: Annotated[float, typer.Option(help=_doc("route_cache_ttl_s"))] = 5.0,
     key_file: Annotated[
@@ -89,6 +90,7 @@ def node(
             replicas=replicas,
             key_file=key_file,
             hop_limit=hop_limit,
+            cold_starts=cold_starts,  # type: ignore[arg-type]  # validated by NodeConfig
             batch_window_s=batch_window_s,
             route_cache_ttl_s=route_cache_ttl_s,
             max_body_bytes=max_body_bytes,

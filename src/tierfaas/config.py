@@ -114,6 +114,12 @@ class NodeConfig:
         "routing: every node runs what it receives)",
         "hops",
     )
+    cold_starts: Literal["home", "local"] = setting(
+        "home",
+        "where a function that is warm nowhere starts: 'home', one node picked by hashing "
+        "(every node agrees, so a burst of first calls starts one instance, not one per node); "
+        "'local', on the node that got the call (spreads first starts, costs more of them)",
+    )
     route_cache_size: int = setting(
         4096, "functions whose warm nodes a node remembers (LRU)", "entries"
     )
@@ -181,6 +187,8 @@ class NodeConfig:
         self._check_positive("memory_budget_mb", "reap_interval_s", "start_timeout_s")
         self._check_positive("retry_after_s")
         self._check_positive("batch_window_s", "route_cache_size", "route_cache_ttl_s")
+        if self.cold_starts not in ("home", "local"):
+            raise ConfigError("cold_starts", f"{self.cold_starts!r} is not home|local")
         if self.hop_limit not in (0, 1):
             # A forwarded call runs where it lands or is refused back unstarted; forwarding it
             # onward again is not implemented, so larger limits would promise what isn't done.

@@ -158,6 +158,8 @@ class Node:
             window_s=config.batch_window_s,
         )
         self.router.lookup = self.control.lookup
+        if config.cold_starts == "home":
+            self.router.homes = self.control.home
         await self.control.start()
         await self.router.start()
         self.runtime.listeners.append(self.control.writes.on_event)

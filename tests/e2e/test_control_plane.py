@@ -35,6 +35,9 @@ from tierfaas.testing.nodes import NodeProcess, http_get
 
 pytestmark = pytest.mark.e2e
 
+# These tests place functions on chosen nodes by calling them there first.
+LOCAL_STARTS = ["--cold-starts", "local"]
+
 MANYFNS = Path(__file__).parent.parent / "fixtures" / "manyfns"
 T = TypeVar("T")
 Routes = dict[str, list[str]]
@@ -161,7 +164,9 @@ class Warmer(threading.Thread):
 def test_forty_functions_on_seven_nodes_every_table_equals_the_truth_within_1s(
     tmp_path: Path,
 ) -> None:
-    with LocalCluster(MANYFNS, 7, first_host=120, log_dir=tmp_path) as cluster:
+    with LocalCluster(
+        MANYFNS, 7, first_host=120, log_dir=tmp_path, extra_args=LOCAL_STARTS
+    ) as cluster:
         _, replicas, _, _ = formed(cluster.nodes, 7)
         assert len(replicas) == 3
         eventually(lambda: all(v["loaded"] for v in tables(cluster.nodes).values()), 3)
@@ -181,7 +186,9 @@ def test_forty_functions_on_seven_nodes_every_table_equals_the_truth_within_1s(
 
 
 def test_an_instance_reaped_by_keep_alive_leaves_every_table_within_1s(tmp_path: Path) -> None:
-    with LocalCluster(MANYFNS, 4, first_host=130, log_dir=tmp_path) as cluster:
+    with LocalCluster(
+        MANYFNS, 4, first_host=130, log_dir=tmp_path, extra_args=LOCAL_STARTS
+    ) as cluster:
         _, replicas, assignment, _ = formed(cluster.nodes, 4)
         assert len(replicas) == 2 and len(assignment) == 1
         worker = node_named(cluster, assignment[0][0])
@@ -230,7 +237,9 @@ def grpc_query(rpc: str, key: bytes | None, functions: list[str]) -> Routes:
 
 
 def test_kill_9_master_while_registrations_stream_in(tmp_path: Path) -> None:
-    with LocalCluster(MANYFNS, 7, first_host=140, log_dir=tmp_path) as cluster:
+    with LocalCluster(
+        MANYFNS, 7, first_host=140, log_dir=tmp_path, extra_args=LOCAL_STARTS
+    ) as cluster:
         old_master, _, _, _ = formed(cluster.nodes, 7)
         for i in range(14):  # two functions warm on every node, the master included
             invoke(cluster.nodes[i % 7], f"f{i:02d}")
@@ -281,7 +290,9 @@ def subscriptions(node: NodeProcess, replica: str) -> list[int]:
 
 def test_a_replica_killed_and_restarted_catches_up_from_a_snapshot(tmp_path: Path) -> None:
     args = ["--replicas", "3"]  # every node but the master is a replica
-    with LocalCluster(MANYFNS, 4, first_host=150, log_dir=tmp_path, extra_args=args) as cluster:
+    with LocalCluster(
+        MANYFNS, 4, first_host=150, log_dir=tmp_path, extra_args=[*args, *LOCAL_STARTS]
+    ) as cluster:
         master_name, replicas, _, _ = formed(cluster.nodes, 4)
         assert len(replicas) == 3
         master = node_named(cluster, master_name)
@@ -380,7 +391,9 @@ def test_a_replica_whose_stream_is_cut_resumes_without_losing_a_delta(
     tmp_path: Path, can_cut: None
 ) -> None:
     args = ["--replicas", "2"]
-    with LocalCluster(MANYFNS, 3, first_host=160, log_dir=tmp_path, extra_args=args) as cluster:
+    with LocalCluster(
+        MANYFNS, 3, first_host=160, log_dir=tmp_path, extra_args=[*args, *LOCAL_STARTS]
+    ) as cluster:
         master_name, replicas, _, _ = formed(cluster.nodes, 3)
         master, replica = node_named(cluster, master_name), node_named(cluster, replicas[0])
         (other,) = [n for n in cluster.nodes if n not in (master, replica)]
@@ -428,7 +441,9 @@ def status_of(call: Any, body: bytes, metadata: Any) -> grpc.StatusCode:
 def keyed_cluster(tmp_path: Path, first_host: int) -> Iterator[tuple[LocalCluster, bytes]]:
     key = generate_key()
     env = {"TIERFAAS_CLUSTER_KEY": key}
-    with LocalCluster(MANYFNS, 2, first_host=first_host, log_dir=tmp_path, env=env) as cluster:
+    with LocalCluster(
+        MANYFNS, 2, first_host=first_host, log_dir=tmp_path, env=env, extra_args=LOCAL_STARTS
+    ) as cluster:
         yield cluster, parse_key(key)
 
 

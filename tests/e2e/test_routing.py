@@ -41,6 +41,9 @@ from tierfaas.testing.nodes import NodeProcess, http_get
 
 pytestmark = pytest.mark.e2e
 
+# These tests place functions on chosen nodes by calling them there first.
+LOCAL_STARTS = ["--cold-starts", "local"]
+
 TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
 ZIPF = Path(__file__).parent.parent / "fixtures" / "zipf"
 # The key a keyless (loopback) cluster signs forwarded requests with (tierfaas.node).
@@ -221,7 +224,7 @@ def warm_share(outcomes: list[Outcome]) -> float:
 @pytest.fixture(scope="module")
 def five(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     logs = tmp_path_factory.mktemp("routing-five")
-    with LocalCluster(TESTREL, 5, first_host=200, log_dir=logs) as cluster:
+    with LocalCluster(TESTREL, 5, first_host=200, log_dir=logs, extra_args=LOCAL_STARTS) as cluster:
         eventually(lambda: agreed(cluster, cluster.nodes), 5)
         yield cluster
 
@@ -298,7 +301,9 @@ def test_forged_and_looping_hop_headers_never_bounce(five: LocalCluster) -> None
 
 
 def test_kill_9_of_the_warm_node_fails_only_calls_it_had(tmp_path: Path) -> None:
-    with LocalCluster(TESTREL, 5, first_host=210, log_dir=tmp_path) as cluster:
+    with LocalCluster(
+        TESTREL, 5, first_host=210, log_dir=tmp_path, extra_args=LOCAL_STARTS
+    ) as cluster:
         eventually(lambda: agreed(cluster, cluster.nodes), 5)
         victim = cluster.nodes[4]  # the worker: the table's owners stay up
         victim_name = cluster.name_of(victim)
@@ -373,7 +378,9 @@ def test_kill_9_of_the_warm_node_fails_only_calls_it_had(tmp_path: Path) -> None
 
 def test_a_reaped_instance_refuses_and_the_sender_runs_the_call(tmp_path: Path) -> None:
     args = ["--route-cache-ttl-s", "60"]
-    with LocalCluster(ZIPF, 5, first_host=220, log_dir=tmp_path, extra_args=args) as cluster:
+    with LocalCluster(
+        ZIPF, 5, first_host=220, log_dir=tmp_path, extra_args=[*args, *LOCAL_STARTS]
+    ) as cluster:
         eventually(lambda: agreed(cluster, cluster.nodes), 5)
         target, sender = cluster.nodes[1], cluster.nodes[3]
         target_name, sender_name = cluster.name_of(target), cluster.name_of(sender)
@@ -396,3 +403,19 @@ def test_a_reaped_instance_refuses_and_the_sender_runs_the_call(tmp_path: Path) 
         again = one(sender, "reap_soon")
         assert (again.status, again.route, again.served_by) == (200, "local-warm", sender_name)
         assert metric(sender, "tierfaas_forwards_total", outcome="rejected_not_warm") == 1
+
+
+def test_a_burst_of_first_calls_starts_one_instance_at_the_home(tmp_path: Path) -> None:
+    """Default ``--cold-starts home``: first calls arriving on every node at once, before the
+    table knows anything, all go to the function's home, which starts one instance."""
+    with LocalCluster(TESTREL, 5, first_host=230, log_dir=tmp_path) as cluster:
+        eventually(lambda: agreed(cluster, cluster.nodes), 5)
+        burst = asyncio.run(
+            round_robin(cluster.nodes, "asyncecho", in_flight=5, count=5, query="0.3")
+        )
+        assert [o.status for o in burst] == [200] * 5
+        assert len({o.served_by for o in burst}) == 1  # the home served them all
+        assert instances_started(cluster.nodes, "asyncecho") == 1  # not one per node
+        routes = sorted(o.route for o in burst)
+        assert routes.count("local-cold") <= 1  # only the home itself may say local
+        assert set(routes) <= {"local-cold", "forwarded-cold", "forwarded-warm", "local-warm"}

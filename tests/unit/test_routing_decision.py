@@ -104,3 +104,12 @@ def test_properties_no_loops_and_hop_limit(
         assert local.free_slots == 0
     else:
         assert decision.cold == (warm == 0)
+
+
+def test_a_function_warm_nowhere_goes_to_its_home_which_may_start_it() -> None:
+    assert route(COLD, [], home="h") == Forward("h", start=True)
+    assert route(COLD, [], home="a") == RunHere(cold=True)  # this node is the home
+    assert route(COLD, [], home="h", tried=["h"]) == RunHere(cold=True)  # home refused
+    assert route(COLD, [], home="h", hops=1) == RunHere(cold=True)  # at the hop limit
+    assert route(BUSY_WARM, [], home="h") == RunHere(cold=False)  # warm here: queue here
+    assert route(COLD, [B], home="h") == Forward("b")  # warm elsewhere beats the home

@@ -42,7 +42,7 @@ from tierfaas.membership.base import (
     MemberUpdated,
     Resync,
 )
-from tierfaas.topology import Role
+from tierfaas.topology import Role, hrw_weight
 
 log = logging.getLogger("tierfaas.control")
 
@@ -204,6 +204,15 @@ class ControlPlane:
             hub.wrote()
 
     # -- reads -------------------------------------------------------------------------------
+
+    def home(self, function: str) -> NodeEndpoint | None:
+        """Where ``function`` is started when it is warm nowhere: rendezvous hashing over the
+        live, joined nodes, the same pick on every node with the same view."""
+        nodes = [m for m in self.members.values() if m.http is not None and m.state.live]
+        if self.role is None or not nodes:
+            return None
+        best = max(nodes, key=lambda m: (hrw_weight(function, m.name), m.name))
+        return NodeEndpoint(best.name, best.epoch, best.http, best.rpc)
 
     def local_routes(self, function: str) -> list[NodeEndpoint]:
         """This node's own table (master or replica), live runs only."""

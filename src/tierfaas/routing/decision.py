@@ -8,8 +8,14 @@ Rules, in order (SPEC section 4):
    this time: forward to it; among several, the less loaded of two picked at random (the
    "power of two choices", which spreads load almost as well as the least loaded of all
    without every sender herding onto the same node).
-4. Nothing to forward to: run here. If this node has warm instances (all busy) the call
-   queues for one; otherwise it is a cold start, which adds capacity, and the node registers.
+4. Warm nowhere (as far as this node knows) and not here either: forward to the function's
+   *home*, a node picked by rendezvous hashing over the live nodes, which may start it. Every
+   node picks the same home, so a burst of first calls arriving round-robin on every node
+   starts one instance on one node, instead of one on each node before the routing table has
+   heard of any (the table needs a batch window to spread).
+5. Nothing to forward to (or the home refused: busy): run here. If this node has warm
+   instances (all busy) the call queues for one; otherwise it is a cold start, which adds
+   capacity, and the node registers.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class RunHere:
 @dataclass(frozen=True, slots=True)
 class Forward:
     node: str
+    start: bool = False  # to the function's home, which may start an instance
 
 
 Decision = RunHere | Forward
@@ -66,6 +73,7 @@ def decide(
     path: Collection[str] = (),
     tried: Collection[str] = (),
     rng: random.Random | None = None,
+    home: str | None = None,
 ) -> Decision:
     """Where this request runs. Pure: the same inputs (and ``rng`` state) give the same answer."""
     if local.free_slots > 0:
@@ -78,6 +86,10 @@ def decide(
         ]
         if eligible:
             return Forward(_two_choices(eligible, rng or random.Random()).node)
+        cold_everywhere = not candidates and local.warm_instances == 0
+        if cold_everywhere and home not in (None, self_name, *path, *tried):
+            assert home is not None
+            return Forward(home, start=True)
     return RunHere(cold=local.warm_instances == 0)
 
 

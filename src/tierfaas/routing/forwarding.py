@@ -23,13 +23,14 @@ from dataclasses import dataclass
 HOPS = "x-tierfaas-hops"
 PATH = "x-tierfaas-path"
 DEADLINE = "x-tierfaas-deadline"
+START = "x-tierfaas-start-ok"  # "1": the target may start an instance (the function's home)
 SIGNATURE = "x-tierfaas-forward"
 REJECT = "x-tierfaas-reject"  # answer of a target that did not start the call: not_warm | busy
 LOAD = "x-tierfaas-load"  # the target's busy share of its instances of the function, 0..1
 ROUTE = "x-tierfaas-route"  # local-warm | forwarded-warm | local-cold
 SERVED_BY = "x-tierfaas-served-by"
 
-INTERNAL = frozenset({HOPS, PATH, DEADLINE, SIGNATURE})
+INTERNAL = frozenset({HOPS, PATH, DEADLINE, SIGNATURE, START})
 MAX_SKEW_S = 30.0
 MAX_PATH = 8
 
@@ -41,6 +42,7 @@ class Hop:
     hops: int = 0
     path: tuple[str, ...] = ()
     deadline: float | None = None
+    start: bool = False  # the sender chose this node as the function's home: it may start it
 
     @property
     def forwarded(self) -> bool:
@@ -49,7 +51,10 @@ class Hop:
 
 def _mac(key: bytes, request_id: str, function: str, hop: Hop, stamp: str) -> str:
     deadline = "" if hop.deadline is None else f"{hop.deadline:.3f}"
-    message = "\n".join([request_id, function, str(hop.hops), ",".join(hop.path), deadline, stamp])
+    fields = [request_id, function, str(hop.hops), ",".join(hop.path), deadline, stamp]
+    if hop.start:
+        fields.append("start")
+    message = "\n".join(fields)
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -61,6 +66,8 @@ def sign(
     headers = {HOPS: str(hop.hops), PATH: ",".join(hop.path)}
     if hop.deadline is not None:
         headers[DEADLINE] = f"{hop.deadline:.3f}"
+    if hop.start:
+        headers[START] = "1"
     headers[SIGNATURE] = f"{stamp}:{_mac(key, request_id, function, hop, stamp)}"
     return headers
 
@@ -88,13 +95,13 @@ def verify(
     current = time.time() if now is None else now
     if not 0 < hops <= MAX_PATH or len(path) > MAX_PATH or abs(current - sent) > MAX_SKEW_S:
         return Hop()
-    hop = Hop(hops, path, deadline)
+    hop = Hop(hops, path, deadline, headers.get(START) == "1")
     if not hmac.compare_digest(mac, _mac(key, request_id, function, hop, stamp)):
         return Hop()
     return hop
 
 
-def next_hop(current: Hop, self_name: str, deadline: float) -> Hop:
+def next_hop(current: Hop, self_name: str, deadline: float, start: bool = False) -> Hop:
     """The hop state a node sends when it forwards ``current`` onward."""
     path: Sequence[str] = (*current.path, self_name)
-    return Hop(current.hops + 1, tuple(path)[-MAX_PATH:], deadline)
+    return Hop(current.hops + 1, tuple(path)[-MAX_PATH:], deadline, start)

@@ -48,7 +48,7 @@ NEGATIVE_TTL_S = 0.5
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
-_ROUTES = {r: r.encode() for r in ("local-warm", "local-cold", "forwarded-warm")}
+_ROUTES = {r: r.encode() for r in ("local-warm", "local-cold", "forwarded-warm", "forwarded-cold")}
 _FORWARDED_WARM = _ROUTES["forwarded-warm"]
 _LOCAL_COLD, _LOCAL_WARM = "local-cold", "local-warm"
 _SIGNATURE = fw.SIGNATURE.encode()
@@ -138,6 +138,9 @@ class Router:
         self.lookup = lookup
         self.hop_limit = hop_limit
         self.endpoints: dict[str, Address] = {}
+        # The function's home (rendezvous hashing over live nodes with an HTTP address), where
+        # a function warm nowhere is started; None in a standalone node.
+        self.homes: Callable[[str], NodeEndpoint | None] | None = None
         self.forwarded = 0  # calls this node sent on and got answered (for the dashboard)
         self.session: aiohttp.ClientSession | None = None
         self._served_by = self_name.encode()
@@ -248,6 +251,7 @@ class Router:
                 hop_limit=self.hop_limit,
                 path=incoming.path,
                 tried=tried,
+                home=self._home(name),
             )
             if not isinstance(decision, Forward):
                 return None
@@ -262,11 +266,18 @@ class Router:
                 started,
                 pool.spec.timeout_s,
                 incoming,
+                decision.start,
             )
             if reply is not None:
-                self._count_route("forwarded-warm")
+                self._count_route("forwarded-home" if decision.start else "forwarded-warm")
                 return reply
             tried.add(decision.node)
+
+    def _home(self, name: str) -> str | None:
+        if self.homes is None:
+            return None
+        home = self.homes(name)
+        return None if home is None else home.name
 
     def _count_route(self, route: str) -> None:
         counter = self._route_counters.get(route)
@@ -286,9 +297,12 @@ class Router:
         incoming: fw.Hop,
     ) -> Reply:
         try:
+            # The function's home may start it (when it has room); others run warm only.
+            if incoming.start and not self.runtime.pool(name).can_take():
+                raise errors.Busy(f"{name!r} has no room for another instance here")
             result = await self.runtime.invoke(
                 name, body, request_id=request_id, method=method, query=query, headers=headers,
-                started=started, deadline=incoming.deadline, warm_only=True,
+                started=started, deadline=incoming.deadline, warm_only=not incoming.start,
             )  # fmt: skip
         except (errors.NotWarm, errors.Busy) as exc:
             self.metrics.forwarded_in.labels(str(incoming.hops), exc.code).inc()
@@ -298,7 +312,8 @@ class Router:
             return Reply(exc.status, body_json, [(b"content-type", b"application/json"), *reject])
         self._count_route("served-forwarded")
         self.metrics.forwarded_in.labels(str(incoming.hops), "served").inc()
-        reply_headers = self._headers(result.content_type, result.cold, _FORWARDED_WARM)
+        route = _ROUTES["forwarded-cold"] if result.cold else _FORWARDED_WARM
+        reply_headers = self._headers(result.content_type, result.cold, route)
         # The sender keeps our load for its next two-choices pick.
         reply_headers.append((_LOAD, f"{self.runtime.pool(name).load():.3f}".encode()))
         return Reply(200, result.body, reply_headers, result.cold)
@@ -363,16 +378,21 @@ class Router:
         started: float,
         timeout_s: float,
         incoming: fw.Hop,
+        start: bool = False,
     ) -> Reply | None:
         """The target's answer, or None if it certainly did not run the call."""
         address = self.endpoints.get(node)
+        if address is None and self.homes is not None:
+            home = self.homes(name)
+            if home is not None and home.name == node:
+                address = home.http
         if address is None or self.session is None:
             return None
         remaining = timeout_s - (time.monotonic() - started)
         if remaining <= 0:
             raise errors.FunctionTimeout(f"{name!r} ran out of time while being routed")
         deadline = time.time() + remaining
-        hop = fw.next_hop(incoming, self.self_name, deadline)
+        hop = fw.next_hop(incoming, self.self_name, deadline, start)
         out = {k: v for k, v in headers.items() if k not in _DROP}
         out["x-request-id"] = request_id
         out.update(fw.sign(self.key, request_id, name, hop))

@@ -206,6 +206,16 @@ class FunctionPool:
         if self.waiters:
             self._start_for_waiters()
 
+    def can_take(self) -> bool:
+        """A free slot now, or room (instances and memory permitting) to start one: what the
+        function's home checks before it accepts a forwarded first call."""
+        if self._free_instance() is not None:
+            return True
+        waiting = len(self.waiters) + 1
+        if waiting <= self.starting * self.spec.concurrency:
+            return True
+        return len(self.instances) + self.starting < self.spec.max_instances
+
     def free_slots(self) -> tuple[int, int]:
         """(warm instances, free call slots on them), for the router."""
         live = [i for i in self.instances if not i.dead]
