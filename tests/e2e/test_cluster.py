@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,27 +15,12 @@ import pytest
 from tierfaas.keys import generate_key
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, http_get
+from tierfaas.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
 TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
 T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
-    """Returns ``check()`` once it is truthy and raises nothing; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, RuntimeError, KeyError, AssertionError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last: {last!r}")
-        time.sleep(interval)
 
 
 def views(nodes: list[NodeProcess]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from tierfaas.control.lane import QueryLaneClient
 from tierfaas.keys import generate_key, parse_key
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, http_get
+from tierfaas.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -41,23 +42,6 @@ LOCAL_STARTS = ["--cold-starts", "local"]
 MANYFNS = Path(__file__).parent.parent / "fixtures" / "manyfns"
 T = TypeVar("T")
 Routes = dict[str, list[str]]
-
-
-def eventually(check: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
-    """Returns ``check()`` once it is truthy and raises nothing; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except (OSError, RuntimeError, KeyError, AssertionError, ValueError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last: {last!r}")
-        time.sleep(interval)
 
 
 def get_json(node: NodeProcess, path: str) -> Any:

@@ -38,6 +38,7 @@ from tierfaas.keys import derive
 from tierfaas.routing import forwarding as fw
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, http_get
+from tierfaas.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -53,21 +54,6 @@ T = TypeVar("T")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def eventually(check: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, RuntimeError, KeyError, AssertionError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last: {last!r}")
-        time.sleep(interval)
 
 
 def agreed(cluster: LocalCluster, nodes: list[NodeProcess]) -> bool:

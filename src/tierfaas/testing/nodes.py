@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -150,9 +150,8 @@ class NodeProcess:
         self.kill()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (by /proc), deepest last."""
-    children: dict[int, list[int]] = {}
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, session id) of every process, read from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -161,7 +160,14 @@ def descendants(pid: int) -> list[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
+        yield int(entry), fields[0], int(fields[1]), int(fields[3])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (by /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for child, _, parent, _ in _processes():
+        children.setdefault(parent, []).append(child)
     found: list[int] = []
     queue = [pid]
     while queue:
@@ -173,15 +179,4 @@ def descendants(pid: int) -> list[int]:
 
 def processes_in_session(sid: int) -> list[int]:
     """Live (non-zombie) processes whose session id is ``sid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, state, _, session in _processes() if session == sid and state != "Z"]
