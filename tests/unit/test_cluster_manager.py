@@ -117,27 +117,17 @@ async def test_partition_heals_to_the_older_master(cluster: Cluster) -> None:
     assert await cluster.masters() == {"a"}
 
 
-async def test_routes_follow_membership(cluster: Cluster) -> None:
+async def test_departed_runs_are_listed_in_the_snapshot(cluster: Cluster) -> None:
     for n in "abc":
         await cluster.add(n)
     mgr = cluster.managers["a"]
     await cluster.net.settle()
-    mgr.register("resize", "b")
-    mgr.register("resize", "c")
-    mgr.register("thumb", "c")
-    mgr.register("ghost", "nobody")
-    assert [e.name for e in await mgr.query("resize")] == ["b", "c"]
-    assert (await mgr.query("resize"))[0].http == Address("127.0.0.1", 8001)
-    assert await mgr.query("ghost") == []
+    assert (await mgr.snapshot())["departed"] == []
     cluster.net.kill("c")
     await cluster.net.settle()
-    assert [e.name for e in await mgr.query("resize")] == ["b"]
-    assert await mgr.query("thumb") == []
-    mgr.unregister("resize", "b")
-    assert await mgr.query("resize") == []
-    kept = await mgr.handover({"f": ["a", "b", "c"], "g": ["zzz"]})
-    assert kept == 2
-    assert [e.name for e in await mgr.query("f")] == ["a", "b"]
+    snapshot = await mgr.snapshot()
+    assert [(d["name"], d["reason"]) for d in snapshot["departed"]] == [("c", "dead")]
+    assert "c" not in {m["name"] for m in snapshot["members"]}
 
 
 async def test_not_joined_means_no_role(cluster: Cluster) -> None:

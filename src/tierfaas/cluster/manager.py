@@ -15,26 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.messages import (
-    DeploymentHandover,
     GetSnapshot,
     GetTopology,
     MembershipChanged,
     Message,
-    QueryFunction,
-    RegisterFunction,
     RoleSubscriber,
     Stop,
     SubscribeRoles,
-    UnregisterFunction,
 )
-from tierfaas.cluster.state import ClusterState, NodeEndpoint, RoleChange
+from tierfaas.cluster.state import ClusterState, RoleChange
 from tierfaas.errors import ClusterError
 from tierfaas.membership.base import JoinStatus, Membership, NameConflictSelf
 from tierfaas.topology import ReplicaPolicy, Role, Topology
@@ -167,20 +162,6 @@ class ClusterManager:
         result: dict[str, Any] = await self._ask(GetSnapshot)
         return result
 
-    async def query(self, func: str) -> list[NodeEndpoint]:
-        result: list[NodeEndpoint] = await self._ask(lambda f: QueryFunction(func, f))
-        return result
-
-    async def handover(self, snapshot: Mapping[str, Sequence[str]]) -> int:
-        result: int = await self._ask(lambda f: DeploymentHandover(snapshot, f))
-        return result
-
-    def register(self, func: str, node: str) -> None:
-        self.send(RegisterFunction(func, node))
-
-    def unregister(self, func: str, node: str) -> None:
-        self.send(UnregisterFunction(func, node))
-
     def subscribe_roles(self, subscriber: RoleSubscriber) -> None:
         """Delivers this node's current role, then every change, to ``subscriber``."""
         self.send(SubscribeRoles(subscriber))
@@ -225,15 +206,6 @@ class ClusterManager:
                 _answer(f, state.topology)
             case GetSnapshot(future=f):
                 _answer(f, state.snapshot())
-            case QueryFunction(func=func, future=f):
-                _answer(f, state.query(func))
-            case RegisterFunction(func=func, node=node):
-                if not state.register(func, node):
-                    log.debug("route %r -> %r dropped: not a live member", func, node)
-            case UnregisterFunction(func=func, node=node):
-                state.unregister(func, node)
-            case DeploymentHandover(snapshot=snapshot, future=f):
-                _answer(f, state.handover(snapshot))
             case SubscribeRoles(subscriber=subscriber):
                 queue = self._add_subscriber(subscriber)
                 queue.put_nowait(RoleChange(None, state.role, "current role", state.topology))

@@ -1,17 +1,17 @@
 """Messages to the ``ClusterManager``: the only way anything else reads or changes cluster state.
 
-A query carries an ``asyncio.Future`` that the manager resolves with the answer; a command
-carries none (it is soft state: a lost write costs a retry later, never a failed request).
+A query carries an ``asyncio.Future`` that the manager resolves with the answer. (The routing
+table itself is kept by ``tierfaas.control.plane``, which follows the roles published here.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from tierfaas.cluster.state import NodeEndpoint, RoleChange
+from tierfaas.cluster.state import RoleChange
 from tierfaas.membership.base import MembershipEvent
 from tierfaas.topology import Topology
 
@@ -42,47 +42,8 @@ class SubscribeRoles:
 
 
 @dataclass(frozen=True, slots=True)
-class RegisterFunction:
-    """``func`` is warm on the live member named ``node``."""
-
-    func: str
-    node: str
-
-
-@dataclass(frozen=True, slots=True)
-class UnregisterFunction:
-    func: str
-    node: str
-
-
-@dataclass(frozen=True, slots=True)
-class QueryFunction:
-    func: str
-    future: asyncio.Future[list[NodeEndpoint]]
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentHandover:
-    """Replaces the routing table with ``snapshot`` (function -> node names); the future gets
-    the number of routes kept (routes to members that are not live are dropped)."""
-
-    snapshot: Mapping[str, Sequence[str]]
-    future: asyncio.Future[int]
-
-
-@dataclass(frozen=True, slots=True)
 class Stop:
     pass
 
 
-Message: TypeAlias = (
-    MembershipChanged
-    | GetTopology
-    | GetSnapshot
-    | SubscribeRoles
-    | RegisterFunction
-    | UnregisterFunction
-    | QueryFunction
-    | DeploymentHandover
-    | Stop
-)
+Message: TypeAlias = MembershipChanged | GetTopology | GetSnapshot | SubscribeRoles | Stop

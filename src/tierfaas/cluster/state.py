@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,6 @@ class ClusterState:
     members: dict[tuple[str, int], MemberInfo] = field(default_factory=dict)
     topology: Topology = field(default_factory=Topology)
     role: Role | None = None
-    routing_table: dict[str, list[NodeEndpoint]] = field(default_factory=dict)
     departed: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=DEPARTED_KEPT))
     """The last runs that left or died, newest last, for operators (``/v1/cluster``)."""
 
@@ -119,12 +118,6 @@ class ClusterState:
 
     def _drop(self, name: str, epoch: int) -> None:
         self.members.pop((name, epoch), None)
-        for func in list(self.routing_table):
-            kept = [e for e in self.routing_table[func] if (e.name, e.epoch) != (name, epoch)]
-            if kept:
-                self.routing_table[func] = kept
-            else:
-                del self.routing_table[func]
 
     def recompute(self) -> tuple[Role | None, Role | None]:
         """Recomputes the topology; returns (old role, new role) of this node. A node that has
@@ -133,40 +126,6 @@ class ClusterState:
         self.topology = compute_topology(self.members.values(), self.replicas)
         self.role = self.topology.role_of(self.self_name) if self.joined else None
         return old, self.role
-
-    def _live_run(self, name: str) -> MemberInfo | None:
-        runs = [m for k, m in self.members.items() if k[0] == name]
-        return max(runs, key=lambda m: m.epoch) if runs else None
-
-    # -- routing table -----------------------------------------------------------------------
-
-    def register(self, func: str, node: str) -> bool:
-        """Adds a route to the current run of ``node``; False if it is not a live member."""
-        m = self._live_run(node)
-        if m is None:
-            return False
-        endpoint = NodeEndpoint(m.name, m.epoch, m.http, m.rpc)
-        routes = self.routing_table.setdefault(func, [])
-        routes[:] = [e for e in routes if e.name != node]
-        routes.append(endpoint)
-        return True
-
-    def unregister(self, func: str, node: str) -> None:
-        routes = [e for e in self.routing_table.get(func, []) if e.name != node]
-        if routes:
-            self.routing_table[func] = routes
-        else:
-            self.routing_table.pop(func, None)
-
-    def query(self, func: str) -> list[NodeEndpoint]:
-        return list(self.routing_table.get(func, []))
-
-    def handover(self, snapshot: Mapping[str, Sequence[str]]) -> int:
-        self.routing_table.clear()
-        for func, nodes in snapshot.items():
-            for node in nodes:
-                self.register(func, node)
-        return sum(len(v) for v in self.routing_table.values())
 
     # -- views -------------------------------------------------------------------------------
 
