@@ -57,7 +57,7 @@ def node(
     gossip_preset: Annotated[str, typer.Option(help=_doc("gossip_preset"))] = "lan",
     replicas: Annotated[str, typer.Option(help=_doc("replicas"))] = "sqrt",
     hop_limit: Annotated[int, typer.Option(help=_doc("hop_limit"))] = 1,
-    cold_starts: Annotated[str, typer.Option(help=_doc("cold_starts"))] = "home",
+    cold_starts: Annotated[str, typer.Option(help=_doc("cold_starts"))] = "local",
     batch_window_s: Annotated[float, typer.Option(help=_doc("batch_window_s"))] = 0.1,
     route_cache_ttl_s: Annotated[float, typer.Option(help=_doc("route_cache_ttl_s"))] = 5.0,
     key_file: Annotated[

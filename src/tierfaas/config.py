@@ -115,10 +115,11 @@ class NodeConfig:
         "hops",
     )
     cold_starts: Literal["home", "local"] = setting(
-        "home",
-        "where a function that is warm nowhere starts: 'home', one node picked by hashing "
-        "(every node agrees, so a burst of first calls starts one instance, not one per node); "
-        "'local', on the node that got the call (spreads first starts, costs more of them)",
+        "local",
+        "where a function that is warm nowhere starts: 'local', on the node that got the call "
+        "(SPEC 4.5; first calls on several nodes start several instances, which then serve "
+        "without forwarding); 'home', on one node picked by hashing (a burst of first calls "
+        "starts one instance, and the other nodes forward to it)",
     )
     route_cache_size: int = setting(
         4096, "functions whose warm nodes a node remembers (LRU)", "entries"

@@ -63,8 +63,11 @@ async def hammer(url: str, count: int, concurrency: int) -> tuple[Counter[int], 
             async with gate, session.post(url, data=f"n{i}".encode()) as response:
                 body = await response.read()
                 statuses[response.status] += 1
-                # Received by the warm node: a local route; by any other node: forwarded.
-                served[response.headers.get("X-Tierfaas-Route", "?").split("-")[0]] += 1
+                # The node that served it, and whether it received it (local) or another node
+                # received and forwarded it: two or more pairs mean nginx spread the calls.
+                by = response.headers.get("X-Tierfaas-Served-By", "?")
+                route = response.headers.get("X-Tierfaas-Route", "?").split("-")[0]
+                served[f"{by}/{route}"] += 1
                 assert response.status != 200 or body == f"Hello, n{i}!\n".encode()
 
         await asyncio.gather(*(one(i) for i in range(count)))
@@ -99,7 +102,7 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path) -> None:
 
         statuses, served = asyncio.run(hammer(f"http://127.0.0.1:{port}/function/hello", 500, 16))
         assert statuses == Counter({200: 500}), statuses
-        assert set(served) == {"local", "forwarded"}, served  # nginx spread the calls
+        assert len(served) >= 2, served  # nginx spread the calls over the nodes
         view = json.loads(http_get(f"http://127.0.0.1:{port}/v1/cluster")[1])
         assert len(view["members"]) == 3
 

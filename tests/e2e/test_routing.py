@@ -392,9 +392,10 @@ def test_a_reaped_instance_refuses_and_the_sender_runs_the_call(tmp_path: Path) 
 
 
 def test_a_burst_of_first_calls_starts_one_instance_at_the_home(tmp_path: Path) -> None:
-    """Default ``--cold-starts home``: first calls arriving on every node at once, before the
-    table knows anything, all go to the function's home, which starts one instance."""
-    with LocalCluster(TESTREL, 5, first_host=230, log_dir=tmp_path) as cluster:
+    """``--cold-starts home``: first calls arriving on every node at once, before the table
+    knows anything, all go to the function's home, which starts one instance."""
+    home = ["--cold-starts", "home"]
+    with LocalCluster(TESTREL, 5, first_host=230, log_dir=tmp_path, extra_args=home) as cluster:
         eventually(lambda: agreed(cluster, cluster.nodes), 5)
         burst = asyncio.run(
             round_robin(cluster.nodes, "asyncecho", in_flight=5, count=5, query="0.3")
