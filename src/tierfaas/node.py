@@ -84,6 +84,7 @@ class Node:
         self.membership: Membership | None = None
         self.cluster: ClusterManager | None = None
         self.control: ControlPlane | None = None
+        self._conflict_watch: asyncio.Task[None] | None = None
         self.router: Router | None = None
         self.key = load_key(config.key_file) if config.gossip else None
         self._gossip_settings = self._gossip() if config.gossip else None
@@ -222,6 +223,8 @@ class Node:
         finally:
             await self.runtime.close()
             sock.close()
+            if self._conflict_watch is not None:
+                self._conflict_watch.cancel()
             if self.router is not None:
                 await self.router.close()
             if self.control is not None:

@@ -17,7 +17,6 @@ Time spent routing counts against the deadline, which travels signed with the re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -437,9 +436,3 @@ class Router:
             (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers
         ]
         return Reply(status, answer, relayed)
-
-
-async def wait_closed(tasks: Sequence[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
