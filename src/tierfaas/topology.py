@@ -39,17 +39,40 @@ class RankedMember(Protocol):
     def state(self) -> MemberState: ...
     @property
     def demoted_since(self) -> int | None: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
 
 
-def rank_key(member: RankedMember) -> tuple[int, int, str]:
+def rank_key(member: RankedMember, generation: int = 0) -> tuple[int, int, int, int, str]:
     """The sort key of a member; lowest is rank 0. The ONE place that decides the order.
 
-    ``(start, epoch, name)``: ``start`` is the run's epoch (Unix ms at its start), or, for a
-    run that was declared dead and came back, the time of its demotion, so it ranks as if it
-    had joined then and never takes back a role it lost. ``name`` breaks ties of equal ms.
+    ``(-generation, -own generation, start, epoch, name)``. ``generation`` is the member's
+    *effective* rollout generation (``effective_generations``): a rollout hands the table to
+    a node of the new release together with a higher generation, so from that moment it and
+    the other nodes of its release outrank every node of the old one, and roles never become
+    ambiguous. Among those, the nodes that published the generation themselves (the handover
+    target, nodes started in it) come first, so the target is master at once. Then ``start``
+    is the run's epoch (Unix ms at its start), or, for a run that was declared dead and came
+    back, the time of its demotion, so it ranks as if it had joined
+    then and never takes back a role it lost. ``name`` breaks ties of equal ms.
     """
     start = member.demoted_since if member.demoted_since is not None else member.epoch
-    return (max(start, member.epoch), member.epoch, member.name)
+    return (-generation, -member.generation, max(start, member.epoch), member.epoch, member.name)
+
+
+def effective_generations(members: Iterable[RankedMember]) -> dict[str, int]:
+    """Release version -> the highest generation a live member of that release published.
+
+    Only the new master publishes the new generation (when it takes the handover); the other
+    nodes of its release rank with it through this rule, without a metadata change of their
+    own, so the replicas move to the new release together with the master."""
+    best: dict[str, int] = {}
+    for m in members:
+        if m.state.live:
+            best[m.version] = max(best.get(m.version, 0), m.generation)
+    return best
 
 
 def replica_count(n: int, policy: ReplicaPolicy = "sqrt") -> int:
@@ -116,7 +139,10 @@ def compute_topology(members: Iterable[RankedMember], replicas: ReplicaPolicy = 
     for m in members:
         if m.state.live and (m.name not in newest or m.epoch > newest[m.name].epoch):
             newest[m.name] = m
-    ordered: Sequence[str] = [m.name for m in sorted(newest.values(), key=rank_key)]
+    generations = effective_generations(newest.values())
+    ordered: Sequence[str] = [
+        m.name for m in sorted(newest.values(), key=lambda m: rank_key(m, generations[m.version]))
+    ]
     if not ordered:
         return Topology()
     k = replica_count(len(ordered), replicas)

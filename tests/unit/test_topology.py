@@ -98,9 +98,9 @@ def test_demoted_run_ranks_by_its_demotion() -> None:
     c = member("c", 900)
     topo = compute_topology([a, b, c])
     assert topo.members == ("b", "a", "c")
-    assert rank_key(a) == (500, 100, "a")
+    assert rank_key(a) == (0, 0, 500, 100, "a")
     # A "since" older than the epoch (forged or skewed) cannot promote a run.
-    assert rank_key(member("x", 100, demoted_since=5)) == (100, 100, "x")
+    assert rank_key(member("x", 100, demoted_since=5)) == (0, 0, 100, 100, "x")
 
 
 def test_newest_epoch_of_a_name_wins() -> None:
@@ -193,3 +193,25 @@ def test_property_suspects_keep_rank(members: list[MemberInfo]) -> None:
     alive = [replace(m, state=MemberState.ALIVE) if m.state.live else m for m in members]
     suspect = [replace(m, state=MemberState.SUSPECT) if m.state.live else m for m in members]
     assert compute_topology(alive) == compute_topology(suspect)
+
+
+def test_a_handed_over_generation_outranks_older_nodes_with_its_whole_release() -> None:
+    # Five v1 nodes, two v2 canaries started later in the same generation: v1 keeps its roles.
+    v1 = [replace(member(f"a{i}", 100 + i), version="1") for i in range(5)]
+    canaries = [replace(member(f"b{i}", 200 + i), version="2") for i in range(2)]
+    before = compute_topology(v1 + canaries)
+    assert before.master == "a0" and set(canaries_names := ["b0", "b1"]) <= set(before.workers)
+    # b1 takes the handover with generation 1: it becomes master, and b0 (same release) ranks
+    # right after it, above every v1 node, without publishing anything itself.
+    handed = [canaries[0], replace(canaries[1], generation=1)]
+    after = compute_topology(v1 + handed)
+    assert after.master == "b1"
+    assert after.members[:2] == ("b1", "b0")
+    assert after.members[2:] == tuple(m.name for m in v1)
+    assert canaries_names
+
+
+def test_a_dead_handover_target_gives_the_role_back_to_the_older_generation() -> None:
+    v1 = [replace(member(f"a{i}", 100 + i), version="1") for i in range(3)]
+    target = replace(member("b0", 200, MemberState.DEAD), version="2", generation=1)
+    assert compute_topology([*v1, target]).master == "a0"

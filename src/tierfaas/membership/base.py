@@ -38,6 +38,7 @@ class MemberInfo:
     values (peers are not trusted). ``demoted_since`` is set, in Unix ms, when this run was
     declared dead and came back (a long pause): it then ranks as if it had started at that
     time, so it cannot take back a role it lost (see ``tierfaas.topology.rank_key``).
+    ``generation`` is the rollout generation it published (0 before any rollout).
     """
 
     name: str
@@ -48,6 +49,7 @@ class MemberInfo:
     rpc: Address | None = None
     version: str = ""
     demoted_since: int | None = None
+    generation: int = 0
 
     @property
     def key(self) -> tuple[str, int]:

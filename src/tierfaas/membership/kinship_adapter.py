@@ -168,12 +168,13 @@ class KinshipMembership:
         version: str = "",
         http: Address | None = None,
         rpc: Address | None = None,
+        generation: int = 0,
         clock: Clock = monotonic,
         wall_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.settings = settings
         self.name = name
-        self._meta = encode_meta(version=version, http=http, rpc=rpc)
+        self._meta = encode_meta(version=version, http=http, rpc=rpc, generation=generation)
         self._clock = clock
         self._wall_ms = wall_ms
         self._fanout = EventFanout(self.members, settings.event_buffer)
@@ -196,8 +197,9 @@ class KinshipMembership:
             meta = parse_meta(self._meta)
             bind = str(self.settings.bind)
             return MemberInfo(
-                self.name, 0, MemberState.ALIVE, bind, meta.http, meta.rpc, meta.version
-            )
+                self.name, 0, MemberState.ALIVE, bind, meta.http, meta.rpc, meta.version,
+                generation=meta.generation,
+            )  # fmt: skip
         try:
             return self._info(self._cluster.local)
         except kinship.KinshipError:
@@ -245,7 +247,15 @@ class KinshipMembership:
         else:
             since = self._resurrections.demoted_since((m.name, m.epoch), meta.since)
         return MemberInfo(
-            m.name, m.epoch, _STATES[m.state], m.addr, meta.http, meta.rpc, meta.version, since
+            m.name,
+            m.epoch,
+            _STATES[m.state],
+            m.addr,
+            meta.http,
+            meta.rpc,
+            meta.version,
+            since,
+            meta.generation,
         )
 
     def _epoch(self) -> int:

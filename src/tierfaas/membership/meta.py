@@ -22,12 +22,14 @@ KEY_VERSION = "v"  # release version, e.g. "2026.11.3+abc"
 KEY_HTTP = "http"  # invocation/admin API, "host:port"
 KEY_RPC = "rpc"  # gRPC control plane, "host:port"
 KEY_SINCE = "since"  # Unix ms at which this run was demoted after being declared dead
+KEY_GENERATION = "g"  # rollout generation this node was started in or handed (absent: 0)
 
 META_BUDGET = 256
 """Most bytes our metadata may take encoded (kinship's own limit is 512)."""
 
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _MS = re.compile(r"[1-9][0-9]{0,15}")
+_GEN = re.compile(r"0|[1-9][0-9]{0,8}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class NodeMeta:
     version: str = ""
     since: int | None = None
     problems: tuple[str, ...] = field(default=())
+    generation: int = 0
 
 
 def encoded_size(meta: Mapping[str, str]) -> int:
@@ -47,7 +50,12 @@ def encoded_size(meta: Mapping[str, str]) -> int:
 
 
 def encode_meta(
-    *, version: str, http: Address | None, rpc: Address | None, since: int | None = None
+    *,
+    version: str,
+    http: Address | None,
+    rpc: Address | None,
+    since: int | None = None,
+    generation: int = 0,
 ) -> dict[str, str]:
     """The metadata this node publishes. Raises ``ConfigError`` for values a peer would refuse."""
     meta: dict[str, str] = {}
@@ -61,6 +69,8 @@ def encode_meta(
         meta[KEY_RPC] = str(rpc)
     if since is not None:
         meta[KEY_SINCE] = str(since)
+    if generation:
+        meta[KEY_GENERATION] = str(generation)
     check_size(meta)
     return meta
 
@@ -92,6 +102,7 @@ def parse_meta(meta: Mapping[str, str]) -> NodeMeta:
     http = rpc = None
     version = ""
     since = None
+    generation = 0
     if (text := meta.get(KEY_HTTP)) is not None:
         http = _address(text, KEY_HTTP, problems)
     if (text := meta.get(KEY_RPC)) is not None:
@@ -106,7 +117,12 @@ def parse_meta(meta: Mapping[str, str]) -> NodeMeta:
             since = int(text)
         else:
             problems.append(f"{KEY_SINCE}: {text[:80]!r} is not a time in ms")
+    if (text := meta.get(KEY_GENERATION)) is not None:
+        if _GEN.fullmatch(text):
+            generation = int(text)
+        else:
+            problems.append(f"{KEY_GENERATION}: {text[:80]!r} is not a generation")
     if problems:
         # One forged field makes the whole record suspect: route nothing to it.
         http = rpc = None
-    return NodeMeta(http, rpc, version, since, tuple(problems))
+    return NodeMeta(http, rpc, version, since, tuple(problems), generation)

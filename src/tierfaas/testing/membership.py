@@ -149,6 +149,7 @@ class FakeMembership:
             meta.rpc,
             meta.version,
             since if since is not None else meta.since,
+            meta.generation,
         )
 
     def _set_joined(self) -> None:
