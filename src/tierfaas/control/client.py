@@ -28,13 +28,13 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from tierfaas.control import handover, wire
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control import wire
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.auth import call_metadata
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.server import MASTER_HEADER, SERVICE, MiB
-from tierfaas.control.table import Op, Update
+from tierfaas.control.table import Op, Snapshot, Update
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
 
 log = logging.getLogger("tierfaas.control.client")
@@ -95,6 +95,9 @@ class ControlClient:
         self._query_stream = ch.stream_stream(
             _method("QueryStream"), pb.QueryRequest.SerializeToString, pb.QueryReply.FromString
         )
+        self._handover = ch.stream_unary(
+            _method("Handover"), pb.HandoverChunk.SerializeToString, pb.HandoverReply.FromString
+        )
 
     async def close(self) -> None:
         await self.channel.close()
@@ -150,6 +153,17 @@ class ControlClient:
             raise _redirect(exc) or exc from None
         finally:
             call.cancel()
+
+    async def handover(
+        self, snapshot: Snapshot, generation: int, from_node: str, timeout_s: float = 30.0
+    ) -> pb.HandoverReply:
+        """Sends the whole table to this peer, which takes over as master of ``generation``
+        once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""
+        messages = handover.chunks(snapshot, generation, from_node)
+        reply: pb.HandoverReply = await self._handover(
+            iter(messages), metadata=self._metadata, timeout=timeout_s
+        )
+        return reply
 
     def query_stream(self) -> QueryStream:
         """A long-lived bidirectional stream of pipelined queries (see ``QueryStream``)."""

@@ -23,17 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.state import NodeEndpoint, RoleChange
 from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.client import Channels, Replicator, WriteQueue
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
+from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.server import ControlServer
 from tierfaas.control.standalone import StandaloneBackend
+from tierfaas.control.table import Snapshot
 from tierfaas.membership.base import (
     MemberDown,
     MemberInfo,
@@ -60,6 +63,7 @@ class ControlPlane:
         on_node_gone: Callable[[str], None] = lambda _: None,
         window_s: float = 0.1,
         clock: Clock = monotonic,
+        on_generation: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.membership = membership
         self.name = name
@@ -78,6 +82,9 @@ class ControlPlane:
         self.lane_client: QueryLaneClient | None = None
         self._hub_task: asyncio.Task[None] | None = None
         self._events_task: asyncio.Task[None] | None = None
+        self.on_generation = on_generation
+        if on_generation is not None:
+            self.server.on_handover = self.take_handover
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,6 +193,48 @@ class ControlPlane:
         if master_changed and self.master is not None:
             # Anti-entropy: the new master learns this node's whole warm set.
             self.writes.announce(self.warm_functions())
+
+    # -- rollouts: handing the table over (SPEC 6.2) ----------------------------------------
+
+    async def take_handover(self, snapshot: Snapshot, generation: int, sender: str) -> int:
+        """The target's side: hold ``snapshot`` as this node's copy, then publish
+        ``generation``, which makes this node the master everywhere; it then promotes the
+        copy (``on_role_change``) and every node re-announces its warm set to it."""
+        assert self.on_generation is not None
+        if self.replicator is not None:
+            # The old master's stream must not replace the table just handed over.
+            await self.replicator.stop()
+            self.replicator = None
+        if not self.backend.is_master():
+            copy = ReplicaCopy()
+            copy.apply(snapshot)
+            self.backend.copy = copy
+        routes = sum(len(r) for r in snapshot.routes.values())
+        await self.on_generation(generation)
+        log.info(
+            "took the routing table (%d routes) from %s; now generation %d",
+            routes,
+            sender or "?",
+            generation,
+        )
+        return routes
+
+    async def hand_over(self, target: str, generation: int) -> pb.HandoverReply:
+        """The master's side: send the whole table to ``target`` (a live member), which
+        takes over as master of ``generation``. Raises ``LookupError`` for an unknown target
+        or when this node is not master, ``grpc.aio.AioRpcError`` when it is unreachable."""
+        hub = self.backend.hub
+        rpc = self._rpc_of(target)
+        if hub is None or rpc is None:
+            raise LookupError(f"cannot hand over to {target}: not master, or no address")
+        client = self.channels.get(rpc)
+        return await client.handover(hub.table.snapshot(), generation, self.name)
+
+    def table_size(self) -> int | None:
+        """Routes in this node's table (master) or copy (replica); None otherwise."""
+        if self.backend.hub is not None:
+            return len(self.backend.hub.table)
+        return len(self.backend.copy.table) if self.backend.copy.loaded else None
 
     def _drop_dead_runs(self, hub: TableHub) -> None:
         """A promoted replica's copy still names the runs that died while it was a replica

@@ -29,6 +29,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import ControlBackend, NotMasterError, QueryResult, WriteResult
 from tierfaas.control.auth import AuthInterceptor
+from tierfaas.control.handover import HandoverError, HandoverSink, receive
 from tierfaas.control.lane import QueryLaneServer
 from tierfaas.control.table import Op
 from tierfaas.errors import ConfigError
@@ -85,6 +86,8 @@ class ControlServer:
         self.auth = AuthInterceptor(key)
         self._server: aio.Server | None = None
         self.address: Address | None = None
+        # Set by the node that may become master in a rollout (ControlPlane.take_handover).
+        self.on_handover: HandoverSink | None = None
 
     async def start(self) -> None:
         cap = 2 * self._limits.max_message_bytes
@@ -142,6 +145,9 @@ class ControlServer:
                 self._subscribe, response_serializer=serialize
             ),
             "Info": grpc.unary_unary_rpc_method_handler(self._info, response_serializer=serialize),
+            "Handover": grpc.stream_unary_rpc_method_handler(
+                self._handover, response_serializer=serialize
+            ),
         }
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
@@ -249,3 +255,20 @@ class ControlServer:
             lineage=position.lineage,
             query_lane=str(lane) if lane else "",
         )
+
+    async def _handover(self, requests: AsyncIterator[bytes], context: Context) -> pb.HandoverReply:
+        sink = self.on_handover
+        if sink is None:
+            return pb.HandoverReply(ready=False, error=f"{self._node} takes no handover")
+
+        async def decoded() -> AsyncIterator[pb.HandoverChunk]:
+            async for data in requests:
+                yield await self._decode(context, pb.HandoverChunk, data)
+
+        try:
+            snapshot, generation, sender = await receive(decoded())
+            routes = await sink(snapshot, generation, sender)
+        except HandoverError as exc:
+            log.warning("handover refused: %s", exc)
+            return pb.HandoverReply(ready=False, error=str(exc))
+        return pb.HandoverReply(ready=True, routes=routes)

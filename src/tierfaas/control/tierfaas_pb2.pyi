@@ -143,3 +143,25 @@ class InfoReply(_message.Message):
     lineage: str
     query_lane: str
     def __init__(self, node: _Optional[str] = ..., master: _Optional[bool] = ..., master_rpc: _Optional[str] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., query_lane: _Optional[str] = ...) -> None: ...
+
+class HandoverChunk(_message.Message):
+    __slots__ = ("part", "checksum", "generation", "from_node")
+    PART_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    part: TableUpdate
+    checksum: str
+    generation: int
+    from_node: str
+    def __init__(self, part: _Optional[_Union[TableUpdate, _Mapping]] = ..., checksum: _Optional[str] = ..., generation: _Optional[int] = ..., from_node: _Optional[str] = ...) -> None: ...
+
+class HandoverReply(_message.Message):
+    __slots__ = ("ready", "routes", "error")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    routes: int
+    error: str
+    def __init__(self, ready: _Optional[bool] = ..., routes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,11 @@ class ControlStub:
                 request_serializer=tierfaas__pb2.InfoRequest.SerializeToString,
                 response_deserializer=tierfaas__pb2.InfoReply.FromString,
                 _registered_method=True)
+        self.Handover = channel.stream_unary(
+                '/tierfaas.v1.Control/Handover',
+                request_serializer=tierfaas__pb2.HandoverChunk.SerializeToString,
+                response_deserializer=tierfaas__pb2.HandoverReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -119,6 +124,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Handover(self, request_iterator, context):
+        """Rollouts: the deploying master hands its table to the next master (chunked, checked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +168,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=tierfaas__pb2.InfoRequest.FromString,
                     response_serializer=tierfaas__pb2.InfoReply.SerializeToString,
+            ),
+            'Handover': grpc.stream_unary_rpc_method_handler(
+                    servicer.Handover,
+                    request_deserializer=tierfaas__pb2.HandoverChunk.FromString,
+                    response_serializer=tierfaas__pb2.HandoverReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +364,33 @@ class Control:
             '/tierfaas.v1.Control/Info',
             tierfaas__pb2.InfoRequest.SerializeToString,
             tierfaas__pb2.InfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Handover(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tierfaas.v1.Control/Handover',
+            tierfaas__pb2.HandoverChunk.SerializeToString,
+            tierfaas__pb2.HandoverReply.FromString,
             options,
             channel_credentials,
             insecure,

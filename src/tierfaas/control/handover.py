@@ -1,0 +1,78 @@
+"""Handing the routing table to the next master (SPEC 6.2), both ends.
+
+The sender streams its table as ``Snapshot`` parts (``wire.update_to_pb``, ~1 MB each, so
+any table size fits the 4 MiB message limit); the last part carries a checksum of the
+whole table and the generation the target takes. The target reassembles the parts, refuses
+a table whose checksum differs (a lost or altered part), loads it as its copy and only then
+publishes its new generation: from that moment it outranks the old master everywhere and
+owns writes (see ``tierfaas.topology.rank_key``).
+
+The checksum is SHA-256 over the sorted ``function, node, epoch`` triples: independent of
+dict order and of the parts' boundaries, and cheap (about 1 s per million routes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control import wire
+from tierfaas.control.table import Snapshot
+
+MAX_HANDOVER_ROUTES = 10_000_000
+
+# The target's side: given the whole table and the generation, load it and take over;
+# returns the number of routes loaded. Raises to refuse.
+HandoverSink = Callable[[Snapshot, int, str], Awaitable[int]]
+
+
+class HandoverError(Exception):
+    """The handover failed: a bad stream, a checksum mismatch, or a refusing target."""
+
+
+def table_checksum(routes: Mapping[str, Iterable[NodeEndpoint]]) -> str:
+    triples = sorted(
+        (function, route.name, route.epoch) for function, rs in routes.items() for route in rs
+    )
+    h = hashlib.sha256()
+    for function, node, epoch in triples:
+        h.update(f"{function}\0{node}\0{epoch}\n".encode())
+    return h.hexdigest()
+
+
+def chunks(snapshot: Snapshot, generation: int, from_node: str) -> list[pb.HandoverChunk]:
+    """The messages of one handover, the checksum and generation on the last."""
+    parts = wire.update_to_pb(snapshot)
+    messages = [pb.HandoverChunk(part=p) for p in parts]
+    last = messages[-1]
+    last.checksum = table_checksum(snapshot.routes)
+    last.generation = generation
+    last.from_node = from_node
+    return messages
+
+
+async def receive(
+    messages: AsyncIterator[pb.HandoverChunk], max_routes: int = MAX_HANDOVER_ROUTES
+) -> tuple[Snapshot, int, str]:
+    """Reassembles a handover stream: (table, generation, sender). Raises ``HandoverError``."""
+    parts = wire.SnapshotAssembler(max_changes=max_routes)
+    async for message in messages:
+        if not message.part.snapshot:
+            raise HandoverError("a handover carries snapshot parts only")
+        try:
+            update = parts.add(message.part)
+        except wire.BadMessage as exc:
+            raise HandoverError(f"bad handover part: {exc}") from None
+        if update is None:
+            continue
+        assert isinstance(update, Snapshot)
+        if not message.checksum:
+            raise HandoverError("the last handover part has no checksum")
+        if table_checksum(update.routes) != message.checksum:
+            raise HandoverError("the handed-over table does not match its checksum")
+        if message.generation < 1:
+            raise HandoverError("a handover must name a generation of 1 or more")
+        return update, message.generation, message.from_node
+    raise HandoverError("the handover stream ended before its last part")
