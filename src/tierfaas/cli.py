@@ -72,13 +72,39 @@ def node(
     memory_budget_mb: Annotated[int, typer.Option(help=_doc("memory_budget_mb"))] = 2048,
     start_timeout_s: Annotated[float, typer.Option(help=_doc("start_timeout_s"))] = 30.0,
     drain_timeout_s: Annotated[float, typer.Option(help=_doc("drain_timeout_s"))] = 30.0,
+    drain_quiet_s: Annotated[float, typer.Option(help=_doc("drain_quiet_s"))] = 0.5,
+    registry: Annotated[
+        Path | None, typer.Option(help=_doc("registry"), envvar="TIERFAAS_REGISTRY")
+    ] = None,
+    release_version: Annotated[
+        str | None,
+        typer.Option(
+            help="with --registry: the version to serve (default: the registry's desired one)",
+            envvar="TIERFAAS_RELEASE_VERSION",
+        ),
+    ] = None,
+    generation: Annotated[int, typer.Option(help=_doc("generation"))] = 0,
+    provider: Annotated[
+        str, typer.Option(help=_doc("provider"), envvar="TIERFAAS_PROVIDER")
+    ] = "none",
+    provider_state: Annotated[Path | None, typer.Option(help=_doc("provider_state"))] = None,
+    registry_poll_s: Annotated[float, typer.Option(help=_doc("registry_poll_s"))] = 2.0,
+    canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = 2,
+    canary_timeout_s: Annotated[float, typer.Option(help=_doc("canary_timeout_s"))] = 60.0,
     debug: Annotated[bool, typer.Option(help=_doc("debug"))] = False,
     log_level: Annotated[str, typer.Option(help=_doc("log_level"))] = "info",
 ) -> None:
-    """Run one node: serve the release's functions over HTTP until SIGTERM or Ctrl-C."""
+    """Run one node: serve the release's functions over HTTP until SIGTERM or Ctrl-C.
+
+    With --registry the node serves a version from the registry (--release-version, else the
+    desired one); with --provider too, it deploys new versions whenever it is master."""
     from tierfaas.node import run_node
 
     try:
+        if registry is not None:
+            release = _release_from_registry(registry, release_version)
+        elif release_version is not None:
+            raise errors.ConfigError("release_version", "needs --registry")
         config = NodeConfig(
             release_dir=release,
             http=Address.parse(http, "http"),
@@ -100,6 +126,14 @@ def node(
             memory_budget_mb=memory_budget_mb,
             start_timeout_s=start_timeout_s,
             drain_timeout_s=drain_timeout_s,
+            drain_quiet_s=drain_quiet_s,
+            registry=registry,
+            generation=generation,
+            provider=provider,  # type: ignore[arg-type]  # validated by NodeConfig
+            provider_state=provider_state,
+            registry_poll_s=registry_poll_s,
+            canaries=canaries,
+            canary_timeout_s=canary_timeout_s,
             debug=debug,
             log_level=log_level,  # type: ignore[arg-type]  # validated by NodeConfig
         )
@@ -109,6 +143,19 @@ def node(
         raise _fail(str(exc)) from None
     if code:
         raise typer.Exit(code)
+
+
+def _release_from_registry(registry: Path, version: str | None) -> Path:
+    from tierfaas.deploy.registry import DirectoryRegistry, RegistryError
+
+    store = DirectoryRegistry(registry)
+    try:
+        version = version or store.desired()
+        if version is None:
+            raise _fail(f"the registry {registry} has no desired version: tierfaas publish first")
+        return store.release_dir(version)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command()
@@ -190,6 +237,97 @@ def status(
         Console().print(render_cluster(view))
 
 
+# -- releases and rollouts -----------------------------------------------------------------------
+
+rollout = typer.Typer(help="Follow or stop the rollout of the desired release version.")
+app.add_typer(rollout, name="rollout")
+
+
+def _registry_help() -> str:
+    return (
+        "the registry folder [default: $TIERFAAS_REGISTRY, else the one 'tierfaas up' keeps "
+        "in its state folder]"
+    )
+
+
+def _registry(path: Path | None) -> Path:
+    from tierfaas.up import default_state_dir
+
+    return path or default_state_dir() / "registry"
+
+
+@app.command()
+def publish(
+    release: Annotated[Path, typer.Argument(help="the release folder (with tierfaas.toml)")],
+    registry: Annotated[
+        Path | None, typer.Option(help=_registry_help(), envvar="TIERFAAS_REGISTRY")
+    ] = None,
+    desired: Annotated[
+        bool, typer.Option(help="mark it desired: the cluster rolls to it within a poll")
+    ] = True,
+) -> None:
+    """Store a release version in the registry (versions are immutable) and mark it desired."""
+    from tierfaas.deploy.registry import DirectoryRegistry, RegistryError
+
+    store = DirectoryRegistry(_registry(registry))
+    try:
+        info, new = store.publish(release, make_desired=desired)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    verb = "published" if new else "already published (same content)"
+    tail = "; it is now the desired version" if desired else ""
+    Console().print(f"{info.name} {info.version} {verb} in {store.root}{tail}", highlight=False)
+
+
+@rollout.command("status")
+def rollout_status(
+    registry: Annotated[
+        Path | None, typer.Option(help=_registry_help(), envvar="TIERFAAS_REGISTRY")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
+) -> None:
+    """The rollout phase, the nodes of each version, the current step and the history."""
+    from tierfaas.deploy.registry import DirectoryRegistry
+    from tierfaas.deploy.status_view import render_status
+
+    store = DirectoryRegistry(_registry(registry))
+    status = store.read_status()
+    if status is None:
+        raise _fail(f"no rollout status in {store.root}: is a cluster following it?", 1)
+    if as_json:
+        print(json.dumps({**status, "desired": store.desired()}, indent=2))
+    else:
+        Console().print(render_status(status, store.desired()))
+
+
+@rollout.command("abort")
+def rollout_abort(
+    registry: Annotated[
+        Path | None, typer.Option(help=_registry_help(), envvar="TIERFAAS_REGISTRY")
+    ] = None,
+) -> None:
+    """Stop the running rollout and roll back: the previous version becomes desired again and
+    the aborted one is not tried again (publish a new version to retry)."""
+    from tierfaas.deploy.registry import DirectoryRegistry, FailedVersions, RegistryError
+
+    store = DirectoryRegistry(_registry(registry))
+    status = store.read_status() or {}
+    current = status.get("rollout") if status.get("phase") == "rolling" else None
+    if not current:
+        raise _fail("no rollout is running", 1)
+    to, back = str(current["to"]), str(current["from"])
+    FailedVersions(store.root).mark(to, "aborted by the operator (tierfaas rollout abort)")
+    try:
+        store.set_desired(back)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    Console().print(
+        f"aborted the rollout to {to}; {back} is desired again and the master rolls back "
+        "within a poll (see: tierfaas rollout status)",
+        highlight=False,
+    )
+
+
 # -- a local cluster, its front door and load balancers ------------------------------------------
 
 
@@ -221,6 +359,15 @@ def up(
     ] = 60.0,
     drain_timeout_s: Annotated[float, typer.Option(help=_doc("drain_timeout_s"))] = 30.0,
     log_level: Annotated[str, typer.Option(help="the nodes' " + _doc("log_level"))] = "info",
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="a registry folder to follow (default: one of its own in the state folder, "
+            "seeded with --release); 'tierfaas publish' rolls the cluster to a new version"
+        ),
+    ] = None,
+    registry_poll_s: Annotated[float, typer.Option(help=_doc("registry_poll_s"))] = 2.0,
+    canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = 2,
     detached_child: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Start a local cluster: N nodes on loopback, a fresh key and a front door; Ctrl-C stops it."""
@@ -238,6 +385,9 @@ def up(
         ready_timeout_s=ready_timeout_s,
         drain_timeout_s=drain_timeout_s,
         log_level=log_level,
+        registry=registry,
+        registry_poll_s=registry_poll_s,
+        canaries=canaries,
     )
     say = say_to(Console())
     try:

@@ -180,6 +180,45 @@ class NodeConfig:
         "on SIGTERM, how long in-flight requests may finish before instances are killed",
         "s",
     )
+    drain_quiet_s: float = setting(
+        0.5,
+        "while draining, how long no call may arrive before the node exits (calls still "
+        "arriving on open connections are served, and each answer closes its connection)",
+        "s",
+    )
+
+    # -- releases and rollouts (SPEC 6) ----------------------------------------------------------
+    registry: Path | None = setting(
+        None,
+        "release registry folder this cluster follows ('tierfaas publish' adds versions); "
+        "the master polls it and rolls the cluster to the desired version",
+    )
+    generation: int = setting(
+        0,
+        "the rollout generation this node starts in (set by the deploying master): nodes of "
+        "a higher generation outrank all others, see docs/architecture.md",
+    )
+    provider: Literal["none", "local", "kubernetes"] = setting(
+        "none",
+        "how a master starts and stops nodes in a rollout: 'local' (processes on this "
+        "machine), 'kubernetes' (pods), 'none' (no rollouts)",
+    )
+    provider_state: Path | None = setting(
+        None,
+        "local provider: the folder of its launch settings and node records "
+        "('tierfaas up' makes one)",
+    )
+    registry_poll_s: float = setting(
+        2.0, "how often the master reads the registry's desired version", "s"
+    )
+    canaries: int = setting(
+        2, "nodes of a new version started and checked before the table is handed over", "nodes"
+    )
+    canary_timeout_s: float = setting(
+        60.0,
+        "how long a new node may take to join and be ready; past it the rollout aborts",
+        "s",
+    )
     debug: bool = setting(False, "include tracebacks in handler error responses")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log verbosity")
 
@@ -198,6 +237,19 @@ class NodeConfig:
             raise ConfigError("queue_max", "must be 0 or more")
         if self.drain_timeout_s < 0:
             raise ConfigError("drain_timeout_s", "must be 0 or more")
+        if self.drain_quiet_s < 0:
+            raise ConfigError("drain_quiet_s", "must be 0 or more")
+        self._check_positive("registry_poll_s", "canary_timeout_s")
+        if not isinstance(self.generation, int) or self.generation < 0:
+            raise ConfigError("generation", "must be 0 or more")
+        if self.canaries < 1:
+            raise ConfigError("canaries", "must be 1 or more")
+        if self.provider not in ("none", "local", "kubernetes"):
+            raise ConfigError("provider", f"{self.provider!r} is not none|local|kubernetes")
+        if self.provider == "local" and self.provider_state is None:
+            raise ConfigError("provider_state", "the local provider needs --provider-state")
+        if self.provider != "none" and self.registry is None:
+            raise ConfigError("registry", "a rollout provider needs a --registry to follow")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", f"{self.log_level!r} is not debug|info|warning|error")
         if not self.release_dir.is_dir():

@@ -248,6 +248,15 @@ class FrontDoor:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def set_backends(self, backends: Sequence[tuple[str, int]]) -> None:
+        """Replaces the rotation (a rollout adds and drains nodes). Backends kept keep their
+        health; spliced connections to removed ones stay until either side closes them."""
+        if not backends:
+            raise ValueError("the front door needs at least one backend")
+        current = {(b.host, b.port): b for b in self.backends}
+        self.backends = [current.get(a) or Backend(*a) for a in backends]
+        self._next %= len(self.backends)
+
     # -- choosing a backend -------------------------------------------------------------------
 
     def order(self) -> list[Backend]:

@@ -1,10 +1,12 @@
 """One tierfaas node: composes the runtime, the HTTP server and (with ``--gossip``) cluster
 membership with the ClusterManager actor, and owns their lifecycle.
 
-Shutdown (SIGTERM or SIGINT), in this order: tell the cluster this node is leaving (gossip
-*leave*, so peers see it gone within milliseconds instead of declaring it dead seconds later)
-while it stops taking invocations (503 with Retry-After, /readyz 503); let the calls in flight
-finish within ``drain_timeout_s``; stop the HTTP server, every instance and the zygote; exit 0.
+Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
+peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
+(gossip *leave*, so peers see it gone within milliseconds instead of declaring it dead
+seconds later); serve the calls in flight and those still arriving on open connections,
+each answer closing its connection, until ``drain_quiet_s`` passes without one (at most
+``drain_timeout_s``); stop the HTTP server, every instance and the zygote; exit 0.
 A second SIGINT skips the wait. A node whose name another live node already holds exits 3.
 """
 
@@ -17,6 +19,7 @@ import signal
 import socket
 import time
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -29,9 +32,14 @@ from tierfaas.http.metrics import Metrics
 from tierfaas.keys import derive, load_key
 from tierfaas.manifest import Release, load_release
 from tierfaas.membership.base import Membership
+from tierfaas.membership.meta import KEY_GENERATION
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.router import Router, RoutingMetrics
 from tierfaas.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tierfaas.deploy.controller import RolloutController
+    from tierfaas.deploy.provider import Provider
 
 EXIT_NAME_CONFLICT = 3
 
@@ -86,6 +94,14 @@ class Node:
         self.control: ControlPlane | None = None
         self._conflict_watch: asyncio.Task[None] | None = None
         self.router: Router | None = None
+        self.rollout: RolloutController | None = None
+        self.generation = config.generation
+        # A node that follows a registry checks that its release imports before it says it
+        # is ready: a rollout to a broken release must stop at its canaries.
+        self.release_problem: str | None = None
+        self.release_checked = config.registry is None
+        self._preflight: asyncio.Task[None] | None = None
+        self.app.not_ready_fatal = lambda: self.release_problem is not None
         self.key = load_key(config.key_file) if config.gossip else None
         self._gossip_settings = self._gossip() if config.gossip else None
         rpc = config.rpc_address
@@ -111,6 +127,7 @@ class Node:
             version=self.release.version,
             http=self.config.http,
             rpc=self.config.rpc_address,
+            generation=self.config.generation,
         )
         self.cluster = ClusterManager(
             self.membership,
@@ -157,6 +174,7 @@ class Node:
             warm_functions=self._warm_functions,
             on_node_gone=self.router.forget_node,
             window_s=config.batch_window_s,
+            on_generation=self._publish_generation,
         )
         self.router.lookup = self.control.lookup
         if config.cold_starts == "home":
@@ -167,11 +185,63 @@ class Node:
         self.app.router = self.router
         self.app.routes_view = self.control.routes_view
         self.cluster.subscribe_roles(self.control.on_role_change)
+        if config.provider != "none":
+            self.rollout = self._rollout_controller()
+            self.rollout.start()
+
+    def _rollout_controller(self) -> RolloutController:
+        from tierfaas.deploy.controller import RolloutController
+        from tierfaas.deploy.registry import DirectoryRegistry
+
+        config = self.config
+        assert config.registry is not None and self.cluster is not None
+        assert self.control is not None and self.membership is not None
+        provider: Provider
+        if config.provider == "local":
+            from tierfaas.deploy.local import LocalProvider
+
+            assert config.provider_state is not None
+            provider = LocalProvider(config.provider_state)
+        else:
+            from tierfaas.deploy.kubernetes import KubernetesProvider
+
+            provider = KubernetesProvider.from_environment()
+        return RolloutController(
+            name=self.name,
+            version=self.release.version,
+            registry=DirectoryRegistry(config.registry),
+            provider=provider,
+            cluster=self.cluster,
+            control=self.control,
+            membership=self.membership,
+            poll_s=config.registry_poll_s,
+            canaries=config.canaries,
+            canary_timeout_s=config.canary_timeout_s,
+        )
+
+    async def _publish_generation(self, generation: int) -> None:
+        """Takes rollout ``generation`` (after a handover): gossiped at once, it makes this
+        node the master on every node (``tierfaas.topology.rank_key``)."""
+        assert self.membership is not None
+        self.generation = max(self.generation, generation)
+        await self.membership.update_meta(**{KEY_GENERATION: str(self.generation)})
+
+    async def _check_release(self) -> None:
+        from tierfaas.deploy.preflight import run_preflight
+
+        self.release_problem = await run_preflight(self.release.root)
+        self.release_checked = True
+        if self.release_problem:
+            log.error("this node cannot serve its release: %s", self.release_problem)
 
     def _warm_functions(self) -> list[str]:
         return [name for name, pool in self.runtime.pools.items() if pool.instances]
 
     def _not_ready_reason(self) -> str | None:
+        if self.release_problem is not None:
+            return self.release_problem
+        if not self.release_checked:
+            return "checking that the release imports"
         if self.membership is not None and not self.membership.joined:
             return f"not joined to the cluster: {self.membership.join_reason}"
         return None
@@ -208,6 +278,8 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         await self.runtime.start()
+        if not self.release_checked:
+            self._preflight = loop.create_task(self._check_release())
         if self._gossip_settings is not None:
             await self._start_cluster()
         log.info(
@@ -225,6 +297,10 @@ class Node:
             sock.close()
             if self._conflict_watch is not None:
                 self._conflict_watch.cancel()
+            if self._preflight is not None:
+                self._preflight.cancel()
+            if self.rollout is not None:
+                await self.rollout.stop()
             if self.router is not None:
                 await self.router.close()
             if self.control is not None:
@@ -248,13 +324,22 @@ class Node:
             self.server.force_exit = True
 
     async def _drain_and_stop(self) -> None:
+        """SPEC 7.4. Stop taking connections (load balancers and peers move on at once),
+        leave the gossip, finish the calls in flight and serve those still arriving on open
+        connections (each answer closes its connection), then exit once quiet."""
         self.app.draining = True
         self.metrics.draining.set(1)
+        if self.server is not None:
+            for listener in getattr(self.server, "servers", []):
+                listener.close()
         if self.membership is not None:
-            # Leave first: peers stop sending work here within milliseconds (SPEC 7.4).
+            # Leave first: peers stop sending work here within milliseconds.
             await self.membership.leave(timeout=2.0)
         deadline = time.monotonic() + self.config.drain_timeout_s
-        while self.app.in_flight and time.monotonic() < deadline:
+        quiet = self.config.drain_quiet_s
+        while time.monotonic() < deadline and (
+            self.app.in_flight or time.monotonic() - self.app.last_call < quiet
+        ):
             await asyncio.sleep(0.02)
         if self.app.in_flight:
             log.warning("drain timeout: %d calls still in flight are cut", self.app.in_flight)

@@ -40,8 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tierfaas.deploy.local import LocalProvider, LocalSettings, NodeRecord
+from tierfaas.deploy.provider import ProviderError
+from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.frontdoor import FrontDoor, bind_listener, http_get
-from tierfaas.keys import KEY_ENV, generate_key
+from tierfaas.keys import generate_key
+from tierfaas.manifest import Release
+from tierfaas.procs import alive, killpg, start_time
 
 STATE_FILE = "cluster.json"
 KEY_FILE = "cluster.key"
@@ -76,6 +81,9 @@ class UpOptions:
     drain_timeout_s: float = 30.0
     nginx: str = NGINX
     log_level: str = "info"
+    registry: Path | None = None  # None: a registry of its own in the state folder
+    registry_poll_s: float = 2.0
+    canaries: int = 2
 
     def validate(self) -> None:
         if not 1 <= self.nodes <= 64:
@@ -142,22 +150,17 @@ def check_port_free(host: str, port: int) -> None:
         ) from None
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (/proc), None when it is gone or a zombie."""
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Linux: nodes whose launcher exits (a master at the end of a rollout) become children
+    of this supervisor, which reaps them, instead of init's."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int, started: int | None) -> bool:
-    """True while ``pid`` runs and is the process that started at ``started`` (not a reuse)."""
-    now = start_time(pid)
-    return now is not None and (started is None or now == started)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -167,11 +170,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-
-
-def _killpg(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -220,23 +218,16 @@ def welcome(state: dict[str, Any]) -> str:
 # -- the supervisor ---------------------------------------------------------------------------
 
 
-@dataclass
-class _Node:
-    name: str
-    host: str
-    http_port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
+def log_tail(path: Path | str, chars: int = 2000) -> str:
+    try:
+        return Path(path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
-    @property
-    def http(self) -> str:
-        return f"{self.host}:{self.http_port}"
 
-    def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+def _address(http: str) -> tuple[str, int]:
+    host, _, port = http.rpartition(":")
+    return host, int(port)
 
 
 class Supervisor:
@@ -253,7 +244,12 @@ class Supervisor:
         self.state_dir = options.state_dir.resolve()
         self.logs = self.state_dir / "logs"
         self.key_path = self.state_dir / KEY_FILE
-        self.nodes: list[_Node] = []
+        self.provider = LocalProvider(self.state_dir / "provider")
+        self.registry = DirectoryRegistry(options.registry or self.state_dir / "registry")
+        self.version = ""
+        self.first_names: list[str] = []  # the nodes started by this supervisor
+        self.nodes: list[NodeRecord] = []  # alive now, refreshed by ``refresh()``
+        self._backends: list[tuple[str, int]] = []
         self.door: FrontDoor | None = None
         self.nginx: subprocess.Popen[bytes] | None = None
         self.stop_requested = asyncio.Event()
@@ -269,15 +265,11 @@ class Supervisor:
 
     def prepare(self) -> None:
         """Everything that can fail with a clear message before any process starts."""
-        from tierfaas import errors
-        from tierfaas.manifest import load_release
 
         options = self.options
         options.validate()
-        try:
-            release = load_release(options.release)
-        except errors.ManifestError as exc:
-            raise UpError(str(exc), 2) from None
+        release = self._prepare_registry()
+        self.version = release.version
         self.release_label = f"release {release.name} {release.version}"
         if "hello" not in release.functions and release.functions:
             self.try_function = sorted(release.functions)[0]
@@ -313,61 +305,81 @@ class Supervisor:
         with os.fdopen(fd, "w") as out:
             out.write(generate_key() + "\n")
 
+    def _prepare_registry(self) -> Release:
+        """The release the nodes start with: the registry's desired version. Without
+        --registry, ``up`` keeps its own registry in the state folder, made afresh from
+        --release on every start; a given registry keeps its desired version, and gets
+        --release published (and desired) only if it has none yet."""
+        from tierfaas.deploy.registry import RegistryError
+
+        own = self.options.registry is None
+        try:
+            if own:
+                shutil.rmtree(self.registry.root, ignore_errors=True)
+            if own or self.registry.desired() is None:
+                self.registry.publish(self.options.release)
+            desired = self.registry.desired()
+            assert desired is not None
+            return self.registry.load(desired)
+        except RegistryError as exc:
+            raise UpError(str(exc), 2) from None
+
     # -- nodes ------------------------------------------------------------------------------------
 
     def start_nodes(self) -> None:
         options = self.options
         hosts = node_hosts(options.first_host, options.nodes)
         cluster_port = pick_cluster_port(hosts)
-        seeds = ",".join(f"{h}:{cluster_port}" for h in hosts[: min(3, len(hosts))])
-        env = {**os.environ, KEY_ENV: self.key_path.read_text().strip()}
-        env.pop("TIERFAAS_KEY_FILE", None)
-        for host in hosts:
-            name = f"{host}-{cluster_port}"
-            http_port = free_port(host)
-            log_path = self.logs / f"{name}.log"
-            argv = [
-                sys.executable, "-m", "tierfaas.cli", "node",
-                "--release", str(options.release.resolve()),
-                "--http", f"{host}:{http_port}",
-                "--gossip", f"{host}:{cluster_port}",
-                "--rpc", f"{host}:{cluster_port + 1}",
-                "--join", seeds,
-                "--gossip-preset", "local",
-                "--drain-timeout-s", f"{options.drain_timeout_s:g}",
-                "--log-level", options.log_level,
-            ]  # fmt: skip
-            with open(log_path, "ab") as log_file:
-                process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads here
-                )
-            self.nodes.append(_Node(name, host, http_port, process, log_path))
-            time.sleep(0.03)  # oldest first: rank follows the list
+        settings = LocalSettings(
+            registry=str(self.registry.root.resolve()),
+            key_file=str(self.key_path),
+            cluster_port=cluster_port,
+            first_host=options.first_host,
+            seeds=[f"{h}:{cluster_port}" for h in hosts[: min(3, len(hosts))]],
+            drain_timeout_s=options.drain_timeout_s,
+            log_level=options.log_level,
+            extra_args=[
+                "--registry-poll-s", f"{options.registry_poll_s:g}",
+                "--canaries", str(options.canaries),
+            ],
+        )  # fmt: skip
+        self.provider = LocalProvider.create(self.state_dir / "provider", settings)
+        try:
+            self.first_names = self.provider.launch_now(
+                self.version, 0, options.nodes, die_with_launcher=True
+            )
+        except ProviderError as exc:
+            raise UpError(str(exc)) from None
+        self.refresh()
+
+    def refresh(self) -> list[NodeRecord]:
+        """The nodes alive now (a rollout adds and removes some); reaps exited children."""
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:  # orphans re-parented to this subreaper
+                pass
+        self.nodes = self.provider.records()
+        return self.nodes
 
     def _check_nodes_alive(self) -> None:
-        for node in self.nodes:
-            code = node.process.poll()
-            if code is not None:
+        alive_names = {r.name for r in self.refresh()}
+        for name in self.first_names:
+            if name not in alive_names:
+                path = self.provider.logs_dir / f"{name}.log"
                 raise UpError(
-                    f"node {node.name} exited with {code} while starting; "
-                    f"its log ({node.log_path}) ends with:\n{node.log_tail()}"
+                    f"node {name} exited while starting; its log ({path}) ends with:\n"
+                    f"{log_tail(path)}"
                 )
 
     async def _cluster_ready(self) -> str | None:
         """The master's name when every node is ready and all agree on it, else None."""
         masters = set()
         for node in self.nodes:
+            host, port = _address(node.http)
             try:
-                status, _ = await http_get(node.host, node.http_port, "/readyz")
+                status, _ = await http_get(host, port, "/readyz")
                 if status != 200:
                     return None
-                status, body = await http_get(node.host, node.http_port, "/v1/cluster")
+                status, body = await http_get(host, port, "/v1/cluster")
             except (OSError, TimeoutError):
                 return None
             if status != 200:
@@ -397,31 +409,21 @@ class Supervisor:
 
     # -- the front door ---------------------------------------------------------------------------
 
+    def _serving(self) -> list[tuple[str, int]]:
+        return [_address(n.http) for n in self.nodes if n.phase == "running"]
+
     async def start_front_door(self) -> None:
-        backends = [(n.host, n.http_port) for n in self.nodes]
+        backends = self._serving()
+        self._backends = backends
         if self.options.lb == "builtin":
             assert self._listener is not None
             self.door = await FrontDoor(backends).start(sock=self._listener)
             return
-        from tierfaas.lbconfig import nginx_config
-
         prefix = self.state_dir / "nginx"
         shutil.rmtree(prefix, ignore_errors=True)
         prefix.mkdir(mode=0o700)
-        user = None
-        if os.geteuid() == 0:
-            import pwd
-
-            user = pwd.getpwuid(0).pw_name
+        self._write_nginx_config(backends)
         conf = prefix / "nginx.conf"
-        conf.write_text(
-            nginx_config(
-                [f"{h}:{p}" for h, p in backends],
-                listen=f"{self.options.host}:{self.options.port}",
-                prefix=prefix,
-                user=user,
-            )
-        )
         with open(self.logs / "nginx.log", "ab") as log_file:
             self.nginx = subprocess.Popen(
                 [
@@ -454,6 +456,37 @@ class Supervisor:
                 raise UpError("nginx did not answer within 10 s")
             await asyncio.sleep(0.05)
 
+    def _write_nginx_config(self, backends: list[tuple[str, int]]) -> None:
+        from tierfaas.lbconfig import nginx_config
+
+        prefix = self.state_dir / "nginx"
+        user = None
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwuid(0).pw_name
+        (prefix / "nginx.conf").write_text(
+            nginx_config(
+                [f"{h}:{p}" for h, p in backends],
+                listen=f"{self.options.host}:{self.options.port}",
+                prefix=prefix,
+                user=user,
+            )
+        )
+
+    def sync_front_door(self) -> None:
+        """Points the front door at the nodes serving now: a rollout replaces every node,
+        and a draining node is dropped before it stops listening."""
+        backends = self._serving()
+        if not backends or backends == self._backends:
+            return
+        self._backends = backends
+        if self.door is not None:
+            self.door.set_backends(backends)
+        elif self.nginx is not None and self.nginx.poll() is None:
+            self._write_nginx_config(backends)
+            self.nginx.send_signal(signal.SIGHUP)  # graceful reload: old workers finish
+
     async def stop_front_door(self) -> None:
         if self.door is not None:
             await self.door.close()
@@ -465,7 +498,7 @@ class Supervisor:
             if nginx.poll() is None:
                 nginx.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
             await self._wait(nginx, 10.0)
-            _killpg(nginx.pid, signal.SIGKILL)
+            killpg(nginx.pid, signal.SIGKILL)
             await self._wait(nginx, 5.0)
 
     # -- state ------------------------------------------------------------------------------------
@@ -490,13 +523,16 @@ class Supervisor:
                 if self.nginx is not None
                 else None
             ),
+            "registry": str(self.registry.root),
+            "provider_state": str(self.provider.state_dir),
             "nodes": [
                 {
                     "name": n.name,
                     "http": n.http,
-                    "pid": n.process.pid,
-                    "start_time": start_time(n.process.pid),
-                    "log": str(n.log_path),
+                    "version": n.version,
+                    "pid": n.pid,
+                    "start_time": n.start_time,
+                    "log": n.log,
                 }
                 for n in self.nodes
             ],
@@ -508,6 +544,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop_requested.set)
+        _become_subreaper()
         state_path = self.state_dir / STATE_FILE
         try:
             self.start_nodes()
@@ -515,52 +552,61 @@ class Supervisor:
             await self.start_front_door()
             write_json_atomic(state_path, self.state("starting"))
             self.say(
-                f"starting {len(self.nodes)} nodes on {self.nodes[0].host}..."
-                f"{self.nodes[-1].host}; waiting until they are ready and agree on a master"
+                f"starting {len(self.first_names)} nodes ({self.release_label}); waiting until "
+                "they are ready and agree on a master"
             )
             master = await self.wait_ready()
             state = self.state("ready", master)
             write_json_atomic(state_path, state)
             self.say(welcome(state))
-            await self.supervise()
+            await self.supervise(master)
             return 0
         finally:
             await self.stop()
             with contextlib.suppress(FileNotFoundError):
                 state_path.unlink()
 
-    async def supervise(self) -> None:
-        reported: set[str] = set()
+    async def supervise(self, master: str | None = None) -> None:
+        """Until asked to stop: follows the nodes (a rollout replaces them all), keeps the
+        front door and the state file in step, and reaps what exits."""
+        state_path = self.state_dir / STATE_FILE
+        known = {n.name for n in self.nodes}
         while not self.stop_requested.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_requested.wait(), 1.0)
-            for node in self.nodes:
-                code = node.process.poll()
-                if code is not None and node.name not in reported:
-                    reported.add(node.name)
-                    self.say(
-                        f"[yellow]node {node.name} exited with {code}[/] (see {node.log_path})"
-                    )
+                await asyncio.wait_for(self.stop_requested.wait(), 0.25)
+            records = self.refresh()
+            names = {n.name for n in records}
+            if names != known:
+                for name in sorted(known - names):
+                    self.say(f"node {name} is gone")
+                for record in records:
+                    if record.name not in known:
+                        self.say(f"node {record.name} started ({record.version})")
+                known = names
+                write_json_atomic(state_path, self.state("ready", master))
+            self.sync_front_door()
             if self.nginx is not None and self.nginx.poll() is not None:
                 self.say(f"[red]nginx exited with {self.nginx.returncode}[/]: stopping")
                 self.stop_requested.set()
 
     async def stop(self) -> None:
         """SIGTERM to every node (they leave and drain), then the front door."""
-        running = [n for n in self.nodes if n.process.poll() is None]
+        self.provider.stop_launching()  # a master mid-rollout must not start new nodes now
+        running = self.refresh()
         if running:
             self.say(f"stopping: {len(running)} nodes leave the cluster and drain...")
         for node in running:
-            with contextlib.suppress(ProcessLookupError):
-                node.process.send_signal(signal.SIGTERM)
+            self.provider.terminate_now(node.name)
         grace = self.options.drain_timeout_s + 10.0
-        await asyncio.gather(*(self._wait(n.process, grace) for n in self.nodes))
-        for node in self.nodes:
-            if node.process.poll() is None:
+        deadline = time.monotonic() + grace
+        while self.refresh() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for node in running:
+            if alive(node.pid, node.start_time):
                 self.say(f"[yellow]node {node.name} did not stop in {grace:g} s: killed[/]")
             # The node's session: its zygote and instances, should any have outlived it.
-            _killpg(node.process.pid, signal.SIGKILL)
-            await self._wait(node.process, 5.0)
+            killpg(node.pid, signal.SIGKILL)
+        self.refresh()
         await self.stop_front_door()
         if running:
             self.say("stopped: every node and the front door are gone")
@@ -611,6 +657,9 @@ def detach(options: UpOptions, say: Callable[[str], None]) -> int:
         "--ready-timeout-s", f"{options.ready_timeout_s:g}",
         "--drain-timeout-s", f"{options.drain_timeout_s:g}",
         "--log-level", options.log_level,
+        "--registry-poll-s", f"{options.registry_poll_s:g}",
+        "--canaries", str(options.canaries),
+        *(["--registry", str(options.registry.resolve())] if options.registry else []),
         "--detached-child",
     ]  # fmt: skip
     log_path = state_dir / "up.log"
@@ -651,6 +700,12 @@ def down(state_dir: Path, say: Callable[[str], None], timeout_s: float = 60.0) -
     tracked: list[tuple[str, int, int | None]] = [
         (n["name"], int(n["pid"]), n.get("start_time")) for n in state["nodes"]
     ]
+    if state.get("provider_state"):
+        # Nodes a rollout started after the state file was last written.
+        provider = LocalProvider(Path(state["provider_state"]))
+        with contextlib.suppress(OSError):
+            provider.stop_launching()
+            tracked += [(r.name, r.pid, r.start_time) for r in provider.records()]
     if state.get("nginx"):
         tracked.append(("nginx", int(state["nginx"]["pid"]), state["nginx"].get("start_time")))
     sup_pid = int(state["supervisor"]["pid"])
@@ -675,7 +730,7 @@ def down(state_dir: Path, say: Callable[[str], None], timeout_s: float = 60.0) -
         time.sleep(0.1)
         left = [(name, pid) for name, pid, started in tracked if alive(pid, started)]
     for _, pid in left:
-        _killpg(pid, signal.SIGKILL)
+        killpg(pid, signal.SIGKILL)
     time.sleep(0.2 if left else 0)
     still = [name for name, pid, started in tracked if alive(pid, started)]
     with contextlib.suppress(FileNotFoundError):

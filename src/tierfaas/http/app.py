@@ -71,8 +71,10 @@ class NodeApp:
         self.metrics = metrics
         self.node_name = node_name
         self.not_ready_reason = not_ready_reason
+        self.not_ready_fatal: Callable[[], bool] = lambda: False
         self.draining = False
         self.in_flight = 0
+        self.last_call = 0.0  # time.monotonic() of the last invocation's arrival
         self.requests = 0
         self.id_prefix = os.urandom(4).hex()
         self.dashboard = Dashboard(self._view, self._stats, node_name)
@@ -149,14 +151,11 @@ class NodeApp:
                 "see GET /v1/functions"
             )
         label = name if name in pools else UNKNOWN
-        if self.draining:
-            error: errors.HttpError = errors.Draining(
-                "this node is shutting down; retry on another node",
-                retry_after_s=self.config.retry_after_s,
-            )
-            self.metrics.record(label, error.code, False, time.monotonic() - started)
-            raise error
+        # While draining, calls that still arrive on open connections are served (a client
+        # that sent one cannot know yet); the answer closes the connection, and the listener
+        # is closed, so the client's next connection goes to another node.
         self.in_flight += 1
+        self.last_call = started
         try:
             limit = self.config.max_body_bytes
             if length is not None and length.isdigit() and int(length) > limit:
@@ -196,6 +195,8 @@ class NodeApp:
         headers = reply.headers
         headers.append((b"x-request-id", request_id.encode()))
         headers.append((b"content-length", b"%d" % len(reply.body)))
+        if self.draining:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 
@@ -213,7 +214,9 @@ class NodeApp:
                 await respond_json(send, 200, {"ready": True}, headers)
             else:
                 headers.append((b"retry-after", str(self.config.retry_after_s).encode()))
-                await respond_json(send, 503, {"ready": False, "reason": reason}, headers)
+                # fatal: this node will never be ready (its release does not import).
+                answer = {"ready": False, "reason": reason, "fatal": self.not_ready_fatal()}
+                await respond_json(send, 503, answer, headers)
         elif path == "/v1/functions":
             await respond_json(send, 200, self._functions(), headers)
         elif path == "/v1/routes":

@@ -1,0 +1,332 @@
+"""``RolloutController``: the master deploys (SPEC 6).
+
+Every node runs one; it acts only while its node is master. Each tick it reads the
+registry's desired version, joins the provider's nodes with the membership view (asking
+new nodes' ``/readyz``), asks ``plan.next_step`` what to do, does that one step and writes
+the status (``rollout.json`` in the registry, what ``tierfaas rollout status`` shows). Ticks
+come every ``registry_poll_s`` while nothing is to be done, every ``ACTIVE_TICK_S`` during a
+rollout. Because the plan is computed from what runs, a master that takes over mid-rollout
+(after a failover or after the handover itself) continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from tierfaas.cluster.manager import ClusterManager
+from tierfaas.control.plane import ControlPlane
+from tierfaas.deploy import plan
+from tierfaas.deploy.provider import ProvidedNode, Provider, ProviderError
+from tierfaas.deploy.registry import DirectoryRegistry, FailedVersions, RegistryError
+from tierfaas.membership.base import MemberInfo, Membership
+
+log = logging.getLogger("tierfaas.rollout")
+
+ACTIVE_TICK_S = 0.3
+HISTORY = 20
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RolloutController:
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        registry: DirectoryRegistry,
+        provider: Provider,
+        cluster: ClusterManager,
+        control: ControlPlane,
+        membership: Membership,
+        poll_s: float,
+        canaries: int,
+        canary_timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.registry = registry
+        self.failed = FailedVersions(registry.root)
+        self.provider = provider
+        self.cluster = cluster
+        self.control = control
+        self.membership = membership
+        self.poll_s = poll_s
+        self.canaries = canaries
+        self.canary_timeout_s = canary_timeout_s
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.last_step = ""
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="rollout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._session is not None:
+            await self._session.close()
+        await self.provider.close()
+
+    async def _run(self) -> None:
+        while True:
+            interval = self.poll_s
+            try:
+                if (await self.cluster.topology()).master == self.name:
+                    interval = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except (RegistryError, ProviderError, OSError) as exc:
+                log.warning("rollout: %s", exc)
+            except Exception:  # the controller must outlive any one bad tick
+                log.exception("rollout tick failed")
+            await asyncio.sleep(interval)
+
+    # -- one tick --------------------------------------------------------------------------------
+
+    async def tick(self) -> float:
+        """Observes, takes one step, writes the status; returns when to tick again."""
+        desired = self.registry.desired()
+        if desired is None:
+            return self.poll_s
+        status = self.registry.read_status() or {}
+        failed = self.failed.all()
+        members = [m for m in self.membership.members() if m.state.live]
+        provided = await self.provider.nodes()
+        current = status.get("rollout") if status.get("phase") == "rolling" else None
+        if current is not None and current.get("to") != desired:
+            # The desired version changed mid-rollout (an abort, or a newer publish).
+            reason = failed.get(str(current.get("to")), f"{desired} is desired now")
+            self._event(current, f"stopped: {reason}")
+            current.update(result="aborted", reason=reason, finished_at=_now_ms())
+            status["history"] = [*status.get("history", []), current][-HISTORY:]
+            current = None
+        if current is None:
+            if self._converged(desired, members, provided) or desired in failed:
+                phase = "failed" if desired in failed and self.version != desired else "idle"
+                self._write(status, desired, failed, members, provided, None, phase)
+                return self.poll_s
+            try:
+                self.registry.load(desired)
+            except RegistryError as exc:
+                self.failed.mark(desired, str(exc))
+                log.error("rollout to %s refused: %s", desired, exc)
+                return self.poll_s
+            serving = [p for p in provided if p.phase != "draining"] or members
+            current = {
+                "from": self.version,
+                "to": desired,
+                "size": max(len(serving), 1),
+                "started_at": _now_ms(),
+                "events": [],
+            }
+            self._event(current, f"rollout to {desired} begins ({current['size']} nodes)")
+        nodes = await self._observe(desired, members, provided)
+        observed = plan.Observed(
+            desired=desired,
+            master=self.name,
+            master_version=self.version,
+            generation=max((m.generation for m in members), default=0),
+            size=int(current["size"]),
+            canaries=self.canaries,
+            canary_timeout_s=self.canary_timeout_s,
+            nodes=nodes,
+            failed=frozenset(failed),
+        )
+        step = plan.next_step(observed)
+        phase = await self._take(step, current, desired)
+        self._write(status, desired, self.failed.all(), members, provided, current, phase)
+        return ACTIVE_TICK_S if phase == "rolling" else self.poll_s
+
+    def _converged(
+        self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
+    ) -> bool:
+        return (
+            self.version == desired
+            and all(m.version == desired for m in members)
+            and all(p.version == desired for p in provided if p.phase != "draining")
+        )
+
+    async def _observe(
+        self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
+    ) -> list[plan.NodeState]:
+        by_name = {m.name: m for m in members}
+        now = time.time()
+        nodes: dict[str, plan.NodeState] = {}
+        checks = []
+        for p in provided:
+            m = by_name.get(p.name)
+            nodes[p.name] = plan.NodeState(
+                name=p.name,
+                version=p.version,
+                generation=m.generation if m else p.generation,
+                member=m is not None,
+                ready=m is not None,
+                draining=p.phase == "draining",
+                age_s=max(0.0, now - p.launched_at) if p.launched_at else 0.0,
+            )
+        for m in members:
+            if m.name not in nodes:
+                nodes[m.name] = plan.NodeState(
+                    m.name, m.version, m.generation, True, True, False, now - m.epoch / 1000
+                )
+        for name, node in nodes.items():
+            if node.version == desired and node.member and name != self.name:
+                member = by_name[name]
+                checks.append(self._readiness(node, member))
+        for node in await asyncio.gather(*checks):
+            nodes[node.name] = node
+        return list(nodes.values())
+
+    async def _readiness(self, node: plan.NodeState, member: MemberInfo) -> plan.NodeState:
+        from dataclasses import replace
+
+        if member.http is None:
+            return replace(node, ready=False, problem="published no HTTP address")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        try:
+            async with self._session.get(f"http://{member.http}/readyz") as response:
+                body = await response.read()
+                if response.status == 200:
+                    return replace(node, ready=True)
+                data = json.loads(body) if body else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return replace(node, ready=False, problem=f"/readyz: {exc.__class__.__name__}")
+        return replace(
+            node,
+            ready=False,
+            problem=str(data.get("reason", ""))[:500],
+            fatal=bool(data.get("fatal", False)),
+        )
+
+    async def _take(self, step: plan.Step, current: dict[str, Any], desired: str) -> str:
+        text = _describe(step)
+        if text != self.last_step:
+            log.info("rollout to %s: %s", desired, text)
+            self.last_step = text
+        current["step"] = text
+        if isinstance(step, plan.Launch):
+            names = await self.provider.launch(desired, step.generation, step.count)
+            self._event(current, f"launched {', '.join(names)} ({desired})")
+        elif isinstance(step, plan.Handover):
+            await self._hand_over(step, current)
+        elif isinstance(step, plan.Terminate):
+            await self.provider.terminate(step.name)
+            self._event(current, f"draining {step.name}: {step.reason}")
+        elif isinstance(step, plan.Abort):
+            for name in step.terminate:
+                await self.provider.terminate(name)
+            self.failed.mark(desired, step.reason)
+            self._event(current, f"aborted: {step.reason}")
+            current["result"] = "aborted"
+            current["reason"] = step.reason
+            return "aborted"
+        elif isinstance(step, plan.Done):
+            self._event(current, f"done: every node runs {desired}")
+            current["result"] = "done"
+            return "done"
+        return "rolling"
+
+    async def _hand_over(self, step: plan.Handover, current: dict[str, Any]) -> None:
+        from grpc import aio
+
+        began = time.monotonic()
+        try:
+            reply = await self.control.hand_over(step.target, step.generation)
+        except (LookupError, aio.AioRpcError) as exc:
+            detail = exc.details() if isinstance(exc, aio.AioRpcError) else str(exc)
+            self._event(current, f"handover to {step.target} failed: {detail}; retrying")
+            return
+        if not reply.ready:
+            self._event(current, f"handover to {step.target} refused: {reply.error}; retrying")
+            return
+        took_ms = (time.monotonic() - began) * 1000
+        current["handover"] = {
+            "target": step.target,
+            "routes": reply.routes,
+            "generation": step.generation,
+            "ms": round(took_ms, 1),
+        }
+        self._event(
+            current,
+            f"handed the table ({reply.routes} routes) to {step.target} in {took_ms:.0f} ms; "
+            f"it is master of generation {step.generation}",
+        )
+        # Act no more as master: wait until this node's view agrees that the target is.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if (await self.cluster.topology()).master == step.target:
+                return
+            await asyncio.sleep(0.05)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(current: dict[str, Any], text: str) -> None:
+        events = current.setdefault("events", [])
+        events.append({"at": _now_ms(), "text": text})
+        del events[:-50]
+
+    def _write(
+        self,
+        status: dict[str, Any],
+        desired: str,
+        failed: dict[str, str],
+        members: Sequence[MemberInfo],
+        provided: Sequence[ProvidedNode],
+        current: dict[str, Any] | None,
+        phase: str,
+    ) -> None:
+        by_version: dict[str, list[str]] = {}
+        for m in members:
+            by_version.setdefault(m.version, []).append(m.name)
+        history = list(status.get("history", []))
+        if current is not None and phase in ("done", "aborted"):
+            current["finished_at"] = _now_ms()
+            current["seconds"] = round((current["finished_at"] - current["started_at"]) / 1000, 1)
+            history.append(current)
+        new = {
+            "desired": desired,
+            "phase": phase,
+            "master": self.name,
+            "master_version": self.version,
+            "updated_at": _now_ms(),
+            "nodes": {v: sorted(names) for v, names in sorted(by_version.items())},
+            "draining": sorted(p.name for p in provided if p.phase == "draining"),
+            "failed": failed,
+            "rollout": current if phase == "rolling" else None,
+            "history": history[-HISTORY:],
+        }
+        if phase in ("idle", "failed") and status.get("phase") == new["phase"]:
+            same = {k: v for k, v in status.items() if k != "updated_at"}
+            if same == {k: v for k, v in new.items() if k != "updated_at"}:
+                return  # nothing changed: no write every poll
+        self.registry.write_status(new)
+
+
+def _describe(step: plan.Step) -> str:
+    if isinstance(step, plan.Launch):
+        return f"launch {step.count} node(s) in generation {step.generation}"
+    if isinstance(step, plan.Handover):
+        return f"hand the table to {step.target} (generation {step.generation})"
+    if isinstance(step, plan.Terminate):
+        return f"drain {step.name} ({step.reason})"
+    if isinstance(step, plan.Abort):
+        return f"abort: {step.reason}"
+    if isinstance(step, plan.Wait):
+        return f"wait: {step.reason}"
+    return "done"

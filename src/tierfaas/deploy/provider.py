@@ -1,0 +1,65 @@
+"""The one interface through which a master starts and stops nodes (SPEC 6).
+
+A provider knows the nodes *it* started or was told about, not the gossip: the rollout
+controller joins its list with the membership view (a node is ready when it is a live
+member and answers ``/readyz``). Implementations: ``tierfaas.deploy.local.LocalProvider``
+(node processes on this machine, what ``tierfaas up`` uses) and
+``tierfaas.deploy.kubernetes.KubernetesProvider`` (pods through the Kubernetes API).
+
+Every call may be made by whichever node is master at the time, including a master that
+took over in the middle of a rollout: providers keep their state where every node can
+read it (a shared folder, the Kubernetes API), never in one process's memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeAlias
+
+NodePhase: TypeAlias = Literal["starting", "running", "draining"]
+
+
+class ProviderError(Exception):
+    """A provider could not do what it was asked (no addresses left, API refused, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidedNode:
+    """One node as its provider sees it.
+
+    ``name`` is the node's gossip name, the same as in the membership view. ``phase`` is
+    ``starting`` until the provider saw it running (a process alive, a pod Running),
+    ``draining`` once ``terminate`` was asked for it. Nodes that are gone are not listed.
+    """
+
+    name: str
+    version: str
+    generation: int
+    phase: NodePhase
+    http: str | None = None  # "host:port" of its HTTP API, when known
+    launched_at: float = 0.0  # Unix s when the provider started it (0: unknown)
+
+
+class Provider(Protocol):
+    """Starts and stops nodes of a given release version."""
+
+    kind: str  # "local", "kubernetes"
+
+    async def launch(self, version: str, generation: int, count: int) -> list[str]:
+        """Starts ``count`` nodes of release ``version`` in rollout ``generation``, joined to
+        this cluster; returns their names at once (they join and get ready later)."""
+        ...
+
+    async def terminate(self, name: str) -> None:
+        """Stops node ``name`` gracefully: it leaves the gossip, finishes what is in flight and
+        exits (SIGTERM, a pod deletion with a grace period). Returns once asked, not once gone.
+        Unknown or already gone names are ignored."""
+        ...
+
+    async def nodes(self) -> list[ProvidedNode]:
+        """Every node this provider runs that is not gone yet."""
+        ...
+
+    async def close(self) -> None:
+        """Releases clients and connections (never stops nodes)."""
+        ...
