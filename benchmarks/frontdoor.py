@@ -37,7 +37,7 @@ import _common as c
 from tierfaas.frontdoor import parse_hostport
 
 NGINX = "/usr/sbin/nginx"
-TARGETS = {"builtin": 0.50, "nginx": 0.80}
+TARGETS = {"builtin": 0.50, "nginx": 0.80, "nginx-http": 0.80}
 COLUMNS = ["target", "req/s (median)", "range", "p50 ms", "p99 ms", "vs direct", "goal",
            "LB CPU µs/req", "errors"]  # fmt: skip
 
@@ -87,16 +87,26 @@ def start_cluster(procs: c.Processes, nodes: int, state_dir: Path) -> tuple[dict
     raise RuntimeError(f"the cluster was not ready in 60 s:\n{supervisor.log_tail()}")
 
 
-def start_nginx(procs: c.Processes, nodes: list[str], prefix: Path) -> tuple[c.Managed, int]:
+def start_nginx(
+    procs: c.Processes, nodes: list[str], prefix: Path, mode: str
+) -> tuple[c.Managed, int]:
     from tierfaas.lbconfig import nginx_config
 
     port = c.free_port()
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     user = "root" if os.geteuid() == 0 else None
-    conf.write_text(nginx_config(nodes, listen=f"127.0.0.1:{port}", prefix=prefix, user=user))
+    conf.write_text(
+        nginx_config(
+            nodes,
+            listen=f"127.0.0.1:{port}",
+            prefix=prefix,
+            user=user,
+            mode=mode,  # type: ignore[arg-type]
+        )
+    )
     argv = [NGINX, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")]
-    managed = procs.start("nginx", argv)
+    managed = procs.start(f"nginx-{mode}", argv)
     c.wait_http("127.0.0.1", port, "/healthz", 10, managed)
     return managed, port
 
@@ -113,11 +123,17 @@ def measure(settings: Settings, nodes: int) -> dict[str, Any]:
         }
         notes = []
         if os.access(NGINX, os.X_OK):
-            nginx, nginx_port = start_nginx(
-                procs, [n["http"] for n in state["nodes"]], procs.log_dir / "nginx"
-            )
-            targets["nginx"] = [("127.0.0.1", nginx_port)]
-            cpu_pids["nginx"] = c.process_tree(nginx.pid)
+            from tierfaas.lbconfig import STREAM_MODULE
+
+            https = [n["http"] for n in state["nodes"]]
+            modes = {"nginx": "stream", "nginx-http": "http"}
+            if not os.path.exists(STREAM_MODULE):
+                del modes["nginx"]
+                notes.append(f"nginx L4 skipped: {STREAM_MODULE} missing (libnginx-mod-stream)")
+            for name, mode in modes.items():
+                nginx, nginx_port = start_nginx(procs, https, procs.log_dir / name, mode)
+                targets[name] = [("127.0.0.1", nginx_port)]
+                cpu_pids[name] = c.process_tree(nginx.pid)
         else:
             notes.append(f"nginx skipped: {NGINX} is not installed")
 

@@ -430,6 +430,13 @@ def lb_config(
         Path, typer.Option(help="nginx's runtime dir (pid, error log, temp files)")
     ] = Path("/tmp/tierfaas-nginx"),
     workers: Annotated[int, typer.Option(help="nginx worker processes")] = 1,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="stream: L4, each connection to the next node (needs libnginx-mod-stream; "
+            "the nodes route requests themselves); http: L7, requests parsed and retried"
+        ),
+    ] = "stream",
 ) -> None:
     """Print an nginx.conf (a whole one: daemon off, files in --prefix) in front of the nodes."""
     from tierfaas.frontdoor import parse_hostport
@@ -438,6 +445,8 @@ def lb_config(
 
     if kind != "nginx":
         raise _fail(f"unknown load balancer {kind!r}: only nginx is supported")
+    if mode not in ("stream", "http"):
+        raise _fail(f"--mode must be stream or http, not {mode!r}")
     if nodes:
         backends = [seed.strip() for seed in nodes.split(",") if seed.strip()]
     else:
@@ -451,7 +460,14 @@ def lb_config(
             parse_hostport(backend)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    print(nginx_config(backends, listen=listen, prefix=prefix.resolve(), worker_processes=workers))
+    text = nginx_config(
+        backends,
+        listen=listen,
+        prefix=prefix.resolve(),
+        worker_processes=workers,
+        mode=mode,  # type: ignore[arg-type]  # checked above
+    )
+    print(text)
 
 
 @app.command()

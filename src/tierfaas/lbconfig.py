@@ -1,5 +1,13 @@
 """``tierfaas lb-config nginx``: a complete nginx.conf for a load balancer in front of the nodes.
 
+Two modes. ``http`` (L7): nginx parses every request, keeps pooled connections to the nodes
+and retries a request elsewhere on a connect error or a 503. ``stream`` (L4): nginx's stream
+module splices each client connection to the next node, as the built-in front door does: the
+nodes route requests themselves, so the balancer need not parse them, and on 2 cores the
+parsing is what costs (docs/benchmarks.md). A refused connection (a draining node closes its
+listener) goes to the next node. ``stream`` needs the stream module (Debian:
+``libnginx-mod-stream``, loaded from ``STREAM_MODULE``).
+
 The file is a whole ``nginx.conf`` (``daemon off;``, pid file, error log and temp paths in
 one directory) so that it runs unprivileged from a temp dir:
 ``nginx -c DIR/nginx.conf -p DIR -e DIR/error.log``. Its ``upstream`` lists every node's HTTP
@@ -13,6 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
+
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
 
 def nginx_config(
@@ -23,12 +34,18 @@ def nginx_config(
     worker_processes: int | str = 1,
     user: str | None = None,
     max_body: str = "6m",
+    mode: Literal["http", "stream"] = "http",
+    stream_module: str = STREAM_MODULE,
 ) -> str:
     """nginx.conf text for ``backends`` (``HOST:PORT`` each) behind ``listen``; runtime files
     (pid, error log, temp paths) live under ``prefix``. ``user`` is only for a root master."""
     if not backends:
         raise ValueError("nginx needs at least one backend")
+    if mode not in ("http", "stream"):
+        raise ValueError(f"mode must be http or stream, not {mode!r}")
     prefix = Path(prefix)
+    if mode == "stream":
+        return _stream_config(backends, listen, prefix, worker_processes, user, stream_module)
     servers = "\n".join(f"        server {b} max_fails=1 fail_timeout=2s;" for b in backends)
     user_line = f"user {user};\n" if user else ""
     return f"""\
@@ -81,6 +98,49 @@ http {{
             # Pass answers on as they come: the dashboard's server-sent events stream.
             proxy_buffering off;
         }}
+    }}
+}}
+"""
+
+
+def _stream_config(
+    backends: Sequence[str],
+    listen: str,
+    prefix: Path,
+    worker_processes: int | str,
+    user: str | None,
+    stream_module: str,
+) -> str:
+    servers = "\n".join(f"        server {b} max_fails=1 fail_timeout=2s;" for b in backends)
+    user_line = f"user {user};\n" if user else ""
+    return f"""\
+# nginx (L4, stream module) in front of a tierfaas cluster ({len(backends)} nodes), generated
+# by `tierfaas lb-config nginx --mode stream`.
+# Run: nginx -c {prefix}/nginx.conf -p {prefix} -e {prefix}/error.log
+{user_line}load_module {stream_module};
+daemon off;
+worker_processes {worker_processes};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+stream {{
+    upstream tierfaas {{
+{servers}
+    }}
+
+    server {{
+        listen {listen} backlog=4096;
+        proxy_pass tierfaas;
+        # A connection the node refuses (down, draining) goes to the next one; nothing of
+        # the client's was sent yet, so this never runs a function twice.
+        proxy_next_upstream on;
+        proxy_next_upstream_tries 3;
+        proxy_connect_timeout 2s;
+        proxy_timeout 10m;  # idle client connections (keep-alive, event streams)
     }}
 }}
 """

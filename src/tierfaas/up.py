@@ -457,8 +457,11 @@ class Supervisor:
             await asyncio.sleep(0.05)
 
     def _write_nginx_config(self, backends: list[tuple[str, int]]) -> None:
-        from tierfaas.lbconfig import nginx_config
+        from tierfaas.lbconfig import STREAM_MODULE, nginx_config
 
+        # L4 when Debian's stream module is there: on 2 cores it kept ~92% of direct req/s
+        # against ~70% for L7 (docs/benchmarks.md); the nodes route requests themselves.
+        mode = "stream" if os.path.exists(STREAM_MODULE) else "http"
         prefix = self.state_dir / "nginx"
         user = None
         if os.geteuid() == 0:
@@ -471,6 +474,7 @@ class Supervisor:
                 listen=f"{self.options.host}:{self.options.port}",
                 prefix=prefix,
                 user=user,
+                mode=mode,
             )
         )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tierfaas.lbconfig import STREAM_MODULE
 from tierfaas.testing.cluster import LocalCluster
 from tierfaas.testing.nodes import free_port, http_get
 
@@ -74,7 +75,10 @@ async def hammer(url: str, count: int, concurrency: int) -> tuple[Counter[int], 
     return statuses, served
 
 
-def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["stream", "http"])
+def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path, mode: str) -> None:
+    if mode == "stream" and not os.path.exists(STREAM_MODULE):
+        pytest.skip(f"{STREAM_MODULE} is missing (apt-get install libnginx-mod-stream)")
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()
@@ -87,7 +91,7 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path) -> None:
         nodes = ",".join(f"{n.host}:{n.port}" for n in cluster.nodes)
         lb_config = [
             sys.executable, "-m", "tierfaas.cli", "lb-config", "nginx", "--nodes", nodes,
-            "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix),
+            "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix), "--mode", mode,
         ]  # fmt: skip
         config = subprocess.run(lb_config, capture_output=True, text=True, timeout=30, check=True)
         conf = prefix / "nginx.conf"

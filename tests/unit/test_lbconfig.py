@@ -47,3 +47,17 @@ def test_is_a_whole_unprivileged_nginx_conf(tmp_path: Path) -> None:
 def test_needs_a_backend() -> None:
     with pytest.raises(ValueError):
         nginx_config([])
+
+
+def test_stream_mode_splices_connections_and_moves_on_when_refused(tmp_path: Path) -> None:
+    text = nginx_config(NODES, listen="127.0.0.1:9090", prefix=tmp_path, mode="stream")
+    assert text.startswith("#") and "load_module /usr/lib/nginx/modules/" in text
+    assert "stream {" in text and "http {" not in text
+    upstream = re.search(r"upstream tierfaas \{(.*?)\}", text, re.S)
+    assert upstream is not None
+    assert re.findall(r"server (\S+) ", upstream.group(1)) == NODES
+    assert re.search(r"^\s+proxy_pass tierfaas;$", text, re.M)
+    assert re.search(r"^\s+proxy_next_upstream on;$", text, re.M)
+    assert text.count("{") == text.count("}")
+    with pytest.raises(ValueError):
+        nginx_config(NODES, mode="udp")  # type: ignore[arg-type]
