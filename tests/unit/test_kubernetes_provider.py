@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -494,7 +495,9 @@ class FakeKube:
             pod_name = body["metadata"]["name"]
             if pod_name in self.pods:
                 return _status(409, "AlreadyExists", f'pods "{pod_name}" already exists')
+            created = datetime.now(UTC).replace(microsecond=0).isoformat()
             body = {**body, "status": {"phase": "Pending"}}
+            body["metadata"] = {**body["metadata"], "creationTimestamp": created}
             self.pods[pod_name] = body
             return httpx2.Response(201, json=body)
         if method == "GET" and name is None:
@@ -555,7 +558,7 @@ def _pod_list(items: list[dict[str, Any]]) -> dict[str, Any]:
 SERVER = "https://kube.test:6443"
 
 
-def client_for(fake: FakeKube) -> AsyncClient:
+def client_for(fake: FakeKube, handler: Any = None) -> AsyncClient:
     config = KubeConfig.from_dict(
         {
             "clusters": [{"name": "test", "cluster": {"server": SERVER}}],
@@ -564,9 +567,8 @@ def client_for(fake: FakeKube) -> AsyncClient:
             "current-context": "test",
         }
     )
-    return AsyncClient(
-        config=config, namespace=fake.namespace, transport=httpx2.MockTransport(fake)
-    )
+    transport = httpx2.MockTransport(handler or fake)
+    return AsyncClient(config=config, namespace=fake.namespace, transport=transport)
 
 
 @pytest.fixture
@@ -597,6 +599,7 @@ async def test_nodes_lists_by_label_and_maps_phases(
     fake: FakeKube, provider: KubernetesProvider
 ) -> None:
     fake.node("tierfaas-g1-start", 1)
+    fake.pods["tierfaas-g1-start"]["metadata"]["creationTimestamp"] = "2026-01-02T03:04:05Z"
     fake.node("tierfaas-g1-run", 1, phase="Running", podIP="10.1.2.3")
     fake.node("tierfaas-g0-v6", 0, version="1.0.0+b", phase="Running", podIP="fd00::5")
     fake.node("tierfaas-g0-drain", 0, phase="Running", podIP="10.1.2.4")
@@ -618,14 +621,19 @@ async def test_nodes_lists_by_label_and_maps_phases(
         ("tierfaas-g1-run", "1.0.0", 1, "running", "10.1.2.3:8080"),
         ("tierfaas-g1-start", "1.0.0", 1, "starting", None),
     ]
+    launched = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    assert [n.launched_at for n in nodes] == [0.0, 0.0, 0.0, launched]  # 0: not known
 
 
 async def test_launched_pods_are_listed_as_nodes(provider: KubernetesProvider) -> None:
+    before = time.time()
     names = await provider.launch("1.0.0+build.5", 2, 2)
     nodes = await provider.nodes()
     assert [(n.name, n.version, n.generation, n.phase) for n in nodes] == [
         (name, "1.0.0+build.5", 2, "starting") for name in sorted(names)
     ]
+    # The rollout times canaries out from here.
+    assert all(before - 1 <= n.launched_at <= time.time() for n in nodes)
 
 
 async def test_terminate_deletes_with_the_grace_period(
@@ -725,6 +733,25 @@ async def test_a_failure_midway_names_the_pods_already_created(
     assert "Required value" in message and "left running" in message
     (created,) = set(fake.pods) - {earlier}
     assert created in message and earlier not in message  # only this launch's pods
+
+
+async def test_an_answer_that_is_no_kubernetes_status_keeps_its_code(fake: FakeKube) -> None:
+    """A proxy in front of the API answering with its own page."""
+
+    def proxy(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST":
+            return httpx2.Response(502, text="<html>Bad Gateway</html>")
+        return fake(request)
+
+    provider = KubernetesProvider(SETTINGS, client_for(fake, handler=proxy))
+    try:
+        with pytest.raises(KubernetesError) as caught:
+            await provider.launch("1.0.0", 0, 1)
+    finally:
+        await provider.close()
+    assert caught.value.reason == "api"
+    assert caught.value.status == 502
+    assert "answered 502: <html>Bad Gateway</html>" in str(caught.value)
 
 
 async def test_an_unreachable_api_is_a_clear_provider_error(

@@ -605,6 +605,9 @@ def api_call(action: str, namespace: str, server: str, *, creating: bool = False
         status = exc.status.code or exc.response.status_code
         message = exc.status.message or ""
         raise api_error(action, status, message, namespace=namespace, creating=creating) from None
+    except httpx2.HTTPStatusError as exc:  # an answer that is no Kubernetes Status (a proxy's)
+        status, text = exc.response.status_code, exc.response.text[:200]
+        raise api_error(action, status, text, namespace=namespace, creating=creating) from None
     except httpx2.HTTPError as exc:
         raise KubernetesError(
             f"{action}: cannot reach the Kubernetes API at {server}: {exc or type(exc).__name__}",
@@ -623,6 +626,10 @@ def connect(namespace: str) -> AsyncClient:
             "the kubernetes provider needs lightkube: pip install 'tierfaas[kubernetes]'",
             "no_config",
         ) from None
+    for name in ("httpx2", "httpcore2"):  # one INFO line per request, every poll: too many
+        library_log = logging.getLogger(name)
+        if library_log.level == logging.NOTSET:
+            library_log.setLevel(logging.WARNING)
     try:
         return AsyncClient(namespace=namespace, field_manager="tierfaas")
     except (LightkubeConfigError, OSError, KeyError, ValueError) as exc:
@@ -653,7 +660,9 @@ def provided_node(pod: Pod) -> ProvidedNode | None:
         return None
     ip = status.podIP if status else None
     http = str(Address(ip, HTTP_PORT)) if ip else None
-    return ProvidedNode(meta.name, version, int(generation), phase, http)
+    created = meta.creationTimestamp  # set by the API server: the canaries' clock starts here
+    launched_at = created.timestamp() if created is not None else 0.0
+    return ProvidedNode(meta.name, version, int(generation), phase, http, launched_at)
 
 
 def pod_readiness(pod: Pod) -> tuple[bool, str]:
