@@ -190,6 +190,7 @@ def test_sigterm_drains_in_flight_calls_then_exits_leaving_no_process(tmp_path: 
                 # A keep-alive connection opened before the drain.
                 async with kept.post(f"{node.url}/function/echo", data=b"a") as first:
                     assert first.status == 200
+                    await first.read()  # read to the end, or aiohttp drops the connection
                 slow = asyncio.create_task(post(f"{node.url}/function/onebyone", b"1"))
                 await asyncio.sleep(0.4)
                 children = descendants(node.pid)
