@@ -169,6 +169,22 @@ async def test_timeout_is_504_and_kills_the_instance(rt: Harness) -> None:
     assert (await rt.call("slow", b"0.01")).cold  # a new instance
 
 
+async def test_a_call_arriving_past_its_deadline_does_not_run_nor_kill_the_instance(
+    rt: Harness,
+) -> None:
+    # A forwarded call delivered late (after a partition heals, TCP hands the node a request
+    # its sender gave up on long ago) is refused unrun; the warm instance stays.
+    await rt.call("echo", b"warm")
+    pid = next(e.pid for e in rt.events if isinstance(e, InstanceStarted))
+    with pytest.raises(errors.FunctionTimeout, match="past its deadline") as info:
+        await rt.call("echo", b"late", deadline=time.time() - 1.0)
+    assert info.value.status == 504
+    await asyncio.sleep(0.1)
+    assert alive(pid)
+    assert not [e for e in rt.events if isinstance(e, InstanceStopped)]
+    assert not (await rt.call("echo", b"again")).cold
+
+
 async def test_concurrency_limit_queues_then_429() -> None:
     rt = await make(queue_max=2, queue_timeout_s=0.3)
     try:
@@ -246,3 +262,4 @@ async def test_close_leaves_no_instance_process() -> None:
     await rt.runtime.close()
     await asyncio.sleep(0.2)
     assert not any(alive(p) for p in [*pids, zygote])
+

@@ -101,7 +101,12 @@ class Runtime:
         pool = self.pool(name)
         timeout = pool.spec.timeout_s
         if deadline is not None:
-            timeout = max(0.0, min(timeout, deadline - time.time()))
+            timeout = min(timeout, deadline - time.time())
+            if timeout <= 0:
+                # Sent on by a node that has given up on it already (its bytes can arrive late:
+                # a partition heals and TCP delivers them). Dispatching it with no time left
+                # would arm an expired timer and kill a warm instance, and its other calls.
+                raise errors.FunctionTimeout(f"{name!r} arrived past its deadline; it did not run")
         start = self.clock() if started is None else started
         context: dict[str, Any] | None = None
         if pool.takes_context:  # else the handler would not see it: don't build or send it
