@@ -159,6 +159,45 @@ class NodeConfig:
         "s",
     )
     retry_after_s: int = setting(1, "the Retry-After hint sent with 429 and 503", "s")
+    max_header_bytes: int = setting(
+        64 * 1024,
+        "largest request line plus headers; larger ones get 431 and the connection is closed. "
+        "The head is held in memory while it arrives",
+        "bytes",
+    )
+    header_timeout_s: float = setting(
+        10.0,
+        "longest a client may take to send a request's line and headers (from the connection's "
+        "opening or the request's first byte); past it 408 and the connection is closed. "
+        "Shorter frees stalled connections sooner; slow links need longer",
+        "s",
+    )
+    body_timeout_s: float = setting(
+        60.0,
+        "longest a client may take to send a request's body once its headers are in; past it "
+        "408 and the connection is closed. At the default body limit this asks ~100 KiB/s of "
+        "the slowest client",
+        "s",
+    )
+    send_timeout_s: float = setting(
+        60.0,
+        "longest a client may leave a response unread (the socket's send buffer full); past "
+        "it the connection is closed and the response dropped",
+        "s",
+    )
+    admin_token_file: Path | None = setting(
+        None,
+        "file holding the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; when set and "
+        "the HTTP address is not loopback, the admin endpoints (cluster, routes, stats, "
+        "dashboard, metrics) need it as 'Authorization: Bearer TOKEN' (or Basic, any user)",
+    )
+    scale_out_wait_s: float = setting(
+        0.02,
+        "when every instance of a warm function is busy, how long a call waits for a free one "
+        "before a new instance starts; a start costs a process and the function's init (often "
+        "far more than a call), so a short wait saves most of them. 0: start at once",
+        "s",
+    )
 
     # -- instances -----------------------------------------------------------------------------
     memory_budget_mb: int = setting(
@@ -226,6 +265,9 @@ class NodeConfig:
         self._check_positive("max_body_bytes", "max_response_bytes", "queue_timeout_s")
         self._check_positive("memory_budget_mb", "reap_interval_s", "start_timeout_s")
         self._check_positive("retry_after_s")
+        self._check_positive("header_timeout_s", "body_timeout_s", "send_timeout_s")
+        if not isinstance(self.max_header_bytes, int) or self.max_header_bytes < 1024:
+            raise ConfigError("max_header_bytes", "must be at least 1024")
         self._check_positive("batch_window_s", "route_cache_size", "route_cache_ttl_s")
         if self.cold_starts not in ("home", "local"):
             raise ConfigError("cold_starts", f"{self.cold_starts!r} is not home|local")
@@ -233,6 +275,8 @@ class NodeConfig:
             # A forwarded call runs where it lands or is refused back unstarted; forwarding it
             # onward again is not implemented, so larger limits would promise what isn't done.
             raise ConfigError("hop_limit", "must be 0 (no routing) or 1 (forward at most once)")
+        if not 0 <= self.scale_out_wait_s <= 10:
+            raise ConfigError("scale_out_wait_s", "must be between 0 and 10")
         if self.queue_max < 0:
             raise ConfigError("queue_max", "must be 0 or more")
         if self.drain_timeout_s < 0:

@@ -4,9 +4,11 @@ Theory of operation: a call takes a *slot* (an instance with fewer than ``concur
 in flight), preferring the most recently used instance so that the others go idle and are
 reaped. With no free slot, the call joins a bounded FIFO of waiters, and the pool starts new
 instances while the waiters outnumber the slots already being started and ``max_instances``
-and the node's memory budget allow. A started instance, or a slot freed by a finished call,
-goes to the oldest waiter. A waiter not covered by a start waits at most ``queue_timeout_s``;
-a full queue or an expired wait answers 429 with Retry-After.
+and the node's memory budget allow; when the function is warm and only busy, it first waits
+``scale_out_wait_s`` for a slot to free (a cold start costs far more than a short call).
+A started instance, or a slot freed by a finished call, goes to the oldest waiter. A waiter
+not covered by a start waits at most ``queue_timeout_s``; a full queue or an expired wait
+answers 429 with Retry-After.
 
 All of this runs on the node's event loop and never blocks: the instances are other processes.
 """
@@ -83,9 +85,15 @@ class FunctionPool:
                 "already waiting",
                 retry_after_s=config.retry_after_s,
             )
-        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Instance] = loop.create_future()
         self.waiters.append(waiter)
-        self._start_for_waiters()
+        if self.instances and not self.starting and config.scale_out_wait_s > 0:
+            # Warm but busy: a slot usually frees within one call's time, while a new
+            # instance costs a process and the function's init. Wait a moment first.
+            loop.call_later(config.scale_out_wait_s, self._start_for_waiters)
+        else:
+            self._start_for_waiters()
         covered = len(self.waiters) <= self.starting * self.spec.concurrency
         timeout = (
             config.start_timeout_s + config.queue_timeout_s if covered else (config.queue_timeout_s)
