@@ -54,7 +54,9 @@ class ZygoteClient:
             if self.sock is not None:
                 return
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            env = dict(os.environ)
+            # The node's own settings, the cluster key above all, are not the functions'
+            # business: instances inherit the zygote's environment.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFAAS_")}
             # Few malloc arenas: each thread's arena would otherwise reserve 64 MiB of address
             # space and eat the instance's RLIMIT_AS budget.
             env.setdefault("MALLOC_ARENA_MAX", "2")
