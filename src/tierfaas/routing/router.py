@@ -44,6 +44,12 @@ _DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "con
 # Response headers relayed from the node that ran the call.
 _RELAY = ("content-type", "retry-after", fw.ROUTE, fw.SERVED_BY, fw.LOAD, "x-tierfaas-start")
 NEGATIVE_TTL_S = 0.5
+# Longest a forward waits for a new connection to the target. Between nodes a connect takes
+# well under a millisecond (the kernel answers the SYN even when the node is busy); one that
+# hangs means the target is cut off or gone, and since nothing was sent, the call goes to the
+# next candidate or runs here. Without it a connect into a partition waited out the whole
+# function timeout and then answered 502 as if the call might have run.
+CONNECT_TIMEOUT_S = 1.0
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
@@ -402,11 +408,13 @@ class Router:
                 url,
                 data=body,
                 headers=out,
-                timeout=aiohttp.ClientTimeout(total=remaining + 1.0),
+                timeout=aiohttp.ClientTimeout(
+                    total=remaining + 1.0, sock_connect=min(CONNECT_TIMEOUT_S, remaining)
+                ),
             ) as response:
                 answer = await response.read()
                 status, reply_headers = response.status, response.headers
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Never connected: the target certainly did not run it. Drop it and go on.
             self.metrics.forwards.labels("unreachable").inc()
             log.info("forward of %s to %s failed to connect: %s", name, node, exc)

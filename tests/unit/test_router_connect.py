@@ -1,0 +1,75 @@
+"""A forward whose connection cannot be opened in time is "unreachable", never "may have run".
+
+A node cut off by a partition does not refuse connections: its SYNs vanish. The sender must
+give up on the connect quickly and try elsewhere (nothing was sent), not wait out the whole
+function timeout and answer 502 ``forward_failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tierfaas.config import Address
+from tierfaas.routing import router as router_module
+from tierfaas.routing.cache import RouteCache
+from tierfaas.routing.decision import Candidate
+from tierfaas.routing.forwarding import Hop
+from tierfaas.routing.router import Router, RoutingMetrics
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[tuple[str, int]]:
+    """A listening port whose accept queue is full: Linux drops further SYNs, so a connect
+    to it hangs as one into a partition does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = []
+    try:
+        for _ in range(4):  # fill the queue (backlog 0 still takes one or two)
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(address)
+            fillers.append(filler)
+        time.sleep(0.1)
+        yield address
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+async def test_a_connect_that_hangs_is_unreachable_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(router_module, "CONNECT_TIMEOUT_S", 0.3)
+    cache = RouteCache(time.monotonic)
+    metrics = RoutingMetrics(CollectorRegistry())
+    runtime: Any = None  # _forward never touches the runtime
+    router = Router(runtime, self_name="a", key=b"k" * 32, cache=cache, metrics=metrics)
+    await router.start()
+    try:
+        with blackhole() as (host, port):
+            router.endpoints["b"] = Address(host, port)
+            cache.put("f", (Candidate("b"),))
+            began = time.monotonic()
+            reply = await router._forward(
+                "b", "f", b"x", "rid-1", "POST", "", {}, time.monotonic(), 10.0, Hop()
+            )
+            took = time.monotonic() - began
+    finally:
+        await router.close()
+    assert reply is None  # not sent: the caller tries the next candidate or runs it here
+    assert took < 2.0, took
+    assert metrics.forwards.labels("unreachable")._value.get() == 1
+    assert metrics.forwards.labels("failed")._value.get() == 0
+    assert cache.get("f") in (None, ())  # the route to b is dropped
