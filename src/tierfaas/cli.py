@@ -98,6 +98,8 @@ def node(
 
     With --registry the node serves a version from the registry (--release-version, else the
     desired one); with --provider too, it deploys new versions whenever it is master."""
+    from tierfaas.deploy.kubernetes import resolve_seeds
+    from tierfaas.deploy.provider import ProviderError
     from tierfaas.node import run_node
 
     try:
@@ -111,7 +113,7 @@ def node(
             name=name,
             gossip=None if gossip is None else Address.parse(gossip, "gossip"),
             rpc=None if rpc is None else Address.parse(rpc, "rpc"),
-            join=tuple(seed.strip() for seed in join.split(",") if seed.strip()),
+            join=resolve_seeds(seed.strip() for seed in join.split(",") if seed.strip()),
             gossip_preset=gossip_preset,  # type: ignore[arg-type]  # validated by NodeConfig
             replicas=replicas,
             key_file=key_file,
@@ -139,7 +141,7 @@ def node(
         )
         setup_logging(config.log_level)
         code = run_node(config)
-    except (errors.ConfigError, errors.ManifestError) as exc:
+    except (errors.ConfigError, errors.ManifestError, ProviderError) as exc:
         raise _fail(str(exc)) from None
     if code:
         raise typer.Exit(code)

@@ -29,6 +29,7 @@ from tierfaas.config import NodeConfig
 from tierfaas.control.plane import ControlPlane
 from tierfaas.http.app import NodeApp
 from tierfaas.http.metrics import Metrics
+from tierfaas.http.protocol import bounded_protocol
 from tierfaas.keys import derive, load_key
 from tierfaas.manifest import Release, load_release
 from tierfaas.membership.base import Membership
@@ -101,6 +102,9 @@ class Node:
         self.release_problem: str | None = None
         self.release_checked = config.registry is None
         self._preflight: asyncio.Task[None] | None = None
+        # Built before any socket opens: a provider that cannot work (no API access, a broken
+        # state folder) stops the node at start with its reason, not after it joined.
+        self.provider = self._provider() if config.provider != "none" else None
         self.app.not_ready_fatal = lambda: self.release_problem is not None
         self.key = load_key(config.key_file) if config.gossip else None
         self._gossip_settings = self._gossip() if config.gossip else None
@@ -196,21 +200,12 @@ class Node:
         config = self.config
         assert config.registry is not None and self.cluster is not None
         assert self.control is not None and self.membership is not None
-        provider: Provider
-        if config.provider == "local":
-            from tierfaas.deploy.local import LocalProvider
-
-            assert config.provider_state is not None
-            provider = LocalProvider(config.provider_state)
-        else:
-            from tierfaas.deploy.kubernetes import KubernetesProvider
-
-            provider = KubernetesProvider.from_environment()
+        assert self.provider is not None
         return RolloutController(
             name=self.name,
             version=self.release.version,
             registry=DirectoryRegistry(config.registry),
-            provider=provider,
+            provider=self.provider,
             cluster=self.cluster,
             control=self.control,
             membership=self.membership,
@@ -218,6 +213,18 @@ class Node:
             canaries=config.canaries,
             canary_timeout_s=config.canary_timeout_s,
         )
+
+    def _provider(self) -> Provider:
+        if self.config.provider == "local":
+            from tierfaas.deploy.local import LocalProvider
+
+            assert self.config.provider_state is not None
+            local = LocalProvider(self.config.provider_state)
+            local.settings()  # raises ProviderError for a missing or damaged folder
+            return local
+        from tierfaas.deploy.kubernetes import KubernetesProvider
+
+        return KubernetesProvider.from_environment()
 
     async def _publish_generation(self, generation: int) -> None:
         """Takes rollout ``generation`` (after a handover): gossiped at once, it makes this
@@ -262,7 +269,8 @@ class Node:
         self.server = _Server(
             uvicorn.Config(
                 self.app,
-                http="httptools",
+                # httptools, with bounds on slow and oversized requests (http/protocol.py)
+                http=bounded_protocol(self.config, self.metrics.http_rejected_by),
                 loop="none",
                 lifespan="off",
                 access_log=False,

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tierfaas.deploy.local import LocalProvider, LocalSettings, NodeRecord
 from tierfaas.deploy.provider import ProviderError
@@ -461,7 +461,7 @@ class Supervisor:
 
         # L4 when Debian's stream module is there: on 2 cores it kept ~92% of direct req/s
         # against ~70% for L7 (docs/benchmarks.md); the nodes route requests themselves.
-        mode = "stream" if os.path.exists(STREAM_MODULE) else "http"
+        mode: Literal["stream", "http"] = "stream" if os.path.exists(STREAM_MODULE) else "http"
         prefix = self.state_dir / "nginx"
         user = None
         if os.geteuid() == 0:
