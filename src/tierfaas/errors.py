@@ -42,6 +42,8 @@ class HttpError(TierfaasError):
     status = 500
     code = "internal_error"
     retry_after_s: float | None = None
+    close_connection = False
+    """Whether the answer closes the connection (the rest of the request was not read)."""
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -56,6 +58,14 @@ class HttpError(TierfaasError):
 class ClientError(HttpError):
     status = 400
     code = "bad_request"
+
+
+class BadRequest(ClientError):
+    """The request is not valid HTTP (garbage request line, bad Content-Length, broken
+    chunked encoding): answered by the connection itself, which is then closed."""
+
+    code = "bad_request"
+    close_connection = True
 
 
 class BadName(ClientError):
@@ -80,6 +90,35 @@ class MethodNotAllowed(ClientError):
 class BodyTooLarge(ClientError):
     status = 413
     code = "body_too_large"
+    close_connection = True  # the rest of the body is not read
+
+
+class Unauthorized(ClientError):
+    """The function (or admin endpoint) needs a key or token the request did not carry."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, challenge: str = 'Bearer realm="tierfaas"') -> None:
+        super().__init__(message)
+        self.challenge = challenge
+        """The ``WWW-Authenticate`` header of the answer."""
+
+
+class RequestTimeout(ClientError):
+    """The client did not send the request's head or body in time (slow or stalled)."""
+
+    status = 408
+    code = "request_timeout"
+    close_connection = True
+
+
+class HeadersTooLarge(ClientError):
+    """The request line and headers are over ``max_header_bytes``."""
+
+    status = 431
+    code = "headers_too_large"
+    close_connection = True
 
 
 class Overloaded(ClientError):

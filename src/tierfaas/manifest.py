@@ -17,6 +17,7 @@
     max_instances = 4          # instances of this function per node
     keep_alive_s = 300         # an idle instance is reaped after this
     env = { GREETING = "hi" }  # environment of the instance process
+    api_keys = ["sha256:..."]  # optional: calls need one of these keys (SHA-256 digests)
 
 Loading never imports user code: it checks the file and every field and resolves each handler
 module to a file that must lie inside the release directory (symlinks included), so a handler
@@ -53,7 +54,10 @@ _LIMITS: dict[str, tuple[type, float, float, float]] = {
     "max_instances": (int, 4, 1, 1024),
     "keep_alive_s": (float, 300.0, 0.0, 86400.0),
 }
-_FUNCTION_KEYS = {"handler", "init", "env", *_LIMITS}
+_FUNCTION_KEYS = {"handler", "init", "env", "api_keys", *_LIMITS}
+_DEFAULT_KEYS = {"api_keys", *_LIMITS}
+_API_KEY_RE = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_API_KEYS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ class FunctionSpec:
     max_instances: int = 4
     keep_alive_s: float = 300.0
     env: dict[str, str] = field(default_factory=dict)
+    api_keys: tuple[bytes, ...] = ()
+    """SHA-256 digests of the keys a call must present one of; empty: no key needed."""
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able settings shown by ``GET /v1/functions``."""
@@ -93,6 +99,7 @@ class FunctionSpec:
             "threads": self.threads,
             "max_instances": self.max_instances,
             "keep_alive_s": self.keep_alive_s,
+            "api_key": bool(self.api_keys),  # whether calls need a key (never the keys)
         }
 
 
@@ -111,25 +118,34 @@ def load_release(directory: Path | str) -> Release:
     where = str(path)
     if not path.is_file():
         raise ManifestError(where, "(file)", "no tierfaas.toml in the release directory")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
+    # Read at most the limit plus one byte: the size stat() reports can lie (a symlink to a
+    # file in /proc says 0 bytes and reads without end).
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError(where, "(file)", f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(where, "(file)", f"larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(where, "(file)", f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ManifestError(where, "(file)", "not valid TOML: nested too deeply") from None
 
     _only_keys(where, "", data, {"release", "defaults", "functions"})
     release = _table(where, "release", data.get("release"))
     _only_keys(where, "release", release, {"name", "version"})
     name = _string(where, "release.name", release.get("name"))
     if not is_valid_name(name):
-        raise ManifestError(where, "release.name", f"{name!r} is not a valid name")
+        raise ManifestError(where, "release.name", f"{_show(name)} is not a valid name")
     version = _string(where, "release.version", release.get("version"))
     if not _VERSION_RE.fullmatch(version):
-        raise ManifestError(where, "release.version", f"{version!r}: use [A-Za-z0-9._+-]")
+        raise ManifestError(where, "release.version", f"{_show(version)}: use [A-Za-z0-9._+-]")
 
     defaults = _table(where, "defaults", data.get("defaults", {}))
-    _only_keys(where, "defaults", defaults, set(_LIMITS))
+    _only_keys(where, "defaults", defaults, _DEFAULT_KEYS)
     functions_table = _table(where, "functions", data.get("functions"))
     if not functions_table:
         raise ManifestError(where, "functions", "the release defines no function")
@@ -142,7 +158,7 @@ def load_release(directory: Path | str) -> Release:
 def _function(
     where: str, root: Path, name: str, raw: Any, defaults: dict[str, Any]
 ) -> FunctionSpec:
-    prefix = f"functions.{name}"
+    prefix = f"functions.{name[:80]}"
     if not is_valid_name(name):
         raise ManifestError(where, prefix, "a function name is 1-64 of [A-Za-z0-9._-]")
     table = _table(where, prefix, raw)
@@ -156,34 +172,68 @@ def _function(
         value = table.get(key, defaults.get(key, default))
         limits[key] = _number(where, f"{prefix}.{key}", value, kind, low, high)
     env = _env(where, f"{prefix}.env", table.get("env", {}))
-    return FunctionSpec(name=name, handler=handler, init=init, env=env, **limits)
+    if "api_keys" in table:
+        api_keys = _api_keys(where, f"{prefix}.api_keys", table["api_keys"])
+    elif "api_keys" in defaults:
+        api_keys = _api_keys(where, "defaults.api_keys", defaults["api_keys"])
+    else:
+        api_keys = ()
+    return FunctionSpec(name=name, handler=handler, init=init, env=env, api_keys=api_keys, **limits)
+
+
+def _api_keys(where: str, fieldname: str, value: Any) -> tuple[bytes, ...]:
+    """``["sha256:HEX", ...]``: the digests of the accepted keys (never the keys themselves)."""
+    if not isinstance(value, list) or not value:
+        raise ManifestError(
+            where, fieldname, "expected a non-empty list of 'sha256:HEX' digests of keys"
+        )
+    if len(value) > MAX_API_KEYS:
+        raise ManifestError(where, fieldname, f"at most {MAX_API_KEYS} keys")
+    digests = []
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, str) or not _API_KEY_RE.fullmatch(item):
+            # The entry itself is not shown: it may be a key pasted by mistake.
+            raise ManifestError(
+                where,
+                fieldname,
+                f"entry {number} is not 'sha256:' and 64 lowercase hex digits, the SHA-256 of "
+                'a key (printf %s "$KEY" | sha256sum); keys never go in a manifest',
+            )
+        digests.append(bytes.fromhex(item[len("sha256:") :]))
+    return tuple(digests)
 
 
 def _entry_point(where: str, root: Path, fieldname: str, value: Any) -> EntryPoint:
     text = _string(where, fieldname, value)
     module, sep, attr = text.partition(":")
     if not sep or not _MODULE_RE.fullmatch(module) or not _ATTR_RE.fullmatch(attr):
-        raise ManifestError(where, fieldname, f"{text!r} is not 'module:callable'")
+        raise ManifestError(where, fieldname, f"{_show(text)} is not 'module:callable'")
     parts = module.split(".")
     candidates = [root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")]
     for candidate in candidates:
-        if candidate.is_file():
-            resolved = candidate.resolve()
+        try:
+            found = candidate.is_file()
+            resolved = candidate.resolve(strict=True) if found else candidate
+        except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+            raise ManifestError(
+                where, fieldname, f"module {_show(module)}: {getattr(exc, 'strerror', exc)}"
+            ) from None
+        if found:
             if not resolved.is_relative_to(root):
                 raise ManifestError(
                     where, fieldname, f"module {module!r} resolves outside the release directory"
                 )
             return EntryPoint(module=module, attr=attr, path=resolved)
     raise ManifestError(
-        where, fieldname, f"module {module!r} not found in the release directory ({root})"
+        where, fieldname, f"module {_show(module)} not found in the release directory ({root})"
     )
 
 
 def _number(where: str, fieldname: str, value: Any, kind: type, low: float, high: float) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ManifestError(where, fieldname, f"expected a number, got {value!r}")
+        raise ManifestError(where, fieldname, f"expected a number, got {_show(value)}")
     if kind is int and not isinstance(value, int):
-        raise ManifestError(where, fieldname, f"expected a whole number, got {value!r}")
+        raise ManifestError(where, fieldname, f"expected a whole number, got {_show(value)}")
     if not math.isfinite(value) or not low <= value <= high:
         raise ManifestError(where, fieldname, f"{value!r} is outside {low:g}..{high:g}")
     return kind(value)
@@ -194,9 +244,9 @@ def _env(where: str, fieldname: str, value: Any) -> dict[str, str]:
     env = {}
     for key, item in table.items():
         if not _ENV_RE.fullmatch(key):
-            raise ManifestError(where, f"{fieldname}.{key}", "not a valid variable name")
+            raise ManifestError(where, f"{fieldname}.{key[:80]}", "not a valid variable name")
         if not isinstance(item, str | int | float) or isinstance(item, bool):
-            raise ManifestError(where, f"{fieldname}.{key}", "values are strings or numbers")
+            raise ManifestError(where, f"{fieldname}.{key[:80]}", "values are strings or numbers")
         env[key] = str(item)
     return env
 
@@ -213,12 +263,18 @@ def _string(where: str, fieldname: str, value: Any) -> str:
     if value is None:
         raise ManifestError(where, fieldname, "missing")
     if not isinstance(value, str) or not value:
-        raise ManifestError(where, fieldname, f"expected a non-empty string, got {value!r}")
+        raise ManifestError(where, fieldname, f"expected a non-empty string, got {_show(value)}")
     return value
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: errors quote what they refuse, briefly."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _only_keys(where: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
     for key in table:
         if key not in allowed:
-            name = f"{prefix}.{key}" if prefix else key
+            name = f"{prefix}.{key[:80]}" if prefix else key[:80]
             raise ManifestError(where, name, f"unknown key (expected one of {sorted(allowed)})")

@@ -12,7 +12,10 @@
     GET  /metrics           Prometheus text format
 
 Every response carries ``X-Request-Id`` (the caller's if it sent a valid one). Errors are JSON
-``{error, message, request_id}`` with the status of ``tierfaas.errors``.
+``{error, message, request_id}`` with the status of ``tierfaas.errors``. A function with API
+keys, and the admin endpoints when an admin token is set on a non-loopback address, answer
+401 without the right credential (``http/auth.py``). docs/openapi.yaml describes every route;
+tests/e2e/test_openapi.py keeps it true.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tierfaas import errors
 from tierfaas.config import NodeConfig
+from tierfaas.http import auth
 from tierfaas.http.asgi import (
     ClientDisconnected,
     Headers,
@@ -50,6 +54,13 @@ log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _FUNCTION_PREFIX = "/function/"
 _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
+# What an admin token guards (when required): everything that shows the cluster's inside.
+# Invocations have their own API keys; health, readiness and the function list stay open.
+ADMIN_PATHS = frozenset(
+    {"/", "/dashboard.js", "/dashboard.css", "/v1/cluster", "/v1/routes", "/v1/stats",
+     "/v1/dashboard", "/v1/dashboard/stream", "/metrics"}
+)  # fmt: skip
+_ADMIN_CHALLENGE = 'Basic realm="tierfaas admin", charset="UTF-8"'
 
 
 class NodeApp:
@@ -77,7 +88,26 @@ class NodeApp:
         self.last_call = 0.0  # time.monotonic() of the last invocation's arrival
         self.requests = 0
         self.id_prefix = os.urandom(4).hex()
-        self.dashboard = Dashboard(self._view, self._stats, node_name)
+        # Functions that need an API key: name -> accepted digests (usually empty).
+        self.api_keys = {
+            name: spec.api_keys for name, spec in runtime.release.functions.items() if spec.api_keys
+        }
+        token = auth.load_admin_token(config.admin_token_file)
+        # The token is required off loopback only: `make run` users open the dashboard as is.
+        self.admin_digests = (
+            (auth.digest(token),) if token is not None and not config.http.is_loopback else ()
+        )
+        if token is None and not config.http.is_loopback:
+            log.warning(
+                "the admin endpoints (cluster, routes, stats, dashboard, metrics) are open to "
+                "anyone who reaches http://%s: set --admin-token-file or $%s",
+                config.http,
+                auth.ADMIN_TOKEN_ENV,
+            )
+        # Every node of a cluster has the same token; this one shows it to its peers when its
+        # dashboard reads their /v1/stats.
+        peer_headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        self.dashboard = Dashboard(self._view, self._stats, node_name, peer_headers)
 
     async def _view(self) -> dict[str, Any]:
         if self.cluster_view is not None:
@@ -120,6 +150,8 @@ class NodeApp:
                     scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id, length
                 )
             elif path == "/v1/dashboard/stream":
+                if self.admin_digests:
+                    self._check_admin(scope)
                 await self.dashboard.stream(receive, send, lambda: self.draining)
             else:
                 await self._admin(scope, send, path, request_id)
@@ -151,6 +183,13 @@ class NodeApp:
                 "see GET /v1/functions"
             )
         label = name if name in pools else UNKNOWN
+        keys = self.api_keys.get(name)
+        if keys is not None and not auth.authorized(scope["headers"], keys):
+            self.metrics.unauthorized.labels("api_key").inc()
+            self.metrics.record(label, "unauthorized", False, time.monotonic() - started)
+            raise errors.Unauthorized(
+                f"{name!r} needs an API key: send 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'"
+            )
         # While draining, calls that still arrive on open connections are served (a client
         # that sent one cannot know yet); the answer closes the connection, and the listener
         # is closed, so the client's next connection goes to another node.
@@ -205,7 +244,9 @@ class NodeApp:
     async def _admin(self, scope: Scope, send: Send, path: str, request_id: str) -> None:
         headers: Headers = [(b"x-request-id", request_id.encode())]
         if scope["method"] not in ("GET", "HEAD"):
-            raise errors.MethodNotAllowed(f"{path} only answers GET")
+            raise errors.MethodNotAllowed(f"{path[:200]!r} only answers GET")
+        if self.admin_digests and path in ADMIN_PATHS:
+            self._check_admin(scope)
         if path == "/healthz":
             await respond_json(send, 200, {"status": "ok", "node": self.node_name}, headers)
         elif path == "/readyz":
@@ -240,6 +281,15 @@ class NodeApp:
             raise errors.NotFound(
                 f"no such path {path[:200]!r}; invoke functions at /function/NAME "
                 "and list them at /v1/functions"
+            )
+
+    def _check_admin(self, scope: Scope) -> None:
+        if not auth.authorized(scope["headers"], self.admin_digests):
+            self.metrics.unauthorized.labels("admin").inc()
+            raise errors.Unauthorized(
+                "this endpoint needs the admin token: send 'Authorization: Bearer TOKEN' "
+                "(or Basic credentials with the token as password)",
+                challenge=_ADMIN_CHALLENGE,
             )
 
     def _functions(self) -> dict[str, Any]:

@@ -99,7 +99,9 @@ class Dashboard:
         cluster_view: Callable[[], Awaitable[dict[str, Any]]],
         own_stats: Callable[[], dict[str, Any]],
         self_name: str,
+        peer_headers: dict[str, str] | None = None,
     ) -> None:
+        self.peer_headers = peer_headers or {}  # the admin token, to read peers' /v1/stats
         self.cluster_view = cluster_view
         self.own_stats = own_stats
         self.self_name = self_name
@@ -126,7 +128,7 @@ class Dashboard:
                 timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
             )
         try:
-            async with self.session.get(url) as response:
+            async with self.session.get(url, headers=self.peer_headers) as response:
                 if response.status != 200:
                     return None
                 data: dict[str, Any] = await response.json()

@@ -1,7 +1,9 @@
 """The node's Prometheus metrics, in a registry of its own (documented in docs/operations.md).
 
 Label values are bounded: ``function`` is always a function of the release or ``(unknown)``,
-so a client can't grow the metric set by calling made-up names.
+so a client can't grow the metric set by calling made-up names; ``outcome`` is ``ok``, an error
+code, or the type of the exception a handler raised, at most ``MAX_OUTCOMES`` per function
+(then ``(other)``), so a handler raising ever new exception types can't grow it either.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from prometheus_client.utils import floatToGoString
 from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
 
 UNKNOWN = "(unknown)"
+OTHER = "(other)"
+MAX_OUTCOMES = 32
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -58,6 +62,19 @@ class Metrics:
         self.draining = Gauge(
             "tierfaas_draining", "1 while the node drains before exiting", registry=r
         )
+        self.http_rejected = Counter(
+            "tierfaas_http_rejected",
+            "Connections closed for a bad or slow request, by reason (malformed, head_timeout, "
+            "head_too_large, body_timeout, send_timeout)",
+            ["reason"],
+            registry=r,
+        )
+        self.unauthorized = Counter(
+            "tierfaas_unauthorized",
+            "Requests refused for a missing or wrong API key or admin token, by kind",
+            ["kind"],
+            registry=r,
+        )
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         if isinstance(event, InstanceStarted):
@@ -70,6 +87,9 @@ class Metrics:
     def record(self, function: str, outcome: str, cold: bool, seconds: float) -> None:
         self.calls.record(function, outcome, cold, seconds)
 
+    def http_rejected_by(self, reason: str) -> None:
+        self.http_rejected.labels(reason).inc()
+
 
 class _CallStats(Collector):
     """``tierfaas_invocations_total`` and ``tierfaas_invocation_duration_seconds``, exposed
@@ -80,13 +100,20 @@ class _CallStats(Collector):
         self.bounds = buckets
         self.labels = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
         self.counts: dict[tuple[str, str, bool], list[float]] = {}  # [count, created]
+        self.outcomes: dict[str, int] = {}  # distinct outcome keys per function
         self.latency: dict[str, _Latency] = {}
 
     def record(self, function: str, outcome: str, cold: bool, seconds: float) -> None:
         key = (function, outcome, cold)
         count = self.counts.get(key)
         if count is None:
-            count = self.counts[key] = [0, time.time()]
+            seen = self.outcomes.get(function, 0)
+            if seen >= MAX_OUTCOMES:
+                key = (function, OTHER, cold)
+                count = self.counts.get(key)
+            if count is None:
+                self.outcomes[function] = seen + 1
+                count = self.counts[key] = [0, time.time()]
         count[0] += 1
         latency = self.latency.get(function)
         if latency is None:

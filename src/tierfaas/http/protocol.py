@@ -1,0 +1,235 @@
+"""The node's HTTP/1.1 connections: uvicorn's httptools protocol, with the bounds it lacks.
+
+uvicorn bounds neither how long a client may take to send a request nor how large its head
+may grow: a client sending one byte a second holds a connection (and its memory) forever, and
+one that never ends a header line grows the node without limit (a 200 MiB header was taken in
+whole before this module). Keep-alive only times the idle gap *between* requests, and any byte
+restarts it. This subclass adds, per connection:
+
+- **head timeout**: the request line and headers must be in within ``header_timeout_s`` of
+  the connection's opening, or of the first byte of the request (or of anything) after the
+  previous answer; past it: 408 ``request_timeout``, and the connection is closed;
+- **head size**: at most ``max_header_bytes`` may arrive while a head is incomplete; past it:
+  431 ``headers_too_large``, closed;
+- **body timeout**: once the head is in, the body must be in within ``body_timeout_s``;
+  past it: 408 if no answer was started, and the connection is closed;
+- **send timeout**: a client that reads nothing of a response for ``send_timeout_s`` (the
+  socket's buffer stays full) is cut off, so an unread answer is not held forever;
+- **typed errors**: a request httptools cannot parse gets the typed JSON 400 every other error
+  has (uvicorn's is plain text), and the protocol's warnings (one per bad request, which a
+  client could use to flood the log) are counted in ``tierfaas_http_rejected_total`` instead.
+
+Cost on the hot path: a few attribute stores per request. Deadlines are checked by one sweep
+per second over the open connections (a timer per request would cost more than routing it),
+so a timeout fires within a second after it is due. Relies on uvicorn's httptools protocol
+internals (``cycle``, ``pipeline``, the parser callbacks), stable since uvicorn 0.15; the
+e2e tests in tests/e2e/test_bad_input.py fail if an upgrade breaks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from tierfaas import errors
+from tierfaas.config import NodeConfig
+
+SWEEP_INTERVAL_S = 1.0
+# uvicorn's own warnings about bad requests go here, below the log level a node runs at: a
+# client must not be able to write the node's log. Rejections are counted instead.
+_QUIET_LOG = logging.getLogger("tierfaas.http.wire")
+_QUIET_LOG.setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class WireLimits:
+    max_header_bytes: int = 64 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    send_timeout_s: float = 60.0
+
+    @classmethod
+    def of(cls, config: NodeConfig) -> WireLimits:
+        return cls(
+            config.max_header_bytes,
+            config.header_timeout_s,
+            config.body_timeout_s,
+            config.send_timeout_s,
+        )
+
+
+Reject = Callable[[str], None]
+
+
+def error_response(error: errors.HttpError) -> bytes:
+    """A whole HTTP/1.1 answer for ``error`` with its typed JSON body; closes the connection."""
+    request_id = os.urandom(8).hex()
+    body = json.dumps(
+        {"error": error.code, "message": error.message, "request_id": request_id},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        b"content-type: application/json\r\n"
+        b"content-length: %d\r\n"
+        b"x-request-id: %s\r\n"
+        b"connection: close\r\n\r\n"
+    ) % (len(body), request_id.encode())
+    return STATUS_LINE[error.status] + head + body
+
+
+class _Sweeper:
+    """Once a second, closes the connections of one server whose deadlines passed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.handle = loop.call_later(SWEEP_INTERVAL_S, self.sweep)
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if isinstance(connection, BoundedHttpProtocol):
+                connection.check_deadlines(now)
+        self.handle = self.loop.call_later(SWEEP_INTERVAL_S, self.sweep)
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """Use ``bounded_protocol(config, on_reject)`` to make the class a node passes to
+    ``uvicorn.Config(http=...)``; it carries the limits as class attributes."""
+
+    limits = WireLimits()
+    on_reject: Reject = staticmethod(lambda reason: None)
+    _sweepers: dict[int, _Sweeper] = {}  # by id of the server's connection set
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.logger = _QUIET_LOG
+        now = self.loop.time()
+        self.head_since: float | None = now  # waiting for a head since; None: not
+        self.head_bytes = 0
+        self.body_since: float | None = None  # waiting for a body since; None: not
+        self.write_paused_since: float | None = None
+        sweepers = type(self)._sweepers
+        key = id(server_state.connections)
+        if key not in sweepers:
+            sweepers[key] = _Sweeper(self.loop, server_state.connections)
+
+    # -- bytes in --------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_since is None:
+            if self.body_since is not None:
+                super().data_received(data)
+                return
+            # The first byte after an answer (a new request, or junk): the head clock starts,
+            # so trickling bytes between requests can't hold the connection either.
+            self.head_since = self.loop.time()
+            self.head_bytes = 0
+        self.head_bytes += len(data)
+        super().data_received(data)
+        if self.head_since is not None and self.head_bytes > self.limits.max_header_bytes:
+            self._reject(
+                errors.HeadersTooLarge(
+                    f"the request line and headers are over {self.limits.max_header_bytes} bytes"
+                ),
+                "head_too_large",
+            )
+
+    def on_headers_complete(self) -> None:
+        self.head_since = None
+        super().on_headers_complete()
+        if not self.pipeline:  # started now, not queued behind an earlier request
+            self.body_since = self.loop.time()
+
+    def on_message_complete(self) -> None:
+        self.body_since = None
+        super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        super()._start_asgi_task(cycle, app)
+        if cycle.more_body and self.body_since is None:  # a pipelined request, started late
+            self.body_since = self.loop.time()
+
+    # -- bytes out -------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.write_paused_since = self.loop.time()
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused_since = None
+        super().resume_writing()
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def check_deadlines(self, now: float) -> None:
+        """Called by the sweeper: enforces the head, body and send timeouts."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        limits = self.limits
+        if self.head_since is not None and now - self.head_since > limits.header_timeout_s:
+            timeout = errors.RequestTimeout(
+                f"the request line and headers did not arrive within {limits.header_timeout_s:g} s"
+            )
+            self._reject(timeout, "head_timeout")
+        elif self.body_since is not None and now - self.body_since > limits.body_timeout_s:
+            timeout = errors.RequestTimeout(
+                f"the request body did not arrive within {limits.body_timeout_s:g} s"
+            )
+            self._reject(timeout, "body_timeout")
+        elif (
+            self.write_paused_since is not None
+            and now - self.write_paused_since > limits.send_timeout_s
+        ):
+            self.on_reject("send_timeout")
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._reject(errors.BadRequest(f"malformed HTTP request: {msg}"), "malformed")
+
+    def _reject(self, error: errors.HttpError, reason: str) -> None:
+        """Answers ``error`` (unless an answer was started) and closes the connection."""
+        self.on_reject(reason)
+        self.head_since = self.body_since = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The app must not write after this answer; it sees a disconnect when it reads.
+            started = cycle.response_started
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if started:
+                self.transport.close()
+                return
+        if not self.transport.is_closing():
+            self.transport.write(error_response(error))
+            self.transport.close()
+
+
+def bounded_protocol(config: NodeConfig, on_reject: Reject) -> type[BoundedHttpProtocol]:
+    """The protocol class for one node's server: its limits, and a callback that counts each
+    rejected connection by reason (``malformed``, ``head_timeout``, ``head_too_large``,
+    ``body_timeout``, ``send_timeout``)."""
+    return type(
+        "NodeHttpProtocol",
+        (BoundedHttpProtocol,),
+        {
+            "limits": WireLimits.of(config),
+            "on_reject": staticmethod(on_reject),
+            "_sweepers": {},
+        },
+    )
