@@ -93,6 +93,14 @@ def node(
     canary_timeout_s: Annotated[float, typer.Option(help=_doc("canary_timeout_s"))] = 60.0,
     debug: Annotated[bool, typer.Option(help=_doc("debug"))] = False,
     log_level: Annotated[str, typer.Option(help=_doc("log_level"))] = "info",
+    max_header_bytes: Annotated[int, typer.Option(help=_doc("max_header_bytes"))] = 64 * 1024,
+    header_timeout_s: Annotated[float, typer.Option(help=_doc("header_timeout_s"))] = 10.0,
+    body_timeout_s: Annotated[float, typer.Option(help=_doc("body_timeout_s"))] = 60.0,
+    send_timeout_s: Annotated[float, typer.Option(help=_doc("send_timeout_s"))] = 60.0,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help=_doc("admin_token_file"), envvar="TIERFAAS_ADMIN_TOKEN_FILE"),
+    ] = None,
 ) -> None:
     """Run one node: serve the release's functions over HTTP until SIGTERM or Ctrl-C.
 
@@ -138,6 +146,11 @@ def node(
             canary_timeout_s=canary_timeout_s,
             debug=debug,
             log_level=log_level,  # type: ignore[arg-type]  # validated by NodeConfig
+            max_header_bytes=max_header_bytes,
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            send_timeout_s=send_timeout_s,
+            admin_token_file=admin_token_file,
         )
         setup_logging(config.log_level)
         code = run_node(config)
