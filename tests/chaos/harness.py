@@ -101,3 +101,104 @@ def validate(data: dict[str, Any]) -> None:
         )
     if sum(data["failed_detail"].values()) > data["failed"]:
         raise ValueError("chaos result: failed_detail counts more than failed")
+
+
+# -- accounting: outcomes, kills and the ledger -> a result and its problems ---------------
+
+# Typed errors that say the call did not run: the ledger must not hold their id.
+DID_NOT_RUN = frozenset(
+    {"overloaded", "draining", "not_warm", "busy", "bad_name", "unknown_function",
+     "body_too_large", "not_found", "method_not_allowed"}
+)  # fmt: skip
+# How close to a kill a forwarded call must have been sent to count as in flight on the
+# victim (the client's clock and the kill are read in one process: only scheduling skew).
+KILL_SKEW_S = 0.05
+
+
+def in_flight_kill(outcome: Any, kills: list[Any]) -> Any | None:
+    """The kill that explains a request without a successful answer, or None: the client had
+    it on a victim when it died, or a survivor forwarded it there (``forward_failed`` naming
+    the victim) and the client had sent it before the kill and had no answer at the kill."""
+    for kill in kills:
+        if outcome.rid in kill.in_flight:
+            return kill
+        if (
+            outcome.code == "forward_failed"
+            and any(v in outcome.message for v in kill.victims)
+            and outcome.sent <= kill.at + KILL_SKEW_S
+            and outcome.done >= kill.at
+        ):
+            return kill
+    return None
+
+
+def account(
+    scenario: str, mode: Mode, outcomes: list[Any], kills: list[Any], runs: Any
+) -> tuple[ScenarioResult, list[str]]:
+    """Counts ``outcomes`` (tests.chaos.load.Outcome) into a result, attributing each request
+    without a 2xx to a kill if it was in flight on the victim (``kills``: cluster.Kill), and
+    checks the ledger ``runs`` (request id -> times started). Returns the result (its extra
+    holds ``per_kill``, ``typed_detail`` and ``exactly_once``) and the problems found: an
+    unexplained failure or typed error, or a call that did not run exactly once."""
+    result = ScenarioResult(scenario, mode, sent=len(outcomes))
+    problems: list[str] = []
+    per_kill = {id(k): {"failed": 0, "typed_errors": 0} for k in kills}
+    typed: dict[str, int] = {}
+    sent_ids = set()
+    ran_once = ran_twice = errors_ran = errors_not_run = 0
+    for o in outcomes:
+        sent_ids.add(o.rid)
+        times = runs.get(o.rid, 0)
+        if times > 1:
+            ran_twice += 1
+            problems.append(f"{o.rid} ran {times} times (answer {o.status} {o.code})")
+        if o.ok:
+            result.ok += 1
+            if times == 1:
+                ran_once += 1
+            elif times == 0:
+                problems.append(f"{o.rid} answered {o.status} but never ran")
+            continue
+        kill = in_flight_kill(o, kills)
+        if o.typed:
+            result.typed_errors += 1
+            typed[o.code] = typed.get(o.code, 0) + 1
+            if o.code in DID_NOT_RUN and times:
+                problems.append(f"{o.rid} answered {o.code} (did not run) but ran")
+        else:
+            result.failed += 1
+            reason = "in_flight_on_killed" if kill is not None else f"unexplained_{o.code}"
+            result.failed_detail[reason] = result.failed_detail.get(reason, 0) + 1
+        if times:
+            errors_ran += 1
+        else:
+            errors_not_run += 1
+        if kill is not None:
+            per_kill[id(kill)]["typed_errors" if o.typed else "failed"] += 1
+        elif not (o.typed and o.code in DID_NOT_RUN and o.code != "draining"):
+            problems.append(
+                f"{o.rid} to {o.target} sent at {o.sent:.3f} done {o.done:.3f}: "
+                f"{o.status} {o.code} {o.message[:160]}"
+            )
+    strangers = [rid for rid in runs if rid not in sent_ids]
+    if strangers:
+        problems.append(f"{len(strangers)} ids ran that the client never sent: {strangers[:5]}")
+    result.extra["typed_detail"] = typed
+    result.extra["per_kill"] = [
+        {
+            "kill": k.label,
+            "victims": k.victims,
+            "roles": k.roles,
+            "in_flight_at_kill": len(k.in_flight),
+            **per_kill[id(k)],
+            "recovery_s": None if k.recovery_s is None else round(k.recovery_s, 2),
+        }
+        for k in kills
+    ]
+    result.extra["exactly_once"] = {
+        "ok_ran_once": ran_once,
+        "ran_twice": ran_twice,
+        "errors_that_ran": errors_ran,
+        "errors_that_did_not_run": errors_not_run,
+    }
+    return result, problems
