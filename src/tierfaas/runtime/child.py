@@ -137,8 +137,8 @@ def encode_result(value: Any) -> tuple[bytes, str]:
     Raises TypeError/ValueError for values JSON can't represent."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value), "application/octet-stream"
-    if isinstance(value, str):
-        return value.encode(), "text/plain; charset=utf-8"
+    if isinstance(value, str):  # str.encode: a subclass's own encode() is not trusted
+        return str.encode(value), "text/plain; charset=utf-8"
     if value is None:
         return b"", "text/plain; charset=utf-8"
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode(), "application/json"
@@ -216,8 +216,8 @@ class _Server(asyncio.Protocol):
     def _finish(self, value: Any) -> list[Any]:
         try:
             body, content_type = encode_result(value)
-        except (TypeError, ValueError) as exc:
-            kind = type(value).__name__
+        except (TypeError, ValueError, RecursionError) as exc:
+            kind = type(value).__name__[:100]
             return [
                 p.BAD_RESULT,
                 b"",
@@ -239,10 +239,16 @@ class _Server(asyncio.Protocol):
             return [p.OUT_OF_MEMORY, b"", "MemoryError", "the instance ran out of memory"]
         if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: the handler quit
             os._exit(4)
-        message = str(exc)[:4000]
-        if self.debug:
-            message = "".join(traceback.format_exception(exc))[-8000:]
-        return [p.RAISED, b"", type(exc).__name__, message]
+        kind = type(exc).__name__[:128]
+        try:
+            message = str(exc)[:4000]
+            if self.debug:
+                message = "".join(traceback.format_exception(exc))[-8000:]
+        except Exception:  # an exception that can't be printed must not stop the answer
+            message = f"(a {kind} whose message could not be printed)"
+        if type(message) is not str:  # a str subclass from __str__
+            message = str.__str__(message)
+        return [p.RAISED, b"", kind, message]
 
     def _reply(self, number: int, outcome: list[Any]) -> None:
         assert self.transport is not None

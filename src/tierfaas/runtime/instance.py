@@ -4,6 +4,10 @@
 flight at once (up to the function's concurrency, which the pool enforces). When the socket
 closes with calls in flight, the instance crashed: each call fails with ``InstanceCrashed``
 (or ``OutOfMemory``), and the message says how the process ended when the zygote reports it.
+
+The instance runs user code, which can write to this socket itself: every frame is checked
+(shape, types, the body's size and content type) before it is believed, and an instance that
+sends a malformed one is stopped, its calls failing with ``InstanceCrashed``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ from tierfaas import errors
 from tierfaas.manifest import FunctionSpec
 from tierfaas.runtime import protocol as p
 from tierfaas.runtime.zygote_client import ZygoteClient
+
+# The content types an instance may answer with (tierfaas.runtime.child.encode_result).
+CONTENT_TYPES = frozenset(
+    {"application/octet-stream", "text/plain; charset=utf-8", "application/json"}
+)
+MAX_ERROR_TYPE_CHARS = 128
+MAX_ERROR_MESSAGE_CHARS = 8000
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs 3x, one per call
@@ -64,6 +75,7 @@ class Instance(asyncio.Protocol):
         self.timer_at = math.inf
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
+        self.max_body = p.MAX_FRAME_BYTES  # the largest result believed (max_response_bytes)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -92,9 +104,14 @@ class Instance(asyncio.Protocol):
             self.death_reason = reason
         if self.pid and not self.dead:
             try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                # The instance leads a process group (see zygote.py): this also ends whatever
+                # its handler forked.
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if self.transport is not None:
             self.transport.close()
         if self.timer is not None:
@@ -175,24 +192,40 @@ class Instance(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        self.unpacker.feed(data)
-        for frame in self.unpacker:
-            kind = frame[0]
-            if kind == p.RESULT:
-                self._on_result(frame)
-            elif kind == p.READY:
-                if not self.ready.done():
-                    self.takes_context = bool(frame[3]) if len(frame) > 3 else True
-                    self.ready.set_result(None)
-            elif kind == p.START_FAILED and not self.ready.done():
-                self.ready.set_exception(
-                    errors.StartFailed(
-                        f"instance of {self.spec.name!r} failed to start: {frame[1]}: {frame[2]}"
+        try:
+            self.unpacker.feed(data)
+            for frame in self.unpacker:
+                kind = frame[0]
+                if kind == p.RESULT:
+                    self._on_result(frame)
+                elif kind == p.READY:
+                    if not self.ready.done():
+                        self.takes_context = bool(frame[3]) if len(frame) > 3 else True
+                        self.ready.set_result(None)
+                elif kind == p.START_FAILED and not self.ready.done():
+                    self.ready.set_exception(
+                        errors.StartFailed(
+                            f"instance of {self.spec.name!r} failed to start: "
+                            f"{str(frame[1])[:MAX_ERROR_TYPE_CHARS]}: "
+                            f"{str(frame[2])[:MAX_ERROR_MESSAGE_CHARS]}"
+                        )
                     )
-                )
+        except Exception:  # bytes that are not our protocol: the handler wrote them
+            self._broken()
+
+    def _broken(self) -> None:
+        """The instance sent a frame that is not the protocol (its handler wrote to the socket
+        itself): nothing more it sends can be believed."""
+        self.kill("protocol_error")
 
     def _on_result(self, frame: list[Any]) -> None:
         _, number, outcome, payload, kind, message = frame
+        if type(payload) is not bytes or type(kind) is not str:
+            self._broken()
+            return
+        if outcome == p.OK and (len(payload) > self.max_body or kind not in CONTENT_TYPES):
+            self._broken()
+            return
         future = self.calls.pop(number, None)
         deadlines = self.deadlines
         if deadlines and deadlines[0][1] == number:  # calls mostly end in order: prune now
@@ -202,7 +235,11 @@ class Instance(asyncio.Protocol):
         if outcome == p.OK:
             future.set_result(Result(payload, kind))
         elif outcome == p.RAISED:
-            future.set_exception(errors.HandlerFailed(kind, message))
+            future.set_exception(
+                errors.HandlerFailed(
+                    kind[:MAX_ERROR_TYPE_CHARS], str(message)[:MAX_ERROR_MESSAGE_CHARS]
+                )
+            )
         elif outcome == p.OUT_OF_MEMORY:
             self.death_reason = "out_of_memory"
             future.set_exception(
@@ -212,9 +249,13 @@ class Instance(asyncio.Protocol):
                 )
             )
         elif outcome == p.TOO_LARGE:
-            future.set_exception(errors.ResponseTooLarge(message))
+            future.set_exception(errors.ResponseTooLarge(str(message)[:MAX_ERROR_MESSAGE_CHARS]))
         else:
-            future.set_exception(errors.HandlerFailed(kind, message))
+            future.set_exception(
+                errors.HandlerFailed(
+                    kind[:MAX_ERROR_TYPE_CHARS], str(message)[:MAX_ERROR_MESSAGE_CHARS]
+                )
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.dead = True
@@ -238,6 +279,11 @@ class Instance(asyncio.Protocol):
                 error: errors.HttpError = errors.OutOfMemory(
                     f"the instance of {name!r} exceeded its memory limit of "
                     f"{self.spec.memory_mb} MiB and was stopped"
+                )
+            elif self.death_reason == "protocol_error":
+                error = errors.InstanceCrashed(
+                    f"the instance of {name!r} sent the node a malformed answer (did its "
+                    "handler write to the instance's socket?) and was stopped"
                 )
             else:
                 detail = f" ({how})" if how else ""

@@ -138,7 +138,9 @@ class Runtime:
 
     def new_instance(self, spec: FunctionSpec) -> Instance:
         self.next_instance_id += 1
-        return Instance(self.next_instance_id, spec, self.zygote, self.clock())
+        instance = Instance(self.next_instance_id, spec, self.zygote, self.clock())
+        instance.max_body = self.config.max_response_bytes
+        return instance
 
     def spawn_frame(self, spec: FunctionSpec) -> dict[str, Any]:
         def entry(point: Any) -> dict[str, str] | None:

@@ -12,6 +12,12 @@ each child the same order about itself, so a ``kill -9`` of the node leaves no p
 When the node closes the socket (a clean shutdown) it kills its children and exits. It reaps
 children as they exit and reports each exit status, so the node can say why an instance died.
 It holds no threads and no cluster state: forking a process with either is unsafe.
+
+Processes a handler forks: each instance leads its own process group, and whoever ends an
+instance (the node on a timeout or eviction, the zygote when it reaps one or shuts down) kills
+the whole group, so a handler's children and a fork bomb die with their instance. The zygote is
+also a child subreaper, so those orphans are reaped here, not left as zombies for pid 1. (A
+process that leaves the group with setsid() escapes this; only a cgroup would hold it.)
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tierfaas.runtime import child
 from tierfaas.runtime import protocol as p
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def die_with_parent() -> None:
@@ -39,6 +46,23 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+
+
+def become_subreaper() -> None:
+    """Linux: orphaned descendants are re-parented to this process (which reaps them)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL to the process group an instance leads (itself and what its handler forked)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
 
 
@@ -110,12 +134,17 @@ class Zygote:
             return
         if pid == 0:
             self._become_instance(spec, fd)
+        try:  # also done by the child: whichever runs first, the group exists before use
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         os.close(fd)
         self.children.add(pid)
         self._send([p.SPAWNED, seq, pid])
 
     def _become_instance(self, spec: dict[str, Any], fd: int) -> None:
         try:
+            os.setpgid(0, 0)  # lead a process group: the instance and all it forks
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -143,7 +172,10 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if pid not in self.children:
+                continue  # an orphan a handler forked, re-parented here: reaped, nothing more
             self.children.discard(pid)
+            kill_group(pid)  # what its handler forked and left running
             self._send([p.EXITED, pid, describe_status(status)])
 
     def _send(self, frame: list[Any]) -> None:
@@ -154,10 +186,7 @@ class Zygote:
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(pid)
         for pid in list(self.children):
             try:
                 os.waitpid(pid, 0)
@@ -167,6 +196,7 @@ class Zygote:
 
 def main() -> None:
     die_with_parent()
+    become_subreaper()
     # Ctrl-C in a terminal reaches the whole process group; the node decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=int(sys.argv[1]))
