@@ -104,7 +104,7 @@ class Node:
         self._preflight: asyncio.Task[None] | None = None
         # Built before any socket opens: a provider that cannot work (no API access, a broken
         # state folder) stops the node at start with its reason, not after it joined.
-        self.provider = self._provider() if config.provider != "none" else None
+        self.provider = self._provider() if config.registry is not None else None
         self.app.not_ready_fatal = lambda: self.release_problem is not None
         self.key = load_key(config.key_file) if config.gossip else None
         self._gossip_settings = self._gossip() if config.gossip else None
@@ -189,7 +189,7 @@ class Node:
         self.app.router = self.router
         self.app.routes_view = self.control.routes_view
         self.cluster.subscribe_roles(self.control.on_role_change)
-        if config.provider != "none":
+        if self.provider is not None:
             self.rollout = self._rollout_controller()
             self.rollout.start()
 
@@ -215,6 +215,10 @@ class Node:
         )
 
     def _provider(self) -> Provider:
+        from tierfaas.deploy.provider import NoProvider
+
+        if self.config.provider == "none":
+            return NoProvider()
         if self.config.provider == "local":
             from tierfaas.deploy.local import LocalProvider
 

@@ -560,6 +560,10 @@ class Supervisor:
                 "they are ready and agree on a master"
             )
             master = await self.wait_ready()
+            if self.door is not None:
+                # Its periodic checks may still remember nodes answering 503 while they
+                # started (joining, checking their release): ask again before saying ready.
+                await self.door.check_all()
             state = self.state("ready", master)
             write_json_atomic(state_path, state)
             self.say(welcome(state))

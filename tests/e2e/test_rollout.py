@@ -261,3 +261,43 @@ def test_the_rollout_finishes_when_the_old_master_is_killed(
     assert all(killed_at - 0.5 <= t <= killed_at + 2.0 for t, _, _ in failed)
     records = cluster.records()
     assert len(records) == 5 and {r["version"] for r in records} == {"2.0.0"}
+
+
+def test_abort_rolls_back_to_the_previous_version(tmp_path: Path, cluster_factory: Any) -> None:
+    cluster = cluster_factory("127.0.15.10")
+    v2 = make_release(tmp_path, "2.0.0", greeting="Hello from v2")
+    load = Load(cluster.url).start()
+    try:
+        time.sleep(1.0)
+        cluster.publish(v2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            current = cluster.status().get("rollout") or {}
+            if any("launched" in e["text"] for e in current.get("events", [])):
+                break
+            time.sleep(0.05)
+        aborted = tierfaas("rollout", "abort", "--registry", str(cluster.registry))
+        assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+        assert "1.0.0 is desired again" in aborted.stdout
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            records = cluster.records()
+            status = cluster.status()
+            if (
+                status.get("phase") == "idle"
+                and len(records) == 5
+                and {r["version"] for r in records} == {"1.0.0"}
+            ):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    assert status.get("phase") == "idle", status
+    assert {r["version"] for r in cluster.records()} == {"1.0.0"}
+    assert [h["result"] for h in status["history"] if h["to"] == "2.0.0"] == ["aborted"]
+    assert "aborted by the operator" in status["failed"]["2.0.0"]
+    assert load.failures() == [], Counter(o[1] for o in load.failures())
+    assert "Hello, load!" in load.outcomes[-1][2]
+    again = tierfaas("rollout", "abort", "--registry", str(cluster.registry))
+    assert again.returncode == 1 and "no rollout is running" in again.stderr

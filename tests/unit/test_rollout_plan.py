@@ -133,3 +133,12 @@ def test_property_any_size_converges_to_exactly_size_new_nodes(size: int, canari
     start = [node(f"a{i}", "1", age=100.0 - i) for i in range(size)]
     final = _simulate(start, size, canaries)
     assert len(final) == size and all(n.version == "2" for n in final)
+
+
+def test_a_handover_target_that_died_is_replaced_by_another_ready_node() -> None:
+    # b0 took no handover and is gone from the gossip: the next ready canary is the target.
+    nodes = [*V1, node("b0", "2", age=5, member=False, ready=False), node("b1", "2", age=4)]
+    step = plan.next_step(observed(nodes, canary_timeout_s=60))
+    assert isinstance(step, Wait)  # b0 may still come back within the timeout...
+    late = [*V1, node("b1", "2", age=4), node("b2", "2", age=3)]  # ...here it is gone
+    assert plan.next_step(observed(late)) == Handover("b1", 1)

@@ -107,7 +107,9 @@ class RolloutController:
         members = [m for m in self.membership.members() if m.state.live]
         provided = await self.provider.nodes()
         current = status.get("rollout") if status.get("phase") == "rolling" else None
+        size: int | None = None
         if current is not None and current.get("to") != desired:
+            size = int(current.get("size", 0)) or None  # a rollback keeps the intended size
             # The desired version changed mid-rollout (an abort, or a newer publish).
             reason = failed.get(str(current.get("to")), f"{desired} is desired now")
             self._event(current, f"stopped: {reason}")
@@ -125,11 +127,15 @@ class RolloutController:
                 self.failed.mark(desired, str(exc))
                 log.error("rollout to %s refused: %s", desired, exc)
                 return self.poll_s
-            serving = [p for p in provided if p.phase != "draining"] or members
+            if size is None:
+                # The nodes of the master's version: leftovers of another version (canaries
+                # of a rollout a dead master left) are not part of the intended size.
+                mine = [p for p in provided if p.phase != "draining" and p.version == self.version]
+                size = len(mine) or len([m for m in members if m.version == self.version])
             current = {
                 "from": self.version,
                 "to": desired,
-                "size": max(len(serving), 1),
+                "size": max(size, 1),
                 "started_at": _now_ms(),
                 "events": [],
             }
@@ -147,7 +153,12 @@ class RolloutController:
             failed=frozenset(failed),
         )
         step = plan.next_step(observed)
-        phase = await self._take(step, current, desired)
+        try:
+            phase = await self._take(step, current, desired)
+        except ProviderError as exc:
+            self._event(current, f"the provider failed: {exc}")
+            log.warning("rollout to %s: the provider failed: %s", desired, exc)
+            phase = "rolling"
         self._write(status, desired, self.failed.all(), members, provided, current, phase)
         return ACTIVE_TICK_S if phase == "rolling" else self.poll_s
 
@@ -278,6 +289,9 @@ class RolloutController:
     @staticmethod
     def _event(current: dict[str, Any], text: str) -> None:
         events = current.setdefault("events", [])
+        if events and events[-1]["text"] == text:
+            events[-1]["at"] = _now_ms()  # the same again (a retried step): no new line
+            return
         events.append({"at": _now_ms(), "text": text})
         del events[:-50]
 

@@ -63,3 +63,26 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Releases clients and connections (never stops nodes)."""
         ...
+
+
+class NoProvider:
+    """For nodes that follow a registry without a way to start nodes (``--provider none``):
+    the master still reports the desired version in the status, and says why it cannot
+    roll the cluster to it."""
+
+    kind = "none"
+
+    async def launch(self, version: str, generation: int, count: int) -> list[str]:
+        raise ProviderError(
+            "this cluster has no infrastructure provider, so it cannot start nodes of "
+            f"{version}: start the nodes with --provider local or --provider kubernetes"
+        )
+
+    async def terminate(self, name: str) -> None:
+        return None
+
+    async def nodes(self) -> list[ProvidedNode]:
+        return []
+
+    async def close(self) -> None:
+        return None
