@@ -73,3 +73,48 @@ async def test_a_connect_that_hangs_is_unreachable_after_the_connect_timeout(
     assert metrics.forwards.labels("unreachable")._value.get() == 1
     assert metrics.forwards.labels("failed")._value.get() == 0
     assert cache.get("f") in (None, ())  # the route to b is dropped
+
+
+class ColdPool:
+    """A function with no instance here: the router looks for a warm node elsewhere."""
+
+    class spec:
+        timeout_s = 10.0
+
+    def free_slots(self) -> tuple[int, int]:
+        return 0, 0
+
+
+async def test_a_node_whose_connect_timed_out_gets_no_forwards_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its pooled connections, opened before it was cut off, would take a call and hang.
+    monkeypatch.setattr(router_module, "CONNECT_TIMEOUT_S", 0.3)
+    cache = RouteCache(time.monotonic)
+    metrics = RoutingMetrics(CollectorRegistry())
+    runtime: Any = None
+    router = Router(runtime, self_name="a", key=b"k" * 32, cache=cache, metrics=metrics)
+    await router.start()
+    pool: Any = ColdPool()
+
+    async def route(function: str) -> Any:
+        return await router._route(
+            pool, function, b"x", "rid", "POST", "", {}, time.monotonic(), Hop()
+        )
+
+    try:
+        with blackhole() as (host, port):
+            router.endpoints["b"] = Address(host, port)
+            cache.put("f", (Candidate("b"),))
+            cache.put("g", (Candidate("b"),))
+            assert await route("f") is None  # tried b, gave up on the connect: run here
+            assert "b" in router.unreachable
+            began = time.monotonic()
+            assert await route("g") is None  # another function warm on b: not even tried
+            assert time.monotonic() - began < 0.1
+            assert metrics.forwards.labels("unreachable")._value.get() == 1
+            router.unreachable["b"] = time.monotonic()  # the quarantine is over
+            assert await route("g") is None
+            assert metrics.forwards.labels("unreachable")._value.get() == 2
+    finally:
+        await router.close()

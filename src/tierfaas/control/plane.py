@@ -11,7 +11,10 @@ ClusterManager publishes (role, master, this node's replica):
   node's entries as soon as gossip says it is dead or left;
 - a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
 - ``lookup(function)`` is the router's source of candidates: the node's own table on a master
-  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback).
+  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback). It names
+  no run that this node's gossip suspects: a suspect keeps its rank (it may only be slow), but
+  a call sent to it may hang in a partition, and running the call here instead costs at most
+  a cold start (``on_node_gone`` drops the router's cached routes to it at once).
 
 The table itself lives here, beside the actor rather than inside it: it changes at batch
 rate from gRPC handlers and streams, and the actor stays the single owner of membership and
@@ -41,6 +44,8 @@ from tierfaas.membership.base import (
     MemberDown,
     MemberInfo,
     Membership,
+    MemberState,
+    MemberSuspect,
     MemberUp,
     MemberUpdated,
     Resync,
@@ -123,6 +128,9 @@ class ControlPlane:
         async for event in events:
             if isinstance(event, MemberUp | MemberUpdated):
                 self.members[event.member.name] = event.member
+            elif isinstance(event, MemberSuspect):
+                self.members[event.member.name] = event.member
+                self.on_node_gone(event.member.name)  # no forwards to it until alive again
             elif isinstance(event, Resync):
                 self._refresh(event.members)
             elif isinstance(event, MemberDown):
@@ -272,10 +280,16 @@ class ControlPlane:
         m = self.members.get(route.name)
         return m is not None and m.epoch == route.epoch
 
+    def _routable(self, route: NodeEndpoint) -> bool:
+        """Alive in this node's view and not suspect: a call may be forwarded to it."""
+        m = self.members.get(route.name)
+        return m is not None and m.epoch == route.epoch and m.state is MemberState.ALIVE
+
     async def lookup(self, function: str) -> Sequence[NodeEndpoint]:
-        """Where ``function`` is warm: the router's candidates (may include this node)."""
+        """Where ``function`` is warm: the router's candidates (may include this node), never
+        a run this node's gossip suspects."""
         if self.role in ("master", "replica"):
-            return self.local_routes(function)
+            return [r for r in self.local_routes(function) if self._routable(r)]
         replica = self.my_replica or self.master
         rpc = self._rpc_of(replica)
         if rpc is None:
@@ -284,13 +298,13 @@ class ControlPlane:
         if client is not None:
             try:
                 result = await client.query(function)
-                return [r for r in result.routes if self._alive(r)]
+                return [r for r in result.routes if self._routable(r)]
             except (ConnectionError, TimeoutError, OSError) as exc:
                 log.debug("query lane to %s failed (%s); using gRPC", replica, exc)
                 await client.close()
                 self.lane_client = None
         answer = await self.channels.get(rpc).query(function)
-        return [r for r in answer.routes if self._alive(r)]
+        return [r for r in answer.routes if self._routable(r)]
 
     async def _lane(self, rpc: str) -> QueryLaneClient | None:
         if self.lane_client is not None:

@@ -50,6 +50,11 @@ NEGATIVE_TTL_S = 0.5
 # next candidate or runs here. Without it a connect into a partition waited out the whole
 # function timeout and then answered 502 as if the call might have run.
 CONNECT_TIMEOUT_S = 1.0
+# How long a node whose connect timed out gets no forwards, for any function. It is as long
+# as the pool keeps an idle connection (keepalive_timeout below): connections opened before
+# the node was cut off look usable but lead nowhere, and a call sent on one can only end in
+# 502 forward_failed; once the quarantine ends, none is left and a new connect fails fast.
+UNREACHABLE_S = 10.0
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
@@ -148,6 +153,7 @@ class Router:
         self.homes: Callable[[str], NodeEndpoint | None] | None = None
         self.forwarded = 0  # calls this node sent on and got answered (for the dashboard)
         self.session: aiohttp.ClientSession | None = None
+        self.unreachable: dict[str, float] = {}  # node -> until (monotonic): no forwards
         self._served_by = self_name.encode()
         self._route_counters: dict[str, Any] = {}
         self._header_cache: dict[tuple[str, bool, bytes | None], tuple[Header, ...]] = {}
@@ -166,7 +172,9 @@ class Router:
     async def start(self) -> None:
         # Keep-alive pools to the other nodes; idle connections are closed well before the
         # nodes' own 30 s keep-alive timeout, so a pooled connection is never found dead.
-        connector = aiohttp.TCPConnector(limit=512, limit_per_host=128, keepalive_timeout=10)
+        connector = aiohttp.TCPConnector(
+            limit=512, limit_per_host=128, keepalive_timeout=UNREACHABLE_S
+        )
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     async def close(self) -> None:
@@ -174,7 +182,8 @@ class Router:
             await self.session.close()
 
     def forget_node(self, name: str) -> None:
-        """Gossip says ``name`` is dead or left: never route to it again."""
+        """Gossip says ``name`` is dead, left or suspect: drop every cached route to it (a
+        suspect comes back through the next lookup once it is alive again)."""
         self.cache.drop_node(name)
         self.endpoints.pop(name, None)
 
@@ -240,7 +249,7 @@ class Router:
     ) -> Reply | None:
         """Forwards the call while this node has no free slot and a warm node may; None when
         it is to run here."""
-        tried: set[str] = set()
+        tried = self._quarantined()
         candidates: tuple[Candidate, ...] | None = None
         while True:
             warm, free = pool.free_slots()
@@ -277,6 +286,15 @@ class Router:
                 self._count_route("forwarded-home" if decision.start else "forwarded-warm")
                 return reply
             tried.add(decision.node)
+
+    def _quarantined(self) -> set[str]:
+        """The nodes whose connect timed out lately (see ``UNREACHABLE_S``)."""
+        if not self.unreachable:
+            return set()
+        now = time.monotonic()
+        for node in [n for n, until in self.unreachable.items() if until <= now]:
+            del self.unreachable[node]
+        return set(self.unreachable)
 
     def _home(self, name: str) -> str | None:
         if self.homes is None:
@@ -417,6 +435,9 @@ class Router:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Never connected: the target certainly did not run it. Drop it and go on.
             self.metrics.forwards.labels("unreachable").inc()
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                # It hangs rather than refuses: cut off. Its pooled connections are no better.
+                self.unreachable[node] = time.monotonic() + UNREACHABLE_S
             log.info("forward of %s to %s failed to connect: %s", name, node, exc)
             self.cache.drop(name, node)
             return None
