@@ -86,6 +86,11 @@ class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"
 
+    def __init__(self, message: str, *, allow: str = "GET, HEAD") -> None:
+        super().__init__(message)
+        self.allow = allow
+        """The ``Allow`` header of the answer: the methods the path takes."""
+
 
 class BodyTooLarge(ClientError):
     status = 413

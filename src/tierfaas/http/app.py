@@ -150,9 +150,11 @@ class NodeApp:
                     scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id, length
                 )
             elif path == "/v1/dashboard/stream":
+                if scope["method"] != "GET":
+                    raise errors.MethodNotAllowed(f"{path} only answers GET", allow="GET")
                 if self.admin_digests:
                     self._check_admin(scope)
-                await self.dashboard.stream(receive, send, lambda: self.draining)
+                await self.dashboard.stream(receive, send, lambda: self.draining, request_id)
             else:
                 await self._admin(scope, send, path, request_id)
         except ClientDisconnected:
@@ -175,7 +177,9 @@ class NodeApp:
         started = time.monotonic()
         method: str = scope["method"]
         if method not in _INVOKE_METHODS:
-            raise errors.MethodNotAllowed(f"use POST (or GET) on /function/{name}, not {method}")
+            raise errors.MethodNotAllowed(
+                f"use POST (or GET) on /function/{name[:80]}, not {method}", allow="GET, POST, PUT"
+            )
         pools = self.runtime.pools
         if name not in pools and not is_valid_name(name):  # release names are valid
             raise errors.BadName(

@@ -97,6 +97,8 @@ async def respond_error(send: Send, error: errors.HttpError, request_id: str) ->
         headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
     if isinstance(error, errors.Unauthorized):
         headers.append((b"www-authenticate", error.challenge.encode()))
+    elif isinstance(error, errors.MethodNotAllowed):
+        headers.append((b"allow", error.allow.encode()))
     if error.close_connection:
         headers.append((b"connection", b"close"))
     await respond_json(send, error.status, error_body(error, request_id), headers)

@@ -204,7 +204,9 @@ class Dashboard:
             "time": time.time(),
         }
 
-    async def stream(self, receive: Receive, send: Send, stopping: Callable[[], bool]) -> None:
+    async def stream(
+        self, receive: Receive, send: Send, stopping: Callable[[], bool], request_id: str = ""
+    ) -> None:
         """Server-sent events: one overview per second until the client goes or the node
         drains."""
         await send(
@@ -214,6 +216,7 @@ class Dashboard:
                 "headers": [
                     (b"content-type", b"text/event-stream"),
                     (b"cache-control", b"no-cache"),
+                    (b"x-request-id", request_id.encode()),
                 ],
             }
         )
