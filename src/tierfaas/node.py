@@ -275,6 +275,7 @@ class Node:
                 self.app,
                 # httptools, with bounds on slow and oversized requests (http/protocol.py)
                 http=bounded_protocol(self.config, self.metrics.http_rejected_by),
+                ws="none",  # no websockets: an Upgrade request is served as plain HTTP
                 loop="none",
                 lifespan="off",
                 access_log=False,
