@@ -122,6 +122,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         now = self.loop.time()
         self.head_since: float | None = now  # waiting for a head since; None: not
         self.head_bytes = 0
+        self.big_chunk = False  # a chunk over the head limit came in: measure the head exactly
+        self.rejection: tuple[errors.HttpError, str] | None = None  # raised from a callback
         self.body_since: float | None = None  # waiting for a body since; None: not
         self.write_paused_since: float | None = None
         sweepers = type(self)._sweepers
@@ -141,6 +143,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.head_since = self.loop.time()
             self.head_bytes = 0
         self.head_bytes += len(data)
+        if len(data) > self.limits.max_header_bytes:
+            # A whole head may be in this one chunk: on_headers_complete measures it.
+            self.big_chunk = True
         super().data_received(data)
         if self.head_since is not None and self.head_bytes > self.limits.max_header_bytes:
             self._reject(
@@ -152,6 +157,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_since = None
+        if self.big_chunk:
+            self.big_chunk = False
+            size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+            if size > self.limits.max_header_bytes:
+                self.rejection = (
+                    errors.HeadersTooLarge(
+                        "the request line and headers are over "
+                        f"{self.limits.max_header_bytes} bytes"
+                    ),
+                    "head_too_large",
+                )
+                # Stops the parser; uvicorn then calls send_400_response, which sends this.
+                raise ValueError("head too large")
         super().on_headers_complete()
         if not self.pipeline:  # started now, not queued behind an earlier request
             self.body_since = self.loop.time()
@@ -200,6 +218,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
+        if self.rejection is not None:
+            self._reject(*self.rejection)
+            return
         self._reject(errors.BadRequest(f"malformed HTTP request: {msg}"), "malformed")
 
     def _reject(self, error: errors.HttpError, reason: str) -> None:
