@@ -246,7 +246,7 @@ class Node:
             log.error("this node cannot serve its release: %s", self.release_problem)
 
     def _warm_functions(self) -> list[str]:
-        return [name for name, pool in self.runtime.pools.items() if pool.instances]
+        return [name for name, pool in self.runtime.pools.items() if pool.registered]
 
     def _not_ready_reason(self) -> str | None:
         if self.release_problem is not None:

@@ -31,3 +31,49 @@ async def test_with_no_scale_out_wait_a_busy_function_starts_another_at_once() -
         assert rt.runtime.pools["pair"].stats()["instances"] == 2
     finally:
         await rt.runtime.close()
+
+
+async def test_the_node_registers_when_the_first_instance_starts_and_forwarded_calls_queue() -> (
+    None
+):
+    from tierfaas import errors
+    from tierfaas.runtime.events import FunctionWarm, InstanceStarted
+
+    rt = await make(scale_out_wait_s=0.05)
+    try:
+        first = asyncio.create_task(rt.call("pair", b"0.2"))  # a cold start begins
+        await asyncio.sleep(0)
+        kinds = [type(e) for e in rt.events]
+        assert FunctionWarm in kinds and InstanceStarted not in kinds  # registered at start
+        # A forwarded call (warm_only) arriving now waits behind the starting instance...
+        forwarded = await rt.call("pair", b"0", warm_only=True)
+        assert forwarded.body == b"done" and (await first).body == b"done"
+        assert rt.runtime.pools["pair"].stats()["instances"] == 1  # ...and started nothing
+        # Behind a busy instance it waits scale_out_wait_s at most, then says busy, unrun.
+        busy = asyncio.create_task(rt.call("pair", b"0.5"))
+        await asyncio.sleep(0.05)
+        try:
+            await rt.call("pair", b"0", warm_only=True)
+            raise AssertionError("a forwarded call waited past scale_out_wait_s")
+        except errors.Busy:
+            pass
+        await busy
+    finally:
+        await rt.runtime.close()
+
+
+async def test_a_forwarded_call_to_a_node_with_nothing_started_is_not_warm() -> None:
+    from tierfaas import errors
+
+    rt = await make()
+    try:
+        try:
+            await rt.call("pair", b"0", warm_only=True)
+            raise AssertionError("expected NotWarm")
+        except errors.NotWarm:
+            pass
+        assert rt.runtime.pools["pair"].stats() == {
+            "instances": 0, "busy": 0, "starting": 0, "queued": 0
+        }  # fmt: skip
+    finally:
+        await rt.runtime.close()

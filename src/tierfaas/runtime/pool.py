@@ -44,6 +44,11 @@ class FunctionPool:
         # Whether the handler takes a context, as its first instance's READY said; callers
         # skip building one when it does not. Until then, assume it does.
         self.takes_context = True
+        # FunctionWarm was emitted and FunctionCold not since: the node is registered for
+        # this function from the moment its first instance *starts* (SPEC 4.5: register at
+        # the same time as the cold start), so other nodes send their calls here to queue
+        # behind it instead of starting instances of their own.
+        self.registered = False
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -60,10 +65,9 @@ class FunctionPool:
         if warm_only:
             instance = self._free_instance()
             if instance is None:
-                if self.instances:
-                    raise errors.Busy(f"every instance of {self.spec.name!r} here is busy")
-                raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
-            instance.busy += 1
+                instance = await self._wait_for_slot(deadline)
+            else:
+                instance.busy += 1
         else:
             instance = await self._acquire()
         cold = instance.calls_served == 0
@@ -103,6 +107,40 @@ class FunctionPool:
             return await waiter
         except asyncio.CancelledError:
             # Cancelled just after being handed a slot: give the slot back.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())
+            raise
+        finally:
+            timer.cancel()
+
+    async def _wait_for_slot(self, deadline: float) -> Instance:
+        """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
+        itself and never waits long: behind an instance that is starting (the sender chose
+        this node because it registered at the start), up to the start timeout; behind busy
+        instances, ``scale_out_wait_s``. Past that it raises ``Busy`` (``NotWarm`` with
+        nothing here), and the sender tries elsewhere, knowing the call did not run."""
+        if not self.instances and not self.starting:
+            raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
+        config = self.runtime.config
+        wait = config.start_timeout_s if self.starting else config.scale_out_wait_s
+        wait = min(wait, deadline - self.clock())
+        if wait <= 0 or len(self.waiters) >= config.queue_max:
+            raise errors.Busy(f"every instance of {self.spec.name!r} here is busy")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Instance] = loop.create_future()
+        self.waiters.append(waiter)
+
+        def give_up() -> None:
+            if not waiter.done():
+                self._drop_waiter(waiter)
+                waiter.set_exception(
+                    errors.Busy(f"no instance of {self.spec.name!r} here was free in time")
+                )
+
+        timer = loop.call_later(wait, give_up)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release(waiter.result())
             raise
@@ -163,6 +201,7 @@ class FunctionPool:
             self.starting += 1
             task = asyncio.get_running_loop().create_task(self._start_one())
             self.runtime.track(task)
+            self._set_registered(True)
 
     async def _start_one(self) -> None:
         instance = self.runtime.new_instance(self.spec)
@@ -175,6 +214,7 @@ class FunctionPool:
             error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
             log.warning("cold start of %s failed: %s", self.spec.name, error)
             self._fail_waiters(error)
+            self._set_registered(bool(self.instances or self.starting))
             return
         self.starting -= 1
         self.takes_context = instance.takes_context
@@ -183,8 +223,7 @@ class FunctionPool:
         self.runtime.emit(
             InstanceStarted(self.spec.name, instance.id, instance.pid, instance.start_s)
         )
-        if len(self.instances) == 1:
-            self.runtime.emit(FunctionWarm(self.spec.name))
+        self._set_registered(True)
         self._hand_out(instance)
 
     def _fail_waiters(self, error: errors.HttpError) -> None:
@@ -209,10 +248,15 @@ class FunctionPool:
         if reason == "crashed":
             log.warning("instance %d of %s died unexpectedly", instance.id, self.spec.name)
         self.runtime.emit(InstanceStopped(self.spec.name, instance.id, reason))
-        if not self.instances:
-            self.runtime.emit(FunctionCold(self.spec.name))
         if self.waiters:
             self._start_for_waiters()
+        self._set_registered(bool(self.instances or self.starting))
+
+    def _set_registered(self, warm: bool) -> None:
+        if warm != self.registered:
+            self.registered = warm
+            name = self.spec.name
+            self.runtime.emit(FunctionWarm(name) if warm else FunctionCold(name))
 
     def can_take(self) -> bool:
         """A free slot now, or room (instances and memory permitting) to start one: what the
