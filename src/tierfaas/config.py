@@ -192,10 +192,11 @@ class NodeConfig:
         "dashboard, metrics) need it as 'Authorization: Bearer TOKEN' (or Basic, any user)",
     )
     scale_out_wait_s: float = setting(
-        0.02,
+        0.1,
         "when every instance of a warm function is busy, how long a call waits for a free one "
-        "before a new instance starts; a start costs a process and the function's init (often "
-        "far more than a call), so a short wait saves most of them. 0: start at once",
+        "before a new instance starts, at most (never longer than the function's last start "
+        "took: past that, starting wins); a start costs a process and the function's init, "
+        "so a short wait saves most of them. 0: start at once",
         "s",
     )
 

@@ -9,9 +9,9 @@ from tests.unit.test_runtime import make
 
 
 async def test_a_busy_warm_function_waits_briefly_for_a_slot_before_starting_another() -> None:
-    rt = await make(scale_out_wait_s=0.5)
+    rt = await make(scale_out_wait_s=0.25)
     try:
-        await rt.call("pair", b"0")  # warm: one instance
+        await rt.call("pair", b"0")  # warm: one instance; its start took ~0.3 s
         short = await asyncio.gather(*(rt.call("pair", b"0.05") for _ in range(2)))
         assert all(r.body == b"done" for r in short)
         # The second call took the first one's slot after 50 ms instead of a cold start.
@@ -23,12 +23,26 @@ async def test_a_busy_warm_function_waits_briefly_for_a_slot_before_starting_ano
         await rt.runtime.close()
 
 
+async def test_a_function_that_starts_fast_scales_out_without_waiting() -> None:
+    # echo has no init: a start takes a fork (~10 ms), less than the 50 ms call, so waiting
+    # up to scale_out_wait_s would cost more than starting at once.
+    rt = await make(scale_out_wait_s=0.5)
+    try:
+        await rt.call("onebyone", b"0")
+        pool = rt.runtime.pools["onebyone"]
+        assert pool.last_start_s is not None and pool.last_start_s < 0.2
+        assert pool._scale_out_wait() == pool.last_start_s
+    finally:
+        await rt.runtime.close()
+
+
 async def test_with_no_scale_out_wait_a_busy_function_starts_another_at_once() -> None:
     rt = await make(scale_out_wait_s=0)
     try:
         await rt.call("pair", b"0")
         await asyncio.gather(*(rt.call("pair", b"0.05") for _ in range(2)))
-        assert rt.runtime.pools["pair"].stats()["instances"] == 2
+        stats = rt.runtime.pools["pair"].stats()
+        assert stats["instances"] + stats["starting"] == 2  # started at once (still starting)
     finally:
         await rt.runtime.close()
 

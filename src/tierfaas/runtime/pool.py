@@ -49,6 +49,7 @@ class FunctionPool:
         # the same time as the cold start), so other nodes send their calls here to queue
         # behind it instead of starting instances of their own.
         self.registered = False
+        self.last_start_s: float | None = None  # how long this function's last start took
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -92,10 +93,10 @@ class FunctionPool:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Instance] = loop.create_future()
         self.waiters.append(waiter)
-        if self.instances and not self.starting and config.scale_out_wait_s > 0:
+        if self.instances and not self.starting and (wait := self._scale_out_wait()) > 0:
             # Warm but busy: a slot usually frees within one call's time, while a new
             # instance costs a process and the function's init. Wait a moment first.
-            loop.call_later(config.scale_out_wait_s, self._start_for_waiters)
+            loop.call_later(wait, self._start_for_waiters)
         else:
             self._start_for_waiters()
         covered = len(self.waiters) <= self.starting * self.spec.concurrency
@@ -122,7 +123,7 @@ class FunctionPool:
         if not self.instances and not self.starting:
             raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
         config = self.runtime.config
-        wait = config.start_timeout_s if self.starting else config.scale_out_wait_s
+        wait = config.start_timeout_s if self.starting else self._scale_out_wait()
         wait = min(wait, deadline - self.clock())
         if wait <= 0 or len(self.waiters) >= config.queue_max:
             raise errors.Busy(f"every instance of {self.spec.name!r} here is busy")
@@ -146,6 +147,13 @@ class FunctionPool:
             raise
         finally:
             timer.cancel()
+
+    def _scale_out_wait(self) -> float:
+        """How long a call waits for a busy instance's slot before another instance starts:
+        ``scale_out_wait_s``, but never longer than a start takes (measured on this
+        function's last start): past that, waiting cannot beat starting."""
+        cap = self.runtime.config.scale_out_wait_s
+        return cap if self.last_start_s is None else min(cap, self.last_start_s)
 
     def _give_up(self, waiter: asyncio.Future[Instance], timeout: float) -> None:
         if waiter.done():
@@ -217,6 +225,7 @@ class FunctionPool:
             self._set_registered(bool(self.instances or self.starting))
             return
         self.starting -= 1
+        self.last_start_s = instance.start_s
         self.takes_context = instance.takes_context
         self.instances.append(instance)
         instance.closed.add_done_callback(lambda _: self._on_closed(instance))
