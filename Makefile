@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test chaos lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tierfaas needs Python 3.11 or newer")'
@@ -18,8 +18,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tierfaas up --nodes 5 --release examples/demo --port 8080
 
+# The chaos suite (tests/chaos) runs its short versions (~2 min) within `make test`.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The chaos suite's long versions (about 20 min: the soak alone is 10), then the report:
+# docs/reliability.md's table is rewritten from test-artifacts/chaos/*.json, even when a
+# scenario fails (its row shows what happened); the exit code is pytest's.
+chaos: $(STAMP)
+	rm -f test-artifacts/chaos/*.json
+	TIERFAAS_CHAOS=long $(BIN)/python -m pytest tests/chaos -q -rs --timeout 1500; \
+	status=$$?; $(BIN)/python -m tests.chaos.report && exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

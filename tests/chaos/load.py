@@ -151,19 +151,21 @@ class Load:
         retries = 0
         sent = time.monotonic()
         while True:
+            # The pick and the in-flight note are one step under the lock, so once remove()
+            # returns, every call on that node is in in_flight_on() and no new one goes there.
             with self._lock:
                 live = self.live
+                if live:
+                    target = live[next(turn) % len(live)]
+                    sent = time.monotonic()  # of this attempt: the one that reached a node
+                    self._in_flight[rid] = (target, sent)
             if not live:
                 await asyncio.sleep(0.05)
                 if time.monotonic() - sent > self.timeout_s:
                     self._record(Outcome(rid, function, "", sent, time.monotonic(), 0, "no_node"))
                     return
                 continue
-            target = live[next(turn) % len(live)]
             url = f"{self.nodes[target]}/function/{function}"
-            sent = time.monotonic()  # of this attempt: the one that reached a node
-            with self._lock:
-                self._in_flight[rid] = (target, sent)
             try:
                 async with session.post(url, data=self.body, headers={"x-request-id": rid}) as r:
                     answer = await r.read()
