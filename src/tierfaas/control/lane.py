@@ -41,6 +41,10 @@ log = logging.getLogger("tierfaas.control.lane")
 AUTH, QUERY, REPLY = 1, 2, 3
 _HEADER = struct.Struct(">IB")  # length (of kind + payload), kind
 AUTH_TIMEOUT_S = 5.0
+# The largest frame accepted before AUTH (which carries 64 hex digits): a client that has not
+# authenticated must not make the node buffer a whole max-size frame (40 such clients held
+# 160 MiB for up to AUTH_TIMEOUT_S).
+PRE_AUTH_MAX_FRAME = 1024
 QueryFn = Callable[[str], QueryResult | Awaitable[QueryResult]]
 
 
@@ -76,7 +80,7 @@ class _Frames:
 class _ServerProtocol(asyncio.Protocol):
     def __init__(self, lane: QueryLaneServer) -> None:
         self._lane = lane
-        self._frames = _Frames(lane.max_frame)
+        self._frames = _Frames(PRE_AUTH_MAX_FRAME)
         self._authed = False
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -116,6 +120,7 @@ class _ServerProtocol(asyncio.Protocol):
             if not self._authed:
                 if kind == AUTH and verify(payload, self._lane.expected):
                     self._authed = True
+                    self._frames._max = self._lane.max_frame
                     continue
                 self._refuse("missing or wrong credential")
                 return
