@@ -234,6 +234,8 @@ class Node:
         """Takes rollout ``generation`` (after a handover): gossiped at once, it makes this
         node the master on every node (``tierfaas.topology.rank_key``)."""
         assert self.membership is not None
+        if self.rollout is not None:
+            self.rollout.quiet_until = time.monotonic() + 1.0
         self.generation = max(self.generation, generation)
         await self.membership.update_meta(**{KEY_GENERATION: str(self.generation)})
 

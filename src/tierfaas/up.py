@@ -123,7 +123,9 @@ def pick_cluster_port(hosts: list[str], tries: int = 200) -> int:
     host, so that every node can use the same numbers on its own address."""
     rng = random.Random()
     for _ in range(tries):
-        port = rng.randrange(20000, 60000)
+        # Below Linux's ephemeral range (32768-60999 by default): a client socket bound to
+        # 0.0.0.0 on an ephemeral port would otherwise take a node's port away from it.
+        port = rng.randrange(20000, 32700)
         if all(
             _free(h, port, socket.SOCK_DGRAM)
             and all(_free(h, port + i, socket.SOCK_STREAM) for i in range(3))
@@ -745,7 +747,8 @@ def down(state_dir: Path, say: Callable[[str], None], timeout_s: float = 60.0) -
         (state_dir / STATE_FILE).unlink()
     if still or alive(sup_pid, sup_started):
         raise UpError(f"still running after down: {', '.join(still) or 'the supervisor'}", 1)
-    say(f"stopped: {len(state['nodes'])} nodes" + (" and nginx" if state.get("nginx") else ""))
+    nodes = len({name for name, _, _ in tracked if name != "nginx"})
+    say(f"stopped: {nodes} nodes" + (" and nginx" if state.get("nginx") else ""))
     return 0
 
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -66,6 +66,9 @@ class RolloutController:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.last_step = ""
+        # After this node takes a handover, the old master still writes the status once (the
+        # handover's record): its first ticks as master wait until then.
+        self.quiet_until = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="rollout")
@@ -85,7 +88,9 @@ class RolloutController:
         while True:
             interval = self.poll_s
             try:
-                if (await self.cluster.topology()).master == self.name:
+                if time.monotonic() < self.quiet_until:
+                    interval = self.quiet_until - time.monotonic()
+                elif (await self.cluster.topology()).master == self.name:
                     interval = await self.tick()
             except asyncio.CancelledError:
                 raise
@@ -153,12 +158,18 @@ class RolloutController:
             failed=frozenset(failed),
         )
         step = plan.next_step(observed)
+
+        def save(phase: str) -> None:
+            self._write(status, desired, self.failed.all(), members, provided, current, phase)
+
         try:
-            phase = await self._take(step, current, desired)
+            phase = await self._take(step, current, desired, save)
         except ProviderError as exc:
             self._event(current, f"the provider failed: {exc}")
             log.warning("rollout to %s: the provider failed: %s", desired, exc)
             phase = "rolling"
+        if phase == "handed":
+            return ACTIVE_TICK_S
         self._write(status, desired, self.failed.all(), members, provided, current, phase)
         return ACTIVE_TICK_S if phase == "rolling" else self.poll_s
 
@@ -224,7 +235,13 @@ class RolloutController:
             fatal=bool(data.get("fatal", False)),
         )
 
-    async def _take(self, step: plan.Step, current: dict[str, Any], desired: str) -> str:
+    async def _take(
+        self,
+        step: plan.Step,
+        current: dict[str, Any],
+        desired: str,
+        save: Callable[[str], None],
+    ) -> str:
         text = _describe(step)
         if text != self.last_step:
             log.info("rollout to %s: %s", desired, text)
@@ -234,7 +251,8 @@ class RolloutController:
             names = await self.provider.launch(desired, step.generation, step.count)
             self._event(current, f"launched {', '.join(names)} ({desired})")
         elif isinstance(step, plan.Handover):
-            await self._hand_over(step, current)
+            if await self._hand_over(step, current, save):
+                return "handed"  # the status is the new master's to write from now on
         elif isinstance(step, plan.Terminate):
             await self.provider.terminate(step.name)
             self._event(current, f"draining {step.name}: {step.reason}")
@@ -252,7 +270,10 @@ class RolloutController:
             return "done"
         return "rolling"
 
-    async def _hand_over(self, step: plan.Handover, current: dict[str, Any]) -> None:
+    async def _hand_over(
+        self, step: plan.Handover, current: dict[str, Any], save: Callable[[str], None]
+    ) -> bool:
+        """True once the target took the table (it is master from then on)."""
         from grpc import aio
 
         began = time.monotonic()
@@ -261,10 +282,10 @@ class RolloutController:
         except (LookupError, aio.AioRpcError) as exc:
             detail = exc.details() if isinstance(exc, aio.AioRpcError) else str(exc)
             self._event(current, f"handover to {step.target} failed: {detail}; retrying")
-            return
+            return False
         if not reply.ready:
             self._event(current, f"handover to {step.target} refused: {reply.error}; retrying")
-            return
+            return False
         took_ms = (time.monotonic() - began) * 1000
         current["handover"] = {
             "target": step.target,
@@ -277,12 +298,16 @@ class RolloutController:
             f"handed the table ({reply.routes} routes) to {step.target} in {took_ms:.0f} ms; "
             f"it is master of generation {step.generation}",
         )
+        # Write the status now, before the new master's first tick reads it: from here on
+        # the new master writes it, and an older copy written later would lose its events.
+        save("rolling")
         # Act no more as master: wait until this node's view agrees that the target is.
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             if (await self.cluster.topology()).master == step.target:
-                return
+                break
             await asyncio.sleep(0.05)
+        return True
 
     # -- status ----------------------------------------------------------------------------------
 
