@@ -8,6 +8,7 @@ channel or server collected after its loop closed hangs or warns at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -335,3 +336,90 @@ async def test_a_snapshot_over_one_message_is_sent_in_parts(cluster: Cluster) ->
     assert isinstance(snapshot, Snapshot) and snapshot.version == hub.table.version
     assert sum(len(r) for r in snapshot.routes.values()) == len(hub.table)
     assert len(wire.update_to_pb(snapshot)) == 3
+
+
+class FreezingProxy:
+    """A TCP proxy that goes silent as a partition does: while frozen, bytes in either
+    direction are held and the connections stay open. A connection that held bytes through
+    the cut stays stalled ``lag_s`` after the heal, as TCP's retransmission backoff keeps it
+    after a real one (seconds, after a cut of 20 s); a new connection flows at once."""
+
+    def __init__(self, target: Address, lag_s: float) -> None:
+        self.target = target
+        self.lag_s = lag_s
+        self.frozen = False
+        self.healed_at = 0.0
+        self.server: asyncio.Server | None = None
+        self.accepted = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    def heal(self) -> None:
+        self.frozen = False
+        self.healed_at = time.monotonic()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection(self.target.host, self.target.port)
+        cut = [False]  # this connection had bytes in flight during the cut
+
+        def blocked() -> bool:
+            return self.frozen or (cut[0] and time.monotonic() < self.healed_at + self.lag_s)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+            async def deliver() -> None:
+                while (data := await queue.get()) is not None:
+                    while blocked():
+                        cut[0] = True
+                        await asyncio.sleep(0.02)
+                    dst.write(data)
+                dst.close()
+
+            delivery = asyncio.create_task(deliver())
+            while data := await src.read(65536):
+                queue.put_nowait(data)
+            queue.put_nowait(None)
+            await delivery
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_connection_silenced_by_a_partition_is_replaced_once_it_heals(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without keep-alive pings the channel keeps the silenced connection, and every call made
+    # after the heal waits behind it until TCP retransmits (here: lag_s).
+    import tierfaas.control.client as client_module
+
+    monkeypatch.setattr(client_module, "KEEPALIVE_TIME_MS", 200)
+    monkeypatch.setattr(client_module, "KEEPALIVE_TIMEOUT_MS", 300)
+    assert cluster.master_server.address is not None
+    proxy = FreezingProxy(cluster.master_server.address, lag_s=3.0)
+    client = ControlClient(await proxy.start(), key=KEY)
+    try:
+        await client.info(timeout_s=2.0)
+        proxy.frozen = True
+        with pytest.raises(aio.AioRpcError):
+            await client.info(timeout_s=0.5)
+        await asyncio.sleep(1.0)  # the pings go unanswered: the connection is dropped
+        proxy.heal()
+        while True:
+            try:
+                await client.info(timeout_s=0.3)
+                break
+            except aio.AioRpcError:
+                assert time.monotonic() - proxy.healed_at < 2.0, "still on the cut connection"
+        assert proxy.accepted >= 2  # a new connection, not the silenced one
+    finally:
+        await client.close()
+        await proxy.close()

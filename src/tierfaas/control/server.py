@@ -97,6 +97,11 @@ class ControlServer:
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),
                 ("grpc.so_reuseport", 0),
+                # The peers' keep-alive pings (control.client.KEEPALIVE_TIME_MS), also on idle
+                # connections: by default a server answers pings this frequent with GOAWAY.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
         )
         server.add_generic_rpc_handlers((self._handlers(),))
