@@ -24,10 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.auth import call_metadata
+from tierfaas.manifest import load_release
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, descendants, http_get
 
 CHAOSREL = Path(__file__).parent / "fixtures" / "chaosrel"
+FUNCTIONS = sorted(load_release(CHAOSREL).functions)
 Routes = dict[str, list[str]]
 
 
@@ -91,7 +97,8 @@ class Kill:
     roles: list[str]
     at: float  # time.monotonic()
     in_flight: set[str] = field(default_factory=set)  # ids the client had on the victims
-    recovery_s: float | None = None
+    recovery_s: float | None = None  # until membership agreed and every table was right
+    membership_s: float | None = None  # until membership alone agreed
 
 
 class ChaosCluster:
@@ -294,21 +301,56 @@ class ChaosCluster:
                 master.get("version"),
             ):
                 return f"{name} at {table.get('version')}, master at {master.get('version')}"
+        return self.raw_table_wrong(list(holders), real)
+
+    def raw_table_wrong(self, holders: list[str], real: Routes) -> str | None:
+        """What the tables themselves hold, read with gRPC Query (which, unlike /v1/routes,
+        hides no run its node's gossip calls dead): every entry must be a run alive now (name
+        and epoch), so a dead run's entries are really gone, not only hidden."""
+        epochs = {m["name"]: m["epoch"] for m in self.view(self.live()[0])["members"]}
+        want = {f: sorted((n, epochs[n]) for n in names) for f, names in real.items()}
+        for name in holders:
+            rpc = f"{self.nodes[name].host}:{self.lc.gossip_port + 1}"
+            with grpc.insecure_channel(rpc) as channel:
+                query = channel.unary_unary(
+                    "/tierfaas.v1.Control/Query",
+                    request_serializer=pb.QueryRequest.SerializeToString,
+                    response_deserializer=pb.QueryReply.FromString,
+                )
+                for function in FUNCTIONS:
+                    reply = query(
+                        pb.QueryRequest(function=function),
+                        metadata=call_metadata(None),
+                        timeout=2,
+                    )
+                    held = sorted((n.node, n.epoch) for n in reply.nodes)
+                    if held != want.get(function, []):
+                        return (
+                            f"{name}'s raw table: {function} -> {held}, want {want.get(function)}"
+                        )
         return None
 
-    def wait_right(self, since: float, timeout: float) -> float:
-        """Seconds from ``since`` until membership agrees and every table is right."""
+    def wait_right(self, since: float, timeout: float, kill: Kill | None = None) -> float:
+        """Seconds from ``since`` until membership agrees and every table is right; also
+        notes in ``kill`` when membership alone first agreed."""
 
         def right() -> bool:
-            return self.agreed() is not None and self.table_wrong() is None
+            if self.agreed() is None:
+                return False
+            if kill is not None and kill.membership_s is None:
+                kill.membership_s = time.monotonic() - since
+            return self.table_wrong() is None
 
         wait_for(right, timeout, "membership and tables to be right", self._why)
-        return time.monotonic() - since
+        elapsed = time.monotonic() - since
+        if kill is not None:
+            kill.recovery_s = elapsed
+        return elapsed
 
     def _why(self) -> str:
         try:
             return f"agreed={self.agreed()!r}; table: {self.table_wrong()}"
-        except (OSError, RuntimeError, KeyError) as exc:
+        except (OSError, RuntimeError, KeyError, grpc.RpcError) as exc:
             return repr(exc)
 
     # -- the exactly-once ledger -----------------------------------------------------------
@@ -329,7 +371,7 @@ def wait_for(check: Any, timeout: float, what: str, why: Any = None) -> Any:
             value = check()
             if value:
                 return value
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        except (OSError, RuntimeError, KeyError, ValueError, grpc.RpcError) as exc:
             last = exc
         if time.monotonic() > deadline:
             detail = why() if why is not None else repr(last)

@@ -191,6 +191,7 @@ def account(
             "roles": k.roles,
             "in_flight_at_kill": len(k.in_flight),
             **per_kill[id(k)],
+            "membership_s": None if k.membership_s is None else round(k.membership_s, 2),
             "recovery_s": None if k.recovery_s is None else round(k.recovery_s, 2),
         }
         for k in kills

@@ -97,11 +97,11 @@ def details(r: dict[str, Any]) -> list[str]:
     if per_kill:
         rows = [
             [k["kill"], k["roles"], k["in_flight_at_kill"], k["failed"], k["typed_errors"],
-             k["recovery_s"]]
+             k.get("membership_s"), k["recovery_s"]]
             for k in per_kill
         ]  # fmt: skip
         header = ["kill", "role(s)", "client calls in flight on it", "failed (no answer)",
-                  "typed errors", "recovery s"]  # fmt: skip
+                  "typed errors", "members agree s", "tables right s"]  # fmt: skip
         out += [*table(header, rows), ""]
     checks = extra.pop("checks", None)
     if checks:

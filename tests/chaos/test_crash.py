@@ -8,7 +8,9 @@ without a 2xx. Recovery is the time from the kill until every survivor agrees on
 and roles and the master's and every replica's table equal what the nodes run (and name no
 dead node). Each victim is then restarted (same address and name) before the next kill.
 
-Short (make test): 5 nodes, the four kills once. Long (make chaos): 7 nodes, three rounds.
+Short (make test): 5 nodes, the four kills once. Long (make chaos): 7 nodes, three rounds,
+each ending with the master and every replica killed at once (4 of 7 nodes: a worker, which
+holds no copy of the table, becomes master and rebuilds it from the nodes' announcements).
 Addresses: 127.0.11.10-29.
 """
 
@@ -27,7 +29,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 MODE = chaos_mode()
 SIZE, ROUNDS = (5, 1) if MODE == "short" else (7, 3)
-RECOVERY_BOUND_S = 10.0  # local preset: a death is seen in ~1.3 s; failover adds a batch
+STAGES = ["worker", "replica", "master", "two at once"]
+if MODE == "long":
+    STAGES.append("master and every replica")  # 4 of 7: a worker becomes master
+# Local preset: one death is seen everywhere in ~1.3 s and the tables follow within a batch
+# window; several at once take longer (fewer peers confirm each suspicion: ~5.5 s for 4 of 7).
+RECOVERY_BOUND_S = {1: 10.0, 2: 12.0, 4: 15.0}
 
 
 def pick(cluster: ChaosCluster, stage: str) -> list[str]:
@@ -40,6 +47,8 @@ def pick(cluster: ChaosCluster, stage: str) -> list[str]:
         return [next(n for n in reversed(ranked) if roles[n] == "replica")]
     if stage == "master":
         return [ranked[0]]
+    if stage == "master and every replica":
+        return [n for n in ranked if roles[n] in ("master", "replica")]
     return ranked[:2]  # the master and the replica that would succeed it
 
 
@@ -53,13 +62,13 @@ def test_kill_9_under_load_loses_only_calls_in_flight_on_the_victims(tmp_path: P
         time.sleep(2.0)  # every function warm on every node, the table settled
         cluster.wait_right(time.monotonic(), 10)
         for round_ in range(ROUNDS):
-            for stage in ("worker", "replica", "master", "two at once"):
+            for stage in STAGES:
                 victims = pick(cluster, stage)
                 for name in victims:
                     load.remove(name)
                 in_flight = {rid for name in victims for rid in load.in_flight_on(name)}
                 kill = cluster.kill(victims, f"{stage} (round {round_ + 1})", in_flight)
-                kill.recovery_s = cluster.wait_right(kill.at, 20)
+                cluster.wait_right(kill.at, 20, kill)
                 for name in victims:
                     cluster.restart(name)
                 for name in victims:
@@ -83,12 +92,14 @@ def test_kill_9_under_load_loses_only_calls_in_flight_on_the_victims(tmp_path: P
     result.notes = (
         f"{SIZE} nodes, local gossip preset, ~{load.rate:.0f} req/s round-robin straight to the "
         f"nodes ({load.workers} connections, 50 ms calls); {len(cluster.kills)} kills "
-        "(worker, replica, master, master + next replica at once), each victim restarted "
-        "after recovery. recovery_s: worst kill-to-table-right time."
+        f"({', '.join(STAGES)}; 'two at once' = the master and the replica next in line), "
+        "each victim restarted after recovery. recovery_s: worst time from a kill until every "
+        "survivor agrees on members and roles and every table equals the truth."
     )
     write_result(result)
     print(result)
     assert problems == [], "\n".join(problems[:30])
     assert sent_before_stop > 200 * ROUNDS  # the client ran throughout
     for kill in cluster.kills:
-        assert kill.recovery_s is not None and kill.recovery_s < RECOVERY_BOUND_S, kill
+        assert kill.recovery_s is not None, kill
+        assert kill.recovery_s < RECOVERY_BOUND_S[len(kill.victims)], kill

@@ -59,7 +59,7 @@ def test_account_explains_failures_by_the_kill_and_checks_the_ledger() -> None:
     assert result.failed_detail == {"in_flight_on_killed": 1}
     assert result.extra["per_kill"][0] | {"victims": 0} == {
         "kill": "worker", "victims": 0, "roles": ["worker"], "in_flight_at_kill": 1,
-        "failed": 1, "typed_errors": 1, "recovery_s": None,
+        "failed": 1, "typed_errors": 1, "membership_s": None, "recovery_s": None,
     }  # fmt: skip
     validate(json.loads(json.dumps(result.__dict__)))
 
@@ -103,7 +103,7 @@ def test_report_renders_every_result_and_keeps_the_prose(tmp_path: Path) -> None
     assert "| crash | long | 10 | 9 | 0 | 1 | in_flight_on_killed 1 | 1.50 |" in text
     assert "| partition | long | 5 | 5 | 0 | 0 | - | - |" in text
     assert text.index("| crash |") < text.index("| partition |")
-    assert "| worker | worker | 1 | 1 | 0 | 1.50 |" in text
+    assert "| worker | worker | 1 | 1 | 0 | - | 1.50 |" in text
     assert "- loss: [10, 30]" in text and "majority | minority" in text
     # A page without markers gets them; a broken file fails the report.
     page.write_text("# Reliability\n")

@@ -72,7 +72,7 @@ def test_soak_with_a_kill_and_restart_every_period(tmp_path: Path) -> None:
                 load.remove(victim)
                 kill = cluster.kill([victim], "soak", set(load.in_flight_on(victim)))
                 kill.label = f"{kill.roles[0]} at {kill.at - began:.0f} s"
-                kill.recovery_s = cluster.wait_right(kill.at, 20)
+                cluster.wait_right(kill.at, 20, kill)
                 cluster.restart(victim)
                 cluster.wait_ready(victim)
                 load.add(victim, cluster.nodes[victim].url)
@@ -83,6 +83,8 @@ def test_soak_with_a_kill_and_restart_every_period(tmp_path: Path) -> None:
         sample(cluster, observed, samples)
         cluster.wait_right(time.monotonic(), 20)
         processes = {n: len(cluster.session_processes(n)) for n in cluster.nodes}
+        roles = cluster.roles()
+        observed_roles = {n: roles.get(n) for n in observed}
     finally:
         if load is not None:
             load.stop()
@@ -103,6 +105,7 @@ def test_soak_with_a_kill_and_restart_every_period(tmp_path: Path) -> None:
         growth=growth,
         bounds={"rss_mib": RSS_BOUND_MIB, "fds": FD_BOUND},
         processes_per_node_at_end=processes,
+        never_killed_roles_at_end=observed_roles,
     )
     worst_rss = max(g["rss_growth_mib"] for g in growth.values())
     worst_fds = max(g["fd_growth"] for g in growth.values())
