@@ -262,4 +262,3 @@ async def test_close_leaves_no_instance_process() -> None:
     await rt.runtime.close()
     await asyncio.sleep(0.2)
     assert not any(alive(p) for p in [*pids, zygote])
-
