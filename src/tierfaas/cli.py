@@ -238,12 +238,22 @@ def keygen(
 def status(
     url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for "
+            "nodes that listen off loopback with a token"
+        ),
+    ] = None,
 ) -> None:
     """Show the cluster as one node sees it: members, roles, replicas, versions, uptime."""
+    from tierfaas.http.auth import load_admin_token
     from tierfaas.status import fetch_cluster, render_cluster
 
     try:
-        view = fetch_cluster(url)
+        view = fetch_cluster(url, token=load_admin_token(admin_token_file))
+    except errors.ConfigError as exc:
+        raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
     if as_json:

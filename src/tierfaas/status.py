@@ -23,34 +23,41 @@ TABLE_HOLDERS = ("master", "replica")
 MAX_ROUTES_BYTES = 64 * 1024 * 1024
 
 
-def _get_json(url: str, timeout: float, limit: int | None = None) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _get_json(url: str, timeout: float, limit: int | None = None, token: str | None = None) -> Any:
+    request = urllib.request.Request(url)
+    if token:  # nodes bound off loopback with an admin token require it (docs/security.md)
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read(limit) if limit is not None else response.read())
 
 
-def fetch_cluster(url: str, timeout: float = 5.0, routes_timeout: float = 0.5) -> dict[str, Any]:
+def fetch_cluster(
+    url: str, timeout: float = 5.0, routes_timeout: float = 0.5, token: str | None = None
+) -> dict[str, Any]:
     """The cluster as the node at ``url`` sees it. Each master and replica member also gets a
     ``table`` entry: ``{"version", "lineage", "loaded"}`` from its ``/v1/routes``, or None if
     it did not answer within ``routes_timeout`` seconds (asked in parallel)."""
-    view: dict[str, Any] = _get_json(f"{url.rstrip('/')}/v1/cluster", timeout)
+    view: dict[str, Any] = _get_json(f"{url.rstrip('/')}/v1/cluster", timeout, token=token)
     holders = [
         m for m in view.get("members", []) if isinstance(m, dict) and m.get("role") in TABLE_HOLDERS
     ]
     if holders:
         with ThreadPoolExecutor(max_workers=min(16, len(holders))) as pool:
-            tables = list(pool.map(lambda m: fetch_table(m, routes_timeout), holders))
+            tables = list(pool.map(lambda m: fetch_table(m, routes_timeout, token), holders))
         for member, table in zip(holders, tables, strict=True):
             member["table"] = table
     return view
 
 
-def fetch_table(member: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+def fetch_table(
+    member: dict[str, Any], timeout: float, token: str | None = None
+) -> dict[str, Any] | None:
     """``{"version", "lineage", "loaded"}`` of the table ``member`` holds, or None."""
     http = member.get("http")
     if not isinstance(http, str) or not http:
         return None
     try:
-        routes = _get_json(f"http://{http}/v1/routes", timeout, MAX_ROUTES_BYTES)
+        routes = _get_json(f"http://{http}/v1/routes", timeout, MAX_ROUTES_BYTES, token)
     except (OSError, ValueError):  # unreachable, timed out, refused, not JSON
         return None
     if not isinstance(routes, dict):

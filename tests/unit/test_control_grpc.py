@@ -273,6 +273,14 @@ async def test_garbage_and_oversized_requests_are_invalid_and_the_server_keeps_s
             await call(body, metadata=md)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert (await client.info()).node == "r"
+    # A subscriber's name ends up in the master's log: a forged one must not write lines.
+    master = cluster.channels.get(str(cluster.master_server.address))
+    subscribe = master.channel.unary_stream(f"/{SERVICE}/Subscribe")
+    forged = pb.SubscribeRequest(replica="r\nCRITICAL fake log line").SerializeToString()
+    with pytest.raises(aio.AioRpcError) as info:
+        async for _ in subscribe(forged, metadata=md):
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     stream = client.query_stream()
     try:
         assert (await stream.query("f")).routes == []

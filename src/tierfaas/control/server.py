@@ -241,6 +241,8 @@ class ControlServer:
 
     async def _subscribe(self, data: bytes, context: Context) -> AsyncIterator[pb.TableUpdate]:
         request = await self._decode(context, pb.SubscribeRequest, data)
+        if request.replica and not is_valid_name(request.replica):
+            await _invalid(context, "replica: not a node name (1-64 of [A-Za-z0-9._-])")
         if not self._backend.is_master():
             await self._not_master(context)
         log.info("replica %s subscribed from version %d", request.replica, request.from_version)
