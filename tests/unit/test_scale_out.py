@@ -91,3 +91,27 @@ async def test_a_forwarded_call_to_a_node_with_nothing_started_is_not_warm() -> 
         }  # fmt: skip
     finally:
         await rt.runtime.close()
+
+
+async def test_a_call_whose_deadline_passes_in_the_queue_does_not_run_nor_kill_the_instance() -> (
+    None
+):
+    import time
+
+    from tierfaas import errors
+    from tierfaas.runtime.events import InstanceStopped
+
+    rt = await make(queue_timeout_s=5)
+    try:
+        first = asyncio.create_task(rt.call("onebyone", b"0.5"))
+        await asyncio.sleep(0.1)
+        try:
+            await rt.call("onebyone", b"0", deadline=time.time() + 0.2)  # waits 0.4 s
+            raise AssertionError("expected a 504")
+        except errors.FunctionTimeout as exc:
+            assert "did not run" in exc.message
+        assert (await first).body == b"done"
+        assert not [e for e in rt.events if isinstance(e, InstanceStopped)]
+        assert not (await rt.call("onebyone", b"0")).cold  # the same instance, still warm
+    finally:
+        await rt.runtime.close()

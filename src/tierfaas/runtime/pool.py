@@ -61,8 +61,10 @@ class FunctionPool:
         warm_only: bool = False,
     ) -> tuple[Result, bool]:
         """Runs one call; returns its result and whether it waited for a cold start.
-        ``warm_only`` (a forwarded call): raise ``NotWarm``/``Busy`` at once rather than wait
-        or start an instance, so the sender can try elsewhere knowing nothing ran here."""
+        ``warm_only`` (a forwarded call): never start an instance, and wait for a slot only
+        briefly (``_wait_for_slot``); else raise ``NotWarm``/``Busy`` so the sender can try
+        elsewhere knowing nothing ran here. A call whose deadline passed while it waited is
+        answered 504 unrun: dispatched with no time left, it would kill a warm instance."""
         if warm_only:
             instance = self._free_instance()
             if instance is None:
@@ -72,7 +74,13 @@ class FunctionPool:
         else:
             instance = await self._acquire()
         cold = instance.calls_served == 0
-        future = instance.call(body, context, max(0.0, deadline - self.clock()))
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            self._release(instance, served=False)
+            raise errors.FunctionTimeout(
+                f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
+            )
+        future = instance.call(body, context, remaining)
         try:
             return await future, cold
         finally:
@@ -176,9 +184,9 @@ class FunctionPool:
                 best = i
         return best
 
-    def _release(self, instance: Instance) -> None:
+    def _release(self, instance: Instance, served: bool = True) -> None:
         instance.busy -= 1
-        instance.calls_served += 1
+        instance.calls_served += served
         instance.last_used = self.clock()
         if not instance.dead:
             self._hand_out(instance)
