@@ -46,6 +46,14 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -90,13 +98,15 @@ def get_json(node: NodeProcess, path: str, timeout: float = 2.0) -> Any:
 
 @dataclass
 class Kill:
-    """One kill -9 (of one or more nodes at the same moment)."""
+    """One kill -9: of one or more nodes at the same moment (``kind`` "node"), or of one
+    process of a node that lives on (``kind`` "instance" or "zygote")."""
 
     label: str
     victims: list[str]
     roles: list[str]
     at: float  # time.monotonic()
     in_flight: set[str] = field(default_factory=set)  # ids the client had on the victims
+    kind: str = "node"
     recovery_s: float | None = None  # until membership agreed and every table was right
     membership_s: float | None = None  # until membership alone agreed
 
@@ -195,6 +205,29 @@ class ChaosCluster:
         left = still_running(trees)
         assert not left, f"kill -9 of {names} left processes behind: {left}"
         record = Kill(label, list(names), roles, at, set(in_flight or ()))
+        self.kills.append(record)
+        return record
+
+    def kill_process(self, name: str, kind: str, label: str) -> Kill:
+        """kill -9 one process of node ``name``, which lives on: an ``instance`` (one of its
+        function processes), or its ``zygote`` (every instance dies with it)."""
+        node_pid = self.nodes[name].pid
+        zygotes = [p for p in tree(node_pid) if _parent(p) == node_pid]
+        assert len(zygotes) == 1, f"{name} has {len(zygotes)} zygotes"
+        instances = {p: t for p, t in tree(zygotes[0]).items() if p != zygotes[0]}
+        assert instances, f"{name} runs no instance"
+        if kind == "instance":
+            doomed = dict([next(iter(instances.items()))])
+        else:
+            doomed = {zygotes[0]: tree(zygotes[0])[zygotes[0]], **instances}
+        role = self.roles().get(name, "?")
+        at = time.monotonic()
+        os.kill(next(iter(doomed)) if kind == "instance" else zygotes[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while still_running(doomed) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not still_running(doomed), f"{kind} kill on {name} left {still_running(doomed)}"
+        record = Kill(label, [name], [f"{role}'s {kind}"], at, kind=kind)
         self.kills.append(record)
         return record
 

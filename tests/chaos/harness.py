@@ -118,8 +118,20 @@ KILL_SKEW_S = 0.05
 def in_flight_kill(outcome: Any, kills: list[Any]) -> Any | None:
     """The kill that explains a request without a successful answer, or None: the client had
     it on a victim when it died, or a survivor forwarded it there (``forward_failed`` naming
-    the victim) and the client had sent it before the kill and had no answer at the kill."""
+    the victim) and the client had sent it before the kill and had no answer at the kill; or,
+    for the kill of an instance or zygote, the node answered ``instance_crashed`` for a call
+    in flight at the kill."""
     for kill in kills:
+        if kill.kind != "node":
+            # A function process died under a node that lives on: the node answers each call
+            # it had on that process with 502 instance_crashed (also when it was forwarded).
+            if (
+                outcome.code == "instance_crashed"
+                and outcome.sent <= kill.at + KILL_SKEW_S
+                and outcome.done >= kill.at
+            ):
+                return kill
+            continue
         if outcome.rid in kill.in_flight:
             return kill
         if (
@@ -189,7 +201,7 @@ def account(
             "kill": k.label,
             "victims": k.victims,
             "roles": k.roles,
-            "in_flight_at_kill": len(k.in_flight),
+            "in_flight_at_kill": len(k.in_flight) if k.kind == "node" else None,
             **per_kill[id(k)],
             "membership_s": None if k.membership_s is None else round(k.membership_s, 2),
             "recovery_s": None if k.recovery_s is None else round(k.recovery_s, 2),

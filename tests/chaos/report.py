@@ -27,7 +27,7 @@ from tests.chaos.harness import ARTIFACTS, REPO, validate
 
 BEGIN = "<!-- chaos-results:begin (written by python -m tests.chaos.report) -->"
 END = "<!-- chaos-results:end -->"
-ORDER = ("crash", "partition", "slow_node", "slow_node_local", "soak")
+ORDER = ("crash", "partition", "loss", "slow_node", "soak")  # by prefix; others last
 SKELETON = f"""# Reliability
 
 The chaos suite (`tests/chaos/`, `make chaos`) and what it found.
@@ -43,8 +43,12 @@ def load_results(directory: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text())
         validate(data)
         results.append(data)
-    rank = {name: i for i, name in enumerate(ORDER)}
-    return sorted(results, key=lambda r: (rank.get(r["scenario"], len(ORDER)), r["scenario"]))
+
+    def rank(r: dict[str, Any]) -> tuple[int, str]:
+        prefixes = [i for i, name in enumerate(ORDER) if r["scenario"].startswith(name)]
+        return (prefixes[0] if prefixes else len(ORDER), r["scenario"])
+
+    return sorted(results, key=rank)
 
 
 def _cell(value: Any) -> str:

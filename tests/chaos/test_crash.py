@@ -1,5 +1,7 @@
 """Scenario 1, crash: kill -9 a worker, a replica, the master, then the master and the replica
-next in line at once, under a steady load sent round-robin to every node.
+next in line at once, under a steady load sent round-robin to every node. Before those, the
+same for one function instance and for the zygote of a worker, which lives on: only the calls
+on the dead processes may fail, each with a typed 502 instance_crashed.
 
 Per kill: the client stops sending to the victims just before (a load balancer's health check
 would see them go), notes the ids it has in flight on them, and kills them. Only those calls,
@@ -29,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 MODE = chaos_mode()
 SIZE, ROUNDS = (5, 1) if MODE == "short" else (7, 3)
-STAGES = ["worker", "replica", "master", "two at once"]
+STAGES = ["an instance", "a zygote", "worker", "replica", "master", "two at once"]
 if MODE == "long":
     STAGES.append("master and every replica")  # 4 of 7: a worker becomes master
 # Local preset: one death is seen everywhere in ~1.3 s and the tables follow within a batch
@@ -63,6 +65,13 @@ def test_kill_9_under_load_loses_only_calls_in_flight_on_the_victims(tmp_path: P
         cluster.wait_right(time.monotonic(), 10)
         for round_ in range(ROUNDS):
             for stage in STAGES:
+                if stage in ("an instance", "a zygote"):  # of a worker, which lives on
+                    kind = stage.split()[1]
+                    victim = pick(cluster, "worker")[0]
+                    kill = cluster.kill_process(victim, kind, f"{stage} (round {round_ + 1})")
+                    cluster.wait_right(kill.at, 20, kill)
+                    time.sleep(1.0)
+                    continue
                 victims = pick(cluster, stage)
                 for name in victims:
                     load.remove(name)

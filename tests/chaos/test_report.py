@@ -80,6 +80,19 @@ def test_account_explains_failures_by_the_kill_and_checks_the_ledger() -> None:
         assert needle in text, needle
 
 
+def test_a_killed_instance_explains_only_its_crashed_calls() -> None:
+    kill = Kill("an instance", ["n2"], ["worker's instance"], at=5.0, kind="instance")
+    outcomes = [
+        outcome("e1", 502, "instance_crashed", target="n1", sent=4.9, done=5.02),  # forwarded
+        outcome("e2", 502, "instance_crashed", sent=6.0, done=6.1),  # a crash of its own
+        outcome("e3", 0, "ServerDisconnectedError", target="n2", sent=4.9, done=5.02),
+    ]
+    result, problems = account("crash", "short", outcomes, [kill], Counter({"e1": 1}))
+    assert [p.split()[0] for p in problems] == ["e2", "e3"]
+    assert result.extra["per_kill"][0]["typed_errors"] == 1
+    assert result.extra["per_kill"][0]["in_flight_at_kill"] is None
+
+
 def test_report_renders_every_result_and_keeps_the_prose(tmp_path: Path) -> None:
     results = tmp_path / "results"
     mine = ScenarioResult("crash", "long", sent=10, ok=9, failed=1,
