@@ -301,3 +301,24 @@ def test_abort_rolls_back_to_the_previous_version(tmp_path: Path, cluster_factor
     assert "Hello, load!" in load.outcomes[-1][2]
     again = tierfaas("rollout", "abort", "--registry", str(cluster.registry))
     assert again.returncode == 1 and "no rollout is running" in again.stderr
+
+
+def test_the_master_replaces_a_node_that_died(tmp_path: Path, cluster_factory: Any) -> None:
+    cluster = cluster_factory("127.0.16.10")
+    deadline = time.monotonic() + 20
+    while cluster.status().get("size") != 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cluster.status().get("size") == 5  # the size to keep, recorded by the master
+    master = cluster.master()
+    victim = next(r for r in cluster.records() if r["name"] != master["name"])
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        names = {r["name"] for r in cluster.records()}
+        if len(names) == 5 and victim["name"] not in names and cluster.status()["phase"] == "idle":
+            break
+        time.sleep(0.2)
+    records = cluster.records()
+    assert len(records) == 5 and victim["name"] not in {r["name"] for r in records}
+    events = " ".join(e["text"] for e in cluster.status()["history"][-1]["events"])
+    assert "1 node(s) lost: replacing them" in events

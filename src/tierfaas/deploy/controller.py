@@ -121,11 +121,21 @@ class RolloutController:
             current.update(result="aborted", reason=reason, finished_at=_now_ms())
             status["history"] = [*status.get("history", []), current][-HISTORY:]
             current = None
+        serving = [p for p in provided if p.phase != "draining"]
+        if not status.get("size") and serving and all(p.version == desired for p in serving):
+            # The size to keep: what the provider runs the first time a master looks, then
+            # what each rollout ends with. A provider that runs nothing (none) keeps none.
+            status["size"] = len(serving)
+        keep = int(status.get("size") or 0)
         if current is None:
-            if self._converged(desired, members, provided) or desired in failed:
+            converged = self._converged(desired, members, provided)
+            lost = converged and desired == self.version and 0 < len(serving) < keep
+            if (converged and not lost) or desired in failed:
                 phase = "failed" if desired in failed and self.version != desired else "idle"
                 self._write(status, desired, failed, members, provided, None, phase)
                 return self.poll_s
+            if lost:
+                size = keep  # nodes died (not drained by a rollout): start replacements
             try:
                 self.registry.load(desired)
             except RegistryError as exc:
@@ -144,7 +154,11 @@ class RolloutController:
                 "started_at": _now_ms(),
                 "events": [],
             }
-            self._event(current, f"rollout to {desired} begins ({current['size']} nodes)")
+            if desired == self.version:
+                what = f"{keep - len(serving)} node(s) lost: replacing them"
+                self._event(current, f"{what} ({current['size']} nodes wanted)")
+            else:
+                self._event(current, f"rollout to {desired} begins ({current['size']} nodes)")
         nodes = await self._observe(desired, members, provided)
         observed = plan.Observed(
             desired=desired,
@@ -334,11 +348,14 @@ class RolloutController:
         for m in members:
             by_version.setdefault(m.version, []).append(m.name)
         history = list(status.get("history", []))
+        if current is not None and phase == "done":
+            status["size"] = current["size"]
         if current is not None and phase in ("done", "aborted"):
             current["finished_at"] = _now_ms()
             current["seconds"] = round((current["finished_at"] - current["started_at"]) / 1000, 1)
             history.append(current)
         new = {
+            "size": status.get("size"),
             "desired": desired,
             "phase": phase,
             "master": self.name,
