@@ -1,7 +1,8 @@
 """Scenario 1, crash: kill -9 a worker, a replica, the master, then the master and the replica
 next in line at once, under a steady load sent round-robin to every node. Before those, the
-same for one function instance and for the zygote of a worker, which lives on: only the calls
-on the dead processes may fail, each with a typed 502 instance_crashed.
+same for one function instance and for the zygote of the node running the most instances,
+which lives on: only the calls on the dead processes may fail, each with a typed 502
+instance_crashed.
 
 Per kill: the client stops sending to the victims just before (a load balancer's health check
 would see them go), notes the ids it has in flight on them, and kills them. Only those calls,
@@ -43,6 +44,8 @@ def pick(cluster: ChaosCluster, stage: str) -> list[str]:
     """The victims of ``stage``, by role in the current (agreed) view."""
     ranked = [m["name"] for m in cluster.view(cluster.live()[0])["members"]]
     roles = cluster.roles()
+    if stage == "busiest":  # the node running the most instances, whatever its role
+        return [max(ranked, key=lambda n: len(cluster.session_processes(n)))]
     if stage == "worker":
         return [next(n for n in reversed(ranked) if roles[n] == "worker")]
     if stage == "replica":
@@ -65,9 +68,9 @@ def test_kill_9_under_load_loses_only_calls_in_flight_on_the_victims(tmp_path: P
         cluster.wait_right(time.monotonic(), 10)
         for round_ in range(ROUNDS):
             for stage in STAGES:
-                if stage in ("an instance", "a zygote"):  # of a worker, which lives on
+                if stage in ("an instance", "a zygote"):  # the node lives on
                     kind = stage.split()[1]
-                    victim = pick(cluster, "worker")[0]
+                    victim = pick(cluster, "busiest")[0]
                     kill = cluster.kill_process(victim, kind, f"{stage} (round {round_ + 1})")
                     cluster.wait_right(kill.at, 20, kill)
                     time.sleep(1.0)
