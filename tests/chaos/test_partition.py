@@ -741,7 +741,12 @@ def test_packet_loss_10_then_30_percent() -> None:
         assert ten["masters"] == [master] and ten["failovers"] == 0, ten
         assert ten["declared_dead"] == [] and ten["events"].get("MemberDown", 0) == 0, ten
         assert ten["counts"]["failed"] == 0 and ten["counts"]["typed_errors"] == 0, ten["counts"]
-        # 30 %: failovers are reported, not failed on; every call still answered 2xx.
+        # 30 %: failovers are reported, not failed on; every call is answered. TCP's backoff
+        # under 30 % loss can hold a forwarded call's answer past its deadline: the sender
+        # then answers 502 forward_failed ("may have run"; it cannot know), never silence.
+        # Seen in 1 short run of ~10 (2 of 681 calls); docs/reliability.md reports it.
         assert thirty["counts"]["failed"] == 0, thirty["counts"]
-        assert thirty["counts"]["typed_errors"] == 0, thirty["counts"]
+        typed = thirty["counts"]["typed_detail"]
+        assert all(what.startswith("502_forward_failed") for what in typed), typed
+        assert sum(typed.values()) <= max(3, thirty["counts"]["sent"] // 100), typed
         assert thirty["settled_s"] is not None, "no single master after the 30 % loss ended"
