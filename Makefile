@@ -35,8 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# Every benchmark in full (about 20 min); `make bench QUICK=--quick` for a look in ~5 min.
+BENCHMARKS := runtime membership control_plane frontdoor routing rollout
 bench: $(STAMP)
-	$(BIN)/python benchmarks/runtime.py
+	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
+	  $(BIN)/python benchmarks/$$b.py $(QUICK) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
