@@ -26,7 +26,8 @@ idle probe after it (300 sequential round-robin calls of a function warm on one 
 Targets for (b): cold starts <= 1/4 of (a)'s; p99 below (a)'s; cold starts <= (d)'s + 10%;
 forwarded warm call <= 1 ms more than a local warm call at the median (idle probe). Every
 process started here is stopped on exit, error, Ctrl-C or SIGTERM. Results: a table on stdout,
-benchmarks/results/routing.json and, when matplotlib is installed, docs/routing.png.
+benchmarks/results/routing.json and, when matplotlib is installed, docs/routing.png (a quick
+run's plot: benchmarks/results/routing-quick.png).
 """
 
 from __future__ import annotations
@@ -425,7 +426,10 @@ def target_rows(checks: dict[str, dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def plot(results: dict[str, dict[str, Any]], title: str) -> str:
+def plot(results: dict[str, dict[str, Any]], title: str, quick: bool = False) -> str:
+    """The four panels as a PNG: docs/routing.png for a full run; a quick run's goes to
+    benchmarks/results/ (it must not replace the documented one)."""
+    target = c.REPO_ROOT / "benchmarks" / "results" / "routing-quick.png" if quick else PLOT
     try:
         import matplotlib
 
@@ -461,10 +465,10 @@ def plot(results: dict[str, dict[str, Any]], title: str) -> str:
         fontsize=10,
     )
     fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=100)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=100)
     plt.close(fig)
-    return f"plot: {PLOT}"
+    return f"plot: {target}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot is not None:
         saved = json.loads(args.replot.read_text())
         mode = saved["settings"]["mode"]
-        print(plot(saved["results"], f"tierfaas routing benchmark ({mode}, {saved['date']})"))
+        title = f"tierfaas routing benchmark ({mode}, {saved['date']})"
+        print(plot(saved["results"], title, quick=mode == "quick"))
         return 0
     settings = settings_for(args.quick)
     chosen = [k for k in "abcd" if k in args.strategies]
@@ -540,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(c.markdown_table(TARGET_COLUMNS, target_rows(checks)))
     if not args.no_plot:
-        print(plot(results, f"tierfaas routing benchmark ({settings.mode}, {data['date']})"))
+        title = f"tierfaas routing benchmark ({settings.mode}, {data['date']})"
+        print(plot(results, title, quick=settings.mode == "quick"))
     print(f"\nresults: {path}")
     passed = all(t["pass"] for t in checks.values())
     return 1 if args.strict and not passed else 0
