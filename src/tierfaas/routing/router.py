@@ -55,6 +55,11 @@ CONNECT_TIMEOUT_S = 1.0
 # the node was cut off look usable but lead nowhere, and a call sent on one can only end in
 # 502 forward_failed; once the quarantine ends, none is left and a new connect fails fast.
 UNREACHABLE_S = 10.0
+# How long past the call's deadline a sender still waits for the target's answer. The target
+# enforces the deadline itself (it answers 504 at it), so the slack only covers the network:
+# on a lossy link TCP's retransmission backoff can hold an answer for seconds, and giving up
+# on it would answer 502 "may have run" for a call that ran fine (seen at 30 % packet loss).
+ANSWER_SLACK_S = 5.0
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
@@ -427,7 +432,8 @@ class Router:
                 data=body,
                 headers=out,
                 timeout=aiohttp.ClientTimeout(
-                    total=remaining + 1.0, sock_connect=min(CONNECT_TIMEOUT_S, remaining)
+                    total=remaining + ANSWER_SLACK_S,
+                    sock_connect=min(CONNECT_TIMEOUT_S, remaining),
                 ),
             ) as response:
                 answer = await response.read()
