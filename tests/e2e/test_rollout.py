@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tierfaas.testing.nodes import free_port
+from tierfaas.testing.nodes import free_port, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +31,7 @@ DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
 
 
 def tierfaas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tierfaas.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 def make_release(tmp: Path, version: str, *, greeting: str, broken: bool = False) -> Path:

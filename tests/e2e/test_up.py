@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tierfaas.testing.nodes import free_port
+from tierfaas.testing.nodes import free_port, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +25,7 @@ DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
 
 
 def tierfaas(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tierfaas.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 def is_running(pid: int) -> bool:

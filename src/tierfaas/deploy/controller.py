@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -228,8 +229,6 @@ class RolloutController:
         return list(nodes.values())
 
     async def _readiness(self, node: plan.NodeState, member: MemberInfo) -> plan.NodeState:
-        from dataclasses import replace
-
         if member.http is None:
             return replace(node, ready=False, problem="published no HTTP address")
         if self._session is None:

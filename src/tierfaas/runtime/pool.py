@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tierfaas import errors
@@ -111,16 +112,7 @@ class FunctionPool:
         timeout = (
             config.start_timeout_s + config.queue_timeout_s if covered else (config.queue_timeout_s)
         )
-        timer = asyncio.get_running_loop().call_later(timeout, self._give_up, waiter, timeout)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Cancelled just after being handed a slot: give the slot back.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release(waiter.result())
-            raise
-        finally:
-            timer.cancel()
+        return await self._await_slot(waiter, timeout, lambda: self._overloaded(timeout))
 
     async def _wait_for_slot(self, deadline: float) -> Instance:
         """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
@@ -135,21 +127,32 @@ class FunctionPool:
         wait = min(wait, deadline - self.clock())
         if wait <= 0 or len(self.waiters) >= config.queue_max:
             raise errors.Busy(f"every instance of {self.spec.name!r} here is busy")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Instance] = loop.create_future()
+        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
+        name = self.spec.name
+        return await self._await_slot(
+            waiter, wait, lambda: errors.Busy(f"no instance of {name!r} here was free in time")
+        )
+
+    async def _await_slot(
+        self,
+        waiter: asyncio.Future[Instance],
+        timeout: float,
+        error: Callable[[], errors.HttpError],
+    ) -> Instance:
+        """Waits for ``waiter`` (already queued) to be handed a slot; past ``timeout`` it
+        leaves the queue and raises ``error()``."""
 
         def give_up() -> None:
             if not waiter.done():
                 self._drop_waiter(waiter)
-                waiter.set_exception(
-                    errors.Busy(f"no instance of {self.spec.name!r} here was free in time")
-                )
+                waiter.set_exception(error())
 
-        timer = loop.call_later(wait, give_up)
+        timer = asyncio.get_running_loop().call_later(timeout, give_up)
         try:
             return await waiter
         except asyncio.CancelledError:
+            # Cancelled just after being handed a slot: give the slot back.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release(waiter.result())
             raise
@@ -163,17 +166,12 @@ class FunctionPool:
         cap = self.runtime.config.scale_out_wait_s
         return cap if self.last_start_s is None else min(cap, self.last_start_s)
 
-    def _give_up(self, waiter: asyncio.Future[Instance], timeout: float) -> None:
-        if waiter.done():
-            return
-        self._drop_waiter(waiter)
-        waiter.set_exception(
-            errors.Overloaded(
-                f"no instance of {self.spec.name!r} became free within "
-                f"{timeout:g} s ({len(self.instances)} running, max_instances "
-                f"{self.spec.max_instances})",
-                retry_after_s=self.runtime.config.retry_after_s,
-            )
+    def _overloaded(self, timeout: float) -> errors.HttpError:
+        return errors.Overloaded(
+            f"no instance of {self.spec.name!r} became free within "
+            f"{timeout:g} s ({len(self.instances)} running, max_instances "
+            f"{self.spec.max_instances})",
+            retry_after_s=self.runtime.config.retry_after_s,
         )
 
     def _free_instance(self) -> Instance | None:

@@ -27,6 +27,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def run_cli(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    """``tierfaas ARGS...`` in a subprocess (this interpreter), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tierfaas.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
