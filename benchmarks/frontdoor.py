@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/frontdoor.py --quick    # 3 rounds of 3 s, < 1 min
 
 One cluster, started the way a user does (``tierfaas up --nodes N``, built-in front door on
-127.0.0.1), and Debian's nginx started with the config of ``tierfaas lb-config nginx`` in front
-of the same nodes (the very config ``tierfaas up --lb nginx`` runs). Three targets, in rounds
+127.0.0.1), and Debian's nginx in front of the same nodes with the config ``tierfaas up --lb
+nginx`` writes (``lbconfig.nginx_config`` with ``up.nginx_backends``: each node's Unix
+socket, as nginx runs on the nodes' machine). Three targets, in rounds
 that rotate their order, each a wrk run of ``POST /function/hello`` (5-byte body):
 
 - direct: wrk with one thread per node, each thread's connections to its own node (a Lua
@@ -34,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+from tierfaas.deploy.local import LocalProvider
 from tierfaas.frontdoor import parse_hostport
 
 NGINX = "/usr/sbin/nginx"
 TARGETS = {"builtin": 0.50, "nginx": 0.80, "nginx-http": 0.80}
 COLUMNS = ["target", "req/s (median)", "range", "p50 ms", "p99 ms", "vs direct", "goal",
-           "LB CPU µs/req", "errors"]  # fmt: skip
+           "LB CPU µs/req", "nodes CPU µs/req", "idle", "errors"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,13 @@ def start_nginx(
     return managed, port
 
 
+def _idle_seconds() -> float:
+    """Idle CPU seconds of the whole machine so far (/proc/stat: idle + iowait)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(settings: Settings, nodes: int) -> dict[str, Any]:
     with c.Processes(grace_s=40.0) as procs:
         state, door_port = start_cluster(procs, nodes, procs.log_dir / "state")
@@ -122,25 +131,38 @@ def measure(settings: Settings, nodes: int) -> dict[str, Any]:
             "builtin": [("127.0.0.1", door_port)],
         }
         notes = []
+        records = LocalProvider(procs.log_dir / "state" / "provider").records()
         if os.access(NGINX, os.X_OK):
             from tierfaas.lbconfig import STREAM_MODULE
+            from tierfaas.up import nginx_backends
 
-            https = [n["http"] for n in state["nodes"]]
-            modes = {"nginx": "stream", "nginx-http": "http"}
+            # the upstreams `tierfaas up --lb nginx` writes: each node's Unix socket
+            https = nginx_backends(records)
+            if not all(b.startswith("unix:") for b in https):
+                notes.append("some nodes have no Unix socket (state path too long): TCP to them")
+            tcp = [r.http for r in records if r.phase == "running"]
+            # nginx-tcp: the same L4 nginx with TCP upstreams, as `tierfaas lb-config nginx`
+            # prints for nodes on other machines; it shows what the Unix sockets save
+            modes = {"nginx": ("stream", https), "nginx-tcp": ("stream", tcp)}
+            modes["nginx-http"] = ("http", https)
             if not os.path.exists(STREAM_MODULE):
-                del modes["nginx"]
+                del modes["nginx"], modes["nginx-tcp"]
                 notes.append(f"nginx L4 skipped: {STREAM_MODULE} missing (libnginx-mod-stream)")
-            for name, mode in modes.items():
-                nginx, nginx_port = start_nginx(procs, https, procs.log_dir / name, mode)
+            for name, (mode, upstreams) in modes.items():
+                nginx, nginx_port = start_nginx(procs, upstreams, procs.log_dir / name, mode)
                 targets[name] = [("127.0.0.1", nginx_port)]
                 cpu_pids[name] = c.process_tree(nginx.pid)
         else:
             notes.append(f"nginx skipped: {NGINX} is not installed")
 
+        node_pids = [pid for r in records for pid in c.process_tree(r.pid)]
+
         def run(name: str, seconds: float) -> dict[str, Any]:
             host, port = targets[name][0]
             pids = cpu_pids[name]
             cpu_before = c.cpu_seconds(pids)
+            nodes_before = c.cpu_seconds(node_pids)
+            idle_before = _idle_seconds()
             result = c.run_wrk(
                 f"http://{host}:{port}/function/hello",
                 duration_s=seconds,
@@ -149,9 +171,13 @@ def measure(settings: Settings, nodes: int) -> dict[str, Any]:
                 lua=lua(targets[name] * threads if name != "direct" else targets[name]),
             )
             cpu = c.cpu_seconds(pids) - cpu_before
+            nodes_cpu = c.cpu_seconds(node_pids) - nodes_before
+            idle = _idle_seconds() - idle_before
             return {
                 **result.as_dict(),
                 "lb_cpu_us_per_req": cpu / result.requests * 1e6 if pids else None,
+                "nodes_cpu_us_per_req": nodes_cpu / result.requests * 1e6,
+                "idle_share": idle / (seconds * (os.cpu_count() or 1)),
             }
 
         for name in targets:  # warm every node's instances and every path
@@ -195,6 +221,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
             "p50_ms": c.median([r["latency_ms"].get("p50", float("nan")) for r in runs]),
             "p99_ms": c.median([r["latency_ms"].get("p99", float("nan")) for r in runs]),
             "lb_cpu_us_per_req": c.median(cpu) if cpu else None,
+            "nodes_cpu_us_per_req": c.median([r["nodes_cpu_us_per_req"] for r in runs]),
+            "idle_share": c.median([r["idle_share"] for r in runs]),
             "errors": sum(r["errors"] for r in runs),
         }
         s = summary[name]
@@ -208,6 +236,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
                 f"{share:.0%}",
                 "-" if goal is None else f">= {goal:.0%} " + ("ok" if share >= goal else "MISSED"),
                 "-" if s["lb_cpu_us_per_req"] is None else f"{s['lb_cpu_us_per_req']:.0f}",
+                f"{s['nodes_cpu_us_per_req']:.0f}",
+                f"{s['idle_share']:.0%}",
                 str(s["errors"]),
             ]
         )

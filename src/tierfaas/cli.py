@@ -46,6 +46,9 @@ def node(
     http: Annotated[str, typer.Option(help=_doc("http"), envvar="TIERFAAS_HTTP")] = (
         "127.0.0.1:8080"
     ),
+    http_unix: Annotated[
+        Path | None, typer.Option(help=_doc("http_unix"), envvar="TIERFAAS_HTTP_UNIX")
+    ] = None,
     name: Annotated[str, typer.Option(help=_doc("name"), envvar="TIERFAAS_NAME")] = "",
     gossip: Annotated[
         str | None, typer.Option(help=_doc("gossip"), envvar="TIERFAAS_GOSSIP")
@@ -118,6 +121,7 @@ def node(
         config = NodeConfig(
             release_dir=release,
             http=Address.parse(http, "http"),
+            http_unix=http_unix,
             name=name,
             gossip=None if gossip is None else Address.parse(gossip, "gossip"),
             rpc=None if rpc is None else Address.parse(rpc, "rpc"),

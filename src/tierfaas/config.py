@@ -69,6 +69,12 @@ class NodeConfig:
     http: Address = setting(
         Address("127.0.0.1", 8080), "where the invocation and admin API listens"
     )
+    http_unix: Path | None = setting(
+        None,
+        "also serve the same HTTP API on this Unix socket (mode 600): a load balancer on the "
+        "same machine reaches the node without a second loopback TCP connection per client "
+        "('tierfaas up --lb nginx' uses it)",
+    )
     name: str = setting(
         "", "this node's unique, stable name; empty derives it from the host and gossip port"
     )
@@ -299,6 +305,12 @@ class NodeConfig:
             raise ConfigError("log_level", f"{self.log_level!r} is not debug|info|warning|error")
         if not self.release_dir.is_dir():
             raise ConfigError("release_dir", f"{self.release_dir} is not a directory")
+        if self.http_unix is not None:
+            # sun_path holds 108 bytes with the terminating NUL
+            if len(bytes(self.http_unix)) > 107:
+                raise ConfigError("http_unix", f"{self.http_unix}: longer than 107 bytes")
+            if not self.http_unix.parent.is_dir():
+                raise ConfigError("http_unix", f"{self.http_unix.parent} is not a directory")
         if self.gossip_preset not in ("lan", "local"):
             raise ConfigError("gossip_preset", f"{self.gossip_preset!r} is not lan|local")
         if self.replicas != "sqrt" and not (self.replicas.isdigit() and int(self.replicas) > 0):

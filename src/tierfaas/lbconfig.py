@@ -9,7 +9,10 @@ listener) goes to the next node. ``stream`` needs the stream module (Debian:
 ``libnginx-mod-stream``, loaded from ``STREAM_MODULE``).
 
 The file is a whole ``nginx.conf`` (``daemon off;``, pid file, error log and temp paths in
-one directory) so that it runs unprivileged from a temp dir:
+one directory) so that it runs unprivileged from a temp dir. A backend is ``HOST:PORT`` or
+``unix:PATH``: ``tierfaas up --lb nginx`` gives nginx each node's Unix socket (the nodes run
+on nginx's machine, and a Unix socket costs nginx and the node less CPU per request than a
+second loopback TCP connection; benchmarks/frontdoor.py measures both):
 ``nginx -c DIR/nginx.conf -p DIR -e DIR/error.log``. Its ``upstream`` lists every node's HTTP
 address with keep-alive connections to them (HTTP/1.1); a request goes to the next node when
 the connection fails, times out, or the node answers 503 (draining, not ready). nginx never

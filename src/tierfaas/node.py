@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -67,6 +70,35 @@ def bind_tcp(address: str, port: int, field: str) -> socket.socket:
         raise errors.ConfigError(
             field, f"cannot listen on {address}:{port}: {exc.strerror}"
         ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_unix(path: Path, field: str) -> socket.socket:
+    """Binds a listening Unix socket (mode 600: only this user's load balancer may connect).
+    A socket file left by a node that died is replaced; one a live node answers on is not."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise errors.ConfigError(field, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: left over from a node that died
+        else:
+            raise errors.ConfigError(field, f"another process listens on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise errors.ConfigError(field, f"cannot listen on {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -271,7 +303,14 @@ class Node:
 
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
-        sock = bind_tcp(self.config.http.host, self.config.http.port, "http")
+        sockets = [bind_tcp(self.config.http.host, self.config.http.port, "http")]
+        unix_path = self.config.http_unix
+        if unix_path is not None:
+            try:
+                sockets.append(bind_unix(unix_path, "http_unix"))
+            except errors.ConfigError:
+                sockets[0].close()
+                raise
         self.server = _Server(
             uvicorn.Config(
                 self.app,
@@ -306,10 +345,14 @@ class Node:
             len(self.release.functions),
         )
         try:
-            await self.server.serve(sockets=[sock])
+            await self.server.serve(sockets=sockets)
         finally:
             await self.runtime.close()
-            sock.close()
+            for sock in sockets:
+                sock.close()
+            if unix_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    unix_path.unlink()
             if self._conflict_watch is not None:
                 self._conflict_watch.cancel()
             if self._preflight is not None:

@@ -35,7 +35,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -227,6 +227,15 @@ def log_tail(path: Path | str, chars: int = 2000) -> str:
         return ""
 
 
+def nginx_backends(records: Iterable[NodeRecord]) -> list[str]:
+    """The nginx upstream servers for the serving nodes: each one's Unix socket when it has
+    one (nginx runs on the same machine, and a Unix socket costs it less CPU per request than
+    a second loopback TCP connection: docs/benchmarks.md), else its ``HOST:PORT``."""
+    return [
+        f"unix:{r.http_unix}" if r.http_unix else r.http for r in records if r.phase == "running"
+    ]
+
+
 def _address(http: str) -> tuple[str, int]:
     host, _, port = http.rpartition(":")
     return host, int(port)
@@ -340,6 +349,7 @@ class Supervisor:
             seeds=[f"{h}:{cluster_port}" for h in hosts[: min(3, len(hosts))]],
             drain_timeout_s=options.drain_timeout_s,
             log_level=options.log_level,
+            unix_sockets=True,  # for nginx (--lb nginx, or one started beside the cluster)
             extra_args=[
                 "--registry-poll-s", f"{options.registry_poll_s:g}",
                 "--canaries", str(options.canaries),
@@ -424,7 +434,7 @@ class Supervisor:
         prefix = self.state_dir / "nginx"
         shutil.rmtree(prefix, ignore_errors=True)
         prefix.mkdir(mode=0o700)
-        self._write_nginx_config(backends)
+        self._write_nginx_config()
         conf = prefix / "nginx.conf"
         with open(self.logs / "nginx.log", "ab") as log_file:
             self.nginx = subprocess.Popen(
@@ -458,7 +468,7 @@ class Supervisor:
                 raise UpError("nginx did not answer within 10 s")
             await asyncio.sleep(0.05)
 
-    def _write_nginx_config(self, backends: list[tuple[str, int]]) -> None:
+    def _write_nginx_config(self) -> None:
         from tierfaas.lbconfig import STREAM_MODULE, nginx_config
 
         # L4 when Debian's stream module is there: on 2 cores it kept ~92% of direct req/s
@@ -472,7 +482,7 @@ class Supervisor:
             user = pwd.getpwuid(0).pw_name
         (prefix / "nginx.conf").write_text(
             nginx_config(
-                [f"{h}:{p}" for h, p in backends],
+                nginx_backends(self.nodes),
                 listen=f"{self.options.host}:{self.options.port}",
                 prefix=prefix,
                 user=user,
@@ -490,7 +500,7 @@ class Supervisor:
         if self.door is not None:
             self.door.set_backends(backends)
         elif self.nginx is not None and self.nginx.poll() is None:
-            self._write_nginx_config(backends)
+            self._write_nginx_config()
             self.nginx.send_signal(signal.SIGHUP)  # graceful reload: old workers finish
 
     async def stop_front_door(self) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -137,6 +138,13 @@ def test_up_with_lb_nginx_starts_and_stops_it(tmp_path: Path) -> None:
         state = json.loads((state_dir / "cluster.json").read_text())
         nginx_pid = int(state["nginx"]["pid"])
         pids = [int(state["supervisor"]["pid"]), nginx_pid, *(n["pid"] for n in state["nodes"])]
+        # nginx reaches the nodes on this machine through their Unix sockets (mode 600)
+        conf = (state_dir / "nginx" / "nginx.conf").read_text()
+        sockets = sorted((state_dir / "provider" / "sockets").glob("*.sock"))
+        assert len(sockets) == 3, sockets
+        for sock in sockets:
+            assert f"server unix:{sock} " in conf, conf
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         statuses, _ = asyncio.run(hammer(f"http://127.0.0.1:{port}/function/hello", 100, 8))
         assert statuses == Counter({200: 100}), statuses
         down = subprocess.run(
@@ -146,6 +154,7 @@ def test_up_with_lb_nginx_starts_and_stops_it(tmp_path: Path) -> None:
         assert down.returncode == 0, down.stdout + down.stderr
         assert "nginx" in down.stdout
         assert [pid for pid in pids if is_running(pid)] == []
+        assert [s for s in sockets if s.exists()] == []  # each node removed its socket
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
