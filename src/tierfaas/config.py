@@ -109,8 +109,9 @@ class NodeConfig:
     )
     batch_window_s: float = setting(
         0.1,
-        "how long the master gathers routing-table changes before streaming them to the "
-        "replicas; shorter spreads changes sooner at the cost of more, smaller messages",
+        "the master streams routing-table changes to the replicas at most once per window: "
+        "a change after a quiet window goes out at once, later ones in the window together "
+        "at its end; shorter spreads bursts sooner at the cost of more, smaller messages",
         "s",
     )
     hop_limit: int = setting(
@@ -202,7 +203,8 @@ class NodeConfig:
         "when every instance of a warm function is busy, how long a call waits for a free one "
         "before a new instance starts, at most (never longer than the function's last start "
         "took: past that, starting wins); a start costs a process and the function's init, "
-        "so a short wait saves most of them. 0: start at once",
+        "so a short wait saves most of them. Calls that arrive while an instance starts queue "
+        "behind it and get this wait once it is up. 0: start one per waiting call at once",
         "s",
     )
 

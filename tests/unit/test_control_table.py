@@ -115,18 +115,49 @@ def test_batcher_window_and_max_pending() -> None:
     clock = FakeClock()
     b = Batcher(clock, window_s=0.1, max_pending=3)
     assert not b.due() and b.deadline() is None and b.take() is None
+    # After a quiet window, the first write is due at once (leading edge).
     b.register("f", run("a"))
-    assert b.deadline() == pytest.approx(clock() + 0.1)
-    clock.advance(0.09)
-    assert not b.due()
-    clock.advance(0.01 + 1e-9)
-    assert b.due()
+    assert b.due() and b.deadline() == pytest.approx(clock())
     batch = b.take()
     assert batch is not None and batch.changes == (Change(Op.ADD, "f", run("a")),)
     assert not b.due() and len(b) == 0
+    # Writes within the window of that flush wait for its end, together.
+    clock.advance(0.03)
+    b.register("g", run("a"))
+    clock.advance(0.03)
+    b.register("h", run("a"))
+    assert b.deadline() == pytest.approx(clock() + 0.04)
+    clock.advance(0.039)
+    assert not b.due()
+    clock.advance(0.001 + 1e-9)
+    assert b.due()
+    batch = b.take()
+    assert batch is not None and [c.function for c in batch.changes] == ["g", "h"]
+    # A full batch is due before the window ends.
     for f in ("f", "g", "h"):
         b.register(f, run("a"))
-    assert b.due()  # full before the window ends
+    assert b.due()
+    b.take()
+    # Once a whole window passed with nothing flushed, the next write is due at once again.
+    clock.advance(0.1)
+    b.register("k", run("a"))
+    assert b.due()
+
+
+def test_an_urgent_write_is_due_at_once_within_the_window() -> None:
+    clock = FakeClock()
+    b = Batcher(clock, window_s=0.1)
+    b.register("f", run("a"))
+    b.take()
+    clock.advance(0.01)
+    b.register("g", run("a"))
+    assert not b.due()  # within the window of the last flush
+    b.register("h", run("b"), urgent=True)
+    assert b.due() and b.deadline() == pytest.approx(clock())
+    batch = b.take()
+    assert batch is not None and [c.function for c in batch.changes] == ["g", "h"]
+    b.register("k", run("a"))
+    assert not b.due()  # urgency ends with the batch that carried it
 
 
 def test_register_then_unregister_in_one_window_streams_nothing() -> None:
@@ -346,3 +377,26 @@ def test_replica_copy_outcomes() -> None:
     assert replica.query("h") == [run("a")]
     replica.clear()
     assert replica.query("h") == [] and not replica.loaded
+
+
+async def test_the_master_sends_a_functions_first_node_at_once_and_batches_the_rest() -> None:
+    from tierfaas.control.api import Write
+    from tierfaas.control.standalone import StandaloneBackend
+
+    members = {
+        n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
+        for i, n in enumerate(["w1", "w2"])
+    }
+    clock = FakeClock()
+    master = StandaloneBackend(members.get, clock, master=True, window_s=0.1)
+    hub = master.hub
+    assert hub is not None
+    await master.apply_writes([Write(Op.ADD, "f", "w1", 7)])
+    assert hub.batcher.due()  # a function no node has: out at once (and after quiet anyway)
+    hub.flush()
+    await master.apply_writes([Write(Op.ADD, "f", "w2", 7)])
+    assert not hub.batcher.due()  # f has a node: this one waits for the window
+    await master.apply_writes([Write(Op.ADD, "g", "w2", 7)])
+    assert hub.batcher.due()  # g has none: urgent, and it takes f's second node along
+    hub.flush()
+    assert {e.name for e in hub.table.query("f")} == {"w1", "w2"}

@@ -115,3 +115,59 @@ async def test_a_call_whose_deadline_passes_in_the_queue_does_not_run_nor_kill_t
         assert not (await rt.call("onebyone", b"0")).cold  # the same instance, still warm
     finally:
         await rt.runtime.close()
+
+
+async def test_a_burst_on_a_cold_function_queues_behind_one_start() -> None:
+    # Five short calls at once on a function warm nowhere: one instance starts (~0.3 s) and
+    # serves all five in turn (~0.25 s), sooner than four more starts would.
+    rt = await make(scale_out_wait_s=0.1)
+    try:
+        results = await asyncio.gather(*(rt.call("pair", b"0.05") for _ in range(5)))
+        assert all(r.body == b"done" for r in results)
+        assert rt.runtime.pools["pair"].stats()["instances"] == 1
+    finally:
+        await rt.runtime.close()
+
+
+async def test_calls_queued_behind_a_start_scale_out_once_it_serves_if_they_still_wait() -> None:
+    # Long calls: behind the start, the second call waits; once the instance is up and busy
+    # for 1 s, it waits the scale-out wait and then gets an instance of its own.
+    rt = await make(scale_out_wait_s=0.1)
+    try:
+        results = await asyncio.gather(*(rt.call("pair", b"1.0") for _ in range(2)))
+        assert all(r.body == b"done" for r in results)
+        assert rt.runtime.pools["pair"].stats()["instances"] == 2
+    finally:
+        await rt.runtime.close()
+
+
+async def test_with_no_scale_out_wait_a_burst_on_a_cold_function_starts_one_per_call() -> None:
+    rt = await make(scale_out_wait_s=0)
+    try:
+        await asyncio.gather(*(rt.call("pair", b"0.05") for _ in range(2)))
+        assert rt.runtime.pools["pair"].stats()["instances"] == 2
+    finally:
+        await rt.runtime.close()
+
+
+async def test_behind_a_start_the_queue_timeout_counts_from_when_the_start_ends() -> None:
+    from tierfaas import errors
+
+    # queue_timeout 0.2 s, a start of ~0.3 s: the second call outlives its queue timeout
+    # while the instance starts, and is then served as soon as the first call ends.
+    rt = await make(scale_out_wait_s=0.1, queue_timeout_s=0.2)
+    try:
+        first, second = await asyncio.gather(*(rt.call("pair", b"0.05") for _ in range(2)))
+        assert first.body == second.body == b"done"
+        assert rt.runtime.pools["pair"].stats()["instances"] == 1
+        # Three 1 s calls on that one instance: the second waits 0.1 s, then an instance
+        # starts for it (~0.3 s, longer than its 0.2 s queue timeout, which restarts when
+        # the start ends); the third finds max_instances reached and no slot within 0.2 s
+        # of that: 429, unrun.
+        calls = [asyncio.create_task(rt.call("pair", b"1.0")) for _ in range(3)]
+        outcome = await asyncio.gather(*calls, return_exceptions=True)
+        assert [getattr(r, "body", None) for r in outcome[:2]] == [b"done", b"done"], outcome
+        assert isinstance(outcome[2], errors.Overloaded), outcome
+        assert rt.runtime.pools["pair"].stats()["instances"] == 2
+    finally:
+        await rt.runtime.close()

@@ -16,12 +16,22 @@ before it writes). Coalescing rules:
   run or older; later single writes of that run are folded into the announced set;
 - ``drop_node`` cancels the node's earlier pending writes of the runs it drops.
 Runs of one node mixed in one window resolve by the table's epoch rules (the newest run
-wins). ``due()`` says when to flush: the window has passed since the first pending write, or
-``max_pending`` writes are waiting (a bound on memory and on the size of one delta). The
-clock is injected; the batcher never sleeps or schedules anything itself.
+wins). ``due()`` says when to flush. The window is a *rate limit*, leading edge first: a write
+that comes after a quiet window (none flushed for ``window_s``) is due at once, and writes
+that follow within ``window_s`` of a flush wait for the window's end and go out together, or
+sooner once ``max_pending`` are waiting (a bound on memory and on the size of one delta). So
+a burst still costs one delta per window, while a lone registration reaches the replicas in
+a round trip instead of a window later. An *urgent* write is due at once, window or not: the
+master marks so the registration of a function that no node has yet (its first cold start
+anywhere), because until the replicas hear of it every node that gets a call for the function
+starts an instance of its own; there is one such write per function warming up, so they
+cannot flood the replicas. The clock is injected; the batcher never sleeps or schedules
+anything itself.
 """
 
 from __future__ import annotations
+
+import math
 
 from tierfaas.clock import Clock
 from tierfaas.cluster.state import NodeEndpoint
@@ -40,6 +50,8 @@ class Batcher:
         self.window_s = window_s
         self.max_pending = max_pending
         self._first_at: float | None = None
+        self._last_take = -math.inf  # when the last batch was taken
+        self._urgent = False  # an urgent write is pending: due at once
         self._pairs: dict[PairKey, Change] = {}
         self._announces: dict[str, tuple[NodeEndpoint, set[str]]] = {}
         self._drops: dict[str, int | None] = {}
@@ -47,8 +59,9 @@ class Batcher:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def register(self, function: str, route: NodeEndpoint) -> None:
+    def register(self, function: str, route: NodeEndpoint, *, urgent: bool = False) -> None:
         self._pair(Change(Op.ADD, function, route))
+        self._urgent = self._urgent or urgent
 
     def unregister(self, function: str, route: NodeEndpoint) -> None:
         self._pair(Change(Op.REMOVE, function, route))
@@ -75,12 +88,17 @@ class Batcher:
 
     def deadline(self) -> float | None:
         """When the pending writes are due (clock seconds), or None if nothing is pending."""
-        return None if self._first_at is None else self._first_at + self.window_s
+        if self._first_at is None:
+            return None
+        if self._urgent:
+            return self._first_at
+        return max(self._first_at, self._last_take + self.window_s)
 
     def due(self) -> bool:
-        if self._first_at is None:
+        deadline = self.deadline()
+        if deadline is None:
             return False
-        return self._size >= self.max_pending or self._clock() >= self._first_at + self.window_s
+        return self._size >= self.max_pending or self._clock() >= deadline
 
     def take(self) -> Batch | None:
         """Everything pending, as one batch (None if nothing), and starts a new window."""
@@ -96,6 +114,8 @@ class Batcher:
         self._drops.clear()
         self._first_at = None
         self._size = 0
+        self._last_take = self._clock()
+        self._urgent = False
         return batch
 
     # -- internals ---------------------------------------------------------------------------

@@ -80,7 +80,9 @@ class StandaloneBackend:
             if route is None or (w.epoch and w.epoch != route.epoch):
                 rejected.append(w)
             elif w.op is Op.ADD:
-                hub.batcher.register(w.function, route)
+                # The first node of a function goes out at once (see Batcher): until the
+                # replicas know it, other nodes start instances of their own.
+                hub.batcher.register(w.function, route, urgent=not hub.table.query(w.function))
             else:
                 hub.batcher.unregister(w.function, route)
         hub.wrote()

@@ -43,7 +43,12 @@ Lookup = Callable[[str], Awaitable[Sequence[NodeEndpoint]]]
 _DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
 # Response headers relayed from the node that ran the call.
 _RELAY = ("content-type", "retry-after", fw.ROUTE, fw.SERVED_BY, fw.LOAD, "x-tierfaas-start")
-NEGATIVE_TTL_S = 0.5
+# How long "warm nowhere else" is trusted. Short: such an answer comes mostly while a function
+# is first starting on several nodes at once, and each node's registration reaches the
+# replicas within a round trip (the master flushes a write after a quiet window at once), so
+# asking again soon finds the node already starting it instead of starting another here. A
+# lookup costs ~75 µs on the query lane.
+NEGATIVE_TTL_S = 0.05
 # Longest a forward waits for a new connection to the target. Between nodes a connect takes
 # well under a millisecond (the kernel answers the SYN even when the node is busy); one that
 # hangs means the target is cut off or gone, and since nothing was sent, the call goes to the

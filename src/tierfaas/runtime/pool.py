@@ -5,7 +5,9 @@ in flight), preferring the most recently used instance so that the others go idl
 reaped. With no free slot, the call joins a bounded FIFO of waiters, and the pool starts new
 instances while the waiters outnumber the slots already being started and ``max_instances``
 and the node's memory budget allow; when the function is warm and only busy, it first waits
-``scale_out_wait_s`` for a slot to free (a cold start costs far more than a short call).
+``scale_out_wait_s`` for a slot to free (a cold start costs far more than a short call), and
+while an instance is starting, new calls queue behind it (it is ready sooner than another
+would be) and the same wait applies once it serves.
 A started instance, or a slot freed by a finished call, goes to the oldest waiter. A waiter
 not covered by a start waits at most ``queue_timeout_s``; a full queue or an expired wait
 answers 429 with Retry-After.
@@ -51,6 +53,12 @@ class FunctionPool:
         # behind it instead of starting instances of their own.
         self.registered = False
         self.last_start_s: float | None = None  # how long this function's last start took
+        # Calls waiting here that may start instances: how to restart each one's queue timer,
+        # and its queue timeout; those held through a start under way (see _await_slot).
+        self._local_waiters: dict[
+            asyncio.Future[Instance], tuple[Callable[[float], None], float]
+        ] = {}
+        self._behind_start: set[asyncio.Future[Instance]] = set()
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -102,17 +110,20 @@ class FunctionPool:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Instance] = loop.create_future()
         self.waiters.append(waiter)
-        if self.instances and not self.starting and (wait := self._scale_out_wait()) > 0:
+        wait = self._scale_out_wait()
+        if wait <= 0 or not (self.instances or self.starting):
+            self._start_for_waiters()
+        elif not self.starting:
             # Warm but busy: a slot usually frees within one call's time, while a new
             # instance costs a process and the function's init. Wait a moment first.
-            loop.call_later(wait, self._start_for_waiters)
-        else:
-            self._start_for_waiters()
-        covered = len(self.waiters) <= self.starting * self.spec.concurrency
-        timeout = (
-            config.start_timeout_s + config.queue_timeout_s if covered else (config.queue_timeout_s)
+            loop.call_later(wait, self._scale_out, waiter)
+        # else an instance is starting: queue behind it. It is ready sooner than one started
+        # now would be, and once it ends the same wait applies (``_start_ended``): a burst
+        # of short calls on a cold function starts one instance, not one per call.
+        timeout = config.queue_timeout_s
+        return await self._await_slot(
+            waiter, timeout, lambda: self._overloaded(timeout), local=True
         )
-        return await self._await_slot(waiter, timeout, lambda: self._overloaded(timeout))
 
     async def _wait_for_slot(self, deadline: float) -> Instance:
         """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
@@ -139,16 +150,30 @@ class FunctionPool:
         waiter: asyncio.Future[Instance],
         timeout: float,
         error: Callable[[], errors.HttpError],
+        local: bool = False,
     ) -> Instance:
         """Waits for ``waiter`` (already queued) to be handed a slot; past ``timeout`` it
-        leaves the queue and raises ``error()``."""
+        leaves the queue and raises ``error()``. A ``local`` waiter (one that may start
+        instances) never times out while a start is under way: its ``timeout`` counts from
+        when the last start it waited through ended."""
 
         def give_up() -> None:
             if not waiter.done():
                 self._drop_waiter(waiter)
                 waiter.set_exception(error())
 
-        timer = asyncio.get_running_loop().call_later(timeout, give_up)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout, give_up)
+        if local:
+
+            def restart(seconds: float) -> None:
+                nonlocal timer
+                timer.cancel()
+                timer = loop.call_later(seconds, give_up)
+
+            self._local_waiters[waiter] = (restart, timeout)
+            if self.starting:
+                self._hold_through_start()
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -158,6 +183,8 @@ class FunctionPool:
             raise
         finally:
             timer.cancel()
+            self._local_waiters.pop(waiter, None)
+            self._behind_start.discard(waiter)
 
     def _scale_out_wait(self) -> float:
         """How long a call waits for a busy instance's slot before another instance starts:
@@ -212,10 +239,15 @@ class FunctionPool:
             and len(self.instances) + self.starting < spec.max_instances
             and self.runtime.reserve_memory(spec.memory_mb, exclude=self)
         ):
-            self.starting += 1
-            task = asyncio.get_running_loop().create_task(self._start_one())
-            self.runtime.track(task)
-            self._set_registered(True)
+            self._start_now()
+
+    def _start_now(self) -> None:
+        """Starts one instance (its memory already reserved)."""
+        self.starting += 1
+        task = asyncio.get_running_loop().create_task(self._start_one())
+        self.runtime.track(task)
+        self._set_registered(True)
+        self._hold_through_start()
 
     async def _start_one(self) -> None:
         instance = self.runtime.new_instance(self.spec)
@@ -228,6 +260,7 @@ class FunctionPool:
             error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
             log.warning("cold start of %s failed: %s", self.spec.name, error)
             self._fail_waiters(error)
+            self._start_ended()
             self._set_registered(bool(self.instances or self.starting))
             return
         self.starting -= 1
@@ -240,6 +273,50 @@ class FunctionPool:
         )
         self._set_registered(True)
         self._hand_out(instance)
+        self._start_ended()
+
+    def _hold_through_start(self) -> None:
+        """A start is under way: no local waiter times out before it ends (start timeout)."""
+        start_timeout = self.runtime.config.start_timeout_s
+        for waiter, (restart, timeout) in self._local_waiters.items():
+            if waiter not in self._behind_start:
+                self._behind_start.add(waiter)
+                restart(start_timeout + timeout)
+
+    def _start_ended(self) -> None:
+        """The waiters held through a start wait like any other once no start is under way:
+        ``queue_timeout_s`` for a slot from now, and another instance starts for each one
+        still waiting after the scale-out wait."""
+        if self.starting:
+            return
+        behind, self._behind_start = self._behind_start, set()
+        wait = self._scale_out_wait()
+        loop = asyncio.get_running_loop()
+        for waiter in behind:
+            if waiter.done() or waiter not in self._local_waiters:
+                continue
+            restart, timeout = self._local_waiters[waiter]
+            restart(timeout)
+            loop.call_later(wait, self._scale_out, waiter)
+
+    def _scale_out(self, waiter: asyncio.Future[Instance]) -> None:
+        """``waiter`` waited the scale-out wait: start one more instance for it, unless it
+        got a slot meanwhile or the starts already under way will reach it first. (A check
+        of the queue as a whole would, under steady load, nearly always find some call that
+        just arrived, and start an instance every time.)"""
+        if waiter.done():
+            return
+        try:
+            ahead = self.waiters.index(waiter)
+        except ValueError:
+            return
+        spec = self.spec
+        if (
+            ahead >= self.starting * spec.concurrency
+            and len(self.instances) + self.starting < spec.max_instances
+            and self.runtime.reserve_memory(spec.memory_mb, exclude=self)
+        ):
+            self._start_now()
 
     def _fail_waiters(self, error: errors.HttpError) -> None:
         """A failed start answers the waiters it was meant for; all of them if nothing else
