@@ -452,7 +452,11 @@ def lb_config(
         Path | None, typer.Option(help="take the nodes of the cluster running from this dir")
     ] = None,
     nodes: Annotated[
-        str, typer.Option(help="comma-separated HOST:PORT of every node's HTTP address")
+        str,
+        typer.Option(
+            help="comma-separated HTTP address of every node: HOST:PORT, or unix:PATH for a "
+            "node on this machine serving on --http-unix"
+        ),
     ] = "",
     listen: Annotated[str, typer.Option(help="where nginx listens")] = "127.0.0.1:8080",
     prefix: Annotated[
@@ -485,8 +489,15 @@ def lb_config(
             raise _fail(f"no cluster is running from {directory}: give --nodes or --state-dir")
         backends = [n["http"] for n in state["nodes"]]
     try:
-        for backend in [*backends, listen]:
-            parse_hostport(backend)
+        parse_hostport(listen)
+        for backend in backends:
+            if backend.startswith("unix:"):
+                # a node on nginx's machine, serving on --http-unix (mode 600: nginx's
+                # workers must run as the node's user)
+                if not backend[len("unix:") :].startswith("/"):
+                    raise ValueError(f"{backend!r}: a Unix socket needs an absolute path")
+            else:
+                parse_hostport(backend)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     text = nginx_config(

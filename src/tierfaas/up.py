@@ -471,8 +471,8 @@ class Supervisor:
     def _write_nginx_config(self) -> None:
         from tierfaas.lbconfig import STREAM_MODULE, nginx_config
 
-        # L4 when Debian's stream module is there: on 2 cores it kept ~92% of direct req/s
-        # against ~70% for L7 (docs/benchmarks.md); the nodes route requests themselves.
+        # L4 when Debian's stream module is there: on 2 cores it kept 85% of direct req/s
+        # against 59% for L7 (docs/benchmarks.md); the nodes route requests themselves.
         mode: Literal["stream", "http"] = "stream" if os.path.exists(STREAM_MODULE) else "http"
         prefix = self.state_dir / "nginx"
         user = None

@@ -61,3 +61,18 @@ def test_stream_mode_splices_connections_and_moves_on_when_refused(tmp_path: Pat
     assert text.count("{") == text.count("}")
     with pytest.raises(ValueError):
         nginx_config(NODES, mode="udp")  # type: ignore[arg-type]
+
+
+def test_the_cli_takes_unix_socket_upstreams_and_refuses_relative_ones() -> None:
+    from typer.testing import CliRunner
+
+    from tierfaas.cli import app
+
+    runner = CliRunner()
+    nodes = "unix:/run/tierfaas/a.sock,127.0.0.102:40002"
+    result = runner.invoke(app, ["lb-config", "nginx", "--nodes", nodes])
+    assert result.exit_code == 0, result.output
+    assert "server unix:/run/tierfaas/a.sock " in result.output
+    assert "server 127.0.0.102:40002 " in result.output
+    result = runner.invoke(app, ["lb-config", "nginx", "--nodes", "unix:a.sock"])
+    assert result.exit_code != 0 and "absolute path" in result.output
