@@ -400,3 +400,28 @@ async def test_the_master_sends_a_functions_first_node_at_once_and_batches_the_r
     assert hub.batcher.due()  # g has none: urgent, and it takes f's second node along
     hub.flush()
     assert {e.name for e in hub.table.query("f")} == {"w1", "w2"}
+
+
+async def test_an_urgent_write_wakes_the_flusher_out_of_a_window() -> None:
+    import asyncio
+    import time
+
+    from tierfaas.control.hub import TableHub
+
+    hub = TableHub(RoutingTable(), time.monotonic, window_s=30.0)
+    flusher = asyncio.get_running_loop().create_task(hub.run())
+    try:
+        hub.batcher.register("f", run("a"))
+        hub.wrote()
+        await asyncio.sleep(0.05)
+        assert hub.table.query("f")  # first write after quiet: flushed at once
+        hub.batcher.register("g", run("a"))
+        hub.wrote()
+        await asyncio.sleep(0.05)
+        assert not hub.table.query("g")  # waits for the 30 s window...
+        hub.batcher.register("h", run("b"), urgent=True)
+        hub.wrote()
+        await asyncio.sleep(0.05)
+        assert hub.table.query("h") and hub.table.query("g")  # ...until an urgent write
+    finally:
+        flusher.cancel()

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from tierfaas.clock import Clock
 from tierfaas.control.batcher import Batcher
@@ -77,20 +76,21 @@ class TableHub:
             self._on_delta(delta)
         return delta
 
-    async def run(
-        self, sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep
-    ) -> None:
-        """Flushes every window until cancelled. ``sleep`` is injectable for tests."""
+    async def run(self) -> None:
+        """Flushes every batch when it is due, until cancelled. A write that arrives while
+        it waits for a window's end wakes it: that write may be urgent (due at once)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            deadline = self.batcher.deadline()
-            while deadline is not None:
-                if not self.batcher.due():
-                    await sleep(max(0.0, deadline - self._clock()))
+            while (deadline := self.batcher.deadline()) is not None:
                 if self.batcher.due():
                     self.flush()
-                deadline = self.batcher.deadline()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=max(0.0, deadline - self._clock())
+                    )
+                self._wake.clear()
 
     # -- streams -----------------------------------------------------------------------------
 
