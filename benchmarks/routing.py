@@ -58,6 +58,7 @@ SUBNET = "127.0.0"
 FIRST_HOST = 240
 REDIS_HOST = f"{SUBNET}.245"
 NODES = 5
+RAMP_S = 5.0  # the start of a run, when every function is still cold somewhere
 PROBE_FUNCTION = "probe"  # not in the workload: started on one node just before the probe
 STRATEGIES = {
     "a": "no routing (--hop-limit 0)",
@@ -184,6 +185,7 @@ class Sample:
     status: int
     route: str
     function: str
+    at_s: float = 0.0  # when it was sent, from the start of the load
 
 
 @dataclass
@@ -205,7 +207,8 @@ async def load(session: aiohttp.ClientSession, nodes: list[Node], settings: Sett
     sequence = zipf_sequence(settings, 2_000_000)
     turn = itertools.count()
     run = Run()
-    deadline = time.perf_counter() + settings.duration_s
+    start = time.perf_counter()
+    deadline = start + settings.duration_s
 
     async def worker() -> None:
         while time.perf_counter() < deadline:
@@ -222,7 +225,9 @@ async def load(session: aiohttp.ClientSession, nodes: list[Node], settings: Sett
                 key = type(exc).__name__
                 run.errors[key] = run.errors.get(key, 0) + 1
                 continue
-            run.samples.append(Sample(time.perf_counter() - began, status, route, function))
+            run.samples.append(
+                Sample(time.perf_counter() - began, status, route, function, began - start)
+            )
             if status != 200:
                 key = f"http_{status}"
                 run.errors[key] = run.errors.get(key, 0) + 1
@@ -333,6 +338,10 @@ def summarize(
         "throughput_per_s": len(ok) / run.elapsed_s,
         "latency_ms": c.summarize(latencies, 1e3),
         "cold_starts": sum(v for f, v in started.items() if f != PROBE_FUNCTION),
+        # Calls that waited for a cold start, sent in the first RAMP_S (everything is cold at
+        # the start) and after it (scale-out under load, or a function called late).
+        "cold_calls_ramp": sum(s.route.endswith("-cold") and s.at_s < RAMP_S for s in ok),
+        "cold_calls_after_ramp": sum(s.route.endswith("-cold") and s.at_s >= RAMP_S for s in ok),
         "cold_starts_by_function": started,
         "routes": {route: len(v) for route, v in sorted(routes.items())},
         "warm_share": c.ratio(

@@ -49,3 +49,41 @@ async def test_lookup_skips_a_suspect_run_until_it_is_alive_again() -> None:
         assert [r.name for r in await plane.lookup("f")] == ["b"]
     finally:
         await plane.stop()
+
+
+async def test_an_empty_answer_from_the_replica_is_checked_with_the_master() -> None:
+    # In a burst of first calls, the master has heard a registration (even one still in its
+    # batch) before any replica: a worker about to start the function cold asks it too.
+    net = FakeNetwork()
+    ports = {n: free_port() for n in "mrw"}
+    nodes = {
+        n: net.add(n, http=Address("127.0.0.1", 8100 + i), rpc=Address("127.0.0.1", ports[n]))
+        for i, n in enumerate("mrw")
+    }
+    for node in nodes.values():
+        await node.start()
+    planes = {
+        n: ControlPlane(
+            nodes[n], name=n, rpc=Address("127.0.0.1", ports[n]), lane=None, key=None,
+            warm_functions=lambda: [], on_node_gone=lambda _: None,
+        )  # fmt: skip
+        for n in "mrw"
+    }
+    for plane in planes.values():
+        await plane.start()
+    try:
+        master, replica, worker = planes["m"], planes["r"], planes["w"]
+        master.role, replica.role, worker.role = "master", "replica", "worker"
+        hub = master.backend.promote()
+        for plane in planes.values():
+            plane.master = "m"
+        worker.my_replica = "r"
+        m = nodes["m"]
+        hub.batcher.register("f", NodeEndpoint("m", m.epoch, m.local.http, m.local.rpc))
+        assert replica.local_routes("f") == []  # the replica has not heard of it
+        assert [r.name for r in await worker.lookup("f")] == ["m"]  # pending at the master
+        assert [r.name for r in await replica.lookup("f")] == ["m"]
+        assert await worker.lookup("g") == []  # nowhere is still nowhere
+    finally:
+        for plane in planes.values():
+            await plane.stop()

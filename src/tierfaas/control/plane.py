@@ -11,7 +11,10 @@ ClusterManager publishes (role, master, this node's replica):
   node's entries as soon as gossip says it is dead or left;
 - a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
 - ``lookup(function)`` is the router's source of candidates: the node's own table on a master
-  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback). It names
+  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback). An empty
+  answer is checked with the master, which has heard a registration before any replica: the
+  node is about to start the function cold, and in a burst of first calls another node may
+  have just started it (one extra query per miss; hits never reach the master). It names
   no run that this node's gossip suspects: a suspect keeps its rank (it may only be slow), but
   a call sent to it may hang in a partition, and running the call here instead costs at most
   a cold start (``on_node_gone`` drops the router's cached routes to it at once).
@@ -84,7 +87,7 @@ class ControlPlane:
         self.master: str | None = None
         self.my_replica: str | None = None
         self.replicator: Replicator | None = None
-        self.lane_client: QueryLaneClient | None = None
+        self.lane_clients: dict[str, QueryLaneClient] = {}  # by the target's RPC address
         self._hub_task: asyncio.Task[None] | None = None
         self._events_task: asyncio.Task[None] | None = None
         self.on_generation = on_generation
@@ -110,8 +113,9 @@ class ControlPlane:
         await self.writes.stop()
         if self.replicator is not None:
             await self.replicator.stop()
-        if self.lane_client is not None:
-            await self.lane_client.close()
+        for client in self.lane_clients.values():
+            await client.close()
+        self.lane_clients.clear()
         self.backend.demote(None)
         await self.server.stop()
         await self.channels.close()
@@ -192,11 +196,11 @@ class ControlPlane:
             )
             self.replicator.start()
         replica = topo.replica_of.get(self.name)
-        if replica != self.my_replica:
+        if replica != self.my_replica or master_changed:
             self.my_replica = replica
-            if self.lane_client is not None:
-                await self.lane_client.close()
-                self.lane_client = None
+            for client in self.lane_clients.values():
+                await client.close()
+            self.lane_clients.clear()
         self.role = new
         if master_changed and self.master is not None:
             # Anti-entropy: the new master learns this node's whole warm set.
@@ -288,10 +292,19 @@ class ControlPlane:
     async def lookup(self, function: str) -> Sequence[NodeEndpoint]:
         """Where ``function`` is warm: the router's candidates (may include this node), never
         a run this node's gossip suspects."""
-        if self.role in ("master", "replica"):
+        if self.role == "master":
             return [r for r in self.local_routes(function) if self._routable(r)]
-        replica = self.my_replica or self.master
-        rpc = self._rpc_of(replica)
+        if self.role == "replica":
+            routes = [r for r in self.local_routes(function) if self._routable(r)]
+        else:
+            routes = await self._query(self.my_replica or self.master, function)
+        if routes or self.master is None:
+            return routes
+        # Nowhere, says the copy: the master may know better (see the module docstring).
+        return await self._query(self.master, function)
+
+    async def _query(self, node: str | None, function: str) -> list[NodeEndpoint]:
+        rpc = self._rpc_of(node) if node is not None else None
         if rpc is None:
             return []
         client = await self._lane(rpc)
@@ -300,15 +313,16 @@ class ControlPlane:
                 result = await client.query(function)
                 return [r for r in result.routes if self._routable(r)]
             except (ConnectionError, TimeoutError, OSError) as exc:
-                log.debug("query lane to %s failed (%s); using gRPC", replica, exc)
+                log.debug("query lane to %s failed (%s); using gRPC", node, exc)
                 await client.close()
-                self.lane_client = None
+                self.lane_clients.pop(rpc, None)
         answer = await self.channels.get(rpc).query(function)
         return [r for r in answer.routes if self._routable(r)]
 
     async def _lane(self, rpc: str) -> QueryLaneClient | None:
-        if self.lane_client is not None:
-            return self.lane_client
+        client = self.lane_clients.get(rpc)
+        if client is not None:
+            return client
         try:
             info = await self.channels.get(rpc).info(timeout_s=0.5)
         except Exception as exc:  # no lane: the gRPC Query path still works
@@ -316,10 +330,10 @@ class ControlPlane:
             return None
         if not info.query_lane:
             return None
-        self.lane_client = QueryLaneClient(
+        client = self.lane_clients[rpc] = QueryLaneClient(
             Address.parse(info.query_lane, "query_lane"), key=self.key, timeout_s=0.5
         )
-        return self.lane_client
+        return client
 
     # -- views -------------------------------------------------------------------------------
 

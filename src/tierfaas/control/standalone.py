@@ -98,8 +98,15 @@ class StandaloneBackend:
         return WriteResult(len(functions))
 
     def query(self, function: str) -> QueryResult:
-        table = self.hub.table if self.hub is not None else self.copy.table
-        return QueryResult(table.query(function), table.version)
+        if self.hub is None:
+            return QueryResult(self.copy.table.query(function), self.copy.table.version)
+        table = self.hub.table
+        routes = table.query(function)
+        pending = self.hub.batcher.pending_adds(function)
+        if pending:  # registered but not flushed yet: name them now (they are hints anyway)
+            known = {r.name for r in routes}
+            routes = [*routes, *(r for r in pending if r.name not in known)]
+        return QueryResult(routes, table.version)
 
     def subscribe(self, from_version: int, lineage: str) -> AsyncIterator[Update]:
         return self._master_hub().subscribe(from_version, lineage)
