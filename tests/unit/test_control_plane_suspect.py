@@ -64,9 +64,14 @@ async def test_an_empty_answer_from_the_replica_is_checked_with_the_master() -> 
         await node.start()
     planes = {
         n: ControlPlane(
-            nodes[n], name=n, rpc=Address("127.0.0.1", ports[n]), lane=None, key=None,
-            warm_functions=lambda: [], on_node_gone=lambda _: None,
-        )  # fmt: skip
+            nodes[n],
+            name=n,
+            rpc=Address("127.0.0.1", ports[n]),
+            lane=None,
+            key=None,
+            warm_functions=lambda: [],
+            on_node_gone=lambda _: None,
+        )
         for n in "mrw"
     }
     for plane in planes.values():

@@ -83,9 +83,7 @@ class Batcher:
     def pending_adds(self, function: str) -> list[NodeEndpoint]:
         """The runs registered for ``function`` in the pending batch (not yet in the table):
         the master names them in its answers at once, before the batch is flushed."""
-        return [
-            c.route for c in self._pairs.values() if c.function == function and c.op is Op.ADD
-        ]
+        return [c.route for c in self._pairs.values() if c.function == function and c.op is Op.ADD]
 
     # -- flushing ----------------------------------------------------------------------------
 
