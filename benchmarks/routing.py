@@ -60,6 +60,7 @@ REDIS_HOST = f"{SUBNET}.245"
 NODES = 5
 RAMP_S = 5.0  # the start of a run, when every function is still cold somewhere
 PROBE_FUNCTION = "probe"  # not in the workload: started on one node just before the probe
+SETTLE_S = 2.0  # before the idle probe
 STRATEGIES = {
     "a": "no routing (--hop-limit 0)",
     "b": "tierfaas tiered routing",
@@ -240,6 +241,8 @@ async def load(session: aiohttp.ClientSession, nodes: list[Node], settings: Sett
 
 async def probe(session: aiohttp.ClientSession, nodes: list[Node], calls: int) -> dict[str, Any]:
     """Sequential round-robin calls of a function warm on one node: forwarded vs local."""
+    # An idle probe: the load's last calls and connection closes settle first.
+    await asyncio.sleep(SETTLE_S)
     first = f"{nodes[0].url}/function/{PROBE_FUNCTION}"
     async with session.post(first, data=b"x") as response:
         await response.read()
