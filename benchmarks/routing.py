@@ -155,7 +155,8 @@ async def wait_cluster(session: aiohttp.ClientSession, nodes: list[Node]) -> Non
 _SAMPLE = re.compile(r'^tierfaas_cold_start_seconds_count\{function="([^"]+)"\} (\S+)$', re.M)
 _ROUTING = re.compile(
     r"^(tierfaas_route_lookup_seconds_(?:count|sum)|tierfaas_route_lookup_failures_total"
-    r"|tierfaas_route_cache_total|tierfaas_forwards_total)(?:\{(.*)\})? (\S+)$",
+    r"|tierfaas_route_cache_total|tierfaas_forwards_total|tierfaas_hot_starts_total)"
+    r"(?:\{(.*)\})? (\S+)$",
     re.M,
 )
 

@@ -128,6 +128,14 @@ class NodeConfig:
         "without forwarding); 'home', on one node picked by hashing (a burst of first calls "
         "starts one instance, and the other nodes forward to it)",
     )
+    hot_load: float = setting(
+        0.8,
+        "a node that keeps hearing, for a few seconds, that the node it forwards a function "
+        "to was busy at least this share of the last second (X-Tierfaas-Load) starts "
+        "an instance of its own in the background, if memory is free without evicting: a hot "
+        "function becomes warm on more nodes, and fewer of its calls are forwarded. The call "
+        "itself is still forwarded. 0 turns this off",
+    )
     route_cache_size: int = setting(
         4096, "functions whose warm nodes a node remembers (LRU)", "entries"
     )
@@ -284,6 +292,8 @@ class NodeConfig:
             # A forwarded call runs where it lands or is refused back unstarted; forwarding it
             # onward again is not implemented, so larger limits would promise what isn't done.
             raise ConfigError("hop_limit", "must be 0 (no routing) or 1 (forward at most once)")
+        if not 0 <= self.hot_load <= 1:
+            raise ConfigError("hot_load", "must be between 0 (off) and 1")
         if not 0 <= self.scale_out_wait_s <= 10:
             raise ConfigError("scale_out_wait_s", "must be between 0 and 10")
         if self.queue_max < 0:

@@ -200,6 +200,7 @@ class Node:
             cache=RouteCache(time.monotonic, config.route_cache_size, config.route_cache_ttl_s),
             metrics=RoutingMetrics(self.metrics.registry),
             hop_limit=config.hop_limit,
+            hot_load=config.hot_load,
         )
         self.control = ControlPlane(
             self.membership,

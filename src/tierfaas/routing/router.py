@@ -65,6 +65,11 @@ UNREACHABLE_S = 10.0
 # on a lossy link TCP's retransmission backoff can hold an answer for seconds, and giving up
 # on it would answer 502 "may have run" for a call that ran fine (seen at 30 % packet loss).
 ANSWER_SLACK_S = 5.0
+# A hot function (see Router._replicate_if_hot) starts here only once the nodes this node
+# forwards it to have reported it hot for this long (a function's first instances report the
+# queue of calls that waited for their start, not lasting demand), and once per cooldown.
+HOT_AFTER_S = 3.0
+HOT_COOLDOWN_S = 30.0
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
@@ -127,6 +132,11 @@ class RoutingMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.hot_starts = Counter(
+            "tierfaas_hot_starts",
+            "Instances started here because the node this node forwarded to was hot (--hot-load)",
+            registry=registry,
+        )
         # The receiving side, kept apart from ``forwards`` so a node's sent and received
         # rejects are never added up; ``hops`` is the trusted hop count the request came with.
         self.forwarded_in = Counter(
@@ -149,6 +159,7 @@ class Router:
         metrics: RoutingMetrics,
         lookup: Lookup | None = None,
         hop_limit: int = 1,
+        hot_load: float = 0.0,
     ) -> None:
         self.runtime = runtime
         self.self_name = self_name
@@ -157,6 +168,11 @@ class Router:
         self.metrics = metrics
         self.lookup = lookup
         self.hop_limit = hop_limit
+        self.hot_load = hot_load
+        # Per function this node forwards: when a target first reported it hot, and when
+        # this node last started an instance because of that (``_replicate_if_hot``).
+        self._hot_since: dict[str, float] = {}
+        self._prewarmed_at: dict[str, float] = {}
         self.endpoints: dict[str, Address] = {}
         # The function's home (rendezvous hashing over live nodes with an HTTP address), where
         # a function warm nowhere is started; None in a standalone node.
@@ -297,6 +313,22 @@ class Router:
                 return reply
             tried.add(decision.node)
 
+    def _replicate_if_hot(self, name: str) -> None:
+        """The node this call went to reported its slots for ``name`` busy at least
+        ``hot_load`` of the last second: start an instance here in the background (the pool
+        declines without memory to spare), so that this node's next calls run here instead
+        of queueing there. Only once it has been reported hot for ``HOT_AFTER_S`` (a
+        function's first instances report the queue of calls that waited for their start,
+        not lasting demand), and at most once per cooldown."""
+        now = time.monotonic()
+        since = self._hot_since.setdefault(name, now)
+        if now - since < HOT_AFTER_S or now - self._prewarmed_at.get(name, -1e9) < HOT_COOLDOWN_S:
+            return
+        self._prewarmed_at[name] = now
+        if self.runtime.pool(name).prewarm():
+            self.metrics.hot_starts.inc()
+            log.info("%s is hot where it is warm: starting an instance here too", name)
+
     def _quarantined(self) -> set[str]:
         """The nodes whose connect timed out lately (see ``UNREACHABLE_S``)."""
         if not self.unreachable:
@@ -347,8 +379,9 @@ class Router:
         self.metrics.forwarded_in.labels(str(incoming.hops), "served").inc()
         route = _ROUTES["forwarded-cold"] if result.cold else _FORWARDED_WARM
         reply_headers = self._headers(result.content_type, result.cold, route)
-        # The sender keeps our load for its next two-choices pick.
-        reply_headers.append((_LOAD, f"{self.runtime.pool(name).load():.3f}".encode()))
+        # The sender keeps our load (the busy share of our slots over the last second) for
+        # its next two-choices pick, and starts an instance of its own if we are hot.
+        reply_headers.append((_LOAD, f"{self.runtime.pool(name).recent_load():.3f}".encode()))
         return Reply(200, result.body, reply_headers, result.cold)
 
     def _headers(
@@ -469,9 +502,12 @@ class Router:
         self.metrics.forwards.labels("ok").inc()
         self.forwarded += 1
         try:
-            self.cache.note_load(name, node, float(reply_headers.get(fw.LOAD, "0.5")))
+            load = float(reply_headers.get(fw.LOAD, "0.5"))
         except ValueError:
-            pass
+            load = 0.5
+        self.cache.note_load(name, node, load)
+        if self.hot_load and load >= self.hot_load:
+            self._replicate_if_hot(name)
         relayed = [
             (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers
         ]

@@ -28,6 +28,7 @@ from tierfaas.clock import Clock
 from tierfaas.manifest import FunctionSpec
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, InstanceStarted, InstanceStopped
 from tierfaas.runtime.instance import Instance, Result
+from tierfaas.runtime.meter import BusyMeter
 from tierfaas.runtime.zygote_client import ZygoteError
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class FunctionPool:
         # behind it instead of starting instances of their own.
         self.registered = False
         self.last_start_s: float | None = None  # how long this function's last start took
+        self.meter = BusyMeter(clock)  # the busy share of its slots here, last second
         # Calls waiting here that may start instances: how to restart each one's queue timer,
         # and its queue timeout; those held through a start under way (see _await_slot).
         self._local_waiters: dict[
@@ -80,9 +82,10 @@ class FunctionPool:
                 instance = await self._wait_for_slot(deadline)
             else:
                 instance.busy += 1
+                self._metered()
         else:
             instance = await self._acquire()
-        cold = instance.calls_served == 0
+        cold = instance.calls_served == 0 and not instance.prewarmed
         remaining = deadline - self.clock()
         if remaining <= 0:
             self._release(instance, served=False)
@@ -99,6 +102,7 @@ class FunctionPool:
         instance = self._free_instance()
         if instance is not None:
             instance.busy += 1
+            self._metered()
             return instance
         config = self.runtime.config
         if len(self.waiters) >= config.queue_max:
@@ -213,7 +217,9 @@ class FunctionPool:
         instance.busy -= 1
         instance.calls_served += served
         instance.last_used = self.clock()
-        if not instance.dead:
+        if instance.dead:
+            self._metered()
+        else:
             self._hand_out(instance)
 
     def _hand_out(self, instance: Instance) -> None:
@@ -223,6 +229,7 @@ class FunctionPool:
                 continue
             instance.busy += 1
             waiter.set_result(instance)
+        self._metered()
 
     def _drop_waiter(self, waiter: asyncio.Future[Instance]) -> None:
         try:
@@ -241,16 +248,17 @@ class FunctionPool:
         ):
             self._start_now()
 
-    def _start_now(self) -> None:
+    def _start_now(self, prewarm: bool = False) -> None:
         """Starts one instance (its memory already reserved)."""
         self.starting += 1
-        task = asyncio.get_running_loop().create_task(self._start_one())
+        task = asyncio.get_running_loop().create_task(self._start_one(prewarm))
         self.runtime.track(task)
         self._set_registered(True)
         self._hold_through_start()
 
-    async def _start_one(self) -> None:
+    async def _start_one(self, prewarm: bool = False) -> None:
         instance = self.runtime.new_instance(self.spec)
+        instance.prewarmed = prewarm
         try:
             frame = self.runtime.spawn_frame(self.spec)
             await instance.start(frame, self.runtime.config.start_timeout_s)
@@ -267,6 +275,7 @@ class FunctionPool:
         self.last_start_s = instance.start_s
         self.takes_context = instance.takes_context
         self.instances.append(instance)
+        self._metered()
         instance.closed.add_done_callback(lambda _: self._on_closed(instance))
         self.runtime.emit(
             InstanceStarted(self.spec.name, instance.id, instance.pid, instance.start_s)
@@ -334,6 +343,7 @@ class FunctionPool:
         if instance not in self.instances:
             return
         self.instances.remove(instance)
+        self._metered()
         if instance.holds_memory:
             self.runtime.release_memory(self.spec.memory_mb)
         reason = instance.death_reason or "crashed"
@@ -364,6 +374,25 @@ class FunctionPool:
         """(warm instances, free call slots on them), for the router."""
         live = [i for i in self.instances if not i.dead]
         return len(live), sum(self.spec.concurrency - i.busy for i in live)
+
+    def _metered(self) -> None:
+        live = [i for i in self.instances if not i.dead]
+        self.meter.change(sum(i.busy for i in live), len(live) * self.spec.concurrency)
+
+    def recent_load(self) -> float:
+        """The busy share of this function's call slots here over the last second, 0..1."""
+        return self.meter.share()
+
+    def prewarm(self) -> bool:
+        """Starts an instance that no call waits for (this node forwards a function whose
+        warm nodes are hot): only if none is here or starting and memory is free without
+        evicting anything. It registers when it starts, like any other."""
+        if self.instances or self.starting or self.spec.max_instances < 1:
+            return False
+        if not self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=False):
+            return False
+        self._start_now(prewarm=True)
+        return True
 
     def load(self) -> float:
         """The busy share of this function's call slots here, 0..1 (1 with no instance)."""

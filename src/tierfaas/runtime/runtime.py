@@ -161,9 +161,14 @@ class Runtime:
             "debug": self.config.debug,
         }
 
-    def reserve_memory(self, memory_mb: int, exclude: FunctionPool | None = None) -> bool:
-        """Books ``memory_mb`` for a new instance, evicting LRU idle instances if needed."""
+    def reserve_memory(
+        self, memory_mb: int, exclude: FunctionPool | None = None, evict: bool = True
+    ) -> bool:
+        """Books ``memory_mb`` for a new instance, evicting LRU idle instances if needed (and
+        ``evict``)."""
         budget = self.config.memory_budget_mb
+        if self.memory_used_mb + memory_mb > budget and not evict:
+            return False
         if self.memory_used_mb + memory_mb > budget:
             idle = [
                 instance

@@ -1,0 +1,90 @@
+"""A hot function becomes warm on more nodes: a node that keeps forwarding a function to a
+node whose slots for it are busy most of the time starts an instance of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.unit.test_runtime import make
+from tierfaas.routing import router as router_module
+from tierfaas.routing.cache import RouteCache
+from tierfaas.routing.router import Router, RoutingMetrics
+from tierfaas.runtime.events import FunctionWarm, InstanceStarted
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.prewarms = 0
+
+    def prewarm(self) -> bool:
+        self.prewarms += 1
+        return True
+
+
+class _Runtime:
+    def __init__(self) -> None:
+        self.pools: dict[str, _Pool] = {"f": _Pool()}
+
+    def pool(self, name: str) -> _Pool:
+        return self.pools[name]
+
+
+def make_router(runtime: Any) -> Router:
+    import time
+
+    return Router(
+        runtime,
+        self_name="a",
+        key=b"k" * 32,
+        cache=RouteCache(time.monotonic),
+        metrics=RoutingMetrics(CollectorRegistry()),
+        lookup=None,
+        hot_load=0.6,
+    )
+
+
+def test_starts_here_only_after_the_function_stayed_hot_then_once_per_cooldown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = _Runtime()
+    router = make_router(runtime)
+    router._replicate_if_hot("f")
+    assert runtime.pools["f"].prewarms == 0  # first seen hot: not yet
+    monkeypatch.setattr(router_module, "HOT_AFTER_S", 0.0)
+    router._replicate_if_hot("f")
+    assert runtime.pools["f"].prewarms == 1
+    router._replicate_if_hot("f")
+    assert runtime.pools["f"].prewarms == 1  # within the cooldown
+    assert router.metrics.hot_starts._value.get() == 1
+
+
+async def test_prewarm_starts_one_instance_that_registers_and_serves() -> None:
+    rt = await make()
+    try:
+        pool = rt.runtime.pool("echo")
+        assert pool.prewarm()
+        assert not pool.prewarm()  # one is starting already
+        assert FunctionWarm("echo") in rt.events  # registered as it starts
+        for _ in range(100):
+            if pool.instances:
+                break
+            await asyncio.sleep(0.02)
+        assert len([e for e in rt.events if isinstance(e, InstanceStarted)]) == 1
+        assert not (await rt.call("echo", b"x")).cold
+        assert not pool.prewarm()  # warm here already
+    finally:
+        await rt.runtime.close()
+
+
+async def test_prewarm_never_evicts_another_function() -> None:
+    rt = await make(memory_budget_mb=64)  # room for one 64 MiB instance
+    try:
+        await rt.call("ctx", b"")  # takes the whole budget, idle afterwards
+        assert not rt.runtime.pool("echo").prewarm()
+        assert rt.runtime.pool("ctx").instances  # still warm
+    finally:
+        await rt.runtime.close()
