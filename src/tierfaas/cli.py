@@ -62,7 +62,7 @@ def node(
     hop_limit: Annotated[int, typer.Option(help=_doc("hop_limit"))] = 1,
     cold_starts: Annotated[str, typer.Option(help=_doc("cold_starts"))] = "local",
     batch_window_s: Annotated[float, typer.Option(help=_doc("batch_window_s"))] = 0.1,
-    hot_load: Annotated[float, typer.Option(help=_doc("hot_load"))] = 0.8,
+    hot_forwards_per_s: Annotated[float, typer.Option(help=_doc("hot_forwards_per_s"))] = 50.0,
     route_cache_ttl_s: Annotated[float, typer.Option(help=_doc("route_cache_ttl_s"))] = 5.0,
     key_file: Annotated[
         Path | None, typer.Option(help=_doc("key_file"), envvar="TIERFAAS_KEY_FILE")
@@ -133,7 +133,7 @@ def node(
             hop_limit=hop_limit,
             cold_starts=cold_starts,  # type: ignore[arg-type]  # validated by NodeConfig
             batch_window_s=batch_window_s,
-            hot_load=hot_load,
+            hot_forwards_per_s=hot_forwards_per_s,
             route_cache_ttl_s=route_cache_ttl_s,
             max_body_bytes=max_body_bytes,
             max_response_bytes=max_response_bytes,

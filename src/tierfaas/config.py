@@ -128,13 +128,13 @@ class NodeConfig:
         "without forwarding); 'home', on one node picked by hashing (a burst of first calls "
         "starts one instance, and the other nodes forward to it)",
     )
-    hot_load: float = setting(
-        0.8,
-        "a node that keeps hearing, for a few seconds, that the node it forwards a function "
-        "to was busy at least this share of the last second (X-Tierfaas-Load) starts "
-        "an instance of its own in the background, if memory is free without evicting: a hot "
-        "function becomes warm on more nodes, and fewer of its calls are forwarded. The call "
-        "itself is still forwarded. 0 turns this off",
+    hot_forwards_per_s: float = setting(
+        50.0,
+        "a node that forwards a function at least this often, for 3 s in a row, starts an "
+        "instance of its own in the background (only with memory free without evicting; once "
+        "per 30 s): every forward costs CPU on two nodes, an instance one start, and a hot "
+        "function then runs where its calls land. The call itself is still forwarded. 0: off",
+        "calls/s",
     )
     route_cache_size: int = setting(
         4096, "functions whose warm nodes a node remembers (LRU)", "entries"
@@ -292,8 +292,8 @@ class NodeConfig:
             # A forwarded call runs where it lands or is refused back unstarted; forwarding it
             # onward again is not implemented, so larger limits would promise what isn't done.
             raise ConfigError("hop_limit", "must be 0 (no routing) or 1 (forward at most once)")
-        if not 0 <= self.hot_load <= 1:
-            raise ConfigError("hot_load", "must be between 0 (off) and 1")
+        if self.hot_forwards_per_s < 0:
+            raise ConfigError("hot_forwards_per_s", "must be 0 (off) or more")
         if not 0 <= self.scale_out_wait_s <= 10:
             raise ConfigError("scale_out_wait_s", "must be between 0 and 10")
         if self.queue_max < 0:

@@ -200,7 +200,7 @@ class Node:
             cache=RouteCache(time.monotonic, config.route_cache_size, config.route_cache_ttl_s),
             metrics=RoutingMetrics(self.metrics.registry),
             hop_limit=config.hop_limit,
-            hot_load=config.hot_load,
+            hot_forwards_per_s=config.hot_forwards_per_s,
         )
         self.control = ControlPlane(
             self.membership,

@@ -1,5 +1,5 @@
-"""A hot function becomes warm on more nodes: a node that keeps forwarding a function to a
-node whose slots for it are busy most of the time starts an instance of its own."""
+"""A hot function becomes warm on more nodes: a node that keeps forwarding a function often
+starts an instance of its own."""
 
 from __future__ import annotations
 
@@ -43,22 +43,33 @@ def make_router(runtime: Any) -> Router:
         cache=RouteCache(time.monotonic),
         metrics=RoutingMetrics(CollectorRegistry()),
         lookup=None,
-        hot_load=0.6,
+        hot_forwards_per_s=50.0,
     )
 
 
-def test_starts_here_only_after_the_function_stayed_hot_then_once_per_cooldown(
+def test_starts_here_after_three_seconds_of_frequent_forwards_then_once_per_cooldown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(router_module.time, "monotonic", lambda: now[0])
     runtime = _Runtime()
     router = make_router(runtime)
-    router._replicate_if_hot("f")
-    assert runtime.pools["f"].prewarms == 0  # first seen hot: not yet
-    monkeypatch.setattr(router_module, "HOT_AFTER_S", 0.0)
-    router._replicate_if_hot("f")
+
+    def forward_for_one_second(calls: int) -> None:
+        for _ in range(calls):
+            router._count_forward("f")
+            now[0] += 1.0 / calls
+
+    forward_for_one_second(100)
+    forward_for_one_second(30)  # below 50/s: the count of hot seconds starts again
+    for _ in range(3):
+        forward_for_one_second(100)
+    assert runtime.pools["f"].prewarms == 0  # two hot seconds closed so far
+    forward_for_one_second(100)  # the third one closes
     assert runtime.pools["f"].prewarms == 1
-    router._replicate_if_hot("f")
-    assert runtime.pools["f"].prewarms == 1  # within the cooldown
+    for _ in range(10):
+        forward_for_one_second(100)
+    assert runtime.pools["f"].prewarms == 1  # within the 30 s cooldown
     assert router.metrics.hot_starts._value.get() == 1
 
 

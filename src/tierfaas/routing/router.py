@@ -65,10 +65,10 @@ UNREACHABLE_S = 10.0
 # on a lossy link TCP's retransmission backoff can hold an answer for seconds, and giving up
 # on it would answer 502 "may have run" for a call that ran fine (seen at 30 % packet loss).
 ANSWER_SLACK_S = 5.0
-# A hot function (see Router._replicate_if_hot) starts here only once the nodes this node
-# forwards it to have reported it hot for this long (a function's first instances report the
-# queue of calls that waited for their start, not lasting demand), and once per cooldown.
-HOT_AFTER_S = 3.0
+# A function this node forwards at least --hot-forwards-per-s, for this many seconds in a row
+# (its first seconds are a burst of first calls, not lasting demand), gets an instance here
+# (Router._count_forward); at most once per cooldown.
+HOT_SECONDS = 3
 HOT_COOLDOWN_S = 30.0
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
@@ -134,7 +134,8 @@ class RoutingMetrics:
         )
         self.hot_starts = Counter(
             "tierfaas_hot_starts",
-            "Instances started here because the node this node forwarded to was hot (--hot-load)",
+            "Instances started here because this node forwarded their function often "
+            "(--hot-forwards-per-s)",
             registry=registry,
         )
         # The receiving side, kept apart from ``forwards`` so a node's sent and received
@@ -159,7 +160,7 @@ class Router:
         metrics: RoutingMetrics,
         lookup: Lookup | None = None,
         hop_limit: int = 1,
-        hot_load: float = 0.0,
+        hot_forwards_per_s: float = 0.0,
     ) -> None:
         self.runtime = runtime
         self.self_name = self_name
@@ -168,10 +169,10 @@ class Router:
         self.metrics = metrics
         self.lookup = lookup
         self.hop_limit = hop_limit
-        self.hot_load = hot_load
-        # Per function this node forwards: when a target first reported it hot, and when
-        # this node last started an instance because of that (``_replicate_if_hot``).
-        self._hot_since: dict[str, float] = {}
+        self.hot_forwards_per_s = hot_forwards_per_s
+        # Per function this node forwards: [start of the current 1 s window, forwards in it,
+        # seconds in a row at the hot rate], and when it last started an instance for that.
+        self._forward_rate: dict[str, list[float]] = {}
         self._prewarmed_at: dict[str, float] = {}
         self.endpoints: dict[str, Address] = {}
         # The function's home (rendezvous hashing over live nodes with an HTTP address), where
@@ -313,21 +314,30 @@ class Router:
                 return reply
             tried.add(decision.node)
 
-    def _replicate_if_hot(self, name: str) -> None:
-        """The node this call went to reported its slots for ``name`` busy at least
-        ``hot_load`` of the last second: start an instance here in the background (the pool
-        declines without memory to spare), so that this node's next calls run here instead
-        of queueing there. Only once it has been reported hot for ``HOT_AFTER_S`` (a
-        function's first instances report the queue of calls that waited for their start,
-        not lasting demand), and at most once per cooldown."""
+    def _count_forward(self, name: str) -> None:
+        """One more call of ``name`` forwarded from here. A node that forwards a function at
+        ``hot_forwards_per_s`` or more for ``HOT_SECONDS`` seconds in a row starts an
+        instance of its own in the background (the pool declines without memory to spare,
+        and never evicts): each forward costs CPU on two nodes, an instance costs one start,
+        and the next calls run here. The forwarded call itself is not held up."""
         now = time.monotonic()
-        since = self._hot_since.setdefault(name, now)
-        if now - since < HOT_AFTER_S or now - self._prewarmed_at.get(name, -1e9) < HOT_COOLDOWN_S:
+        window = self._forward_rate.get(name)
+        if window is None:
+            self._forward_rate[name] = [now, 1.0, 0.0]
             return
-        self._prewarmed_at[name] = now
-        if self.runtime.pool(name).prewarm():
-            self.metrics.hot_starts.inc()
-            log.info("%s is hot where it is warm: starting an instance here too", name)
+        elapsed = now - window[0]
+        if elapsed >= 1.0:
+            hot = elapsed < 2.0 and window[1] / elapsed >= self.hot_forwards_per_s
+            window[2] = window[2] + 1 if hot else 0.0
+            window[0], window[1] = now, 0.0
+            if window[2] >= HOT_SECONDS and (
+                now - self._prewarmed_at.get(name, -1e9) >= HOT_COOLDOWN_S
+            ):
+                self._prewarmed_at[name] = now
+                if self.runtime.pool(name).prewarm():
+                    self.metrics.hot_starts.inc()
+                    log.info("%s: forwarded often from here, starting an instance here", name)
+        window[1] += 1
 
     def _quarantined(self) -> set[str]:
         """The nodes whose connect timed out lately (see ``UNREACHABLE_S``)."""
@@ -380,7 +390,7 @@ class Router:
         route = _ROUTES["forwarded-cold"] if result.cold else _FORWARDED_WARM
         reply_headers = self._headers(result.content_type, result.cold, route)
         # The sender keeps our load (the busy share of our slots over the last second) for
-        # its next two-choices pick, and starts an instance of its own if we are hot.
+        # its next two-choices pick.
         reply_headers.append((_LOAD, f"{self.runtime.pool(name).recent_load():.3f}".encode()))
         return Reply(200, result.body, reply_headers, result.cold)
 
@@ -506,8 +516,8 @@ class Router:
         except ValueError:
             load = 0.5
         self.cache.note_load(name, node, load)
-        if self.hot_load and load >= self.hot_load:
-            self._replicate_if_hot(name)
+        if self.hot_forwards_per_s:
+            self._count_forward(name)
         relayed = [
             (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers
         ]
