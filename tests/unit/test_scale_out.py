@@ -55,11 +55,12 @@ async def test_the_node_registers_when_the_first_instance_starts_and_forwarded_c
 
     rt = await make(scale_out_wait_s=0.05)
     try:
-        first = asyncio.create_task(rt.call("pair", b"0.2"))  # a cold start begins
+        first = asyncio.create_task(rt.call("pair", b"0.01"))  # a cold start begins
         await asyncio.sleep(0)
         kinds = [type(e) for e in rt.events]
         assert FunctionWarm in kinds and InstanceStarted not in kinds  # registered at start
-        # A forwarded call (warm_only) arriving now waits behind the starting instance...
+        # A forwarded call (warm_only) arriving now waits behind the starting instance (and
+        # then briefly behind the first call, which the instance serves first)...
         forwarded = await rt.call("pair", b"0", warm_only=True)
         assert forwarded.body == b"done" and (await first).body == b"done"
         assert rt.runtime.pools["pair"].stats()["instances"] == 1  # ...and started nothing
@@ -169,5 +170,27 @@ async def test_behind_a_start_the_queue_timeout_counts_from_when_the_start_ends(
         assert [getattr(r, "body", None) for r in outcome[:2]] == [b"done", b"done"], outcome
         assert isinstance(outcome[2], errors.Overloaded), outcome
         assert rt.runtime.pools["pair"].stats()["instances"] == 2
+    finally:
+        await rt.runtime.close()
+
+
+async def test_a_forwarded_call_behind_a_start_is_refused_busy_soon_after_the_start() -> None:
+    from tierfaas import errors
+
+    # A forwarded call queued behind a start whose instance goes to another call: once the
+    # start ends it waits only the scale-out wait, then Busy (unrun), so the sender can run it
+    # elsewhere, instead of waiting out the whole start timeout behind a long call.
+    rt = await make(scale_out_wait_s=0.1)
+    try:
+        first = asyncio.create_task(rt.call("pair", b"2.0"))  # starts the instance (~0.3 s)
+        await asyncio.sleep(0)
+        began = asyncio.get_running_loop().time()
+        try:
+            await rt.call("pair", b"0", warm_only=True)
+            raise AssertionError("expected Busy")
+        except errors.Busy:
+            pass
+        assert asyncio.get_running_loop().time() - began < 1.5  # not after the 2 s call
+        assert (await first).body == b"done"
     finally:
         await rt.runtime.close()

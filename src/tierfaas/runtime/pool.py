@@ -61,6 +61,11 @@ class FunctionPool:
             asyncio.Future[Instance], tuple[Callable[[float], None], float]
         ] = {}
         self._behind_start: set[asyncio.Future[Instance]] = set()
+        # Forwarded calls queued behind a start: how to restart each one's timer, and for how
+        # long, once no start is under way.
+        self._forwarded_behind_start: dict[
+            asyncio.Future[Instance], tuple[Callable[[float], None], Callable[[], float]]
+        ] = {}
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -145,8 +150,17 @@ class FunctionPool:
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         name = self.spec.name
+
+        def after_start() -> float:
+            # Once the start ends and its instance is taken, the call is behind busy ones:
+            # the usual short wait, then Busy (the sender tries elsewhere or runs it).
+            return min(self._scale_out_wait(), deadline - self.clock())
+
         return await self._await_slot(
-            waiter, wait, lambda: errors.Busy(f"no instance of {name!r} here was free in time")
+            waiter,
+            wait,
+            lambda: errors.Busy(f"no instance of {name!r} here was free in time"),
+            after_start=after_start if self.starting else None,
         )
 
     async def _await_slot(
@@ -155,11 +169,13 @@ class FunctionPool:
         timeout: float,
         error: Callable[[], errors.HttpError],
         local: bool = False,
+        after_start: Callable[[], float] | None = None,
     ) -> Instance:
         """Waits for ``waiter`` (already queued) to be handed a slot; past ``timeout`` it
         leaves the queue and raises ``error()``. A ``local`` waiter (one that may start
         instances) never times out while a start is under way: its ``timeout`` counts from
-        when the last start it waited through ended."""
+        when the last start it waited through ended. A forwarded waiter queued behind a
+        start gets ``after_start()`` seconds more once no start is under way."""
 
         def give_up() -> None:
             if not waiter.done():
@@ -168,16 +184,18 @@ class FunctionPool:
 
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout, give_up)
+
+        def restart(seconds: float) -> None:
+            nonlocal timer
+            timer.cancel()
+            timer = loop.call_later(max(0.0, seconds), give_up)
+
         if local:
-
-            def restart(seconds: float) -> None:
-                nonlocal timer
-                timer.cancel()
-                timer = loop.call_later(seconds, give_up)
-
             self._local_waiters[waiter] = (restart, timeout)
             if self.starting:
                 self._hold_through_start()
+        elif after_start is not None:
+            self._forwarded_behind_start[waiter] = (restart, after_start)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -189,6 +207,7 @@ class FunctionPool:
             timer.cancel()
             self._local_waiters.pop(waiter, None)
             self._behind_start.discard(waiter)
+            self._forwarded_behind_start.pop(waiter, None)
 
     def _scale_out_wait(self) -> float:
         """How long a call waits for a busy instance's slot before another instance starts:
@@ -298,6 +317,10 @@ class FunctionPool:
         still waiting after the scale-out wait."""
         if self.starting:
             return
+        forwarded, self._forwarded_behind_start = self._forwarded_behind_start, {}
+        for waiter, (restart_forwarded, seconds) in forwarded.items():
+            if not waiter.done():
+                restart_forwarded(seconds())
         behind, self._behind_start = self._behind_start, set()
         wait = self._scale_out_wait()
         loop = asyncio.get_running_loop()
