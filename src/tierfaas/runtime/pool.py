@@ -137,8 +137,9 @@ class FunctionPool:
     async def _wait_for_slot(self, deadline: float) -> Instance:
         """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
         itself and never waits long: behind an instance that is starting (the sender chose
-        this node because it registered at the start), up to the start timeout; behind busy
-        instances, ``scale_out_wait_s``. Past that it raises ``Busy`` (``NotWarm`` with
+        this node because it registered at the start), until the start ends (at most the
+        start timeout); behind busy instances, and after that start if its instance went to
+        an earlier call, ``scale_out_wait_s``. Past that it raises ``Busy`` (``NotWarm`` with
         nothing here), and the sender tries elsewhere, knowing the call did not run."""
         if not self.instances and not self.starting:
             raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
