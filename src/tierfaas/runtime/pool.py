@@ -138,9 +138,10 @@ class FunctionPool:
         """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
         itself and never waits long: behind an instance that is starting (the sender chose
         this node because it registered at the start), until the start ends (at most the
-        start timeout); behind busy instances, and after that start if its instance went to
-        an earlier call, ``scale_out_wait_s``. Past that it raises ``Busy`` (``NotWarm`` with
-        nothing here), and the sender tries elsewhere, knowing the call did not run."""
+        start timeout), then as long again as the start took if its instance went to an
+        earlier call; behind busy instances, ``scale_out_wait_s``. Past that it raises
+        ``Busy`` (``NotWarm`` with nothing here), and the sender tries elsewhere, knowing
+        the call did not run."""
         if not self.instances and not self.starting:
             raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
         config = self.runtime.config
@@ -153,9 +154,12 @@ class FunctionPool:
         name = self.spec.name
 
         def after_start() -> float:
-            # Once the start ends and its instance is taken, the call is behind busy ones:
-            # the usual short wait, then Busy (the sender tries elsewhere or runs it).
-            return min(self._scale_out_wait(), deadline - self.clock())
+            # Once the start ends and its instance is taken, the call is behind busy ones
+            # (a burst queued behind the start, or one long call). It waits as long as a
+            # start took, at least the scale-out wait: past that the sender, starting its own
+            # instance, would have served it sooner. Then Busy, unrun.
+            took = self.last_start_s or 0.0
+            return min(max(self._scale_out_wait(), took), deadline - self.clock())
 
         return await self._await_slot(
             waiter,
