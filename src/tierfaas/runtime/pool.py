@@ -61,11 +61,9 @@ class FunctionPool:
             asyncio.Future[Instance], tuple[Callable[[float], None], float]
         ] = {}
         self._behind_start: set[asyncio.Future[Instance]] = set()
-        # Forwarded calls queued behind a start: how to restart each one's timer, and for how
-        # long, once no start is under way.
-        self._forwarded_behind_start: dict[
-            asyncio.Future[Instance], tuple[Callable[[float], None], Callable[[], float]]
-        ] = {}
+        # Forwarded calls queued behind a start: they may need an instance of their own once
+        # it is up (its instance went to an earlier call that holds it long).
+        self._forwarded_behind_start: set[asyncio.Future[Instance]] = set()
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -137,11 +135,11 @@ class FunctionPool:
     async def _wait_for_slot(self, deadline: float) -> Instance:
         """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
         itself and never waits long: behind an instance that is starting (the sender chose
-        this node because it registered at the start), until the start ends (at most the
-        start timeout), then as long again as the start took if its instance went to an
-        earlier call; behind busy instances, ``scale_out_wait_s``. Past that it raises
-        ``Busy`` (``NotWarm`` with nothing here), and the sender tries elsewhere, knowing
-        the call did not run."""
+        this node because it registered at the start), up to the start timeout, and if the
+        start's instance went to an earlier call that holds it, an instance starts here for
+        it after the scale-out wait (it is the demand the registration drew here); behind
+        busy instances, ``scale_out_wait_s``. Past that it raises ``Busy`` (``NotWarm``
+        with nothing here), and the sender tries elsewhere, knowing the call did not run."""
         if not self.instances and not self.starting:
             raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
         config = self.runtime.config
@@ -153,19 +151,11 @@ class FunctionPool:
         self.waiters.append(waiter)
         name = self.spec.name
 
-        def after_start() -> float:
-            # Once the start ends and its instance is taken, the call is behind busy ones
-            # (a burst queued behind the start, or one long call). It waits as long as a
-            # start took, at least the scale-out wait: past that the sender, starting its own
-            # instance, would have served it sooner. Then Busy, unrun.
-            took = self.last_start_s or 0.0
-            return min(max(self._scale_out_wait(), took), deadline - self.clock())
-
         return await self._await_slot(
             waiter,
             wait,
             lambda: errors.Busy(f"no instance of {name!r} here was free in time"),
-            after_start=after_start if self.starting else None,
+            scale_after_start=bool(self.starting),
         )
 
     async def _await_slot(
@@ -174,13 +164,14 @@ class FunctionPool:
         timeout: float,
         error: Callable[[], errors.HttpError],
         local: bool = False,
-        after_start: Callable[[], float] | None = None,
+        scale_after_start: bool = False,
     ) -> Instance:
         """Waits for ``waiter`` (already queued) to be handed a slot; past ``timeout`` it
         leaves the queue and raises ``error()``. A ``local`` waiter (one that may start
         instances) never times out while a start is under way: its ``timeout`` counts from
         when the last start it waited through ended. A forwarded waiter queued behind a
-        start gets ``after_start()`` seconds more once no start is under way."""
+        start (``scale_after_start``) that still waits once no start is under way gets an
+        instance started for it after the scale-out wait, as a local one would."""
 
         def give_up() -> None:
             if not waiter.done():
@@ -199,8 +190,8 @@ class FunctionPool:
             self._local_waiters[waiter] = (restart, timeout)
             if self.starting:
                 self._hold_through_start()
-        elif after_start is not None:
-            self._forwarded_behind_start[waiter] = (restart, after_start)
+        elif scale_after_start:
+            self._forwarded_behind_start.add(waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -212,7 +203,7 @@ class FunctionPool:
             timer.cancel()
             self._local_waiters.pop(waiter, None)
             self._behind_start.discard(waiter)
-            self._forwarded_behind_start.pop(waiter, None)
+            self._forwarded_behind_start.discard(waiter)
 
     def _scale_out_wait(self) -> float:
         """How long a call waits for a busy instance's slot before another instance starts:
@@ -322,13 +313,13 @@ class FunctionPool:
         still waiting after the scale-out wait."""
         if self.starting:
             return
-        forwarded, self._forwarded_behind_start = self._forwarded_behind_start, {}
-        for waiter, (restart_forwarded, seconds) in forwarded.items():
-            if not waiter.done():
-                restart_forwarded(seconds())
         behind, self._behind_start = self._behind_start, set()
         wait = self._scale_out_wait()
         loop = asyncio.get_running_loop()
+        forwarded, self._forwarded_behind_start = self._forwarded_behind_start, set()
+        for waiter in forwarded:
+            if not waiter.done():
+                loop.call_later(wait, self._scale_out, waiter)
         for waiter in behind:
             if waiter.done() or waiter not in self._local_waiters:
                 continue
