@@ -61,9 +61,16 @@ class FunctionPool:
             asyncio.Future[Instance], tuple[Callable[[float], None], float]
         ] = {}
         self._behind_start: set[asyncio.Future[Instance]] = set()
-        # Forwarded calls queued behind a start: they may need an instance of their own once
-        # it is up (its instance went to an earlier call that holds it long).
-        self._forwarded_behind_start: set[asyncio.Future[Instance]] = set()
+        # Forwarded calls queued behind a start: how to restart each one's timer, and for how
+        # long, once no start is under way.
+        self._forwarded_behind_start: dict[
+            asyncio.Future[Instance], tuple[Callable[[float], None], Callable[[], float]]
+        ] = {}
+        # ... and those still waiting after it ended: their timer restarts whenever the queue
+        # moves, so they give up only when no call was served for a start's time.
+        self._forwarded_after_start: dict[
+            asyncio.Future[Instance], tuple[Callable[[float], None], Callable[[], float]]
+        ] = {}
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -135,11 +142,11 @@ class FunctionPool:
     async def _wait_for_slot(self, deadline: float) -> Instance:
         """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
         itself and never waits long: behind an instance that is starting (the sender chose
-        this node because it registered at the start), up to the start timeout, and if the
-        start's instance went to an earlier call that holds it, an instance starts here for
-        it after the scale-out wait (it is the demand the registration drew here); behind
-        busy instances, ``scale_out_wait_s``. Past that it raises ``Busy`` (``NotWarm``
-        with nothing here), and the sender tries elsewhere, knowing the call did not run."""
+        this node because it registered at the start), until the start ends (at most the
+        start timeout), then while the queue moves (no call served for as long as the start
+        took: Busy); behind busy instances, ``scale_out_wait_s``. Past that it raises
+        ``Busy`` (``NotWarm`` with nothing here), and the sender tries elsewhere, knowing
+        the call did not run."""
         if not self.instances and not self.starting:
             raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
         config = self.runtime.config
@@ -151,11 +158,20 @@ class FunctionPool:
         self.waiters.append(waiter)
         name = self.spec.name
 
+        def after_start() -> float:
+            # Once the start ends and its instance is taken, the call is behind busy ones:
+            # a burst queued behind the start (the queue moves, and each call served
+            # restarts this wait) or one long call (it does not). With no call served for as
+            # long as a start took (at least the scale-out wait), the sender starting its own
+            # instance would serve it sooner: Busy, unrun.
+            took = self.last_start_s or 0.0
+            return min(max(self._scale_out_wait(), took), deadline - self.clock())
+
         return await self._await_slot(
             waiter,
             wait,
             lambda: errors.Busy(f"no instance of {name!r} here was free in time"),
-            scale_after_start=bool(self.starting),
+            after_start=after_start if self.starting else None,
         )
 
     async def _await_slot(
@@ -164,14 +180,13 @@ class FunctionPool:
         timeout: float,
         error: Callable[[], errors.HttpError],
         local: bool = False,
-        scale_after_start: bool = False,
+        after_start: Callable[[], float] | None = None,
     ) -> Instance:
         """Waits for ``waiter`` (already queued) to be handed a slot; past ``timeout`` it
         leaves the queue and raises ``error()``. A ``local`` waiter (one that may start
         instances) never times out while a start is under way: its ``timeout`` counts from
         when the last start it waited through ended. A forwarded waiter queued behind a
-        start (``scale_after_start``) that still waits once no start is under way gets an
-        instance started for it after the scale-out wait, as a local one would."""
+        start gets ``after_start()`` seconds more once no start is under way."""
 
         def give_up() -> None:
             if not waiter.done():
@@ -190,8 +205,8 @@ class FunctionPool:
             self._local_waiters[waiter] = (restart, timeout)
             if self.starting:
                 self._hold_through_start()
-        elif scale_after_start:
-            self._forwarded_behind_start.add(waiter)
+        elif after_start is not None:
+            self._forwarded_behind_start[waiter] = (restart, after_start)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -203,7 +218,8 @@ class FunctionPool:
             timer.cancel()
             self._local_waiters.pop(waiter, None)
             self._behind_start.discard(waiter)
-            self._forwarded_behind_start.discard(waiter)
+            self._forwarded_behind_start.pop(waiter, None)
+            self._forwarded_after_start.pop(waiter, None)
 
     def _scale_out_wait(self) -> float:
         """How long a call waits for a busy instance's slot before another instance starts:
@@ -238,12 +254,18 @@ class FunctionPool:
             self._hand_out(instance)
 
     def _hand_out(self, instance: Instance) -> None:
+        served = False
         while instance.busy < self.spec.concurrency and self.waiters:
             waiter = self.waiters.popleft()
             if waiter.done():
                 continue
             instance.busy += 1
             waiter.set_result(instance)
+            served = True
+        if served and self._forwarded_after_start:
+            # The queue moves: forwarded calls behind it keep waiting (see _wait_for_slot).
+            for restart, seconds in self._forwarded_after_start.values():
+                restart(seconds())
         self._metered()
 
     def _drop_waiter(self, waiter: asyncio.Future[Instance]) -> None:
@@ -313,13 +335,14 @@ class FunctionPool:
         still waiting after the scale-out wait."""
         if self.starting:
             return
+        forwarded, self._forwarded_behind_start = self._forwarded_behind_start, {}
+        for waiter, (restart_forwarded, seconds) in forwarded.items():
+            if not waiter.done():
+                restart_forwarded(seconds())
+                self._forwarded_after_start[waiter] = (restart_forwarded, seconds)
         behind, self._behind_start = self._behind_start, set()
         wait = self._scale_out_wait()
         loop = asyncio.get_running_loop()
-        forwarded, self._forwarded_behind_start = self._forwarded_behind_start, set()
-        for waiter in forwarded:
-            if not waiter.done():
-                loop.call_later(wait, self._scale_out, waiter)
         for waiter in behind:
             if waiter.done() or waiter not in self._local_waiters:
                 continue
