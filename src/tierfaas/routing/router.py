@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tierfaas import errors
@@ -32,6 +31,7 @@ from tierfaas.config import Address
 from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
+from tierfaas.routing.peers import PeerFailed, PeerPool, PeerUnreachable
 from tierfaas.runtime import Runtime
 from tierfaas.runtime.pool import FunctionPool
 
@@ -179,7 +179,7 @@ class Router:
         # a function warm nowhere is started; None in a standalone node.
         self.homes: Callable[[str], NodeEndpoint | None] | None = None
         self.forwarded = 0  # calls this node sent on and got answered (for the dashboard)
-        self.session: aiohttp.ClientSession | None = None
+        self.peers: PeerPool | None = None
         self.unreachable: dict[str, float] = {}  # node -> until (monotonic): no forwards
         self._served_by = self_name.encode()
         self._route_counters: dict[str, Any] = {}
@@ -199,14 +199,11 @@ class Router:
     async def start(self) -> None:
         # Keep-alive pools to the other nodes; idle connections are closed well before the
         # nodes' own 30 s keep-alive timeout, so a pooled connection is never found dead.
-        connector = aiohttp.TCPConnector(
-            limit=512, limit_per_host=128, keepalive_timeout=UNREACHABLE_S
-        )
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self.peers = PeerPool(idle_timeout_s=UNREACHABLE_S)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.peers is not None:
+            await self.peers.close()
 
     def forget_node(self, name: str) -> None:
         """Gossip says ``name`` is dead, left or suspect: drop every cached route to it (a
@@ -462,7 +459,7 @@ class Router:
             home = self.homes(name)
             if home is not None and home.name == node:
                 address = home.http
-        if address is None or self.session is None:
+        if address is None or self.peers is None:
             return None
         remaining = timeout_s - (time.monotonic() - started)
         if remaining <= 0:
@@ -472,35 +469,30 @@ class Router:
         out = {k: v for k, v in headers.items() if k not in _DROP}
         out["x-request-id"] = request_id
         out.update(fw.sign(self.key, request_id, name, hop))
-        url = f"http://{address}/function/{name}" + (f"?{query}" if query else "")
+        target = f"/function/{name}" + (f"?{query}" if query else "")
         try:
-            async with self.session.request(
-                method,
-                url,
-                data=body,
-                headers=out,
-                timeout=aiohttp.ClientTimeout(
-                    total=remaining + ANSWER_SLACK_S,
-                    sock_connect=min(CONNECT_TIMEOUT_S, remaining),
-                ),
-            ) as response:
-                answer = await response.read()
-                status, reply_headers = response.status, response.headers
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            response = await self.peers.request(
+                str(address), method, target, out, body,
+                connect_timeout_s=min(CONNECT_TIMEOUT_S, remaining),
+                timeout_s=remaining + ANSWER_SLACK_S,
+            )  # fmt: skip
+        except PeerUnreachable as exc:
             # Never connected: the target certainly did not run it. Drop it and go on.
             self.metrics.forwards.labels("unreachable").inc()
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            if exc.timed_out:
                 # It hangs rather than refuses: cut off. Its pooled connections are no better.
                 self.unreachable[node] = time.monotonic() + UNREACHABLE_S
             log.info("forward of %s to %s failed to connect: %s", name, node, exc)
             self.cache.drop(name, node)
             return None
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except PeerFailed as exc:
             self.metrics.forwards.labels("failed").inc()
+            log.info("forward of %s to %s failed: %s", name, node, exc)
             raise errors.ForwardFailed(
-                f"node {node} failed while running {name!r} ({type(exc).__name__}); "
+                f"node {node} failed while running {name!r} ({exc}); "
                 "the call may have run there, so it was not retried"
             ) from None
+        status, answer, reply_headers = response.status, response.body, response.headers
         reject = reply_headers.get(fw.REJECT)
         if reject is not None:
             self.metrics.forwards.labels(f"rejected_{reject}").inc()
