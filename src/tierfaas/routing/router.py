@@ -147,6 +147,10 @@ class RoutingMetrics:
             ["hops", "outcome"],
             registry=registry,
         )
+        # The children counted on every call, looked up once (labels() locks and hashes).
+        self.cache_hit = self.cache.labels("hit")
+        self.forward_ok = self.forwards.labels("ok")
+        self.served_forwarded_once = self.forwarded_in.labels("1", "served")
 
 
 class Router:
@@ -383,7 +387,10 @@ class Router:
             body_json = f'{{"error":"{exc.code}","message":"{exc.message}"}}'.encode()
             return Reply(exc.status, body_json, [(b"content-type", b"application/json"), *reject])
         self._count_route("served-forwarded")
-        self.metrics.forwarded_in.labels(str(incoming.hops), "served").inc()
+        if incoming.hops == 1:
+            self.metrics.served_forwarded_once.inc()
+        else:
+            self.metrics.forwarded_in.labels(str(incoming.hops), "served").inc()
         route = _ROUTES["forwarded-cold"] if result.cold else _FORWARDED_WARM
         reply_headers = self._headers(result.content_type, result.cold, route)
         # The sender keeps our load (the busy share of our slots over the last second) for
@@ -415,7 +422,7 @@ class Router:
     async def _candidates(self, name: str) -> tuple[Candidate, ...]:
         cached = self.cache.get(name)
         if cached is not None:
-            self.metrics.cache.labels("hit").inc()
+            self.metrics.cache_hit.inc()
             return cached
         self.metrics.cache.labels("miss").inc()
         assert self.lookup is not None
@@ -501,7 +508,7 @@ class Router:
             else:
                 self.cache.drop(name, node)
             return None
-        self.metrics.forwards.labels("ok").inc()
+        self.metrics.forward_ok.inc()
         self.forwarded += 1
         try:
             load = float(reply_headers.get(fw.LOAD, "0.5"))
