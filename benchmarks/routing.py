@@ -52,7 +52,15 @@ import uvloop
 
 import _common as c
 
-RELEASE = c.REPO_ROOT / "tests" / "fixtures" / "zipf"
+# The workloads: the same 50 functions, the same init of ~100 ms; what differs is a call.
+WORKLOADS = {
+    # ~1 ms of blocking work per call, one call at a time per instance: the nodes' HTTP and
+    # routing work is most of a call, so the 2 cores saturate and the routing's CPU shows.
+    "short": c.REPO_ROOT / "tests" / "fixtures" / "zipf",
+    # ~100 ms of awaited I/O per call, 8 calls at once per instance: a call costs about as
+    # much as an init, as for the many sub-second functions of a real FaaS.
+    "io": c.REPO_ROOT / "tests" / "fixtures" / "zipf-io",
+}
 STRATEGIES_SCRIPT = c.BENCHMARKS_DIR / "_strategies.py"
 SUBNET = "127.0.0"
 FIRST_HOST = 240
@@ -68,12 +76,12 @@ STRATEGIES = {
     "d": "warm table in Redis",
 }
 SHORT = {"a": "none", "b": "tierfaas", "c": "hash", "d": "Redis"}
-PLOT = c.REPO_ROOT / "docs" / "routing.png"
 
 
 @dataclass(frozen=True)
 class Settings:
     mode: str
+    workload: str
     duration_s: float  # per strategy
     functions: int
     in_flight: int
@@ -82,10 +90,16 @@ class Settings:
     seed: int = 7
 
 
-def settings_for(quick: bool) -> Settings:
+def settings_for(quick: bool, workload: str = "short") -> Settings:
     if quick:
-        return Settings("quick", 5.0, 20, 32, 1.0, 100)
-    return Settings("full", 60.0, 50, 32, 1.0, 300)
+        return Settings("quick", workload, 5.0, 20, 32, 1.0, 100)
+    return Settings("full", workload, 60.0, 50, 32, 1.0, 300)
+
+
+def result_name(settings: Settings) -> str:
+    """routing, routing-quick, routing-io, routing-io-quick: one file per kind of run."""
+    name = "routing" if settings.workload == "short" else f"routing-{settings.workload}"
+    return name if settings.mode == "full" else f"{name}-quick"
 
 
 # -- the cluster -----------------------------------------------------------------------------
@@ -103,11 +117,11 @@ class Node:
 
 
 def node_argv(
-    strategy: str, host: str, port: int, gossip_port: int, redis: str | None
+    strategy: str, host: str, port: int, gossip_port: int, redis: str | None, release: Path
 ) -> list[str]:
     seeds = ",".join(f"{SUBNET}.{FIRST_HOST + i}:{gossip_port}" for i in range(2))
     options = [
-        "--release", str(RELEASE),
+        "--release", str(release),
         "--http", f"{host}:{port}",
         "--gossip", f"{host}:{gossip_port}",
         "--rpc", f"{host}:{gossip_port + 1}",
@@ -288,7 +302,7 @@ async def measure(strategy: str, settings: Settings, procs: c.Processes) -> dict
     nodes = []
     for host in hosts:
         port = c.free_port(host)
-        argv = node_argv(strategy, host, port, gossip_port, redis)
+        argv = node_argv(strategy, host, port, gossip_port, redis, WORKLOADS[settings.workload])
         nodes.append(Node(host, port, procs.start(f"{strategy}-{host}", argv)))
         time.sleep(0.05)  # oldest first: the first node becomes the master
     try:
@@ -439,10 +453,11 @@ def target_rows(checks: dict[str, dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def plot(results: dict[str, dict[str, Any]], title: str, quick: bool = False) -> str:
-    """The four panels as a PNG: docs/routing.png for a full run; a quick run's goes to
+def plot(results: dict[str, dict[str, Any]], title: str, name: str) -> str:
+    """The four panels as a PNG: docs/<name>.png for a full run; a quick run's goes to
     benchmarks/results/ (it must not replace the documented one)."""
-    target = c.REPO_ROOT / "benchmarks" / "results" / "routing-quick.png" if quick else PLOT
+    quick = name.endswith("-quick")
+    target = c.REPO_ROOT / ("benchmarks/results" if quick else "docs") / f"{name}.png"
     try:
         import matplotlib
 
@@ -460,9 +475,9 @@ def plot(results: dict[str, dict[str, Any]], title: str, quick: bool = False) ->
         ("p99 latency (ms)", [results[k]["latency_ms"]["p99"] for k in keys]),
         ("throughput (calls/s)", [results[k]["throughput_per_s"] for k in keys]),
     ]
-    for ax, (name, values) in zip(axes, panels, strict=True):
+    for ax, (panel, values) in zip(axes, panels, strict=True):
         bars = ax.bar(range(len(keys)), values, color=colors)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(panel, fontsize=10)
         ax.set_xticks(range(len(keys)), labels, fontsize=9)
         for bar, value in zip(bars, values, strict=True):
             ax.annotate(
@@ -490,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--strategies", default="abcd", help="which of a, b, c, d to run (targets need all)"
     )
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="short",
+        help="short: ~1 ms calls that saturate the CPU; io: ~100 ms of awaited I/O per call",
+    )
     parser.add_argument("--no-plot", action="store_true", help="do not write docs/routing.png")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
@@ -500,10 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot is not None:
         saved = json.loads(args.replot.read_text())
         mode = saved["settings"]["mode"]
-        title = f"tierfaas routing benchmark ({mode}, {saved['date']})"
-        print(plot(saved["results"], title, quick=mode == "quick"))
+        workload = saved["settings"].get("workload", "short")
+        title = f"tierfaas routing benchmark ({workload} calls, {mode}, {saved['date']})"
+        replotted = Settings(mode, workload, 0, 0, 0, 0, 0)
+        print(plot(saved["results"], title, result_name(replotted)))
         return 0
-    settings = settings_for(args.quick)
+    settings = settings_for(args.quick, args.workload)
     chosen = [k for k in "abcd" if k in args.strategies]
     began = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
@@ -534,14 +557,15 @@ def main(argv: list[str] | None = None) -> int:
         "commit": c.git_commit(),
         "machine": machine,
         "settings": asdict(settings),
-        "release": str(RELEASE),
+        "release": str(WORKLOADS[settings.workload]),
         "results": results,
         "targets": checks,
         "elapsed_s": elapsed,
     }
-    path = c.write_results("routing" if not args.quick else "routing-quick", data)
+    path = c.write_results(result_name(settings), data)
     title = (
-        f"tierfaas routing benchmark — {data['date']}, {settings.mode} mode, "
+        f"tierfaas routing benchmark — {data['date']}, {settings.workload} calls, "
+        f"{settings.mode} mode, "
         f"{settings.duration_s:g} s per strategy, {settings.functions} functions (Zipf "
         f"{settings.zipf_s:g}), {settings.in_flight} in flight, {machine['nproc']} cores, "
         f"{elapsed:.0f} s"
@@ -558,8 +582,11 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(c.markdown_table(TARGET_COLUMNS, target_rows(checks)))
     if not args.no_plot:
-        title = f"tierfaas routing benchmark ({settings.mode}, {data['date']})"
-        print(plot(results, title, quick=settings.mode == "quick"))
+        title = (
+            f"tierfaas routing benchmark ({settings.workload} calls, {settings.mode}, "
+            f"{data['date']})"
+        )
+        print(plot(results, title, result_name(settings)))
     print(f"\nresults: {path}")
     passed = all(t["pass"] for t in checks.values())
     return 1 if args.strict and not passed else 0
