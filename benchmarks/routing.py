@@ -1,14 +1,23 @@
 """Routing strategies against one workload, in one run: cold starts, latency, throughput.
 
-    .venv/bin/python benchmarks/routing.py            # full: 4 x 60 s, ~5 min
-    .venv/bin/python benchmarks/routing.py --quick    # 4 x 5 s, 20 functions, < 60 s
+    .venv/bin/python benchmarks/routing.py                  # full: 4 x 60 s, ~5 min
+    .venv/bin/python benchmarks/routing.py --quick          # 4 x 5 s, 20 functions, < 60 s
+    .venv/bin/python benchmarks/routing.py --workload io    # ~100 ms calls instead of ~1 ms
 
-The workload: 5 node processes on 127.0.0.240-244 (local gossip preset), the release
-tests/fixtures/zipf (functions f00..f49, each with an init of ~100 ms and ~1 ms of work per
-call, concurrency 1, at most 4 instances per node), and a round-robin client (aiohttp, 32
-calls in flight) picking each call's function with Zipf popularity (exponent 1.0, seeded:
-every strategy gets the same sequence). The same workload runs against four clusters, one
-after the other, each started fresh (nothing warm):
+The workload: 5 node processes on 127.0.0.240-244 (local gossip preset), 50 functions
+f00..f49, each with an init of ~100 ms, and a round-robin client (aiohttp, 32 calls in
+flight) picking each call's function with Zipf popularity (exponent 1.0, seeded: every
+strategy gets the same sequence). Two kinds of call (``--workload``):
+
+- ``short`` (the default, tests/fixtures/zipf): ~1 ms of blocking work, concurrency 1, at
+  most 4 instances per node. The nodes' HTTP and routing work is most of a call and the two
+  cores saturate: this measures what routing costs in CPU.
+- ``io`` (tests/fixtures/zipf-io): ~100 ms of awaited I/O, 8 calls at once per instance. A
+  call costs about what an init costs, as for the many sub-second functions of a real FaaS:
+  this measures what routing is for.
+
+The same workload runs against four clusters, one after the other, each started fresh
+(nothing warm):
 
 (a) no routing: nodes started with ``--hop-limit 0``: every node runs every call itself;
 (b) tierfaas: tiered routing with the defaults (replica lookups, route cache, forwarding);
@@ -26,8 +35,8 @@ idle probe after it (300 sequential round-robin calls of a function warm on one 
 Targets for (b): cold starts <= 1/4 of (a)'s; p99 below (a)'s; cold starts <= (d)'s + 10%;
 forwarded warm call <= 1 ms more than a local warm call at the median (idle probe). Every
 process started here is stopped on exit, error, Ctrl-C or SIGTERM. Results: a table on stdout,
-benchmarks/results/routing.json and, when matplotlib is installed, docs/routing.png (a quick
-run's plot: benchmarks/results/routing-quick.png).
+benchmarks/results/routing.json and, when matplotlib is installed, docs/routing.png
+(``--workload io``: routing-io.*; a quick run's go to benchmarks/results/ only).
 """
 
 from __future__ import annotations
@@ -368,7 +377,30 @@ def summarize(
         "forwarded_share": c.ratio(len(routes.get("forwarded-warm", [])), len(ok)),
         "median_ms_by_route": {route: c.median(v) * 1e3 for route, v in sorted(routes.items())},
         "overhead_under_load_ms": forwarded - local,
+        "tail": tail(ok),
         "probe": probed,
+    }
+
+
+def tail(ok: list[Sample]) -> dict[str, Any]:
+    """Where the slowest 1% of calls (those at or above p99) came from: by function, by
+    route, and by when they were sent (5 s windows)."""
+    if not ok:
+        return {}
+    line = c.percentile([s.latency_s for s in ok], 99)
+    slow = [s for s in ok if s.latency_s >= line]
+
+    def top(keys: list[str], n: int = 8) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:n])
+
+    return {
+        "calls": len(slow),
+        "by_function": top([s.function for s in slow]),
+        "by_route": top([s.route for s in slow]),
+        "by_window_s": top([f"{int(s.at_s // 5) * 5}-{int(s.at_s // 5) * 5 + 5}" for s in slow]),
     }
 
 
