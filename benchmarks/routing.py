@@ -513,7 +513,7 @@ def plot(results: dict[str, dict[str, Any]], title: str, name: str) -> str:
         ax.set_xticks(range(len(keys)), labels, fontsize=9)
         for bar, value in zip(bars, values, strict=True):
             ax.annotate(
-                f"{value:,.0f}" if value >= 100 else f"{value:.1f}",
+                f"{value:,.0f}" if value >= 100 or isinstance(value, int) else f"{value:.1f}",
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                 ha="center",
                 va="bottom",
