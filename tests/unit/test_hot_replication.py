@@ -91,6 +91,16 @@ async def test_prewarm_starts_one_instance_that_registers_and_serves() -> None:
         await rt.runtime.close()
 
 
+async def test_a_call_that_arrives_while_a_prewarm_starts_is_cold() -> None:
+    rt = await make()
+    try:
+        assert rt.runtime.pool("pair").prewarm()
+        assert (await rt.call("pair", b"0")).cold  # it waited for the start (~0.3 s)
+        assert not (await rt.call("pair", b"0")).cold
+    finally:
+        await rt.runtime.close()
+
+
 async def test_prewarm_never_evicts_another_function() -> None:
     rt = await make(memory_budget_mb=64)  # room for one 64 MiB instance
     try:

@@ -126,6 +126,9 @@ async def test_a_burst_on_a_cold_function_queues_behind_one_start() -> None:
         results = await asyncio.gather(*(rt.call("pair", b"0.05") for _ in range(5)))
         assert all(r.body == b"done" for r in results)
         assert rt.runtime.pools["pair"].stats()["instances"] == 1
+        # All five waited for the start, not only the first one on the instance.
+        assert [r.cold for r in results] == [True] * 5
+        assert not (await rt.call("pair", b"0")).cold
     finally:
         await rt.runtime.close()
 

@@ -54,7 +54,8 @@ class Instance(asyncio.Protocol):
         self.pid = 0
         self.busy = 0
         self.calls_served = 0
-        self.prewarmed = False  # started with no call waiting for it: its first call is warm
+        # When the pool got it ready (pool clock); a call that arrived before waited for it.
+        self.ready_at = math.inf
         self.last_used = now
         self.started_at = now
         self.start_s = 0.0  # seconds from the spawn request to READY

@@ -85,7 +85,10 @@ class FunctionPool:
         ``warm_only`` (a forwarded call): never start an instance, and wait for a slot only
         briefly (``_wait_for_slot``); else raise ``NotWarm``/``Busy`` so the sender can try
         elsewhere knowing nothing ran here. A call whose deadline passed while it waited is
-        answered 504 unrun: dispatched with no time left, it would kill a warm instance."""
+        answered 504 unrun: dispatched with no time left, it would kill a warm instance.
+        A call is cold when it waited for an instance to start, the first on it or not: it
+        arrived before the instance it ran on was ready."""
+        arrived = self.clock()
         if warm_only:
             instance = self._free_instance()
             if instance is None:
@@ -95,7 +98,7 @@ class FunctionPool:
                 self._metered()
         else:
             instance = await self._acquire()
-        cold = instance.calls_served == 0 and not instance.prewarmed
+        cold = arrived < instance.ready_at
         remaining = deadline - self.clock()
         if remaining <= 0:
             self._release(instance, served=False)
@@ -285,17 +288,16 @@ class FunctionPool:
         ):
             self._start_now()
 
-    def _start_now(self, prewarm: bool = False) -> None:
+    def _start_now(self) -> None:
         """Starts one instance (its memory already reserved)."""
         self.starting += 1
-        task = asyncio.get_running_loop().create_task(self._start_one(prewarm))
+        task = asyncio.get_running_loop().create_task(self._start_one())
         self.runtime.track(task)
         self._set_registered(True)
         self._hold_through_start()
 
-    async def _start_one(self, prewarm: bool = False) -> None:
+    async def _start_one(self) -> None:
         instance = self.runtime.new_instance(self.spec)
-        instance.prewarmed = prewarm
         try:
             frame = self.runtime.spawn_frame(self.spec)
             await instance.start(frame, self.runtime.config.start_timeout_s)
@@ -309,6 +311,7 @@ class FunctionPool:
             self._set_registered(bool(self.instances or self.starting))
             return
         self.starting -= 1
+        instance.ready_at = self.clock()
         self.last_start_s = instance.start_s
         self.takes_context = instance.takes_context
         self.instances.append(instance)
@@ -433,7 +436,7 @@ class FunctionPool:
             return False
         if not self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=False):
             return False
-        self._start_now(prewarm=True)
+        self._start_now()
         return True
 
     def load(self) -> float:
