@@ -35,11 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# Every benchmark in full (about 20 min); `make bench QUICK=--quick` for a look in ~5 min.
+# Every benchmark in full (about 25 min); `make bench QUICK=--quick` for a look in ~5 min.
 BENCHMARKS := runtime membership control_plane frontdoor routing rollout
 bench: $(STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
 	  $(BIN)/python benchmarks/$$b.py $(QUICK) || exit 1; done
+	@echo "== benchmarks/routing.py --workload io $(QUICK)"
+	@$(BIN)/python benchmarks/routing.py --workload io $(QUICK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
