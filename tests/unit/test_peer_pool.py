@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -17,14 +19,29 @@ import uvloop
 from tests.unit.test_router_connect import blackhole
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
 
-Run = Callable[[Coroutine[Any, Any, None]], None]
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run,
+    "uvloop": uvloop.run,
+}
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Each test on both loops: the nodes run on uvloop, which calls ``connection_made`` only
-    after ``create_connection`` returned."""
-    return uvloop.run if request.param == "uvloop" else asyncio.run
+def both_loops(check: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Runs an async test once on asyncio's loop and once on uvloop's: the nodes run on
+    uvloop, which calls ``connection_made`` only after ``create_connection`` returned."""
+
+    @pytest.mark.parametrize("loop", sorted(LOOPS))
+    @functools.wraps(check)
+    def test(loop: str, **kwargs: Any) -> None:
+        LOOPS[loop](check(**kwargs))
+
+    parameters = [inspect.Parameter("loop", inspect.Parameter.KEYWORD_ONLY)]
+    parameters += [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(check).parameters.values()
+    ]
+    test.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    del test.__wrapped__  # pytest must see the signature above, and a plain function
+    return test
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -60,6 +77,12 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes,
     return first, headers, body
 
 
+async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    await writer.drain()
+
+
 def echo(keep_alive: bool = True) -> Handler:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -92,11 +115,8 @@ async def call(
     )  # fmt: skip
 
 
-def test_a_request_gets_status_headers_and_body_and_the_connection_is_reused(run: Run) -> None:
-    run(check_a_request_gets_status_headers_and_body_and_the_connection_is_reused())
-
-
-async def check_a_request_gets_status_headers_and_body_and_the_connection_is_reused() -> None:
+@both_loops
+async def test_a_request_gets_status_headers_and_body_and_the_connection_is_reused() -> None:
     peers = pool()
     async with server(echo()) as (address, connections):
         for n in range(3):
@@ -110,11 +130,8 @@ async def check_a_request_gets_status_headers_and_body_and_the_connection_is_reu
     await peers.close()
 
 
-def test_concurrent_requests_use_separate_connections_then_pool_them(run: Run) -> None:
-    run(check_concurrent_requests_use_separate_connections_then_pool_them())
-
-
-async def check_concurrent_requests_use_separate_connections_then_pool_them() -> None:
+@both_loops
+async def test_concurrent_requests_use_separate_connections_then_pool_them() -> None:
     peers = pool()
     async with server(echo()) as (address, connections):
         answers = await asyncio.gather(*(call(peers, address, b"%d" % n) for n in range(5)))
@@ -126,11 +143,8 @@ async def check_concurrent_requests_use_separate_connections_then_pool_them() ->
     await peers.close()
 
 
-def test_a_connection_the_peer_closes_is_not_reused(run: Run) -> None:
-    run(check_a_connection_the_peer_closes_is_not_reused())
-
-
-async def check_a_connection_the_peer_closes_is_not_reused() -> None:
+@both_loops
+async def test_a_connection_the_peer_closes_is_not_reused() -> None:
     peers = pool()
     async with server(echo(keep_alive=False)) as (address, connections):
         await call(peers, address)
@@ -140,15 +154,10 @@ async def check_a_connection_the_peer_closes_is_not_reused() -> None:
     await peers.close()
 
 
-def test_an_idle_connection_closed_by_the_peer_is_dropped_before_reuse(run: Run) -> None:
-    run(check_an_idle_connection_closed_by_the_peer_is_dropped_before_reuse())
-
-
-async def check_an_idle_connection_closed_by_the_peer_is_dropped_before_reuse() -> None:
+@both_loops
+async def test_an_idle_connection_closed_by_the_peer_is_dropped_before_reuse() -> None:
     async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
+        await answer_ok(reader, writer)
         await asyncio.sleep(0.1)  # then closes: a keep-alive timeout, or the peer stopped
 
     peers = pool()
@@ -160,11 +169,8 @@ async def check_an_idle_connection_closed_by_the_peer_is_dropped_before_reuse() 
     await peers.close()
 
 
-def test_connections_idle_past_the_idle_timeout_are_not_reused(run: Run) -> None:
-    run(check_connections_idle_past_the_idle_timeout_are_not_reused())
-
-
-async def check_connections_idle_past_the_idle_timeout_are_not_reused() -> None:
+@both_loops
+async def test_connections_idle_past_the_idle_timeout_are_not_reused() -> None:
     peers = pool(idle_timeout_s=0.1)
     async with server(echo()) as (address, connections):
         await call(peers, address)
@@ -174,11 +180,8 @@ async def check_connections_idle_past_the_idle_timeout_are_not_reused() -> None:
     await peers.close()
 
 
-def test_a_chunked_answer_is_read_whole(run: Run) -> None:
-    run(check_a_chunked_answer_is_read_whole())
-
-
-async def check_a_chunked_answer_is_read_whole() -> None:
+@both_loops
+async def test_a_chunked_answer_is_read_whole() -> None:
     async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(
@@ -193,11 +196,8 @@ async def check_a_chunked_answer_is_read_whole() -> None:
     await peers.close()
 
 
-def test_a_refused_connect_is_unreachable(run: Run) -> None:
-    run(check_a_refused_connect_is_unreachable())
-
-
-async def check_a_refused_connect_is_unreachable() -> None:
+@both_loops
+async def test_a_refused_connect_is_unreachable() -> None:
     peers = pool()
     async with server(echo()) as (address, _):
         pass  # closed: its port now refuses
@@ -207,11 +207,8 @@ async def check_a_refused_connect_is_unreachable() -> None:
     await peers.close()
 
 
-def test_a_connect_that_hangs_is_unreachable_and_timed_out(run: Run) -> None:
-    run(check_a_connect_that_hangs_is_unreachable_and_timed_out())
-
-
-async def check_a_connect_that_hangs_is_unreachable_and_timed_out() -> None:
+@both_loops
+async def test_a_connect_that_hangs_is_unreachable_and_timed_out() -> None:
     peers = pool()
     with blackhole() as (host, port), pytest.raises(PeerUnreachable) as caught:
         await peers.request(
@@ -232,11 +229,8 @@ async def check_a_connect_that_hangs_is_unreachable_and_timed_out() -> None:
     ],
     ids=["closed", "cut-off", "garbage", "too-many-headers"],
 )
-def test_a_broken_answer_after_sending_is_failed_not_unreachable(run: Run, answer: bytes) -> None:
-    run(check_a_broken_answer_after_sending_is_failed_not_unreachable(answer))
-
-
-async def check_a_broken_answer_after_sending_is_failed_not_unreachable(answer: bytes) -> None:
+@both_loops
+async def test_a_broken_answer_after_sending_is_failed_not_unreachable(answer: bytes) -> None:
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(answer)
@@ -250,11 +244,8 @@ async def check_a_broken_answer_after_sending_is_failed_not_unreachable(answer: 
     await peers.close()
 
 
-def test_an_oversized_answer_is_cut_off(run: Run) -> None:
-    run(check_an_oversized_answer_is_cut_off())
-
-
-async def check_an_oversized_answer_is_cut_off() -> None:
+@both_loops
+async def test_an_oversized_answer_is_cut_off() -> None:
     async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000)
@@ -268,11 +259,8 @@ async def check_an_oversized_answer_is_cut_off() -> None:
     await peers.close()
 
 
-def test_an_answer_that_does_not_come_in_time_fails_and_the_connection_is_dropped(run: Run) -> None:
-    run(check_an_answer_that_does_not_come_in_time_fails_and_the_connection_is_dropped())
-
-
-async def check_an_answer_that_does_not_come_in_time_fails_and_the_connection_is_dropped() -> None:
+@both_loops
+async def test_an_answer_that_does_not_come_in_time_fails_and_the_connection_is_dropped() -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         await asyncio.sleep(1.0)
@@ -288,15 +276,10 @@ async def check_an_answer_that_does_not_come_in_time_fails_and_the_connection_is
     await peers.close()
 
 
-def test_bytes_sent_while_idle_make_the_connection_unusable(run: Run) -> None:
-    run(check_bytes_sent_while_idle_make_the_connection_unusable())
-
-
-async def check_bytes_sent_while_idle_make_the_connection_unusable() -> None:
+@both_loops
+async def test_bytes_sent_while_idle_make_the_connection_unusable() -> None:
     async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-        await writer.drain()
+        await answer_ok(reader, writer)
         await asyncio.sleep(0.05)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno")  # unasked for
         await writer.drain()
