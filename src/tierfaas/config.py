@@ -130,10 +130,11 @@ class NodeConfig:
     )
     hot_forwards_per_s: float = setting(
         50.0,
-        "a node that forwards a function at least this often, for 3 s in a row, starts an "
-        "instance of its own in the background (only with memory free without evicting; once "
-        "per 30 s): every forward costs CPU on two nodes, an instance one start, and a hot "
-        "function then runs where its calls land. The call itself is still forwarded. 0: off",
+        "a node that forwards a function at least this often, or to targets whose slots for "
+        "it are 3/4 busy on average, for 3 s in a row, starts an instance of its own in the "
+        "background (only with memory free without evicting; once per 30 s): every forward "
+        "costs CPU on two nodes, an instance one start, and a hot function then runs where "
+        "its calls land. The call itself is still forwarded. 0: off",
         "calls/s",
     )
     route_cache_size: int = setting(

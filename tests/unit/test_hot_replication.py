@@ -57,7 +57,7 @@ def test_starts_here_after_three_seconds_of_frequent_forwards_then_once_per_cool
 
     def forward_for_one_second(calls: int) -> None:
         for _ in range(calls):
-            router._count_forward("f")
+            router._count_forward("f", 0.1)  # the target has slots to spare
             now[0] += 1.0 / calls
 
     forward_for_one_second(100)
@@ -71,6 +71,21 @@ def test_starts_here_after_three_seconds_of_frequent_forwards_then_once_per_cool
         forward_for_one_second(100)
     assert runtime.pools["f"].prewarms == 1  # within the 30 s cooldown
     assert router.metrics.hot_starts._value.get() == 1
+
+
+@pytest.mark.parametrize(("load", "prewarms"), [(0.9, 1), (0.5, 0)])
+def test_rare_forwards_to_a_target_with_no_slot_to_spare_start_one_here(
+    monkeypatch: pytest.MonkeyPatch, load: float, prewarms: int
+) -> None:
+    # 10 forwards a second, far below 50/s: only the target's busy share makes it hot.
+    now = [1000.0]
+    monkeypatch.setattr(router_module.time, "monotonic", lambda: now[0])
+    runtime = _Runtime()
+    router = make_router(runtime)
+    for _ in range(5 * 10):
+        router._count_forward("f", load)
+        now[0] += 0.1
+    assert runtime.pools["f"].prewarms == prewarms
 
 
 async def test_prewarm_starts_one_instance_that_registers_and_serves() -> None:

@@ -70,6 +70,10 @@ ANSWER_SLACK_S = 5.0
 # (Router._count_forward); at most once per cooldown.
 HOT_SECONDS = 3
 HOT_COOLDOWN_S = 30.0
+# Targets this busy on average (their slots' busy share, as they report it) make a function
+# hot too, however rarely this node forwards it: at 3/4 of its slots busy on average, a call
+# often finds every slot taken and queues for one.
+HOT_LOAD = 0.75
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
@@ -315,22 +319,29 @@ class Router:
                 return reply
             tried.add(decision.node)
 
-    def _count_forward(self, name: str) -> None:
-        """One more call of ``name`` forwarded from here. A node that forwards a function at
-        ``hot_forwards_per_s`` or more for ``HOT_SECONDS`` seconds in a row starts an
-        instance of its own in the background (the pool declines without memory to spare,
-        and never evicts): each forward costs CPU on two nodes, an instance costs one start,
-        and the next calls run here. The forwarded call itself is not held up."""
+    def _count_forward(self, name: str, load: float) -> None:
+        """One more call of ``name`` forwarded from here, answered by a target whose slots
+        for it were ``load`` busy (0..1, over its last second). A node starts an instance
+        of its own in the background (the pool declines without memory to spare, and never
+        evicts) after ``HOT_SECONDS`` seconds in a row in which it forwarded the function
+        ``hot_forwards_per_s`` times a second or more, *or* its targets were on average
+        ``HOT_LOAD`` busy: each forward costs CPU on two nodes, and calls to a target with no
+        slot to spare queue there (a slot frees sooner than a start, so the target's own
+        scale-out rarely fires), while an instance costs one start and the next calls run
+        here. The forwarded call itself is not held up."""
         now = time.monotonic()
         window = self._forward_rate.get(name)
-        if window is None:
-            self._forward_rate[name] = [now, 1.0, 0.0]
+        if window is None:  # [window start, forwards, hot seconds in a row, load sum]
+            self._forward_rate[name] = [now, 1.0, 0.0, load]
             return
         elapsed = now - window[0]
         if elapsed >= 1.0:
-            hot = elapsed < 2.0 and window[1] / elapsed >= self.hot_forwards_per_s
+            forwards, busy = window[1], window[3] / max(window[1], 1.0)
+            hot = elapsed < 2.0 and (
+                forwards / elapsed >= self.hot_forwards_per_s or busy >= HOT_LOAD
+            )
             window[2] = window[2] + 1 if hot else 0.0
-            window[0], window[1] = now, 0.0
+            window[0], window[1], window[3] = now, 0.0, 0.0
             if window[2] >= HOT_SECONDS and (
                 now - self._prewarmed_at.get(name, -1e9) >= HOT_COOLDOWN_S
             ):
@@ -339,6 +350,7 @@ class Router:
                     self.metrics.hot_starts.inc()
                     log.info("%s: forwarded often from here, starting an instance here", name)
         window[1] += 1
+        window[3] += load
 
     def _quarantined(self) -> set[str]:
         """The nodes whose connect timed out lately (see ``UNREACHABLE_S``)."""
@@ -514,9 +526,11 @@ class Router:
             load = float(reply_headers.get(fw.LOAD, "0.5"))
         except ValueError:
             load = 0.5
+        if not 0.0 <= load <= 1.0:  # also NaN
+            load = 0.5
         self.cache.note_load(name, node, load)
         if self.hot_forwards_per_s:
-            self._count_forward(name)
+            self._count_forward(name, load)
         relayed = [
             (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers
         ]
