@@ -62,7 +62,7 @@ def node(
     hop_limit: Annotated[int, typer.Option(help=_doc("hop_limit"))] = 1,
     cold_starts: Annotated[str, typer.Option(help=_doc("cold_starts"))] = "local",
     batch_window_s: Annotated[float, typer.Option(help=_doc("batch_window_s"))] = 0.1,
-    hot_forwards_per_s: Annotated[float, typer.Option(help=_doc("hot_forwards_per_s"))] = 50.0,
+    hot_forwards_per_s: Annotated[float, typer.Option(help=_doc("hot_forwards_per_s"))] = 100.0,
     route_cache_ttl_s: Annotated[float, typer.Option(help=_doc("route_cache_ttl_s"))] = 5.0,
     key_file: Annotated[
         Path | None, typer.Option(help=_doc("key_file"), envvar="TIERFAAS_KEY_FILE")

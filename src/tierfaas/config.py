@@ -129,7 +129,7 @@ class NodeConfig:
         "starts one instance, and the other nodes forward to it)",
     )
     hot_forwards_per_s: float = setting(
-        50.0,
+        100.0,
         "a node that forwards a function at least this often, or to targets whose slots for "
         "it are 3/4 busy on average, for 3 s in a row, starts an instance of its own in the "
         "background (only with memory free without evicting; once per 30 s): every forward "

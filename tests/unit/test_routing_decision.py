@@ -30,6 +30,15 @@ def test_busy_here_forwards_rather_than_queue() -> None:
     assert route(BUSY_WARM, [B]) == Forward("b")
 
 
+def test_busy_here_queues_when_a_slot_is_due_sooner_than_a_forward_would_take() -> None:
+    soon = LocalState(warm_instances=1, free_slots=0, slot_due_s=0.001)  # a 1 ms call
+    later = LocalState(warm_instances=1, free_slots=0, slot_due_s=0.0125)  # 100 ms, 8 slots
+    assert route(soon, [B]) == RunHere(cold=False)
+    assert route(later, [B]) == Forward("b")
+    # Not warm here: nothing is due, whatever the number says.
+    assert route(LocalState(0, 0, slot_due_s=0.0), [B]) == Forward("b")
+
+
 def test_no_candidate_runs_cold_here_or_queues_when_warm() -> None:
     assert route(COLD, []) == RunHere(cold=True)
     assert route(BUSY_WARM, []) == RunHere(cold=False)

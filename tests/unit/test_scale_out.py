@@ -197,3 +197,15 @@ async def test_a_forwarded_call_behind_a_start_is_refused_busy_soon_after_the_st
         assert (await first).body == b"done"
     finally:
         await rt.runtime.close()
+
+
+async def test_the_slot_due_time_follows_the_recent_call_time() -> None:
+    rt = await make()
+    try:
+        pool = rt.runtime.pools["pair"]
+        assert pool.slot_due_s() == float("inf")  # no call has finished here yet
+        await rt.call("pair", b"0")
+        await rt.call("pair", b"0.05")
+        assert 0 < pool.slot_due_s() < 0.05  # the average of a ~0 s and a 50 ms call
+    finally:
+        await rt.runtime.close()

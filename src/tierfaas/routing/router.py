@@ -18,6 +18,7 @@ Time spent routing counts against the deadline, which travels signed with the re
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -285,12 +286,13 @@ class Router:
         candidates: tuple[Candidate, ...] | None = None
         while True:
             warm, free = pool.free_slots()
-            if free > 0:
+            local = LocalState(warm, free, pool.slot_due_s() if warm else math.inf)
+            if local.runs_here_now:
                 return None
             if candidates is None:
                 candidates = await self._candidates(name)
             decision = decide(
-                LocalState(warm, free),
+                local,
                 candidates,
                 self_name=self.self_name,
                 hops=incoming.hops,

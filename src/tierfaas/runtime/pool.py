@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,7 @@ class FunctionPool:
         # behind it instead of starting instances of their own.
         self.registered = False
         self.last_start_s: float | None = None  # how long this function's last start took
+        self.call_s: float | None = None  # recent time of a call here (moving average)
         self.meter = BusyMeter(clock)  # the busy share of its slots here, last second
         # Calls waiting here that may start instances: how to restart each one's queue timer,
         # and its queue timeout; those held through a start under way (see _await_slot).
@@ -105,11 +107,15 @@ class FunctionPool:
             raise errors.FunctionTimeout(
                 f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
             )
+        dispatched = self.clock()
         future = instance.call(body, context, remaining)
         try:
-            return await future, cold
+            result = await future
         finally:
             self._release(instance)
+        took = self.clock() - dispatched
+        self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
+        return result, cold
 
     async def _acquire(self) -> Instance:
         instance = self._free_instance()
@@ -419,6 +425,14 @@ class FunctionPool:
         """(warm instances, free call slots on them), for the router."""
         live = [i for i in self.instances if not i.dead]
         return len(live), sum(self.spec.concurrency - i.busy for i in live)
+
+    def slot_due_s(self) -> float:
+        """Roughly when a slot here frees for a call queued now (seconds; inf when no call
+        has finished here yet): the recent call time, times the calls ahead per slot."""
+        if self.call_s is None:
+            return math.inf
+        slots = sum(1 for i in self.instances if not i.dead) * self.spec.concurrency
+        return math.inf if slots == 0 else (len(self.waiters) + 1) * self.call_s / slots
 
     def _metered(self) -> None:
         live = [i for i in self.instances if not i.dead]
