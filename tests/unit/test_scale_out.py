@@ -4,6 +4,7 @@ new instance starts (``scale_out_wait_s``)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.unit.test_runtime import make
 
@@ -207,5 +208,72 @@ async def test_the_slot_due_time_follows_the_recent_call_time() -> None:
         await rt.call("pair", b"0")
         await rt.call("pair", b"0.05")
         assert 0 < pool.slot_due_s() < 0.05  # the average of a ~0 s and a 50 ms call
+    finally:
+        await rt.runtime.close()
+
+
+async def _keep_busy(rt: Any, callers: int, call_s: float, pause_s: float, until: Any) -> None:
+    """``callers`` loops calling ``pair`` for ``call_s`` each, ``pause_s`` apart, until
+    ``until()`` or 4 s: a bounded load that stops by itself."""
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + 4.0
+
+    async def caller() -> None:
+        while loop.time() < stop and not until():
+            answer = await rt.call("pair", str(call_s).encode())
+            assert answer.body == b"done"
+            if pause_s:
+                await asyncio.sleep(pause_s)
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+
+
+async def test_a_function_kept_busy_by_calls_shorter_than_a_start_gets_another_instance() -> None:
+    # Three callers of 20 ms calls on one instance with one slot: each call waits ~40 ms for
+    # the slot, less than the scale-out wait (250 ms), so no call starts an instance; but the
+    # slot is busy all the time, and the pool adds one once a second of it shows that.
+    rt = await make(scale_out_wait_s=0.25)
+    try:
+        await rt.call("pair", b"0")
+        pool = rt.runtime.pools["pair"]
+        await _keep_busy(rt, 3, 0.02, 0.0, lambda: len(pool.instances) == 2)
+        assert len(pool.instances) == 2
+    finally:
+        await rt.runtime.close()
+
+
+async def test_a_function_busy_half_the_time_keeps_its_one_instance() -> None:
+    # Two callers of 10 ms calls, each pausing 30 ms: the slot is busy about half the time,
+    # and calls sometimes queue for it briefly; that is no reason for another instance.
+    rt = await make(scale_out_wait_s=0.25)
+    try:
+        await rt.call("pair", b"0")
+        pool = rt.runtime.pools["pair"]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.5
+        await _keep_busy(rt, 2, 0.01, 0.03, lambda: loop.time() > until)
+        assert len(pool.instances) + pool.starting == 1
+    finally:
+        await rt.runtime.close()
+
+
+async def test_an_extra_instance_that_fails_to_start_fails_no_queued_call() -> None:
+    from tierfaas.runtime.zygote_client import ZygoteError
+
+    rt = await make(scale_out_wait_s=0.25)
+    try:
+        await rt.call("pair", b"0")
+        pool = rt.runtime.pools["pair"]
+        failed: list[str] = []
+
+        def no_more_processes(spec: Any) -> Any:
+            failed.append(spec.name)
+            raise ZygoteError("no more processes (test)")
+
+        rt.runtime.spawn_frame = no_more_processes  # type: ignore[method-assign]
+        # Every call must still be answered by the one instance (the caller asserts it).
+        await _keep_busy(rt, 3, 0.02, 0.0, lambda: bool(failed) and not pool.starting)
+        assert failed == ["pair"]  # the extra start was tried, and failed
+        assert len(pool.instances) == 1
     finally:
         await rt.runtime.close()

@@ -7,7 +7,9 @@ instances while the waiters outnumber the slots already being started and ``max_
 and the node's memory budget allow; when the function is warm and only busy, it first waits
 ``scale_out_wait_s`` for a slot to free (a cold start costs far more than a short call), and
 while an instance is starting, new calls queue behind it (it is ready sooner than another
-would be) and the same wait applies once it serves.
+would be) and the same wait applies once it serves. A wait shorter than that still costs
+when it lasts: a function whose slots here were busy 9/10 of the last second, and which a call
+finds with no slot free, gets one more instance here (``SATURATED``), whatever each call waits.
 A started instance, or a slot freed by a finished call, goes to the oldest waiter. A waiter
 not covered by a start waits at most ``queue_timeout_s``; a full queue or an expired wait
 answers 429 with Retry-After.
@@ -36,6 +38,14 @@ if TYPE_CHECKING:
     from tierfaas.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# The busy share of a function's slots here, over the last second, past which a call that
+# finds no free slot starts one more instance (max_instances and free memory permitting, at
+# most one a second). The scale-out wait alone misses this case: with calls much shorter than
+# a start, each call waits less than a start takes, so none starts one, while together they
+# queue for as long as the load lasts (seen in benchmarks/routing.py: the most popular
+# function, on one instance with one slot, kept its calls queued ~60 ms for seconds).
+SATURATED = 0.9
 
 
 class FunctionPool:
@@ -140,6 +150,7 @@ class FunctionPool:
             # Warm but busy: a slot usually frees within one call's time, while a new
             # instance costs a process and the function's init. Wait a moment first.
             loop.call_later(wait, self._scale_out, waiter)
+            self._grow_if_saturated()
         # else an instance is starting: queue behind it. It is ready sooner than one started
         # now would be, and once it ends the same wait applies (``_start_ended``): a burst
         # of short calls on a cold function starts one instance, not one per call.
@@ -166,6 +177,11 @@ class FunctionPool:
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         name = self.spec.name
+        behind_start = bool(self.starting)
+        if not behind_start:
+            # Queued behind busy instances, with the wait computed above (a start this
+            # causes adds capacity; it does not hold this call longer).
+            self._grow_if_saturated()
 
         def after_start() -> float:
             # Once the start ends and its instance is taken, the call is behind busy ones:
@@ -180,7 +196,7 @@ class FunctionPool:
             waiter,
             wait,
             lambda: errors.Busy(f"no instance of {name!r} here was free in time"),
-            after_start=after_start if self.starting else None,
+            after_start=after_start if behind_start else None,
         )
 
     async def _await_slot(
@@ -294,15 +310,17 @@ class FunctionPool:
         ):
             self._start_now()
 
-    def _start_now(self) -> None:
-        """Starts one instance (its memory already reserved)."""
+    def _start_now(self, extra: bool = False) -> None:
+        """Starts one instance (its memory already reserved). An ``extra`` one adds capacity
+        while others serve: if it fails to start, the calls queued here stay queued for
+        those, rather than being answered with its error."""
         self.starting += 1
-        task = asyncio.get_running_loop().create_task(self._start_one())
+        task = asyncio.get_running_loop().create_task(self._start_one(extra))
         self.runtime.track(task)
         self._set_registered(True)
         self._hold_through_start()
 
-    async def _start_one(self) -> None:
+    async def _start_one(self, extra: bool = False) -> None:
         instance = self.runtime.new_instance(self.spec)
         try:
             frame = self.runtime.spawn_frame(self.spec)
@@ -312,7 +330,8 @@ class FunctionPool:
             self.runtime.release_memory(self.spec.memory_mb)
             error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
             log.warning("cold start of %s failed: %s", self.spec.name, error)
-            self._fail_waiters(error)
+            if not extra or not self.instances:
+                self._fail_waiters(error)
             self._start_ended()
             self._set_registered(bool(self.instances or self.starting))
             return
@@ -377,6 +396,25 @@ class FunctionPool:
             and self.runtime.reserve_memory(spec.memory_mb, exclude=self)
         ):
             self._start_now()
+
+    def _grow_if_saturated(self) -> None:
+        """A call found no free slot and no start under way: if the slots here were busy at
+        least ``SATURATED`` of the last second, start one more instance that no call in
+        particular waits for (it takes the oldest waiter when ready). At most one per
+        second after the newest instance was ready, so that the share it is judged by
+        already counts that instance's slots; never past ``max_instances``, never
+        evicting another function's idle instances for it."""
+        now = self.clock()
+        newest = max((i.ready_at for i in self.instances), default=now)
+        if (
+            now - newest < self.meter.window_s
+            or self.meter.share() < SATURATED
+            or len(self.instances) + self.starting >= self.spec.max_instances
+            or not self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=False)
+        ):
+            return
+        log.info("%s: slots busy for the last second here, starting one more", self.spec.name)
+        self._start_now(extra=True)
 
     def _fail_waiters(self, error: errors.HttpError) -> None:
         """A failed start answers the waiters it was meant for; all of them if nothing else
