@@ -4,9 +4,12 @@ new instance starts (``scale_out_wait_s``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.unit.test_runtime import make
+from tierfaas.runtime.pool import FunctionPool
 
 
 async def test_a_busy_warm_function_waits_briefly_for_a_slot_before_starting_another() -> None:
@@ -212,6 +215,18 @@ async def test_the_slot_due_time_follows_the_recent_call_time() -> None:
         await rt.runtime.close()
 
 
+@contextlib.asynccontextmanager
+async def warm_pair() -> AsyncIterator[tuple[Any, FunctionPool]]:
+    """A runtime with ``pair`` warm on one instance (one slot; a start takes ~0.3 s, longer
+    than the 250 ms scale-out wait, so only the saturation rule starts a second)."""
+    rt = await make(scale_out_wait_s=0.25)
+    try:
+        await rt.call("pair", b"0")
+        yield rt, rt.runtime.pools["pair"]
+    finally:
+        await rt.runtime.close()
+
+
 async def _keep_busy(rt: Any, callers: int, call_s: float, pause_s: float, until: Any) -> None:
     """``callers`` loops calling ``pair`` for ``call_s`` each, ``pause_s`` apart, until
     ``until()`` or 4 s: a bounded load that stops by itself."""
@@ -232,38 +247,25 @@ async def test_a_function_kept_busy_by_calls_shorter_than_a_start_gets_another_i
     # Three callers of 20 ms calls on one instance with one slot: each call waits ~40 ms for
     # the slot, less than the scale-out wait (250 ms), so no call starts an instance; but the
     # slot is busy all the time, and the pool adds one once a second of it shows that.
-    rt = await make(scale_out_wait_s=0.25)
-    try:
-        await rt.call("pair", b"0")
-        pool = rt.runtime.pools["pair"]
+    async with warm_pair() as (rt, pool):
         await _keep_busy(rt, 3, 0.02, 0.0, lambda: len(pool.instances) == 2)
         assert len(pool.instances) == 2
-    finally:
-        await rt.runtime.close()
 
 
 async def test_a_function_busy_half_the_time_keeps_its_one_instance() -> None:
     # Two callers of 10 ms calls, each pausing 30 ms: the slot is busy about half the time,
     # and calls sometimes queue for it briefly; that is no reason for another instance.
-    rt = await make(scale_out_wait_s=0.25)
-    try:
-        await rt.call("pair", b"0")
-        pool = rt.runtime.pools["pair"]
+    async with warm_pair() as (rt, pool):
         loop = asyncio.get_running_loop()
         until = loop.time() + 2.5
         await _keep_busy(rt, 2, 0.01, 0.03, lambda: loop.time() > until)
         assert len(pool.instances) + pool.starting == 1
-    finally:
-        await rt.runtime.close()
 
 
 async def test_an_extra_instance_that_fails_to_start_fails_no_queued_call() -> None:
     from tierfaas.runtime.zygote_client import ZygoteError
 
-    rt = await make(scale_out_wait_s=0.25)
-    try:
-        await rt.call("pair", b"0")
-        pool = rt.runtime.pools["pair"]
+    async with warm_pair() as (rt, pool):
         failed: list[str] = []
 
         def no_more_processes(spec: Any) -> Any:
@@ -275,5 +277,3 @@ async def test_an_extra_instance_that_fails_to_start_fails_no_queued_call() -> N
         await _keep_busy(rt, 3, 0.02, 0.0, lambda: bool(failed) and not pool.starting)
         assert failed == ["pair"]  # the extra start was tried, and failed
         assert len(pool.instances) == 1
-    finally:
-        await rt.runtime.close()
