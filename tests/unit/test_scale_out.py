@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from tests.unit.test_runtime import make
+from tests.unit.test_runtime import Harness, make
 from tierfaas.runtime.pool import FunctionPool
 
 
@@ -216,7 +216,7 @@ async def test_the_slot_due_time_follows_the_recent_call_time() -> None:
 
 
 @contextlib.asynccontextmanager
-async def warm_pair() -> AsyncIterator[tuple[Any, FunctionPool]]:
+async def warm_pair() -> AsyncIterator[tuple[Harness, FunctionPool]]:
     """A runtime with ``pair`` warm on one instance (one slot; a start takes ~0.3 s, longer
     than the 250 ms scale-out wait, so only the saturation rule starts a second)."""
     rt = await make(scale_out_wait_s=0.25)
@@ -227,7 +227,9 @@ async def warm_pair() -> AsyncIterator[tuple[Any, FunctionPool]]:
         await rt.runtime.close()
 
 
-async def _keep_busy(rt: Any, callers: int, call_s: float, pause_s: float, until: Any) -> None:
+async def _keep_busy(
+    rt: Harness, callers: int, call_s: float, pause_s: float, until: Callable[[], bool]
+) -> None:
     """``callers`` loops calling ``pair`` for ``call_s`` each, ``pause_s`` apart, until
     ``until()`` or 4 s: a bounded load that stops by itself."""
     loop = asyncio.get_running_loop()
