@@ -301,13 +301,15 @@ class FunctionPool:
 
     # -- starting and stopping instances ---------------------------------------------------
 
+    def _book_another(self, evict: bool = True) -> bool:
+        """Room for one more instance under ``max_instances``, and its memory booked (by
+        evicting other functions' idle instances only if ``evict``): then start it."""
+        return len(self.instances) + self.starting < self.spec.max_instances and (
+            self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=evict)
+        )
+
     def _start_for_waiters(self) -> None:
-        spec = self.spec
-        while (
-            len(self.waiters) > self.starting * spec.concurrency
-            and len(self.instances) + self.starting < spec.max_instances
-            and self.runtime.reserve_memory(spec.memory_mb, exclude=self)
-        ):
+        while len(self.waiters) > self.starting * self.spec.concurrency and self._book_another():
             self._start_now()
 
     def _start_now(self, extra: bool = False) -> None:
@@ -389,12 +391,7 @@ class FunctionPool:
             ahead = self.waiters.index(waiter)
         except ValueError:
             return
-        spec = self.spec
-        if (
-            ahead >= self.starting * spec.concurrency
-            and len(self.instances) + self.starting < spec.max_instances
-            and self.runtime.reserve_memory(spec.memory_mb, exclude=self)
-        ):
+        if ahead >= self.starting * self.spec.concurrency and self._book_another():
             self._start_now()
 
     def _grow_if_saturated(self) -> None:
@@ -409,8 +406,7 @@ class FunctionPool:
         if (
             now - newest < self.meter.window_s
             or self.meter.share() < SATURATED
-            or len(self.instances) + self.starting >= self.spec.max_instances
-            or not self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=False)
+            or not self._book_another(evict=False)
         ):
             return
         log.info("%s: slots busy for the last second here, starting one more", self.spec.name)
@@ -484,9 +480,7 @@ class FunctionPool:
         """Starts an instance that no call waits for (this node forwards a function whose
         warm nodes are hot): only if none is here or starting and memory is free without
         evicting anything. It registers when it starts, like any other."""
-        if self.instances or self.starting or self.spec.max_instances < 1:
-            return False
-        if not self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=False):
+        if self.instances or self.starting or not self._book_another(evict=False):
             return False
         self._start_now()
         return True
