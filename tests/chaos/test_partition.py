@@ -7,7 +7,7 @@
     here, then local). After the heal: one master (the older) within 10 s, and the master's
     table equals the truth (each node's warm functions from ``/v1/functions``).
 (b) ``loss-10pct`` and ``loss-30pct``: 10 %, then 30 %, of the packets between nodes are
-    dropped at random (``numgen random``) for 60 s each (15 s in the short version). At 10 %:
+    dropped at random (``numgen random``) for 60 s each (10 s in the short version). At 10 %:
     no false failover (the master never changes, no node is declared dead) and no client
     failure. At 30 % failovers are reported, not failed on; client failures are asserted zero.
 
@@ -631,7 +631,7 @@ def table_gap(c: Cluster, master: str) -> str:
 
 def test_packet_loss_10_then_30_percent() -> None:
     long = chaos_mode() == "long"
-    hold_s = 60.0 if long else 15.0
+    hold_s = 60.0 if long else 10.0
     with cluster("l", "loss") as c:
         master = one_master(c, range(SIZE))
         assert master is not None

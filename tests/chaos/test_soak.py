@@ -9,7 +9,7 @@ allocator arenas grown). The two nodes started last are never killed, so there a
 long-lived runs to measure; as the others die and come back younger, those two climb the
 ranks (worker -> replica -> master), so the measure covers role changes too.
 
-Short (make test): 5 nodes, 45 s, a kill every 9 s. Long (make chaos): 6 nodes, 10 min, a
+Short (make test): 5 nodes, 30 s, a kill every 8 s. Long (make chaos): 6 nodes, 10 min, a
 kill every 30 s. Addresses: 127.0.13.10-29.
 """
 
@@ -30,7 +30,7 @@ from tests.chaos.load import Load
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 MODE = chaos_mode()
-SIZE, DURATION_S, PERIOD_S = (5, 45.0, 9.0) if MODE == "short" else (6, 600.0, 30.0)
+SIZE, DURATION_S, PERIOD_S = (5, 30.0, 8.0) if MODE == "short" else (6, 600.0, 30.0)
 SEED = int(os.environ.get("TIERFAAS_CHAOS_SEED", "8"))
 # Growth allowed over the soak, from the end of the warm-up to the end. See the module doc
 # and docs/reliability.md for why these values.

@@ -14,8 +14,10 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -123,8 +125,17 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path, mode: str) 
         cluster.close()
 
 
-def test_up_with_lb_nginx_starts_and_stops_it(tmp_path: Path) -> None:
-    state_dir = tmp_path / "state"
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A state folder with a short path: each node's Unix socket path must fit in sun_path
+    (108 bytes), and pytest's tmp_path can be longer (then the local provider serves nginx
+    over TCP, by design, and this test would not see the sockets it checks)."""
+    with tempfile.TemporaryDirectory(prefix="tf-nginx-") as folder:
+        yield Path(folder)
+
+
+def test_up_with_lb_nginx_starts_and_stops_it(short_dir: Path) -> None:
+    state_dir = short_dir / "state"
     port = free_port()
     up = [
         sys.executable, "-m", "tierfaas.cli", "up", "--nodes", "3", "--detach", "--lb", "nginx",
