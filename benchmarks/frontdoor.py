@@ -6,21 +6,27 @@
 One cluster, started the way a user does (``tierfaas up --nodes N``, built-in front door on
 127.0.0.1), and Debian's nginx in front of the same nodes with the config ``tierfaas up --lb
 nginx`` writes (``lbconfig.nginx_config`` with ``up.nginx_backends``: each node's Unix
-socket, as nginx runs on the nodes' machine). Three targets, in rounds
-that rotate their order, each a wrk run of ``POST /function/hello`` (5-byte body):
+socket, as nginx runs on the nodes' machine). Five targets, in rounds that rotate their
+order, each a wrk run of ``POST /function/hello`` (5-byte body):
 
 - direct: wrk with one thread per node, each thread's connections to its own node (a Lua
   ``setup`` sets ``thread.addr``): the same spread of connections over the nodes as an L4
   round-robin gives, without anything in between;
 - builtin: the same wrk (same threads and connections) through the built-in front door;
-- nginx: the same through nginx (skipped, with a note, when /usr/sbin/nginx is missing).
+- nginx: the same through nginx in stream mode (L4) with the nodes' Unix sockets as
+  upstreams, what ``tierfaas up --lb nginx`` runs;
+- nginx-tcp: the same with the nodes' TCP addresses as upstreams, what ``tierfaas lb-config
+  nginx`` prints for nodes on other machines (no target: it shows what the sockets save);
+- nginx-http: nginx in http mode (L7), Unix-socket upstreams.
 
-The report quotes medians over the rounds; targets: builtin >= 50% of direct's req/s, nginx
->= 80%. wrk's connections are long-lived, so an L4 front door spreads *connections*, not
-requests: with 64 connections over N nodes that is an even spread either way. The CPU seconds
-the front door process used per request (the supervisor's own process; nginx's master and
-workers) are reported too. Nothing is pinned: wrk, the front door and the nodes share the
-machine's cores; compare within one run. Results: a table and benchmarks/results/frontdoor.json.
+The nginx targets are skipped, with a note, when /usr/sbin/nginx (or, for the L4 ones, its
+stream module) is missing. The report quotes medians over the rounds; targets: builtin >= 50%
+of direct's req/s, nginx and nginx-http >= 80%. wrk's connections are long-lived, so an L4
+front door spreads *connections*, not requests: with 64 connections over N nodes that is an
+even spread either way. The CPU seconds the front door process used per request (the
+supervisor's own process; nginx's master and workers) are reported too. Nothing is pinned:
+wrk, the front door and the nodes share the machine's cores; compare within one run. Results:
+a table and benchmarks/results/frontdoor.json.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Membership benchmark (GitHub issue 3): master failover time and idle gossip bytes.
+"""Membership benchmark: master failover time and idle gossip bytes.
 
 For N = 5, 10, 20 node processes on loopback with the ``local`` gossip preset, and N = 10 with
 the ``lan`` preset and a cluster key (``--quick``: N = 5 local only, 2 tries, 3 s of counting):

@@ -1,12 +1,13 @@
 """Keep-alive HTTP/1.1 connections from this node to the others, for forwarded calls.
 
 Why not aiohttp's client, which the rest of the code uses: a forward happens on most calls of
-a cluster whose functions are warm on one node each, and on this machine an aiohttp request
-cost ~105 µs of client CPU and ~0.12 ms more latency than the same request written on a
-kept-alive socket and parsed with httptools (docs/benchmarks.md, "the forward client"). Both
-ends are tierfaas nodes, so little is needed: requests always carry a Content-Length body (no
-chunked uploads, no ``Expect``), responses are parsed by httptools (the parser the nodes serve
-with, so chunked answers work too), and the one distinction routing depends on is kept sharp:
+a cluster whose functions are warm on one node each, and on a 2-vCPU machine an aiohttp
+request costs ~105 µs of client CPU and ~0.12 ms more latency than the same request written
+on a kept-alive socket and parsed with httptools (an idle forward: 0.83 ms against 0.50 ms;
+docs/benchmarks.md, "Routing"). Both ends are tierfaas nodes, so little is needed: requests
+always carry a Content-Length body (no chunked uploads, no ``Expect``), responses are parsed
+by httptools (the parser the nodes serve with, so chunked answers work too), and the one
+distinction routing depends on is kept sharp:
 
 - ``PeerUnreachable``: the connection could not be opened, so nothing was sent and the peer
   certainly did not run the call (the router tries the next candidate);
