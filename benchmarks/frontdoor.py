@@ -37,6 +37,7 @@ from typing import Any
 import _common as c
 from tierfaas.deploy.local import LocalProvider
 from tierfaas.frontdoor import parse_hostport
+from tierfaas.procs import free_port
 
 NGINX = "/usr/sbin/nginx"
 TARGETS = {"builtin": 0.50, "nginx": 0.80, "nginx-http": 0.80}
@@ -68,7 +69,7 @@ def lua(addresses: list[tuple[str, int]]) -> str:
 
 
 def start_cluster(procs: c.Processes, nodes: int, state_dir: Path) -> tuple[dict[str, Any], int]:
-    port = c.free_port()
+    port = free_port()
     argv = [
         sys.executable, "-m", "tierfaas.cli", "up", "--nodes", str(nodes),
         "--release", str(c.REPO_ROOT / "examples" / "demo"), "--port", str(port),
@@ -94,7 +95,7 @@ def start_nginx(
 ) -> tuple[c.Managed, int]:
     from tierfaas.lbconfig import nginx_config
 
-    port = c.free_port()
+    port = free_port()
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     user = "root" if os.geteuid() == 0 else None
