@@ -474,9 +474,9 @@ def lb_config(
     ] = "stream",
 ) -> None:
     """Print an nginx.conf (a whole one: daemon off, files in --prefix) in front of the nodes."""
-    from tierfaas.frontdoor import parse_hostport
-    from tierfaas.lbconfig import nginx_config
     from tierfaas.up import default_state_dir, read_state
+    from tierfaas.up.frontdoor import parse_hostport
+    from tierfaas.up.nginx_config import nginx_config
 
     if kind != "nginx":
         raise _fail(f"unknown load balancer {kind!r}: only nginx is supported")
@@ -518,7 +518,7 @@ def frontdoor(
     listen: Annotated[str, typer.Option(help="where to listen")] = "127.0.0.1:8080",
 ) -> None:
     """Run the built-in L4 round-robin front door alone, in front of nodes started elsewhere."""
-    from tierfaas import frontdoor as fd
+    from tierfaas.up import frontdoor as fd
 
     try:
         listen_at = fd.parse_hostport(listen)
