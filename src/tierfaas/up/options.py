@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tierfaas.config import NodeConfig
 from tierfaas.procs import port_is_free
 from tierfaas.up.frontdoor import bind_listener
 from tierfaas.up.nginx import NGINX
@@ -31,12 +32,13 @@ class UpOptions:
     state_dir: Path = field(default_factory=default_state_dir)
     first_host: str = DEFAULT_FIRST_HOST
     ready_timeout_s: float = 60.0
-    drain_timeout_s: float = 30.0
+    # The nodes' settings: their defaults are the nodes' own.
+    drain_timeout_s: float = NodeConfig.default_of("drain_timeout_s")
     nginx: str = NGINX
-    log_level: str = "info"
+    log_level: str = NodeConfig.default_of("log_level")
     registry: Path | None = None  # None: a registry of its own in the state folder
-    registry_poll_s: float = 2.0
-    canaries: int = 2
+    registry_poll_s: float = NodeConfig.default_of("registry_poll_s")
+    canaries: int = NodeConfig.default_of("canaries")
 
     def validate(self) -> None:
         if not 1 <= self.nodes <= 64:
