@@ -78,12 +78,18 @@ def pick_cluster_port(hosts: list[str], tries: int = 200) -> int:
     raise UpError("found no free ports for gossip and RPC on the node addresses")
 
 
-def check_port_free(host: str, port: int) -> None:
+def listen_on(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or ``UpError`` (exit 2) saying the port is busy."""
     try:
-        bind_listener(host, port).close()
+        return bind_listener(host, port)
     except OSError as exc:
         raise UpError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
             "is a cluster already up? Stop it or pick another --port",
             2,
         ) from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """``UpError`` (exit 2) unless ``host:port`` is free to listen on."""
+    listen_on(host, port).close()

@@ -38,9 +38,15 @@ from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.keys import generate_key
 from tierfaas.manifest import Release
 from tierfaas.procs import alive, become_subreaper, killpg, start_time
-from tierfaas.up.frontdoor import FrontDoor, bind_listener, http_get
+from tierfaas.up.frontdoor import FrontDoor, http_get
 from tierfaas.up.nginx import NginxProcess
-from tierfaas.up.options import UpOptions, check_port_free, node_hosts, pick_cluster_port
+from tierfaas.up.options import (
+    UpOptions,
+    check_port_free,
+    listen_on,
+    node_hosts,
+    pick_cluster_port,
+)
 from tierfaas.up.state import (
     KEY_FILE,
     STATE_FILE,
@@ -115,14 +121,7 @@ class Supervisor:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         refuse_if_running(self.state_dir)
         if options.lb == "builtin":
-            try:
-                self._listener = bind_listener(options.host, options.port)
-            except OSError as exc:
-                raise UpError(
-                    f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
-                    "is a cluster already up? Stop it or pick another --port",
-                    2,
-                ) from None
+            self._listener = listen_on(options.host, options.port)
         else:
             check_port_free(options.host, options.port)
         self.logs.mkdir(exist_ok=True)
