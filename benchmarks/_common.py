@@ -18,7 +18,6 @@ since these machines have 2 shared cores and every extra process is noise.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import math
@@ -38,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from tierfaas.procs import spawn_in_session, stop_group
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
@@ -86,24 +87,6 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 # -- processes -------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGKILL if the benchmark itself is killed (even with -9)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -154,15 +137,15 @@ class Processes(contextlib.AbstractContextManager["Processes"]):
     ) -> Managed:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                list(argv),
+            # SIGKILL should the benchmark itself be killed (even with -9).
+            process = spawn_in_session(
+                argv,
+                parent_death_signal=signal.SIGKILL,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ if env is None else env),
                 cwd=REPO_ROOT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded here
             )
         managed = Managed(name, process, log_path)
         self.started.append(managed)
@@ -170,30 +153,15 @@ class Processes(contextlib.AbstractContextManager["Processes"]):
 
     def stop(self, managed: Managed) -> int | None:
         """Stops ``managed``'s process group; returns the process's exit code."""
-        process = managed.process
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=self.grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left in the group (children the leader forked) goes too.
-        _signal_group(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=self.grace_s)
+        code = stop_group(managed.process, self.grace_s)
         if managed in self.started:
             self.started.remove(managed)
-        return process.returncode
+        return code
 
     def stop_all(self) -> None:
         for managed in reversed(list(self.started)):
             with contextlib.suppress(Exception):
                 self.stop(managed)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def process_tree(pid: int) -> list[int]:

@@ -50,6 +50,7 @@ from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.server import ControlServer
 from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Op
+from tierfaas.procs import free_port
 
 KEY = bytes(range(32))
 WINDOW_S = 0.1
@@ -147,7 +148,7 @@ async def sample(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
 async def query_latency(procs: c.Processes, quick: bool) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
-    redis_port = c.free_port("127.0.0.5")
+    redis_port = free_port("127.0.0.5")
     server = shutil.which("redis-server")
     if server is None:
         raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
@@ -159,8 +160,8 @@ async def query_latency(procs: c.Processes, quick: bool) -> dict[str, Any]:
             *("--save", "", "--appendonly", "no", "--protected-mode", "no"),
         ],
     )
-    m_port, r_port, lane_port = c.free_port("127.0.0.2"), c.free_port("127.0.0.3"), 0
-    lane_port = c.free_port("127.0.0.3")
+    m_port, r_port, lane_port = free_port("127.0.0.2"), free_port("127.0.0.3"), 0
+    lane_port = free_port("127.0.0.3")
     master_addr = f"127.0.0.2:{m_port}"
     master = procs.start("master", serve_command("m", master_addr, None, None))
     replica = procs.start(
@@ -243,7 +244,7 @@ async def query_latency(procs: c.Processes, quick: bool) -> dict[str, Any]:
 async def register_throughput(
     procs: c.Processes, batch: int, duration_s: float, in_flight: int = 64
 ) -> dict[str, Any]:
-    m_port = c.free_port("127.0.0.2")
+    m_port = free_port("127.0.0.2")
     address = f"127.0.0.2:{m_port}"
     master = procs.start(f"master-tp-{batch}", serve_command("m", address, None, None))
     channels = Channels(KEY)
@@ -292,7 +293,7 @@ async def register_throughput(
 
 
 async def propagation(procs: c.Processes, replicas: int, trials: int) -> dict[str, Any]:
-    m_port = c.free_port("127.0.0.2")
+    m_port = free_port("127.0.0.2")
     master_addr = f"127.0.0.2:{m_port}"
     master = procs.start(f"master-p{replicas}", serve_command("m", master_addr, None, None))
     channels = Channels(KEY)
@@ -302,7 +303,7 @@ async def propagation(procs: c.Processes, replicas: int, trials: int) -> dict[st
     started = []
     for i in range(replicas):
         host = f"127.0.0.{10 + i}"
-        rpc, lane = f"{host}:{c.free_port(host)}", f"{host}:{c.free_port(host)}"
+        rpc, lane = f"{host}:{free_port(host)}", f"{host}:{free_port(host)}"
         proc = procs.start(
             f"replica-{replicas}-{i}", serve_command(f"r{i}", rpc, lane, master_addr)
         )

@@ -42,7 +42,8 @@ from typing import Any
 
 import _common as c
 from tierfaas.deploy.local import LocalProvider
-from tierfaas.frontdoor import parse_hostport
+from tierfaas.procs import free_port
+from tierfaas.up.frontdoor import parse_hostport
 
 NGINX = "/usr/sbin/nginx"
 TARGETS = {"builtin": 0.50, "nginx": 0.80, "nginx-http": 0.80}
@@ -74,7 +75,7 @@ def lua(addresses: list[tuple[str, int]]) -> str:
 
 
 def start_cluster(procs: c.Processes, nodes: int, state_dir: Path) -> tuple[dict[str, Any], int]:
-    port = c.free_port()
+    port = free_port()
     argv = [
         sys.executable, "-m", "tierfaas.cli", "up", "--nodes", str(nodes),
         "--release", str(c.REPO_ROOT / "examples" / "demo"), "--port", str(port),
@@ -98,9 +99,9 @@ def start_cluster(procs: c.Processes, nodes: int, state_dir: Path) -> tuple[dict
 def start_nginx(
     procs: c.Processes, nodes: list[str], prefix: Path, mode: str
 ) -> tuple[c.Managed, int]:
-    from tierfaas.lbconfig import nginx_config
+    from tierfaas.up.nginx_config import nginx_config
 
-    port = c.free_port()
+    port = free_port()
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     user = "root" if os.geteuid() == 0 else None
@@ -139,8 +140,8 @@ def measure(settings: Settings, nodes: int) -> dict[str, Any]:
         notes = []
         records = LocalProvider(procs.log_dir / "state" / "provider").records()
         if os.access(NGINX, os.X_OK):
-            from tierfaas.lbconfig import STREAM_MODULE
-            from tierfaas.up import nginx_backends
+            from tierfaas.up.nginx import nginx_backends
+            from tierfaas.up.nginx_config import STREAM_MODULE
 
             # the upstreams `tierfaas up --lb nginx` writes: each node's Unix socket
             https = nginx_backends(records)

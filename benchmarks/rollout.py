@@ -282,7 +282,7 @@ async def one_run(
 ) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work))
     registry = state_dir / "registry"
-    port = c.free_port()
+    port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     run: dict[str, Any] = {"label": label, "nodes": nodes, "first_host": first_host,
                            "loadavg_1min_before": os.getloadavg()[0]}  # fmt: skip

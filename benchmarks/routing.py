@@ -60,6 +60,7 @@ import aiohttp
 import uvloop
 
 import _common as c
+from tierfaas.procs import free_port
 
 # The workloads: the same 50 functions, the same init of ~100 ms; what differs is a call.
 WORKLOADS = {
@@ -296,7 +297,7 @@ async def measure(strategy: str, settings: Settings, procs: c.Processes) -> dict
         server = shutil.which("redis-server")
         if server is None:
             raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
-        redis_port = c.free_port(REDIS_HOST)
+        redis_port = free_port(REDIS_HOST)
         redis = f"{REDIS_HOST}:{redis_port}"
         redis_proc = procs.start(
             "redis",
@@ -307,10 +308,10 @@ async def measure(strategy: str, settings: Settings, procs: c.Processes) -> dict
             ],
         )
     hosts = [f"{SUBNET}.{FIRST_HOST + i}" for i in range(NODES)]
-    gossip_port = c.free_port(hosts[0])
+    gossip_port = free_port(hosts[0])
     nodes = []
     for host in hosts:
-        port = c.free_port(host)
+        port = free_port(host)
         argv = node_argv(strategy, host, port, gossip_port, redis, WORKLOADS[settings.workload])
         nodes.append(Node(host, port, procs.start(f"{strategy}-{host}", argv)))
         time.sleep(0.05)  # oldest first: the first node becomes the master

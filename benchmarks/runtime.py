@@ -41,6 +41,7 @@ import _common as c
 from tierfaas import errors
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import load_release
+from tierfaas.procs import free_port
 from tierfaas.runtime import InstanceStopped, Runtime, RuntimeEvent
 from tierfaas.runtime.pool import FunctionPool
 
@@ -272,11 +273,11 @@ def measure_http(settings: Settings, release_dir: Path, host: str) -> dict[str, 
     lua = c.post_lua(BODY)
     c.require_wrk()
     with c.Processes() as processes:
-        echo_port = c.free_port(host)
+        echo_port = free_port(host)
         echo = Server(
             "echo", host, echo_port, processes.start("echo", c.echo_command(host, echo_port))
         )
-        node_port = c.free_port(host)
+        node_port = free_port(host)
         node_argv = [
             sys.executable,
             "-m",

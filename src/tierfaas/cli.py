@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import typer
 from rich.console import Console
@@ -24,11 +29,10 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-_DEFAULTS = NodeConfig.__dataclass_fields__
-
 
 def _doc(name: str) -> str:
-    f = _DEFAULTS[name]
+    """The help of setting ``name``: its doc and unit, from ``NodeConfig``."""
+    f = NodeConfig.__dataclass_fields__[name]
     unit = f" [{f.metadata['unit']}]" if f.metadata["unit"] else ""
     return f"{f.metadata['doc']}{unit}."
 
@@ -38,126 +42,153 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.command()
-def node(
-    release: Annotated[
-        Path, typer.Option(help=_doc("release_dir"), envvar="TIERFAAS_RELEASE")
-    ] = Path("examples/demo"),
-    http: Annotated[str, typer.Option(help=_doc("http"), envvar="TIERFAAS_HTTP")] = (
-        "127.0.0.1:8080"
-    ),
-    http_unix: Annotated[
-        Path | None, typer.Option(help=_doc("http_unix"), envvar="TIERFAAS_HTTP_UNIX")
-    ] = None,
-    name: Annotated[str, typer.Option(help=_doc("name"), envvar="TIERFAAS_NAME")] = "",
-    gossip: Annotated[
-        str | None, typer.Option(help=_doc("gossip"), envvar="TIERFAAS_GOSSIP")
-    ] = None,
-    rpc: Annotated[str | None, typer.Option(help=_doc("rpc"), envvar="TIERFAAS_RPC")] = None,
-    join: Annotated[
-        str, typer.Option(help="comma-separated " + _doc("join"), envvar="TIERFAAS_JOIN")
-    ] = "",
-    gossip_preset: Annotated[str, typer.Option(help=_doc("gossip_preset"))] = "lan",
-    replicas: Annotated[str, typer.Option(help=_doc("replicas"))] = "sqrt",
-    hop_limit: Annotated[int, typer.Option(help=_doc("hop_limit"))] = 1,
-    cold_starts: Annotated[str, typer.Option(help=_doc("cold_starts"))] = "local",
-    batch_window_s: Annotated[float, typer.Option(help=_doc("batch_window_s"))] = 0.1,
-    hot_forwards_per_s: Annotated[float, typer.Option(help=_doc("hot_forwards_per_s"))] = 100.0,
-    route_cache_ttl_s: Annotated[float, typer.Option(help=_doc("route_cache_ttl_s"))] = 5.0,
-    key_file: Annotated[
-        Path | None, typer.Option(help=_doc("key_file"), envvar="TIERFAAS_KEY_FILE")
-    ] = None,
-    max_body_bytes: Annotated[int, typer.Option(help=_doc("max_body_bytes"))] = 6 * 1024 * 1024,
-    max_response_bytes: Annotated[int, typer.Option(help=_doc("max_response_bytes"))] = (
-        6 * 1024 * 1024
-    ),
-    queue_max: Annotated[int, typer.Option(help=_doc("queue_max"))] = 256,
-    queue_timeout_s: Annotated[float, typer.Option(help=_doc("queue_timeout_s"))] = 2.0,
-    memory_budget_mb: Annotated[int, typer.Option(help=_doc("memory_budget_mb"))] = 2048,
-    start_timeout_s: Annotated[float, typer.Option(help=_doc("start_timeout_s"))] = 30.0,
-    drain_timeout_s: Annotated[float, typer.Option(help=_doc("drain_timeout_s"))] = 30.0,
-    drain_quiet_s: Annotated[float, typer.Option(help=_doc("drain_quiet_s"))] = 0.5,
-    registry: Annotated[
-        Path | None, typer.Option(help=_doc("registry"), envvar="TIERFAAS_REGISTRY")
-    ] = None,
-    release_version: Annotated[
+# -- tierfaas node: one flag per NodeConfig setting --------------------------------------------
+#
+# Each flag's type, default and help come from the setting (config.py), so a default lives in
+# one place. What only the command line adds is here: a flag named otherwise than its setting,
+# the settings also read from an environment variable, and a help prefix.
+
+_FLAG_NAMES = {"release_dir": "release"}
+_ENVVARS = frozenset(
+    {
+        "release_dir", "http", "http_unix", "name", "gossip", "rpc", "join", "key_file",
+        "registry", "provider", "admin_token_file",
+    }
+)  # fmt: skip
+_HELP_PREFIX = {"join": "comma-separated "}
+
+
+@dataclass(frozen=True)
+class NodeFlag:
+    """The ``tierfaas node`` flag of one ``NodeConfig`` setting."""
+
+    setting: str
+    param: str  # the flag is --PARAM with dashes for underscores
+    cli_type: Any  # what the flag takes: Path, str, int, float, bool, or one of those | None
+    default: Any  # as the flag takes and shows it
+    help: str
+    envvar: str | None
+    to_setting: Callable[[Any], Any]  # the flag's value to the setting's
+
+    def parameter(self) -> inspect.Parameter:
+        option = typer.Option(help=self.help, envvar=self.envvar)
+        return inspect.Parameter(
+            self.param,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=self.default,
+            annotation=Annotated[self.cli_type, option],
+        )
+
+
+def _flag(f: dataclasses.Field[Any], hint: Any) -> NodeFlag:
+    """How setting ``f`` (of type ``hint``) is given on the command line."""
+    name = f.name
+    optional = type(None) in get_args(hint)
+    base = next((a for a in get_args(hint) if a is not type(None)), hint) if optional else hint
+    default: Any = f.default
+    to_setting: Callable[[Any], Any] = _same
+    if base is Address:  # HOST:PORT, parsed into the setting's Address
+        cli_type: Any = str
+        default = None if default is None else str(default)
+        to_setting = functools.partial(_address, name)
+    elif get_origin(base) is tuple:  # a comma-separated list
+        cli_type = str
+        default = ",".join(default)
+        to_setting = _split
+    elif get_origin(base) is Literal:  # checked by NodeConfig, which names the choices
+        cli_type = str
+    else:
+        cli_type = base
+    param = _FLAG_NAMES.get(name, name)
+    return NodeFlag(
+        setting=name,
+        param=param,
+        cli_type=cli_type | None if optional else cli_type,
+        default=default,
+        help=_HELP_PREFIX.get(name, "") + _doc(name),
+        envvar=f"TIERFAAS_{param.upper()}" if name in _ENVVARS else None,
+        to_setting=to_setting,
+    )
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _address(name: str, text: str | None) -> Address | None:
+    return None if text is None else Address.parse(text, name)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def node_flags() -> list[NodeFlag]:
+    """One flag per ``NodeConfig`` setting, in the settings' order."""
+    hints = get_type_hints(NodeConfig)
+    return [_flag(f, hints[f.name]) for f in dataclasses.fields(NodeConfig)]
+
+
+def node_config(
+    values: Mapping[str, Any],
+    resolve: Callable[[Iterable[str]], tuple[str, ...]] | None = None,
+) -> NodeConfig:
+    """The ``NodeConfig`` that flag ``values`` (by parameter name, as ``node`` gets them)
+    describe. ``resolve`` turns ``--join`` seeds into addresses (default: DNS names become
+    every address they have; see ``resolve_seeds``). Raises ``ConfigError``."""
+    if resolve is None:
+        from tierfaas.deploy.kubernetes.seeds import resolve_seeds
+
+        resolve = resolve_seeds
+    settings = {flag.setting: flag.to_setting(values[flag.param]) for flag in node_flags()}
+    settings["join"] = resolve(settings["join"])
+    return NodeConfig(**settings)
+
+
+_RELEASE_VERSION = inspect.Parameter(
+    "release_version",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
         str | None,
         typer.Option(
             help="with --registry: the version to serve (default: the registry's desired one)",
             envvar="TIERFAAS_RELEASE_VERSION",
         ),
-    ] = None,
-    generation: Annotated[int, typer.Option(help=_doc("generation"))] = 0,
-    provider: Annotated[
-        str, typer.Option(help=_doc("provider"), envvar="TIERFAAS_PROVIDER")
-    ] = "none",
-    provider_state: Annotated[Path | None, typer.Option(help=_doc("provider_state"))] = None,
-    registry_poll_s: Annotated[float, typer.Option(help=_doc("registry_poll_s"))] = 2.0,
-    canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = 2,
-    canary_timeout_s: Annotated[float, typer.Option(help=_doc("canary_timeout_s"))] = 60.0,
-    debug: Annotated[bool, typer.Option(help=_doc("debug"))] = False,
-    log_level: Annotated[str, typer.Option(help=_doc("log_level"))] = "info",
-    max_header_bytes: Annotated[int, typer.Option(help=_doc("max_header_bytes"))] = 64 * 1024,
-    header_timeout_s: Annotated[float, typer.Option(help=_doc("header_timeout_s"))] = 10.0,
-    body_timeout_s: Annotated[float, typer.Option(help=_doc("body_timeout_s"))] = 60.0,
-    send_timeout_s: Annotated[float, typer.Option(help=_doc("send_timeout_s"))] = 60.0,
-    admin_token_file: Annotated[
-        Path | None,
-        typer.Option(help=_doc("admin_token_file"), envvar="TIERFAAS_ADMIN_TOKEN_FILE"),
-    ] = None,
-) -> None:
+    ],
+)
+
+
+def _with_node_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Gives ``command(**values)`` a flag per setting (and --release-version after
+    --registry), which typer reads from its signature."""
+    params = []
+    for flag in node_flags():
+        params.append(flag.parameter())
+        if flag.setting == "registry":
+            params.append(_RELEASE_VERSION)
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    return command
+
+
+@app.command()
+@_with_node_flags
+def node(**values: Any) -> None:
     """Run one node: serve the release's functions over HTTP until SIGTERM or Ctrl-C.
 
     With --registry the node serves a version from the registry (--release-version, else the
     desired one); with --provider too, it deploys new versions whenever it is master."""
-    from tierfaas.deploy.kubernetes import resolve_seeds
     from tierfaas.deploy.provider import ProviderError
     from tierfaas.node import run_node
 
+    registry: Path | None = values["registry"]
+    release_version: str | None = values.pop("release_version")
     try:
         if registry is not None:
-            release = _release_from_registry(registry, release_version)
+            values["release"] = _release_from_registry(registry, release_version)
         elif release_version is not None:
             raise errors.ConfigError("release_version", "needs --registry")
-        config = NodeConfig(
-            release_dir=release,
-            http=Address.parse(http, "http"),
-            http_unix=http_unix,
-            name=name,
-            gossip=None if gossip is None else Address.parse(gossip, "gossip"),
-            rpc=None if rpc is None else Address.parse(rpc, "rpc"),
-            join=resolve_seeds(seed.strip() for seed in join.split(",") if seed.strip()),
-            gossip_preset=gossip_preset,  # type: ignore[arg-type]  # validated by NodeConfig
-            replicas=replicas,
-            key_file=key_file,
-            hop_limit=hop_limit,
-            cold_starts=cold_starts,  # type: ignore[arg-type]  # validated by NodeConfig
-            batch_window_s=batch_window_s,
-            hot_forwards_per_s=hot_forwards_per_s,
-            route_cache_ttl_s=route_cache_ttl_s,
-            max_body_bytes=max_body_bytes,
-            max_response_bytes=max_response_bytes,
-            queue_max=queue_max,
-            queue_timeout_s=queue_timeout_s,
-            memory_budget_mb=memory_budget_mb,
-            start_timeout_s=start_timeout_s,
-            drain_timeout_s=drain_timeout_s,
-            drain_quiet_s=drain_quiet_s,
-            registry=registry,
-            generation=generation,
-            provider=provider,  # type: ignore[arg-type]  # validated by NodeConfig
-            provider_state=provider_state,
-            registry_poll_s=registry_poll_s,
-            canaries=canaries,
-            canary_timeout_s=canary_timeout_s,
-            debug=debug,
-            log_level=log_level,  # type: ignore[arg-type]  # validated by NodeConfig
-            max_header_bytes=max_header_bytes,
-            header_timeout_s=header_timeout_s,
-            body_timeout_s=body_timeout_s,
-            send_timeout_s=send_timeout_s,
-            admin_token_file=admin_token_file,
-        )
+        config = node_config(values)
         setup_logging(config.log_level)
         code = run_node(config)
     except (errors.ConfigError, errors.ManifestError, ProviderError) as exc:
@@ -372,7 +403,9 @@ def _state_dir_help() -> str:
 @app.command()
 def up(
     nodes: Annotated[int, typer.Option(help="how many node processes")] = 5,
-    release: Annotated[Path, typer.Option(help=_doc("release_dir"))] = Path("examples/demo"),
+    release: Annotated[Path, typer.Option(help=_doc("release_dir"))] = NodeConfig.default_of(
+        "release_dir"
+    ),
     port: Annotated[int, typer.Option(help="the front door's port")] = 8080,
     host: Annotated[str, typer.Option(help="the front door's address")] = "127.0.0.1",
     lb: Annotated[
@@ -388,8 +421,12 @@ def up(
     ready_timeout_s: Annotated[
         float, typer.Option(help="how long to wait for the cluster to be ready [s]")
     ] = 60.0,
-    drain_timeout_s: Annotated[float, typer.Option(help=_doc("drain_timeout_s"))] = 30.0,
-    log_level: Annotated[str, typer.Option(help="the nodes' " + _doc("log_level"))] = "info",
+    drain_timeout_s: Annotated[
+        float, typer.Option(help=_doc("drain_timeout_s"))
+    ] = NodeConfig.default_of("drain_timeout_s"),
+    log_level: Annotated[
+        str, typer.Option(help="the nodes' " + _doc("log_level"))
+    ] = NodeConfig.default_of("log_level"),
     registry: Annotated[
         Path | None,
         typer.Option(
@@ -397,8 +434,12 @@ def up(
             "seeded with --release); 'tierfaas publish' rolls the cluster to a new version"
         ),
     ] = None,
-    registry_poll_s: Annotated[float, typer.Option(help=_doc("registry_poll_s"))] = 2.0,
-    canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = 2,
+    registry_poll_s: Annotated[
+        float, typer.Option(help=_doc("registry_poll_s"))
+    ] = NodeConfig.default_of("registry_poll_s"),
+    canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = NodeConfig.default_of(
+        "canaries"
+    ),
     detached_child: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Start a local cluster: N nodes on loopback, a fresh key and a front door; Ctrl-C stops it."""
@@ -474,9 +515,9 @@ def lb_config(
     ] = "stream",
 ) -> None:
     """Print an nginx.conf (a whole one: daemon off, files in --prefix) in front of the nodes."""
-    from tierfaas.frontdoor import parse_hostport
-    from tierfaas.lbconfig import nginx_config
     from tierfaas.up import default_state_dir, read_state
+    from tierfaas.up.frontdoor import parse_hostport
+    from tierfaas.up.nginx_config import nginx_config
 
     if kind != "nginx":
         raise _fail(f"unknown load balancer {kind!r}: only nginx is supported")
@@ -518,7 +559,7 @@ def frontdoor(
     listen: Annotated[str, typer.Option(help="where to listen")] = "127.0.0.1:8080",
 ) -> None:
     """Run the built-in L4 round-robin front door alone, in front of nodes started elsewhere."""
-    from tierfaas import frontdoor as fd
+    from tierfaas.up import frontdoor as fd
 
     try:
         listen_at = fd.parse_hostport(listen)

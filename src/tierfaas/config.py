@@ -1,9 +1,10 @@
 """Every node setting in one place: its meaning, unit, default and what changing it costs.
 
-Settings come from CLI flags (``tierfaas node --help``) or the ``TIERFAAS_*`` environment
-variables of the same name, upper-cased. ``NodeConfig`` validates itself as a whole when built,
-so a bad value fails at start-up with the field's name and the reason (``ConfigError``), before
-any socket opens or process starts.
+Each setting is a ``tierfaas node`` flag of its name (``--drain-timeout-s``; ``release_dir`` is
+``--release``), made by cli.py with this default and doc (``tierfaas node --help``); addresses,
+files and the provider also come from ``TIERFAAS_*`` environment variables of the flag's name.
+``NodeConfig`` validates itself as a whole when built, so a bad value fails at start-up with
+the field's name and the reason (``ConfigError``), before any socket opens or process starts.
 
 Presets: ``NodeConfig.lan(...)`` is the default for real deployments; ``NodeConfig.local(...)``
 shortens timings for tests and demos on one machine (fast failure detection turns a 1.5 s
@@ -369,6 +370,11 @@ class NodeConfig:
 
     def with_changes(self, **changes: Any) -> NodeConfig:
         return replace(self, **changes)
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """The default of setting ``name``: for flags and tools that start nodes."""
+        return cls.__dataclass_fields__[name].default
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str, str]]:

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
+from tierfaas.procs import spawn_in_session
 from tierfaas.testing.nodes import NodeProcess
 
 STEM = "tfc"  # every fabric's names start with it: tfc<kind><pid>
@@ -314,11 +315,10 @@ class NetnsNode(NodeProcess):
         if self.log_path is not None:
             self._log_file = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             output = self._log_file
-        self.process = subprocess.Popen(
+        self.process = spawn_in_session(
             self.fabric.command(self.index, argv),
             stdout=output,
             stderr=output,
-            start_new_session=True,
             env={**os.environ, **(self.env or {})},
         )
         if wait:

@@ -23,9 +23,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tierfaas.lbconfig import STREAM_MODULE
+from tierfaas.procs import kill_group, killpg, spawn_in_session
 from tierfaas.testing.cluster import LocalCluster
 from tierfaas.testing.nodes import free_port, http_get
+from tierfaas.up.nginx_config import STREAM_MODULE
 
 pytestmark = [
     pytest.mark.e2e,
@@ -99,11 +100,10 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path, mode: str) 
         config = subprocess.run(lb_config, capture_output=True, text=True, timeout=30, check=True)
         conf = prefix / "nginx.conf"
         conf.write_text(config.stdout)
-        nginx = subprocess.Popen(
+        nginx = spawn_in_session(
             [NGINX, "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
         )
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10)
 
@@ -119,9 +119,7 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path, mode: str) 
             http_get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     finally:
         if nginx is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(nginx.pid, signal.SIGKILL)
-            nginx.wait(5)
+            kill_group(nginx)
         cluster.close()
 
 
@@ -168,5 +166,4 @@ def test_up_with_lb_nginx_starts_and_stops_it(short_dir: Path) -> None:
         assert [s for s in sockets if s.exists()] == []  # each node removed its socket
     finally:
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            killpg(pid, signal.SIGKILL)

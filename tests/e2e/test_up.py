@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tierfaas.procs import killpg
 from tierfaas.testing.nodes import free_port, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -65,8 +66,7 @@ def reaper(state_dir: Path) -> Iterator[list[int]]:
         with contextlib.suppress(OSError, ValueError):
             pids += state_pids(json.loads((state_dir / "cluster.json").read_text()))
         for pid in [*pids, *processes_mentioning(str(state_dir))]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 

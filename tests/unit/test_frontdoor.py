@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tierfaas.frontdoor import FrontDoor, parse_hostport
+from tierfaas.up.frontdoor import FrontDoor, parse_hostport
 
 HOST = "127.0.1.200"  # this file's loopback address; no other test uses it
 

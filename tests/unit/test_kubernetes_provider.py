@@ -35,6 +35,8 @@ from tierfaas.deploy.kubernetes import (
     pod_manifest,
     resolve_seeds,
 )
+from tierfaas.deploy.kubernetes.settings import DNS_LABEL
+from tierfaas.deploy.provider import ProviderError
 from tierfaas.errors import ConfigError
 from tierfaas.keys import parse_key
 
@@ -387,7 +389,7 @@ def test_pod_names_are_valid_node_and_pod_names() -> None:
     assert len(names) == 200
     for name in names:
         assert is_valid_name(name)
-        assert k8s._DNS_LABEL.fullmatch(name)  # also a valid hostname
+        assert DNS_LABEL.fullmatch(name)  # also a valid hostname
 
 
 # -- pure mappings --------------------------------------------------------------------------
@@ -863,7 +865,7 @@ async def test_bootstrap_waits_for_a_published_release(tmp_path: Path) -> None:
     from tierfaas.deploy.registry import DirectoryRegistry
 
     now = iter([0.0, 1.0, 2.0])
-    with pytest.raises(k8s.ProviderError, match="no desired version"):
+    with pytest.raises(ProviderError, match="no desired version"):
         await k8s.wait_for_release(tmp_path, None, 1.5, poll_s=0, clock=lambda: next(now))
     DirectoryRegistry(tmp_path).publish(REPO / "examples" / "demo")
     assert await k8s.wait_for_release(tmp_path, None, 1.0, poll_s=0) == "1.0.0"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tierfaas.lbconfig import nginx_config
+from tierfaas.up.nginx_config import nginx_config
 
 NODES = ["127.0.0.101:40001", "127.0.0.102:40002", "127.0.0.103:40003"]
 

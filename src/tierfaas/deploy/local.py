@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tierfaas.deploy.provider import ProvidedNode, ProviderError
-from tierfaas.procs import alive, start_time
+from tierfaas.procs import alive, free_port, spawn_in_session, start_time
 
 SETTINGS_FILE = "provider.json"
 
@@ -180,7 +180,7 @@ class LocalProvider:
     ) -> NodeRecord:
         port = settings.cluster_port
         name = f"{host}-{port}"
-        http_port = _free_port(host)
+        http_port = free_port(host)
         log_path = self.logs_dir / f"{name}.log"
         unix = self.state_dir / "sockets" / f"{host}.sock"
         # sun_path holds 107 bytes: a deep state folder gets TCP only (nginx then uses that)
@@ -209,14 +209,14 @@ class LocalProvider:
         env = {k: v for k, v in os.environ.items() if k != "TIERFAAS_CLUSTER_KEY"}
         try:
             with open(log_path, "ab") as log_file:
-                process = subprocess.Popen(
+                # In a session of its own: it outlives the master that launched it.
+                process = spawn_in_session(
                     argv,
+                    parent_death_signal=signal.SIGTERM if die_with_launcher else None,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    start_new_session=True,  # outlives the master that launched it
-                    preexec_fn=_sigterm_with_parent if die_with_launcher else None,  # noqa: PLW1509
                 )
         except OSError as exc:
             raise ProviderError(f"cannot start a node process: {exc}") from None
@@ -276,21 +276,6 @@ class LocalProvider:
 
     async def close(self) -> None:
         return None
-
-
-def _sigterm_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _read_record(path: Path) -> NodeRecord | None:

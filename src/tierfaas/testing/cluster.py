@@ -13,7 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tierfaas.testing.nodes import NodeProcess, free_port, http_get
+from tierfaas.procs import free_port
+from tierfaas.testing.nodes import NodeProcess, http_get
 
 
 class LocalCluster:

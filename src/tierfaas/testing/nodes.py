@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +18,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tierfaas.procs import free_port, kill_group, spawn_in_session
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+# free_port is here too: the tests that start nodes take their ports from this module.
+__all__ = [
+    "NodeProcess",
+    "descendants",
+    "free_port",
+    "http_get",
+    "processes_in_session",
+    "run_cli",
+]
 
 
 def run_cli(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
@@ -88,12 +92,8 @@ class NodeProcess:
         if self.log_path is not None:
             self._log_file = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             output = self._log_file
-        self.process = subprocess.Popen(
-            args,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-            env={**os.environ, **(self.env or {})},
+        self.process = spawn_in_session(
+            args, stdout=output, stderr=output, env={**os.environ, **(self.env or {})}
         )
         if wait:
             self.wait_healthy(timeout)
@@ -137,12 +137,7 @@ class NodeProcess:
         """SIGKILL to the node's whole session (the node, its zygote and instances)."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+        kill_group(self.process)
         self._close_log()
 
     def _close_log(self) -> None:
