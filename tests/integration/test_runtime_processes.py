@@ -1,4 +1,5 @@
-"""The runtime with real instance processes (forked from a real zygote), no HTTP."""
+"""The runtime with real instance processes (forked from a real zygote), no HTTP: what the
+fakes of the unit tier cannot show (imports, limits, crashes, signals, real starts)."""
 
 from __future__ import annotations
 
@@ -7,45 +8,13 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.real_runtime import Harness, make
 from tierfaas import errors
-from tierfaas.config import NodeConfig
-from tierfaas.manifest import load_release
-from tierfaas.runtime import (
-    FunctionCold,
-    FunctionWarm,
-    InstanceStarted,
-    InstanceStopped,
-    Runtime,
-    RuntimeEvent,
-)
-from tierfaas.testing import FakeClock
-
-TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
-
-
-class Harness:
-    def __init__(self, runtime: Runtime, events: list[RuntimeEvent]) -> None:
-        self.runtime = runtime
-        self.events = events
-        self.n = 0
-
-    async def call(self, name: str, body: bytes = b"", **kwargs: Any) -> Any:
-        self.n += 1
-        return await self.runtime.invoke(name, body, request_id=f"req-{self.n}", **kwargs)
-
-
-async def make(clock: Any = None, **settings: Any) -> Harness:
-    events: list[RuntimeEvent] = []
-    config = NodeConfig(release_dir=TESTREL, **settings)
-    kwargs = {"clock": clock} if clock is not None else {}
-    runtime = Runtime(load_release(TESTREL), config, listeners=[events.append], **kwargs)
-    await runtime.start()
-    return Harness(runtime, events)
+from tierfaas.runtime import FunctionWarm, InstanceStarted, InstanceStopped
+from tierfaas.runtime.spawner import ZygoteSpawner
 
 
 @pytest.fixture
@@ -210,27 +179,6 @@ async def test_queued_calls_run_one_at_a_time_on_concurrency_one() -> None:
         await rt.runtime.close()
 
 
-async def test_idle_instances_are_reaped_after_keep_alive() -> None:
-    clock = FakeClock()
-    rt = await make(clock=clock)
-    try:
-        await rt.call("quick_reap", b"x")
-        await rt.call("echo", b"x")
-        clock.advance(0.4)
-        assert rt.runtime.reap_idle() == 0
-        clock.advance(0.2)
-        assert rt.runtime.reap_idle() == 1  # quick_reap (0.5 s) goes, echo (60 s) stays
-        for _ in range(100):
-            if FunctionCold("quick_reap") in rt.events:
-                break
-            await asyncio.sleep(0.02)
-        assert InstanceStopped("quick_reap", 1, "idle") in rt.events
-        assert FunctionCold("quick_reap") in rt.events
-        assert rt.runtime.pools["echo"].stats()["instances"] == 1
-    finally:
-        await rt.runtime.close()
-
-
 async def test_memory_budget_evicts_the_least_recently_used_idle_instance() -> None:
     rt = await make(memory_budget_mb=128)  # room for two 64 MiB instances
     try:
@@ -257,8 +205,39 @@ async def test_close_leaves_no_instance_process() -> None:
     await rt.call("echo")
     await rt.call("jsonval")
     pids = [e.pid for e in rt.events if isinstance(e, InstanceStarted)]
-    zygote = rt.runtime.zygote.pid
+    assert isinstance(rt.runtime.spawner, ZygoteSpawner)
+    zygote = rt.runtime.spawner.zygote.pid
     assert zygote is not None and all(alive(p) for p in pids)
     await rt.runtime.close()
     await asyncio.sleep(0.2)
     assert not any(alive(p) for p in [*pids, zygote])
+
+
+async def test_a_real_start_scales_out_a_busy_function() -> None:
+    # pair: one slot per instance, a start of ~0.3 s (its init sleeps). The second of two
+    # long calls waits the scale-out wait, then gets an instance of its own.
+    rt = await make(scale_out_wait_s=0.1)
+    try:
+        results = await asyncio.gather(*(rt.call("pair", b"1.0") for _ in range(2)))
+        assert all(r.body == b"done" for r in results)
+        assert rt.runtime.pools["pair"].stats()["instances"] == 2
+        started = [e for e in rt.events if isinstance(e, InstanceStarted)]
+        assert len({e.pid for e in started}) == 2
+    finally:
+        await rt.runtime.close()
+
+
+async def test_a_prewarmed_instance_is_a_real_process_that_serves() -> None:
+    rt = await make()
+    try:
+        assert rt.runtime.prewarm("echo")
+        assert FunctionWarm("echo") in rt.events  # registered as it starts
+        for _ in range(200):
+            if rt.runtime.pools["echo"].instances:
+                break
+            await asyncio.sleep(0.02)
+        (started,) = [e for e in rt.events if isinstance(e, InstanceStarted)]
+        assert alive(started.pid)
+        assert not (await rt.call("echo", b"x")).cold
+    finally:
+        await rt.runtime.close()
