@@ -44,6 +44,7 @@ from tierfaas.manifest import load_release
 from tierfaas.procs import free_port
 from tierfaas.runtime import InstanceStopped, Runtime, RuntimeEvent
 from tierfaas.runtime.pool import FunctionPool
+from tierfaas.runtime.spawner import ZygoteSpawner
 
 FUNCTION = "hello"
 BODY = b"world"  # 5 bytes, as in the wrk script
@@ -86,7 +87,8 @@ async def cold_invoke(runtime: Runtime, pool: FunctionPool, number: int) -> tupl
     ready_s = instance.start_s
     instance.kill("idle")
     await instance.closed
-    await runtime.zygote.exit_status(instance.pid, wait_s=2.0)
+    assert isinstance(runtime.spawner, ZygoteSpawner)
+    await runtime.spawner.zygote.exit_status(instance.pid, wait_s=2.0)
     while pool.instances:  # the pool hears of the close one loop iteration later
         await asyncio.sleep(0.001)
     return elapsed, ready_s

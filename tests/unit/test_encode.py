@@ -1,6 +1,6 @@
 import pytest
 
-from tierfaas.runtime.child import encode_result
+from tierfaas.runtime.process.child import encode_result
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.unit.test_runtime import make
+from tests.real_runtime import make
 
 
 async def test_the_cluster_key_and_node_settings_do_not_reach_instances(

@@ -76,10 +76,10 @@ async def test_a_connect_that_hangs_is_unreachable_after_the_connect_timeout(
 
 
 class ColdPool:
-    """A function with no instance here: the router looks for a warm node elsewhere."""
+    """A function with no instance here (a ``PoolView``): the router looks for a warm node
+    elsewhere."""
 
-    class spec:
-        timeout_s = 10.0
+    timeout_s = 10.0
 
     def free_slots(self) -> tuple[int, int]:
         return 0, 0

@@ -1,264 +1,167 @@
-"""The runtime with real instance processes (forked from a real zygote), no HTTP."""
+"""The runtime on fake instances and a fake clock: calls, events, the queue's limits (429),
+the memory budget and keep-alive reaping. (Real processes: tests/integration.)"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tierfaas import errors
-from tierfaas.config import NodeConfig
-from tierfaas.manifest import load_release
-from tierfaas.runtime import (
-    FunctionCold,
-    FunctionWarm,
-    InstanceStarted,
-    InstanceStopped,
-    Runtime,
-    RuntimeEvent,
-)
-from tierfaas.testing import FakeClock
+from tierfaas.runtime.events import FunctionCold, FunctionWarm, InstanceStarted, InstanceStopped
+from tierfaas.testing import FakeClock, FakeSpawner, RuntimeHarness, fake_release
 
-TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
-
-
-class Harness:
-    def __init__(self, runtime: Runtime, events: list[RuntimeEvent]) -> None:
-        self.runtime = runtime
-        self.events = events
-        self.n = 0
-
-    async def call(self, name: str, body: bytes = b"", **kwargs: Any) -> Any:
-        self.n += 1
-        return await self.runtime.invoke(name, body, request_id=f"req-{self.n}", **kwargs)
-
-
-async def make(clock: Any = None, **settings: Any) -> Harness:
-    events: list[RuntimeEvent] = []
-    config = NodeConfig(release_dir=TESTREL, **settings)
-    kwargs = {"clock": clock} if clock is not None else {}
-    runtime = Runtime(load_release(TESTREL), config, listeners=[events.append], **kwargs)
-    await runtime.start()
-    return Harness(runtime, events)
-
-
-@pytest.fixture
-async def rt() -> AsyncIterator[Harness]:
-    harness = await make()
-    yield harness
-    await harness.runtime.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def test_first_call_is_cold_then_warm_on_the_same_instance(rt: Harness) -> None:
-    first = await rt.call("echo", b"one")
-    second = await rt.call("echo", b"two")
-    assert (first.body, first.cold) == (b"one", True)
-    assert (second.body, second.cold) == (b"two", False)
-    started = [e for e in rt.events if isinstance(e, InstanceStarted)]
-    assert len(started) == 1 and started[0].pid != os.getpid()
-    assert FunctionWarm("echo") in rt.events
-
-
-async def test_handler_gets_context_env_and_release_cwd(rt: Harness) -> None:
-    result = await rt.call("ctx", b"", method="GET", query="a=1", headers={"x-custom": "yes"})
-    assert result.content_type == "application/json"
-    assert json.loads(result.body) == {
-        "function": "ctx",
-        "request_id": "req-1",
-        "method": "GET",
-        "query": "a=1",
-        "header": "yes",
-        "remaining_ok": True,
-        "greeting": "bonjour",
-        "cwd_is_release": True,
+RELEASE = fake_release(
+    {
+        "echo": {"concurrency": 4, "memory_mb": 64, "keep_alive_s": 60},
+        "other": {"memory_mb": 64, "keep_alive_s": 60},
+        "third": {"memory_mb": 64, "keep_alive_s": 60},
+        "onebyone": {"concurrency": 1, "max_instances": 1, "memory_mb": 64},
+        "quick_reap": {"memory_mb": 64, "keep_alive_s": 0.5},
     }
+)
 
 
-async def test_async_handlers_run_concurrently_on_one_instance(rt: Harness) -> None:
-    began = time.monotonic()
-    results = await asyncio.gather(
-        *(rt.call("asyncecho", b"%d" % i, query="0.3") for i in range(10))
-    )
-    assert [r.body for r in results] == [b"%d" % i for i in range(10)]
-    assert time.monotonic() - began < 2.5  # 10 x 0.3 s would be 3 s if serialised
-    assert rt.runtime.pools["asyncecho"].stats()["instances"] == 1
+async def test_first_call_is_cold_then_warm_on_the_same_instance() -> None:
+    async with RuntimeHarness(RELEASE) as rt:
+        first = rt.call("echo", b"one")
+        await rt.run_for(0.3)
+        second = await rt.call("echo", b"two")
+        assert (first.result().body, first.result().cold) == (b"one", True)
+        assert (second.body, second.cold) == (b"two", False)
+        assert rt.events == [
+            FunctionWarm("echo"),
+            InstanceStarted("echo", 1, rt.spawner.spawned[0].pid, pytest.approx(0.3)),
+        ]
 
 
-async def test_package_handler_with_relative_import(rt: Harness) -> None:
-    assert (await rt.call("pkgfn", b"abc")).body == b"ABC"
-
-
-async def test_handler_exception_is_500_with_type_and_message(rt: Harness) -> None:
-    with pytest.raises(errors.HandlerFailed) as info:
-        await rt.call("boomfn")
-    assert (info.value.status, info.value.code) == (500, "ValueError")
-    assert info.value.message == "bad input: 42"
-    assert "Traceback" not in info.value.message
-
-
-async def test_crash_is_502_and_the_instance_is_replaced(rt: Harness) -> None:
-    with pytest.raises(errors.InstanceCrashed) as info:
-        await rt.call("crash")
-    assert info.value.status == 502
-    assert "exited with code 7" in info.value.message
-    with pytest.raises(errors.InstanceCrashed):
-        await rt.call("crash")
-    stopped = [e for e in rt.events if isinstance(e, InstanceStopped)]
-    assert [e.reason for e in stopped] == ["crashed", "crashed"]
-
-
-async def test_segfault_is_502_naming_the_signal(rt: Harness) -> None:
-    with pytest.raises(errors.InstanceCrashed, match="SIGSEGV"):
-        await rt.call("segv")
-    assert (await rt.call("echo", b"still fine")).body == b"still fine"
-
-
-async def test_memory_limit_is_502_out_of_memory(rt: Harness) -> None:
-    with pytest.raises(errors.OutOfMemory) as info:
-        await rt.call("oom")
-    assert info.value.status == 502
-    assert "memory limit of 64 MiB" in info.value.message
-
-
-async def test_unserialisable_result_is_a_typed_500(rt: Harness) -> None:
-    with pytest.raises(errors.HandlerFailed) as info:
-        await rt.call("badresult")
-    assert (info.value.status, info.value.code) == (500, "UnserializableResult")
-
-
-async def test_oversized_result_is_502(rt: Harness) -> None:
-    with pytest.raises(errors.ResponseTooLarge):
-        await rt.call("huge")
-    assert len((await rt.call("huge", b"1000")).body) == 1000
-
-
-async def test_failing_init_is_502_start_failed_with_the_reason(rt: Harness) -> None:
-    with pytest.raises(errors.StartFailed, match="init could not load its model") as info:
-        await rt.call("flaky_init")
-    assert info.value.status == 502
-    assert rt.runtime.pools["flaky_init"].stats()["instances"] == 0
-
-
-async def test_timeout_is_504_and_kills_the_instance(rt: Harness) -> None:
-    await rt.call("slow", b"0.01")
-    pid = next(e.pid for e in rt.events if isinstance(e, InstanceStarted))
-    began = time.monotonic()
-    with pytest.raises(errors.FunctionTimeout) as info:
-        await rt.call("slow", b"3")
-    assert info.value.status == 504
-    assert time.monotonic() - began < 2.0
-    for _ in range(100):
-        if not alive(pid):
-            break
-        await asyncio.sleep(0.02)
-    assert not alive(pid)
-    assert (await rt.call("slow", b"0.01")).cold  # a new instance
-
-
-async def test_a_call_arriving_past_its_deadline_does_not_run_nor_kill_the_instance(
-    rt: Harness,
-) -> None:
-    # A forwarded call delivered late (after a partition heals, TCP hands the node a request
-    # its sender gave up on long ago) is refused unrun; the warm instance stays.
-    await rt.call("echo", b"warm")
-    pid = next(e.pid for e in rt.events if isinstance(e, InstanceStarted))
-    with pytest.raises(errors.FunctionTimeout, match="past its deadline") as info:
-        await rt.call("echo", b"late", deadline=time.time() - 1.0)
-    assert info.value.status == 504
-    await asyncio.sleep(0.1)
-    assert alive(pid)
-    assert not [e for e in rt.events if isinstance(e, InstanceStopped)]
-    assert not (await rt.call("echo", b"again")).cold
+async def test_a_handler_that_takes_no_context_is_sent_none() -> None:
+    clock = FakeClock()
+    spawner = FakeSpawner(clock, start_s=None)
+    async with RuntimeHarness(RELEASE, clock=clock, spawner=spawner) as rt:
+        first = rt.call("echo", b"", query="a=1", headers={"x-custom": "yes"})
+        await rt.run_for(0.1)
+        (start,) = spawner.starts
+        start.ready(takes_context=False)
+        await rt.run_for(0)
+        await rt.call("echo", b"")
+        (instance,) = spawner.spawned
+        # Built for the first call (the handler's signature was not known yet), not after.
+        context = instance.received[0][1]
+        assert context is not None and context["query"] == "a=1"
+        assert context["headers"] == {"x-custom": "yes"}
+        assert instance.received[1] == (b"", None)
+        assert first.result().cold
 
 
 async def test_concurrency_limit_queues_then_429() -> None:
-    rt = await make(queue_max=2, queue_timeout_s=0.3)
-    try:
-        calls = [asyncio.create_task(rt.call("onebyone", b"0.8")) for _ in range(3)]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        assert results[0].body == b"done"  # type: ignore[union-attr]
-        assert isinstance(results[1], errors.Overloaded)  # waited 0.3 s, no slot came free
-        assert isinstance(results[2], errors.Overloaded)  # the queue was full
-        assert results[1].status == 429 and results[1].retry_after_s == 1
-    finally:
-        await rt.runtime.close()
-
-
-async def test_queued_calls_run_one_at_a_time_on_concurrency_one() -> None:
-    rt = await make(queue_timeout_s=5)
-    try:
-        began = time.monotonic()
-        results = await asyncio.gather(*(rt.call("onebyone", b"0.3") for _ in range(3)))
-        assert all(r.body == b"done" for r in results)
-        assert time.monotonic() - began >= 0.85  # three 0.3 s calls in a row
-        assert rt.runtime.pools["onebyone"].stats()["instances"] == 1
-    finally:
-        await rt.runtime.close()
+    async with RuntimeHarness(RELEASE, queue_max=2, queue_timeout_s=0.3) as rt:
+        calls = [rt.call("onebyone", b"0.8") for _ in range(3)]
+        await rt.run_for(0)
+        full = calls[2].exception()  # the queue was full: at once
+        assert isinstance(full, errors.Overloaded) and full.retry_after_s == 1
+        await rt.run_for(0.59)  # the start ends at 0.3 s; the queue timeout counts from there
+        assert not calls[1].done()
+        await rt.run_for(0.02)
+        waited = calls[1].exception()
+        assert isinstance(waited, errors.Overloaded) and waited.status == 429
+        assert "within 0.3 s" in waited.message
+        await rt.run_for(1.0)
+        assert calls[0].result().body == b"0.8"
 
 
 async def test_idle_instances_are_reaped_after_keep_alive() -> None:
-    clock = FakeClock()
-    rt = await make(clock=clock)
-    try:
-        await rt.call("quick_reap", b"x")
-        await rt.call("echo", b"x")
-        clock.advance(0.4)
-        assert rt.runtime.reap_idle() == 0
-        clock.advance(0.2)
-        assert rt.runtime.reap_idle() == 1  # quick_reap (0.5 s) goes, echo (60 s) stays
-        for _ in range(100):
-            if FunctionCold("quick_reap") in rt.events:
-                break
-            await asyncio.sleep(0.02)
+    async with RuntimeHarness(RELEASE, reap_interval_s=1.0) as rt:
+        calls = [rt.call("quick_reap", b"x"), rt.call("echo", b"x")]
+        await rt.run_for(0.3)
+        assert all(c.done() for c in calls)
+        await rt.run_for(0.69)  # the reaper's first round (1.0 s): idle 0.7 s, past 0.5 s
+        assert not [e for e in rt.events if isinstance(e, InstanceStopped)]
+        await rt.run_for(0.02)
         assert InstanceStopped("quick_reap", 1, "idle") in rt.events
         assert FunctionCold("quick_reap") in rt.events
-        assert rt.runtime.pools["echo"].stats()["instances"] == 1
-    finally:
-        await rt.runtime.close()
+        assert rt.runtime.pools["echo"].stats()["instances"] == 1  # 60 s keep-alive
+        assert rt.runtime.memory_used_mb == 64
+        await rt.run_for(60.0)  # the reaper keeps going
+        assert InstanceStopped("echo", 2, "idle") in rt.events
+        assert FunctionCold("echo") in rt.events
 
 
 async def test_memory_budget_evicts_the_least_recently_used_idle_instance() -> None:
-    rt = await make(memory_budget_mb=128)  # room for two 64 MiB instances
-    try:
-        await rt.call("echo", b"1")
-        await rt.call("jsonval", b"2")
-        await rt.call("echo", b"3")  # echo is now the most recently used
-        result = await rt.call("ctx")
-        assert result.cold
-        await asyncio.sleep(0.1)
+    async with RuntimeHarness(RELEASE, memory_budget_mb=128) as rt:  # two 64 MiB instances
+        for name in ("echo", "other"):
+            rt.call(name, b"")
+            await rt.run_for(0.3)
+        await rt.run_for(0.1)
+        await rt.call("echo", b"")  # echo is now the most recently used
+        third = rt.call("third", b"")
+        await rt.run_for(0.3)
+        assert third.result().cold
         stopped = [e for e in rt.events if isinstance(e, InstanceStopped)]
-        assert [(e.function, e.reason) for e in stopped] == [("jsonval", "evicted")]
+        assert [(e.function, e.reason) for e in stopped] == [("other", "evicted")]
         assert rt.runtime.memory_used_mb == 128
-    finally:
-        await rt.runtime.close()
 
 
-async def test_unknown_function_is_404(rt: Harness) -> None:
-    with pytest.raises(errors.UnknownFunction, match="/v1/functions"):
-        await rt.call("nope")
+async def test_with_no_memory_and_nothing_idle_a_call_waits_then_gets_429() -> None:
+    async with RuntimeHarness(RELEASE, memory_budget_mb=64, queue_timeout_s=0.5) as rt:
+        busy = rt.call("echo", b"2.0")
+        await rt.run_for(0.3)
+        waiting = rt.call("other", b"")
+        await rt.run_for(0.49)
+        assert not waiting.done() and rt.spawner.attempts == 1  # no room: nothing started
+        await rt.run_for(0.02)
+        assert isinstance(waiting.exception(), errors.Overloaded)
+        await rt.run_for(2.0)
+        assert busy.result().body == b"2.0"
 
 
-async def test_close_leaves_no_instance_process() -> None:
-    rt = await make()
-    await rt.call("echo")
-    await rt.call("jsonval")
-    pids = [e.pid for e in rt.events if isinstance(e, InstanceStarted)]
-    zygote = rt.runtime.zygote.pid
-    assert zygote is not None and all(alive(p) for p in pids)
-    await rt.runtime.close()
-    await asyncio.sleep(0.2)
-    assert not any(alive(p) for p in [*pids, zygote])
+async def test_unknown_function_is_404() -> None:
+    async with RuntimeHarness(RELEASE) as rt:
+        with pytest.raises(errors.UnknownFunction, match="/v1/functions"):
+            await rt.call("nope")
+        with pytest.raises(errors.UnknownFunction):
+            rt.runtime.pool("nope")
+
+
+async def test_a_call_arriving_past_its_deadline_does_not_run_nor_kill_the_instance() -> None:
+    async with RuntimeHarness(RELEASE) as rt:
+        rt.call("echo", b"")
+        await rt.run_for(0.3)
+        with pytest.raises(errors.FunctionTimeout, match="past its deadline") as info:
+            await rt.call("echo", b"late", deadline=time.time() - 1.0)
+        assert info.value.status == 504
+        assert [body for body, _ in rt.spawner.spawned[0].received] == [b""]
+        assert not [e for e in rt.events if isinstance(e, InstanceStopped)]
+
+
+async def test_a_call_past_its_timeout_kills_the_instance_and_the_next_call_is_cold() -> None:
+    slow = fake_release({"slow": {"timeout_s": 0.5, "max_instances": 1}})
+    async with RuntimeHarness(slow) as rt:
+        call = rt.call("slow", b"3")
+        await rt.run_for(0.3 + 0.5)
+        assert isinstance(call.exception(), errors.FunctionTimeout)
+        assert InstanceStopped("slow", 1, "timeout") in rt.events
+        after = rt.call("slow", b"0")
+        await rt.run_for(0.3)
+        assert after.result().cold
+
+
+async def test_close_stops_every_instance_and_start() -> None:
+    rt = RuntimeHarness(RELEASE, reap_interval_s=1.0)
+    async with rt:
+        rt.call("echo", b"")
+        await rt.run_for(0.3)
+        queued = rt.call("other", b"")
+        await rt.run_for(0.1)
+        assert rt.spawner.attempts == 2
+    assert InstanceStopped("echo", 1, "shutdown") in rt.events
+    assert not rt.spawner.running
+    await rt.run_for(1.0)  # past the start's end and the reaper's round: neither happens
+    assert [e.function for e in rt.events if isinstance(e, InstanceStarted)] == ["echo"]
+    assert rt.clock.pending() == 1  # only the queued call's timeout (close does not drain)
+    queued.cancel()
+
+
+def test_a_function_needing_more_than_the_memory_budget_is_a_config_error() -> None:
+    with pytest.raises(errors.ConfigError, match="memory_budget_mb"):
+        RuntimeHarness(RELEASE, memory_budget_mb=32)

@@ -27,7 +27,7 @@ def _entry(point: EntryPoint) -> dict[str, str]:
 
 def check(release_dir: Path) -> dict[str, str]:
     """function -> why it cannot start (empty when every function imports)."""
-    from tierfaas.runtime.child import _load
+    from tierfaas.runtime.process.child import _load
 
     try:
         release = load_release(release_dir)

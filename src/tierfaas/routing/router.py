@@ -27,14 +27,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tierfaas import errors
+from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
+from tierfaas.routing.hot import HotTracker
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerUnreachable
-from tierfaas.runtime import Runtime
-from tierfaas.runtime.pool import FunctionPool
+from tierfaas.runtime import PoolView, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ UNREACHABLE_S = 10.0
 # on a lossy link TCP's retransmission backoff can hold an answer for seconds, and giving up
 # on it would answer 502 "may have run" for a call that ran fine (seen at 30 % packet loss).
 ANSWER_SLACK_S = 5.0
-# A function this node forwards at least --hot-forwards-per-s, for this many seconds in a row
-# (its first seconds are a burst of first calls, not lasting demand), gets an instance here
-# (Router._count_forward); at most once per cooldown.
-HOT_SECONDS = 3
-HOT_COOLDOWN_S = 30.0
-# Targets this busy on average (their slots' busy share, as they report it) make a function
-# hot too, however rarely this node forwards it: at 3/4 of its slots busy on average, a call
-# often finds every slot taken and queues for one.
-HOT_LOAD = 0.75
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
 )  # fmt: skip
@@ -170,6 +162,7 @@ class Router:
         lookup: Lookup | None = None,
         hop_limit: int = 1,
         hot_forwards_per_s: float = 0.0,
+        clock: Clock = monotonic,
     ) -> None:
         self.runtime = runtime
         self.self_name = self_name
@@ -178,11 +171,8 @@ class Router:
         self.metrics = metrics
         self.lookup = lookup
         self.hop_limit = hop_limit
-        self.hot_forwards_per_s = hot_forwards_per_s
-        # Per function this node forwards: [start of the current 1 s window, forwards in it,
-        # seconds in a row at the hot rate], and when it last started an instance for that.
-        self._forward_rate: dict[str, list[float]] = {}
-        self._prewarmed_at: dict[str, float] = {}
+        # The functions this node forwards often get an instance here (0: never).
+        self.hot = HotTracker(clock, hot_forwards_per_s) if hot_forwards_per_s else None
         self.endpoints: dict[str, Address] = {}
         # The function's home (rendezvous hashing over live nodes with an HTTP address), where
         # a function warm nowhere is started; None in a standalone node.
@@ -270,7 +260,7 @@ class Router:
 
     async def _route(
         self,
-        pool: FunctionPool,
+        pool: PoolView,
         name: str,
         body: bytes,
         request_id: str,
@@ -312,7 +302,7 @@ class Router:
                 query,
                 user_headers,
                 started,
-                pool.spec.timeout_s,
+                pool.timeout_s,
                 incoming,
                 decision.start,
             )
@@ -322,37 +312,12 @@ class Router:
             tried.add(decision.node)
 
     def _count_forward(self, name: str, load: float) -> None:
-        """One more call of ``name`` forwarded from here, answered by a target whose slots
-        for it were ``load`` busy (0..1, over its last second). A node starts an instance
-        of its own in the background (the pool declines without memory to spare, and never
-        evicts) after ``HOT_SECONDS`` seconds in a row in which it forwarded the function
-        ``hot_forwards_per_s`` times a second or more, *or* its targets were on average
-        ``HOT_LOAD`` busy: each forward costs CPU on two nodes, and calls to a target with no
-        slot to spare queue there (a slot frees sooner than a start, so the target's own
-        scale-out rarely fires), while an instance costs one start and the next calls run
-        here. The forwarded call itself is not held up."""
-        now = time.monotonic()
-        window = self._forward_rate.get(name)
-        if window is None:  # [window start, forwards, hot seconds in a row, load sum]
-            self._forward_rate[name] = [now, 1.0, 0.0, load]
-            return
-        elapsed = now - window[0]
-        if elapsed >= 1.0:
-            forwards, busy = window[1], window[3] / max(window[1], 1.0)
-            hot = elapsed < 2.0 and (
-                forwards / elapsed >= self.hot_forwards_per_s or busy >= HOT_LOAD
-            )
-            window[2] = window[2] + 1 if hot else 0.0
-            window[0], window[1], window[3] = now, 0.0, 0.0
-            if window[2] >= HOT_SECONDS and (
-                now - self._prewarmed_at.get(name, -1e9) >= HOT_COOLDOWN_S
-            ):
-                self._prewarmed_at[name] = now
-                if self.runtime.pool(name).prewarm():
-                    self.metrics.hot_starts.inc()
-                    log.info("%s: forwarded often from here, starting an instance here", name)
-        window[1] += 1
-        window[3] += load
+        """One more call of ``name`` forwarded from here (``load``: its target's busy share);
+        when the hot tracker says so, an instance starts here in the background (the runtime
+        declines without memory to spare, and never evicts)."""
+        if self.hot is not None and self.hot.forwarded(name, load) and self.runtime.prewarm(name):
+            self.metrics.hot_starts.inc()
+            log.info("%s: forwarded often from here, starting an instance here", name)
 
     def _quarantined(self) -> set[str]:
         """The nodes whose connect timed out lately (see ``UNREACHABLE_S``)."""
@@ -531,7 +496,7 @@ class Router:
         if not 0.0 <= load <= 1.0:  # also NaN
             load = 0.5
         self.cache.note_load(name, node, load)
-        if self.hot_forwards_per_s:
+        if self.hot is not None:
             self._count_forward(name, load)
         relayed = [
             (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers

@@ -13,6 +13,7 @@ from tierfaas.runtime.events import (
     InstanceStopped,
     RuntimeEvent,
 )
+from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.runtime import Invocation, Runtime
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "InstanceStarted",
     "InstanceStopped",
     "Invocation",
+    "PoolView",
     "Runtime",
     "RuntimeEvent",
+    "Spawner",
 ]

@@ -28,7 +28,7 @@ from tierfaas.manifest import FunctionSpec
 from tierfaas.runtime import protocol as p
 from tierfaas.runtime.zygote_client import ZygoteClient
 
-# The content types an instance may answer with (tierfaas.runtime.child.encode_result).
+# The content types an instance may answer with (tierfaas.runtime.process.child.encode_result).
 CONTENT_TYPES = frozenset(
     {"application/octet-stream", "text/plain; charset=utf-8", "application/json"}
 )
@@ -106,8 +106,8 @@ class Instance(asyncio.Protocol):
             self.death_reason = reason
         if self.pid and not self.dead:
             try:
-                # The instance leads a process group (see zygote.py): this also ends whatever
-                # its handler forked.
+                # The instance leads a process group (see process/zygote.py): this also ends
+                # whatever its handler forked.
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 try:

@@ -2,60 +2,72 @@
 
 Theory of operation: a call takes a *slot* (an instance with fewer than ``concurrency`` calls
 in flight), preferring the most recently used instance so that the others go idle and are
-reaped. With no free slot, the call joins a bounded FIFO of waiters, and the pool starts new
-instances while the waiters outnumber the slots already being started and ``max_instances``
-and the node's memory budget allow; when the function is warm and only busy, it first waits
-``scale_out_wait_s`` for a slot to free (a cold start costs far more than a short call), and
-while an instance is starting, new calls queue behind it (it is ready sooner than another
-would be) and the same wait applies once it serves. A wait shorter than that still costs
-when it lasts: a function whose slots here were busy 9/10 of the last second, and which a call
-finds with no slot free, gets one more instance here (``SATURATED``), whatever each call waits.
-A started instance, or a slot freed by a finished call, goes to the oldest waiter. A waiter
-not covered by a start waits at most ``queue_timeout_s``; a full queue or an expired wait
-answers 429 with Retry-After.
+reaped. With no free slot, the call joins a bounded FIFO of waiters, and ``policy.py`` decides
+whether instances start for it now, after the scale-out wait, or once a start under way ends,
+and when it gives up (429 with Retry-After). A started instance, or a slot freed by a finished
+call, goes to the oldest waiter. A waiter that may start instances never times out while a
+start is under way: its ``queue_timeout_s`` counts from when the last start it waited through
+ended.
 
-All of this runs on the node's event loop and never blocks: the instances are other processes.
+This module holds only the mechanics: the futures of queued calls, handing out slots, the
+timers (on the injected ``Scheduler``), and starting instances through the ``Spawner`` with
+memory booked in the ``MemoryBudget``. All of it runs on the node's event loop and never
+blocks: the instances are other processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tierfaas import errors
-from tierfaas.clock import Clock
+from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
-from tierfaas.runtime.events import FunctionCold, FunctionWarm, InstanceStarted, InstanceStopped
-from tierfaas.runtime.instance import Instance, Result
+from tierfaas.runtime import policy
+from tierfaas.runtime.budget import MemoryBudget
+from tierfaas.runtime.events import (
+    EventListener,
+    FunctionCold,
+    FunctionWarm,
+    InstanceStarted,
+    InstanceStopped,
+)
+from tierfaas.runtime.instance import Result
 from tierfaas.runtime.meter import BusyMeter
+from tierfaas.runtime.ports import PoolInstance, Spawner
 from tierfaas.runtime.zygote_client import ZygoteError
-
-if TYPE_CHECKING:
-    from tierfaas.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# The busy share of a function's slots here, over the last second, past which a call that
-# finds no free slot starts one more instance (max_instances and free memory permitting, at
-# most one a second). The scale-out wait alone misses this case: with calls much shorter than
-# a start, each call waits less than a start takes, so none starts one, while together they
-# queue for as long as the load lasts (seen in benchmarks/routing.py: the most popular
-# function, on one instance with one slot, kept its calls queued ~60 ms for seconds).
-SATURATED = 0.9
+Waiter = asyncio.Future[PoolInstance]
+Restart = Callable[[float], None]  # moves a waiter's give-up timer to the given time
 
 
 class FunctionPool:
-    def __init__(self, spec: FunctionSpec, runtime: Runtime, clock: Clock) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        settings: policy.Settings,
+        *,
+        scheduler: Scheduler,
+        budget: MemoryBudget,
+        spawner: Spawner,
+        emit: EventListener,
+    ) -> None:
         self.spec = spec
-        self.runtime = runtime
-        self.clock = clock
-        self.instances: list[Instance] = []
+        self.settings = settings
+        self.scheduler = scheduler
+        self.clock = scheduler.clock
+        self.budget = budget
+        self.spawner = spawner
+        self.emit = emit
+        self.instances: list[PoolInstance] = []
         self.starting = 0
-        self.waiters: deque[asyncio.Future[Instance]] = deque()
+        self.waiters: deque[Waiter] = deque()
         # Whether the handler takes a context, as its first instance's READY said; callers
         # skip building one when it does not. Until then, assume it does.
         self.takes_context = True
@@ -66,23 +78,80 @@ class FunctionPool:
         self.registered = False
         self.last_start_s: float | None = None  # how long this function's last start took
         self.call_s: float | None = None  # recent time of a call here (moving average)
-        self.meter = BusyMeter(clock)  # the busy share of its slots here, last second
-        # Calls waiting here that may start instances: how to restart each one's queue timer,
-        # and its queue timeout; those held through a start under way (see _await_slot).
-        self._local_waiters: dict[
-            asyncio.Future[Instance], tuple[Callable[[float], None], float]
-        ] = {}
-        self._behind_start: set[asyncio.Future[Instance]] = set()
-        # Forwarded calls queued behind a start: how to restart each one's timer, and for how
-        # long, once no start is under way.
-        self._forwarded_behind_start: dict[
-            asyncio.Future[Instance], tuple[Callable[[float], None], Callable[[], float]]
-        ] = {}
+        self.meter = BusyMeter(self.clock, policy.BUSY_WINDOW_S)
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Calls waiting here that may start instances (how to restart each one's give-up
+        # timer), and those of them held through a start under way.
+        self._local_waiters: dict[Waiter, Restart] = {}
+        self._behind_start: set[Waiter] = set()
+        # Forwarded calls queued behind a start: how to restart each one's timer, and its
+        # deadline, once no start is under way...
+        self._forwarded_behind_start: dict[Waiter, tuple[Restart, float]] = {}
         # ... and those still waiting after it ended: their timer restarts whenever the queue
         # moves, so they give up only when no call was served for a start's time.
-        self._forwarded_after_start: dict[
-            asyncio.Future[Instance], tuple[Callable[[float], None], Callable[[], float]]
-        ] = {}
+        self._forwarded_after_start: dict[Waiter, tuple[Restart, float]] = {}
+
+    # -- what others may read (PoolView) ---------------------------------------------------
+
+    @property
+    def timeout_s(self) -> float:
+        return self.spec.timeout_s
+
+    def state(self) -> policy.PoolState:
+        """This pool now, for the policy."""
+        concurrency = self.spec.concurrency
+        free = 0
+        newest: float | None = None
+        for i in self.instances:
+            if not i.dead:
+                free += concurrency - i.busy
+            if newest is None or i.ready_at > newest:
+                newest = i.ready_at
+        return policy.PoolState(
+            settings=self.settings,
+            concurrency=concurrency,
+            max_instances=self.spec.max_instances,
+            instances=len(self.instances),
+            free_slots=free,
+            starting=self.starting,
+            waiters=len(self.waiters),
+            last_start_s=self.last_start_s,
+            busy_share=self.meter.share(),
+            newest_ready_at=newest,
+        )
+
+    def can_take(self) -> bool:
+        """A free slot now, or room (instances and memory permitting) to start one: what the
+        function's home checks before it accepts a forwarded first call."""
+        return policy.can_take(self.state())
+
+    def free_slots(self) -> tuple[int, int]:
+        """(warm instances, free call slots on them), for the router."""
+        live = [i for i in self.instances if not i.dead]
+        return len(live), sum(self.spec.concurrency - i.busy for i in live)
+
+    def slot_due_s(self) -> float:
+        """Roughly when a slot here frees for a call queued now (see ``policy.slot_due_s``)."""
+        live = sum(1 for i in self.instances if not i.dead)
+        return policy.slot_due_s(self.call_s, live, self.spec.concurrency, len(self.waiters))
+
+    def recent_load(self) -> float:
+        """The busy share of this function's call slots here over the last second, 0..1."""
+        return self.meter.share()
+
+    def load(self) -> float:
+        """The busy share of this function's call slots here, 0..1 (1 with no instance)."""
+        warm, free = self.free_slots()
+        capacity = warm * self.spec.concurrency
+        return 1.0 if capacity == 0 else 1.0 - free / capacity
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "instances": len(self.instances),
+            "busy": sum(1 for i in self.instances if i.busy),
+            "starting": self.starting,
+            "queued": len(self.waiters),
+        }
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -95,11 +164,11 @@ class FunctionPool:
     ) -> tuple[Result, bool]:
         """Runs one call; returns its result and whether it waited for a cold start.
         ``warm_only`` (a forwarded call): never start an instance, and wait for a slot only
-        briefly (``_wait_for_slot``); else raise ``NotWarm``/``Busy`` so the sender can try
-        elsewhere knowing nothing ran here. A call whose deadline passed while it waited is
-        answered 504 unrun: dispatched with no time left, it would kill a warm instance.
-        A call is cold when it waited for an instance to start, the first on it or not: it
-        arrived before the instance it ran on was ready."""
+        briefly (``policy.admit_forwarded``); else raise ``NotWarm``/``Busy`` so the sender
+        can try elsewhere knowing nothing ran here. A call whose deadline passed while it
+        waited is answered 504 unrun: dispatched with no time left, it would kill a warm
+        instance. A call is cold when it waited for an instance to start, the first on it or
+        not: it arrived before the instance it ran on was ready."""
         arrived = self.clock()
         if warm_only:
             instance = self._free_instance()
@@ -127,111 +196,90 @@ class FunctionPool:
         self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
         return result, cold
 
-    async def _acquire(self) -> Instance:
+    async def _acquire(self) -> PoolInstance:
         instance = self._free_instance()
         if instance is not None:
             instance.busy += 1
             self._metered()
             return instance
-        config = self.runtime.config
-        if len(self.waiters) >= config.queue_max:
+        decision = policy.admit(self.state(), self.clock())
+        if isinstance(decision, policy.Refuse):
             raise errors.Overloaded(
                 f"{self.spec.name!r} is busy on this node and {len(self.waiters)} calls are "
                 "already waiting",
-                retry_after_s=config.retry_after_s,
+                retry_after_s=decision.retry_after_s,
             )
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Instance] = loop.create_future()
+        waiter: Waiter = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
-        wait = self._scale_out_wait()
-        if wait <= 0 or not (self.instances or self.starting):
-            self._start_for_waiters()
-        elif not self.starting:
-            # Warm but busy: a slot usually frees within one call's time, while a new
-            # instance costs a process and the function's init. Wait a moment first.
-            loop.call_later(wait, self._scale_out, waiter)
-            self._grow_if_saturated()
-        # else an instance is starting: queue behind it. It is ready sooner than one started
-        # now would be, and once it ends the same wait applies (``_start_ended``): a burst
-        # of short calls on a cold function starts one instance, not one per call.
-        timeout = config.queue_timeout_s
-        return await self._await_slot(
-            waiter, timeout, lambda: self._overloaded(timeout), local=True
-        )
-
-    async def _wait_for_slot(self, deadline: float) -> Instance:
-        """A forwarded call (``warm_only``) may wait for a slot, but never starts an instance
-        itself and never waits long: behind an instance that is starting (the sender chose
-        this node because it registered at the start), until the start ends (at most the
-        start timeout), then while the queue moves (no call served for as long as the start
-        took: Busy); behind busy instances, ``scale_out_wait_s``. Past that it raises
-        ``Busy`` (``NotWarm`` with nothing here), and the sender tries elsewhere, knowing
-        the call did not run."""
-        if not self.instances and not self.starting:
-            raise errors.NotWarm(f"{self.spec.name!r} is not warm on this node")
-        config = self.runtime.config
-        wait = config.start_timeout_s if self.starting else self._scale_out_wait()
-        wait = min(wait, deadline - self.clock())
-        if wait <= 0 or len(self.waiters) >= config.queue_max:
-            raise errors.Busy(f"every instance of {self.spec.name!r} here is busy")
-        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        name = self.spec.name
-        behind_start = bool(self.starting)
-        if not behind_start:
-            # Queued behind busy instances, with the wait computed above (a start this
-            # causes adds capacity; it does not hold this call longer).
-            self._grow_if_saturated()
-
-        def after_start() -> float:
-            # Once the start ends and its instance is taken, the call is behind busy ones:
-            # a burst queued behind the start (the queue moves, and each call served
-            # restarts this wait) or one long call (it does not). With no call served for as
-            # long as a start took (at least the scale-out wait), the sender starting its own
-            # instance would serve it sooner: Busy, unrun.
-            took = self.last_start_s or 0.0
-            return min(max(self._scale_out_wait(), took), deadline - self.clock())
-
+        if isinstance(decision, policy.Start):
+            self._start(decision.count)
+        else:
+            if decision.scale_out_at is not None:
+                self.scheduler.call_at(
+                    decision.scale_out_at, functools.partial(self._scale_out, waiter)
+                )
+            if decision.extra:
+                self._start_extra()
+        timeout = self.settings.queue_timeout_s
         return await self._await_slot(
             waiter,
-            wait,
+            self.clock() + timeout,
+            lambda: self._overloaded(timeout),
+            local=True,
+        )
+
+    async def _wait_for_slot(self, deadline: float) -> PoolInstance:
+        """A forwarded call (``warm_only``) with no free slot: it waits as
+        ``policy.admit_forwarded`` says, or raises ``NotWarm``/``Busy`` unrun."""
+        decision = policy.admit_forwarded(self.state(), self.clock(), deadline)
+        name = self.spec.name
+        if decision is policy.Rejection.NOT_WARM:
+            raise errors.NotWarm(f"{name!r} is not warm on this node")
+        if decision is policy.Rejection.BUSY:
+            raise errors.Busy(f"every instance of {name!r} here is busy")
+        waiter: Waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        if decision.extra:
+            self._start_extra()
+        return await self._await_slot(
+            waiter,
+            decision.until,
             lambda: errors.Busy(f"no instance of {name!r} here was free in time"),
-            after_start=after_start if behind_start else None,
+            forwarded_deadline=deadline if decision.behind_start else None,
         )
 
     async def _await_slot(
         self,
-        waiter: asyncio.Future[Instance],
-        timeout: float,
+        waiter: Waiter,
+        give_up_at: float,
         error: Callable[[], errors.HttpError],
         local: bool = False,
-        after_start: Callable[[], float] | None = None,
-    ) -> Instance:
-        """Waits for ``waiter`` (already queued) to be handed a slot; past ``timeout`` it
-        leaves the queue and raises ``error()``. A ``local`` waiter (one that may start
-        instances) never times out while a start is under way: its ``timeout`` counts from
-        when the last start it waited through ended. A forwarded waiter queued behind a
-        start gets ``after_start()`` seconds more once no start is under way."""
+        forwarded_deadline: float | None = None,
+    ) -> PoolInstance:
+        """Waits for ``waiter`` (already queued) to be handed a slot; at ``give_up_at`` it
+        leaves the queue and raises ``error()``. A ``local`` waiter's timer is held through
+        starts (``_hold_through_start``); a forwarded waiter queued behind a start (with its
+        ``forwarded_deadline``) gets ``policy.forwarded_give_up_at`` once it ends."""
 
         def give_up() -> None:
             if not waiter.done():
                 self._drop_waiter(waiter)
                 waiter.set_exception(error())
 
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, give_up)
+        scheduler = self.scheduler
+        timer: Timer = scheduler.call_at(give_up_at, give_up)
 
-        def restart(seconds: float) -> None:
+        def restart(until: float) -> None:
             nonlocal timer
             timer.cancel()
-            timer = loop.call_later(max(0.0, seconds), give_up)
+            timer = scheduler.call_at(until, give_up)
 
         if local:
-            self._local_waiters[waiter] = (restart, timeout)
+            self._local_waiters[waiter] = restart
             if self.starting:
                 self._hold_through_start()
-        elif after_start is not None:
-            self._forwarded_behind_start[waiter] = (restart, after_start)
+        elif forwarded_deadline is not None:
+            self._forwarded_behind_start[waiter] = (restart, forwarded_deadline)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -246,30 +294,23 @@ class FunctionPool:
             self._forwarded_behind_start.pop(waiter, None)
             self._forwarded_after_start.pop(waiter, None)
 
-    def _scale_out_wait(self) -> float:
-        """How long a call waits for a busy instance's slot before another instance starts:
-        ``scale_out_wait_s``, but never longer than a start takes (measured on this
-        function's last start): past that, waiting cannot beat starting."""
-        cap = self.runtime.config.scale_out_wait_s
-        return cap if self.last_start_s is None else min(cap, self.last_start_s)
-
     def _overloaded(self, timeout: float) -> errors.HttpError:
         return errors.Overloaded(
             f"no instance of {self.spec.name!r} became free within "
             f"{timeout:g} s ({len(self.instances)} running, max_instances "
             f"{self.spec.max_instances})",
-            retry_after_s=self.runtime.config.retry_after_s,
+            retry_after_s=self.settings.retry_after_s,
         )
 
-    def _free_instance(self) -> Instance | None:
-        best: Instance | None = None
+    def _free_instance(self) -> PoolInstance | None:
+        best: PoolInstance | None = None
         limit = self.spec.concurrency
         for i in self.instances:
             if i.busy < limit and not i.dead and (best is None or i.last_used > best.last_used):
                 best = i
         return best
 
-    def _release(self, instance: Instance, served: bool = True) -> None:
+    def _release(self, instance: PoolInstance, served: bool = True) -> None:
         instance.busy -= 1
         instance.calls_served += served
         instance.last_used = self.clock()
@@ -278,7 +319,7 @@ class FunctionPool:
         else:
             self._hand_out(instance)
 
-    def _hand_out(self, instance: Instance) -> None:
+    def _hand_out(self, instance: PoolInstance) -> None:
         served = False
         while instance.busy < self.spec.concurrency and self.waiters:
             waiter = self.waiters.popleft()
@@ -288,48 +329,60 @@ class FunctionPool:
             waiter.set_result(instance)
             served = True
         if served and self._forwarded_after_start:
-            # The queue moves: forwarded calls behind it keep waiting (see _wait_for_slot).
-            for restart, seconds in self._forwarded_after_start.values():
-                restart(seconds())
+            # The queue moves: forwarded calls behind it keep waiting.
+            now = self.clock()
+            for restart, deadline in self._forwarded_after_start.values():
+                restart(self._forwarded_give_up_at(now, deadline))
         self._metered()
 
-    def _drop_waiter(self, waiter: asyncio.Future[Instance]) -> None:
+    def _drop_waiter(self, waiter: Waiter) -> None:
         try:
             self.waiters.remove(waiter)
         except ValueError:
             pass
 
+    def _forwarded_give_up_at(self, now: float, deadline: float) -> float:
+        return policy.forwarded_give_up_at(self.settings, self.last_start_s, now, deadline)
+
     # -- starting and stopping instances ---------------------------------------------------
 
-    def _book_another(self, evict: bool = True) -> bool:
-        """Room for one more instance under ``max_instances``, and its memory booked (by
-        evicting other functions' idle instances only if ``evict``): then start it."""
-        return len(self.instances) + self.starting < self.spec.max_instances and (
-            self.runtime.reserve_memory(self.spec.memory_mb, exclude=self, evict=evict)
-        )
+    def _book(self, evict: bool = True) -> bool:
+        """Books memory for one more instance (evicting other functions' idle instances only
+        if ``evict``)."""
+        return self.budget.book(self.spec.memory_mb, exclude=self, evict=evict)
 
-    def _start_for_waiters(self) -> None:
-        while len(self.waiters) > self.starting * self.spec.concurrency and self._book_another():
+    def _start(self, count: int) -> None:
+        """Starts up to ``count`` instances for the queued calls, while memory can be booked."""
+        for _ in range(count):
+            if not self._book():
+                return
             self._start_now()
 
+    def _start_extra(self) -> None:
+        """The slots here are saturated (``policy.saturated``): one more instance that no call
+        in particular waits for (it takes the oldest waiter when ready), never evicting
+        another function's idle instances for it."""
+        if self._book(evict=False):
+            log.info("%s: slots busy for the last second here, starting one more", self.spec.name)
+            self._start_now(extra=True)
+
     def _start_now(self, extra: bool = False) -> None:
-        """Starts one instance (its memory already reserved). An ``extra`` one adds capacity
+        """Starts one instance (its memory already booked). An ``extra`` one adds capacity
         while others serve: if it fails to start, the calls queued here stay queued for
         those, rather than being answered with its error."""
         self.starting += 1
         task = asyncio.get_running_loop().create_task(self._start_one(extra))
-        self.runtime.track(task)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._set_registered(True)
         self._hold_through_start()
 
     async def _start_one(self, extra: bool = False) -> None:
-        instance = self.runtime.new_instance(self.spec)
         try:
-            frame = self.runtime.spawn_frame(self.spec)
-            await instance.start(frame, self.runtime.config.start_timeout_s)
+            instance = await self.spawner.spawn(self.spec)
         except (errors.HttpError, ZygoteError, OSError) as exc:
             self.starting -= 1
-            self.runtime.release_memory(self.spec.memory_mb)
+            self.budget.release(self.spec.memory_mb)
             error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
             log.warning("cold start of %s failed: %s", self.spec.name, error)
             if not extra or not self.instances:
@@ -344,20 +397,20 @@ class FunctionPool:
         self.instances.append(instance)
         self._metered()
         instance.closed.add_done_callback(lambda _: self._on_closed(instance))
-        self.runtime.emit(
-            InstanceStarted(self.spec.name, instance.id, instance.pid, instance.start_s)
-        )
+        self.emit(InstanceStarted(self.spec.name, instance.id, instance.pid, instance.start_s))
         self._set_registered(True)
         self._hand_out(instance)
         self._start_ended()
 
     def _hold_through_start(self) -> None:
         """A start is under way: no local waiter times out before it ends (start timeout)."""
-        start_timeout = self.runtime.config.start_timeout_s
-        for waiter, (restart, timeout) in self._local_waiters.items():
+        if not self._local_waiters:
+            return
+        held_until = policy.queue_give_up_at(self.settings, self.clock(), behind_start=True)
+        for waiter, restart in self._local_waiters.items():
             if waiter not in self._behind_start:
                 self._behind_start.add(waiter)
-                restart(start_timeout + timeout)
+                restart(held_until)
 
     def _start_ended(self) -> None:
         """The waiters held through a start wait like any other once no start is under way:
@@ -365,148 +418,93 @@ class FunctionPool:
         still waiting after the scale-out wait."""
         if self.starting:
             return
+        now = self.clock()
         forwarded, self._forwarded_behind_start = self._forwarded_behind_start, {}
-        for waiter, (restart_forwarded, seconds) in forwarded.items():
+        for waiter, (restart_forwarded, deadline) in forwarded.items():
             if not waiter.done():
-                restart_forwarded(seconds())
-                self._forwarded_after_start[waiter] = (restart_forwarded, seconds)
+                restart_forwarded(self._forwarded_give_up_at(now, deadline))
+                self._forwarded_after_start[waiter] = (restart_forwarded, deadline)
         behind, self._behind_start = self._behind_start, set()
-        wait = self._scale_out_wait()
-        loop = asyncio.get_running_loop()
+        give_up_at = policy.queue_give_up_at(self.settings, now, behind_start=False)
+        scale_out_at = now + policy.scale_out_wait(self.settings, self.last_start_s)
         for waiter in behind:
-            if waiter.done() or waiter not in self._local_waiters:
+            restart = self._local_waiters.get(waiter)
+            if waiter.done() or restart is None:
                 continue
-            restart, timeout = self._local_waiters[waiter]
-            restart(timeout)
-            loop.call_later(wait, self._scale_out, waiter)
+            restart(give_up_at)
+            self.scheduler.call_at(scale_out_at, functools.partial(self._scale_out, waiter))
 
-    def _scale_out(self, waiter: asyncio.Future[Instance]) -> None:
-        """``waiter`` waited the scale-out wait: start one more instance for it, unless it
-        got a slot meanwhile or the starts already under way will reach it first. (A check
-        of the queue as a whole would, under steady load, nearly always find some call that
-        just arrived, and start an instance every time.)"""
+    def _scale_out(self, waiter: Waiter) -> None:
+        """``waiter`` waited the scale-out wait: start one more instance for it if
+        ``policy.scale_out_due``."""
         if waiter.done():
             return
         try:
             ahead = self.waiters.index(waiter)
         except ValueError:
             return
-        if ahead >= self.starting * self.spec.concurrency and self._book_another():
-            self._start_now()
-
-    def _grow_if_saturated(self) -> None:
-        """A call found no free slot and no start under way: if the slots here were busy at
-        least ``SATURATED`` of the last second, start one more instance that no call in
-        particular waits for (it takes the oldest waiter when ready). At most one per
-        second after the newest instance was ready, so that the share it is judged by
-        already counts that instance's slots; never past ``max_instances``, never
-        evicting another function's idle instances for it."""
-        now = self.clock()
-        newest = max((i.ready_at for i in self.instances), default=now)
-        if (
-            now - newest < self.meter.window_s
-            or self.meter.share() < SATURATED
-            or not self._book_another(evict=False)
-        ):
-            return
-        log.info("%s: slots busy for the last second here, starting one more", self.spec.name)
-        self._start_now(extra=True)
+        if policy.scale_out_due(self.state(), ahead):
+            self._start(1)
 
     def _fail_waiters(self, error: errors.HttpError) -> None:
-        """A failed start answers the waiters it was meant for; all of them if nothing else
-        will ever serve them (no instance running or starting)."""
-        count = self.spec.concurrency
-        if not self.instances and not self.starting:
-            count = len(self.waiters)
+        """A failed start answers the waiters ``policy.waiters_to_fail`` names, oldest first."""
+        count = policy.waiters_to_fail(self.state())
         while count and self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
                 count -= 1
 
-    def _on_closed(self, instance: Instance) -> None:
+    def _on_closed(self, instance: PoolInstance) -> None:
         if instance not in self.instances:
             return
         self.instances.remove(instance)
         self._metered()
         if instance.holds_memory:
-            self.runtime.release_memory(self.spec.memory_mb)
+            self.budget.release(self.spec.memory_mb)
         reason = instance.death_reason or "crashed"
         if reason == "crashed":
             log.warning("instance %d of %s died unexpectedly", instance.id, self.spec.name)
-        self.runtime.emit(InstanceStopped(self.spec.name, instance.id, reason))
+        self.emit(InstanceStopped(self.spec.name, instance.id, reason))
         if self.waiters:
-            self._start_for_waiters()
+            self._start(policy.starts_for_waiters(self.state()))
         self._set_registered(bool(self.instances or self.starting))
 
     def _set_registered(self, warm: bool) -> None:
         if warm != self.registered:
             self.registered = warm
             name = self.spec.name
-            self.runtime.emit(FunctionWarm(name) if warm else FunctionCold(name))
-
-    def can_take(self) -> bool:
-        """A free slot now, or room (instances and memory permitting) to start one: what the
-        function's home checks before it accepts a forwarded first call."""
-        if self._free_instance() is not None:
-            return True
-        waiting = len(self.waiters) + 1
-        if waiting <= self.starting * self.spec.concurrency:
-            return True
-        return len(self.instances) + self.starting < self.spec.max_instances
-
-    def free_slots(self) -> tuple[int, int]:
-        """(warm instances, free call slots on them), for the router."""
-        live = [i for i in self.instances if not i.dead]
-        return len(live), sum(self.spec.concurrency - i.busy for i in live)
-
-    def slot_due_s(self) -> float:
-        """Roughly when a slot here frees for a call queued now (seconds; inf when no call
-        has finished here yet): the recent call time, times the calls ahead per slot."""
-        if self.call_s is None:
-            return math.inf
-        slots = sum(1 for i in self.instances if not i.dead) * self.spec.concurrency
-        return math.inf if slots == 0 else (len(self.waiters) + 1) * self.call_s / slots
+            self.emit(FunctionWarm(name) if warm else FunctionCold(name))
 
     def _metered(self) -> None:
         live = [i for i in self.instances if not i.dead]
         self.meter.change(sum(i.busy for i in live), len(live) * self.spec.concurrency)
 
-    def recent_load(self) -> float:
-        """The busy share of this function's call slots here over the last second, 0..1."""
-        return self.meter.share()
-
     def prewarm(self) -> bool:
-        """Starts an instance that no call waits for (this node forwards a function whose
-        warm nodes are hot): only if none is here or starting and memory is free without
-        evicting anything. It registers when it starts, like any other."""
-        if self.instances or self.starting or not self._book_another(evict=False):
+        """Starts an instance that no call waits for (``policy.may_prewarm``), only if memory
+        is free without evicting anything. It registers when it starts, like any other."""
+        if not policy.may_prewarm(self.state()) or not self._book(evict=False):
             return False
         self._start_now()
         return True
 
-    def load(self) -> float:
-        """The busy share of this function's call slots here, 0..1 (1 with no instance)."""
-        warm, free = self.free_slots()
-        capacity = warm * self.spec.concurrency
-        return 1.0 if capacity == 0 else 1.0 - free / capacity
+    # -- keep-alive and shutdown -----------------------------------------------------------
 
-    def idle_instances(self) -> list[Instance]:
+    def idle_instances(self) -> list[PoolInstance]:
         return [i for i in self.instances if i.busy == 0 and not i.dead]
 
     def reap_idle(self, now: float) -> int:
         """Stops instances idle for longer than keep_alive_s; returns how many."""
         reaped = 0
         for instance in self.idle_instances():
-            if now - instance.last_used >= self.spec.keep_alive_s:
+            if policy.idle_expired(now, instance.last_used, self.spec.keep_alive_s):
                 instance.kill("idle")
                 reaped += 1
         return reaped
 
-    def stats(self) -> dict[str, int]:
-        return {
-            "instances": len(self.instances),
-            "busy": sum(1 for i in self.instances if i.busy),
-            "starting": self.starting,
-            "queued": len(self.waiters),
-        }
+    def close(self) -> None:
+        """Stops every instance and start; in-flight calls fail."""
+        for instance in list(self.instances):
+            instance.kill("shutdown")
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,14 +1,14 @@
-"""The node's runtime: one pool per function, a shared zygote, a memory budget and a reaper.
+"""The node's runtime: one pool per function, a spawner (the zygote), a memory budget and a
+reaper of idle instances.
 
-The memory budget is the sum of ``memory_mb`` of the live and starting instances; a start that
-would exceed it first evicts the least recently used idle instances of other functions, and
-waits (then 429) if nothing idle is left to evict.
+It composes the parts and owns nothing the pools decide: each pool gets the scheduler, the
+budget, the spawner and the event sink, never the runtime (see ``ports.py``). The router and
+the HTTP app see a pool only as a ``PoolView`` (``pool(name)``); what they may do to one goes
+through methods here (``invoke``, ``prewarm``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierfaas import errors
-from tierfaas.clock import Clock, monotonic
+from tierfaas.clock import LoopScheduler, Scheduler, Timer
 from tierfaas.config import NodeConfig
-from tierfaas.manifest import FunctionSpec, Release
+from tierfaas.manifest import Release
+from tierfaas.runtime import policy
+from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.events import EventListener, RuntimeEvent
-from tierfaas.runtime.instance import Instance
 from tierfaas.runtime.pool import FunctionPool
-from tierfaas.runtime.zygote_client import ZygoteClient
+from tierfaas.runtime.ports import PoolView, Spawner
+from tierfaas.runtime.spawner import ZygoteSpawner
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +41,13 @@ class Runtime:
         self,
         release: Release,
         config: NodeConfig,
-        clock: Clock = monotonic,
+        scheduler: Scheduler | None = None,
         listeners: Iterable[EventListener] = (),
+        spawner: Spawner | None = None,
     ) -> None:
-        self.release = release
-        self.config = config
-        self.clock = clock
-        self.listeners = list(listeners)
-        self.zygote = ZygoteClient(config.start_timeout_s)
-        self.pools = {
-            name: FunctionPool(spec, self, clock) for name, spec in release.functions.items()
-        }
-        self.memory_used_mb = 0
-        self.next_instance_id = 0
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.reaper: asyncio.Task[None] | None = None
+        """``scheduler``: every timer of the runtime, on its clock (default: the running
+        loop's, on ``time.monotonic``). ``spawner``: starts instances (default: forked by a
+        zygote this runtime starts and stops)."""
         for spec in release.functions.values():
             if spec.memory_mb > config.memory_budget_mb:
                 raise errors.ConfigError(
@@ -61,23 +55,47 @@ class Runtime:
                     f"{config.memory_budget_mb} MiB is less than function {spec.name!r} needs "
                     f"({spec.memory_mb} MiB)",
                 )
+        self.release = release
+        self.config = config
+        self.scheduler = scheduler if scheduler is not None else LoopScheduler()
+        self.clock = self.scheduler.clock
+        self.listeners = list(listeners)
+        self.spawner = (
+            spawner if spawner is not None else ZygoteSpawner(release, config, self.clock)
+        )
+        self.budget = MemoryBudget(config.memory_budget_mb)
+        settings = policy.Settings.of(config)
+        self.pools = {
+            name: FunctionPool(
+                spec,
+                settings,
+                scheduler=self.scheduler,
+                budget=self.budget,
+                spawner=self.spawner,
+                emit=self.emit,
+            )
+            for name, spec in release.functions.items()
+        }
+        for pool in self.pools.values():
+            self.budget.add(pool)
+        self._reaper: Timer | None = None
+
+    @property
+    def memory_used_mb(self) -> int:
+        return self.budget.used_mb
 
     async def start(self) -> None:
-        await self.zygote.start()
-        self.reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        await self.spawner.start()
+        self._schedule_reap()
 
     async def close(self) -> None:
-        """Stops every instance and the zygote. In-flight calls fail; drain first."""
-        if self.reaper is not None:
-            self.reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reaper
+        """Stops every instance and the spawner. In-flight calls fail; drain first."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for pool in self.pools.values():
-            for instance in list(pool.instances):
-                instance.kill("shutdown")
-        for task in list(self.tasks):
-            task.cancel()
-        await self.zygote.close()
+            pool.close()
+        await self.spawner.close()
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -98,7 +116,7 @@ class Runtime:
         ``started`` (this clock) is when the request arrived: time already spent counts
         against the function's timeout; ``deadline`` (Unix time, from a forwarding node) can
         only shorten it. ``warm_only``: see ``FunctionPool.invoke``."""
-        pool = self.pool(name)
+        pool = self._pool(name)
         timeout = pool.spec.timeout_s
         if deadline is not None:
             timeout = min(timeout, deadline - time.time())
@@ -120,8 +138,21 @@ class Runtime:
         result, cold = await pool.invoke(body, context, start + timeout, warm_only)
         return Invocation(result.body, result.content_type, cold)
 
-    def pool(self, name: str) -> FunctionPool:
-        """The function's pool; ``UnknownFunction`` (404) if the release has no such name."""
+    def pool(self, name: str) -> PoolView:
+        """The function's pool, to read; ``UnknownFunction`` (404) if the release has no such
+        name."""
+        return self._pool(name)
+
+    def prewarm(self, name: str) -> bool:
+        """Starts an instance of ``name`` that no call waits for, if none is here or starting
+        and memory is free without evicting anything; true if it started one."""
+        return self._pool(name).prewarm()
+
+    def functions(self) -> list[dict[str, Any]]:
+        """Each function's settings and its instances on this node."""
+        return [{**pool.spec.describe(), **pool.stats()} for pool in self.pools.values()]
+
+    def _pool(self, name: str) -> FunctionPool:
         pool = self.pools.get(name)
         if pool is None:
             raise errors.UnknownFunction(
@@ -130,67 +161,7 @@ class Runtime:
             )
         return pool
 
-    def functions(self) -> list[dict[str, Any]]:
-        """Each function's settings and its instances on this node."""
-        return [{**pool.spec.describe(), **pool.stats()} for pool in self.pools.values()]
-
-    # -- services for the pools ------------------------------------------------------------
-
-    def new_instance(self, spec: FunctionSpec) -> Instance:
-        self.next_instance_id += 1
-        instance = Instance(self.next_instance_id, spec, self.zygote, self.clock())
-        instance.max_body = self.config.max_response_bytes
-        return instance
-
-    def spawn_frame(self, spec: FunctionSpec) -> dict[str, Any]:
-        def entry(point: Any) -> dict[str, str] | None:
-            if point is None:
-                return None
-            return {"module": point.module, "attr": point.attr, "path": str(point.path)}
-
-        return {
-            "name": spec.name,
-            "root": str(self.release.root),
-            "handler": entry(spec.handler),
-            "init": entry(spec.init),
-            "env": spec.env,
-            "memory_mb": spec.memory_mb,
-            "concurrency": spec.concurrency,
-            "threads": spec.threads,
-            "max_response_bytes": self.config.max_response_bytes,
-            "debug": self.config.debug,
-        }
-
-    def reserve_memory(
-        self, memory_mb: int, exclude: FunctionPool | None = None, evict: bool = True
-    ) -> bool:
-        """Books ``memory_mb`` for a new instance, evicting LRU idle instances if needed (and
-        ``evict``)."""
-        budget = self.config.memory_budget_mb
-        if self.memory_used_mb + memory_mb > budget and not evict:
-            return False
-        if self.memory_used_mb + memory_mb > budget:
-            idle = [
-                instance
-                for pool in self.pools.values()
-                if pool is not exclude
-                for instance in pool.idle_instances()
-            ]
-            idle.sort(key=lambda instance: instance.last_used)
-            for instance in idle:
-                if self.memory_used_mb + memory_mb <= budget:
-                    break
-                instance.kill("evicted")
-                # Its memory is free from now on, though its process ends a moment later.
-                instance.holds_memory = False
-                self.memory_used_mb -= instance.spec.memory_mb
-            if self.memory_used_mb + memory_mb > budget:
-                return False
-        self.memory_used_mb += memory_mb
-        return True
-
-    def release_memory(self, memory_mb: int) -> None:
-        self.memory_used_mb = max(0, self.memory_used_mb - memory_mb)
+    # -- events and keep-alive -------------------------------------------------------------
 
     def emit(self, event: RuntimeEvent) -> None:
         for listener in self.listeners:
@@ -199,15 +170,16 @@ class Runtime:
             except Exception:
                 log.exception("runtime event listener failed on %r", event)
 
-    def track(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     def reap_idle(self) -> int:
+        """Stops the instances idle past their function's keep-alive; returns how many."""
         now = self.clock()
         return sum(pool.reap_idle(now) for pool in self.pools.values())
 
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.reap_interval_s)
+    def _schedule_reap(self) -> None:
+        self._reaper = self.scheduler.call_later(self.config.reap_interval_s, self._reap)
+
+    def _reap(self) -> None:
+        try:
             self.reap_idle()
+        finally:
+            self._schedule_reap()

@@ -61,7 +61,7 @@ class ZygoteClient:
             # space and eat the instance's RLIMIT_AS budget.
             env.setdefault("MALLOC_ARENA_MAX", "2")
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tierfaas.runtime.zygote", str(theirs.fileno())],
+                [sys.executable, "-m", "tierfaas.runtime.process.zygote", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 env=env,
                 start_new_session=True,

@@ -1,12 +1,30 @@
 """Fakes and helpers shipped with tierfaas, shared by its tests, benchmarks and users' tests.
 
-- ``FakeClock``: a monotonic clock that only moves when told to (keep-alives, TTLs, batches).
+- ``FakeClock``: a monotonic clock that only moves when told to, and a scheduler whose
+  timers fire as it moves (keep-alives, TTLs, batches, queue timeouts); ``settle()``.
+- ``FakeSpawner`` / ``FakeInstance`` / ``RuntimeHarness``: the runtime with instances that
+  are not processes, starting and answering on the fake clock (``tierfaas.testing.runtime``).
 - ``FakeNetwork`` / ``FakeMembership``: in-memory gossip membership (join, kill, leave,
   pause/resume, partitions), deterministic and socket-free.
 - ``tierfaas.testing.nodes`` / ``tierfaas.testing.cluster``: real node processes on loopback.
 """
 
-from tierfaas.testing.clock import FakeClock
+from tierfaas.testing.clock import FakeClock, settle
 from tierfaas.testing.membership import FakeMembership, FakeNetwork
+from tierfaas.testing.runtime import (
+    FakeInstance,
+    FakeSpawner,
+    RuntimeHarness,
+    fake_release,
+)
 
-__all__ = ["FakeClock", "FakeMembership", "FakeNetwork"]
+__all__ = [
+    "FakeClock",
+    "FakeInstance",
+    "FakeMembership",
+    "FakeNetwork",
+    "FakeSpawner",
+    "RuntimeHarness",
+    "fake_release",
+    "settle",
+]

@@ -1,6 +1,6 @@
 """The zygote: a template process that forks function instances (the SOCK paper's idea).
 
-Started once per node with ``python -m tierfaas.runtime.zygote FD``, it imports the runtime
+Started once per node with ``python -m tierfaas.runtime.process.zygote FD``, it imports the runtime
 (msgpack, asyncio, uvloop, the instance code) once, then waits on the node's SEQPACKET socket
 for spawn requests. Each request carries the instance spec and one file descriptor, the
 instance's end of its socket to the node; the zygote forks, and the child becomes the instance.
@@ -32,9 +32,10 @@ from typing import Any
 
 import msgpack
 
-# Everything an instance needs, imported once here so that forked children start warm.
-from tierfaas.runtime import child
 from tierfaas.runtime import protocol as p
+
+# Everything an instance needs, imported once here so that forked children start warm.
+from tierfaas.runtime.process import child
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
