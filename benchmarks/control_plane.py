@@ -45,11 +45,12 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import wire
 from tierfaas.control.api import QueryResult, Write
-from tierfaas.control.client import Channels, ControlClient, Replicator
 from tierfaas.control.lane import QueryLaneClient
+from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
 from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Op
+from tierfaas.control.transport import Channels, ControlClient
 
 KEY = bytes(range(32))
 WINDOW_S = 0.1

@@ -25,12 +25,14 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import Write
 from tierfaas.control.auth import HEADER, call_metadata, credential
-from tierfaas.control.client import Channels, ControlClient, NotMaster, Replicator, WriteQueue
 from tierfaas.control.lane import LaneError, QueryLaneClient
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
+from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import MASTER_HEADER, SERVICE, ControlServer, Limits
 from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
+from tierfaas.control.transport import Channels, ControlClient, NotMaster
+from tierfaas.control.write_queue import WriteQueue
 from tierfaas.runtime.events import FunctionCold, FunctionWarm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -407,7 +409,7 @@ async def test_a_connection_silenced_by_a_partition_is_replaced_once_it_heals(
 ) -> None:
     # Without keep-alive pings the channel keeps the silenced connection, and every call made
     # after the heal waits behind it until TCP retransmits (here: lag_s).
-    import tierfaas.control.client as client_module
+    import tierfaas.control.transport as client_module
 
     monkeypatch.setattr(client_module, "KEEPALIVE_TIME_MS", 200)
     monkeypatch.setattr(client_module, "KEEPALIVE_TIMEOUT_MS", 300)

@@ -11,10 +11,10 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import handover, wire
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control.client import ControlClient
 from tierfaas.control.server import ControlServer
 from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Snapshot
+from tierfaas.control.transport import ControlClient
 
 KEY = bytes(range(32))
 

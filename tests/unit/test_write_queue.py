@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from tierfaas.control.client import WriteQueue
+from tierfaas.control.write_queue import WriteQueue
 
 
 class FlakyMaster:

@@ -36,13 +36,15 @@ from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.state import NodeEndpoint, RoleChange
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control.client import Channels, Replicator, WriteQueue
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replica_copy import ReplicaCopy
+from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
 from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Snapshot
+from tierfaas.control.transport import Channels
+from tierfaas.control.write_queue import WriteQueue
 from tierfaas.membership.base import (
     MemberDown,
     MemberInfo,

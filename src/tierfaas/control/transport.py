@@ -1,0 +1,252 @@
+"""The caller's side of ``tierfaas.v1.Control``: ``ControlClient`` (one channel to one peer),
+``Channels`` (one client per peer address) and the retry schedule its users share.
+
+Every call carries the cluster credential (``auth.py``). A peer that is not the master
+answers writes and Subscribe with ``FAILED_PRECONDITION`` and names the master in trailing
+metadata; the client raises that as ``NotMaster`` with the hint, so its caller can retry
+there. The channel options make a restarted or partitioned peer reachable again within
+about a second (see ``ControlClient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from tierfaas.control import handover, wire
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.api import QueryResult, Write
+from tierfaas.control.auth import call_metadata
+from tierfaas.control.server import MASTER_HEADER, SERVICE, MiB
+from tierfaas.control.table import Snapshot, Update
+
+Sleep = Callable[[float], Coroutine[Any, Any, None]]
+
+
+class NotMaster(Exception):
+    """The peer is not the master; ``master`` is its hint (None if it knows none)."""
+
+    def __init__(self, master: str | None) -> None:
+        super().__init__(f"not the master; try {master or 'later'}")
+        self.master = master
+
+
+def _method(name: str) -> str:
+    return f"/{SERVICE}/{name}"
+
+
+# HTTP/2 pings between nodes (see ControlClient). The timeout rides out a few lost packets
+# (30 % loss still answers a ping within it almost always), so only a cut closes a connection.
+KEEPALIVE_TIME_MS = 2000
+KEEPALIVE_TIMEOUT_MS = 5000
+
+
+class ControlClient:
+    """A channel to one peer's control API, with the cluster credential on every call."""
+
+    def __init__(
+        self, address: str, *, key: bytes | None, max_message_bytes: int = 8 * MiB
+    ) -> None:
+        self.address = address
+        self._metadata = call_metadata(key)
+        self.channel = aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                # Peers restart in about a second; gRPC's default first retry after 1 s (and
+                # up to 120 s later) would leave a replica stale long after its master is back.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+                # A peer cut off by a partition sends no RST: without pings the connection
+                # looks open for as long as the cut lasts, and after the heal its calls wait
+                # for TCP's retransmission backoff (seconds after a 20 s cut) before the new
+                # master hears a single Announce. A ping unanswered for KEEPALIVE_TIMEOUT_MS
+                # closes it; the channel then reconnects within the backoff above.
+                ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                # grpcio 1.85 times the ping out with this one (keepalive_timeout_ms alone
+                # left a ping unanswered for as long as the cut lasted).
+                ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ],
+        )
+        ch = self.channel
+        self._register = ch.unary_unary(
+            _method("Register"), pb.RegisterRequest.SerializeToString, pb.WriteReply.FromString
+        )
+        self._unregister = ch.unary_unary(
+            _method("Unregister"), pb.UnregisterRequest.SerializeToString, pb.WriteReply.FromString
+        )
+        self._announce = ch.unary_unary(
+            _method("Announce"), pb.AnnounceRequest.SerializeToString, pb.WriteReply.FromString
+        )
+        self._query = ch.unary_unary(
+            _method("Query"), pb.QueryRequest.SerializeToString, pb.QueryReply.FromString
+        )
+        self._info = ch.unary_unary(
+            _method("Info"), pb.InfoRequest.SerializeToString, pb.InfoReply.FromString
+        )
+        self._subscribe = ch.unary_stream(
+            _method("Subscribe"), pb.SubscribeRequest.SerializeToString, pb.TableUpdate.FromString
+        )
+        self._query_stream = ch.stream_stream(
+            _method("QueryStream"), pb.QueryRequest.SerializeToString, pb.QueryReply.FromString
+        )
+        self._handover = ch.stream_unary(
+            _method("Handover"), pb.HandoverChunk.SerializeToString, pb.HandoverReply.FromString
+        )
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _write(self, call: Any, request: Any, timeout_s: float) -> pb.WriteReply:
+        try:
+            reply: pb.WriteReply = await call(request, metadata=self._metadata, timeout=timeout_s)
+        except aio.AioRpcError as exc:
+            raise _redirect(exc) or exc from None
+        return reply
+
+    async def register(self, writes: Sequence[Write], timeout_s: float = 2.0) -> pb.WriteReply:
+        """Sends ADD pairs (``op`` is ignored); raises ``NotMaster`` or ``aio.AioRpcError``."""
+        request = pb.RegisterRequest(routes=wire.writes_to_pb(writes))
+        return await self._write(self._register, request, timeout_s)
+
+    async def unregister(self, writes: Sequence[Write], timeout_s: float = 2.0) -> pb.WriteReply:
+        request = pb.UnregisterRequest(routes=wire.writes_to_pb(writes))
+        return await self._write(self._unregister, request, timeout_s)
+
+    async def announce(
+        self, node: str, epoch: int, functions: Sequence[str], timeout_s: float = 5.0
+    ) -> pb.WriteReply:
+        request = pb.AnnounceRequest(node=node, epoch=epoch, functions=list(functions))
+        return await self._write(self._announce, request, timeout_s)
+
+    async def query(self, function: str, timeout_s: float = 1.0) -> QueryResult:
+        reply: pb.QueryReply = await self._query(
+            pb.QueryRequest(function=function), metadata=self._metadata, timeout=timeout_s
+        )
+        return wire.query_result(reply)
+
+    async def info(self, timeout_s: float = 1.0) -> pb.InfoReply:
+        reply: pb.InfoReply = await self._info(
+            pb.InfoRequest(), metadata=self._metadata, timeout=timeout_s
+        )
+        return reply
+
+    async def subscribe(
+        self, from_version: int, lineage: str, replica: str = ""
+    ) -> AsyncIterator[Update]:
+        """The master's stream of updates; raises ``NotMaster`` or ``aio.AioRpcError`` when it
+        fails, ``wire.BadMessage`` on an invalid update."""
+        request = pb.SubscribeRequest(from_version=from_version, lineage=lineage, replica=replica)
+        call = self._subscribe(request, metadata=self._metadata)
+        parts = wire.SnapshotAssembler()
+        try:
+            async for message in call:
+                update = parts.add(message)
+                if update is not None:
+                    yield update
+        except aio.AioRpcError as exc:
+            raise _redirect(exc) or exc from None
+        finally:
+            call.cancel()
+
+    async def handover(
+        self, snapshot: Snapshot, generation: int, from_node: str, timeout_s: float = 30.0
+    ) -> pb.HandoverReply:
+        """Sends the whole table to this peer, which takes over as master of ``generation``
+        once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""
+        messages = handover.chunks(snapshot, generation, from_node)
+        reply: pb.HandoverReply = await self._handover(
+            iter(messages), metadata=self._metadata, timeout=timeout_s
+        )
+        return reply
+
+    def query_stream(self) -> QueryStream:
+        """A long-lived bidirectional stream of pipelined queries (see ``QueryStream``)."""
+        return QueryStream(self._query_stream(metadata=self._metadata))
+
+
+class QueryStream:
+    """Queries over one open QueryStream call, matched to replies by request id."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._pending: dict[int, asyncio.Future[pb.QueryReply]] = {}
+        self._next_id = 0
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        error: BaseException = ConnectionError("the query stream ended")
+        try:
+            while True:
+                reply = await self._call.read()
+                if reply is aio.EOF:
+                    break
+                future = self._pending.pop(reply.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except aio.AioRpcError as exc:
+            error = exc
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def query(self, function: str) -> QueryResult:
+        self._next_id += 1
+        rid = self._next_id
+        future: asyncio.Future[pb.QueryReply] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        await self._call.write(pb.QueryRequest(function=function, request_id=rid))
+        reply = await future
+        if reply.error:
+            raise ValueError(reply.error)
+        return wire.query_result(reply)
+
+    async def close(self) -> None:
+        self._call.cancel()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+def _redirect(exc: aio.AioRpcError) -> NotMaster | None:
+    if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return None
+    master = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == MASTER_HEADER:
+            master = value if isinstance(value, str) else value.decode()
+    return NotMaster(master or None)
+
+
+class Channels:
+    """One ``ControlClient`` per peer address, created on first use."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+        self._clients: dict[str, ControlClient] = {}
+
+    def get(self, address: str) -> ControlClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = ControlClient(address, key=self._key)
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.close()
+
+
+def backoff_delays(initial_s: float, max_s: float) -> Callable[[int], float]:
+    """Attempt n (1-based) waits ``initial_s * 2**(n-1)``, capped at ``max_s``."""
+    return lambda attempt: min(max_s, initial_s * 2 ** min(max(0, attempt - 1), 32))
