@@ -1,5 +1,5 @@
 """The control plane's gRPC shell in one process: a master and a replica server on 127.0.0.x,
-real sockets, fake members (StandaloneBackend).
+real sockets, fake members (TableBackend).
 
 All tests share one event loop: grpc.aio binds its poller to the first loop it meets, and a
 channel or server collected after its loop closed hangs or warns at shutdown.
@@ -25,11 +25,11 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import Write
 from tierfaas.control.auth import HEADER, call_metadata, credential
+from tierfaas.control.backend import TableBackend
 from tierfaas.control.lane import LaneError, QueryLaneClient
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import MASTER_HEADER, SERVICE, ControlServer, Limits
-from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.control.transport import Channels, ControlClient, NotMaster
 from tierfaas.control.write_queue import WriteQueue
@@ -54,9 +54,9 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 3.0) -> None:
 
 @dataclass
 class Cluster:
-    master: StandaloneBackend
+    master: TableBackend
     master_server: ControlServer
-    replica: StandaloneBackend
+    replica: TableBackend
     replica_server: ControlServer
     channels: Channels
 
@@ -73,12 +73,12 @@ class Cluster:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def cluster() -> AsyncIterator[Cluster]:
-    master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0.02)
+    master = TableBackend(MEMBERS.get, time.monotonic, master=True, window_s=0.02)
     assert master.hub is not None
     flusher = asyncio.get_running_loop().create_task(master.hub.run())
     master_server = ControlServer(master, bind=Address("127.0.0.2", 0), key=KEY, node="m")
     await master_server.start()
-    replica = StandaloneBackend(
+    replica = TableBackend(
         MEMBERS.get, time.monotonic, master=False, master_rpc=str(master_server.address)
     )
     replica_server = ControlServer(
@@ -148,7 +148,7 @@ async def test_replica_streams_snapshot_then_deltas_and_resumes_after_a_drop(
 
 
 async def test_a_replica_too_far_behind_gets_a_snapshot() -> None:
-    master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0)
+    master = TableBackend(MEMBERS.get, time.monotonic, master=True, window_s=0)
     assert master.hub is not None
     updates = master.subscribe(0, "")
     first = await anext(updates)

@@ -381,14 +381,14 @@ def test_replica_copy_outcomes() -> None:
 
 async def test_the_master_sends_a_functions_first_node_at_once_and_batches_the_rest() -> None:
     from tierfaas.control.api import Write
-    from tierfaas.control.standalone import StandaloneBackend
+    from tierfaas.control.backend import TableBackend
 
     members = {
         n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
         for i, n in enumerate(["w1", "w2"])
     }
     clock = FakeClock()
-    master = StandaloneBackend(members.get, clock, master=True, window_s=0.1)
+    master = TableBackend(members.get, clock, master=True, window_s=0.1)
     hub = master.hub
     assert hub is not None
     await master.apply_writes([Write(Op.ADD, "f", "w1", 7)])

@@ -11,8 +11,8 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import handover, wire
 from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.backend import TableBackend
 from tierfaas.control.server import ControlServer
-from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Snapshot
 from tierfaas.control.transport import ControlClient
 
@@ -67,7 +67,7 @@ async def test_handover_over_grpc_reaches_the_target_sink() -> None:
         received.append((routes, generation, sender))
         return routes
 
-    backend = StandaloneBackend(lambda _: None, time.monotonic, master=False)
+    backend = TableBackend(lambda _: None, time.monotonic, master=False)
     server = ControlServer(backend, bind=Address("127.0.0.2", 0), key=KEY, node="target")
     await server.start()
     client = ControlClient(str(server.address), key=KEY)

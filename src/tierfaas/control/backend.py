@@ -1,10 +1,10 @@
-"""``StandaloneBackend``: a complete ``ControlBackend`` over a ``TableHub`` (master) or a
-``ReplicaCopy`` (replica), with members resolved by a callable.
+"""``TableBackend``: the ``ControlBackend`` every node serves, over its share of the routing
+table: a ``TableHub`` while it is master, a ``ReplicaCopy`` otherwise.
 
-It is what the tests and benchmarks serve, and the reference for the ClusterManager's own
-implementation: the manager can hold one and forward to it, supplying ``resolve`` from its
-membership view (name -> the live run's ``NodeEndpoint``, None if not a live member) and
-calling ``promote()`` / ``demote()`` on role changes.
+``ControlPlane`` holds one per node and switches it with ``promote()`` / ``demote()`` as the
+node's role changes; tests and the benchmark serve it directly. Members are resolved by a
+callable (name -> the live run's ``NodeEndpoint``, None if not a live member), so a write
+naming a dead run is rejected and never reaches the table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from tierfaas.control.table import Op, RoutingTable, Update
 Resolver = Callable[[str], NodeEndpoint | None]
 
 
-class StandaloneBackend:
+class TableBackend:
+    """This node's table as a ``ControlBackend``: writes and Subscribe go to the hub (master
+    only, else ``NotMasterError``), queries to the hub or the replica's copy."""
+
     def __init__(
         self,
         resolve: Resolver,
