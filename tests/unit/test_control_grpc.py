@@ -29,7 +29,8 @@ from tierfaas.control.backend import TableBackend
 from tierfaas.control.lane import LaneError, QueryLaneClient
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.replicator import Replicator
-from tierfaas.control.server import MASTER_HEADER, SERVICE, ControlServer, Limits
+from tierfaas.control.rpc import SERVICE, method_path
+from tierfaas.control.server import MASTER_HEADER, ControlServer, Limits
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.control.transport import Channels, ControlClient, NotMaster
 from tierfaas.control.write_queue import WriteQueue
@@ -171,7 +172,7 @@ async def test_non_master_redirects_writes_and_the_write_queue_follows(cluster: 
         await replica_client.register(writes(Op.ADD, "w1", "f"))
     assert info.value.master == cluster.master_rpc
     # Raw status and trailer, as any gRPC client sees them.
-    call = replica_client.channel.unary_unary(f"/{SERVICE}/Announce")
+    call = replica_client.channel.unary_unary(method_path("Announce"))
     with pytest.raises(aio.AioRpcError) as raw:
         await call(pb.AnnounceRequest(node="w1").SerializeToString(), metadata=call_metadata(KEY))
     assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -259,8 +260,8 @@ async def test_garbage_and_oversized_requests_are_invalid_and_the_server_keeps_s
 ) -> None:
     client = cluster.channels.get(cluster.replica_rpc)
     md = call_metadata(KEY)
-    raw = client.channel.unary_unary(f"/{SERVICE}/Register")
-    query = client.channel.unary_unary(f"/{SERVICE}/Query")
+    raw = client.channel.unary_unary(method_path("Register"))
+    query = client.channel.unary_unary(method_path("Query"))
     bad_name = pb.QueryRequest(function="../etc/passwd").SerializeToString()
     too_many = pb.RegisterRequest(routes=[pb.Route(function="f", node="w1")] * 101)
     oversized = pb.RegisterRequest(routes=[pb.Route(function="f" * 60, node="w" * 60)] * 600)
@@ -277,7 +278,7 @@ async def test_garbage_and_oversized_requests_are_invalid_and_the_server_keeps_s
     assert (await client.info()).node == "r"
     # A subscriber's name ends up in the master's log: a forged one must not write lines.
     master = cluster.channels.get(str(cluster.master_server.address))
-    subscribe = master.channel.unary_stream(f"/{SERVICE}/Subscribe")
+    subscribe = master.channel.unary_stream(method_path("Subscribe"))
     forged = pb.SubscribeRequest(replica="r\nCRITICAL fake log line").SerializeToString()
     with pytest.raises(aio.AioRpcError) as info:
         async for _ in subscribe(forged, metadata=md):

@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
 
-from tierfaas.control import handover, wire
+from tierfaas.control import handover, rpc, wire
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.auth import call_metadata
-from tierfaas.control.server import MASTER_HEADER, SERVICE, MiB
+from tierfaas.control.server import MASTER_HEADER, MiB
 from tierfaas.control.table import Snapshot, Update
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
+R = TypeVar("R")  # the request message of a write call
 
 
 class NotMaster(Exception):
@@ -34,10 +35,6 @@ class NotMaster(Exception):
     def __init__(self, master: str | None) -> None:
         super().__init__(f"not the master; try {master or 'later'}")
         self.master = master
-
-
-def _method(name: str) -> str:
-    return f"/{SERVICE}/{name}"
 
 
 # HTTP/2 pings between nodes (see ControlClient). The timeout rides out a few lost packets
@@ -78,36 +75,14 @@ class ControlClient:
                 ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ],
         )
-        ch = self.channel
-        self._register = ch.unary_unary(
-            _method("Register"), pb.RegisterRequest.SerializeToString, pb.WriteReply.FromString
-        )
-        self._unregister = ch.unary_unary(
-            _method("Unregister"), pb.UnregisterRequest.SerializeToString, pb.WriteReply.FromString
-        )
-        self._announce = ch.unary_unary(
-            _method("Announce"), pb.AnnounceRequest.SerializeToString, pb.WriteReply.FromString
-        )
-        self._query = ch.unary_unary(
-            _method("Query"), pb.QueryRequest.SerializeToString, pb.QueryReply.FromString
-        )
-        self._info = ch.unary_unary(
-            _method("Info"), pb.InfoRequest.SerializeToString, pb.InfoReply.FromString
-        )
-        self._subscribe = ch.unary_stream(
-            _method("Subscribe"), pb.SubscribeRequest.SerializeToString, pb.TableUpdate.FromString
-        )
-        self._query_stream = ch.stream_stream(
-            _method("QueryStream"), pb.QueryRequest.SerializeToString, pb.QueryReply.FromString
-        )
-        self._handover = ch.stream_unary(
-            _method("Handover"), pb.HandoverChunk.SerializeToString, pb.HandoverReply.FromString
-        )
+        self._stub = rpc.stub(self.channel)
 
     async def close(self) -> None:
         await self.channel.close()
 
-    async def _write(self, call: Any, request: Any, timeout_s: float) -> pb.WriteReply:
+    async def _write(
+        self, call: aio.UnaryUnaryMultiCallable[R, pb.WriteReply], request: R, timeout_s: float
+    ) -> pb.WriteReply:
         try:
             reply: pb.WriteReply = await call(request, metadata=self._metadata, timeout=timeout_s)
         except aio.AioRpcError as exc:
@@ -117,26 +92,26 @@ class ControlClient:
     async def register(self, writes: Sequence[Write], timeout_s: float = 2.0) -> pb.WriteReply:
         """Sends ADD pairs (``op`` is ignored); raises ``NotMaster`` or ``aio.AioRpcError``."""
         request = pb.RegisterRequest(routes=wire.writes_to_pb(writes))
-        return await self._write(self._register, request, timeout_s)
+        return await self._write(self._stub.Register, request, timeout_s)
 
     async def unregister(self, writes: Sequence[Write], timeout_s: float = 2.0) -> pb.WriteReply:
         request = pb.UnregisterRequest(routes=wire.writes_to_pb(writes))
-        return await self._write(self._unregister, request, timeout_s)
+        return await self._write(self._stub.Unregister, request, timeout_s)
 
     async def announce(
         self, node: str, epoch: int, functions: Sequence[str], timeout_s: float = 5.0
     ) -> pb.WriteReply:
         request = pb.AnnounceRequest(node=node, epoch=epoch, functions=list(functions))
-        return await self._write(self._announce, request, timeout_s)
+        return await self._write(self._stub.Announce, request, timeout_s)
 
     async def query(self, function: str, timeout_s: float = 1.0) -> QueryResult:
-        reply: pb.QueryReply = await self._query(
+        reply: pb.QueryReply = await self._stub.Query(
             pb.QueryRequest(function=function), metadata=self._metadata, timeout=timeout_s
         )
         return wire.query_result(reply)
 
     async def info(self, timeout_s: float = 1.0) -> pb.InfoReply:
-        reply: pb.InfoReply = await self._info(
+        reply: pb.InfoReply = await self._stub.Info(
             pb.InfoRequest(), metadata=self._metadata, timeout=timeout_s
         )
         return reply
@@ -147,7 +122,7 @@ class ControlClient:
         """The master's stream of updates; raises ``NotMaster`` or ``aio.AioRpcError`` when it
         fails, ``wire.BadMessage`` on an invalid update."""
         request = pb.SubscribeRequest(from_version=from_version, lineage=lineage, replica=replica)
-        call = self._subscribe(request, metadata=self._metadata)
+        call = self._stub.Subscribe(request, metadata=self._metadata)
         parts = wire.SnapshotAssembler()
         try:
             async for message in call:
@@ -165,20 +140,20 @@ class ControlClient:
         """Sends the whole table to this peer, which takes over as master of ``generation``
         once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""
         messages = handover.chunks(snapshot, generation, from_node)
-        reply: pb.HandoverReply = await self._handover(
+        reply: pb.HandoverReply = await self._stub.Handover(
             iter(messages), metadata=self._metadata, timeout=timeout_s
         )
         return reply
 
     def query_stream(self) -> QueryStream:
         """A long-lived bidirectional stream of pipelined queries (see ``QueryStream``)."""
-        return QueryStream(self._query_stream(metadata=self._metadata))
+        return QueryStream(self._stub.QueryStream(metadata=self._metadata))
 
 
 class QueryStream:
     """Queries over one open QueryStream call, matched to replies by request id."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: aio.StreamStreamCall[pb.QueryRequest, pb.QueryReply]) -> None:
         self._call = call
         self._pending: dict[int, asyncio.Future[pb.QueryReply]] = {}
         self._next_id = 0
@@ -189,7 +164,7 @@ class QueryStream:
         try:
             while True:
                 reply = await self._call.read()
-                if reply is aio.EOF:
+                if not isinstance(reply, pb.QueryReply):  # aio.EOF: the server ended it
                     break
                 future = self._pending.pop(reply.request_id, None)
                 if future is not None and not future.done():
