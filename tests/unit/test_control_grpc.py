@@ -24,13 +24,14 @@ from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import Write
-from tierfaas.control.auth import HEADER, call_metadata, credential
+from tierfaas.control.auth import call_metadata, credential
 from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import AUTH_HEADER, MASTER_HEADER, SNAPSHOT_PART_CHANGES
 from tierfaas.control.lane import LaneError, QueryLaneClient
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.rpc import SERVICE, method_path
-from tierfaas.control.server import MASTER_HEADER, ControlServer, Limits
+from tierfaas.control.server import ControlServer, Limits
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.control.transport import Channels, ControlClient, NotMaster
 from tierfaas.control.write_queue import WriteQueue
@@ -38,7 +39,7 @@ from tierfaas.runtime.events import FunctionCold, FunctionWarm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 KEY = bytes(range(32))
-wire_parts = wire.SNAPSHOT_PART_CHANGES
+wire_parts = SNAPSHOT_PART_CHANGES
 MEMBERS = {
     n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
     for i, n in enumerate(["w1", "w2", "w3"])
@@ -326,7 +327,7 @@ async def test_reflection_lists_the_service(cluster: Cluster) -> None:
     channel = cluster.channels.get(cluster.replica_rpc).channel
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
-    call = stub.ServerReflectionInfo(iter([request]), metadata=((HEADER, credential(KEY)),))
+    call = stub.ServerReflectionInfo(iter([request]), metadata=((AUTH_HEADER, credential(KEY)),))
     services = []
     async for reply in call:
         services = [s.name for s in reply.list_services_response.service]
@@ -410,10 +411,10 @@ async def test_a_connection_silenced_by_a_partition_is_replaced_once_it_heals(
 ) -> None:
     # Without keep-alive pings the channel keeps the silenced connection, and every call made
     # after the heal waits behind it until TCP retransmits (here: lag_s).
-    import tierfaas.control.transport as client_module
+    from tierfaas.control import transport
 
-    monkeypatch.setattr(client_module, "KEEPALIVE_TIME_MS", 200)
-    monkeypatch.setattr(client_module, "KEEPALIVE_TIMEOUT_MS", 300)
+    monkeypatch.setattr(transport, "KEEPALIVE_TIME_MS", 200)
+    monkeypatch.setattr(transport, "KEEPALIVE_TIMEOUT_MS", 300)
     assert cluster.master_server.address is not None
     proxy = FreezingProxy(cluster.master_server.address, lag_s=3.0)
     client = ControlClient(await proxy.start(), key=KEY)

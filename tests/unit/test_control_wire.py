@@ -11,11 +11,12 @@ from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import SNAPSHOT_PART_CHANGES
 from tierfaas.control.server import ControlServer
 from tierfaas.control.table import Change, Op, RoutingTable
 
 MEMBERS = {n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000), None) for n in ["w1", "w2"]}
-wire_parts = wire.SNAPSHOT_PART_CHANGES
+wire_parts = SNAPSHOT_PART_CHANGES
 
 
 def test_a_non_loopback_bind_needs_a_key() -> None:

@@ -9,9 +9,10 @@ import pytest
 
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
-from tierfaas.control import handover, wire
+from tierfaas.control import handover
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import SNAPSHOT_PART_CHANGES
 from tierfaas.control.server import ControlServer
 from tierfaas.control.table import Snapshot
 from tierfaas.control.transport import ControlClient
@@ -31,7 +32,7 @@ async def _stream(messages: list[pb.HandoverChunk]) -> AsyncIterator[pb.Handover
 
 
 async def test_a_table_larger_than_one_message_arrives_whole() -> None:
-    table = big_table(wire.SNAPSHOT_PART_CHANGES)  # about 2 parts of routes
+    table = big_table(SNAPSHOT_PART_CHANGES)  # about 2 parts of routes
     messages = handover.chunks(table, 3, "old")
     assert len(messages) > 1 and all(not m.checksum for m in messages[:-1])
     got, generation, sender = await handover.receive(_stream(messages))
@@ -42,7 +43,7 @@ async def test_a_table_larger_than_one_message_arrives_whole() -> None:
 
 
 async def test_a_changed_or_missing_part_is_refused() -> None:
-    messages = handover.chunks(big_table(wire.SNAPSHOT_PART_CHANGES), 1, "old")
+    messages = handover.chunks(big_table(SNAPSHOT_PART_CHANGES), 1, "old")
     altered = [pb.HandoverChunk.FromString(m.SerializeToString()) for m in messages]
     altered[0].part.changes[0].route.epoch += 1
     with pytest.raises(handover.HandoverError, match="checksum"):
@@ -75,7 +76,7 @@ async def test_handover_over_grpc_reaches_the_target_sink() -> None:
         reply = await client.handover(big_table(100), 2, "old")
         assert not reply.ready and "takes no handover" in reply.error  # no sink yet
         server.on_handover = sink
-        table = big_table(wire.SNAPSHOT_PART_CHANGES + 10)
+        table = big_table(SNAPSHOT_PART_CHANGES + 10)
         total = sum(len(r) for r in table.routes.values())
         reply = await client.handover(table, 2, "old")
         assert reply.ready and reply.routes == total

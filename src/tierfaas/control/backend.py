@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from tierfaas.clock import Clock
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control.api import NotMasterError, QueryResult, TablePosition, Write, WriteResult
+from tierfaas.control.constants import BATCH_WINDOW_S
 from tierfaas.control.hub import TableHub
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.table import Op, RoutingTable, Update
@@ -33,7 +34,7 @@ class TableBackend:
         *,
         master: bool,
         master_rpc: str | None = None,
-        window_s: float = 0.1,
+        window_s: float = BATCH_WINDOW_S,
         lineage: str | None = None,
     ) -> None:
         self._resolve = resolve

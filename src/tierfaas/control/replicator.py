@@ -15,6 +15,7 @@ from collections.abc import Callable
 from grpc import aio
 
 from tierfaas.control import wire
+from tierfaas.control.constants import REPLICATE_BACKOFF_S, REPLICATE_MAX_BACKOFF_S
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.table import Update
 from tierfaas.control.transport import Channels, NotMaster, Sleep, backoff_delays
@@ -32,8 +33,8 @@ class Replicator:
         master: Callable[[], str | None],
         channels: Channels,
         replica: str = "",
-        initial_backoff_s: float = 0.05,
-        max_backoff_s: float = 1.0,
+        initial_backoff_s: float = REPLICATE_BACKOFF_S,
+        max_backoff_s: float = REPLICATE_MAX_BACKOFF_S,
         sleep: Sleep = asyncio.sleep,
         on_update: Callable[[Update, Outcome], None] | None = None,
     ) -> None:

@@ -30,6 +30,14 @@ from tierfaas.control import rpc, wire
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import ControlBackend, NotMasterError, QueryResult, WriteResult
 from tierfaas.control.auth import AuthInterceptor
+from tierfaas.control.constants import (
+    ERROR_DETAIL_CHARS,
+    MASTER_HEADER,
+    MAX_MESSAGE_BYTES,
+    MAX_ROUTES_PER_CALL,
+    MIN_PING_INTERVAL_MS,
+    SERVER_STOP_GRACE_S,
+)
 from tierfaas.control.handover import HandoverError, HandoverSink, receive
 from tierfaas.control.lane import QueryLaneServer
 from tierfaas.control.table import Op
@@ -37,9 +45,6 @@ from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
 
 log = logging.getLogger("tierfaas.control")
-
-MASTER_HEADER = "x-tierfaas-master"
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +54,15 @@ class Limits:
     bigger announce or snapshot through at the cost of memory per call. ``max_routes``: pairs
     per Register/Unregister/Announce call."""
 
-    max_message_bytes: int = 4 * MiB
-    max_routes: int = 65_536
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_routes: int = MAX_ROUTES_PER_CALL
 
 
 Context = aio.ServicerContext[bytes, bytes]
 
 
 async def _invalid(context: Context, reason: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:300])
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:ERROR_DETAIL_CHARS])
 
 
 class ControlServer(rpc.ControlServicer):
@@ -98,10 +103,9 @@ class ControlServer(rpc.ControlServicer):
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),
                 ("grpc.so_reuseport", 0),
-                # The peers' keep-alive pings (control.client.KEEPALIVE_TIME_MS), also on idle
-                # connections: by default a server answers pings this frequent with GOAWAY.
+                # The peers' keep-alive pings (KEEPALIVE_TIME_MS), also on idle connections.
                 ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
                 ("grpc.http2.max_ping_strikes", 0),
             ],
         )
@@ -119,7 +123,7 @@ class ControlServer(rpc.ControlServicer):
             )
             await self.lane.start(self._lane_bind)
 
-    async def stop(self, grace_s: float = 0.5) -> None:
+    async def stop(self, grace_s: float = SERVER_STOP_GRACE_S) -> None:
         if self.lane is not None:
             await self.lane.stop()
             self.lane = None

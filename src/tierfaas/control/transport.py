@@ -22,7 +22,19 @@ from tierfaas.control import handover, rpc, wire
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.auth import call_metadata
-from tierfaas.control.server import MASTER_HEADER, MiB
+from tierfaas.control.constants import (
+    ANNOUNCE_TIMEOUT_S,
+    CLIENT_MAX_MESSAGE_BYTES,
+    HANDOVER_TIMEOUT_S,
+    INFO_TIMEOUT_S,
+    KEEPALIVE_TIME_MS,
+    KEEPALIVE_TIMEOUT_MS,
+    MASTER_HEADER,
+    MAX_RECONNECT_BACKOFF_MS,
+    QUERY_TIMEOUT_S,
+    RECONNECT_BACKOFF_MS,
+    WRITE_TIMEOUT_S,
+)
 from tierfaas.control.table import Snapshot, Update
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
@@ -37,17 +49,11 @@ class NotMaster(Exception):
         self.master = master
 
 
-# HTTP/2 pings between nodes (see ControlClient). The timeout rides out a few lost packets
-# (30 % loss still answers a ping within it almost always), so only a cut closes a connection.
-KEEPALIVE_TIME_MS = 2000
-KEEPALIVE_TIMEOUT_MS = 5000
-
-
 class ControlClient:
     """A channel to one peer's control API, with the cluster credential on every call."""
 
     def __init__(
-        self, address: str, *, key: bytes | None, max_message_bytes: int = 8 * MiB
+        self, address: str, *, key: bytes | None, max_message_bytes: int = CLIENT_MAX_MESSAGE_BYTES
     ) -> None:
         self.address = address
         self._metadata = call_metadata(key)
@@ -56,22 +62,17 @@ class ControlClient:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                # Peers restart in about a second; gRPC's default first retry after 1 s (and
-                # up to 120 s later) would leave a replica stale long after its master is back.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 2000),
-                # A peer cut off by a partition sends no RST: without pings the connection
-                # looks open for as long as the cut lasts, and after the heal its calls wait
-                # for TCP's retransmission backoff (seconds after a 20 s cut) before the new
-                # master hears a single Announce. A ping unanswered for KEEPALIVE_TIMEOUT_MS
-                # closes it; the channel then reconnects within the backoff above.
+                ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+                # Pings on every connection, idle or not (see KEEPALIVE_TIME_MS): a ping
+                # unanswered for KEEPALIVE_TIMEOUT_MS closes a connection a partition silenced.
                 ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0),
-                # grpcio 1.85 times the ping out with this one (keepalive_timeout_ms alone
-                # left a ping unanswered for as long as the cut lasted).
+                # grpcio times a ping out with this option; keepalive_timeout_ms alone leaves
+                # a ping unanswered for as long as the cut lasts.
                 ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ],
         )
@@ -89,28 +90,32 @@ class ControlClient:
             raise _redirect(exc) or exc from None
         return reply
 
-    async def register(self, writes: Sequence[Write], timeout_s: float = 2.0) -> pb.WriteReply:
+    async def register(
+        self, writes: Sequence[Write], timeout_s: float = WRITE_TIMEOUT_S
+    ) -> pb.WriteReply:
         """Sends ADD pairs (``op`` is ignored); raises ``NotMaster`` or ``aio.AioRpcError``."""
         request = pb.RegisterRequest(routes=wire.writes_to_pb(writes))
         return await self._write(self._stub.Register, request, timeout_s)
 
-    async def unregister(self, writes: Sequence[Write], timeout_s: float = 2.0) -> pb.WriteReply:
+    async def unregister(
+        self, writes: Sequence[Write], timeout_s: float = WRITE_TIMEOUT_S
+    ) -> pb.WriteReply:
         request = pb.UnregisterRequest(routes=wire.writes_to_pb(writes))
         return await self._write(self._stub.Unregister, request, timeout_s)
 
     async def announce(
-        self, node: str, epoch: int, functions: Sequence[str], timeout_s: float = 5.0
+        self, node: str, epoch: int, functions: Sequence[str], timeout_s: float = ANNOUNCE_TIMEOUT_S
     ) -> pb.WriteReply:
         request = pb.AnnounceRequest(node=node, epoch=epoch, functions=list(functions))
         return await self._write(self._stub.Announce, request, timeout_s)
 
-    async def query(self, function: str, timeout_s: float = 1.0) -> QueryResult:
+    async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
         reply: pb.QueryReply = await self._stub.Query(
             pb.QueryRequest(function=function), metadata=self._metadata, timeout=timeout_s
         )
         return wire.query_result(reply)
 
-    async def info(self, timeout_s: float = 1.0) -> pb.InfoReply:
+    async def info(self, timeout_s: float = INFO_TIMEOUT_S) -> pb.InfoReply:
         reply: pb.InfoReply = await self._stub.Info(
             pb.InfoRequest(), metadata=self._metadata, timeout=timeout_s
         )
@@ -135,7 +140,11 @@ class ControlClient:
             call.cancel()
 
     async def handover(
-        self, snapshot: Snapshot, generation: int, from_node: str, timeout_s: float = 30.0
+        self,
+        snapshot: Snapshot,
+        generation: int,
+        from_node: str,
+        timeout_s: float = HANDOVER_TIMEOUT_S,
     ) -> pb.HandoverReply:
         """Sends the whole table to this peer, which takes over as master of ``generation``
         once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""

@@ -21,6 +21,13 @@ from collections.abc import Callable, Sequence
 from grpc import aio
 
 from tierfaas.control.api import Write
+from tierfaas.control.constants import (
+    FLUSH_POLL_S,
+    FLUSH_TIMEOUT_S,
+    WRITE_BACKOFF_S,
+    WRITE_BATCH_MAX,
+    WRITE_MAX_BACKOFF_S,
+)
 from tierfaas.control.table import Op
 from tierfaas.control.transport import Channels, ControlClient, NotMaster, Sleep, backoff_delays
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
@@ -42,9 +49,9 @@ class WriteQueue:
         *,
         master: Callable[[], str | None],
         channels: Channels,
-        max_batch: int = 4096,
-        initial_backoff_s: float = 0.05,
-        max_backoff_s: float = 2.0,
+        max_batch: int = WRITE_BATCH_MAX,
+        initial_backoff_s: float = WRITE_BACKOFF_S,
+        max_backoff_s: float = WRITE_MAX_BACKOFF_S,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.node, self.epoch = node, epoch
@@ -102,11 +109,11 @@ class WriteQueue:
                 await self._task
             self._task = None
 
-    async def flushed(self, timeout_s: float = 5.0) -> None:
+    async def flushed(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         """Waits until nothing is pending or in flight (tests, graceful shutdown)."""
         async with asyncio.timeout(timeout_s):
             while self.pending or self._wake.is_set() or self._in_flight:
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(FLUSH_POLL_S)
 
     _in_flight = False
 
@@ -185,8 +192,8 @@ class WriteQueue:
         """Puts failed writes back, unless a newer write or announce replaced them."""
         if announce is not None and self._announce is None:
             # The pairs sent with the announce, then the writes made since, are newer than
-            # the announced set: fold them in, in that order (dropping ``taken`` here lost
-            # a warm function whenever an announce and a write failed together).
+            # the announced set: fold them in, in that order (without ``taken``, a function
+            # that went warm in the same failed call would be missing from the next announce).
             warm = set(announce)
             for function, op in [*taken.items(), *self._pending.items()]:
                 (warm.add if op is Op.ADD else warm.discard)(function)
