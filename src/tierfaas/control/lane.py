@@ -46,12 +46,12 @@ from tierfaas.names import is_valid_name
 log = logging.getLogger("tierfaas.control.lane")
 
 AUTH, QUERY, REPLY = 1, 2, 3
-_HEADER = struct.Struct(">IB")  # length (of kind + payload), kind
+_FRAME_HEADER = struct.Struct(">IB")  # length (of kind + payload), kind
 QueryFn = Callable[[str], QueryResult | Awaitable[QueryResult]]
 
 
 def frame(kind: int, payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload) + 1, kind) + payload
+    return _FRAME_HEADER.pack(len(payload) + 1, kind) + payload
 
 
 class _Frames:
@@ -66,7 +66,7 @@ class _Frames:
         out = []
         buf = self._buf
         while len(buf) >= 5:
-            length, kind = _HEADER.unpack_from(buf)
+            length, kind = _FRAME_HEADER.unpack_from(buf)
             if length == 0 or length > self._max + 1:
                 raise ValueError(f"frame of {length} bytes")
             if len(buf) < 4 + length:
