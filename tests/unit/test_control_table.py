@@ -404,24 +404,27 @@ async def test_the_master_sends_a_functions_first_node_at_once_and_batches_the_r
 
 async def test_an_urgent_write_wakes_the_flusher_out_of_a_window() -> None:
     import asyncio
-    import time
 
     from tierfaas.control.hub import TableHub
 
-    hub = TableHub(RoutingTable(), time.monotonic, window_s=30.0)
+    async def settle() -> None:  # lets the flusher run until it waits again; no time passes
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    hub = TableHub(RoutingTable(), FakeClock(), window_s=30.0)
     flusher = asyncio.get_running_loop().create_task(hub.run())
     try:
         hub.batcher.register("f", run("a"))
         hub.wrote()
-        await asyncio.sleep(0.05)
+        await settle()
         assert hub.table.query("f")  # first write after quiet: flushed at once
         hub.batcher.register("g", run("a"))
         hub.wrote()
-        await asyncio.sleep(0.05)
-        assert not hub.table.query("g")  # waits for the 30 s window...
+        await settle()
+        assert not hub.table.query("g")  # waits for the 30 s window (the clock stands still)...
         hub.batcher.register("h", run("b"), urgent=True)
         hub.wrote()
-        await asyncio.sleep(0.05)
+        await settle()
         assert hub.table.query("h") and hub.table.query("g")  # ...until an urgent write
     finally:
         flusher.cancel()
