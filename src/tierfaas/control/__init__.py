@@ -7,6 +7,8 @@ Shells: ``TableHub`` (the master's table, window timer and Subscribe streams),
 ``ControlClient`` / ``Channels`` (the transport), ``WriteQueue`` (runtime events -> batched
 writes), ``Replicator`` (a replica's Subscribe loop), ``QueryLaneClient`` (the fast Query path).
 ``TableBackend`` is the backend every node serves: its table as master or replica.
+``rpc`` holds the generated stub and servicer wiring, ``constants`` every number and metadata
+key of the control plane.
 """
 
 from tierfaas.control.api import ControlBackend, QueryResult, TablePosition, Write, WriteResult
