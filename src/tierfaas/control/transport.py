@@ -50,7 +50,8 @@ class NotMaster(Exception):
 
 
 class ControlClient:
-    """A channel to one peer's control API, with the cluster credential on every call."""
+    """A channel to one peer's control API, called through the generated stub (``rpc.stub``)
+    with the cluster credential on every call."""
 
     def __init__(
         self, address: str, *, key: bytes | None, max_message_bytes: int = CLIENT_MAX_MESSAGE_BYTES
