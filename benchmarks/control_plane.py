@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/control_plane.py --quick    # < 60 s
 
 1. ``Query`` latency, one request in flight, from this process (the worker) to a replica
-   server in its own process (``tierfaas.control.ControlServer`` over a ``StandaloneBackend``
+   server in its own process (``tierfaas.control.ControlServer`` over a ``TableBackend``
    fed by a master process), for each transport: gRPC unary ``Query``; one open
    ``QueryStream`` with request ids; the raw TCP query lane (same protobuf messages,
    length-prefixed). Baseline: ``GET`` of a small key (the same bytes as a QueryReply with 3
@@ -45,11 +45,12 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import wire
 from tierfaas.control.api import QueryResult, Write
-from tierfaas.control.client import Channels, ControlClient, Replicator
+from tierfaas.control.backend import TableBackend
 from tierfaas.control.lane import QueryLaneClient
+from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
-from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Op
+from tierfaas.control.transport import Channels, ControlClient
 from tierfaas.procs import free_port
 
 KEY = bytes(range(32))
@@ -70,7 +71,7 @@ def resolve(name: str) -> NodeEndpoint:
 
 async def serve(args: argparse.Namespace) -> None:
     master = args.master is None
-    backend = StandaloneBackend(
+    backend = TableBackend(
         resolve, time.monotonic, master=master, master_rpc=args.master, window_s=args.window
     )
     server = ControlServer(

@@ -33,7 +33,8 @@ import grpc
 import pytest
 
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control.auth import HEADER, call_metadata, credential
+from tierfaas.control.auth import call_metadata, credential
+from tierfaas.control.constants import AUTH_HEADER as HEADER
 from tierfaas.control.lane import AUTH, QUERY, frame
 from tierfaas.keys import generate_key, parse_key
 from tierfaas.testing.cluster import LocalCluster

@@ -381,14 +381,14 @@ def test_replica_copy_outcomes() -> None:
 
 async def test_the_master_sends_a_functions_first_node_at_once_and_batches_the_rest() -> None:
     from tierfaas.control.api import Write
-    from tierfaas.control.standalone import StandaloneBackend
+    from tierfaas.control.backend import TableBackend
 
     members = {
         n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
         for i, n in enumerate(["w1", "w2"])
     }
     clock = FakeClock()
-    master = StandaloneBackend(members.get, clock, master=True, window_s=0.1)
+    master = TableBackend(members.get, clock, master=True, window_s=0.1)
     hub = master.hub
     assert hub is not None
     await master.apply_writes([Write(Op.ADD, "f", "w1", 7)])
@@ -404,24 +404,27 @@ async def test_the_master_sends_a_functions_first_node_at_once_and_batches_the_r
 
 async def test_an_urgent_write_wakes_the_flusher_out_of_a_window() -> None:
     import asyncio
-    import time
 
     from tierfaas.control.hub import TableHub
 
-    hub = TableHub(RoutingTable(), time.monotonic, window_s=30.0)
+    async def settle() -> None:  # lets the flusher run until it waits again; no time passes
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    hub = TableHub(RoutingTable(), FakeClock(), window_s=30.0)
     flusher = asyncio.get_running_loop().create_task(hub.run())
     try:
         hub.batcher.register("f", run("a"))
         hub.wrote()
-        await asyncio.sleep(0.05)
+        await settle()
         assert hub.table.query("f")  # first write after quiet: flushed at once
         hub.batcher.register("g", run("a"))
         hub.wrote()
-        await asyncio.sleep(0.05)
-        assert not hub.table.query("g")  # waits for the 30 s window...
+        await settle()
+        assert not hub.table.query("g")  # waits for the 30 s window (the clock stands still)...
         hub.batcher.register("h", run("b"), urgent=True)
         hub.wrote()
-        await asyncio.sleep(0.05)
+        await settle()
         assert hub.table.query("h") and hub.table.query("g")  # ...until an urgent write
     finally:
         flusher.cancel()

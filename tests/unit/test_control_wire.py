@@ -10,16 +10,17 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
+from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import SNAPSHOT_PART_CHANGES
 from tierfaas.control.server import ControlServer
-from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Change, Op, RoutingTable
 
 MEMBERS = {n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000), None) for n in ["w1", "w2"]}
-wire_parts = wire.SNAPSHOT_PART_CHANGES
+wire_parts = SNAPSHOT_PART_CHANGES
 
 
 def test_a_non_loopback_bind_needs_a_key() -> None:
-    backend = StandaloneBackend(MEMBERS.get, time.monotonic, master=True)
+    backend = TableBackend(MEMBERS.get, time.monotonic, master=True)
     with pytest.raises(ValueError, match="no cluster key"):
         ControlServer(backend, bind=Address("10.0.0.1", 0), key=None)
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from tierfaas.control.client import WriteQueue
+from tierfaas.control.write_queue import WriteQueue
 
 
 class FlakyMaster:
@@ -38,16 +38,28 @@ class OneChannel:
         return self.client
 
 
+async def no_wait(_: float) -> None:
+    """The queue's backoff: yields to the event loop, lets no time pass."""
+    await asyncio.sleep(0)
+
+
+async def settle() -> None:
+    """Lets every ready task run until it waits again (no time passes)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
 async def run_queue(master: FlakyMaster) -> None:
     queue = WriteQueue(
         "n", 1, master=lambda: "m:1", channels=OneChannel(master),  # type: ignore[arg-type]
-        initial_backoff_s=0.01,
+        sleep=no_wait,
     )  # fmt: skip
     queue.announce([])
     queue.start()
-    await asyncio.sleep(0.001)
-    queue.warm("f02")  # leaves with the failing announce
-    await queue.flushed(2)
+    await asyncio.sleep(0)  # the first announce fails; the queue backs off
+    queue.warm("f02")  # leaves with the second announce, which fails too
+    await settle()
+    assert queue.pending == 0 and master.fail == 0
     await queue.stop()
 
 

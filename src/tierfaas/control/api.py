@@ -1,9 +1,8 @@
 """What the control plane's gRPC shell needs from the node: the ``ControlBackend`` Protocol.
 
-The ClusterManager implements it (``tierfaas.control.standalone.StandaloneBackend`` is a
-complete implementation over a ``TableHub`` or a ``ReplicaCopy`` and a member resolver, used
-by the tests and the benchmark and meant to be wrapped). The server only moves bytes:
-it validates and decodes each request, asks the backend, encodes the answer.
+``tierfaas.control.backend.TableBackend`` implements it over the node's table (a ``TableHub``
+on the master, a ``ReplicaCopy`` elsewhere) and a member resolver. The server only moves
+bytes: it validates and decodes each request, asks the backend, encodes the answer.
 """
 
 from __future__ import annotations

@@ -28,8 +28,9 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
+from tierfaas.control.constants import AUTH_HEADER
+
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-HEADER = "x-tierfaas-auth"
 CONTEXT = b"tierfaas-grpc-v1"
 
 
@@ -49,7 +50,7 @@ def verify(presented: str | bytes | None, expected: str) -> bool:
 
 def call_metadata(key: bytes | None) -> tuple[tuple[str, str], ...]:
     """The metadata a client adds to every call."""
-    return ((HEADER, credential(key)),)
+    return ((AUTH_HEADER, credential(key)),)
 
 
 class AuthInterceptor(aio.ServerInterceptor):
@@ -67,7 +68,7 @@ class AuthInterceptor(aio.ServerInterceptor):
     ) -> Handler | None:
         presented = None
         for item in handler_call_details.invocation_metadata or ():
-            if item[0] == HEADER:
+            if item[0] == AUTH_HEADER:
                 presented = item[1]
                 break
         if verify(presented, self._expected):

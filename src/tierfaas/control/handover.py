@@ -19,9 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
+from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES
 from tierfaas.control.table import Snapshot
-
-MAX_HANDOVER_ROUTES = 10_000_000
 
 # The target's side: given the whole table and the generation, load it and take over;
 # returns the number of routes loaded. Raises to refuse.
@@ -54,7 +53,7 @@ def chunks(snapshot: Snapshot, generation: int, from_node: str) -> list[pb.Hando
 
 
 async def receive(
-    messages: AsyncIterator[pb.HandoverChunk], max_routes: int = MAX_HANDOVER_ROUTES
+    messages: AsyncIterator[pb.HandoverChunk], max_routes: int = MAX_SNAPSHOT_ROUTES
 ) -> tuple[Snapshot, int, str]:
     """Reassembles a handover stream: (table, generation, sender). Raises ``HandoverError``."""
     parts = wire.SnapshotAssembler(max_changes=max_routes)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 
 from tierfaas.clock import Clock
 from tierfaas.control.batcher import Batcher
+from tierfaas.control.constants import BATCH_WINDOW_S, MAX_PENDING_WRITES, SUBSCRIBER_QUEUE_DELTAS
 from tierfaas.control.table import Delta, RoutingTable, Update
 
 
@@ -35,9 +36,9 @@ class TableHub:
         table: RoutingTable,
         clock: Clock,
         *,
-        window_s: float = 0.1,
-        max_pending: int = 10_000,
-        queue_max: int = 256,
+        window_s: float = BATCH_WINDOW_S,
+        max_pending: int = MAX_PENDING_WRITES,
+        queue_max: int = SUBSCRIBER_QUEUE_DELTAS,
         on_delta: Callable[[Delta], None] | None = None,
     ) -> None:
         self.table = table

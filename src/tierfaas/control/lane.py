@@ -34,22 +34,24 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import QueryResult
 from tierfaas.control.auth import credential, verify
+from tierfaas.control.constants import (
+    LANE_AUTH_TIMEOUT_S,
+    LANE_CLIENT_MAX_FRAME,
+    LANE_MAX_FRAME,
+    LANE_PRE_AUTH_MAX_FRAME,
+    QUERY_TIMEOUT_S,
+)
 from tierfaas.names import is_valid_name
 
 log = logging.getLogger("tierfaas.control.lane")
 
 AUTH, QUERY, REPLY = 1, 2, 3
-_HEADER = struct.Struct(">IB")  # length (of kind + payload), kind
-AUTH_TIMEOUT_S = 5.0
-# The largest frame accepted before AUTH (which carries 64 hex digits): a client that has not
-# authenticated must not make the node buffer a whole max-size frame (40 such clients held
-# 160 MiB for up to AUTH_TIMEOUT_S).
-PRE_AUTH_MAX_FRAME = 1024
+_FRAME_HEADER = struct.Struct(">IB")  # length (of kind + payload), kind
 QueryFn = Callable[[str], QueryResult | Awaitable[QueryResult]]
 
 
 def frame(kind: int, payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload) + 1, kind) + payload
+    return _FRAME_HEADER.pack(len(payload) + 1, kind) + payload
 
 
 class _Frames:
@@ -64,7 +66,7 @@ class _Frames:
         out = []
         buf = self._buf
         while len(buf) >= 5:
-            length, kind = _HEADER.unpack_from(buf)
+            length, kind = _FRAME_HEADER.unpack_from(buf)
             if length == 0 or length > self._max + 1:
                 raise ValueError(f"frame of {length} bytes")
             if len(buf) < 4 + length:
@@ -80,7 +82,7 @@ class _Frames:
 class _ServerProtocol(asyncio.Protocol):
     def __init__(self, lane: QueryLaneServer) -> None:
         self._lane = lane
-        self._frames = _Frames(PRE_AUTH_MAX_FRAME)
+        self._frames = _Frames(LANE_PRE_AUTH_MAX_FRAME)
         self._authed = False
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -89,7 +91,7 @@ class _ServerProtocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
         self._transport = cast(asyncio.Transport, transport)
         self._lane.connections.add(self._transport)
-        self._timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._expire)
+        self._timer = asyncio.get_running_loop().call_later(LANE_AUTH_TIMEOUT_S, self._expire)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
@@ -161,7 +163,9 @@ class _ServerProtocol(asyncio.Protocol):
 class QueryLaneServer:
     """Serves ``query`` on a TCP port to clients holding the cluster credential."""
 
-    def __init__(self, query: QueryFn, *, key: bytes | None, max_frame: int = 64 * 1024) -> None:
+    def __init__(
+        self, query: QueryFn, *, key: bytes | None, max_frame: int = LANE_MAX_FRAME
+    ) -> None:
         self.query = query
         self.expected = credential(key)
         self.max_frame = max_frame
@@ -234,8 +238,8 @@ class QueryLaneClient:
         address: Address,
         *,
         key: bytes | None,
-        timeout_s: float = 1.0,
-        max_frame: int = 4 * 1024 * 1024,
+        timeout_s: float = QUERY_TIMEOUT_S,
+        max_frame: int = LANE_CLIENT_MAX_FRAME,
     ) -> None:
         self.address = address
         self._auth = frame(AUTH, credential(key).encode())

@@ -36,13 +36,15 @@ from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.state import NodeEndpoint, RoleChange
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control.client import Channels, Replicator, WriteQueue
+from tierfaas.control.backend import TableBackend
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replica_copy import ReplicaCopy
+from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
-from tierfaas.control.standalone import StandaloneBackend
 from tierfaas.control.table import Snapshot
+from tierfaas.control.transport import Channels
+from tierfaas.control.write_queue import WriteQueue
 from tierfaas.membership.base import (
     MemberDown,
     MemberInfo,
@@ -79,7 +81,7 @@ class ControlPlane:
         self.warm_functions = warm_functions
         self.on_node_gone = on_node_gone
         self.members: dict[str, MemberInfo] = {}
-        self.backend = StandaloneBackend(self._resolve, clock, master=False, window_s=window_s)
+        self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
         self.channels = Channels(key)
         self.writes = WriteQueue(name, 0, master=self._master_rpc, channels=self.channels)

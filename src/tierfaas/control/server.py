@@ -1,7 +1,8 @@
 """``ControlServer``: the ``tierfaas.v1.Control`` service on ``grpc.aio``, over a
-``ControlBackend``, plus the optional raw TCP query lane (``lane.py``).
+``ControlBackend``, plus the optional raw TCP query lane (``lane.py``). It is the generated
+``ControlServicer``, registered by ``rpc.add_servicer``.
 
-The shell only moves bytes. Requests arrive undecoded (no deserializer is registered), so a
+The shell only moves bytes. Requests arrive undecoded (``rpc.add_servicer``), so a
 body that is not a valid message, names an invalid function or node, or exceeds the size
 limits is answered ``INVALID_ARGUMENT`` by our code instead of an opaque transport error,
 and the server keeps serving. gRPC itself refuses a message above twice the limit with
@@ -18,17 +19,25 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 from grpc import aio
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
 from tierfaas.config import Address
+from tierfaas.control import rpc, wire
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control import wire
 from tierfaas.control.api import ControlBackend, NotMasterError, QueryResult, WriteResult
 from tierfaas.control.auth import AuthInterceptor
+from tierfaas.control.constants import (
+    ERROR_DETAIL_CHARS,
+    MASTER_HEADER,
+    MAX_MESSAGE_BYTES,
+    MAX_ROUTES_PER_CALL,
+    MIN_PING_INTERVAL_MS,
+    SERVER_STOP_GRACE_S,
+)
 from tierfaas.control.handover import HandoverError, HandoverSink, receive
 from tierfaas.control.lane import QueryLaneServer
 from tierfaas.control.table import Op
@@ -36,10 +45,6 @@ from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
 
 log = logging.getLogger("tierfaas.control")
-
-SERVICE = pb.DESCRIPTOR.services_by_name["Control"].full_name
-MASTER_HEADER = "x-tierfaas-master"
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +54,21 @@ class Limits:
     bigger announce or snapshot through at the cost of memory per call. ``max_routes``: pairs
     per Register/Unregister/Announce call."""
 
-    max_message_bytes: int = 4 * MiB
-    max_routes: int = 65_536
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_routes: int = MAX_ROUTES_PER_CALL
 
 
 Context = aio.ServicerContext[bytes, bytes]
 
 
 async def _invalid(context: Context, reason: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:300])
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:ERROR_DETAIL_CHARS])
 
 
-class ControlServer:
+class ControlServer(rpc.ControlServicer):
     """``await start()`` binds ``bind`` (port 0: any free port, see ``address``) and, when
-    ``lane`` is given, the query lane; ``await stop()`` ends both."""
+    ``lane`` is given, the query lane; ``await stop()`` ends both. The RPC methods (Register
+    ... Handover) are the servicer's: each gets the request's bytes and the call's context."""
 
     def __init__(
         self,
@@ -97,15 +103,14 @@ class ControlServer:
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),
                 ("grpc.so_reuseport", 0),
-                # The peers' keep-alive pings (control.client.KEEPALIVE_TIME_MS), also on idle
-                # connections: by default a server answers pings this frequent with GOAWAY.
+                # The peers' keep-alive pings (KEEPALIVE_TIME_MS), also on idle connections.
                 ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
                 ("grpc.http2.max_ping_strikes", 0),
             ],
         )
-        server.add_generic_rpc_handlers((self._handlers(),))
-        reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
+        rpc.add_servicer(self, server)
+        reflection.enable_server_reflection((rpc.SERVICE, reflection.SERVICE_NAME), server)
         port = server.add_insecure_port(str(self._bind))
         if port == 0:
             raise OSError(f"cannot bind the control API to {self._bind}")
@@ -118,7 +123,7 @@ class ControlServer:
             )
             await self.lane.start(self._lane_bind)
 
-    async def stop(self, grace_s: float = 0.5) -> None:
+    async def stop(self, grace_s: float = SERVER_STOP_GRACE_S) -> None:
         if self.lane is not None:
             await self.lane.stop()
             self.lane = None
@@ -126,35 +131,7 @@ class ControlServer:
             await self._server.stop(grace_s)
             self._server = None
 
-    # -- handlers ----------------------------------------------------------------------------
-
-    def _handlers(self) -> grpc.GenericRpcHandler:
-        serialize: Callable[[Any], bytes] = lambda m: m.SerializeToString()  # noqa: E731
-        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            "Register": grpc.unary_unary_rpc_method_handler(
-                self._register, response_serializer=serialize
-            ),
-            "Unregister": grpc.unary_unary_rpc_method_handler(
-                self._unregister, response_serializer=serialize
-            ),
-            "Announce": grpc.unary_unary_rpc_method_handler(
-                self._announce, response_serializer=serialize
-            ),
-            "Query": grpc.unary_unary_rpc_method_handler(
-                self._query, response_serializer=serialize
-            ),
-            "QueryStream": grpc.stream_stream_rpc_method_handler(
-                self._query_stream, response_serializer=serialize
-            ),
-            "Subscribe": grpc.unary_stream_rpc_method_handler(
-                self._subscribe, response_serializer=serialize
-            ),
-            "Info": grpc.unary_unary_rpc_method_handler(self._info, response_serializer=serialize),
-            "Handover": grpc.stream_unary_rpc_method_handler(
-                self._handover, response_serializer=serialize
-            ),
-        }
-        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+    # -- the servicer: each method gets the request's bytes (rpc.add_servicer) --------------
 
     async def _decode(self, context: Context, kind: type[wire.M], data: bytes) -> wire.M:
         if len(data) > self._limits.max_message_bytes:
@@ -199,13 +176,13 @@ class ControlServer:
             await _invalid(context, str(exc))
         return await self._write(context, lambda: self._backend.apply_writes(writes))
 
-    async def _register(self, data: bytes, context: Context) -> pb.WriteReply:
+    async def Register(self, data: bytes, context: Context) -> pb.WriteReply:
         return await self._pairs(Op.ADD, data, context)
 
-    async def _unregister(self, data: bytes, context: Context) -> pb.WriteReply:
+    async def Unregister(self, data: bytes, context: Context) -> pb.WriteReply:
         return await self._pairs(Op.REMOVE, data, context)
 
-    async def _announce(self, data: bytes, context: Context) -> pb.WriteReply:
+    async def Announce(self, data: bytes, context: Context) -> pb.WriteReply:
         request = await self._decode(context, pb.AnnounceRequest, data)
         if len(request.functions) > self._limits.max_routes:
             await _invalid(context, f"more than {self._limits.max_routes} functions")
@@ -221,7 +198,7 @@ class ControlServer:
         result = self._backend.query(function)
         return await result if inspect.isawaitable(result) else result
 
-    async def _query(self, data: bytes, context: Context) -> pb.QueryReply:
+    async def Query(self, data: bytes, context: Context) -> pb.QueryReply:
         request = await self._decode(context, pb.QueryRequest, data)
         try:
             function = wire.check_name(request.function, "function")
@@ -229,7 +206,7 @@ class ControlServer:
             await _invalid(context, str(exc))
         return wire.query_reply(await self._lookup(function), request.request_id)
 
-    async def _query_stream(
+    async def QueryStream(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.QueryReply]:
         async for data in requests:
@@ -239,7 +216,7 @@ class ControlServer:
                 continue
             yield wire.query_reply(await self._lookup(request.function), request.request_id)
 
-    async def _subscribe(self, data: bytes, context: Context) -> AsyncIterator[pb.TableUpdate]:
+    async def Subscribe(self, data: bytes, context: Context) -> AsyncIterator[pb.TableUpdate]:
         request = await self._decode(context, pb.SubscribeRequest, data)
         if request.replica and not is_valid_name(request.replica):
             await _invalid(context, "replica: not a node name (1-64 of [A-Za-z0-9._-])")
@@ -250,7 +227,7 @@ class ControlServer:
             for message in wire.update_to_pb(update):
                 yield message
 
-    async def _info(self, data: bytes, context: Context) -> pb.InfoReply:
+    async def Info(self, data: bytes, context: Context) -> pb.InfoReply:
         await self._decode(context, pb.InfoRequest, data)
         position = self._backend.position()
         lane = self.lane.address if self.lane is not None else None
@@ -263,7 +240,7 @@ class ControlServer:
             query_lane=str(lane) if lane else "",
         )
 
-    async def _handover(self, requests: AsyncIterator[bytes], context: Context) -> pb.HandoverReply:
+    async def Handover(self, requests: AsyncIterator[bytes], context: Context) -> pb.HandoverReply:
         sink = self.on_handover
         if sink is None:
             return pb.HandoverReply(ready=False, error=f"{self._node} takes no handover")

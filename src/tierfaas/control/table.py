@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control.constants import DELTA_LOG_DELTAS
 
 
 class Op(enum.IntEnum):
@@ -99,7 +100,9 @@ class RoutingTable:
     """The table of one lineage. ``log_limit`` bounds the delta log (in deltas): a replica
     more than that many batches behind gets a snapshot; raising it costs master memory."""
 
-    def __init__(self, lineage: str = "", version: int = 0, *, log_limit: int = 1024) -> None:
+    def __init__(
+        self, lineage: str = "", version: int = 0, *, log_limit: int = DELTA_LOG_DELTAS
+    ) -> None:
         if log_limit < 1:
             raise ValueError("log_limit must be at least 1")
         self.lineage = lineage

@@ -15,6 +15,7 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import QueryResult, Write
+from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES, SNAPSHOT_PART_CHANGES
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
@@ -109,10 +110,6 @@ def query_result(reply: pb.QueryReply) -> QueryResult:
 # -- table updates -----------------------------------------------------------------------------
 
 
-SNAPSHOT_PART_CHANGES = 16_384
-"""Routes per snapshot message: about 1 MB, well under the 4 MiB message limit."""
-
-
 def update_to_pb(update: Update) -> list[pb.TableUpdate]:
     """The messages that carry ``update``: one for a delta, one or more for a snapshot."""
     if isinstance(update, Snapshot):
@@ -137,7 +134,7 @@ def update_to_pb(update: Update) -> list[pb.TableUpdate]:
 class SnapshotAssembler:
     """Joins the parts of a snapshot; ``add`` returns the update once it is complete."""
 
-    def __init__(self, max_changes: int = 10_000_000) -> None:
+    def __init__(self, max_changes: int = MAX_SNAPSHOT_ROUTES) -> None:
         self._parts: list[pb.TableUpdate] = []
         self._count = 0
         self._max = max_changes

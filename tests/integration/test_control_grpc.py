@@ -1,5 +1,5 @@
 """The control plane's gRPC shell in one process: a master and a replica server on 127.0.0.x,
-real sockets, fake members (StandaloneBackend).
+real sockets, fake members (TableBackend).
 
 All tests share one event loop: grpc.aio binds its poller to the first loop it meets, and a
 channel or server collected after its loop closed hangs or warns at shutdown.
@@ -24,18 +24,22 @@ from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import Write
-from tierfaas.control.auth import HEADER, call_metadata, credential
-from tierfaas.control.client import Channels, ControlClient, NotMaster, Replicator, WriteQueue
+from tierfaas.control.auth import call_metadata, credential
+from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import AUTH_HEADER, MASTER_HEADER, SNAPSHOT_PART_CHANGES
 from tierfaas.control.lane import LaneError, QueryLaneClient
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
-from tierfaas.control.server import MASTER_HEADER, SERVICE, ControlServer, Limits
-from tierfaas.control.standalone import StandaloneBackend
+from tierfaas.control.replicator import Replicator
+from tierfaas.control.rpc import SERVICE, method_path
+from tierfaas.control.server import ControlServer, Limits
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
+from tierfaas.control.transport import Channels, ControlClient, NotMaster
+from tierfaas.control.write_queue import WriteQueue
 from tierfaas.runtime.events import FunctionCold, FunctionWarm
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 KEY = bytes(range(32))
-wire_parts = wire.SNAPSHOT_PART_CHANGES
+wire_parts = SNAPSHOT_PART_CHANGES
 MEMBERS = {
     n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
     for i, n in enumerate(["w1", "w2", "w3"])
@@ -52,9 +56,9 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 3.0) -> None:
 
 @dataclass
 class Cluster:
-    master: StandaloneBackend
+    master: TableBackend
     master_server: ControlServer
-    replica: StandaloneBackend
+    replica: TableBackend
     replica_server: ControlServer
     channels: Channels
 
@@ -71,12 +75,12 @@ class Cluster:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def cluster() -> AsyncIterator[Cluster]:
-    master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0.02)
+    master = TableBackend(MEMBERS.get, time.monotonic, master=True, window_s=0.02)
     assert master.hub is not None
     flusher = asyncio.get_running_loop().create_task(master.hub.run())
     master_server = ControlServer(master, bind=Address("127.0.0.2", 0), key=KEY, node="m")
     await master_server.start()
-    replica = StandaloneBackend(
+    replica = TableBackend(
         MEMBERS.get, time.monotonic, master=False, master_rpc=str(master_server.address)
     )
     replica_server = ControlServer(
@@ -146,7 +150,7 @@ async def test_replica_streams_snapshot_then_deltas_and_resumes_after_a_drop(
 
 
 async def test_a_replica_too_far_behind_gets_a_snapshot() -> None:
-    master = StandaloneBackend(MEMBERS.get, time.monotonic, master=True, window_s=0)
+    master = TableBackend(MEMBERS.get, time.monotonic, master=True, window_s=0)
     assert master.hub is not None
     updates = master.subscribe(0, "")
     first = await anext(updates)
@@ -169,7 +173,7 @@ async def test_non_master_redirects_writes_and_the_write_queue_follows(cluster: 
         await replica_client.register(writes(Op.ADD, "w1", "f"))
     assert info.value.master == cluster.master_rpc
     # Raw status and trailer, as any gRPC client sees them.
-    call = replica_client.channel.unary_unary(f"/{SERVICE}/Announce")
+    call = replica_client.channel.unary_unary(method_path("Announce"))
     with pytest.raises(aio.AioRpcError) as raw:
         await call(pb.AnnounceRequest(node="w1").SerializeToString(), metadata=call_metadata(KEY))
     assert raw.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -257,8 +261,8 @@ async def test_garbage_and_oversized_requests_are_invalid_and_the_server_keeps_s
 ) -> None:
     client = cluster.channels.get(cluster.replica_rpc)
     md = call_metadata(KEY)
-    raw = client.channel.unary_unary(f"/{SERVICE}/Register")
-    query = client.channel.unary_unary(f"/{SERVICE}/Query")
+    raw = client.channel.unary_unary(method_path("Register"))
+    query = client.channel.unary_unary(method_path("Query"))
     bad_name = pb.QueryRequest(function="../etc/passwd").SerializeToString()
     too_many = pb.RegisterRequest(routes=[pb.Route(function="f", node="w1")] * 101)
     oversized = pb.RegisterRequest(routes=[pb.Route(function="f" * 60, node="w" * 60)] * 600)
@@ -275,7 +279,7 @@ async def test_garbage_and_oversized_requests_are_invalid_and_the_server_keeps_s
     assert (await client.info()).node == "r"
     # A subscriber's name ends up in the master's log: a forged one must not write lines.
     master = cluster.channels.get(str(cluster.master_server.address))
-    subscribe = master.channel.unary_stream(f"/{SERVICE}/Subscribe")
+    subscribe = master.channel.unary_stream(method_path("Subscribe"))
     forged = pb.SubscribeRequest(replica="r\nCRITICAL fake log line").SerializeToString()
     with pytest.raises(aio.AioRpcError) as info:
         async for _ in subscribe(forged, metadata=md):
@@ -323,7 +327,7 @@ async def test_reflection_lists_the_service(cluster: Cluster) -> None:
     channel = cluster.channels.get(cluster.replica_rpc).channel
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
-    call = stub.ServerReflectionInfo(iter([request]), metadata=((HEADER, credential(KEY)),))
+    call = stub.ServerReflectionInfo(iter([request]), metadata=((AUTH_HEADER, credential(KEY)),))
     services = []
     async for reply in call:
         services = [s.name for s in reply.list_services_response.service]
@@ -407,10 +411,10 @@ async def test_a_connection_silenced_by_a_partition_is_replaced_once_it_heals(
 ) -> None:
     # Without keep-alive pings the channel keeps the silenced connection, and every call made
     # after the heal waits behind it until TCP retransmits (here: lag_s).
-    import tierfaas.control.client as client_module
+    from tierfaas.control import transport
 
-    monkeypatch.setattr(client_module, "KEEPALIVE_TIME_MS", 200)
-    monkeypatch.setattr(client_module, "KEEPALIVE_TIMEOUT_MS", 300)
+    monkeypatch.setattr(transport, "KEEPALIVE_TIME_MS", 200)
+    monkeypatch.setattr(transport, "KEEPALIVE_TIMEOUT_MS", 300)
     assert cluster.master_server.address is not None
     proxy = FreezingProxy(cluster.master_server.address, lag_s=3.0)
     client = ControlClient(await proxy.start(), key=KEY)

@@ -1,10 +1,10 @@
-"""``StandaloneBackend``: a complete ``ControlBackend`` over a ``TableHub`` (master) or a
-``ReplicaCopy`` (replica), with members resolved by a callable.
+"""``TableBackend``: the ``ControlBackend`` every node serves, over its share of the routing
+table: a ``TableHub`` while it is master, a ``ReplicaCopy`` otherwise.
 
-It is what the tests and benchmarks serve, and the reference for the ClusterManager's own
-implementation: the manager can hold one and forward to it, supplying ``resolve`` from its
-membership view (name -> the live run's ``NodeEndpoint``, None if not a live member) and
-calling ``promote()`` / ``demote()`` on role changes.
+``ControlPlane`` holds one per node and switches it with ``promote()`` / ``demote()`` as the
+node's role changes; tests and the benchmark serve it directly. Members are resolved by a
+callable (name -> the live run's ``NodeEndpoint``, None if not a live member), so a write
+naming a dead run is rejected and never reaches the table.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from tierfaas.clock import Clock
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control.api import NotMasterError, QueryResult, TablePosition, Write, WriteResult
+from tierfaas.control.constants import BATCH_WINDOW_S
 from tierfaas.control.hub import TableHub
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.table import Op, RoutingTable, Update
@@ -22,7 +23,10 @@ from tierfaas.control.table import Op, RoutingTable, Update
 Resolver = Callable[[str], NodeEndpoint | None]
 
 
-class StandaloneBackend:
+class TableBackend:
+    """This node's table as a ``ControlBackend``: writes and Subscribe go to the hub (master
+    only, else ``NotMasterError``), queries to the hub or the replica's copy."""
+
     def __init__(
         self,
         resolve: Resolver,
@@ -30,7 +34,7 @@ class StandaloneBackend:
         *,
         master: bool,
         master_rpc: str | None = None,
-        window_s: float = 0.1,
+        window_s: float = BATCH_WINDOW_S,
         lineage: str | None = None,
     ) -> None:
         self._resolve = resolve

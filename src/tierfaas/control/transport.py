@@ -1,0 +1,237 @@
+"""The caller's side of ``tierfaas.v1.Control``: ``ControlClient`` (one channel to one peer),
+``Channels`` (one client per peer address) and the retry schedule its users share.
+
+Every call carries the cluster credential (``auth.py``). A peer that is not the master
+answers writes and Subscribe with ``FAILED_PRECONDITION`` and names the master in trailing
+metadata; the client raises that as ``NotMaster`` with the hint, so its caller can retry
+there. The channel options make a restarted or partitioned peer reachable again within
+about a second (see ``ControlClient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from tierfaas.control import handover, rpc, wire
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.api import QueryResult, Write
+from tierfaas.control.auth import call_metadata
+from tierfaas.control.constants import (
+    ANNOUNCE_TIMEOUT_S,
+    CLIENT_MAX_MESSAGE_BYTES,
+    HANDOVER_TIMEOUT_S,
+    INFO_TIMEOUT_S,
+    KEEPALIVE_TIME_MS,
+    KEEPALIVE_TIMEOUT_MS,
+    MASTER_HEADER,
+    MAX_RECONNECT_BACKOFF_MS,
+    QUERY_TIMEOUT_S,
+    RECONNECT_BACKOFF_MS,
+    WRITE_TIMEOUT_S,
+)
+from tierfaas.control.table import Snapshot, Update
+
+Sleep = Callable[[float], Coroutine[Any, Any, None]]
+R = TypeVar("R")  # the request message of a write call
+
+
+class NotMaster(Exception):
+    """The peer is not the master; ``master`` is its hint (None if it knows none)."""
+
+    def __init__(self, master: str | None) -> None:
+        super().__init__(f"not the master; try {master or 'later'}")
+        self.master = master
+
+
+class ControlClient:
+    """A channel to one peer's control API, called through the generated stub (``rpc.stub``)
+    with the cluster credential on every call."""
+
+    def __init__(
+        self, address: str, *, key: bytes | None, max_message_bytes: int = CLIENT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self.address = address
+        self._metadata = call_metadata(key)
+        self.channel = aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+                # Pings on every connection, idle or not (see KEEPALIVE_TIME_MS): a ping
+                # unanswered for KEEPALIVE_TIMEOUT_MS closes a connection a partition silenced.
+                ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                # grpcio times a ping out with this option; keepalive_timeout_ms alone leaves
+                # a ping unanswered for as long as the cut lasts.
+                ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ],
+        )
+        self._stub = rpc.stub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _write(
+        self, call: aio.UnaryUnaryMultiCallable[R, pb.WriteReply], request: R, timeout_s: float
+    ) -> pb.WriteReply:
+        try:
+            reply: pb.WriteReply = await call(request, metadata=self._metadata, timeout=timeout_s)
+        except aio.AioRpcError as exc:
+            raise _redirect(exc) or exc from None
+        return reply
+
+    async def register(
+        self, writes: Sequence[Write], timeout_s: float = WRITE_TIMEOUT_S
+    ) -> pb.WriteReply:
+        """Sends ADD pairs (``op`` is ignored); raises ``NotMaster`` or ``aio.AioRpcError``."""
+        request = pb.RegisterRequest(routes=wire.writes_to_pb(writes))
+        return await self._write(self._stub.Register, request, timeout_s)
+
+    async def unregister(
+        self, writes: Sequence[Write], timeout_s: float = WRITE_TIMEOUT_S
+    ) -> pb.WriteReply:
+        request = pb.UnregisterRequest(routes=wire.writes_to_pb(writes))
+        return await self._write(self._stub.Unregister, request, timeout_s)
+
+    async def announce(
+        self, node: str, epoch: int, functions: Sequence[str], timeout_s: float = ANNOUNCE_TIMEOUT_S
+    ) -> pb.WriteReply:
+        request = pb.AnnounceRequest(node=node, epoch=epoch, functions=list(functions))
+        return await self._write(self._stub.Announce, request, timeout_s)
+
+    async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
+        reply: pb.QueryReply = await self._stub.Query(
+            pb.QueryRequest(function=function), metadata=self._metadata, timeout=timeout_s
+        )
+        return wire.query_result(reply)
+
+    async def info(self, timeout_s: float = INFO_TIMEOUT_S) -> pb.InfoReply:
+        reply: pb.InfoReply = await self._stub.Info(
+            pb.InfoRequest(), metadata=self._metadata, timeout=timeout_s
+        )
+        return reply
+
+    async def subscribe(
+        self, from_version: int, lineage: str, replica: str = ""
+    ) -> AsyncIterator[Update]:
+        """The master's stream of updates; raises ``NotMaster`` or ``aio.AioRpcError`` when it
+        fails, ``wire.BadMessage`` on an invalid update."""
+        request = pb.SubscribeRequest(from_version=from_version, lineage=lineage, replica=replica)
+        call = self._stub.Subscribe(request, metadata=self._metadata)
+        parts = wire.SnapshotAssembler()
+        try:
+            async for message in call:
+                update = parts.add(message)
+                if update is not None:
+                    yield update
+        except aio.AioRpcError as exc:
+            raise _redirect(exc) or exc from None
+        finally:
+            call.cancel()
+
+    async def handover(
+        self,
+        snapshot: Snapshot,
+        generation: int,
+        from_node: str,
+        timeout_s: float = HANDOVER_TIMEOUT_S,
+    ) -> pb.HandoverReply:
+        """Sends the whole table to this peer, which takes over as master of ``generation``
+        once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""
+        messages = handover.chunks(snapshot, generation, from_node)
+        reply: pb.HandoverReply = await self._stub.Handover(
+            iter(messages), metadata=self._metadata, timeout=timeout_s
+        )
+        return reply
+
+    def query_stream(self) -> QueryStream:
+        """A long-lived bidirectional stream of pipelined queries (see ``QueryStream``)."""
+        return QueryStream(self._stub.QueryStream(metadata=self._metadata))
+
+
+class QueryStream:
+    """Queries over one open QueryStream call, matched to replies by request id."""
+
+    def __init__(self, call: aio.StreamStreamCall[pb.QueryRequest, pb.QueryReply]) -> None:
+        self._call = call
+        self._pending: dict[int, asyncio.Future[pb.QueryReply]] = {}
+        self._next_id = 0
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        error: BaseException = ConnectionError("the query stream ended")
+        try:
+            while True:
+                reply = await self._call.read()
+                if not isinstance(reply, pb.QueryReply):  # aio.EOF: the server ended it
+                    break
+                future = self._pending.pop(reply.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except aio.AioRpcError as exc:
+            error = exc
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def query(self, function: str) -> QueryResult:
+        self._next_id += 1
+        rid = self._next_id
+        future: asyncio.Future[pb.QueryReply] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        await self._call.write(pb.QueryRequest(function=function, request_id=rid))
+        reply = await future
+        if reply.error:
+            raise ValueError(reply.error)
+        return wire.query_result(reply)
+
+    async def close(self) -> None:
+        self._call.cancel()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+def _redirect(exc: aio.AioRpcError) -> NotMaster | None:
+    if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return None
+    master = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == MASTER_HEADER:
+            master = value if isinstance(value, str) else value.decode()
+    return NotMaster(master or None)
+
+
+class Channels:
+    """One ``ControlClient`` per peer address, created on first use."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+        self._clients: dict[str, ControlClient] = {}
+
+    def get(self, address: str) -> ControlClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = ControlClient(address, key=self._key)
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.close()
+
+
+def backoff_delays(initial_s: float, max_s: float) -> Callable[[int], float]:
+    """Attempt n (1-based) waits ``initial_s * 2**(n-1)``, capped at ``max_s``."""
+    return lambda attempt: min(max_s, initial_s * 2 ** min(max(0, attempt - 1), 32))

@@ -1,0 +1,221 @@
+"""``WriteQueue``: the runtime's warm/cold events -> batched Register/Unregister to the master.
+
+It guarantees that reporting an event never blocks or fails the request that caused it:
+``warm()``/``cold()`` only record the function's latest state. One background task sends what
+is pending as one Register and one Unregister call; while a call is in flight (a slow master)
+new events coalesce into the next call, and a function that went warm then cold meanwhile is
+sent once, as its final state. A failed call is retried with exponential backoff; a
+``FAILED_PRECONDITION`` with ``x-tierfaas-master`` redirects to the named master at once. The
+table is soft state: if the node's process dies with writes pending, the master drops its
+routes when gossip declares it dead, and ``announce()`` after a master change resends the
+whole warm set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from grpc import aio
+
+from tierfaas.control.api import Write
+from tierfaas.control.constants import (
+    FLUSH_POLL_S,
+    FLUSH_TIMEOUT_S,
+    WRITE_BACKOFF_S,
+    WRITE_BATCH_MAX,
+    WRITE_MAX_BACKOFF_S,
+)
+from tierfaas.control.table import Op
+from tierfaas.control.transport import Channels, ControlClient, NotMaster, Sleep, backoff_delays
+from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
+
+log = logging.getLogger("tierfaas.control.write_queue")
+
+
+class WriteQueue:
+    """This node's Register/Unregister stream to the master (see the module docstring).
+
+    ``master`` returns the master's control address as the node's topology sees it (None if
+    unknown). ``max_batch`` bounds the pairs per call; ``initial_backoff_s``/``max_backoff_s``
+    bound retries; ``sleep`` is injectable for tests."""
+
+    def __init__(
+        self,
+        node: str,
+        epoch: int,
+        *,
+        master: Callable[[], str | None],
+        channels: Channels,
+        max_batch: int = WRITE_BATCH_MAX,
+        initial_backoff_s: float = WRITE_BACKOFF_S,
+        max_backoff_s: float = WRITE_MAX_BACKOFF_S,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.node, self.epoch = node, epoch
+        self._master = master
+        self._channels = channels
+        self._max_batch = max_batch
+        self._delay = backoff_delays(initial_backoff_s, max_backoff_s)
+        self._sleep = sleep
+        self._pending: dict[str, Op] = {}
+        self._announce: frozenset[str] | None = None
+        self._redirect: tuple[str | None, str] | None = None  # (for master, go to)
+        self._wake = asyncio.Event()
+        self._kick = asyncio.Event()  # an announce not yet taken: cuts a backoff short
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failures = 0
+
+    # -- the caller's side: never blocks -----------------------------------------------------
+
+    def on_event(self, event: RuntimeEvent) -> None:
+        """An ``EventListener`` for the runtime."""
+        if isinstance(event, FunctionWarm):
+            self.warm(event.function)
+        elif isinstance(event, FunctionCold):
+            self.cold(event.function)
+
+    def warm(self, function: str) -> None:
+        self._pending[function] = Op.ADD
+        self._wake.set()
+
+    def cold(self, function: str) -> None:
+        self._pending[function] = Op.REMOVE
+        self._wake.set()
+
+    def announce(self, functions: Sequence[str] | frozenset[str]) -> None:
+        """Sends the whole warm set (after a master change); replaces pending writes."""
+        self._announce = frozenset(functions)
+        self._pending.clear()
+        self._wake.set()
+        self._kick.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + (self._announce is not None)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="write-queue")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def flushed(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Waits until nothing is pending or in flight (tests, graceful shutdown)."""
+        async with asyncio.timeout(timeout_s):
+            while self.pending or self._wake.is_set() or self._in_flight:
+                await asyncio.sleep(FLUSH_POLL_S)
+
+    _in_flight = False
+
+    def _target(self) -> str | None:
+        master = self._master()
+        if self._redirect is not None:
+            if self._redirect[0] == master:
+                return self._redirect[1]
+            self._redirect = None  # the topology moved on: trust it again
+        return master
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending or self._announce is not None:
+                target = self._target()
+                if self._kick.is_set():
+                    attempt = 0  # a new master: the backoff earned against the old one ends
+                taken = self._take()
+                self._in_flight = True
+                try:
+                    if target is None:
+                        raise ConnectionError("no master known")
+                    await self._send(self._channels.get(target), *taken)
+                    attempt = 0
+                except NotMaster as exc:
+                    self._restore(*taken)
+                    followed = self._redirect is not None
+                    if exc.master and exc.master != target:
+                        self._redirect = (self._master(), exc.master)
+                        if not followed:
+                            continue  # redirected: retry there at once (once, no ping-pong)
+                    attempt += 1
+                    await self._backoff(attempt)
+                except asyncio.CancelledError:
+                    self._restore(*taken)  # kept for a later start()
+                    raise
+                except (aio.AioRpcError, ConnectionError) as exc:
+                    self._restore(*taken)
+                    self.failures += 1
+                    attempt += 1
+                    log.debug("writes to %s failed (%s); attempt %d", target, exc, attempt)
+                    # A hint may name a master that is dead: a node not yet promoted still
+                    # points at its predecessor. After a failure, trust the topology again.
+                    self._redirect = None
+                    await self._backoff(attempt)
+                finally:
+                    self._in_flight = False
+
+    async def _backoff(self, attempt: int) -> None:
+        """Waits before a retry. An announce (the master changed) cuts the wait short: the
+        new master should learn this node's warm set now, not after a backoff of up to
+        ``max_backoff_s`` earned against the dead one."""
+        if self._kick.is_set():
+            return
+        sleep = asyncio.ensure_future(self._sleep(self._delay(attempt)))
+        kick = asyncio.ensure_future(self._kick.wait())
+        try:
+            await asyncio.wait((sleep, kick), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            kick.cancel()
+
+    def _take(self) -> tuple[frozenset[str] | None, dict[str, Op]]:
+        announce, self._announce = self._announce, None
+        if announce is not None:
+            self._kick.clear()
+        taken: dict[str, Op] = {}
+        for function in list(self._pending)[: self._max_batch]:
+            taken[function] = self._pending.pop(function)
+        return announce, taken
+
+    def _restore(self, announce: frozenset[str] | None, taken: dict[str, Op]) -> None:
+        """Puts failed writes back, unless a newer write or announce replaced them."""
+        if announce is not None and self._announce is None:
+            # The pairs sent with the announce, then the writes made since, are newer than
+            # the announced set: fold them in, in that order (without ``taken``, a function
+            # that went warm in the same failed call would be missing from the next announce).
+            warm = set(announce)
+            for function, op in [*taken.items(), *self._pending.items()]:
+                (warm.add if op is Op.ADD else warm.discard)(function)
+            self._announce = frozenset(warm)
+            self._pending.clear()
+            return
+        if self._announce is not None:
+            return
+        for function, op in taken.items():
+            self._pending.setdefault(function, op)
+
+    async def _send(
+        self, client: ControlClient, announce: frozenset[str] | None, taken: dict[str, Op]
+    ) -> None:
+        if announce is not None:
+            await client.announce(self.node, self.epoch, sorted(announce))
+            self.sent += len(announce)
+        adds = [Write(Op.ADD, f, self.node, self.epoch) for f, op in taken.items() if op is Op.ADD]
+        removes = [Write(Op.REMOVE, f, self.node, self.epoch) for f, op in taken.items()]
+        removes = [w for w in removes if taken[w.function] is Op.REMOVE]
+        if adds:
+            await client.register(adds)
+        if removes:
+            await client.unregister(removes)
+        self.sent += len(adds) + len(removes)
