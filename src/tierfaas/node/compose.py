@@ -57,6 +57,8 @@ class ClusterParts:
 
 @dataclass(frozen=True, slots=True)
 class NodeParts:
+    """Everything one node is made of, wired and not started."""
+
     config: NodeConfig
     release: Release
     metrics: Metrics
