@@ -5,8 +5,8 @@ routing strategies of benchmarks/routing.py, kept out of src/.
     python benchmarks/_strategies.py --strategy redis --redis 127.0.0.245:6379 -- <options>
 
 The node is the production ``tierfaas.node.Node`` (same CLI options, runtime, control plane,
-gossip, router with its forwarding, signed hops, rejects and retries, route cache); once its
-control plane has started, only the *table source* is replaced:
+gossip, router with its forwarding, signed hops, rejects and retries, route cache); once it
+is composed, only the *table source* is replaced (before it starts):
 
 - ``hash`` (OpenWhisk's ShardingContainerPoolBalancer idea): the candidates of a function are
   every live member in rendezvous-hash order of (function, node), so the function's home node
@@ -52,12 +52,14 @@ def rendezvous(function: str, names: Sequence[str]) -> list[str]:
 
 
 def install_hash(node: Node) -> None:
-    control, router = node.control, node.router
-    assert control is not None and router is not None
+    cluster, router = node.parts.cluster, node.parts.router
+    assert cluster is not None, "a routing strategy needs a clustered node (--gossip)"
+    manager = cluster.manager
 
     async def lookup(function: str) -> list[NodeEndpoint]:
-        order = rendezvous(function, list(control.members))
-        return [e for e in map(control._resolve, order) if e is not None]
+        view = manager.view
+        order = rendezvous(function, list(view.runs))
+        return [e for e in map(view.endpoint, order) if e is not None]
 
     router.lookup = lookup
     # Home first, then the next: the first eligible candidate in hash order (the pure
@@ -68,8 +70,9 @@ def install_hash(node: Node) -> None:
 def install_redis(node: Node, address: str) -> None:
     import redis.asyncio as aioredis
 
-    control, router = node.control, node.router
-    assert control is not None and router is not None
+    cluster, router = node.parts.cluster, node.parts.router
+    assert cluster is not None, "a routing strategy needs a clustered node (--gossip)"
+    manager = cluster.manager
     host, _, port = address.rpartition(":")
     client = aioredis.Redis(host=host, port=int(port), max_connections=64)
     me = node.name
@@ -77,7 +80,7 @@ def install_redis(node: Node, address: str) -> None:
 
     async def lookup(function: str) -> list[NodeEndpoint]:
         names = await client.smembers(f"warm:{function}")
-        found = (control._resolve(n.decode()) for n in names)
+        found = (manager.view.endpoint(n.decode()) for n in names)
         return [e for e in found if e is not None]
 
     async def write(event: RuntimeEvent) -> None:
@@ -96,7 +99,7 @@ def install_redis(node: Node, address: str) -> None:
             task.add_done_callback(pending.discard)
 
     router.lookup = lookup
-    node.runtime.listeners.append(on_event)
+    node.parts.runtime.listeners.append(on_event)
 
 
 def run_with(strategy: str, redis_address: str | None) -> None:
@@ -104,18 +107,12 @@ def run_with(strategy: str, redis_address: str | None) -> None:
 
     def run_node(config: NodeConfig) -> int:
         node = Node(config)
-        start_control_plane = node._start_control_plane
-
-        async def start_then_install() -> None:
-            await start_control_plane()
-            if strategy == "hash":
-                install_hash(node)
-            else:
-                assert redis_address is not None
-                install_redis(node, redis_address)
-            log.info("%s: routing table source is %s", node.name, strategy)
-
-        node._start_control_plane = start_then_install  # type: ignore[method-assign]
+        if strategy == "hash":
+            install_hash(node)
+        else:
+            assert redis_address is not None
+            install_redis(node, redis_address)
+        log.info("%s: routing table source is %s", node.name, strategy)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(node.run())
 

@@ -1,94 +1,153 @@
-"""The router's candidates never name a run that this node's gossip suspects.
+"""The control plane's answers follow the ClusterManager's view of the members.
 
 A node cut off by a partition is suspect for seconds before it is declared dead (in a
 minority, with no one to confirm, for up to the whole suspicion timeout); a call forwarded
-to it meanwhile hangs. It keeps its rank, but gets no forwards until it is alive again.
+to it meanwhile hangs. It keeps its rank and its routes, but gets no forwards until it is
+alive again; a dead run's routes leave the table.
+
+Each plane serves its control API on a real loopback port (gRPC); membership is the
+in-memory ``FakeNetwork``, roles come from each node's own ClusterManager.
 """
 
 from __future__ import annotations
 
-from tierfaas.cluster.state import NodeEndpoint
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tierfaas.cluster import ClusterManager, NodeEndpoint, RunGone
 from tierfaas.config import Address
 from tierfaas.control.plane import ControlPlane
-from tierfaas.testing.membership import FakeNetwork
+from tierfaas.testing.membership import FakeMembership, FakeNetwork
 from tierfaas.testing.nodes import free_port
 
 
-async def test_lookup_skips_a_suspect_run_until_it_is_alive_again() -> None:
-    net = FakeNetwork()
-    a = net.add("a", http=Address("127.0.0.1", 8001), rpc=Address("127.0.0.1", 9001))
-    b = net.add("b", http=Address("127.0.0.1", 8002), rpc=Address("127.0.0.1", 9002))
-    await a.start()
-    await b.start()
-    gone: list[str] = []
-    plane = ControlPlane(
-        a,
-        name="a",
-        rpc=Address("127.0.0.1", free_port()),
-        lane=None,
-        key=None,
-        warm_functions=lambda: [],
-        on_node_gone=gone.append,
-    )
-    await plane.start()
-    try:
-        plane.role = "master"
-        hub = plane.backend.promote()
-        hub.batcher.register("f", NodeEndpoint("b", b.epoch, b.local.http, b.local.rpc))
-        hub.flush()
-        assert [r.name for r in await plane.lookup("f")] == ["b"]
+@dataclass
+class Node:
+    membership: FakeMembership
+    manager: ClusterManager
+    plane: ControlPlane
 
-        net.suspect("b")
-        await net.settle()
-        assert await plane.lookup("f") == []
-        assert gone == ["b"]  # the router drops its cached routes to b at once
-        assert plane.routes_view()["routes"] == {"f": ["b"]}  # still in the table: only slow?
-
-        net.recover("b")
-        await net.settle()
-        assert [r.name for r in await plane.lookup("f")] == ["b"]
-    finally:
-        await plane.stop()
+    def endpoint(self) -> NodeEndpoint:
+        local = self.membership.local
+        return NodeEndpoint(local.name, local.epoch, local.http, local.rpc)
 
 
-async def test_an_empty_answer_from_the_replica_is_checked_with_the_master() -> None:
+class Cluster:
+    """Nodes on one ``FakeNetwork``, each with its manager and control plane; the first one
+    added ranks first (master)."""
+
+    def __init__(self) -> None:
+        self.net = FakeNetwork()
+        self.nodes: dict[str, Node] = {}
+
+    async def add(self, names: Iterable[str], replicas: int = 1) -> None:
+        for i, name in enumerate(names):
+            port = free_port()
+            membership = self.net.add(
+                name,
+                http=Address("127.0.0.1", 8100 + len(self.nodes) + i),
+                rpc=Address("127.0.0.1", port),
+            )
+            manager = ClusterManager(membership, registry=CollectorRegistry(), replicas=replicas)
+            plane = ControlPlane(
+                manager, name=name, rpc=Address("127.0.0.1", port), lane=None, key=None
+            )
+            self.nodes[name] = Node(membership, manager, plane)
+        for node in self.nodes.values():
+            if node.membership.status == "new":
+                await node.manager.start()
+                await node.membership.start()
+                await node.plane.start()
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Until every actor handled its events and every plane followed its role."""
+        for _ in range(3):
+            await self.net.settle()
+
+    async def close(self) -> None:
+        for node in self.nodes.values():
+            await node.plane.stop()
+            await node.manager.stop()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster()
+    yield c
+    await c.close()
+
+
+async def test_lookup_skips_a_suspect_run_until_it_is_alive_again(cluster: Cluster) -> None:
+    await cluster.add("ab")
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    assert (a.plane.role, b.plane.role) == ("master", "replica")
+    gone: list[RunGone] = []
+    a.manager.watch_runs(gone.append)  # what the router of a watches too
+    hub = a.plane.backend.hub
+    assert hub is not None
+    hub.batcher.register("f", b.endpoint())
+    hub.flush()
+    assert [r.name for r in await a.plane.lookup("f")] == ["b"]
+
+    cluster.net.suspect("b")
+    await cluster.settle()
+    assert await a.plane.lookup("f") == []
+    assert gone == [RunGone("b", b.membership.epoch, "suspect")]
+    assert a.plane.routes_view()["routes"] == {"f": ["b"]}  # still in the table: only slow?
+
+    cluster.net.recover("b")
+    await cluster.settle()
+    assert [r.name for r in await a.plane.lookup("f")] == ["b"]
+
+
+async def test_a_dead_run_leaves_the_table(cluster: Cluster) -> None:
+    await cluster.add("abc")
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    hub = a.plane.backend.hub
+    assert hub is not None
+    hub.batcher.register("f", c.endpoint())
+    hub.flush()
+    assert a.plane.routes_view()["routes"] == {"f": ["c"]}
+    assert a.plane.home("f") is not None
+
+    await c.plane.stop()
+    cluster.net.kill("c")
+    await cluster.settle()
+    for _ in range(100):  # the drop is written at once; the hub flushes it in its window
+        if not hub.table.as_dict().get("f"):
+            break
+        await asyncio.sleep(0.01)
+    assert not hub.table.as_dict().get("f")
+    assert await a.plane.lookup("f") == []
+    home = a.plane.home("f")
+    assert home is not None and home.name in ("a", "b")  # never the dead run
+
+
+async def test_an_empty_answer_from_the_replica_is_checked_with_the_master(
+    cluster: Cluster,
+) -> None:
     # In a burst of first calls, the master has heard a registration (even one still in its
     # batch) before any replica: a worker about to start the function cold asks it too.
-    net = FakeNetwork()
-    ports = {n: free_port() for n in "mrw"}
-    nodes = {
-        n: net.add(n, http=Address("127.0.0.1", 8100 + i), rpc=Address("127.0.0.1", ports[n]))
-        for i, n in enumerate("mrw")
-    }
-    for node in nodes.values():
-        await node.start()
-    planes = {
-        n: ControlPlane(
-            nodes[n],
-            name=n,
-            rpc=Address("127.0.0.1", ports[n]),
-            lane=None,
-            key=None,
-            warm_functions=lambda: [],
-            on_node_gone=lambda _: None,
-        )
-        for n in "mrw"
-    }
-    for plane in planes.values():
-        await plane.start()
-    try:
-        master, replica, worker = planes["m"], planes["r"], planes["w"]
-        master.role, replica.role, worker.role = "master", "replica", "worker"
-        hub = master.backend.promote()
-        for plane in planes.values():
-            plane.master = "m"
-        worker.my_replica = "r"
-        m = nodes["m"]
-        hub.batcher.register("f", NodeEndpoint("m", m.epoch, m.local.http, m.local.rpc))
-        assert replica.local_routes("f") == []  # the replica has not heard of it
-        assert [r.name for r in await worker.lookup("f")] == ["m"]  # pending at the master
-        assert [r.name for r in await replica.lookup("f")] == ["m"]
-        assert await worker.lookup("g") == []  # nowhere is still nowhere
-    finally:
-        for plane in planes.values():
-            await plane.stop()
+    await cluster.add("mrw")
+    master, replica, worker = (cluster.nodes[n].plane for n in "mrw")
+    assert (master.role, replica.role, worker.role) == ("master", "replica", "worker")
+    assert worker.my_replica == "r"
+    for plane in (master, replica, worker):
+        await plane.writes.flushed()  # each node announced its (empty) warm set
+    hub = master.backend.hub
+    assert hub is not None
+    for _ in range(100):  # and the master flushed what the announces wrote
+        if hub.batcher.deadline() is None:
+            break
+        await asyncio.sleep(0.01)
+    # Pending in the master's batch: not flushed (no wrote()), so no replica has it.
+    hub.batcher.register("f", cluster.nodes["m"].endpoint())
+    assert replica.local_routes("f") == []  # the replica has not heard of it
+    assert [r.name for r in await worker.lookup("f")] == ["m"]  # pending at the master
+    assert [r.name for r in await replica.lookup("f")] == ["m"]
+    assert await worker.lookup("g") == []  # nowhere is still nowhere

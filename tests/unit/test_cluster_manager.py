@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tierfaas.cluster import ClusterManager, RoleChange
+from tierfaas.cluster import ClusterManager, ClusterState, RoleChange, RunGone
 from tierfaas.config import Address
+from tierfaas.membership.base import MemberInfo, MemberState
 from tierfaas.testing.clock import FakeClock
 from tierfaas.testing.membership import FakeMembership, FakeNetwork
 
@@ -152,3 +153,54 @@ async def test_metrics_present(cluster: Cluster) -> None:
     assert 'tierfaas_cluster_role{role="worker"} 0.0' in text
     assert 'tierfaas_cluster_message_seconds_count{message="GetTopology"} 1.0' in text
     assert "tierfaas_cluster_members 2.0" in text
+
+
+async def test_the_view_holds_the_live_runs_and_suspects_are_not_routable(
+    cluster: Cluster,
+) -> None:
+    for n in "abc":
+        await cluster.add(n)
+    mgr = cluster.managers["a"]
+    gone: list[RunGone] = []
+    mgr.watch_runs(gone.append)
+    view = mgr.view
+    assert sorted(view.runs) == ["a", "b", "c"]
+    c = view.endpoint("c")
+    assert c is not None and c.epoch == cluster.net.node("c").epoch
+    assert str(c.http) == "127.0.0.1:8002" and view.routable(c)
+
+    cluster.net.suspect("c")
+    await cluster.net.settle()
+    assert gone == [RunGone("c", c.epoch, "suspect")]
+    assert mgr.view.holds(c) and not mgr.view.routable(c)
+    assert view.routable(c)  # a published view never changes: a new one replaces it
+
+    cluster.net.kill("c")
+    await cluster.net.settle()
+    assert gone[-1] == RunGone("c", c.epoch, "dead") and gone[-1].down
+    assert mgr.view.endpoint("c") is None and not mgr.view.holds(c)
+
+
+async def test_a_restarted_run_replaces_the_old_one_in_the_view(cluster: Cluster) -> None:
+    for n in "ab":
+        await cluster.add(n)
+    old = cluster.managers["a"].view.endpoint("b")
+    assert old is not None
+    cluster.net.kill("b")
+    b = cluster.net.add("b", http=Address("127.0.0.1", 8010))  # b restarts: a new run
+    await b.start()
+    await cluster.net.settle()
+    view = cluster.managers["a"].view
+    new = view.endpoint("b")
+    assert new is not None and new.epoch > old.epoch
+    assert not view.holds(old)  # a route of the old run is no route to the new one
+
+
+def test_state_view_keeps_the_newest_run_of_a_name() -> None:
+    state = ClusterState("a")
+    older = MemberInfo("b", 1, MemberState.ALIVE, "x", rpc=Address("127.0.0.1", 9001))
+    newer = MemberInfo("b", 2, MemberState.SUSPECT, "y", rpc=Address("127.0.0.1", 9002))
+    state.members = {older.key: older, newer.key: newer}  # a restart seen before the leave
+    view = state.view()
+    assert view.get("b") == newer and view.rpc_of("b") == "127.0.0.1:9002"
+    assert view.get(None) is None and view.rpc_of("nobody") is None

@@ -1,6 +1,6 @@
 """The cluster tier: the ``ClusterManager`` actor, its messages and ``ClusterState``."""
 
 from tierfaas.cluster.manager import ClusterManager
-from tierfaas.cluster.state import ClusterState, NodeEndpoint, RoleChange
+from tierfaas.cluster.state import ClusterState, MemberView, NodeEndpoint, RoleChange, RunGone
 
-__all__ = ["ClusterManager", "ClusterState", "NodeEndpoint", "RoleChange"]
+__all__ = ["ClusterManager", "ClusterState", "MemberView", "NodeEndpoint", "RoleChange", "RunGone"]

@@ -8,6 +8,12 @@ Membership events reach it the same way: a forwarder task copies the ``Membershi
 iterator into the queue, so a membership change and a query are ordered like any two
 messages. On every membership change it recomputes the topology, and when this node's role
 changes it logs the change with its reason and publishes it to the role subscribers.
+
+It is this node's only view of the members. Each membership change publishes a new
+``MemberView`` (``view``: read with no message, so the router's lookups and the control
+plane's answers use it on the hot path) and, for a run that turns suspect, dies or leaves, a
+``RunGone`` to the run watchers, called in the same step: by the time the next message is
+handled, nothing that watches still forwards to that run.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from tierfaas.cluster.messages import (
     MembershipChanged,
     Message,
     RoleSubscriber,
+    RunWatcher,
     Stop,
     SubscribeRoles,
+    WatchRuns,
 )
-from tierfaas.cluster.state import ClusterState, RoleChange
+from tierfaas.cluster.state import ClusterState, MemberView, RoleChange, RunGone
 from tierfaas.errors import ClusterError
-from tierfaas.membership.base import JoinStatus, Membership, NameConflictSelf
+from tierfaas.membership.base import JoinStatus, MemberInfo, Membership, NameConflictSelf
 from tierfaas.topology import ReplicaPolicy, Role, Topology
 
 log = logging.getLogger("tierfaas.cluster")
@@ -58,6 +66,8 @@ class ClusterManager:
         self._queue: asyncio.Queue[Message] = asyncio.Queue(queue_max)
         self._state = ClusterState(membership.local.name, replicas)
         self._subscribers: list[asyncio.Queue[RoleChange]] = []
+        self._watchers: list[RunWatcher] = []
+        self._view = MemberView()
         self._tasks: list[asyncio.Task[None]] = []
         self._deliveries: list[asyncio.Task[None]] = []
         self._role: Role | None = None
@@ -102,6 +112,16 @@ class ClusterManager:
         """The role last published by the actor (a copy: reading it takes no message)."""
         return self._role
 
+    @property
+    def view(self) -> MemberView:
+        """The live runs as the actor last published them (reading it takes no message)."""
+        return self._view
+
+    @property
+    def local(self) -> MemberInfo:
+        """This node's own run, as its membership reports it (the epoch is set once started)."""
+        return self._membership.local
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -110,6 +130,7 @@ class ClusterManager:
         self._state.joined = self._membership.joined
         self._state.join_reason = self._membership.join_reason
         self._state.resync(self._membership.members())
+        self._view = self._state.view()
         self._apply_roles("start")
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run(), name="cluster-manager"))
@@ -166,6 +187,11 @@ class ClusterManager:
         """Delivers this node's current role, then every change, to ``subscriber``."""
         self.send(SubscribeRoles(subscriber))
 
+    def watch_runs(self, watcher: RunWatcher) -> None:
+        """Calls ``watcher`` for every run that turns suspect, dies or leaves from now on (a
+        message: may be sent before ``start``)."""
+        self.send(WatchRuns(watcher))
+
     # -- the actor ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -200,6 +226,10 @@ class ClusterManager:
                 # Membership never reports this node to itself; keep its own record current.
                 state.resync_local(self._membership.local)
                 reason = state.apply(event)
+                self._view = state.view()
+                gone = RunGone.of(event)
+                if gone is not None:
+                    self._tell_watchers(gone)
                 if reason is not None:
                     self._apply_roles(reason)
             case GetTopology(future=f):
@@ -209,6 +239,15 @@ class ClusterManager:
             case SubscribeRoles(subscriber=subscriber):
                 queue = self._add_subscriber(subscriber)
                 queue.put_nowait(RoleChange(None, state.role, "current role", state.topology))
+            case WatchRuns(watcher=watcher):
+                self._watchers.append(watcher)
+
+    def _tell_watchers(self, gone: RunGone) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(gone)
+            except Exception:  # one failing watcher must not keep the others uninformed
+                log.exception("run watcher failed on %s", gone)
 
     def _apply_roles(self, reason: str) -> None:
         old, new = self._state.recompute()

@@ -11,12 +11,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from tierfaas.cluster.state import RoleChange
+from tierfaas.cluster.state import RoleChange, RunGone
 from tierfaas.membership.base import MembershipEvent
 from tierfaas.topology import Topology
 
 RoleSubscriber: TypeAlias = Callable[[RoleChange], Awaitable[None]] | asyncio.Queue[RoleChange]
 """An async callback, awaited in order for each change, or a queue that receives them."""
+
+RunWatcher: TypeAlias = Callable[[RunGone], None]
+"""Called inside the actor, at once, for each run that stops taking forwards: it must be quick
+and must not block (it runs between two messages)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +46,15 @@ class SubscribeRoles:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchRuns:
+    watcher: RunWatcher
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     pass
 
 
-Message: TypeAlias = MembershipChanged | GetTopology | GetSnapshot | SubscribeRoles | Stop
+Message: TypeAlias = (
+    MembershipChanged | GetTopology | GetSnapshot | SubscribeRoles | WatchRuns | Stop
+)

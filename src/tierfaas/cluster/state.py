@@ -4,15 +4,19 @@ Members are keyed by ``(name, epoch)``, one run of a node, so a crash and restar
 same name never mixes the old run's routes with the new run's. The methods are synchronous
 and do no I/O: the actor calls them one message at a time, which is what makes them safe
 without locks.
+
+What others read of it the actor publishes as values that never change once made: a
+``MemberView`` (the live runs, replaced whole on every membership change, so the router's hot
+path reads it with no message) and a ``RunGone`` for each run that stops taking forwards.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tierfaas.config import Address
 from tierfaas.membership.base import (
@@ -20,6 +24,7 @@ from tierfaas.membership.base import (
     MemberDown,
     MemberInfo,
     MembershipEvent,
+    MemberState,
     MemberSuspect,
     MemberUp,
     MemberUpdated,
@@ -39,6 +44,63 @@ class NodeEndpoint:
     epoch: int
     http: Address | None
     rpc: Address | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """The live runs (alive or suspect) of this node's membership, the newest run of each
+    name, as the ClusterManager last published them. Never modified: a change publishes a new
+    view, so a reader holds a consistent one for as long as it keeps the reference."""
+
+    runs: Mapping[str, MemberInfo] = field(default_factory=dict)
+
+    def get(self, name: str | None) -> MemberInfo | None:
+        return self.runs.get(name) if name is not None else None
+
+    def endpoint(self, name: str) -> NodeEndpoint | None:
+        """Where the live run of ``name`` serves; None if no run of it is live."""
+        m = self.runs.get(name)
+        return None if m is None else NodeEndpoint(m.name, m.epoch, m.http, m.rpc)
+
+    def rpc_of(self, name: str | None) -> str | None:
+        """The control-plane address of the live run of ``name``, if it published one."""
+        m = self.get(name)
+        return str(m.rpc) if m is not None and m.rpc is not None else None
+
+    def holds(self, route: NodeEndpoint) -> bool:
+        """``route`` names a live run (alive or suspect: a suspect keeps its routes)."""
+        m = self.runs.get(route.name)
+        return m is not None and m.epoch == route.epoch
+
+    def routable(self, route: NodeEndpoint) -> bool:
+        """``route`` names a live run that is not suspect: a call may be forwarded to it."""
+        m = self.runs.get(route.name)
+        return m is not None and m.epoch == route.epoch and m.state is MemberState.ALIVE
+
+
+@dataclass(frozen=True, slots=True)
+class RunGone:
+    """A run stopped taking forwards: ``suspect`` (it keeps its rank and its routes, and comes
+    back if it answers again) or ``dead``/``left`` (its routes go)."""
+
+    name: str
+    epoch: int
+    reason: Literal["suspect", "dead", "left"]
+
+    @property
+    def down(self) -> bool:
+        """Dead or left, not merely suspect."""
+        return self.reason != "suspect"
+
+    @staticmethod
+    def of(event: MembershipEvent) -> RunGone | None:
+        """The run ``event`` takes out of forwarding, if any."""
+        match event:
+            case MemberSuspect(member=m):
+                return RunGone(m.name, m.epoch, "suspect")
+            case MemberDown(member=m, reason=why):
+                return RunGone(m.name, m.epoch, why)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +190,15 @@ class ClusterState:
         return old, self.role
 
     # -- views -------------------------------------------------------------------------------
+
+    def view(self) -> MemberView:
+        """The live runs now, the newest of each name (see ``MemberView``)."""
+        runs: dict[str, MemberInfo] = {}
+        for m in self.members.values():
+            current = runs.get(m.name)
+            if current is None or current.epoch < m.epoch:
+                runs[m.name] = m
+        return MemberView(runs)
 
     def snapshot(self) -> dict[str, Any]:
         """``{"self", "master", "joined", "join_reason", "members": [...]}`` in rank order."""

@@ -17,11 +17,14 @@ ClusterManager publishes (role, master, this node's replica):
   have just started it (one extra query per miss; hits never reach the master). It names
   no run that this node's gossip suspects: a suspect keeps its rank (it may only be slow), but
   a call sent to it may hang in a partition, and running the call here instead costs at most
-  a cold start (``on_node_gone`` drops the router's cached routes to it at once).
+  a cold start (the router, watching the same actor, drops its cached routes to it at once).
 
 The table itself lives here, beside the actor rather than inside it: it changes at batch
 rate from gRPC handlers and streams, and the actor stays the single owner of membership and
-roles. Answers never name a run that this node's membership view does not hold alive.
+roles. Who is alive, and where, comes from the actor alone: its published ``MemberView``
+(read with no message on every answer) and its ``RunGone`` notices (a dead or departed run's
+entries leave the table at once). Answers never name a run that this view does not hold
+alive, and never a suspect one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from tierfaas.clock import Clock, monotonic
-from tierfaas.cluster.state import NodeEndpoint, RoleChange
+from tierfaas.cluster.manager import ClusterManager
+from tierfaas.cluster.state import NodeEndpoint, RoleChange, RunGone
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.backend import TableBackend
@@ -45,42 +49,35 @@ from tierfaas.control.server import ControlServer
 from tierfaas.control.table import Snapshot
 from tierfaas.control.transport import Channels
 from tierfaas.control.write_queue import WriteQueue
-from tierfaas.membership.base import (
-    MemberDown,
-    MemberInfo,
-    Membership,
-    MemberState,
-    MemberSuspect,
-    MemberUp,
-    MemberUpdated,
-    Resync,
-)
+from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
 from tierfaas.topology import Role, hrw_weight
 
 log = logging.getLogger("tierfaas.control")
 
 
 class ControlPlane:
+    """Follows ``cluster`` (its roles, its view of the members) once started. Takes the
+    runtime's events through ``on_runtime_event``; ``on_generation`` (if given) lets this node
+    take the table over in a rollout."""
+
     def __init__(
         self,
-        membership: Membership,
+        cluster: ClusterManager,
         *,
         name: str,
         rpc: Address,
         lane: Address | None,
         key: bytes | None,
-        warm_functions: Callable[[], Sequence[str]],
-        on_node_gone: Callable[[str], None] = lambda _: None,
         window_s: float = 0.1,
         clock: Clock = monotonic,
         on_generation: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        self.membership = membership
+        self.cluster = cluster
         self.name = name
         self.key = key
-        self.warm_functions = warm_functions
-        self.on_node_gone = on_node_gone
-        self.members: dict[str, MemberInfo] = {}
+        # This node's warm set as registered with the master: FunctionWarm seen, and no
+        # FunctionCold since: what this node announces to a new master.
+        self.warm: set[str] = set()
         self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
         self.channels = Channels(key)
@@ -91,7 +88,6 @@ class ControlPlane:
         self.replicator: Replicator | None = None
         self.lane_clients: dict[str, QueryLaneClient] = {}  # by the target's RPC address
         self._hub_task: asyncio.Task[None] | None = None
-        self._events_task: asyncio.Task[None] | None = None
         self.on_generation = on_generation
         if on_generation is not None:
             self.server.on_handover = self.take_handover
@@ -99,19 +95,19 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        events = self.membership.events()
-        self._refresh(self.membership.members())
+        """Serves the control API and follows the cluster (call after its membership started:
+        the writes carry this run's epoch)."""
         await self.server.start()
-        self.writes.epoch = self.membership.local.epoch
+        self.writes.epoch = self.cluster.local.epoch
         self.writes.start()
-        self._events_task = asyncio.get_running_loop().create_task(self._follow(events))
+        self.cluster.watch_runs(self._on_run_gone)
+        self.cluster.subscribe_roles(self.on_role_change)
 
     async def stop(self) -> None:
-        for task in (self._events_task, self._hub_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._hub_task is not None:
+            self._hub_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._hub_task
         await self.writes.stop()
         if self.replicator is not None:
             await self.replicator.stop()
@@ -122,43 +118,31 @@ class ControlPlane:
         await self.server.stop()
         await self.channels.close()
 
-    # -- membership: who is alive, at which address ------------------------------------------
+    # -- the runtime: what this node has warm ------------------------------------------------
 
-    def _refresh(self, members: Sequence[MemberInfo]) -> None:
-        self.members = {m.name: m for m in members if m.state.live}
-        local = self.membership.local
-        if local.epoch:
-            self.members[local.name] = local
+    def on_runtime_event(self, event: RuntimeEvent) -> None:
+        """The runtime's listener: FunctionWarm/FunctionCold become writes to the master."""
+        if isinstance(event, FunctionWarm):
+            self.warm.add(event.function)
+        elif isinstance(event, FunctionCold):
+            self.warm.discard(event.function)
+        self.writes.on_event(event)
 
-    async def _follow(self, events: Any) -> None:
-        async for event in events:
-            if isinstance(event, MemberUp | MemberUpdated):
-                self.members[event.member.name] = event.member
-            elif isinstance(event, MemberSuspect):
-                self.members[event.member.name] = event.member
-                self.on_node_gone(event.member.name)  # no forwards to it until alive again
-            elif isinstance(event, Resync):
-                self._refresh(event.members)
-            elif isinstance(event, MemberDown):
-                m = event.member
-                current = self.members.get(m.name)
-                if current is not None and current.epoch == m.epoch:
-                    del self.members[m.name]
-                hub = self.backend.hub
-                if hub is not None:
-                    hub.batcher.drop_node(m.name, m.epoch)
-                    hub.wrote()
-                self.on_node_gone(m.name)
+    # -- membership: who is alive, at which address (the actor's view) ------------------------
+
+    def _on_run_gone(self, gone: RunGone) -> None:
+        """The actor's run watcher: a dead or departed run's entries leave the table now (a
+        suspect keeps them: answers skip it until it is alive again)."""
+        hub = self.backend.hub
+        if gone.down and hub is not None:
+            hub.batcher.drop_node(gone.name, gone.epoch)
+            hub.wrote()
 
     def _resolve(self, name: str) -> NodeEndpoint | None:
-        m = self.members.get(name)
-        if m is None:
-            return None
-        return NodeEndpoint(m.name, m.epoch, m.http, m.rpc)
+        return self.cluster.view.endpoint(name)
 
     def _rpc_of(self, name: str | None) -> str | None:
-        m = self.members.get(name) if name else None
-        return str(m.rpc) if m is not None and m.rpc is not None else None
+        return self.cluster.view.rpc_of(name)
 
     def _master_rpc(self) -> str | None:
         return self._rpc_of(self.master)
@@ -206,7 +190,7 @@ class ControlPlane:
         self.role = new
         if master_changed and self.master is not None:
             # Anti-entropy: the new master learns this node's whole warm set.
-            self.writes.announce(self.warm_functions())
+            self.writes.announce(frozenset(self.warm))
 
     # -- rollouts: handing the table over (SPEC 6.2) ----------------------------------------
 
@@ -271,7 +255,7 @@ class ControlPlane:
     def home(self, function: str) -> NodeEndpoint | None:
         """Where ``function`` is started when it is warm nowhere: rendezvous hashing over the
         live, joined nodes, the same pick on every node with the same view."""
-        nodes = [m for m in self.members.values() if m.http is not None and m.state.live]
+        nodes = [m for m in self.cluster.view.runs.values() if m.http is not None]
         if self.role is None or not nodes:
             return None
         best = max(nodes, key=lambda m: (hrw_weight(function, m.name), m.name))
@@ -283,13 +267,11 @@ class ControlPlane:
         return [r for r in routes if self._alive(r)]
 
     def _alive(self, route: NodeEndpoint) -> bool:
-        m = self.members.get(route.name)
-        return m is not None and m.epoch == route.epoch
+        return self.cluster.view.holds(route)
 
     def _routable(self, route: NodeEndpoint) -> bool:
         """Alive in this node's view and not suspect: a call may be forwarded to it."""
-        m = self.members.get(route.name)
-        return m is not None and m.epoch == route.epoch and m.state is MemberState.ALIVE
+        return self.cluster.view.routable(route)
 
     async def lookup(self, function: str) -> Sequence[NodeEndpoint]:
         """Where ``function`` is warm: the router's candidates (may include this node), never

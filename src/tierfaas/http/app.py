@@ -64,6 +64,11 @@ _ADMIN_CHALLENGE = 'Basic realm="tierfaas admin", charset="UTF-8"'
 
 
 class NodeApp:
+    """The ASGI app of one node. ``router`` runs or forwards each call (default: a standalone
+    router); ``not_ready_reason`` says why /readyz answers 503 (None: ready), and
+    ``not_ready_fatal`` whether that will never change; ``cluster_view`` answers /v1/cluster
+    and the dashboard, ``routes_view`` /v1/routes (None: 404, a node without a cluster)."""
+
     def __init__(
         self,
         runtime: Runtime,
@@ -73,16 +78,19 @@ class NodeApp:
         not_ready_reason: Callable[[], str | None] = lambda: None,
         cluster_view: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         router: Router | None = None,
+        *,
+        not_ready_fatal: Callable[[], bool] = lambda: False,
+        routes_view: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.router = router or Router.standalone(runtime, node_name)
         self.cluster_view = cluster_view
-        self.routes_view: Callable[[], dict[str, Any]] | None = None
+        self.routes_view = routes_view
         self.runtime = runtime
         self.config = config
         self.metrics = metrics
         self.node_name = node_name
         self.not_ready_reason = not_ready_reason
-        self.not_ready_fatal: Callable[[], bool] = lambda: False
+        self.not_ready_fatal = not_ready_fatal
         self.draining = False
         self.in_flight = 0
         self.last_call = 0.0  # time.monotonic() of the last invocation's arrival

@@ -40,6 +40,8 @@ from tierfaas.runtime import PoolView, Runtime
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[str], Awaitable[Sequence[NodeEndpoint]]]
+# The function's home (rendezvous hashing over live nodes with an HTTP address).
+Homes = Callable[[str], NodeEndpoint | None]
 
 # Request headers never passed on to another node (hop-by-hop, or ours to set).
 _DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
@@ -160,10 +162,14 @@ class Router:
         cache: RouteCache,
         metrics: RoutingMetrics,
         lookup: Lookup | None = None,
+        homes: Homes | None = None,
         hop_limit: int = 1,
         hot_forwards_per_s: float = 0.0,
         clock: Clock = monotonic,
     ) -> None:
+        """``lookup`` gives a function's candidates (None: a standalone node, every call runs
+        here); ``homes`` its home, where it starts while it is warm nowhere (None: where the
+        call arrived)."""
         self.runtime = runtime
         self.self_name = self_name
         self.key = key
@@ -176,7 +182,7 @@ class Router:
         self.endpoints: dict[str, Address] = {}
         # The function's home (rendezvous hashing over live nodes with an HTTP address), where
         # a function warm nowhere is started; None in a standalone node.
-        self.homes: Callable[[str], NodeEndpoint | None] | None = None
+        self.homes = homes
         self.forwarded = 0  # calls this node sent on and got answered (for the dashboard)
         self.peers: PeerPool | None = None
         self.unreachable: dict[str, float] = {}  # node -> until (monotonic): no forwards

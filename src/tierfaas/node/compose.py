@@ -1,0 +1,249 @@
+"""Builds one node from its config; every part gets what it needs when it is made.
+
+A standalone node is a runtime, a router that runs every call here, and the HTTP app.
+
+A clustered node (``--gossip``) adds its ``ClusterParts``, built in the order their needs
+allow: membership; the ClusterManager actor, this node's one view of the members; the control
+plane, which asks the actor (its member view, its roles, the runs it reports gone); the runtime,
+whose events reach the metrics and the control plane; the router, whose candidates and homes
+come from the control plane and which drops its routes to any run the actor reports gone; the
+HTTP app; and, when the node follows a registry, the rollout controller.
+
+Nothing starts here (``lifecycle`` starts and stops the parts, in order). A setting that
+cannot work fails now with its field's name, before any socket opens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tierfaas import errors
+from tierfaas.cluster.manager import ClusterManager
+from tierfaas.config import NodeConfig
+from tierfaas.control.plane import ControlPlane
+from tierfaas.http.app import NodeApp
+from tierfaas.http.metrics import Metrics
+from tierfaas.keys import derive, load_key
+from tierfaas.manifest import Release, load_release
+from tierfaas.membership.base import Membership
+from tierfaas.membership.meta import KEY_GENERATION
+from tierfaas.node.readiness import Readiness
+from tierfaas.routing.cache import RouteCache
+from tierfaas.routing.router import Router, RoutingMetrics
+from tierfaas.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tierfaas.deploy.controller import RolloutController
+    from tierfaas.deploy.provider import Provider
+
+# Forwarded requests are signed with a sub-key of the cluster key. A keyless cluster may only
+# run on loopback (see config), where a fixed development key is enough.
+LOOPBACK_KEY = b"tierfaas-loopback-development-key"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterParts:
+    """What ``--gossip`` adds to a node: all of it, or (a standalone node) none."""
+
+    membership: Membership
+    manager: ClusterManager
+    control: ControlPlane
+    rollout: RolloutController | None
+    """The rollout controller, when the node follows a registry (``--registry``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeParts:
+    """Everything one node is made of, wired and not started."""
+
+    config: NodeConfig
+    release: Release
+    metrics: Metrics
+    readiness: Readiness
+    runtime: Runtime
+    router: Router
+    app: NodeApp
+    cluster: ClusterParts | None
+
+
+def compose(config: NodeConfig, release: Release | None = None) -> NodeParts:
+    """The parts of the node ``config`` describes, serving ``release`` (default: the one in
+    ``config.release_dir``). Raises ``errors.ConfigError`` for a setting that cannot work."""
+    release = release or load_release(config.release_dir)
+    metrics = Metrics()
+    # A provider that cannot work (no API access, a broken state folder) stops the node at
+    # start with its reason, not after it joined.
+    provider = _provider(config) if config.registry is not None else None
+    key = load_key(config.key_file) if config.gossip else None
+    rpc = config.rpc_address
+    if rpc is not None and key is None and not rpc.is_loopback:
+        raise errors.ConfigError("rpc", f"{rpc} is not loopback and no cluster key is set")
+    if config.gossip is None:
+        return _standalone(config, release, metrics)
+    return _clustered(config, release, metrics, key, provider)
+
+
+def _standalone(config: NodeConfig, release: Release, metrics: Metrics) -> NodeParts:
+    readiness = Readiness(check_release=config.registry is not None)
+    runtime = Runtime(release, config, listeners=[metrics.on_runtime_event])
+    router = Router.standalone(runtime, config.node_name)
+    app = NodeApp(
+        runtime,
+        config,
+        metrics,
+        config.node_name,
+        not_ready_reason=readiness.reason,
+        cluster_view=_standalone_view(config, release),
+        router=router,
+        not_ready_fatal=readiness.fatal,
+    )
+    return NodeParts(config, release, metrics, readiness, runtime, router, app, None)
+
+
+def _clustered(
+    config: NodeConfig,
+    release: Release,
+    metrics: Metrics,
+    key: bytes | None,
+    provider: Provider | None,
+) -> NodeParts:
+    from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+
+    assert config.gossip is not None and config.rpc_address is not None  # --gossip sets both
+    name = config.node_name
+    preset = GossipSettings.lan if config.gossip_preset == "lan" else GossipSettings.local
+    membership = KinshipMembership(
+        preset(bind=config.gossip, seeds=config.join, key=key),
+        name=name,
+        version=release.version,
+        http=config.http,
+        rpc=config.rpc_address,
+        generation=config.generation,
+    )
+    manager = ClusterManager(
+        membership,
+        registry=metrics.registry,
+        replicas=config.replica_policy,  # type: ignore[arg-type]
+    )
+    # The rollout controller drives the control plane (the handover), and the control plane
+    # quiets the controller when this node takes a handover: the controller is made last and
+    # ``take_generation`` finds it here by then (it runs only once the node has started).
+    rollout: RolloutController | None = None
+    generation = config.generation
+
+    async def take_generation(taken: int) -> None:
+        """Takes rollout generation ``taken`` (after a handover): gossiped at once, it makes
+        this node the master on every node (``tierfaas.topology.rank_key``)."""
+        nonlocal generation
+        if rollout is not None:
+            # The old master still writes the status once (the handover's record).
+            rollout.quiet_until = time.monotonic() + 1.0
+        generation = max(generation, taken)
+        await membership.update_meta(**{KEY_GENERATION: str(generation)})
+
+    control = ControlPlane(
+        manager,
+        name=name,
+        rpc=config.rpc_address,
+        lane=config.lane_address,
+        key=key,
+        window_s=config.batch_window_s,
+        on_generation=take_generation,
+    )
+    runtime = Runtime(
+        release, config, listeners=[metrics.on_runtime_event, control.on_runtime_event]
+    )
+    router = Router(
+        runtime,
+        self_name=name,
+        key=derive(key or LOOPBACK_KEY, "forward"),
+        cache=RouteCache(time.monotonic, config.route_cache_size, config.route_cache_ttl_s),
+        metrics=RoutingMetrics(metrics.registry),
+        lookup=control.lookup,
+        homes=control.home if config.cold_starts == "home" else None,
+        hop_limit=config.hop_limit,
+        hot_forwards_per_s=config.hot_forwards_per_s,
+    )
+    # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
+    # the next lookup once it is alive again).
+    manager.watch_runs(lambda gone: router.forget_node(gone.name))
+    readiness = Readiness(check_release=config.registry is not None, membership=membership)
+    app = NodeApp(
+        runtime,
+        config,
+        metrics,
+        name,
+        not_ready_reason=readiness.reason,
+        cluster_view=manager.snapshot,
+        router=router,
+        not_ready_fatal=readiness.fatal,
+        routes_view=control.routes_view,
+    )
+    if provider is not None:
+        rollout = _rollout_controller(config, release, provider, manager, control, membership)
+    cluster = ClusterParts(membership, manager, control, rollout)
+    return NodeParts(config, release, metrics, readiness, runtime, router, app, cluster)
+
+
+def _standalone_view(
+    config: NodeConfig, release: Release
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``GET /v1/cluster`` of a node without a cluster: itself, as master."""
+    me = {
+        "name": config.node_name, "role": "master", "replica": None, "http": str(config.http),
+        "rpc": None, "version": release.version, "state": "alive", "epoch": 0,
+    }  # fmt: skip
+
+    async def view() -> dict[str, Any]:
+        return {
+            "self": config.node_name, "master": config.node_name, "standalone": True,
+            "members": [dict(me)],
+        }  # fmt: skip
+
+    return view
+
+
+def _provider(config: NodeConfig) -> Provider:
+    from tierfaas.deploy.provider import NoProvider
+
+    if config.provider == "none":
+        return NoProvider()
+    if config.provider == "local":
+        from tierfaas.deploy.local import LocalProvider
+
+        assert config.provider_state is not None  # config requires it for this provider
+        local = LocalProvider(config.provider_state)
+        local.settings()  # raises ProviderError for a missing or damaged folder
+        return local
+    from tierfaas.deploy.kubernetes import KubernetesProvider
+
+    return KubernetesProvider.from_environment()
+
+
+def _rollout_controller(
+    config: NodeConfig,
+    release: Release,
+    provider: Provider,
+    manager: ClusterManager,
+    control: ControlPlane,
+    membership: Membership,
+) -> RolloutController:
+    from tierfaas.deploy.controller import RolloutController
+    from tierfaas.deploy.registry import DirectoryRegistry
+
+    assert config.registry is not None  # a provider is made only for a registry
+    return RolloutController(
+        name=config.node_name,
+        version=release.version,
+        registry=DirectoryRegistry(config.registry),
+        provider=provider,
+        cluster=manager,
+        control=control,
+        membership=membership,
+        poll_s=config.registry_poll_s,
+        canaries=config.canaries,
+        canary_timeout_s=config.canary_timeout_s,
+    )

@@ -1,0 +1,177 @@
+"""One tierfaas node's lifecycle: starts the parts ``compose`` built, serves, and stops them.
+
+Start, in this order: bind the HTTP listeners (a busy port fails before anything starts),
+the runtime (its zygote), then for a clustered node the ClusterManager actor, membership (the
+join), the control plane, the router's peer connections and the rollout controller; serve.
+
+Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
+peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
+(gossip *leave*, so peers see it gone within milliseconds instead of declaring it dead
+seconds later); serve the calls in flight and those still arriving on open connections,
+each answer closing its connection, until ``drain_quiet_s`` passes without one (at most
+``drain_timeout_s``); stop the HTTP server, every instance and the zygote, then the cluster
+parts in the reverse order of their start; exit 0.
+A second SIGINT skips the wait. A node whose name another live node already holds exits 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Generator
+
+import uvicorn
+
+from tierfaas.config import NodeConfig
+from tierfaas.http.protocol import bounded_protocol
+from tierfaas.manifest import Release
+from tierfaas.node.compose import ClusterParts, NodeParts, compose
+from tierfaas.node.sockets import bind_http, close_http
+
+EXIT_NAME_CONFLICT = 3
+
+log = logging.getLogger("tierfaas.node")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the node decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _server(parts: NodeParts) -> _Server:
+    return _Server(
+        uvicorn.Config(
+            parts.app,
+            # httptools, with bounds on slow and oversized requests (http/protocol.py)
+            http=bounded_protocol(parts.config, parts.metrics.http_rejected_by),
+            ws="none",  # no websockets: an Upgrade request is served as plain HTTP
+            loop="none",
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            log_level="warning",
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,
+            h11_max_incomplete_event_size=64 * 1024,
+        )
+    )
+
+
+class Node:
+    """One node: its parts (``tierfaas.node.compose``) and their lifecycle. ``await run()``
+    serves until SIGTERM/SIGINT, then drains and returns the process exit code."""
+
+    def __init__(self, config: NodeConfig, release: Release | None = None) -> None:
+        self.parts = compose(config, release)
+        self.config = config
+        self.name = config.node_name
+        self.server = _server(self.parts)
+        self.stopping: asyncio.Task[None] | None = None
+        self.exit_code = 0
+
+    async def run(self) -> int:
+        """Serves until SIGTERM/SIGINT, then drains and returns."""
+        parts = self.parts
+        sockets = bind_http(self.config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        await parts.runtime.start()
+        watches: list[asyncio.Task[None]] = []
+        if not parts.readiness.checked:
+            watches.append(loop.create_task(parts.readiness.check_release(parts.release.root)))
+        if parts.cluster is not None:
+            await self._start_cluster(parts.cluster)
+            watches.append(loop.create_task(self._exit_on_name_conflict(parts.cluster)))
+        log.info(
+            "node %s serving release %s %s on http://%s (%d functions)",
+            self.name,
+            parts.release.name,
+            parts.release.version,
+            self.config.http,
+            len(parts.release.functions),
+        )
+        try:
+            await self.server.serve(sockets=sockets)
+        finally:
+            await parts.runtime.close()
+            close_http(self.config, sockets)
+            for task in watches:
+                task.cancel()
+            if parts.cluster is not None:
+                await self._stop_cluster(parts.cluster)
+            log.info("node %s stopped", self.name)
+        return self.exit_code
+
+    async def _start_cluster(self, cluster: ClusterParts) -> None:
+        await cluster.manager.start()  # subscribes to membership events before the join
+        await cluster.membership.start()
+        await cluster.control.start()
+        await self.parts.router.start()
+        if cluster.rollout is not None:
+            cluster.rollout.start()
+
+    async def _stop_cluster(self, cluster: ClusterParts) -> None:
+        if cluster.rollout is not None:
+            await cluster.rollout.stop()
+        await self.parts.router.close()
+        await cluster.control.stop()
+        await cluster.manager.stop()
+        await cluster.membership.close()
+
+    async def _exit_on_name_conflict(self, cluster: ClusterParts) -> None:
+        await cluster.manager.name_conflict.wait()
+        log.error(
+            "another live node is named %r: exiting; give this node its own --name", self.name
+        )
+        self.exit_code = EXIT_NAME_CONFLICT
+        self.request_stop()
+
+    def request_stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.stopping is None:
+            log.info(
+                "%s: draining (up to %g s)", signal.Signals(sig).name, self.config.drain_timeout_s
+            )
+            self.stopping = asyncio.get_running_loop().create_task(self._drain_and_stop())
+        elif sig == signal.SIGINT:
+            log.warning("second SIGINT: stopping without waiting for calls in flight")
+            self.server.should_exit = True
+            self.server.force_exit = True
+
+    async def _drain_and_stop(self) -> None:
+        """SPEC 7.4. Stop taking connections (load balancers and peers move on at once),
+        leave the gossip, finish the calls in flight and serve those still arriving on open
+        connections (each answer closes its connection), then exit once quiet."""
+        app = self.parts.app
+        app.draining = True
+        self.parts.metrics.draining.set(1)
+        for listener in getattr(self.server, "servers", []):
+            listener.close()
+        if self.parts.cluster is not None:
+            # Leave first: peers stop sending work here within milliseconds.
+            await self.parts.cluster.membership.leave(timeout=2.0)
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        quiet = self.config.drain_quiet_s
+        while time.monotonic() < deadline and (
+            app.in_flight or time.monotonic() - app.last_call < quiet
+        ):
+            await asyncio.sleep(0.02)
+        if app.in_flight:
+            log.warning("drain timeout: %d calls still in flight are cut", app.in_flight)
+        self.server.should_exit = True
+
+
+def run_node(config: NodeConfig) -> int:
+    """Runs a node on uvloop until it is told to stop; returns the process exit code."""
+    import uvloop
+
+    node = Node(config)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(node.run())
