@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from tierfaas.procs import spawn_in_session
 from tierfaas.runtime import protocol as p
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,10 @@ class ZygoteClient:
             # Few malloc arenas: each thread's arena would otherwise reserve 64 MiB of address
             # space and eat the instance's RLIMIT_AS budget.
             env.setdefault("MALLOC_ARENA_MAX", "2")
-            self.process = subprocess.Popen(
+            self.process = spawn_in_session(
                 [sys.executable, "-m", "tierfaas.runtime.process.zygote", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 env=env,
-                start_new_session=True,
             )
             theirs.close()
             ours.setblocking(False)

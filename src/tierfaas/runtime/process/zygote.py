@@ -22,7 +22,6 @@ process that leaves the group with setsid() escapes this; only a cgroup would ho
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
@@ -32,39 +31,11 @@ from typing import Any
 
 import msgpack
 
+from tierfaas.procs import become_subreaper, killpg, set_parent_death_signal
 from tierfaas.runtime import protocol as p
 
 # Everything an instance needs, imported once here so that forked children start warm.
 from tierfaas.runtime.process import child
-
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def die_with_parent() -> None:
-    """Linux: deliver SIGKILL to this process when its parent exits."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-
-
-def become_subreaper() -> None:
-    """Linux: orphaned descendants are re-parented to this process (which reaps them)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-
-
-def kill_group(pid: int) -> None:
-    """SIGKILL to the process group an instance leads (itself and what its handler forked)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def describe_status(status: int) -> str:
@@ -152,7 +123,7 @@ class Zygote:
             self.control.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
-            die_with_parent()
+            set_parent_death_signal(signal.SIGKILL)
             sock = socket.socket(fileno=fd)
         except BaseException:
             os._exit(2)
@@ -176,7 +147,7 @@ class Zygote:
             if pid not in self.children:
                 continue  # an orphan a handler forked, re-parented here: reaped, nothing more
             self.children.discard(pid)
-            kill_group(pid)  # what its handler forked and left running
+            killpg(pid, signal.SIGKILL)  # what its handler forked and left running
             self._send([p.EXITED, pid, describe_status(status)])
 
     def _send(self, frame: list[Any]) -> None:
@@ -187,7 +158,7 @@ class Zygote:
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
-            kill_group(pid)
+            killpg(pid, signal.SIGKILL)
         for pid in list(self.children):
             try:
                 os.waitpid(pid, 0)
@@ -196,7 +167,7 @@ class Zygote:
 
 
 def main() -> None:
-    die_with_parent()
+    set_parent_death_signal(signal.SIGKILL)
     become_subreaper()
     # Ctrl-C in a terminal reaches the whole process group; the node decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
