@@ -79,8 +79,8 @@ class Forward:
 
 Decision = RunHere | Forward
 
-# One generator for the two-choices picks: seeding a new one per call reads os.urandom, which
-# showed as 1.7 % of a busy node's CPU.
+# One generator for the two-choices picks: seeding a new one per call reads os.urandom, about
+# 2 % of a busy node's CPU.
 _RNG = random.Random()
 
 

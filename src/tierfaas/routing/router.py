@@ -67,7 +67,8 @@ UNREACHABLE_S = 10.0
 # How long past the call's deadline a sender still waits for the target's answer. The target
 # enforces the deadline itself (it answers 504 at it), so the slack only covers the network:
 # on a lossy link TCP's retransmission backoff can hold an answer for seconds, and giving up
-# on it would answer 502 "may have run" for a call that ran fine (seen at 30 % packet loss).
+# on it would answer 502 "may have run" for a call that ran fine (at 30 % packet loss,
+# backoffs of several seconds are common).
 ANSWER_SLACK_S = 5.0
 _SERVED_BY, _ROUTE, _START, _LOAD = (
     fw.SERVED_BY.encode(), fw.ROUTE.encode(), b"x-tierfaas-start", fw.LOAD.encode()
