@@ -33,7 +33,8 @@ err = Console(stderr=True)
 def _doc(name: str) -> str:
     """The help of setting ``name``: its doc and unit, from ``NodeConfig``."""
     f = NodeConfig.__dataclass_fields__[name]
-    unit = f" [{f.metadata['unit']}]" if f.metadata["unit"] else ""
+    # Escaped: rich would read "[s]" as markup and drop it from --help.
+    unit = rf" \[{f.metadata['unit']}]" if f.metadata["unit"] else ""
     return f"{f.metadata['doc']}{unit}."
 
 
