@@ -28,6 +28,7 @@ import grpc
 
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.auth import call_metadata
+from tierfaas.control.rpc import method_path
 from tierfaas.manifest import load_release
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, descendants, http_get
@@ -346,7 +347,7 @@ class ChaosCluster:
             rpc = f"{self.nodes[name].host}:{self.lc.gossip_port + 1}"
             with grpc.insecure_channel(rpc) as channel:
                 query = channel.unary_unary(
-                    "/tierfaas.v1.Control/Query",
+                    method_path("Query"),
                     request_serializer=pb.QueryRequest.SerializeToString,
                     response_deserializer=pb.QueryReply.FromString,
                 )

@@ -30,6 +30,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.auth import call_metadata, credential
 from tierfaas.control.constants import AUTH_HEADER as HEADER
 from tierfaas.control.lane import QueryLaneClient
+from tierfaas.control.rpc import method_path
 from tierfaas.keys import generate_key, parse_key
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, http_get
@@ -207,7 +208,7 @@ def grpc_query(rpc: str, key: bytes | None, functions: list[str]) -> Routes:
     """The raw table of the node at ``rpc`` (gRPC Query: no liveness filter applied)."""
     with grpc.insecure_channel(rpc) as channel:
         query = channel.unary_unary(
-            "/tierfaas.v1.Control/Query",
+            method_path("Query"),
             request_serializer=pb.QueryRequest.SerializeToString,
             response_deserializer=pb.QueryReply.FromString,
         )
@@ -444,9 +445,9 @@ def test_calls_without_the_credential_or_with_garbage_are_refused(tmp_path: Path
         right = call_metadata(key)
         with grpc.insecure_channel(rpc) as channel:
             # Raw bytes both ways (no serializers): what any peer could send.
-            query: Any = channel.unary_unary("/tierfaas.v1.Control/Query")
-            register: Any = channel.unary_unary("/tierfaas.v1.Control/Register")
-            subscribe: Any = channel.unary_stream("/tierfaas.v1.Control/Subscribe")
+            query: Any = channel.unary_unary(method_path("Query"))
+            register: Any = channel.unary_unary(method_path("Register"))
+            subscribe: Any = channel.unary_stream(method_path("Subscribe"))
             unauthenticated = grpc.StatusCode.UNAUTHENTICATED
             for metadata in ((), wrong, ((HEADER, ""),)):
                 assert status_of(query, good, metadata) == unauthenticated
