@@ -63,10 +63,14 @@ def spawn_in_session(
     )
 
 
-def killpg(pid: int, sig: int) -> None:
-    """Signals the session/process group led by ``pid``; a gone group is not an error."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+def killpg(pid: int, sig: int) -> bool:
+    """Signals the session/process group led by ``pid``; False (not an error) when no such
+    group is there to signal."""
+    try:
         os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def kill_group(process: subprocess.Popen[bytes], timeout_s: float = 5.0) -> int | None:

@@ -13,6 +13,7 @@ sends a malformed one is stopped, its calls failing with ``InstanceCrashed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 import os
@@ -25,6 +26,7 @@ import msgpack
 
 from tierfaas import errors
 from tierfaas.manifest import FunctionSpec
+from tierfaas.procs import killpg
 from tierfaas.runtime import protocol as p
 from tierfaas.runtime.zygote_client import ZygoteClient
 
@@ -104,16 +106,11 @@ class Instance(asyncio.Protocol):
         """Stops the process now (SIGKILL); calls in flight fail."""
         if not self.death_reason:
             self.death_reason = reason
-        if self.pid and not self.dead:
-            try:
-                # The instance leads a process group (see process/zygote.py): this also ends
-                # whatever its handler forked.
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        # The instance leads a process group (see process/zygote.py): this also ends
+        # whatever its handler forked. Just after the fork it may not lead one yet.
+        if self.pid and not self.dead and not killpg(self.pid, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         if self.transport is not None:
             self.transport.close()
         if self.timer is not None:
