@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
+from tierfaas.http.protocol import LINGER_IDLE_S, SWEEP_INTERVAL_S
 from tierfaas.testing.nodes import NodeProcess, descendants, http_get
 
 pytestmark = pytest.mark.e2e
@@ -105,6 +107,25 @@ def test_body_over_the_limit_is_413(node: NodeProcess) -> None:
 
     assert asyncio.run(chunked()) == 413
     assert invoke(node, "echo", b"x" * 1000)[0] == 200
+
+
+def test_a_client_that_goes_quiet_after_its_413_reads_it_and_is_let_go(node: NodeProcess) -> None:
+    with socket.create_connection((node.host, node.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+            + b"x" * 5000
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # to the node's end of stream, not a reset
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413") and b'"body_too_large"' in answer
+        sock.sendall(b"x")  # the node still lingers: taken and dropped
+        time.sleep(LINGER_IDLE_S + SWEEP_INTERVAL_S + 0.5)
+        # Closed now: the first byte draws a reset, the next one fails.
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            sock.sendall(b"x")
+            time.sleep(0.2)
+            sock.sendall(b"x")
 
 
 @pytest.mark.parametrize(
