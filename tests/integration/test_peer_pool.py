@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from tests.unit.test_router_connect import blackhole
+from tests.integration.test_router_connect import blackhole
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
