@@ -36,7 +36,8 @@ class _Fake(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_node() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Fake)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # serve_forever checks for shutdown() once per poll: 0.5 s by default, a wait per test.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"127.0.0.1:{server.server_address[1]}"
