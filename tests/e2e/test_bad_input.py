@@ -1,8 +1,10 @@
 """Bad input against real node processes: every case gets a typed answer, no node crashes,
-no process is left behind and memory stays bounded (issue 8, point 4; docs/security.md).
+no process is left behind and memory stays bounded (docs/security.md).
 
 - HTTP on raw sockets: garbage request lines, bad Content-Length, chunked abuse, huge heads,
   slowloris clients (head and body one byte at a time), idle connections, unread answers;
+- refusals every client reads: urllib, requests and curl writing a whole oversized request
+  before reading get their 413 or 431, and the node's lingering after them is bounded;
 - functions that misbehave (tests/fixtures/hostile): unserialisable results, exceptions that
   cannot be printed, huge outputs, forged protocol frames, fork bombs, memory hogs;
 - API keys per function (also through a forwarded call) and the admin token on loopback;
@@ -61,9 +63,9 @@ LIMITS = [
 ]  # fmt: skip
 # How long this node drains after an answer that ends a request: its body timeout caps it.
 LINGER_S = min(LINGER_TIME_S, 2.0)
-# The node's memory may grow by at most this much over a burst of bad input (measured: under
-# 1 MiB on this machine after the warm-up; the bound leaves room for allocator noise, not for a
-# leak per request: the three rounds move over 500 MiB of bodies, heads and answers).
+# The node's memory may grow by at most this much over a burst of bad input. A warm node grows
+# by about 1 MiB; the bound leaves room for allocator noise, not for a leak per request: the
+# three rounds move over 500 MiB of bodies, heads and answers.
 RSS_BOUND_MIB = 48
 
 
