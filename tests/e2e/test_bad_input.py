@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -73,7 +75,13 @@ RSS_BOUND_MIB = 48
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     log = tmp_path_factory.mktemp("bad_input") / "node.log"
     with NodeProcess(HOSTILE, host="127.0.10.30", extra_args=LIMITS, log_path=log) as started:
+        session = zygote_session(started)
         yield started
+    # The node's SIGKILL takes its zygote and instances along, but not what a handler forked
+    # (the forker's sleepers live in the zygote's session, not the node's): end them here.
+    for pid in processes_in_session(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def rss_mib(pid: int) -> float:
