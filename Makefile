@@ -1,12 +1,12 @@
-# The two commands of the quick start: `make run` and `make test`.
-# Both bootstrap .venv from pyproject.toml first (re-installed when pyproject.toml changes).
+# The two commands of the quick start: `make run` and `make test`; `make unit` while developing.
+# Each bootstraps .venv from pyproject.toml first (re-installed when pyproject.toml changes).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test chaos lint bench clean
+.PHONY: run test unit integration chaos lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tierfaas needs Python 3.11 or newer")'
@@ -18,9 +18,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tierfaas up --nodes 5 --release examples/demo --port 8080
 
-# The chaos suite (tests/chaos) runs its short versions (~2 min) within `make test`.
+# Every tier, the fast ones first so a broken build fails early: unit, integration, e2e
+# (real node processes) and the chaos suite's short versions (~2 min).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/unit tests/integration tests/e2e tests/chaos
+
+# The unit tier alone (under a minute): in-process, with FakeClock and the in-memory fakes of
+# tierfaas.testing; no process is started, no socket opened, nothing sleeps.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+# Real sockets, kinship nodes and forked instances, in one process; no node process.
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
 
 # The chaos suite's long versions (about 20 min: the soak alone is 10), then the report:
 # docs/reliability.md's table is rewritten from test-artifacts/chaos/*.json, even when a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
+from tierfaas.http.protocol import LINGER_IDLE_S, SWEEP_INTERVAL_S
 from tierfaas.testing.nodes import NodeProcess, descendants, http_get
+from tierfaas.testing.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +110,25 @@ def test_body_over_the_limit_is_413(node: NodeProcess) -> None:
     assert invoke(node, "echo", b"x" * 1000)[0] == 200
 
 
+def test_a_client_that_goes_quiet_after_its_413_reads_it_and_is_let_go(node: NodeProcess) -> None:
+    with socket.create_connection((node.host, node.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+            + b"x" * 5000
+        )
+        answer = b""
+        while chunk := sock.recv(65536):  # to the node's end of stream, not a reset
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413") and b'"body_too_large"' in answer
+        sock.sendall(b"x")  # the node still lingers: taken and dropped
+        time.sleep(LINGER_IDLE_S + SWEEP_INTERVAL_S + 0.5)
+        # Closed now: the first byte draws a reset, the next one fails.
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            sock.sendall(b"x")
+            time.sleep(0.2)
+            sock.sendall(b"x")
+
+
 @pytest.mark.parametrize(
     ("function", "status", "code", "needle"),
     [
@@ -164,9 +186,18 @@ def test_health_answers_while_cpu_hogs_fill_every_instance(tmp_path: Path) -> No
     async def scenario() -> list[float]:
         url = f"{node.url}/function/hog"
         hogs = [asyncio.create_task(post(url, b"3")) for _ in range(2)]  # max_instances = 2
-        await asyncio.sleep(0.8)  # both instances are now spinning
         waits = []
         async with aiohttp.ClientSession() as session:
+
+            async def hog_instances() -> int:
+                async with session.get(f"{node.url}/v1/functions") as response:
+                    listing = await response.json()
+                return sum(f["instances"] for f in listing["functions"] if f["name"] == "hog")
+
+            deadline = time.monotonic() + 10.0
+            while await hog_instances() < 2:  # until both instances are spinning
+                assert time.monotonic() < deadline, "the hogs did not start within 10 s"
+                await asyncio.sleep(0.05)
             for _ in range(10):
                 began = time.monotonic()
                 async with session.get(f"{node.url}/healthz") as response:
@@ -191,19 +222,32 @@ def test_sigterm_drains_in_flight_calls_then_exits_leaving_no_process(tmp_path: 
                 async with kept.post(f"{node.url}/function/echo", data=b"a") as first:
                     assert first.status == 200
                     await first.read()  # read to the end, or aiohttp drops the connection
-                slow = asyncio.create_task(post(f"{node.url}/function/onebyone", b"1"))
-                await asyncio.sleep(0.4)
-                children = descendants(node.pid)
-                assert len(children) >= 2  # the zygote and the instance
+                before = len(descendants(node.pid))  # the zygote
+                # 2 s: time enough for the checks below while the call is in flight.
+                slow = asyncio.create_task(post(f"{node.url}/function/onebyone", b"2"))
+
+                def started() -> list[int] | None:  # the call's instance is forked
+                    found = descendants(node.pid)
+                    return found if len(found) > before else None
+
+                children = await eventually_async(started, 10.0)
                 scenario.children = children  # type: ignore[attr-defined]
                 node.signal(signal.SIGTERM)
-                await asyncio.sleep(0.1)
-                # New connections are refused at once: a load balancer moves on.
+
+                # New connections are refused once the node has the signal: a load balancer
+                # moves on.
+                async def refused_now() -> str:
+                    try:
+                        await post(f"{node.url}/function/echo", b"x")
+                    except aiohttp.ClientConnectorError as exc:
+                        return exc.__class__.__name__
+                    return ""
+
                 refused = ""
-                try:
-                    await post(f"{node.url}/function/echo", b"x")
-                except aiohttp.ClientConnectorError as exc:
-                    refused = exc.__class__.__name__
+                for _ in range(40):
+                    if refused := await refused_now():
+                        break
+                    await asyncio.sleep(0.025)
                 # A call still arriving on an open connection is served, and closes it.
                 async with kept.post(f"{node.url}/function/echo", data=b"late") as late:
                     late_status, late_body = late.status, await late.read()
@@ -217,8 +261,7 @@ def test_sigterm_drains_in_flight_calls_then_exits_leaving_no_process(tmp_path: 
         assert refused == "ClientConnectorError"
         assert closing.lower() == "close"
         assert node.process is not None and node.process.wait(10) == 0
-        time.sleep(0.3)
-        leftovers = [pid for pid in scenario.children if Path(f"/proc/{pid}").exists()]  # type: ignore[attr-defined]
-        assert leftovers == [], leftovers
+        children: list[int] = scenario.children  # type: ignore[attr-defined]
+        eventually(lambda: not [pid for pid in children if Path(f"/proc/{pid}").exists()], 5.0)
     finally:
         node.kill()

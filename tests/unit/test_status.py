@@ -1,18 +1,14 @@
-"""``tierfaas status`` rendering: table versions and replica lag, from a fake view."""
+"""``tierfaas status`` rendering: table versions and replica lag, from a fake view (fetching
+the view over HTTP: tests/integration/test_status_fetch.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import pytest
 from rich.console import Console
 from rich.table import Table
 
-from tierfaas.status import fetch_cluster, render_cluster, table_columns
+from tierfaas.status import render_cluster, table_columns
 
 NOW = 1_800_000_000.0
 
@@ -113,57 +109,3 @@ def test_every_value_from_the_nodes_is_escaped() -> None:
     got = rows(table)
     assert got["r"]["lag"] == "resync"
     assert got[r"\[bold red]pwn\[/]"]["table"] == "4"
-
-
-class _Fake(BaseHTTPRequestHandler):
-    answers: dict[str, Any] = {}
-
-    def do_GET(self) -> None:
-        body = self.answers.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_node() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Fake)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_fetch_cluster_asks_each_table_holder_for_its_version(fake_node: str) -> None:
-    dead = "127.0.0.1:9"  # discard port: nothing answers
-    _Fake.answers = {
-        "/v1/cluster": {
-            "self": "m",
-            "master": "m",
-            "members": [
-                member("m", "master", http=fake_node),
-                member("r", "replica", http=dead),
-                member("w", "worker", http=fake_node),
-            ],
-        },
-        "/v1/routes": {"version": 12, "lineage": "L", "loaded": True, "routes": {"f": ["m"]}},
-    }
-    view = fetch_cluster(f"http://{fake_node}", routes_timeout=0.5)
-    by_name = {m["name"]: m for m in view["members"]}
-    assert by_name["m"]["table"] == {"version": 12, "lineage": "L", "loaded": True}
-    assert by_name["r"]["table"] is None
-    assert "table" not in by_name["w"]
-    got = rows(render_cluster(view, now=NOW))
-    assert (got["m"]["table"], got["r"]["table"], got["r"]["lag"]) == ("12", "?", "?")

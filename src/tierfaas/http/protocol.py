@@ -2,9 +2,8 @@
 
 uvicorn bounds neither how long a client may take to send a request nor how large its head
 may grow: a client sending one byte a second holds a connection (and its memory) forever, and
-one that never ends a header line grows the node without limit (a 200 MiB header was taken in
-whole before this module). Keep-alive only times the idle gap *between* requests, and any byte
-restarts it. This subclass adds, per connection:
+one that never ends a header line grows the node without limit. Keep-alive only times the
+idle gap *between* requests, and any byte restarts it. This subclass adds, per connection:
 
 - **head timeout**: the request line and headers must be in within ``header_timeout_s`` of
   the connection's opening, or of the first byte of the request (or of anything) after the
@@ -17,13 +16,21 @@ restarts it. This subclass adds, per connection:
   socket's buffer stays full) is cut off, so an unread answer is not held forever;
 - **typed errors**: a request httptools cannot parse gets the typed JSON 400 every other error
   has (uvicorn's is plain text), and the protocol's warnings (one per bad request, which a
-  client could use to flood the log) are counted in ``tierfaas_http_rejected_total`` instead.
+  client could use to flood the log) are counted in ``tierfaas_http_rejected_total`` instead;
+- **lingering close**: an answer that ends the connection while the client may still be
+  sending (400, 408, 413, 431) is followed by a half-close, then what the client still sends
+  is read and dropped until it closes its side, within bounds (see ``LINGER_TIME_S``). Closing
+  a socket with unread input makes the kernel answer with a reset, and a reset makes the
+  client's kernel drop the answer it has not read yet: a client that writes its whole body
+  before it reads (urllib, requests, curl without ``Expect``) would see "connection reset"
+  instead of the 413. nginx's ``lingering_close`` does the same, for the same reason.
 
 Cost on the hot path: a few attribute stores per request. Deadlines are checked by one sweep
 per second over the open connections (a timer per request would cost more than routing it),
-so a timeout fires within a second after it is due. Relies on uvicorn's httptools protocol
-internals (``cycle``, ``pipeline``, the parser callbacks), stable since uvicorn 0.15; the
-e2e tests in tests/e2e/test_bad_input.py fail if an upgrade breaks them.
+so a timeout, or a bound of the lingering, fires within a second after it is due. Relies on
+uvicorn's httptools protocol internals (``cycle``, ``pipeline``, the parser callbacks, the
+cycle's use of ``transport``: ``write``, ``close``, ``is_closing``), stable since uvicorn
+0.15; the e2e tests in tests/e2e/test_bad_input.py fail if an upgrade breaks them.
 """
 
 from __future__ import annotations
@@ -41,9 +48,24 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from tierfaas import errors
-from tierfaas.config import NodeConfig
+from tierfaas.config import MiB, NodeConfig
 
 SWEEP_INTERVAL_S = 1.0
+
+# Bounds of the lingering close; a client past any of them is cut (it may then see a reset).
+# Longest the node drains after such an answer (nginx: lingering_time, 30 s). It covers sending
+# the rest of a refused body of ten times the default limit at 50 Mbit/s; past it a client is
+# taken to send on forever. A node's ``body_timeout_s`` lowers it: the rest of a refused body
+# gets no more time than a whole body.
+LINGER_TIME_S = 10.0
+# Longest the client may send nothing while the node drains (nginx: lingering_timeout, 5 s). A
+# client that wrote its body reads the answer and closes; one that neither sends nor closes
+# has it in its buffer already and only holds the connection open.
+LINGER_IDLE_S = 5.0
+# Most the node reads and drops in one lingering close. On loopback the node drains about
+# 1 GiB/s, so a client that sends as fast as it can would cost up to LINGER_TIME_S of a core;
+# this stops it after a few tens of ms, and still lets ten times the default body limit through.
+LINGER_MAX_BYTES = 64 * MiB
 # uvicorn's own warnings about bad requests go here, below the log level a node runs at: a
 # client must not be able to write the node's log. Rejections are counted instead.
 _QUIET_LOG = logging.getLogger("tierfaas.http.wire")
@@ -56,6 +78,7 @@ class WireLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     send_timeout_s: float = 60.0
+    linger_time_s: float = LINGER_TIME_S
 
     @classmethod
     def of(cls, config: NodeConfig) -> WireLimits:
@@ -64,6 +87,7 @@ class WireLimits:
             config.header_timeout_s,
             config.body_timeout_s,
             config.send_timeout_s,
+            min(LINGER_TIME_S, config.body_timeout_s),
         )
 
 
@@ -102,6 +126,24 @@ class _Sweeper:
         self.handle = self.loop.call_later(SWEEP_INTERVAL_S, self.sweep)
 
 
+class _AnswerTransport:
+    """What a request's cycle writes its answer to: the connection's own ``write`` (no extra
+    call on the hot path), while ``close`` lingers if the client may still be sending and
+    ``is_closing`` is true once the node lingers (nothing may be written after the half-close:
+    the cycle checks it before it sends ``100 Continue``)."""
+
+    __slots__ = ("close", "protocol", "transport", "write")
+
+    def __init__(self, protocol: BoundedHttpProtocol, transport: asyncio.Transport) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.write = transport.write
+        self.close = protocol.close_after_answer
+
+    def is_closing(self) -> bool:
+        return self.protocol.linger_since is not None or self.transport.is_closing()
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     """Use ``bounded_protocol(config, on_reject)`` to make the class a node passes to
     ``uvicorn.Config(http=...)``; it carries the limits as class attributes."""
@@ -127,10 +169,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.rejection: tuple[errors.HttpError, str] | None = None  # raised from a callback
         self.body_since: float | None = None  # waiting for a body since; None: not
         self.write_paused_since: float | None = None
+        self.linger_since: float | None = None  # lingering since; None: not
+        self.linger_last = 0.0  # when the last byte came in while lingering
+        self.linger_bytes = 0  # read and dropped while lingering
         sweepers = type(self)._sweepers
         key = id(server_state.connections)
         if key not in sweepers:
             sweepers[key] = _Sweeper(self.loop, server_state.connections)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        HttpToolsProtocol.connection_made(self, transport)  # type: ignore[arg-type]
+        self.answer_transport = _AnswerTransport(self, self.transport)
 
     # -- bytes in --------------------------------------------------------------------------
 
@@ -141,6 +190,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.head_since is None:
             if self.body_since is not None:
                 HttpToolsProtocol.data_received(self, data)
+                return
+            if self.linger_since is not None:
+                self._drop(data)
                 return
             # The first byte after an answer (a new request, or junk): the head clock starts,
             # so trickling bytes between requests can't hold the connection either.
@@ -176,6 +228,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 # Stops the parser; uvicorn then calls send_400_response, which sends this.
                 raise ValueError("head too large")
         HttpToolsProtocol.on_headers_complete(self)
+        if self.cycle is not None:  # None only for a websocket upgrade, which we do not serve
+            self.cycle.transport = self.answer_transport  # type: ignore[assignment]
         if not self.pipeline:  # started now, not queued behind an earlier request
             self.body_since = self.loop.time()
 
@@ -187,6 +241,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         HttpToolsProtocol._start_asgi_task(self, cycle, app)
         if cycle.more_body and self.body_since is None:  # a pipelined request, started late
             self.body_since = self.loop.time()
+
+    def on_response_complete(self) -> None:
+        if self.linger_since is not None:  # no pipelined request starts, no keep-alive
+            self.server_state.total_requests += 1
+            return
+        HttpToolsProtocol.on_response_complete(self)
 
     # -- bytes out -------------------------------------------------------------------------
 
@@ -205,6 +265,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         limits = self.limits
+        if self.linger_since is not None:
+            if (
+                now - self.linger_since > limits.linger_time_s
+                or now - self.linger_last > LINGER_IDLE_S
+            ):
+                self.transport.close()
+            return
         if self.head_since is not None and now - self.head_since > limits.header_timeout_s:
             timeout = errors.RequestTimeout(
                 f"the request line and headers did not arrive within {limits.header_timeout_s:g} s"
@@ -229,7 +296,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._reject(errors.BadRequest(f"malformed HTTP request: {msg}"), "malformed")
 
     def _reject(self, error: errors.HttpError, reason: str) -> None:
-        """Answers ``error`` (unless an answer was started) and closes the connection."""
+        """Answers ``error`` (unless an answer was started) and closes the connection, lingering
+        (the client is in the middle of a request)."""
+        if self.linger_since is not None:
+            return
         self.on_reject(reason)
         self.head_since = self.body_since = None
         cycle = self.cycle
@@ -243,6 +313,39 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 return
         if not self.transport.is_closing():
             self.transport.write(error_response(error))
+            self._linger()
+
+    # -- lingering close -------------------------------------------------------------------
+
+    def close_after_answer(self) -> None:
+        """The cycle's ``transport.close()`` after an answer that ends the connection: lingers
+        if the client may still be sending (the request's body is not all in, a pipelined
+        request is queued or unread bytes wait in the kernel), else closes."""
+        cycle = self.cycle
+        if (cycle is not None and cycle.more_body) or self.pipeline or self.flow.read_paused:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Half-closes (the answer is sent, then FIN) and drops what comes in until the client
+        closes its side (``eof_received`` then closes ours) or a bound is reached."""
+        transport = self.transport
+        if transport.is_closing() or self.linger_since is not None:
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        self.head_since = self.body_since = None
+        self.linger_since = self.linger_last = self.loop.time()
+        self._unset_keepalive_if_required()
+        transport.write_eof()
+        self.flow.resume_reading()
+
+    def _drop(self, data: bytes) -> None:
+        self.linger_last = self.loop.time()
+        self.linger_bytes += len(data)
+        if self.linger_bytes > LINGER_MAX_BYTES:
             self.transport.close()
 
 

@@ -1,7 +1,13 @@
-"""Waiting for a real cluster to reach a state, with a bound (for end-to-end tests)."""
+"""Waiting for real processes, sockets or a cluster to reach a state, with a bound.
+
+For integration and end-to-end tests only: a unit test drives a ``FakeClock`` instead, and
+never waits. One helper for threads (``eventually``) and its twin for a running event loop
+(``eventually_async``), so no test module keeps its own polling loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,3 +35,22 @@ def eventually(check: Callable[[], T], timeout: float, interval: float = 0.05) -
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s; last: {last!r}")
         time.sleep(interval)
+
+
+async def eventually_async(check: Callable[[], T], timeout: float, interval: float = 0.02) -> T:
+    """``eventually`` inside a running event loop: checks between ``interval`` sleeps, so the
+    loop's other tasks (servers, gossip) run meanwhile. The check itself must not block."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except RETRIED as exc:
+            last = exc
+        if loop.time() > deadline:
+            raise AssertionError(f"not true within {timeout} s; last: {last!r}")
+        await asyncio.sleep(interval)

@@ -18,6 +18,7 @@ from tierfaas.errors import ConfigError
 from tierfaas.membership import MemberDown, MemberState
 from tierfaas.membership.base import JoinStatus, MembershipEvent
 from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership, parse_key
+from tierfaas.testing.wait import eventually_async
 
 LOOP = Address("127.0.0.1", 0)
 
@@ -29,12 +30,7 @@ def free_udp_port() -> int:
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+    await eventually_async(cond, timeout)
 
 
 class Recorder:

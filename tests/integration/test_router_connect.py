@@ -7,10 +7,7 @@ function timeout and answer 502 ``forward_failed``.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,30 +19,7 @@ from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate
 from tierfaas.routing.forwarding import Hop
 from tierfaas.routing.router import Router, RoutingMetrics
-
-
-@contextlib.contextmanager
-def blackhole() -> Iterator[tuple[str, int]]:
-    """A listening port whose accept queue is full: Linux drops further SYNs, so a connect
-    to it hangs as one into a partition does."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    address = server.getsockname()
-    fillers = []
-    try:
-        for _ in range(4):  # fill the queue (backlog 0 still takes one or two)
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(address)
-            fillers.append(filler)
-        time.sleep(0.1)
-        yield address
-    finally:
-        for filler in fillers:
-            filler.close()
-        server.close()
+from tierfaas.testing.sockets import blackhole
 
 
 async def test_a_connect_that_hangs_is_unreachable_after_the_connect_timeout(

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from tests.unit.test_router_connect import blackhole
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
+from tierfaas.testing.sockets import blackhole
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
     "asyncio": asyncio.run,
