@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 # -- pids ------------------------------------------------------------------------------------
 
@@ -100,11 +100,22 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def _prctl(option: int, value: int) -> None:
+def _load_prctl() -> Callable[..., int] | None:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+        return cast("Callable[..., int]", ctypes.CDLL(None, use_errno=True).prctl)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
+        return None
+
+
+# Resolved once, at import: ``on_parent_death`` calls it in a child between fork and exec,
+# where a dlopen() could wait forever on the loader lock that another thread of the parent
+# held at the fork (a launch from a worker thread while the main thread imports a module).
+_PRCTL = _load_prctl()
+
+
+def _prctl(option: int, value: int) -> None:
+    if _PRCTL is not None:
+        _PRCTL(option, value, 0, 0, 0)
 
 
 def set_parent_death_signal(sig: int) -> None:
@@ -114,7 +125,8 @@ def set_parent_death_signal(sig: int) -> None:
 
 def on_parent_death(sig: int) -> Callable[[], None]:
     """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when its parent
-    exits. It runs between fork and exec and takes no lock, so it is safe there."""
+    exits. It runs between fork and exec and calls only the prctl resolved at import, taking
+    no lock there."""
     return functools.partial(set_parent_death_signal, sig)
 
 
