@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tierfaas up --nodes 5 --release examples/demo --port 8080
 
-# Every tier, the fast ones first so a broken build fails early: unit, integration, e2e
-# (real node processes) and the chaos suite's short versions (~2 min).
+# Every tier: unit, integration, e2e (real node processes) and the chaos suite's short
+# versions (~2.5 min on their own). Spread over JOBS pytest-xdist workers: most of the suite's time is spent waiting on node
+# processes, not computing (see tests/conftest.py for how tests are grouped onto workers).
+JOBS ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit tests/integration tests/e2e tests/chaos
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests/unit tests/integration tests/e2e tests/chaos
 
 # The unit tier alone (under a minute): in-process, with FakeClock and the in-memory fakes of
 # tierfaas.testing; no process is started, no socket opened, nothing sleeps.

@@ -138,6 +138,7 @@ def test_paused_master_does_not_take_its_role_back(tmp_path: Path) -> None:
             time.sleep(0.2)
 
 
+@pytest.mark.serial
 def test_cpu_hogs_never_make_a_node_suspect(tmp_path: Path) -> None:
     # Ten seconds is several times what the local preset takes to declare a silent node
     # dead (~1.3 s); TIERFAAS_HOG_SECONDS sets a longer run.

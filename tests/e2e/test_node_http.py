@@ -180,6 +180,7 @@ def test_function_list_metrics_and_readiness(node: NodeProcess) -> None:
     assert json.loads(http_get(f"{node.url}/healthz")[1])["status"] == "ok"
 
 
+@pytest.mark.serial
 def test_health_answers_while_cpu_hogs_fill_every_instance(tmp_path: Path) -> None:
     node = NodeProcess(TESTREL, host="127.0.0.4", log_path=tmp_path / "node.log")
 
