@@ -15,7 +15,7 @@ import pytest
 
 from tierfaas.config import Address
 from tierfaas.errors import ConfigError
-from tierfaas.membership import MemberDown, MemberState
+from tierfaas.membership import MemberDown, MemberState, MemberUp
 from tierfaas.membership.base import JoinStatus, MembershipEvent
 from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership, parse_key
 from tierfaas.testing.wait import eventually_async
@@ -218,8 +218,21 @@ async def test_sigstopped_run_comes_back_demoted(stack: AsyncExitStack) -> None:
         lambda: any(isinstance(e, MemberDown) and e.reason == "dead" for e in rec.events), 6
     )
     proc.send_signal(signal.SIGCONT)
-    await wait_for(lambda: any(m.name == "old-master" for m in b.members()), 3)
-    back = next(m for m in b.members() if m.name == "old-master")
+    # What the ClusterManager acts on is the MemberUp event (members() polls kinship's list,
+    # which can name the run a moment before its event is handled and it is marked demoted).
+    dead_at = next(
+        i for i, e in enumerate(rec.events) if isinstance(e, MemberDown) and e.reason == "dead"
+    )
+
+    def came_back() -> list[MemberUp]:
+        return [
+            e
+            for e in rec.events[dead_at:]
+            if isinstance(e, MemberUp) and e.member.name == "old-master"
+        ]
+
+    await wait_for(lambda: bool(came_back()), 3)
+    back = came_back()[0].member
     assert back.epoch == old.epoch and back.demoted_since is not None
     await asyncio.sleep(2.0)  # past the 1.5 s grace: the demotion was confirmed by the run
     back = next(m for m in b.members() if m.name == "old-master")
