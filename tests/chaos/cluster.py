@@ -32,6 +32,7 @@ from tierfaas.control.rpc import method_path
 from tierfaas.manifest import load_release
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, descendants, http_get
+from tierfaas.testing.wait import RETRIED, eventually
 
 CHAOSREL = Path(__file__).parent / "fixtures" / "chaosrel"
 FUNCTIONS = sorted(load_release(CHAOSREL).functions)
@@ -398,16 +399,5 @@ class ChaosCluster:
 
 
 def wait_for(check: Any, timeout: float, what: str, why: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except (OSError, RuntimeError, KeyError, ValueError, grpc.RpcError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            detail = why() if why is not None else repr(last)
-            raise AssertionError(f"waited {timeout} s for {what}: {detail}")
-        time.sleep(0.05)
+    """``eventually`` that also retries gRPC errors (the tables are read over gRPC)."""
+    return eventually(check, timeout, what=what, describe=why, retried=(*RETRIED, grpc.RpcError))

@@ -52,6 +52,7 @@ from tests.chaos import netns
 from tests.chaos.harness import ARTIFACTS, ScenarioResult, chaos_mode, write_result
 from tierfaas.keys import generate_key
 from tierfaas.testing.nodes import http_get
+from tierfaas.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -148,21 +149,8 @@ def write_details(scenario: str, details: dict[str, Any], name: str = "details.j
     path.write_text(json.dumps(details, indent=1, sort_keys=True, default=sorted) + "\n")
 
 
-def wait_for(check: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """``check()`` once truthy; AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-            last = value
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what}; last: {last!r}")
-        time.sleep(interval)
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    return eventually(check, timeout, 0.2, what=what)
 
 
 def one_master(c: Cluster, indexes: Sequence[int]) -> str | None:

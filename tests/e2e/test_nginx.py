@@ -7,7 +7,6 @@ Addresses: nodes on 127.0.1.40-42 and 127.0.1.50-52, nginx on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -15,7 +14,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 from tierfaas.procs import kill_group, killpg, spawn_in_session
 from tierfaas.testing.cluster import LocalCluster
 from tierfaas.testing.nodes import free_port, http_get
+from tierfaas.testing.wait import eventually
 from tierfaas.up.nginx_config import STREAM_MODULE
 
 pytestmark = [
@@ -46,16 +45,6 @@ def is_running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
-
-
-def wait_until(check: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if callable(check) and check():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s")
 
 
 async def hammer(url: str, count: int, concurrency: int) -> tuple[Counter[int], Counter[str]]:
@@ -91,7 +80,7 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path, mode: str) 
     try:
         cluster.start()
         for node in cluster.nodes:
-            wait_until(lambda node=node: http_get(f"{node.url}/readyz")[0] == 200, 20)
+            eventually(lambda node=node: http_get(f"{node.url}/readyz")[0] == 200, 20)
         nodes = ",".join(f"{n.host}:{n.port}" for n in cluster.nodes)
         lb_config = [
             sys.executable, "-m", "tierfaas.cli", "lb-config", "nginx", "--nodes", nodes,
@@ -105,7 +94,7 @@ def test_500_requests_through_nginx_with_zero_errors(tmp_path: Path, mode: str) 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10)
+        eventually(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 10)
 
         statuses, served = asyncio.run(hammer(f"http://127.0.0.1:{port}/function/hello", 500, 16))
         assert statuses == Counter({200: 500}), statuses

@@ -36,6 +36,7 @@ from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.control.transport import Channels, ControlClient, NotMaster
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.runtime.events import FunctionCold, FunctionWarm
+from tierfaas.testing.wait import eventually_async
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 KEY = bytes(range(32))
@@ -46,12 +47,8 @@ MEMBERS = {
 }
 
 
-async def eventually(check: Callable[[], bool], timeout_s: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
+async def eventually(check: Callable[[], bool]) -> None:
+    await eventually_async(check, 3.0, interval=0.005)
 
 
 @dataclass

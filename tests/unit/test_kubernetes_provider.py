@@ -10,9 +10,7 @@ against ``FakeKube``, an in-memory API served to the real client library through
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ import pytest
 import yaml
 from lightkube import AsyncClient, KubeConfig
 
+from tests.k8s_manifests import DEPLOY, K8S_VERSIONS, MANIFESTS, REPO, SETTINGS, load, validate
 from tierfaas.config import Address
 from tierfaas.deploy import kubernetes as k8s
 from tierfaas.deploy.kubernetes import (
@@ -39,26 +38,6 @@ from tierfaas.deploy.kubernetes.settings import DNS_LABEL
 from tierfaas.deploy.provider import ProviderError
 from tierfaas.errors import ConfigError
 from tierfaas.keys import parse_key
-
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy" / "kubernetes"
-# 1.30: the oldest supported (the preStop sleep action is on by default from 1.30).
-K8S_VERSIONS = ["1.30", "1.37"]
-MANIFESTS = sorted(p for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml")
-SETTINGS = KubernetesSettings(image="registry.example.com/tierfaas:0.1.0")
-
-
-def validate(obj: dict[str, Any], version: str) -> None:
-    try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.path)
-        kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
-        pytest.fail(f"{kind}/{name} invalid for Kubernetes {version} at {where}: {exc.message}")
-
-
-def load(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def objects() -> dict[tuple[str, str], dict[str, Any]]:
@@ -92,23 +71,6 @@ def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
     applied = {p.name for p in MANIFESTS if not p.name.endswith(".example.yaml")}
     assert set(kustomization["resources"]) == applied
     assert kustomization["namespace"] == "tierfaas"
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_kustomize_build_is_valid() -> None:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True
-    ).stdout
-    built = [doc for doc in yaml.safe_load_all(out) if doc]
-    assert len(built) == sum(len(load(DEPLOY / r)) for r in _resources())
-    for doc in built:
-        validate(doc, K8S_VERSIONS[0])
-        if doc["kind"] != "Namespace":
-            assert doc["metadata"]["namespace"] == "tierfaas"
-
-
-def _resources() -> list[str]:
-    return list(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"])
 
 
 # -- the pods the provider sends ------------------------------------------------------------
@@ -940,16 +902,3 @@ def test_a_name_that_never_resolves_is_a_config_error() -> None:
 def test_a_malformed_seed_fails_at_once(seed: str) -> None:
     with pytest.raises(ConfigError, match="is not HOST:PORT"):
         resolve_seeds([seed], lookup=lambda h, p: ["10.0.0.1"])
-
-
-def test_resolve_seeds_needs_no_kubernetes_client() -> None:
-    """``tierfaas node`` imports it on machines without the kubernetes extra."""
-    code = (
-        "import sys; sys.modules['lightkube'] = None; sys.modules['httpx2'] = None\n"
-        "from tierfaas.deploy.kubernetes import resolve_seeds\n"
-        "print(resolve_seeds(['127.0.0.1:7946']))"
-    )
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "('127.0.0.1:7946',)"

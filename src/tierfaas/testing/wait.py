@@ -19,9 +19,18 @@ T = TypeVar("T")
 RETRIED = (OSError, RuntimeError, KeyError, AssertionError, ValueError)
 
 
-def eventually(check: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
-    """Returns ``check()`` once it is truthy without raising; ``AssertionError`` after
-    ``timeout`` seconds, with the last value or error in the message."""
+def eventually(
+    check: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    *,
+    what: str | None = None,
+    describe: Callable[[], object] | None = None,
+    retried: tuple[type[BaseException], ...] = RETRIED,
+) -> T:
+    """Returns ``check()`` once it is truthy without raising one of ``retried``;
+    ``AssertionError`` after ``timeout`` seconds, naming ``what`` was awaited and, from
+    ``describe()`` or else the last value or error, why it never came."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -30,10 +39,11 @@ def eventually(check: Callable[[], T], timeout: float, interval: float = 0.05) -
             if value:
                 return value
             last = value
-        except RETRIED as exc:
+        except retried as exc:
             last = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s; last: {last!r}")
+            detail = describe() if describe is not None else f"last: {last!r}"
+            raise AssertionError(f"not true within {timeout} s: {what or 'the check'}; {detail}")
         time.sleep(interval)
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tierfaas.up.frontdoor import FrontDoor, parse_hostport
+from tierfaas.up.frontdoor import FrontDoor
 
 HOST = "127.0.1.200"  # this file's loopback address; no other test uses it
 
@@ -129,12 +129,3 @@ async def test_splices_large_bodies_both_ways(nodes: list[FakeNode]) -> None:
     async with front_door([nodes[0].address]) as door:
         answer = await ask(door, payload)
     assert answer == b"a\n" + payload
-
-
-def test_parse_hostport() -> None:
-    assert parse_hostport("127.0.0.1:8080") == ("127.0.0.1", 8080)
-    assert parse_hostport("http://node-1:80/") == ("node-1", 80)
-    assert parse_hostport("[::1]:9000") == ("::1", 9000)
-    for bad in ("nope", "host:", ":80", "h:0", "h:99999"):
-        with pytest.raises(ValueError):
-            parse_hostport(bad)
