@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tierfaas import errors
+from tierfaas.clock import Clock, LoopScheduler, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
 from tierfaas.control.plane import ControlPlane
@@ -69,9 +70,12 @@ class NodeParts:
     cluster: ClusterParts | None
 
 
-def compose(config: NodeConfig, release: Release | None = None) -> NodeParts:
+def compose(
+    config: NodeConfig, release: Release | None = None, clock: Clock = monotonic
+) -> NodeParts:
     """The parts of the node ``config`` describes, serving ``release`` (default: the one in
-    ``config.release_dir``). Raises ``errors.ConfigError`` for a setting that cannot work."""
+    ``config.release_dir``), every timer of the runtime, router and control plane on ``clock``.
+    Raises ``errors.ConfigError`` for a setting that cannot work."""
     release = release or load_release(config.release_dir)
     metrics = Metrics()
     # A provider that cannot work (no API access, a broken state folder) stops the node at
@@ -82,14 +86,16 @@ def compose(config: NodeConfig, release: Release | None = None) -> NodeParts:
     if rpc is not None and key is None and not rpc.is_loopback:
         raise errors.ConfigError("rpc", f"{rpc} is not loopback and no cluster key is set")
     if config.gossip is None:
-        return _standalone(config, release, metrics)
-    return _clustered(config, release, metrics, key, provider)
+        return _standalone(config, release, metrics, clock)
+    return _clustered(config, release, metrics, key, provider, clock)
 
 
-def _standalone(config: NodeConfig, release: Release, metrics: Metrics) -> NodeParts:
+def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
     readiness = Readiness(check_release=config.registry is not None)
-    runtime = Runtime(release, config, listeners=[metrics.on_runtime_event])
-    router = Router.standalone(runtime, config.node_name)
+    runtime = Runtime(
+        release, config, listeners=[metrics.on_runtime_event], scheduler=LoopScheduler(clock)
+    )
+    router = Router.standalone(runtime, config.node_name, clock)
     app = NodeApp(
         runtime,
         config,
@@ -109,6 +115,7 @@ def _clustered(
     metrics: Metrics,
     key: bytes | None,
     provider: Provider | None,
+    clock: Clock,
 ) -> NodeParts:
     from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
 
@@ -151,21 +158,26 @@ def _clustered(
         lane=config.lane_address,
         key=key,
         window_s=config.batch_window_s,
+        clock=clock,
         on_generation=take_generation,
     )
     runtime = Runtime(
-        release, config, listeners=[metrics.on_runtime_event, control.on_runtime_event]
+        release,
+        config,
+        listeners=[metrics.on_runtime_event, control.on_runtime_event],
+        scheduler=LoopScheduler(clock),
     )
     router = Router(
         runtime,
         self_name=name,
         key=derive(key or LOOPBACK_KEY, "forward"),
-        cache=RouteCache(time.monotonic, config.route_cache_size, config.route_cache_ttl_s),
+        cache=RouteCache(clock, config.route_cache_size, config.route_cache_ttl_s),
         metrics=RoutingMetrics(metrics.registry),
         lookup=control.lookup,
         homes=control.home if config.cold_starts == "home" else None,
         hop_limit=config.hop_limit,
         hot_forwards_per_s=config.hot_forwards_per_s,
+        clock=clock,
     )
     # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
     # the next lookup once it is alive again).

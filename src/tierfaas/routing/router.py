@@ -179,6 +179,7 @@ class Router:
         self.lookup = lookup
         self.hop_limit = hop_limit
         # The functions this node forwards often get an instance here (0: never).
+        self.clock = clock
         self.hot = HotTracker(clock, hot_forwards_per_s) if hot_forwards_per_s else None
         self.endpoints: dict[str, Address] = {}
         # The function's home (rendezvous hashing over live nodes with an HTTP address), where
@@ -192,14 +193,15 @@ class Router:
         self._header_cache: dict[tuple[str, bool, bytes | None], tuple[Header, ...]] = {}
 
     @classmethod
-    def standalone(cls, runtime: Runtime, self_name: str) -> Router:
+    def standalone(cls, runtime: Runtime, self_name: str, clock: Clock = monotonic) -> Router:
         """A router with no cluster: every call runs on this node."""
         return cls(
             runtime,
             self_name=self_name,
             key=b"",
-            cache=RouteCache(time.monotonic),
+            cache=RouteCache(clock),
             metrics=RoutingMetrics(CollectorRegistry()),
+            clock=clock,
         )
 
     async def start(self) -> None:
@@ -330,7 +332,7 @@ class Router:
         """The nodes whose connect timed out lately (see ``UNREACHABLE_S``)."""
         if not self.unreachable:
             return set()
-        now = time.monotonic()
+        now = self.clock()
         for node in [n for n, until in self.unreachable.items() if until <= now]:
             del self.unreachable[node]
         return set(self.unreachable)
@@ -474,7 +476,7 @@ class Router:
             self.metrics.forwards.labels("unreachable").inc()
             if exc.timed_out:
                 # It hangs rather than refuses: cut off. Its pooled connections are no better.
-                self.unreachable[node] = time.monotonic() + UNREACHABLE_S
+                self.unreachable[node] = self.clock() + UNREACHABLE_S
             log.info("forward of %s to %s failed to connect: %s", name, node, exc)
             self.cache.drop(name, node)
             return None
