@@ -4,6 +4,7 @@ fakes of the unit tier cannot show (imports, limits, crashes, signals, real star
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -120,6 +121,23 @@ async def test_failing_init_is_502_start_failed_with_the_reason(rt: Harness) -> 
         await rt.call("flaky_init")
     assert info.value.status == 502
     assert rt.runtime.pools["flaky_init"].stats()["instances"] == 0
+
+
+async def test_a_start_past_its_timeout_is_502_and_adds_no_instance() -> None:
+    rt = await make()
+    spawner = rt.runtime.spawner
+    assert isinstance(spawner, ZygoteSpawner)
+    # The zygote is up (it has its own start timeout); instances now get 0.1 s, and pair's
+    # init takes ~0.3 s.
+    spawner.config = dataclasses.replace(spawner.config, start_timeout_s=0.1)
+    try:
+        with pytest.raises(errors.StartFailed, match="within 0.1 s") as info:
+            await rt.call("pair")
+        assert info.value.status == 502
+        stopped = [e for e in rt.events if isinstance(e, InstanceStopped)]
+        assert rt.runtime.pools["pair"].stats()["instances"] == 0 and stopped == []
+    finally:
+        await rt.runtime.close()
 
 
 async def test_timeout_is_504_and_kills_the_instance(rt: Harness) -> None:

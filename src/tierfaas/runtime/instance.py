@@ -25,6 +25,7 @@ from typing import Any, cast
 import msgpack
 
 from tierfaas import errors
+from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
 from tierfaas.procs import killpg
 from tierfaas.runtime import protocol as p
@@ -48,9 +49,13 @@ class Instance(asyncio.Protocol):
     """One live instance process of ``spec``. States: starting -> ready -> dead."""
 
     def __init__(
-        self, instance_id: int, spec: FunctionSpec, zygote: ZygoteClient, now: float
+        self, instance_id: int, spec: FunctionSpec, zygote: ZygoteClient, scheduler: Scheduler
     ) -> None:
+        """``scheduler``: the node's clock and timers (call deadlines, the start timeout)."""
         self.id = instance_id
+        self.scheduler = scheduler
+        self.clock = scheduler.clock
+        now = self.clock()
         self.spec = spec
         self.zygote = zygote
         self.pid = 0
@@ -74,8 +79,8 @@ class Instance(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.outbox: list[bytes] = []
-        self.deadlines: list[tuple[float, int]] = []  # heap of (loop time, call number)
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadlines: list[tuple[float, int]] = []  # heap of (clock time, call number)
+        self.timer: Timer | None = None
         self.timer_at = math.inf
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -89,8 +94,15 @@ class Instance(asyncio.Protocol):
         began = time.perf_counter()
         self.pid, sock = await self.zygote.spawn(spec_frame)
         await loop.create_unix_connection(lambda: self, sock=sock)
+        ready = self.ready
+
+        def give_up() -> None:
+            if not ready.done():
+                ready.set_exception(TimeoutError())
+
+        timer = self.scheduler.call_later(timeout_s, give_up)
         try:
-            await asyncio.wait_for(asyncio.shield(self.ready), timeout_s)
+            await asyncio.shield(ready)  # a cancelled start leaves READY to arrive (or not)
         except TimeoutError:
             self.kill("start_timeout")
             raise errors.StartFailed(
@@ -100,6 +112,8 @@ class Instance(asyncio.Protocol):
         except errors.StartFailed:
             self.kill("start_failed")
             raise
+        finally:
+            timer.cancel()
         self.start_s = time.perf_counter() - began
 
     def kill(self, reason: str) -> None:
@@ -133,7 +147,7 @@ class Instance(asyncio.Protocol):
         self.calls[number] = future
         # One timer per instance, armed for the earliest deadline, rather than one per call
         # (a libuv timer started and stopped per call costs ~2 µs; a heap push ~0.2 µs).
-        deadline = self.loop.time() + timeout_s
+        deadline = self.clock() + timeout_s
         heapq.heappush(self.deadlines, (deadline, number))
         if deadline < self.timer_at:
             self._arm(deadline)
@@ -154,7 +168,7 @@ class Instance(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.timer_at = when
-        self.timer = self.loop.call_at(when, self._expire)
+        self.timer = self.scheduler.call_at(when, self._expire)
 
     def _prune(self) -> None:
         """Drops the answered calls from the top of the deadline heap."""
@@ -165,7 +179,7 @@ class Instance(asyncio.Protocol):
     def _expire(self) -> None:
         self.timer = None
         self.timer_at = math.inf
-        now = self.loop.time()
+        now = self.clock()
         self._prune()
         while self.deadlines:
             deadline, number = self.deadlines[0]

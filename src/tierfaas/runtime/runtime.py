@@ -61,7 +61,7 @@ class Runtime:
         self.clock = self.scheduler.clock
         self.listeners = list(listeners)
         self.spawner = (
-            spawner if spawner is not None else ZygoteSpawner(release, config, self.clock)
+            spawner if spawner is not None else ZygoteSpawner(release, config, self.scheduler)
         )
         self.budget = MemoryBudget(config.memory_budget_mb)
         settings = policy.Settings.of(config)

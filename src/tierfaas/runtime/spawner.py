@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tierfaas.clock import Clock
+from tierfaas.clock import Scheduler
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.instance import Instance
@@ -15,10 +15,10 @@ class ZygoteSpawner:
     """Asks the zygote (``process/zygote.py``) for a process per instance, then waits for
     the instance's READY (import and init), at most ``start_timeout_s``."""
 
-    def __init__(self, release: Release, config: NodeConfig, clock: Clock) -> None:
+    def __init__(self, release: Release, config: NodeConfig, scheduler: Scheduler) -> None:
         self.release = release
         self.config = config
-        self.clock = clock
+        self.scheduler = scheduler
         self.zygote = ZygoteClient(config.start_timeout_s)
         self.next_instance_id = 0
 
@@ -30,7 +30,7 @@ class ZygoteSpawner:
 
     async def spawn(self, spec: FunctionSpec) -> Instance:
         self.next_instance_id += 1
-        instance = Instance(self.next_instance_id, spec, self.zygote, self.clock())
+        instance = Instance(self.next_instance_id, spec, self.zygote, self.scheduler)
         instance.max_body = self.config.max_response_bytes
         await instance.start(self.frame(spec), self.config.start_timeout_s)
         return instance
