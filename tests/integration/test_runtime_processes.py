@@ -131,7 +131,7 @@ async def test_a_start_past_its_timeout_is_502_and_adds_no_instance() -> None:
     # init takes ~0.3 s.
     spawner.config = dataclasses.replace(spawner.config, start_timeout_s=0.1)
     try:
-        with pytest.raises(errors.StartFailed, match="within 0.1 s") as info:
+        with pytest.raises(errors.StartFailed, match=r"within 0\.1 s") as info:
             await rt.call("pair")
         assert info.value.status == 502
         stopped = [e for e in rt.events if isinstance(e, InstanceStopped)]
