@@ -10,13 +10,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
 # What a check may raise while the cluster is still getting there (a node not answering yet,
 # a view without the expected key, a partial assertion): retried, not fatal.
 RETRIED = (OSError, RuntimeError, KeyError, AssertionError, ValueError)
+
+
+def _attempt(check: Callable[[], T], retried: tuple[type[BaseException], ...]) -> tuple[bool, Any]:
+    """One try of ``check``: (True, its value) when truthy, else (False, the value or the
+    retried error)."""
+    try:
+        value = check()
+    except retried as exc:
+        return False, exc
+    return bool(value), value
 
 
 def eventually(
@@ -32,15 +42,10 @@ def eventually(
     ``AssertionError`` after ``timeout`` seconds, naming ``what`` was awaited and, from
     ``describe()`` or else the last value or error, why it never came."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
-        try:
-            value = check()
-            if value:
-                return value
-            last = value
-        except retried as exc:
-            last = exc
+        done, last = _attempt(check, retried)
+        if done:
+            return cast(T, last)
         if time.monotonic() > deadline:
             detail = describe() if describe is not None else f"last: {last!r}"
             raise AssertionError(f"not true within {timeout} s: {what or 'the check'}; {detail}")
@@ -52,15 +57,10 @@ async def eventually_async(check: Callable[[], T], timeout: float, interval: flo
     loop's other tasks (servers, gossip) run meanwhile. The check itself must not block."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    last: Any = None
     while True:
-        try:
-            value = check()
-            if value:
-                return value
-            last = value
-        except RETRIED as exc:
-            last = exc
+        done, last = _attempt(check, RETRIED)
+        if done:
+            return cast(T, last)
         if loop.time() > deadline:
             raise AssertionError(f"not true within {timeout} s; last: {last!r}")
         await asyncio.sleep(interval)
