@@ -76,6 +76,13 @@ def test_detect_hybrid_host_without_v2_controllers_is_v1(v1: FakeCgroupFs) -> No
     )
 
 
+def test_layouts_compare_and_hash(v1: FakeCgroupFs) -> None:
+    layout = detect(v1.root, fs=v1)
+    assert layout == detect(v1.root, fs=v1)
+    assert len({layout, detect(v1.root, fs=v1)}) == 1
+    assert str(layout).startswith(f"cgroup v1 (memory at {v1.root}/memory, pids at ")
+
+
 def test_detect_comounted_cpu_and_cpuacct_share_one_hierarchy(tmp_path: Path) -> None:
     fake = FakeCgroupFs.hybrid(tmp_path, comount=True)
     layout = detect(tmp_path, fs=fake)

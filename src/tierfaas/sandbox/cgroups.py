@@ -310,7 +310,7 @@ class Layout:
     version: int
     mount: Path | None = None
     """v2: the unified mount (``/sys/fs/cgroup``, or ``/sys/fs/cgroup/unified`` on hybrid)."""
-    mounts: Mapping[str, Path] = field(default_factory=dict)
+    mounts: Mapping[str, Path] = field(default_factory=dict, hash=False)
     """v1: controller -> its hierarchy's mount, symlinks resolved (co-mounted controllers
     such as ``cpu,cpuacct`` share one path)."""
 
