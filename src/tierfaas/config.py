@@ -231,6 +231,13 @@ class NodeConfig:
     start_timeout_s: float = setting(
         30.0, "longest an instance may take to import its handler and run init", "s"
     )
+    isolation: Literal["sandbox", "process"] = setting("sandbox", "how instances are isolated")
+    sandbox_uid_base: int = setting(200000, "first host uid/gid of the function range")
+    sandbox_uid_count: int = setting(65536, "size of the uid range")
+    sandbox_tmp_mb: int = setting(64, "size of each instance's private /tmp", "MiB")
+    cgroup_root: Path = setting(Path("/sys/fs/cgroup"), "where cgroups are mounted")
+    output_bytes_per_s: int = setting(65536, "instance output rate per function", "B/s")
+    output_burst_bytes: int = setting(262144, "instance output burst per function", "B")
 
     # -- lifecycle -----------------------------------------------------------------------------
     drain_timeout_s: float = setting(

@@ -86,6 +86,9 @@ class FunctionSpec:
     env: dict[str, str] = field(default_factory=dict)
     api_keys: tuple[bytes, ...] = ()
     """SHA-256 digests of the keys a call must present one of; empty: no key needed."""
+    cpu: float | None = None
+    pids: int = 64
+    network: str = "host"
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able settings shown by ``GET /v1/functions``."""
@@ -109,6 +112,7 @@ class Release:
     version: str
     root: Path
     functions: dict[str, FunctionSpec]
+    preload: tuple[str, ...] = ()
 
 
 def load_release(directory: Path | str) -> Release:

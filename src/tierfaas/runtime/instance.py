@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 
@@ -30,6 +30,10 @@ from tierfaas.manifest import FunctionSpec
 from tierfaas.procs import killpg
 from tierfaas.runtime import protocol as p
 from tierfaas.runtime.zygote_client import ZygoteClient
+
+if TYPE_CHECKING:
+    from tierfaas.runtime.output import InstanceOutput
+    from tierfaas.sandbox.cgroups import InstanceCgroup
 
 # The content types an instance may answer with (tierfaas.runtime.process.child.encode_result).
 CONTENT_TYPES = frozenset(
@@ -45,6 +49,22 @@ class Result:
     content_type: str
 
 
+def _instance_pid(pids: list[int]) -> int:
+    """Which of a sandboxed instance's processes is the instance: pid 2 of its own namespace
+    (pid 1 is its reaper), as the last field of NSpid in /proc/<pid>/status says."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("NSpid:"):
+                        if line.split()[-1] == "2":
+                            return pid
+                        break
+        except OSError:
+            continue
+    return 0
+
+
 class Instance(asyncio.Protocol):
     """One live instance process of ``spec``. States: starting -> ready -> dead."""
 
@@ -58,7 +78,8 @@ class Instance(asyncio.Protocol):
         now = self.clock()
         self.spec = spec
         self.zygote = zygote
-        self.pid = 0
+        self.pid = 0  # as the zygote sees it (sandboxed, in the release's pid namespace)
+        self.host_pid = 0  # as the node sees it (0: not known)
         self.busy = 0
         self.calls_served = 0
         # When the pool got it ready (pool clock); a call that arrived before waited for it.
@@ -85,14 +106,22 @@ class Instance(asyncio.Protocol):
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.max_body = p.MAX_FRAME_BYTES  # the largest result believed (max_response_bytes)
+        # Sandboxed: the instance's cgroup, which holds all its processes (None: a plain
+        # process group). Its output pipes, when the spawner captures them.
+        self.cgroup: InstanceCgroup | None = None
+        self.output: InstanceOutput | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, spec_frame: dict[str, Any], timeout_s: float) -> None:
-        """Forks the process and waits for READY. Raises StartFailed (and leaves no process)."""
+    async def start(
+        self, spec_frame: dict[str, Any], timeout_s: float, fds: list[int] | None = None
+    ) -> None:
+        """Forks the process (handing it ``fds``: see ZygoteClient.spawn) and waits for READY.
+        Raises StartFailed (and leaves no process)."""
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
-        self.pid, sock = await self.zygote.spawn(spec_frame)
+        self.pid, sock = await self.zygote.spawn(spec_frame, fds or [])
+        self.host_pid = self.pid if self.cgroup is None else 0
         await loop.create_unix_connection(lambda: self, sock=sock)
         ready = self.ready
 
@@ -115,14 +144,19 @@ class Instance(asyncio.Protocol):
         finally:
             timer.cancel()
         self.start_s = time.perf_counter() - began
+        if self.cgroup is not None:
+            self.host_pid = _instance_pid(self.cgroup.procs())
 
     def kill(self, reason: str) -> None:
         """Stops the process now (SIGKILL); calls in flight fail."""
         if not self.death_reason:
             self.death_reason = reason
+        if self.cgroup is not None:
+            if not self.dead:
+                self.cgroup.kill()  # every process of the instance, however it forked
         # The instance leads a process group (see process/zygote.py): this also ends
         # whatever its handler forked. Just after the fork it may not lead one yet.
-        if self.pid and not self.dead and not killpg(self.pid, signal.SIGKILL):
+        elif self.pid and not self.dead and not killpg(self.pid, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         if self.transport is not None:
@@ -151,6 +185,9 @@ class Instance(asyncio.Protocol):
         heapq.heappush(self.deadlines, (deadline, number))
         if deadline < self.timer_at:
             self._arm(deadline)
+        if self.output is not None:  # its output lines name the call, when there is one
+            alone = len(self.calls) == 1 and context is not None
+            self.output.set_request(context.get("request_id") if context and alone else None)
         # Calls made in one pass of the event loop leave in one write (see _flush).
         if not self.outbox:
             self.loop.call_soon(self._flush)
@@ -271,6 +308,8 @@ class Instance(asyncio.Protocol):
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.cgroup is not None and self.cgroup.oom_kills() > 0:
+            self.death_reason = "out_of_memory"  # the kernel's OOM killer, at the cgroup's limit
         self.dead = True
         if not self.ready.done():
             self.ready.set_exception(

@@ -397,7 +397,7 @@ class FunctionPool:
         self.instances.append(instance)
         self._metered()
         instance.closed.add_done_callback(lambda _: self._on_closed(instance))
-        self.emit(InstanceStarted(self.spec.name, instance.id, instance.pid, instance.start_s))
+        self.emit(InstanceStarted(self.spec.name, instance.id, instance.host_pid, instance.start_s))
         self._set_registered(True)
         self._hand_out(instance)
         self._start_ended()

@@ -24,6 +24,7 @@ class PoolInstance(Protocol):
 
     id: int
     pid: int
+    host_pid: int
     spec: FunctionSpec
     busy: int
     calls_served: int

@@ -23,7 +23,8 @@ READY: Final = 3
 # instance -> node: [START_FAILED, error_type, message]: import or init raised
 START_FAILED: Final = 4
 
-# node -> zygote: [SPAWN, seq, spec_dict] with one fd (the instance's end of its socket)
+# node -> zygote: [SPAWN, seq, spec_dict] with the fds: the instance's end of its socket, the
+# write ends of its stdout and stderr pipes, then its cgroup's join files (spec["cgroup_fds"])
 SPAWN: Final = 10
 # zygote -> node: [SPAWNED, seq, pid]
 SPAWNED: Final = 11
@@ -33,6 +34,11 @@ SPAWN_FAILED: Final = 12
 EXITED: Final = 13
 # zygote -> node: [ZYGOTE_READY, pid]
 ZYGOTE_READY: Final = 14
+# node -> zygote, the first frame: [ZYGOTE_SETUP, {"sandbox": ReleaseSandbox wire or nil,
+# "root": release directory, "preload": [module, ...]}]
+ZYGOTE_SETUP: Final = 15
+# zygote -> node: [ZYGOTE_FAILED, message]: the sandbox or a preload failed; the zygote exits
+ZYGOTE_FAILED: Final = 16
 
 # outcomes of a RESULT
 OK: Final = 0  # payload is the body, then its content type

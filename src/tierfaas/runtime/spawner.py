@@ -1,14 +1,67 @@
-"""``ZygoteSpawner``: instances of the release's functions, forked by the node's zygote."""
+"""``ZygoteSpawner``: instances of the release's functions, forked by the release's zygote.
+
+Under ``isolation = "sandbox"`` (the default) the zygote lives in the release's sandbox
+(``tierfaas.sandbox.enter``) and each instance gets, from here, a cgroup of its own with the
+function's limits (``memory_mb``, ``cpu``, ``pids``); under ``"process"`` instances are plain
+processes of the node's user. Either way each instance's stdout and stderr come back to the
+node through pipes and reach its log at a bounded rate (``runtime/output.py``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
+import os
+import re
 from typing import Any
 
 from tierfaas.clock import Scheduler
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.instance import Instance
+from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, log_sink
 from tierfaas.runtime.zygote_client import ZygoteClient
+from tierfaas.sandbox import identity
+from tierfaas.sandbox.cgroups import (
+    CgroupError,
+    CgroupTree,
+    InstanceCgroup,
+    Limits,
+    detect,
+    open_tree,
+)
+from tierfaas.sandbox.enter import ReleaseSandbox
+from tierfaas.sandbox.filesystem import Bind, gather_hidden, gather_sources, plan_root
+
+log = logging.getLogger(__name__)
+output_log = logging.getLogger("tierfaas.functions")
+
+MIB = 1024 * 1024
+_trees = itertools.count(1)
+# How long a dead instance's cgroup may stay busy (its processes not yet reaped) before the
+# node gives up removing it until shutdown, and the pauses between tries.
+_REMOVE_DELAYS_S = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+def release_sandbox(release: Release, config: NodeConfig) -> ReleaseSandbox:
+    """The plan of the release's sandbox: its identities and its root directory."""
+    ids = identity.assign(
+        list(release.functions),
+        node_uid=os.geteuid(),
+        base=config.sandbox_uid_base,
+        count=config.sandbox_uid_count,
+    )
+    hidden = gather_hidden(
+        [config.key_file, config.admin_token_file, config.registry, config.provider_state]
+    )
+    ops = plan_root(gather_sources(release.root), hidden)
+    hostname = re.sub(r"[^A-Za-z0-9.-]", "-", release.name)[:63] or "tierfaas"
+    return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname)
 
 
 class ZygoteSpawner:
@@ -19,23 +72,126 @@ class ZygoteSpawner:
         self.release = release
         self.config = config
         self.scheduler = scheduler
-        self.zygote = ZygoteClient(config.start_timeout_s)
+        self.sandboxed = config.isolation == "sandbox"
+        self.identities = identity.assign(
+            list(release.functions),
+            node_uid=os.geteuid(),
+            base=config.sandbox_uid_base,
+            count=config.sandbox_uid_count,
+        )
+        plan = release_sandbox(release, config) if self.sandboxed else None
+        self.tmp_binds = (
+            []
+            if plan is None
+            else [
+                op.path for op in plan.ops if isinstance(op, Bind) and op.path.startswith("/tmp/")
+            ]
+        )
+        self.zygote = ZygoteClient(
+            {
+                "sandbox": None if plan is None else plan.to_wire(),
+                "root": str(release.root),
+                "preload": list(release.preload),
+            },
+            config.start_timeout_s,
+        )
+        self.cgroups: CgroupTree | None = None
+        limits = OutputLimits(
+            bytes_per_s=config.output_bytes_per_s, burst_bytes=config.output_burst_bytes
+        )
+        self.output_budgets = {
+            name: OutputBudget(limits, scheduler.clock) for name in release.functions
+        }
+        self.output_sink = log_sink(output_log)
         self.next_instance_id = 0
 
     async def start(self) -> None:
+        if self.sandboxed and self.cgroups is None:
+            layout = detect(self.config.cgroup_root)
+            if isinstance(layout, str):
+                raise SandboxUnavailable(f"cannot sandbox functions: {layout}")
+            tag = f"{self.release.name}.{next(_trees)}-{os.getpid()}"
+            self.cgroups = open_tree(tag, layout)
         await self.zygote.start()
 
     async def close(self) -> None:
         await self.zygote.close()
+        if self.cgroups is not None:
+            try:
+                self.cgroups.close()
+            except CgroupError as exc:  # the next node start on this host sweeps it
+                log.warning("%s", exc)
+            self.cgroups = None
 
     async def spawn(self, spec: FunctionSpec) -> Instance:
         self.next_instance_id += 1
-        instance = Instance(self.next_instance_id, spec, self.zygote, self.scheduler)
+        number = self.next_instance_id
+        instance = Instance(number, spec, self.zygote, self.scheduler)
         instance.max_body = self.config.max_response_bytes
-        await instance.start(self.frame(spec), self.config.start_timeout_s)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        passed = [out_w, err_w]
+        cgroup: InstanceCgroup | None = None
+        try:
+            if self.cgroups is not None:
+                cgroup = self.cgroups.create(f"{spec.name}-{number}", self._limits(spec))
+                passed += [os.open(path, os.O_WRONLY) for path in cgroup.join_files()]
+        except BaseException:
+            for fd in (out_r, err_r, *passed):
+                os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        output = InstanceOutput(
+            spec.name,
+            number,
+            out_r,
+            err_r,
+            self.output_budgets[spec.name],
+            self.output_sink,
+            scheduler=self.scheduler,
+        )
+        instance.cgroup = cgroup
+        instance.output = output
+        instance.closed.add_done_callback(lambda _: self._cleanup(instance))
+        try:
+            await instance.start(
+                self.frame(spec, len(passed) - 2), self.config.start_timeout_s, passed
+            )
+        except BaseException:
+            self._cleanup(instance)
+            raise
+        finally:
+            for fd in passed:
+                os.close(fd)
         return instance
 
-    def frame(self, spec: FunctionSpec) -> dict[str, Any]:
+    def _limits(self, spec: FunctionSpec) -> Limits:
+        return Limits(memory_bytes=spec.memory_mb * MIB, pids=spec.pids, cpu_cores=spec.cpu)
+
+    def _cleanup(self, instance: Instance) -> None:
+        """After an instance's end: its output is read to the end, its cgroup emptied and
+        removed (retried while the kernel still reaps its processes)."""
+        if instance.output is not None:
+            instance.output.close()
+        cgroup, instance.cgroup = instance.cgroup, None
+        if cgroup is not None:
+            cgroup.kill()
+            self._remove(cgroup, 0)
+
+    def _remove(self, cgroup: InstanceCgroup, attempt: int) -> None:
+        with contextlib.suppress(OSError):
+            if cgroup.remove():
+                return
+        if attempt < len(_REMOVE_DELAYS_S):
+            delay = _REMOVE_DELAYS_S[attempt]
+            self.scheduler.call_later(delay, lambda: self._remove(cgroup, attempt + 1))
+        else:
+            log.warning("cgroup %s still busy; it is removed when the node stops", cgroup.name)
+
+    def frame(self, spec: FunctionSpec, cgroup_fds: int = 0) -> dict[str, Any]:
         """The SPAWN request's spec: what the instance process needs to start."""
 
         def entry(point: EntryPoint | None) -> dict[str, str] | None:
@@ -43,6 +199,15 @@ class ZygoteSpawner:
                 return None
             return {"module": point.module, "attr": point.attr, "path": str(point.path)}
 
+        sandbox = None
+        if self.sandboxed:
+            sandbox = {
+                "uid": self.identities.of(spec.name),
+                "network": spec.network,
+                "tmp_mb": self.config.sandbox_tmp_mb,
+                "hostname": spec.name.replace("_", "-")[:63],
+                "tmp_binds": self.tmp_binds,
+            }
         return {
             "name": spec.name,
             "root": str(self.release.root),
@@ -54,4 +219,6 @@ class ZygoteSpawner:
             "threads": spec.threads,
             "max_response_bytes": self.config.max_response_bytes,
             "debug": self.config.debug,
+            "sandbox": sandbox,
+            "cgroup_fds": cgroup_fds,
         }

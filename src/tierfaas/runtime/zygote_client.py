@@ -31,8 +31,32 @@ class ZygoteError(RuntimeError):
     pass
 
 
+# What a sandboxed zygote keeps of the node's environment: the node's own variables may hold
+# credentials (a cloud token, a proxy password) that are none of the functions' business.
+_SANDBOX_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONHASHSEED")
+
+
+def zygote_environment(environ: dict[str, str], sandboxed: bool) -> dict[str, str]:
+    """The environment the zygote (and so every instance) starts with."""
+    if sandboxed:
+        env = {k: v for k, v in environ.items() if k in _SANDBOX_ENV or k.startswith("LC_")}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["HOME"] = "/tmp"
+    else:
+        # The node's own settings, the cluster key above all, are not the functions'
+        # business: instances inherit the zygote's environment.
+        env = {k: v for k, v in environ.items() if not k.startswith("TIERFAAS_")}
+    # Few malloc arenas: each thread's arena would otherwise reserve 64 MiB of address
+    # space and eat the instance's RLIMIT_AS budget.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
+
+
 class ZygoteClient:
-    def __init__(self, start_timeout_s: float = 30.0) -> None:
+    def __init__(self, setup: dict[str, Any], start_timeout_s: float = 30.0) -> None:
+        """``setup``: the ZYGOTE_SETUP frame's content (the sandbox plan or None, the release
+        root, the modules to preload)."""
+        self.setup = setup
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
@@ -55,18 +79,14 @@ class ZygoteClient:
             if self.sock is not None:
                 return
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            # The node's own settings, the cluster key above all, are not the functions'
-            # business: instances inherit the zygote's environment.
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFAAS_")}
-            # Few malloc arenas: each thread's arena would otherwise reserve 64 MiB of address
-            # space and eat the instance's RLIMIT_AS budget.
-            env.setdefault("MALLOC_ARENA_MAX", "2")
+            env = zygote_environment(dict(os.environ), self.setup.get("sandbox") is not None)
             self.process = spawn_in_session(
                 [sys.executable, "-m", "tierfaas.runtime.process.zygote", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 env=env,
             )
             theirs.close()
+            ours.send(msgpack.packb([p.ZYGOTE_SETUP, self.setup]))
             ours.setblocking(False)
             self.sock = ours
             self.ready = loop.create_future()
@@ -76,9 +96,14 @@ class ZygoteClient:
             except TimeoutError:
                 self._lost("the zygote did not start in time")
                 raise ZygoteError("the zygote process did not start in time") from None
+            except ZygoteError as exc:
+                self._lost(str(exc))
+                raise
 
-    async def spawn(self, spec: dict[str, Any]) -> tuple[int, socket.socket]:
-        """Forks an instance; returns its pid and the node's end of its socket."""
+    async def spawn(self, spec: dict[str, Any], fds: list[int]) -> tuple[int, socket.socket]:
+        """Forks an instance, handing it ``fds`` after its socket (its output pipes and cgroup
+        join files; the caller keeps and closes its copies). Returns the instance's pid, as the
+        zygote sees it, and the node's end of its socket."""
         if self.sock is None:
             await self.start()
         assert self.sock is not None
@@ -88,7 +113,8 @@ class ZygoteClient:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[seq] = future
         try:
-            socket.send_fds(self.sock, [msgpack.packb([p.SPAWN, seq, spec])], [theirs.fileno()])
+            frame = msgpack.packb([p.SPAWN, seq, spec])
+            socket.send_fds(self.sock, [frame], [theirs.fileno(), *fds])
         except OSError as exc:
             self.pending.pop(seq, None)
             ours.close()
@@ -137,6 +163,9 @@ class ZygoteClient:
         kind = frame[0]
         if kind == p.ZYGOTE_READY and self.ready is not None and not self.ready.done():
             self.ready.set_result(frame[1])
+        elif kind == p.ZYGOTE_FAILED:
+            if self.ready is not None and not self.ready.done():
+                self.ready.set_exception(ZygoteError(f"the zygote could not start: {frame[1]}"))
         elif kind == p.SPAWNED:
             future = self.pending.pop(frame[1], None)
             if future is not None and not future.done():

@@ -63,6 +63,7 @@ class FakeInstance:
     ) -> None:
         self.id = instance_id
         self.pid = 100_000 + instance_id
+        self.host_pid = self.pid
         self.spec = spec
         self.clock = clock
         self.call_s = call_s

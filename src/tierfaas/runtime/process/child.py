@@ -66,7 +66,8 @@ def _start(spec: dict[str, Any]) -> Handler:
     os.chdir(root)
     sys.path.insert(0, root)
     threading.stack_size(THREAD_STACK_BYTES)
-    _limit_memory(int(spec["memory_mb"]), int(spec.get("threads", 1)))
+    if spec.get("sandbox") is None:  # sandboxed, the cgroup's memory limit holds it instead
+        _limit_memory(int(spec["memory_mb"]), int(spec.get("threads", 1)))
     handler = _load(spec["handler"])
     if spec.get("init"):
         init = _load(spec["init"])

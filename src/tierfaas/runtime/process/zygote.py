@@ -17,17 +17,26 @@ Processes a handler forks: each instance leads its own process group, and whoeve
 instance (the node on a timeout or eviction, the zygote when it reaps one or shuts down) kills
 the whole group, so a handler's children and a fork bomb die with their instance. The zygote is
 also a child subreaper, so those orphans are reaped here, not left as zombies for pid 1. (A
-process that leaves the group with setsid() escapes this; only a cgroup would hold it.)
+process that leaves the group with setsid() escapes this; only the sandbox's cgroup holds it.)
+
+Sandboxed (the default): the first frame from the node carries the release's sandbox plan, and
+this process enters it before anything else (``tierfaas.sandbox.enter``): it becomes the
+launcher, and the zygote proper runs as pid 1 of the release's namespaces, in the release's
+root. Each instance then enters its own namespaces and cgroup on the way out of the fork. The
+release's ``preload`` modules are imported here, after the sandbox is entered, so that every
+instance starts with them loaded (the SOCK paper's import cache).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import select
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 
@@ -36,6 +45,13 @@ from tierfaas.runtime import protocol as p
 
 # Everything an instance needs, imported once here so that forked children start warm.
 from tierfaas.runtime.process import child
+from tierfaas.sandbox.enter import (
+    InstanceForker,
+    InstanceSandbox,
+    ReleaseSandbox,
+    enter_release,
+    finish_instance,
+)
 
 
 def describe_status(status: int) -> str:
@@ -51,10 +67,16 @@ def describe_status(status: int) -> str:
     return f"ended with status {status}"
 
 
+MAX_SPAWN_FDS = 16  # socket, stdout, stderr and one join file per cgroup hierarchy
+
+
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, sandboxed: bool) -> None:
         self.control = control
+        self.sandboxed = sandboxed
+        self.forker = InstanceForker() if sandboxed else None
         self.children: set[int] = set()
+        self.reapers: dict[int, int] = {}  # sandboxed: instance pid -> its namespace's reaper
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -77,7 +99,7 @@ class Zygote:
 
     def _handle_request(self) -> bool:
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, 1 << 20, 4)
+            data, fds, _, _ = socket.recv_fds(self.control, 1 << 20, MAX_SPAWN_FDS)
         except ConnectionError:
             return False
         if not data:
@@ -89,44 +111,62 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             return True
-        if kind != p.SPAWN or len(fds) != 1:
+        expected = 3 + (spec.get("cgroup_fds", 0) if isinstance(spec, dict) else 0)
+        if kind != p.SPAWN or not isinstance(spec, dict) or len(fds) != expected:
             for fd in fds:
                 os.close(fd)
             self._send([p.SPAWN_FAILED, seq, "malformed spawn request"])
             return True
-        self._spawn(seq, spec, fds[0])
+        self._spawn(seq, spec, fds)
         return True
 
-    def _spawn(self, seq: int, spec: dict[str, Any], fd: int) -> None:
+    def _spawn(self, seq: int, spec: dict[str, Any], fds: list[int]) -> None:
         try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(fd)
+            if self.forker is not None:
+                box = InstanceSandbox(**spec["sandbox"])
+                reaper, pid = self.forker.fork(box, fds[3:])
+            else:
+                reaper, pid = 0, os.fork()
+        except Exception as exc:
+            for fd in fds:
+                os.close(fd)
             self._send([p.SPAWN_FAILED, seq, f"fork failed: {exc}"])
             return
         if pid == 0:
-            self._become_instance(spec, fd)
-        try:  # also done by the child: whichever runs first, the group exists before use
-            os.setpgid(pid, pid)
-        except OSError:
-            pass
-        os.close(fd)
+            self._become_instance(spec, fds)
+        if self.forker is None:
+            try:  # also done by the child: whichever runs first, the group exists before use
+                os.setpgid(pid, pid)
+            except OSError:
+                pass
+        else:
+            self.reapers[pid] = reaper
+        for fd in fds:
+            os.close(fd)
         self.children.add(pid)
         self._send([p.SPAWNED, seq, pid])
 
-    def _become_instance(self, spec: dict[str, Any], fd: int) -> None:
+    def _become_instance(self, spec: dict[str, Any], fds: list[int]) -> NoReturn:
+        sock_fd, out_fd, err_fd, *cgroup_fds = fds
         try:
-            os.setpgid(0, 0)  # lead a process group: the instance and all it forks
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             self.control.close()
             os.close(self.wake_r)
             os.close(self.wake_w)
-            set_parent_death_signal(signal.SIGKILL)
-            sock = socket.socket(fileno=fd)
-        except BaseException:
-            os._exit(2)
+            _redirect_output(out_fd, err_fd)
+            box = spec.get("sandbox")
+            if box is not None:
+                finish_instance(InstanceSandbox(**box), cgroup_fds, keep_fds=[sock_fd])
+            else:
+                os.setpgid(0, 0)  # lead a process group: the instance and all it forks
+                for fd in cgroup_fds:
+                    os.close(fd)
+                set_parent_death_signal(signal.SIGKILL)
+            sock = socket.socket(fileno=sock_fd)
+        except BaseException as exc:
+            _refuse(sock_fd, exc)
         child.run_instance(sock, spec)
 
     def _drain_wakeups(self) -> None:
@@ -145,9 +185,14 @@ class Zygote:
             if pid == 0:
                 return
             if pid not in self.children:
-                continue  # an orphan a handler forked, re-parented here: reaped, nothing more
+                continue  # an orphan a handler forked, or a reaper: reaped, nothing more
             self.children.discard(pid)
-            killpg(pid, signal.SIGKILL)  # what its handler forked and left running
+            reaper = self.reapers.pop(pid, None)
+            if reaper is not None:  # its namespace ends with its reaper
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(reaper, signal.SIGKILL)
+            else:
+                killpg(pid, signal.SIGKILL)  # what its handler forked and left running
             self._send([p.EXITED, pid, describe_status(status)])
 
     def _send(self, frame: list[Any]) -> None:
@@ -158,12 +203,62 @@ class Zygote:
 
     def _shutdown(self) -> None:
         for pid in list(self.children):
-            killpg(pid, signal.SIGKILL)
+            reaper = self.reapers.get(pid)
+            if reaper is not None:  # the whole namespace: the instance and all it started
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(reaper, signal.SIGKILL)
+            else:
+                killpg(pid, signal.SIGKILL)
         for pid in list(self.children):
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _redirect_output(out_fd: int, err_fd: int) -> None:
+    """The instance's stdout and stderr are its pipes to the node; stdin reads nothing."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    for fd in (null, out_fd, err_fd):
+        if fd > 2:
+            os.close(fd)
+    # Line by line: a handler's print reaches the log before its call ends, and nothing is
+    # left in a buffer when the instance is killed.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
+def _refuse(sock_fd: int, exc: BaseException) -> NoReturn:
+    """The instance could not be set up: say why on its socket, then exit."""
+    with contextlib.suppress(BaseException):
+        message = f"the instance's sandbox could not be set up: {exc}"
+        os.write(sock_fd, msgpack.packb([p.START_FAILED, type(exc).__name__, message]))
+    os._exit(2)
+
+
+def _setup(control: socket.socket) -> dict[str, Any]:
+    data = control.recv(1 << 20)
+    frame = msgpack.unpackb(data) if data else None
+    if not isinstance(frame, list) or len(frame) != 2 or frame[0] != p.ZYGOTE_SETUP:
+        sys.exit(2)  # not our node: nothing to say it to
+    setup: dict[str, Any] = frame[1]
+    return setup
+
+
+def _preload(root: str, modules: list[str]) -> None:
+    os.chdir(root)
+    sys.path.insert(0, root)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:
+            raise RuntimeError(
+                f"preload of {module!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def main() -> None:
@@ -173,7 +268,17 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=int(sys.argv[1]))
     control.setblocking(True)
-    Zygote(control).run()
+    setup = _setup(control)
+    sandbox = setup.get("sandbox")
+    try:
+        if sandbox is not None:
+            enter_release(ReleaseSandbox.from_wire(sandbox), launcher_fds=[control.fileno()])
+        _preload(setup["root"], list(setup.get("preload", [])))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            control.send(msgpack.packb([p.ZYGOTE_FAILED, str(exc)[:4000]]))
+        os._exit(1)
+    Zygote(control, sandboxed=sandbox is not None).run()
 
 
 if __name__ == "__main__":
