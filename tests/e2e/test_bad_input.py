@@ -517,7 +517,7 @@ HOSTILE_CASES = [
     ("badstr_threads", "", 500, "_Unprintable"),
     ("hugeout", "", 502, "response_too_large"),
     ("memhog", "", 502, "out_of_memory"),
-    ("mmaphog", "", 500, "OSError"),
+    ("mmaphog", "", 502, "out_of_memory"),
     ("forge", "type", 502, "instance_crashed"),
     ("forge", "header", 502, "instance_crashed"),
     ("forge", "short", 502, "instance_crashed"),
