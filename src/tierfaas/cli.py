@@ -53,7 +53,7 @@ _FLAG_NAMES = {"release_dir": "release"}
 _ENVVARS = frozenset(
     {
         "release_dir", "http", "http_unix", "name", "gossip", "rpc", "join", "key_file",
-        "registry", "provider", "admin_token_file",
+        "registry", "provider", "admin_token_file", "isolation",
     }
 )  # fmt: skip
 _HELP_PREFIX = {"join": "comma-separated "}
