@@ -1,0 +1,1 @@
+"""Isolation of function instances: cgroups, namespaces, identities."""
