@@ -192,7 +192,12 @@ def node(**values: Any) -> None:
         config = node_config(values)
         setup_logging(config.log_level)
         code = run_node(config)
-    except (errors.ConfigError, errors.ManifestError, ProviderError) as exc:
+    except (
+        errors.ConfigError,
+        errors.ManifestError,
+        errors.SandboxUnavailable,
+        ProviderError,
+    ) as exc:
         raise _fail(str(exc)) from None
     if code:
         raise typer.Exit(code)
