@@ -446,6 +446,9 @@ def up(
     canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = NodeConfig.default_of(
         "canaries"
     ),
+    isolation: Annotated[
+        str, typer.Option(help=_doc("isolation"), envvar="TIERFAAS_ISOLATION")
+    ] = NodeConfig.default_of("isolation"),
     detached_child: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Start a local cluster: N nodes on loopback, a fresh key and a front door; Ctrl-C stops it."""
@@ -466,6 +469,7 @@ def up(
         registry=registry,
         registry_poll_s=registry_poll_s,
         canaries=canaries,
+        isolation=isolation,
     )
     say = say_to(Console())
     try:

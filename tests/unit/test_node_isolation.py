@@ -1,6 +1,7 @@
 """A node asked to sandbox its functions on a host that cannot refuses to start: before
-anything is built, with the reason on stderr, exit code 2 and no traceback. The host is faked
-(``tierfaas.sandbox.probe.HostFacts``); nothing is forked or bound."""
+anything is built, with the reason on stderr, exit code 2 and no traceback; ``tierfaas up``
+says the same before it starts any node. The host is faked (``tierfaas.sandbox.probe``);
+nothing is forked or bound."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from tierfaas.config import NodeConfig
 from tierfaas.errors import SandboxUnavailable
 from tierfaas.node import lifecycle
 from tierfaas.sandbox import probe
+from tierfaas.up import UpError, UpOptions
+from tierfaas.up.options import check_host_isolation
 
 TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
 CANNOT = probe.HostFacts(
@@ -85,3 +88,25 @@ def test_the_cli_prints_the_refusal_and_exits_2_without_a_traceback(
     assert "--isolation process (TIERFAAS_ISOLATION=process)" in output
     assert "Traceback" not in output
     assert not isinstance(result.exception, SandboxUnavailable)  # handled, not raised
+
+
+# -- tierfaas up: the same refusal, said once before any node starts ---------------------------
+
+
+def test_up_refuses_a_host_that_cannot_sandbox_with_exit_code_2() -> None:
+    def check(isolation: str, cgroup_root: Path) -> None:
+        probe.check_isolation(isolation, cgroup_root, lambda root: CANNOT)
+
+    with pytest.raises(UpError) as refused:
+        check_host_isolation("sandbox", check)
+    assert refused.value.code == 2
+    assert str(refused.value).startswith("this host cannot sandbox functions: ")
+    check_host_isolation("process", check)  # accepted explicitly: no refusal
+
+
+def test_up_takes_only_the_isolations_a_node_takes(tmp_path: Path) -> None:
+    UpOptions(release=TESTREL, state_dir=tmp_path, isolation="process").validate()
+    with pytest.raises(UpError) as refused:
+        UpOptions(release=TESTREL, state_dir=tmp_path, isolation="vm").validate()
+    assert refused.value.code == 2
+    assert "--isolation must be sandbox or process" in str(refused.value)
