@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -21,7 +21,7 @@ from tierfaas.runtime import Runtime
 TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
 
 
-def make_app(isolation: str) -> NodeApp:
+def make_app(isolation: Literal["sandbox", "process"]) -> NodeApp:
     config = NodeConfig(release_dir=TESTREL, http=Address("127.0.0.1", 8080), isolation=isolation)
     return NodeApp(Runtime(load_release(TESTREL), config), config, Metrics(), "n1")
 
@@ -48,7 +48,9 @@ def get_json(app: NodeApp, path: str) -> Any:
 
 
 @pytest.mark.parametrize("isolation", ["sandbox", "process"])
-def test_the_function_list_shows_each_functions_isolation_and_limits(isolation: str) -> None:
+def test_the_function_list_shows_each_functions_isolation_and_limits(
+    isolation: Literal["sandbox", "process"],
+) -> None:
     listing = get_json(make_app(isolation), "/v1/functions")
     assert listing["functions"]
     for function in listing["functions"]:
@@ -59,7 +61,7 @@ def test_the_function_list_shows_each_functions_isolation_and_limits(isolation: 
 
 
 @pytest.mark.parametrize("isolation", ["sandbox", "process"])
-def test_a_nodes_stats_say_how_it_isolates(isolation: str) -> None:
+def test_a_nodes_stats_say_how_it_isolates(isolation: Literal["sandbox", "process"]) -> None:
     assert get_json(make_app(isolation), "/v1/stats")["isolation"] == isolation
 
 
@@ -97,7 +99,7 @@ def test_the_overview_shows_each_warm_functions_isolation_over_its_nodes() -> No
 
 
 def test_an_unreachable_node_adds_no_isolation() -> None:
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"name": "a", "functions": {"f": {}}, "isolation": "sandbox"},
         {"name": "b", "functions": {}, "isolation": None},
     ]
