@@ -289,20 +289,25 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """Show the cluster as one node sees it: members, roles, replicas, versions, uptime."""
+    """Show the cluster as one node sees it (members, roles, replicas, versions, uptime) and
+    that node's functions: how each is isolated (sandbox or process), its limits, instances."""
     from tierfaas.http.auth import load_admin_token
-    from tierfaas.status import fetch_cluster, render_cluster
+    from tierfaas.status import fetch_cluster, fetch_functions, render_cluster, render_functions
 
     try:
-        view = fetch_cluster(url, token=load_admin_token(admin_token_file))
+        token = load_admin_token(admin_token_file)
+        view = fetch_cluster(url, token=token)
     except errors.ConfigError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
+    functions = fetch_functions(url, token=token)
     if as_json:
-        print(json.dumps(view, indent=2))
+        print(json.dumps({**view, "functions": functions}, indent=2))
     else:
         Console().print(render_cluster(view))
+        if functions is not None:
+            Console().print(render_functions(functions))
 
 
 # -- releases and rollouts -----------------------------------------------------------------------

@@ -17,13 +17,16 @@ pytestmark = pytest.mark.e2e
 DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
 
 
-def tierfaas(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def tierfaas(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "tierfaas.cli", *args],
         input=stdin,
         capture_output=True,
         timeout=60,
         check=False,
+        env=env,
     )
 
 
@@ -82,13 +85,8 @@ def test_a_host_that_cannot_sandbox_refuses_to_start(tmp_path: Path) -> None:
     empty = tmp_path / "no-cgroups"
     empty.mkdir()
     argv = ["node", "--release", str(DEMO), "--http", "127.0.0.5:0", "--cgroup-root", str(empty)]
-    result = subprocess.run(
-        [sys.executable, "-m", "tierfaas.cli", *argv],
-        capture_output=True,
-        timeout=30,  # a node that does not refuse serves until killed: this fails the test
-        check=False,
-        env=_without_isolation_env(),
-    )
+    # A node that does not refuse serves until killed: the timeout fails the test.
+    result = tierfaas(*argv, env=_without_isolation_env())
     stderr = " ".join(result.stderr.decode(errors="replace").split())
     assert result.returncode == 2, stderr
     assert stderr.startswith("error: this host cannot sandbox functions: no writable cgroup (")
@@ -98,7 +96,7 @@ def test_a_host_that_cannot_sandbox_refuses_to_start(tmp_path: Path) -> None:
 
 def test_process_isolation_accepted_explicitly_serves_on_the_same_host(tmp_path: Path) -> None:
     """What the refusal above offers: with --isolation process the same host serves, and the
-    function list says how its functions run."""
+    function list and ``tierfaas status`` say how its functions run."""
     empty = tmp_path / "no-cgroups"
     empty.mkdir()
     args = ["--isolation", "process", "--cgroup-root", str(empty)]
@@ -106,5 +104,11 @@ def test_process_isolation_accepted_explicitly_serves_on_the_same_host(tmp_path:
         ok = tierfaas("invoke", "hello", "--data", "world", "--url", n.url)
         assert (ok.returncode, ok.stdout) == (0, b"Hello, world!\n")
         status, body = http_get(f"{n.url}/v1/functions")
+        shown = tierfaas("status", "--url", n.url, env={**os.environ, "COLUMNS": "200"})
+        as_json = json.loads(tierfaas("status", "--url", n.url, "--json").stdout)
     assert status == 200
     assert {f["isolation"] for f in json.loads(body)["functions"]} == {"process"}
+    assert shown.returncode == 0
+    hello = next(line for line in shown.stdout.decode().splitlines() if " hello " in line)
+    assert "process (unsandboxed)" in hello
+    assert {f["isolation"] for f in as_json["functions"]["functions"]} == {"process"}
