@@ -156,7 +156,7 @@ def _cgroup_reason(cgroup_root: Path, detect: Callable[[Path], object] | None) -
             # detector the answer is unknown, and this node still runs functions as plain
             # processes, so an unknown answer must not refuse. At the merge, import
             # ``detect`` from tierfaas.sandbox.cgroups directly and drop this fallback.
-            log.warning("cgroups not checked: tierfaas.sandbox.cgroups is missing (unknown)")
+            log.info("cgroups not checked: tierfaas.sandbox.cgroups is missing (unknown)")
             return None
     assert detect is not None
     found = detect(cgroup_root)
