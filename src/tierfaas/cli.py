@@ -53,7 +53,7 @@ _FLAG_NAMES = {"release_dir": "release"}
 _ENVVARS = frozenset(
     {
         "release_dir", "http", "http_unix", "name", "gossip", "rpc", "join", "key_file",
-        "registry", "provider", "admin_token_file",
+        "registry", "provider", "admin_token_file", "isolation",
     }
 )  # fmt: skip
 _HELP_PREFIX = {"join": "comma-separated "}
@@ -192,7 +192,12 @@ def node(**values: Any) -> None:
         config = node_config(values)
         setup_logging(config.log_level)
         code = run_node(config)
-    except (errors.ConfigError, errors.ManifestError, ProviderError) as exc:
+    except (
+        errors.ConfigError,
+        errors.ManifestError,
+        errors.SandboxUnavailable,
+        ProviderError,
+    ) as exc:
         raise _fail(str(exc)) from None
     if code:
         raise typer.Exit(code)
@@ -284,20 +289,25 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """Show the cluster as one node sees it: members, roles, replicas, versions, uptime."""
+    """Show the cluster as one node sees it (members, roles, replicas, versions, uptime) and
+    that node's functions: how each is isolated (sandbox or process), its limits, instances."""
     from tierfaas.http.auth import load_admin_token
-    from tierfaas.status import fetch_cluster, render_cluster
+    from tierfaas.status import fetch_cluster, fetch_functions, render_cluster, render_functions
 
     try:
-        view = fetch_cluster(url, token=load_admin_token(admin_token_file))
+        token = load_admin_token(admin_token_file)
+        view = fetch_cluster(url, token=token)
     except errors.ConfigError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
+    functions = fetch_functions(url, token=token)
     if as_json:
-        print(json.dumps(view, indent=2))
+        print(json.dumps({**view, "functions": functions}, indent=2))
     else:
         Console().print(render_cluster(view))
+        if functions is not None:
+            Console().print(render_functions(functions))
 
 
 # -- releases and rollouts -----------------------------------------------------------------------
@@ -441,6 +451,9 @@ def up(
     canaries: Annotated[int, typer.Option(help=_doc("canaries"))] = NodeConfig.default_of(
         "canaries"
     ),
+    isolation: Annotated[
+        str, typer.Option(help=_doc("isolation"), envvar="TIERFAAS_ISOLATION")
+    ] = NodeConfig.default_of("isolation"),
     detached_child: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Start a local cluster: N nodes on loopback, a fresh key and a front door; Ctrl-C stops it."""
@@ -461,6 +474,7 @@ def up(
         registry=registry,
         registry_poll_s=registry_poll_s,
         canaries=canaries,
+        isolation=isolation,
     )
     say = say_to(Console())
     try:

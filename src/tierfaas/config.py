@@ -2,9 +2,12 @@
 
 Each setting is a ``tierfaas node`` flag of its name (``--drain-timeout-s``; ``release_dir`` is
 ``--release``), made by cli.py with this default and doc (``tierfaas node --help``); addresses,
-files and the provider also come from ``TIERFAAS_*`` environment variables of the flag's name.
-``NodeConfig`` validates itself as a whole when built, so a bad value fails at start-up with
-the field's name and the reason (``ConfigError``), before any socket opens or process starts.
+files, the provider and the isolation also come from ``TIERFAAS_*`` environment variables of
+the flag's name (``TIERFAAS_ISOLATION``). ``NodeConfig`` validates itself as a whole when built,
+so a bad value fails at start-up with the field's name and the reason (``ConfigError``), before
+any socket opens or process starts. Whether the host can give what a setting asks for (can it
+sandbox?) is not checked here, where building a config touches nothing: the node checks that
+when it starts (``tierfaas.sandbox.probe``).
 
 Presets: ``NodeConfig.lan(...)`` is the default for real deployments; ``NodeConfig.local(...)``
 shortens timings for tests and demos on one machine (fast failure detection turns a 1.5 s
@@ -23,6 +26,8 @@ from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
 
 MiB = 1024 * 1024
+MAX_ID = 2**32 - 2
+"""The largest uid or gid: 2**32 - 1 is (uid_t) -1, which means "no change" to setresuid."""
 
 
 def setting(default: Any, doc: str, unit: str = "") -> Any:
@@ -231,13 +236,49 @@ class NodeConfig:
     start_timeout_s: float = setting(
         30.0, "longest an instance may take to import its handler and run init", "s"
     )
-    isolation: Literal["sandbox", "process"] = setting("sandbox", "how instances are isolated")
-    sandbox_uid_base: int = setting(200000, "first host uid/gid of the function range")
-    sandbox_uid_count: int = setting(65536, "size of the uid range")
-    sandbox_tmp_mb: int = setting(64, "size of each instance's private /tmp", "MiB")
-    cgroup_root: Path = setting(Path("/sys/fs/cgroup"), "where cgroups are mounted")
-    output_bytes_per_s: int = setting(65536, "instance output rate per function", "B/s")
-    output_burst_bytes: int = setting(262144, "instance output burst per function", "B")
+
+    # -- isolation of instances (docs/security.md) ---------------------------------------------
+    isolation: Literal["sandbox", "process"] = setting(
+        "sandbox",
+        "how instances are isolated: 'sandbox', each in its own cgroup, user and namespaces "
+        "(a host that cannot sandbox makes the node refuse to start, saying what is missing); "
+        "'process', as plain processes of the node's user, which can read the node's memory, "
+        "key and state: only for hosts that cannot sandbox, accepted explicitly",
+    )
+    sandbox_uid_base: int = setting(
+        200000,
+        "the first host uid and gid of the range mapped for function identities; pick a range "
+        "no user or other service of the host owns",
+        "uid",
+    )
+    sandbox_uid_count: int = setting(
+        65536,
+        "size of that range: each function of a release takes one uid, the release's zygote "
+        "another (a rollout holds two releases at once)",
+        "uids",
+    )
+    sandbox_tmp_mb: int = setting(
+        64,
+        "size of each instance's private /tmp, a tmpfs counted in its memory limit (memory_mb): "
+        "raising it lets a handler write more scratch files and leaves it less memory if it does",
+        "MiB",
+    )
+    cgroup_root: Path = setting(
+        Path("/sys/fs/cgroup"),
+        "where the cgroup file system is mounted; the node makes its instances' cgroups below it",
+    )
+    output_bytes_per_s: int = setting(
+        65536,
+        "per function, the rate at which its instances' stdout and stderr reach the node's log; "
+        "over it lines are dropped and counted. Raising it lets chatty handlers flood the log",
+        "bytes/s",
+    )
+    output_burst_bytes: int = setting(
+        262144,
+        "per function, how much output may reach the log at once above that rate before lines "
+        "are dropped",
+        "bytes",
+    )
 
     # -- lifecycle -----------------------------------------------------------------------------
     drain_timeout_s: float = setting(
@@ -342,6 +383,25 @@ class NodeConfig:
             Address.parse(seed, "join")
         if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
+        self._check_isolation()
+
+    def _check_isolation(self) -> None:
+        if self.isolation not in ("sandbox", "process"):
+            raise ConfigError("isolation", f"{self.isolation!r} is not sandbox|process")
+        _check_whole("sandbox_uid_base", self.sandbox_uid_base, 1, MAX_ID)
+        # A release's zygote takes one uid and each of its functions another: two at least.
+        _check_whole("sandbox_uid_count", self.sandbox_uid_count, 2, MAX_ID)
+        last = self.sandbox_uid_base + self.sandbox_uid_count - 1
+        if last > MAX_ID:
+            raise ConfigError(
+                "sandbox_uid_count",
+                f"the range {self.sandbox_uid_base}..{last} runs past the largest id, {MAX_ID}",
+            )
+        _check_whole("sandbox_tmp_mb", self.sandbox_tmp_mb, 1, 65536)
+        if not self.cgroup_root.is_absolute():
+            raise ConfigError("cgroup_root", f"{self.cgroup_root} is not an absolute path")
+        _check_whole("output_bytes_per_s", self.output_bytes_per_s, 1, 1 << 40)
+        _check_whole("output_burst_bytes", self.output_burst_bytes, 1, 1 << 40)
 
     def _check_positive(self, *names: str) -> None:
         for name in names:
@@ -390,3 +450,9 @@ class NodeConfig:
         for f in fields(cls):
             rows.append((f.name, repr(f.default), f.metadata["unit"], f.metadata["doc"]))
         return rows
+
+
+def _check_whole(name: str, value: object, low: int, high: int) -> None:
+    """``ConfigError`` naming setting ``name`` unless ``value`` is a whole number in low..high."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(name, f"must be a whole number in {low}..{high}, got {value!r}")

@@ -5,6 +5,7 @@
   memory); the message says which and the request id ties it to the node's log.
 - ``ClusterError`` (503): the node or cluster cannot take the request now; retry later.
 - ``ConfigError`` / ``ManifestError``: bad settings or a bad release, found at start-up.
+- ``SandboxUnavailable``: the host cannot isolate functions as asked, found at start-up.
 
 Each HTTP-facing error carries its status, a stable ``code`` (the JSON ``error`` field) and,
 where a retry helps, ``retry_after_s``.
@@ -34,6 +35,15 @@ class ManifestError(TierfaasError, ValueError):
         self.path = path
         self.field = field
         self.reason = reason
+
+
+class SandboxUnavailable(TierfaasError):
+    """The node is asked to sandbox its functions (``--isolation sandbox``) on a host that
+    cannot: the message names each missing piece and how to accept plain processes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class HttpError(TierfaasError):

@@ -5,6 +5,9 @@ every replica, the table version it holds (from its own ``GET /v1/routes``) and,
 replica, its lag behind the master (master version - replica version, when both hold the
 same lineage; ``resync`` when they do not, e.g. right after a failover or before the first
 snapshot). A member that does not answer in time shows ``?``.
+
+Below it, the functions of the node asked (its ``GET /v1/functions``): each one's isolation
+(``sandbox``, or ``process`` when the node runs its functions unsandboxed) and its limits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 _ROLE_STYLE = {"master": "bold magenta", "replica": "cyan", "worker": "green"}
+_ISOLATION_SHOWN = {"sandbox": "[green]sandbox[/]", "process": "[bold red]process[/] (unsandboxed)"}
 TABLE_HOLDERS = ("master", "replica")
 MAX_ROUTES_BYTES = 64 * 1024 * 1024
 
@@ -47,6 +51,18 @@ def fetch_cluster(
         for member, table in zip(holders, tables, strict=True):
             member["table"] = table
     return view
+
+
+def fetch_functions(
+    url: str, timeout: float = 5.0, token: str | None = None
+) -> dict[str, Any] | None:
+    """The node's ``GET /v1/functions`` (its release and functions), or None when it does not
+    answer with one."""
+    try:
+        listing = _get_json(f"{url.rstrip('/')}/v1/functions", timeout, token=token)
+    except (OSError, ValueError):
+        return None
+    return listing if isinstance(listing, dict) else None
 
 
 def fetch_table(
@@ -130,5 +146,36 @@ def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
             escape(str(member.get("state"))),
             escape(table_version),
             escape(lag),
+        )
+    return table
+
+
+def render_functions(listing: dict[str, Any]) -> Table:
+    """A rich table of the functions of one node's ``GET /v1/functions``: how each is isolated,
+    its limits and its instances there. Every value is escaped (see ``render_cluster``)."""
+    release = listing.get("release")
+    release = release if isinstance(release, dict) else {}
+    title = (
+        f"functions on {listing.get('node')} - release {release.get('name')} "
+        f"{release.get('version')}"
+    )
+    table = Table(title=escape(title))
+    columns = ("function", "isolation", "memory_mb", "cpu", "pids", "network", "instances")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    functions = listing.get("functions")
+    for function in functions if isinstance(functions, list) else []:
+        if not isinstance(function, dict):
+            continue
+        isolation = str(function.get("isolation") or "?")
+        cpu = function.get("cpu")
+        table.add_row(
+            escape(str(function.get("name"))),
+            _ISOLATION_SHOWN.get(isolation, escape(isolation)),
+            escape(str(function.get("memory_mb", "?"))),
+            "-" if cpu is None else escape(f"{cpu:g}" if isinstance(cpu, float) else str(cpu)),
+            escape(str(function.get("pids", "?"))),
+            escape(str(function.get("network", "?"))),
+            escape(str(function.get("instances", "?"))),
         )
     return table

@@ -52,8 +52,8 @@ def test_hostile_names_render_as_text(tmp_path: Path) -> None:
         "nodes": [{"name": evil, "role": "master", "http": "127.0.0.1:1", "version": evil,
                    "state": "alive", "epoch": 0, "reachable": True,
                    "functions": {"f<b>": {"instances": 1, "busy": 0}}}],
-        "functions": ["f<b>"], "rates": {"requests": 1, "cold_starts": 0, "forwards": 0,
-                                         "errors": 0},
+        "functions": ["f<b>"], "isolation": {"f<b>": ["<i>sandbox"]},
+        "rates": {"requests": 1, "cold_starts": 0, "forwards": 0, "errors": 0},
         "p99_s": 0.001, "departed": [{"name": evil, "reason": "left", "at": 0}],
     }  # fmt: skip
     page = (STATIC / "index.html").read_text()
@@ -73,7 +73,8 @@ def test_hostile_names_render_as_text(tmp_path: Path) -> None:
     rendered = re.sub(r"<script.*?</script>", "", dom, flags=re.DOTALL)  # the page's own code
     assert "&lt;script&gt;" in rendered and "&lt;img" in rendered  # shown as text
     assert "pwned" not in rendered.split("<title>")[1].split("</title>")[0]
-    assert "<img" not in rendered and "<b>" not in rendered
+    assert "<img" not in rendered and "<b>" not in rendered and "<i>" not in rendered
+    assert "&lt;i&gt;sandbox" in rendered
 
 
 @needs_chromium
@@ -119,6 +120,9 @@ def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
         assert 'class="role master"' in dom and "● live" in dom
         for fn in ("hello", "sha256", "sleep"):
             assert f'<td class="fn">{fn}</td>' in dom
+        # Each warm function's isolation beside it: the nodes' default, the sandbox.
+        assert len(re.findall(r'<td class="iso sandbox"[^>]*>sandbox</td>', dom)) >= 3
+        assert 'class="iso process"' not in dom
         rate = re.search(r'id="rate-requests">([0-9.]+)<', dom)
         assert rate is not None and float(rate.group(1)) > 0  # live rates under load
         background.join(20)

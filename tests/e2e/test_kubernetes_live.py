@@ -9,6 +9,7 @@ reports. ``TIERFAAS_K8S_TEST_IMAGE`` names an image if you have one (default tie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -35,20 +36,28 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def throwaway_namespace(enforce: str) -> AsyncIterator[str]:
+    """A namespace enforcing Pod Security profile ``enforce``, deleted at the end."""
     from lightkube.models.meta_v1 import ObjectMeta
     from lightkube.resources.core_v1 import Namespace
 
     name = f"tierfaas-e2e-{random_token()}"
     client = connect(name)
-    labels = {"pod-security.kubernetes.io/enforce": "restricted"}  # as namespace.yaml
+    labels = {"pod-security.kubernetes.io/enforce": enforce}
     await client.create(Namespace(metadata=ObjectMeta(name=name, labels=labels)))
     try:
         yield name
     finally:
         await client.delete(Namespace, name)
         await client.close()
+
+
+@pytest.fixture
+async def namespace() -> AsyncIterator[str]:
+    # As namespace.yaml: the sandbox's node pods (the default isolation) are privileged.
+    async with throwaway_namespace("privileged") as name:
+        yield name
 
 
 @pytest.fixture
@@ -63,11 +72,36 @@ async def provider(namespace: str) -> AsyncIterator[KubernetesProvider]:
 
 
 async def test_the_api_server_accepts_the_pod(provider: KubernetesProvider) -> None:
-    """Server-side validation and admission (the restricted Pod Security profile)."""
+    """Server-side validation and admission of the sandbox's privileged pod (the API server
+    refuses, say, allowPrivilegeEscalation: false beside privileged: true)."""
     from lightkube.resources.core_v1 import Pod
 
     manifest = pod_manifest(provider.settings, "1.0.0", 0, "tierfaas-g0-dryrun")
     await provider.client.create(cast("Pod", Pod.from_dict(manifest)), dry_run=True)
+
+
+async def test_the_restricted_profile_admits_unsandboxed_pods_only() -> None:
+    """What docs/kubernetes.md tells clusters that forbid privileged pods: with
+    TIERFAAS_K8S_ISOLATION=process the pods pass the restricted profile; sandboxed ones do
+    not."""
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import Pod
+
+    async with throwaway_namespace("restricted") as name:
+        client = connect(name)
+        try:
+            for isolation in ("process", "sandbox"):
+                settings = KubernetesSettings(image="img", namespace=name, isolation=isolation)
+                pod = Pod.from_dict(pod_manifest(settings, "1.0.0", 0, f"tierfaas-g0-{isolation}"))
+                if isolation == "process":
+                    await client.create(cast("Pod", pod), dry_run=True)
+                else:
+                    with pytest.raises(ApiError) as refused:
+                        await client.create(cast("Pod", pod), dry_run=True)
+                    assert refused.value.status.code == 403
+                    assert "restricted" in str(refused.value.status.message)
+        finally:
+            await client.close()
 
 
 async def test_launch_list_and_terminate_a_pod(provider: KubernetesProvider) -> None:

@@ -171,6 +171,8 @@ def test_function_list_metrics_and_readiness(node: NodeProcess) -> None:
     assert status == 200 and listing["release"] == {"name": "testrel", "version": "0.1.0"}
     jsonval = next(f for f in listing["functions"] if f["name"] == "jsonval")
     assert jsonval["instances"] == 1 and jsonval["memory_mb"] == 64
+    assert (jsonval["cpu"], jsonval["pids"], jsonval["network"]) == (None, 64, "host")
+    assert jsonval["isolation"] == "sandbox"  # the default
     status, body = http_get(f"{node.url}/metrics")
     text = body.decode()
     assert 'tierfaas_invocations_total{function="jsonval",outcome="ok",start="cold"}' in text

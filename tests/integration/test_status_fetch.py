@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tierfaas.status import fetch_cluster
+from tierfaas.status import fetch_cluster, fetch_functions
 
 
 class _Fake(BaseHTTPRequestHandler):
@@ -65,3 +65,12 @@ def test_fetch_cluster_asks_each_table_holder_for_its_version(fake_node: str) ->
     assert by_name["m"]["table"] == {"version": 12, "lineage": "L", "loaded": True}
     assert by_name["r"]["table"] is None
     assert "table" not in by_name["w"]
+
+
+def test_fetch_functions_reads_the_nodes_function_list(fake_node: str) -> None:
+    shown = {"release": {"name": "r", "version": "1"}, "node": "m", "functions": []}
+    _Fake.answers = {"/v1/functions": shown}
+    assert fetch_functions(f"http://{fake_node}/") == shown
+    _Fake.answers = {}  # a node without the list (404): nothing to show, no error
+    assert fetch_functions(f"http://{fake_node}") is None
+    assert fetch_functions("http://127.0.0.1:9", timeout=0.5) is None  # nothing answers

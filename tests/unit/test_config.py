@@ -20,6 +20,24 @@ DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
         ("log_level", "loud"),
         ("name", "bad name!"),
         ("release_dir", Path("/nonexistent/release")),
+        ("isolation", "container"),
+        ("isolation", ""),
+        ("sandbox_uid_base", 0),
+        ("sandbox_uid_base", -1),
+        ("sandbox_uid_base", 1.5),
+        ("sandbox_uid_base", True),
+        ("sandbox_uid_base", 2**32 - 1),
+        ("sandbox_uid_count", 1),
+        ("sandbox_uid_count", 0),
+        ("sandbox_uid_count", 2**32),
+        ("sandbox_tmp_mb", 0),
+        ("sandbox_tmp_mb", 65537),
+        ("sandbox_tmp_mb", 8.0),
+        ("cgroup_root", Path("sys/fs/cgroup")),
+        ("output_bytes_per_s", 0),
+        ("output_bytes_per_s", -1),
+        ("output_burst_bytes", 0),
+        ("output_burst_bytes", "big"),
     ],
 )
 def test_bad_setting_names_the_field(field: str, value: object) -> None:
@@ -58,3 +76,26 @@ def test_describe_lists_every_setting_with_doc() -> None:
     rows = NodeConfig.describe()
     assert {row[0] for row in rows} >= {"max_body_bytes", "drain_timeout_s", "memory_budget_mb"}
     assert all(row[3] for row in rows)
+
+
+def test_the_isolation_defaults() -> None:
+    config = NodeConfig(release_dir=DEMO)
+    assert config.isolation == "sandbox"
+    assert (config.sandbox_uid_base, config.sandbox_uid_count) == (200000, 65536)
+    assert config.sandbox_tmp_mb == 64
+    assert config.cgroup_root == Path("/sys/fs/cgroup")
+    assert (config.output_bytes_per_s, config.output_burst_bytes) == (65536, 262144)
+
+
+def test_the_uid_range_must_end_at_the_largest_id() -> None:
+    last = 2**32 - 2  # 2**32 - 1 is (uid_t) -1
+    fits = NodeConfig(release_dir=DEMO, sandbox_uid_base=last - 1, sandbox_uid_count=2)
+    assert fits.sandbox_uid_base + fits.sandbox_uid_count - 1 == last
+    with pytest.raises(ConfigError) as info:
+        NodeConfig(release_dir=DEMO, sandbox_uid_base=last, sandbox_uid_count=2)
+    assert info.value.field == "sandbox_uid_count"
+    assert "runs past the largest id" in info.value.reason
+
+
+def test_process_isolation_is_a_valid_choice() -> None:
+    assert NodeConfig(release_dir=DEMO, isolation="process").isolation == "process"

@@ -80,6 +80,7 @@ POD_CASES = [
     (SETTINGS, "2.0.0-rc.1", 7),
     (SETTINGS, "1.0.0+build.5", 12),  # '+' cannot be in a label value
     (SETTINGS, "v" + "9" * 63, 3),  # 64 characters: longer than a label value may be
+    (KubernetesSettings(image="tierfaas:0.1.0", isolation="process"), "1.0.0", 2),
     (
         KubernetesSettings(
             image="tierfaas@sha256:" + "ab" * 32,
@@ -129,6 +130,7 @@ def test_pod_runs_the_node_as_specified() -> None:
         "--join", "tierfaas-gossip.tierfaas.svc.cluster.local:7946",
         "--drain-timeout-s", "30",
         "--memory-budget-mb", "1536",
+        "--isolation", "sandbox",
     ]  # fmt: skip
     env = {e["name"]: e for e in container["env"]}
     # $(POD_NAME) and $(POD_IP) expand only from variables defined in the container.
@@ -171,7 +173,9 @@ def test_instances_fit_in_the_pod_memory() -> None:
 
 
 def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
-    yield "node", pod_manifest(SETTINGS, "1.0.0", 0, "n")["spec"]
+    """Every pod but the sandbox's nodes, which are privileged (the next test but one)."""
+    unsandboxed = KubernetesSettings(image=SETTINGS.image, isolation="process")
+    yield "node", pod_manifest(unsandboxed, "1.0.0", 0, "n")["spec"]
     for (kind, name), obj in objects().items():
         if kind == "Pod":
             yield name, obj["spec"]
@@ -195,6 +199,39 @@ def test_every_pod_meets_the_restricted_pod_security_profile(
         assert set(c["resources"]) == {"requests", "limits"}
     for volume in spec["volumes"]:
         assert set(volume) - {"name"} <= {"persistentVolumeClaim", "emptyDir", "secret"}
+
+
+def test_sandboxed_nodes_run_privileged_as_root_and_nothing_more() -> None:
+    """What the sandbox needs and no more (docs/kubernetes.md, "The sandbox's security
+    context"): a privileged container whose node is root, its group still the image's; no
+    host namespace, no host path; the same read-only root file system and volumes."""
+    pod = pod_manifest(SETTINGS, "1.0.0", 0, "n")
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    assert SETTINGS.isolation == "sandbox"  # the default
+    assert spec["securityContext"] == {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "runAsGroup": k8s.RUN_AS,
+        "fsGroup": k8s.RUN_AS,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "Unconfined"},  # what a privileged container gets anyway
+    }
+    # allowPrivilegeEscalation: false is refused beside privileged: true by the API server.
+    assert container["securityContext"] == {"privileged": True, "readOnlyRootFilesystem": True}
+    assert not {"hostNetwork", "hostPID", "hostIPC", "hostUsers"} & set(spec)
+    for volume in spec["volumes"]:
+        assert set(volume) - {"name"} <= {"persistentVolumeClaim", "emptyDir", "secret"}
+    args = container["args"]
+    assert args[args.index("--isolation") + 1] == "sandbox"
+
+
+def test_unsandboxed_nodes_say_so_to_the_node() -> None:
+    pod = pod_manifest(KubernetesSettings(image="img", isolation="process"), "1.0.0", 0, "n")
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--isolation") + 1] == "process"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["TIERFAAS_K8S_ISOLATION"] == "process"  # the next master launches the same
 
 
 def test_manifests_fit_the_pods_the_provider_makes() -> None:
@@ -231,8 +268,12 @@ def test_manifests_fit_the_pods_the_provider_makes() -> None:
     with pytest.raises(ConfigError):  # a placeholder, never a real key
         parse_key(secret["stringData"][SETTINGS.key_secret_key])
 
+    # The sandbox's node pods are privileged (the default isolation): the namespace admits
+    # them, and audits every pod against the restricted profile.
     ns = objs["Namespace", "tierfaas"]["metadata"]["labels"]
-    assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert SETTINGS.isolation == "sandbox"
+    assert ns["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert ns["pod-security.kubernetes.io/audit"] == "restricted"
 
     # Tools are not nodes: the provider never lists, counts or deletes them.
     for kind, obj in objs.items():
@@ -320,6 +361,9 @@ def test_pods_carry_the_settings_to_the_next_master() -> None:
         ({"TIERFAAS_K8S_IMAGE": "x", "TIERFAAS_K8S_NODE_ARGS": "'open"}, "NODE_ARGS"),
         ({"TIERFAAS_K8S_IMAGE": "x", "TIERFAAS_K8S_IMAGE_PULL_POLICY": "Sometimes"},
          "IMAGE_PULL_POLICY"),
+        ({"TIERFAAS_K8S_IMAGE": "x", "TIERFAAS_K8S_ISOLATION": "container"}, "ISOLATION"),
+        ({"TIERFAAS_K8S_IMAGE": "x", "TIERFAAS_K8S_NODE_ARGS": "--isolation process"},
+         "NODE_ARGS"),
     ],
 )  # fmt: skip
 def test_bad_settings_name_their_variable(env: dict[str, str], field: str, tmp_path: Path) -> None:

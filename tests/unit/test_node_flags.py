@@ -99,6 +99,13 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "memory_budget_mb": (["--memory-budget-mb", "512"], 512),
         "reap_interval_s": (["--reap-interval-s", "2"], 2.0),
         "start_timeout_s": (["--start-timeout-s", "9"], 9.0),
+        "isolation": (["--isolation", "process"], "process"),
+        "sandbox_uid_base": (["--sandbox-uid-base", "300000"], 300000),
+        "sandbox_uid_count": (["--sandbox-uid-count", "1000"], 1000),
+        "sandbox_tmp_mb": (["--sandbox-tmp-mb", "16"], 16),
+        "cgroup_root": (["--cgroup-root", str(tmp / "cgroup")], tmp / "cgroup"),
+        "output_bytes_per_s": (["--output-bytes-per-s", "1000"], 1000),
+        "output_burst_bytes": (["--output-burst-bytes", "5000"], 5000),
         "drain_timeout_s": (["--drain-timeout-s", "0"], 0.0),
         "drain_quiet_s": (["--drain-quiet-s", "0.1"], 0.1),
         "registry": (["--registry", str(tmp / "registry")], tmp / "registry"),
@@ -139,6 +146,14 @@ def test_environment_variables_set_the_same_settings(
     assert got.gossip_preset == "lan"  # no variable for this one: the default
 
 
+def test_the_isolation_is_accepted_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the node's refusal to start tells a host that cannot sandbox to set."""
+    assert config().isolation == "sandbox"
+    monkeypatch.setenv("TIERFAAS_ISOLATION", "process")
+    assert config().isolation == "process"
+    assert config("--isolation", "sandbox").isolation == "sandbox"
+
+
 def test_join_seeds_are_resolved_before_the_config_checks_them() -> None:
     def lookup(seeds: Iterable[str]) -> tuple[str, ...]:
         assert list(seeds) == ["gossip.example:7000"]
@@ -156,6 +171,8 @@ def test_join_seeds_are_resolved_before_the_config_checks_them() -> None:
         (["--http", "nowhere"], "http"),
         (["--hop-limit", "2"], "hop_limit"),
         (["--cold-starts", "anywhere"], "cold_starts"),
+        (["--isolation", "container"], "isolation"),
+        (["--sandbox-uid-count", "1"], "sandbox_uid_count"),
         (["--join", "127.0.0.9:7000"], "join"),  # without --gossip
         (["--provider", "local", "--registry", "/r"], "provider_state"),
     ],
@@ -179,4 +196,5 @@ def test_the_settings_read_from_the_environment() -> None:
         "TIERFAAS_REGISTRY",
         "TIERFAAS_PROVIDER",
         "TIERFAAS_ADMIN_TOKEN_FILE",
+        "TIERFAAS_ISOLATION",
     }

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tierfaas.status import render_cluster, table_columns
+from tierfaas.status import render_cluster, render_functions, table_columns
 
 NOW = 1_800_000_000.0
 
@@ -109,3 +109,54 @@ def test_every_value_from_the_nodes_is_escaped() -> None:
     got = rows(table)
     assert got["r"]["lag"] == "resync"
     assert got[r"\[bold red]pwn\[/]"]["table"] == "4"
+
+
+def listing(*functions: dict[str, Any]) -> dict[str, Any]:
+    return {"release": {"name": "rel", "version": "2.0"}, "node": "n1", "functions": [*functions]}
+
+
+def function(name: str, isolation: str, **extra: Any) -> dict[str, Any]:
+    settings = {"memory_mb": 128, "cpu": None, "pids": 64, "network": "host", "instances": 0}
+    return {"name": name, "isolation": isolation, **settings, **extra}
+
+
+def function_rows(table: Table) -> dict[str, dict[str, str]]:
+    cells = {str(c.header): [str(v) for v in c._cells] for c in table.columns}
+    return {n: {h: cells[h][i] for h in cells} for i, n in enumerate(cells["function"])}
+
+
+def test_the_functions_of_the_node_asked_show_their_isolation_and_limits() -> None:
+    shown = listing(
+        function("a", "sandbox", cpu=0.25, pids=8, network="none", instances=2),
+        function("b", "process"),
+    )
+    table = render_functions(shown)
+    got = function_rows(table)
+    assert got["a"] == {
+        "function": "a", "isolation": "[green]sandbox[/]", "memory_mb": "128", "cpu": "0.25",
+        "pids": "8", "network": "none", "instances": "2",
+    }  # fmt: skip
+    assert got["b"]["isolation"] == "[bold red]process[/] (unsandboxed)"
+    assert got["b"]["cpu"] == "-"  # no quota
+    out = text(table)
+    assert "functions on n1 - release rel 2.0" in out
+    assert "process (unsandboxed)" in out
+
+
+def test_a_function_list_from_an_older_node_or_garbage_still_renders() -> None:
+    older = {"name": "old", "memory_mb": 64, "instances": 1}  # no isolation, no limits
+    got = function_rows(render_functions(listing(older, "not a function")))  # type: ignore[arg-type]
+    assert list(got) == ["old"]
+    assert got["old"]["isolation"] == "?" and got["old"]["pids"] == "?"
+    assert function_rows(render_functions({"functions": "nope"})) == {}
+
+
+def test_every_value_of_the_function_list_is_escaped() -> None:
+    evil = "[bold red]pwn[/]"
+    shown = {
+        "release": {"name": evil, "version": evil},
+        "node": evil,
+        "functions": [function(evil, evil, network=evil, cpu=evil, pids=evil)],
+    }
+    out = text(render_functions(shown))
+    assert out.count(evil) >= 6  # shown literally, never interpreted as markup

@@ -134,6 +134,7 @@ class NodeApp:
             self.metrics,
             self.router.forwarded,
             self.runtime.release.version,
+            self.config.isolation,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -309,5 +310,9 @@ class NodeApp:
         return {
             "release": {"name": release.name, "version": release.version},
             "node": self.node_name,
-            "functions": self.runtime.functions(),
+            # Every function of a node runs under the node's isolation (--isolation).
+            "functions": [
+                {**function, "isolation": self.config.isolation}
+                for function in self.runtime.functions()
+            ],
         }

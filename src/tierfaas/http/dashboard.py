@@ -52,9 +52,15 @@ def static_file(path: str) -> tuple[bytes, bytes] | None:
 
 
 def node_stats(
-    name: str, runtime: Runtime, metrics: Metrics, forwarded: int, version: str
+    name: str,
+    runtime: Runtime,
+    metrics: Metrics,
+    forwarded: int,
+    version: str,
+    isolation: str,
 ) -> dict[str, Any]:
-    """This node's counters, for the dashboard of whichever node serves it."""
+    """This node's counters, for the dashboard of whichever node serves it, and how it
+    isolates its functions (``isolation``, its ``--isolation``)."""
     calls = metrics.calls
     requests = sum(int(c[0]) for c in calls.counts.values())
     cold = sum(int(c[0]) for (_, _, is_cold), c in calls.counts.items() if is_cold)
@@ -71,6 +77,7 @@ def node_stats(
     return {
         "node": name,
         "version": version,
+        "isolation": isolation,
         "time": time.time(),
         "requests": requests,
         "cold_starts": cold,
@@ -79,6 +86,17 @@ def node_stats(
         "latency_bounds": list(calls.bounds),
         "latency_buckets": buckets,
         "functions": functions,
+    }
+
+
+def function_isolation(nodes: list[dict[str, Any]], functions: list[str]) -> dict[str, list[str]]:
+    """How each of ``functions`` runs on the ``nodes`` where it is warm: their ``--isolation``
+    (one entry unless the nodes differ; a node that did not say adds none)."""
+    return {
+        fn: sorted(
+            {str(n["isolation"]) for n in nodes if fn in n["functions"] and n.get("isolation")}
+        )
+        for fn in functions
     }
 
 
@@ -162,9 +180,12 @@ class Dashboard:
         nodes = []
         for member, sample in zip(members, samples, strict=True):
             name = str(member.get("name"))
-            row: dict[str, Any] = {**member, "reachable": sample is not None, "functions": {}}
+            row: dict[str, Any] = {
+                **member, "reachable": sample is not None, "functions": {}, "isolation": None,
+            }  # fmt: skip
             if sample is not None:
                 row["functions"] = sample.get("functions", {})
+                row["isolation"] = sample.get("isolation")
                 before = self._base(name, sample["time"])
                 if before is not None and sample["time"] > before["time"]:
                     span = sample["time"] - before["time"]
@@ -198,6 +219,7 @@ class Dashboard:
             "standalone": view.get("standalone", False),
             "nodes": nodes,
             "functions": functions,
+            "isolation": function_isolation(nodes, functions),
             "rates": totals,
             "p99_s": _p99(bounds, merged) if bounds else None,
             "departed": view.get("departed", []),

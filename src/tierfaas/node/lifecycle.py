@@ -1,8 +1,10 @@
 """One tierfaas node's lifecycle: starts the parts ``compose`` built, serves, and stops them.
 
-Start, in this order: bind the HTTP listeners (a busy port fails before anything starts),
-the runtime (its zygote), then for a clustered node the ClusterManager actor, membership (the
-join), the control plane, the router's peer connections and the rollout controller; serve.
+Start, in this order: check that the host can isolate functions as asked (``run_node``: a
+node asked to sandbox them on a host that cannot refuses to start, before anything is built),
+bind the HTTP listeners (a busy port fails before anything starts), the runtime (its zygote),
+then for a clustered node the ClusterManager actor, membership (the join), the control plane,
+the router's peer connections and the rollout controller; serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
 peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
@@ -30,6 +32,7 @@ from tierfaas.http.protocol import bounded_protocol
 from tierfaas.manifest import Release
 from tierfaas.node.compose import ClusterParts, NodeParts, compose
 from tierfaas.node.sockets import bind_http, close_http
+from tierfaas.sandbox.probe import check_isolation
 
 EXIT_NAME_CONFLICT = 3
 
@@ -91,12 +94,13 @@ class Node:
             await self._start_cluster(parts.cluster)
             watches.append(loop.create_task(self._exit_on_name_conflict(parts.cluster)))
         log.info(
-            "node %s serving release %s %s on http://%s (%d functions)",
+            "node %s serving release %s %s on http://%s (%d functions, isolation %s)",
             self.name,
             parts.release.name,
             parts.release.version,
             self.config.http,
             len(parts.release.functions),
+            self.config.isolation,
         )
         try:
             await self.server.serve(sockets=sockets)
@@ -169,9 +173,12 @@ class Node:
 
 
 def run_node(config: NodeConfig) -> int:
-    """Runs a node on uvloop until it is told to stop; returns the process exit code."""
+    """Runs a node on uvloop until it is told to stop; returns the process exit code.
+    Raises ``SandboxUnavailable``, before anything is built or started, when the config asks
+    for the sandbox on a host that cannot give it (``tierfaas.sandbox.probe``)."""
     import uvloop
 
+    check_isolation(config.isolation, config.cgroup_root)
     node = Node(config)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(node.run())

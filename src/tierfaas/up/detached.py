@@ -20,13 +20,14 @@ from pathlib import Path
 
 from tierfaas.deploy.local import LocalProvider
 from tierfaas.procs import alive, killpg, spawn_in_session
-from tierfaas.up.options import UpOptions, check_port_free
+from tierfaas.up.options import UpOptions, check_host_isolation, check_port_free
 from tierfaas.up.state import STATE_FILE, UpError, read_state, refuse_if_running, welcome
 
 
 def detach(options: UpOptions, say: Callable[[str], None]) -> int:
     """Starts the supervisor in a new session and returns once the cluster is ready."""
     options.validate()
+    check_host_isolation(options.isolation)
     state_dir = options.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     refuse_if_running(state_dir)
@@ -49,6 +50,7 @@ def detach(options: UpOptions, say: Callable[[str], None]) -> int:
         "--log-level", options.log_level,
         "--registry-poll-s", f"{options.registry_poll_s:g}",
         "--canaries", str(options.canaries),
+        "--isolation", options.isolation,
         *(["--registry", str(options.registry.resolve())] if options.registry else []),
         "--detached-child",
     ]  # fmt: skip

@@ -3,18 +3,21 @@
 Every node gets its own loopback address (127.0.0.101, .102, ... by default) and the same
 gossip/RPC/query-lane port numbers on it, picked below Linux's ephemeral range so that no
 client socket takes them first. Each check fails as one line with exit code 2, before any
-process starts.
+process starts; so does a host that cannot sandbox the nodes' functions (``--isolation``).
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tierfaas.config import NodeConfig
+from tierfaas.errors import SandboxUnavailable
 from tierfaas.procs import port_is_free
+from tierfaas.sandbox.probe import check_isolation
 from tierfaas.up.frontdoor import bind_listener
 from tierfaas.up.nginx import NGINX
 from tierfaas.up.state import UpError, default_state_dir
@@ -39,6 +42,7 @@ class UpOptions:
     registry: Path | None = None  # None: a registry of its own in the state folder
     registry_poll_s: float = NodeConfig.default_of("registry_poll_s")
     canaries: int = NodeConfig.default_of("canaries")
+    isolation: str = NodeConfig.default_of("isolation")
 
     def validate(self) -> None:
         if not 1 <= self.nodes <= 64:
@@ -47,7 +51,20 @@ class UpOptions:
             raise UpError(f"--lb must be builtin or nginx, not {self.lb!r}", 2)
         if not 0 < self.port < 65536:
             raise UpError(f"--port {self.port} is not a TCP port", 2)
+        if self.isolation not in ("sandbox", "process"):
+            raise UpError(f"--isolation must be sandbox or process, not {self.isolation!r}", 2)
         node_hosts(self.first_host, self.nodes)
+
+
+def check_host_isolation(
+    isolation: str, check: Callable[[str, Path], None] = check_isolation
+) -> None:
+    """``UpError`` (exit 2) when the nodes are to sandbox functions on a host that cannot: the
+    same refusal each node would make, said once before any process starts."""
+    try:
+        check(isolation, NodeConfig.default_of("cgroup_root"))
+    except SandboxUnavailable as exc:
+        raise UpError(exc.message, 2) from None
 
 
 def node_hosts(first: str, count: int) -> list[str]:

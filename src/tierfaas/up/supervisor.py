@@ -1,7 +1,8 @@
 """The supervisor of ``tierfaas up``: one process that starts, follows and stops a cluster.
 
 1. ``prepare()``: everything that can fail with a clear message before any process starts:
-   the options, the registry and its release, the front-door port, another supervisor on the
+   the options, a host that cannot sandbox functions (``--isolation``), the registry and its
+   release, the front-door port, another supervisor on the
    same state folder; then the state folder (mode 700) and a fresh cluster key in it
    (``cluster.key``, mode 600), handed to the nodes in ``TIERFAAS_CLUSTER_KEY`` (never on a
    command line);
@@ -42,6 +43,7 @@ from tierfaas.up.frontdoor import FrontDoor, http_get
 from tierfaas.up.nginx import NginxProcess
 from tierfaas.up.options import (
     UpOptions,
+    check_host_isolation,
     check_port_free,
     listen_on,
     node_hosts,
@@ -107,6 +109,7 @@ class Supervisor:
 
         options = self.options
         options.validate()
+        check_host_isolation(options.isolation)
         release = self._prepare_registry()
         self.version = release.version
         self.release_label = f"release {release.name} {release.version}"
@@ -168,6 +171,7 @@ class Supervisor:
             extra_args=[
                 "--registry-poll-s", f"{options.registry_poll_s:g}",
                 "--canaries", str(options.canaries),
+                "--isolation", options.isolation,
             ],
         )  # fmt: skip
         self.provider = LocalProvider.create(self.state_dir / "provider", settings)

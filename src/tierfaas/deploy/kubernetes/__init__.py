@@ -7,7 +7,8 @@ How it works (SPEC 6):
   nothing in memory but its API client and a new master sees what its predecessor saw.
 - ``manifests`` builds the pod, purely, from ``KubernetesSettings`` (``settings``), which
   every pod also carries in its environment (``TIERFAAS_K8S_*``): whichever node becomes
-  master launches identical pods.
+  master launches identical pods. Its security context follows the nodes' isolation: a
+  privileged pod for the sandbox, the restricted profile for ``--isolation process``.
 - Every API failure is a ``KubernetesError`` saying what to fix (``errors``).
 - Gossip seeds are the DNS name of a headless Service that lists every node pod, ready or not;
   ``resolve_seeds`` (``seeds``) turns it into pod IPs before the node starts.
@@ -33,6 +34,7 @@ from tierfaas.deploy.kubernetes.manifests import (
     pod_manifest,
     pod_name,
     random_token,
+    security_contexts,
     version_label,
 )
 from tierfaas.deploy.kubernetes.provider import (
@@ -87,6 +89,7 @@ __all__ = [
     "provided_node",
     "random_token",
     "resolve_seeds",
+    "security_contexts",
     "version_label",
     "wait_for_release",
 ]

@@ -79,6 +79,7 @@ def node_args(settings: KubernetesSettings, version: str, generation: int) -> li
         "--join", settings.seed,
         "--drain-timeout-s", str(settings.drain_timeout_s),
         "--memory-budget-mb", str(settings.memory_budget_mb),
+        "--isolation", settings.isolation,
         *settings.node_args,
     ]  # fmt: skip
 
@@ -94,6 +95,7 @@ def pod_manifest(
         LABEL_GENERATION: str(generation),
     }
     memory = f"{settings.memory_mib}Mi"
+    pod_security, container_security = security_contexts(settings.isolation)
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -141,11 +143,7 @@ def pod_manifest(
             "requests": {"cpu": settings.cpu_request, "memory": memory},
             "limits": {"cpu": settings.cpu_limit, "memory": memory},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security,
         "volumeMounts": [
             # Read-write: the master writes the rollout status into the registry.
             {"name": "registry", "mountPath": REGISTRY_MOUNT},
@@ -169,14 +167,7 @@ def pod_manifest(
             "enableServiceLinks": False,  # no *_SERVICE_HOST variables in the functions' env
             "restartPolicy": "Always",  # a crashed node restarts in place, under its name
             "terminationGracePeriodSeconds": settings.grace_period_s,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "fsGroup": RUN_AS,
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": pod_security,
             "containers": [container],
             "volumes": [
                 {
@@ -187,6 +178,43 @@ def pod_manifest(
             ],
         },
     }
+
+
+def security_contexts(isolation: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the pod's, the node container's) security context for nodes of ``isolation``.
+
+    ``process``: the restricted Pod Security profile; the node runs as the image's user with
+    no capability, and so do its functions, unsandboxed.
+
+    ``sandbox``: a privileged container whose node runs as root (its group still the image's,
+    for the registry volume). The sandbox makes user, mount and pid namespaces, mounts a tmpfs
+    and a /proc in them, and writes cgroups: a runtime gives a container a read-write cgroup
+    file system and a /proc without masked paths only when it is privileged, and the kernel
+    refuses a new /proc while masked paths cover the old one. Privileged containers run with
+    no seccomp or AppArmor profile, which the pod says instead of asking for one it would not
+    get. The functions inside get none of this: each runs as an unprivileged uid of its own,
+    with no capability and ``no_new_privs``, in its own namespaces and cgroup."""
+    common = {"runAsGroup": RUN_AS, "fsGroup": RUN_AS, "fsGroupChangePolicy": "OnRootMismatch"}
+    if isolation == "process":
+        pod = {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            **common,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        container = {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        return pod, container
+    pod = {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        **common,
+        "seccompProfile": {"type": "Unconfined"},
+    }
+    return pod, {"privileged": True, "readOnlyRootFilesystem": True}
 
 
 def _probe(path: str, *, period_s: int, failures: int, timeout_s: int = 2) -> dict[str, Any]:

@@ -25,7 +25,9 @@ RUN_AS = 10001  # the image's user and group
 NODE_OVERHEAD_MIB = 512
 """Memory a node needs besides its instances (the node, its zygote, gossip); the rest of the
 pod's memory is the instances' budget (``--memory-budget-mb``), so they never get the pod
-OOM-killed: an instance's ``memory_mb`` caps its address space, which bounds its RSS."""
+OOM-killed: an instance's ``memory_mb`` limits its cgroup under the sandbox (its address space,
+which bounds its RSS, with ``--isolation process``)."""
+ISOLATIONS = ("sandbox", "process")
 
 DEFAULT_NAMESPACE = "tierfaas"
 ENV_PREFIX = "TIERFAAS_K8S_"
@@ -41,7 +43,7 @@ _RESERVED_FLAGS = frozenset(
     {
         "--registry", "--release-version", "--release", "--generation", "--provider",
         "--provider-state", "--name", "--http", "--gossip", "--rpc", "--join", "--key-file",
-        "--drain-timeout-s", "--memory-budget-mb",
+        "--drain-timeout-s", "--memory-budget-mb", "--isolation",
     }
 )  # fmt: skip
 
@@ -77,6 +79,10 @@ class KubernetesSettings:
     """The node's ``--drain-timeout-s``: how long calls in flight may finish after SIGTERM."""
     node_args: tuple[str, ...] = ()
     """More ``tierfaas node`` flags for every pod (``--canaries 3``), shell-quoted in env."""
+    isolation: str = "sandbox"
+    """The nodes' ``--isolation``, and the pods' security context with it: ``sandbox`` needs
+    privileged pods (docs/kubernetes.md); ``process`` runs in the restricted profile, with
+    the functions unsandboxed."""
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -98,6 +104,7 @@ class KubernetesSettings:
              f"must be at least {NODE_OVERHEAD_MIB + 64}"),
             ("prestop_sleep_s", 0 <= self.prestop_sleep_s <= 300, "must be 0..300"),
             ("drain_timeout_s", 1 <= self.drain_timeout_s <= 3600, "must be 1..3600"),
+            ("isolation", self.isolation in ISOLATIONS, "not sandbox|process"),
         ]  # fmt: skip
         for field, ok, reason in checks:
             if not ok:

@@ -38,7 +38,19 @@ function uptime(epochMs) {
 function nodeLine(node) {
   const parts = [node.http || "", node.version ? `v${node.version}` : "", uptime(node.epoch)];
   if (node.state && node.state !== "alive") parts.push(node.state);
+  if (node.isolation === "process") parts.push("unsandboxed");
   return parts.filter(Boolean).join(" · ");
+}
+
+// How a function runs where it is warm: "sandbox", "process", or both when nodes differ.
+function isolationCell(kinds) {
+  const list = Array.isArray(kinds) ? kinds.map(String) : [];
+  const unsandboxed = list.includes("process");
+  const title = unsandboxed
+    ? "runs as plain processes of the node's user on some node (--isolation process)"
+    : "each instance in its own cgroup, user and namespaces";
+  return el("td", { class: `iso ${unsandboxed ? "process" : "sandbox"}`, title },
+    list.length ? list.join(" + ") : "?");
 }
 
 function renderTopology(data) {
@@ -71,7 +83,7 @@ function renderTopology(data) {
 
 function renderWarm(data) {
   const table = $("warm");
-  const head = el("tr", {}, el("th", { class: "fn" }, "function"));
+  const head = el("tr", {}, el("th", { class: "fn" }, "function"), el("th", {}, "isolation"));
   for (const node of data.nodes) {
     head.append(el("th", { title: node.http || "" }, `${node.name}`,
       el("div", { class: `role ${node.role}` }, node.role || "")));
@@ -79,7 +91,8 @@ function renderWarm(data) {
   table.tHead.replaceChildren(head);
   const body = el("tbody");
   for (const fn of data.functions) {
-    const row = el("tr", {}, el("td", { class: "fn" }, fn));
+    const row = el("tr", {}, el("td", { class: "fn" }, fn),
+      isolationCell((data.isolation || {})[fn]));
     for (const node of data.nodes) {
       const cell = node.functions[fn];
       if (!cell) { row.append(el("td", {}, "")); continue; }
