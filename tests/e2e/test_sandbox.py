@@ -349,6 +349,8 @@ def test_a_function_cannot_signal_the_node_the_zygote_or_other_instances(
         if result == "ok" and pid != got["self"]
     ]
     assert not signalled, f"os.kill(pid, 0) succeeded on {len(signalled)}: {signalled[:10]}"
+    for pid in (node.pid, *zygote_pids(node)):  # and for the expected reasons
+        assert results[pid].startswith(("ProcessLookupError", "PermissionError")), results[pid]
 
 
 def test_a_function_cannot_write_into_its_release(sandboxed: Sandboxed) -> None:
