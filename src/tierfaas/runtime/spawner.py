@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from tierfaas.clock import Scheduler
+from tierfaas.errors import SandboxUnavailable
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.instance import Instance
@@ -42,10 +43,6 @@ _trees = itertools.count(1)
 # How long a dead instance's cgroup may stay busy (its processes not yet reaped) before the
 # node gives up removing it until shutdown, and the pauses between tries.
 _REMOVE_DELAYS_S = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-
-
-class SandboxUnavailable(RuntimeError):
-    pass
 
 
 def release_sandbox(release: Release, config: NodeConfig) -> ReleaseSandbox:
