@@ -546,15 +546,19 @@ def test_a_misbehaving_function_gets_a_typed_error(
 
 def test_a_memory_hog_in_a_forked_child_is_held_by_the_same_limit(node: NodeProcess) -> None:
     status, _, body = call(node, "memhog", b"child")
-    assert status == 200 and json.loads(body) == {"child_exit": 9}
+    # Sandboxed, the instance's cgroup OOM-kills the child (-9); as a plain process, its
+    # inherited address-space limit makes it exit with MemoryError (9).
+    assert status == 200 and json.loads(body)["child_exit"] in (-9, 9)
 
 
 def test_what_a_handler_forks_dies_with_its_instance(node: NodeProcess) -> None:
     session = zygote_session(node)
+    before = set(processes_in_session(session))
     status, _, body = call(node, "forker", b"20")
-    pids = json.loads(body)
-    assert status == 200 and len(pids) == 20
-    assert set(pids) <= set(processes_in_session(session))  # they outlive the call
+    assert status == 200 and len(json.loads(body)) == 20
+    # They outlive the call (their pids are the instance's own, in its pid namespace: counted
+    # here as the processes new in the zygote's session).
+    assert len(set(processes_in_session(session)) - before) >= 20
     # A fork bomb within its limits (200 processes): its timeout kills the whole tree. Counted
     # as what is new since just before it (processes of earlier tests may still be dying).
     before = set(processes_in_session(session))

@@ -298,6 +298,8 @@ class Instance(asyncio.Protocol):
                     f"{self.spec.memory_mb} MiB and was stopped"
                 )
             )
+            # It is exiting: no later call may be given to it in the meantime.
+            self.kill("out_of_memory")
         elif outcome == p.TOO_LARGE:
             future.set_exception(errors.ResponseTooLarge(str(message)[:MAX_ERROR_MESSAGE_CHARS]))
         else:
