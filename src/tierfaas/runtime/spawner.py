@@ -17,8 +17,8 @@ import re
 from typing import Any
 
 from tierfaas.clock import Scheduler
-from tierfaas.errors import SandboxUnavailable
 from tierfaas.config import NodeConfig
+from tierfaas.errors import SandboxUnavailable
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.instance import Instance
 from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, log_sink
