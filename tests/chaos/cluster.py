@@ -152,7 +152,10 @@ class ChaosCluster:
             CHAOSREL,
             host=host,
             port=port,
-            extra_args=self.lc.node_args(host),
+            # Plain processes: the exactly-once ledger is a host file every function appends
+            # to, which the sandbox rightly hides (tests/e2e/test_sandbox.py covers the
+            # sandbox; `ip netns exec` also remounts /sys, without the cgroup hierarchies).
+            extra_args=[*self.lc.node_args(host), "--isolation", "process"],
             log_path=log,
             env={"CHAOS_LEDGER": str(self.ledger_dir / f"{host}.ids")},
         )
