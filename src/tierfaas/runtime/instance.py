@@ -49,19 +49,27 @@ class Result:
     content_type: str
 
 
+def _innermost_pid(status: str) -> int | None:
+    """A process's pid in its innermost pid namespace: the last field of the NSpid line of its
+    /proc/<pid>/status text (None: no such line, or not a number)."""
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            fields = line.split()
+            return int(fields[-1]) if len(fields) > 1 and fields[-1].isdigit() else None
+    return None
+
+
 def _instance_pid(pids: list[int]) -> int:
     """Which of a sandboxed instance's processes is the instance: pid 2 of its own namespace
-    (pid 1 is its reaper), as the last field of NSpid in /proc/<pid>/status says."""
+    (pid 1 is its reaper). 0: none of ``pids`` is (any more)."""
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("NSpid:"):
-                        if line.split()[-1] == "2":
-                            return pid
-                        break
+                text = status.read()
         except OSError:
             continue
+        if _innermost_pid(text) == 2:
+            return pid
     return 0
 
 

@@ -70,11 +70,16 @@ class ZygoteSpawner:
         self.config = config
         self.scheduler = scheduler
         self.sandboxed = config.isolation == "sandbox"
-        self.identities = identity.assign(
-            list(release.functions),
-            node_uid=os.geteuid(),
-            base=config.sandbox_uid_base,
-            count=config.sandbox_uid_count,
+        # Under process isolation the uid range is not used, so it is not checked either.
+        self.identities = (
+            identity.assign(
+                list(release.functions),
+                node_uid=os.geteuid(),
+                base=config.sandbox_uid_base,
+                count=config.sandbox_uid_count,
+            )
+            if self.sandboxed
+            else None
         )
         plan = release_sandbox(release, config) if self.sandboxed else None
         self.tmp_binds = (
@@ -197,7 +202,7 @@ class ZygoteSpawner:
             return {"module": point.module, "attr": point.attr, "path": str(point.path)}
 
         sandbox = None
-        if self.sandboxed:
+        if self.identities is not None:
             sandbox = {
                 "uid": self.identities.of(spec.name),
                 "network": spec.network,

@@ -86,7 +86,8 @@ def _inside(path: str, parent: str) -> bool:
 def plan_root(sources: Iterable[Source], hidden: Iterable[Source]) -> list[MountOp]:
     """The operations that build the root: symlinks and binds (a path inside another bound
     path is not bound twice), parents before children, then a mask over every hidden path
-    that a bind would show."""
+    that a bind would show (once: a path inside a masked directory is hidden already, and
+    its mount point could not be made in the empty, read-only mask)."""
     ordered = sorted(
         {s.path: s for s in sources}.values(), key=lambda s: (s.path.count("/"), s.path)
     )
@@ -100,9 +101,14 @@ def plan_root(sources: Iterable[Source], hidden: Iterable[Source]) -> list[Mount
         else:
             ops.append(Bind(source.path, source.kind == "dir"))
             bound.append(source.path)
+    masked: list[str] = []
     for secret in sorted({h.path: h for h in hidden}.values(), key=lambda s: s.path):
-        if secret.kind != "symlink" and any(_inside(secret.path, b) for b in bound):
+        if secret.kind == "symlink" or any(_inside(secret.path, m) for m in masked):
+            continue
+        if any(_inside(secret.path, b) for b in bound):
             ops.append(Mask(secret.path, secret.kind == "dir"))
+            if secret.kind == "dir":
+                masked.append(secret.path)
     return ops
 
 
@@ -144,5 +150,11 @@ def gather_sources(release_root: Path, extra: Iterable[str] = ()) -> list[Source
 
 
 def gather_hidden(paths: Iterable[Path | None]) -> list[Source]:
-    found = (describe(path) for path in paths if path is not None)
+    """The host paths to mask, as they exist now: each as given and, when a symlink lies on
+    its way, as it resolves (a link inside a bound directory would lead to the secret)."""
+    wanted: dict[str, None] = {}
+    for path in paths:
+        if path is not None:
+            wanted.update(dict.fromkeys([os.path.abspath(path), os.path.realpath(path)]))
+    found = (describe(path) for path in wanted)
     return [source for source in found if source is not None]
