@@ -17,11 +17,11 @@ import msgpack
 import pytest
 
 from tierfaas.config import NodeConfig
+from tierfaas.errors import ConfigError
 from tierfaas.manifest import load_release
 from tierfaas.runtime.spawner import ZygoteSpawner
 from tierfaas.sandbox.enter import InstanceSandbox, ReleaseSandbox
 from tierfaas.sandbox.filesystem import Bind, Mask, Symlink
-from tierfaas.sandbox.identity import IdentityError
 from tierfaas.testing.clock import FakeClock
 
 ROOT = os.geteuid() == 0
@@ -134,7 +134,7 @@ def test_process_isolation_sends_no_sandbox(demo: Path) -> None:
 
 @pytest.mark.skipif(not ROOT, reason="a node that is not root maps one uid: no range to check")
 def test_a_uid_range_too_small_for_the_release_refuses_the_sandbox(demo: Path) -> None:
-    with pytest.raises(IdentityError, match="--sandbox-uid-count"):
+    with pytest.raises(ConfigError, match="--sandbox-uid-count"):
         spawner_of(demo, isolation="sandbox", sandbox_uid_count=5)  # 5 functions + the zygote
     spawner_of(demo, isolation="sandbox", sandbox_uid_count=6)
 

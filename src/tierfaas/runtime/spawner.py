@@ -18,7 +18,7 @@ from typing import Any
 
 from tierfaas.clock import Scheduler
 from tierfaas.config import NodeConfig
-from tierfaas.errors import SandboxUnavailable
+from tierfaas.errors import ConfigError, SandboxUnavailable
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.instance import Instance
 from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, log_sink
@@ -45,14 +45,23 @@ _trees = itertools.count(1)
 _REMOVE_DELAYS_S = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-def release_sandbox(release: Release, config: NodeConfig) -> ReleaseSandbox:
+def release_identities(release: Release, config: NodeConfig) -> identity.Identities:
+    """Raises ConfigError when the configured uid range cannot hold the release."""
+    try:
+        return identity.assign(
+            list(release.functions),
+            node_uid=os.geteuid(),
+            base=config.sandbox_uid_base,
+            count=config.sandbox_uid_count,
+        )
+    except identity.IdentityError as exc:
+        raise ConfigError("sandbox_uid_count", str(exc)) from None
+
+
+def release_sandbox(
+    release: Release, config: NodeConfig, ids: identity.Identities
+) -> ReleaseSandbox:
     """The plan of the release's sandbox: its identities and its root directory."""
-    ids = identity.assign(
-        list(release.functions),
-        node_uid=os.geteuid(),
-        base=config.sandbox_uid_base,
-        count=config.sandbox_uid_count,
-    )
     hidden = gather_hidden(
         [config.key_file, config.admin_token_file, config.registry, config.provider_state]
     )
@@ -71,17 +80,10 @@ class ZygoteSpawner:
         self.scheduler = scheduler
         self.sandboxed = config.isolation == "sandbox"
         # Under process isolation the uid range is not used, so it is not checked either.
-        self.identities = (
-            identity.assign(
-                list(release.functions),
-                node_uid=os.geteuid(),
-                base=config.sandbox_uid_base,
-                count=config.sandbox_uid_count,
-            )
-            if self.sandboxed
-            else None
+        self.identities = release_identities(release, config) if self.sandboxed else None
+        plan = (
+            None if self.identities is None else release_sandbox(release, config, self.identities)
         )
-        plan = release_sandbox(release, config) if self.sandboxed else None
         self.tmp_binds = (
             []
             if plan is None
