@@ -309,6 +309,8 @@ class NetnsNode(NodeProcess):
             sys.executable, "-m", "tierfaas.cli", "node",
             "--release", str(self.release),
             "--http", f"{self.host}:{self.port}",
+            # Plain processes, as in cluster.py: the ledger is a host file the sandbox hides.
+            "--isolation", "process",
             *self.extra_args,
         ]  # fmt: skip
         output: int = subprocess.DEVNULL
