@@ -127,6 +127,7 @@ def enter_release(plan: ReleaseSandbox, launcher_fds: list[int]) -> None:
     if zygote == 0:
         set_parent_death_signal(signal.SIGKILL)
         _build_root(plan)
+        k.drop_bounding_set()  # once here, for every instance it forks
         set_parent_death_signal(signal.SIGKILL)  # a change of uid clears it
         return
     for fd in launcher_fds:

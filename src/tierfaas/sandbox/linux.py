@@ -142,19 +142,29 @@ def last_capability() -> int:
         return 40  # CAP_CHECKPOINT_RESTORE, the last one in Linux 6.x
 
 
-def drop_privileges(uid: int, gid: int) -> None:
-    """Becomes ``uid``/``gid`` with no capability, and no way back: the bounding and ambient
-    sets are emptied (so no exec can grant one), securebits are locked and no_new_privs is
-    set (setuid binaries and file capabilities confer nothing). Needs CAP_SETUID, CAP_SETGID
-    and CAP_SETPCAP in the current user namespace, which the caller has until this returns."""
+def drop_bounding_set() -> None:
+    """Empties the capability bounding set, so that no exec can ever grant a capability again.
+    Needs CAP_SETPCAP; the capabilities held now stay (the bounding set limits only what an
+    exec grants), so the release's zygote does this once and its instances inherit it."""
     for capability in range(last_capability() + 1):
         try:
             prctl(PR_CAPBSET_DROP, capability)
         except OSError as exc:
             if exc.errno != 22:  # EINVAL: a capability this kernel does not know
                 raise
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """Becomes ``uid``/``gid`` with no capability, and no way back: the ambient set is emptied
+    (the bounding set already is: ``drop_bounding_set``), securebits are locked and
+    no_new_privs is set (setuid binaries and file capabilities confer nothing). Needs
+    CAP_SETUID, CAP_SETGID and CAP_SETPCAP in the current user namespace, which the caller has
+    until this returns."""
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    os.setgroups([])
+    try:
+        os.setgroups([])
+    except PermissionError:
+        pass  # a namespace an unprivileged node made denies setgroups; it maps no group
     os.setresgid(gid, gid, gid)
     # Securebits first: setting them needs CAP_SETPCAP, which the change of uid takes away.
     prctl(PR_SET_SECUREBITS, SECUREBITS_NOROOT_LOCKED)
