@@ -68,7 +68,7 @@ from tierfaas.config import NodeConfig
 from tierfaas.manifest import Release, load_release
 from tierfaas.procs import free_port
 from tierfaas.runtime import InstanceStopped, Runtime, RuntimeEvent
-from tierfaas.runtime.spawner import ZygoteSpawner, release_sandbox
+from tierfaas.runtime.spawner import ZygoteSpawner, release_identities, release_sandbox
 from tierfaas.runtime.zygote_client import zygote_environment
 from tierfaas.sandbox.filesystem import Bind, Symlink
 
@@ -181,7 +181,7 @@ def bwrap_argv(bwrap: str, release: Release, config: NodeConfig, code: str) -> l
     ]
     for name, value in zygote_environment(dict(os.environ), sandboxed=True).items():
         argv += ["--setenv", name, value]
-    for op in release_sandbox(release, config).ops:
+    for op in release_sandbox(release, config, release_identities(release, config)).ops:
         if isinstance(op, Symlink):
             argv += ["--symlink", op.target, op.path]
         elif isinstance(op, Bind):

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -374,11 +375,13 @@ class InstanceOutput:
         self._reading: set[int] = set()
         self._timers: dict[int, Timer] = {}
         self._closed = False
+        self._poll = select.poll()  # set_request's look at both pipes (any fd number)
         try:
             for fd in self._streams:
                 os.set_blocking(fd, False)
                 self._loop.add_reader(fd, self._on_readable, fd)
                 self._reading.add(fd)
+                self._poll.register(fd, select.POLLIN)
         except BaseException:
             self._closed = True
             for fd in self._streams:
@@ -407,8 +410,10 @@ class InstanceOutput:
         the previous tag, so it is read first (bounded, as by a readiness callback)."""
         if request_id == self._request:
             return
-        for fd in list(self._reading):
-            self._read(fd)
+        if self._reading:  # one poll for both pipes, then a read only where there is data
+            for fd, _ in self._poll.poll(0):
+                if fd in self._reading:
+                    self._read(fd)
         self._request = request_id
         for stream in self._streams.values():
             stream.request = request_id
@@ -486,6 +491,7 @@ class InstanceOutput:
             timer.cancel()
         if fd in self._reading:
             self._reading.discard(fd)
+            self._poll.unregister(fd)
             if not self._loop.is_closed():
                 self._loop.remove_reader(fd)
         if fd in self._open:
