@@ -39,6 +39,10 @@ ZYGOTE_READY: Final = 14
 ZYGOTE_SETUP: Final = 15
 # zygote -> node: [ZYGOTE_FAILED, message]: the sandbox or a preload failed; the zygote exits
 ZYGOTE_FAILED: Final = 16
+# node -> zygote: [PREPARE, seq, box_dict] with the cgroup's join files: fork a prepared
+# instance (sandboxed only) that joins its cgroup now and waits for a SPAWN whose spec says
+# "prepared": true. Answered with SPAWNED (its pid) or SPAWN_FAILED.
+PREPARE: Final = 17
 
 # outcomes of a RESULT
 OK: Final = 0  # payload is the body, then its content type

@@ -9,6 +9,7 @@ node through pipes and reach its log at a bounded rate (``runtime/output.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -22,7 +23,7 @@ from tierfaas.errors import ConfigError, SandboxUnavailable
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.instance import Instance
 from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, log_sink
-from tierfaas.runtime.zygote_client import ZygoteClient
+from tierfaas.runtime.zygote_client import ZygoteClient, ZygoteError
 from tierfaas.sandbox import identity
 from tierfaas.sandbox.cgroups import (
     CgroupError,
@@ -100,6 +101,14 @@ class ZygoteSpawner:
             config.start_timeout_s,
         )
         self.cgroups: CgroupTree | None = None
+        self.prepared: tuple[int, InstanceCgroup] | None = None  # (instance number, cgroup)
+        self.preparing: asyncio.Task[None] | None = None
+        # A prepared instance's limits until it is given a function: the release's largest.
+        self.prepared_limits = Limits(
+            memory_bytes=max(f.memory_mb for f in release.functions.values()) * MIB,
+            pids=max(f.pids for f in release.functions.values()),
+            cpu_cores=None,
+        )
         limits = OutputLimits(
             bytes_per_s=config.output_bytes_per_s, burst_bytes=config.output_burst_bytes
         )
@@ -117,8 +126,12 @@ class ZygoteSpawner:
             tag = f"{self.release.name}.{next(_trees)}-{os.getpid()}"
             self.cgroups = open_tree(tag, layout)
         await self.zygote.start()
+        self._prepare_soon()
 
     async def close(self) -> None:
+        if self.preparing is not None:
+            self.preparing.cancel()
+        self.prepared = None  # its cgroup goes with the tree, its process with the zygote
         await self.zygote.close()
         if self.cgroups is not None:
             try:
@@ -128,49 +141,115 @@ class ZygoteSpawner:
             self.cgroups = None
 
     async def spawn(self, spec: FunctionSpec) -> Instance:
+        prepared = self._take_prepared(spec)
+        if prepared is not None:
+            try:
+                return await self._start(spec, *prepared, prepared=True)
+            except ZygoteError as exc:  # it died waiting: a fresh fork instead
+                log.info("prepared instance not usable (%s); forking one", exc)
         self.next_instance_id += 1
         number = self.next_instance_id
+        cgroup = None
+        if self.cgroups is not None:
+            cgroup = self.cgroups.create(f"instance-{number}", self._limits(spec))
+        return await self._start(spec, number, cgroup, prepared=False)
+
+    async def _start(
+        self, spec: FunctionSpec, number: int, cgroup: InstanceCgroup | None, prepared: bool
+    ) -> Instance:
         instance = Instance(number, spec, self.zygote, self.scheduler)
         instance.max_body = self.config.max_response_bytes
+        instance.cgroup = cgroup
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        os.set_blocking(out_r, False)
-        os.set_blocking(err_r, False)
         passed = [out_w, err_w]
-        cgroup: InstanceCgroup | None = None
         try:
-            if self.cgroups is not None:
-                cgroup = self.cgroups.create(f"{spec.name}-{number}", self._limits(spec))
+            if cgroup is not None and not prepared:
                 passed += [os.open(path, os.O_WRONLY) for path in cgroup.join_files()]
+            instance.output = InstanceOutput(
+                spec.name,
+                number,
+                out_r,
+                err_r,
+                self.output_budgets[spec.name],
+                self.output_sink,
+                scheduler=self.scheduler,
+            )
         except BaseException:
             for fd in (out_r, err_r, *passed):
                 os.close(fd)
-            if cgroup is not None:
-                cgroup.remove()
+            self._cleanup(instance)
             raise
-        output = InstanceOutput(
-            spec.name,
-            number,
-            out_r,
-            err_r,
-            self.output_budgets[spec.name],
-            self.output_sink,
-            scheduler=self.scheduler,
-        )
-        instance.cgroup = cgroup
-        instance.output = output
         instance.closed.add_done_callback(lambda _: self._cleanup(instance))
+        frame = self.frame(spec, len(passed) - 2)
+        frame["prepared"] = prepared
         try:
-            await instance.start(
-                self.frame(spec, len(passed) - 2), self.config.start_timeout_s, passed
-            )
+            await instance.start(frame, self.config.start_timeout_s, passed)
         except BaseException:
             self._cleanup(instance)
             raise
         finally:
             for fd in passed:
                 os.close(fd)
+            self._prepare_soon()
         return instance
+
+    # -- prepared instances ------------------------------------------------------------------
+    # Moving a process into a cgroup can wait for an RCU grace period (milliseconds, unless
+    # the cgroup mount has favordynmods), so the sandbox keeps one instance forked ahead,
+    # settled in its cgroup, that becomes the next cold start's instance.
+
+    def _take_prepared(self, spec: FunctionSpec) -> tuple[int, InstanceCgroup] | None:
+        prepared, self.prepared = self.prepared, None
+        if prepared is None:
+            return None
+        number, cgroup = prepared
+        try:
+            cgroup.set_limits(self._limits(spec))
+        except CgroupError as exc:
+            log.warning("prepared instance dropped: %s", exc)
+            self._discard(cgroup)
+            return None
+        return number, cgroup
+
+    def _prepare_soon(self) -> None:
+        if self.cgroups is None or self.prepared is not None or self.preparing is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._prepare())
+        self.preparing = task
+        task.add_done_callback(lambda _: setattr(self, "preparing", None))
+
+    async def _prepare(self) -> None:
+        if self.cgroups is None:
+            return
+        self.next_instance_id += 1
+        number = self.next_instance_id
+        try:
+            cgroup = self.cgroups.create(f"instance-{number}", self.prepared_limits)
+        except CgroupError as exc:
+            log.warning("cannot prepare an instance: %s", exc)
+            return
+        fds: list[int] = []
+        try:
+            fds = [os.open(path, os.O_WRONLY) for path in cgroup.join_files()]
+            box = {"tmp_mb": self.config.sandbox_tmp_mb, "tmp_binds": self.tmp_binds}
+            await self.zygote.prepare(box, fds)
+        except (OSError, ZygoteError) as exc:
+            log.warning("cannot prepare an instance: %s", exc)
+            self._discard(cgroup)
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if self.cgroups is None:  # closed meanwhile
+            self._discard(cgroup)
+            return
+        self.prepared = (number, cgroup)
+
+    def _discard(self, cgroup: InstanceCgroup) -> None:
+        with contextlib.suppress(CgroupError):
+            cgroup.kill()
+        self._remove(cgroup, 0)
 
     def _limits(self, spec: FunctionSpec) -> Limits:
         return Limits(memory_bytes=spec.memory_mb * MIB, pids=spec.pids, cpu_cores=spec.cpu)

@@ -129,6 +129,24 @@ class ZygoteClient:
             raise
         return pid, ours
 
+    async def prepare(self, box: dict[str, Any], cgroup_fds: list[int]) -> int:
+        """Forks a prepared instance (see protocol.PREPARE) that joins the cgroup of
+        ``cgroup_fds`` now; returns its pid. A SPAWN with ``"prepared": true`` uses it."""
+        if self.sock is None:
+            await self.start()
+        assert self.sock is not None
+        self.seq += 1
+        seq = self.seq
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[seq] = future
+        try:
+            socket.send_fds(self.sock, [msgpack.packb([p.PREPARE, seq, box])], cgroup_fds)
+        except OSError as exc:
+            self.pending.pop(seq, None)
+            self._lost(f"the zygote socket failed: {exc}")
+            raise ZygoteError(f"cannot reach the zygote: {exc}") from None
+        return await future
+
     async def exit_status(self, pid: int, wait_s: float) -> str | None:
         """How process ``pid`` ended, waiting up to ``wait_s`` for the zygote's report."""
         if pid in self.exits:

@@ -249,6 +249,12 @@ class InstanceCgroup(Protocol):
 
     name: str
 
+    def set_limits(self, limits: Limits) -> None:
+        """Writes ``limits`` over the current ones (a prepared instance gets its function's
+        limits when it is assigned one; on v1 lowering the memory limit first keeps memsw
+        above it). Raises CgroupError."""
+        ...
+
     def join_files(self) -> list[Path]:
         """The ``cgroup.procs`` file(s) a process writes ``0`` into to move itself in: one
         per v1 hierarchy, one on v2. Open them ``O_WRONLY`` as the node and hand the fds to
@@ -522,6 +528,9 @@ class _Instance(_Group):
         super().__init__(version, dirs, host)
         self.name = name
 
+    def set_limits(self, limits: Limits) -> None:
+        _write_limits(self._fs, self._version, self._dirs, limits)
+
     def join_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.directories()]
 
@@ -567,6 +576,17 @@ def _field(text: str, key: str) -> int | None:
 # -- the node's tree -------------------------------------------------------------------------
 
 
+def _write_limits(fs: CgroupFs, version: int, dirs: Mapping[str, Path], limits: Limits) -> None:
+    for write in limit_writes(version, limits):
+        path = dirs[write.controller] / write.file
+        if write.optional and not fs.exists(path):
+            continue
+        try:
+            fs.write(path, write.value)
+        except OSError as error:
+            raise _failure(f"write {write.value!r} to", path, error) from error
+
+
 class _Tree:
     def __init__(self, version: int, parents: Mapping[str, Path], host: Host) -> None:
         self.version = version
@@ -592,14 +612,7 @@ class _Tree:
                 except OSError as error:
                     raise _failure("create", path, error) from error
                 made.append(path)
-            for write in limit_writes(self.version, limits):
-                path = dirs[write.controller] / write.file
-                if write.optional and not fs.exists(path):
-                    continue
-                try:
-                    fs.write(path, write.value)
-                except OSError as error:
-                    raise _failure(f"write {write.value!r} to", path, error) from error
+            _write_limits(fs, self.version, dirs, limits)
         except BaseException:
             for path in reversed(made):
                 try:

@@ -306,7 +306,6 @@ class InstanceForker:
             _private_tmp(box)
             size = f"size={box.tmp_mb}m,mode=1777"
             k.mount("tmpfs", "/dev/shm", "tmpfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC, size)
-            k.sethostname(box.hostname)
             reaper = os.fork()
             if reaper == 0:
                 _reap_forever(box, cgroup_fds)
@@ -330,10 +329,24 @@ class InstanceForker:
 
 def finish_instance(box: InstanceSandbox, cgroup_fds: list[int], keep_fds: list[int]) -> None:
     """In the instance (pid 2 of its namespace), before it runs anything of the function's:
-    joins its cgroup, mounts its /proc, closes every descriptor but ``keep_fds`` (and 0, 1,
-    2) and drops every privilege."""
+    joins its cgroup, mounts its /proc, and takes its function's identity
+    (``become_function``)."""
+    settle(cgroup_fds)
+    become_function(box, keep_fds)
+
+
+def settle(cgroup_fds: list[int]) -> None:
+    """What an instance does before it knows its function: joins its cgroup (the kernel's
+    move of a process between cgroups can wait a few milliseconds for an RCU grace period,
+    which is why a prepared instance does it ahead of its first call) and mounts its /proc."""
     _join(cgroup_fds)
     k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+
+
+def become_function(box: InstanceSandbox, keep_fds: list[int]) -> None:
+    """Takes the function's hostname and network, closes every descriptor but ``keep_fds``
+    (and 0, 1, 2) and drops every privilege."""
+    k.sethostname(box.hostname)
     if box.network == "none":
         # Here, not in the zygote, which could not return to the host's network namespace
         # (owned by the host's user namespace). A new one holds a loopback device, down.

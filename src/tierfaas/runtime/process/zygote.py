@@ -49,8 +49,10 @@ from tierfaas.sandbox.enter import (
     InstanceForker,
     InstanceSandbox,
     ReleaseSandbox,
+    become_function,
     enter_release,
     finish_instance,
+    settle,
 )
 
 
@@ -77,6 +79,9 @@ class Zygote:
         self.forker = InstanceForker() if sandboxed else None
         self.children: set[int] = set()
         self.reapers: dict[int, int] = {}  # sandboxed: instance pid -> its namespace's reaper
+        # Sandboxed: an instance forked ahead, settled in its cgroup, waiting for its function
+        # on the other end of ``link``: (reaper pid, pid, link).
+        self.prepared: tuple[int, int, socket.socket] | None = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -111,6 +116,9 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             return True
+        if kind == p.PREPARE and self.forker is not None and isinstance(spec, dict):
+            self._prepare(seq, spec, fds)
+            return True
         expected = 3 + (spec.get("cgroup_fds", 0) if isinstance(spec, dict) else 0)
         if kind != p.SPAWN or not isinstance(spec, dict) or len(fds) != expected:
             for fd in fds:
@@ -120,7 +128,64 @@ class Zygote:
         self._spawn(seq, spec, fds)
         return True
 
+    def _prepare(self, seq: int, box: dict[str, Any], fds: list[int]) -> None:
+        """Forks an instance that settles in its cgroup now and takes its function later."""
+        assert self.forker is not None
+        self._drop_prepared()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sandbox = InstanceSandbox(uid=0, network="host", hostname="instance", **box)
+            reaper, pid = self.forker.fork(sandbox, fds)
+        except Exception as exc:
+            for fd in fds:
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            self._send([p.SPAWN_FAILED, seq, f"fork failed: {exc}"])
+            return
+        if pid == 0:
+            ours.close()
+            self._become_prepared(theirs, fds)
+        theirs.close()
+        for fd in fds:
+            os.close(fd)
+        self.prepared = (reaper, pid, ours)
+        self._send([p.SPAWNED, seq, pid])
+
+    def _drop_prepared(self) -> None:
+        if self.prepared is not None:
+            reaper, _, link = self.prepared
+            self.prepared = None
+            link.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(reaper, signal.SIGKILL)
+
+    def _assign(self, seq: int, spec: dict[str, Any], fds: list[int]) -> None:
+        """Gives the prepared instance its function: the spec and its three descriptors."""
+        prepared, self.prepared = self.prepared, None
+        try:
+            if prepared is None:
+                raise OSError("no prepared instance")
+            reaper, pid, link = prepared
+            socket.send_fds(link, [msgpack.packb(spec)], fds)
+        except OSError as exc:
+            if prepared is not None:
+                self.prepared = prepared
+                self._drop_prepared()
+            self._send([p.SPAWN_FAILED, seq, f"the prepared instance is gone: {exc}"])
+        else:
+            link.close()
+            self.children.add(pid)
+            self.reapers[pid] = reaper
+            self._send([p.SPAWNED, seq, pid])
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def _spawn(self, seq: int, spec: dict[str, Any], fds: list[int]) -> None:
+        if spec.get("prepared"):
+            self._assign(seq, spec, fds)
+            return
         try:
             if self.forker is not None:
                 box = InstanceSandbox(**spec["sandbox"])
@@ -149,12 +214,7 @@ class Zygote:
     def _become_instance(self, spec: dict[str, Any], fds: list[int]) -> NoReturn:
         sock_fd, out_fd, err_fd, *cgroup_fds = fds
         try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            self.control.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            self._leave_zygote()
             _redirect_output(out_fd, err_fd)
             box = spec.get("sandbox")
             if box is not None:
@@ -164,6 +224,42 @@ class Zygote:
                 for fd in cgroup_fds:
                     os.close(fd)
                 set_parent_death_signal(signal.SIGKILL)
+            sock = socket.socket(fileno=sock_fd)
+        except BaseException as exc:
+            _refuse(sock_fd, exc)
+        child.run_instance(sock, spec)
+
+    def _become_prepared(self, link: socket.socket, cgroup_fds: list[int]) -> NoReturn:
+        fds: list[int] = []
+        try:
+            self._leave_zygote()
+            settle(cgroup_fds)
+            link.setblocking(True)
+            data, fds, _, _ = socket.recv_fds(link, 1 << 20, 3)
+            link.close()
+            if not data or len(fds) != 3:
+                os._exit(0)  # the zygote dropped this prepared instance
+            spec = msgpack.unpackb(data)
+        except BaseException:
+            os._exit(2)
+        self._run_instance(spec, fds)
+
+    def _leave_zygote(self) -> None:
+        """What a forked child of the zygote first lets go of."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self.control.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        if self.prepared is not None:
+            self.prepared[2].close()
+
+    def _run_instance(self, spec: dict[str, Any], fds: list[int]) -> NoReturn:
+        sock_fd, out_fd, err_fd = fds
+        try:
+            _redirect_output(out_fd, err_fd)
+            become_function(InstanceSandbox(**spec["sandbox"]), keep_fds=[sock_fd])
             sock = socket.socket(fileno=sock_fd)
         except BaseException as exc:
             _refuse(sock_fd, exc)
@@ -184,6 +280,9 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if self.prepared is not None and pid == self.prepared[1]:
+                self._drop_prepared()  # it died before it was given a function
+                continue
             if pid not in self.children:
                 continue  # an orphan a handler forked, or a reaper: reaped, nothing more
             self.children.discard(pid)
@@ -202,6 +301,7 @@ class Zygote:
             pass  # the node is gone; the loop sees EOF next and shuts down
 
     def _shutdown(self) -> None:
+        self._drop_prepared()
         for pid in list(self.children):
             reaper = self.reapers.get(pid)
             if reaper is not None:  # the whole namespace: the instance and all it started
@@ -250,7 +350,13 @@ def _setup(control: socket.socket) -> dict[str, Any]:
 
 
 def _preload(root: str, modules: list[str]) -> None:
-    os.chdir(root)
+    try:
+        os.chdir(root)
+    except PermissionError:
+        raise PermissionError(
+            f"the release directory {root} is not readable by the functions' uids: make it "
+            "and its files readable by others (chmod -R o+rX), or use --isolation process"
+        ) from None
     sys.path.insert(0, root)
     for module in modules:
         try:
