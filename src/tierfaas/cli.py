@@ -181,6 +181,7 @@ def node(**values: Any) -> None:
     desired one); with --provider too, it deploys new versions whenever it is master."""
     from tierfaas.deploy.provider import ProviderError
     from tierfaas.node import run_node
+    from tierfaas.runtime.zygote_client import ZygoteError
 
     registry: Path | None = values["registry"]
     release_version: str | None = values.pop("release_version")
@@ -197,6 +198,7 @@ def node(**values: Any) -> None:
         errors.ManifestError,
         errors.SandboxUnavailable,
         ProviderError,
+        ZygoteError,
     ) as exc:
         raise _fail(str(exc)) from None
     if code:

@@ -125,7 +125,11 @@ class ZygoteSpawner:
                 raise SandboxUnavailable(f"cannot sandbox functions: {layout}")
             tag = f"{self.release.name}.{next(_trees)}-{os.getpid()}"
             self.cgroups = open_tree(tag, layout)
-        await self.zygote.start()
+        try:
+            await self.zygote.start()
+        except BaseException:
+            await self.close()  # nothing of this spawner outlives a failed start
+            raise
         self._prepare_soon()
 
     async def close(self) -> None:

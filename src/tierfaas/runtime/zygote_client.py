@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from tierfaas.errors import TierfaasError
 from tierfaas.procs import spawn_in_session
 from tierfaas.runtime import protocol as p
 
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 _EXIT_MEMORY = 1024
 
 
-class ZygoteError(RuntimeError):
-    pass
+class ZygoteError(TierfaasError, RuntimeError):
+    """The zygote could not start (the message says why: a sandbox the host refused, a
+    release its uids cannot read, a failed preload) or is gone."""
 
 
 # What a sandboxed zygote keeps of the node's environment: the node's own variables may hold
