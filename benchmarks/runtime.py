@@ -1,6 +1,6 @@
 """The function runtime against its baselines, in one run: cold starts and warm HTTP calls.
 
-    .venv/bin/python benchmarks/runtime.py            # full: ~2 min
+    .venv/bin/python benchmarks/runtime.py            # full: ~80 s
     .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 2 s rounds
 
 1. Cold starts, measured in this process with ``tierfaas.runtime.Runtime`` (one per kind,
