@@ -11,7 +11,10 @@
    to round) so that noise hits them alike:
 
    - ``sandbox``: examples/demo with ``isolation = "sandbox"`` (the default: the zygote in the
-     release's namespaces, each instance in namespaces and a cgroup of its own);
+     release's namespaces, each instance in namespaces and a cgroup of its own; a cold start
+     takes the instance the spawner prepared ahead, settled in its cgroup);
+   - ``unprepared``: the same with nothing prepared, as the later starts of a burst: the
+     instance is forked and joins its cgroup on the way (informational);
    - ``process``: examples/demo with ``isolation = "process"`` (plain forked processes);
    - ``bwrap``: a fresh interpreter running ``import handlers; handlers.hello(b'x')`` inside
      bubblewrap, in namespaces equivalent to an instance's (user, mount, pid, ipc, uts and
@@ -64,6 +67,7 @@ import uvloop
 
 import _common as c
 from tierfaas import errors
+from tierfaas.clock import LoopScheduler
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import Release, load_release
 from tierfaas.procs import free_port
@@ -225,11 +229,20 @@ def import_cpu_ms(release: Release, module: str) -> float:
     return float(done.stdout)
 
 
+class UnpreparedSpawner(ZygoteSpawner):
+    """A sandboxed spawner that never prepares an instance ahead: every cold start forks one
+    and joins its cgroup on the way, as the later cold starts of a burst do."""
+
+    def _prepare_soon(self) -> None:
+        return
+
+
 async def start_runtime(
     stack: contextlib.AsyncExitStack,
     release: Release,
     isolation: Literal["sandbox", "process"],
     listeners: list[Callable[[RuntimeEvent], None]] | None = None,
+    prepared: bool = True,
 ) -> tuple[Runtime, float]:
     """A started Runtime (closed when ``stack`` closes) and the seconds its zygote took."""
     # No reaping during the run: this benchmark decides when instances die.
@@ -239,7 +252,11 @@ async def start_runtime(
         log_level="warning",
         isolation=isolation,
     )
-    runtime = Runtime(release, config, listeners=listeners or [])
+    scheduler = LoopScheduler()
+    spawner = None if prepared else UnpreparedSpawner(release, config, scheduler)
+    runtime = Runtime(
+        release, config, scheduler=scheduler, listeners=listeners or [], spawner=spawner
+    )
     began = time.perf_counter()
     stack.push_async_callback(runtime.close)
     await runtime.start()
@@ -263,6 +280,7 @@ async def measure_runtime(
     async with contextlib.AsyncExitStack() as stack:
         sandboxed, sandbox_start_s = await start_runtime(stack, demo, "sandbox", [on_event])
         process, process_start_s = await start_runtime(stack, demo, "process")
+        unprepared, _ = await start_runtime(stack, demo, "sandbox", prepared=False)
         preloaded, _ = await start_runtime(
             stack, replace(fixture, preload=(PRELOAD_MODULE,)), "sandbox"
         )
@@ -274,6 +292,7 @@ async def measure_runtime(
         kinds = [
             ColdKind("sandbox", lambda n: cold_invoke(sandboxed, n)),
             ColdKind("process", lambda n: cold_invoke(process, n)),
+            ColdKind("unprepared", lambda n: cold_invoke(unprepared, n)),
             ColdKind("fresh", lambda n: run([sys.executable, "-c", code])),
             ColdKind("bare", lambda n: run([sys.executable, "-c", "pass"])),
             ColdKind("preloaded", lambda n: cold_invoke(preloaded, n)),
@@ -571,6 +590,7 @@ def cold_rows(cold: dict[str, Any]) -> list[list[str]]:
     zygote = cold["zygote_start_ms"]
     n = sandbox["n"]
     blank = ["", ""]
+    unprepared = cold["unprepared"]["cold_ms"]
     rows = [
         [
             f"cold start p50, sandboxed (n={n})",
@@ -583,6 +603,13 @@ def cold_rows(cold: dict[str, Any]) -> list[list[str]]:
             _ms(sandbox["p95"]),
             f"{_ms(process['p95'])} process isolation",
             f"{c.ratio(sandbox['p95'], process['p95']):.2f}",
+            *blank,
+        ],
+        [
+            "  p50 / p95 with nothing prepared (a burst)",
+            f"{unprepared['p50']:.1f} / {unprepared['p95']:.1f} ms",
+            f"{_ms(process['p50'])} / {_ms(process['p95'])} process isolation",
+            f"{c.ratio(unprepared['p50'], process['p50']):.2f}",
             *blank,
         ],
     ]

@@ -161,7 +161,9 @@ class Instance(asyncio.Protocol):
             self.death_reason = reason
         if self.cgroup is not None:
             if not self.dead:
-                self.cgroup.kill()  # every process of the instance, however it forked
+                # Its reaper among them: the kernel then ends the whole pid namespace, so one
+                # pass does it, and the node's loop does not wait for the processes to die.
+                self.cgroup.signal_all(signal.SIGKILL)
         # The instance leads a process group (see process/zygote.py): this also ends
         # whatever its handler forked. Just after the fork it may not lead one yet.
         elif self.pid and not self.dead and not killpg(self.pid, signal.SIGKILL):

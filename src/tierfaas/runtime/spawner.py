@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import re
+import signal
 from typing import Any
 
 from tierfaas.clock import Scheduler
@@ -251,8 +252,10 @@ class ZygoteSpawner:
         self.prepared = (number, cgroup)
 
     def _discard(self, cgroup: InstanceCgroup) -> None:
+        """Kills what is left in an instance's cgroup, without waiting (its reaper's death
+        ends its pid namespace), and removes the cgroup once the kernel has reaped it all."""
         with contextlib.suppress(CgroupError):
-            cgroup.kill()
+            cgroup.signal_all(signal.SIGKILL)
         self._remove(cgroup, 0)
 
     def _limits(self, spec: FunctionSpec) -> Limits:
@@ -265,8 +268,7 @@ class ZygoteSpawner:
             instance.output.close()
         cgroup, instance.cgroup = instance.cgroup, None
         if cgroup is not None:
-            cgroup.kill()
-            self._remove(cgroup, 0)
+            self._discard(cgroup)
 
     def _remove(self, cgroup: InstanceCgroup, attempt: int) -> None:
         with contextlib.suppress(OSError):
@@ -275,7 +277,12 @@ class ZygoteSpawner:
         if attempt < len(_REMOVE_DELAYS_S):
             delay = _REMOVE_DELAYS_S[attempt]
             self.scheduler.call_later(delay, lambda: self._remove(cgroup, attempt + 1))
-        else:
+        else:  # something outlived its namespace's end: the thorough, blocking kill
+            with contextlib.suppress(CgroupError):
+                cgroup.kill()
+            with contextlib.suppress(OSError):
+                if cgroup.remove():
+                    return
             log.warning("cgroup %s still busy; it is removed when the node stops", cgroup.name)
 
     def frame(self, spec: FunctionSpec, cgroup_fds: int = 0) -> dict[str, Any]:
