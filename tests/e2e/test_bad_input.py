@@ -53,6 +53,7 @@ from tierfaas.testing.nodes import (
     free_port,
     http_get,
     processes_in_session,
+    rss_mib,
 )
 from tierfaas.testing.wait import eventually
 
@@ -83,14 +84,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     for pid in processes_in_session(session):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def exchange(node: NodeProcess, data: bytes, wait_s: float = 6.0) -> tuple[bytes, bool]:

@@ -43,6 +43,7 @@ from tierfaas.testing.nodes import (
     free_port,
     http_get,
     processes_in_session,
+    rss_mib,
 )
 from tierfaas.testing.wait import eventually
 
@@ -174,14 +175,6 @@ def stop_and_clean(node: NodeProcess) -> None:
     for pid in leftovers - {os.getpid()}:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 # -- the node --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.real_runtime import Harness, make
-from tierfaas import errors
+from tierfaas import errors, procs
 from tierfaas.runtime import FunctionWarm, InstanceStarted, InstanceStopped
 from tierfaas.runtime.spawner import ZygoteSpawner
 
@@ -26,11 +26,7 @@ async def rt() -> AsyncIterator[Harness]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return procs.alive(pid, None)  # running, and not a zombie
 
 
 async def test_first_call_is_cold_then_warm_on_the_same_instance(rt: Harness) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tierfaas import procs
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import load_release
 from tierfaas.runtime import InstanceStarted, Runtime, RuntimeEvent
@@ -210,11 +211,7 @@ async def sandboxed(release_dir: Path) -> AsyncIterator[Sandboxed]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return procs.alive(pid, None)  # running, and not a zombie
 
 
 async def gone(pid: int, within_s: float = 3.0) -> bool:

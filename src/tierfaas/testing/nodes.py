@@ -184,6 +184,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid``, in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
 def processes_in_session(sid: int) -> list[int]:
     """Live (non-zombie) processes whose session id is ``sid``."""
     return [pid for pid, state, _, session in _processes() if session == sid and state != "Z"]
