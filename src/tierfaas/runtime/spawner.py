@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import time
 from typing import Any
 
 from tierfaas.clock import Scheduler
@@ -70,6 +71,24 @@ def release_sandbox(
     ops = plan_root(gather_sources(release.root), hidden)
     hostname = re.sub(r"[^A-Za-z0-9.-]", "-", release.name)[:63] or "tierfaas"
     return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname)
+
+
+def _discard_now(cgroup: InstanceCgroup) -> None:
+    """One SIGKILL to what is in it (its reaper's death ends its pid namespace), then rmdir
+    until the kernel has reaped it all; the blocking kill for what outlives the namespace."""
+    with contextlib.suppress(CgroupError):
+        cgroup.signal_all(signal.SIGKILL)
+    for delay in (0.0, *_REMOVE_DELAYS_S):
+        time.sleep(delay)
+        with contextlib.suppress(OSError):
+            if cgroup.remove():
+                return
+    with contextlib.suppress(CgroupError):
+        cgroup.kill()
+    with contextlib.suppress(OSError):
+        if cgroup.remove():
+            return
+    log.warning("cgroup %s still busy; it is removed when the node stops", cgroup.name)
 
 
 class ZygoteSpawner:
@@ -146,7 +165,7 @@ class ZygoteSpawner:
             self.cgroups = None
 
     async def spawn(self, spec: FunctionSpec) -> Instance:
-        prepared = self._take_prepared(spec)
+        prepared = await self._take_prepared(spec)
         if prepared is not None:
             try:
                 return await self._start(spec, *prepared, prepared=True)
@@ -156,7 +175,10 @@ class ZygoteSpawner:
         number = self.next_instance_id
         cgroup = None
         if self.cgroups is not None:
-            cgroup = self.cgroups.create(f"instance-{number}", self._limits(spec))
+            # In a thread, like every cgroup file operation: see _discard.
+            cgroup = await asyncio.to_thread(
+                self.cgroups.create, f"instance-{number}", self._limits(spec)
+            )
         return await self._start(spec, number, cgroup, prepared=False)
 
     async def _start(
@@ -204,13 +226,13 @@ class ZygoteSpawner:
     # the cgroup mount has favordynmods), so the sandbox keeps one instance forked ahead,
     # settled in its cgroup, that becomes the next cold start's instance.
 
-    def _take_prepared(self, spec: FunctionSpec) -> tuple[int, InstanceCgroup] | None:
+    async def _take_prepared(self, spec: FunctionSpec) -> tuple[int, InstanceCgroup] | None:
         prepared, self.prepared = self.prepared, None
         if prepared is None:
             return None
         number, cgroup = prepared
         try:
-            cgroup.set_limits(self._limits(spec))
+            await asyncio.to_thread(cgroup.set_limits, self._limits(spec))
         except CgroupError as exc:
             log.warning("prepared instance dropped: %s", exc)
             self._discard(cgroup)
@@ -230,7 +252,9 @@ class ZygoteSpawner:
         self.next_instance_id += 1
         number = self.next_instance_id
         try:
-            cgroup = self.cgroups.create(f"instance-{number}", self.prepared_limits)
+            cgroup = await asyncio.to_thread(
+                self.cgroups.create, f"instance-{number}", self.prepared_limits
+            )
         except CgroupError as exc:
             log.warning("cannot prepare an instance: %s", exc)
             return
@@ -252,38 +276,22 @@ class ZygoteSpawner:
         self.prepared = (number, cgroup)
 
     def _discard(self, cgroup: InstanceCgroup) -> None:
-        """Kills what is left in an instance's cgroup, without waiting (its reaper's death
-        ends its pid namespace), and removes the cgroup once the kernel has reaped it all."""
-        with contextlib.suppress(CgroupError):
-            cgroup.signal_all(signal.SIGKILL)
-        self._remove(cgroup, 0)
+        """Kills what is left in an instance's cgroup and removes the cgroup once the kernel
+        has reaped it all, in a worker thread: cgroup file operations take a kernel-wide lock
+        that other nodes' cgroups contend for, and the loop must not wait on it."""
+        asyncio.get_running_loop().run_in_executor(None, _discard_now, cgroup)
 
     def _limits(self, spec: FunctionSpec) -> Limits:
         return Limits(memory_bytes=spec.memory_mb * MIB, pids=spec.pids, cpu_cores=spec.cpu)
 
     def _cleanup(self, instance: Instance) -> None:
         """After an instance's end: its output is read to the end, its cgroup emptied and
-        removed (retried while the kernel still reaps its processes)."""
+        removed."""
         if instance.output is not None:
             instance.output.close()
         cgroup, instance.cgroup = instance.cgroup, None
         if cgroup is not None:
             self._discard(cgroup)
-
-    def _remove(self, cgroup: InstanceCgroup, attempt: int) -> None:
-        with contextlib.suppress(OSError):
-            if cgroup.remove():
-                return
-        if attempt < len(_REMOVE_DELAYS_S):
-            delay = _REMOVE_DELAYS_S[attempt]
-            self.scheduler.call_later(delay, lambda: self._remove(cgroup, attempt + 1))
-        else:  # something outlived its namespace's end: the thorough, blocking kill
-            with contextlib.suppress(CgroupError):
-                cgroup.kill()
-            with contextlib.suppress(OSError):
-                if cgroup.remove():
-                    return
-            log.warning("cgroup %s still busy; it is removed when the node stops", cgroup.name)
 
     def frame(self, spec: FunctionSpec, cgroup_fds: int = 0) -> dict[str, Any]:
         """The SPAWN request's spec: what the instance process needs to start."""
