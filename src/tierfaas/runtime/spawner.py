@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import signal
-import time
+import threading
 from typing import Any
 
 from tierfaas.clock import Scheduler
@@ -73,13 +73,15 @@ def release_sandbox(
     return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname)
 
 
-def _discard_now(cgroup: InstanceCgroup) -> None:
+def _discard_now(cgroup: InstanceCgroup, closing: threading.Event) -> None:
     """One SIGKILL to what is in it (its reaper's death ends its pid namespace), then rmdir
-    until the kernel has reaped it all; the blocking kill for what outlives the namespace."""
+    until the kernel has reaped it all; the blocking kill for what outlives the namespace.
+    ``closing`` set: the spawner's close removes the whole tree, so this stops waiting."""
     with contextlib.suppress(CgroupError):
         cgroup.signal_all(signal.SIGKILL)
     for delay in (0.0, *_REMOVE_DELAYS_S):
-        time.sleep(delay)
+        if closing.wait(delay):
+            return
         with contextlib.suppress(OSError):
             if cgroup.remove():
                 return
@@ -121,6 +123,7 @@ class ZygoteSpawner:
             config.start_timeout_s,
         )
         self.cgroups: CgroupTree | None = None
+        self.closing = threading.Event()  # set by close(): cgroup removals in threads stop
         self.prepared: tuple[int, InstanceCgroup] | None = None  # (instance number, cgroup)
         self.preparing: asyncio.Task[None] | None = None
         # A prepared instance's limits until it is given a function: the release's largest.
@@ -153,6 +156,7 @@ class ZygoteSpawner:
         self._prepare_soon()
 
     async def close(self) -> None:
+        self.closing.set()
         if self.preparing is not None:
             self.preparing.cancel()
         self.prepared = None  # its cgroup goes with the tree, its process with the zygote
@@ -279,7 +283,7 @@ class ZygoteSpawner:
         """Kills what is left in an instance's cgroup and removes the cgroup once the kernel
         has reaped it all, in a worker thread: cgroup file operations take a kernel-wide lock
         that other nodes' cgroups contend for, and the loop must not wait on it."""
-        asyncio.get_running_loop().run_in_executor(None, _discard_now, cgroup)
+        asyncio.get_running_loop().run_in_executor(None, _discard_now, cgroup, self.closing)
 
     def _limits(self, spec: FunctionSpec) -> Limits:
         return Limits(memory_bytes=spec.memory_mb * MIB, pids=spec.pids, cpu_cores=spec.cpu)
