@@ -128,17 +128,33 @@ class Instance(asyncio.Protocol):
         Raises StartFailed (and leaves no process)."""
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
-        self.pid, sock = await self.zygote.spawn(spec_frame, fds or [])
-        self.host_pid = self.pid if self.cgroup is None else 0
-        await loop.create_unix_connection(lambda: self, sock=sock)
         ready = self.ready
+        # One deadline for the whole start, the zygote's fork included: a zygote that never
+        # answers must not hold the call (and its pool's start slot) forever.
+        spawning = asyncio.ensure_future(self.zygote.spawn(spec_frame, fds or []))
+        expired = False
 
         def give_up() -> None:
+            nonlocal expired
+            expired = True
+            spawning.cancel()
             if not ready.done():
                 ready.set_exception(TimeoutError())
 
         timer = self.scheduler.call_later(timeout_s, give_up)
         try:
+            try:
+                self.pid, sock = await spawning
+            except asyncio.CancelledError:
+                if not expired:
+                    raise
+                ready.exception()  # retrieved: give_up set it, nothing else will read it
+                raise errors.StartFailed(
+                    f"the zygote did not start an instance of {self.spec.name!r} "
+                    f"within {timeout_s:g} s"
+                ) from None
+            self.host_pid = self.pid if self.cgroup is None else 0
+            await loop.create_unix_connection(lambda: self, sock=sock)
             await asyncio.shield(ready)  # a cancelled start leaves READY to arrive (or not)
         except TimeoutError:
             self.kill("start_timeout")
