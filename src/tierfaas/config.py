@@ -234,7 +234,7 @@ class NodeConfig:
         1.0, "how often idle instances are checked against their keep-alive", "s"
     )
     start_timeout_s: float = setting(
-        30.0, "longest an instance may take to import its handler and run init", "s"
+        30.0, "longest an instance may take to start: the fork, its handler's import and init", "s"
     )
 
     # -- isolation of instances (docs/security.md) ---------------------------------------------
