@@ -4,22 +4,26 @@ A release's sandbox is built once, when its zygote starts (``enter_release``):
 
     node ── launcher L (fresh interpreter, the node's user)
              │ unshare(user, mount, pid, ipc, uts, cgroup); a short-lived helper that stayed
-             │ outside writes the uid/gid maps (identity.py); L becomes uid 0 inside
-             └─ zygote Z: pid 1 of the release's pid namespace; builds the root (filesystem.py),
-                pivots into it, imports the runtime and the release's preload modules
+             │ outside writes the uid/gid maps (identity.py)
+             └─ zygote Z: pid 1 of the release's pid namespace; builds the root (filesystem.py)
+                with the node's uid, pivots into it, becomes uid 0 inside, empties the
+                capability bounding set, imports the runtime and the release's preload modules
 
-and each instance costs three forks of the warm zygote (``enter_instance``):
+and each instance costs two forks of the warm zygote, side by side (``InstanceForker``):
 
-    Z ── C: joins the instance's cgroup, unshares pid, mount, ipc, uts, cgroup (and net for
-         │  network = "none"), waits for G and exits as G did: the zygote's handle on the instance
-         └─ G: pid 1 of the instance's pid namespace: mounts its /proc, /tmp and /dev/shm, drops
-              every privilege, reaps orphans, and ends the namespace when H ends
-              └─ H: the instance (process/child.py), with the function's uid, no capability
+    Z ── enters fresh pid, mount, ipc, uts and cgroup namespaces, mounts the instance's /tmp
+    │    and /dev/shm, forks both, then returns to its own namespaces (setns)
+    ├─ R: pid 1 of the instance's pid namespace: joins the cgroup, drops every privilege and
+    │     reaps orphans; the zygote kills it when the instance ends, which ends the namespace
+    └─ I: pid 2, the instance: joins the cgroup and mounts its /proc (``settle``), then takes
+          its function's hostname, network and uid with no capability (``become_function``)
+          and runs process/child.py
 
-Whatever a handler starts lives in G's pid namespace and in the instance's cgroup: it cannot
-see or signal the node, the zygote or another instance, and it dies with the instance. The
-kernel kills a pid namespace with its first process, so the zygote's death (the node's, by
-PR_SET_PDEATHSIG) takes every instance with it.
+A prepared instance (protocol.PREPARE) is the same pair forked ahead: it settles and then
+waits for its function. Whatever a handler starts lives in R's pid namespace and in the
+instance's cgroup: it cannot see or signal the node, the zygote or another instance, and it
+dies with the instance. The kernel kills a pid namespace with its first process, so the
+zygote's death (the node's, by PR_SET_PDEATHSIG) takes every instance with it.
 """
 
 from __future__ import annotations
