@@ -4,7 +4,6 @@ No socket is opened: the app is called as ASGI, with a node address that is not 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from pathlib import Path
@@ -19,6 +18,7 @@ from tierfaas.http.app import ADMIN_PATHS, NodeApp
 from tierfaas.http.metrics import Metrics
 from tierfaas.manifest import load_release
 from tierfaas.runtime import Runtime
+from tierfaas.testing.asgi import request
 
 HOSTILE = Path(__file__).parent.parent / "fixtures" / "hostile"
 TOKEN = "an-admin-token-for-the-tests"
@@ -37,34 +37,6 @@ def make_app(monkeypatch: pytest.MonkeyPatch, host: str, token: str | None) -> N
         return {"self": "n1", "master": "n1", "members": []}
 
     return NodeApp(Runtime(release, config), config, Metrics(), "n1", cluster_view=view)
-
-
-def request(
-    app: NodeApp, path: str, headers: dict[str, str] | None = None, method: str = "GET"
-) -> tuple[int, dict[str, str], bytes]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        await app(scope, receive, send)  # type: ignore[arg-type]
-        await app.dashboard.close()
-
-    asyncio.run(run())
-    start = sent[0]
-    got = {k.decode(): v.decode() for k, v in start["headers"]}
-    return start["status"], got, b"".join(m.get("body", b"") for m in sent[1:])
 
 
 OPEN = ["/healthz", "/readyz", "/v1/functions"]

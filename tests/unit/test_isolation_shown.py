@@ -17,6 +17,7 @@ from tierfaas.http.dashboard import Dashboard, function_isolation
 from tierfaas.http.metrics import Metrics
 from tierfaas.manifest import load_release
 from tierfaas.runtime import Runtime
+from tierfaas.testing.asgi import request
 
 TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
 
@@ -27,24 +28,9 @@ def make_app(isolation: Literal["sandbox", "process"]) -> NodeApp:
 
 
 def get_json(app: NodeApp, path: str) -> Any:
-    scope: dict[str, Any] = {
-        "type": "http", "method": "GET", "path": path, "query_string": b"", "headers": [],
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        await app(scope, receive, send)  # type: ignore[arg-type]
-        await app.dashboard.close()
-
-    asyncio.run(run())
-    assert sent[0]["status"] == 200
-    return json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    status, _, body = request(app, path)
+    assert status == 200
+    return json.loads(body)
 
 
 @pytest.mark.parametrize("isolation", ["sandbox", "process"])
