@@ -34,7 +34,9 @@ def tierfaas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     return run_cli(*args, timeout=timeout)
 
 
-def make_release(tmp: Path, version: str, *, greeting: str, broken: bool = False) -> Path:
+def make_release(
+    tmp: Path, version: str, *, greeting: str, broken: bool = False, import_s: float = 0.0
+) -> Path:
     folder = tmp / f"release-{version}"
     shutil.copytree(DEMO, folder)
     toml = folder / "tierfaas.toml"
@@ -43,6 +45,8 @@ def make_release(tmp: Path, version: str, *, greeting: str, broken: bool = False
     code = handlers.read_text().replace('f"Hello, {name}!', 'f"' + greeting + ", {name}!")
     if broken:
         code = "import this_module_does_not_exist  # noqa\n" + code
+    if import_s:  # a release whose canaries take this long to get ready
+        code = f"import time\ntime.sleep({import_s})\n" + code
     handlers.write_text(code)
     return folder
 
@@ -257,7 +261,9 @@ def test_the_rollout_finishes_when_the_old_master_is_killed(
 
 def test_abort_rolls_back_to_the_previous_version(tmp_path: Path, cluster_factory: Any) -> None:
     cluster = cluster_factory("127.0.15.10")
-    v2 = make_release(tmp_path, "2.0.0", greeting="Hello from v2")
+    # Its canaries take longer to get ready than the master takes to read the registry
+    # (every 2 s), so the rollout is still running when the abort lands.
+    v2 = make_release(tmp_path, "2.0.0", greeting="Hello from v2", import_s=4.0)
     load = Load(cluster.url).start()
     try:
         time.sleep(1.0)
