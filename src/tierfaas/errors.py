@@ -158,6 +158,22 @@ class Busy(ClientError):
     code = "busy"
 
 
+class HopRefused(ClientError):
+    """The request carries tierfaas hop headers (the ones nodes add when they forward a call)
+    that do not check out: unsigned, malformed, forged, stale or replayed. It is neither run
+    nor routed: such headers come from a node or from nobody, never from a client.
+    ``reason`` says which check failed; ``token`` is this node's current hop token, which a
+    forwarding node with a stale one signs its retry with (docs/security.md)."""
+
+    status = 403
+    code = "hop_refused"
+
+    def __init__(self, message: str, *, reason: str, token: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.token = token
+
+
 # -- the function's fault ------------------------------------------------------------------
 
 

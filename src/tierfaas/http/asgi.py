@@ -99,6 +99,10 @@ async def respond_error(send: Send, error: errors.HttpError, request_id: str) ->
         headers.append((b"www-authenticate", error.challenge.encode()))
     elif isinstance(error, errors.MethodNotAllowed):
         headers.append((b"allow", error.allow.encode()))
+    elif isinstance(error, errors.HopRefused):
+        # For a forwarding node: nothing ran (try elsewhere, or retry with the token if stale).
+        reject = b"hop_stale" if error.reason == "stale" else b"hop_refused"
+        headers += [(b"x-tierfaas-reject", reject), (b"x-tierfaas-hop-token", error.token.encode())]
     if error.close_connection:
         headers.append((b"connection", b"close"))
     await respond_json(send, error.status, error_body(error, request_id), headers)

@@ -1,18 +1,21 @@
 """The router: each invocation runs here, or is forwarded once to a node where it is warm.
 
-Theory of operation. A request from outside (no valid hop signature) is routed with the pure
+Theory of operation. A request from outside (no hop header) is routed with the pure
 ``decide``: warm and free here wins; else a warm candidate from the route cache (on a miss,
 from the lookup: the replica, or this node's own table on a master or replica); else run
 here, cold if need be (which adds capacity; the runtime's FunctionWarm event registers it).
 
-A forwarded request (valid signature) runs here only on a warm instance with a free slot; if
+A forwarded request (any hop header) is verified first (``forwarding``): one whose hop
+headers do not check out is refused with 403 ``hop_refused``, neither run nor routed. A
+verified one runs here only on a warm instance with a free slot; if
 there is none the node answers with ``X-Tierfaas-Reject: not_warm|busy`` *without starting
 anything*, and the sender drops or demotes that route and tries the next candidate, then
 itself. The sender retries only in two cases where the target certainly did not run the call:
 the connection could not be opened, or the target rejected it. Any failure after the request
 was sent answers 502 ``forward_failed``: the call may have run, and must never run twice.
 
-Time spent routing counts against the deadline, which travels signed with the request.
+Time spent routing counts against the deadline, which travels signed with the request as
+the time left, counted again from its arrival on the receiver's own clock.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
 from tierfaas.routing.hot import HotTracker
-from tierfaas.routing.peers import PeerFailed, PeerPool, PeerUnreachable
+from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
 from tierfaas.runtime import PoolView, Runtime
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,7 @@ _SERVED_BY, _ROUTE, _START, _LOAD = (
 _ROUTES = {r: r.encode() for r in ("local-warm", "local-cold", "forwarded-warm", "forwarded-cold")}
 _FORWARDED_WARM = _ROUTES["forwarded-warm"]
 _LOCAL_COLD, _LOCAL_WARM = "local-cold", "local-warm"
-_SIGNATURE = fw.SIGNATURE.encode()
+_HOP_HEADERS = frozenset(h.encode() for h in fw.INTERNAL)
 _FROM_OUTSIDE = fw.Hop()
 # Request headers a handler never sees: hop-by-hop ones, and the hop headers between nodes.
 _NOT_FOR_HANDLERS = frozenset(
@@ -147,6 +150,13 @@ class RoutingMetrics:
             ["hops", "outcome"],
             registry=registry,
         )
+        self.hop_refusals = Counter(
+            "tierfaas_hop_refusals",
+            "Requests refused because their hop headers did not check out, by reason "
+            "(unsigned, malformed, forged, stale, replayed)",
+            ["reason"],
+            registry=registry,
+        )
         # The children counted on every call, looked up once (labels() locks and hashes).
         self.cache_hit = self.cache.labels("hit")
         self.forward_ok = self.forwards.labels("ok")
@@ -174,6 +184,9 @@ class Router:
         self.runtime = runtime
         self.self_name = self_name
         self.key = key
+        # Signs this node's forwards; checks the hop headers of the requests it receives.
+        self.signer = fw.Signer(key)
+        self.verifier = fw.Verifier(key, clock)
         self.cache = cache
         self.metrics = metrics
         self.lookup = lookup
@@ -218,6 +231,7 @@ class Router:
         suspect comes back through the next lookup once it is alive again)."""
         self.cache.drop_node(name)
         self.endpoints.pop(name, None)
+        self.signer.forget(name)
 
     # -- one request -----------------------------------------------------------------------
 
@@ -235,21 +249,14 @@ class Router:
         """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here.
         ``headers`` are the request's, as ASGI gives them."""
         pool = self.runtime.pool(name)  # 404 before anything else
-        signed = False
+        incoming = _FROM_OUTSIDE
         for key, _ in headers:
-            if key == _SIGNATURE:
-                signed = True
-                break
-        if signed:
-            given = _header_dict(headers)
-            incoming = fw.verify(self.key, request_id, name, given)
-            if incoming.forwarded:
+            if key in _HOP_HEADERS:
+                incoming = self._verify(name, request_id, headers)
                 return await self._run_forwarded(
                     name, body, request_id, method, query, _user_headers(headers), started,
                     incoming,
                 )  # fmt: skip
-        else:
-            incoming = _FROM_OUTSIDE
         if self.lookup is not None and incoming.hops < self.hop_limit:
             user_headers = _user_headers(headers)
             reply = await self._route(
@@ -320,6 +327,17 @@ class Router:
                 return reply
             tried.add(decision.node)
 
+    def _verify(self, name: str, request_id: str, headers: RawHeaders) -> fw.Hop:
+        """The verified hop state of a request that carries hop headers; raises
+        ``errors.HopRefused`` (403) when they do not check out: the request must then neither
+        run nor be routed as if it came from outside."""
+        checked = self.verifier.check(request_id, name, _header_dict(headers))
+        if isinstance(checked, fw.Hop):
+            return checked
+        self.metrics.hop_refusals.labels(checked.reason).inc()
+        log.info("request %s to %s: hop headers refused (%s)", request_id, name, checked.reason)
+        raise errors.HopRefused(checked.message, reason=checked.reason, token=self.verifier.token)
+
     def _count_forward(self, name: str, load: float) -> None:
         """One more call of ``name`` forwarded from here (``load``: its target's busy share);
         when the hot tracker says so, an instance starts here in the background (the runtime
@@ -360,18 +378,22 @@ class Router:
         started: float,
         incoming: fw.Hop,
     ) -> Reply:
+        # The time the sender had left, counted from the arrival here, on this node's clock.
+        remaining = incoming.remaining_s
+        deadline = None if remaining is None else started + remaining
+        token = (fw.TOKEN.encode(), self.verifier.token.encode())
         try:
             # The function's home may start it (when it has room); others run warm only.
             if incoming.start and not self.runtime.pool(name).can_take():
                 raise errors.Busy(f"{name!r} has no room for another instance here")
             result = await self.runtime.invoke(
                 name, body, request_id=request_id, method=method, query=query, headers=headers,
-                started=started, deadline=incoming.deadline, warm_only=not incoming.start,
+                started=started, deadline=deadline, warm_only=not incoming.start,
             )  # fmt: skip
         except (errors.NotWarm, errors.Busy) as exc:
             self.metrics.forwarded_in.labels(str(incoming.hops), exc.code).inc()
             load = f"{self.runtime.pool(name).load():.3f}".encode()
-            reject = [(fw.REJECT.encode(), exc.code.encode()), (fw.LOAD.encode(), load)]
+            reject = [(fw.REJECT.encode(), exc.code.encode()), (fw.LOAD.encode(), load), token]
             body_json = f'{{"error":"{exc.code}","message":"{exc.message}"}}'.encode()
             return Reply(exc.status, body_json, [(b"content-type", b"application/json"), *reject])
         self._count_route("served-forwarded")
@@ -384,6 +406,7 @@ class Router:
         # The sender keeps our load (the busy share of our slots over the last second) for
         # its next two-choices pick.
         reply_headers.append((_LOAD, f"{self.runtime.pool(name).recent_load():.3f}".encode()))
+        reply_headers.append(token)
         return Reply(200, result.body, reply_headers, result.cold)
 
     def _headers(
@@ -434,6 +457,33 @@ class Router:
 
     # -- forwarding ------------------------------------------------------------------------
 
+    async def _send(
+        self,
+        node: str,
+        address: Address,
+        name: str,
+        method: str,
+        target: str,
+        out: dict[str, str],
+        body: bytes,
+        remaining: float,
+        incoming: fw.Hop,
+        start: bool,
+    ) -> PeerResponse:
+        """Sends one signed forward to ``node`` and keeps the hop token it answers with."""
+        if remaining <= 0:
+            raise errors.FunctionTimeout(f"{name!r} ran out of time while being routed")
+        assert self.peers is not None
+        hop = fw.next_hop(incoming, self.self_name, remaining, start)
+        signed = {**out, **self.signer.sign(node, out["x-request-id"], name, hop)}
+        response = await self.peers.request(
+            str(address), method, target, signed, body,
+            connect_timeout_s=min(CONNECT_TIMEOUT_S, remaining),
+            timeout_s=remaining + ANSWER_SLACK_S,
+        )  # fmt: skip
+        self.signer.learn(node, response.headers.get(fw.TOKEN))
+        return response
+
     async def _forward(
         self,
         node: str,
@@ -456,21 +506,22 @@ class Router:
                 address = home.http
         if address is None or self.peers is None:
             return None
-        remaining = timeout_s - (time.monotonic() - started)
-        if remaining <= 0:
-            raise errors.FunctionTimeout(f"{name!r} ran out of time while being routed")
-        deadline = time.time() + remaining
-        hop = fw.next_hop(incoming, self.self_name, deadline, start)
+        target = f"/function/{name}" + (f"?{query}" if query else "")
         out = {k: v for k, v in headers.items() if k not in _DROP}
         out["x-request-id"] = request_id
-        out.update(fw.sign(self.key, request_id, name, hop))
-        target = f"/function/{name}" + (f"?{query}" if query else "")
         try:
-            response = await self.peers.request(
-                str(address), method, target, out, body,
-                connect_timeout_s=min(CONNECT_TIMEOUT_S, remaining),
-                timeout_s=remaining + ANSWER_SLACK_S,
+            response = await self._send(
+                node, address, name, method, target, out, body,
+                timeout_s - (time.monotonic() - started), incoming, start,
             )  # fmt: skip
+            if response.headers.get(fw.REJECT) == fw.STALE:
+                # Our token for the node was missing or outdated, and nothing ran: the answer
+                # holds its current one, which the retry is signed with.
+                self.metrics.forwards.labels(f"rejected_{fw.STALE}").inc()
+                response = await self._send(
+                    node, address, name, method, target, out, body,
+                    timeout_s - (time.monotonic() - started), incoming, start,
+                )  # fmt: skip
         except PeerUnreachable as exc:
             # Never connected: the target certainly did not run it. Drop it and go on.
             self.metrics.forwards.labels("unreachable").inc()
@@ -493,6 +544,12 @@ class Router:
             self.metrics.forwards.labels(f"rejected_{reject}").inc()
             if reject == "busy":
                 self.cache.note_load(name, node, 1.0)
+            elif reject in (fw.STALE, fw.REFUSED):
+                # The node refused our hop signature (twice stale, or a key it does not
+                # share): nothing ran there, and its routes are not at fault.
+                log.warning(
+                    "%s refused the hop headers of a forward of %s (%s)", node, name, reject
+                )
             else:
                 self.cache.drop(name, node)
             return None

@@ -114,18 +114,18 @@ class Runtime:
     ) -> Invocation:
         """Runs ``name`` on a warm instance or a new one. Raises ``errors.HttpError``.
         ``started`` (this clock) is when the request arrived: time already spent counts
-        against the function's timeout; ``deadline`` (Unix time, from a forwarding node) can
-        only shorten it. ``warm_only``: see ``FunctionPool.invoke``."""
+        against the function's timeout; ``deadline`` (this clock: the time a forwarding node
+        had left, counted from the arrival here) can only shorten it. ``warm_only``: see
+        ``FunctionPool.invoke``."""
         pool = self._pool(name)
         timeout = pool.spec.timeout_s
+        start = self.clock() if started is None else started
         if deadline is not None:
-            timeout = min(timeout, deadline - time.time())
-            if timeout <= 0:
-                # Sent on by a node that has given up on it already (its bytes can arrive late:
-                # a partition heals and TCP delivers them). Dispatching it with no time left
+            if deadline <= self.clock():
+                # Out of time before it could be dispatched. Dispatching it with no time left
                 # would arm an expired timer and kill a warm instance, and its other calls.
                 raise errors.FunctionTimeout(f"{name!r} arrived past its deadline; it did not run")
-        start = self.clock() if started is None else started
+            timeout = min(timeout, deadline - start)
         context: dict[str, Any] | None = None
         if pool.takes_context:  # else the handler would not see it: don't build or send it
             context = {
