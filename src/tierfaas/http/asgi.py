@@ -92,6 +92,12 @@ def error_body(error: errors.HttpError, request_id: str) -> dict[str, Any]:
 
 
 async def respond_error(send: Send, error: errors.HttpError, request_id: str) -> None:
+    headers = error_headers(error, request_id)
+    await respond_json(send, error.status, error_body(error, request_id), headers)
+
+
+def error_headers(error: errors.HttpError, request_id: str) -> Headers:
+    """The headers of the answer to ``error`` (its body is ``error_body``)."""
     headers: Headers = [(b"x-request-id", request_id.encode())]
     if error.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
@@ -105,4 +111,4 @@ async def respond_error(send: Send, error: errors.HttpError, request_id: str) ->
         headers += [(b"x-tierfaas-reject", reject), (b"x-tierfaas-hop-token", error.token.encode())]
     if error.close_connection:
         headers.append((b"connection", b"close"))
-    await respond_json(send, error.status, error_body(error, request_id), headers)
+    return headers

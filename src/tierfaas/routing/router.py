@@ -512,7 +512,7 @@ class Router:
         try:
             response = await self._send(
                 node, address, name, method, target, out, body,
-                timeout_s - (time.monotonic() - started), incoming, start,
+                timeout_s - (self.clock() - started), incoming, start,
             )  # fmt: skip
             if response.headers.get(fw.REJECT) == fw.STALE:
                 # Our token for the node was missing or outdated, and nothing ran: the answer
@@ -520,7 +520,7 @@ class Router:
                 self.metrics.forwards.labels(f"rejected_{fw.STALE}").inc()
                 response = await self._send(
                     node, address, name, method, target, out, body,
-                    timeout_s - (time.monotonic() - started), incoming, start,
+                    timeout_s - (self.clock() - started), incoming, start,
                 )  # fmt: skip
         except PeerUnreachable as exc:
             # Never connected: the target certainly did not run it. Drop it and go on.
