@@ -26,6 +26,8 @@ import itertools
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +242,22 @@ def test_round_robin_calls_run_warm_with_one_instance(five: LocalCluster) -> Non
     assert set(received) == {("1", "served")}
 
 
-def test_forged_and_looping_hop_headers_never_bounce(five: LocalCluster) -> None:
+def hop_token(node: NodeProcess) -> str:
+    """The node's current hop token: what a hop-header refusal hands a forwarding node."""
+    request = urllib.request.Request(
+        f"{node.url}/function/echo", data=b"x", headers={fw.HOPS: "1", fw.PATH: "x"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 403
+    token = info.value.headers[fw.TOKEN]
+    assert isinstance(token, str)
+    return token
+
+
+def test_forged_stale_and_replayed_hop_headers_are_refused_and_loops_never_bounce(
+    five: LocalCluster,
+) -> None:
     nodes = five.nodes
     a, b = nodes[0], nodes[3]
     name_a, name_b = five.name_of(a), five.name_of(b)
@@ -250,33 +267,50 @@ def test_forged_and_looping_hop_headers_never_bounce(five: LocalCluster) -> None
     everyone = ",".join(five.name_of(n) for n in nodes)
     stamp = f"{time.time():.3f}"
     forged = [
+        # The old format: a wall-clock stamp and a MAC (zeros: forged).
         {fw.HOPS: "1", fw.PATH: everyone, fw.SIGNATURE: f"{stamp}:{'0' * 64}"},
         {fw.HOPS: "8", fw.PATH: f"{name_a},{name_b},{name_a}", fw.SIGNATURE: "garbage"},
         {fw.HOPS: "-3", fw.PATH: name_a},
         {fw.PATH: f"{name_b},{name_a}", fw.DEADLINE: "0"},
+        {fw.START: "1"},
+        {fw.REMAINING: "1000"},
     ]
     for headers in forged:
-        # Warm on the node it reached: runs right there.
-        here = one(a, "echo", headers)
-        assert (here.status, here.route, here.served_by) == (200, "local-warm", name_a), here
-        # Warm elsewhere: routed as a request from outside, so one hop at most (the forged
-        # path is not trusted, so it neither stops nor steers the forward).
-        there = one(b, "echo", headers)
-        assert (there.status, there.route, there.served_by) == (200, "forwarded-warm", name_a)
-    after = forwarded_in(nodes)
-    assert {k: after.get(k, 0) - before.get(k, 0) for k in after} == {("1", "served"): 4}
+        # Neither run where it is warm, nor routed from where it is not: refused, typed.
+        for node in (a, b):
+            refused = one(node, "echo", headers)
+            assert refused.status == 403, refused
+            assert json.loads(refused.error)["error"] == "hop_refused", refused
+            assert refused.route is None and refused.served_by is None
+    assert forwarded_in(nodes) == before
+    assert metric(a, "tierfaas_hop_refusals_total") == len(forged)
+    assert metric(b, "tierfaas_hop_refusals_total") == len(forged)
+
+    signer = fw.Signer(FORWARD_KEY)
+    signer.learn(name_a, hop_token(a))
+    signer.learn(name_b, hop_token(b))
+
+    def signed(node: str, hops: int, path: tuple[str, ...], request_id: str) -> dict[str, str]:
+        hop = fw.Hop(hops, path, remaining_s=5.0)
+        return {"x-request-id": request_id, **signer.sign(node, request_id, "echo", hop)}
 
     # Signed A->B->A (hops 2, path A,B) reaching A: run on A, warm, and forwarded nowhere.
-    def signed(hops: int, path: tuple[str, ...], request_id: str) -> dict[str, str]:
-        hop = fw.Hop(hops, path, time.time() + 5)
-        return {"x-request-id": request_id, **fw.sign(FORWARD_KEY, request_id, "echo", hop)}
-
-    back = one(a, "echo", signed(2, (name_a, name_b), "loop-1"))
+    loop = signed(name_a, 2, (name_a, name_b), "loop-1")
+    back = one(a, "echo", loop)
     assert (back.status, back.served_by) == (200, name_a), back
     assert forwarded_in([a]).get(("2", "served")) == 1
-    # The same reaching B, where echo is not warm: refused unstarted, never sent back to A.
+    # The very same headers again: a replay, refused and not run.
+    replayed = one(a, "echo", loop)
+    assert replayed.status == 403 and '"hop_refused"' in replayed.error, replayed
+    assert metric(a, "tierfaas_hop_refusals_total", reason="replayed") == 1
+    assert forwarded_in([a]).get(("2", "served")) == 1
+    # Signed for B's token, sent to A: stale there (a signature is good at one node only).
+    stale = one(a, "echo", signed(name_b, 1, (name_b,), "other-node"))
+    assert stale.status == 403, stale
+    assert metric(a, "tierfaas_hop_refusals_total", reason="stale") == 1
+    # Signed A->B reaching B, where echo is not warm: refused unstarted, never sent back to A.
     served_before = forwarded_in([a])
-    refused = one(b, "echo", signed(2, (name_a, name_b), "loop-2"))
+    refused = one(b, "echo", signed(name_b, 2, (name_a, name_b), "loop-2"))
     assert refused.status == 409 and "not_warm" in refused.error, refused
     assert forwarded_in([a]) == served_before
     assert forwarded_in([b]).get(("2", "not_warm")) == 1
