@@ -123,7 +123,10 @@ class ChaosCluster:
         first_host: int,
         preset: str = "local",
         extra_args: tuple[str, ...] = (),
+        node_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
+        """``node_env``: extra environment of the node at a host (e.g. a test hook)."""
+        self.node_env = node_env or {}
         self.ledger_dir = tmp / "ledgers"
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
         log_dir = tmp / "logs"
@@ -157,7 +160,10 @@ class ChaosCluster:
             # sandbox; `ip netns exec` also remounts /sys, without the cgroup hierarchies).
             extra_args=[*self.lc.node_args(host), "--isolation", "process"],
             log_path=log,
-            env={"CHAOS_LEDGER": str(self.ledger_dir / f"{host}.ids")},
+            env={
+                "CHAOS_LEDGER": str(self.ledger_dir / f"{host}.ids"),
+                **self.node_env.get(host, {}),
+            },
         )
         self._every.append(node)
         return node

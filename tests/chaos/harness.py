@@ -108,7 +108,7 @@ def validate(data: dict[str, Any]) -> None:
 # Typed errors that say the call did not run: the ledger must not hold their id.
 DID_NOT_RUN = frozenset(
     {"overloaded", "draining", "not_warm", "busy", "bad_name", "unknown_function",
-     "body_too_large", "not_found", "method_not_allowed"}
+     "body_too_large", "not_found", "method_not_allowed", "hop_refused"}
 )  # fmt: skip
 # How close to a kill a forwarded call must have been sent to count as in flight on the
 # victim (the client's clock and the kill are read in one process: only scheduling skew).
