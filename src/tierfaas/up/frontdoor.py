@@ -14,6 +14,8 @@ node behind it (see docs/benchmarks.md), splicing does not.
   next backend is tried; nothing of the client's has been sent yet, so this is always safe.
   When no backend takes the connection, the client gets a ``503`` and the connection closes.
 - Flow control: a side whose peer's write buffer is full stops reading until it drains.
+- Hop headers: a client's ``X-Tierfaas-*`` hop headers pass through like any bytes; the node
+  refuses the request (403 ``hop_refused``), so none needs stripping here.
 
 Run one on its own with ``tierfaas frontdoor --listen HOST:PORT --backends A,B,...``;
 ``tierfaas up`` runs one in its supervisor process.

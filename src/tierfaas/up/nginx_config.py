@@ -18,6 +18,9 @@ address with keep-alive connections to them (HTTP/1.1); a request goes to the ne
 the connection fails, times out, or the node answers 503 (draining, not ready). nginx never
 retries a POST that reached a node (only ``non_idempotent`` would allow it, which this file
 does not set), so a function runs at most once per call.
+
+Neither mode strips a client's ``X-Tierfaas-*`` hop headers: the nodes refuse a request that
+carries one unsigned (403 ``hop_refused``, docs/security.md), whatever passed it on.
 """
 
 from __future__ import annotations
