@@ -3,8 +3,6 @@ the memory budget and keep-alive reaping. (Real processes: tests/integration.)""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tierfaas import errors
