@@ -173,6 +173,12 @@ class HopRefused(ClientError):
         self.reason = reason
         self.token = token
 
+    @property
+    def reject(self) -> str:
+        """The ``X-Tierfaas-Reject`` of the answer: nothing ran, and a stale token is worth
+        one retry with ``token`` (``hop_stale``); nothing else is (``hop_refused``)."""
+        return "hop_stale" if self.reason == "stale" else "hop_refused"
+
 
 # -- the function's fault ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 
+from tierfaas import errors
 from tierfaas.routing import forwarding as fw
 from tierfaas.routing.forwarding import Hop, Refusal, Signer, Verifier, next_hop
 from tierfaas.testing import FakeClock
@@ -59,7 +60,8 @@ def test_the_first_forward_to_a_node_is_stale_and_the_retry_with_its_token_passe
     receiver = verifier(clock)
     signer = Signer(KEY)
     assert reason(receiver.check("req1", "hello", signed(signer))) == "stale"
-    assert Refusal("stale", "").reject == fw.STALE  # the sender may retry
+    assert errors.HopRefused("", reason="stale", token="").reject == fw.STALE  # retry once
+    assert errors.HopRefused("", reason="forged", token="").reject == fw.REFUSED
     signer.learn("b", receiver.token)
     assert receiver.check("req1", "hello", signed(signer)).forwarded  # type: ignore[union-attr]
 

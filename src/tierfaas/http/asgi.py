@@ -107,8 +107,8 @@ def error_headers(error: errors.HttpError, request_id: str) -> Headers:
         headers.append((b"allow", error.allow.encode()))
     elif isinstance(error, errors.HopRefused):
         # For a forwarding node: nothing ran (try elsewhere, or retry with the token if stale).
-        reject = b"hop_stale" if error.reason == "stale" else b"hop_refused"
-        headers += [(b"x-tierfaas-reject", reject), (b"x-tierfaas-hop-token", error.token.encode())]
+        headers.append((b"x-tierfaas-reject", error.reject.encode()))
+        headers.append((b"x-tierfaas-hop-token", error.token.encode()))
     if error.close_connection:
         headers.append((b"connection", b"close"))
     return headers

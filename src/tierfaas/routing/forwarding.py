@@ -70,8 +70,10 @@ WINDOW = 1 << 16
 MAX_REMAINING_MS = 24 * 3600 * 1000
 # Bounds the receiver's replay state for one token (only key holders can add senders).
 MAX_SENDERS = 4096
-STALE = "hop_stale"  # the REJECT value that asks the sender to retry with TOKEN
-REFUSED = "hop_refused"  # the REJECT value of every other refusal: the sender tries elsewhere
+# The REJECT values of a refusal (``errors.HopRefused.reject``): retry once with the TOKEN
+# answered, or try elsewhere.
+STALE = "hop_stale"
+REFUSED = "hop_refused"
 
 _TOKEN_RE = re.compile(r"[0-9a-f]{16}")
 _WINDOW_MASK = (1 << WINDOW) - 1
@@ -98,11 +100,6 @@ class Refusal:
 
     reason: str
     message: str
-
-    @property
-    def reject(self) -> str:
-        """The ``X-Tierfaas-Reject`` value: a stale token is worth one retry, nothing else."""
-        return STALE if self.reason == "stale" else REFUSED
 
 
 def next_hop(current: Hop, self_name: str, remaining_s: float, start: bool = False) -> Hop:

@@ -249,19 +249,21 @@ class Router:
         """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here.
         ``headers`` are the request's, as ASGI gives them."""
         pool = self.runtime.pool(name)  # 404 before anything else
-        incoming = _FROM_OUTSIDE
         for key, _ in headers:
             if key in _HOP_HEADERS:
+                # A forward: verified (or refused, 403), then run here or refused back
+                # unstarted; never routed again.
                 incoming = self._verify(name, request_id, headers)
                 return await self._run_forwarded(
                     name, body, request_id, method, query, _user_headers(headers), started,
                     incoming,
                 )  # fmt: skip
-        if self.lookup is not None and incoming.hops < self.hop_limit:
+        if self.lookup is not None and self.hop_limit > 0:
             user_headers = _user_headers(headers)
             reply = await self._route(
-                pool, name, body, request_id, method, query, user_headers, started, incoming
-            )
+                pool, name, body, request_id, method, query, user_headers, started,
+                _FROM_OUTSIDE,
+            )  # fmt: skip
             if reply is not None:
                 return reply
         # Run here (the fast path of a standalone node). The handler's headers are built only
