@@ -118,6 +118,11 @@ class ClusterManager:
         return self._view
 
     @property
+    def current_topology(self) -> Topology:
+        """The roles the actor last computed (reading it takes no message; never modified)."""
+        return self._state.topology
+
+    @property
     def local(self) -> MemberInfo:
         """This node's own run, as its membership reports it (the epoch is set once started)."""
         return self._membership.local
