@@ -156,3 +156,15 @@ async def test_a_cancelled_or_finished_task_stays_ended() -> None:
     await clock.run_for(10.0)
     assert task.done() and not task.cancelled() and done == [1]
     assert supervisor.not_ready_reason() is None
+
+
+async def test_readyz_gives_the_supervisors_reason() -> None:
+    from tierfaas.node.readiness import Readiness
+
+    clock = FakeClock()
+    supervisor, _ = make(clock)
+    readiness = Readiness(check_release=False, tasks=supervisor)
+    assert readiness.reason() is None
+    supervisor.spawn("release-check", Flaky(crashes=1), restart=False)
+    await settle()
+    assert readiness.reason() == "background task release-check crashed and is not restarted"

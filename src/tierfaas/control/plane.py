@@ -57,6 +57,7 @@ from tierfaas.control.targets import lookup_targets
 from tierfaas.control.transport import Channels
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
+from tierfaas.supervision import Supervisor
 from tierfaas.topology import Role, hrw_weight
 
 log = logging.getLogger("tierfaas.control")
@@ -78,8 +79,10 @@ class ControlPlane:
         window_s: float = 0.1,
         clock: Clock = monotonic,
         on_generation: Callable[[int], Awaitable[None]] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.cluster = cluster
+        self.supervisor = supervisor or Supervisor()  # restarts the tasks below on a crash
         self.name = name
         self.key = key
         # This node's warm set as registered with the master: FunctionWarm seen, and no
@@ -88,7 +91,9 @@ class ControlPlane:
         self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
         self.channels = Channels(key)
-        self.writes = WriteQueue(name, 0, master=self._master_rpc, channels=self.channels)
+        self.writes = WriteQueue(
+            name, 0, master=self._master_rpc, channels=self.channels, supervisor=self.supervisor
+        )
         self.role: Role | None = None
         self.master: str | None = None
         self.my_replica: str | None = None
@@ -171,7 +176,7 @@ class ControlPlane:
         if new == "master" and not self.backend.is_master():
             hub = self.backend.promote()
             self._drop_dead_runs(hub)
-            self._hub_task = asyncio.get_running_loop().create_task(hub.run())
+            self._hub_task = self.supervisor.spawn("table-hub", hub.run)
             log.info("this node now owns the routing table (version %d)", hub.table.version)
         elif new != "master" and self.backend.is_master():
             if self._hub_task is not None:
@@ -186,6 +191,7 @@ class ControlPlane:
                 master=self._master_rpc,
                 channels=self.channels,
                 replica=self.name,
+                supervisor=self.supervisor,
             )
             self.replicator.start()
         replica = topo.replica_of.get(self.name)
