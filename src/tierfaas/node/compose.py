@@ -33,7 +33,7 @@ from tierfaas.membership.base import Membership
 from tierfaas.membership.meta import KEY_GENERATION
 from tierfaas.node.readiness import Readiness
 from tierfaas.routing.cache import RouteCache
-from tierfaas.routing.router import Router, RoutingMetrics
+from tierfaas.routing.router import NEGATIVE_TTL_S, Router, RoutingMetrics
 from tierfaas.runtime import Runtime
 from tierfaas.supervision import Supervisor
 
@@ -179,7 +179,9 @@ def _clustered(
         runtime,
         self_name=name,
         key=derive(key or LOOPBACK_KEY, "forward"),
-        cache=RouteCache(clock, config.route_cache_size, config.route_cache_ttl_s),
+        cache=RouteCache(
+            clock, config.route_cache_size, config.route_cache_ttl_s, empty_ttl_s=NEGATIVE_TTL_S
+        ),
         metrics=RoutingMetrics(metrics.registry),
         lookup=control.lookup,
         homes=control.home if config.cold_starts == "home" else None,
