@@ -90,7 +90,7 @@ class ControlPlane:
         self.warm: set[str] = set()
         self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
-        self.channels = Channels(key)
+        self.channels = Channels(key, live=self._live_rpcs)  # closes those of gone peers
         self.writes = WriteQueue(
             name, 0, master=self._master_rpc, channels=self.channels, supervisor=self.supervisor
         )
@@ -331,10 +331,16 @@ class ControlPlane:
             return None
         return [r for r in answer.routes if self._routable(r)]
 
+    def _live_rpcs(self) -> set[str]:
+        return {str(m.rpc) for m in self.cluster.view.runs.values() if m.rpc is not None}
+
     async def _lane(self, rpc: str) -> QueryLaneClient | None:
         client = self.lane_clients.get(rpc)
         if client is not None:
             return client
+        live = self._live_rpcs()
+        for gone in [a for a in self.lane_clients if a not in live]:  # bounded: live peers only
+            await self.lane_clients.pop(gone).close()
         try:
             info = await self.channels.get(rpc).info(timeout_s=LOOKUP_TIMEOUT_S)
         except Exception as exc:  # no lane: the gRPC Query path still works
