@@ -82,7 +82,6 @@ async def test_a_silent_master_ends_the_subscribe_stream_within_its_bound() -> N
         with pytest.raises(aio.AioRpcError):
             await asyncio.wait_for(anext(stream), STREAM_SILENCE_BOUND_S + 10.0)
         assert time.monotonic() - began <= STREAM_SILENCE_BOUND_S + 3.0
-        await stream.aclose()
     finally:
         await client.close()
         await relay.close()
