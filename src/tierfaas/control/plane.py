@@ -340,7 +340,7 @@ class ControlPlane:
             return client
         live = self._live_rpcs()
         for gone in [a for a in self.lane_clients if a not in live]:  # bounded: live peers only
-            await self.lane_clients.pop(gone).close()
+            self.channels.close_later(self.lane_clients.pop(gone).close())
         try:
             info = await self.channels.get(rpc).info(timeout_s=LOOKUP_TIMEOUT_S)
         except Exception as exc:  # no lane: the gRPC Query path still works

@@ -29,8 +29,10 @@ def lookup_targets(
 
     targets: list[str] = []
     if role == "worker":
-        ranked = sorted(topology.replicas, key=lambda r: (hrw_weight(me, r), r), reverse=True)
-        replica = next((r for r in ranked if alive(r)), None)
+        replica = topology.replica_of.get(me)
+        if not alive(replica):  # rare: rank the others only then (a hash per replica)
+            ranked = sorted(topology.replicas, key=lambda r: (hrw_weight(me, r), r), reverse=True)
+            replica = next((r for r in ranked if alive(r)), None)
         if replica is not None:
             targets.append(replica)
     if role != "master" and alive(topology.master) and topology.master not in targets:

@@ -263,8 +263,12 @@ class Channels:
         return len(self._clients)
 
     def _evict(self, address: str) -> None:
-        client = self._clients.pop(address)
-        task = asyncio.get_running_loop().create_task(client.close())
+        self.close_later(self._clients.pop(address).close())
+
+    def close_later(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Runs ``closing`` (a connection's close) in the background; ``close()`` waits for
+        it. For callers on the request path, which must not wait for a peer's goodbye."""
+        task = asyncio.get_running_loop().create_task(closing)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
