@@ -309,7 +309,7 @@ class ClusterManager:
                 if change.reason == "stopped":
                     return
 
-        self._deliveries.append(asyncio.get_running_loop().create_task(deliver()))
+        self._deliveries.append(self._supervisor.spawn("role-subscriber", deliver))
         return queue
 
 
