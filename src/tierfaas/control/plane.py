@@ -37,6 +37,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from tierfaas.clock import Clock, monotonic
@@ -61,6 +62,9 @@ from tierfaas.supervision import Supervisor
 from tierfaas.topology import Role, hrw_weight
 
 log = logging.getLogger("tierfaas.control")
+
+# Info's failures that mean the node answers nothing (frozen, cut off, gone), not "no lane".
+_SILENT = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
 
 
 class ControlPlane:
@@ -311,7 +315,11 @@ class ControlPlane:
         rpc = self._rpc_of(node)
         if rpc is None:
             return None
-        client = await self._lane(rpc)
+        try:
+            client = await self._lane(rpc)
+        except aio.AioRpcError as exc:  # Info got no answer: a Query would get none either
+            log.debug("Info from %s failed: %s", node, exc.code())
+            return None
         if client is not None:
             try:
                 result = await client.query(function)
@@ -343,8 +351,10 @@ class ControlPlane:
             self.channels.close_later(self.lane_clients.pop(gone).close())
         try:
             info = await self.channels.get(rpc).info(timeout_s=LOOKUP_TIMEOUT_S)
-        except Exception as exc:  # no lane: the gRPC Query path still works
-            log.debug("Info from %s failed: %s", rpc, exc)
+        except aio.AioRpcError as exc:
+            if exc.code() in _SILENT:
+                raise  # the node gives no answer at all: not worth a Query
+            log.debug("Info from %s failed: %s", rpc, exc)  # no lane: gRPC Query still works
             return None
         if not info.query_lane:
             return None
