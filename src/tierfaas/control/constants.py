@@ -56,14 +56,16 @@ ANNOUNCE_TIMEOUT_S = 5.0
 change, when the new master is busiest."""
 
 QUERY_TIMEOUT_S = 1.0
-"""Query (gRPC or the query lane) on the request path: past this the caller does better to
-start the function itself than to keep waiting for a hint."""
+"""Query (gRPC, the query lane, QueryStream) by default: past this the caller does better to
+start the function itself than to keep waiting for a hint. A node's own lookups use the
+shorter ``LOOKUP_TIMEOUT_S``, since they have another node to ask."""
 
 LOOKUP_TIMEOUT_S = 0.5
 """A worker's lookup, per node asked (Info on first contact, then Query on the lane or over
 gRPC): a live peer answers in a millisecond, so past this the peer is frozen or cut off and
-the lookup asks the master instead (``ControlPlane.lookup``). Two of these bound a lookup
-(the replica, then the master); a peer that gossip already suspects is skipped, not asked."""
+the lookup asks the next node instead (``ControlPlane.lookup``): a lookup asks at most a
+replica and the master, so about two of these bound it; a peer that gossip already suspects
+is skipped, not asked."""
 
 LANE_CONNECT_TIMEOUT_S = 0.5
 """Opening a query-lane connection: the kernel answers a SYN in well under a millisecond even
