@@ -27,7 +27,8 @@ from tests.chaos.harness import ARTIFACTS, REPO, validate
 
 BEGIN = "<!-- chaos-results:begin (written by python -m tests.chaos.report) -->"
 END = "<!-- chaos-results:end -->"
-ORDER = ("crash", "partition", "loss", "slow_node", "soak")  # by prefix; others last
+# By prefix; others last.
+ORDER = ("crash", "partition", "loss", "slow_node", "suspect_replica", "soak")
 SKELETON = f"""# Reliability
 
 The chaos suite (`tests/chaos/`, `make chaos`) and what it found.
@@ -117,6 +118,19 @@ def details(r: dict[str, Any]) -> list[str]:
         ]  # fmt: skip
         header = ["fault", "membership events (all nodes)", "declared dead",
                   "roles unchanged", "backlog s / p99 s"]  # fmt: skip
+        out += [*table(header, rows), ""]
+    phases = extra.pop("phases", None)
+    if phases:  # suspect_replica: calls to a worker before and while its replica is suspect
+        rows = [
+            [p["round"], when, f["calls"], f["median_ms"], f["p99_ms"], f["max_ms"],
+             f["lookups"], f["lookup_median_le_ms"], f["lookup_p99_le_ms"],
+             f["lookups_over_100ms"], f["lookups_failed"]]
+            for p in phases
+            for when, f in (("not suspect", p["not_suspect"]), ("suspect", p["suspect"]))
+        ]  # fmt: skip
+        header = ["round", "replica", "calls", "call median ms", "call p99 ms", "call max ms",
+                  "lookups", "lookup median ms (<=)", "lookup p99 ms (<=)",
+                  "lookups > 100 ms", "lookups failed"]  # fmt: skip
         out += [*table(header, rows), ""]
     growth = extra.pop("growth", None)
     if growth:

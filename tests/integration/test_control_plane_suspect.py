@@ -12,7 +12,9 @@ in-memory ``FakeNetwork``, roles come from each node's own ClusterManager.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tierfaas.cluster import ClusterManager, NodeEndpoint, RunGone
 from tierfaas.config import Address
+from tierfaas.control.constants import LOOKUP_TIMEOUT_S
 from tierfaas.control.plane import ControlPlane
 from tierfaas.testing.membership import FakeMembership, FakeNetwork
 from tierfaas.testing.nodes import free_port
@@ -151,3 +154,64 @@ async def test_an_empty_answer_from_the_replica_is_checked_with_the_master(
     assert [r.name for r in await worker.lookup("f")] == ["m"]  # pending at the master
     assert [r.name for r in await replica.lookup("f")] == ["m"]
     assert await worker.lookup("g") == []  # nowhere is still nowhere
+
+
+@contextlib.contextmanager
+def frozen(node: Node) -> Iterator[None]:
+    """``node``'s control port accepts connections and never answers, as a frozen (SIGSTOP)
+    process's does: its server is stopped and a bare listener takes the port."""
+    rpc = node.membership.local.rpc
+    assert rpc is not None
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((rpc.host, rpc.port))
+    sock.listen(64)
+    try:
+        yield
+    finally:
+        sock.close()
+
+
+async def test_while_its_replica_is_suspect_a_worker_asks_another_within_100_ms(
+    cluster: Cluster,
+) -> None:
+    await cluster.add("mrsw", replicas=2)
+    master, worker = cluster.nodes["m"], cluster.nodes["w"]
+    assert worker.plane.role == "worker"
+    own = worker.plane.my_replica
+    assert own in ("r", "s")
+    other = cluster.nodes["s" if own == "r" else "r"]
+    hub = master.plane.backend.hub
+    assert hub is not None
+    for node in cluster.nodes.values():
+        await node.plane.writes.flushed()  # each announced its (empty) warm set: no announce
+    for _ in range(100):  # can replace the routes written below
+        if hub.batcher.deadline() is None:
+            break
+        await asyncio.sleep(0.01)
+    hub.batcher.register("f", master.endpoint())
+    hub.flush()
+    for _ in range(200):  # the other replica's copy follows the master's stream
+        if other.plane.local_routes("f"):
+            break
+        await asyncio.sleep(0.01)
+    assert [r.name for r in await worker.plane.lookup("f")] == ["m"]
+
+    await cluster.nodes[own].plane.server.stop()
+    loop = asyncio.get_running_loop()
+    with frozen(cluster.nodes[own]):
+        # Frozen, not yet suspect: the replica is passed over after LOOKUP_TIMEOUT_S.
+        began = loop.time()
+        assert [r.name for r in await worker.plane.lookup("f")] == ["m"]
+        assert loop.time() - began < 2 * LOOKUP_TIMEOUT_S
+
+        cluster.net.suspect(own)
+        await cluster.settle()
+        took = []
+        for _ in range(20):
+            began = loop.time()
+            assert [r.name for r in await worker.plane.lookup("f")] == ["m"]
+            took.append(loop.time() - began)
+        assert max(took) < 0.1, took  # skipped, not waited for: the issue's bound
+        hub.batcher.register("g", other.endpoint())  # a miss still reaches the master
+        assert [r.name for r in await worker.plane.lookup("g")] == ["s" if own == "r" else "r"]

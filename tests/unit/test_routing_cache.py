@@ -47,3 +47,31 @@ def test_load_is_recorded_for_two_choices() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         RouteCache(FakeClock(), size=0)
+
+
+def test_an_entry_emptied_by_a_drop_expires_as_fast_as_an_empty_answer() -> None:
+    clock = FakeClock()
+    cache = RouteCache(clock, ttl_s=5, empty_ttl_s=0.05)
+    cache.put("f", (Candidate("c"), Candidate("d")))
+    cache.put("g", (Candidate("b"),))
+    cache.drop("f", "c")  # a refusal: still a candidate left, the entry keeps its TTL
+    cache.drop_node("b")  # a suspicion: g is left empty
+    assert cache.get("g") == ()
+    clock.advance(0.06)
+    assert cache.get("g") is None  # asked again: the function may be warm elsewhere
+    assert cache.get("f") == (Candidate("d"),)
+    cache.drop("f", "d")
+    clock.advance(0.06)
+    assert cache.get("f") is None
+    cache.put("h", ())  # an empty answer, by default
+    clock.advance(0.06)
+    assert cache.get("h") is None
+
+
+def test_a_drop_never_extends_an_entry() -> None:
+    clock = FakeClock()
+    cache = RouteCache(clock, ttl_s=5, empty_ttl_s=0.05)
+    cache.put("f", (Candidate("b"),), ttl_s=0.01)
+    cache.drop("f", "b")
+    clock.advance(0.02)
+    assert cache.get("f") is None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,7 +40,15 @@ from tierfaas.cluster.messages import (
 )
 from tierfaas.cluster.state import ClusterState, MemberView, RoleChange, RunGone
 from tierfaas.errors import ClusterError
-from tierfaas.membership.base import JoinStatus, MemberInfo, Membership, NameConflictSelf
+from tierfaas.membership.base import (
+    JoinStatus,
+    MemberInfo,
+    Membership,
+    MembershipEvent,
+    NameConflictSelf,
+    Resync,
+)
+from tierfaas.supervision import Supervisor
 from tierfaas.topology import ReplicaPolicy, Role, Topology
 
 log = logging.getLogger("tierfaas.cluster")
@@ -60,8 +69,10 @@ class ClusterManager:
         clock: Clock = monotonic,
         replicas: ReplicaPolicy = "sqrt",
         queue_max: int = 10_000,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._membership = membership
+        self._supervisor = supervisor or Supervisor()
         self._clock = clock
         self._queue: asyncio.Queue[Message] = asyncio.Queue(queue_max)
         self._state = ClusterState(membership.local.name, replicas)
@@ -118,6 +129,11 @@ class ClusterManager:
         return self._view
 
     @property
+    def current_topology(self) -> Topology:
+        """The roles the actor last computed (reading it takes no message; never modified)."""
+        return self._state.topology
+
+    @property
     def local(self) -> MemberInfo:
         """This node's own run, as its membership reports it (the epoch is set once started)."""
         return self._membership.local
@@ -132,14 +148,22 @@ class ClusterManager:
         self._state.resync(self._membership.members())
         self._view = self._state.view()
         self._apply_roles("start")
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._run(), name="cluster-manager"))
+        self._tasks.append(self._supervisor.spawn("cluster-manager", self._run))
+        first = [events]
 
         async def forward() -> None:
-            async for event in events:
+            # Restarted after a crash: a new subscription, and the whole member list at once
+            # (events may have been lost in between).
+            stream = first.pop() if first else self._resubscribe()
+            async for event in stream:
                 await self._queue.put(MembershipChanged(event))
 
-        self._tasks.append(loop.create_task(forward(), name="cluster-membership-events"))
+        self._tasks.append(self._supervisor.spawn("cluster-membership-events", forward))
+
+    def _resubscribe(self) -> AsyncIterator[MembershipEvent]:
+        events = self._membership.events()
+        self.send(MembershipChanged(Resync(tuple(self._membership.members()))))
+        return events
 
     async def stop(self) -> None:
         """Stops the actor after the messages already queued; idempotent."""
@@ -285,7 +309,7 @@ class ClusterManager:
                 if change.reason == "stopped":
                     return
 
-        self._deliveries.append(asyncio.get_running_loop().create_task(deliver()))
+        self._deliveries.append(self._supervisor.spawn("role-subscriber", deliver))
         return queue
 
 

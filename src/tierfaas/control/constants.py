@@ -56,15 +56,29 @@ ANNOUNCE_TIMEOUT_S = 5.0
 change, when the new master is busiest."""
 
 QUERY_TIMEOUT_S = 1.0
-"""Query (gRPC or the query lane) on the request path: past this the caller does better to
-start the function itself than to keep waiting for a hint."""
+"""Query (gRPC, the query lane, QueryStream) by default: past this the caller does better to
+start the function itself than to keep waiting for a hint. A node's own lookups use the
+shorter ``LOOKUP_TIMEOUT_S``, since they have another node to ask."""
+
+LOOKUP_TIMEOUT_S = 0.5
+"""A worker's lookup, per node asked (Info on first contact, then Query on the lane or over
+gRPC): a live peer answers in a millisecond, so past this the peer is frozen or cut off and
+the lookup asks the next node instead (``ControlPlane.lookup``): a lookup asks at most a
+replica and the master, so about two of these bound it; a peer that gossip already suspects
+is skipped, not asked."""
+
+LANE_CONNECT_TIMEOUT_S = 0.5
+"""Opening a query-lane connection: the kernel answers a SYN in well under a millisecond even
+on a busy node; a connect that hangs means the peer is cut off, and without this bound it
+would wait out TCP's SYN retries (about two minutes) while every query waits behind it."""
 
 INFO_TIMEOUT_S = 1.0
 """Info: a read of a few fields; a peer that cannot answer it in a second is not usable."""
 
 HANDOVER_TIMEOUT_S = 30.0
 """Handover: the whole table in parts, its checksum (about 1 s per million routes) and the
-target's load, during a rollout that waits for it."""
+target's load, during a rollout that waits for it. A total bound: the call fails past it
+however far it got."""
 
 SERVER_STOP_GRACE_S = 0.5
 """Seconds the calls in flight get to finish when the server stops (a unary call takes
@@ -93,6 +107,21 @@ the backoff above). Long enough to ride out a few lost packets, so only a cut cl
 MIN_PING_INTERVAL_MS = 1000
 """The server accepts pings this often without data (at most ``KEEPALIVE_TIME_MS``): by
 default a server answers pings as frequent as the peers' with GOAWAY."""
+
+STREAM_SILENCE_BOUND_S = (KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS) / 1000
+"""Subscribe and QueryStream have no deadline (they last as long as the master's role): what
+bounds them is the HTTP/2 keepalive above, a ping every ``KEEPALIVE_TIME_MS`` that closes the
+connection when unanswered for ``KEEPALIVE_TIMEOUT_MS``. A frozen or cut-off master (who
+sends nothing, not even a reset) therefore ends its replicas' streams within about this many
+seconds, and they resubscribe elsewhere."""
+
+MAX_CHANNELS = 256
+"""gRPC channels a node keeps open (``Channels``), one per peer's control address: a peer
+that restarts on a new port, or leaves, would otherwise leave its channel (a socket and its
+reconnect timer) behind for good. Channels to addresses no longer in the member view are
+closed as they are found (``Channels.retain``); past this many the least recently used is
+closed. Far above the peers one node talks to (its master and replica, a few more in a
+failover)."""
 
 # -- the write queue and the replicator (seconds) -----------------------------------------------
 

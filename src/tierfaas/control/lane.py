@@ -37,6 +37,7 @@ from tierfaas.control.auth import credential, verify
 from tierfaas.control.constants import (
     LANE_AUTH_TIMEOUT_S,
     LANE_CLIENT_MAX_FRAME,
+    LANE_CONNECT_TIMEOUT_S,
     LANE_MAX_FRAME,
     LANE_PRE_AUTH_MAX_FRAME,
     QUERY_TIMEOUT_S,
@@ -231,7 +232,8 @@ class LaneError(ConnectionError):
 class QueryLaneClient:
     """One pipelined connection to a node's query lane; connects on first use and again after
     a loss. ``query()`` raises ``LaneError`` on failure (callers fall back to gRPC Query or
-    another node) and ``TimeoutError`` after ``timeout_s``."""
+    another node) and ``TimeoutError`` when the peer does not answer within ``timeout_s``,
+    the connect included (a connect alone gives up after ``connect_timeout_s``)."""
 
     def __init__(
         self,
@@ -239,11 +241,13 @@ class QueryLaneClient:
         *,
         key: bytes | None,
         timeout_s: float = QUERY_TIMEOUT_S,
+        connect_timeout_s: float = LANE_CONNECT_TIMEOUT_S,
         max_frame: int = LANE_CLIENT_MAX_FRAME,
     ) -> None:
         self.address = address
         self._auth = frame(AUTH, credential(key).encode())
         self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._max_frame = max_frame
         self._protocol: _ClientProtocol | None = None
         self._connecting: asyncio.Future[_ClientProtocol] | None = None
@@ -264,11 +268,18 @@ class QueryLaneClient:
     async def _connect(self) -> _ClientProtocol:
         loop = asyncio.get_running_loop()
         try:
-            _, protocol = await loop.create_connection(
-                lambda: _ClientProtocol(self, self._max_frame),
-                self.address.host,
-                self.address.port,
-            )
+            # Bounded: a peer cut off never answers the SYN, and every query waits on this.
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, protocol = await loop.create_connection(
+                    lambda: _ClientProtocol(self, self._max_frame),
+                    self.address.host,
+                    self.address.port,
+                )
+        except TimeoutError:  # an OSError too, but a different verdict: cut off, not refused
+            raise TimeoutError(
+                f"no answer from the query lane at {self.address} within "
+                f"{self._connect_timeout_s:g} s"
+            ) from None
         except OSError as exc:
             raise LaneError(f"cannot reach the query lane at {self.address}: {exc}") from exc
         assert protocol.transport is not None
@@ -277,19 +288,19 @@ class QueryLaneClient:
         return protocol
 
     async def query(self, function: str) -> QueryResult:
-        protocol = await self._connected()
-        self._next_id += 1
-        rid = self._next_id
-        future: asyncio.Future[pb.QueryReply] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
-        request = pb.QueryRequest(function=function, request_id=rid)
-        assert protocol.transport is not None
-        protocol.transport.write(frame(QUERY, request.SerializeToString()))
-        try:
-            async with asyncio.timeout(self._timeout_s):
+        async with asyncio.timeout(self._timeout_s):  # one bound: the connect and the reply
+            protocol = await self._connected()
+            self._next_id += 1
+            rid = self._next_id
+            future: asyncio.Future[pb.QueryReply] = asyncio.get_running_loop().create_future()
+            self._pending[rid] = future
+            request = pb.QueryRequest(function=function, request_id=rid)
+            assert protocol.transport is not None
+            protocol.transport.write(frame(QUERY, request.SerializeToString()))
+            try:
                 reply = await future
-        finally:
-            self._pending.pop(rid, None)
+            finally:
+                self._pending.pop(rid, None)
         if reply.error:
             raise LaneError(f"query lane: {reply.error}")
         try:

@@ -11,7 +11,9 @@ ClusterManager publishes (role, master, this node's replica):
   node's entries as soon as gossip says it is dead or left;
 - a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
 - ``lookup(function)`` is the router's source of candidates: the node's own table on a master
-  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback). An empty
+  or replica, else its replica over the query lane (gRPC ``Query`` as the fallback), or the
+  next live replica while its own is suspect (``targets.py``: a suspect is skipped, never
+  waited for; a node silent for ``LOOKUP_TIMEOUT_S`` is passed over). An empty
   answer is checked with the master, which has heard a registration before any replica: the
   node is about to start the function cold, and in a burst of first calls another node may
   have just started it (one extra query per miss; hits never reach the master). It names
@@ -35,24 +37,34 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import grpc
+from grpc import aio
+
 from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.cluster.state import NodeEndpoint, RoleChange, RunGone
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control import wire
 from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import LOOKUP_TIMEOUT_S
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
 from tierfaas.control.table import Snapshot
+from tierfaas.control.targets import lookup_targets
 from tierfaas.control.transport import Channels
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
+from tierfaas.supervision import Supervisor
 from tierfaas.topology import Role, hrw_weight
 
 log = logging.getLogger("tierfaas.control")
+
+# Info's failures that mean the node answers nothing (frozen, cut off, gone), not "no lane".
+_SILENT = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
 
 
 class ControlPlane:
@@ -71,8 +83,10 @@ class ControlPlane:
         window_s: float = 0.1,
         clock: Clock = monotonic,
         on_generation: Callable[[int], Awaitable[None]] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.cluster = cluster
+        self.supervisor = supervisor or Supervisor()  # restarts the tasks below on a crash
         self.name = name
         self.key = key
         # This node's warm set as registered with the master: FunctionWarm seen, and no
@@ -80,8 +94,10 @@ class ControlPlane:
         self.warm: set[str] = set()
         self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
-        self.channels = Channels(key)
-        self.writes = WriteQueue(name, 0, master=self._master_rpc, channels=self.channels)
+        self.channels = Channels(key, live=self._live_rpcs)  # closes those of gone peers
+        self.writes = WriteQueue(
+            name, 0, master=self._master_rpc, channels=self.channels, supervisor=self.supervisor
+        )
         self.role: Role | None = None
         self.master: str | None = None
         self.my_replica: str | None = None
@@ -164,7 +180,7 @@ class ControlPlane:
         if new == "master" and not self.backend.is_master():
             hub = self.backend.promote()
             self._drop_dead_runs(hub)
-            self._hub_task = asyncio.get_running_loop().create_task(hub.run())
+            self._hub_task = self.supervisor.spawn("table-hub", hub.run)
             log.info("this node now owns the routing table (version %d)", hub.table.version)
         elif new != "master" and self.backend.is_master():
             if self._hub_task is not None:
@@ -179,6 +195,7 @@ class ControlPlane:
                 master=self._master_rpc,
                 channels=self.channels,
                 replica=self.name,
+                supervisor=self.supervisor,
             )
             self.replicator.start()
         replica = topo.replica_of.get(self.name)
@@ -275,47 +292,74 @@ class ControlPlane:
 
     async def lookup(self, function: str) -> Sequence[NodeEndpoint]:
         """Where ``function`` is warm: the router's candidates (may include this node), never
-        a run this node's gossip suspects."""
-        if self.role == "master":
-            return [r for r in self.local_routes(function) if self._routable(r)]
-        if self.role == "replica":
+        a run this node's gossip suspects. A worker asks its replica, or the next live one
+        while its own is suspect (``targets.lookup_targets``), then the master; a node that
+        does not answer within ``LOOKUP_TIMEOUT_S`` is passed over, so a lookup takes at most
+        two of those, and none while the suspect is merely skipped."""
+        if self.role in ("master", "replica"):
             routes = [r for r in self.local_routes(function) if self._routable(r)]
-        else:
-            routes = await self._query(self.my_replica or self.master, function)
-        if routes or self.master is None:
-            return routes
-        # Nowhere, says the copy: the master may know better (see the module docstring).
-        return await self._query(self.master, function)
+            if routes or self.role == "master":
+                return routes
+        topology = self.cluster.current_topology
+        for target in lookup_targets(self.name, self.role, topology, self.cluster.view):
+            answer = await self._query(target, function)
+            if answer or (answer is not None and target == topology.master):
+                return answer
+            # Nowhere, says a replica's copy: the master may know better (see the module
+            # docstring). No answer at all: the next target is asked instead.
+        return []
 
-    async def _query(self, node: str | None, function: str) -> list[NodeEndpoint]:
-        rpc = self._rpc_of(node) if node is not None else None
+    async def _query(self, node: str, function: str) -> list[NodeEndpoint] | None:
+        """``node``'s answer, live and unsuspected runs only; None when it gave none within
+        ``LOOKUP_TIMEOUT_S`` (frozen, cut off, unreachable)."""
+        rpc = self._rpc_of(node)
         if rpc is None:
-            return []
-        client = await self._lane(rpc)
+            return None
+        try:
+            client = await self._lane(rpc)
+        except aio.AioRpcError as exc:  # Info got no answer: a Query would get none either
+            log.debug("Info from %s failed: %s", node, exc.code())
+            return None
         if client is not None:
             try:
                 result = await client.query(function)
                 return [r for r in result.routes if self._routable(r)]
-            except (ConnectionError, TimeoutError, OSError) as exc:
+            except TimeoutError as exc:
+                # Slow or frozen, not lane-less: gRPC to the same node would wait as long.
+                log.debug("query lane to %s timed out (%s)", node, exc)
+                return None
+            except (ConnectionError, OSError) as exc:
                 log.debug("query lane to %s failed (%s); using gRPC", node, exc)
                 await client.close()
                 self.lane_clients.pop(rpc, None)
-        answer = await self.channels.get(rpc).query(function)
+        try:
+            answer = await self.channels.get(rpc).query(function, timeout_s=LOOKUP_TIMEOUT_S)
+        except (aio.AioRpcError, wire.BadMessage) as exc:
+            log.debug("Query to %s failed: %s", node, exc)
+            return None
         return [r for r in answer.routes if self._routable(r)]
+
+    def _live_rpcs(self) -> set[str]:
+        return {str(m.rpc) for m in self.cluster.view.runs.values() if m.rpc is not None}
 
     async def _lane(self, rpc: str) -> QueryLaneClient | None:
         client = self.lane_clients.get(rpc)
         if client is not None:
             return client
+        live = self._live_rpcs()
+        for gone in [a for a in self.lane_clients if a not in live]:  # bounded: live peers only
+            self.channels.close_later(self.lane_clients.pop(gone).close())
         try:
-            info = await self.channels.get(rpc).info(timeout_s=0.5)
-        except Exception as exc:  # no lane: the gRPC Query path still works
-            log.debug("Info from %s failed: %s", rpc, exc)
+            info = await self.channels.get(rpc).info(timeout_s=LOOKUP_TIMEOUT_S)
+        except aio.AioRpcError as exc:
+            if exc.code() in _SILENT:
+                raise  # the node gives no answer at all: not worth a Query
+            log.debug("Info from %s failed: %s", rpc, exc)  # no lane: gRPC Query still works
             return None
         if not info.query_lane:
             return None
         client = self.lane_clients[rpc] = QueryLaneClient(
-            Address.parse(info.query_lane, "query_lane"), key=self.key, timeout_s=0.5
+            Address.parse(info.query_lane, "query_lane"), key=self.key, timeout_s=LOOKUP_TIMEOUT_S
         )
         return client
 

@@ -19,6 +19,7 @@ from tierfaas.control.constants import REPLICATE_BACKOFF_S, REPLICATE_MAX_BACKOF
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.table import Update
 from tierfaas.control.transport import Channels, NotMaster, Sleep, backoff_delays
+from tierfaas.supervision import Supervisor
 
 log = logging.getLogger("tierfaas.control.replicator")
 
@@ -37,6 +38,7 @@ class Replicator:
         max_backoff_s: float = REPLICATE_MAX_BACKOFF_S,
         sleep: Sleep = asyncio.sleep,
         on_update: Callable[[Update, Outcome], None] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.copy = copy
         self._master = master
@@ -46,10 +48,11 @@ class Replicator:
         self._sleep = sleep
         self._on_update = on_update
         self._task: asyncio.Task[None] | None = None
+        self._supervisor = supervisor or Supervisor()
         self.subscriptions = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="replicator")
+        self._task = self._supervisor.spawn("replicator", self.run)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -30,6 +31,7 @@ from tierfaas.control.constants import (
     KEEPALIVE_TIME_MS,
     KEEPALIVE_TIMEOUT_MS,
     MASTER_HEADER,
+    MAX_CHANNELS,
     MAX_RECONNECT_BACKOFF_MS,
     QUERY_TIMEOUT_S,
     RECONNECT_BACKOFF_MS,
@@ -126,7 +128,9 @@ class ControlClient:
         self, from_version: int, lineage: str, replica: str = ""
     ) -> AsyncIterator[Update]:
         """The master's stream of updates; raises ``NotMaster`` or ``aio.AioRpcError`` when it
-        fails, ``wire.BadMessage`` on an invalid update."""
+        fails, ``wire.BadMessage`` on an invalid update. No deadline (it lasts as long as the
+        master's role): the channel's keepalive ends it within ``STREAM_SILENCE_BOUND_S`` of
+        the master going silent (frozen, cut off)."""
         request = pb.SubscribeRequest(from_version=from_version, lineage=lineage, replica=replica)
         call = self._stub.Subscribe(request, metadata=self._metadata)
         parts = wire.SnapshotAssembler()
@@ -185,13 +189,19 @@ class QueryStream:
             if not future.done():
                 future.set_exception(error)
 
-    async def query(self, function: str) -> QueryResult:
+    async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
+        """The answer; raises ``TimeoutError`` past ``timeout_s`` (the stream itself has no
+        deadline: keepalive ends it, see ``STREAM_SILENCE_BOUND_S``)."""
         self._next_id += 1
         rid = self._next_id
         future: asyncio.Future[pb.QueryReply] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        await self._call.write(pb.QueryRequest(function=function, request_id=rid))
-        reply = await future
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._call.write(pb.QueryRequest(function=function, request_id=rid))
+                reply = await future
+        finally:
+            self._pending.pop(rid, None)
         if reply.error:
             raise ValueError(reply.error)
         return wire.query_result(reply)
@@ -214,22 +224,60 @@ def _redirect(exc: aio.AioRpcError) -> NotMaster | None:
 
 
 class Channels:
-    """One ``ControlClient`` per peer address, created on first use."""
+    """One ``ControlClient`` per peer address, created on first use; bounded. Creating one
+    closes those of addresses ``live()`` no longer names (a peer that left, or restarted on
+    another port), and past ``max_channels`` the least recently used: a channel holds a socket
+    and a reconnect timer, and peers come and go for as long as the node runs."""
 
-    def __init__(self, key: bytes | None) -> None:
+    def __init__(
+        self,
+        key: bytes | None,
+        *,
+        live: Callable[[], Collection[str]] | None = None,
+        max_channels: int = MAX_CHANNELS,
+    ) -> None:
         self._key = key
-        self._clients: dict[str, ControlClient] = {}
+        self._live = live
+        self._max = max_channels
+        self._clients: OrderedDict[str, ControlClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, address: str) -> ControlClient:
         client = self._clients.get(address)
-        if client is None:
-            client = self._clients[address] = ControlClient(address, key=self._key)
+        if client is not None:
+            self._clients.move_to_end(address)
+            return client
+        if self._live is not None:
+            self.retain(self._live())
+        client = self._clients[address] = ControlClient(address, key=self._key)
+        while len(self._clients) > self._max:
+            self._evict(next(iter(self._clients)))
         return client
 
+    def retain(self, addresses: Collection[str]) -> None:
+        """Closes the channels to every address not in ``addresses``."""
+        for address in [a for a in self._clients if a not in addresses]:
+            self._evict(address)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def _evict(self, address: str) -> None:
+        self.close_later(self._clients.pop(address).close())
+
+    def close_later(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Runs ``closing`` (a connection's close) in the background; ``close()`` waits for
+        it. For callers on the request path, which must not wait for a peer's goodbye."""
+        task = asyncio.get_running_loop().create_task(closing)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
-        clients, self._clients = self._clients, {}
+        clients, self._clients = self._clients, OrderedDict()
         for client in clients.values():
             await client.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def backoff_delays(initial_s: float, max_s: float) -> Callable[[int], float]:

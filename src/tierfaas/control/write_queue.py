@@ -31,6 +31,7 @@ from tierfaas.control.constants import (
 from tierfaas.control.table import Op
 from tierfaas.control.transport import Channels, ControlClient, NotMaster, Sleep, backoff_delays
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
+from tierfaas.supervision import Supervisor
 
 log = logging.getLogger("tierfaas.control.write_queue")
 
@@ -53,8 +54,10 @@ class WriteQueue:
         initial_backoff_s: float = WRITE_BACKOFF_S,
         max_backoff_s: float = WRITE_MAX_BACKOFF_S,
         sleep: Sleep = asyncio.sleep,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.node, self.epoch = node, epoch
+        self._supervisor = supervisor or Supervisor()
         self._master = master
         self._channels = channels
         self._max_batch = max_batch
@@ -100,7 +103,7 @@ class WriteQueue:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="write-queue")
+        self._task = self._supervisor.spawn("write-queue", self._run)
 
     async def stop(self) -> None:
         if self._task is not None:

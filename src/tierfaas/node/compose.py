@@ -33,8 +33,9 @@ from tierfaas.membership.base import Membership
 from tierfaas.membership.meta import KEY_GENERATION
 from tierfaas.node.readiness import Readiness
 from tierfaas.routing.cache import RouteCache
-from tierfaas.routing.router import Router, RoutingMetrics
+from tierfaas.routing.router import NEGATIVE_TTL_S, Router, RoutingMetrics
 from tierfaas.runtime import Runtime
+from tierfaas.supervision import Supervisor
 
 if TYPE_CHECKING:
     from tierfaas.deploy.controller import RolloutController
@@ -63,6 +64,9 @@ class NodeParts:
     config: NodeConfig
     release: Release
     metrics: Metrics
+    supervisor: Supervisor
+    """Runs the node's background tasks: restarts a crashed one, counts it in /metrics, and
+    makes /readyz fail while one crash-loops."""
     readiness: Readiness
     runtime: Runtime
     router: Router
@@ -91,7 +95,8 @@ def compose(
 
 
 def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
-    readiness = Readiness(check_release=config.registry is not None)
+    supervisor = Supervisor(metrics.registry, clock=clock)
+    readiness = Readiness(check_release=config.registry is not None, tasks=supervisor)
     runtime = Runtime(
         release, config, listeners=[metrics.on_runtime_event], scheduler=LoopScheduler(clock)
     )
@@ -106,7 +111,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         router=router,
         not_ready_fatal=readiness.fatal,
     )
-    return NodeParts(config, release, metrics, readiness, runtime, router, app, None)
+    return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, None)
 
 
 def _clustered(
@@ -130,10 +135,12 @@ def _clustered(
         rpc=config.rpc_address,
         generation=config.generation,
     )
+    supervisor = Supervisor(metrics.registry, clock=clock)
     manager = ClusterManager(
         membership,
         registry=metrics.registry,
         replicas=config.replica_policy,  # type: ignore[arg-type]
+        supervisor=supervisor,
     )
     # The rollout controller drives the control plane (the handover), and the control plane
     # quiets the controller when this node takes a handover: the controller is made last and
@@ -160,6 +167,7 @@ def _clustered(
         window_s=config.batch_window_s,
         clock=clock,
         on_generation=take_generation,
+        supervisor=supervisor,
     )
     runtime = Runtime(
         release,
@@ -171,7 +179,9 @@ def _clustered(
         runtime,
         self_name=name,
         key=derive(key or LOOPBACK_KEY, "forward"),
-        cache=RouteCache(clock, config.route_cache_size, config.route_cache_ttl_s),
+        cache=RouteCache(
+            clock, config.route_cache_size, config.route_cache_ttl_s, empty_ttl_s=NEGATIVE_TTL_S
+        ),
         metrics=RoutingMetrics(metrics.registry),
         lookup=control.lookup,
         homes=control.home if config.cold_starts == "home" else None,
@@ -182,7 +192,9 @@ def _clustered(
     # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
     # the next lookup once it is alive again).
     manager.watch_runs(lambda gone: router.forget_node(gone.name))
-    readiness = Readiness(check_release=config.registry is not None, membership=membership)
+    readiness = Readiness(
+        check_release=config.registry is not None, membership=membership, tasks=supervisor
+    )
     app = NodeApp(
         runtime,
         config,
@@ -197,7 +209,7 @@ def _clustered(
     if provider is not None:
         rollout = _rollout_controller(config, release, provider, manager, control, membership)
     cluster = ClusterParts(membership, manager, control, rollout)
-    return NodeParts(config, release, metrics, readiness, runtime, router, app, cluster)
+    return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, cluster)
 
 
 def _standalone_view(

@@ -88,11 +88,19 @@ class Node:
             loop.add_signal_handler(sig, self.request_stop, sig)
         await parts.runtime.start()
         watches: list[asyncio.Task[None]] = []
+        # One-shot jobs: a crash is logged, counted, and leaves the node not ready.
+        spawn = parts.supervisor.spawn
         if not parts.readiness.checked:
-            watches.append(loop.create_task(parts.readiness.check_release(parts.release.root)))
+            root = parts.release.root
+            watches.append(
+                spawn("release-check", lambda: parts.readiness.check_release(root), restart=False)
+            )
         if parts.cluster is not None:
             await self._start_cluster(parts.cluster)
-            watches.append(loop.create_task(self._exit_on_name_conflict(parts.cluster)))
+            cluster = parts.cluster
+            watches.append(
+                spawn("name-conflict", lambda: self._exit_on_name_conflict(cluster), restart=False)
+            )
         log.info(
             "node %s serving release %s %s on http://%s (%d functions, isolation %s)",
             self.name,
