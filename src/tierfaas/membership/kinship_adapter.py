@@ -9,11 +9,18 @@ What it guarantees, and why (timings measured in shared/reference/kinship-behavi
   and a new run joined.
 - Seeds that never answer do not fail the start and do not make this node a cluster of one:
   it reports ``joined=False`` with the reason and keeps retrying in the background.
+- This run's cohort (``tierfaas.topology.next_cohort``) is published as pending from the
+  first gossip on, and settled from the members seen once it has joined: a run that joins
+  a cluster with members ranks after all of them, whatever its epoch says.
 - A run declared dead that comes back (SIGSTOP/SIGCONT) is demoted, never given its old
   role back: see ``tierfaas.membership.demotion``. The pause is measured by a watchdog on the
   event loop (kinship's thread stops too under SIGSTOP, but not when the loop merely blocks).
 - Without a key, gossip may only bind loopback: anything else is refused at start-up.
 - Metadata read from peers is validated (``meta.parse_meta``); a bad record is logged once.
+
+The epoch is kinship's: the Unix ms of this process's wall clock at ``start()``, with no
+setting to choose it. Tests that need a run with an epoch in the past shift the clock of the
+whole node process (``tierfaas.testing.clockshift``).
 """
 
 from __future__ import annotations
@@ -46,7 +53,15 @@ from tierfaas.membership.base import (
 )
 from tierfaas.membership.demotion import Resurrections, notice_for, parse_notice
 from tierfaas.membership.fanout import EventFanout
-from tierfaas.membership.meta import KEY_SINCE, check_size, encode_meta, parse_meta
+from tierfaas.membership.meta import (
+    KEY_COHORT,
+    KEY_SINCE,
+    check_size,
+    encode_cohort,
+    encode_meta,
+    parse_meta,
+)
+from tierfaas.topology import next_cohort
 
 log = logging.getLogger("tierfaas.membership")
 
@@ -185,6 +200,7 @@ class KinshipMembership:
         self._first_attempt = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._since: int | None = None
+        self._cohort: int | None = None  # settled once joined (published pending until then)
         self._last_pause_end: float | None = None
         self._warned: set[tuple[str, int, tuple[str, ...]]] = set()
         self._conflict_reported = False
@@ -198,7 +214,7 @@ class KinshipMembership:
             bind = str(self.settings.bind)
             return MemberInfo(
                 self.name, 0, MemberState.ALIVE, bind, meta.http, meta.rpc, meta.version,
-                generation=meta.generation,
+                generation=meta.generation, cohort_pending=True,
             )  # fmt: skip
         try:
             return self._info(self._cluster.local)
@@ -242,10 +258,16 @@ class KinshipMembership:
                     m.epoch,
                     "; ".join(meta.problems),
                 )
+        cohort, pending = meta.cohort, meta.cohort_pending
         if m.name == self.name and self._cluster is not None and m.epoch == self._epoch():
+            # Our own changes are ours before kinship has gossiped them.
             since = self._since if self._since is not None else meta.since
+            if self._cohort is not None:
+                cohort, pending = self._cohort, False
         else:
             since = self._resurrections.demoted_since((m.name, m.epoch), meta.since)
+            # Held demoted until it confirms: it ranks after every settled run meanwhile.
+            pending = pending or self._resurrections.unconfirmed((m.name, m.epoch))
         return MemberInfo(
             m.name,
             m.epoch,
@@ -256,6 +278,8 @@ class KinshipMembership:
             meta.version,
             since,
             meta.generation,
+            cohort,
+            pending,
         )
 
     def _epoch(self) -> int:
@@ -387,7 +411,10 @@ class KinshipMembership:
         if not changed:
             return
         if joined:
-            log.info("joined the cluster as %r", self.name)
+            if self._cohort is None:
+                # The join's push-pull has filled the member list: rank after all of it.
+                self._settle_cohort()
+            log.info("joined the cluster as %r (cohort %s)", self.name, self._cohort)
         else:
             log.warning("not joined: %s", reason)
         self._fanout.publish(JoinStatus(joined, reason))
@@ -465,18 +492,35 @@ class KinshipMembership:
             # Nobody here paused: a healed partition. Keeping the rank lets the older master win.
             log.info("%r saw this node dead, but it did not pause: keeping its rank", sender)
 
+    def _settle_cohort(self) -> None:
+        """Publishes this run's cohort: after every live member it sees now (0 if none has one)."""
+        self._cohort = next_cohort(self.members(), self.name)
+        self._publish({KEY_COHORT: encode_cohort(self._cohort)}, "membership-cohort")
+
     def _demote_self(self, why: str) -> None:
         assert self._cluster is not None
+        # ``since`` is for releases before cohorts; the new cohort is what ranks it last.
         self._since = max(self._wall_ms(), self._epoch() + 1)
-        log.warning("this run is demoted (%s); it ranks from %d on", why, self._since)
-        self._meta = {**self._meta, KEY_SINCE: str(self._since)}
-        self._spawn(self._publish_since(str(self._since)), "membership-demote")
+        self._cohort = next_cohort(self.members(), self.name)
+        log.warning(
+            "this run is demoted (%s); it ranks as if it joined now (cohort %d)", why, self._cohort
+        )
+        self._publish(
+            {KEY_SINCE: str(self._since), KEY_COHORT: encode_cohort(self._cohort)},
+            "membership-demote",
+        )
         self._fanout.publish(MemberUpdated(self.local))
 
-    async def _publish_since(self, since: str) -> None:
+    def _publish(self, changes: dict[str, str], task: str) -> None:
+        """Takes ``changes`` into this run's metadata now and gossips them in the background
+        (both keys of a demotion in one update, so no peer sees one without the other)."""
+        self._meta = {**self._meta, **changes}
+        self._spawn(self._publish_meta(changes), task)
+
+    async def _publish_meta(self, changes: dict[str, str]) -> None:
         assert self._cluster is not None
         with contextlib.suppress(kinship.KinshipError):
-            await self._cluster.update_meta(**{KEY_SINCE: since})
+            await self._cluster.update_meta(**changes)
 
     # -- the watchdog ------------------------------------------------------------------------
 
