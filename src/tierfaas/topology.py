@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
 
@@ -127,6 +127,39 @@ def next_cohort(members: Iterable[RankedMember], self_name: str) -> int:
     ranked = rank_cohorts(others)
     settled = [ranked[m.name] for m in others if not m.cohort_pending]
     return max(settled) + 1 if settled else 0
+
+
+def joining_cohort(
+    members: Iterable[RankedMember],
+    self_name: str,
+    co_joiners: Collection[tuple[str, int]] = (),
+    waited_out: bool = False,
+) -> int | None:
+    """The cohort a run that has joined settles on now, or None to wait a moment.
+
+    ``co_joiners`` are the runs (name, epoch) it first saw while they were joining too: the
+    cluster forms with them, so their cohorts, settled since or not, do not count. Another
+    run with a settled cohort means a cluster exists: rank after it (``next_cohort``).
+    Otherwise the cluster forms now, with cohort 0 for all, in the order the runs still
+    joining already rank in (by epoch): a run settles once no such run ranks before it (or
+    it ``waited_out``), so the runs that have settled always rank first, as they did, and
+    no role moves while a cluster forms.
+    """
+    live = [m for m in members if m.state.live]
+    me = next((m for m in live if m.name == self_name), None)
+    others = [m for m in live if m.name != self_name]
+    counted = [m for m in others if (m.name, m.epoch) not in co_joiners]
+    if any(not m.cohort_pending for m in counted):
+        return next_cohort(counted, self_name)
+    mine = (_start(me), me.epoch, me.name) if me is not None else None
+    ahead = (
+        [m for m in others if m.cohort_pending and (_start(m), m.epoch, m.name) < mine]
+        if mine
+        else []
+    )
+    if waited_out or not ahead:
+        return 0
+    return None
 
 
 def effective_generations(members: Iterable[RankedMember]) -> dict[str, int]:

@@ -12,6 +12,7 @@ from tierfaas.topology import (
     UNRANKED_COHORT,
     assign_replica,
     compute_topology,
+    joining_cohort,
     next_cohort,
     rank_cohorts,
     rank_key,
@@ -268,6 +269,41 @@ def test_next_cohort() -> None:
     assert next_cohort([me, member("x", 2, cohort=2), dead], "me") == 3
     # A run of a release before cohorts counts with the cohort it ranks in.
     assert next_cohort([me, member("old", 2)], "me") == 1
+
+
+def test_joining_cohort_ranks_after_a_cluster_and_forms_one_with_its_co_joiners() -> None:
+    me = member("me", 50, pending=True)
+    # A cluster exists: after it at once (runs still joining with it do not count).
+    running = [member("a", 10, cohort=0), member("b", 20, cohort=3), member("x", 30, pending=True)]
+    assert joining_cohort([me, *running], "me") == 4
+    # Alone: it forms the cluster.
+    assert joining_cohort([me], "me") == 0
+    # Only runs joining too: the cluster forms, settled in the order they rank in already.
+    earlier, later = member("x", 30, pending=True), member("y", 70, pending=True)
+    assert joining_cohort([me, later], "me") == 0  # first of them: at once
+    assert joining_cohort([me, earlier, later], "me") is None  # after x has settled
+    assert joining_cohort([me, earlier], "me", waited_out=True) == 0  # or x is stuck
+    # The seed it first saw joining has settled 0 since: the two formed the cluster together.
+    seed = member("seed", 40, cohort=0)
+    assert joining_cohort([me, seed], "me", co_joiners={("seed", 40)}) == 0
+    assert joining_cohort([me, seed], "me") == 1  # seen settled first: it joined seed's cluster
+    # A co-joiner does not hide a cluster that exists besides it.
+    assert joining_cohort([me, seed, *running], "me", co_joiners={("seed", 40)}) == 4
+
+
+def test_while_a_cluster_forms_the_order_never_changes() -> None:
+    # Runs started together settle one by one in their epoch order; at every step the
+    # topology is the one of the epochs.
+    runs = [member(f"n{i}", 100 + i, pending=True) for i in range(5)]
+    everyone = {(m.name, m.epoch) for m in runs}
+    expected = compute_topology(runs)
+    for i, m in enumerate(runs):
+        for later in runs[i + 1 :]:  # each waits while an earlier one is still joining
+            assert joining_cohort(runs, later.name, everyone - {(later.name, later.epoch)}) is None
+        cohort = joining_cohort(runs, m.name, everyone - {(m.name, m.epoch)})
+        assert cohort == 0
+        runs[i] = replace(m, cohort=cohort, cohort_pending=False)
+        assert compute_topology(runs) == expected
 
 
 def test_cohorts_come_before_the_epoch_but_not_before_the_generation() -> None:

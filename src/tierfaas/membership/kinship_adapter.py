@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,7 +62,7 @@ from tierfaas.membership.meta import (
     encode_meta,
     parse_meta,
 )
-from tierfaas.topology import next_cohort
+from tierfaas.topology import joining_cohort, next_cohort
 
 log = logging.getLogger("tierfaas.membership")
 
@@ -107,6 +108,9 @@ class GossipSettings:
     pause_dead_s: float = 7.0
     """A pause this long (plus a refutation seen) certainly did: demote without the word."""
     demotion_grace_s: float = 3.0
+    cohort_wait_s: float = 1.0
+    """How long a run that joined seeing only runs that are joining too (a cluster forming)
+    waits for one of them to settle its cohort before it takes cohort 0 with them."""
     """How long an observer holds a revived run demoted without its confirmation."""
     event_buffer: int = 1024
     """Events a slow consumer may fall behind before it gets a ``Resync`` instead."""
@@ -155,6 +159,7 @@ class GossipSettings:
             "pause_suspect_s": 0.5,
             "pause_dead_s": 2.0,
             "demotion_grace_s": 1.5,
+            "cohort_wait_s": 0.5,
         }
         timings.update(kw)
         return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="local", **timings)
@@ -201,6 +206,10 @@ class KinshipMembership:
         self._tasks: set[asyncio.Task[None]] = set()
         self._since: int | None = None
         self._cohort: int | None = None  # settled once joined (published pending until then)
+        # Runs first seen while they were joining too, before this run settled its cohort:
+        # the cluster forms with them, so their cohorts do not push this run's up.
+        self._co_joiners: set[tuple[str, int]] = set()
+        self._joined_at: float | None = None
         self._last_pause_end: float | None = None
         self._warned: set[tuple[str, int, tuple[str, ...]]] = set()
         self._conflict_reported = False
@@ -389,6 +398,8 @@ class KinshipMembership:
             try:
                 answered = await self._cluster.join(seeds)
             except kinship.JoinError as e:
+                if self._joined:
+                    break  # a peer found this node while the attempt was out: it is joined
                 self._set_joined(
                     False,
                     f"no seed answered ({', '.join(seeds)}): {e}; "
@@ -411,10 +422,11 @@ class KinshipMembership:
         if not changed:
             return
         if joined:
-            if self._cohort is None:
+            log.info("joined the cluster as %r", self.name)
+            if self._joined_at is None:
+                self._joined_at = self._clock()
                 # The join's push-pull has filled the member list: rank after all of it.
-                self._settle_cohort()
-            log.info("joined the cluster as %r (cohort %s)", self.name, self._cohort)
+                self._try_settle_cohort()
         else:
             log.warning("not joined: %s", reason)
         self._fanout.publish(JoinStatus(joined, reason))
@@ -429,8 +441,15 @@ class KinshipMembership:
             log.error("kinship stopped on an internal error; membership is frozen")
 
     def _handle(self, event: kinship.Event) -> None:
+        self._on_event(event)
+        # After the event is out: subscribers must see a run it waited for settle first.
+        self._try_settle_cohort()
+
+    def _on_event(self, event: kinship.Event) -> None:
         match event:
             case kinship.MemberJoined(member=m) | kinship.MemberRecovered(member=m):
+                if self._cohort is None and parse_meta(m.meta).cohort_pending:
+                    self._co_joiners.add((m.name, m.epoch))
                 if self._resurrections.revived((m.name, m.epoch)):
                     log.warning(
                         "member %r (epoch %d) came back after being declared dead; "
@@ -441,9 +460,9 @@ class KinshipMembership:
                     self._spawn(self._notify_revived(m), f"notify-{m.name}")
                 if not self._joined:
                     self._set_joined(True, "")
-                self._fanout.publish(MemberUp(self._info(m)))
+                self._fanout.publish(MemberUp(self._info(self._current(m))))
             case kinship.MemberSuspect(member=m):
-                self._fanout.publish(MemberSuspect(self._info(m)))
+                self._fanout.publish(MemberSuspect(self._info(self._current(m))))
             case kinship.MemberDead(member=m):
                 self._resurrections.saw_dead((m.name, m.epoch))
                 self._fanout.publish(MemberDown(self._info(m), "dead"))
@@ -451,7 +470,7 @@ class KinshipMembership:
                 self._resurrections.forget((m.name, m.epoch))
                 self._fanout.publish(MemberDown(self._info(m), "left"))
             case kinship.MemberUpdated(member=m):
-                self._fanout.publish(MemberUpdated(self._info(m)))
+                self._fanout.publish(MemberUpdated(self._info(self._current(m))))
             case kinship.NameConflict(member=m, other_addr=other):
                 if m.name == self.name:
                     if not self._conflict_reported:
@@ -469,6 +488,18 @@ class KinshipMembership:
             case kinship.EventsLost(count=count):
                 log.warning("%d membership events lost; rebuilding the view", count)
                 self._fanout.publish(Resync(tuple(self.members())))
+
+    def _current(self, m: kinship.Member) -> kinship.Member:
+        """``m`` as the event saw it, with the metadata kinship holds for that run now.
+
+        Events queue up behind the gossip: a run's "joined" may still carry the pending
+        cohort it has replaced since. Subscribers then never step back to older metadata
+        than the list this run settles its own cohort from (``members()``)."""
+        assert self._cluster is not None
+        now = self._cluster.member(m.name)
+        if now is None or now.epoch != m.epoch:
+            return m
+        return dataclasses.replace(m, meta=now.meta)
 
     async def _notify_revived(self, m: kinship.Member) -> None:
         """Tells a revived run it was declared dead, a few times (messages are best effort),
@@ -492,10 +523,24 @@ class KinshipMembership:
             # Nobody here paused: a healed partition. Keeping the rank lets the older master win.
             log.info("%r saw this node dead, but it did not pause: keeping its rank", sender)
 
-    def _settle_cohort(self) -> None:
-        """Publishes this run's cohort: after every live member it sees now (0 if none has one)."""
-        self._cohort = next_cohort(self.members(), self.name)
-        self._publish({KEY_COHORT: encode_cohort(self._cohort)}, "membership-cohort")
+    def _try_settle_cohort(self) -> None:
+        """Once joined, publishes this run's cohort (``tierfaas.topology.joining_cohort``):
+        after every run it sees with a settled cohort, except those it first saw joining too,
+        which form the cluster with it (a run that joins a seed which has not joined yet
+        sees the seed joining; the seed, told of it a moment later, must not rank after it)."""
+        if self._cohort is not None or self._joined_at is None:
+            return
+        waited = self._clock() - self._joined_at >= self.settings.cohort_wait_s
+        cohort = joining_cohort(self.members(), self.name, self._co_joiners, waited)
+        if cohort is None:
+            return  # the watchdog tries again
+        self._cohort = cohort
+        self._co_joiners.clear()
+        log.info("this run ranks in cohort %d", cohort)
+        self._publish({KEY_COHORT: encode_cohort(cohort)}, "membership-cohort")
+        # The whole list it was decided from: the others as they are now, not as the events
+        # still queued behind the gossip describe them, so no role moves for a moment.
+        self._fanout.publish(Resync(tuple(self.members())))
 
     def _demote_self(self, why: str) -> None:
         assert self._cluster is not None
@@ -550,6 +595,7 @@ class KinshipMembership:
             if self._since is None and now <= check_until and refuted > baseline:
                 self._demote_self(f"paused {gap:.1f} s and refuted its own death")
             refutations = refuted
+            self._try_settle_cohort()
             for name, epoch in self._resurrections.expire():
                 m = self._cluster.member(name)
                 if (
