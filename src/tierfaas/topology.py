@@ -57,9 +57,12 @@ class RankedMember(Protocol):
     def cohort_pending(self) -> bool: ...
 
 
+MAX_COHORT = 10**15 - 1
+"""The highest cohort a run publishes (15 digits, as ``meta`` accepts): a cluster that got
+there (only a forged one can) ranks its newest runs by epoch among themselves."""
+
 UNRANKED_COHORT = 1 << 62
-"""The cohort a run ranks in while its own is pending: after every published cohort (which
-``meta`` caps at 15 digits)."""
+"""The cohort a run ranks in while its own is pending: after every published one."""
 
 
 def rank_key(
@@ -126,7 +129,7 @@ def next_cohort(members: Iterable[RankedMember], self_name: str) -> int:
     others = [m for m in members if m.name != self_name and m.state.live]
     ranked = rank_cohorts(others)
     settled = [ranked[m.name] for m in others if not m.cohort_pending]
-    return max(settled) + 1 if settled else 0
+    return min(max(settled) + 1, MAX_COHORT) if settled else 0
 
 
 def joining_cohort(

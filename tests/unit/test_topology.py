@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tierfaas.membership.base import MemberInfo, MemberState
 from tierfaas.topology import (
+    MAX_COHORT,
     UNRANKED_COHORT,
     assign_replica,
     compute_topology,
@@ -276,6 +277,8 @@ def test_next_cohort() -> None:
     assert next_cohort([me, member("x", 2, cohort=2), dead], "me") == 3
     # A run of a release before cohorts counts with the cohort it ranks in.
     assert next_cohort([me, member("old", 2)], "me") == 1
+    # A forged cohort at the limit cannot make a joiner publish one its peers would refuse.
+    assert next_cohort([me, member("x", 2, cohort=MAX_COHORT)], "me") == MAX_COHORT
 
 
 def test_joining_cohort_ranks_after_a_cluster_and_forms_one_with_its_co_joiners() -> None:
