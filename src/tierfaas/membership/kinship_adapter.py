@@ -108,10 +108,10 @@ class GossipSettings:
     pause_dead_s: float = 7.0
     """A pause this long (plus a refutation seen) certainly did: demote without the word."""
     demotion_grace_s: float = 3.0
-    cohort_wait_s: float = 1.0
-    """How long a run that joined seeing only runs that are joining too (a cluster forming)
-    waits for one of them to settle its cohort before it takes cohort 0 with them."""
     """How long an observer holds a revived run demoted without its confirmation."""
+    cohort_wait_s: float = 1.0
+    """How long a run that joined a cluster still forming waits for the runs that rank before
+    it to settle their cohorts before it settles its own regardless."""
     event_buffer: int = 1024
     """Events a slow consumer may fall behind before it gets a ``Resync`` instead."""
 
