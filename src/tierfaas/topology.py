@@ -6,6 +6,14 @@ worker→replica assignment from a hash that is the same in every process (BLAKE
 Python's salted ``hash()``). Live means alive *or suspect*: a slow node keeps its rank until
 it is declared dead, so a brief stall moves no role.
 
+Seniority comes from what the cluster has seen, not from a clock: each run publishes its
+*cohort*, 0 for the runs that formed the cluster together and, for a run that joins a cluster
+which already has members (or comes back after being declared dead), one more than the
+highest cohort among the live members it saw (``next_cohort``). Cohorts order the ranks
+before any epoch, so a run whose wall clock is behind, or that was started with an old
+epoch, never outranks the master it joined. Epochs (kinship's Unix ms at start) only break
+ties inside a cohort: runs that formed the cluster together, or joined at the same moment.
+
 Rank 0 is the Master, ranks 1..k the Replicas (k = ceil(sqrt(N)) or a fixed count, capped
 at N-1), the rest Workers. Each worker is assigned to one replica by rendezvous (highest
 random weight) hashing, so a change of the replica set moves only the workers of the replica
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
 
@@ -43,23 +51,118 @@ class RankedMember(Protocol):
     def version(self) -> str: ...
     @property
     def generation(self) -> int: ...
+    @property
+    def cohort(self) -> int | None: ...
+    @property
+    def cohort_pending(self) -> bool: ...
 
 
-def rank_key(member: RankedMember, generation: int = 0) -> tuple[int, int, int, int, str]:
+MAX_COHORT = 10**15 - 1
+"""The highest cohort a run publishes (15 digits, as ``meta`` accepts): a cluster that got
+there (only a forged one can) ranks its newest runs by epoch among themselves."""
+
+UNRANKED_COHORT = 1 << 62
+"""The cohort a run ranks in while its own is pending: after every published one."""
+
+
+def rank_key(
+    member: RankedMember, generation: int = 0, cohort: int = 0
+) -> tuple[int, int, int, int, int, str]:
     """The sort key of a member; lowest is rank 0. The ONE place that decides the order.
 
-    ``(-generation, -own generation, start, epoch, name)``. ``generation`` is the member's
-    *effective* rollout generation (``effective_generations``): a rollout hands the table to
-    a node of the new release together with a higher generation, so from that moment it and
-    the other nodes of its release outrank every node of the old one, and roles never become
-    ambiguous. Among those, the nodes that published the generation themselves (the handover
-    target, nodes started in it) come first, so the target is master at once. Then ``start``
-    is the run's epoch (Unix ms at its start), or, for a run that was declared dead and came
-    back, the time of its demotion, so it ranks as if it had joined
-    then and never takes back a role it lost. ``name`` breaks ties of equal ms.
+    ``(-generation, -own generation, cohort, start, epoch, name)``. ``generation`` is the
+    member's *effective* rollout generation (``effective_generations``): a rollout hands the
+    table to a node of the new release together with a higher generation, so from that moment
+    it and the other nodes of its release outrank every node of the old one, and roles never
+    become ambiguous. Among those, the nodes that published the generation themselves (the
+    handover target, nodes started in it) come first, so the target is master at once.
+
+    Then ``cohort`` (``rank_cohorts``): how late the run joined, as the cluster saw it, not as
+    a clock says. A run that joined a cluster with members, or came back after being declared
+    dead, published a cohort above every live member's, so it ranks after all of them and
+    never takes the master's role (or back a role it lost) because its epoch is older.
+
+    Inside a cohort (runs that formed the cluster together or joined at the same moment),
+    ``start`` is the run's epoch (Unix ms at its start), or the time of its demotion if it was
+    declared dead and came back; ``name`` breaks ties of equal ms.
     """
-    start = member.demoted_since if member.demoted_since is not None else member.epoch
-    return (-generation, -member.generation, max(start, member.epoch), member.epoch, member.name)
+    return (-generation, -member.generation, cohort, _start(member), member.epoch, member.name)
+
+
+def _start(member: RankedMember) -> int:
+    """The epoch, or a later demotion time (an earlier one, forged or skewed, counts for
+    nothing)."""
+    since = member.demoted_since
+    return member.epoch if since is None else max(since, member.epoch)
+
+
+def rank_cohorts(members: Iterable[RankedMember]) -> dict[str, int]:
+    """Live member name -> the cohort it ranks in.
+
+    A published cohort counts as is; a pending one (the run is still joining, or this observer
+    holds it demoted until it confirms) ranks after all of them (``UNRANKED_COHORT``). A run
+    of a release before cohorts published none: it ranks with the highest cohort among the
+    runs that started before it (0 if none did), which is where that release's own order, by
+    start time alone, puts it; so in a rolling upgrade or a rollback the old and the new
+    release compute the same order as long as their clocks agree.
+    """
+    live = [m for m in members if m.state.live]
+    published = [
+        (_start(m), m.cohort) for m in live if m.cohort is not None and not m.cohort_pending
+    ]
+    out: dict[str, int] = {}
+    for m in live:
+        if m.cohort_pending:
+            out[m.name] = UNRANKED_COHORT
+        elif m.cohort is not None:
+            out[m.name] = m.cohort
+        else:
+            start = _start(m)
+            out[m.name] = max((c for s, c in published if s <= start), default=0)
+    return out
+
+
+def next_cohort(members: Iterable[RankedMember], self_name: str) -> int:
+    """The cohort a run publishes when it joins (or comes back after being declared dead),
+    seeing ``members``: 0 if no other live member has a cohort yet (the cluster forms now),
+    else one more than the highest one among them, so it ranks after every one."""
+    others = [m for m in members if m.name != self_name and m.state.live]
+    ranked = rank_cohorts(others)
+    settled = [ranked[m.name] for m in others if not m.cohort_pending]
+    return min(max(settled) + 1, MAX_COHORT) if settled else 0
+
+
+def joining_cohort(
+    members: Iterable[RankedMember],
+    self_name: str,
+    co_joiners: Collection[tuple[str, int]] = (),
+    waited_out: bool = False,
+) -> int | None:
+    """The cohort a run that has joined settles on now, or None to wait a moment.
+
+    ``co_joiners`` are the runs (name, epoch) it first saw while they were joining too: the
+    cluster forms with them, so their cohorts, settled since or not, do not count. Another
+    run with a settled cohort means a cluster exists: rank after it (``next_cohort``).
+    Otherwise the cluster forms now, with cohort 0 for all, in the order the runs still
+    joining already rank in (by epoch): a run settles once no such run ranks before it (or
+    it ``waited_out``), so the runs that have settled always rank first, as they did, and
+    no role moves while a cluster forms.
+    """
+    live = [m for m in members if m.state.live]
+    me = next((m for m in live if m.name == self_name), None)
+    others = [m for m in live if m.name != self_name]
+    counted = [m for m in others if (m.name, m.epoch) not in co_joiners]
+    if any(not m.cohort_pending for m in counted):
+        return next_cohort(counted, self_name)
+    mine = (_start(me), me.epoch, me.name) if me is not None else None
+    ahead = (
+        [m for m in others if m.cohort_pending and (_start(m), m.epoch, m.name) < mine]
+        if mine
+        else []
+    )
+    if waited_out or not ahead:
+        return 0
+    return None
 
 
 def effective_generations(members: Iterable[RankedMember]) -> dict[str, int]:
@@ -140,8 +243,13 @@ def compute_topology(members: Iterable[RankedMember], replicas: ReplicaPolicy = 
         if m.state.live and (m.name not in newest or m.epoch > newest[m.name].epoch):
             newest[m.name] = m
     generations = effective_generations(newest.values())
+    cohorts = rank_cohorts(newest.values())
     ordered: Sequence[str] = [
-        m.name for m in sorted(newest.values(), key=lambda m: rank_key(m, generations[m.version]))
+        m.name
+        for m in sorted(
+            newest.values(),
+            key=lambda m: rank_key(m, generations[m.version], cohorts[m.name]),
+        )
     ]
     if not ordered:
         return Topology()

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tierfaas.keys import generate_key
+from tierfaas.testing.clockshift import NoCompiler, clock_shift_env
 from tierfaas.testing.cluster import LocalCluster, agreement
 from tierfaas.testing.nodes import NodeProcess, http_get
 from tierfaas.testing.wait import eventually
@@ -136,6 +137,55 @@ def test_paused_master_does_not_take_its_role_back(tmp_path: Path) -> None:
                 masters = [m["name"] for m in view["members"] if m["role"] == "master"]
                 assert masters == [new_master]
             time.sleep(0.2)
+
+
+def test_a_node_whose_clock_is_behind_joins_without_taking_the_master_role(
+    tmp_path: Path,
+) -> None:
+    five_minutes_behind = -5 * 60_000
+    try:
+        env = clock_shift_env(five_minutes_behind, tmp_path / "clockshift")
+    except NoCompiler as e:
+        pytest.skip(str(e))
+    with LocalCluster(TESTREL, 3, first_host=180, log_dir=tmp_path) as cluster:
+        master = eventually(lambda: all_agree(cluster.nodes, 3), 5)[0]
+        old_master = next(n for n in cluster.nodes if cluster.name_of(n) == master)
+        # Started by hand so the views are watched from its first gossip on.
+        late = cluster.make_node(f"{cluster.hosts[0].rsplit('.', 1)[0]}.190", env=env)
+        cluster.nodes.append(late.start(wait=False))
+        late_name = cluster.name_of(late)
+        seen_masters: set[str | None] = set()
+        deadline = time.monotonic() + 20
+        agreed_at: float | None = None
+        # Watch every view while it joins, and 3 s past the moment all four agree.
+        while time.monotonic() < deadline:
+            for node in cluster.nodes:
+                try:
+                    view = LocalCluster.view(node)
+                except (OSError, RuntimeError):
+                    continue  # the new node's HTTP is not up yet
+                if view["joined"]:
+                    seen_masters.add(view["master"])
+            if agreed_at is None and late.process is not None and late.process.poll() is None:
+                try:
+                    agreed = all_agree(cluster.nodes, 4)
+                except (OSError, RuntimeError):
+                    agreed = None
+                if agreed:
+                    agreed_at = time.monotonic()
+            if agreed_at is not None and time.monotonic() - agreed_at > 3:
+                break
+            time.sleep(0.05)
+        logs = "\n".join(f"{n.host}: {n.log_tail()}" for n in cluster.nodes)
+        assert agreed_at is not None, logs
+        assert seen_masters == {master}, logs
+        members = {m["name"]: m for m in LocalCluster.view(old_master)["members"]}
+        others = [m["epoch"] for name, m in members.items() if name != late_name]
+        assert members[late_name]["epoch"] < min(others) - 4 * 60_000  # its epoch is old
+        assert members[late_name]["role"] != "master"
+        # Not for a moment, on any node (each logs its own role changes).
+        assert "-> master" not in late.log_tail(10**6)
+        assert "role master ->" not in old_master.log_tail(10**6)
 
 
 @pytest.mark.serial

@@ -84,6 +84,12 @@ async def test_three_members_join_parse_meta_and_leave(stack: AsyncExitStack) ->
     assert view["c"].version == "1.0.0"
     assert view["c"].state is MemberState.ALIVE
     assert view["c"].epoch == c.local.epoch > 0
+    # Cohorts: a formed the cluster; b joined it; c joined a cluster of a and b (seeing b
+    # settled or still joining). Every member sees the same ones.
+    assert (a.local.cohort, b.local.cohort) == (0, 1) and c.local.cohort in (1, 2)
+    mine = {m.name: m.local.cohort for m in (a, b, c)}
+    for m in (a, b, c):
+        await wait_for(lambda m=m: {x.name: x.cohort for x in m.members()} == mine)  # type: ignore[misc]
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -234,6 +240,10 @@ async def test_sigstopped_run_comes_back_demoted(stack: AsyncExitStack) -> None:
     await wait_for(lambda: bool(came_back()), 3)
     back = came_back()[0].member
     assert back.epoch == old.epoch and back.demoted_since is not None
+    assert back.cohort_pending  # held demoted, after every settled run, until it confirms
     await asyncio.sleep(2.0)  # past the 1.5 s grace: the demotion was confirmed by the run
     back = next(m for m in b.members() if m.name == "old-master")
     assert back.demoted_since is not None and back.demoted_since > back.epoch
+    # It formed the cluster (cohort 0) and came back after b (cohort 1): it ranks after b.
+    assert old.cohort == 0 and not back.cohort_pending
+    assert back.cohort == 2 and b.local.cohort == 1

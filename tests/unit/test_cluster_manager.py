@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tierfaas.cluster import ClusterManager, ClusterState, RoleChange, RunGone
+from tierfaas.cluster.messages import RoleSubscriber
 from tierfaas.config import Address
 from tierfaas.membership.base import MemberInfo, MemberState
 from tierfaas.testing.clock import FakeClock
@@ -20,11 +21,18 @@ class Cluster:
         self.managers: dict[str, ClusterManager] = {}
         self.registries: dict[str, CollectorRegistry] = {}
 
-    async def add(self, name: str) -> ClusterManager:
+    async def add(
+        self, name: str, clock_offset_ms: int = 0, roles: RoleSubscriber | None = None
+    ) -> ClusterManager:
+        """Starts node ``name`` (its wall clock ``clock_offset_ms`` off); ``roles`` gets its
+        role changes from before it joins."""
         self.clock.advance(0.01)  # distinct epochs: start order is rank order
-        m: FakeMembership = self.net.add(name, http=Address("127.0.0.1", 8000 + len(self.managers)))
+        http = Address("127.0.0.1", 8000 + len(self.managers))
+        m: FakeMembership = self.net.add(name, http=http, clock_offset_ms=clock_offset_ms)
         reg = CollectorRegistry()
         mgr = ClusterManager(m, registry=reg, clock=self.clock)
+        if roles is not None:
+            mgr.subscribe_roles(roles)
         await mgr.start()
         await m.start()
         self.managers[name], self.registries[name] = mgr, reg
@@ -104,6 +112,41 @@ async def test_paused_master_does_not_take_its_role_back(cluster: Cluster) -> No
     await asyncio.sleep(0)
     # b went replica -> master exactly once: no flapping.
     assert [(c.old, c.new) for c in calls] == [(None, "replica"), ("replica", "master")]
+
+
+async def test_a_joiner_whose_clock_is_behind_never_becomes_master(cluster: Cluster) -> None:
+    for n in "abc":
+        await cluster.add(n)
+    changes: dict[str, list[tuple[str | None, str | None]]] = {n: [] for n in "abcd"}
+
+    def recorder(name: str) -> RoleSubscriber:
+        async def record(change: RoleChange) -> None:
+            changes[name].append((change.old, change.new))
+
+        return record
+
+    for n in "abc":
+        cluster.managers[n].subscribe_roles(recorder(n))
+    five_minutes_ago = -5 * 60_000
+    await cluster.add("d", clock_offset_ms=five_minutes_ago, roles=recorder("d"))
+    d = cluster.net.node("d")
+    assert d.epoch < min(cluster.net.node(n).epoch for n in "abc")
+    assert await cluster.masters() == {"a"}
+    for mgr in cluster.managers.values():
+        assert (await mgr.topology()).members == ("a", "b", "c", "d")
+    snapshot = await cluster.managers["a"].snapshot()
+    assert {r["name"]: r["cohort"] for r in snapshot["members"]} == {"a": 0, "b": 1, "c": 2, "d": 3}
+    await asyncio.sleep(0)
+    # No role moved anywhere, not even for a moment while d was joining.
+    assert changes == {
+        "a": [(None, "master")],
+        "b": [(None, "replica")],
+        "c": [(None, "replica")],
+        "d": [(None, None), (None, "worker")],
+    }
+    # The master goes: the next oldest by cohort takes over, not the run with the oldest epoch.
+    cluster.net.kill("a")
+    assert await cluster.masters() == {"b"}
 
 
 async def test_partition_heals_to_the_older_master(cluster: Cluster) -> None:

@@ -76,6 +76,7 @@ async def test_restart_reads_as_left_then_joined_with_new_epoch() -> None:
     assert [(type(e).__name__, e.member.epoch) for e in log.events] == [  # type: ignore[union-attr]
         ("MemberDown", b.epoch),
         ("MemberUp", b2.epoch),
+        ("MemberUpdated", b2.epoch),  # the new run settles its cohort once it has joined
     ]
 
 
@@ -126,7 +127,7 @@ async def test_meta_updates_and_join_failures() -> None:
     await dup.start()
     await net.settle()
     assert [m.http for m in a.members() if m.name == "b"] == [Address("127.0.0.1", 9999)]
-    assert log.names(MemberUpdated) == ["b"]
+    assert log.names(MemberUpdated) == ["b", "lonely"]  # lonely's cohort, once joined
     assert lonely.joined
     assert [e.joined for e in log_l.events if isinstance(e, JoinStatus)] == [False, True]
     assert any(isinstance(e, NameConflictSelf) for e in log_d.events)

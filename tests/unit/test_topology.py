@@ -9,8 +9,13 @@ from hypothesis import strategies as st
 
 from tierfaas.membership.base import MemberInfo, MemberState
 from tierfaas.topology import (
+    MAX_COHORT,
+    UNRANKED_COHORT,
     assign_replica,
     compute_topology,
+    joining_cohort,
+    next_cohort,
+    rank_cohorts,
     rank_key,
     replica_count,
 )
@@ -21,8 +26,18 @@ def member(
     epoch: int,
     state: MemberState = MemberState.ALIVE,
     demoted_since: int | None = None,
+    cohort: int | None = None,
+    pending: bool = False,
 ) -> MemberInfo:
-    return MemberInfo(name, epoch, state, "127.0.0.1:1", demoted_since=demoted_since)
+    return MemberInfo(
+        name,
+        epoch,
+        state,
+        "127.0.0.1:1",
+        demoted_since=demoted_since,
+        cohort=cohort,
+        cohort_pending=pending,
+    )
 
 
 def view(n: int) -> list[MemberInfo]:
@@ -98,9 +113,9 @@ def test_demoted_run_ranks_by_its_demotion() -> None:
     c = member("c", 900)
     topo = compute_topology([a, b, c])
     assert topo.members == ("b", "a", "c")
-    assert rank_key(a) == (0, 0, 500, 100, "a")
+    assert rank_key(a) == (0, 0, 0, 500, 100, "a")
     # A "since" older than the epoch (forged or skewed) cannot promote a run.
-    assert rank_key(member("x", 100, demoted_since=5)) == (0, 0, 100, 100, "x")
+    assert rank_key(member("x", 100, demoted_since=5)) == (0, 0, 0, 100, 100, "x")
 
 
 def test_newest_epoch_of_a_name_wins() -> None:
@@ -130,7 +145,8 @@ def views(draw: st.DrawFn) -> list[MemberInfo]:
     for name in draw(names):
         epoch = draw(st.integers(min_value=1, max_value=50))
         since = draw(st.none() | st.integers(min_value=1, max_value=100))
-        out.append(member(name, epoch, draw(states), since))
+        cohort = draw(st.none() | st.integers(min_value=0, max_value=5))
+        out.append(member(name, epoch, draw(states), since, cohort, draw(st.booleans())))
     return out
 
 
@@ -176,6 +192,13 @@ def test_property_losing_a_replica_member_moves_few_workers(
     members: list[MemberInfo], data: st.DataObject
 ) -> None:
     members = [replace(m, state=MemberState.ALIVE) for m in members]
+    if data.draw(st.booleans()):
+        # Every run of one release: all with cohorts, or all without. (A run of a release
+        # before cohorts ranks by start among the cohorts, so a departure may move it, as
+        # its own release would.)
+        members = [m if m.cohort is not None else replace(m, cohort=0) for m in members]
+    else:
+        members = [replace(m, cohort=None, cohort_pending=False) for m in members]
     before = compute_topology(members, replicas=3)
     if not before.replicas:
         return
@@ -215,3 +238,164 @@ def test_a_dead_handover_target_gives_the_role_back_to_the_older_generation() ->
     v1 = [replace(member(f"a{i}", 100 + i), version="1") for i in range(3)]
     target = replace(member("b0", 200, MemberState.DEAD), version="2", generation=1)
     assert compute_topology([*v1, target]).master == "a0"
+
+
+# -- cohorts: seniority from what the cluster saw, not from a clock ---------------------------
+
+MINUTE_MS = 60_000
+
+
+def test_a_joiner_with_an_older_epoch_ranks_after_the_cluster_it_joined() -> None:
+    founders = [member(n, 1_000 + i, cohort=0) for i, n in enumerate("abc")]
+    # d's clock is five minutes behind: its epoch is older than every founder's.
+    d = member("d", 1_000 - 5 * MINUTE_MS, cohort=next_cohort(founders, "d"))
+    assert d.cohort == 1
+    topo = compute_topology([*founders, d])
+    assert topo.master == "a"
+    assert topo.members == ("a", "b", "c", "d")
+
+
+def test_a_joining_run_ranks_last_until_it_settles_its_cohort() -> None:
+    founders = [member(n, 1_000 + i, cohort=0) for i, n in enumerate("abc")]
+    joining = member("d", 1, pending=True)
+    assert rank_cohorts([*founders, joining])["d"] == UNRANKED_COHORT
+    assert compute_topology([*founders, joining]).members == ("a", "b", "c", "d")
+    # Runs that are all still joining (a cluster forming) rank by epoch among themselves.
+    forming = [member("y", 5, pending=True), member("x", 9, pending=True)]
+    assert compute_topology(forming).members == ("y", "x")
+
+
+def test_next_cohort() -> None:
+    me = member("me", 1)
+    assert next_cohort([], "me") == 0
+    assert next_cohort([me], "me") == 0  # the first run of a cluster
+    # Only runs that are joining too: the cluster forms now.
+    assert next_cohort([me, member("x", 2, pending=True)], "me") == 0
+    assert next_cohort([me, member("x", 2, cohort=0), member("y", 3, cohort=4)], "me") == 5
+    # The dead are not counted: only who is there now.
+    dead = member("z", 3, MemberState.DEAD, cohort=9)
+    assert next_cohort([me, member("x", 2, cohort=2), dead], "me") == 3
+    # A run of a release before cohorts counts with the cohort it ranks in.
+    assert next_cohort([me, member("old", 2)], "me") == 1
+    # A forged cohort at the limit cannot make a joiner publish one its peers would refuse.
+    assert next_cohort([me, member("x", 2, cohort=MAX_COHORT)], "me") == MAX_COHORT
+
+
+def test_joining_cohort_ranks_after_a_cluster_and_forms_one_with_its_co_joiners() -> None:
+    me = member("me", 50, pending=True)
+    # A cluster exists: after it at once (runs still joining with it do not count).
+    running = [member("a", 10, cohort=0), member("b", 20, cohort=3), member("x", 30, pending=True)]
+    assert joining_cohort([me, *running], "me") == 4
+    # Alone: it forms the cluster.
+    assert joining_cohort([me], "me") == 0
+    # Only runs joining too: the cluster forms, settled in the order they rank in already.
+    earlier, later = member("x", 30, pending=True), member("y", 70, pending=True)
+    assert joining_cohort([me, later], "me") == 0  # first of them: at once
+    assert joining_cohort([me, earlier, later], "me") is None  # after x has settled
+    assert joining_cohort([me, earlier], "me", waited_out=True) == 0  # or x is stuck
+    # The seed it first saw joining has settled 0 since: the two formed the cluster together.
+    seed = member("seed", 40, cohort=0)
+    assert joining_cohort([me, seed], "me", co_joiners={("seed", 40)}) == 0
+    assert joining_cohort([me, seed], "me") == 1  # seen settled first: it joined seed's cluster
+    # A co-joiner does not hide a cluster that exists besides it.
+    assert joining_cohort([me, seed, *running], "me", co_joiners={("seed", 40)}) == 4
+
+
+def test_while_a_cluster_forms_the_order_never_changes() -> None:
+    # Runs started together settle one by one in their epoch order; at every step the
+    # topology is the one of the epochs.
+    runs = [member(f"n{i}", 100 + i, pending=True) for i in range(5)]
+    everyone = {(m.name, m.epoch) for m in runs}
+    expected = compute_topology(runs)
+    for i, m in enumerate(runs):
+        for later in runs[i + 1 :]:  # each waits while an earlier one is still joining
+            assert joining_cohort(runs, later.name, everyone - {(later.name, later.epoch)}) is None
+        cohort = joining_cohort(runs, m.name, everyone - {(m.name, m.epoch)})
+        assert cohort == 0
+        runs[i] = replace(m, cohort=cohort, cohort_pending=False)
+        assert compute_topology(runs) == expected
+
+
+def test_cohorts_come_before_the_epoch_but_not_before_the_generation() -> None:
+    a = replace(member("a", 100, cohort=0), version="1")
+    target = replace(member("t", 50, cohort=3), version="2", generation=1)
+    assert compute_topology([a, target]).master == "t"  # the handover still decides
+    assert rank_key(a, 0, 0) < rank_key(replace(a, name="z", epoch=1), 0, 1)
+
+
+def test_a_demoted_run_ranks_by_its_new_cohort_and_until_then_after_every_settled_run() -> None:
+    a = member("a", 100, cohort=0)  # the old master, paused, declared dead, back
+    b, c = member("b", 200, cohort=0), member("c", 300, cohort=1)
+    held = replace(a, demoted_since=900, cohort_pending=True)  # an observer's provisional hold
+    assert compute_topology([held, b, c]).members == ("b", "c", "a")
+    confirmed = replace(a, demoted_since=900, cohort=next_cohort([b, c], "a"))
+    assert confirmed.cohort == 2
+    assert compute_topology([confirmed, b, c]).members == ("b", "c", "a")
+    # Once the hold expires unconfirmed (a partition, nobody paused), the older master is back.
+    assert compute_topology([a, b, c]).master == "a"
+
+
+def test_a_release_before_cohorts_ranks_by_start_among_the_cohorts() -> None:
+    # A rolling upgrade: old-release founders, then new-release joiners. Both releases order
+    # them the same (the old one by start alone) while clocks agree.
+    old = [member(f"o{i}", 100 + i) for i in range(3)]
+    new1 = member("n1", 200, cohort=next_cohort(old, "n1"))
+    new2 = member("n2", 300, cohort=next_cohort([*old, new1], "n2"))
+    assert (new1.cohort, new2.cohort) == (1, 2)
+    # A rollback: an old-release run joins after both: it ranks after them, as its release does.
+    late = member("o9", 400)
+    view = [*old, new1, new2, late]
+    assert rank_cohorts(view)["o9"] == 2
+    assert compute_topology(view).members == ("o0", "o1", "o2", "n1", "n2", "o9")
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.booleans()),  # (of the old release?, leaves later?)
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_property_with_agreeing_clocks_every_release_computes_the_same_order(
+    runs: list[tuple[bool, bool]],
+) -> None:
+    # Runs join one at a time, each a new-release run (settles its cohort from the view it
+    # joins) or an old-release one (publishes none); some leave after the next join. The
+    # order both releases compute is the order of the epochs, that is, of the joins.
+    view: list[MemberInfo] = []
+    for i, (old_release, leaves) in enumerate(runs):
+        name = f"n{i:02d}"
+        cohort = None if old_release else next_cohort(view, name)
+        view.append(member(name, 1_000 + i, cohort=cohort))
+        if leaves and len(view) > 1:
+            view.pop(len(view) // 2)
+    by_start = tuple(m.name for m in sorted(view, key=lambda m: (m.epoch, m.name)))
+    assert compute_topology(view).members == by_start
+
+
+@given(views(), st.integers(min_value=1, max_value=10**6))
+def test_property_a_joiner_never_takes_the_master_role_whatever_its_epoch(
+    members: list[MemberInfo], behind_ms: int
+) -> None:
+    # Every run of the new release (a run of the old one publishes no cohort: see below).
+    members = [
+        m if m.cohort is not None or m.cohort_pending else replace(m, cohort=0) for m in members
+    ]
+    master = compute_topology(members).master
+    if master is None or any(m.cohort_pending for m in members if m.name == master):
+        return
+    # The joiner settles its cohort against this view; its clock is behind by ``behind_ms``.
+    joiner = member("joiner!", min(m.epoch for m in members) - behind_ms)
+    joiner = replace(joiner, cohort=next_cohort([*members, joiner], "joiner!"))
+    assert compute_topology([*members, joiner]).master == master
+
+
+def test_with_a_run_of_the_old_release_both_releases_agree_even_when_a_clock_is_off() -> None:
+    # The old release ranks by start time alone and cannot know cohorts: a run whose clock is
+    # behind is its master. The new release ranks the old runs by start time among the
+    # cohorts, so it computes the same master and the cluster never has two. The guarantee
+    # that a joiner never takes the role holds once every node runs the new release.
+    old = [member(n, 1_000 + i) for i, n in enumerate("abc")]
+    skewed = member("d", 1_000 - 5 * MINUTE_MS, cohort=next_cohort(old, "d"))
+    by_start = min([*old, skewed], key=lambda m: (m.epoch, m.name)).name
+    assert compute_topology([*old, skewed]).master == by_start == "d"

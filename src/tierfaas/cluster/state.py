@@ -217,6 +217,7 @@ class ClusterState:
                     "version": m.version,
                     "state": m.state.value,
                     "epoch": m.epoch,
+                    "cohort": None if m.cohort_pending else m.cohort,
                 }
             )
         return {

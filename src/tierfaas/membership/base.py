@@ -36,9 +36,14 @@ class MemberInfo:
 
     ``http`` and ``rpc`` are None when the member did not publish them or published invalid
     values (peers are not trusted). ``demoted_since`` is set, in Unix ms, when this run was
-    declared dead and came back (a long pause): it then ranks as if it had started at that
-    time, so it cannot take back a role it lost (see ``tierfaas.topology.rank_key``).
-    ``generation`` is the rollout generation it published (0 before any rollout).
+    declared dead and came back (a long pause); such a run also publishes a new ``cohort``, so
+    it ranks as if it had joined then and cannot take back a role it lost (see
+    ``tierfaas.topology.rank_key``). ``generation`` is the rollout generation it published (0
+    before any rollout). ``cohort`` is how late the run joined the cluster, as it saw the
+    cluster (``tierfaas.topology.next_cohort``); None from a release before cohorts.
+    ``cohort_pending`` is True while the run has not settled its cohort yet (it is joining), or
+    while this observer holds it demoted until it confirms: it then ranks after every run
+    whose cohort is settled.
     """
 
     name: str
@@ -50,6 +55,8 @@ class MemberInfo:
     version: str = ""
     demoted_since: int | None = None
     generation: int = 0
+    cohort: int | None = None
+    cohort_pending: bool = False
 
     @property
     def key(self) -> tuple[str, int]:

@@ -5,10 +5,13 @@ came from the epoch alone, an old master that was SIGSTOPped, replaced, then SIG
 take its role back, and the cluster would flap twice. Instead:
 
 1. Every observer that saw ``(name, epoch)`` dead and then sees it alive demotes it at once,
-   provisionally, ranking it as if it had started now, and tells it "you were declared dead".
+   provisionally, ranking it after every run with a settled cohort (its cohort counts as
+   pending), and tells it "you were declared dead".
 2. The run, on that word (if it knows it was paused) or when it measures a pause long enough
-   to be certainly dead, publishes ``since=<ms>`` in its metadata. Every node, including ones
-   that join later, then ranks it by that time: views converge in one gossip round.
+   to be certainly dead, publishes a new cohort, one more than the highest among the live
+   runs it sees (``tierfaas.topology.next_cohort``), with ``since=<ms>`` for releases before
+   cohorts. Every node, including ones that join later, then ranks it as if it had joined
+   then, with no clock compared: views converge in one gossip round.
 3. A provisional demotion that is not confirmed within ``grace_s`` is dropped. That is the
    partition case: both sides saw each other dead, nobody paused, so nobody confirms, and the
    older master wins back its role once the partition heals, as the spec requires.

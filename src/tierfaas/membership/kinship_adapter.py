@@ -9,17 +9,25 @@ What it guarantees, and why (timings measured in shared/reference/kinship-behavi
   and a new run joined.
 - Seeds that never answer do not fail the start and do not make this node a cluster of one:
   it reports ``joined=False`` with the reason and keeps retrying in the background.
+- This run's cohort (``tierfaas.topology.next_cohort``) is published as pending from the
+  first gossip on, and settled from the members seen once it has joined: a run that joins
+  a cluster with members ranks after all of them, whatever its epoch says.
 - A run declared dead that comes back (SIGSTOP/SIGCONT) is demoted, never given its old
   role back: see ``tierfaas.membership.demotion``. The pause is measured by a watchdog on the
   event loop (kinship's thread stops too under SIGSTOP, but not when the loop merely blocks).
 - Without a key, gossip may only bind loopback: anything else is refused at start-up.
 - Metadata read from peers is validated (``meta.parse_meta``); a bad record is logged once.
+
+The epoch is kinship's: the Unix ms of this process's wall clock at ``start()``, with no
+setting to choose it. Tests that need a run with an epoch in the past shift the clock of the
+whole node process (``tierfaas.testing.clockshift``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +54,15 @@ from tierfaas.membership.base import (
 )
 from tierfaas.membership.demotion import Resurrections, notice_for, parse_notice
 from tierfaas.membership.fanout import EventFanout
-from tierfaas.membership.meta import KEY_SINCE, check_size, encode_meta, parse_meta
+from tierfaas.membership.meta import (
+    KEY_COHORT,
+    KEY_SINCE,
+    check_size,
+    encode_cohort,
+    encode_meta,
+    parse_meta,
+)
+from tierfaas.topology import joining_cohort, next_cohort
 
 log = logging.getLogger("tierfaas.membership")
 
@@ -93,6 +109,9 @@ class GossipSettings:
     """A pause this long (plus a refutation seen) certainly did: demote without the word."""
     demotion_grace_s: float = 3.0
     """How long an observer holds a revived run demoted without its confirmation."""
+    cohort_wait_s: float = 1.0
+    """How long a run that joined a cluster still forming waits for the runs that rank before
+    it to settle their cohorts before it settles its own regardless."""
     event_buffer: int = 1024
     """Events a slow consumer may fall behind before it gets a ``Resync`` instead."""
 
@@ -140,6 +159,7 @@ class GossipSettings:
             "pause_suspect_s": 0.5,
             "pause_dead_s": 2.0,
             "demotion_grace_s": 1.5,
+            "cohort_wait_s": 0.5,
         }
         timings.update(kw)
         return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="local", **timings)
@@ -185,6 +205,11 @@ class KinshipMembership:
         self._first_attempt = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._since: int | None = None
+        self._cohort: int | None = None  # settled once joined (published pending until then)
+        # Runs first seen while they were joining too, before this run settled its cohort:
+        # the cluster forms with them, so their cohorts do not push this run's up.
+        self._co_joiners: set[tuple[str, int]] = set()
+        self._joined_at: float | None = None
         self._last_pause_end: float | None = None
         self._warned: set[tuple[str, int, tuple[str, ...]]] = set()
         self._conflict_reported = False
@@ -198,7 +223,7 @@ class KinshipMembership:
             bind = str(self.settings.bind)
             return MemberInfo(
                 self.name, 0, MemberState.ALIVE, bind, meta.http, meta.rpc, meta.version,
-                generation=meta.generation,
+                generation=meta.generation, cohort_pending=True,
             )  # fmt: skip
         try:
             return self._info(self._cluster.local)
@@ -242,10 +267,16 @@ class KinshipMembership:
                     m.epoch,
                     "; ".join(meta.problems),
                 )
+        cohort, pending = meta.cohort, meta.cohort_pending
         if m.name == self.name and self._cluster is not None and m.epoch == self._epoch():
+            # Our own changes are ours before kinship has gossiped them.
             since = self._since if self._since is not None else meta.since
+            if self._cohort is not None:
+                cohort, pending = self._cohort, False
         else:
             since = self._resurrections.demoted_since((m.name, m.epoch), meta.since)
+            # Held demoted until it confirms: it ranks after every settled run meanwhile.
+            pending = pending or self._resurrections.unconfirmed((m.name, m.epoch))
         return MemberInfo(
             m.name,
             m.epoch,
@@ -256,6 +287,8 @@ class KinshipMembership:
             meta.version,
             since,
             meta.generation,
+            cohort,
+            pending,
         )
 
     def _epoch(self) -> int:
@@ -365,6 +398,8 @@ class KinshipMembership:
             try:
                 answered = await self._cluster.join(seeds)
             except kinship.JoinError as e:
+                if self._joined:
+                    break  # a peer found this node while the attempt was out: it is joined
                 self._set_joined(
                     False,
                     f"no seed answered ({', '.join(seeds)}): {e}; "
@@ -388,6 +423,10 @@ class KinshipMembership:
             return
         if joined:
             log.info("joined the cluster as %r", self.name)
+            if self._joined_at is None:
+                self._joined_at = self._clock()
+                # The join's push-pull has filled the member list: rank after all of it.
+                self._try_settle_cohort()
         else:
             log.warning("not joined: %s", reason)
         self._fanout.publish(JoinStatus(joined, reason))
@@ -402,8 +441,15 @@ class KinshipMembership:
             log.error("kinship stopped on an internal error; membership is frozen")
 
     def _handle(self, event: kinship.Event) -> None:
+        self._on_event(event)
+        # After the event is out: subscribers must see a run it waited for settle first.
+        self._try_settle_cohort()
+
+    def _on_event(self, event: kinship.Event) -> None:
         match event:
             case kinship.MemberJoined(member=m) | kinship.MemberRecovered(member=m):
+                if self._cohort is None and parse_meta(m.meta).cohort_pending:
+                    self._co_joiners.add((m.name, m.epoch))
                 if self._resurrections.revived((m.name, m.epoch)):
                     log.warning(
                         "member %r (epoch %d) came back after being declared dead; "
@@ -414,9 +460,9 @@ class KinshipMembership:
                     self._spawn(self._notify_revived(m), f"notify-{m.name}")
                 if not self._joined:
                     self._set_joined(True, "")
-                self._fanout.publish(MemberUp(self._info(m)))
+                self._fanout.publish(MemberUp(self._info(self._current(m))))
             case kinship.MemberSuspect(member=m):
-                self._fanout.publish(MemberSuspect(self._info(m)))
+                self._fanout.publish(MemberSuspect(self._info(self._current(m))))
             case kinship.MemberDead(member=m):
                 self._resurrections.saw_dead((m.name, m.epoch))
                 self._fanout.publish(MemberDown(self._info(m), "dead"))
@@ -424,7 +470,7 @@ class KinshipMembership:
                 self._resurrections.forget((m.name, m.epoch))
                 self._fanout.publish(MemberDown(self._info(m), "left"))
             case kinship.MemberUpdated(member=m):
-                self._fanout.publish(MemberUpdated(self._info(m)))
+                self._fanout.publish(MemberUpdated(self._info(self._current(m))))
             case kinship.NameConflict(member=m, other_addr=other):
                 if m.name == self.name:
                     if not self._conflict_reported:
@@ -442,6 +488,18 @@ class KinshipMembership:
             case kinship.EventsLost(count=count):
                 log.warning("%d membership events lost; rebuilding the view", count)
                 self._fanout.publish(Resync(tuple(self.members())))
+
+    def _current(self, m: kinship.Member) -> kinship.Member:
+        """``m`` as the event saw it, with the metadata kinship holds for that run now.
+
+        Events queue up behind the gossip: a run's "joined" may still carry the pending
+        cohort it has replaced since. Subscribers then never step back to older metadata
+        than the list this run settles its own cohort from (``members()``)."""
+        assert self._cluster is not None
+        now = self._cluster.member(m.name)
+        if now is None or now.epoch != m.epoch:
+            return m
+        return dataclasses.replace(m, meta=now.meta)
 
     async def _notify_revived(self, m: kinship.Member) -> None:
         """Tells a revived run it was declared dead, a few times (messages are best effort),
@@ -465,18 +523,49 @@ class KinshipMembership:
             # Nobody here paused: a healed partition. Keeping the rank lets the older master win.
             log.info("%r saw this node dead, but it did not pause: keeping its rank", sender)
 
+    def _try_settle_cohort(self) -> None:
+        """Once joined, publishes this run's cohort (``tierfaas.topology.joining_cohort``):
+        after every run it sees with a settled cohort, except those it first saw joining too,
+        which form the cluster with it (a run that joins a seed which has not joined yet
+        sees the seed joining; the seed, told of it a moment later, must not rank after it)."""
+        if self._cohort is not None or self._joined_at is None:
+            return
+        waited = self._clock() - self._joined_at >= self.settings.cohort_wait_s
+        cohort = joining_cohort(self.members(), self.name, self._co_joiners, waited)
+        if cohort is None:
+            return  # the watchdog tries again
+        self._cohort = cohort
+        self._co_joiners.clear()
+        log.info("this run ranks in cohort %d", cohort)
+        self._publish({KEY_COHORT: encode_cohort(cohort)}, "membership-cohort")
+        # The whole list it was decided from: the others as they are now, not as the events
+        # still queued behind the gossip describe them, so no role moves for a moment.
+        self._fanout.publish(Resync(tuple(self.members())))
+
     def _demote_self(self, why: str) -> None:
         assert self._cluster is not None
+        # ``since`` is for releases before cohorts; the new cohort is what ranks it last.
         self._since = max(self._wall_ms(), self._epoch() + 1)
-        log.warning("this run is demoted (%s); it ranks from %d on", why, self._since)
-        self._meta = {**self._meta, KEY_SINCE: str(self._since)}
-        self._spawn(self._publish_since(str(self._since)), "membership-demote")
+        self._cohort = next_cohort(self.members(), self.name)
+        log.warning(
+            "this run is demoted (%s); it ranks as if it joined now (cohort %d)", why, self._cohort
+        )
+        self._publish(
+            {KEY_SINCE: str(self._since), KEY_COHORT: encode_cohort(self._cohort)},
+            "membership-demote",
+        )
         self._fanout.publish(MemberUpdated(self.local))
 
-    async def _publish_since(self, since: str) -> None:
+    def _publish(self, changes: dict[str, str], task: str) -> None:
+        """Takes ``changes`` into this run's metadata now and gossips them in the background
+        (both keys of a demotion in one update, so no peer sees one without the other)."""
+        self._meta = {**self._meta, **changes}
+        self._spawn(self._publish_meta(changes), task)
+
+    async def _publish_meta(self, changes: dict[str, str]) -> None:
         assert self._cluster is not None
         with contextlib.suppress(kinship.KinshipError):
-            await self._cluster.update_meta(**{KEY_SINCE: since})
+            await self._cluster.update_meta(**changes)
 
     # -- the watchdog ------------------------------------------------------------------------
 
@@ -506,6 +595,7 @@ class KinshipMembership:
             if self._since is None and now <= check_until and refuted > baseline:
                 self._demote_self(f"paused {gap:.1f} s and refuted its own death")
             refutations = refuted
+            self._try_settle_cohort()
             for name, epoch in self._resurrections.expire():
                 m = self._cluster.member(name)
                 if (

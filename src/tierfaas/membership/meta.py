@@ -23,6 +23,11 @@ KEY_HTTP = "http"  # invocation/admin API, "host:port"
 KEY_RPC = "rpc"  # gRPC control plane, "host:port"
 KEY_SINCE = "since"  # Unix ms at which this run was demoted after being declared dead
 KEY_GENERATION = "g"  # rollout generation this node was started in or handed (absent: 0)
+KEY_COHORT = "c"  # how late this run joined (tierfaas.topology.next_cohort); COHORT_PENDING
+# while it is joining; absent: a release before cohorts
+
+COHORT_PENDING = "?"
+"""The value of ``KEY_COHORT`` a run publishes until it has seen the cluster it joins."""
 
 META_BUDGET = 256
 """Most bytes our metadata may take encoded (kinship's own limit is 512)."""
@@ -30,6 +35,7 @@ META_BUDGET = 256
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _MS = re.compile(r"[1-9][0-9]{0,15}")
 _GEN = re.compile(r"0|[1-9][0-9]{0,8}")
+_COHORT = re.compile(r"0|[1-9][0-9]{0,14}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,8 @@ class NodeMeta:
     since: int | None = None
     problems: tuple[str, ...] = field(default=())
     generation: int = 0
+    cohort: int | None = None
+    cohort_pending: bool = False
 
 
 def encoded_size(meta: Mapping[str, str]) -> int:
@@ -56,8 +64,10 @@ def encode_meta(
     rpc: Address | None,
     since: int | None = None,
     generation: int = 0,
+    cohort: int | None = None,
 ) -> dict[str, str]:
-    """The metadata this node publishes. Raises ``ConfigError`` for values a peer would refuse."""
+    """The metadata this node publishes; ``cohort`` None publishes it as pending. Raises
+    ``ConfigError`` for values a peer would refuse."""
     meta: dict[str, str] = {}
     if version:
         if not _VERSION.fullmatch(version):
@@ -71,8 +81,17 @@ def encode_meta(
         meta[KEY_SINCE] = str(since)
     if generation:
         meta[KEY_GENERATION] = str(generation)
+    meta[KEY_COHORT] = COHORT_PENDING if cohort is None else encode_cohort(cohort)
     check_size(meta)
     return meta
+
+
+def encode_cohort(cohort: int) -> str:
+    """``cohort`` as published. Raises ``ConfigError`` for one a peer would refuse."""
+    text = str(cohort)
+    if not _COHORT.fullmatch(text):
+        raise ConfigError("cohort", f"{cohort} is not an integer from 0 to 15 digits")
+    return text
 
 
 def check_size(meta: Mapping[str, str]) -> None:
@@ -98,11 +117,13 @@ def parse_meta(meta: Mapping[str, str]) -> NodeMeta:
     """Validates metadata read from a peer. Never raises: bad values become None or ""."""
     problems: list[str] = []
     if encoded_size(meta) > 512:
-        return NodeMeta(problems=("metadata larger than 512 bytes",))
+        return NodeMeta(problems=("metadata larger than 512 bytes",), cohort_pending=True)
     http = rpc = None
     version = ""
     since = None
     generation = 0
+    cohort: int | None = None
+    pending = False
     if (text := meta.get(KEY_HTTP)) is not None:
         http = _address(text, KEY_HTTP, problems)
     if (text := meta.get(KEY_RPC)) is not None:
@@ -122,7 +143,16 @@ def parse_meta(meta: Mapping[str, str]) -> NodeMeta:
             generation = int(text)
         else:
             problems.append(f"{KEY_GENERATION}: {text[:80]!r} is not a generation")
+    if (text := meta.get(KEY_COHORT)) is not None:
+        if text == COHORT_PENDING:
+            pending = True
+        elif _COHORT.fullmatch(text):
+            cohort = int(text)
+        else:
+            # Ranked as still joining: after every run with a valid cohort.
+            pending = True
+            problems.append(f"{KEY_COHORT}: {text[:80]!r} is not a cohort")
     if problems:
         # One forged field makes the whole record suspect: route nothing to it.
         http = rpc = None
-    return NodeMeta(http, rpc, version, since, tuple(problems), generation)
+    return NodeMeta(http, rpc, version, since, tuple(problems), generation, cohort, pending)

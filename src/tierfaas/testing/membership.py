@@ -5,7 +5,10 @@ metadata) is delivered at once to the views of the nodes that can see it, throug
 event types as the real adapter. Each node keeps its *own* view, so tests can create the
 disagreements real clusters have (a partition, a paused node). Revived runs are demoted with
 the same ``Resurrections`` bookkeeping as ``KinshipMembership``; provisional demotions
-expire when the test advances the clock and calls ``tick()``.
+expire when the test advances the clock and calls ``tick()``. Like the real adapter, a run
+publishes its cohort as pending until it has joined, then settles it from its view
+(``tierfaas.topology.next_cohort``). ``add(name, clock_offset_ms=...)`` makes a run whose wall
+clock, and so its epoch, is off (negative: in the past).
 
     net = FakeNetwork()
     a, b = net.add("a"), net.add("b")
@@ -34,8 +37,17 @@ from tierfaas.membership.base import (
 )
 from tierfaas.membership.demotion import Resurrections
 from tierfaas.membership.fanout import EventFanout
-from tierfaas.membership.meta import KEY_HTTP, KEY_RPC, KEY_SINCE, KEY_VERSION, parse_meta
+from tierfaas.membership.meta import (
+    COHORT_PENDING,
+    KEY_COHORT,
+    KEY_HTTP,
+    KEY_RPC,
+    KEY_SINCE,
+    KEY_VERSION,
+    parse_meta,
+)
 from tierfaas.testing.clock import FakeClock
+from tierfaas.topology import next_cohort
 
 ALIVE, SUSPECT, DEAD, LEFT = (
     MemberState.ALIVE,
@@ -138,7 +150,11 @@ class FakeMembership:
     def pending(self) -> int:
         return self._fanout.pending
 
-    def truth(self, state: MemberState, since: int | None = None) -> MemberInfo:
+    def truth(
+        self, state: MemberState, since: int | None = None, held_demoted: bool = False
+    ) -> MemberInfo:
+        """This run as seen in ``state``; ``held_demoted``: by an observer that holds it
+        demoted until it confirms (its cohort then counts as pending)."""
         meta = parse_meta(self.meta)
         return MemberInfo(
             self.name,
@@ -150,12 +166,21 @@ class FakeMembership:
             meta.version,
             since if since is not None else meta.since,
             meta.generation,
+            meta.cohort,
+            meta.cohort_pending or held_demoted,
         )
 
     def _set_joined(self) -> None:
         if not self._joined:
             self._joined = True
             self._fanout.publish(JoinStatus(True, ""))
+
+    def settle_cohort(self, extra: dict[str, str] | None = None) -> None:
+        """Publishes this run's cohort from its view now (with ``extra`` keys, in one update)."""
+        cohort = next_cohort(self.members(), self.name)
+        self.meta.update({**(extra or {}), KEY_COHORT: str(cohort)})
+        self._fanout.publish(MemberUpdated(self.local))
+        self.network._broadcast(self)
 
     def see(self, subject: FakeMembership, state: MemberState) -> None:
         """Updates this node's view of ``subject`` and emits what a real node would."""
@@ -184,7 +209,8 @@ class FakeMembership:
             self._fanout.publish(MemberDown(info, "dead" if state is DEAD else "left"))
             return
         self._res.revived(key)
-        info = subject.truth(state, self._res.demoted_since(key, subject.since))
+        since = self._res.demoted_since(key, subject.since)
+        info = subject.truth(state, since, self._res.unconfirmed(key))
         self._view[subject.name] = info
         if prev is None or not prev.state.live:
             self._fanout.publish(MemberUp(info))
@@ -199,7 +225,11 @@ class FakeMembership:
         for name, epoch in self._res.expire():
             cur = self._view.get(name)
             if cur is not None and cur.epoch == epoch and cur.state.live:
-                info = replace(cur, demoted_since=self._res.demoted_since(cur.key, None))
+                info = replace(
+                    cur,
+                    demoted_since=self._res.demoted_since(cur.key, None),
+                    cohort_pending=parse_meta(self.network.node(name).meta).cohort_pending,
+                )
                 self._view[name] = info
                 self._fanout.publish(MemberUpdated(info))
 
@@ -235,15 +265,21 @@ class FakeNetwork:
         rpc: Address | None = None,
         version: str = "1",
         reachable: bool = True,
+        clock_offset_ms: int = 0,
     ) -> FakeMembership:
-        """A new run of node ``name`` (not started). Its epoch is above every earlier one."""
-        self._last_epoch = max(self.wall_ms(), self._last_epoch + 1)
-        meta = {KEY_VERSION: version}
+        """A new run of node ``name`` (not started). Its epoch is above every earlier one,
+        unless ``clock_offset_ms`` says its wall clock is off: its epoch is then the network's
+        time plus the offset (negative: a run that seems to have started in the past)."""
+        if clock_offset_ms:
+            epoch = self.wall_ms() + clock_offset_ms
+        else:
+            epoch = self._last_epoch = max(self.wall_ms(), self._last_epoch + 1)
+        meta = {KEY_VERSION: version, KEY_COHORT: COHORT_PENDING}
         if http is not None:
             meta[KEY_HTTP] = str(http)
         if rpc is not None:
             meta[KEY_RPC] = str(rpc)
-        run = FakeMembership(self, name, self._last_epoch, meta, reachable)
+        run = FakeMembership(self, name, epoch, meta, reachable)
         self._runs.append(run)
         return run
 
@@ -263,6 +299,7 @@ class FakeNetwork:
             if self._sees(run, other):
                 other.see(run, ALIVE)
                 run.see(other, DEAD if other.status == "paused" else other.state)
+        run.settle_cohort()
 
     def _tell_all(self, run: FakeMembership, state: MemberState) -> None:
         for other in self._live():
@@ -317,9 +354,8 @@ class FakeNetwork:
             if gone.status in ("dead", "left") and gone.name in run._view:
                 run.see(gone, DEAD if gone.status == "dead" else LEFT)
         if confirm:
-            run.meta[KEY_SINCE] = str(max(self.wall_ms(), run.epoch + 1))
-            run._fanout.publish(MemberUpdated(run.local))
-            self._broadcast(run)
+            # As the real adapter: ``since`` and a new cohort, after every run it sees now.
+            run.settle_cohort({KEY_SINCE: str(max(self.wall_ms(), run.epoch + 1))})
 
     def partition(self, *groups: list[str]) -> None:
         """Splits the network: nodes in different groups see each other dead."""
