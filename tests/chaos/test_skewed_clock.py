@@ -16,7 +16,6 @@ every node. Addresses: 127.0.17.120-123.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import time
@@ -32,6 +31,7 @@ from tests.chaos.harness import Mode, account, chaos_mode, write_result
 from tests.chaos.load import Load, Outcome
 from tierfaas.keys import derive
 from tierfaas.routing import forwarding as fw
+from tierfaas.testing.clockshift import clock_shift_env
 from tierfaas.testing.nodes import NodeProcess, http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -51,19 +51,9 @@ _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 
 
 def skewed_clock(offset_s: float) -> dict[str, str]:
-    """The environment of a process whose wall clock (CLOCK_REALTIME, for Python and C code
-    alike: gRPC's deadlines too) is ``offset_s`` off, as on a host with a wrong clock; its
-    monotonic clock stays true. libfaketime, preloaded; the node's zygote and instances
-    inherit it, as they would share the host's clock."""
-    spec = importlib.util.find_spec("libfaketime")  # the package of the dev dependencies
-    assert spec is not None and spec.origin is not None, "pip install libfaketime"
-    library = Path(spec.origin).parent / "vendor/libfaketime/src/libfaketime.so.1"
-    assert library.exists(), library
-    return {
-        "LD_PRELOAD": str(library),
-        "FAKETIME": f"{offset_s:+.0f}",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    """The environment of a process whose wall clock is ``offset_s`` off, as on a host with a
+    wrong clock (``tierfaas.testing.clockshift``)."""
+    return clock_shift_env(round(offset_s * 1000))
 
 
 def counters(node: NodeProcess, name: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -20,7 +20,7 @@ What it guarantees, and why (timings measured in shared/reference/kinship-behavi
 
 The epoch is kinship's: the Unix ms of this process's wall clock at ``start()``, with no
 setting to choose it. Tests that need a run with an epoch in the past shift the clock of the
-whole node process (``tierfaas.testing.clockshift``).
+whole node process (``tierfaas.testing.clockshift``, libfaketime).
 """
 
 from __future__ import annotations
