@@ -16,6 +16,7 @@ from tierfaas.clock import Clock
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control.api import NotMasterError, QueryResult, TablePosition, Write, WriteResult
 from tierfaas.control.constants import BATCH_WINDOW_S
+from tierfaas.control.digest import MasterView, digest
 from tierfaas.control.hub import TableHub
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.table import Op, RoutingTable, Update
@@ -100,6 +101,16 @@ class TableBackend:
         hub.batcher.announce(route, frozenset(functions))
         hub.wrote()
         return WriteResult(len(functions))
+
+    def digest(self, node: str, epoch: int) -> MasterView:
+        """What this master holds for the run (``node``, ``epoch``), its pending batch
+        included, and whether that run is alive in its view (anti-entropy, ``digest.py``)."""
+        hub = self._master_hub()
+        route = self._resolve(node)
+        alive = route is not None and route.epoch == epoch
+        held = hub.batcher.overlay(node, hub.table.runs_of(node))
+        mine = digest(f for f, e in held.items() if e == epoch)
+        return MasterView(alive, mine, hub.table.version, hub.table.lineage)
 
     def query(self, function: str) -> QueryResult:
         if self.hub is None:

@@ -111,6 +111,27 @@ REPLICATE_MAX_BACKOFF_S = 1.0
 """The Replicator's resubscriptions: first wait and cap. The cap is lower than the writes':
 a replica that waits answers queries from a stale copy meanwhile."""
 
+DIGEST_PERIOD_S = 1.0
+"""Seconds between a node's anti-entropy checks (``digest.py``): the node asks the master for
+the digest of what it holds for the node's run and re-announces on a mismatch. The bound it
+serves: a node's warm set and the master's table agree within 2 s of the node being alive and
+reachable. A loss is repaired at the next check (<= this period), plus a round trip, the batch
+window (0.1 s) and the stream to the replicas (milliseconds): about 1.2 s. A node that was
+itself frozen checks at once on resume (its timer is overdue). Each check is one small unary
+call (about 0.3 KB/s per node at 1 s, benchmarks/control_plane.py); the master answers N of
+them per second for N nodes, against a grpc.aio ceiling of about 3,700 calls/s."""
+
+DIGEST_RETRY_S = 0.2
+"""Seconds until the next check after the master answered that it does not hold this run
+alive (or rejected a write for that reason). Gossip brings a resumed node back in a few
+hundred ms with the ``local`` preset (shared/reference/kinship-behaviour.md: death in ~1.3 s,
+``update_meta`` everywhere in <= 0.22 s): polling at this rate adds at most 0.2 s to the
+repair, and only while the node is unknown to the master."""
+
+DIGEST_TIMEOUT_S = 1.0
+"""Seconds a check may take: the master answers from memory; a later answer is a failure and
+the node tries again at the next period."""
+
 FLUSH_TIMEOUT_S = 5.0
 FLUSH_POLL_S = 0.005
 """``WriteQueue.flushed()`` (graceful shutdown, tests): how long it waits for the queue to

@@ -49,7 +49,7 @@ from tierfaas.control.server import ControlServer
 from tierfaas.control.table import Snapshot
 from tierfaas.control.transport import Channels
 from tierfaas.control.write_queue import WriteQueue
-from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
+from tierfaas.runtime.events import RuntimeEvent
 from tierfaas.topology import Role, hrw_weight
 
 log = logging.getLogger("tierfaas.control")
@@ -75,13 +75,12 @@ class ControlPlane:
         self.cluster = cluster
         self.name = name
         self.key = key
-        # This node's warm set as registered with the master: FunctionWarm seen, and no
-        # FunctionCold since: what this node announces to a new master.
-        self.warm: set[str] = set()
         self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
         self.channels = Channels(key)
-        self.writes = WriteQueue(name, 0, master=self._master_rpc, channels=self.channels)
+        self.writes = WriteQueue(
+            name, 0, master=self._master_rpc, channels=self.channels, clock=clock
+        )
         self.role: Role | None = None
         self.master: str | None = None
         self.my_replica: str | None = None
@@ -120,12 +119,14 @@ class ControlPlane:
 
     # -- the runtime: what this node has warm ------------------------------------------------
 
+    @property
+    def warm(self) -> set[str]:
+        """This node's warm set: FunctionWarm seen, and no FunctionCold since (the write
+        queue keeps it: it announces it and checks it against the master's digest)."""
+        return self.writes.warm_set
+
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         """The runtime's listener: FunctionWarm/FunctionCold become writes to the master."""
-        if isinstance(event, FunctionWarm):
-            self.warm.add(event.function)
-        elif isinstance(event, FunctionCold):
-            self.warm.discard(event.function)
         self.writes.on_event(event)
 
     # -- membership: who is alive, at which address (the actor's view) ------------------------
