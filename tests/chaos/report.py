@@ -27,7 +27,7 @@ from tests.chaos.harness import ARTIFACTS, REPO, validate
 
 BEGIN = "<!-- chaos-results:begin (written by python -m tests.chaos.report) -->"
 END = "<!-- chaos-results:end -->"
-ORDER = ("crash", "partition", "loss", "slow_node", "soak")  # by prefix; others last
+ORDER = ("crash", "partition", "loss", "slow_node", "frozen", "soak")  # by prefix; others last
 SKELETON = f"""# Reliability
 
 The chaos suite (`tests/chaos/`, `make chaos`) and what it found.
@@ -117,6 +117,17 @@ def details(r: dict[str, Any]) -> list[str]:
         ]  # fmt: skip
         header = ["fault", "membership events (all nodes)", "declared dead",
                   "roles unchanged", "backlog s / p99 s"]  # fmt: skip
+        out += [*table(header, rows), ""]
+    freezes = extra.pop("freezes", None)
+    if freezes:
+        rows = [
+            [f["victim"], f["functions"], f["frozen_s"], f.get("declared"), f["rejoin_s"],
+             f["back_after_alive_s"], f["back_after_sigcont_s"]]
+            for f in freezes
+        ]  # fmt: skip
+        header = ["frozen worker", "its warm functions", "frozen s", "declared",
+                  "alive again after SIGCONT s", "back in every table after alive s",
+                  "after SIGCONT s"]  # fmt: skip
         out += [*table(header, rows), ""]
     growth = extra.pop("growth", None)
     if growth:
