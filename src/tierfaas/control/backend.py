@@ -107,6 +107,8 @@ class TableBackend:
         included, and whether that run is alive in its view (anti-entropy, ``digest.py``)."""
         hub = self._master_hub()
         route = self._resolve(node)
+        if route is not None and not epoch:
+            epoch = route.epoch  # 0 names the node's current run, as in writes
         alive = route is not None and route.epoch == epoch
         held = hub.batcher.overlay(node, hub.table.runs_of(node))
         mine = digest(f for f, e in held.items() if e == epoch)
