@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control.api import NotMasterError
 from tierfaas.control.backend import TableBackend
 from tierfaas.control.batcher import Batcher
-from tierfaas.control.digest import CheckTimer, Digest, MasterView, Verdict, digest, verdict
+from tierfaas.control.digest import CheckTimer, Digest, RunView, Verdict, digest, verdict
 from tierfaas.control.table import RoutingTable
 from tierfaas.testing import FakeClock
 
@@ -32,17 +33,24 @@ def test_a_digest_depends_on_the_set_not_on_its_order_or_repeats() -> None:
 
 def test_the_verdict_waits_for_a_run_the_master_does_not_hold_alive() -> None:
     mine = digest(["resize", "sha256"])
-    assert verdict(mine, MasterView(False, mine)) is Verdict.WAIT
-    assert verdict(mine, MasterView(False, digest([]))) is Verdict.WAIT
+    assert verdict(mine, RunView(False, mine)) is Verdict.WAIT
+    assert verdict(mine, RunView(False, digest([]))) is Verdict.WAIT
 
 
 def test_the_verdict_announces_on_any_difference_and_agrees_otherwise() -> None:
     mine = digest(["resize", "sha256"])
-    assert verdict(mine, MasterView(True, mine)) is Verdict.AGREE
-    assert verdict(mine, MasterView(True, digest(["resize"]))) is Verdict.ANNOUNCE  # lost
-    assert verdict(mine, MasterView(True, digest([]))) is Verdict.ANNOUNCE  # dropped as dead
+    assert verdict(mine, RunView(True, mine)) is Verdict.AGREE
+    assert verdict(mine, RunView(True, digest(["resize"]))) is Verdict.ANNOUNCE  # lost
+    assert verdict(mine, RunView(True, digest([]))) is Verdict.ANNOUNCE  # dropped as dead
     extra = digest(["resize", "sha256", "gone"])
-    assert verdict(mine, MasterView(True, extra)) is Verdict.ANNOUNCE  # a lost unregister
+    assert verdict(mine, RunView(True, extra)) is Verdict.ANNOUNCE  # a lost unregister
+
+
+def test_a_replica_copy_that_differs_is_confirmed_with_the_master_not_acted_on() -> None:
+    mine = digest(["resize", "sha256"])
+    assert verdict(mine, RunView(True, mine, copy=True)) is Verdict.AGREE
+    assert verdict(mine, RunView(True, digest(["resize"]), copy=True)) is Verdict.CONFIRM
+    assert verdict(mine, RunView(False, mine, copy=True)) is Verdict.WAIT
 
 
 # -- the check timer ----------------------------------------------------------------------------
@@ -62,20 +70,32 @@ def test_the_first_check_is_due_at_once_then_every_period() -> None:
     assert timer.delay() == pytest.approx(1.0)
 
 
-def test_a_wait_or_a_rejected_write_brings_the_next_check_within_retry_s() -> None:
+def test_a_wait_or_a_rejected_write_asks_the_master_within_retry_s() -> None:
     clock = FakeClock()
     timer = CheckTimer(clock, period_s=1.0, retry_s=0.2)
+    assert not timer.ask_master  # a worker asks its replica first
     timer.checked(Verdict.WAIT)
-    assert timer.delay() == pytest.approx(0.2)
+    assert timer.delay() == pytest.approx(0.2) and timer.ask_master
     clock.advance(0.2)
-    timer.checked(Verdict.ANNOUNCE)
-    assert timer.delay() == pytest.approx(1.0)
+    timer.checked(Verdict.ANNOUNCE)  # the master's final answer
+    assert timer.delay() == pytest.approx(1.0) and not timer.ask_master
     clock.advance(0.5)
     timer.hurry()
-    assert timer.delay() == pytest.approx(0.2)
+    assert timer.delay() == pytest.approx(0.2) and timer.ask_master
     clock.advance(0.1)
     timer.hurry()  # never later than already due
     assert timer.delay() == pytest.approx(0.1)
+
+
+def test_a_copy_that_differs_sends_the_next_check_to_the_master_at_once() -> None:
+    clock = FakeClock()
+    timer = CheckTimer(clock, period_s=1.0, retry_s=0.2)
+    timer.checked(Verdict.CONFIRM)
+    assert timer.due() and timer.ask_master
+    timer.checked(None)  # the master could not be asked: it stays the one to ask
+    assert timer.ask_master and timer.delay() == pytest.approx(1.0)
+    timer.checked(Verdict.AGREE)
+    assert not timer.ask_master
 
 
 def test_a_node_resumed_after_a_long_pause_checks_at_once() -> None:
@@ -166,3 +186,19 @@ def test_the_master_digests_a_run_with_its_pending_writes_and_says_if_it_is_aliv
     hub.flush()
     view = backend.digest("w1", 7)
     assert view.alive and verdict(digest(["f1", "f2", "f3"]), view) is Verdict.ANNOUNCE
+
+
+def test_a_replica_answers_from_its_copy_and_a_node_with_no_table_refuses() -> None:
+    clock = FakeClock()
+    members = {"w1": run("w1", 7)}
+    master = TableBackend(members.get, clock, master=True)
+    assert master.hub is not None
+    master.hub.batcher.announce(run("w1", 7), {"f1"})
+    master.hub.flush()
+    replica = TableBackend(members.get, clock, master=False, master_rpc="m:1")
+    with pytest.raises(NotMasterError):
+        replica.digest("w1", 7)  # no copy yet
+    replica.copy.apply(master.hub.table.snapshot())
+    view = replica.digest("w1", 0)  # 0: the current run
+    assert view.copy and view.alive and view.digest == digest(["f1"])
+    assert not master.digest("w1", 7).copy

@@ -12,7 +12,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import Write
 from tierfaas.control.backend import TableBackend
-from tierfaas.control.digest import Digest, MasterView
+from tierfaas.control.digest import Digest, RunView
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.testing import FakeClock
 
@@ -41,8 +41,8 @@ class FlakyMaster:
     async def unregister(self, writes: Sequence[Any], **_: Any) -> pb.WriteReply:
         return pb.WriteReply(accepted=len(writes))
 
-    async def digest(self, node: str, epoch: int, **_: Any) -> MasterView:
-        return MasterView(True, Digest(0, 0))
+    async def digest(self, node: str, epoch: int, **_: Any) -> RunView:
+        return RunView(True, Digest(0, 0))
 
 
 class OneChannel:
@@ -51,6 +51,14 @@ class OneChannel:
 
     def get(self, address: str) -> Any:
         return self.client
+
+
+class ByAddress:
+    def __init__(self, **peers: Any) -> None:
+        self.peers = peers
+
+    def get(self, address: str) -> Any:
+        return self.peers[address.split(":", maxsplit=1)[0]]
 
 
 async def no_wait(_: float) -> None:
@@ -89,7 +97,7 @@ def test_a_write_sent_with_a_failed_announce_is_not_lost() -> None:
 
 class MemoryMaster:
     """A master in memory: a real ``TableBackend`` on the test's FakeClock, answering as the
-    gRPC client would (``WriteReply``, ``MasterView``). ``members`` is its gossip view."""
+    gRPC client would (``WriteReply``, ``RunView``). ``members`` is its gossip view."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.members: dict[str, NodeEndpoint] = {}
@@ -117,7 +125,7 @@ class MemoryMaster:
         self.announces += 1
         return self._reply(await self.backend.announce(node, epoch, functions))
 
-    async def digest(self, node: str, epoch: int, **_: Any) -> MasterView:
+    async def digest(self, node: str, epoch: int, **_: Any) -> RunView:
         self.digests += 1
         return self.backend.digest(node, epoch)
 
@@ -126,9 +134,28 @@ class MemoryMaster:
         return pb.WriteReply(accepted=result.accepted, rejected=wire.writes_to_pb(result.rejected))
 
 
-def node_queue(master: MemoryMaster, clock: FakeClock) -> WriteQueue:
+class MemoryReplica:
+    """A replica whose copy is the master's flushed table (``lagging``: frozen as it is)."""
+
+    def __init__(self, master: MemoryMaster, clock: FakeClock) -> None:
+        self.master = master
+        self.backend = TableBackend(master.members.get, clock, master=False, master_rpc="m:1")
+        self.lagging = False
+        self.digests = 0
+
+    async def digest(self, node: str, epoch: int, **_: Any) -> RunView:
+        self.digests += 1
+        if not self.lagging:
+            self.backend.copy.apply(self.master.hub.table.snapshot())
+        return self.backend.digest(node, epoch)
+
+
+def node_queue(
+    master: MemoryMaster, clock: FakeClock, replica: MemoryReplica | None = None
+) -> WriteQueue:
     return WriteQueue(
-        "w1", 7, master=lambda: "m:1", channels=OneChannel(master),  # type: ignore[arg-type]
+        "w1", 7, master=lambda: "m:1", channels=ByAddress(m=master, r=replica),  # type: ignore[arg-type]
+        replica=lambda: "r:1" if replica is not None else None,
         digest_period_s=1.0, digest_retry_s=0.2, clock=clock, sleep=clock.sleep,
     )  # fmt: skip
 
@@ -203,3 +230,34 @@ async def lost_unregister() -> None:
 
 def test_an_entry_the_node_no_longer_has_is_removed_by_the_announce() -> None:
     asyncio.run(lost_unregister())
+
+
+async def through_the_replica() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    replica = MemoryReplica(master, clock)
+    queue = node_queue(master, clock, replica)
+    queue.start()
+    queue.warm("sha256")
+    await clock.run_for(0.01)
+    master.holds("w1")
+    checks = master.digests
+    await clock.run_for(3.0)  # in step: the replica answers every check, the master none
+    assert master.digests == checks and replica.digests >= 3
+    # The replica's copy lags (a delta in flight): it differs, the master does not.
+    replica.lagging = True
+    queue.warm("resize")
+    await clock.run_for(1.0)
+    assert master.digests == checks + 1 and master.announces == 0 and queue.repairs == 0
+    # Declared dead and back: the master dropped the run, and the copy with it.
+    replica.lagging = False
+    master.hub.batcher.drop_node("w1", 7)
+    master.holds("w1")
+    await clock.run_for(1.0)
+    assert master.holds("w1") == {"sha256", "resize"} and queue.repairs == 1
+    await queue.stop()
+
+
+def test_a_worker_checks_its_replica_and_only_a_difference_reaches_the_master() -> None:
+    asyncio.run(through_the_replica())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tierfaas.cluster.state import NodeEndpoint
-from tierfaas.control.digest import MasterView
+from tierfaas.control.digest import RunView
 from tierfaas.control.table import Op, Update
 
 
@@ -69,9 +69,10 @@ class ControlBackend(Protocol):
     async def announce(self, node: str, epoch: int, functions: Sequence[str]) -> WriteResult:
         """Replaces ``node``'s warm set (master only; raise NotMasterError otherwise)."""
 
-    def digest(self, node: str, epoch: int) -> MasterView:
-        """Master only (raise NotMasterError otherwise): the digest of what the table holds
-        for the run (``node``, ``epoch``), pending writes included, and whether it is alive."""
+    def digest(self, node: str, epoch: int) -> RunView:
+        """The digest of what this node's table (a master's, pending writes included, or a
+        replica's copy) holds for the run (``node``, ``epoch``), and whether the run is alive
+        in its view; raise NotMasterError when it holds no table."""
 
     def query(self, function: str) -> QueryResult | Awaitable[QueryResult]:
         """Where ``function`` is warm, from this node's memory (master or replica). May answer

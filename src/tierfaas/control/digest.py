@@ -5,18 +5,22 @@ can be lost in ways the sender never hears of: the master drops a node's routes 
 declares it dead, and the node, back with the same run (a long pause, a partition), gets no
 event at all; a write reaches a master that loses its role before its batch is flushed; a
 write is rejected because the master does not yet see the node alive. So every node checks,
-on a timer, that the master holds what it has warm: it sends its run (name, epoch) and the
-master answers with a ``Digest`` (count and an order-free 64-bit hash of the function names)
-of what it holds for that run, its pending batch included. When the node's write queue is
-idle (nothing pending, nothing in flight) both describe the same moment, so any difference is
-a loss, and the node re-announces its whole warm set (``Verdict.ANNOUNCE``). When the master
-does not hold the run alive yet (``Verdict.WAIT``), an announce would be rejected: the node
-asks again after ``retry_s`` rather than a full period, so it is repaired as soon as gossip
-has it back.
+on a timer, what the table holds for its run (name, epoch): the answer is a ``Digest`` (count
+and an order-free 64-bit hash of the function names), which the node compares with the digest
+of its own warm set, asked when its write queue is idle (nothing pending, nothing in flight).
 
-Why a digest and not periodic announces: a check costs one small unary call whatever the
-warm set's size (measured in benchmarks/control_plane.py), and the master answers it from
-its in-memory index in microseconds; a full announce would cost the whole set every period.
+Two tiers, as for queries: a worker asks its replica, whose copy answers from memory, so the
+master is not asked by every node every period. A copy lags the master by up to a batch
+window and holds none of its pending writes, so a copy that differs is only a hint
+(``Verdict.CONFIRM``): the node asks the master at once, whose answer counts its pending batch
+and is final. A master that differs means a loss: the node re-announces its whole warm set
+(``Verdict.ANNOUNCE``). Whoever answers that it does not hold the run alive yet
+(``Verdict.WAIT``) would reject an announce: the node asks the master again after ``retry_s``
+rather than a full period, so it is repaired as soon as gossip has it back.
+
+Why a digest and not periodic announces: a check costs one small unary call whatever the warm
+set's size (measured in benchmarks/control_plane.py), answered from an in-memory index in
+microseconds; a full announce would cost the whole set every period.
 
 Everything here is pure: ``digest`` and ``verdict`` are functions of data, and ``CheckTimer``
 reads an injected clock and schedules nothing itself (the write queue sleeps until it is due).
@@ -57,34 +61,41 @@ def digest(functions: Iterable[str]) -> Digest:
 
 
 @dataclass(frozen=True, slots=True)
-class MasterView:
-    """The master's answer to a check: whether it holds the node's run alive, the digest of
-    what its table (and pending batch) holds for that run, and its table position."""
+class RunView:
+    """An answer to a check: whether the answering node holds the run alive, the digest of
+    what its table holds for that run (a master's pending batch included), the table position
+    it answered from, and whether that table is a replica's ``copy``."""
 
     alive: bool
     digest: Digest
     version: int = 0
     lineage: str = ""
+    copy: bool = False
 
 
 class Verdict(enum.Enum):
     AGREE = "agree"  # nothing to do until the next period
+    CONFIRM = "confirm"  # a replica's copy differs: ask the master now
     ANNOUNCE = "announce"  # the master lost something: send the whole warm set
-    WAIT = "wait"  # the master does not hold this run alive yet: ask again soon
+    WAIT = "wait"  # the run is not alive in the answerer's view yet: ask the master soon
 
 
-def verdict(local: Digest, master: MasterView) -> Verdict:
-    """What a node whose write queue is idle does about the master's answer, ``local`` being
-    the digest of its warm set when it asked."""
-    if not master.alive:
+def verdict(local: Digest, view: RunView) -> Verdict:
+    """What a node whose write queue is idle does about an answer, ``local`` being the digest
+    of its warm set when it asked."""
+    if not view.alive:
         return Verdict.WAIT
-    return Verdict.AGREE if master.digest == local else Verdict.ANNOUNCE
+    if view.digest == local:
+        return Verdict.AGREE
+    return Verdict.CONFIRM if view.copy else Verdict.ANNOUNCE
 
 
 class CheckTimer:
-    """When the next check is due. The first is due at once (a node that starts, or resumes
-    after a pause, asks straight away); then every ``period_s``, or ``retry_s`` after a
-    ``WAIT`` or a ``hurry()`` (a write the master rejected)."""
+    """When the next check is due, and whom it asks. The first is due at once (a node that
+    starts, or resumes after a pause, asks straight away); then every ``period_s``, at once
+    after a ``CONFIRM``, or ``retry_s`` after a ``WAIT`` or a ``hurry()`` (a write the master
+    rejected). ``ask_master`` is set from a ``CONFIRM``, a ``WAIT`` or a ``hurry()`` until the
+    master has given a final answer (``AGREE`` or ``ANNOUNCE``)."""
 
     def __init__(
         self, clock: Clock, *, period_s: float = DIGEST_PERIOD_S, retry_s: float = DIGEST_RETRY_S
@@ -95,6 +106,7 @@ class CheckTimer:
         self.period_s = period_s
         self.retry_s = retry_s
         self.next_at = clock()
+        self.ask_master = False
 
     def delay(self) -> float:
         """Seconds until the next check is due (0 if it is)."""
@@ -104,10 +116,20 @@ class CheckTimer:
         return self._clock() >= self.next_at
 
     def checked(self, outcome: Verdict | None) -> None:
-        """A check ended with ``outcome`` (None: the master could not be asked)."""
-        soon = outcome is Verdict.WAIT
-        self.next_at = self._clock() + (self.retry_s if soon else self.period_s)
+        """A check ended with ``outcome`` (None: nobody could be asked)."""
+        if outcome is Verdict.CONFIRM:
+            delay = 0.0
+        elif outcome is Verdict.WAIT:
+            delay = self.retry_s
+        else:
+            delay = self.period_s
+        self.next_at = self._clock() + delay
+        if outcome in (Verdict.CONFIRM, Verdict.WAIT):
+            self.ask_master = True
+        elif outcome is not None:
+            self.ask_master = False
 
     def hurry(self) -> None:
-        """Check within ``retry_s`` (the master rejected a write: it may have lost this run)."""
+        """Ask the master within ``retry_s`` (it rejected a write: it may have lost this run)."""
         self.next_at = min(self.next_at, self._clock() + self.retry_s)
+        self.ask_master = True

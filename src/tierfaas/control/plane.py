@@ -79,7 +79,12 @@ class ControlPlane:
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
         self.channels = Channels(key)
         self.writes = WriteQueue(
-            name, 0, master=self._master_rpc, channels=self.channels, clock=clock
+            name,
+            0,
+            master=self._master_rpc,
+            replica=self._checked_with,
+            channels=self.channels,
+            clock=clock,
         )
         self.role: Role | None = None
         self.master: str | None = None
@@ -147,6 +152,11 @@ class ControlPlane:
 
     def _master_rpc(self) -> str | None:
         return self._rpc_of(self.master)
+
+    def _checked_with(self) -> str | None:
+        """Where a worker's anti-entropy checks go first: its replica's copy (the master and
+        the replicas ask the master)."""
+        return self._rpc_of(self.my_replica) if self.role == "worker" else None
 
     # -- roles -------------------------------------------------------------------------------
 

@@ -7,10 +7,11 @@ body that is not a valid message, names an invalid function or node, or exceeds 
 limits is answered ``INVALID_ARGUMENT`` by our code instead of an opaque transport error,
 and the server keeps serving. gRPC itself refuses a message above twice the limit with
 ``RESOURCE_EXHAUSTED`` before reading it, which bounds memory. Every call must carry the
-cluster credential (``auth.py``). A non-master refuses Register/Unregister/Announce/Subscribe/
-Digest with ``FAILED_PRECONDITION`` and the master's address in trailing metadata
-``x-tierfaas-master``, so the caller retries there. Server reflection is on (grpcurl with
-``-H x-tierfaas-auth:<credential>`` can list and call the service).
+cluster credential (``auth.py``). A non-master refuses Register/Unregister/Announce/Subscribe
+(and Digest, unless it holds a replica's copy) with ``FAILED_PRECONDITION`` and the master's
+address in trailing metadata ``x-tierfaas-master``, so the caller retries there. Server
+reflection is on (grpcurl with ``-H x-tierfaas-auth:<credential>`` can list and call the
+service).
 """
 
 from __future__ import annotations
@@ -201,8 +202,6 @@ class ControlServer(rpc.ControlServicer):
             epoch = wire.check_epoch(request.epoch)
         except wire.BadMessage as exc:
             await _invalid(context, str(exc))
-        if not self._backend.is_master():
-            await self._not_master(context)
         try:
             view = self._backend.digest(node, epoch)
         except NotMasterError:

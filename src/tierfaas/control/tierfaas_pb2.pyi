@@ -175,15 +175,17 @@ class DigestRequest(_message.Message):
     def __init__(self, node: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class DigestReply(_message.Message):
-    __slots__ = ("alive", "count", "hash", "version", "lineage")
+    __slots__ = ("alive", "count", "hash", "version", "lineage", "copy")
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
     alive: bool
     count: int
     hash: int
     version: int
     lineage: str
-    def __init__(self, alive: _Optional[bool] = ..., count: _Optional[int] = ..., hash: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ...) -> None: ...
+    copy: bool
+    def __init__(self, alive: _Optional[bool] = ..., count: _Optional[int] = ..., hash: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., copy: _Optional[bool] = ...) -> None: ...

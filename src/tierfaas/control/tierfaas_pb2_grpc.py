@@ -137,7 +137,8 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Digest(self, request, context):
-        """Master only: the digest of what the table holds for one node run (anti-entropy).
+        """Master and loaded replicas: the digest of what the table holds for one run (anti-entropy);
+        a node with no table answers FAILED_PRECONDITION with x-tierfaas-master.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

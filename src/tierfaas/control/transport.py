@@ -36,7 +36,7 @@ from tierfaas.control.constants import (
     RECONNECT_BACKOFF_MS,
     WRITE_TIMEOUT_S,
 )
-from tierfaas.control.digest import MasterView
+from tierfaas.control.digest import RunView
 from tierfaas.control.table import Snapshot, Update
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
@@ -112,10 +112,8 @@ class ControlClient:
         request = pb.AnnounceRequest(node=node, epoch=epoch, functions=list(functions))
         return await self._write(self._stub.Announce, request, timeout_s)
 
-    async def digest(
-        self, node: str, epoch: int, timeout_s: float = DIGEST_TIMEOUT_S
-    ) -> MasterView:
-        """What the master holds for the run (``node``, ``epoch``) (``digest.py``); raises
+    async def digest(self, node: str, epoch: int, timeout_s: float = DIGEST_TIMEOUT_S) -> RunView:
+        """What this peer's table holds for the run (``node``, ``epoch``) (``digest.py``); raises
         ``NotMaster`` or ``aio.AioRpcError``."""
         request = pb.DigestRequest(node=node, epoch=epoch)
         try:
@@ -124,7 +122,7 @@ class ControlClient:
             )
         except aio.AioRpcError as exc:
             raise _redirect(exc) or exc from None
-        return wire.master_view(reply)
+        return wire.run_view(reply)
 
     async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
         reply: pb.QueryReply = await self._stub.Query(

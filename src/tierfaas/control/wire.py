@@ -16,7 +16,7 @@ from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES, SNAPSHOT_PART_CHANGES
-from tierfaas.control.digest import Digest, MasterView
+from tierfaas.control.digest import Digest, RunView
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
@@ -111,18 +111,21 @@ def query_result(reply: pb.QueryReply) -> QueryResult:
 # -- anti-entropy digests ----------------------------------------------------------------------
 
 
-def digest_reply(view: MasterView) -> pb.DigestReply:
+def digest_reply(view: RunView) -> pb.DigestReply:
     return pb.DigestReply(
         alive=view.alive,
         count=view.digest.count,
         hash=view.digest.hash,
         version=view.version,
         lineage=view.lineage,
+        copy=view.copy,
     )
 
 
-def master_view(reply: pb.DigestReply) -> MasterView:
-    return MasterView(reply.alive, Digest(reply.count, reply.hash), reply.version, reply.lineage)
+def run_view(reply: pb.DigestReply) -> RunView:
+    return RunView(
+        reply.alive, Digest(reply.count, reply.hash), reply.version, reply.lineage, reply.copy
+    )
 
 
 # -- table updates -----------------------------------------------------------------------------

@@ -9,13 +9,13 @@ sent once, as its final state. A failed call is retried with exponential backoff
 ``FAILED_PRECONDITION`` with ``x-tierfaas-master`` redirects to the named master at once.
 
 The table is soft state, and the queue repairs it whatever was lost (``digest.py``): when
-nothing is pending or in flight, the same task asks the master every ``DIGEST_PERIOD_S`` for
-the digest of what it holds for this run and re-announces the whole warm set when it differs
-from the node's (a node declared dead and back with the same run, a batch lost with a
-master that stepped down). Pairs the master rejects (it does not hold this run alive yet) are
-not dropped: the next check comes within ``DIGEST_RETRY_S`` and repeats until the master
-holds the run, then announces. ``announce()`` after a master change resends the whole warm set
-at once.
+nothing is pending or in flight, the same task asks every ``DIGEST_PERIOD_S`` for the digest of
+what the table holds for this run (the node's replica's copy; the master when the copy differs)
+and re-announces the whole warm set when the master's differs from the node's (a node declared
+dead and back with the same run, a batch lost with a master that stepped down). Pairs the master
+rejects (it does not hold this run alive yet) are not dropped: the next check comes within
+``DIGEST_RETRY_S`` and repeats until the master holds the run, then announces. ``announce()``
+after a master change resends the whole warm set at once.
 """
 
 from __future__ import annotations
@@ -50,9 +50,11 @@ class WriteQueue:
     """This node's Register/Unregister stream to the master (see the module docstring).
 
     ``master`` returns the master's control address as the node's topology sees it (None if
-    unknown). ``max_batch`` bounds the pairs per call; ``initial_backoff_s``/``max_backoff_s``
-    bound retries; ``digest_period_s``/``digest_retry_s`` pace the anti-entropy checks on
-    ``clock``; ``sleep`` is injectable for tests."""
+    unknown); ``replica`` the address of the replica whose copy this node checks its entries
+    against (None: the master). ``max_batch`` bounds the pairs per call;
+    ``initial_backoff_s``/``max_backoff_s`` bound retries;
+    ``digest_period_s``/``digest_retry_s`` pace the anti-entropy checks on ``clock``; ``sleep``
+    is injectable for tests."""
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class WriteQueue:
         *,
         master: Callable[[], str | None],
         channels: Channels,
+        replica: Callable[[], str | None] = lambda: None,
         max_batch: int = WRITE_BATCH_MAX,
         initial_backoff_s: float = WRITE_BACKOFF_S,
         max_backoff_s: float = WRITE_MAX_BACKOFF_S,
@@ -71,6 +74,7 @@ class WriteQueue:
     ) -> None:
         self.node, self.epoch = node, epoch
         self._master = master
+        self._replica = replica
         self._channels = channels
         self._max_batch = max_batch
         self._delay = backoff_delays(initial_backoff_s, max_backoff_s)
@@ -205,9 +209,11 @@ class WriteQueue:
             wake.cancel()
 
     async def _reconcile(self) -> None:
-        """One anti-entropy check (nothing pending or in flight): asks the master for the
-        digest of this run's entries and re-announces the warm set if it differs."""
-        target = self._target()
+        """One anti-entropy check (nothing pending or in flight): asks this node's replica, or
+        the master when the replica's copy differed or none is assigned, for the digest of
+        this run's entries, and re-announces the warm set if the master's differs."""
+        replica = None if self.check.ask_master else self._replica()
+        target = replica or self._target()
         outcome: Verdict | None = None
         local = digest(self.warm_set)
         self._in_flight = True
@@ -217,14 +223,19 @@ class WriteQueue:
             view = await self._channels.get(target).digest(self.node, self.epoch)
             outcome = verdict(local, view)
         except NotMaster as exc:
-            if exc.master and exc.master != target and self._redirect is None:
+            # A master that stepped down, or a replica with no copy yet: ask the master soon.
+            if replica is None and exc.master and exc.master != target and self._redirect is None:
                 self._redirect = (self._master(), exc.master)
-            outcome = Verdict.WAIT  # the master is moving: ask the right one soon
+            outcome = Verdict.WAIT
         except (aio.AioRpcError, ConnectionError) as exc:
-            # Unreachable, or a master of a release without Digest (a rollout): the writes
-            # and the announce on a master change still reach it.
+            # Unreachable, or a peer of a release without Digest (a rollout): the writes and
+            # the announce on a master change still go on. A replica's failure is no reason
+            # to wait a period: the master answers instead.
             log.debug("digest check with %s failed: %s", target, exc)
-            self._redirect = None
+            if replica is not None:
+                outcome = Verdict.WAIT
+            else:
+                self._redirect = None
         finally:
             self._in_flight = False
             self.check.checked(outcome)
