@@ -121,11 +121,12 @@ def details(r: dict[str, Any]) -> list[str]:
     freezes = extra.pop("freezes", None)
     if freezes:
         rows = [
-            [f["victim"], f["functions"], f["frozen_s"], f.get("declared"), f["rejoin_s"],
+            [f"{f['victim']} ({f.get('role', 'worker')})", f["functions"], f["frozen_s"],
+             f.get("declared"), f["rejoin_s"],
              f["back_after_alive_s"], f["back_after_sigcont_s"]]
             for f in freezes
         ]  # fmt: skip
-        header = ["frozen worker", "its warm functions", "frozen s", "declared",
+        header = ["frozen node", "its warm functions", "frozen s", "declared",
                   "alive again after SIGCONT s", "back in every table after alive s",
                   "after SIGCONT s"]  # fmt: skip
         out += [*table(header, rows), ""]

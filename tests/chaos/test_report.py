@@ -138,4 +138,4 @@ def test_a_frozen_worker_gets_a_row_and_its_freezes_a_table(tmp_path: Path) -> N
     assert report.main(["--dir", str(results), "--out", str(page)]) == 0
     text = page.read_text()
     assert "| frozen_worker | short | 7 | 7 | 0 | 0 | - | 0.13 |" in text
-    assert "| n3 | delta | 1.20 | dead | 0.01 | 0.13 | 0.15 |" in text
+    assert "| n3 (worker) | delta | 1.20 | dead | 0.01 | 0.13 | 0.15 |" in text
