@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import os
 import shutil
 import sys
@@ -389,24 +388,42 @@ class CountingProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
+def _constant(address: str | None) -> Callable[[], str | None]:
+    return lambda: address
+
+
 async def entropy_cost(
-    procs: c.Processes, nodes: int, warm: int, seconds: float, period_s: float | None
+    procs: c.Processes,
+    nodes: int,
+    warm: int,
+    seconds: float,
+    period_s: float | None,
+    via_replica: bool = True,
 ) -> dict[str, Any]:
-    """``nodes`` idle write queues in step with a master for ``seconds``; ``period_s`` None:
-    no checks (the connection's own cost)."""
-    m_port = free_port("127.0.0.2")
-    address = f"127.0.0.2:{m_port}"
-    master = procs.start(
-        f"master-ae-{nodes}-{warm}-{period_s}", serve_command("m", address, None, None)
-    )
+    """``nodes`` idle write queues in step with a master (and a replica they check with,
+    unless ``via_replica`` is False) for ``seconds``; ``period_s`` None: no checks (what the
+    connections cost anyway)."""
+    m_addr = f"127.0.0.2:{free_port('127.0.0.2')}"
+    r_addr = f"127.0.0.3:{free_port('127.0.0.3')}"
+    tag = f"{nodes}-{warm}-{period_s}-{via_replica}"
+    master = procs.start(f"master-ae-{tag}", serve_command("m", m_addr, None, None))
+    replica = procs.start(f"replica-ae-{tag}", serve_command("r", r_addr, None, m_addr))
     channels = Channels(KEY)
-    await wait_ready(channels.get(address), master)
-    proxies = [CountingProxy(Address.parse(address)) for _ in range(nodes)]
+    await wait_ready(channels.get(m_addr), master)
+    await wait_ready(channels.get(r_addr), replica)
+    proxies: list[CountingProxy] = []
     queues = []
-    for i, proxy in enumerate(proxies):
-        via = str(await proxy.start("127.0.0.7"))
+    for i in range(nodes):
+        to_master, to_replica = (
+            CountingProxy(Address.parse(m_addr)),
+            CountingProxy(Address.parse(r_addr)),
+        )
+        proxies += [to_master, to_replica]
+        via_master = str(await to_master.start("127.0.0.7"))
+        via_copy = str(await to_replica.start("127.0.0.7")) if via_replica else None
         queue = WriteQueue(
-            f"node-{i}", 1, master=functools.partial(str, via), channels=Channels(KEY),
+            f"node-{i}", 1, master=_constant(via_master),
+            replica=_constant(via_copy), channels=Channels(KEY),
             digest_period_s=period_s or 1e9,
         )  # fmt: skip
         queue.start()
@@ -417,17 +434,17 @@ async def entropy_cost(
         await queue.flushed()
     await asyncio.sleep(max(2.0, 2 * (period_s or 0)))  # every queue past its first check
     before = sum(p.bytes for p in proxies), sum(p.reads for p in proxies)
-    cpu = c.cpu_seconds([master.pid])
+    cpu = c.cpu_seconds([master.pid]), c.cpu_seconds([replica.pid])
     began = time.perf_counter()
     await asyncio.sleep(seconds)
     elapsed = time.perf_counter() - began
-    cpu = c.cpu_seconds([master.pid]) - cpu
+    cpu = c.cpu_seconds([master.pid]) - cpu[0], c.cpu_seconds([replica.pid]) - cpu[1]
     after = sum(p.bytes for p in proxies), sum(p.reads for p in proxies)
     repair_ms = None
     if period_s is not None:
         # One run lost (declared dead and back): how long until the master holds it again.
-        client = channels.get(address)
-        await client.announce("node-0", 1, [])  # as the master's drop would leave it
+        client = channels.get(m_addr)
+        await client.announce("node-0", 1, [])  # as the master's drop leaves it
         began = time.perf_counter()
         while (await client.digest("node-0", 1)).digest.count != warm:
             if time.perf_counter() - began > 10 * period_s:
@@ -440,15 +457,18 @@ async def entropy_cost(
     for proxy in proxies:
         await proxy.stop()
     await channels.close()
+    procs.stop(replica)
     procs.stop(master)
     return {
         "nodes": nodes,
         "warm": warm,
         "period_s": period_s,
+        "checks_with": "replica" if via_replica else "master",
         "seconds": elapsed,
         "bytes_per_s_per_node": (after[0] - before[0]) / elapsed / nodes,
         "segments_per_s_per_node": (after[1] - before[1]) / elapsed / nodes,
-        "master_cpu_pct": 100 * cpu / elapsed,
+        "master_cpu_pct": 100 * cpu[0] / elapsed,
+        "replica_cpu_pct": 100 * cpu[1] / elapsed,
         "repairs": repairs,
         "repair_ms": repair_ms,
     }
@@ -472,6 +492,7 @@ async def bench(quick: bool, batch: int, nodes: int, warm: int) -> dict[str, Any
             await entropy_cost(procs, nodes, warm, idle_s, None),
             await entropy_cost(procs, nodes, warm, idle_s, DIGEST_PERIOD_S),
             await entropy_cost(procs, nodes, warm * 10, idle_s, DIGEST_PERIOD_S),
+            await entropy_cost(procs, nodes, warm, idle_s, DIGEST_PERIOD_S, via_replica=False),
         ]
     return {
         "query_latency": latency,
@@ -529,19 +550,21 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
     entropy = data["anti_entropy"]
     rows = [
         [
-            f"every {e['period_s']:.1f} s" if e["period_s"] else "off (keep-alive only)",
+            f"every {e['period_s']:.1f} s, {e['checks_with']}" if e["period_s"] else "off",
             str(e["warm"]),
             f"{e['bytes_per_s_per_node']:.0f}",
             f"{e['segments_per_s_per_node']:.1f}",
             f"{e['master_cpu_pct']:.2f}",
+            f"{e['replica_cpu_pct']:.2f}",
             f"{e['repair_ms']:.0f}" if e["repair_ms"] is not None else "-",
         ]
         for e in entropy
     ]
     c.print_table(
-        f"Anti-entropy, {entropy[0]['nodes']} idle nodes in step with the master: cost per node",
+        f"Anti-entropy, {entropy[0]['nodes']} idle nodes in step: cost per node (both "
+        "connections; 'off': keep-alive pings only)",
         ["digest check", "warm functions", "bytes/s", "segments/s", "master CPU %",
-         "lost run repaired (ms)"],
+         "replica CPU %", "lost run repaired (ms)"],
         rows,
     )  # fmt: skip
     best = min((k for k in lat if not k.startswith("redis")), key=lambda k: lat[k]["p50_us"])
