@@ -5,8 +5,13 @@ ClusterManager publishes (role, master, this node's replica):
 
 - every node serves ``Control`` over gRPC and the query lane, and runs a ``WriteQueue`` that
   turns the runtime's FunctionWarm/FunctionCold events into batched Register/Unregister calls
-  to the master, and re-``Announce``s the node's whole warm set whenever the master changes
-  (anti-entropy: the new master's table converges to the truth even if a batch was lost);
+  to the master, and re-``Announce``s the node's whole warm set whenever the master changes;
+- anti-entropy runs continuously (``digest.py``): whenever its writes are idle, every node
+  checks each ``DIGEST_PERIOD_S`` the digest of what the table holds for its run (a worker
+  with its replica's copy, a difference confirmed with the master) and re-announces its warm
+  set when the master's differs, so the table agrees with every node within about 1.2 s of
+  the node being alive in the master's view, whatever was lost (a node declared dead and
+  back with the same run, a batch lost with a master that stepped down, a rejected write);
 - the master holds the table in a ``TableHub`` (batch window, Subscribe streams) and drops a
   node's entries as soon as gossip says it is dead or left;
 - a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
