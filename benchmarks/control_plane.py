@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -359,6 +360,7 @@ class CountingProxy:
         self.reads = 0
         self.address: Address | None = None
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str) -> Address:
         self._server = await asyncio.start_server(self._serve, host, 0)
@@ -369,6 +371,9 @@ class CountingProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
+        for writer in self._writers:  # both ends of every connection: the pipes see EOF
+            writer.close()
+        await asyncio.sleep(0.05)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(self.upstream.host, self.upstream.port)
@@ -385,7 +390,10 @@ class CountingProxy:
             finally:
                 sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        # Connections still open when the benchmark's loop ends are cancelled with it: they
+        # end quietly (asyncio's stream callback logs a cancelled connection task as an error).
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 def _constant(address: str | None) -> Callable[[], str | None]:
