@@ -66,8 +66,8 @@ def test_the_first_check_is_due_at_once_then_every_period() -> None:
     assert not timer.due()
     clock.advance(0.01)
     assert timer.due()
-    timer.checked(None)  # the master could not be asked: the next period, not sooner
-    assert timer.delay() == pytest.approx(1.0)
+    timer.checked(None)  # nobody could be asked (a cut): again within retry_s
+    assert timer.delay() == pytest.approx(0.2)
 
 
 def test_a_wait_or_a_rejected_write_asks_the_master_within_retry_s() -> None:
@@ -93,7 +93,7 @@ def test_a_copy_that_differs_sends_the_next_check_to_the_master_at_once() -> Non
     timer.checked(Verdict.CONFIRM)
     assert timer.due() and timer.ask_master
     timer.checked(None)  # the master could not be asked: it stays the one to ask
-    assert timer.ask_master and timer.delay() == pytest.approx(1.0)
+    assert timer.ask_master and timer.delay() == pytest.approx(0.2)
     timer.checked(Verdict.AGREE)
     assert not timer.ask_master
 

@@ -112,25 +112,30 @@ REPLICATE_MAX_BACKOFF_S = 1.0
 a replica that waits answers queries from a stale copy meanwhile."""
 
 DIGEST_PERIOD_S = 1.0
-"""Seconds between a node's anti-entropy checks (``digest.py``): the node asks the master for
-the digest of what it holds for the node's run and re-announces on a mismatch. The bound it
-serves: a node's warm set and the master's table agree within 2 s of the node being alive and
-reachable. A loss is repaired at the next check (<= this period), plus a round trip, the batch
-window (0.1 s) and the stream to the replicas (milliseconds): about 1.2 s. A node that was
-itself frozen checks at once on resume (its timer is overdue). Each check is one small unary
-call (about 0.3 KB/s per node at 1 s, benchmarks/control_plane.py); the master answers N of
-them per second for N nodes, against a grpc.aio ceiling of about 3,700 calls/s."""
+"""Seconds between a node's anti-entropy checks (``digest.py``): the node asks its replica
+(a difference: the master) for the digest of what the table holds for its run and
+re-announces on a mismatch with the master. The bound it serves: a node's warm set and the
+master's table agree within 2 s of the node being alive and reachable. A loss is repaired at
+the next check (<= this period, plus the copy's lag of a batch window if the check came just
+before the copy heard of the loss), then a confirmation and an announce (round trips) and the
+batch window (0.1 s): about 1.25 s at worst. A node that was itself frozen checks at once on
+resume (its timer is overdue). Gossip sets the scale: with ``local`` a death is declared in
+~1.3 s and a resumed node is back in ~0.1 s (shared/reference/kinship-behaviour.md), so a
+period much above 1 s would make the repair, not gossip, the slow part. Each check is one small
+unary call: ~0.3 KB/s per node, and ~0.1 % of a core per node at whoever answers it
+(benchmarks/control_plane.py), which is why workers ask their replica, not the master."""
 
 DIGEST_RETRY_S = 0.2
-"""Seconds until the next check after the master answered that it does not hold this run
-alive (or rejected a write for that reason). Gossip brings a resumed node back in a few
-hundred ms with the ``local`` preset (shared/reference/kinship-behaviour.md: death in ~1.3 s,
-``update_meta`` everywhere in <= 0.22 s): polling at this rate adds at most 0.2 s to the
-repair, and only while the node is unknown to the master."""
+"""Seconds until the next check after an answer that the run is not alive (or a write the
+master rejected for that reason), or after a check that failed. A resumed node is alive again
+in gossip within a few hundred ms with the ``local`` preset (``update_meta`` reaches every
+node in <= 0.22 s), so polling at this rate adds at most 0.2 s to the repair, and it runs only
+while the node is unknown to the master or the master is unreachable."""
 
-DIGEST_TIMEOUT_S = 1.0
-"""Seconds a check may take: the master answers from memory; a later answer is a failure and
-the node tries again at the next period."""
+DIGEST_TIMEOUT_S = 0.5
+"""Seconds a check may take: a replica or the master answers from memory in milliseconds; a
+later answer is a failure (a cut or a stalled peer), and the node asks again after
+``DIGEST_RETRY_S``, so a partition that heals is repaired within about this plus a retry."""
 
 FLUSH_TIMEOUT_S = 5.0
 FLUSH_POLL_S = 0.005

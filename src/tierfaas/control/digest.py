@@ -93,9 +93,9 @@ def verdict(local: Digest, view: RunView) -> Verdict:
 class CheckTimer:
     """When the next check is due, and whom it asks. The first is due at once (a node that
     starts, or resumes after a pause, asks straight away); then every ``period_s``, at once
-    after a ``CONFIRM``, or ``retry_s`` after a ``WAIT`` or a ``hurry()`` (a write the master
-    rejected). ``ask_master`` is set from a ``CONFIRM``, a ``WAIT`` or a ``hurry()`` until the
-    master has given a final answer (``AGREE`` or ``ANNOUNCE``)."""
+    after a ``CONFIRM``, or ``retry_s`` after a ``WAIT``, a failed check or a ``hurry()`` (a
+    write the master rejected). ``ask_master`` is set from a ``CONFIRM``, a ``WAIT`` or a
+    ``hurry()`` until the master has given a final answer (``AGREE`` or ``ANNOUNCE``)."""
 
     def __init__(
         self, clock: Clock, *, period_s: float = DIGEST_PERIOD_S, retry_s: float = DIGEST_RETRY_S
@@ -119,8 +119,8 @@ class CheckTimer:
         """A check ended with ``outcome`` (None: nobody could be asked)."""
         if outcome is Verdict.CONFIRM:
             delay = 0.0
-        elif outcome is Verdict.WAIT:
-            delay = self.retry_s
+        elif outcome is Verdict.WAIT or outcome is None:
+            delay = self.retry_s  # a partition that heals is repaired a retry after it
         else:
             delay = self.period_s
         self.next_at = self._clock() + delay

@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+import grpc
 from grpc import aio
 
 from tierfaas.clock import Clock, monotonic
@@ -227,15 +228,18 @@ class WriteQueue:
             if replica is None and exc.master and exc.master != target and self._redirect is None:
                 self._redirect = (self._master(), exc.master)
             outcome = Verdict.WAIT
-        except (aio.AioRpcError, ConnectionError) as exc:
-            # Unreachable, or a peer of a release without Digest (a rollout): the writes and
-            # the announce on a master change still go on. A replica's failure is no reason
-            # to wait a period: the master answers instead.
+        except aio.AioRpcError as exc:
             log.debug("digest check with %s failed: %s", target, exc)
-            if replica is not None:
-                outcome = Verdict.WAIT
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A peer of a release without Digest (a rollout): nothing to compare with;
+                # the writes and the announce on a master change still reach the master.
+                outcome = Verdict.AGREE
+            elif replica is not None:
+                outcome = Verdict.WAIT  # the master answers instead, soon
             else:
-                self._redirect = None
+                self._redirect = None  # unreachable: try again within retry_s
+        except ConnectionError as exc:
+            log.debug("digest check with %s failed: %s", target, exc)
         finally:
             self._in_flight = False
             self.check.checked(outcome)
