@@ -87,6 +87,19 @@ def test_a_wait_or_a_rejected_write_asks_the_master_within_retry_s() -> None:
     assert timer.delay() == pytest.approx(0.1)
 
 
+def test_waits_in_a_row_back_off_up_to_the_period() -> None:
+    clock = FakeClock()
+    timer = CheckTimer(clock, period_s=1.0, retry_s=0.2)
+    delays = []
+    for outcome in (Verdict.WAIT, None, Verdict.WAIT, Verdict.WAIT, None):
+        timer.checked(outcome)
+        delays.append(round(timer.delay(), 3))
+    assert delays == [0.2, 0.4, 0.8, 1.0, 1.0]
+    timer.checked(Verdict.AGREE)
+    timer.checked(Verdict.WAIT)  # a new run of waits starts at retry_s again
+    assert timer.delay() == pytest.approx(0.2)
+
+
 def test_a_copy_that_differs_sends_the_next_check_to_the_master_at_once() -> None:
     clock = FakeClock()
     timer = CheckTimer(clock, period_s=1.0, retry_s=0.2)

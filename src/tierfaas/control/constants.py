@@ -129,8 +129,9 @@ DIGEST_RETRY_S = 0.2
 """Seconds until the next check after an answer that the run is not alive (or a write the
 master rejected for that reason), or after a check that failed. A resumed node is alive again
 in gossip within a few hundred ms with the ``local`` preset (``update_meta`` reaches every
-node in <= 0.22 s), so polling at this rate adds at most 0.2 s to the repair, and it runs only
-while the node is unknown to the master or the master is unreachable."""
+node in <= 0.22 s), so polling at this rate adds at most 0.2 s to the repair. While the
+node stays unknown or the master unreachable, the wait doubles up to ``DIGEST_PERIOD_S``: a
+node the master never sees back costs no more than a check a period."""
 
 DIGEST_TIMEOUT_S = 0.5
 """Seconds a check may take: a replica or the master answers from memory in milliseconds; a

@@ -93,8 +93,9 @@ def verdict(local: Digest, view: RunView) -> Verdict:
 class CheckTimer:
     """When the next check is due, and whom it asks. The first is due at once (a node that
     starts, or resumes after a pause, asks straight away); then every ``period_s``, at once
-    after a ``CONFIRM``, or ``retry_s`` after a ``WAIT``, a failed check or a ``hurry()`` (a
-    write the master rejected). ``ask_master`` is set from a ``CONFIRM``, a ``WAIT`` or a
+    after a ``CONFIRM``, ``retry_s`` after a ``hurry()`` (a write the master rejected), and
+    after a ``WAIT`` or a failed check ``retry_s``, doubling while they last, up to
+    ``period_s``. ``ask_master`` is set from a ``CONFIRM``, a ``WAIT`` or a
     ``hurry()`` until the master has given a final answer (``AGREE`` or ``ANNOUNCE``)."""
 
     def __init__(
@@ -107,6 +108,7 @@ class CheckTimer:
         self.retry_s = retry_s
         self.next_at = clock()
         self.ask_master = False
+        self._waits = 0  # WAITs and failures in a row
 
     def delay(self) -> float:
         """Seconds until the next check is due (0 if it is)."""
@@ -120,9 +122,14 @@ class CheckTimer:
         if outcome is Verdict.CONFIRM:
             delay = 0.0
         elif outcome is Verdict.WAIT or outcome is None:
-            delay = self.retry_s  # a partition that heals is repaired a retry after it
+            # Doubling from retry_s up to the period: quick while gossip brings the node back
+            # (or a cut heals), no more than a check a period if it stays that way.
+            self._waits += 1
+            delay = min(self.period_s, self.retry_s * 2 ** min(self._waits - 1, 16))
         else:
             delay = self.period_s
+        if outcome is not Verdict.WAIT and outcome is not None:
+            self._waits = 0
         self.next_at = self._clock() + delay
         if outcome in (Verdict.CONFIRM, Verdict.WAIT):
             self.ask_master = True
@@ -133,3 +140,4 @@ class CheckTimer:
         """Ask the master within ``retry_s`` (it rejected a write: it may have lost this run)."""
         self.next_at = min(self.next_at, self._clock() + self.retry_s)
         self.ask_master = True
+        self._waits = 0

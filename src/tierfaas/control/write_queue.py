@@ -14,8 +14,8 @@ what the table holds for this run (the node's replica's copy; the master when th
 and re-announces the whole warm set when the master's differs from the node's (a node declared
 dead and back with the same run, a batch lost with a master that stepped down). Pairs the master
 rejects (it does not hold this run alive yet) are not dropped: the next check comes within
-``DIGEST_RETRY_S`` and repeats until the master holds the run, then announces. ``announce()``
-after a master change resends the whole warm set at once.
+``DIGEST_RETRY_S`` and repeats (backing off up to the period) until the master holds the run,
+then announces. ``announce()`` after a master change resends the whole warm set at once.
 """
 
 from __future__ import annotations
