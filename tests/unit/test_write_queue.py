@@ -261,3 +261,21 @@ async def through_the_replica() -> None:
 
 def test_a_worker_checks_its_replica_and_only_a_difference_reaches_the_master() -> None:
     asyncio.run(through_the_replica())
+
+
+async def announced_set_is_the_warm_set() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    queue = node_queue(master, clock)
+    queue.start()
+    queue.warm("f")
+    await clock.run_for(0.01)
+    queue.announce(["h"])  # replaces the warm set: the checks must not bring "f" back
+    await clock.run_for(3.0)
+    assert master.holds("w1") == {"h"} and queue.warm_set == {"h"} and queue.repairs == 0
+    await queue.stop()
+
+
+def test_an_announced_set_becomes_the_warm_set_the_checks_compare() -> None:
+    asyncio.run(announced_set_is_the_warm_set())

@@ -115,7 +115,9 @@ class WriteQueue:
         self._wake.set()
 
     def announce(self, functions: Sequence[str] | frozenset[str]) -> None:
-        """Sends the whole warm set (after a master change); replaces pending writes."""
+        """Sends ``functions`` as the whole warm set (after a master change, or a check that
+        found the master's differ); it becomes the warm set and replaces pending writes."""
+        self.warm_set = set(functions)
         self._announce = frozenset(functions)
         self._pending.clear()
         self._wake.set()
