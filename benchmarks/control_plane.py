@@ -18,6 +18,13 @@
 3. Propagation: a master with 1, 3 and 10 replica processes; one Register, then this process
    polls every replica's query lane until all of them answer with the new route. Median over
    trials. Target: median <= batch window + 20 ms.
+4. Anti-entropy's steady-state cost: ``--nodes`` write queues in this process (each its own
+   connection, through a byte-counting TCP proxy) with ``--warm`` functions each, in step with
+   a master process, idle for a while: bytes/s per node both ways (HTTP/2 frames, as TCP
+   carries them; add ~52 bytes of TCP/IP header per segment), with the digest check every
+   ``DIGEST_PERIOD_S`` and with it off (what the connection costs anyway: keep-alive pings),
+   and the master's CPU. Also a warm set ten times larger (a check costs the same), and one
+   lost run repaired (time from the drop until the master holds the run again).
 
 Every process is on 127.0.0.x and is stopped on exit, error, Ctrl-C or SIGTERM. Results: a
 table on stdout and benchmarks/results/control_plane.json.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -46,11 +54,13 @@ from tierfaas.config import Address
 from tierfaas.control import wire
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.backend import TableBackend
+from tierfaas.control.constants import DIGEST_PERIOD_S
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
 from tierfaas.control.table import Op
 from tierfaas.control.transport import Channels, ControlClient
+from tierfaas.control.write_queue import WriteQueue
 from tierfaas.procs import free_port
 
 KEY = bytes(range(32))
@@ -337,10 +347,145 @@ async def propagation(procs: c.Processes, replicas: int, trials: int) -> dict[st
     return {"replicas": replicas, "median_ms": s["p50"], "p90_ms": s["p90"], "max_ms": s["max"]}
 
 
+# -- 4. anti-entropy cost ------------------------------------------------------------------------
+
+
+class CountingProxy:
+    """A TCP proxy to ``upstream`` that counts the bytes (and reads, about one per segment
+    here) it forwards both ways."""
+
+    def __init__(self, upstream: Address) -> None:
+        self.upstream = upstream
+        self.bytes = 0
+        self.reads = 0
+        self.address: Address | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str) -> Address:
+        self._server = await asyncio.start_server(self._serve, host, 0)
+        self.address = Address(host, self._server.sockets[0].getsockname()[1])
+        return self.address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in self._writers:  # both ends of every connection: the pipes see EOF
+            writer.close()
+        await asyncio.sleep(0.05)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.upstream.host, self.upstream.port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    self.bytes += len(data)
+                    self.reads += 1
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        # Connections still open when the benchmark's loop ends are cancelled with it: they
+        # end quietly (asyncio's stream callback logs a cancelled connection task as an error).
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def _constant(address: str | None) -> Callable[[], str | None]:
+    return lambda: address
+
+
+async def entropy_cost(
+    procs: c.Processes,
+    nodes: int,
+    warm: int,
+    seconds: float,
+    period_s: float | None,
+    via_replica: bool = True,
+) -> dict[str, Any]:
+    """``nodes`` idle write queues in step with a master (and a replica they check with,
+    unless ``via_replica`` is False) for ``seconds``; ``period_s`` None: no checks (what the
+    connections cost anyway)."""
+    m_addr = f"127.0.0.2:{free_port('127.0.0.2')}"
+    r_addr = f"127.0.0.3:{free_port('127.0.0.3')}"
+    tag = f"{nodes}-{warm}-{period_s}-{via_replica}"
+    master = procs.start(f"master-ae-{tag}", serve_command("m", m_addr, None, None))
+    replica = procs.start(f"replica-ae-{tag}", serve_command("r", r_addr, None, m_addr))
+    channels = Channels(KEY)
+    await wait_ready(channels.get(m_addr), master)
+    await wait_ready(channels.get(r_addr), replica)
+    proxies: list[CountingProxy] = []
+    queues = []
+    for i in range(nodes):
+        to_master, to_replica = (
+            CountingProxy(Address.parse(m_addr)),
+            CountingProxy(Address.parse(r_addr)),
+        )
+        proxies += [to_master, to_replica]
+        via_master = str(await to_master.start("127.0.0.7"))
+        via_copy = str(await to_replica.start("127.0.0.7")) if via_replica else None
+        queue = WriteQueue(
+            f"node-{i}", 1, master=_constant(via_master),
+            replica=_constant(via_copy), channels=Channels(KEY),
+            digest_period_s=period_s or 1e9,
+        )  # fmt: skip
+        queue.start()
+        for f in range(warm):
+            queue.warm(f"fn-{f:04d}")
+        queues.append(queue)
+    for queue in queues:
+        await queue.flushed()
+    await asyncio.sleep(max(2.0, 2 * (period_s or 0)))  # every queue past its first check
+    before = sum(p.bytes for p in proxies), sum(p.reads for p in proxies)
+    cpu = c.cpu_seconds([master.pid]), c.cpu_seconds([replica.pid])
+    began = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - began
+    cpu = c.cpu_seconds([master.pid]) - cpu[0], c.cpu_seconds([replica.pid]) - cpu[1]
+    after = sum(p.bytes for p in proxies), sum(p.reads for p in proxies)
+    repair_ms = None
+    if period_s is not None:
+        # One run lost (declared dead and back): how long until the master holds it again.
+        client = channels.get(m_addr)
+        await client.announce("node-0", 1, [])  # as the master's drop leaves it
+        began = time.perf_counter()
+        while (await client.digest("node-0", 1)).digest.count != warm:
+            if time.perf_counter() - began > 10 * period_s:
+                raise RuntimeError("the lost run was not repaired")
+            await asyncio.sleep(0.005)
+        repair_ms = (time.perf_counter() - began) * 1e3
+    repairs = sum(q.repairs for q in queues)
+    for queue in queues:
+        await queue.stop()
+    for proxy in proxies:
+        await proxy.stop()
+    await channels.close()
+    procs.stop(replica)
+    procs.stop(master)
+    return {
+        "nodes": nodes,
+        "warm": warm,
+        "period_s": period_s,
+        "checks_with": "replica" if via_replica else "master",
+        "seconds": elapsed,
+        "bytes_per_s_per_node": (after[0] - before[0]) / elapsed / nodes,
+        "segments_per_s_per_node": (after[1] - before[1]) / elapsed / nodes,
+        "master_cpu_pct": 100 * cpu[0] / elapsed,
+        "replica_cpu_pct": 100 * cpu[1] / elapsed,
+        "repairs": repairs,
+        "repair_ms": repair_ms,
+    }
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
-async def bench(quick: bool, batch: int) -> dict[str, Any]:
+async def bench(quick: bool, batch: int, nodes: int, warm: int) -> dict[str, Any]:
     with c.Processes() as procs:
         latency = await query_latency(procs, quick)
         duration = 2.0 if quick else 5.0
@@ -350,7 +495,19 @@ async def bench(quick: bool, batch: int) -> dict[str, Any]:
         ]
         trials = 10 if quick else 30
         spread = [await propagation(procs, k, trials) for k in (1, 3, 10)]
-    return {"query_latency": latency, "register": throughput, "propagation": spread}
+        idle_s = 5.0 if quick else 20.0
+        entropy = [
+            await entropy_cost(procs, nodes, warm, idle_s, None),
+            await entropy_cost(procs, nodes, warm, idle_s, DIGEST_PERIOD_S),
+            await entropy_cost(procs, nodes, warm * 10, idle_s, DIGEST_PERIOD_S),
+            await entropy_cost(procs, nodes, warm, idle_s, DIGEST_PERIOD_S, via_replica=False),
+        ]
+    return {
+        "query_latency": latency,
+        "register": throughput,
+        "propagation": spread,
+        "anti_entropy": entropy,
+    }
 
 
 def report(data: dict[str, Any]) -> dict[str, Any]:
@@ -398,6 +555,26 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
         ["replicas", "median", "p90", "max", "target"],
         rows,
     )
+    entropy = data["anti_entropy"]
+    rows = [
+        [
+            f"every {e['period_s']:.1f} s, {e['checks_with']}" if e["period_s"] else "off",
+            str(e["warm"]),
+            f"{e['bytes_per_s_per_node']:.0f}",
+            f"{e['segments_per_s_per_node']:.1f}",
+            f"{e['master_cpu_pct']:.2f}",
+            f"{e['replica_cpu_pct']:.2f}",
+            f"{e['repair_ms']:.0f}" if e["repair_ms"] is not None else "-",
+        ]
+        for e in entropy
+    ]
+    c.print_table(
+        f"Anti-entropy, {entropy[0]['nodes']} idle nodes in step: cost per node (both "
+        "connections; 'off': keep-alive pings only)",
+        ["digest check", "warm functions", "bytes/s", "segments/s", "master CPU %",
+         "replica CPU %", "lost run repaired (ms)"],
+        rows,
+    )  # fmt: skip
     best = min((k for k in lat if not k.startswith("redis")), key=lambda k: lat[k]["p50_us"])
     verdicts = {
         "query_p50_within_2x_redis": lat[best]["p50_us"] <= 2 * redis_p50,
@@ -405,6 +582,11 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
         "register_10k_per_s": data["register"][0]["registrations_per_s"] >= 10_000,
         "propagation_within_window_plus_20ms": all(
             p["median_ms"] <= limit_ms for p in data["propagation"]
+        ),
+        "anti_entropy_bytes_per_s_per_node": entropy[1]["bytes_per_s_per_node"]
+        - entropy[0]["bytes_per_s_per_node"],
+        "anti_entropy_repair_within_2s": all(
+            e["repair_ms"] is None or e["repair_ms"] <= 2000 for e in entropy
         ),
     }
     print(f"recommended Query transport: {best}")
@@ -422,12 +604,14 @@ def main() -> None:
     s.add_argument("--window", type=float, default=WINDOW_S)
     parser.add_argument("--quick", action="store_true", help="fewer samples: < 60 s")
     parser.add_argument("--batch", type=int, default=64, help="pairs per Register call")
+    parser.add_argument("--nodes", type=int, default=20, help="anti-entropy: idle nodes")
+    parser.add_argument("--warm", type=int, default=50, help="anti-entropy: warm per node")
     args = parser.parse_args()
     if args.command == "serve":
         _run(serve(args))
         return
     began = time.perf_counter()
-    data = _run(bench(args.quick, args.batch))
+    data = _run(bench(args.quick, args.batch, args.nodes, args.warm))
     verdicts = report(data)
     path = c.write_results(
         "control_plane",

@@ -28,7 +28,7 @@ from tests.chaos.harness import ARTIFACTS, REPO, validate
 BEGIN = "<!-- chaos-results:begin (written by python -m tests.chaos.report) -->"
 END = "<!-- chaos-results:end -->"
 # By prefix; others last.
-ORDER = ("crash", "partition", "loss", "slow_node", "suspect_replica", "soak")
+ORDER = ("crash", "partition", "loss", "slow_node", "suspect_replica", "frozen", "soak")
 SKELETON = f"""# Reliability
 
 The chaos suite (`tests/chaos/`, `make chaos`) and what it found.
@@ -131,6 +131,18 @@ def details(r: dict[str, Any]) -> list[str]:
         header = ["round", "replica", "calls", "call median ms", "call p99 ms", "call max ms",
                   "lookups", "lookup median ms (<=)", "lookup p99 ms (<=)",
                   "lookups > 100 ms", "lookups failed"]  # fmt: skip
+        out += [*table(header, rows), ""]
+    freezes = extra.pop("freezes", None)
+    if freezes:
+        rows = [
+            [f"{f['victim']} ({f.get('role', 'worker')})", f["functions"], f["frozen_s"],
+             f.get("declared"), f["rejoin_s"],
+             f["back_after_alive_s"], f["back_after_sigcont_s"]]
+            for f in freezes
+        ]  # fmt: skip
+        header = ["frozen node", "its warm functions", "frozen s", "declared",
+                  "alive again after SIGCONT s", "back in every table after alive s",
+                  "after SIGCONT s"]  # fmt: skip
         out += [*table(header, rows), ""]
     growth = extra.pop("growth", None)
     if growth:

@@ -124,3 +124,18 @@ def test_report_renders_every_result_and_keeps_the_prose(tmp_path: Path) -> None
     assert report.BEGIN in page.read_text()
     (results / "broken.json").write_text(json.dumps({**theirs, "sent": 6}))
     assert report.main(["--dir", str(results), "--out", str(page)]) == 1
+
+
+def test_a_frozen_worker_gets_a_row_and_its_freezes_a_table(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    frozen = ScenarioResult("frozen_worker", "short", sent=7, ok=7, recovery_s=0.13)
+    frozen.extra["freezes"] = [
+        {"victim": "n3", "functions": ["delta"], "frozen_s": 1.2, "declared": "dead",
+         "rejoin_s": 0.01, "back_after_alive_s": 0.13, "back_after_sigcont_s": 0.15},
+    ]  # fmt: skip
+    write_result(frozen, results)
+    page = tmp_path / "reliability.md"
+    assert report.main(["--dir", str(results), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "| frozen_worker | short | 7 | 7 | 0 | 0 | - | 0.13 |" in text
+    assert "| n3 (worker) | delta | 1.20 | dead | 0.01 | 0.13 | 0.15 |" in text

@@ -196,6 +196,42 @@ async def test_non_master_redirects_writes_and_the_write_queue_follows(cluster: 
         await queue.stop()
 
 
+async def test_a_run_the_master_dropped_is_announced_again_over_grpc(cluster: Cluster) -> None:
+    replica_client = cluster.channels.get(cluster.replica_rpc)
+    with pytest.raises(NotMaster) as info:
+        await replica_client.digest("w3", 7)  # no copy yet: ask the master
+    assert info.value.master == cluster.master_rpc
+    replicator = Replicator(
+        cluster.replica.copy, master=lambda: cluster.master_rpc, channels=cluster.channels
+    )
+    replicator.start()
+    queue = WriteQueue(
+        "w3", 7, master=lambda: cluster.master_rpc, channels=cluster.channels,
+        replica=lambda: cluster.replica_rpc, digest_period_s=0.1, digest_retry_s=0.05,
+    )  # fmt: skip
+    queue.start()
+    try:
+        queue.warm("entropy")
+        await queue.flushed()
+        await eventually(lambda: [r.name for r in cluster.master.query("entropy").routes] == ["w3"])
+        await eventually(lambda: cluster.replica.copy.version == cluster.master.position().version)
+        view = await replica_client.digest("w3", 7)
+        assert view.copy and view.alive and view.digest.count == 1
+        hub = cluster.master.hub
+        assert hub is not None
+        hub.batcher.drop_node("w3", 7)  # declared dead, and back with the same run
+        hub.flush()
+        assert cluster.master.query("entropy").routes == []
+        await eventually(lambda: [r.name for r in cluster.master.query("entropy").routes] == ["w3"])
+        await eventually(
+            lambda: [r.name for r in cluster.replica.query("entropy").routes] == ["w3"]
+        )
+        assert queue.repairs >= 1
+    finally:
+        await queue.stop()
+        await replicator.stop()
+
+
 async def test_write_queue_retries_with_backoff_while_the_master_is_unreachable() -> None:
     delays: list[float] = []
     channels = Channels(KEY)

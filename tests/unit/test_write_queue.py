@@ -1,4 +1,5 @@
-"""WriteQueue against a fake master: nothing the runtime reports is ever lost."""
+"""WriteQueue against a fake master: nothing the runtime reports is ever lost, and whatever
+the master loses is announced again (anti-entropy, on a FakeClock)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control import wire
+from tierfaas.control.api import Write
+from tierfaas.control.backend import TableBackend
+from tierfaas.control.digest import Digest, RunView
 from tierfaas.control.write_queue import WriteQueue
+from tierfaas.testing import FakeClock
 
 
 class FlakyMaster:
@@ -17,25 +25,40 @@ class FlakyMaster:
         self.announced: list[list[str]] = []
         self.registered: list[str] = []
 
-    async def announce(self, node: str, epoch: int, functions: Sequence[str], **_: Any) -> None:
+    async def announce(
+        self, node: str, epoch: int, functions: Sequence[str], **_: Any
+    ) -> pb.WriteReply:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("refused")
         self.announced.append(list(functions))
+        return pb.WriteReply(accepted=len(functions))
 
-    async def register(self, writes: Sequence[Any], **_: Any) -> None:
+    async def register(self, writes: Sequence[Any], **_: Any) -> pb.WriteReply:
         self.registered += [w.function for w in writes]
+        return pb.WriteReply(accepted=len(writes))
 
-    async def unregister(self, writes: Sequence[Any], **_: Any) -> None:
-        pass
+    async def unregister(self, writes: Sequence[Any], **_: Any) -> pb.WriteReply:
+        return pb.WriteReply(accepted=len(writes))
+
+    async def digest(self, node: str, epoch: int, **_: Any) -> RunView:
+        return RunView(True, Digest(0, 0))
 
 
 class OneChannel:
-    def __init__(self, client: FlakyMaster) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
 
-    def get(self, address: str) -> FlakyMaster:
+    def get(self, address: str) -> Any:
         return self.client
+
+
+class ByAddress:
+    def __init__(self, **peers: Any) -> None:
+        self.peers = peers
+
+    def get(self, address: str) -> Any:
+        return self.peers[address.split(":", maxsplit=1)[0]]
 
 
 async def no_wait(_: float) -> None:
@@ -67,3 +90,192 @@ def test_a_write_sent_with_a_failed_announce_is_not_lost() -> None:
     master = FlakyMaster(fail=2)
     asyncio.run(run_queue(master))
     assert "f02" in master.registered or any("f02" in a for a in master.announced)
+
+
+# -- anti-entropy: a master that loses or rejects this node's writes ---------------------------
+
+
+class MemoryMaster:
+    """A master in memory: a real ``TableBackend`` on the test's FakeClock, answering as the
+    gRPC client would (``WriteReply``, ``RunView``). ``members`` is its gossip view."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.members: dict[str, NodeEndpoint] = {}
+        self.backend = TableBackend(self.members.get, clock, master=True, window_s=0.1)
+        self.announces = 0
+        self.digests = 0
+
+    @property
+    def hub(self) -> Any:
+        return self.backend.hub
+
+    def holds(self, node: str) -> set[str]:
+        self.hub.flush()
+        return self.hub.table.functions_of(node)  # type: ignore[no-any-return]
+
+    async def register(self, writes: Sequence[Write], **_: Any) -> pb.WriteReply:
+        return self._reply(await self.backend.apply_writes(writes))
+
+    async def unregister(self, writes: Sequence[Write], **_: Any) -> pb.WriteReply:
+        return self._reply(await self.backend.apply_writes(writes))
+
+    async def announce(
+        self, node: str, epoch: int, functions: Sequence[str], **_: Any
+    ) -> pb.WriteReply:
+        self.announces += 1
+        return self._reply(await self.backend.announce(node, epoch, functions))
+
+    async def digest(self, node: str, epoch: int, **_: Any) -> RunView:
+        self.digests += 1
+        return self.backend.digest(node, epoch)
+
+    @staticmethod
+    def _reply(result: Any) -> pb.WriteReply:
+        return pb.WriteReply(accepted=result.accepted, rejected=wire.writes_to_pb(result.rejected))
+
+
+class MemoryReplica:
+    """A replica whose copy is the master's flushed table (``lagging``: frozen as it is)."""
+
+    def __init__(self, master: MemoryMaster, clock: FakeClock) -> None:
+        self.master = master
+        self.backend = TableBackend(master.members.get, clock, master=False, master_rpc="m:1")
+        self.lagging = False
+        self.digests = 0
+
+    async def digest(self, node: str, epoch: int, **_: Any) -> RunView:
+        self.digests += 1
+        if not self.lagging:
+            self.backend.copy.apply(self.master.hub.table.snapshot())
+        return self.backend.digest(node, epoch)
+
+
+def node_queue(
+    master: MemoryMaster, clock: FakeClock, replica: MemoryReplica | None = None
+) -> WriteQueue:
+    return WriteQueue(
+        "w1", 7, master=lambda: "m:1", channels=ByAddress(m=master, r=replica),  # type: ignore[arg-type]
+        replica=lambda: "r:1" if replica is not None else None,
+        digest_period_s=1.0, digest_retry_s=0.2, clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+
+
+async def dead_and_back() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    queue = node_queue(master, clock)
+    queue.start()
+    queue.warm("sha256")
+    queue.warm("resize")
+    await clock.run_for(0.01)
+    assert master.holds("w1") == {"sha256", "resize"}
+    # Gossip declared w1 dead: the master drops its run; w1 comes back with the same run
+    # and hears nothing of it (no master change, so no announce of its own accord).
+    master.hub.batcher.drop_node("w1", 7)
+    assert master.holds("w1") == set()
+    await clock.run_for(0.5)
+    assert master.holds("w1") == set() and queue.repairs == 0  # not yet: checks are periodic
+    await clock.run_for(0.6)  # the next check, one period after the last
+    assert master.holds("w1") == {"sha256", "resize"} and queue.repairs == 1
+    announces = master.announces
+    await clock.run_for(5.0)  # agreed: checks only, no announce
+    assert master.announces == announces and master.digests >= 5
+    await queue.stop()
+
+
+def test_a_run_the_master_dropped_is_announced_again_within_a_period() -> None:
+    asyncio.run(dead_and_back())
+
+
+async def rejected_then_alive() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    w1 = master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    queue = node_queue(master, clock)
+    queue.start()
+    await clock.run_for(0.1)  # the first check agreed: the next is due at 1.0
+    del master.members["w1"]  # gossip declared w1 dead (a pause): it will be back
+    await clock.run_for(0.1)
+    queue.warm("sha256")
+    await clock.run_for(0.01)
+    assert queue.rejected == 1 and master.holds("w1") == set()
+    await clock.run_for(0.3)  # checks every retry_s now: "not alive", nothing announced
+    assert master.announces == 0
+    master.members["w1"] = w1  # gossip has it back
+    await clock.run_for(0.2)  # well before the period's check at 1.0
+    assert master.holds("w1") == {"sha256"} and queue.repairs == 1
+    await queue.stop()
+
+
+def test_a_write_the_master_rejected_is_announced_once_the_master_holds_the_run() -> None:
+    asyncio.run(rejected_then_alive())
+
+
+async def lost_unregister() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    queue = node_queue(master, clock)
+    queue.start()
+    queue.warm("sha256")
+    await clock.run_for(0.01)
+    # A master that lost its role kept a registration the new one never heard undone: here,
+    # the table holds a function the node no longer has.
+    master.hub.batcher.register("old", NodeEndpoint("w1", 7, None, None))
+    await clock.run_for(1.0)
+    assert master.holds("w1") == {"sha256"}
+    await queue.stop()
+
+
+def test_an_entry_the_node_no_longer_has_is_removed_by_the_announce() -> None:
+    asyncio.run(lost_unregister())
+
+
+async def through_the_replica() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    replica = MemoryReplica(master, clock)
+    queue = node_queue(master, clock, replica)
+    queue.start()
+    queue.warm("sha256")
+    await clock.run_for(0.01)
+    master.holds("w1")
+    checks = master.digests
+    await clock.run_for(3.0)  # in step: the replica answers every check, the master none
+    assert master.digests == checks and replica.digests >= 3
+    # The replica's copy lags (a delta in flight): it differs, the master does not.
+    replica.lagging = True
+    queue.warm("resize")
+    await clock.run_for(1.0)
+    assert master.digests == checks + 1 and master.announces == 0 and queue.repairs == 0
+    # Declared dead and back: the master dropped the run, and the copy with it.
+    replica.lagging = False
+    master.hub.batcher.drop_node("w1", 7)
+    master.holds("w1")
+    await clock.run_for(1.0)
+    assert master.holds("w1") == {"sha256", "resize"} and queue.repairs == 1
+    await queue.stop()
+
+
+def test_a_worker_checks_its_replica_and_only_a_difference_reaches_the_master() -> None:
+    asyncio.run(through_the_replica())
+
+
+async def announced_set_is_the_warm_set() -> None:
+    clock = FakeClock()
+    master = MemoryMaster(clock)
+    master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    queue = node_queue(master, clock)
+    queue.start()
+    queue.warm("f")
+    await clock.run_for(0.01)
+    queue.announce(["h"])  # replaces the warm set: the checks must not bring "f" back
+    await clock.run_for(3.0)
+    assert master.holds("w1") == {"h"} and queue.warm_set == {"h"} and queue.repairs == 0
+    await queue.stop()
+
+
+def test_an_announced_set_becomes_the_warm_set_the_checks_compare() -> None:
+    asyncio.run(announced_set_is_the_warm_set())

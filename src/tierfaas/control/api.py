@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control.digest import RunView
 from tierfaas.control.table import Op, Update
 
 
@@ -30,7 +31,9 @@ class Write:
 class WriteResult:
     accepted: int
     rejected: Sequence[Write] = ()
-    """Writes naming no live member run: not retried by clients (the node is gone)."""
+    """Writes naming no run the master holds alive (a dead node, or one the master's gossip
+    has not seen back yet): the writer re-checks soon with a digest and re-announces once the
+    master holds it alive (``digest.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,11 @@ class ControlBackend(Protocol):
 
     async def announce(self, node: str, epoch: int, functions: Sequence[str]) -> WriteResult:
         """Replaces ``node``'s warm set (master only; raise NotMasterError otherwise)."""
+
+    def digest(self, node: str, epoch: int) -> RunView:
+        """The digest of what this node's table (a master's, pending writes included, or a
+        replica's copy) holds for the run (``node``, ``epoch``), and whether the run is alive
+        in its view; raise NotMasterError when it holds no table."""
 
     def query(self, function: str) -> QueryResult | Awaitable[QueryResult]:
         """Where ``function`` is warm, from this node's memory (master or replica). May answer

@@ -16,6 +16,7 @@ from tierfaas.clock import Clock
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control.api import NotMasterError, QueryResult, TablePosition, Write, WriteResult
 from tierfaas.control.constants import BATCH_WINDOW_S
+from tierfaas.control.digest import RunView, digest
 from tierfaas.control.hub import TableHub
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.table import Op, RoutingTable, Update
@@ -100,6 +101,26 @@ class TableBackend:
         hub.batcher.announce(route, frozenset(functions))
         hub.wrote()
         return WriteResult(len(functions))
+
+    def digest(self, node: str, epoch: int) -> RunView:
+        """What this node's table holds for the run (``node``, ``epoch``; 0: its current
+        run), as a digest, and whether the run is alive in this node's view (anti-entropy,
+        ``digest.py``). A master counts its pending batch; a replica answers from its copy
+        (``copy``); a node with no table raises ``NotMasterError``."""
+        route = self._resolve(node)
+        if route is not None and not epoch:
+            epoch = route.epoch  # 0 names the node's current run, as in writes
+        alive = route is not None and route.epoch == epoch
+        if self.hub is not None:
+            table = self.hub.table
+            held = self.hub.batcher.overlay(node, table.runs_of(node))
+        elif self.copy.loaded:
+            table = self.copy.table
+            held = table.runs_of(node)
+        else:
+            raise NotMasterError(self.master_rpc)
+        mine = digest(f for f, e in held.items() if e == epoch)
+        return RunView(alive, mine, table.version, table.lineage, copy=self.hub is None)
 
     def query(self, function: str) -> QueryResult:
         if self.hub is None:

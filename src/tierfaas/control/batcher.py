@@ -85,6 +85,34 @@ class Batcher:
         the master names them in its answers at once, before the batch is flushed."""
         return [c.route for c in self._pairs.values() if c.function == function and c.op is Op.ADD]
 
+    def overlay(self, name: str, held: dict[str, int]) -> dict[str, int]:
+        """What ``name`` holds once the pending batch is applied, given what it holds now
+        (``held``: function -> the epoch of the run holding it, ``RoutingTable.runs_of``):
+        the same rules and order as ``RoutingTable.apply_batch``, for one node name. The
+        master's anti-entropy digest counts the writes it has accepted but not yet flushed."""
+        result = dict(held)
+        if name in self._drops:
+            dropped = self._drops[name]
+            result = {f: e for f, e in result.items() if dropped is not None and e > dropped}
+        announced = self._announces.get(name)
+        if announced is not None:
+            route, functions = announced
+            result = {
+                f: e
+                for f, e in result.items()
+                if e > route.epoch or (e == route.epoch and f in functions)
+            }
+            for function in functions:
+                _add(result, function, route.epoch)
+        for (function, node, epoch), change in self._pairs.items():
+            if node != name:
+                continue
+            if change.op is Op.ADD:
+                _add(result, function, epoch)
+            elif result.get(function) == epoch:
+                del result[function]
+        return result
+
     # -- flushing ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -156,3 +184,9 @@ class Batcher:
         self._size += count
         if self._first_at is None:
             self._first_at = self._clock()
+
+
+def _add(held: dict[str, int], function: str, epoch: int) -> None:
+    """An ADD under the table's rule: kept unless a newer run holds the function."""
+    if held.get(function, epoch) <= epoch:
+        held[function] = epoch

@@ -140,6 +140,33 @@ REPLICATE_MAX_BACKOFF_S = 1.0
 """The Replicator's resubscriptions: first wait and cap. The cap is lower than the writes':
 a replica that waits answers queries from a stale copy meanwhile."""
 
+DIGEST_PERIOD_S = 1.0
+"""Seconds between a node's anti-entropy checks (``digest.py``): the node asks its replica
+(a difference: the master) for the digest of what the table holds for its run and
+re-announces on a mismatch with the master. The bound it serves: a node's warm set and the
+master's table agree within 2 s of the node being alive and reachable. A loss is repaired at
+the next check (<= this period, plus the copy's lag of a batch window if the check came just
+before the copy heard of the loss), then a confirmation and an announce (round trips) and the
+batch window (0.1 s): about 1.25 s at worst. A node that was itself frozen checks at once on
+resume (its timer is overdue). Gossip sets the scale: with ``local`` a death is declared in
+~1.3 s and a resumed node is back in ~0.1 s (shared/reference/kinship-behaviour.md), so a
+period much above 1 s would make the repair, not gossip, the slow part. Each check is one small
+unary call: ~0.3 KB/s per node, and ~0.1 % of a core per node at whoever answers it
+(benchmarks/control_plane.py), which is why workers ask their replica, not the master."""
+
+DIGEST_RETRY_S = 0.2
+"""Seconds until the next check after an answer that the run is not alive (or a write the
+master rejected for that reason), or after a check that failed. A resumed node is alive again
+in gossip within a few hundred ms with the ``local`` preset (``update_meta`` reaches every
+node in <= 0.22 s), so polling at this rate adds at most 0.2 s to the repair. While the
+node stays unknown or the master unreachable, the wait doubles up to ``DIGEST_PERIOD_S``: a
+node the master never sees back costs no more than a check a period."""
+
+DIGEST_TIMEOUT_S = 0.5
+"""Seconds a check may take: a replica or the master answers from memory in milliseconds; a
+later answer is a failure (a cut or a stalled peer), and the node asks again after
+``DIGEST_RETRY_S``, so a partition that heals is repaired within about this plus a retry."""
+
 FLUSH_TIMEOUT_S = 5.0
 FLUSH_POLL_S = 0.005
 """``WriteQueue.flushed()`` (graceful shutdown, tests): how long it waits for the queue to

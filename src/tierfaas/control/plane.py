@@ -5,8 +5,13 @@ ClusterManager publishes (role, master, this node's replica):
 
 - every node serves ``Control`` over gRPC and the query lane, and runs a ``WriteQueue`` that
   turns the runtime's FunctionWarm/FunctionCold events into batched Register/Unregister calls
-  to the master, and re-``Announce``s the node's whole warm set whenever the master changes
-  (anti-entropy: the new master's table converges to the truth even if a batch was lost);
+  to the master, and re-``Announce``s the node's whole warm set whenever the master changes;
+- anti-entropy runs continuously (``digest.py``): whenever its writes are idle, every node
+  checks each ``DIGEST_PERIOD_S`` the digest of what the table holds for its run (a worker
+  with its replica's copy, a difference confirmed with the master) and re-announces its warm
+  set when the master's differs, so the table agrees with every node within about 1.2 s of
+  the node being alive in the master's view, whatever was lost (a node declared dead and
+  back with the same run, a batch lost with a master that stepped down, a rejected write);
 - the master holds the table in a ``TableHub`` (batch window, Subscribe streams) and drops a
   node's entries as soon as gossip says it is dead or left;
 - a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
@@ -57,7 +62,7 @@ from tierfaas.control.table import Snapshot
 from tierfaas.control.targets import lookup_targets
 from tierfaas.control.transport import Channels
 from tierfaas.control.write_queue import WriteQueue
-from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
+from tierfaas.runtime.events import RuntimeEvent
 from tierfaas.supervision import Supervisor
 from tierfaas.topology import Role, hrw_weight
 
@@ -89,14 +94,17 @@ class ControlPlane:
         self.supervisor = supervisor or Supervisor()  # restarts the tasks below on a crash
         self.name = name
         self.key = key
-        # This node's warm set as registered with the master: FunctionWarm seen, and no
-        # FunctionCold since: what this node announces to a new master.
-        self.warm: set[str] = set()
         self.backend = TableBackend(self._resolve, clock, master=False, window_s=window_s)
         self.server = ControlServer(self.backend, bind=rpc, key=key, node=name, lane=lane)
         self.channels = Channels(key, live=self._live_rpcs)  # closes those of gone peers
         self.writes = WriteQueue(
-            name, 0, master=self._master_rpc, channels=self.channels, supervisor=self.supervisor
+            name,
+            0,
+            master=self._master_rpc,
+            replica=self._checked_with,
+            channels=self.channels,
+            clock=clock,
+            supervisor=self.supervisor,
         )
         self.role: Role | None = None
         self.master: str | None = None
@@ -136,12 +144,14 @@ class ControlPlane:
 
     # -- the runtime: what this node has warm ------------------------------------------------
 
+    @property
+    def warm(self) -> set[str]:
+        """This node's warm set: FunctionWarm seen, and no FunctionCold since (the write
+        queue keeps it: it announces it and checks it against the master's digest)."""
+        return self.writes.warm_set
+
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         """The runtime's listener: FunctionWarm/FunctionCold become writes to the master."""
-        if isinstance(event, FunctionWarm):
-            self.warm.add(event.function)
-        elif isinstance(event, FunctionCold):
-            self.warm.discard(event.function)
         self.writes.on_event(event)
 
     # -- membership: who is alive, at which address (the actor's view) ------------------------
@@ -162,6 +172,11 @@ class ControlPlane:
 
     def _master_rpc(self) -> str | None:
         return self._rpc_of(self.master)
+
+    def _checked_with(self) -> str | None:
+        """Where a worker's anti-entropy checks go first: its replica's copy (the master and
+        the replicas ask the master)."""
+        return self._rpc_of(self.my_replica) if self.role == "worker" else None
 
     # -- roles -------------------------------------------------------------------------------
 

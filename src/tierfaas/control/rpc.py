@@ -38,6 +38,7 @@ class ControlStub(Protocol):
     Subscribe: aio.UnaryStreamMultiCallable[pb.SubscribeRequest, pb.TableUpdate]
     Info: aio.UnaryUnaryMultiCallable[pb.InfoRequest, pb.InfoReply]
     Handover: aio.StreamUnaryMultiCallable[pb.HandoverChunk, pb.HandoverReply]
+    Digest: aio.UnaryUnaryMultiCallable[pb.DigestRequest, pb.DigestReply]
 
 
 def stub(channel: aio.Channel) -> ControlStub:

@@ -8,9 +8,10 @@ limits is answered ``INVALID_ARGUMENT`` by our code instead of an opaque transpo
 and the server keeps serving. gRPC itself refuses a message above twice the limit with
 ``RESOURCE_EXHAUSTED`` before reading it, which bounds memory. Every call must carry the
 cluster credential (``auth.py``). A non-master refuses Register/Unregister/Announce/Subscribe
-with ``FAILED_PRECONDITION`` and the master's address in trailing metadata
-``x-tierfaas-master``, so the caller retries there. Server reflection is on (grpcurl with
-``-H x-tierfaas-auth:<credential>`` can list and call the service).
+(and Digest, unless it holds a replica's copy) with ``FAILED_PRECONDITION`` and the master's
+address in trailing metadata ``x-tierfaas-master``, so the caller retries there. Server
+reflection is on (grpcurl with ``-H x-tierfaas-auth:<credential>`` can list and call the
+service).
 """
 
 from __future__ import annotations
@@ -193,6 +194,19 @@ class ControlServer(rpc.ControlServicer):
         except wire.BadMessage as exc:
             await _invalid(context, str(exc))
         return await self._write(context, lambda: self._backend.announce(node, epoch, functions))
+
+    async def Digest(self, data: bytes, context: Context) -> pb.DigestReply:
+        request = await self._decode(context, pb.DigestRequest, data)
+        try:
+            node = wire.check_name(request.node, "node")
+            epoch = wire.check_epoch(request.epoch)
+        except wire.BadMessage as exc:
+            await _invalid(context, str(exc))
+        try:
+            view = self._backend.digest(node, epoch)
+        except NotMasterError:
+            await self._not_master(context)
+        return wire.digest_reply(view)
 
     async def _lookup(self, function: str) -> QueryResult:
         result = self._backend.query(function)

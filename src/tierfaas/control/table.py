@@ -123,6 +123,10 @@ class RoutingTable:
     def functions_of(self, node: str) -> set[str]:
         return set(self._by_node.get(node, ()))
 
+    def runs_of(self, node: str) -> dict[str, int]:
+        """function -> the epoch of ``node``'s run that holds it (anti-entropy digests)."""
+        return {f: self._routes[f][node].epoch for f in self._by_node.get(node, ())}
+
     def __len__(self) -> int:
         """The number of (function, route) entries."""
         return sum(len(by_name) for by_name in self._routes.values())

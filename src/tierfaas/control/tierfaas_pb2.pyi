@@ -165,3 +165,27 @@ class HandoverReply(_message.Message):
     routes: int
     error: str
     def __init__(self, ready: _Optional[bool] = ..., routes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DigestRequest(_message.Message):
+    __slots__ = ("node", "epoch")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    epoch: int
+    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class DigestReply(_message.Message):
+    __slots__ = ("alive", "count", "hash", "version", "lineage", "copy")
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    COPY_FIELD_NUMBER: _ClassVar[int]
+    alive: bool
+    count: int
+    hash: int
+    version: int
+    lineage: str
+    copy: bool
+    def __init__(self, alive: _Optional[bool] = ..., count: _Optional[int] = ..., hash: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., copy: _Optional[bool] = ...) -> None: ...

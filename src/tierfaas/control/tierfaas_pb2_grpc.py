@@ -74,6 +74,11 @@ class ControlStub:
                 request_serializer=tierfaas__pb2.HandoverChunk.SerializeToString,
                 response_deserializer=tierfaas__pb2.HandoverReply.FromString,
                 _registered_method=True)
+        self.Digest = channel.unary_unary(
+                '/tierfaas.v1.Control/Digest',
+                request_serializer=tierfaas__pb2.DigestRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.DigestReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -131,6 +136,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Digest(self, request, context):
+        """Master and loaded replicas: the digest of what the table holds for one run (anti-entropy);
+        a node with no table answers FAILED_PRECONDITION with x-tierfaas-master.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +186,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Handover,
                     request_deserializer=tierfaas__pb2.HandoverChunk.FromString,
                     response_serializer=tierfaas__pb2.HandoverReply.SerializeToString,
+            ),
+            'Digest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Digest,
+                    request_deserializer=tierfaas__pb2.DigestRequest.FromString,
+                    response_serializer=tierfaas__pb2.DigestReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -391,6 +409,33 @@ class Control:
             '/tierfaas.v1.Control/Handover',
             tierfaas__pb2.HandoverChunk.SerializeToString,
             tierfaas__pb2.HandoverReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Digest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/Digest',
+            tierfaas__pb2.DigestRequest.SerializeToString,
+            tierfaas__pb2.DigestReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,6 +26,7 @@ from tierfaas.control.auth import call_metadata
 from tierfaas.control.constants import (
     ANNOUNCE_TIMEOUT_S,
     CLIENT_MAX_MESSAGE_BYTES,
+    DIGEST_TIMEOUT_S,
     HANDOVER_TIMEOUT_S,
     INFO_TIMEOUT_S,
     KEEPALIVE_TIME_MS,
@@ -37,6 +38,7 @@ from tierfaas.control.constants import (
     RECONNECT_BACKOFF_MS,
     WRITE_TIMEOUT_S,
 )
+from tierfaas.control.digest import RunView
 from tierfaas.control.table import Snapshot, Update
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
@@ -111,6 +113,18 @@ class ControlClient:
     ) -> pb.WriteReply:
         request = pb.AnnounceRequest(node=node, epoch=epoch, functions=list(functions))
         return await self._write(self._stub.Announce, request, timeout_s)
+
+    async def digest(self, node: str, epoch: int, timeout_s: float = DIGEST_TIMEOUT_S) -> RunView:
+        """What this peer's table holds for the run (``node``, ``epoch``) (``digest.py``); raises
+        ``NotMaster`` or ``aio.AioRpcError``."""
+        request = pb.DigestRequest(node=node, epoch=epoch)
+        try:
+            reply: pb.DigestReply = await self._stub.Digest(
+                request, metadata=self._metadata, timeout=timeout_s
+            )
+        except aio.AioRpcError as exc:
+            raise _redirect(exc) or exc from None
+        return wire.run_view(reply)
 
     async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
         reply: pb.QueryReply = await self._stub.Query(

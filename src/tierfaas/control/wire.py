@@ -16,6 +16,7 @@ from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES, SNAPSHOT_PART_CHANGES
+from tierfaas.control.digest import Digest, RunView
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
@@ -105,6 +106,26 @@ def query_reply(result: QueryResult, request_id: int = 0) -> pb.QueryReply:
 
 def query_result(reply: pb.QueryReply) -> QueryResult:
     return QueryResult([route_from_pb(n) for n in reply.nodes], reply.version)
+
+
+# -- anti-entropy digests ----------------------------------------------------------------------
+
+
+def digest_reply(view: RunView) -> pb.DigestReply:
+    return pb.DigestReply(
+        alive=view.alive,
+        count=view.digest.count,
+        hash=view.digest.hash,
+        version=view.version,
+        lineage=view.lineage,
+        copy=view.copy,
+    )
+
+
+def run_view(reply: pb.DigestReply) -> RunView:
+    return RunView(
+        reply.alive, Digest(reply.count, reply.hash), reply.version, reply.lineage, reply.copy
+    )
 
 
 # -- table updates -----------------------------------------------------------------------------

@@ -1,14 +1,21 @@
-"""``WriteQueue``: the runtime's warm/cold events -> batched Register/Unregister to the master.
+"""``WriteQueue``: the runtime's warm/cold events -> batched Register/Unregister to the master,
+and this node's side of anti-entropy.
 
 It guarantees that reporting an event never blocks or fails the request that caused it:
 ``warm()``/``cold()`` only record the function's latest state. One background task sends what
 is pending as one Register and one Unregister call; while a call is in flight (a slow master)
 new events coalesce into the next call, and a function that went warm then cold meanwhile is
 sent once, as its final state. A failed call is retried with exponential backoff; a
-``FAILED_PRECONDITION`` with ``x-tierfaas-master`` redirects to the named master at once. The
-table is soft state: if the node's process dies with writes pending, the master drops its
-routes when gossip declares it dead, and ``announce()`` after a master change resends the
-whole warm set.
+``FAILED_PRECONDITION`` with ``x-tierfaas-master`` redirects to the named master at once.
+
+The table is soft state, and the queue repairs it whatever was lost (``digest.py``): when
+nothing is pending or in flight, the same task asks every ``DIGEST_PERIOD_S`` for the digest of
+what the table holds for this run (the node's replica's copy; the master when the copy differs)
+and re-announces the whole warm set when the master's differs from the node's (a node declared
+dead and back with the same run, a batch lost with a master that stepped down). Pairs the master
+rejects (it does not hold this run alive yet) are not dropped: the next check comes within
+``DIGEST_RETRY_S`` and repeats (backing off up to the period) until the master holds the run,
+then announces. ``announce()`` after a master change resends the whole warm set at once.
 """
 
 from __future__ import annotations
@@ -18,16 +25,21 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+import grpc
 from grpc import aio
 
+from tierfaas.clock import Clock, monotonic
 from tierfaas.control.api import Write
 from tierfaas.control.constants import (
+    DIGEST_PERIOD_S,
+    DIGEST_RETRY_S,
     FLUSH_POLL_S,
     FLUSH_TIMEOUT_S,
     WRITE_BACKOFF_S,
     WRITE_BATCH_MAX,
     WRITE_MAX_BACKOFF_S,
 )
+from tierfaas.control.digest import CheckTimer, Verdict, digest, verdict
 from tierfaas.control.table import Op
 from tierfaas.control.transport import Channels, ControlClient, NotMaster, Sleep, backoff_delays
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
@@ -40,8 +52,11 @@ class WriteQueue:
     """This node's Register/Unregister stream to the master (see the module docstring).
 
     ``master`` returns the master's control address as the node's topology sees it (None if
-    unknown). ``max_batch`` bounds the pairs per call; ``initial_backoff_s``/``max_backoff_s``
-    bound retries; ``sleep`` is injectable for tests."""
+    unknown); ``replica`` the address of the replica whose copy this node checks its entries
+    against (None: the master). ``max_batch`` bounds the pairs per call;
+    ``initial_backoff_s``/``max_backoff_s`` bound retries;
+    ``digest_period_s``/``digest_retry_s`` pace the anti-entropy checks on ``clock``; ``sleep``
+    is injectable for tests."""
 
     def __init__(
         self,
@@ -50,15 +65,20 @@ class WriteQueue:
         *,
         master: Callable[[], str | None],
         channels: Channels,
+        replica: Callable[[], str | None] = lambda: None,
         max_batch: int = WRITE_BATCH_MAX,
         initial_backoff_s: float = WRITE_BACKOFF_S,
         max_backoff_s: float = WRITE_MAX_BACKOFF_S,
+        digest_period_s: float = DIGEST_PERIOD_S,
+        digest_retry_s: float = DIGEST_RETRY_S,
+        clock: Clock = monotonic,
         sleep: Sleep = asyncio.sleep,
         supervisor: Supervisor | None = None,
     ) -> None:
         self.node, self.epoch = node, epoch
         self._supervisor = supervisor or Supervisor()
         self._master = master
+        self._replica = replica
         self._channels = channels
         self._max_batch = max_batch
         self._delay = backoff_delays(initial_backoff_s, max_backoff_s)
@@ -69,8 +89,14 @@ class WriteQueue:
         self._wake = asyncio.Event()
         self._kick = asyncio.Event()  # an announce not yet taken: cuts a backoff short
         self._task: asyncio.Task[None] | None = None
+        # What this node has warm: FunctionWarm seen and no FunctionCold since. It is what an
+        # announce sends and what a check compares with the master's digest.
+        self.warm_set: set[str] = set()
+        self.check = CheckTimer(clock, period_s=digest_period_s, retry_s=digest_retry_s)
         self.sent = 0
         self.failures = 0
+        self.rejected = 0  # pairs the master refused (this run was not alive in its view)
+        self.repairs = 0  # announces a digest mismatch caused
 
     # -- the caller's side: never blocks -----------------------------------------------------
 
@@ -82,15 +108,19 @@ class WriteQueue:
             self.cold(event.function)
 
     def warm(self, function: str) -> None:
+        self.warm_set.add(function)
         self._pending[function] = Op.ADD
         self._wake.set()
 
     def cold(self, function: str) -> None:
+        self.warm_set.discard(function)
         self._pending[function] = Op.REMOVE
         self._wake.set()
 
     def announce(self, functions: Sequence[str] | frozenset[str]) -> None:
-        """Sends the whole warm set (after a master change); replaces pending writes."""
+        """Sends ``functions`` as the whole warm set (after a master change, or a check that
+        found the master's differ); it becomes the warm set and replaces pending writes."""
+        self.warm_set = set(functions)
         self._announce = frozenset(functions)
         self._pending.clear()
         self._wake.set()
@@ -131,8 +161,12 @@ class WriteQueue:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            await self._wake.wait()
+            await self._idle()
             self._wake.clear()
+            if not (self._pending or self._announce is not None):
+                if self.check.due():
+                    await self._reconcile()
+                continue
             while self._pending or self._announce is not None:
                 target = self._target()
                 if self._kick.is_set():
@@ -167,6 +201,70 @@ class WriteQueue:
                     await self._backoff(attempt)
                 finally:
                     self._in_flight = False
+
+    async def _idle(self) -> None:
+        """Waits for a write, or until the next anti-entropy check is due."""
+        if self._wake.is_set():
+            return
+        sleep = asyncio.ensure_future(self._sleep(self.check.delay()))
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((sleep, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            wake.cancel()
+
+    async def _reconcile(self) -> None:
+        """One anti-entropy check (nothing pending or in flight): asks this node's replica, or
+        the master when the replica's copy differed or none is assigned, for the digest of
+        this run's entries, and re-announces the warm set if the master's differs."""
+        replica = None if self.check.ask_master else self._replica()
+        target = replica or self._target()
+        outcome: Verdict | None = None
+        local = digest(self.warm_set)
+        self._in_flight = True
+        try:
+            if target is None:
+                return
+            view = await self._channels.get(target).digest(self.node, self.epoch)
+            outcome = verdict(local, view)
+        except NotMaster as exc:
+            # A master that stepped down, or a replica with no copy yet: ask the master soon.
+            if replica is None and exc.master and exc.master != target and self._redirect is None:
+                self._redirect = (self._master(), exc.master)
+            outcome = Verdict.WAIT
+        except aio.AioRpcError as exc:
+            log.debug("digest check with %s failed: %s", target, exc)
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A peer of a release without Digest (a rollout): nothing to compare with;
+                # the writes and the announce on a master change still reach the master.
+                outcome = Verdict.AGREE
+            elif replica is not None:
+                outcome = Verdict.WAIT  # the master answers instead, soon
+            else:
+                self._redirect = None  # unreachable: try again within retry_s
+        except ConnectionError as exc:
+            log.debug("digest check with %s failed: %s", target, exc)
+        finally:
+            self._in_flight = False
+            self.check.checked(outcome)
+        if outcome is Verdict.ANNOUNCE:
+            self.repairs += 1
+            log.info(
+                "the master's entries for %s differ from its %d warm functions: re-announcing",
+                self.node,
+                local.count,
+            )
+            self.announce(frozenset(self.warm_set))
+
+    def _rejected(self, count: int) -> None:
+        """The master refused ``count`` pairs: it does not hold this run alive (yet). They
+        are not dropped: a check within ``DIGEST_RETRY_S``, repeated until the master holds
+        the run again, re-announces the warm set then."""
+        if count:
+            self.rejected += count
+            log.info("the master rejected %d writes of %s: checking again soon", count, self.node)
+            self.check.hurry()
 
     async def _backoff(self, attempt: int) -> None:
         """Waits before a retry. An announce (the master changed) cuts the wait short: the
@@ -212,13 +310,14 @@ class WriteQueue:
         self, client: ControlClient, announce: frozenset[str] | None, taken: dict[str, Op]
     ) -> None:
         if announce is not None:
-            await client.announce(self.node, self.epoch, sorted(announce))
+            reply = await client.announce(self.node, self.epoch, sorted(announce))
+            self._rejected(len(reply.rejected))
             self.sent += len(announce)
         adds = [Write(Op.ADD, f, self.node, self.epoch) for f, op in taken.items() if op is Op.ADD]
         removes = [Write(Op.REMOVE, f, self.node, self.epoch) for f, op in taken.items()]
         removes = [w for w in removes if taken[w.function] is Op.REMOVE]
         if adds:
-            await client.register(adds)
+            self._rejected(len((await client.register(adds)).rejected))
         if removes:
-            await client.unregister(removes)
+            self._rejected(len((await client.unregister(removes)).rejected))
         self.sent += len(adds) + len(removes)
