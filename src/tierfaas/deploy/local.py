@@ -8,9 +8,12 @@ one that took over in the middle of a rollout, sees the same nodes::
     nodes/<name>.json  one record per node: address, version, generation, pid, phase
     hosts              the next free address index (addresses are never reused, so a new
                        node never inherits a departed node's name)
+    term               the newest master's term a launch or terminate carried
     logs/<name>.log    each node's output
 
-Every change happens under an exclusive ``flock`` on ``lock``. A node is listed while its
+Every change happens under an exclusive ``flock`` on ``lock``, and a launch or terminate
+whose term is older than ``term`` is refused there (``FencedError``): a master cut off by a
+partition cannot stop the nodes a newer master deploys. A node is listed while its
 process lives (pid and start time must match the record, so a reused pid is not mistaken
 for it); records of processes that are gone are removed when nodes are listed.
 Nodes start in their own session and do not die with the node that launched them: a master
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tierfaas.deploy.provider import ProvidedNode, ProviderError
+from tierfaas.deploy.term import Term, TermRecord
 from tierfaas.procs import alive, free_port, spawn_in_session, start_time
 
 SETTINGS_FILE = "provider.json"
@@ -139,11 +143,19 @@ class LocalProvider:
 
     # -- Provider --------------------------------------------------------------------------------
 
-    async def launch(self, version: str, generation: int, count: int) -> list[str]:
-        return await asyncio.to_thread(self.launch_now, version, generation, count)
+    async def launch(
+        self, version: str, generation: int, count: int, *, term: Term | None = None
+    ) -> list[str]:
+        return await asyncio.to_thread(self.launch_now, version, generation, count, term=term)
 
     def launch_now(
-        self, version: str, generation: int, count: int, *, die_with_launcher: bool = False
+        self,
+        version: str,
+        generation: int,
+        count: int,
+        *,
+        die_with_launcher: bool = False,
+        term: Term | None = None,
     ) -> list[str]:
         """``launch`` without the event loop. ``tierfaas up`` starts its first nodes so, with
         ``die_with_launcher``: they get SIGTERM should the supervisor be killed."""
@@ -152,6 +164,7 @@ class LocalProvider:
         with self._locked():
             if (self.state_dir / "stopping").exists():
                 raise ProviderError("the cluster is stopping: no new nodes")
+            TermRecord(self.state_dir / "term").check(term, f"launching {count} node(s)")
             seeds = [
                 f"{r.host}:{settings.cluster_port}"
                 for r in self._live_records()
@@ -235,12 +248,13 @@ class LocalProvider:
             http_unix=str(unix) if use_unix else None,
         )
 
-    async def terminate(self, name: str) -> None:
-        await asyncio.to_thread(self.terminate_now, name)
+    async def terminate(self, name: str, *, term: Term | None = None) -> None:
+        await asyncio.to_thread(self.terminate_now, name, term=term)
 
-    def terminate_now(self, name: str) -> None:
+    def terminate_now(self, name: str, *, term: Term | None = None) -> None:
         path = self.nodes_dir / f"{name}.json"
         with self._locked():
+            TermRecord(self.state_dir / "term").check(term, f"terminating {name}")
             record = _read_record(path)
             if record is None:
                 return
