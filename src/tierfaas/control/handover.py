@@ -8,11 +8,19 @@ publishes its new generation: from that moment it outranks the old master everyw
 owns writes (see ``tierfaas.topology.rank_key``).
 
 The checksum is SHA-256 over the sorted ``function, node, epoch`` triples: independent of
-dict order and of the parts' boundaries, and cheap (about 1 s per million routes).
+dict order and of the parts' boundaries, and cheap (about 1 s per million routes). Both ends
+compute it, and encode or load the parts, in a thread: a large table never holds the event
+loop that answers requests and gossip (issue 17.5).
+
+Fencing (issue 17.3): the generation is the sender's term. A target that has already seen
+that generation or a newer one (its own, or a live member's) refuses the handover
+(``handover_refusal``): it comes from a master that was cut off, or whose table already went
+to another node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
@@ -21,6 +29,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES
 from tierfaas.control.table import Snapshot
+from tierfaas.topology import RankedMember
 
 # The target's side: given the whole table and the generation, load it and take over;
 # returns the number of routes loaded. Raises to refuse.
@@ -69,9 +78,21 @@ async def receive(
         assert isinstance(update, Snapshot)
         if not message.checksum:
             raise HandoverError("the last handover part has no checksum")
-        if table_checksum(update.routes) != message.checksum:
+        if await asyncio.to_thread(table_checksum, update.routes) != message.checksum:
             raise HandoverError("the handed-over table does not match its checksum")
         if message.generation < 1:
             raise HandoverError("a handover must name a generation of 1 or more")
         return update, message.generation, message.from_node
     raise HandoverError("the handover stream ended before its last part")
+
+
+def handover_refusal(generation: int, members: Iterable[RankedMember]) -> str | None:
+    """Why a node whose view holds ``members`` (itself included) refuses a handover to
+    ``generation``, or None to accept it: that generation, or a newer one, is taken."""
+    seen = max((m.generation for m in members if m.state.live), default=0)
+    if generation <= seen:
+        return (
+            f"generation {generation} is not newer than generation {seen}, already taken: "
+            "the sender's term is over"
+        )
+    return None
