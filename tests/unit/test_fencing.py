@@ -27,7 +27,7 @@ def test_terms_order_by_generation_then_number() -> None:
 def test_a_term_record_keeps_the_newest_and_refuses_older(tmp_path: Path) -> None:
     record = TermRecord(tmp_path / "term")
     record.check(Term(0, 2), "x")
-    with pytest.raises(FencedError, match="y refused: term 0.1"):
+    with pytest.raises(FencedError, match=r"y refused: term 0\.1"):
         record.check(Term(0, 1, "old"), "y")
     record.check(None, "an operator's call")  # not fenced
     record.check(Term(1, 1), "z")

@@ -61,8 +61,7 @@ class FakeMembership:
 
     def members(self) -> list[MemberInfo]:
         return [
-            MemberInfo(name, 1, state, "x", version="1.0.0")
-            for name, state in self.states.items()
+            MemberInfo(name, 1, state, "x", version="1.0.0") for name, state in self.states.items()
         ]
 
 
