@@ -67,3 +67,12 @@ def test_a_rollout_of_one_node_keeps_its_majority() -> None:
     assert guard.observe(view(old=ALIVE, canary=ALIVE)).held
     assert guard.observe(view(old=LEFT, canary=ALIVE)).held
     assert guard.observe(view(canary=ALIVE)).held  # and the next rollout can launch
+
+
+def test_nodes_the_other_side_launched_count_against_a_cut_off_master() -> None:
+    # The cut-off master knew three nodes; the majority then drained two of them (their
+    # processes exited) and launched two of the new release, which this master never saw.
+    guard = MajorityGuard("n1")
+    guard.observe(view(n1=ALIVE, n2=ALIVE, n3=ALIVE), provided=["n1", "n2", "n3"])
+    majority = guard.observe(view(n1=ALIVE, n2=DEAD, n3=DEAD), ["n1", "n4", "n5"], ["n2", "n3"])
+    assert not majority.held and (majority.reached, majority.known) == (1, 3)

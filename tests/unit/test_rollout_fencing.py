@@ -119,8 +119,8 @@ async def test_a_master_without_a_majority_terminates_nothing(
     assert provider.terminated == [] and provider.launched == []
     assert made.suspended == 1
     status = registry.read_status() or {}
-    assert status["majority"] == {"reached": 2, "known": 5}
-    assert "no majority (2 of 5 known members reachable)" in status["rollout"]["step"]
+    assert status["majority"] == {"reached": 2, "known": 6}  # the canary counts
+    assert "no majority (2 of 6 known members reachable)" in status["rollout"]["step"]
     made.io.close()
 
 

@@ -149,7 +149,9 @@ class RolloutController:
         members = [m for m in everyone if m.state.live]
         provided = await self.provider.nodes()
         listed = {p.name for p in provided}
-        self.majority = self.guard.observe(everyone, gone=self._provided_ever - listed)
+        serving_names = [p.name for p in provided if p.phase != "draining"]  # drained: leaving
+        gone = self._provided_ever - listed
+        self.majority = self.guard.observe(everyone, serving_names, gone=gone)
         self._provided_ever |= listed
         if self.term is None:
             if not self.majority.held:

@@ -61,6 +61,14 @@ class LocalSettings:
     unix_sockets: bool = False
     python: str = field(default_factory=lambda: sys.executable)
     extra_args: list[str] = field(default_factory=list)
+    # Nodes on a network of their own (one network namespace each, as the chaos suite runs
+    # them): the addresses to hand out in order instead of counting up on loopback, a command
+    # put before each node's argv with "{host}" replaced by its address (``ip netns exec``
+    # through a script, a container runtime), and the HTTP port every node serves on (a free
+    # port cannot be looked up from here for an address this machine does not hold).
+    hosts: list[str] = field(default_factory=list)
+    launch_prefix: list[str] = field(default_factory=list)
+    http_port: int = 0  # 0: a free port on the node's loopback address
 
 
 @dataclass
@@ -129,6 +137,11 @@ class LocalProvider:
             index = int(counter.read_text().strip() or 0)
         except (OSError, ValueError):
             index = 0
+        if settings.hosts:
+            if index >= len(settings.hosts):
+                raise ProviderError(f"all {len(settings.hosts)} addresses of hosts are used")
+            counter.write_text(f"{index + 1}\n")
+            return settings.hosts[index]
         first = int(ipaddress.IPv4Address(settings.first_host))
         for _ in range(4096):
             candidate = ipaddress.IPv4Address(first + index)
@@ -193,12 +206,14 @@ class LocalProvider:
     ) -> NodeRecord:
         port = settings.cluster_port
         name = f"{host}-{port}"
-        http_port = free_port(host)
+        http_port = settings.http_port or free_port(host)
         log_path = self.logs_dir / f"{name}.log"
         unix = self.state_dir / "sockets" / f"{host}.sock"
         # sun_path holds 107 bytes: a deep state folder gets TCP only (nginx then uses that)
         use_unix = settings.unix_sockets and len(bytes(unix)) <= 107
+        prefix = [part.replace("{host}", host) for part in settings.launch_prefix]
         argv = [
+            *prefix,
             settings.python, "-m", "tierfaas.cli", "node",
             "--registry", settings.registry,
             "--release-version", version,

@@ -4,15 +4,18 @@ A master cut off from the others (a partition) cannot tell them dead from unreac
 went on deploying from its own view, it would terminate canaries its peers are about to take
 the table on, or launch replacements for nodes that still run. So it acts only while the
 members it reaches (alive and not suspect in its gossip view, itself included) are more than
-half of the *known* membership: every run it has seen live in this term, less those that
-left gracefully (a drained node says goodbye) and those its provider confirms are gone (a
-process that exited, a deleted pod: gone for good, not cut off). A run that merely stopped
-answering stays known, so a partition never shrinks the majority it needs.
+half of the *known* membership: every node it has seen live, and every node its provider
+runs now (a node the other side launched, which this one never saw join, is a member it must
+reach too), less those that left gracefully (a drained node says goodbye) and those its
+provider confirms are gone (listed before, not now: a process that exited, a deleted pod).
+A node that merely stopped answering stays known, so a partition never shrinks the majority
+a cut-off master needs; and when the other side drains the nodes it knew and launches new
+ones, the new ones count against it.
 
-The price is that a cluster that loses more than half of its nodes at once to crashes the
-provider cannot see (a machine gone with its processes) does not repair itself; an operator
-restarts the nodes. A new term (a new master, or a handover) starts from the membership its
-holder has seen so far, never from empty.
+The price: a cluster that loses more than half of its nodes at once to crashes the provider
+cannot see (a machine gone with its processes) does not repair itself, and a cluster of one
+node cannot abort a canary that never joins (1 of 2 reached); an operator steps in. A new
+master starts from the membership it has seen so far, never from empty.
 """
 
 from __future__ import annotations
@@ -45,11 +48,17 @@ class MajorityGuard:
     me: str
     known: set[str] = field(default_factory=set)
 
-    def observe(self, members: Iterable[MemberInfo], gone: Iterable[str] = ()) -> Majority:
-        """Updates the known membership from a membership list (every state) and the names
-        the provider confirms gone, and returns the majority now."""
+    def observe(
+        self,
+        members: Iterable[MemberInfo],
+        provided: Iterable[str] = (),
+        gone: Iterable[str] = (),
+    ) -> Majority:
+        """Updates the known membership from a membership list (every state), the names the
+        provider runs and those it confirms gone, and returns the majority now."""
         reached = {self.me}
         suspect = 0
+        self.known.update(provided)
         for m in members:
             if m.state is MemberState.LEFT:
                 self.known.discard(m.name)
