@@ -76,3 +76,16 @@ def test_nodes_the_other_side_launched_count_against_a_cut_off_master() -> None:
     guard.observe(view(n1=ALIVE, n2=ALIVE, n3=ALIVE), provided=["n1", "n2", "n3"])
     majority = guard.observe(view(n1=ALIVE, n2=DEAD, n3=DEAD), ["n1", "n4", "n5"], ["n2", "n3"])
     assert not majority.held and (majority.reached, majority.known) == (1, 3)
+
+
+def test_nodes_this_master_launched_count_once_they_joined() -> None:
+    # A two-node cluster whose two canaries never join: the master may still abort them.
+    guard = MajorityGuard("n1")
+    starting = ["n1", "n2", "c1", "c2"]
+    majority = guard.observe(view(n1=ALIVE, n2=ALIVE), starting, launched=["c1", "c2"])
+    assert majority.held and majority.known == 2
+    # Once joined, a node is a member like any other.
+    majority = guard.observe(
+        view(n1=ALIVE, n2=ALIVE, c1=ALIVE, c2=SUSPECT), starting, (), ["c1", "c2"]
+    )
+    assert (majority.reached, majority.known) == (3, 4)

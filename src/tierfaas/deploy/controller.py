@@ -93,6 +93,7 @@ class RolloutController:
         self.majority: Majority | None = None
         self.term: Term | None = None  # claimed while master; dropped when fenced or demoted
         self._provided_ever: set[str] = set()  # names the provider listed: gone once unlisted
+        self._launched: set[str] = set()  # by this node: known to the guard once they joined
         self.fenced = 0  # side effects refused (a newer term exists)
         self.suspended = 0  # steps not taken without a majority
         # After this node takes a handover, the old master still writes the status once (the
@@ -151,11 +152,14 @@ class RolloutController:
         listed = {p.name for p in provided}
         serving_names = [p.name for p in provided if p.phase != "draining"]  # drained: leaving
         gone = self._provided_ever - listed
-        self.majority = self.guard.observe(everyone, serving_names, gone=gone)
+        held_before = self.majority is None or self.majority.held
+        self.majority = self.guard.observe(everyone, serving_names, gone, self._launched)
         self._provided_ever |= listed
         if self.term is None:
             if not self.majority.held:
-                log.warning("rollout: no majority (%s): not deploying", self.majority)
+                # Once per loss (nodes that start together reach each other within a tick).
+                say = log.warning if held_before else log.debug
+                say("rollout: no majority (%s): not deploying", self.majority)
                 return self.poll_s
             self.term = await self.io.run(
                 "term",
@@ -332,6 +336,7 @@ class RolloutController:
         if isinstance(step, plan.Launch):
             term = await self._fence()
             names = await self.provider.launch(desired, step.generation, step.count, term=term)
+            self._launched.update(names)
             self._event(current, f"launched {', '.join(names)} ({desired})")
         elif isinstance(step, plan.Handover):
             await self._fence()

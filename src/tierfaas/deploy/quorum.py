@@ -6,16 +6,17 @@ the table on, or launch replacements for nodes that still run. So it acts only w
 members it reaches (alive and not suspect in its gossip view, itself included) are more than
 half of the *known* membership: every node it has seen live, and every node its provider
 runs now (a node the other side launched, which this one never saw join, is a member it must
-reach too), less those that left gracefully (a drained node says goodbye) and those its
-provider confirms are gone (listed before, not now: a process that exited, a deleted pod).
-A node that merely stopped answering stays known, so a partition never shrinks the majority
-a cut-off master needs; and when the other side drains the nodes it knew and launches new
-ones, the new ones count against it.
+reach too; one it launched itself counts once it has joined: it may still be starting), less
+those that left gracefully (a drained node says goodbye) and those its provider confirms are
+gone (listed before, not now: a process that exited, a deleted pod). A node that merely
+stopped answering stays known, so a partition never shrinks the majority a cut-off master
+needs; and when the other side drains the nodes it knew and launches new ones, the new ones
+count against it.
 
 The price: a cluster that loses more than half of its nodes at once to crashes the provider
 cannot see (a machine gone with its processes) does not repair itself, and a cluster of one
-node cannot abort a canary that never joins (1 of 2 reached); an operator steps in. A new
-master starts from the membership it has seen so far, never from empty.
+node cannot abort a canary another master launched that never joins; an operator steps in. A
+new master starts from the membership it has seen so far, never from empty.
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ class MajorityGuard:
         members: Iterable[MemberInfo],
         provided: Iterable[str] = (),
         gone: Iterable[str] = (),
+        launched: Iterable[str] = (),
     ) -> Majority:
         """Updates the known membership from a membership list (every state), the names the
-        provider runs and those it confirms gone, and returns the majority now."""
+        provider runs, those it confirms gone and those this master launched itself (known
+        once seen live), and returns the majority now."""
         reached = {self.me}
         suspect = 0
-        self.known.update(provided)
+        self.known.update(set(provided) - set(launched))
         for m in members:
             if m.state is MemberState.LEFT:
                 self.known.discard(m.name)
