@@ -155,11 +155,18 @@ class RolloutController:
         held_before = self.majority is None or self.majority.held
         self.majority = self.guard.observe(everyone, serving_names, gone, self._launched)
         self._provided_ever |= listed
+        if held_before != self.majority.held:
+            if self.majority.held:
+                log.info("rollout: majority reached again (%s)", self.majority)
+            else:
+                log.warning(
+                    "rollout: no majority (%s): this master launches and terminates nothing "
+                    "until it reaches one",
+                    self.majority,
+                )
         if self.term is None:
             if not self.majority.held:
-                # Once per loss (nodes that start together reach each other within a tick).
-                say = log.warning if held_before else log.debug
-                say("rollout: no majority (%s): not deploying", self.majority)
+                log.debug("rollout: no majority (%s): no term claimed", self.majority)
                 return self.poll_s
             self.term = await self.io.run(
                 "term",
