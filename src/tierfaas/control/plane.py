@@ -41,7 +41,7 @@ from tierfaas.cluster.state import NodeEndpoint, RoleChange, RunGone
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.backend import TableBackend
-from tierfaas.control.handover import HandoverError, handover_refusal
+from tierfaas.control.handover import HandoverError, handover_refusal, snapshot_off_loop
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replica_copy import ReplicaCopy
@@ -235,7 +235,8 @@ class ControlPlane:
         if hub is None or rpc is None:
             raise LookupError(f"cannot hand over to {target}: not master, or no address")
         client = self.channels.get(rpc)
-        return await client.handover(hub.table.snapshot(), generation, self.name)
+        snapshot = await snapshot_off_loop(hub.table)  # a large table: not on the loop
+        return await client.handover(snapshot, generation, self.name)
 
     def table_size(self) -> int | None:
         """Routes in this node's table (master) or copy (replica); None otherwise."""
