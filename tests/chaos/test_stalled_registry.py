@@ -12,8 +12,10 @@ Checked: every call answered 2xx, on the master too (its latency during the stal
 before it), nobody suspected or declared dead, the roles unchanged (no failover), and the
 master holds at most one thread more during the stall (the read that hangs, never a pile).
 
-Short (make test) and long (make chaos) are the same, 3 nodes, ``lan`` preset (what a
-deployment uses). Addresses: 127.0.27.10-12.
+Short (make test): 3 nodes, ``lan`` preset (what a deployment uses). Long (make chaos): the
+same, then again with ``local``, whose failure detector declares a node dead after a 1.5 s
+pause: a master whose loop a registry read held would be replaced there.
+Addresses: 127.0.27.10-12 (lan), 127.0.27.40-42 (local).
 """
 
 from __future__ import annotations
@@ -75,13 +77,24 @@ def wait_for_reader(fifo: Path, timeout: float) -> int:
     raise AssertionError(f"the master did not read {fifo} within {timeout} s")
 
 
+PRESETS = ["lan"] if MODE == "short" else ["lan", "local"]
+
+
 @pytest.mark.timeout(120)
-def test_a_stalled_registry_stalls_no_request_and_moves_no_role(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_stalled_registry_stalls_no_request_and_moves_no_role(
+    tmp_path: Path, preset: str
+) -> None:
     registry = DirectoryRegistry(tmp_path / "registry")
     info, _ = registry.publish(CHAOSREL)
     args = ("--registry", str(registry.root), "--registry-poll-s", "0.5")
     cluster = ChaosCluster(
-        tmp_path, SIZE, subnet="127.0.27", first_host=10, preset="lan", extra_args=args
+        tmp_path,
+        SIZE,
+        subnet="127.0.27",
+        first_host=10 if preset == "lan" else 40,
+        preset=preset,
+        extra_args=args,
     )
     load: Load | None = None
     desired = registry.root / "desired"
@@ -123,7 +136,8 @@ def test_a_stalled_registry_stalls_no_request_and_moves_no_role(tmp_path: Path) 
             load.stop()
         cluster.close()
 
-    result, problems = account("stalled_registry", MODE, load.outcomes, [], cluster.ledger())
+    scenario = "stalled_registry" if preset == "lan" else f"stalled_registry_{preset}"
+    result, problems = account(scenario, MODE, load.outcomes, [], cluster.ledger())
     on_master = latencies(load.outcomes, master, stalled, resumed)
     before = latencies(load.outcomes, master, stalled - 3.0, stalled)
     elsewhere = {
@@ -133,7 +147,7 @@ def test_a_stalled_registry_stalls_no_request_and_moves_no_role(tmp_path: Path) 
     result.recovery_s = 0.0
     result.extra.update(
         nodes=SIZE,
-        preset="lan",
+        preset=preset,
         stall_s=STALL_S,
         master=master,
         master_latency_during_stall=on_master,
@@ -146,8 +160,8 @@ def test_a_stalled_registry_stalls_no_request_and_moves_no_role(tmp_path: Path) 
         stall_warnings_logged=stalls_logged,
     )
     result.notes = (
-        f"{SIZE} nodes, lan preset, ~60 req/s to every node. The master's registry read blocks "
-        f"{STALL_S:.0f} s (a FIFO in place of the desired file): its calls answered at p99 "
+        f"{SIZE} nodes, {preset} preset, ~60 req/s to every node. The master's registry read "
+        f"blocks {STALL_S:.0f} s (a FIFO in place of the desired file): its calls answered at p99 "
         f"{on_master.get('p99_ms')} ms (max {on_master.get('max_ms')} ms) during the stall, "
         f"{before.get('p99_ms')} ms before; no suspicion, no failover."
     )
