@@ -53,6 +53,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.backend import TableBackend
 from tierfaas.control.constants import LOOKUP_TIMEOUT_S
+from tierfaas.control.handover import HandoverError, handover_refusal, snapshot_off_loop
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replica_copy import ReplicaCopy
@@ -229,15 +230,23 @@ class ControlPlane:
     async def take_handover(self, snapshot: Snapshot, generation: int, sender: str) -> int:
         """The target's side: hold ``snapshot`` as this node's copy, then publish
         ``generation``, which makes this node the master everywhere; it then promotes the
-        copy (``on_role_change``) and every node re-announces its warm set to it."""
+        copy (``on_role_change``) and every node re-announces its warm set to it.
+
+        Fenced (issue 17.3): a handover to a generation this node has already seen, its own
+        or a live member's, comes from a master whose term is over (the table went to
+        another node, or a newer master exists) and is refused with ``HandoverError``."""
         assert self.on_generation is not None
+        seen = handover_refusal(generation, self.cluster.view.runs.values())
+        if seen is not None:
+            raise HandoverError(seen)
         if self.replicator is not None:
             # The old master's stream must not replace the table just handed over.
             await self.replicator.stop()
             self.replicator = None
         if not self.backend.is_master():
             copy = ReplicaCopy()
-            copy.apply(snapshot)
+            # A fresh copy nobody reads yet: loading a large table does not hold the loop.
+            await asyncio.to_thread(copy.apply, snapshot)
             self.backend.copy = copy
         routes = sum(len(r) for r in snapshot.routes.values())
         await self.on_generation(generation)
@@ -258,7 +267,8 @@ class ControlPlane:
         if hub is None or rpc is None:
             raise LookupError(f"cannot hand over to {target}: not master, or no address")
         client = self.channels.get(rpc)
-        return await client.handover(hub.table.snapshot(), generation, self.name)
+        snapshot = await snapshot_off_loop(hub.table)  # a large table: not on the loop
+        return await client.handover(snapshot, generation, self.name)
 
     def table_size(self) -> int | None:
         """Routes in this node's table (master) or copy (replica); None otherwise."""

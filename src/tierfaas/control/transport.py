@@ -167,7 +167,8 @@ class ControlClient:
     ) -> pb.HandoverReply:
         """Sends the whole table to this peer, which takes over as master of ``generation``
         once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""
-        messages = handover.chunks(snapshot, generation, from_node)
+        # Encoding and the checksum of a large table run in a thread, off the event loop.
+        messages = await asyncio.to_thread(handover.chunks, snapshot, generation, from_node)
         reply: pb.HandoverReply = await self._stub.Handover(
             iter(messages), metadata=self._metadata, timeout=timeout_s
         )

@@ -7,6 +7,19 @@ the status (``rollout.json`` in the registry, what ``tierfaas rollout status`` s
 come every ``registry_poll_s`` while nothing is to be done, every ``ACTIVE_TICK_S`` during a
 rollout. Because the plan is computed from what runs, a master that takes over mid-rollout
 (after a failover or after the handover itself) continues where the last one stopped.
+
+Fencing (issue 17.3, ``tierfaas.deploy.term``): before its first step a master claims a term
+from the registry, and every side effect carries it: the status write (the registry refuses
+an older term), each launch and terminate (so does the provider), the handover (the target
+refuses an older generation). A master whose side effect is refused (``FencedError``) drops
+its term and claims a new one only while it reaches a majority of the membership it knew
+(``quorum.MajorityGuard``); without that majority it neither claims, launches, terminates
+nor hands over, so a master cut off by a partition changes nothing the majority's master
+decides. The status shows the term and the majority (``"term"``, ``"majority"``).
+
+No registry call runs on the event loop: each goes through ``offloop.BoundedCalls``, bounded
+by ``REGISTRY_TIMEOUT_S`` with at most one call of each kind in flight, so a stalled volume
+delays the rollout, never the node's requests or its gossip (issue 17.5).
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,14 +37,21 @@ import aiohttp
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.control.plane import ControlPlane
 from tierfaas.deploy import plan
+from tierfaas.deploy.offloop import BoundedCalls, Stalled
 from tierfaas.deploy.provider import ProvidedNode, Provider, ProviderError
+from tierfaas.deploy.quorum import Majority, MajorityGuard
 from tierfaas.deploy.registry import DirectoryRegistry, FailedVersions, RegistryError
+from tierfaas.deploy.term import FencedError, Term, fence
 from tierfaas.membership.base import MemberInfo, Membership
 
 log = logging.getLogger("tierfaas.rollout")
 
 ACTIVE_TICK_S = 0.3
 HISTORY = 20
+REGISTRY_TIMEOUT_S = 2.0
+"""The longest a tick waits on one registry call (a stalled volume): the tick then fails and
+the next one tries again; the call's thread is not started again until it returns."""
+SIDE_EFFECTS = (plan.Launch, plan.Terminate, plan.Abort, plan.Handover)
 
 
 def _now_ms() -> int:
@@ -52,6 +72,7 @@ class RolloutController:
         poll_s: float,
         canaries: int,
         canary_timeout_s: float,
+        registry_timeout_s: float = REGISTRY_TIMEOUT_S,
     ) -> None:
         self.name = name
         self.version = version
@@ -67,6 +88,14 @@ class RolloutController:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.last_step = ""
+        self.io = BoundedCalls(registry_timeout_s, name="registry")
+        self.guard = MajorityGuard(name)
+        self.majority: Majority | None = None
+        self.term: Term | None = None  # claimed while master; dropped when fenced or demoted
+        self._provided_ever: set[str] = set()  # names the provider listed: gone once unlisted
+        self._launched: set[str] = set()  # by this node: known to the guard once they joined
+        self.fenced = 0  # side effects refused (a newer term exists)
+        self.suspended = 0  # steps not taken without a majority
         # After this node takes a handover, the old master still writes the status once (the
         # handover's record): its first ticks as master wait until then.
         self.quiet_until = 0.0
@@ -84,6 +113,7 @@ class RolloutController:
         if self._session is not None:
             await self._session.close()
         await self.provider.close()
+        self.io.close()
 
     async def _run(self) -> None:
         while True:
@@ -93,9 +123,15 @@ class RolloutController:
                     interval = self.quiet_until - time.monotonic()
                 elif (await self.cluster.topology()).master == self.name:
                     interval = await self.tick()
+                else:
+                    self.term = None  # a master again later claims a new term
             except asyncio.CancelledError:
                 raise
-            except (RegistryError, ProviderError, OSError) as exc:
+            except FencedError as exc:
+                self.fenced += 1
+                self.term = None
+                log.warning("rollout: fenced, a newer master deploys: %s", exc)
+            except (RegistryError, ProviderError, OSError, Stalled) as exc:
                 log.warning("rollout: %s", exc)
             except Exception:  # the controller must outlive any one bad tick
                 log.exception("rollout tick failed")
@@ -105,13 +141,41 @@ class RolloutController:
 
     async def tick(self) -> float:
         """Observes, takes one step, writes the status; returns when to tick again."""
-        desired = self.registry.desired()
+        desired = await self.io.run("desired", self.registry.desired)
         if desired is None:
             return self.poll_s
-        status = self.registry.read_status() or {}
-        failed = self.failed.all()
-        members = [m for m in self.membership.members() if m.state.live]
+        status = await self.io.run("status", self.registry.read_status) or {}
+        failed = await self.io.run("failed", self.failed.all)
+        everyone = self.membership.members()
+        members = [m for m in everyone if m.state.live]
         provided = await self.provider.nodes()
+        listed = {p.name for p in provided}
+        serving_names = [p.name for p in provided if p.phase != "draining"]  # drained: leaving
+        gone = self._provided_ever - listed
+        held_before = self.majority is None or self.majority.held
+        self.majority = self.guard.observe(everyone, serving_names, gone, self._launched)
+        self._provided_ever |= listed
+        if held_before != self.majority.held:
+            if self.majority.held:
+                log.info("rollout: majority reached again (%s)", self.majority)
+            else:
+                log.warning(
+                    "rollout: no majority (%s): this master launches and terminates nothing "
+                    "until it reaches one",
+                    self.majority,
+                )
+        if self.term is None:
+            if not self.majority.held:
+                log.debug("rollout: no majority (%s): no term claimed", self.majority)
+                return self.poll_s
+            self.term = await self.io.run(
+                "term",
+                self.registry.claim_term,
+                max((m.generation for m in members), default=0),
+                self.name,
+                self.control.backend.position().lineage,
+            )
+            log.info("rollout: this master deploys in %s", self.term)
         current = status.get("rollout") if status.get("phase") == "rolling" else None
         size: int | None = None
         if current is not None and current.get("to") != desired:
@@ -133,14 +197,14 @@ class RolloutController:
             lost = converged and desired == self.version and 0 < len(serving) < keep
             if (converged and not lost) or desired in failed:
                 phase = "failed" if desired in failed and self.version != desired else "idle"
-                self._write(status, desired, failed, members, provided, None, phase)
+                await self._write(status, desired, failed, members, provided, None, phase)
                 return self.poll_s
             if lost:
                 size = keep  # nodes died (not drained by a rollout): start replacements
             try:
-                self.registry.load(desired)
+                await self.io.run("load", self.registry.load, desired)
             except RegistryError as exc:
-                self.failed.mark(desired, str(exc))
+                await self.io.run("mark", self.failed.mark, desired, str(exc))
                 log.error("rollout to %s refused: %s", desired, exc)
                 return self.poll_s
             if size is None:
@@ -174,19 +238,35 @@ class RolloutController:
         )
         step = plan.next_step(observed)
 
-        def save(phase: str) -> None:
-            self._write(status, desired, self.failed.all(), members, provided, current, phase)
+        async def save(phase: str) -> None:
+            failed = await self.io.run("failed", self.failed.all)
+            await self._write(status, desired, failed, members, provided, current, phase)
 
+        if isinstance(step, SIDE_EFFECTS) and not self.majority.held:
+            # Cut off (a partition?): the others may have a master of their own by now.
+            self.suspended += 1
+            step = plan.Wait(f"no majority ({self.majority}): not launching or terminating")
         try:
             phase = await self._take(step, current, desired, save)
+        except FencedError:
+            raise
         except ProviderError as exc:
             self._event(current, f"the provider failed: {exc}")
             log.warning("rollout to %s: the provider failed: %s", desired, exc)
             phase = "rolling"
         if phase == "handed":
             return ACTIVE_TICK_S
-        self._write(status, desired, self.failed.all(), members, provided, current, phase)
+        await save(phase)
         return ACTIVE_TICK_S if phase == "rolling" else self.poll_s
+
+    async def _fence(self) -> Term:
+        """This master's term, checked against the registry's newest just before a side
+        effect: a newer master's claim stops this one even with a provider that keeps no
+        term of its own (Kubernetes)."""
+        assert self.term is not None  # tick claims one first
+        newest = await self.io.run("term", self.registry.current_term)
+        fence(self.term, newest, "a step of the rollout")
+        return self.term
 
     def _converged(
         self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
@@ -253,7 +333,7 @@ class RolloutController:
         step: plan.Step,
         current: dict[str, Any],
         desired: str,
-        save: Callable[[str], None],
+        save: Callable[[str], Awaitable[None]],
     ) -> str:
         text = _describe(step)
         if text != self.last_step:
@@ -261,18 +341,23 @@ class RolloutController:
             self.last_step = text
         current["step"] = text
         if isinstance(step, plan.Launch):
-            names = await self.provider.launch(desired, step.generation, step.count)
+            term = await self._fence()
+            names = await self.provider.launch(desired, step.generation, step.count, term=term)
+            self._launched.update(names)
             self._event(current, f"launched {', '.join(names)} ({desired})")
         elif isinstance(step, plan.Handover):
+            await self._fence()
             if await self._hand_over(step, current, save):
                 return "handed"  # the status is the new master's to write from now on
         elif isinstance(step, plan.Terminate):
-            await self.provider.terminate(step.name)
+            term = await self._fence()
+            await self.provider.terminate(step.name, term=term)
             self._event(current, f"draining {step.name}: {step.reason}")
         elif isinstance(step, plan.Abort):
+            term = await self._fence()
             for name in step.terminate:
-                await self.provider.terminate(name)
-            self.failed.mark(desired, step.reason)
+                await self.provider.terminate(name, term=term)
+            await self.io.run("mark", self.failed.mark, desired, step.reason)
             self._event(current, f"aborted: {step.reason}")
             current["result"] = "aborted"
             current["reason"] = step.reason
@@ -284,7 +369,7 @@ class RolloutController:
         return "rolling"
 
     async def _hand_over(
-        self, step: plan.Handover, current: dict[str, Any], save: Callable[[str], None]
+        self, step: plan.Handover, current: dict[str, Any], save: Callable[[str], Awaitable[None]]
     ) -> bool:
         """True once the target took the table (it is master from then on)."""
         from grpc import aio
@@ -313,7 +398,7 @@ class RolloutController:
         )
         # Write the status now, before the new master's first tick reads it: from here on
         # the new master writes it, and an older copy written later would lose its events.
-        save("rolling")
+        await save("rolling")
         # Act no more as master: wait until this node's view agrees that the target is.
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
@@ -333,7 +418,7 @@ class RolloutController:
         events.append({"at": _now_ms(), "text": text})
         del events[:-50]
 
-    def _write(
+    async def _write(
         self,
         status: dict[str, Any],
         desired: str,
@@ -365,12 +450,17 @@ class RolloutController:
             "failed": failed,
             "rollout": current if phase == "rolling" else None,
             "history": history[-HISTORY:],
+            "majority": None
+            if self.majority is None
+            else {"reached": self.majority.reached, "known": self.majority.known},
         }
+        if self.term is not None:
+            new["term"] = self.term.to_json()
         if phase in ("idle", "failed") and status.get("phase") == new["phase"]:
             same = {k: v for k, v in status.items() if k != "updated_at"}
             if same == {k: v for k, v in new.items() if k != "updated_at"}:
                 return  # nothing changed: no write every poll
-        self.registry.write_status(new)
+        await self.io.run("write", self.registry.write_status, new, self.term)
 
 
 def _describe(step: plan.Step) -> str:

@@ -8,9 +8,12 @@ one that took over in the middle of a rollout, sees the same nodes::
     nodes/<name>.json  one record per node: address, version, generation, pid, phase
     hosts              the next free address index (addresses are never reused, so a new
                        node never inherits a departed node's name)
+    term               the newest master's term a launch or terminate carried
     logs/<name>.log    each node's output
 
-Every change happens under an exclusive ``flock`` on ``lock``. A node is listed while its
+Every change happens under an exclusive ``flock`` on ``lock``, and a launch or terminate
+whose term is older than ``term`` is refused there (``FencedError``): a master cut off by a
+partition cannot stop the nodes a newer master deploys. A node is listed while its
 process lives (pid and start time must match the record, so a reused pid is not mistaken
 for it); records of processes that are gone are removed when nodes are listed.
 Nodes start in their own session and do not die with the node that launched them: a master
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tierfaas.deploy.provider import ProvidedNode, ProviderError
+from tierfaas.deploy.term import Term, TermRecord
 from tierfaas.procs import alive, free_port, spawn_in_session, start_time
 
 SETTINGS_FILE = "provider.json"
@@ -57,6 +61,14 @@ class LocalSettings:
     unix_sockets: bool = False
     python: str = field(default_factory=lambda: sys.executable)
     extra_args: list[str] = field(default_factory=list)
+    # Nodes on a network of their own (one network namespace each, as the chaos suite runs
+    # them): the addresses to hand out in order instead of counting up on loopback, a command
+    # put before each node's argv with "{host}" replaced by its address (``ip netns exec``
+    # through a script, a container runtime), and the HTTP port every node serves on (a free
+    # port cannot be looked up from here for an address this machine does not hold).
+    hosts: list[str] = field(default_factory=list)
+    launch_prefix: list[str] = field(default_factory=list)
+    http_port: int = 0  # 0: a free port on the node's loopback address
 
 
 @dataclass
@@ -125,6 +137,11 @@ class LocalProvider:
             index = int(counter.read_text().strip() or 0)
         except (OSError, ValueError):
             index = 0
+        if settings.hosts:
+            if index >= len(settings.hosts):
+                raise ProviderError(f"all {len(settings.hosts)} addresses of hosts are used")
+            counter.write_text(f"{index + 1}\n")
+            return settings.hosts[index]
         first = int(ipaddress.IPv4Address(settings.first_host))
         for _ in range(4096):
             candidate = ipaddress.IPv4Address(first + index)
@@ -139,11 +156,19 @@ class LocalProvider:
 
     # -- Provider --------------------------------------------------------------------------------
 
-    async def launch(self, version: str, generation: int, count: int) -> list[str]:
-        return await asyncio.to_thread(self.launch_now, version, generation, count)
+    async def launch(
+        self, version: str, generation: int, count: int, *, term: Term | None = None
+    ) -> list[str]:
+        return await asyncio.to_thread(self.launch_now, version, generation, count, term=term)
 
     def launch_now(
-        self, version: str, generation: int, count: int, *, die_with_launcher: bool = False
+        self,
+        version: str,
+        generation: int,
+        count: int,
+        *,
+        die_with_launcher: bool = False,
+        term: Term | None = None,
     ) -> list[str]:
         """``launch`` without the event loop. ``tierfaas up`` starts its first nodes so, with
         ``die_with_launcher``: they get SIGTERM should the supervisor be killed."""
@@ -152,6 +177,7 @@ class LocalProvider:
         with self._locked():
             if (self.state_dir / "stopping").exists():
                 raise ProviderError("the cluster is stopping: no new nodes")
+            TermRecord(self.state_dir / "term").check(term, f"launching {count} node(s)")
             seeds = [
                 f"{r.host}:{settings.cluster_port}"
                 for r in self._live_records()
@@ -180,12 +206,14 @@ class LocalProvider:
     ) -> NodeRecord:
         port = settings.cluster_port
         name = f"{host}-{port}"
-        http_port = free_port(host)
+        http_port = settings.http_port or free_port(host)
         log_path = self.logs_dir / f"{name}.log"
         unix = self.state_dir / "sockets" / f"{host}.sock"
         # sun_path holds 107 bytes: a deep state folder gets TCP only (nginx then uses that)
         use_unix = settings.unix_sockets and len(bytes(unix)) <= 107
+        prefix = [part.replace("{host}", host) for part in settings.launch_prefix]
         argv = [
+            *prefix,
             settings.python, "-m", "tierfaas.cli", "node",
             "--registry", settings.registry,
             "--release-version", version,
@@ -235,12 +263,13 @@ class LocalProvider:
             http_unix=str(unix) if use_unix else None,
         )
 
-    async def terminate(self, name: str) -> None:
-        await asyncio.to_thread(self.terminate_now, name)
+    async def terminate(self, name: str, *, term: Term | None = None) -> None:
+        await asyncio.to_thread(self.terminate_now, name, term=term)
 
-    def terminate_now(self, name: str) -> None:
+    def terminate_now(self, name: str, *, term: Term | None = None) -> None:
         path = self.nodes_dir / f"{name}.json"
         with self._locked():
+            TermRecord(self.state_dir / "term").check(term, f"terminating {name}")
             record = _read_record(path)
             if record is None:
                 return

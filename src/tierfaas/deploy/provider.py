@@ -9,12 +9,19 @@ member and answers ``/readyz``). Implementations: ``tierfaas.deploy.local.LocalP
 Every call may be made by whichever node is master at the time, including a master that
 took over in the middle of a rollout: providers keep their state where every node can
 read it (a shared folder, the Kubernetes API), never in one process's memory.
+
+``launch`` and ``terminate`` carry the caller's ``term`` (``tierfaas.deploy.term``): a
+provider that keeps state of its own refuses an older term than it has seen with
+``FencedError`` (the local provider does, under its lock). ``term=None`` is an operator's
+call (``tierfaas up``, ``down``) and is not fenced.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias
+
+from tierfaas.deploy.term import Term
 
 NodePhase: TypeAlias = Literal["starting", "running", "draining"]
 
@@ -45,12 +52,14 @@ class Provider(Protocol):
 
     kind: str  # "local", "kubernetes"
 
-    async def launch(self, version: str, generation: int, count: int) -> list[str]:
+    async def launch(
+        self, version: str, generation: int, count: int, *, term: Term | None = None
+    ) -> list[str]:
         """Starts ``count`` nodes of release ``version`` in rollout ``generation``, joined to
         this cluster; returns their names at once (they join and get ready later)."""
         ...
 
-    async def terminate(self, name: str) -> None:
+    async def terminate(self, name: str, *, term: Term | None = None) -> None:
         """Stops node ``name`` gracefully: it leaves the gossip, finishes what is in flight and
         exits (SIGTERM, a pod deletion with a grace period). Returns once asked, not once gone.
         Unknown or already gone names are ignored."""
@@ -72,13 +81,15 @@ class NoProvider:
 
     kind = "none"
 
-    async def launch(self, version: str, generation: int, count: int) -> list[str]:
+    async def launch(
+        self, version: str, generation: int, count: int, *, term: Term | None = None
+    ) -> list[str]:
         raise ProviderError(
             "this cluster has no infrastructure provider, so it cannot start nodes of "
             f"{version}: start the nodes with --provider local or --provider kubernetes"
         )
 
-    async def terminate(self, name: str) -> None:
+    async def terminate(self, name: str, *, term: Term | None = None) -> None:
         return None
 
     async def nodes(self) -> list[ProvidedNode]:

@@ -8,17 +8,28 @@ mount, a Kubernetes volume)::
       versions/<version>.json      {"digest": sha256 of the content, "published_at": ms, ...}
       desired                      the desired version, one line
       rollout.json                 the deploying master's status and history (it writes it)
+      term                         the newest term a master claimed (``tierfaas.deploy.term``)
+      lock                         held (``flock``) while a term is claimed or the status written
 
 Versions are immutable: publishing an existing version again is accepted only with the same
 content (same digest), so "2.0.0" means one thing forever. Every write goes to a temporary
 name first and is renamed into place, so a reader never sees half a version or half a file.
 Other registries (HTTP, object stores) implement ``Registry``: the master only needs
-``desired()``, ``release_dir()`` and the status calls.
+``desired()``, ``release_dir()``, the status calls and ``claim_term``.
+
+Fencing (issue 17.3): ``claim_term`` hands each new deploying master a term one higher than
+any before, and ``write_status`` refuses a status whose term is older than the newest claimed
+or written one (``FencedError``), so a master cut off by a partition cannot overwrite what
+the master of the majority wrote. The status records its writer's term (``"term"``).
+
+Every call here is plain blocking file I/O: the master makes them off its event loop,
+through ``tierfaas.deploy.offloop`` (a shared volume can stall for seconds).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tierfaas.deploy.term import Term, TermRecord, fence
 from tierfaas.errors import ManifestError
 from tierfaas.manifest import Release, load_release
 
@@ -65,7 +77,13 @@ class Registry(Protocol):
 
     def read_status(self) -> dict[str, Any] | None: ...
 
-    def write_status(self, status: dict[str, Any]) -> None: ...
+    def write_status(self, status: dict[str, Any], term: Term | None = None) -> None:
+        """Writes the status; raises ``FencedError`` if ``term`` is older than the newest."""
+        ...
+
+    def claim_term(self, generation: int, master: str, lineage: str = "") -> Term:
+        """A term newer than every term claimed or written so far."""
+        ...
 
 
 def release_files(root: Path) -> Iterator[Path]:
@@ -222,9 +240,47 @@ class DirectoryRegistry:
             return None
         return data if isinstance(data, dict) else None
 
-    def write_status(self, status: dict[str, Any]) -> None:
+    def write_status(self, status: dict[str, Any], term: Term | None = None) -> None:
+        """Writes ``rollout.json``, with ``term`` as its ``"term"``. Raises ``FencedError`` if
+        ``term`` is older than the newest term claimed or written (a newer master exists)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.root / "rollout.json", json.dumps(status, indent=1) + "\n")
+        with self._locked():
+            written = Term.from_json((self.read_status() or {}).get("term"))
+            fence(term, written, "writing the rollout status")
+            TermRecord(self.root / "term").check(term, "writing the rollout status")
+            if term is not None:
+                status = {**status, "term": term.to_json()}
+            _write_atomic(self.root / "rollout.json", json.dumps(status, indent=1) + "\n")
+
+    def claim_term(self, generation: int, master: str, lineage: str = "") -> Term:
+        """A term one higher than the newest claimed or written, in ``generation`` or the
+        newest generation seen, whichever is higher; recorded before it is returned."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            record = TermRecord(self.root / "term")
+            newest = [t for t in (record.read(), self.term_of_status()) if t is not None]
+            number = max((t.number for t in newest), default=0) + 1
+            top = max((t.generation for t in newest), default=0)
+            term = Term(max(generation, top), number, master, lineage)
+            record.write(term)
+            return term
+
+    def current_term(self) -> Term | None:
+        """The newest term claimed or written, if any."""
+        found = [t for t in (TermRecord(self.root / "term").read(), self.term_of_status()) if t]
+        return max(found, key=lambda t: t.key, default=None)
+
+    def term_of_status(self) -> Term | None:
+        return Term.from_json((self.read_status() or {}).get("term"))
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / "lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class FailedVersions:

@@ -32,6 +32,16 @@ def render_status(status: dict[str, Any], desired: str | None) -> Group:
         f"({status.get('master_version', '-')})   updated {_ago(status.get('updated_at'))}",
     )
     parts.append(head)
+    term, majority = status.get("term") or {}, status.get("majority") or {}
+    if term or majority:
+        reached, known = majority.get("reached"), majority.get("known")
+        held = reached is not None and known is not None and 2 * reached > known
+        parts.append(
+            Text.assemble(
+                f"term {term.get('generation', '-')}.{term.get('number', '-')}   majority ",
+                (f"{reached} of {known} members reachable", "green" if held else "bold red"),
+            )
+        )
     nodes = Table(title="nodes by version", title_justify="left")
     nodes.add_column("version")
     nodes.add_column("nodes", justify="right")

@@ -28,6 +28,7 @@ from tierfaas.deploy.kubernetes.manifests import (
 )
 from tierfaas.deploy.kubernetes.settings import HTTP_PORT, KubernetesSettings
 from tierfaas.deploy.provider import ProvidedNode
+from tierfaas.deploy.term import Term
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
@@ -65,7 +66,11 @@ class KubernetesProvider:
         settings = KubernetesSettings.from_environment(environ)
         return cls(settings, connect(settings.namespace))
 
-    async def launch(self, version: str, generation: int, count: int) -> list[str]:
+    async def launch(
+        self, version: str, generation: int, count: int, *, term: Term | None = None
+    ) -> list[str]:
+        """``term`` is fenced by the rollout controller (against the registry's newest term,
+        just before the call); the Kubernetes API keeps no term of ours."""
         from lightkube.resources.core_v1 import Pod
 
         names: list[str] = []
@@ -92,7 +97,7 @@ class KubernetesProvider:
         log.info("launched %s (version %s, generation %d)", ", ".join(names), version, generation)
         return names
 
-    async def terminate(self, name: str) -> None:
+    async def terminate(self, name: str, *, term: Term | None = None) -> None:
         from lightkube.resources.core_v1 import Pod
 
         pod = await self._get(name)
