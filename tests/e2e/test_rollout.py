@@ -210,7 +210,12 @@ def test_a_release_that_does_not_import_stops_at_its_canaries(
         time.sleep(1.0)
         cluster.publish(broken)
         entry = cluster.wait_finished("2.0.0", 60)
-        time.sleep(2.0)  # the canaries drain; v1 keeps serving
+        # The abort SIGTERMs the canaries; each leaves and drains before its record goes
+        # (seconds on a loaded machine), while v1 keeps serving the load.
+        deadline = time.monotonic() + 30
+        while {r["version"] for r in cluster.records()} != {"1.0.0"}:
+            assert time.monotonic() < deadline, cluster.records()
+            time.sleep(0.2)
     finally:
         load.stop()
     assert entry["result"] == "aborted"
