@@ -495,7 +495,7 @@ async def bench(quick: bool, batch: int, nodes: int, warm: int) -> dict[str, Any
         ]
         trials = 10 if quick else 30
         spread = [await propagation(procs, k, trials) for k in (1, 3, 10)]
-        idle_s = 5.0 if quick else 20.0
+        idle_s = 3.0 if quick else 20.0  # three checks per node at least, in --quick
         entropy = [
             await entropy_cost(procs, nodes, warm, idle_s, None),
             await entropy_cost(procs, nodes, warm, idle_s, DIGEST_PERIOD_S),
