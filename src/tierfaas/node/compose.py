@@ -168,6 +168,7 @@ def _clustered(
         clock=clock,
         on_generation=take_generation,
         supervisor=supervisor,
+        registry=metrics.registry,
     )
     runtime = Runtime(
         release,
