@@ -127,6 +127,7 @@ def _clustered(
     assert config.gossip is not None and config.rpc_address is not None  # --gossip sets both
     name = config.node_name
     preset = GossipSettings.lan if config.gossip_preset == "lan" else GossipSettings.local
+    supervisor = Supervisor(metrics.registry, clock=clock)
     membership = KinshipMembership(
         preset(bind=config.gossip, seeds=config.join, key=key),
         name=name,
@@ -134,8 +135,8 @@ def _clustered(
         http=config.http,
         rpc=config.rpc_address,
         generation=config.generation,
+        supervisor=supervisor,
     )
-    supervisor = Supervisor(metrics.registry, clock=clock)
     manager = ClusterManager(
         membership,
         registry=metrics.registry,
