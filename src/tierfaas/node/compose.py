@@ -110,6 +110,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         cluster_view=_standalone_view(config, release),
         router=router,
         not_ready_fatal=readiness.fatal,
+        clock=clock,
     )
     return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, None)
 
@@ -207,6 +208,7 @@ def _clustered(
         router=router,
         not_ready_fatal=readiness.fatal,
         routes_view=control.routes_view,
+        clock=clock,
     )
     if provider is not None:
         rollout = _rollout_controller(config, release, provider, manager, control, membership)
