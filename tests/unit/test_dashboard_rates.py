@@ -4,9 +4,20 @@ clock, and a history that starts again when a node's clock does not continue."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
+from tierfaas.config import Address, NodeConfig
+from tierfaas.http.app import NodeApp
 from tierfaas.http.dashboard import HISTORY_S, Dashboard
+from tierfaas.http.metrics import Metrics
+from tierfaas.manifest import load_release
+from tierfaas.runtime import Runtime
+from tierfaas.testing import FakeClock
+from tierfaas.testing.asgi import request
+
+TESTREL = Path(__file__).parent.parent / "fixtures" / "testrel"
 
 
 def sample(requests: int, *, clock: float | None, wall: float) -> dict[str, Any]:
@@ -79,3 +90,13 @@ def test_a_node_of_an_older_release_is_measured_by_its_wall_clock() -> None:
     assert peer.rates(sample(0, clock=50.0, wall=1003.0)) is None
     rates = peer.rates(sample(2, clock=51.0, wall=1004.0))
     assert rates is not None and rates["requests"] == 2.0
+
+
+def test_a_nodes_stats_carry_its_injected_clock() -> None:
+    config = NodeConfig(release_dir=TESTREL, http=Address("127.0.0.1", 8080))
+    clock = FakeClock(start=123.0)
+    app = NodeApp(Runtime(load_release(TESTREL), config), config, Metrics(), "n1", clock=clock)
+    status, _, body = request(app, "/v1/stats")
+    stats = json.loads(body)
+    assert status == 200 and stats["clock"] == 123.0
+    assert isinstance(stats["time"], float)  # Unix time, to show
