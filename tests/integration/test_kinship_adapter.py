@@ -20,6 +20,7 @@ from tierfaas.keys import parse_key
 from tierfaas.membership import MemberDown, MemberState, MemberUp
 from tierfaas.membership.base import JoinStatus, MembershipEvent, Resync
 from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+from tierfaas.membership.meta import KEY_SINCE
 from tierfaas.supervision import Supervisor
 from tierfaas.testing.wait import eventually_async
 
@@ -190,6 +191,7 @@ _PAUSED_NODE = """
 import asyncio, sys
 from tierfaas.config import Address
 from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+from tierfaas.membership.meta import KEY_SINCE
 
 async def main() -> None:
     m = KinshipMembership(
@@ -329,3 +331,32 @@ async def test_gossip_stopping_on_an_internal_error_makes_the_node_not_joined(
     assert crashes(registry, "membership-events") == 1
     await asyncio.sleep(0.5)  # past the restart's backoff: the pump is not crash-looping
     assert crashes(registry, "membership-events") == 1 and not a.joined
+
+
+async def test_a_crashed_metadata_update_is_sent_again_with_the_current_value(
+    stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    a, _ = await node(stack, "a", supervisor=Supervisor(registry))
+    b, _ = await node(stack, "b", (a.local.addr,))
+    await wait_for(lambda: len(b.members()) == 2)
+    update_meta = kinship.Cluster.update_meta
+    calls = 0
+
+    async def crash_once(cluster: kinship.Cluster, **changes: str | None) -> None:
+        nonlocal calls
+        if cluster is a._cluster:
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug on the way to kinship")
+        await update_meta(cluster, **changes)
+
+    monkeypatch.setattr(kinship.Cluster, "update_meta", crash_once)
+    a._publish({KEY_SINCE: "1"}, "membership-demote")
+    a._meta = {**a._meta, KEY_SINCE: "2"}  # a newer value, before the restart sends it
+
+    def since_of_a_at_b() -> int | None:
+        return next(m.demoted_since for m in b.members() if m.name == "a")
+
+    await wait_for(lambda: since_of_a_at_b() == 2)
+    assert crashes(registry, "membership-demote") == 1 and calls == 2

@@ -590,11 +590,12 @@ class KinshipMembership:
         self._spawn(task, functools.partial(self._publish_meta, tuple(changes)))
 
     async def _publish_meta(self, keys: tuple[str, ...]) -> None:
-        """Gossips this run's current values of ``keys``: a restart after a crash, or after
-        a newer change of the same keys, never sends an older value."""
+        """Gossips this run's current values of ``keys`` (a key no longer held is deleted): a
+        restart after a crash, or after a newer change of the same keys, never sends an older
+        value."""
         assert self._cluster is not None
         with contextlib.suppress(kinship.KinshipError):
-            await self._cluster.update_meta(**{key: self._meta[key] for key in keys})
+            await self._cluster.update_meta(**{key: self._meta.get(key) for key in keys})
 
     # -- the watchdog ------------------------------------------------------------------------
 
