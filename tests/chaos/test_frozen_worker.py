@@ -6,7 +6,9 @@ The worker comes back with the same run (kinship keeps the epoch and raises the 
 and receives no event of its own death, so nothing but anti-entropy (control/digest.py) tells
 it that the master lost its routes. The promise (issue 17): its functions are back in every
 table (the master's and every replica's ``/v1/routes``) within 2 s of it being alive again,
-the tables then equal the truth, and no request fails that was not in flight on it.
+the tables then equal the truth, and no request fails that was not in flight on it. The
+victim's /metrics counts the repair (``tierfaas_anti_entropy_repairs_total``), recorded per
+freeze with its rejected writes and its checks that waited or failed.
 
 "Alive again" is when the master's membership holds the worker alive once more (the issue's
 "alive and reachable"); the time from SIGCONT, which adds gossip's rejoin, is reported too.
@@ -32,6 +34,7 @@ import pytest
 from tests.chaos.cluster import ChaosCluster, Kill, get_json, wait_for
 from tests.chaos.harness import account, chaos_mode, write_result
 from tests.chaos.load import Load
+from tierfaas.testing.nodes import NodeProcess, http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
@@ -56,6 +59,24 @@ def warm_on(cluster: ChaosCluster, name: str) -> set[str]:
 
 def routed(table: dict[str, Any], name: str) -> set[str]:
     return {f for f, names in table["routes"].items() if name in names}
+
+
+def counter(node: NodeProcess, sample: str) -> float:
+    """One sample of ``node``'s /metrics, e.g. ``tierfaas_anti_entropy_repairs_total``."""
+    status, body = http_get(f"{node.url}/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+ANTI_ENTROPY = {
+    "repairs": "tierfaas_anti_entropy_repairs_total",
+    "rejected": "tierfaas_writes_rejected_total",
+    "waits": 'tierfaas_anti_entropy_checks_total{answer="wait"}',
+    "failed_checks": 'tierfaas_anti_entropy_checks_total{answer="failed"}',
+}
 
 
 def state_at(cluster: ChaosCluster, master: str, victim: str) -> str | None:
@@ -96,6 +117,8 @@ def freeze_once(
     assert warm, f"{victim} has nothing warm"
     load.remove(victim)
     in_flight = set(load.in_flight_on(victim))
+    node = cluster.nodes[victim]
+    counted = {key: counter(node, sample) for key, sample in ANTI_ENTROPY.items()}
     stopped, continued = freeze_until_dropped(cluster, victim, master)
     # A Kill record (kind "node") excuses the calls that were in flight on the frozen worker.
     cluster.kills.append(Kill(label, [victim], [role], stopped, in_flight))
@@ -111,6 +134,8 @@ def freeze_once(
         return all(warm <= routed(t, victim) for t in holders(cluster)) and time.monotonic()
 
     back_at = wait_for(back, 10, f"{victim}'s {sorted(warm)} back in every table")
+    # What the victim's /metrics says its anti-entropy did to get there.
+    counted = {key: counter(node, sample) - counted[key] for key, sample in ANTI_ENTROPY.items()}
     cluster.wait_right(continued, 10)
     load.add(victim, cluster.nodes[victim].url)
     return {
@@ -122,6 +147,7 @@ def freeze_once(
         "rejoin_s": round(max(0.0, alive_at - continued), 2),
         "back_after_alive_s": round(max(0.0, back_at - alive_at), 2),
         "back_after_sigcont_s": round(back_at - continued, 2),
+        "anti_entropy": counted,
     }
 
 
@@ -166,3 +192,5 @@ def test_a_frozen_worker_is_back_in_every_table_within_2_s(tmp_path: Path) -> No
     for freeze in freezes:
         assert freeze["declared"] == "dead", freeze  # past the death timeout, not a leave
         assert freeze["back_after_alive_s"] <= BOUND_S, freeze
+        # Its master did not change: only a repair brought its routes back, and /metrics says so.
+        assert freeze["anti_entropy"]["repairs"] >= 1, freeze

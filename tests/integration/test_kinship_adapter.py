@@ -12,12 +12,16 @@ from contextlib import AsyncExitStack
 
 import kinship
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tierfaas.config import Address
 from tierfaas.errors import ConfigError
+from tierfaas.keys import parse_key
 from tierfaas.membership import MemberDown, MemberState, MemberUp
-from tierfaas.membership.base import JoinStatus, MembershipEvent
-from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership, parse_key
+from tierfaas.membership.base import JoinStatus, MembershipEvent, Resync
+from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+from tierfaas.membership.meta import KEY_SINCE
+from tierfaas.supervision import Supervisor
 from tierfaas.testing.wait import eventually_async
 
 LOOP = Address("127.0.0.1", 0)
@@ -55,6 +59,7 @@ async def node(
     seeds: tuple[str, ...] = (),
     key: bytes | None = None,
     http_port: int = 0,
+    supervisor: Supervisor | None = None,
 ) -> tuple[KinshipMembership, Recorder]:
     m = KinshipMembership(
         GossipSettings.local(bind=LOOP, seeds=seeds, key=key, join_retry_s=0.3),
@@ -62,6 +67,7 @@ async def node(
         version="1.0.0",
         http=Address("127.0.0.1", http_port or 8000 + len(name)),
         rpc=Address("127.0.0.1", 9000),
+        supervisor=supervisor,
     )
     rec = Recorder(m.events())  # subscribe before start: nothing is missed
     stack.push_async_callback(m.close)
@@ -185,6 +191,7 @@ _PAUSED_NODE = """
 import asyncio, sys
 from tierfaas.config import Address
 from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+from tierfaas.membership.meta import KEY_SINCE
 
 async def main() -> None:
     m = KinshipMembership(
@@ -247,3 +254,109 @@ async def test_sigstopped_run_comes_back_demoted(stack: AsyncExitStack) -> None:
     # It formed the cluster (cohort 0) and came back after b (cohort 1): it ranks after b.
     assert old.cohort == 0 and not back.cohort_pending
     assert back.cohort == 2 and b.local.cohort == 1
+
+
+# -- supervision: a crash in a membership task is counted and repaired, or reported -------------
+
+
+def crashes(registry: CollectorRegistry, task: str) -> float:
+    return registry.get_sample_value("tierfaas_task_crashes_total", {"task": task}) or 0.0
+
+
+async def test_a_crashed_event_pump_is_counted_and_restarted_with_a_resync(
+    stack: AsyncExitStack,
+) -> None:
+    registry = CollectorRegistry()
+    a, rec = await node(stack, "a", supervisor=Supervisor(registry))
+    handle = a._handle
+    crashed: list[tuple[kinship.Event, int]] = []  # (the event, events published before it)
+
+    def crash_once(event: kinship.Event) -> None:
+        if not crashed:
+            crashed.append((event, len(rec.events)))
+            raise RuntimeError("a bug in the adapter")
+        handle(event)
+
+    a._handle = crash_once  # type: ignore[method-assign]
+    await node(stack, "b", (a.local.addr,))
+    await wait_for(lambda: crashes(registry, "membership-events") == 1)
+    # The event the crash swallowed reaches subscribers anyway, in the Resync the restarted
+    # pump publishes once it has subscribed again...
+    event, before = crashed[0]
+    assert isinstance(event, kinship.MemberJoined) and event.member.name == "b"
+    await wait_for(lambda: any(isinstance(e, Resync) for e in rec.events[before:]))
+    resync = next(e for e in rec.events[before:] if isinstance(e, Resync))
+    assert {m.name for m in resync.members} == {"a", "b"}
+    # ...and the events after it flow again.
+    await node(stack, "c", (a.local.addr,))
+    await wait_for(
+        lambda: any(isinstance(e, MemberUp) and e.member.name == "c" for e in rec.events)
+    )
+    assert a.joined and crashes(registry, "membership-events") == 1
+
+
+async def test_a_crashed_watchdog_is_counted_and_restarted(stack: AsyncExitStack) -> None:
+    registry = CollectorRegistry()
+    a, _ = await node(stack, "a", supervisor=Supervisor(registry))
+    expire = a._resurrections.expire
+    runs = 0
+
+    def crash_once() -> list[tuple[str, int]]:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("a bug in the watchdog")
+        return expire()
+
+    a._resurrections.expire = crash_once  # type: ignore[method-assign]
+    await wait_for(lambda: runs >= 3)  # ticking again after the crash
+    assert crashes(registry, "membership-watchdog") == 1
+
+
+async def test_gossip_stopping_on_an_internal_error_makes_the_node_not_joined(
+    stack: AsyncExitStack,
+) -> None:
+    registry = CollectorRegistry()
+    supervisor = Supervisor(registry)
+    a, rec = await node(stack, "a", supervisor=supervisor)
+
+    def closed(event: kinship.Event) -> None:
+        raise kinship.KinshipClosed("stopped on an internal error")
+
+    a._handle = closed  # type: ignore[method-assign]
+    await node(stack, "b", (a.local.addr,))  # an event for the pump
+    await wait_for(lambda: not a.joined)
+    assert "membership is frozen" in a.join_reason
+    assert any(isinstance(e, JoinStatus) and not e.joined for e in rec.events)
+    assert crashes(registry, "membership-events") == 1
+    await asyncio.sleep(0.5)  # past the restart's backoff: the pump is not crash-looping
+    assert crashes(registry, "membership-events") == 1 and not a.joined
+
+
+async def test_a_crashed_metadata_update_is_sent_again_with_the_current_value(
+    stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    a, _ = await node(stack, "a", supervisor=Supervisor(registry))
+    b, _ = await node(stack, "b", (a.local.addr,))
+    await wait_for(lambda: len(b.members()) == 2)
+    update_meta = kinship.Cluster.update_meta
+    calls = 0
+
+    async def crash_once(cluster: kinship.Cluster, **changes: str | None) -> None:
+        nonlocal calls
+        if cluster is a._cluster:
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug on the way to kinship")
+        await update_meta(cluster, **changes)
+
+    monkeypatch.setattr(kinship.Cluster, "update_meta", crash_once)
+    a._publish({KEY_SINCE: "1"}, "membership-demote")
+    a._meta = {**a._meta, KEY_SINCE: "2"}  # a newer value, before the restart sends it
+
+    def since_of_a_at_b() -> int | None:
+        return next(m.demoted_since for m in b.members() if m.name == "a")
+
+    await wait_for(lambda: since_of_a_at_b() == 2)
+    assert crashes(registry, "membership-demote") == 1 and calls == 2

@@ -71,3 +71,13 @@ def test_a_control_address_off_loopback_needs_a_cluster_key() -> None:
     with pytest.raises(ConfigError) as raised:
         compose(config(rpc=Address("10.1.2.3", 7947)))
     assert raised.value.field == "rpc"
+
+
+def test_anti_entropy_is_counted_in_the_node_metrics() -> None:
+    parts = compose(config(name="n1", gossip=Address("127.0.0.1", 7946)))
+    registry = parts.metrics.registry
+    for answer in ("agree", "confirm", "announce", "wait", "failed"):
+        labels = {"answer": answer}
+        assert registry.get_sample_value("tierfaas_anti_entropy_checks_total", labels) == 0
+    assert registry.get_sample_value("tierfaas_anti_entropy_repairs_total") == 0
+    assert registry.get_sample_value("tierfaas_writes_rejected_total") == 0

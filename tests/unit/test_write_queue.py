@@ -7,12 +7,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import Write
 from tierfaas.control.backend import TableBackend
 from tierfaas.control.digest import Digest, RunView
+from tierfaas.control.entropy_metrics import AntiEntropyMetrics
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.testing import FakeClock
 
@@ -151,13 +154,22 @@ class MemoryReplica:
 
 
 def node_queue(
-    master: MemoryMaster, clock: FakeClock, replica: MemoryReplica | None = None
+    master: MemoryMaster,
+    clock: FakeClock,
+    replica: MemoryReplica | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> WriteQueue:
     return WriteQueue(
         "w1", 7, master=lambda: "m:1", channels=ByAddress(m=master, r=replica),  # type: ignore[arg-type]
         replica=lambda: "r:1" if replica is not None else None,
         digest_period_s=1.0, digest_retry_s=0.2, clock=clock, sleep=clock.sleep,
+        metrics=AntiEntropyMetrics(registry),
     )  # fmt: skip
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample of ``registry`` as a scrape of /metrics shows it (0 if absent)."""
+    return registry.get_sample_value(name, labels) or 0.0
 
 
 async def dead_and_back() -> None:
@@ -279,3 +291,65 @@ async def announced_set_is_the_warm_set() -> None:
 
 def test_an_announced_set_becomes_the_warm_set_the_checks_compare() -> None:
     asyncio.run(announced_set_is_the_warm_set())
+
+
+# -- /metrics: what anti-entropy did, for operators --------------------------------------------
+
+
+async def repair_counted() -> None:
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    master = MemoryMaster(clock)
+    w1 = master.members["w1"] = NodeEndpoint("w1", 7, None, None)
+    queue = node_queue(master, clock, registry=registry)
+    queue.start()
+    queue.warm("sha256")
+    await clock.run_for(1.5)  # two checks, both agree
+    agreed = sample(registry, "tierfaas_anti_entropy_checks_total", answer="agree")
+    assert agreed >= 2
+    assert sample(registry, "tierfaas_anti_entropy_repairs_total") == 0
+    master.hub.batcher.drop_node("w1", 7)  # declared dead and back with the same run
+    await clock.run_for(1.0)
+    assert master.holds("w1") == {"sha256"}
+    assert sample(registry, "tierfaas_anti_entropy_checks_total", answer="announce") == 1
+    assert sample(registry, "tierfaas_anti_entropy_repairs_total") == 1
+    # A write the master refuses (it does not see w1 alive), then checks that wait for it.
+    del master.members["w1"]
+    queue.warm("resize")
+    await clock.run_for(0.3)
+    assert sample(registry, "tierfaas_writes_rejected_total") == 1
+    assert sample(registry, "tierfaas_anti_entropy_checks_total", answer="wait") >= 1
+    master.members["w1"] = w1
+    await clock.run_for(1.0)
+    assert master.holds("w1") == {"sha256", "resize"}
+    assert sample(registry, "tierfaas_anti_entropy_repairs_total") == 2
+    assert queue.repairs == 2 and queue.rejected == 1
+    await queue.stop()
+
+
+def test_checks_repairs_and_rejected_writes_are_counted_in_metrics() -> None:
+    asyncio.run(repair_counted())
+
+
+async def failed_check_counted() -> None:
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    master = MemoryMaster(clock)
+    queue = WriteQueue(
+        "w1", 7, master=lambda: None, channels=ByAddress(m=master),  # type: ignore[arg-type]
+        digest_period_s=1.0, digest_retry_s=0.2, clock=clock, sleep=clock.sleep,
+        metrics=AntiEntropyMetrics(registry),
+    )  # fmt: skip
+    # Every series exists from the start, so a rate over it is defined before any check.
+    for answer in ("agree", "confirm", "announce", "wait", "failed"):
+        assert (
+            registry.get_sample_value("tierfaas_anti_entropy_checks_total", {"answer": answer}) == 0
+        )
+    queue.start()
+    await clock.run_for(0.1)  # no master known: nobody to ask
+    assert sample(registry, "tierfaas_anti_entropy_checks_total", answer="failed") == 1
+    await queue.stop()
+
+
+def test_a_check_nobody_answers_is_counted_as_failed() -> None:
+    asyncio.run(failed_check_counted())

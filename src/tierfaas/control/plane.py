@@ -44,6 +44,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.manager import ClusterManager
@@ -53,6 +54,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.backend import TableBackend
 from tierfaas.control.constants import LOOKUP_TIMEOUT_S
+from tierfaas.control.entropy_metrics import AntiEntropyMetrics
 from tierfaas.control.handover import HandoverError, handover_refusal, snapshot_off_loop
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
@@ -76,7 +78,8 @@ _SILENT = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILA
 class ControlPlane:
     """Follows ``cluster`` (its roles, its view of the members) once started. Takes the
     runtime's events through ``on_runtime_event``; ``on_generation`` (if given) lets this node
-    take the table over in a rollout."""
+    take the table over in a rollout. Its anti-entropy counters go to ``registry`` (the
+    node's /metrics; a private one if None)."""
 
     def __init__(
         self,
@@ -90,6 +93,7 @@ class ControlPlane:
         clock: Clock = monotonic,
         on_generation: Callable[[int], Awaitable[None]] | None = None,
         supervisor: Supervisor | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.cluster = cluster
         self.supervisor = supervisor or Supervisor()  # restarts the tasks below on a crash
@@ -106,6 +110,7 @@ class ControlPlane:
             channels=self.channels,
             clock=clock,
             supervisor=self.supervisor,
+            metrics=AntiEntropyMetrics(registry),
         )
         self.role: Role | None = None
         self.master: str | None = None

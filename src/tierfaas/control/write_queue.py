@@ -40,6 +40,7 @@ from tierfaas.control.constants import (
     WRITE_MAX_BACKOFF_S,
 )
 from tierfaas.control.digest import CheckTimer, Verdict, digest, verdict
+from tierfaas.control.entropy_metrics import AntiEntropyMetrics
 from tierfaas.control.table import Op
 from tierfaas.control.transport import Channels, ControlClient, NotMaster, Sleep, backoff_delays
 from tierfaas.runtime.events import FunctionCold, FunctionWarm, RuntimeEvent
@@ -56,7 +57,8 @@ class WriteQueue:
     against (None: the master). ``max_batch`` bounds the pairs per call;
     ``initial_backoff_s``/``max_backoff_s`` bound retries;
     ``digest_period_s``/``digest_retry_s`` pace the anti-entropy checks on ``clock``; ``sleep``
-    is injectable for tests."""
+    is injectable for tests. ``metrics`` counts the checks, repairs and rejected writes for
+    /metrics (a private registry if None)."""
 
     def __init__(
         self,
@@ -74,9 +76,11 @@ class WriteQueue:
         clock: Clock = monotonic,
         sleep: Sleep = asyncio.sleep,
         supervisor: Supervisor | None = None,
+        metrics: AntiEntropyMetrics | None = None,
     ) -> None:
         self.node, self.epoch = node, epoch
         self._supervisor = supervisor or Supervisor()
+        self.metrics = metrics or AntiEntropyMetrics()
         self._master = master
         self._replica = replica
         self._channels = channels
@@ -248,8 +252,10 @@ class WriteQueue:
         finally:
             self._in_flight = False
             self.check.checked(outcome)
+            self.metrics.checked(outcome)
         if outcome is Verdict.ANNOUNCE:
             self.repairs += 1
+            self.metrics.repairs.inc()
             log.info(
                 "the master's entries for %s differ from its %d warm functions: re-announcing",
                 self.node,
@@ -263,6 +269,7 @@ class WriteQueue:
         the run again, re-announces the warm set then."""
         if count:
             self.rejected += count
+            self.metrics.writes_rejected.inc(count)
             log.info("the master rejected %d writes of %s: checking again soon", count, self.node)
             self.check.hurry()
 

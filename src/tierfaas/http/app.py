@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tierfaas import errors
+from tierfaas.clock import Clock, monotonic
 from tierfaas.config import NodeConfig
 from tierfaas.http import auth
 from tierfaas.http.asgi import (
@@ -67,7 +68,8 @@ class NodeApp:
     """The ASGI app of one node. ``router`` runs or forwards each call (default: a standalone
     router); ``not_ready_reason`` says why /readyz answers 503 (None: ready), and
     ``not_ready_fatal`` whether that will never change; ``cluster_view`` answers /v1/cluster
-    and the dashboard, ``routes_view`` /v1/routes (None: 404, a node without a cluster)."""
+    and the dashboard, ``routes_view`` /v1/routes (None: 404, a node without a cluster);
+    ``clock`` times the intervals of the dashboard's rates."""
 
     def __init__(
         self,
@@ -81,7 +83,9 @@ class NodeApp:
         *,
         not_ready_fatal: Callable[[], bool] = lambda: False,
         routes_view: Callable[[], dict[str, Any]] | None = None,
+        clock: Clock = monotonic,
     ) -> None:
+        self.clock = clock  # the dashboard's rate intervals
         self.router = router or Router.standalone(runtime, node_name)
         self.cluster_view = cluster_view
         self.routes_view = routes_view
@@ -135,6 +139,7 @@ class NodeApp:
             self.router.forwarded,
             self.runtime.release.version,
             self.config.isolation,
+            self.clock,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

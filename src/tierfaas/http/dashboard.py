@@ -7,6 +7,9 @@ from its own ClusterManager and ``/v1/stats`` from every member (concurrently, w
 timeout; a member that does not answer is shown as such), and turns counters into rates by
 difference with its previous sample. Rates and the p99 are computed from counters and
 latency-bucket deltas, so they are exact over the interval, whichever node serves the page.
+The interval is measured on the sampled node's own monotonic clock (``clock`` in its stats),
+so a wall-clock step on either node (NTP) never distorts a rate, and clocks never need to
+agree between nodes; a node of a release without it is measured by its wall ``time``.
 The page itself is plain HTML, CSS and JavaScript shipped in the package (no CDN, no build);
 it writes every value with ``textContent``, never as HTML, because names and metadata come
 from other nodes.
@@ -25,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from tierfaas.clock import Clock, monotonic
 from tierfaas.http.asgi import Receive, Send
 from tierfaas.http.metrics import Metrics
 from tierfaas.runtime import Runtime
@@ -58,9 +62,12 @@ def node_stats(
     forwarded: int,
     version: str,
     isolation: str,
+    clock: Clock = monotonic,
 ) -> dict[str, Any]:
     """This node's counters, for the dashboard of whichever node serves it, and how it
-    isolates its functions (``isolation``, its ``--isolation``)."""
+    isolates its functions (``isolation``, its ``--isolation``). ``time`` is Unix time (to
+    show); ``clock`` is seconds of this node's ``clock``, which only the differences between
+    its own samples give a meaning to (the rates' intervals)."""
     calls = metrics.calls
     requests = sum(int(c[0]) for c in calls.counts.values())
     cold = sum(int(c[0]) for (_, _, is_cold), c in calls.counts.items() if is_cold)
@@ -79,6 +86,7 @@ def node_stats(
         "version": version,
         "isolation": isolation,
         "time": time.time(),
+        "clock": clock(),
         "requests": requests,
         "cold_starts": cold,
         "errors": errors,
@@ -98,6 +106,15 @@ def function_isolation(nodes: list[dict[str, Any]], functions: list[str]) -> dic
         )
         for fn in functions
     }
+
+
+def _stamp(sample: dict[str, Any]) -> tuple[str, float]:
+    """When ``sample`` was taken, on the sampled node's monotonic clock, or on its wall
+    clock for a node of a release that does not send one. Only stamps of the same kind
+    compare."""
+    if isinstance(sample.get("clock"), int | float):
+        return "clock", float(sample["clock"])
+    return "time", float(sample["time"])
 
 
 def _p99(bounds: list[float], deltas: list[int]) -> float | None:
@@ -129,12 +146,26 @@ class Dashboard:
         self.session: aiohttp.ClientSession | None = None
 
     def _base(self, name: str, now: float) -> dict[str, Any] | None:
-        """The newest sample of ``name`` at least RATE_SPAN_S old, else its oldest."""
+        """The newest sample of ``name`` at least RATE_SPAN_S before ``now`` (on its clock),
+        else its oldest."""
         history = self.previous.get(name)
         if not history:
             return None
-        older = [sample for sample in history if sample["time"] <= now - RATE_SPAN_S]
+        older = [sample for sample in history if _stamp(sample)[1] <= now - RATE_SPAN_S]
         return older[-1] if older else history[0]
+
+    def _remember(self, name: str, sample: dict[str, Any]) -> None:
+        """Keeps ``sample`` and the samples of ``name`` from the last HISTORY_S. A sample
+        that does not follow the last one on the same clock (the node restarted, on another
+        host, or of another release) starts its history again: its counters and its clock
+        do not continue the old ones."""
+        history = self.previous.setdefault(name, deque())
+        kind, now = _stamp(sample)
+        if history and (_stamp(history[-1])[0] != kind or _stamp(history[-1])[1] > now):
+            history.clear()
+        history.append(sample)
+        while history and _stamp(history[0])[1] < now - HISTORY_S:
+            history.popleft()
 
     async def close(self) -> None:
         if self.session is not None:
@@ -186,9 +217,11 @@ class Dashboard:
             if sample is not None:
                 row["functions"] = sample.get("functions", {})
                 row["isolation"] = sample.get("isolation")
-                before = self._base(name, sample["time"])
-                if before is not None and sample["time"] > before["time"]:
-                    span = sample["time"] - before["time"]
+                kind, now = _stamp(sample)
+                before = self._base(name, now)
+                then = _stamp(before) if before is not None else None
+                if before is not None and then is not None and then[0] == kind and now > then[1]:
+                    span = now - then[1]
                     rates = {key: max(0, sample[key] - before[key]) / span for key in totals}
                     row["rates"] = rates
                     for key in totals:
@@ -203,10 +236,7 @@ class Dashboard:
                     merged = [
                         a + b for a, b in zip(merged or [0] * len(deltas), deltas, strict=True)
                     ]
-                history = self.previous.setdefault(name, deque())
-                history.append(sample)
-                while history and history[0]["time"] < sample["time"] - HISTORY_S:
-                    history.popleft()
+                self._remember(name, sample)
             nodes.append(row)
         live = {str(m.get("name")) for m in members}
         for gone in set(self.previous) - live:

@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ from tierfaas.membership.meta import (
     encode_meta,
     parse_meta,
 )
+from tierfaas.supervision import Supervisor
 from tierfaas.topology import joining_cohort, next_cohort
 
 log = logging.getLogger("tierfaas.membership")
@@ -178,6 +180,14 @@ class KinshipMembership:
 
     ``KinshipMembership(GossipSettings.lan(bind=..., key=..., seeds=...), name="node-a",
     version="1.2", http=Address(...), rpc=Address(...))``, then ``events()``, ``start()``.
+
+    Its background tasks (the event pump, the watchdog, the join loop, metadata updates and
+    death notices) run under ``supervisor`` (a private one if None): a crash is logged,
+    counted in ``tierfaas_task_crashes_total`` and the task restarted, each of them built so
+    that a restart loses nothing (the pump subscribes again and publishes a ``Resync``; the
+    watchdog's pending check lives on the object). Gossip stopping on an internal error
+    cannot be restarted: the pump crashes once (counted), ``joined`` turns False with the
+    reason, so the node reports not ready, and the pump is not started again.
     """
 
     def __init__(
@@ -191,8 +201,10 @@ class KinshipMembership:
         generation: int = 0,
         clock: Clock = monotonic,
         wall_ms: Callable[[], int] = _wall_ms,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
+        self._supervisor = supervisor or Supervisor()
         self.name = name
         self._meta = encode_meta(version=version, http=http, rpc=rpc, generation=generation)
         self._clock = clock
@@ -213,6 +225,11 @@ class KinshipMembership:
         self._last_pause_end: float | None = None
         self._warned: set[tuple[str, int, tuple[str, ...]]] = set()
         self._conflict_reported = False
+        self._frozen: str | None = None  # why gossip stopped under this run, if it did
+        # The watchdog's pending check (a pause long enough to have got this run declared
+        # dead): kept here, so a restarted watchdog still demotes on the refutation.
+        self._check_until = 0.0
+        self._refutations_before = 0
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -232,10 +249,12 @@ class KinshipMembership:
 
     @property
     def joined(self) -> bool:
-        return self._joined
+        return self._joined and self._frozen is None
 
     @property
     def join_reason(self) -> str:
+        if self._frozen is not None:
+            return self._frozen
         return "" if self._joined else self._join_reason
 
     def members(self) -> list[MemberInfo]:
@@ -306,10 +325,10 @@ class KinshipMembership:
         cluster = kinship.Cluster(self._config())
         await cluster.start()  # binds only: seeds are joined below, once subscribed
         self._cluster = cluster
-        sub = cluster.events()
-        self._spawn(self._pump(sub), "membership-events")
-        self._spawn(self._watchdog(), "membership-watchdog")
-        self._spawn(self._join_loop(), "membership-join")
+        first: list[kinship.EventStream] = [cluster.events()]  # before the join: none missed
+        self._spawn("membership-events", lambda: self._pump(first.pop() if first else None))
+        self._spawn("membership-watchdog", self._watchdog)
+        self._spawn("membership-join", self._join_loop)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_attempt.wait(), self.settings.join_wait_s)
 
@@ -334,15 +353,12 @@ class KinshipMembership:
         except kinship.ConfigError as e:
             raise ConfigError(f"gossip.{e.field or 'config'}", str(e)) from None
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+    def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Runs ``run()`` under the supervisor (restarted after a crash) until it returns
+        or ``close()`` cancels it. ``name`` is a metric label: a fixed word, never a peer's."""
+        task = self._supervisor.spawn(name, run)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("membership task %s failed", task.get_name(), exc_info=task.exception())
+        task.add_done_callback(self._tasks.discard)
 
     async def leave(self, timeout: float | None = None) -> None:
         """Gossips *left*; waits at most ``timeout`` (default ``leave_timeout_s``) for it."""
@@ -433,12 +449,23 @@ class KinshipMembership:
 
     # -- events ------------------------------------------------------------------------------
 
-    async def _pump(self, sub: kinship.EventStream) -> None:
+    async def _pump(self, sub: kinship.EventStream | None) -> None:
+        """Hands kinship's events on. ``sub`` is the subscription made before the join; a
+        restarted pump (None) subscribes again and publishes a ``Resync``, after subscribing,
+        so that subscribers miss nothing of what happened while it was down."""
+        if self._frozen is not None:
+            return  # gossip is gone: nothing to restart
+        assert self._cluster is not None
         try:
+            if sub is None:
+                sub = self._cluster.events()
+                self._fanout.publish(Resync(tuple(self.members())))
             async for event in sub:
                 self._handle(event)
         except kinship.KinshipClosed:
-            log.error("kinship stopped on an internal error; membership is frozen")
+            self._frozen = "gossip stopped on an internal error; membership is frozen"
+            self._fanout.publish(JoinStatus(False, self._frozen))
+            raise
 
     def _handle(self, event: kinship.Event) -> None:
         self._on_event(event)
@@ -457,7 +484,7 @@ class KinshipMembership:
                         m.name,
                         m.epoch,
                     )
-                    self._spawn(self._notify_revived(m), f"notify-{m.name}")
+                    self._spawn("membership-notify", functools.partial(self._notify_revived, m))
                 if not self._joined:
                     self._set_joined(True, "")
                 self._fanout.publish(MemberUp(self._info(self._current(m))))
@@ -560,12 +587,15 @@ class KinshipMembership:
         """Takes ``changes`` into this run's metadata now and gossips them in the background
         (both keys of a demotion in one update, so no peer sees one without the other)."""
         self._meta = {**self._meta, **changes}
-        self._spawn(self._publish_meta(changes), task)
+        self._spawn(task, functools.partial(self._publish_meta, tuple(changes)))
 
-    async def _publish_meta(self, changes: dict[str, str]) -> None:
+    async def _publish_meta(self, keys: tuple[str, ...]) -> None:
+        """Gossips this run's current values of ``keys`` (a key no longer held is deleted): a
+        restart after a crash, or after a newer change of the same keys, never sends an older
+        value."""
         assert self._cluster is not None
         with contextlib.suppress(kinship.KinshipError):
-            await self._cluster.update_meta(**changes)
+            await self._cluster.update_meta(**{key: self._meta.get(key) for key in keys})
 
     # -- the watchdog ------------------------------------------------------------------------
 
@@ -574,9 +604,10 @@ class KinshipMembership:
         assert self._cluster is not None
         tick = self.settings.watchdog_tick_s
         last = self._clock()
-        refutations = self._cluster.stats().refutations
-        check_until = 0.0
-        baseline = refutations
+        try:
+            refutations = self._cluster.stats().refutations
+        except kinship.KinshipError:
+            return
         while True:
             await asyncio.sleep(tick)
             now = self._clock()
@@ -591,8 +622,12 @@ class KinshipMembership:
                 self._last_pause_end = now
                 if gap >= self.settings.pause_dead_s:
                     # A refutation after the pause means peers had written this run off.
-                    check_until, baseline = now + 3.0, refutations
-            if self._since is None and now <= check_until and refuted > baseline:
+                    self._check_until, self._refutations_before = now + 3.0, refutations
+            if (
+                self._since is None
+                and now <= self._check_until
+                and refuted > self._refutations_before
+            ):
                 self._demote_self(f"paused {gap:.1f} s and refuted its own death")
             refutations = refuted
             self._try_settle_cohort()

@@ -110,6 +110,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         cluster_view=_standalone_view(config, release),
         router=router,
         not_ready_fatal=readiness.fatal,
+        clock=clock,
     )
     return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, None)
 
@@ -127,6 +128,7 @@ def _clustered(
     assert config.gossip is not None and config.rpc_address is not None  # --gossip sets both
     name = config.node_name
     preset = GossipSettings.lan if config.gossip_preset == "lan" else GossipSettings.local
+    supervisor = Supervisor(metrics.registry, clock=clock)
     membership = KinshipMembership(
         preset(bind=config.gossip, seeds=config.join, key=key),
         name=name,
@@ -134,8 +136,8 @@ def _clustered(
         http=config.http,
         rpc=config.rpc_address,
         generation=config.generation,
+        supervisor=supervisor,
     )
-    supervisor = Supervisor(metrics.registry, clock=clock)
     manager = ClusterManager(
         membership,
         registry=metrics.registry,
@@ -168,6 +170,7 @@ def _clustered(
         clock=clock,
         on_generation=take_generation,
         supervisor=supervisor,
+        registry=metrics.registry,
     )
     runtime = Runtime(
         release,
@@ -205,6 +208,7 @@ def _clustered(
         router=router,
         not_ready_fatal=readiness.fatal,
         routes_view=control.routes_view,
+        clock=clock,
     )
     if provider is not None:
         rollout = _rollout_controller(config, release, provider, manager, control, membership)

@@ -160,7 +160,17 @@ class Node:
     async def _drain_and_stop(self) -> None:
         """SPEC 7.4. Stop taking connections (load balancers and peers move on at once),
         leave the gossip, finish the calls in flight and serve those still arriving on open
-        connections (each answer closes its connection), then exit once quiet."""
+        connections (each answer closes its connection), then exit once quiet. A drain that
+        fails is logged and the node stops anyway: nobody awaits this task, and a node told
+        to stop must not go on serving because its goodbye raised."""
+        try:
+            await self._drain()
+        except Exception:
+            log.exception("draining failed: stopping now")
+        finally:
+            self.server.should_exit = True
+
+    async def _drain(self) -> None:
         app = self.parts.app
         app.draining = True
         self.parts.metrics.draining.set(1)
@@ -177,7 +187,6 @@ class Node:
             await asyncio.sleep(0.02)
         if app.in_flight:
             log.warning("drain timeout: %d calls still in flight are cut", app.in_flight)
-        self.server.should_exit = True
 
 
 def run_node(config: NodeConfig) -> int:
