@@ -18,6 +18,7 @@ from tierfaas.deploy.provider import ProvidedNode
 from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.deploy.term import FencedError, Term
 from tierfaas.membership.base import MemberInfo, MemberState
+from tierfaas.testing import FakeClock
 from tierfaas.topology import Topology
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo"
@@ -88,10 +89,11 @@ def registry(tmp_path: Path) -> DirectoryRegistry:
 
 
 def controller(registry: DirectoryRegistry, membership: FakeMembership) -> Any:
-    # A canary of 2.0.0 that never joined, long past its timeout: the plan aborts the
-    # rollout and terminates it.
+    # A canary of 2.0.0 that never joined, seen 100 s ago, long past its timeout: the plan
+    # aborts the rollout and terminates it.
     canary = ProvidedNode("c1", "2.0.0", 0, "running", None, time.time() - 100)
     provider = FakeProvider([canary])
+    clock = FakeClock()
     made = RolloutController(
         name="n1",
         version="1.0.0",
@@ -103,7 +105,10 @@ def controller(registry: DirectoryRegistry, membership: FakeMembership) -> Any:
         poll_s=1.0,
         canaries=1,
         canary_timeout_s=10.0,
+        clock=clock,
     )
+    made.sightings.age_s("c1")
+    clock.advance(100)
     return made, provider
 
 

@@ -17,6 +17,18 @@ its term and claims a new one only while it reaches a majority of the membership
 nor hands over, so a master cut off by a partition changes nothing the majority's master
 decides. The status shows the term and the majority (``"term"``, ``"majority"``).
 
+Canary ages are measured on this controller's own monotonic clock, from the tick that first
+saw the node (``Sightings``), never as the difference between this host's wall clock and a
+launch time another host stamped (the launching master's, the API server's, a member's
+epoch): a master whose clock runs ahead would abort rollouts early, one behind would never
+time a canary out. A new master (a failover, a handover) starts counting at its first sight,
+so a canary may wait up to one more ``canary_timeout_s`` than it would have: the error is on
+the side of waiting.
+
+The controller's loop is a supervised task (``tierfaas.supervision``): a crash outside one
+tick's own error handling is logged, counted in ``tierfaas_task_crashes_total{task="rollout"}``
+and the loop started again.
+
 No registry call runs on the event loop: each goes through ``offloop.BoundedCalls``, bounded
 by ``REGISTRY_TIMEOUT_S`` with at most one call of each kind in flight, so a stalled volume
 delays the rollout, never the node's requests or its gossip (issue 17.5).
@@ -34,6 +46,7 @@ from typing import Any
 
 import aiohttp
 
+from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.control.plane import ControlPlane
 from tierfaas.deploy import plan
@@ -43,6 +56,7 @@ from tierfaas.deploy.quorum import Majority, MajorityGuard
 from tierfaas.deploy.registry import DirectoryRegistry, FailedVersions, RegistryError
 from tierfaas.deploy.term import FencedError, Term, fence
 from tierfaas.membership.base import MemberInfo, Membership
+from tierfaas.supervision import Supervisor
 
 log = logging.getLogger("tierfaas.rollout")
 
@@ -56,6 +70,25 @@ SIDE_EFFECTS = (plan.Launch, plan.Terminate, plan.Abort, plan.Handover)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Sightings:
+    """When this controller first saw each node, on its own monotonic clock: a node's age
+    for the canary timeout, whatever the clocks of the hosts that launched it say."""
+
+    def __init__(self, clock: Clock = monotonic) -> None:
+        self.clock = clock
+        self._first: dict[str, float] = {}
+
+    def age_s(self, name: str) -> float:
+        """Seconds since ``name`` was first seen here (0 at its first sight)."""
+        now = self.clock()
+        return now - self._first.setdefault(name, now)
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forgets the nodes not in ``names`` (gone): the map stays as large as the cluster."""
+        for name in [n for n in self._first if n not in names]:
+            del self._first[name]
 
 
 class RolloutController:
@@ -73,6 +106,8 @@ class RolloutController:
         canaries: int,
         canary_timeout_s: float,
         registry_timeout_s: float = REGISTRY_TIMEOUT_S,
+        clock: Clock = monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -86,6 +121,8 @@ class RolloutController:
         self.canaries = canaries
         self.canary_timeout_s = canary_timeout_s
         self._task: asyncio.Task[None] | None = None
+        self.supervisor = supervisor or Supervisor()  # restarts the loop if it crashes
+        self.sightings = Sightings(clock)  # canary ages, on this node's clock
         self._session: aiohttp.ClientSession | None = None
         self.last_step = ""
         self.io = BoundedCalls(registry_timeout_s, name="registry")
@@ -101,7 +138,7 @@ class RolloutController:
         self.quiet_until = 0.0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="rollout")
+        self._task = self.supervisor.spawn("rollout", self._run)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -281,7 +318,7 @@ class RolloutController:
         self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
     ) -> list[plan.NodeState]:
         by_name = {m.name: m for m in members}
-        now = time.time()
+        age_s = self.sightings.age_s
         nodes: dict[str, plan.NodeState] = {}
         checks = []
         for p in provided:
@@ -293,13 +330,14 @@ class RolloutController:
                 member=m is not None,
                 ready=m is not None,
                 draining=p.phase == "draining",
-                age_s=max(0.0, now - p.launched_at) if p.launched_at else 0.0,
+                age_s=age_s(p.name),
             )
         for m in members:
             if m.name not in nodes:
                 nodes[m.name] = plan.NodeState(
-                    m.name, m.version, m.generation, True, True, False, now - m.epoch / 1000
+                    m.name, m.version, m.generation, True, True, False, age_s(m.name)
                 )
+        self.sightings.keep_only(set(nodes))
         for name, node in nodes.items():
             if node.version == desired and node.member and name != self.name:
                 member = by_name[name]

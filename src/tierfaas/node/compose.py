@@ -207,7 +207,9 @@ def _clustered(
         routes_view=control.routes_view,
     )
     if provider is not None:
-        rollout = _rollout_controller(config, release, provider, manager, control, membership)
+        rollout = _rollout_controller(
+            config, release, provider, manager, control, membership, supervisor, clock
+        )
     cluster = ClusterParts(membership, manager, control, rollout)
     return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, cluster)
 
@@ -254,6 +256,8 @@ def _rollout_controller(
     manager: ClusterManager,
     control: ControlPlane,
     membership: Membership,
+    supervisor: Supervisor,
+    clock: Clock,
 ) -> RolloutController:
     from tierfaas.deploy.controller import RolloutController
     from tierfaas.deploy.registry import DirectoryRegistry
@@ -270,4 +274,6 @@ def _rollout_controller(
         poll_s=config.registry_poll_s,
         canaries=config.canaries,
         canary_timeout_s=config.canary_timeout_s,
+        clock=clock,
+        supervisor=supervisor,
     )

@@ -218,7 +218,7 @@ def provided_node(pod: Pod) -> ProvidedNode | None:
         return None
     ip = status.podIP if status else None
     http = str(Address(ip, HTTP_PORT)) if ip else None
-    created = meta.creationTimestamp  # set by the API server: the canaries' clock starts here
+    created = meta.creationTimestamp  # the API server's clock: shown, not used for ages
     launched_at = created.timestamp() if created is not None else 0.0
     return ProvidedNode(meta.name, version, int(generation), phase, http, launched_at)
 
