@@ -16,7 +16,7 @@ from tierfaas.control.api import TablePosition
 from tierfaas.deploy.controller import RolloutController
 from tierfaas.deploy.provider import ProvidedNode
 from tierfaas.deploy.registry import DirectoryRegistry
-from tierfaas.deploy.term import FencedError, Term
+from tierfaas.deploy.term import FencedError, SeenTerms, Term
 from tierfaas.membership.base import MemberInfo, MemberState
 from tierfaas.testing import FakeClock
 from tierfaas.topology import Topology
@@ -73,6 +73,9 @@ class FakeBackend:
 
 class FakeControl:
     backend = FakeBackend()
+
+    def __init__(self) -> None:
+        self.terms = SeenTerms()
 
 
 class FakeCluster:

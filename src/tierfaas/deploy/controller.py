@@ -11,11 +11,12 @@ rollout. Because the plan is computed from what runs, a master that takes over m
 Fencing (issue 17.3, ``tierfaas.deploy.term``): before its first step a master claims a term
 from the registry, and every side effect carries it: the status write (the registry refuses
 an older term), each launch and terminate (so does the provider), the handover (the target
-refuses an older generation). A master whose side effect is refused (``FencedError``) drops
-its term and claims a new one only while it reaches a majority of the membership it knew
-(``quorum.MajorityGuard``); without that majority it neither claims, launches, terminates
-nor hands over, so a master cut off by a partition changes nothing the majority's master
-decides. The status shows the term and the majority (``"term"``, ``"majority"``).
+refuses an older term, or a generation already taken). A master whose side effect is
+refused (``FencedError``) drops its term and claims a new one only while it reaches a
+majority of the membership it knew (``quorum.MajorityGuard``); without that majority it
+neither claims, launches, terminates nor hands over, so a master cut off by a partition
+changes nothing the majority's master decides. The status shows the term and the majority
+(``"term"``, ``"majority"``).
 
 Canary ages are measured on this controller's own monotonic clock, from the tick that first
 saw the node (``Sightings``), never as the difference between this host's wall clock and a
@@ -212,6 +213,7 @@ class RolloutController:
                 self.name,
                 self.control.backend.position().lineage,
             )
+            self.control.terms.see(self.term)
             log.info("rollout: this master deploys in %s", self.term)
         current = status.get("rollout") if status.get("phase") == "rolling" else None
         size: int | None = None
@@ -302,8 +304,14 @@ class RolloutController:
         term of its own (Kubernetes)."""
         assert self.term is not None  # tick claims one first
         newest = await self.io.run("term", self.registry.current_term)
-        fence(self.term, newest, "a step of the rollout")
+        self.control.terms.see(newest)
+        fence(self.term, self.control.terms.newest, "a step of the rollout")
         return self.term
+
+    async def registry_term(self) -> Term | None:
+        """The registry's newest term, read off the loop (a handover this node is offered is
+        checked against it); raises ``Stalled``, ``RegistryError`` or ``OSError``."""
+        return await self.io.run("handover-term", self.registry.current_term)
 
     def _converged(
         self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
@@ -414,7 +422,7 @@ class RolloutController:
 
         began = time.monotonic()
         try:
-            reply = await self.control.hand_over(step.target, step.generation)
+            reply = await self.control.hand_over(step.target, step.generation, self.term)
         except (LookupError, aio.AioRpcError) as exc:
             detail = exc.details() if isinstance(exc, aio.AioRpcError) else str(exc)
             self._event(current, f"handover to {step.target} failed: {detail}; retrying")

@@ -210,6 +210,7 @@ def _clustered(
         rollout = _rollout_controller(
             config, release, provider, manager, control, membership, supervisor, clock
         )
+        control.registry_term = rollout.registry_term  # handovers are fenced by its terms too
     cluster = ClusterParts(membership, manager, control, rollout)
     return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, cluster)
 
