@@ -167,3 +167,17 @@ async def test_the_master_with_a_majority_and_the_newest_term_acts_under_it(
     assert status["term"] == term.to_json()
     assert status["history"][-1]["result"] == "aborted"
     made.io.close()
+
+
+async def test_a_newer_term_seen_in_a_handover_fences_this_master_too(
+    registry: DirectoryRegistry,
+) -> None:
+    membership = FakeMembership(dict.fromkeys(NAMES, MemberState.ALIVE))
+    made, provider = controller(registry, membership)
+    made.term = registry.claim_term(0, "n1")
+    # The registry shows no newer term, but this node has seen one (a handover it got).
+    made.control.terms.see(Term(0, 9, "n2", "lineage-2"))
+    with pytest.raises(FencedError, match=r"older than term 0\.9"):
+        await made.tick()
+    assert provider.terminated == []
+    made.io.close()
