@@ -12,6 +12,7 @@ from tierfaas.control import handover
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.constants import SNAPSHOT_PART_CHANGES
 from tierfaas.control.table import Snapshot
+from tierfaas.deploy.term import Term
 
 
 def big_table(functions: int) -> Snapshot:
@@ -29,7 +30,8 @@ async def test_a_table_larger_than_one_message_arrives_whole() -> None:
     table = big_table(SNAPSHOT_PART_CHANGES)  # about 2 parts of routes
     messages = handover.chunks(table, 3, "old")
     assert len(messages) > 1 and all(not m.checksum for m in messages[:-1])
-    got, generation, sender = await handover.receive(_stream(messages))
+    got, generation, sender, term = await handover.receive(_stream(messages))
+    assert term is None  # sent without one (a sender of an older release)
     assert (generation, sender) == (3, "old")
     assert {f: set(r) for f, r in got.routes.items()} == {
         f: set(r) for f, r in table.routes.items()
@@ -52,3 +54,27 @@ async def test_the_checksum_ignores_order() -> None:
     assert handover.table_checksum({"f": (a, b), "g": (a,)}) == handover.table_checksum(
         {"g": (a,), "f": (b, a)}
     )
+
+
+async def test_the_last_part_carries_the_senders_term() -> None:
+    term = Term(2, 9, "old", "lineage-of-old")
+    messages = handover.chunks(big_table(SNAPSHOT_PART_CHANGES), 3, "old", term)
+    assert all(m.term_number == 0 for m in messages[:-1])
+    handed = await handover.receive(_stream(messages))
+    assert handed.term == term and handed.generation == 3
+
+
+def test_a_handover_under_an_older_term_is_refused() -> None:
+    newest = Term(1, 5, "majority", "lineage-m")
+    assert handover.term_refusal(Term(1, 5, "majority", "lineage-m"), [newest]) is None
+    assert handover.term_refusal(Term(1, 6, "x"), [None, newest]) is None  # newer
+    assert handover.term_refusal(Term(2, 1, "x"), [newest]) is None  # a newer generation
+    refused = handover.term_refusal(Term(1, 4, "cut-off"), [newest, Term(0, 9, "older")])
+    assert refused is not None and "term 1.4 (cut-off) is older than term 1.5 (majority)" in refused
+    assert handover.term_refusal(Term(0, 9, "x"), [newest]) is not None  # an older generation
+    assert handover.term_refusal(Term(1, 4, "x"), [None]) is None  # nothing seen yet
+
+
+def test_a_sender_without_a_term_is_left_to_the_generation_check() -> None:
+    # An older release sends no term fields: as before terms travelled.
+    assert handover.term_refusal(None, [Term(9, 9, "newest")]) is None

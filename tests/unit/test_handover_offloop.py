@@ -31,7 +31,7 @@ async def test_the_receiver_hashes_the_table_in_a_thread(monkeypatch: pytest.Mon
         for message in messages:
             yield message
 
-    got, generation, _ = await handover.receive(stream())
+    got, generation, _, _ = await handover.receive(stream())
     assert generation == 2 and set(got.routes) == {"f"}
     assert threads and threading.get_ident() not in threads
 

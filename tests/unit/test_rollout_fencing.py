@@ -16,8 +16,9 @@ from tierfaas.control.api import TablePosition
 from tierfaas.deploy.controller import RolloutController
 from tierfaas.deploy.provider import ProvidedNode
 from tierfaas.deploy.registry import DirectoryRegistry
-from tierfaas.deploy.term import FencedError, Term
+from tierfaas.deploy.term import FencedError, SeenTerms, Term
 from tierfaas.membership.base import MemberInfo, MemberState
+from tierfaas.testing import FakeClock
 from tierfaas.topology import Topology
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo"
@@ -73,6 +74,9 @@ class FakeBackend:
 class FakeControl:
     backend = FakeBackend()
 
+    def __init__(self) -> None:
+        self.terms = SeenTerms()
+
 
 class FakeCluster:
     async def topology(self) -> Topology:
@@ -88,10 +92,11 @@ def registry(tmp_path: Path) -> DirectoryRegistry:
 
 
 def controller(registry: DirectoryRegistry, membership: FakeMembership) -> Any:
-    # A canary of 2.0.0 that never joined, long past its timeout: the plan aborts the
-    # rollout and terminates it.
+    # A canary of 2.0.0 that never joined, seen 100 s ago, long past its timeout: the plan
+    # aborts the rollout and terminates it.
     canary = ProvidedNode("c1", "2.0.0", 0, "running", None, time.time() - 100)
     provider = FakeProvider([canary])
+    clock = FakeClock()
     made = RolloutController(
         name="n1",
         version="1.0.0",
@@ -103,7 +108,10 @@ def controller(registry: DirectoryRegistry, membership: FakeMembership) -> Any:
         poll_s=1.0,
         canaries=1,
         canary_timeout_s=10.0,
+        clock=clock,
     )
+    made.sightings.age_s("c1")
+    clock.advance(100)
     return made, provider
 
 
@@ -158,4 +166,18 @@ async def test_the_master_with_a_majority_and_the_newest_term_acts_under_it(
     status = registry.read_status() or {}
     assert status["term"] == term.to_json()
     assert status["history"][-1]["result"] == "aborted"
+    made.io.close()
+
+
+async def test_a_newer_term_seen_in_a_handover_fences_this_master_too(
+    registry: DirectoryRegistry,
+) -> None:
+    membership = FakeMembership(dict.fromkeys(NAMES, MemberState.ALIVE))
+    made, provider = controller(registry, membership)
+    made.term = registry.claim_term(0, "n1")
+    # The registry shows no newer term, but this node has seen one (a handover it got).
+    made.control.terms.see(Term(0, 9, "n2", "lineage-2"))
+    with pytest.raises(FencedError, match=r"older than term 0\.9"):
+        await made.tick()
+    assert provider.terminated == []
     made.io.close()

@@ -15,10 +15,14 @@ made in a thread (``snapshot_off_loop``; about 2 s per million routes on a busy 
 machine): writes go on meanwhile, so the copy is then patched, on the loop, with the current
 routes of every function the deltas logged since it began touched.
 
-Fencing (issue 17.3): the generation is the sender's term. A target that has already seen
-that generation or a newer one (its own, or a live member's) refuses the handover
-(``handover_refusal``): it comes from a master that was cut off, or whose table already went
-to another node.
+Fencing (issue 17.3): the last part carries the sender's term (``tierfaas.deploy.term``: its
+generation and number, and the lineage of the sender's table), and the target refuses a
+handover whose term is older than the newest term it has seen (``term_refusal``): from an
+earlier handover, its own rollout controller's claims and checks, or the registry when the
+node follows one. It also refuses a generation that it or a live member already holds
+(``handover_refusal``): the table already went to another node. Either way the handover comes
+from a master that was cut off, or whose term is over. A sender of an older release sends no
+term (``term_number`` 0): its handover is checked on the generation only, as before.
 """
 
 from __future__ import annotations
@@ -26,17 +30,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import NamedTuple
 
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES
 from tierfaas.control.table import RoutingTable, Snapshot
+from tierfaas.deploy.term import Term
 from tierfaas.topology import RankedMember
 
-# The target's side: given the whole table and the generation, load it and take over;
-# returns the number of routes loaded. Raises to refuse.
-HandoverSink = Callable[[Snapshot, int, str], Awaitable[int]]
+
+class Received(NamedTuple):
+    """A whole handover as the target got it."""
+
+    snapshot: Snapshot
+    generation: int  # the generation the target takes
+    sender: str
+    term: Term | None  # the sender's term; None from a sender of an older release
+
+
+# The target's side: given the whole handover, load the table and take over; returns the
+# number of routes loaded. Raises ``HandoverError`` to refuse.
+HandoverSink = Callable[[Received], Awaitable[int]]
 
 
 class HandoverError(Exception):
@@ -88,21 +104,37 @@ async def snapshot_off_loop(
     return table.snapshot()
 
 
-def chunks(snapshot: Snapshot, generation: int, from_node: str) -> list[pb.HandoverChunk]:
-    """The messages of one handover, the checksum and generation on the last."""
+def chunks(
+    snapshot: Snapshot, generation: int, from_node: str, term: Term | None = None
+) -> list[pb.HandoverChunk]:
+    """The messages of one handover, the checksum, generation and sender's term on the last."""
     parts = wire.update_to_pb(snapshot)
     messages = [pb.HandoverChunk(part=p) for p in parts]
     last = messages[-1]
     last.checksum = table_checksum(snapshot.routes)
     last.generation = generation
     last.from_node = from_node
+    if term is not None:
+        last.term_generation = term.generation
+        last.term_number = term.number
+        last.term_lineage = term.lineage
     return messages
+
+
+def term_of(message: pb.HandoverChunk) -> Term | None:
+    """The sender's term in a handover's last part; None if it sent none (an older release,
+    or a sender that holds no term)."""
+    if message.term_number == 0:
+        return None
+    return Term(
+        message.term_generation, message.term_number, message.from_node, message.term_lineage
+    )
 
 
 async def receive(
     messages: AsyncIterator[pb.HandoverChunk], max_routes: int = MAX_SNAPSHOT_ROUTES
-) -> tuple[Snapshot, int, str]:
-    """Reassembles a handover stream: (table, generation, sender). Raises ``HandoverError``."""
+) -> Received:
+    """Reassembles a handover stream. Raises ``HandoverError``."""
     parts = wire.SnapshotAssembler(max_changes=max_routes)
     async for message in messages:
         if not message.part.snapshot:
@@ -120,7 +152,7 @@ async def receive(
             raise HandoverError("the handed-over table does not match its checksum")
         if message.generation < 1:
             raise HandoverError("a handover must name a generation of 1 or more")
-        return update, message.generation, message.from_node
+        return Received(update, message.generation, message.from_node, term_of(message))
     raise HandoverError("the handover stream ended before its last part")
 
 
@@ -134,3 +166,14 @@ def handover_refusal(generation: int, members: Iterable[RankedMember]) -> str | 
             "the sender's term is over"
         )
     return None
+
+
+def term_refusal(sender: Term | None, seen: Iterable[Term | None]) -> str | None:
+    """Why a node that has seen the terms ``seen`` refuses a handover sent under ``sender``,
+    or None to accept it: a newer term exists, so the sender is no longer the deploying
+    master. A sender without a term (an older release) is not refused here: the generation
+    check (``handover_refusal``) is all it gets, as before terms travelled."""
+    newest = max((t for t in seen if t is not None), key=lambda t: t.key, default=None)
+    if sender is None or newest is None or not sender.older_than(newest):
+        return None
+    return f"the sender's {sender} is older than {newest}: a newer master deploys"

@@ -55,16 +55,22 @@ from tierfaas.control import wire
 from tierfaas.control.backend import TableBackend
 from tierfaas.control.constants import LOOKUP_TIMEOUT_S
 from tierfaas.control.entropy_metrics import AntiEntropyMetrics
-from tierfaas.control.handover import HandoverError, handover_refusal, snapshot_off_loop
+from tierfaas.control.handover import (
+    HandoverError,
+    Received,
+    handover_refusal,
+    snapshot_off_loop,
+    term_refusal,
+)
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
-from tierfaas.control.table import Snapshot
 from tierfaas.control.targets import lookup_targets
 from tierfaas.control.transport import Channels
 from tierfaas.control.write_queue import WriteQueue
+from tierfaas.deploy.term import SeenTerms, Term
 from tierfaas.runtime.events import RuntimeEvent
 from tierfaas.supervision import Supervisor
 from tierfaas.topology import Role, hrw_weight
@@ -119,6 +125,11 @@ class ControlPlane:
         self.lane_clients: dict[str, QueryLaneClient] = {}  # by the target's RPC address
         self._hub_task: asyncio.Task[None] | None = None
         self.on_generation = on_generation
+        # Fencing the handovers this node takes (issue 17.3): the newest term it has seen, and
+        # the registry's newest (set by the node when it follows a registry: a bounded read
+        # off the loop that raises when the registry does not answer).
+        self.terms = SeenTerms()
+        self.registry_term: Callable[[], Awaitable[Term | None]] | None = None
         if on_generation is not None:
             self.server.on_handover = self.take_handover
 
@@ -232,18 +243,31 @@ class ControlPlane:
 
     # -- rollouts: handing the table over (SPEC 6.2) ----------------------------------------
 
-    async def take_handover(self, snapshot: Snapshot, generation: int, sender: str) -> int:
-        """The target's side: hold ``snapshot`` as this node's copy, then publish
-        ``generation``, which makes this node the master everywhere; it then promotes the
-        copy (``on_role_change``) and every node re-announces its warm set to it.
+    async def take_handover(self, handed: Received) -> int:
+        """The target's side: hold the handed table as this node's copy, then publish its
+        generation, which makes this node the master everywhere; it then promotes the copy
+        (``on_role_change``) and every node re-announces its warm set to it.
 
-        Fenced (issue 17.3): a handover to a generation this node has already seen, its own
-        or a live member's, comes from a master whose term is over (the table went to
-        another node, or a newer master exists) and is refused with ``HandoverError``."""
+        Fenced (issue 17.3): refused with ``HandoverError`` when the sender's term is older
+        than the newest this node has seen (``self.terms``, the registry's), or when this
+        node or a live member already holds its generation: the sender's term is over (a
+        newer master exists, or the table went to another node). A registry that does not
+        answer refuses it too (the sender tries again): fail closed."""
         assert self.on_generation is not None
-        seen = handover_refusal(generation, self.cluster.view.runs.values())
-        if seen is not None:
-            raise HandoverError(seen)
+        snapshot, generation, sender = handed.snapshot, handed.generation, handed.sender
+        seen = [self.terms.newest]
+        self.terms.see(handed.term)  # a term the registry handed out, whatever comes next
+        if self.registry_term is not None and handed.term is not None:
+            try:
+                seen.append(await self.registry_term())
+            except Exception as exc:  # a stalled or damaged registry: no term to compare
+                raise HandoverError(f"cannot read the registry's newest term: {exc}") from None
+            self.terms.see(seen[-1])
+        refusal = term_refusal(handed.term, seen) or handover_refusal(
+            generation, self.cluster.view.runs.values()
+        )
+        if refusal is not None:
+            raise HandoverError(refusal)
         if self.replicator is not None:
             # The old master's stream must not replace the table just handed over.
             await self.replicator.stop()
@@ -263,17 +287,20 @@ class ControlPlane:
         )
         return routes
 
-    async def hand_over(self, target: str, generation: int) -> pb.HandoverReply:
+    async def hand_over(
+        self, target: str, generation: int, term: Term | None = None
+    ) -> pb.HandoverReply:
         """The master's side: send the whole table to ``target`` (a live member), which
-        takes over as master of ``generation``. Raises ``LookupError`` for an unknown target
-        or when this node is not master, ``grpc.aio.AioRpcError`` when it is unreachable."""
+        takes over as master of ``generation`` unless it has seen a term newer than ``term``.
+        Raises ``LookupError`` for an unknown target or when this node is not master,
+        ``grpc.aio.AioRpcError`` when it is unreachable."""
         hub = self.backend.hub
         rpc = self._rpc_of(target)
         if hub is None or rpc is None:
             raise LookupError(f"cannot hand over to {target}: not master, or no address")
         client = self.channels.get(rpc)
         snapshot = await snapshot_off_loop(hub.table)  # a large table: not on the loop
-        return await client.handover(snapshot, generation, self.name)
+        return await client.handover(snapshot, generation, self.name, term=term)
 
     def table_size(self) -> int | None:
         """Routes in this node's table (master) or copy (replica); None otherwise."""

@@ -264,8 +264,7 @@ class ControlServer(rpc.ControlServicer):
                 yield await self._decode(context, pb.HandoverChunk, data)
 
         try:
-            snapshot, generation, sender = await receive(decoded())
-            routes = await sink(snapshot, generation, sender)
+            routes = await sink(await receive(decoded()))
         except HandoverError as exc:
             log.warning("handover refused: %s", exc)
             return pb.HandoverReply(ready=False, error=str(exc))

@@ -145,16 +145,22 @@ class InfoReply(_message.Message):
     def __init__(self, node: _Optional[str] = ..., master: _Optional[bool] = ..., master_rpc: _Optional[str] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., query_lane: _Optional[str] = ...) -> None: ...
 
 class HandoverChunk(_message.Message):
-    __slots__ = ("part", "checksum", "generation", "from_node")
+    __slots__ = ("part", "checksum", "generation", "from_node", "term_generation", "term_number", "term_lineage")
     PART_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TERM_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    TERM_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TERM_LINEAGE_FIELD_NUMBER: _ClassVar[int]
     part: TableUpdate
     checksum: str
     generation: int
     from_node: str
-    def __init__(self, part: _Optional[_Union[TableUpdate, _Mapping]] = ..., checksum: _Optional[str] = ..., generation: _Optional[int] = ..., from_node: _Optional[str] = ...) -> None: ...
+    term_generation: int
+    term_number: int
+    term_lineage: str
+    def __init__(self, part: _Optional[_Union[TableUpdate, _Mapping]] = ..., checksum: _Optional[str] = ..., generation: _Optional[int] = ..., from_node: _Optional[str] = ..., term_generation: _Optional[int] = ..., term_number: _Optional[int] = ..., term_lineage: _Optional[str] = ...) -> None: ...
 
 class HandoverReply(_message.Message):
     __slots__ = ("ready", "routes", "error")

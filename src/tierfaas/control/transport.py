@@ -40,6 +40,7 @@ from tierfaas.control.constants import (
 )
 from tierfaas.control.digest import RunView
 from tierfaas.control.table import Snapshot, Update
+from tierfaas.deploy.term import Term
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 R = TypeVar("R")  # the request message of a write call
@@ -164,11 +165,13 @@ class ControlClient:
         generation: int,
         from_node: str,
         timeout_s: float = HANDOVER_TIMEOUT_S,
+        term: Term | None = None,
     ) -> pb.HandoverReply:
         """Sends the whole table to this peer, which takes over as master of ``generation``
-        once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable."""
+        once it has loaded it (``reply.ready``); raises ``aio.AioRpcError`` if unreachable.
+        ``term`` is the sender's, which the target refuses if it has seen a newer one."""
         # Encoding and the checksum of a large table run in a thread, off the event loop.
-        messages = await asyncio.to_thread(handover.chunks, snapshot, generation, from_node)
+        messages = await asyncio.to_thread(handover.chunks, snapshot, generation, from_node, term)
         reply: pb.HandoverReply = await self._stub.Handover(
             iter(messages), metadata=self._metadata, timeout=timeout_s
         )

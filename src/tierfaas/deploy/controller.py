@@ -11,11 +11,24 @@ rollout. Because the plan is computed from what runs, a master that takes over m
 Fencing (issue 17.3, ``tierfaas.deploy.term``): before its first step a master claims a term
 from the registry, and every side effect carries it: the status write (the registry refuses
 an older term), each launch and terminate (so does the provider), the handover (the target
-refuses an older generation). A master whose side effect is refused (``FencedError``) drops
-its term and claims a new one only while it reaches a majority of the membership it knew
-(``quorum.MajorityGuard``); without that majority it neither claims, launches, terminates
-nor hands over, so a master cut off by a partition changes nothing the majority's master
-decides. The status shows the term and the majority (``"term"``, ``"majority"``).
+refuses an older term, or a generation already taken). A master whose side effect is
+refused (``FencedError``) drops its term and claims a new one only while it reaches a
+majority of the membership it knew (``quorum.MajorityGuard``); without that majority it
+neither claims, launches, terminates nor hands over, so a master cut off by a partition
+changes nothing the majority's master decides. The status shows the term and the majority
+(``"term"``, ``"majority"``).
+
+Canary ages are measured on this controller's own monotonic clock, from the tick that first
+saw the node (``Sightings``), never as the difference between this host's wall clock and a
+launch time another host stamped (the launching master's, the API server's, a member's
+epoch): a master whose clock runs ahead would abort rollouts early, one behind would never
+time a canary out. A new master (a failover, a handover) starts counting at its first sight,
+so a canary may wait up to one more ``canary_timeout_s`` than it would have: the error is on
+the side of waiting.
+
+The controller's loop is a supervised task (``tierfaas.supervision``): a crash outside one
+tick's own error handling is logged, counted in ``tierfaas_task_crashes_total{task="rollout"}``
+and the loop started again.
 
 No registry call runs on the event loop: each goes through ``offloop.BoundedCalls``, bounded
 by ``REGISTRY_TIMEOUT_S`` with at most one call of each kind in flight, so a stalled volume
@@ -34,6 +47,7 @@ from typing import Any
 
 import aiohttp
 
+from tierfaas.clock import Clock, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.control.plane import ControlPlane
 from tierfaas.deploy import plan
@@ -43,6 +57,7 @@ from tierfaas.deploy.quorum import Majority, MajorityGuard
 from tierfaas.deploy.registry import DirectoryRegistry, FailedVersions, RegistryError
 from tierfaas.deploy.term import FencedError, Term, fence
 from tierfaas.membership.base import MemberInfo, Membership
+from tierfaas.supervision import Supervisor
 
 log = logging.getLogger("tierfaas.rollout")
 
@@ -56,6 +71,25 @@ SIDE_EFFECTS = (plan.Launch, plan.Terminate, plan.Abort, plan.Handover)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Sightings:
+    """When this controller first saw each node, on its own monotonic clock: a node's age
+    for the canary timeout, whatever the clocks of the hosts that launched it say."""
+
+    def __init__(self, clock: Clock = monotonic) -> None:
+        self.clock = clock
+        self._first: dict[str, float] = {}
+
+    def age_s(self, name: str) -> float:
+        """Seconds since ``name`` was first seen here (0 at its first sight)."""
+        now = self.clock()
+        return now - self._first.setdefault(name, now)
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forgets the nodes not in ``names`` (gone): the map stays as large as the cluster."""
+        for name in [n for n in self._first if n not in names]:
+            del self._first[name]
 
 
 class RolloutController:
@@ -73,6 +107,8 @@ class RolloutController:
         canaries: int,
         canary_timeout_s: float,
         registry_timeout_s: float = REGISTRY_TIMEOUT_S,
+        clock: Clock = monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -86,6 +122,8 @@ class RolloutController:
         self.canaries = canaries
         self.canary_timeout_s = canary_timeout_s
         self._task: asyncio.Task[None] | None = None
+        self.supervisor = supervisor or Supervisor()  # restarts the loop if it crashes
+        self.sightings = Sightings(clock)  # canary ages, on this node's clock
         self._session: aiohttp.ClientSession | None = None
         self.last_step = ""
         self.io = BoundedCalls(registry_timeout_s, name="registry")
@@ -101,7 +139,7 @@ class RolloutController:
         self.quiet_until = 0.0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="rollout")
+        self._task = self.supervisor.spawn("rollout", self._run)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -175,6 +213,7 @@ class RolloutController:
                 self.name,
                 self.control.backend.position().lineage,
             )
+            self.control.terms.see(self.term)
             log.info("rollout: this master deploys in %s", self.term)
         current = status.get("rollout") if status.get("phase") == "rolling" else None
         size: int | None = None
@@ -265,8 +304,14 @@ class RolloutController:
         term of its own (Kubernetes)."""
         assert self.term is not None  # tick claims one first
         newest = await self.io.run("term", self.registry.current_term)
-        fence(self.term, newest, "a step of the rollout")
+        self.control.terms.see(newest)
+        fence(self.term, self.control.terms.newest, "a step of the rollout")
         return self.term
+
+    async def registry_term(self) -> Term | None:
+        """The registry's newest term, read off the loop (a handover this node is offered is
+        checked against it); raises ``Stalled``, ``RegistryError`` or ``OSError``."""
+        return await self.io.run("handover-term", self.registry.current_term)
 
     def _converged(
         self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
@@ -281,7 +326,7 @@ class RolloutController:
         self, desired: str, members: Sequence[MemberInfo], provided: Sequence[ProvidedNode]
     ) -> list[plan.NodeState]:
         by_name = {m.name: m for m in members}
-        now = time.time()
+        age_s = self.sightings.age_s
         nodes: dict[str, plan.NodeState] = {}
         checks = []
         for p in provided:
@@ -293,13 +338,14 @@ class RolloutController:
                 member=m is not None,
                 ready=m is not None,
                 draining=p.phase == "draining",
-                age_s=max(0.0, now - p.launched_at) if p.launched_at else 0.0,
+                age_s=age_s(p.name),
             )
         for m in members:
             if m.name not in nodes:
                 nodes[m.name] = plan.NodeState(
-                    m.name, m.version, m.generation, True, True, False, now - m.epoch / 1000
+                    m.name, m.version, m.generation, True, True, False, age_s(m.name)
                 )
+        self.sightings.keep_only(set(nodes))
         for name, node in nodes.items():
             if node.version == desired and node.member and name != self.name:
                 member = by_name[name]
@@ -376,7 +422,7 @@ class RolloutController:
 
         began = time.monotonic()
         try:
-            reply = await self.control.hand_over(step.target, step.generation)
+            reply = await self.control.hand_over(step.target, step.generation, self.term)
         except (LookupError, aio.AioRpcError) as exc:
             detail = exc.details() if isinstance(exc, aio.AioRpcError) else str(exc)
             self._event(current, f"handover to {step.target} failed: {detail}; retrying")

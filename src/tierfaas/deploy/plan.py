@@ -36,7 +36,7 @@ class NodeState:
     member: bool  # a live member in the gossip view
     ready: bool  # answered /readyz with 200
     draining: bool  # termination was asked for
-    age_s: float  # since the provider launched it (or since it joined, if not the provider's)
+    age_s: float  # since the controller first saw it, on its own clock (controller.Sightings)
     problem: str = ""  # why it is not ready, when it said so
     fatal: bool = False  # it will never be ready (its release does not import)
 

@@ -44,7 +44,8 @@ class ProvidedNode:
     generation: int
     phase: NodePhase
     http: str | None = None  # "host:port" of its HTTP API, when known
-    launched_at: float = 0.0  # Unix s when the provider started it (0: unknown)
+    launched_at: float = 0.0  # Unix s when the provider started it (0: unknown); not an age:
+    # another host's clock (canary ages are counted by the controller, controller.Sightings)
 
 
 class Provider(Protocol):

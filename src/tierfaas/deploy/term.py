@@ -69,6 +69,19 @@ def fence(term: Term | None, newest: Term | None, what: str) -> None:
         raise FencedError(f"{what} refused: {term} is older than {newest}")
 
 
+class SeenTerms:
+    """The newest term a node has seen outside a store: the terms of the handovers it got,
+    the terms its own rollout controller claimed or read. In memory: after a restart the
+    registry (when the node follows one) still holds the newest."""
+
+    def __init__(self) -> None:
+        self.newest: Term | None = None
+
+    def see(self, term: Term | None) -> None:
+        if term is not None and (self.newest is None or self.newest.key < term.key):
+            self.newest = term
+
+
 class TermRecord:
     """The newest term a store has seen, in one JSON file. Not locked: the store calls it
     under the lock that also covers the change it fences."""

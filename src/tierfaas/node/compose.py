@@ -211,7 +211,10 @@ def _clustered(
         clock=clock,
     )
     if provider is not None:
-        rollout = _rollout_controller(config, release, provider, manager, control, membership)
+        rollout = _rollout_controller(
+            config, release, provider, manager, control, membership, supervisor, clock
+        )
+        control.registry_term = rollout.registry_term  # handovers are fenced by its terms too
     cluster = ClusterParts(membership, manager, control, rollout)
     return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, cluster)
 
@@ -258,6 +261,8 @@ def _rollout_controller(
     manager: ClusterManager,
     control: ControlPlane,
     membership: Membership,
+    supervisor: Supervisor,
+    clock: Clock,
 ) -> RolloutController:
     from tierfaas.deploy.controller import RolloutController
     from tierfaas.deploy.registry import DirectoryRegistry
@@ -274,4 +279,6 @@ def _rollout_controller(
         poll_s=config.registry_poll_s,
         canaries=config.canaries,
         canary_timeout_s=config.canary_timeout_s,
+        clock=clock,
+        supervisor=supervisor,
     )

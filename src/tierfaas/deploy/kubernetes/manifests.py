@@ -4,7 +4,9 @@
 validate it against the official schemas with no cluster. Each pod carries labels
 (``app.kubernetes.io/name=tierfaas``, ``component=node``, ``tierfaas.dev/version``,
 ``tierfaas.dev/generation``) from which the provider rebuilds the whole picture, so a master
-that takes over mid-rollout sees what its predecessor saw.
+that takes over mid-rollout sees what its predecessor saw. A pod a master launched also
+carries that master's term (annotation ``tierfaas.dev/term``, see ``tierfaas.deploy.term``):
+the cluster itself then records the newest term that acted on it.
 
 Removal without failed requests: deleting a pod takes it out of the Service endpoints at
 once; the preStop sleep keeps it serving while proxies and load balancers catch up; then
@@ -14,8 +16,10 @@ the sleep, the drain timeout and a margin, so the kubelet never cuts a drain sho
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from tierfaas.deploy.kubernetes.settings import (
@@ -28,6 +32,7 @@ from tierfaas.deploy.kubernetes.settings import (
     fits,
 )
 from tierfaas.deploy.provider import NodePhase
+from tierfaas.deploy.term import Term
 from tierfaas.keys import KEY_ENV
 
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
@@ -38,6 +43,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_VERSION = "tierfaas.dev/version"  # a label value: see version_label()
 LABEL_GENERATION = "tierfaas.dev/generation"
 ANNOTATION_VERSION = "tierfaas.dev/version"  # the exact release version
+ANNOTATION_TERM = "tierfaas.dev/term"  # the term of the master that launched the pod (JSON)
 NODE_LABELS = {LABEL_NAME: "tierfaas", LABEL_COMPONENT: "node"}  # what nodes() selects
 
 
@@ -85,9 +91,14 @@ def node_args(settings: KubernetesSettings, version: str, generation: int) -> li
 
 
 def pod_manifest(
-    settings: KubernetesSettings, version: str, generation: int, name: str
+    settings: KubernetesSettings,
+    version: str,
+    generation: int,
+    name: str,
+    term: Term | None = None,
 ) -> dict[str, Any]:
-    """The pod of node ``name`` serving release ``version`` in rollout ``generation``."""
+    """The pod of node ``name`` serving release ``version`` in rollout ``generation``,
+    launched under ``term`` (None: by an operator's command, ``tierfaas up``)."""
     labels = {
         **NODE_LABELS,
         LABEL_MANAGED_BY: "tierfaas",
@@ -159,7 +170,10 @@ def pod_manifest(
             "name": name,
             "namespace": settings.namespace,
             "labels": labels,
-            "annotations": {ANNOTATION_VERSION: version},
+            "annotations": {
+                ANNOTATION_VERSION: version,
+                **({ANNOTATION_TERM: json.dumps(term.to_json())} if term is not None else {}),
+            },
         },
         "spec": {
             "serviceAccountName": settings.service_account,
@@ -235,3 +249,14 @@ def node_phase(phase: str | None, deleting: bool) -> NodePhase | None:
     if phase in ("Running", "Unknown"):  # Unknown: its kubelet is out of touch
         return "running"
     return "starting"  # Pending: scheduling, pulling the image, starting
+
+
+def term_of_pod(annotations: Mapping[str, str] | None) -> Term | None:
+    """The term a pod was launched under (``ANNOTATION_TERM``); None if none or damaged."""
+    text = (annotations or {}).get(ANNOTATION_TERM)
+    if not text:
+        return None
+    try:
+        return Term.from_json(json.loads(text))
+    except ValueError:
+        return None

@@ -3,6 +3,17 @@
 No Deployment or StatefulSet owns the pods: a controller would recreate the very pods a
 rollout drains, and the master would need rights on controllers too. The provider keeps
 nothing in memory but its API client: ``nodes()`` rebuilds the picture from the pods' labels.
+
+Fencing (issue 17.3): each pod it launches carries the launching master's term (annotation
+``tierfaas.dev/term``), and a launch or terminate under a term is refused (``FencedError``)
+when any node pod, draining ones included, carries a newer term: the cluster itself records
+that a newer master acted. The check lists the pods just before the create or delete, so a
+window of one API round trip remains in which a newer master's very first launch is not yet
+seen; the Kubernetes API has no create or delete conditional on another object (a
+compare-and-swap on one object by ``resourceVersion`` would leave the same window between
+the swap and the action, and need write rights beyond pods). The rollout controller also
+checks the registry's newest term just before each step, which covers a newer master that
+has launched nothing yet. Listing needs no right beyond those the provider has.
 """
 
 from __future__ import annotations
@@ -25,10 +36,11 @@ from tierfaas.deploy.kubernetes.manifests import (
     pod_manifest,
     pod_name,
     random_token,
+    term_of_pod,
 )
 from tierfaas.deploy.kubernetes.settings import HTTP_PORT, KubernetesSettings
 from tierfaas.deploy.provider import ProvidedNode
-from tierfaas.deploy.term import Term
+from tierfaas.deploy.term import Term, fence
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
@@ -69,15 +81,17 @@ class KubernetesProvider:
     async def launch(
         self, version: str, generation: int, count: int, *, term: Term | None = None
     ) -> list[str]:
-        """``term`` is fenced by the rollout controller (against the registry's newest term,
-        just before the call); the Kubernetes API keeps no term of ours."""
+        """Launches ``count`` pods carrying ``term``; refused (``FencedError``) before any
+        create when a node pod carries a newer term."""
         from lightkube.resources.core_v1 import Pod
 
+        if term is not None:
+            fence(term, await self.newest_term(), f"launching {count} node(s)")
         names: list[str] = []
         for _ in range(count):
             for attempt in range(3):
                 name = self._new_name(generation)
-                manifest = pod_manifest(self.settings, version, generation, name)
+                manifest = pod_manifest(self.settings, version, generation, name, term)
                 try:
                     with self._api(f"create pod {name}", creating=True):
                         await self.client.create(cast("Pod", Pod.from_dict(manifest)))
@@ -98,6 +112,8 @@ class KubernetesProvider:
         return names
 
     async def terminate(self, name: str, *, term: Term | None = None) -> None:
+        """Deletes pod ``name`` with its grace period; refused (``FencedError``) when a node
+        pod carries a term newer than ``term``."""
         from lightkube.resources.core_v1 import Pod
 
         pod = await self._get(name)
@@ -108,6 +124,8 @@ class KubernetesProvider:
             return
         if pod.metadata is not None and pod.metadata.deletionTimestamp is not None:
             return  # already asked
+        if term is not None:
+            fence(term, await self.newest_term(), f"terminating {name}")
         grace = self.settings.grace_period_s
         if pod.spec is not None and pod.spec.terminationGracePeriodSeconds is not None:
             grace = pod.spec.terminationGracePeriodSeconds  # what its own drain was sized for
@@ -120,12 +138,22 @@ class KubernetesProvider:
         log.info("terminating %s (grace period %d s)", name, grace)
 
     async def nodes(self) -> list[ProvidedNode]:
+        out = [node for pod in await self._node_pods() if (node := provided_node(pod)) is not None]
+        return sorted(out, key=lambda n: (n.generation, n.name))
+
+    async def newest_term(self) -> Term | None:
+        """The newest term any node pod (running, pending or draining) was launched under."""
+        terms = [
+            term_of_pod(pod.metadata.annotations if pod.metadata is not None else None)
+            for pod in await self._node_pods()
+        ]
+        return max((t for t in terms if t is not None), key=lambda t: t.key, default=None)
+
+    async def _node_pods(self) -> list[Pod]:
         from lightkube.resources.core_v1 import Pod
 
         with self._api("list pods"):
-            pods = [pod async for pod in self.client.list(Pod, labels=dict(NODE_LABELS))]
-        out = [node for pod in pods if (node := provided_node(pod)) is not None]
-        return sorted(out, key=lambda n: (n.generation, n.name))
+            return [pod async for pod in self.client.list(Pod, labels=dict(NODE_LABELS))]
 
     async def wait_ready(
         self,
@@ -218,7 +246,7 @@ def provided_node(pod: Pod) -> ProvidedNode | None:
         return None
     ip = status.podIP if status else None
     http = str(Address(ip, HTTP_PORT)) if ip else None
-    created = meta.creationTimestamp  # set by the API server: the canaries' clock starts here
+    created = meta.creationTimestamp  # the API server's clock: shown, not used for ages
     launched_at = created.timestamp() if created is not None else 0.0
     return ProvidedNode(meta.name, version, int(generation), phase, http, launched_at)
 
