@@ -12,8 +12,10 @@ spawned with ``restart=False`` (a one-shot job) is not started again: its crash 
 node not ready for good, since what it was to do is not done.
 
 Cancelling a supervised task (``stop()`` of its owner) ends it without a restart, and a task
-that returns is finished. Time comes from the injected clock and sleep, so unit tests drive
-crashes and backoffs with a ``FakeClock``.
+that returns is finished. A ``CancelledError`` the task did not ask for (a future it awaited
+was cancelled under it) is a crash: it would otherwise end the task as silently as a stop.
+Time comes from the injected clock and sleep, so unit tests drive crashes and backoffs with a
+``FakeClock``.
 """
 
 from __future__ import annotations
@@ -117,7 +119,15 @@ class Supervisor:
             try:
                 await run()
                 return  # finished: nothing to restart
-            except Exception:  # CancelledError is not one: a stop ends the task for good
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # a stop: the task ends for good
+                # Raised from inside (an awaited future cancelled under it, such as a gRPC
+                # call whose channel was closed), not a stop: a crash like any other.
+                log.exception("background task %s was cancelled from inside", name)
+                self._record(name)
+            except Exception:
                 log.exception("background task %s crashed", name)
                 self._record(name)
             if not restart:

@@ -168,3 +168,28 @@ async def test_readyz_gives_the_supervisors_reason() -> None:
     supervisor.spawn("release-check", Flaky(crashes=1), restart=False)
     await settle()
     assert readiness.reason() == "background task release-check crashed and is not restarted"
+
+
+async def test_a_cancellation_from_inside_is_a_crash_and_the_task_restarts() -> None:
+    # A future the task awaits is cancelled under it (grpc.aio cancels a call whose channel
+    # is closed): not a stop of the task, which must go on.
+    clock = FakeClock()
+    supervisor, registry = make(clock, initial_backoff_s=0.1)
+    runs: list[int] = []
+    forever = asyncio.Event()
+
+    async def body() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        await forever.wait()
+
+    task = supervisor.spawn("replicator", body)
+    await settle()
+    assert crashes(registry, "replicator") == 1.0 and not task.done()
+    await clock.run_for(0.11)
+    assert len(runs) == 2 and not task.done()
+    await stop(task)
+    assert task.cancelled()

@@ -68,7 +68,7 @@ from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
 from tierfaas.control.targets import lookup_targets
-from tierfaas.control.transport import Channels
+from tierfaas.control.transport import ChannelClosed, Channels
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.deploy.term import SeenTerms, Term
 from tierfaas.runtime.events import RuntimeEvent
@@ -377,6 +377,8 @@ class ControlPlane:
         except aio.AioRpcError as exc:  # Info got no answer: a Query would get none either
             log.debug("Info from %s failed: %s", node, exc.code())
             return None
+        except ChannelClosed:  # the node left the view meanwhile
+            return None
         if client is not None:
             try:
                 result = await client.query(function)
@@ -391,7 +393,7 @@ class ControlPlane:
                 self.lane_clients.pop(rpc, None)
         try:
             answer = await self.channels.get(rpc).query(function, timeout_s=LOOKUP_TIMEOUT_S)
-        except (aio.AioRpcError, wire.BadMessage) as exc:
+        except (aio.AioRpcError, ChannelClosed, wire.BadMessage) as exc:
             log.debug("Query to %s failed: %s", node, exc)
             return None
         return [r for r in answer.routes if self._routable(r)]

@@ -18,7 +18,13 @@ from tierfaas.control import wire
 from tierfaas.control.constants import REPLICATE_BACKOFF_S, REPLICATE_MAX_BACKOFF_S
 from tierfaas.control.replica_copy import Outcome, ReplicaCopy
 from tierfaas.control.table import Update
-from tierfaas.control.transport import Channels, NotMaster, Sleep, backoff_delays
+from tierfaas.control.transport import (
+    ChannelClosed,
+    Channels,
+    NotMaster,
+    Sleep,
+    backoff_delays,
+)
 from tierfaas.supervision import Supervisor
 
 log = logging.getLogger("tierfaas.control.replicator")
@@ -84,7 +90,7 @@ class Replicator:
                 else:
                     attempt += 1  # the stream ended (the master stepped down?)
                     await self._sleep(self._delay(attempt))
-            except (NotMaster, aio.AioRpcError, wire.BadMessage) as exc:
+            except (NotMaster, aio.AioRpcError, ChannelClosed, wire.BadMessage) as exc:
                 attempt += 1
                 log.debug("subscription to %s failed: %s", target, exc)
                 await self._sleep(self._delay(attempt))

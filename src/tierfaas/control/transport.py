@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -44,6 +44,26 @@ from tierfaas.deploy.term import Term
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 R = TypeVar("R")  # the request message of a write call
+
+
+class ChannelClosed(ConnectionError):
+    """The call's channel was closed under it (``Channels`` evicts the channels of peers that
+    left the member view, in-flight calls included). grpc.aio cancels such a call, which
+    surfaces as ``asyncio.CancelledError`` in the caller's task; that would end a long-lived
+    task as if it had been stopped, so it is raised as this error instead."""
+
+
+@contextlib.contextmanager
+def _closing_is_an_error(client: ControlClient) -> Iterator[None]:
+    """Turns the cancellation of a call by its channel's close into ``ChannelClosed``; a
+    cancellation of the calling task itself goes through."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if client.closed and (task is None or not task.cancelling()):
+            raise ChannelClosed(f"the channel to {client.address} was closed") from None
+        raise
 
 
 class NotMaster(Exception):
@@ -83,15 +103,20 @@ class ControlClient:
             ],
         )
         self._stub = rpc.stub(self.channel)
+        self.closed = False
 
     async def close(self) -> None:
+        self.closed = True
         await self.channel.close()
 
     async def _write(
         self, call: aio.UnaryUnaryMultiCallable[R, pb.WriteReply], request: R, timeout_s: float
     ) -> pb.WriteReply:
         try:
-            reply: pb.WriteReply = await call(request, metadata=self._metadata, timeout=timeout_s)
+            with _closing_is_an_error(self):
+                reply: pb.WriteReply = await call(
+                    request, metadata=self._metadata, timeout=timeout_s
+                )
         except aio.AioRpcError as exc:
             raise _redirect(exc) or exc from None
         return reply
@@ -120,23 +145,26 @@ class ControlClient:
         ``NotMaster`` or ``aio.AioRpcError``."""
         request = pb.DigestRequest(node=node, epoch=epoch)
         try:
-            reply: pb.DigestReply = await self._stub.Digest(
-                request, metadata=self._metadata, timeout=timeout_s
-            )
+            with _closing_is_an_error(self):
+                reply: pb.DigestReply = await self._stub.Digest(
+                    request, metadata=self._metadata, timeout=timeout_s
+                )
         except aio.AioRpcError as exc:
             raise _redirect(exc) or exc from None
         return wire.run_view(reply)
 
     async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
-        reply: pb.QueryReply = await self._stub.Query(
-            pb.QueryRequest(function=function), metadata=self._metadata, timeout=timeout_s
-        )
+        with _closing_is_an_error(self):
+            reply: pb.QueryReply = await self._stub.Query(
+                pb.QueryRequest(function=function), metadata=self._metadata, timeout=timeout_s
+            )
         return wire.query_result(reply)
 
     async def info(self, timeout_s: float = INFO_TIMEOUT_S) -> pb.InfoReply:
-        reply: pb.InfoReply = await self._stub.Info(
-            pb.InfoRequest(), metadata=self._metadata, timeout=timeout_s
-        )
+        with _closing_is_an_error(self):
+            reply: pb.InfoReply = await self._stub.Info(
+                pb.InfoRequest(), metadata=self._metadata, timeout=timeout_s
+            )
         return reply
 
     async def subscribe(
@@ -150,10 +178,11 @@ class ControlClient:
         call = self._stub.Subscribe(request, metadata=self._metadata)
         parts = wire.SnapshotAssembler()
         try:
-            async for message in call:
-                update = parts.add(message)
-                if update is not None:
-                    yield update
+            with _closing_is_an_error(self):
+                async for message in call:
+                    update = parts.add(message)
+                    if update is not None:
+                        yield update
         except aio.AioRpcError as exc:
             raise _redirect(exc) or exc from None
         finally:
@@ -172,9 +201,10 @@ class ControlClient:
         ``term`` is the sender's, which the target refuses if it has seen a newer one."""
         # Encoding and the checksum of a large table run in a thread, off the event loop.
         messages = await asyncio.to_thread(handover.chunks, snapshot, generation, from_node, term)
-        reply: pb.HandoverReply = await self._stub.Handover(
-            iter(messages), metadata=self._metadata, timeout=timeout_s
-        )
+        with _closing_is_an_error(self):
+            reply: pb.HandoverReply = await self._stub.Handover(
+                iter(messages), metadata=self._metadata, timeout=timeout_s
+            )
         return reply
 
     def query_stream(self) -> QueryStream:

@@ -423,7 +423,7 @@ class RolloutController:
         began = time.monotonic()
         try:
             reply = await self.control.hand_over(step.target, step.generation, self.term)
-        except (LookupError, aio.AioRpcError) as exc:
+        except (LookupError, ConnectionError, aio.AioRpcError) as exc:
             detail = exc.details() if isinstance(exc, aio.AioRpcError) else str(exc)
             self._event(current, f"handover to {step.target} failed: {detail}; retrying")
             return False
