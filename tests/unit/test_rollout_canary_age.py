@@ -5,7 +5,6 @@ from timing out. And the controller's loop is a supervised task (issue 17.6)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +62,8 @@ def controller(
 @pytest.mark.parametrize(
     "launched_at",
     [
-        time.time() + 3600,  # the launching host's clock (or the API server's) runs ahead
-        time.time() - 3600,  # ... or behind, or this master's runs ahead
+        4_102_444_800.0,  # 2100: the launching host's clock (or the API server's) runs ahead
+        1_700_000_000.0,  # 2023: ... or behind, or this master's runs ahead
         1.0,  # an epoch near 1970
     ],
 )
