@@ -109,6 +109,10 @@ class Kill:
     at: float  # time.monotonic()
     in_flight: set[str] = field(default_factory=set)  # ids the client had on the victims
     kind: str = "node"
+    # When every victim had been reaped (time.monotonic()): until then its sockets were open
+    # (a process killed -9 tears its memory down before it closes its files), so a request
+    # forwarded to it could still be written there, and is lost with it.
+    gone_at: float | None = None
     recovery_s: float | None = None  # until membership agreed and every table was right
     membership_s: float | None = None  # until membership alone agreed
 
@@ -210,12 +214,13 @@ class ChaosCluster:
             assert process is not None
             process.wait(10)
             self.dead.add(name)
+        gone_at = time.monotonic()
         deadline = time.monotonic() + 5.0
         while still_running(trees) and time.monotonic() < deadline:
             time.sleep(0.02)
         left = still_running(trees)
         assert not left, f"kill -9 of {names} left processes behind: {left}"
-        record = Kill(label, list(names), roles, at, set(in_flight or ()))
+        record = Kill(label, list(names), roles, at, set(in_flight or ()), gone_at=gone_at)
         self.kills.append(record)
         return record
 

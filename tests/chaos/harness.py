@@ -118,7 +118,8 @@ KILL_SKEW_S = 0.05
 def in_flight_kill(outcome: Any, kills: list[Any]) -> Any | None:
     """The kill that explains a request without a successful answer, or None: the client had
     it on a victim when it died, or a survivor forwarded it there (``forward_failed`` naming
-    the victim) and the client had sent it before the kill and had no answer at the kill; or,
+    the victim) and the client had sent it before the victim was reaped and had no answer at
+    the kill; or,
     for the kill of an instance or zygote, the node answered ``instance_crashed`` for a call
     in flight at the kill."""
     for kill in kills:
@@ -134,10 +135,13 @@ def in_flight_kill(outcome: Any, kills: list[Any]) -> Any | None:
             continue
         if outcome.rid in kill.in_flight:
             return kill
+        # A survivor forwarded it to a victim whose sockets were still open: sent before the
+        # victim was reaped (it closes its sockets last, after tearing its memory down).
+        gone_at = kill.gone_at if kill.gone_at is not None else kill.at
         if (
             outcome.code == "forward_failed"
             and any(v in outcome.message for v in kill.victims)
-            and outcome.sent <= kill.at + KILL_SKEW_S
+            and outcome.sent <= gone_at + KILL_SKEW_S
             and outcome.done >= kill.at
         ):
             return kill

@@ -139,3 +139,14 @@ def test_a_frozen_worker_gets_a_row_and_its_freezes_a_table(tmp_path: Path) -> N
     text = page.read_text()
     assert "| frozen_worker | short | 7 | 7 | 0 | 0 | - | 0.13 |" in text
     assert "| n3 (worker) | delta | 1.20 | dead | 0.01 | 0.13 | 0.15 |" in text
+
+
+def test_a_forward_to_a_victim_not_yet_reaped_is_explained_by_its_kill() -> None:
+    # kill -9 at 5.0; the victim tore its memory down and closed its sockets at 5.3: a
+    # forward written to its open socket at 5.2 is lost with it, one sent after is not.
+    kill = Kill("master", ["n2"], ["master"], at=5.0, gone_at=5.3)
+    during = outcome("e1", 502, "forward_failed", message="node n2 failed", sent=5.2, done=5.31)
+    after = outcome("e2", 502, "forward_failed", message="node n2 failed", sent=5.6, done=5.61)
+    result, problems = account("crash", "short", [during, after], [kill], Counter())
+    assert result.extra["per_kill"][0]["typed_errors"] == 1
+    assert len(problems) == 1 and "e2 to n1" in problems[0]
