@@ -348,3 +348,21 @@ async def test_a_call_the_starts_under_way_will_reach_starts_no_instance_of_its_
         await rt.run_for(1.5)
         assert all(t.result().body == b"1.0" for t in calls)
         assert rt.spawner.attempts == 2
+
+
+async def test_a_start_that_fails_unexpectedly_gives_its_slot_and_memory_back() -> None:
+    # A bug below the pool (not a ZygoteError nor an HttpError) fails the start like any
+    # other: the calls waiting for it are answered, and the next call starts again.
+    async with RuntimeHarness(PAIR, scale_out_wait_s=0.1) as rt:
+        pool = rt.runtime.pools["pair"]
+        used_before = rt.runtime.budget.used_mb
+        rt.spawner.failures.append(RuntimeError("a bug in the spawner (test)"))
+        call = rt.call("pair", b"0")
+        await rt.run_for(0)
+        error = failure(call)
+        assert isinstance(error, errors.StartFailed) and "a bug in the spawner" in error.message
+        assert pool.starting == 0 and not pool.registered
+        assert rt.runtime.budget.used_mb == used_before  # the start's reservation is back
+        again = rt.call("pair", b"0")
+        await rt.run_for(0.5)
+        assert again.result().cold and rt.spawner.attempts == 2

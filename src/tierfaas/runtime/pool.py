@@ -381,14 +381,16 @@ class FunctionPool:
         try:
             instance = await self.spawner.spawn(self.spec)
         except (errors.HttpError, ZygoteError, OSError) as exc:
-            self.starting -= 1
-            self.budget.release(self.spec.memory_mb)
             error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
             log.warning("cold start of %s failed: %s", self.spec.name, error)
-            if not extra or not self.instances:
-                self._fail_waiters(error)
-            self._start_ended()
-            self._set_registered(bool(self.instances or self.starting))
+            self._start_failed(error, extra)
+            return
+        except Exception as exc:
+            # A bug below the pool: the start fails like any other, so that ``starting`` and
+            # the memory it reserved are given back and the waiters answered, instead of the
+            # pool waiting for a start that never ends.
+            log.exception("cold start of %s failed unexpectedly", self.spec.name)
+            self._start_failed(errors.StartFailed(f"internal error: {exc!r}"), extra)
             return
         self.starting -= 1
         instance.ready_at = self.clock()
@@ -401,6 +403,14 @@ class FunctionPool:
         self._set_registered(True)
         self._hand_out(instance)
         self._start_ended()
+
+    def _start_failed(self, error: errors.HttpError, extra: bool) -> None:
+        self.starting -= 1
+        self.budget.release(self.spec.memory_mb)
+        if not extra or not self.instances:
+            self._fail_waiters(error)
+        self._start_ended()
+        self._set_registered(bool(self.instances or self.starting))
 
     def _hold_through_start(self) -> None:
         """A start is under way: no local waiter times out before it ends (start timeout)."""
