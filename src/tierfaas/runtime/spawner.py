@@ -271,6 +271,12 @@ class ZygoteSpawner:
             log.warning("cannot prepare an instance: %s", exc)
             self._discard(cgroup)
             return
+        except Exception:
+            # A bug: logged now rather than when the task is collected; cold starts fork
+            # directly until the next preparation.
+            log.exception("cannot prepare an instance")
+            self._discard(cgroup)
+            return
         finally:
             for fd in fds:
                 os.close(fd)
