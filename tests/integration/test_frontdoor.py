@@ -129,3 +129,29 @@ async def test_splices_large_bodies_both_ways(nodes: list[FakeNode]) -> None:
     async with front_door([nodes[0].address]) as door:
         answer = await ask(door, payload)
     assert answer == b"a\n" + payload
+
+
+async def test_a_health_check_that_raises_does_not_end_the_checks(
+    nodes: list[FakeNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    door = FrontDoor([n.address for n in nodes], interval_s=0.05)
+    rounds = 0
+    check_all = door.check_all
+
+    async def flaky() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("a bug in a check (test)")
+        await check_all()
+
+    monkeypatch.setattr(door, "check_all", flaky)
+    await door.start(HOST, 0)
+    try:
+        nodes[1].ready = False
+        async with asyncio.timeout(5):  # the loop went on after the first round raised
+            while door.backends[1].healthy:
+                await asyncio.sleep(0.02)
+        assert rounds >= 2
+    finally:
+        await door.close()

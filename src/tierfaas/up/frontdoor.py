@@ -336,7 +336,12 @@ class FrontDoor:
     async def _health_loop(self) -> None:
         while True:
             began = time.monotonic()
-            await self.check_all()
+            try:
+                await self.check_all()
+            except Exception:
+                # A bug in a check must not end the checks: backends would keep the health
+                # they had, a dead one in the rotation for as long as the front door runs.
+                log.exception("front door health check failed; checking again next round")
             await asyncio.sleep(max(0.05, self.interval_s - (time.monotonic() - began)))
 
 
