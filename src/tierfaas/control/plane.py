@@ -191,9 +191,16 @@ class ControlPlane:
         return self._rpc_of(self.master)
 
     def _checked_with(self) -> str | None:
-        """Where a worker's anti-entropy checks go first: its replica's copy (the master and
-        the replicas ask the master)."""
-        return self._rpc_of(self.my_replica) if self.role == "worker" else None
+        """Where a worker's anti-entropy checks go first: the replica its lookups go to
+        (``lookup_targets``: its own, or the next live one while its own is suspect, so a
+        check never waits out a suspect's timeout); the master and the replicas, and a
+        worker with no live replica, ask the master."""
+        if self.role != "worker":
+            return None
+        topology = self.cluster.current_topology
+        targets = lookup_targets(self.name, self.role, topology, self.cluster.view)
+        first = targets[0] if targets else None
+        return self._rpc_of(first) if first is not None and first != topology.master else None
 
     # -- roles -------------------------------------------------------------------------------
 
