@@ -24,7 +24,18 @@
     env = { GREETING = "hi" }   # environment of the instance process
     api_keys = ["sha256:..."]   # optional: calls need one of these keys (SHA-256 digests)
 
-Every key of a function but ``handler``, ``init`` and ``env`` may also be set in ``[defaults]``.
+    [functions.hello-node]      # a function in any language: a program the node starts
+    runtime = "exec"            # "python" (the default) or "exec"
+    command = ["node", "index.js"]  # argv, run in the release directory, no shell
+    protocol = "http"           # "http": an HTTP/1.1 server on $PORT; "stdio": frames on
+                                # stdin/stdout (docs/exec-protocol.md)
+    ready_path = "/healthz"     # optional, http: ready once GET of it answers 200
+
+Every key of a function but ``handler``, ``init``, ``env``, ``command`` and ``ready_path`` may
+also be set in ``[defaults]``. An exec function has no ``handler``, ``init`` or ``threads``; a
+Python one has no ``command``, ``protocol`` or ``ready_path``. ``[release] build = ["make"]``
+(argv, optional) runs once when a node loads the release, in the release directory, before
+``check_commands`` checks that each exec function's program exists.
 
 ``memory_mb``: under the sandbox (``--isolation sandbox``, the default) it is the limit of the
 instance's cgroup: its whole resident memory, its private ``/tmp`` included (a tmpfs of
@@ -45,6 +56,7 @@ ignored is worse.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -76,8 +88,16 @@ CPU_RANGE = (0.01, 1024.0)
 """Cores of ``cpu``: from a hundredth of one (the smallest quota worth enforcing) to 1024."""
 NETWORKS = ("host", "none")
 _FUNCTION_KEYS = {"handler", "init", "env", "api_keys", "cpu", "network", *_LIMITS}
-_DEFAULT_KEYS = {"api_keys", "cpu", "network", *_LIMITS}
+_EXEC_KEYS = {"runtime", "command", "protocol", "ready_path"}
+_DEFAULT_KEYS = {"api_keys", "cpu", "network", "runtime", "protocol", *_LIMITS}
 MAX_PRELOAD = 64
+RUNTIMES = ("python", "exec")
+PROTOCOLS = ("http", "stdio")
+MAX_ARGV = 256
+MAX_ARG_CHARS = 4096
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""Where a ``command`` without a slash is looked up (the instances' own default PATH)."""
+_READY_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,1023}")
 _API_KEY_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_API_KEYS = 64
 
@@ -95,9 +115,22 @@ class EntryPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecCommand:
+    """How an exec function's program is started and spoken to."""
+
+    argv: tuple[str, ...]
+    """Run in the release directory, no shell; argv[0] with a slash is a path relative to it."""
+    protocol: str
+    """``"http"``: an HTTP/1.1 server on 127.0.0.1:$PORT; ``"stdio"``: frames on stdin/stdout."""
+    ready_path: str | None = None
+    """http: the instance is ready once GET of this path answers 200 (None: once it accepts)."""
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSpec:
     name: str
-    handler: EntryPoint
+    handler: EntryPoint | None
+    """The Python handler (None for an exec function, which has ``command``)."""
     init: EntryPoint | None = None
     timeout_s: float = 30.0
     memory_mb: int = 256
@@ -115,13 +148,23 @@ class FunctionSpec:
     """How many processes and threads one instance may hold at once."""
     network: str = "host"
     """``"host"``: the node's network; ``"none"``: an instance with no network at all."""
+    command: ExecCommand | None = None
+    """The program of an exec function (None: a Python function)."""
+
+    @property
+    def runtime(self) -> str:
+        return "python" if self.command is None else "exec"
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able settings shown by ``GET /v1/functions``."""
+        command = self.command
         return {
             "name": self.name,
-            "handler": str(self.handler),
+            "runtime": self.runtime,
+            "handler": None if self.handler is None else str(self.handler),
             "init": None if self.init is None else str(self.init),
+            "command": None if command is None else list(command.argv),
+            "protocol": None if command is None else command.protocol,
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "cpu": self.cpu,
@@ -144,6 +187,8 @@ class Release:
     preload: tuple[str, ...] = ()
     """Modules the release's zygote imports once, before it forks instances (not checked to
     exist: they may be installed packages; never imported by ``load_release``)."""
+    build: tuple[str, ...] = ()
+    """argv run once when a node loads the release, in its directory (empty: no build)."""
 
 
 def load_release(directory: Path | str) -> Release:
@@ -171,7 +216,7 @@ def load_release(directory: Path | str) -> Release:
 
     _only_keys(where, "", data, {"release", "defaults", "functions"})
     release = _table(where, "release", data.get("release"))
-    _only_keys(where, "release", release, {"name", "version", "preload"})
+    _only_keys(where, "release", release, {"name", "version", "preload", "build"})
     name = _string(where, "release.name", release.get("name"))
     if not is_valid_name(name):
         raise ManifestError(where, "release.name", f"{_show(name)} is not a valid name")
@@ -180,6 +225,7 @@ def load_release(directory: Path | str) -> Release:
         raise ManifestError(where, "release.version", f"{_show(version)}: use [A-Za-z0-9._+-]")
 
     preload = _preload(where, "release.preload", release.get("preload", []))
+    build = _argv(where, "release.build", release["build"]) if "build" in release else ()
 
     defaults = _table(where, "defaults", data.get("defaults", {}))
     _only_keys(where, "defaults", defaults, _DEFAULT_KEYS)
@@ -189,7 +235,9 @@ def load_release(directory: Path | str) -> Release:
     functions = {}
     for fname, raw in functions_table.items():
         functions[fname] = _function(where, root, fname, raw, defaults)
-    return Release(name=name, version=version, root=root, functions=functions, preload=preload)
+    return Release(
+        name=name, version=version, root=root, functions=functions, preload=preload, build=build
+    )
 
 
 def _function(
@@ -199,14 +247,36 @@ def _function(
     if not is_valid_name(name):
         raise ManifestError(where, prefix, "a function name is 1-64 of [A-Za-z0-9._-]")
     table = _table(where, prefix, raw)
-    _only_keys(where, prefix, table, _FUNCTION_KEYS)
-    handler = _entry_point(where, root, f"{prefix}.handler", table.get("handler"))
-    init = None
-    if "init" in table:
-        init = _entry_point(where, root, f"{prefix}.init", table["init"])
+    _only_keys(where, prefix, table, _FUNCTION_KEYS | _EXEC_KEYS)
+    runtime_field, runtime = _inherited(prefix, "runtime", table, defaults, "python")
+    if runtime not in RUNTIMES:
+        allowed = " or ".join(repr(r) for r in RUNTIMES)
+        raise ManifestError(where, runtime_field, f"{_show(runtime)} is not {allowed}")
+    handler = init = command = None
+    if runtime == "python":
+        for key in ("command", "protocol", "ready_path"):
+            if key in table:
+                raise ManifestError(
+                    where, f"{prefix}.{key}", 'only an exec function has this (runtime = "exec")'
+                )
+        handler = _entry_point(where, root, f"{prefix}.handler", table.get("handler"))
+        if "init" in table:
+            init = _entry_point(where, root, f"{prefix}.init", table["init"])
+    else:
+        for key in ("handler", "init", "threads"):
+            if key in table:
+                raise ManifestError(
+                    where,
+                    f"{prefix}.{key}",
+                    "an exec function has no Python handler, init or threads; its program is "
+                    "its command",
+                )
+        command = _exec_command(where, prefix, table, defaults)
     limits = {}
     for key, (kind, default, low, high) in _LIMITS.items():
         value = table.get(key, defaults.get(key, default))
+        if runtime == "exec" and key == "threads":
+            value = default  # a [defaults] threads is for the Python functions
         limits[key] = _number(where, f"{prefix}.{key}", value, kind, low, high)
     env = _env(where, f"{prefix}.env", table.get("env", {}))
     cpu_field, cpu = _inherited(prefix, "cpu", table, defaults, None)
@@ -216,6 +286,13 @@ def _function(
     if network not in NETWORKS:
         allowed = " or ".join(repr(n) for n in NETWORKS)
         raise ManifestError(where, network_field, f"{_show(network)} is not {allowed}")
+    if command is not None and command.protocol == "http" and network != "host":
+        raise ManifestError(
+            where,
+            network_field,
+            'an http function listens on the node\'s loopback, so it needs network = "host"; '
+            'a function without network speaks protocol = "stdio"',
+        )
     if "api_keys" in table:
         api_keys = _api_keys(where, f"{prefix}.api_keys", table["api_keys"])
     elif "api_keys" in defaults:
@@ -230,8 +307,102 @@ def _function(
         api_keys=api_keys,
         cpu=cpu,
         network=network,
+        command=command,
         **limits,
     )
+
+
+def _exec_command(
+    where: str, prefix: str, table: dict[str, Any], defaults: dict[str, Any]
+) -> ExecCommand:
+    if "command" not in table:
+        raise ManifestError(
+            where,
+            f"{prefix}.command",
+            'missing: an exec function names its program, e.g. ["node", "index.js"]',
+        )
+    argv = _argv(where, f"{prefix}.command", table["command"])
+    protocol_field, protocol = _inherited(prefix, "protocol", table, defaults, None)
+    if protocol is None:
+        raise ManifestError(where, protocol_field, 'missing: "http" or "stdio"')
+    if protocol not in PROTOCOLS:
+        allowed = " or ".join(repr(x) for x in PROTOCOLS)
+        raise ManifestError(where, protocol_field, f"{_show(protocol)} is not {allowed}")
+    ready_path = None
+    if "ready_path" in table:
+        if protocol != "http":
+            raise ManifestError(
+                where, f"{prefix}.ready_path", "only an http function has a ready_path"
+            )
+        ready_path = _string(where, f"{prefix}.ready_path", table["ready_path"])
+        if not _READY_PATH_RE.fullmatch(ready_path):
+            raise ManifestError(
+                where,
+                f"{prefix}.ready_path",
+                f"{_show(ready_path)} is not a URL path like '/healthz'",
+            )
+    return ExecCommand(argv=argv, protocol=protocol, ready_path=ready_path)
+
+
+def _argv(where: str, fieldname: str, value: Any) -> tuple[str, ...]:
+    """``["program", "arg", ...]``: a non-empty list of strings, run without a shell."""
+    if not isinstance(value, list) or not value:
+        raise ManifestError(
+            where, fieldname, 'expected a non-empty list of strings, e.g. ["node", "index.js"]'
+        )
+    if len(value) > MAX_ARGV:
+        raise ManifestError(where, fieldname, f"at most {MAX_ARGV} arguments")
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, str) or "\0" in item or len(item) > MAX_ARG_CHARS:
+            raise ManifestError(
+                where,
+                fieldname,
+                f"argument {number}, {_show(item)}, is not a string of at "
+                f"most {MAX_ARG_CHARS} characters without NUL",
+            )
+    if not value[0]:
+        raise ManifestError(where, fieldname, "the program (argument 1) is empty")
+    return tuple(value)
+
+
+def resolve_program(root: Path, program: str, path: str = DEFAULT_PATH) -> Path | None:
+    """Where an exec command's program is: with a slash, relative to the release directory
+    (or absolute); without one, the first executable file of that name on ``path``. None:
+    nowhere (or not an executable file)."""
+    if "/" in program:
+        candidate = Path(program) if program.startswith("/") else root / program
+        return candidate if _is_executable(candidate) else None
+    for directory in path.split(":"):
+        if directory:
+            candidate = Path(directory) / program
+            if _is_executable(candidate):
+                return candidate
+    return None
+
+
+def _is_executable(path: Path) -> bool:
+    try:
+        return path.is_file() and os.access(path, os.X_OK)
+    except OSError:
+        return False
+
+
+def check_commands(release: Release, path: str = DEFAULT_PATH) -> None:
+    """Checks that every exec function's program exists and is executable, after the build.
+    Raises ``ManifestError`` naming the first function whose program is missing."""
+    where = str(release.root / MANIFEST_NAME)
+    for spec in release.functions.values():
+        if spec.command is None:
+            continue
+        program = spec.command.argv[0]
+        if resolve_program(release.root, program, path) is None:
+            if "/" in program:
+                reason = f"program {_show(program)} is not an executable file in {release.root}"
+            else:
+                reason = f"program {_show(program)} is not found on PATH ({path})"
+            if release.build:
+                reason += " (after the release's build step)"
+            raise ManifestError(where, f"functions.{spec.name}.command", reason)
 
 
 def _inherited(
