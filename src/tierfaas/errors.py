@@ -207,6 +207,13 @@ class OutOfMemory(InstanceCrashed):
     code = "out_of_memory"
 
 
+class ProtocolError(InstanceCrashed):
+    """The instance sent the node something that is not its protocol (a malformed frame, an
+    unreadable HTTP answer): it was stopped, and the next call gets a new one."""
+
+    code = "protocol_error"
+
+
 class StartFailed(FunctionError):
     """The instance could not start: its import or init raised."""
 

@@ -1,6 +1,7 @@
 """The node's HTTP API (ASGI, served by uvicorn with httptools on uvloop).
 
-    POST /function/{name}   invoke (GET with a query string works too)
+    POST /function/{name}   invoke (GET and PUT too; an http exec function also takes PATCH,
+                            DELETE and OPTIONS, and any path below it: /function/{name}/a/b)
     GET  /healthz           the process answers (never blocked by user code)
     GET  /readyz            200 when this node takes invocations, 503 with the reason if not
     GET  /v1/functions      the release's functions, settings and instances on this node
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _FUNCTION_PREFIX = "/function/"
 _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
+# What an http exec function (a web server of its own) may also be called with. Not HEAD: its
+# answer has no body whatever its Content-Length says.
+_HTTP_FUNCTION_METHODS = _INVOKE_METHODS | {"PATCH", "DELETE", "OPTIONS"}
+_PREFIX_BYTES = len(_FUNCTION_PREFIX)
 # What an admin token guards (when required): everything that shows the cluster's inside.
 # Invocations have their own API keys; health, readiness and the function list stay open.
 ADMIN_PATHS = frozenset(
@@ -62,6 +67,19 @@ ADMIN_PATHS = frozenset(
      "/v1/dashboard", "/v1/dashboard/stream", "/metrics"}
 )  # fmt: skip
 _ADMIN_CHALLENGE = 'Basic realm="tierfaas admin", charset="UTF-8"'
+
+
+def _subpath(scope: Scope) -> str:
+    """What follows ``/function/NAME`` in the request's URL, as the client sent it (percent
+    escapes kept), "/" when nothing does. Raises ``BadRequest`` for bytes a request line
+    cannot carry."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    _, slash, rest = raw[_PREFIX_BYTES:].partition(b"/")
+    if not slash or not rest:
+        return "/"
+    if any(byte <= 0x20 or byte >= 0x7F for byte in rest):
+        raise errors.BadRequest("the path below /function/NAME has bytes a URL cannot carry")
+    return "/" + rest.decode("ascii")
 
 
 class NodeApp:
@@ -100,6 +118,12 @@ class NodeApp:
         self.last_call = 0.0  # time.monotonic() of the last invocation's arrival
         self.requests = 0
         self.id_prefix = os.urandom(4).hex()
+        # The http exec functions: servers of their own, which take more methods.
+        self.http_functions = frozenset(
+            name
+            for name, spec in runtime.release.functions.items()
+            if spec.command is not None and spec.command.protocol == "http"
+        )
         # Functions that need an API key: name -> accepted digests (usually empty).
         self.api_keys = {
             name: spec.api_keys for name, spec in runtime.release.functions.items() if spec.api_keys
@@ -160,9 +184,8 @@ class NodeApp:
         path: str = scope["path"]
         try:
             if path.startswith(_FUNCTION_PREFIX):
-                await self._invoke(
-                    scope, receive, send, path[len(_FUNCTION_PREFIX) :], request_id, length
-                )
+                name, _, _ = path[_PREFIX_BYTES:].partition("/")
+                await self._invoke(scope, receive, send, name, request_id, length)
             elif path == "/v1/dashboard/stream":
                 if scope["method"] != "GET":
                     raise errors.MethodNotAllowed(f"{path} only answers GET", allow="GET")
@@ -190,9 +213,14 @@ class NodeApp:
         # The hot path of the node: no helper coroutines, headers as precomputed tuples.
         started = time.monotonic()
         method: str = scope["method"]
-        if method not in _INVOKE_METHODS:
+        if method not in _INVOKE_METHODS and (
+            method not in _HTTP_FUNCTION_METHODS or name not in self.http_functions
+        ):
+            allow = "GET, POST, PUT"
+            if name in self.http_functions:
+                allow = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
             raise errors.MethodNotAllowed(
-                f"use POST (or GET) on /function/{name[:80]}, not {method}", allow="GET, POST, PUT"
+                f"use POST (or GET) on /function/{name[:80]}, not {method[:20]}", allow=allow
             )
         pools = self.runtime.pools
         if name not in pools and not is_valid_name(name):  # release names are valid
@@ -234,6 +262,7 @@ class NodeApp:
                 query=query.decode("latin-1") if query else "",
                 headers=scope["headers"],
                 started=started,
+                path=_subpath(scope),
             )
         except errors.HttpError as exc:
             self.metrics.record(label, exc.code, False, time.monotonic() - started)

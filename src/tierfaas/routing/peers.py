@@ -44,7 +44,14 @@ class PeerUnreachable(Exception):
 
 
 class PeerFailed(Exception):
-    """No whole answer came back after the request was (or may have been) sent."""
+    """No whole answer came back after the request was (or may have been) sent. ``kind``:
+    ``closed`` (the connection ended first), ``unreadable`` (not HTTP), ``too_large`` (over
+    the pool's answer limit) or ``timeout``; ``received``: whether any byte of an answer came."""
+
+    def __init__(self, message: str, *, kind: str = "closed", received: bool = True) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.received = received
 
 
 @dataclass(slots=True)
@@ -52,6 +59,15 @@ class PeerResponse:
     status: int
     headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
     body: bytes
+    raw_headers: list[tuple[bytes, bytes]] | None = None  # every header, in order, as sent
+
+    def header_list(self) -> list[tuple[bytes, bytes]]:
+        """Every header in order, repeated ones included (lower-case names)."""
+        if self.raw_headers is not None:
+            return self.raw_headers
+        return [
+            (key.encode("latin-1"), value.encode("latin-1")) for key, value in self.headers.items()
+        ]
 
 
 class _Connection(asyncio.Protocol):
@@ -67,6 +83,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.answer: asyncio.Future[PeerResponse] | None = None
         self.headers: dict[str, str] = {}
+        self.raw: list[tuple[bytes, bytes]] = []
+        self.received = False  # a byte of the current answer arrived
         self.chunks: list[bytes] = []
         self.size = 0
         self.header_count = 0
@@ -80,12 +98,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.answer is None or self.answer.done():
-            self._fail("the peer sent bytes nobody asked for")  # not a keep-alive peer
+            self._fail("the peer sent bytes nobody asked for", "unreadable")  # not keep-alive
             return
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(f"unreadable answer: {self.refusal or exc}")
+            kind = "too_large" if self.refusal.startswith("answer over") else "unreadable"
+            self._fail(f"unreadable answer: {self.refusal or exc}", kind)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -95,7 +115,9 @@ class _Connection(asyncio.Protocol):
         self.pool._lost(self)
         if self.answer is not None and not self.answer.done():
             reason = f": {exc}" if exc else ""
-            self.answer.set_exception(PeerFailed(f"the peer closed the connection{reason}"))
+            self.answer.set_exception(
+                PeerFailed(f"the peer closed the connection{reason}", received=self.received)
+            )
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -105,6 +127,7 @@ class _Connection(asyncio.Protocol):
             self.refusal = f"over {MAX_HEADER_COUNT} headers"
             raise httptools.HttpParserError(self.refusal)
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self.raw.append((name.lower(), value))
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -118,7 +141,7 @@ class _Connection(asyncio.Protocol):
             return
         status = self.parser.get_status_code()
         body = b"".join(self.chunks)
-        response = PeerResponse(status, self.headers, body)
+        response = PeerResponse(status, self.headers, body, self.raw)
         if not self.parser.should_keep_alive():
             self.close()
         self.answer.set_result(response)
@@ -129,12 +152,13 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.answer = asyncio.get_running_loop().create_future()
         self.headers, self.chunks, self.size, self.header_count = {}, [], 0, 0
+        self.raw, self.received = [], False
         self.transport.write(request)
         return self.answer
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, kind: str) -> None:
         if self.answer is not None and not self.answer.done():
-            self.answer.set_exception(PeerFailed(message))
+            self.answer.set_exception(PeerFailed(message, kind=kind))
         self.close()
 
     def close(self) -> None:
@@ -170,30 +194,62 @@ class PeerPool:
         *,
         connect_timeout_s: float,
         timeout_s: float,
+        retry_stale: bool = False,
     ) -> PeerResponse:
         """Sends one request and waits for the whole answer, at most ``timeout_s`` (the
-        connect included)."""
+        connect included). ``retry_stale``: when a kept-alive connection turns out closed
+        before a byte of the answer came (the peer closed it as idle while the request was on
+        its way), send the request again once on a new connection: only for a peer known to
+        close idle connections without having read a request on them."""
         began = time.monotonic()
         connection = self._take(address)
         if connection is None:
             connection = await self._open(address, min(connect_timeout_s, timeout_s))
+        elif retry_stale:
+            try:
+                return await self._exchange(connection, address, method, target, headers, body,
+                                            timeout_s - (time.monotonic() - began))  # fmt: skip
+            except PeerFailed as exc:
+                if exc.kind != "closed" or exc.received:
+                    raise
+            connection = await self._open(address, min(connect_timeout_s, timeout_s))
+        return await self._exchange(
+            connection, address, method, target, headers, body,
+            timeout_s - (time.monotonic() - began),
+        )  # fmt: skip
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        address: str,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        remaining: float,
+    ) -> PeerResponse:
+        timeout_s = remaining
         lines = [f"{method} {target} HTTP/1.1", f"host: {address}", f"content-length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         answer = connection.send(request)
-        remaining = timeout_s - (time.monotonic() - began)
         try:
             async with asyncio.timeout(remaining):
                 response = await answer
         except TimeoutError:
             connection.close()
-            raise PeerFailed(f"no whole answer within {timeout_s:.1f} s") from None
+            raise PeerFailed(f"no whole answer within {timeout_s:.1f} s", kind="timeout") from None
         except asyncio.CancelledError:
             connection.close()  # an answer may still come: the connection is no longer clean
             raise
         if not connection.closed:
             self._give_back(connection)
         return response
+
+    async def warm(self, address: str, *, connect_timeout_s: float) -> None:
+        """Opens one connection to ``address`` and keeps it idle for the next request.
+        Raises ``PeerUnreachable``."""
+        self._give_back(await self._open(address, connect_timeout_s))
 
     async def close(self) -> None:
         for connection in list(self._all):

@@ -48,8 +48,13 @@ Homes = Callable[[str], NodeEndpoint | None]
 
 # Request headers never passed on to another node (hop-by-hop, or ours to set).
 _DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "host", "content-length"})
-# Response headers relayed from the node that ran the call.
-_RELAY = ("content-type", "retry-after", fw.ROUTE, fw.SERVED_BY, fw.LOAD, "x-tierfaas-start")
+# Response headers of the node that ran the call that are not relayed: hop-by-hop ones, the
+# ones this node sets itself, and the hop token and refusal meant for this node alone. The
+# rest (the content type, Retry-After, the route headers, an http function's own) are.
+_NOT_RELAYED = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date",
+     b"server", b"x-request-id", fw.TOKEN.encode(), fw.REJECT.encode()}
+)  # fmt: skip
 # How long "warm nowhere else" is trusted. Short: such an answer comes mostly while a function
 # is first starting on several nodes at once, and each node's registration reaches the
 # replicas within a round trip (the master flushes a write after a quiet window at once), so
@@ -245,9 +250,11 @@ class Router:
         query: str,
         headers: RawHeaders,
         started: float,
+        path: str = "/",
     ) -> Reply:
         """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here.
-        ``headers`` are the request's, as ASGI gives them."""
+        ``headers`` are the request's, as ASGI gives them; ``path``: what followed
+        ``/function/NAME`` in its URL, undecoded ("/" when nothing did)."""
         pool = self.runtime.pool(name)  # 404 before anything else
         for key, _ in headers:
             if key in _HOP_HEADERS:
@@ -256,25 +263,28 @@ class Router:
                 incoming = self._verify(name, request_id, headers)
                 return await self._run_forwarded(
                     name, body, request_id, method, query, _user_headers(headers), started,
-                    incoming,
+                    incoming, path,
                 )  # fmt: skip
         if self.lookup is not None and self.hop_limit > 0:
             user_headers = _user_headers(headers)
             reply = await self._route(
                 pool, name, body, request_id, method, query, user_headers, started,
-                _FROM_OUTSIDE,
+                _FROM_OUTSIDE, path,
             )  # fmt: skip
             if reply is not None:
                 return reply
         # Run here (the fast path of a standalone node). The handler's headers are built only
         # if it takes a context to see them in.
         result = await self.runtime.invoke(
-            name, body, request_id=request_id, method=method, query=query,
+            name, body, request_id=request_id, method=method, path=path, query=query,
             headers=_user_headers(headers) if pool.takes_context else None, started=started,
         )  # fmt: skip
         cold = result.cold
         self._count_route(_LOCAL_COLD if cold else _LOCAL_WARM)
-        return Reply(200, result.body, self._headers(result.content_type, cold), cold)
+        reply_headers = self._headers(result.content_type, cold)
+        if result.headers:
+            reply_headers += result.headers
+        return Reply(result.status, result.body, reply_headers, cold)
 
     async def _route(
         self,
@@ -287,6 +297,7 @@ class Router:
         user_headers: dict[str, str],
         started: float,
         incoming: fw.Hop,
+        path: str = "/",
     ) -> Reply | None:
         """Forwards the call while this node has no free slot and a warm node may; None when
         it is to run here."""
@@ -323,6 +334,7 @@ class Router:
                 pool.timeout_s,
                 incoming,
                 decision.start,
+                path,
             )
             if reply is not None:
                 self._count_route("forwarded-home" if decision.start else "forwarded-warm")
@@ -379,6 +391,7 @@ class Router:
         headers: dict[str, str],
         started: float,
         incoming: fw.Hop,
+        path: str = "/",
     ) -> Reply:
         # The time the sender had left, counted from the arrival here, on this node's clock.
         remaining = incoming.remaining_s
@@ -389,8 +402,9 @@ class Router:
             if incoming.start and not self.runtime.pool(name).can_take():
                 raise errors.Busy(f"{name!r} has no room for another instance here")
             result = await self.runtime.invoke(
-                name, body, request_id=request_id, method=method, query=query, headers=headers,
-                started=started, deadline=deadline, warm_only=not incoming.start,
+                name, body, request_id=request_id, method=method, path=path, query=query,
+                headers=headers, started=started, deadline=deadline,
+                warm_only=not incoming.start,
             )  # fmt: skip
         except (errors.NotWarm, errors.Busy) as exc:
             self.metrics.forwarded_in.labels(str(incoming.hops), exc.code).inc()
@@ -409,7 +423,9 @@ class Router:
         # its next two-choices pick.
         reply_headers.append((_LOAD, f"{self.runtime.pool(name).recent_load():.3f}".encode()))
         reply_headers.append(token)
-        return Reply(200, result.body, reply_headers, result.cold)
+        if result.headers:
+            reply_headers += result.headers
+        return Reply(result.status, result.body, reply_headers, result.cold)
 
     def _headers(
         self, content_type: str, cold: bool, route: bytes | None = None
@@ -499,6 +515,7 @@ class Router:
         timeout_s: float,
         incoming: fw.Hop,
         start: bool = False,
+        path: str = "/",
     ) -> Reply | None:
         """The target's answer, or None if it certainly did not run the call."""
         address = self.endpoints.get(node)
@@ -508,7 +525,8 @@ class Router:
                 address = home.http
         if address is None or self.peers is None:
             return None
-        target = f"/function/{name}" + (f"?{query}" if query else "")
+        subpath = "" if path == "/" else path
+        target = f"/function/{name}{subpath}" + (f"?{query}" if query else "")
         out = {k: v for k, v in headers.items() if k not in _DROP}
         out["x-request-id"] = request_id
         try:
@@ -566,7 +584,5 @@ class Router:
         self.cache.note_load(name, node, load)
         if self.hot is not None:
             self._count_forward(name, load)
-        relayed = [
-            (key.encode(), reply_headers[key].encode()) for key in _RELAY if key in reply_headers
-        ]
+        relayed = [(key, value) for key, value in response.header_list() if key not in _NOT_RELAYED]
         return Reply(status, answer, relayed)

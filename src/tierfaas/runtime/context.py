@@ -14,6 +14,8 @@ class Context:
     request_id: str
     method: str = "POST"
     query: str = ""
+    path: str = "/"
+    """What followed ``/function/NAME`` in the URL ("/" when nothing did)."""
     headers: dict[str, str] = field(default_factory=dict)
     deadline: float = 0.0
 

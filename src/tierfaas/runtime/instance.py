@@ -54,6 +54,10 @@ MAX_ERROR_MESSAGE_CHARS = 8000
 class Result:
     body: bytes
     content_type: str
+    status: int = 200
+    """The answer's HTTP status: a Python handler's result is 200; an exec function sets it."""
+    headers: list[tuple[bytes, bytes]] | None = None
+    """The answer's own headers (an http exec function's, filtered), beside its content type."""
 
 
 def _innermost_pid(status: str) -> int | None:
@@ -105,6 +109,7 @@ class Instance(asyncio.Protocol):
         self.dead = False
         self.holds_memory = True  # its memory_mb still counts against the node's budget
         self.death_reason = ""
+        self.protocol_detail = ""  # what broke the protocol, when it did
         self.transport: asyncio.Transport | None = None
         self.unpacker = msgpack.Unpacker(max_buffer_size=p.MAX_FRAME_BYTES)
         self.packer = msgpack.Packer()  # reused: packb builds a new one for every frame
@@ -223,11 +228,17 @@ class Instance(asyncio.Protocol):
         if self.output is not None:  # its output lines name the call, when there is one
             alone = len(self.calls) == 1 and context is not None
             self.output.set_request(context.get("request_id") if context and alone else None)
+        self._send_call(number, body, context, timeout_s)
+        return future
+
+    def _send_call(
+        self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
+    ) -> None:
+        """Sends call ``number`` to the instance (its future is in ``calls`` already)."""
         # Calls made in one pass of the event loop leave in one write (see _flush).
         if not self.outbox:
             self.loop.call_soon(self._flush)
         self.outbox.append(self.packer.pack([p.CALL, number, body, context]))
-        return future
 
     def _flush(self) -> None:
         outbox, self.outbox = self.outbox, []
@@ -356,9 +367,11 @@ class Instance(asyncio.Protocol):
             self.death_reason = "out_of_memory"  # the kernel's OOM killer, at the cgroup's limit
         self.dead = True
         if not self.ready.done():
-            self.ready.set_exception(
-                errors.StartFailed(f"instance of {self.spec.name!r} exited during start")
-            )
+            message = f"instance of {self.spec.name!r} exited during start"
+            tail = self.output.stderr_tail() if self.output is not None else []
+            if tail:
+                message += "; the last lines of its stderr:\n" + "\n".join(tail)
+            self.ready.set_exception(errors.StartFailed(message))
         calls, self.calls = self.calls, {}
         if calls:
             asyncio.get_running_loop().create_task(self._fail_calls(calls))
@@ -377,9 +390,12 @@ class Instance(asyncio.Protocol):
                     f"{self.spec.memory_mb} MiB and was stopped"
                 )
             elif self.death_reason == "protocol_error":
-                error = errors.InstanceCrashed(
-                    f"the instance of {name!r} sent the node a malformed answer (did its "
-                    "handler write to the instance's socket?) and was stopped"
+                detail = self.protocol_detail or (
+                    "a malformed answer (did its handler write to the instance's socket?)"
+                )
+                error = errors.ProtocolError(
+                    f"the instance of {name!r} broke the protocol ({detail[:500]}) and was "
+                    "stopped; the next call gets a new one"
                 )
             else:
                 detail = f" ({how})" if how else ""

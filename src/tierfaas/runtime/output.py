@@ -27,6 +27,7 @@ function, instance and request, within three bounds:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -52,6 +53,9 @@ the node a log record per byte of budget."""
 
 READS_PER_CALLBACK = 4
 """Reads per readiness callback (256 KiB): the loop serves others between a flood's reads."""
+STDERR_TAIL_LINES = 10
+"""How many of an instance's last stderr lines are kept for the error of a failed start."""
+STDERR_TAIL_CHARS = 500
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +375,9 @@ class InstanceOutput:
             stderr_fd: OutputStream(function, instance_id, "stderr", budget),
         }
         self._request: str | None = None
+        # The last lines of stderr, whatever the budget let through to the sink: what an
+        # instance that died during its start said last goes into the error of its start.
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._open = set(self._streams)  # the fds not yet closed, whether read or not
         self._reading: set[int] = set()
         self._timers: dict[int, Timer] = {}
@@ -417,6 +424,14 @@ class InstanceOutput:
         self._request = request_id
         for stream in self._streams.values():
             stream.request = request_id
+
+    def stderr_tail(self) -> list[str]:
+        """The last lines the instance wrote to stderr (at most ``STDERR_TAIL_LINES``), after
+        reading what the pipe holds now (bounded) and, if it has ended, its unfinished line."""
+        for fd, stream in self._streams.items():
+            if stream.stream == "stderr" and fd in self._reading:
+                self._read(fd)
+        return list(self._stderr_tail)
 
     def close(self) -> None:
         """Reads what the pipes hold now (bounded), delivers the streams' last lines and
@@ -479,6 +494,8 @@ class InstanceOutput:
     def _deliver(self, lines: list[OutputLine]) -> None:
         sink = self._sink
         for line in lines:
+            if line.stream == "stderr":
+                self._stderr_tail.append(line.text.translate(_UNPRINTABLE)[:STDERR_TAIL_CHARS])
             try:
                 sink(line)
             except Exception:

@@ -34,6 +34,9 @@ class Invocation:
     body: bytes
     content_type: str
     cold: bool
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] | None = None
+    """The function's own response headers (an http exec function's), beside its type."""
 
 
 class Runtime:
@@ -106,6 +109,7 @@ class Runtime:
         *,
         request_id: str,
         method: str = "POST",
+        path: str = "/",
         query: str = "",
         headers: dict[str, str] | None = None,
         started: float | None = None,
@@ -131,12 +135,13 @@ class Runtime:
             context = {
                 "request_id": request_id,
                 "method": method,
+                "path": path,
                 "query": query,
                 "headers": headers or {},
                 "deadline": time.time() + timeout - (self.clock() - start),
             }
         result, cold = await pool.invoke(body, context, start + timeout, warm_only)
-        return Invocation(result.body, result.content_type, cold)
+        return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:
         """The function's pool, to read; ``UnknownFunction`` (404) if the release has no such

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -23,6 +24,7 @@ from tierfaas.clock import Scheduler
 from tierfaas.config import NodeConfig
 from tierfaas.errors import ConfigError, SandboxUnavailable
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
+from tierfaas.runtime.exec_instance import HttpInstance, StdioInstance
 from tierfaas.runtime.instance import Instance
 from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, log_sink
 from tierfaas.runtime.zygote_client import ZygoteClient, ZygoteError
@@ -71,6 +73,16 @@ def release_sandbox(
     ops = plan_root(gather_sources(release.root), hidden)
     hostname = re.sub(r"[^A-Za-z0-9.-]", "-", release.name)[:63] or "tierfaas"
     return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for an http exec instance. (Another
+    process may take it before the instance binds it: that instance then exits during its
+    start, and the call that waited for it answers 502 start_failed.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _discard_now(cgroup: InstanceCgroup, closing: threading.Event) -> None:
@@ -140,6 +152,7 @@ class ZygoteSpawner:
         }
         self.output_sink = log_sink(output_log)
         self.next_instance_id = 0
+        self.ports: set[int] = set()  # the ports of the live http exec instances
 
     async def start(self) -> None:
         if self.sandboxed and self.cgroups is None:
@@ -188,7 +201,19 @@ class ZygoteSpawner:
     async def _start(
         self, spec: FunctionSpec, number: int, cgroup: InstanceCgroup | None, prepared: bool
     ) -> Instance:
-        instance = Instance(number, spec, self.zygote, self.scheduler)
+        port = None
+        instance: Instance
+        if spec.command is None:
+            instance = Instance(number, spec, self.zygote, self.scheduler)
+        elif spec.command.protocol == "stdio":
+            instance = StdioInstance(number, spec, self.zygote, self.scheduler)
+        else:
+            port = free_port()
+            while port in self.ports:  # handed to a live instance that may not listen yet
+                port = free_port()
+            self.ports.add(port)
+            instance = HttpInstance(number, spec, self.zygote, self.scheduler, port)
+            instance.closed.add_done_callback(lambda _: self.ports.discard(port))
         instance.max_body = self.config.max_response_bytes
         instance.cgroup = cgroup
         out_r, out_w = os.pipe()
@@ -212,7 +237,7 @@ class ZygoteSpawner:
             self._cleanup(instance)
             raise
         instance.closed.add_done_callback(lambda _: self._cleanup(instance))
-        frame = self.frame(spec, len(passed) - 2)
+        frame = self.frame(spec, len(passed) - 2, port)
         frame["prepared"] = prepared
         try:
             await instance.start(frame, self.config.start_timeout_s, passed)
@@ -303,8 +328,11 @@ class ZygoteSpawner:
         if cgroup is not None:
             self._discard(cgroup)
 
-    def frame(self, spec: FunctionSpec, cgroup_fds: int = 0) -> dict[str, Any]:
-        """The SPAWN request's spec: what the instance process needs to start."""
+    def frame(
+        self, spec: FunctionSpec, cgroup_fds: int = 0, port: int | None = None
+    ) -> dict[str, Any]:
+        """The SPAWN request's spec: what the instance process needs to start (``port``: where
+        an http exec function is to listen)."""
 
         def entry(point: EntryPoint | None) -> dict[str, str] | None:
             if point is None:
@@ -320,12 +348,20 @@ class ZygoteSpawner:
                 "hostname": spec.name.replace("_", "-")[:63],
                 "tmp_binds": self.tmp_binds,
             }
+        env = spec.env
+        command = None
+        if spec.command is not None:
+            command = {"argv": list(spec.command.argv), "protocol": spec.command.protocol}
+            env = {**env, "TIERFAAS_FUNCTION": spec.name}
+            if port is not None:
+                env["PORT"] = str(port)
         return {
             "name": spec.name,
             "root": str(self.release.root),
             "handler": entry(spec.handler),
             "init": entry(spec.init),
-            "env": spec.env,
+            "exec": command,
+            "env": env,
             "memory_mb": spec.memory_mb,
             "concurrency": spec.concurrency,
             "threads": spec.threads,

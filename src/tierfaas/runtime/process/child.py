@@ -37,12 +37,16 @@ import msgpack
 
 from tierfaas.runtime import protocol as p
 from tierfaas.runtime.context import Context
+from tierfaas.runtime.process.execute import exec_program
 
 Handler = Callable[..., Any]
 
 
 def run_instance(sock: socket.socket, spec: dict[str, Any]) -> NoReturn:
-    """Never returns: the process exits when the node closes the socket."""
+    """Never returns: the process exits when the node closes the socket (or, for an exec
+    function, becomes its program)."""
+    if spec.get("exec") is not None:
+        exec_program(sock, spec)
     started = time.perf_counter()
     try:
         handler = _start(spec)

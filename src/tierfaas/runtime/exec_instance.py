@@ -1,0 +1,360 @@
+"""The node's side of an exec function's instance: a program in any language.
+
+Both kinds start as every instance does (forked by the zygote, in the function's sandbox and
+cgroup; ``process/execute.py`` then becomes the program) and keep ``Instance``'s lifecycle:
+one deadline timer per instance (a call past its timeout kills it: 504), death seen as the
+close of its socket, calls in flight failing with how it ended.
+
+- ``StdioInstance`` speaks the frames of docs/exec-protocol.md on the socket that is the
+  program's stdin and stdout: ``READY``, then ``CALL``/``RESULT`` pairs, pipelined with ids.
+- ``HttpInstance`` sends each call as an HTTP/1.1 request to the program's server on
+  127.0.0.1:$PORT, one call per kept-alive connection; the socket only tells when it ends.
+
+What a program sends is checked before it is believed: a frame or an answer that breaks the
+protocol stops the instance (its calls answer ``502 protocol_error``), an answer over
+``max_response_bytes`` is refused (``502 response_too_large``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+from typing import Any, Final
+
+from tierfaas import errors
+from tierfaas.clock import Scheduler
+from tierfaas.manifest import FunctionSpec
+from tierfaas.routing.peers import PeerFailed, PeerPool, PeerUnreachable
+from tierfaas.runtime.instance import Instance, Result
+from tierfaas.runtime.zygote_client import ZygoteClient
+
+MAX_LINE_BYTES: Final = 256
+"""The longest header line of the stdio protocol, its newline included."""
+DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+MAX_CONTENT_TYPE_CHARS: Final = 200
+_READY: Final = b"READY"
+_RESULT: Final = b"RESULT"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CONTENT_TYPE_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+
+# Request headers an http function never gets from the caller: hop-by-hop ones, ones the node
+# sets itself, and every X-Tierfaas-* header (the nodes' own).
+_REQUEST_DROP: Final = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
+     "content-length", "expect", "proxy-connection", "x-request-id"}
+)  # fmt: skip
+# Response headers of an http function the caller never gets: hop-by-hop ones, ones the node
+# sets itself (the content type is kept apart), and every X-Tierfaas-* header, which a
+# function must not be able to forge (a node trusts its peers' X-Tierfaas-Reject).
+_RESPONSE_DROP: Final = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+     b"content-length", b"content-type", b"date", b"server", b"proxy-connection",
+     b"x-request-id"}
+)  # fmt: skip
+IDLE_CONNECTION_S: Final = 2.0
+"""How long an idle connection to a function's server is reused. Servers close idle
+keep-alive connections on their own (Node.js after 5 s); a request on one closed meanwhile is
+sent again on a new connection (``retry_stale``)."""
+CONNECT_TIMEOUT_S: Final = 1.0
+PROBE_FIRST_S: Final = 0.002
+PROBE_MAX_S: Final = 0.05
+"""The pauses between tries of a starting http function's port: from 2 ms, growing to 50 ms."""
+CRASH_GRACE_S: Final = 0.1
+"""How long a call whose connection closed waits to see whether the program died (then it
+is a crash) or lives on (then it broke the protocol)."""
+
+
+class _Broken(Exception):
+    """What the program sent is not the protocol."""
+
+
+def _decimal(field: bytes, low: int, high: int) -> int:
+    if not field.isdigit() or len(field) > 19:
+        raise _Broken(f"{field[:40]!r} is not a decimal number")
+    value = int(field)
+    if not low <= value <= high:
+        raise _Broken(f"{value} is outside {low}..{high}")
+    return value
+
+
+def call_line(number: int, length: int, request_id: str | None, timeout_s: float) -> bytes:
+    """The header line of one CALL frame."""
+    rid = request_id if request_id and _REQUEST_ID_RE.fullmatch(request_id) else "-"
+    timeout_ms = max(1, math.ceil(timeout_s * 1000))
+    return b"CALL %d %d %s %d\n" % (number, length, rid.encode(), timeout_ms)
+
+
+def parse_result_line(line: bytes) -> tuple[int, int, int, str]:
+    """(id, status, length, content type) of a RESULT header line (without its newline).
+    Raises ``_Broken``."""
+    parts = line.split(b" ", 4)
+    if len(parts) < 4 or parts[0] != _RESULT:
+        raise _Broken(f"expected READY or RESULT, got {line[:60]!r}")
+    number = _decimal(parts[1], 1, 2**63 - 1)
+    status = _decimal(parts[2], 100, 599)
+    length = _decimal(parts[3], 0, 2**62)
+    content_type = DEFAULT_CONTENT_TYPE
+    if len(parts) == 5:
+        text = parts[4].decode("latin-1")
+        if len(text) > MAX_CONTENT_TYPE_CHARS or not _CONTENT_TYPE_RE.fullmatch(text):
+            raise _Broken(f"content type {text[:60]!r} is not printable ASCII")
+        content_type = text
+    return number, status, length, content_type
+
+
+class StdioInstance(Instance):
+    """An exec instance speaking the stdio frames of docs/exec-protocol.md."""
+
+    def __init__(
+        self, instance_id: int, spec: FunctionSpec, zygote: ZygoteClient, scheduler: Scheduler
+    ) -> None:
+        super().__init__(instance_id, spec, zygote, scheduler)
+        self.buffer = bytearray()
+        self.body_of: tuple[int, int, int, str] | None = None  # the RESULT whose body is due
+
+    def _send_call(
+        self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
+    ) -> None:
+        request_id = context.get("request_id") if context else None
+        if not self.outbox:
+            self.loop.call_soon(self._flush)
+        self.outbox.append(call_line(number, len(body), request_id, timeout_s))
+        self.outbox.append(body)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready.done() and not self.buffer and 0x90 <= data[0] <= 0x9F:
+            # A msgpack START_FAILED from the process before it became the program (its
+            # sandbox could not be set up, or the exec failed): Instance reads those.
+            super().data_received(data)
+            return
+        self.buffer += data
+        try:
+            self._parse()
+        except _Broken as exc:
+            self._protocol_error(str(exc))
+
+    def _parse(self) -> None:
+        buffer = self.buffer
+        at = 0
+        try:
+            while not self.dead:
+                pending = self.body_of
+                if pending is not None:
+                    number, status, length, content_type = pending
+                    if len(buffer) - at < length:
+                        return
+                    body = bytes(buffer[at : at + length])
+                    at += length
+                    self.body_of = None
+                    self._answer(number, Result(body, content_type, status))
+                    continue
+                end = buffer.find(b"\n", at, at + MAX_LINE_BYTES)
+                if end < 0:
+                    if len(buffer) - at >= MAX_LINE_BYTES:
+                        raise _Broken(f"a header line longer than {MAX_LINE_BYTES} bytes")
+                    return
+                line = bytes(buffer[at:end])
+                at = end + 1
+                self._header(line)
+        finally:
+            del buffer[:at]
+
+    def _header(self, line: bytes) -> None:
+        if line == _READY:
+            if self.ready.done():
+                raise _Broken("a second READY")
+            self.ready.set_result(None)
+            return
+        if not self.ready.done():
+            raise _Broken(f"expected READY first, got {line[:60]!r}")
+        number, status, length, content_type = parse_result_line(line)
+        if number not in self.calls:
+            raise _Broken(f"a RESULT for call {number}, which is not in flight")
+        if length > self.max_body:
+            self._refuse_large(number, length)
+            return
+        self.body_of = (number, status, length, content_type)
+
+    def _answer(self, number: int, result: Result) -> None:
+        future = self.calls.pop(number, None)
+        deadlines = self.deadlines
+        if deadlines and deadlines[0][1] == number:
+            self._prune()
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def _refuse_large(self, number: int, length: int) -> None:
+        """An answer over the limit: refused, and the instance replaced (its body is not read:
+        it may be any size, and nothing after it can be found without reading it)."""
+        future = self.calls.pop(number, None)
+        if future is not None and not future.done():
+            future.set_exception(
+                errors.ResponseTooLarge(
+                    f"{self.spec.name!r} answered {length} bytes, over the limit of "
+                    f"{self.max_body}; its instance was replaced"
+                )
+            )
+        self.kill("response_too_large")
+
+    def _protocol_error(self, reason: str) -> None:
+        self.protocol_detail = reason
+        if not self.ready.done():
+            self.ready.set_exception(
+                errors.StartFailed(
+                    f"instance of {self.spec.name!r} broke the stdio protocol during its "
+                    f"start: {reason}"
+                )
+            )
+        self.kill("protocol_error")
+
+
+class HttpInstance(Instance):
+    """An exec instance whose program is an HTTP/1.1 server on 127.0.0.1:``port``."""
+
+    def __init__(
+        self,
+        instance_id: int,
+        spec: FunctionSpec,
+        zygote: ZygoteClient,
+        scheduler: Scheduler,
+        port: int,
+    ) -> None:
+        super().__init__(instance_id, spec, zygote, scheduler)
+        assert spec.command is not None
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.ready_path = spec.command.ready_path
+        self.http: PeerPool | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.http = PeerPool(
+            idle_timeout_s=IDLE_CONNECTION_S,
+            max_idle_per_peer=self.spec.concurrency,
+            max_response_bytes=self.max_body,
+        )
+        self._spawn_task(self._probe())
+
+    def _spawn_task(self, coroutine: Any) -> None:
+        task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _pause(self, seconds: float) -> None:
+        done: asyncio.Future[None] = self.loop.create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        timer = self.scheduler.call_later(seconds, wake)
+        try:
+            await done
+        finally:
+            timer.cancel()
+
+    async def _probe(self) -> None:
+        """Tries the port until the server accepts (and, with a ready_path, answers it 200);
+        the start's own timeout bounds it."""
+        pause = PROBE_FIRST_S
+        assert self.http is not None
+        while not self.ready.done() and not self.dead:
+            try:
+                if self.ready_path is None:
+                    await self.http.warm(self.address, connect_timeout_s=CONNECT_TIMEOUT_S)
+                    ok = True
+                else:
+                    response = await self.http.request(
+                        self.address, "GET", self.ready_path, {"user-agent": "tierfaas"}, b"",
+                        connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=CONNECT_TIMEOUT_S,
+                    )  # fmt: skip
+                    ok = response.status == 200
+            except (PeerUnreachable, PeerFailed):
+                ok = False
+            if ok and not self.ready.done() and not self.dead:
+                self.ready.set_result(None)
+                return
+            await self._pause(pause)
+            pause = min(pause * 1.5, PROBE_MAX_S)
+
+    def _send_call(
+        self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
+    ) -> None:
+        self._spawn_task(self._exchange(number, body, context or {}, timeout_s))
+
+    async def _exchange(
+        self, number: int, body: bytes, context: dict[str, Any], timeout_s: float
+    ) -> None:
+        assert self.http is not None
+        query = context.get("query") or ""
+        target = (context.get("path") or "/") + (f"?{query}" if query else "")
+        headers = {
+            key: value
+            for key, value in (context.get("headers") or {}).items()
+            if key not in _REQUEST_DROP and not key.startswith("x-tierfaas-")
+        }
+        request_id = context.get("request_id")
+        if request_id:
+            headers["x-request-id"] = request_id
+        try:
+            response = await self.http.request(
+                self.address, context.get("method") or "POST", target, headers, body,
+                connect_timeout_s=CONNECT_TIMEOUT_S, timeout_s=timeout_s + 1.0,
+                retry_stale=True,
+            )  # fmt: skip
+        except PeerUnreachable as exc:
+            await self._failed(number, "closed", f"its server refused a connection ({exc})")
+            return
+        except PeerFailed as exc:
+            await self._failed(number, exc.kind, str(exc))
+            return
+        content_type = response.headers.get("content-type", DEFAULT_CONTENT_TYPE)
+        kept = [
+            (key, value)
+            for key, value in response.header_list()
+            if key not in _RESPONSE_DROP and not key.startswith(b"x-tierfaas-")
+        ]
+        future = self.calls.pop(number, None)
+        if self.deadlines and self.deadlines[0][1] == number:
+            self._prune()
+        if future is not None and not future.done():
+            future.set_result(Result(response.body, content_type, response.status, kept))
+
+    async def _failed(self, number: int, kind: str, detail: str) -> None:
+        if kind == "too_large":
+            future = self.calls.pop(number, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    errors.ResponseTooLarge(
+                        f"{self.spec.name!r} answered over the limit of {self.max_body} bytes"
+                    )
+                )
+            return
+        if kind == "timeout" or self.dead:
+            return  # the deadline killed it, or it is gone: the calls fail as it closes
+        if kind == "closed":
+            # A server that crashed closes its connections a moment before its process is
+            # seen gone: a crash is told as one, not as a broken protocol.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CRASH_GRACE_S):
+                    await asyncio.shield(self.closed)
+            if self.dead:
+                return
+        self.protocol_detail = detail
+        self.kill("protocol_error")
+
+    def kill(self, reason: str) -> None:
+        super().kill(reason)
+        self._close_http()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._close_http()
+
+    def _close_http(self) -> None:
+        http, self.http = self.http, None
+        if http is not None:
+            self.loop.create_task(http.close())
