@@ -160,7 +160,9 @@ def render_functions(listing: dict[str, Any]) -> Table:
         f"{release.get('version')}"
     )
     table = Table(title=escape(title))
-    columns = ("function", "isolation", "memory_mb", "cpu", "pids", "network", "instances")
+    columns = (
+        "function", "runtime", "isolation", "memory_mb", "cpu", "pids", "network", "instances"
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, overflow="fold")
     functions = listing.get("functions")
@@ -169,8 +171,12 @@ def render_functions(listing: dict[str, Any]) -> Table:
             continue
         isolation = str(function.get("isolation") or "?")
         cpu = function.get("cpu")
+        runtime = str(function.get("runtime") or "python")  # older nodes: Python only
+        if function.get("protocol"):
+            runtime = f"{runtime} ({function.get('protocol')})"
         table.add_row(
             escape(str(function.get("name"))),
+            escape(runtime),
             _ISOLATION_SHOWN.get(isolation, escape(isolation)),
             escape(str(function.get("memory_mb", "?"))),
             "-" if cpu is None else escape(f"{cpu:g}" if isinstance(cpu, float) else str(cpu)),

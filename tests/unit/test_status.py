@@ -133,14 +133,19 @@ def test_the_functions_of_the_node_asked_show_their_isolation_and_limits() -> No
     table = render_functions(shown)
     got = function_rows(table)
     assert got["a"] == {
-        "function": "a", "isolation": "[green]sandbox[/]", "memory_mb": "128", "cpu": "0.25",
-        "pids": "8", "network": "none", "instances": "2",
+        "function": "a", "runtime": "python", "isolation": "[green]sandbox[/]",
+        "memory_mb": "128", "cpu": "0.25", "pids": "8", "network": "none", "instances": "2",
     }  # fmt: skip
     assert got["b"]["isolation"] == "[bold red]process[/] (unsandboxed)"
     assert got["b"]["cpu"] == "-"  # no quota
     out = text(table)
     assert "functions on n1 - release rel 2.0" in out
     assert "process (unsandboxed)" in out
+
+
+def test_an_exec_function_shows_its_runtime_and_protocol() -> None:
+    shown = listing({**function("web", "sandbox"), "runtime": "exec", "protocol": "http"})
+    assert function_rows(render_functions(shown))["web"]["runtime"] == "exec (http)"
 
 
 def test_a_function_list_from_an_older_node_or_garbage_still_renders() -> None:

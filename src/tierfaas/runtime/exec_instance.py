@@ -288,7 +288,13 @@ class HttpInstance(Instance):
     async def _exchange(
         self, number: int, body: bytes, context: dict[str, Any], timeout_s: float
     ) -> None:
-        assert self.http is not None
+        if self.http is None:  # stopped between the pool's choice and this task's start
+            future = self.calls.pop(number, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    errors.InstanceCrashed(f"the instance of {self.spec.name!r} was stopped")
+                )
+            return
         query = context.get("query") or ""
         target = (context.get("path") or "/") + (f"?{query}" if query else "")
         headers = {
