@@ -2,9 +2,13 @@
 
 Start, in this order: check that the host can isolate functions as asked (``run_node``: a
 node asked to sandbox them on a host that cannot refuses to start, before anything is built),
-bind the HTTP listeners (a busy port fails before anything starts), the runtime (its zygote),
-then for a clustered node the ClusterManager actor, membership (the join), the control plane,
-the router's peer connections and the rollout controller; serve.
+run the release's build step and check its exec programs (``tierfaas.deploy.build``, off the
+event loop; a failure stops the node with the build's last lines; a node that follows a
+registry does this in its release check instead, staying up but not ready, so a rollout sees
+why and stops at its canaries), bind the HTTP listeners (a busy port fails before anything
+starts), the runtime (its zygote), then for a clustered node the ClusterManager actor,
+membership (the join), the control plane, the router's peer connections and the rollout
+controller; serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
 peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
@@ -28,6 +32,7 @@ from collections.abc import Generator
 import uvicorn
 
 from tierfaas.config import NodeConfig
+from tierfaas.deploy.build import prepare_release_async
 from tierfaas.http.protocol import bounded_protocol
 from tierfaas.manifest import Release
 from tierfaas.node.compose import ClusterParts, NodeParts, compose
@@ -82,6 +87,8 @@ class Node:
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
         parts = self.parts
+        if parts.readiness.checked and not await self._prepare_release():
+            return self.exit_code
         sockets = bind_http(self.config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,6 +128,28 @@ class Node:
                 await self._stop_cluster(parts.cluster)
             log.info("node %s stopped", self.name)
         return self.exit_code
+
+    async def _prepare_release(self) -> bool:
+        """Builds the release and checks its exec programs before anything starts; False when
+        SIGTERM/SIGINT came first (the build is killed). Raises ``BuildFailed`` or
+        ``ManifestError``."""
+        loop = asyncio.get_running_loop()
+        build = asyncio.ensure_future(
+            prepare_release_async(self.parts.release, timeout_s=self.config.build_timeout_s)
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, build.cancel)
+        try:
+            await build
+        except asyncio.CancelledError:
+            if not build.cancelled():
+                raise
+            log.info("node %s stopped while building its release", self.name)
+            return False
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return True
 
     async def _start_cluster(self, cluster: ClusterParts) -> None:
         await cluster.manager.start()  # subscribes to membership events before the join
