@@ -6,6 +6,7 @@ not get ready) on a release that does not build."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tierfaas.deploy.build import LOCK_NAME, prepare_release, prepare_release_async, run_build
-from tierfaas.deploy.preflight import run_preflight
+from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.errors import BuildFailed, ManifestError
 from tierfaas.manifest import Release, load_release
 from tierfaas.procs import alive
@@ -221,18 +222,38 @@ def test_a_node_with_a_missing_exec_program_does_not_start(tmp_path: Path) -> No
     assert "functions.native.command" in result.stderr
 
 
-def test_the_registry_release_check_reports_a_failed_build_with_its_last_lines(
+def test_a_node_following_a_registry_with_a_broken_build_starts_fatally_not_ready(
     tmp_path: Path,
 ) -> None:
     makefile = "all:\n\t@echo error: undefined reference to main\n\t@exit 1\n"
-    folder = make_release(tmp_path / "r", makefile=makefile)
-    reason = asyncio.run(run_preflight(folder, build_timeout_s=60))
-    assert reason is not None
-    assert reason.startswith("release built 1.0.0: build failed (exit 2)"), reason
-    assert "error: undefined reference to main" in reason
+    registry = DirectoryRegistry(tmp_path / "registry")
+    registry.publish(make_release(tmp_path / "r", makefile=makefile))
+    node = NodeProcess(
+        tmp_path / "unused",
+        extra_args=["--registry", str(registry.root), "--isolation", "process"],
+        log_path=tmp_path / "n.log",
+    )
+    with node.start(timeout=60):
+        status, body = http_get(f"{node.url}/readyz")
+        answer = json.loads(body)
+        assert status == 503 and answer["fatal"] is True, (status, answer, node.log_tail())
+        assert answer["reason"].startswith("release built 1.0.0: build failed (exit 2)"), answer
+        assert "error: undefined reference to main" in answer["reason"]
 
 
-def test_the_registry_release_check_passes_a_release_that_builds(tmp_path: Path) -> None:
-    folder = make_release(tmp_path / "r")
-    assert asyncio.run(run_preflight(folder, build_timeout_s=60)) is None
-    assert (folder / "artifact.txt").exists()
+def test_a_node_following_a_registry_builds_its_version_before_it_serves(tmp_path: Path) -> None:
+    registry = DirectoryRegistry(tmp_path / "registry")
+    registry.publish(make_release(tmp_path / "r"))
+    node = NodeProcess(
+        tmp_path / "unused",
+        extra_args=["--registry", str(registry.root), "--isolation", "process"],
+        log_path=tmp_path / "n.log",
+    )
+    with node.start(timeout=60):
+        status, body = http_get(f"{node.url}/function/hello", timeout=30)
+        assert (status, body) == (200, b"built by make\n"), node.log_tail()
+        deadline = time.monotonic() + 30  # the import check runs in the background
+        while http_get(f"{node.url}/readyz")[0] != 200:
+            assert time.monotonic() < deadline, node.log_tail()
+            time.sleep(0.1)
+    assert (registry.release_dir("1.0.0") / "artifact.txt").exists()

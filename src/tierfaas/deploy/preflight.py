@@ -1,10 +1,6 @@
 """Does a release import? Checked once when a node starts from a registry, before it says it
 is ready, so that a rollout to a broken release stops at its canaries (SPEC 6.1).
 
-First the release's build step runs (``tierfaas.deploy.build``: ``[release] build``, off the
-event loop) and every exec function's program must then exist; a failed build or a missing
-program is the check's verdict, with the build's last lines, and nothing is imported.
-
 The check runs in a fresh interpreter (``python -m tierfaas.deploy.preflight DIR``), never in
 the node: user code must not run in the node's process. It imports every handler and init
 module the way an instance does (from its file inside the release) and checks that each
@@ -21,9 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from tierfaas.deploy.build import DEFAULT_TIMEOUT_S as DEFAULT_BUILD_TIMEOUT_S
-from tierfaas.deploy.build import prepare_release_async
-from tierfaas.errors import BuildFailed, ManifestError
+from tierfaas.errors import ManifestError
 from tierfaas.manifest import EntryPoint, load_release
 
 
@@ -57,17 +51,9 @@ def check(release_dir: Path) -> dict[str, str]:
     return problems
 
 
-async def run_preflight(
-    release_dir: Path, timeout_s: float = 60.0, build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S
-) -> str | None:
-    """None when the release builds (``build_timeout_s`` for its build step) and imports, else
-    a one-line reason (for /readyz and the rollout status)."""
-    try:
-        await prepare_release_async(load_release(release_dir), timeout_s=build_timeout_s)
-    except BuildFailed as exc:
-        return exc.summary()
-    except ManifestError as exc:
-        return str(exc)
+async def run_preflight(release_dir: Path, timeout_s: float = 60.0) -> str | None:
+    """None when the release imports, else a one-line reason (for /readyz and the rollout
+    status)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -96,11 +96,7 @@ def compose(
 
 def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
     supervisor = Supervisor(metrics.registry, clock=clock)
-    readiness = Readiness(
-        check_release=config.registry is not None,
-        tasks=supervisor,
-        build_timeout_s=config.build_timeout_s,
-    )
+    readiness = Readiness(check_release=config.registry is not None, tasks=supervisor)
     runtime = Runtime(
         release, config, listeners=[metrics.on_runtime_event], scheduler=LoopScheduler(clock)
     )
@@ -200,10 +196,7 @@ def _clustered(
     # the next lookup once it is alive again).
     manager.watch_runs(lambda gone: router.forget_node(gone.name))
     readiness = Readiness(
-        check_release=config.registry is not None,
-        membership=membership,
-        tasks=supervisor,
-        build_timeout_s=config.build_timeout_s,
+        check_release=config.registry is not None, membership=membership, tasks=supervisor
     )
     app = NodeApp(
         runtime,

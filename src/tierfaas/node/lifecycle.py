@@ -3,12 +3,13 @@
 Start, in this order: check that the host can isolate functions as asked (``run_node``: a
 node asked to sandbox them on a host that cannot refuses to start, before anything is built),
 run the release's build step and check its exec programs (``tierfaas.deploy.build``, off the
-event loop; a failure stops the node with the build's last lines; a node that follows a
-registry does this in its release check instead, staying up but not ready, so a rollout sees
-why and stops at its canaries), bind the HTTP listeners (a busy port fails before anything
-starts), the runtime (its zygote), then for a clustered node the ClusterManager actor,
-membership (the join), the control plane, the router's peer connections and the rollout
-controller; serve.
+event loop, before anything of the node is reachable, so no call meets a release not yet
+built; a failure stops the node with the build's last lines, except on a node that follows a
+registry: it starts all the same, fatally not ready with the build's last lines as the reason,
+so a rollout sees why and stops at its canaries), bind the HTTP listeners (a busy port fails
+before anything starts), the runtime (its zygote), then for a clustered node the
+ClusterManager actor, membership (the join), the control plane, the router's peer
+connections and the rollout controller; serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
 peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
@@ -33,6 +34,7 @@ import uvicorn
 
 from tierfaas.config import NodeConfig
 from tierfaas.deploy.build import prepare_release_async
+from tierfaas.errors import BuildFailed, ManifestError
 from tierfaas.http.protocol import bounded_protocol
 from tierfaas.manifest import Release
 from tierfaas.node.compose import ClusterParts, NodeParts, compose
@@ -87,7 +89,7 @@ class Node:
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
         parts = self.parts
-        if parts.readiness.checked and not await self._prepare_release():
+        if not await self._prepare_release():
             return self.exit_code
         sockets = bind_http(self.config)
         loop = asyncio.get_running_loop()
@@ -131,8 +133,9 @@ class Node:
 
     async def _prepare_release(self) -> bool:
         """Builds the release and checks its exec programs before anything starts; False when
-        SIGTERM/SIGINT came first (the build is killed). Raises ``BuildFailed`` or
-        ``ManifestError``."""
+        SIGTERM/SIGINT came first (the build is killed). A failure raises ``BuildFailed`` or
+        ``ManifestError``, except on a node that follows a registry, which keeps it as its
+        readiness problem (and skips the import check)."""
         loop = asyncio.get_running_loop()
         build = asyncio.ensure_future(
             prepare_release_async(self.parts.release, timeout_s=self.config.build_timeout_s)
@@ -146,6 +149,11 @@ class Node:
                 raise
             log.info("node %s stopped while building its release", self.name)
             return False
+        except (BuildFailed, ManifestError) as exc:
+            if self.parts.readiness.checked:  # no release check: the node does not start
+                raise
+            reason = exc.summary() if isinstance(exc, BuildFailed) else str(exc)
+            self.parts.readiness.fail(reason)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
