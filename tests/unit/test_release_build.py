@@ -15,6 +15,7 @@ from tierfaas.deploy.build import (
 )
 from tierfaas.deploy.registry import DirectoryRegistry, digest_of
 from tierfaas.errors import BuildFailed
+from tierfaas.node.readiness import Readiness
 from tierfaas.testing import FakeClock
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo"
@@ -127,3 +128,11 @@ def test_the_build_lock_is_no_part_of_a_published_release(tmp_path: Path) -> Non
     registry = DirectoryRegistry(tmp_path / "reg")
     info, _ = registry.publish(source)
     assert not (registry.release_dir(info.version) / LOCK_NAME).exists()
+
+
+def test_a_failed_build_leaves_a_registry_node_not_ready_for_good() -> None:
+    readiness = Readiness(check_release=True)
+    assert readiness.reason() == "checking that the release imports"
+    readiness.fail("release d 1: build failed (exit 2): oops")
+    assert readiness.checked  # no import check follows
+    assert readiness.fatal() and readiness.reason() == "release d 1: build failed (exit 2): oops"
