@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tierfaas.deploy.build import LOCK_NAME, prepare_release, prepare_release_async, run_build
+from tierfaas.deploy.build import (
+    LOCK_NAME,
+    LOG_BURST_LINES,
+    LOG_LINES_PER_S,
+    prepare_release,
+    prepare_release_async,
+    run_build,
+)
 from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.errors import BuildFailed, ManifestError
 from tierfaas.manifest import Release, load_release
@@ -257,3 +264,19 @@ def test_a_node_following_a_registry_builds_its_version_before_it_serves(tmp_pat
             assert time.monotonic() < deadline, node.log_tail()
             time.sleep(0.1)
     assert (registry.release_dir("1.0.0") / "artifact.txt").exists()
+
+
+def test_a_runaway_build_cannot_flood_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    build = '["sh", "-c", "seq 1 200000; exit 1"]'
+    release = load_release(make_release(tmp_path / "r", build))
+    began = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="tierfaas.build"), pytest.raises(BuildFailed) as e:
+        run_build(release, timeout_s=60)
+    took = time.monotonic() - began
+    records = [r for r in caplog.records if r.name == "tierfaas.build"]
+    # the burst, the rate over the run, a summary a second, and the lines about the build
+    assert len(records) <= LOG_BURST_LINES + (LOG_LINES_PER_S + 1) * took + 10, len(records)
+    assert any("lines of build output not logged" in r.getMessage() for r in records)
+    assert e.value.tail[-1] == "200000"  # the tail keeps the real last lines

@@ -52,13 +52,26 @@ def test_undecodable_bytes_do_not_break_the_output() -> None:
 
 def test_the_log_budget_allows_a_burst_then_its_rate_and_counts_what_it_dropped() -> None:
     clock = FakeClock()
-    budget = LogBudget(clock, rate=10.0, burst=5)
+    budget = LogBudget(clock, rate=10.0, burst=5, hold_s=1.0)
     assert [budget.take() for _ in range(7)] == [True] * 5 + [False] * 2
-    assert budget.resumed() == 2 and budget.resumed() == 0
-    clock.advance(0.1)  # one line's worth
-    assert budget.take() and not budget.take()
+    clock.advance(0.5)  # five lines' worth, but a drop holds everything for a second
+    assert not budget.take()
+    clock.advance(0.5)
+    assert budget.take()
+    assert budget.resumed() == 3 and budget.resumed() == 0
     clock.advance(100.0)  # refills to the burst, never beyond
     assert sum(budget.take() for _ in range(10)) == 5
+
+
+def test_a_flood_gets_at_most_one_summary_per_hold() -> None:
+    clock = FakeClock()
+    budget = LogBudget(clock, rate=100.0, burst=10, hold_s=1.0)
+    resumes = 0
+    for _ in range(10_000):  # a line every millisecond for 10 s
+        if budget.take() and budget.resumed():
+            resumes += 1
+        clock.advance(0.001)
+    assert resumes <= 10
 
 
 def test_the_environment_keeps_path_home_and_locale_only() -> None:

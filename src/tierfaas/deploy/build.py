@@ -16,8 +16,8 @@ How it runs, and why:
 - Output: stdout and stderr, merged, go line by line to the node's log (logger
   ``tierfaas.build``, each line prefixed with the release's name and version), cut at
   ``LINE_CHARS`` and rate-bounded (``LogBudget``: a runaway build cannot flood the log; what
-  is dropped is counted in one summary line). The last ``TAIL_LINES`` lines are always kept
-  (``OutputLines``) and go in the error of a failed build.
+  is dropped is counted in summary lines, at most one a second). The last ``TAIL_LINES``
+  lines are always kept (``OutputLines``) and go in the error of a failed build.
 - One build at a time per directory: several nodes on one host load the same directory
   (``tierfaas up``; a registry version is one shared folder), so the build holds an ``flock``
   on ``LOCK_NAME`` in the release directory while it runs. Each node still runs the build
@@ -128,26 +128,37 @@ class OutputLines:
 
 class LogBudget:
     """A token bucket of log lines: ``rate`` per second, up to ``burst`` at once. ``take()``
-    says whether a line may be logged now; the lines refused are counted until ``resumed()``
-    hands their number over, so the log says how many it did not show."""
+    says whether a line may be logged now. Once it refuses one, it refuses everything for
+    ``hold_s`` (so the summary of what was dropped comes at most once per hold, not once per
+    refilled token); the lines refused are counted until ``resumed()`` hands their number
+    over, so the log says how many it did not show."""
 
     def __init__(
-        self, clock: Clock, rate: float = LOG_LINES_PER_S, burst: int = LOG_BURST_LINES
+        self,
+        clock: Clock,
+        rate: float = LOG_LINES_PER_S,
+        burst: int = LOG_BURST_LINES,
+        hold_s: float = 1.0,
     ) -> None:
         self.clock = clock
         self.rate = rate
         self.burst = float(burst)
+        self.hold_s = hold_s
         self.tokens = float(burst)
         self.dropped = 0
         self._at = clock()
+        self._dropping_since = 0.0
 
     def take(self) -> bool:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
         self._at = now
-        if self.tokens >= 1.0:
+        holding = self.dropped > 0 and now - self._dropping_since < self.hold_s
+        if not holding and self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
+        if self.dropped == 0:
+            self._dropping_since = now
         self.dropped += 1
         return False
 
