@@ -196,6 +196,7 @@ def node(**values: Any) -> None:
     except (
         errors.ConfigError,
         errors.ManifestError,
+        errors.BuildFailed,
         errors.SandboxUnavailable,
         ProviderError,
         ZygoteError,

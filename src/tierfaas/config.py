@@ -325,6 +325,13 @@ class NodeConfig:
         "how long a new node may take to join and be ready; past it the rollout aborts",
         "s",
     )
+    build_timeout_s: float = setting(
+        300.0,
+        "how long the release's build step ([release] build) may run when the node loads the "
+        "release; past it the build's processes are killed and the release does not load "
+        "(keep --canary-timeout-s above a registry version's build time)",
+        "s",
+    )
     debug: bool = setting(False, "include tracebacks in handler error responses")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log verbosity")
 
@@ -352,7 +359,7 @@ class NodeConfig:
             raise ConfigError("drain_timeout_s", "must be 0 or more")
         if self.drain_quiet_s < 0:
             raise ConfigError("drain_quiet_s", "must be 0 or more")
-        self._check_positive("registry_poll_s", "canary_timeout_s")
+        self._check_positive("registry_poll_s", "canary_timeout_s", "build_timeout_s")
         if not isinstance(self.generation, int) or self.generation < 0:
             raise ConfigError("generation", "must be 0 or more")
         if self.canaries < 1:

@@ -5,6 +5,7 @@
   memory); the message says which and the request id ties it to the node's log.
 - ``ClusterError`` (503): the node or cluster cannot take the request now; retry later.
 - ``ConfigError`` / ``ManifestError``: bad settings or a bad release, found at start-up.
+- ``BuildFailed``: the release's build step (``[release] build``) failed when a node loaded it.
 - ``SandboxUnavailable``: the host cannot isolate functions as asked, found at start-up.
 
 Each HTTP-facing error carries its status, a stable ``code`` (the JSON ``error`` field) and,
@@ -35,6 +36,41 @@ class ManifestError(TierfaasError, ValueError):
         self.path = path
         self.field = field
         self.reason = reason
+
+
+class BuildFailed(TierfaasError):
+    """The release's build step failed: it exited nonzero, was killed, ran past its timeout
+    or could not start. ``status`` says which; ``tail`` holds the last lines of its output."""
+
+    def __init__(self, release: str, argv: tuple[str, ...], status: str, tail: tuple[str, ...]):
+        self.release = release
+        self.argv = argv
+        self.status = status
+        self.tail = tail
+        shown = "\n".join(f"  | {line}" for line in tail) if tail else "  (no output)"
+        super().__init__(
+            f"release {release}: build {list(argv)} failed ({status}); the last lines of its "
+            f"output:\n{shown}"
+        )
+
+    def summary(self, limit: int = 480) -> str:
+        """One line of at most ``limit`` characters for /readyz and the rollout status: the
+        status, then as many of the last lines as fit, the latest kept."""
+        head = f"release {self.release}: build failed ({self.status})"
+        kept: list[str] = []
+        room = limit - len(head) - len(": ")
+        for raw in reversed(self.tail):
+            line = raw.strip()
+            if not line:
+                continue
+            cost = len(line) + (len(" | ") if kept else 0)
+            if cost > room:
+                if not kept:  # the very last line alone is too long: keep its end
+                    kept.append("..." + line[-max(0, room - 3) :])
+                break
+            kept.append(line)
+            room -= cost
+        return f"{head}: {' | '.join(reversed(kept))}" if kept else head
 
 
 class SandboxUnavailable(TierfaasError):

@@ -115,6 +115,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "registry_poll_s": (["--registry-poll-s", "0.5"], 0.5),
         "canaries": (["--canaries", "1"], 1),
         "canary_timeout_s": (["--canary-timeout-s", "7"], 7.0),
+        "build_timeout_s": (["--build-timeout-s", "30"], 30.0),
         "debug": (["--debug"], True),
         "log_level": (["--log-level", "debug"], "debug"),
     }

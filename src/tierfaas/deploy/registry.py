@@ -14,6 +14,9 @@ mount, a Kubernetes volume)::
 Versions are immutable: publishing an existing version again is accepted only with the same
 content (same digest), so "2.0.0" means one thing forever. Every write goes to a temporary
 name first and is renamed into place, so a reader never sees half a version or half a file.
+The digest is of the content as published: a release with a build step (``[release] build``)
+gains its artifacts in ``versions/<version>/`` when the nodes that load it build it there
+(one at a time, under the folder's ``.tierfaas-build.lock``, which no copy or digest holds).
 Other registries (HTTP, object stores) implement ``Registry``: the master only needs
 ``desired()``, ``release_dir()``, the status calls and ``claim_term``.
 
@@ -41,11 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tierfaas.deploy.build import LOCK_NAME as BUILD_LOCK_NAME
 from tierfaas.deploy.term import Term, TermRecord, fence
 from tierfaas.errors import ManifestError
 from tierfaas.manifest import Release, load_release
 
 _SKIPPED = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+_SKIPPED_FILES = {BUILD_LOCK_NAME}
+"""Files that are no part of a release's content (the build step's lock)."""
 MAX_RELEASE_BYTES = 256 * 1024 * 1024
 """Largest release a registry accepts: the sum of its files."""
 
@@ -87,11 +93,12 @@ class Registry(Protocol):
 
 
 def release_files(root: Path) -> Iterator[Path]:
-    """The files of a release in a stable order, without caches and VCS folders."""
+    """The files of a release in a stable order, without caches, VCS folders and the build
+    lock."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED)
         for name in sorted(filenames):
-            if not name.endswith((".pyc", ".pyo")):
+            if not name.endswith((".pyc", ".pyo")) and name not in _SKIPPED_FILES:
                 yield Path(dirpath) / name
 
 
@@ -210,7 +217,7 @@ class DirectoryRegistry:
                 shutil.copytree(
                     source,
                     staging / "release",
-                    ignore=shutil.ignore_patterns(*_SKIPPED, "*.pyc", "*.pyo"),
+                    ignore=shutil.ignore_patterns(*_SKIPPED, *_SKIPPED_FILES, "*.pyc", "*.pyo"),
                     symlinks=False,
                 )
                 if digest_of(staging / "release") != digest:

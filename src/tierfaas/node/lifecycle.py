@@ -2,9 +2,14 @@
 
 Start, in this order: check that the host can isolate functions as asked (``run_node``: a
 node asked to sandbox them on a host that cannot refuses to start, before anything is built),
-bind the HTTP listeners (a busy port fails before anything starts), the runtime (its zygote),
-then for a clustered node the ClusterManager actor, membership (the join), the control plane,
-the router's peer connections and the rollout controller; serve.
+run the release's build step and check its exec programs (``tierfaas.deploy.build``, off the
+event loop, before anything of the node is reachable, so no call meets a release not yet
+built; a failure stops the node with the build's last lines, except on a node that follows a
+registry: it starts all the same, fatally not ready with the build's last lines as the reason,
+so a rollout sees why and stops at its canaries), bind the HTTP listeners (a busy port fails
+before anything starts), the runtime (its zygote), then for a clustered node the
+ClusterManager actor, membership (the join), the control plane, the router's peer
+connections and the rollout controller; serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
 peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
@@ -28,6 +33,8 @@ from collections.abc import Generator
 import uvicorn
 
 from tierfaas.config import NodeConfig
+from tierfaas.deploy.build import prepare_release_async
+from tierfaas.errors import BuildFailed, ManifestError
 from tierfaas.http.protocol import bounded_protocol
 from tierfaas.manifest import Release
 from tierfaas.node.compose import ClusterParts, NodeParts, compose
@@ -82,6 +89,8 @@ class Node:
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
         parts = self.parts
+        if not await self._prepare_release():
+            return self.exit_code
         sockets = bind_http(self.config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,6 +130,34 @@ class Node:
                 await self._stop_cluster(parts.cluster)
             log.info("node %s stopped", self.name)
         return self.exit_code
+
+    async def _prepare_release(self) -> bool:
+        """Builds the release and checks its exec programs before anything starts; False when
+        SIGTERM/SIGINT came first (the build is killed). A failure raises ``BuildFailed`` or
+        ``ManifestError``, except on a node that follows a registry, which keeps it as its
+        readiness problem (and skips the import check)."""
+        loop = asyncio.get_running_loop()
+        build = asyncio.ensure_future(
+            prepare_release_async(self.parts.release, timeout_s=self.config.build_timeout_s)
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, build.cancel)
+        try:
+            await build
+        except asyncio.CancelledError:
+            if not build.cancelled():
+                raise
+            log.info("node %s stopped while building its release", self.name)
+            return False
+        except (BuildFailed, ManifestError) as exc:
+            if self.parts.readiness.checked:  # no release check: the node does not start
+                raise
+            reason = exc.summary() if isinstance(exc, BuildFailed) else str(exc)
+            self.parts.readiness.fail(reason)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return True
 
     async def _start_cluster(self, cluster: ClusterParts) -> None:
         await cluster.manager.start()  # subscribes to membership events before the join

@@ -26,7 +26,7 @@ class Readiness:
         tasks: Supervisor | None = None,
     ) -> None:
         self.problem: str | None = None
-        """Why the release cannot be served (it does not import); None if it can."""
+        """Why the release cannot be served (it does not build or import); None if it can."""
         self.checked = not check_release
         self._membership = membership
         self._tasks = tasks
@@ -41,8 +41,15 @@ class Readiness:
             return f"not joined to the cluster: {self._membership.join_reason}"
         return self._tasks.not_ready_reason() if self._tasks is not None else None
 
+    def fail(self, problem: str) -> None:
+        """The release cannot be served (its build failed): not ready for good, and no import
+        check."""
+        self.problem = problem
+        self.checked = True
+        log.error("this node cannot serve its release: %s", problem)
+
     def fatal(self) -> bool:
-        """This node will never be ready: its release does not import."""
+        """This node will never be ready: its release does not build or import."""
         return self.problem is not None
 
     async def check_release(self, root: Path) -> None:

@@ -2,10 +2,11 @@
 
 1. ``prepare()``: everything that can fail with a clear message before any process starts:
    the options, a host that cannot sandbox functions (``--isolation``), the registry and its
-   release, the front-door port, another supervisor on the
-   same state folder; then the state folder (mode 700) and a fresh cluster key in it
-   (``cluster.key``, mode 600), handed to the nodes in ``TIERFAAS_CLUSTER_KEY`` (never on a
-   command line);
+   release, the release's build step (run once here, in the registry's folder of the
+   version, so a broken build fails at once with its last lines), the front-door port,
+   another supervisor on the same state folder; then the state folder (mode 700) and a
+   fresh cluster key in it (``cluster.key``, mode 600), handed to the nodes in
+   ``TIERFAAS_CLUSTER_KEY`` (never on a command line);
 2. starts N ``tierfaas node`` processes through the local provider, one per loopback
    address, each in its own session and told to get SIGTERM should this process die;
 3. starts the front door: the built-in L4 proxy (:mod:`tierfaas.up.frontdoor`, in this
@@ -33,9 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tierfaas.config import NodeConfig
 from tierfaas.deploy.local import LocalProvider, LocalSettings, NodeRecord
 from tierfaas.deploy.provider import ProviderError
 from tierfaas.deploy.registry import DirectoryRegistry
+from tierfaas.errors import BuildFailed, ManifestError
 from tierfaas.keys import generate_key
 from tierfaas.manifest import Release
 from tierfaas.procs import alive, become_subreaper, killpg, start_time
@@ -111,6 +114,7 @@ class Supervisor:
         options.validate()
         check_host_isolation(options.isolation)
         release = self._prepare_registry()
+        self._build(release)
         self.version = release.version
         self.release_label = f"release {release.name} {release.version}"
         if "hello" not in release.functions and release.functions:
@@ -151,6 +155,19 @@ class Supervisor:
             assert desired is not None
             return self.registry.load(desired)
         except RegistryError as exc:
+            raise UpError(str(exc), 2) from None
+
+    def _build(self, release: Release) -> None:
+        """Runs the release's build step once, in its registry folder, before any node starts:
+        a broken build fails here with its last lines. Each node runs it again when it loads
+        the release (one at a time; an idempotent build finds nothing left to do)."""
+        from tierfaas.deploy.build import prepare_release
+
+        if release.build:
+            self.say(f"building release {release.name} {release.version}: {list(release.build)}")
+        try:
+            prepare_release(release, timeout_s=NodeConfig.default_of("build_timeout_s"))
+        except (BuildFailed, ManifestError) as exc:
             raise UpError(str(exc), 2) from None
 
     # -- nodes ------------------------------------------------------------------------------------
