@@ -202,9 +202,9 @@ class StdioInstance(Instance):
         self.protocol_detail = reason
         if not self.ready.done():
             self.ready.set_exception(
-                errors.StartFailed(
-                    f"instance of {self.spec.name!r} broke the stdio protocol during its "
-                    f"start: {reason}"
+                errors.ProtocolError(
+                    f"the instance of {self.spec.name!r} broke the stdio protocol during its "
+                    f"start ({reason}) and was stopped"
                 )
             )
         self.kill("protocol_error")
