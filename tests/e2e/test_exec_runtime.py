@@ -301,10 +301,10 @@ def check_python(answer: Answer, body: str) -> None:
 @pytest.mark.parametrize(
     ("function", "check", "home_is_a"),
     [
-        ("sh-hello", check_sh, True),
-        ("c-hello", check_c, False),
-        ("node-hello", check_node, True),
-        ("py-hello", check_python, False),
+        pytest.param("sh-hello", check_sh, True, id="sh"),
+        pytest.param("c-hello", check_c, False, id="c"),
+        pytest.param("node-hello", check_node, True, id="node"),
+        pytest.param("py-hello", check_python, False, id="python"),
     ],
 )
 def test_each_language_answers_where_warm_and_forwarded(
@@ -375,6 +375,11 @@ def test_an_http_function_gets_the_request_and_gives_its_answer(cluster: Cluster
         assert answer.headers.getall(fw.ROUTE) == [answer.route], where
         assert answer.headers.getall(fw.SERVED_BY) == [cluster.name(home)], where
         assert fw.REJECT not in answer.headers, (where, answer.headers)
+    # A chunked answer (a streaming server) arrives whole.
+    for node in (cluster.a, cluster.b):
+        chunked = call(node, "node-hello", method="GET", path="/chunked")
+        assert (chunked.status, chunked.body) == (200, b"chunk one, chunk two"), chunked
+        assert chunked.headers["Content-Type"] == "text/plain"
     # Nothing below /function/NAME: the function sees "/".
     bare = call(cluster.b, "node-hello", method="GET")
     assert (bare.status, bare.json()["url"], bare.route) == (200, "/", "forwarded-warm")
@@ -383,6 +388,30 @@ def test_an_http_function_gets_the_request_and_gives_its_answer(cluster: Cluster
     for node in (cluster.a, cluster.b):
         refused = call(node, "node-hello", headers={fw.HOPS: "1", fw.PATH: "x"})
         assert refused.error()[:2] == (403, "hop_refused"), refused
+
+
+def test_an_http_function_with_a_ready_path_gets_calls_once_it_answers_200(
+    cluster: Cluster,
+) -> None:
+    """node-ready: GET /healthz answers 503 for its first 400 ms, then 200."""
+    answer = call(cluster.b, "node-ready", b"x")
+    assert (answer.status, answer.route) == (200, "local-cold"), answer
+    got = answer.json()
+    assert got["probes"] >= 1, got  # asked, until it answered 200
+    assert got["since_start_ms"] >= 400, got  # the call came after that
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (routing/peers.py): an answer without Content-Length or chunked encoding, "
+    "whose body ends with the connection (HTTP/1.0, as Python's http.server answers by "
+    "default), is taken for a closed connection: 502 protocol_error 'the peer closed the "
+    "connection'. RFC 9112 6.3: such a body is read until the close",
+)
+def test_an_http_1_0_answer_ended_by_the_close_arrives(cluster: Cluster) -> None:
+    answer = call(cluster.a, "node-http10", b"x")
+    assert (answer.status, answer.body) == (200, b"hello from HTTP/1.0"), answer
+    assert answer.headers["Content-Type"] == "text/plain"
 
 
 # -- limits ----------------------------------------------------------------------------------
@@ -397,16 +426,23 @@ def test_eight_calls_pipelined_on_one_stdio_instance(cluster: Cluster) -> None:
         assert [(a.status, a.body) for a in answers] == [
             (200, f"pipelined {b}".encode()) for b in bodies
         ], answers
-        assert {a.route for a in answers} == {"local-cold" if round_ == 0 else "local-warm"}
+        routes = {a.route for a in answers}
+        if round_ == 0:  # the calls that came before the instance was ready waited for it
+            assert "local-cold" in routes and routes <= {"local-cold", "local-warm"}, routes
+        else:
+            assert routes == {"local-warm"}
     assert starts(cluster, "c-pipeline") == 1
 
 
 def test_max_instances_serves_calls_one_by_one_on_one_instance(cluster: Cluster) -> None:
-    """sh-one: ``concurrency = 1``, ``max_instances = 1``; each call sleeps 0.3 s."""
-    answers = together([Call(cluster.b, "sh-one", b"0.3") for _ in range(3)])
+    """sh-one: ``concurrency = 1``, ``max_instances = 1``; each call sleeps 0.25 s. (Warm
+    first: the waits, 0.25 and 0.5 s, stay far below the queue's 2 s also on a loaded
+    machine.)"""
+    first = call(cluster.b, "sh-one", b"0")
+    answers = together([Call(cluster.b, "sh-one", b"0.25") for _ in range(3)])
     assert [a.status for a in answers] == [200] * 3, answers
-    assert len({a.token() for a in answers}) == 1  # one instance
-    assert max(a.seconds for a in answers) >= 0.9  # the three ran one after another
+    assert {a.token() for a in answers} == {first.token()}  # one instance
+    assert max(a.seconds for a in answers) >= 0.75  # the three ran one after another
     assert starts(cluster, "sh-one") == 1
 
 
@@ -482,7 +518,7 @@ def test_v1_functions_shows_runtime_command_and_protocol(cluster: Cluster) -> No
             "sh-hello": ("exec", ["sh", "modes.sh", "hello"], "stdio", None),
             "py-hello": ("python", None, None, "fns:hello"),
         }
-        assert len(listed) == 16
+        assert len(listed) == 18
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -543,10 +579,12 @@ def test_an_http_program_that_never_listens_answers_start_failed(cluster: Cluste
 @pytest.mark.parametrize(
     ("kind", "detail", "forwarded"),
     [
-        ("garbage", "expected READY or RESULT, got b'HELLO THERE'", True),
-        ("unknown-id", "a RESULT for call 987654321, which is not in flight", False),
-        ("long-line", "a header line longer than 256 bytes", True),
-        ("bad-status", "99 is outside 100..599", False),
+        pytest.param("garbage", "expected READY or RESULT, got b'HELLO THERE'", True, id="garbage"),
+        pytest.param(
+            "unknown-id", "a RESULT for call 987654321, which is not in flight", False, id="id"
+        ),
+        pytest.param("long-line", "a header line longer than 256 bytes", True, id="long"),
+        pytest.param("bad-status", "99 is outside 100..599", False, id="status"),
     ],
 )
 def test_a_stdio_program_that_breaks_the_protocol_is_replaced(
@@ -639,7 +677,8 @@ def test_no_node_died_and_no_program_outlived_its_instance(cluster: Cluster) -> 
     for node in (cluster.a, cluster.b):
         assert node.process is not None and node.process.poll() is None
         assert call(node, "sh-hello", b"still").status == 200
-    for needle in ("modes.sh early", "modes.sh crash", "modes.sh never-ready", "server.js garbage"):
+    gone = ("modes.sh early", "modes.sh crash", "server.js garbage", "server.js http10")
+    for needle in gone:
         assert programs(cluster.a, needle) == [] and programs(cluster.b, needle) == [], needle
     assert os.path.exists(cluster.local.release / "hello")  # compiled into the copy only
     assert not (FIXTURE / "hello").exists()
