@@ -5,7 +5,8 @@ script, and a Python function beside them (tests/e2e/fixtures/exec).
 What each test asserts:
 - each language answers right (status, body, content type) where it is warm (local-cold,
   then local-warm) and from the other node (forwarded-warm, served by the first): one instance
-  in the cluster serves all three calls;
+  in the cluster serves all three calls; with ``--cold-starts home`` (a cluster of its own),
+  first calls on both nodes start one instance at the home, the other's forwarded-cold;
 - an http function gets the caller's method (GET, POST, PUT, PATCH, DELETE), the path below
   /function/NAME, the query, the caller's headers (never an X-Tierfaas-* one) and body; its
   status, headers (a repeated Set-Cookie) and body reach the caller, also after a forward; the
@@ -116,6 +117,17 @@ class Cluster:
         return self.b if node is self.a else self.a
 
 
+def agreed(local: LocalCluster) -> Cluster:
+    """``local``'s two nodes, once both agree on the cluster."""
+
+    def check() -> bool:
+        seen = {agreement(LocalCluster.view(n)) for n in local.nodes}
+        return len(seen) == 1 and next(iter(seen))[3] == 2
+
+    eventually(check, 10, what="both nodes agree on the cluster")
+    return Cluster(local, local.nodes[0], local.nodes[1])
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     release = build_release(tmp_path_factory.mktemp("exec-release"))
@@ -123,13 +135,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with LocalCluster(
         release, 2, subnet="127.0.31", first_host=1, log_dir=logs, extra_args=ARGS
     ) as local:
-
-        def agreed() -> bool:
-            seen = {agreement(LocalCluster.view(n)) for n in local.nodes}
-            return len(seen) == 1 and next(iter(seen))[3] == 2
-
-        eventually(agreed, 10, what="both nodes agree on the cluster")
-        yield Cluster(local, local.nodes[0], local.nodes[1])
+        yield agreed(local)
 
 
 # -- calls -----------------------------------------------------------------------------------
@@ -330,6 +336,32 @@ def test_each_language_answers_where_warm_and_forwarded(
     assert starts(cluster, function) == 1  # one instance served all three
     if function == "sh-hello":
         assert first.token() == forwarded.token() == again.token()
+
+
+def test_a_first_call_forwarded_to_the_home_waits_for_its_start_there(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``--cold-starts home``: first calls on both nodes at once start one instance, at the
+    function's home; the other node's call is forwarded there and waits for the start
+    (forwarded-cold). A cluster of its own (the module's places functions by hand), on hosts
+    127.0.31.3-4."""
+    release = build_release(tmp_path_factory.mktemp("exec-home"))
+    logs = tmp_path_factory.mktemp("exec-home-logs")
+    args = ["--cold-starts", "home"]
+    with LocalCluster(
+        release, 2, subnet="127.0.31", first_host=3, log_dir=logs, extra_args=args
+    ) as local:
+        home = agreed(local)
+        # Node.js takes tens of ms to listen: the forwarded call arrives while it starts.
+        answers = together([Call(n, "node-hello", b"x") for n in local.nodes])
+        assert [a.status for a in answers] == [200, 200], answers
+        served = {a.served_by for a in answers}
+        assert len(served) == 1, answers  # both at the home
+        routes = sorted(a.route or "" for a in answers)
+        assert routes == ["forwarded-cold", "local-cold"], answers
+        assert starts(home, "node-hello") == 1
+        for answer in answers:
+            check_node(answer, "x")
 
 
 # -- http: the whole request in, the whole answer out ----------------------------------------
