@@ -92,7 +92,7 @@ def build_release(folder: Path) -> Path:
     build step, ``[release] build``, is what examples/polyglot covers)."""
     release = folder / "exec"
     shutil.copytree(FIXTURE, release)
-    # The functions' sandbox uids read the release: every folder on the way must let them.
+    # The functions' uids (the sandbox's, not root) read the release and run its program.
     folder.chmod(0o755)
     release.chmod(0o755)
     subprocess.run(
