@@ -12,8 +12,8 @@ What each test asserts:
   status, headers (a repeated Set-Cookie) and body reach the caller, also after a forward; the
   X-Tierfaas-* headers it sets are dropped; a 204, a chunked answer, and a ready_path (no
   call before it answers 200) work; hop headers from a client get 403 hop_refused; an HTTP/1.0
-  answer ended by the close should arrive, and a 204 with a body keep the connection usable
-  (both xfail, strict: known bugs of routing/peers.py and http/app.py);
+  answer ended by the close arrives, and a 204 with a body (a stdio RESULT's) keeps the
+  connection usable: the caller gets no body;
 - limits: 8 calls pipelined on one stdio instance (``concurrency = 8``; the program answers
   only once all 8 are in flight); ``max_instances = 1`` serves 3 calls one by one on one
   instance; ``timeout_s`` answers 504, kills the instance (stdio and http, forwarded) and the
@@ -442,25 +442,12 @@ def test_an_http_function_with_a_ready_path_gets_calls_once_it_answers_200(
     assert got["since_start_ms"] >= 400, got  # the call came after that
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (routing/peers.py): an answer without Content-Length or chunked encoding, "
-    "whose body ends with the connection (HTTP/1.0, as Python's http.server answers by "
-    "default), is taken for a closed connection: 502 protocol_error 'the peer closed the "
-    "connection'. RFC 9112 6.3: such a body is read until the close",
-)
 def test_an_http_1_0_answer_ended_by_the_close_arrives(cluster: Cluster) -> None:
     answer = call(cluster.a, "node-http10", b"x")
     assert (answer.status, answer.body) == (200, b"hello from HTTP/1.0"), answer
     assert answer.headers["Content-Type"] == "text/plain"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (http/app.py): an answer of status 204 (or 304) is sent with the function's "
-    "body and a Content-Length; HTTP says it has no body, so a client reads those bytes as "
-    "the start of the next answer on the connection",
-)
 def test_a_204_answer_with_a_body_leaves_the_connection_usable(cluster: Cluster) -> None:
     placed(cluster, cluster.a, "sh-hello")
     """sh-hello answers a body "no-content" with status 204 and 2 bytes of body: the caller
@@ -652,7 +639,7 @@ def test_an_http_program_that_never_listens_answers_start_failed(cluster: Cluste
     for answer in answers:
         status, code, message = answer.error()
         assert (status, code) == (502, "start_failed"), answer
-        assert f"'http-never' did not finish import and init within {START_TIMEOUT_S:g} s" in (
+        assert f"'http-never' did not finish getting ready within {START_TIMEOUT_S:g} s" in (
             message
         )
         assert START_TIMEOUT_S - 0.5 <= answer.seconds < START_TIMEOUT_S + 10, answer
@@ -672,7 +659,7 @@ def test_an_http_program_that_never_listens_answers_start_failed(cluster: Cluste
             "unknown-id", "a RESULT for call 987654321, which is not in flight", False, id="id"
         ),
         pytest.param("long-line", "a header line longer than 256 bytes", True, id="long"),
-        pytest.param("bad-status", "99 is outside 100..599", False, id="status"),
+        pytest.param("bad-status", "99 is outside 200..599", False, id="status"),
     ],
 )
 def test_a_stdio_program_that_breaks_the_protocol_is_replaced(

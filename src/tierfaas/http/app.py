@@ -60,6 +60,7 @@ _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
 # answer has no body whatever its Content-Length says.
 _HTTP_FUNCTION_METHODS = _INVOKE_METHODS | {"PATCH", "DELETE", "OPTIONS"}
 _PREFIX_BYTES = len(_FUNCTION_PREFIX)
+_NO_BODY = frozenset({204, 304})
 # What an admin token guards (when required): everything that shows the cluster's inside.
 # Invocations have their own API keys; health, readiness and the function list stay open.
 ADMIN_PATHS = frozenset(
@@ -280,11 +281,15 @@ class NodeApp:
         )
         headers = reply.headers
         headers.append((b"x-request-id", request_id.encode()))
-        headers.append((b"content-length", b"%d" % len(reply.body)))
+        body = reply.body
+        if status in _NO_BODY:  # an exec function's: such an answer has no body (RFC 9110)
+            body = b""
+        else:
+            headers.append((b"content-length", b"%d" % len(body)))
         if self.draining:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        await send({"type": "http.response.body", "body": body})
 
     # -- admin -----------------------------------------------------------------------------
 

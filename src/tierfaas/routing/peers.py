@@ -85,6 +85,7 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.raw: list[tuple[bytes, bytes]] = []
         self.received = False  # a byte of the current answer arrived
+        self.head_done = False  # the current answer's status line and headers are parsed
         self.chunks: list[bytes] = []
         self.size = 0
         self.header_count = 0
@@ -113,13 +114,30 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool._lost(self)
+        if exc is None and self.answer is not None and self._ends_at_close():
+            # A body with neither a length nor chunks runs until the close (RFC 9112 6.3).
+            status = self.parser.get_status_code()
+            self.answer.set_result(
+                PeerResponse(status, self.headers, b"".join(self.chunks), self.raw)
+            )
+            return
         if self.answer is not None and not self.answer.done():
             reason = f": {exc}" if exc else ""
             self.answer.set_exception(
                 PeerFailed(f"the peer closed the connection{reason}", received=self.received)
             )
 
+    def _ends_at_close(self) -> bool:
+        """Whether the answer under way is whole once the peer closes: its head is parsed and
+        its body has neither a length nor chunks."""
+        if self.answer is None or self.answer.done() or not self.head_done:
+            return False
+        return "content-length" not in self.headers and "transfer-encoding" not in self.headers
+
     # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
@@ -152,7 +170,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.answer = asyncio.get_running_loop().create_future()
         self.headers, self.chunks, self.size, self.header_count = {}, [], 0, 0
-        self.raw, self.received = [], False
+        self.raw, self.received, self.head_done = [], False, False
         self.transport.write(request)
         return self.answer
 

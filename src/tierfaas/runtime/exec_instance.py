@@ -93,7 +93,7 @@ def parse_result_line(line: bytes) -> tuple[int, int, int, str]:
     if len(parts) < 4 or parts[0] != _RESULT:
         raise _Broken(f"expected READY or RESULT, got {line[:60]!r}")
     number = _decimal(parts[1], 1, 2**63 - 1)
-    status = _decimal(parts[2], 100, 599)
+    status = _decimal(parts[2], 200, 599)  # a final answer: no 1xx
     length = _decimal(parts[3], 0, 2**62)
     content_type = DEFAULT_CONTENT_TYPE
     if len(parts) == 5:

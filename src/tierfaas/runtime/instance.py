@@ -170,9 +170,9 @@ class Instance(asyncio.Protocol):
             await asyncio.shield(ready)  # a cancelled start leaves READY to arrive (or not)
         except TimeoutError:
             self.kill("start_timeout")
+            doing = "import and init" if self.spec.command is None else "getting ready"
             raise errors.StartFailed(
-                f"instance of {self.spec.name!r} did not finish import and init "
-                f"within {timeout_s:g} s"
+                f"instance of {self.spec.name!r} did not finish {doing} within {timeout_s:g} s"
             ) from None
         except errors.StartFailed:
             self.kill("start_failed")
