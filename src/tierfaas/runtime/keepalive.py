@@ -76,9 +76,10 @@ MIN_KEEP_ALIVE_S = 60.0
 histogram sees only gaps in the function's whole activity, not how many instances its peaks
 need; shorter, an extra instance started for a peak would be stopped between peaks seconds
 apart, and started again at the next."""
-DECAY_AT = 1000.0
-"""When the histogram holds this many idle times, every count is halved: the windows follow a
-function whose pattern changes within a few hundred idle times."""
+DECAY_AT = 200.0
+"""When the histogram holds this many idle times, every count is halved: it weighs about the
+last 100-200, enough for the 99th percentile, and a changed pattern takes over within a few
+hundred (a shorter head at once: the 5th percentile follows the first few short idle times)."""
 
 Source = Literal["learned", "default"]
 
