@@ -11,7 +11,9 @@ ended.
 
 This module holds only the mechanics: the futures of queued calls, handing out slots, the
 timers (on the injected ``Scheduler``), and starting instances through the ``Spawner`` with
-memory booked in the ``MemoryBudget``. All of it runs on the node's event loop and never
+memory booked in the ``MemoryBudget``. Keep-alive likewise: the pool tells an ``IdleTracker``
+of each call's arrival and end, and stops and prewarms instances as the windows
+``keepalive.py`` decides say. All of it runs on the node's event loop and never
 blocks: the instances are other processes.
 """
 
@@ -85,12 +87,11 @@ class FunctionPool:
         # Keep-alive: the windows in force (refreshed each reap round from the idle times
         # when learning), and the timer of the next prewarm.
         self.idle = keepalive.IdleTracker() if learn_keep_alive else None
-        self.windows = keepalive.fixed_windows(
-            spec.keep_alive_s, "not learned yet" if learn_keep_alive else "fixed policy"
-        )
+        self.windows = keepalive.fixed_windows(spec.keep_alive_s)
         self._windows_of = -1  # the histogram's ``changes`` the windows were computed from
         self._prewarm_timer: Timer | None = None
         self.prewarms = 0  # instances started by the prewarm timer
+        self.refresh_windows()
         self._tasks: set[asyncio.Task[None]] = set()
         # Calls waiting here that may start instances (how to restart each one's give-up
         # timer), and those of them held through a start under way.
@@ -197,25 +198,24 @@ class FunctionPool:
             except BaseException:
                 self._call_ended()
                 raise
-        try:
-            cold = arrived < instance.ready_at
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                self._release(instance, served=False)
-                raise errors.FunctionTimeout(
-                    f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
-                )
-            dispatched = self.clock()
-            future = instance.call(body, context, remaining)
-            try:
-                result = await future
-            finally:
-                self._release(instance)
-            took = self.clock() - dispatched
-            self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
-            return result, cold
-        finally:
+        cold = arrived < instance.ready_at
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            self._release(instance, served=False)
             self._call_ended()
+            raise errors.FunctionTimeout(
+                f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
+            )
+        dispatched = self.clock()
+        future = instance.call(body, context, remaining)
+        try:
+            result = await future
+        finally:
+            self._release(instance)
+            self._call_ended()
+        took = self.clock() - dispatched
+        self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
+        return result, cold
 
     async def _acquire(self) -> PoolInstance:
         instance = self._free_instance()
