@@ -41,6 +41,11 @@ def test_bins_are_a_second_wide_under_a_minute_and_a_minute_wide_up_to_four_hour
     assert [bin_of(s) for s in (60.0, 119.9, 120.0)] == [60, 60, 61]
     assert bin_of(4 * 3600 - 0.1) == 59 + 239
     assert bin_of(4 * 3600) is None
+    for idle_s in (0.0, 0.5, 1.0, 59.99, 60.0, 61.0, 3599.0, 14399.0):
+        histogram = histogram_of([idle_s])
+        index = bin_of(idle_s)
+        assert index is not None and histogram.counts[index] == 1 == histogram.in_bounds
+    assert histogram_of([14400.0]).out_of_bounds == 1
 
 
 def test_a_timer_called_every_minute_is_prewarmed_shortly_before_it_and_kept_briefly() -> None:

@@ -119,14 +119,18 @@ class IdleHistogram:
         return self.in_bounds + self.out_of_bounds
 
     def add(self, idle_s: float) -> None:
-        index = bin_of(idle_s)
-        if index is None:
-            self.out_of_bounds += 1
-        else:
-            self.counts[index] += 1
+        """Records one idle time (seconds, not negative). On every call after a gap: kept to
+        a few operations, ``bin_of`` inlined."""
+        if idle_s < BIN_S:
+            self.counts[int(idle_s)] += 1  # FINE_BIN_S is 1
             self.in_bounds += 1
+        elif idle_s < RANGE_S:
+            self.counts[_FINE_BINS - 1 + int(idle_s / BIN_S)] += 1
+            self.in_bounds += 1
+        else:
+            self.out_of_bounds += 1
         self.changes += 1
-        if self.samples >= DECAY_AT:
+        if self.in_bounds + self.out_of_bounds >= DECAY_AT:
             self.counts = [count / 2 for count in self.counts]
             self.in_bounds /= 2
             self.out_of_bounds /= 2

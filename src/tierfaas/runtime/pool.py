@@ -196,13 +196,13 @@ class FunctionPool:
             try:
                 instance = await self._acquire()
             except BaseException:
-                self._call_ended()
+                self._call_ended(self.clock())
                 raise
         cold = arrived < instance.ready_at
         remaining = deadline - self.clock()
         if remaining <= 0:
             self._release(instance, served=False)
-            self._call_ended()
+            self._call_ended(instance.last_used)
             raise errors.FunctionTimeout(
                 f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
             )
@@ -212,7 +212,7 @@ class FunctionPool:
             result = await future
         finally:
             self._release(instance)
-            self._call_ended()
+            self._call_ended(instance.last_used)  # now, as _release read it
         took = self.clock() - dispatched
         self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
         return result, cold
@@ -529,11 +529,10 @@ class FunctionPool:
                 self._prewarm_timer.cancel()
                 self._prewarm_timer = None
 
-    def _call_ended(self) -> None:
+    def _call_ended(self, now: float) -> None:
         idle = self.idle
         if idle is None:
             return
-        now = self.clock()
         prewarm_s = self.windows.prewarm_s
         if idle.ended(now) and prewarm_s > 0:
             self._prewarm_timer = self.scheduler.call_at(now + prewarm_s, self._prewarm_due)
