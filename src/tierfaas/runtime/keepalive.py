@@ -14,6 +14,11 @@ turns the histogram into two windows:
   the longest usual idle time (the 99th percentile, plus ``KEEP_ALIVE_MARGIN``). With a prewarm
   window it counts from the prewarm; without one, from the instance's last call.
 
+A prewarm window under ``MIN_PREWARM_S`` is none, and a keep-alive window without a prewarm is
+at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's: every
+instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
+last call (``reap_due``), and a prewarm starts one instance.
+
 A histogram says little with few samples, when its idle times spread over the whole range (the
 coefficient of variation of its bin counts is low: no pattern to predict), or when most idle
 times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
@@ -22,11 +27,11 @@ prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
 Bins. The paper uses 1-minute bins up to 4 hours. Ours are the same above a minute, and 1 s
 wide below it: with 1-minute bins every idle time under a minute falls in one bin, so a timer
 function called every 30-60 s could never be prewarmed (its 5th percentile would be 0), and its
-keep-alive after a prewarm could not be shorter than a minute. The pattern test (the CV) and
-the out-of-bounds share are computed on the paper's 1-minute grid (the fine bins summed into
-its first minute), so that a function's verdict does not depend on our finer resolution: any
-function whose idle times are nearly all under a minute (one called every few seconds) has one
-full bin on that grid, a clear pattern.
+keep-alive after a prewarm could not be shorter than a minute. The pattern test (the CV) is
+computed on the paper's 1-minute grid (the fine bins summed into its first minute), so that a
+function's verdict does not depend on our finer resolution: any function whose idle times are
+nearly all under a minute (one called every few seconds) has one full bin on that grid, a clear
+pattern.
 
 Everything here is pure: the tracker is given the time, and schedules nothing.
 """
