@@ -245,10 +245,12 @@ async def start_runtime(
     prepared: bool = True,
 ) -> tuple[Runtime, float]:
     """A started Runtime (closed when ``stack`` closes) and the seconds its zygote took."""
-    # No reaping during the run: this benchmark decides when instances die.
+    # No reaping during the run, and no prewarm: this benchmark decides when instances start
+    # and die.
     config = NodeConfig(
         release_dir=release.root,
         reap_interval_s=3600.0,
+        keep_alive_policy="fixed",
         log_level="warning",
         isolation=isolation,
     )

@@ -233,6 +233,16 @@ class NodeConfig:
     reap_interval_s: float = setting(
         1.0, "how often idle instances are checked against their keep-alive", "s"
     )
+    keep_alive_policy: Literal["learned", "fixed"] = setting(
+        "learned",
+        "how long idle instances are kept: 'learned', per function from a histogram of its "
+        "idle times on this node, a keep-alive window covering 99% of them and, for a function "
+        "whose calls come at predictable gaps of 30 s or more, a prewarm that starts one "
+        "instance shortly before the next call instead of keeping one (the fixed default while "
+        "the history is short or shows no pattern); 'fixed', each function's keep_alive_s "
+        "after its instance's last call, no prewarm. Learned windows can be longer than "
+        "keep_alive_s (a bursty function is kept through its usual gaps) or shorter",
+    )
     start_timeout_s: float = setting(
         30.0, "longest an instance may take to start: the fork, its handler's import and init", "s"
     )
@@ -343,6 +353,9 @@ class NodeConfig:
         if not isinstance(self.max_header_bytes, int) or self.max_header_bytes < 1024:
             raise ConfigError("max_header_bytes", "must be at least 1024")
         self._check_positive("batch_window_s", "route_cache_size", "route_cache_ttl_s")
+        if self.keep_alive_policy not in ("learned", "fixed"):
+            policy = self.keep_alive_policy
+            raise ConfigError("keep_alive_policy", f"{policy!r} is not learned|fixed")
         if self.cold_starts not in ("home", "local"):
             raise ConfigError("cold_starts", f"{self.cold_starts!r} is not home|local")
         if self.hop_limit not in (0, 1):

@@ -18,6 +18,7 @@ DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
         ("queue_max", -1),
         ("drain_timeout_s", -1.0),
         ("log_level", "loud"),
+        ("keep_alive_policy", "lru"),
         ("name", "bad name!"),
         ("release_dir", Path("/nonexistent/release")),
         ("isolation", "container"),

@@ -98,6 +98,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "scale_out_wait_s": (["--scale-out-wait-s", "0"], 0.0),
         "memory_budget_mb": (["--memory-budget-mb", "512"], 512),
         "reap_interval_s": (["--reap-interval-s", "2"], 2.0),
+        "keep_alive_policy": (["--keep-alive-policy", "fixed"], "fixed"),
         "start_timeout_s": (["--start-timeout-s", "9"], 9.0),
         "isolation": (["--isolation", "process"], "process"),
         "sandbox_uid_base": (["--sandbox-uid-base", "300000"], 300000),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
+from tierfaas.runtime.keepalive import Windows
 
 UNKNOWN = "(unknown)"
 OTHER = "(other)"
@@ -75,6 +76,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+
+    def watch_keep_alive(self, source: Callable[[], Iterable[tuple[str, Windows, int]]]) -> None:
+        """Exposes the keep-alive windows ``source`` gives (``Runtime.keep_alive``: one row per
+        function of the release, so the label set is bounded), read when scraped."""
+        self.registry.register(_KeepAlive(source))
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         if isinstance(event, InstanceStarted):
@@ -147,6 +153,42 @@ class _CallStats(Collector):
             created.add_metric([function], latency.created)
         yield duration
         yield created
+
+
+class _KeepAlive(Collector):
+    """``tierfaas_keep_alive_window_seconds``, ``tierfaas_prewarm_window_seconds``,
+    ``tierfaas_keep_alive_learned`` and ``tierfaas_prewarms_total``, per function."""
+
+    def __init__(self, source: Callable[[], Iterable[tuple[str, Windows, int]]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        keep = GaugeMetricFamily(
+            "tierfaas_keep_alive_window_seconds",
+            "How long an idle instance is kept (from its last call, or from its prewarm)",
+            labels=["function"],
+        )
+        prewarm = GaugeMetricFamily(
+            "tierfaas_prewarm_window_seconds",
+            "After the function's last activity, when one instance starts again (0: none)",
+            labels=["function"],
+        )
+        learned = GaugeMetricFamily(
+            "tierfaas_keep_alive_learned",
+            "1 if the windows are learned from idle times, 0 for the fixed keep_alive_s",
+            labels=["function"],
+        )
+        prewarms = CounterMetricFamily(
+            "tierfaas_prewarms",
+            "Instances started by the prewarm timer for a predicted call",
+            labels=["function"],
+        )
+        for function, windows, started in self.source():
+            keep.add_metric([function], windows.keep_alive_s)
+            prewarm.add_metric([function], windows.prewarm_s)
+            learned.add_metric([function], 1.0 if windows.source == "learned" else 0.0)
+            prewarms.add_metric([function], started)
+        yield from (keep, prewarm, learned, prewarms)
 
 
 class _Latency:

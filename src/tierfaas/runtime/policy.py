@@ -231,9 +231,9 @@ def can_take(state: PoolState) -> bool:
 
 
 def may_prewarm(state: PoolState) -> bool:
-    """An instance no call waits for (this node forwards a function whose warm nodes are hot)
-    starts only if none is here or starting (and, separately, memory is free without
-    evicting anything)."""
+    """An instance no call waits for (this node forwards a function whose warm nodes are hot,
+    or the function's prewarm window passed) starts only if none is here or starting (and,
+    separately, memory is free without evicting anything)."""
     return not state.instances and not state.starting and state.room
 
 

@@ -11,7 +11,9 @@ ended.
 
 This module holds only the mechanics: the futures of queued calls, handing out slots, the
 timers (on the injected ``Scheduler``), and starting instances through the ``Spawner`` with
-memory booked in the ``MemoryBudget``. All of it runs on the node's event loop and never
+memory booked in the ``MemoryBudget``. Keep-alive likewise: the pool tells an ``IdleTracker``
+of each call's arrival and end, and stops and prewarms instances as the windows
+``keepalive.py`` decides say. All of it runs on the node's event loop and never
 blocks: the instances are other processes.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 from tierfaas import errors
 from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
-from tierfaas.runtime import policy
+from tierfaas.runtime import keepalive, policy
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.events import (
     EventListener,
@@ -57,7 +59,10 @@ class FunctionPool:
         budget: MemoryBudget,
         spawner: Spawner,
         emit: EventListener,
+        learn_keep_alive: bool = False,
     ) -> None:
+        """``learn_keep_alive``: keep-alive and prewarm windows learned from the function's
+        idle times here (``keepalive.py``); else its fixed ``keep_alive_s``."""
         self.spec = spec
         self.settings = settings
         self.scheduler = scheduler
@@ -79,6 +84,14 @@ class FunctionPool:
         self.last_start_s: float | None = None  # how long this function's last start took
         self.call_s: float | None = None  # recent time of a call here (moving average)
         self.meter = BusyMeter(self.clock, policy.BUSY_WINDOW_S)
+        # Keep-alive: the windows in force (refreshed each reap round from the idle times
+        # when learning), and the timer of the next prewarm.
+        self.idle = keepalive.IdleTracker() if learn_keep_alive else None
+        self.windows = keepalive.fixed_windows(spec.keep_alive_s)
+        self._windows_of = -1  # the histogram's ``changes`` the windows were computed from
+        self._prewarm_timer: Timer | None = None
+        self.prewarms = 0  # instances started by the prewarm timer
+        self.refresh_windows()
         self._tasks: set[asyncio.Task[None]] = set()
         # Calls waiting here that may start instances (how to restart each one's give-up
         # timer), and those of them held through a start under way.
@@ -177,12 +190,19 @@ class FunctionPool:
             else:
                 instance.busy += 1
                 self._metered()
+            self._call_arrived(arrived)  # a forwarded call refused unrun never arrived here
         else:
-            instance = await self._acquire()
+            self._call_arrived(arrived)
+            try:
+                instance = await self._acquire()
+            except BaseException:
+                self._call_ended(self.clock())
+                raise
         cold = arrived < instance.ready_at
         remaining = deadline - self.clock()
         if remaining <= 0:
             self._release(instance, served=False)
+            self._call_ended(instance.last_used)
             raise errors.FunctionTimeout(
                 f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
             )
@@ -192,6 +212,7 @@ class FunctionPool:
             result = await future
         finally:
             self._release(instance)
+            self._call_ended(instance.last_used)  # now, as _release read it
         took = self.clock() - dispatched
         self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
         return result, cold
@@ -500,20 +521,79 @@ class FunctionPool:
 
     # -- keep-alive and shutdown -----------------------------------------------------------
 
+    def _call_arrived(self, now: float) -> None:
+        idle = self.idle
+        if idle is not None:
+            idle.arrived(now)
+            if self._prewarm_timer is not None:
+                self._prewarm_timer.cancel()
+                self._prewarm_timer = None
+
+    def _call_ended(self, now: float) -> None:
+        idle = self.idle
+        if idle is None:
+            return
+        prewarm_s = self.windows.prewarm_s
+        if idle.ended(now) and prewarm_s > 0:
+            self._prewarm_timer = self.scheduler.call_at(now + prewarm_s, self._prewarm_due)
+
+    def _prewarm_due(self) -> None:
+        """The prewarm window after the function's last activity here has passed with no
+        call: one instance starts for the predicted call, unless one is here or starting, or
+        memory is not free without evicting (``prewarm``)."""
+        self._prewarm_timer = None
+        if self.idle is not None and not self.idle.active and self.prewarm():
+            self.prewarms += 1
+            log.info("%s: prewarming one instance for its predicted next call", self.spec.name)
+
+    def refresh_windows(self) -> keepalive.Windows:
+        """The windows in force, recomputed from the idle times when they changed."""
+        idle = self.idle
+        if idle is not None and idle.histogram.changes != self._windows_of:
+            self._windows_of = idle.histogram.changes
+            self.windows = keepalive.learned_windows(
+                idle.histogram, self.spec.keep_alive_s, self.last_start_s
+            )
+        return self.windows
+
+    def keep_alive_view(self) -> dict[str, Any]:
+        """The windows in force, for ``GET /v1/functions``."""
+        windows = self.windows
+        idle = self.idle
+        return {
+            "keep_alive_window_s": round(windows.keep_alive_s, 3),
+            "prewarm_window_s": round(windows.prewarm_s, 3),
+            "keep_alive_source": windows.source,
+            "keep_alive_reason": windows.reason,
+            "idle_samples": 0 if idle is None else round(idle.histogram.samples),
+        }
+
     def idle_instances(self) -> list[PoolInstance]:
         return [i for i in self.instances if i.busy == 0 and not i.dead]
 
     def reap_idle(self, now: float) -> int:
-        """Stops instances idle for longer than keep_alive_s; returns how many."""
+        """Stops the idle instances ``keepalive.reap_due`` says are due, under the windows in
+        force (``refresh_windows``); returns how many."""
+        windows = self.refresh_windows()
+        function_idle = self.idle is None or not self.idle.active
         reaped = 0
         for instance in self.idle_instances():
-            if policy.idle_expired(now, instance.last_used, self.spec.keep_alive_s):
+            if keepalive.reap_due(
+                windows,
+                now=now,
+                last_used=instance.last_used,
+                served=instance.calls_served > 0,
+                function_idle=function_idle,
+            ):
                 instance.kill("idle")
                 reaped += 1
         return reaped
 
     def close(self) -> None:
         """Stops every instance and start; in-flight calls fail."""
+        if self._prewarm_timer is not None:
+            self._prewarm_timer.cancel()
+            self._prewarm_timer = None
         for instance in list(self.instances):
             instance.kill("shutdown")
         for task in list(self._tasks):

@@ -1,5 +1,5 @@
 """The node's runtime: one pool per function, a spawner (the zygote), a memory budget and a
-reaper of idle instances.
+reaper of idle instances (each pool's keep-alive windows, learned or fixed: ``keepalive.py``).
 
 It composes the parts and owns nothing the pools decide: each pool gets the scheduler, the
 budget, the spawner and the event sink, never the runtime (see ``ports.py``). The router and
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from tierfaas.manifest import Release
 from tierfaas.runtime import policy
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.events import EventListener, RuntimeEvent
+from tierfaas.runtime.keepalive import Windows
 from tierfaas.runtime.pool import FunctionPool
 from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.spawner import ZygoteSpawner
@@ -76,6 +77,7 @@ class Runtime:
                 budget=self.budget,
                 spawner=self.spawner,
                 emit=self.emit,
+                learn_keep_alive=config.keep_alive_policy == "learned",
             )
             for name, spec in release.functions.items()
         }
@@ -155,7 +157,16 @@ class Runtime:
 
     def functions(self) -> list[dict[str, Any]]:
         """Each function's settings and its instances on this node."""
-        return [{**pool.spec.describe(), **pool.stats()} for pool in self.pools.values()]
+        return [
+            {**pool.spec.describe(), **pool.stats(), **pool.keep_alive_view()}
+            for pool in self.pools.values()
+        ]
+
+    def keep_alive(self) -> Iterator[tuple[str, Windows, int]]:
+        """Each function's keep-alive windows in force here, and how many instances its
+        prewarm timer started (for /metrics)."""
+        for name, pool in self.pools.items():
+            yield name, pool.windows, pool.prewarms
 
     def _pool(self, name: str) -> FunctionPool:
         pool = self.pools.get(name)
@@ -176,7 +187,8 @@ class Runtime:
                 log.exception("runtime event listener failed on %r", event)
 
     def reap_idle(self) -> int:
-        """Stops the instances idle past their function's keep-alive; returns how many."""
+        """Stops the instances idle past their function's keep-alive window (learned or
+        fixed: ``--keep-alive-policy``); returns how many."""
         now = self.clock()
         return sum(pool.reap_idle(now) for pool in self.pools.values())
 

@@ -1,0 +1,246 @@
+"""Keep-alive and prewarm learned per function: the hybrid histogram policy of Shahrad et al.,
+"Serverless in the Wild" (USENIX ATC '20), on each node.
+
+Theory of operation. A function's *idle time* on this node is the time from the end of its
+activity here (the moment no call of it is in flight on any of its instances) to the arrival
+of its next call. ``IdleTracker`` records each one in an ``IdleHistogram``; ``learned_windows``
+turns the histogram into two windows:
+
+- the *prewarm window*: how long after the end of activity an instance starts again, a little
+  before the shortest usual idle time (the 5th percentile, less ``PREWARM_MARGIN`` and the
+  function's start time). Until then the function's instances are not kept: they are stopped
+  once its activity ends, and the memory serves others.
+- the *keep-alive window*: how long an instance is kept, waiting for a call, so that it covers
+  the longest usual idle time (the 99th percentile, plus ``KEEP_ALIVE_MARGIN``). With a prewarm
+  window it counts from the prewarm; without one, from the instance's last call.
+
+A prewarm window under ``MIN_PREWARM_S`` is none, and a keep-alive window without a prewarm is
+at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's: every
+instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
+last call (``reap_due``), and a prewarm starts one instance.
+
+A histogram says little with few samples, when its idle times spread over the whole range (the
+coefficient of variation of its bin counts is low: no pattern to predict), or when most idle
+times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
+prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
+
+Bins. The paper uses 1-minute bins up to 4 hours. Ours are the same above a minute, and 1 s
+wide below it: with 1-minute bins every idle time under a minute falls in one bin, so a timer
+function called every 30-60 s could never be prewarmed (its 5th percentile would be 0), and its
+keep-alive after a prewarm could not be shorter than a minute. The pattern test (the CV) is
+computed on the paper's 1-minute grid (the fine bins summed into its first minute), so that a
+function's verdict does not depend on our finer resolution: any function whose idle times are
+nearly all under a minute (one called every few seconds) has one full bin on that grid, a clear
+pattern.
+
+Everything here is pure: the tracker is given the time, and schedules nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from tierfaas.runtime import policy
+
+FINE_BIN_S = 1.0
+"""The width of a bin under a minute."""
+BIN_S = 60.0
+"""The width of a bin from a minute on (the paper's)."""
+RANGE_S = 4 * 3600.0
+"""Idle times from here on are out of bounds: counted, not placed (the paper's range)."""
+
+HEAD = 0.05
+"""The percentile of idle times the prewarm window is taken from (the paper's)."""
+TAIL = 0.99
+"""The percentile of idle times the keep-alive window covers (the paper's)."""
+PREWARM_MARGIN = 0.05
+"""The prewarm starts this share earlier than the head's bin. The paper's 10% covers its
+1-minute bins; our head's bin is at most 1 s wide under a minute, so 5% covers the jitter of a
+timer, and the function's start time is subtracted on top."""
+KEEP_ALIVE_MARGIN = 0.10
+"""The keep-alive covers this share more than the tail's bin (the paper's)."""
+
+MIN_SAMPLES = 20
+"""Fewer idle times: the fixed default. With 20, the windows cover every idle time seen so far
+(the 5th percentile is the shortest, the 99th the longest), so one odd gap cannot set them; for
+a timer called every minute that is 20 minutes of learning."""
+CV_MIN = 2.0
+"""Under this coefficient of variation of the 1-minute bin counts the idle times spread too
+evenly to be predicted: the fixed default (the paper's threshold). It asks that nearly all idle
+times fall within about a fifth of the range."""
+OUT_OF_BOUNDS_LIMIT = 0.5
+"""From this share of idle times past ``RANGE_S`` on, the fixed default (the paper turns to a
+time-series forecast there; a call that rare is cold under any keep-alive we would pay for)."""
+MIN_PREWARM_S = 30.0
+"""A shorter prewarm window is none: stopping an instance for less than half a minute saves
+little memory-time and costs a start (a fork and the function's init) each time."""
+MIN_KEEP_ALIVE_S = 60.0
+"""The shortest learned keep-alive without a prewarm (the paper's 1-minute bins give 66 s). The
+histogram sees only gaps in the function's whole activity, not how many instances its peaks
+need; shorter, an extra instance started for a peak would be stopped between peaks seconds
+apart, and started again at the next."""
+DECAY_AT = 200.0
+"""When the histogram holds this many idle times, every count is halved: it weighs about the
+last 100-200, enough for the 99th percentile, and a changed pattern takes over within a few
+hundred (a shorter head at once: the 5th percentile follows the first few short idle times)."""
+
+Source = Literal["learned", "default"]
+
+_FINE_BINS = int(BIN_S / FINE_BIN_S)
+_MINUTES = int(RANGE_S / BIN_S)
+_LOWER_EDGES: tuple[float, ...] = tuple(i * FINE_BIN_S for i in range(_FINE_BINS)) + tuple(
+    m * BIN_S for m in range(1, _MINUTES)
+)
+_UPPER_EDGES: tuple[float, ...] = (*_LOWER_EDGES[1:], RANGE_S)
+
+
+def bin_of(idle_s: float) -> int | None:
+    """The index of the bin ``idle_s`` falls in (None: out of bounds)."""
+    if idle_s < BIN_S:
+        return int(max(0.0, idle_s) / FINE_BIN_S)
+    if idle_s < RANGE_S:
+        return _FINE_BINS - 1 + int(idle_s / BIN_S)
+    return None
+
+
+class IdleHistogram:
+    """The idle times of one function on this node: 1 s bins under a minute, 1-minute bins
+    up to ``RANGE_S``, and a count of those past it. Counts are floats: they are halved at
+    ``DECAY_AT``."""
+
+    __slots__ = ("changes", "counts", "in_bounds", "out_of_bounds")
+
+    def __init__(self) -> None:
+        self.counts = [0.0] * len(_LOWER_EDGES)
+        self.in_bounds = 0.0
+        self.out_of_bounds = 0.0
+        self.changes = 0  # bumped by every add: whoever caches windows compares it
+
+    @property
+    def samples(self) -> float:
+        """How many idle times it holds (after decay), out-of-bounds ones included."""
+        return self.in_bounds + self.out_of_bounds
+
+    def add(self, idle_s: float) -> None:
+        """Records one idle time (seconds, not negative). On every call after a gap: kept to
+        a few operations, ``bin_of`` inlined."""
+        if idle_s < BIN_S:
+            self.counts[int(idle_s)] += 1  # FINE_BIN_S is 1
+            self.in_bounds += 1
+        elif idle_s < RANGE_S:
+            self.counts[_FINE_BINS - 1 + int(idle_s / BIN_S)] += 1
+            self.in_bounds += 1
+        else:
+            self.out_of_bounds += 1
+        self.changes += 1
+        if self.in_bounds + self.out_of_bounds >= DECAY_AT:
+            self.counts = [count / 2 for count in self.counts]
+            self.in_bounds /= 2
+            self.out_of_bounds /= 2
+
+    def cv(self) -> float:
+        """The coefficient of variation of the bin counts on the paper's 1-minute grid (the
+        fine bins summed into its first minute); 0 when it holds nothing in bounds."""
+        if self.in_bounds <= 0:
+            return 0.0
+        grid = [sum(self.counts[:_FINE_BINS]), *self.counts[_FINE_BINS:]]
+        mean = self.in_bounds / len(grid)
+        variance = sum((count - mean) ** 2 for count in grid) / len(grid)
+        return math.sqrt(variance) / mean
+
+    def percentile_bin(self, share: float) -> tuple[float, float]:
+        """(lower, upper) edges of the bin holding the ``share`` percentile of the idle times
+        in bounds. Needs at least one in bounds."""
+        wanted = share * self.in_bounds
+        total = 0.0
+        for index, count in enumerate(self.counts):
+            total += count
+            if count and total >= wanted * (1 - 1e-9):
+                return _LOWER_EDGES[index], _UPPER_EDGES[index]
+        return _LOWER_EDGES[-1], _UPPER_EDGES[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """What a function's instances on this node are kept for.
+
+    ``prewarm_s`` 0: an instance is stopped ``keep_alive_s`` after its last call. Else the
+    function's instances are stopped once its activity ends, one starts ``prewarm_s`` after
+    that end (if none is there), and it is stopped ``keep_alive_s`` after it started unless a
+    call came. ``reason``: why the fixed default applies (empty when learned)."""
+
+    keep_alive_s: float
+    prewarm_s: float = 0.0
+    source: Source = "default"
+    reason: str = ""
+
+
+def fixed_windows(keep_alive_s: float, reason: str = "fixed policy") -> Windows:
+    """The fixed default: the function's ``keep_alive_s`` after each call, no prewarm."""
+    return Windows(keep_alive_s=keep_alive_s, reason=reason)
+
+
+def learned_windows(
+    histogram: IdleHistogram, keep_alive_s: float, start_s: float | None = None
+) -> Windows:
+    """The windows ``histogram`` gives, or ``fixed_windows(keep_alive_s)`` when it is not
+    representative (see the module's doc). ``start_s``: how long the function's last start
+    here took (the prewarm starts that much earlier)."""
+    samples = histogram.samples
+    if samples < MIN_SAMPLES:
+        return fixed_windows(keep_alive_s, f"{samples:.0f} idle times, fewer than {MIN_SAMPLES}")
+    if histogram.out_of_bounds / samples >= OUT_OF_BOUNDS_LIMIT:
+        share = histogram.out_of_bounds / samples
+        return fixed_windows(keep_alive_s, f"{share:.0%} of idle times over {RANGE_S:g} s")
+    cv = histogram.cv()
+    if cv < CV_MIN:
+        return fixed_windows(keep_alive_s, f"no pattern: CV {cv:.2f} under {CV_MIN:g}")
+    head, _ = histogram.percentile_bin(HEAD)
+    _, tail = histogram.percentile_bin(TAIL)
+    until = tail * (1 + KEEP_ALIVE_MARGIN)
+    prewarm = head * (1 - PREWARM_MARGIN) - (start_s or 0.0)
+    if prewarm >= MIN_PREWARM_S:
+        return Windows(keep_alive_s=until - prewarm, prewarm_s=prewarm, source="learned")
+    return Windows(keep_alive_s=max(until, MIN_KEEP_ALIVE_S), source="learned")
+
+
+def reap_due(
+    windows: Windows, *, now: float, last_used: float, served: bool, function_idle: bool
+) -> bool:
+    """Whether an idle instance is stopped now. ``last_used``: its last call's end, or its
+    start; ``served``: it served a call since it started; ``function_idle``: no call of its
+    function is in flight here. With a prewarm window, an instance that served goes as soon
+    as the function's activity ends (the next call is not due before the prewarm); any other
+    goes ``keep_alive_s`` after ``last_used`` (an extra instance beyond the first included:
+    calls prefer the most recently used, so one no longer needed goes idle first)."""
+    if windows.prewarm_s > 0 and served and function_idle:
+        return True
+    return policy.idle_expired(now, last_used, windows.keep_alive_s)
+
+
+class IdleTracker:
+    """Whether a function has calls in flight on this node, since when it has none, and the
+    histogram of its idle times. The pool tells it of every call's arrival and end."""
+
+    __slots__ = ("active", "histogram", "idle_since")
+
+    def __init__(self) -> None:
+        self.histogram = IdleHistogram()
+        self.active = 0  # calls in flight (queued or running)
+        self.idle_since: float | None = None  # None: no call ended here yet
+
+    def arrived(self, now: float) -> None:
+        """A call arrived: after a time with none in flight, that idle time is recorded."""
+        if self.active == 0 and self.idle_since is not None:
+            self.histogram.add(max(0.0, now - self.idle_since))
+        self.active += 1
+
+    def ended(self, now: float) -> bool:
+        """A call ended (answered or failed); true if it was the last in flight."""
+        self.active -= 1
+        if self.active:
+            return False
+        self.idle_since = now
+        return True

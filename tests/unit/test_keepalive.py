@@ -1,0 +1,181 @@
+"""The learned keep-alive's pure core (runtime/keepalive.py): the idle-time histogram, the
+windows it gives for typical call patterns, when it falls back to the fixed default, and which
+idle instance is due to stop. Time is given, never read: no clock at all."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tierfaas.runtime import keepalive
+from tierfaas.runtime.keepalive import (
+    IdleHistogram,
+    IdleTracker,
+    Windows,
+    bin_of,
+    fixed_windows,
+    learned_windows,
+    reap_due,
+)
+
+DEFAULT_S = 300.0  # the manifest's keep_alive_s
+
+
+def calls(tracker: IdleTracker, starts: list[float], took_s: float) -> None:
+    """One call at each time of ``starts`` (in order, none overlapping), each ``took_s`` long."""
+    for start in starts:
+        tracker.arrived(start)
+        tracker.ended(start + took_s)
+
+
+def histogram_of(idle_times: list[float]) -> IdleHistogram:
+    histogram = IdleHistogram()
+    for idle_s in idle_times:
+        histogram.add(idle_s)
+    return histogram
+
+
+def test_bins_are_a_second_wide_under_a_minute_and_a_minute_wide_up_to_four_hours() -> None:
+    assert [bin_of(s) for s in (0.0, 0.99, 1.0, 59.9)] == [0, 0, 1, 59]
+    assert [bin_of(s) for s in (60.0, 119.9, 120.0)] == [60, 60, 61]
+    assert bin_of(4 * 3600 - 0.1) == 59 + 239
+    assert bin_of(4 * 3600) is None
+    for idle_s in (0.0, 0.5, 1.0, 59.99, 60.0, 61.0, 3599.0, 14399.0):
+        histogram = histogram_of([idle_s])
+        index = bin_of(idle_s)
+        assert index is not None and histogram.counts[index] == 1 == histogram.in_bounds
+    assert histogram_of([14400.0]).out_of_bounds == 1
+
+
+def test_a_timer_called_every_minute_is_prewarmed_shortly_before_it_and_kept_briefly() -> None:
+    tracker = IdleTracker()
+    calls(tracker, [60.0 * i for i in range(30)], took_s=0.1)  # 29 idle times of 59.9 s
+    windows = learned_windows(tracker.histogram, DEFAULT_S, start_s=0.3)
+    assert windows.source == "learned" and windows.reason == ""
+    assert 55.0 <= windows.prewarm_s < 59.9 - 0.3  # ready before the call
+    assert windows.keep_alive_s < 15.0  # from the prewarm: unloaded between calls
+    assert windows.prewarm_s + windows.keep_alive_s > 59.9  # ...but still there for it
+
+
+def test_a_bursty_function_is_kept_through_its_usual_gaps_without_prewarm() -> None:
+    rng = random.Random(7)
+    tracker = IdleTracker()
+    now = 0.0
+    gaps = []
+    for _burst in range(6):
+        for _call in range(30):  # calls 0.5 s apart, each 0.1 s
+            calls(tracker, [now], took_s=0.1)
+            now += 0.5
+        gap = rng.uniform(8 * 60, 12 * 60)  # then quiet for about 10 minutes
+        gaps.append(gap)
+        now += gap
+    windows = learned_windows(tracker.histogram, DEFAULT_S)
+    assert windows.source == "learned"
+    assert windows.prewarm_s == 0.0  # most idle times are short: never unload
+    assert windows.keep_alive_s >= max(gaps)  # the next burst finds it warm (300 s would not)
+    assert windows.keep_alive_s <= 1.1 * (max(gaps) + 60)  # and not much longer
+
+
+def test_a_function_called_every_few_seconds_gets_the_shortest_keep_alive() -> None:
+    tracker = IdleTracker()
+    calls(tracker, [3.0 * i for i in range(100)], took_s=0.05)
+    windows = learned_windows(tracker.histogram, DEFAULT_S)
+    assert windows == Windows(keepalive.MIN_KEEP_ALIVE_S, 0.0, "learned")
+
+
+def test_too_few_idle_times_give_the_fixed_default() -> None:
+    periodic = [59.9] * (keepalive.MIN_SAMPLES - 1)
+    windows = learned_windows(histogram_of(periodic), DEFAULT_S)
+    assert windows == Windows(DEFAULT_S, 0.0, "default", "19 idle times, fewer than 20")
+    assert learned_windows(histogram_of([*periodic, 59.9]), DEFAULT_S).source == "learned"
+
+
+def test_idle_times_mostly_out_of_bounds_give_the_fixed_default() -> None:
+    idle_times = [5 * 3600.0] * 15 + [120.0] * 10  # 60% past the 4-hour range
+    windows = learned_windows(histogram_of(idle_times), DEFAULT_S)
+    assert (windows.keep_alive_s, windows.prewarm_s, windows.source) == (DEFAULT_S, 0.0, "default")
+    assert "60% of idle times" in windows.reason
+
+
+def test_idle_times_spread_over_the_range_give_the_fixed_default() -> None:
+    rng = random.Random(3)
+    idle_times = [rng.uniform(0, 4 * 3600.0) for _ in range(500)]
+    histogram = histogram_of(idle_times)
+    assert histogram.cv() < keepalive.CV_MIN
+    windows = learned_windows(histogram, 42.0)
+    assert (windows.keep_alive_s, windows.source) == (42.0, "default")
+    assert windows.reason.startswith("no pattern: CV")
+
+
+def test_poisson_calls_a_few_minutes_apart_are_learned_and_kept_for_their_tail() -> None:
+    rng = random.Random(5)
+    idle_times = [rng.expovariate(1 / 300.0) for _ in range(400)]  # mean 5 minutes
+    windows = learned_windows(histogram_of(idle_times), DEFAULT_S)
+    assert windows.source == "learned" and windows.prewarm_s == 0.0
+    covered = sum(1 for idle_s in idle_times if idle_s <= windows.keep_alive_s)
+    assert covered / len(idle_times) >= 0.99
+
+
+def test_the_prewarm_starts_earlier_by_the_start_time_and_is_dropped_when_short() -> None:
+    histogram = histogram_of([59.9] * 30)
+    quick = learned_windows(histogram, DEFAULT_S, start_s=0.0)
+    slow = learned_windows(histogram, DEFAULT_S, start_s=2.0)
+    assert quick.prewarm_s - slow.prewarm_s == pytest.approx(2.0)
+    assert quick.prewarm_s + quick.keep_alive_s == pytest.approx(slow.prewarm_s + slow.keep_alive_s)
+    # Idle times of 20 s: stopping and restarting the instance each time is not worth it.
+    short = learned_windows(histogram_of([20.5] * 30), DEFAULT_S)
+    assert short.prewarm_s == 0.0 and short.keep_alive_s == keepalive.MIN_KEEP_ALIVE_S
+
+
+def test_an_hourly_function_is_prewarmed_within_minutes_of_its_call() -> None:
+    windows = learned_windows(histogram_of([3599.0] * 25), DEFAULT_S, start_s=0.5)
+    assert 3300.0 < windows.prewarm_s < 3540.0
+    assert windows.prewarm_s + windows.keep_alive_s >= 3600.0
+
+
+def test_the_histogram_forgets_an_old_pattern() -> None:
+    histogram = histogram_of([5.0] * 2000)  # called every few seconds, for long
+    assert learned_windows(histogram, DEFAULT_S).prewarm_s == 0.0
+    for _ in range(500):
+        histogram.add(59.9)  # now a timer: the old idle times decay away
+    assert histogram.samples < keepalive.DECAY_AT
+    assert learned_windows(histogram, DEFAULT_S).prewarm_s > 50.0
+
+
+def test_overlapping_calls_make_one_idle_time_per_gap_in_the_whole_activity() -> None:
+    tracker = IdleTracker()
+    tracker.arrived(0.0)
+    tracker.arrived(0.5)  # on another instance, or another slot
+    assert not tracker.ended(1.0)  # one still in flight: not idle
+    assert tracker.ended(2.0)
+    tracker.arrived(62.0)
+    tracker.arrived(62.1)
+    assert tracker.histogram.samples == 1
+    assert tracker.histogram.percentile_bin(0.5) == (60.0, 120.0)  # 62 - 2 = 60 s idle
+
+
+def test_the_first_call_makes_no_idle_time() -> None:
+    tracker = IdleTracker()
+    tracker.arrived(100.0)
+    assert tracker.histogram.samples == 0 and tracker.active == 1
+
+
+def test_without_a_prewarm_an_idle_instance_goes_keep_alive_after_its_last_call() -> None:
+    windows = fixed_windows(30.0)
+    for served in (True, False):
+        for function_idle in (True, False):
+            flags = {"served": served, "function_idle": function_idle}
+            assert not reap_due(windows, now=129.9, last_used=100.0, **flags)
+            assert reap_due(windows, now=130.0, last_used=100.0, **flags)
+
+
+def test_with_a_prewarm_an_instance_that_served_goes_once_the_function_is_idle() -> None:
+    windows = Windows(keep_alive_s=10.0, prewarm_s=55.0, source="learned")
+    assert reap_due(windows, now=100.0, last_used=100.0, served=True, function_idle=True)
+    # While other calls of the function run, an idle instance keeps the keep-alive window.
+    assert not reap_due(windows, now=105.0, last_used=100.0, served=True, function_idle=False)
+    assert reap_due(windows, now=110.0, last_used=100.0, served=True, function_idle=False)
+    # A prewarmed instance that no call used yet waits for it, the keep-alive window long.
+    assert not reap_due(windows, now=109.0, last_used=100.0, served=False, function_idle=True)
+    assert reap_due(windows, now=110.0, last_used=100.0, served=False, function_idle=True)
