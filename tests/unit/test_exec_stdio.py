@@ -263,6 +263,19 @@ async def test_a_line_of_the_longest_length_is_read_and_one_byte_more_is_not() -
         await call
 
 
+async def test_a_line_one_byte_over_the_limit_is_refused_for_its_length() -> None:
+    instance, _, _ = make()
+    await ready(instance)
+    call = instance.call(b"x", None, 5.0)
+    line = b"RESULT 1 200 0 " + b"t" * (MAX_LINE_BYTES - 15) + b"\n"
+    assert len(line) == MAX_LINE_BYTES + 1
+    instance.data_received(line)  # its newline in the same read
+    await stopped(instance, "protocol_error")
+    assert f"longer than {MAX_LINE_BYTES}" in instance.protocol_detail
+    with pytest.raises(errors.ProtocolError):
+        await call
+
+
 async def test_an_over_long_line_stops_the_instance_without_waiting_for_its_end() -> None:
     instance, _, _ = make()
     await ready(instance)
@@ -337,6 +350,7 @@ async def test_an_answer_over_max_body_fails_its_call_and_stops_the_instance() -
     big = instance.call(b"x", None, 5.0)
     other = instance.call(b"y", None, 5.0)
     instance.data_received(b"RESULT 1 200 17\n")  # refused on its header: no body is read
+    assert big.done()
     with pytest.raises(errors.ResponseTooLarge, match="answered 17 bytes, over the limit of 16"):
         await big
     await stopped(instance, "response_too_large")
