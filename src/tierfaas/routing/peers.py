@@ -256,7 +256,11 @@ class PeerPool:
                 response = await answer
         except TimeoutError:
             connection.close()
-            raise PeerFailed(f"no whole answer within {timeout_s:.1f} s", kind="timeout") from None
+            raise PeerFailed(
+                f"no whole answer within {timeout_s:.1f} s",
+                kind="timeout",
+                received=connection.received,
+            ) from None
         except asyncio.CancelledError:
             connection.close()  # an answer may still come: the connection is no longer clean
             raise

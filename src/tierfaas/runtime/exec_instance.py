@@ -113,6 +113,9 @@ class StdioInstance(Instance):
         super().__init__(instance_id, spec, zygote, scheduler)
         self.buffer = bytearray()
         self.body_of: tuple[int, int, int, str] | None = None  # the RESULT whose body is due
+        # The process began with a msgpack frame (START_FAILED): before READY, the rest of
+        # what it sends belongs to that frame, however the reads split it.
+        self.reporting = False
 
     def _send_call(
         self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
@@ -124,9 +127,12 @@ class StdioInstance(Instance):
         self.outbox.append(body)
 
     def data_received(self, data: bytes) -> None:
-        if not self.ready.done() and not self.buffer and 0x90 <= data[0] <= 0x9F:
+        if not self.ready.done() and (
+            self.reporting or (not self.buffer and 0x90 <= data[0] <= 0x9F)
+        ):
             # A msgpack START_FAILED from the process before it became the program (its
             # sandbox could not be set up, or the exec failed): Instance reads those.
+            self.reporting = True
             super().data_received(data)
             return
         self.buffer += data
