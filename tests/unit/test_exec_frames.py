@@ -74,7 +74,7 @@ def test_a_content_type_is_the_rest_of_the_line_spaces_included() -> None:
 
 
 def test_the_edges_of_each_field_are_accepted() -> None:
-    assert parse_result_line(b"RESULT 1 100 0") == (1, 100, 0, DEFAULT_CONTENT_TYPE)
+    assert parse_result_line(b"RESULT 1 200 0") == (1, 200, 0, DEFAULT_CONTENT_TYPE)
     assert parse_result_line(b"RESULT 9223372036854775807 599 4611686018427387904")[:3] == (
         2**63 - 1, 599, 2**62,
     )  # fmt: skip
@@ -133,8 +133,10 @@ def test_a_malformed_result_line_is_refused(line: bytes) -> None:
 def test_a_refusal_says_what_was_wrong_and_quotes_little() -> None:
     with pytest.raises(_Broken, match="expected READY or RESULT"):
         parse_result_line(b"HELLO " + b"x" * 500)
-    with pytest.raises(_Broken, match=r"outside 100\.\.599"):
+    with pytest.raises(_Broken, match=r"outside 200\.\.599"):
         parse_result_line(b"RESULT 1 600 0")
+    with pytest.raises(_Broken, match=r"outside 200\.\.599"):  # an interim 1xx is no answer
+        parse_result_line(b"RESULT 1 199 0")
     with pytest.raises(_Broken, match="is not a decimal number"):
         parse_result_line(b"RESULT 1 200 -5")
     with pytest.raises(_Broken, match="not printable ASCII"):

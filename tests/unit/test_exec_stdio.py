@@ -241,7 +241,7 @@ async def test_a_broken_start_fails_the_start_and_stops_the_instance(
 ) -> None:
     instance, _, _ = make()
     instance.data_received(data)
-    with pytest.raises(errors.StartFailed, match="broke the stdio protocol during its start"):
+    with pytest.raises(errors.ProtocolError, match="broke the stdio protocol during its start"):
         await instance.ready
     assert detail in instance.protocol_detail
     await stopped(instance, "protocol_error")
@@ -295,7 +295,7 @@ async def test_an_over_long_line_stops_the_instance_without_waiting_for_its_end(
         (b"READY\n", "a second READY"),
         (b"RESULT 7 200 0\n", "call 7, which is not in flight"),
         (b"RESULT 1 200\n", "expected READY or RESULT"),
-        (b"RESULT 1 999 0\n", "outside 100..599"),
+        (b"RESULT 1 999 0\n", "outside 200..599"),
         (b"RESULT 1 200 -1\n", "not a decimal number"),
         (b"RESULT 1 200 0 text/\xe9\n", "not printable ASCII"),
         (b"\n", "expected READY or RESULT"),
