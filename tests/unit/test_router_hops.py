@@ -18,7 +18,7 @@ from tierfaas.http.asgi import error_body, error_headers
 from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.peers import PeerResponse
-from tierfaas.routing.router import Reply, Router, RoutingMetrics
+from tierfaas.routing.router import Reply, Router, RoutingMetrics, _user_headers
 from tierfaas.runtime.events import InstanceStarted
 from tierfaas.testing import FakeClock, RuntimeHarness, fake_release
 
@@ -203,3 +203,15 @@ async def test_the_deadline_is_the_time_left_counted_on_the_receivers_clock() ->
         await rt.run_for(0.2)
         with pytest.raises(errors.FunctionTimeout):
             task.result()  # at 0.5 s of b's clock, not the function's 10 s
+
+
+def test_repeated_request_headers_are_joined_not_lost() -> None:
+    raw = [
+        (b"accept", b"a"),
+        (b"cookie", b"x=1"),
+        (b"accept", b"b"),
+        (b"cookie", b"y=2"),
+        (b"connection", b"keep-alive"),
+        (b"x-tierfaas-hops", b"1"),
+    ]
+    assert _user_headers(raw) == {"accept": "a, b", "cookie": "x=1; y=2"}

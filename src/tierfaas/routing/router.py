@@ -101,12 +101,17 @@ def _header_dict(headers: RawHeaders) -> dict[str, str]:
 
 
 def _user_headers(headers: RawHeaders) -> dict[str, str]:
-    """The request headers a handler sees (not hop-by-hop nor internal ones)."""
-    return {
-        key.decode("latin-1"): value.decode("latin-1")
-        for key, value in headers
-        if key not in _NOT_FOR_HANDLERS
-    }
+    """The request headers a handler sees (not hop-by-hop nor internal ones); a repeated one
+    is joined into one value, as HTTP allows (RFC 9110 5.3; cookies with "; ")."""
+    seen: dict[str, str] = {}
+    for key, value in headers:
+        if key in _NOT_FOR_HANDLERS:
+            continue
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        if name in seen:
+            text = seen[name] + ("; " if name == "cookie" else ", ") + text
+        seen[name] = text
+    return seen
 
 
 @dataclass
