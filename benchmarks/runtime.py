@@ -1,7 +1,7 @@
 """The function runtime against its baselines, in one run: cold starts and warm HTTP calls.
 
-    .venv/bin/python benchmarks/runtime.py            # full: ~80 s
-    .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 2 s rounds
+    .venv/bin/python benchmarks/runtime.py            # full: ~3.5 min
+    .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 1 s rounds
 
 1. Cold starts, measured in this process with ``tierfaas.runtime.Runtime`` (one per kind,
    all started before the first sample): the wall time of a cold ``invoke`` of ``hello`` end
@@ -26,7 +26,13 @@
      ``python -c pass`` for scale;
    - ``preloaded`` and ``not_preloaded``: benchmarks/fixtures/preload, whose handler module
      imports ``heavy`` (~100 ms of CPU to import), sandboxed, with the release's
-     ``preload = ("heavy",)`` (the zygote imports it once) and without.
+     ``preload = ("heavy",)`` (the zygote imports it once) and without;
+   - ``exec_node``: ``hello-node`` of benchmarks/fixtures/exec (``runtime = "exec"``,
+     ``node hello.js``, http), sandboxed: a cold invoke as above, the instance ready once its
+     port accepts; against ``node_fresh``, the same hello.js spawned by hand (no sandbox, the
+     environment an instance gets) timed to its first answer of ``POST /``, and
+     ``node -e ""`` (``node_bare``) for scale. No target: the issue names none;
+   - ``exec_c``: ``hello-c`` of the same fixture (hello.c, stdio), for scale.
 
    Targets: sandboxed p50 <= 1.5 x process isolation's; sandboxed p50 <= 1/4 of the bwrap
    fresh interpreter's; process isolation p50 <= 1/4 of the bare fresh interpreter's;
@@ -34,8 +40,16 @@
 2. Warm ``POST /function/hello`` (5-byte body) on a real node process (default isolation:
    sandboxed), against a bare ASGI echo app on uvicorn (httptools, uvloop) configured the same:
    p50/p99 at one connection (a raw-socket keep-alive client) and requests/s at 64 connections
-   under wrk. Rounds alternate echo, node, echo, node...; the report quotes medians. Target:
-   node req/s >= 50% of echo's.
+   under wrk. The same for two exec functions of benchmarks/fixtures/exec on a second node:
+   ``hello-node`` (hello.js, http; ``concurrency = 64`` on one instance, as one Node.js
+   process serves any number of connections) against the same hello.js started by hand and
+   hit directly, and ``hello-c`` (hello.c, stdio; 2 instances x 32, as the demo's ``hello``)
+   against the Python ``hello`` above. Every round runs echo, node, hello.js direct,
+   hello-node, hello-c; the report quotes medians. Targets: node req/s >= 50% of echo's;
+   hello-node >= 50% of hello.js direct; hello-c >= 70% of the Python hello's.
+
+The exec fixture's C hello is compiled first (gcc -O2, into its gitignored build/); node and
+gcc must be installed.
 
 Sandboxing needs root or unprivileged user namespaces, and a writable cgroup hierarchy.
 Nothing is pinned: wrk (2 threads), the server and, for the node, its instance processes share
@@ -107,7 +121,7 @@ class Settings:
 
 def settings_for(quick: bool, connections: int) -> Settings:
     if quick:
-        return Settings("quick", 10, 1, 600, 3, 1.5, connections, 1.0)
+        return Settings("quick", 10, 1, 600, 3, 1.0, connections, 1.0)
     return Settings("full", 30, 2, 2000, 5, 5.0, connections, 3.0)
 
 
