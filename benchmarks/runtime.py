@@ -1,7 +1,7 @@
 """The function runtime against its baselines, in one run: cold starts and warm HTTP calls.
 
-    .venv/bin/python benchmarks/runtime.py            # full: ~80 s
-    .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 2 s rounds
+    .venv/bin/python benchmarks/runtime.py            # full: ~3.5 min
+    .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 1 s rounds
 
 1. Cold starts, measured in this process with ``tierfaas.runtime.Runtime`` (one per kind,
    all started before the first sample): the wall time of a cold ``invoke`` of ``hello`` end
@@ -26,7 +26,13 @@
      ``python -c pass`` for scale;
    - ``preloaded`` and ``not_preloaded``: benchmarks/fixtures/preload, whose handler module
      imports ``heavy`` (~100 ms of CPU to import), sandboxed, with the release's
-     ``preload = ("heavy",)`` (the zygote imports it once) and without.
+     ``preload = ("heavy",)`` (the zygote imports it once) and without;
+   - ``exec_node``: ``hello-node`` of benchmarks/fixtures/exec (``runtime = "exec"``,
+     ``node hello.js``, http), sandboxed: a cold invoke as above, the instance ready once its
+     port accepts; against ``node_fresh``, the same hello.js spawned by hand (no sandbox, the
+     environment an instance gets) timed to its first answer of ``POST /``, and
+     ``node -e ""`` (``node_bare``) for scale. No target: the issue names none;
+   - ``exec_c``: ``hello-c`` of the same fixture (hello.c, stdio), for scale.
 
    Targets: sandboxed p50 <= 1.5 x process isolation's; sandboxed p50 <= 1/4 of the bwrap
    fresh interpreter's; process isolation p50 <= 1/4 of the bare fresh interpreter's;
@@ -34,8 +40,16 @@
 2. Warm ``POST /function/hello`` (5-byte body) on a real node process (default isolation:
    sandboxed), against a bare ASGI echo app on uvicorn (httptools, uvloop) configured the same:
    p50/p99 at one connection (a raw-socket keep-alive client) and requests/s at 64 connections
-   under wrk. Rounds alternate echo, node, echo, node...; the report quotes medians. Target:
-   node req/s >= 50% of echo's.
+   under wrk. The same for two exec functions of benchmarks/fixtures/exec on a second node:
+   ``hello-node`` (hello.js, http; ``concurrency = 64`` on one instance, as one Node.js
+   process serves any number of connections) against the same hello.js started by hand and
+   hit directly, and ``hello-c`` (hello.c, stdio; 2 instances x 32, as the demo's ``hello``)
+   against the Python ``hello`` above. Every round runs echo, node, hello.js direct,
+   hello-node, hello-c; the report quotes medians. Targets: node req/s >= 50% of echo's;
+   hello-node >= 50% of hello.js direct; hello-c >= 70% of the Python hello's.
+
+The exec fixture's C hello is compiled first (gcc -O2, into its gitignored build/); node and
+gcc must be installed.
 
 Sandboxing needs root or unprivileged user namespaces, and a writable cgroup hierarchy.
 Nothing is pinned: wrk (2 threads), the server and, for the node, its instance processes share
@@ -69,7 +83,7 @@ import _common as c
 from tierfaas import errors
 from tierfaas.clock import LoopScheduler
 from tierfaas.config import NodeConfig
-from tierfaas.manifest import Release, load_release
+from tierfaas.manifest import Release, check_commands, load_release
 from tierfaas.procs import free_port
 from tierfaas.runtime import InstanceStopped, Runtime, RuntimeEvent
 from tierfaas.runtime.spawner import ZygoteSpawner, release_identities, release_sandbox
@@ -79,11 +93,18 @@ from tierfaas.sandbox.filesystem import Bind, Symlink
 FUNCTION = "hello"
 BODY = b"world"  # 5 bytes, as in the wrk script
 EXPECTED = b"Hello, world!\n"
+NODE_FUNCTION = "hello-node"  # benchmarks/fixtures/exec: hello.js, exec runtime, http
+C_FUNCTION = "hello-c"  # benchmarks/fixtures/exec: hello.c, exec runtime, stdio
+NODE_SCRIPT = "hello.js"
+C_SOURCE = "hello.c"
+C_BINARY = Path("build") / "hello"  # in the fixture, gitignored; the manifest's command
 PRELOAD_MODULE = "heavy"  # of benchmarks/fixtures/preload: ~100 ms of CPU to import
 COLD_TARGET = 0.25  # cold start p50 / a fresh interpreter's p50 (bwrap'd or not) at most
 SANDBOX_TARGET = 1.5  # sandboxed cold start p50 / process isolation's p50 at most
 PRELOAD_TARGET_MS = 25.0  # sandboxed cold start p50 with the slow module preloaded at most
 THROUGHPUT_TARGET = 0.50  # node req/s / bare echo req/s at least
+EXEC_HTTP_TARGET = 0.50  # Node.js hello through a node req/s / the same server hit directly
+EXEC_STDIO_TARGET = 0.70  # C stdio hello through a node req/s / Python hello through a node
 
 
 @dataclass(frozen=True)
@@ -100,7 +121,7 @@ class Settings:
 
 def settings_for(quick: bool, connections: int) -> Settings:
     if quick:
-        return Settings("quick", 10, 1, 600, 3, 2.0, connections, 1.0)
+        return Settings("quick", 10, 1, 600, 3, 1.0, connections, 1.0)
     return Settings("full", 30, 2, 2000, 5, 5.0, connections, 3.0)
 
 
@@ -124,13 +145,15 @@ class ColdKind:
         return out
 
 
-async def cold_invoke(runtime: Runtime, number: int) -> tuple[float, float | None]:
+async def cold_invoke(
+    runtime: Runtime, number: int, function: str = FUNCTION
+) -> tuple[float, float | None]:
     """One cold invoke; returns (end-to-end seconds, spawn-to-READY seconds), then kills the
     instance and waits until its process has exited, so the next invoke is cold too."""
-    pool = runtime.pools[FUNCTION]
+    pool = runtime.pools[function]
     assert not pool.instances, "a previous instance is still alive"
     began = time.perf_counter()
-    result = await runtime.invoke(FUNCTION, BODY, request_id=f"cold-{number}")
+    result = await runtime.invoke(function, BODY, request_id=f"cold-{number}")
     elapsed = time.perf_counter() - began
     if not result.cold or result.body != EXPECTED:
         raise RuntimeError(f"expected a cold {EXPECTED!r}, got {result!r}")
@@ -145,11 +168,72 @@ async def cold_invoke(runtime: Runtime, number: int) -> tuple[float, float | Non
     return elapsed, ready_s
 
 
-def run_timed(argv: list[str]) -> float:
+def run_timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     """Wall time of running ``argv`` to its end (its output discarded)."""
     began = time.perf_counter()
-    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True, env=env)
     return time.perf_counter() - began
+
+
+def instance_environment(port: int | None = None) -> dict[str, str]:
+    """The environment an exec instance's program gets (the sandboxed zygote's, and PORT): a
+    program started by hand here would inherit variables that change its start (Node.js reads
+    every certificate of NODE_EXTRA_CA_CERTS, ~50 ms, when that is set)."""
+    env = zygote_environment(dict(os.environ), sandboxed=True)
+    return env if port is None else {**env, "PORT": str(port)}
+
+
+def node_fresh(release: Release, host: str) -> float:
+    """Wall time from spawning ``node hello.js`` (no tierfaas, no sandbox, the environment an
+    instance gets) to its first answer of ``POST /`` (the port tried every 0.5 ms until it
+    accepts); the process is then killed."""
+    port = free_port(host)
+    env = instance_environment(port)
+    request = c.build_request("POST", host, port, "/", BODY, [("Content-Type", "text/plain")])
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        ["node", NODE_SCRIPT],
+        cwd=release.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            try:
+                client = c.KeepAliveClient(host, port, timeout_s=10.0)
+            except ConnectionRefusedError:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"node {NODE_SCRIPT} exited with {process.returncode}"
+                    ) from None
+                time.sleep(0.0005)
+                continue
+            with client:
+                status, body = client.request(request)
+            elapsed = time.perf_counter() - began
+            if status != 200 or body != EXPECTED:
+                raise RuntimeError(f"node {NODE_SCRIPT} answered {status} {body[:200]!r}")
+            return elapsed
+    finally:
+        process.kill()
+        process.wait()
+
+
+def build_exec_fixture(fixture_dir: Path) -> Release:
+    """The exec fixture with its C hello compiled (gcc -O2, into the gitignored build/), its
+    commands checked; SystemExit when node or gcc is missing."""
+    for tool in ("node", "gcc"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: the exec rows need Node.js and gcc")
+    binary = fixture_dir / C_BINARY
+    binary.parent.mkdir(exist_ok=True)
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-o", str(binary), str(fixture_dir / C_SOURCE)], check=True
+    )
+    release = load_release(fixture_dir)
+    check_commands(release)
+    return release
 
 
 def handler_code(release: Release, module: str = "handlers") -> str:
@@ -266,7 +350,7 @@ async def start_runtime(
 
 
 async def measure_runtime(
-    settings: Settings, release_dir: Path, preload_dir: Path
+    settings: Settings, release_dir: Path, preload_dir: Path, exec_release: Release, host: str
 ) -> dict[str, Any]:
     demo = load_release(release_dir)
     fixture = load_release(preload_dir)
@@ -287,9 +371,15 @@ async def measure_runtime(
             stack, replace(fixture, preload=(PRELOAD_MODULE,)), "sandbox"
         )
         plain, _ = await start_runtime(stack, replace(fixture, preload=()), "sandbox")
+        polyglot, _ = await start_runtime(stack, exec_release, "sandbox")
 
-        async def run(argv: list[str]) -> tuple[float, float | None]:
-            return run_timed(argv), None
+        async def run(
+            argv: list[str], env: dict[str, str] | None = None
+        ) -> tuple[float, float | None]:
+            return run_timed(argv, env), None
+
+        async def node_started(number: int) -> tuple[float, float | None]:
+            return node_fresh(exec_release, host), None
 
         kinds = [
             ColdKind("sandbox", lambda n: cold_invoke(sandboxed, n)),
@@ -299,6 +389,10 @@ async def measure_runtime(
             ColdKind("bare", lambda n: run([sys.executable, "-c", "pass"])),
             ColdKind("preloaded", lambda n: cold_invoke(preloaded, n)),
             ColdKind("not_preloaded", lambda n: cold_invoke(plain, n)),
+            ColdKind("exec_node", lambda n: cold_invoke(polyglot, n, NODE_FUNCTION)),
+            ColdKind("node_fresh", node_started),
+            ColdKind("node_bare", lambda n: run(["node", "-e", ""], instance_environment())),
+            ColdKind("exec_c", lambda n: cold_invoke(polyglot, n, C_FUNCTION)),
         ]
         if bwrap is not None:
             argv = bwrap
@@ -323,6 +417,10 @@ async def measure_runtime(
     cold["bwrap_note"] = bwrap_note
     cold["preload_module_import_cpu_ms"] = heavy_ms
     cold["warmup_discarded"] = settings.cold_warmup
+    cold["node_fresh_command"] = (
+        f"PORT=<a free port> node {NODE_SCRIPT} in {exec_release.root}, "
+        "timed from spawn to its first answer of POST /"
+    )
     cold["targets"] = cold_targets(by_name)
     return {"cold_start": cold, "inprocess_warm": warm}
 
@@ -411,14 +509,17 @@ async def warm_inprocess(runtime: Runtime, settings: Settings) -> dict[str, Any]
 
 @dataclass
 class Server:
+    """One target of the warm rounds: a server and the path its POSTs go to."""
+
     name: str
     host: str
     port: int
     managed: c.Managed
+    function: str | None = FUNCTION  # None: not a node (its path is "/")
 
     @property
     def path(self) -> str:
-        return f"/function/{FUNCTION}"
+        return "/" if self.function is None else f"/function/{self.function}"
 
     @property
     def url(self) -> str:
@@ -441,8 +542,8 @@ def latency_loop(server: Server, count: int) -> list[float]:
     return samples
 
 
-def function_stats(server: Server) -> dict[str, Any]:
-    """The node's view of ``hello`` after the run: its instances, how many were started,
+def function_stats(server: Server, function: str) -> dict[str, Any]:
+    """The node's view of ``function`` after the run: its instances, how many were started,
     and how many stopped and why (a crash during the run shows here)."""
     with c.KeepAliveClient(server.host, server.port) as client:
         status, body = client.request(
@@ -451,10 +552,10 @@ def function_stats(server: Server) -> dict[str, Any]:
         _, metrics = client.request(c.build_request("GET", server.host, server.port, "/metrics"))
     stats: dict[str, Any] = {}
     if status == 200:
-        for function in json.loads(body)["functions"]:
-            if function["name"] == FUNCTION:
-                stats.update(function)
-    label = f'function="{FUNCTION}"'
+        for entry in json.loads(body)["functions"]:
+            if entry["name"] == function:
+                stats.update(entry)
+    label = f'function="{function}"'
     stops: dict[str, float] = {}
     for line in metrics.decode().splitlines():
         if line.startswith("#") or label not in line:
@@ -472,7 +573,46 @@ def function_stats(server: Server) -> dict[str, Any]:
     return stats
 
 
-def measure_http(settings: Settings, release_dir: Path, host: str) -> dict[str, Any]:
+def node_argv(release_dir: Path, host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tierfaas.cli",
+        "node",
+        "--release",
+        str(release_dir),
+        "--http",
+        f"{host}:{port}",
+        "--log-level",
+        "warning",
+    ]
+
+
+def throughput_target(
+    out: dict[str, Any], name: str, baseline: str, limit: float, what: str
+) -> dict[str, Any]:
+    """``name``'s req/s median against ``baseline``'s, with the paired ratio of each round;
+    passes at ``limit`` or more, with no error on ``name``'s side."""
+    value = c.ratio(out[name]["requests_per_s_median"], out[baseline]["requests_per_s_median"])
+    paired = [
+        c.ratio(n, b)
+        for n, b in zip(
+            out[name]["requests_per_s_rounds"], out[baseline]["requests_per_s_rounds"], strict=True
+        )
+    ]
+    return {
+        "value": value,
+        "limit": limit,
+        "paired_rounds": paired,
+        "paired_median": c.median(paired),
+        "target": what,
+        "pass": bool(value >= limit and out[name]["errors"] == 0),
+    }
+
+
+def measure_http(
+    settings: Settings, release_dir: Path, exec_dir: Path, host: str
+) -> dict[str, Any]:
     lua = c.post_lua(BODY)
     c.require_wrk()
     with c.Processes() as processes:
@@ -481,24 +621,25 @@ def measure_http(settings: Settings, release_dir: Path, host: str) -> dict[str, 
             "echo", host, echo_port, processes.start("echo", c.echo_command(host, echo_port))
         )
         node_port = free_port(host)
-        node_argv = [
-            sys.executable,
-            "-m",
-            "tierfaas.cli",
-            "node",
-            "--release",
-            str(release_dir),
-            "--http",
-            f"{host}:{node_port}",
-            "--log-level",
-            "warning",
-        ]
-        node = Server("node", host, node_port, processes.start("node", node_argv))
-        servers = [echo, node]  # the order of every round
+        managed = processes.start("node", node_argv(release_dir, host, node_port))
+        node = Server("node", host, node_port, managed)
+        exec_port = free_port(host)
+        managed = processes.start("exec_node", node_argv(exec_dir, host, exec_port))
+        exec_js = Server("exec_js", host, exec_port, managed, NODE_FUNCTION)
+        exec_c = Server("exec_c", host, exec_port, managed, C_FUNCTION)
+        direct_port = free_port(host)
+        managed = processes.start(
+            "js_direct",
+            ["node", str(exec_dir / NODE_SCRIPT)],
+            env=instance_environment(direct_port),
+        )
+        js_direct = Server("js_direct", host, direct_port, managed, None)
+        servers = [echo, node, js_direct, exec_js, exec_c]  # the order of every round
         for server in servers:
-            c.wait_http(host, server.port, "/healthz", timeout_s=30, process=server.managed)
+            path = "/" if server.function is None else "/healthz"
+            c.wait_http(host, server.port, path, timeout_s=30, process=server.managed)
         first_request_ms = latency_loop(node, 1)[0] * 1e3  # the node's cold start over HTTP
-        for server in servers:  # warm both: connections, caches, the node's second instance
+        for server in servers:  # warm each: connections, caches, the second instances
             latency_loop(server, 200)
             c.run_wrk(server.url, duration_s=1, connections=settings.connections, lua=lua)
 
@@ -520,21 +661,29 @@ def measure_http(settings: Settings, release_dir: Path, host: str) -> dict[str, 
                 wrk[server.name].append(result)
                 cpu_us[server.name].append(cpu_used / max(1, result.requests) * 1e6)
                 print(
-                    f"  round {round_number + 1}/{settings.rounds} {server.name:4}: "
+                    f"  round {round_number + 1}/{settings.rounds} {server.name:9}: "
                     f"{result.requests_per_s:9.0f} req/s, "
                     f"p50 {c.percentile(latency[server.name][-1], 50) * 1e6:6.0f} µs at 1 conn"
                     + (f", {result.errors} errors" if result.errors else ""),
                     flush=True,
                 )
         time.sleep(0.5)  # let the calls wrk left in flight finish before reading busy counts
-        stats = function_stats(node)
+        stats = function_stats(node, FUNCTION)
+        exec_stats = {
+            NODE_FUNCTION: function_stats(exec_js, NODE_FUNCTION),
+            C_FUNCTION: function_stats(exec_c, C_FUNCTION),
+        }
         for server in servers:
             if server.managed.process.poll() is not None:
                 raise RuntimeError(
                     f"{server.name} died during the run:\n{server.managed.log_tail()}"
                 )
 
-    out: dict[str, Any] = {"node_first_request_ms": first_request_ms, "node_function": stats}
+    out: dict[str, Any] = {
+        "node_first_request_ms": first_request_ms,
+        "node_function": stats,
+        "exec_functions": exec_stats,
+    }
     for server in servers:
         pooled = [x for chunk in latency[server.name] for x in chunk]
         rps = [r.requests_per_s for r in wrk[server.name]]
@@ -549,19 +698,34 @@ def measure_http(settings: Settings, release_dir: Path, host: str) -> dict[str, 
             "wrk_rounds": [r.as_dict() for r in wrk[server.name]],
             "errors": sum(r.errors for r in wrk[server.name]),
         }
-    echo_rps, node_rps = out["echo"]["requests_per_s_median"], out["node"]["requests_per_s_median"]
-    paired = [
-        c.ratio(n, e)
-        for n, e in zip(
-            out["node"]["requests_per_s_rounds"], out["echo"]["requests_per_s_rounds"], strict=True
-        )
-    ]
-    throughput_ratio = c.ratio(node_rps, echo_rps)
-    out["throughput_ratio"] = throughput_ratio
-    out["throughput_ratio_paired_rounds"] = paired
-    out["throughput_ratio_paired_median"] = c.median(paired)
-    out["target"] = f"node req/s median >= {THROUGHPUT_TARGET:g} x bare echo req/s median"
-    out["pass"] = bool(throughput_ratio >= THROUGHPUT_TARGET and out["node"]["errors"] == 0)
+    python = throughput_target(
+        out,
+        "node",
+        "echo",
+        THROUGHPUT_TARGET,
+        f"node req/s median >= {THROUGHPUT_TARGET:g} x bare echo req/s median",
+    )
+    out["throughput_ratio"] = python["value"]
+    out["throughput_ratio_paired_rounds"] = python["paired_rounds"]
+    out["throughput_ratio_paired_median"] = python["paired_median"]
+    out["target"] = python["target"]
+    out["pass"] = python["pass"]
+    out["exec_http"] = throughput_target(
+        out,
+        "exec_js",
+        "js_direct",
+        EXEC_HTTP_TARGET,
+        f"Node.js http hello through a node req/s median >= {EXEC_HTTP_TARGET:g} x "
+        "the same server hit directly",
+    )
+    out["exec_stdio"] = throughput_target(
+        out,
+        "exec_c",
+        "node",
+        EXEC_STDIO_TARGET,
+        f"C stdio hello through a node req/s median >= {EXEC_STDIO_TARGET:g} x "
+        "the Python hello through a node",
+    )
     return out
 
 
@@ -685,8 +849,47 @@ def cold_rows(cold: dict[str, Any]) -> list[list[str]]:
             f"{c.ratio(preloaded['p95'], plain['p95']):.2f}",
             *blank,
         ],
+        *exec_cold_rows(cold),
     ]
     return rows
+
+
+def exec_cold_rows(cold: dict[str, Any]) -> list[list[str]]:
+    node, fresh = cold["exec_node"]["cold_ms"], cold["node_fresh"]["cold_ms"]
+    ready = cold["exec_node"]["spawn_to_ready_ms"]
+    stdio, stdio_ready = cold["exec_c"]["cold_ms"], cold["exec_c"]["spawn_to_ready_ms"]
+    blank = ["", ""]
+    return [
+        [
+            "cold start p50, Node.js http hello (exec)",
+            _ms(node["p50"]),
+            f"{_ms(fresh['p50'])} the same hello.js started fresh",
+            f"{c.ratio(node['p50'], fresh['p50']):.2f}",
+            *blank,
+        ],
+        [
+            "cold start p95, Node.js http hello",
+            _ms(node["p95"]),
+            f"{_ms(fresh['p95'])} started fresh",
+            f"{c.ratio(node['p95'], fresh['p95']):.2f}",
+            *blank,
+        ],
+        [
+            "  spawn→ready p50 / p95, Node.js (port accepts)",
+            f"{ready['p50']:.1f} / {ready['p95']:.1f} ms",
+            "",
+            "",
+            *blank,
+        ],
+        ['  `node -e ""`, for scale', "", _ms(cold["node_bare"]["cold_ms"]["p50"]), "", *blank],
+        [
+            "cold start p50 / p95, C stdio hello (exec)",
+            f"{stdio['p50']:.1f} / {stdio['p95']:.1f} ms",
+            f"spawn→READY {stdio_ready['p50']:.1f} / {stdio_ready['p95']:.1f} ms",
+            "",
+            *blank,
+        ],
+    ]
 
 
 def report_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -697,9 +900,6 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
     rounds = len(node["requests_per_s_rounds"])
     node_cpu = node["server_cpu_us_per_request_median"]
     echo_cpu = echo["server_cpu_us_per_request_median"]
-
-    def spread(values: list[float]) -> str:
-        return f"{min(values):,.0f} - {max(values):,.0f}"
 
     return [
         *cold_rows(results["cold_start"]),
@@ -729,8 +929,8 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
         ],
         [
             "  req/s range over rounds",
-            spread(node["requests_per_s_rounds"]),
-            spread(echo["requests_per_s_rounds"]) + " echo",
+            _spread(node["requests_per_s_rounds"]),
+            _spread(echo["requests_per_s_rounds"]) + " echo",
             f"{http['throughput_ratio_paired_median']:.2f} paired",
             "",
             "",
@@ -759,6 +959,7 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
             "",
             "",
         ],
+        *exec_warm_rows(http),
         [
             "in-process Runtime.invoke p50, 1 in flight",
             f"{warm['latency_us_1_in_flight']['p50']:.0f} µs",
@@ -777,6 +978,79 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
             "",
         ],
     ]
+
+
+def exec_warm_rows(http: dict[str, Any]) -> list[list[str]]:
+    """The exec functions' warm rows: Node.js through a node against the same server hit
+    directly, C through a node against the Python hello through a node."""
+    rows: list[list[str]] = []
+    for name, baseline, label, what, key, limit in (
+        ("exec_js", "js_direct", "Node.js http hello", "direct", "exec_http", EXEC_HTTP_TARGET),
+        ("exec_c", "node", "C stdio hello", "Python hello", "exec_stdio", EXEC_STDIO_TARGET),
+    ):
+        side, base, target = http[name], http[baseline], http[key]
+        latency, base_latency = side["latency_us_1_conn"], base["latency_us_1_conn"]
+        cpu = side["server_cpu_us_per_request_median"]
+        base_cpu = base["server_cpu_us_per_request_median"]
+        rows += [
+            [
+                f"req/s, {side['wrk_rounds'][0]['connections']} conns, {label} (exec)",
+                f"{side['requests_per_s_median']:,.0f}"
+                + (f" ({side['errors']} errors)" if side["errors"] else ""),
+                f"{base['requests_per_s_median']:,.0f} {what}",
+                f"{target['value']:.2f}",
+                f"≥ {limit:g}",
+                _verdict(target["pass"]),
+            ],
+            [
+                "  req/s range over rounds",
+                _spread(side["requests_per_s_rounds"]),
+                f"{_spread(base['requests_per_s_rounds'])} {what}",
+                f"{target['paired_median']:.2f} paired",
+                "",
+                "",
+            ],
+            [
+                "  warm p50 / p99, 1 connection",
+                f"{latency['p50']:.0f} / {latency['p99']:.0f} µs",
+                f"{base_latency['p50']:.0f} / {base_latency['p99']:.0f} µs {what}",
+                f"{c.ratio(latency['p50'], base_latency['p50']):.2f}",
+                "",
+                "",
+            ],
+            [
+                "  wrk p50 / p99 latency (median round)",
+                _wrk_latency(side),
+                f"{_wrk_latency(base)} {what}",
+                "",
+                "",
+                "",
+            ],
+            [
+                "  server CPU per request under wrk (median)",
+                f"{cpu:.0f} µs",
+                f"{base_cpu:.0f} µs {what}",
+                f"{c.ratio(cpu, base_cpu):.2f}",
+                "",
+                "",
+            ],
+        ]
+    functions = http["exec_functions"]
+    rows.append(
+        [
+            "  exec instance stops during the run",
+            "; ".join(f"{name}: {_stops(stats)}" for name, stats in functions.items()),
+            "",
+            "",
+            "",
+            "",
+        ]
+    )
+    return rows
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f} - {max(values):,.0f}"
 
 
 def _stops(stats: dict[str, Any]) -> str:
@@ -806,6 +1080,12 @@ def main(argv: list[str] | None = None) -> int:
         default=c.BENCHMARKS_DIR / "fixtures" / "preload",
         help="a release whose `hello` imports the slow module `heavy`",
     )
+    parser.add_argument(
+        "--exec-release",
+        type=Path,
+        default=c.BENCHMARKS_DIR / "fixtures" / "exec",
+        help="a release with the exec functions hello-node (hello.js) and hello-c (hello.c)",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
@@ -815,6 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_for(args.quick, args.connections)
     release_dir = args.release.resolve()
     preload_dir = args.preload_release.resolve()
+    exec_release = build_exec_fixture(args.exec_release.resolve())
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
@@ -830,19 +1111,22 @@ def main(argv: list[str] | None = None) -> int:
         "function": FUNCTION,
         "release": str(release_dir),
         "preload_release": str(preload_dir),
+        "exec_release": str(exec_release.root),
     }
     print(
         f"runtime benchmark ({settings.mode}): {settings.cold_starts} cold starts of each kind ...",
         flush=True,
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        results.update(runner.run(measure_runtime(settings, release_dir, preload_dir)))
+        results.update(
+            runner.run(measure_runtime(settings, release_dir, preload_dir, exec_release, args.host))
+        )
     print(
         f"warm HTTP: {settings.rounds} rounds of {settings.round_s:g} s, "
         f"{settings.connections} connections ...",
         flush=True,
     )
-    results["http"] = measure_http(settings, release_dir, args.host)
+    results["http"] = measure_http(settings, release_dir, exec_release.root, args.host)
     results["elapsed_s"] = time.perf_counter() - began
     results["targets"] = {
         **results["cold_start"]["targets"],
@@ -852,6 +1136,8 @@ def main(argv: list[str] | None = None) -> int:
             "target": results["http"]["target"],
             "pass": results["http"]["pass"],
         },
+        "exec_http": results["http"]["exec_http"],
+        "exec_stdio": results["http"]["exec_stdio"],
     }
     path = c.write_results("runtime", results)
     rows = report_rows(results)
