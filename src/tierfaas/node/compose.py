@@ -100,6 +100,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
     runtime = Runtime(
         release, config, listeners=[metrics.on_runtime_event], scheduler=LoopScheduler(clock)
     )
+    metrics.watch_memory(runtime.memory_report)
     router = Router.standalone(runtime, config.node_name, clock)
     app = NodeApp(
         runtime,
@@ -178,6 +179,7 @@ def _clustered(
         listeners=[metrics.on_runtime_event, control.on_runtime_event],
         scheduler=LoopScheduler(clock),
     )
+    metrics.watch_memory(runtime.memory_report)
     router = Router(
         runtime,
         self_name=name,
