@@ -179,3 +179,18 @@ async def test_relieve_evicts_under_pressure_only_past_the_threshold() -> None:
     assert budget.relieve(12.5, 10.0) == 1  # 10% of 320 MiB booked: one instance
     assert instances[0].death_reason == "evicted"
     assert budget.report().evictions == {"pressure": 1}
+
+
+async def test_the_report_counts_the_evictions_of_the_last_minute() -> None:
+    clock = FakeClock()
+    instances = [instance(SPECS["a"], float(t)) for t in range(3)]
+    budget = MemoryBudget(64 * 3, [Holder(*instances)], accounting="declared", clock=clock)
+    for one in instances:
+        assert start(budget, one)
+    assert start(budget, instance(SPECS["b"]))
+    clock.advance(30)
+    assert start(budget, instance(SPECS["b"]))
+    assert budget.report().evictions_last_min == 2
+    clock.advance(30)
+    assert budget.report().evictions_last_min == 1
+    assert budget.report().evictions == {"room": 2}

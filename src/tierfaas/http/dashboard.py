@@ -101,6 +101,7 @@ def node_stats(
         "memory_budget_bytes": int(memory.budget_mb * MiB),
         "memory_accounting": memory.accounting,
         "evictions": sum(memory.evictions.values()),
+        "evictions_last_min": memory.evictions_last_min,
     }
 
 

@@ -35,6 +35,7 @@ DEFAULT_ESTIMATE_MB = 64
 """A start's booking under measured accounting before its function was ever measured: an
 instance forked from the zygote typically uses a few to a few tens of MiB."""
 AVERAGE_WEIGHT = 0.3  # of a new reading in a function's moving average
+RECENT_S = 60.0  # evictions_last_min's window
 
 
 class IdleInstances(Protocol):
@@ -52,6 +53,7 @@ class MemoryReport:
     measured_mb: float  # the instances' latest readings, summed
     accounting: Accounting
     evictions: Mapping[str, int]  # by reason: room, pressure, over_budget
+    evictions_last_min: int = 0  # for a one-shot reader (``tierfaas status``)
 
 
 class MemoryBudget:
@@ -74,6 +76,7 @@ class MemoryBudget:
         self._readings: dict[PoolInstance, float] = {}  # live instance -> its last reading
         self._average: dict[str, float] = {}  # function -> moving average of its readings
         self.evictions: Counter[str] = Counter()
+        self._recent: deque[float] = deque()  # when the evictions of the last RECENT_S were
 
     def add(self, holder: IdleInstances) -> None:
         """``holder``'s idle instances may be evicted for other holders' starts."""
@@ -92,9 +95,19 @@ class MemoryBudget:
         return sum(self._readings.values())
 
     def report(self) -> MemoryReport:
+        self._forget_old(self.clock())
         return MemoryReport(
-            self.budget_mb, self.used_mb, self.measured_mb, self.accounting, dict(self.evictions)
+            self.budget_mb,
+            self.used_mb,
+            self.measured_mb,
+            self.accounting,
+            dict(self.evictions),
+            len(self._recent),
         )
+
+    def _forget_old(self, now: float) -> None:
+        while self._recent and self._recent[0] <= now - RECENT_S:
+            self._recent.popleft()
 
     def estimate_mb(self, spec: FunctionSpec) -> float:
         """What a new instance of ``spec`` books until it is measured."""
@@ -202,4 +215,6 @@ class MemoryBudget:
             self.stopped(instance)
             self.policy.evicted(candidate, now)
             self.evictions[reason] += 1
+            self._recent.append(now)
+        self._forget_old(now)
         return len(chosen)
