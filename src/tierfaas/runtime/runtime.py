@@ -1,5 +1,5 @@
-"""The node's runtime: one pool per function, a spawner (the zygote), a memory budget and a
-reaper of idle instances.
+"""The node's runtime: one pool per function, a spawner (the zygote), a memory budget with
+its watch (measured use and pressure, ``memwatch.py``) and a reaper of idle instances.
 
 It composes the parts and owns nothing the pools decide: each pool gets the scheduler, the
 budget, the spawner and the event sink, never the runtime (see ``ports.py``). The router and
