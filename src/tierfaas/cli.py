@@ -292,8 +292,9 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """Show the cluster as one node sees it (members, roles, replicas, versions, uptime) and
-    that node's functions: how each is isolated (sandbox or process), its limits, instances."""
+    """Show the cluster as one node sees it (members, roles, replicas, versions, uptime, and
+    each node's memory used of its budget and evictions in the last minute) and that node's
+    functions: how each is isolated (sandbox or process), its limits, instances."""
     from tierfaas.http.auth import load_admin_token
     from tierfaas.status import fetch_cluster, fetch_functions, render_cluster, render_functions
 

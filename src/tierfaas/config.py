@@ -224,11 +224,48 @@ class NodeConfig:
     )
 
     # -- instances -----------------------------------------------------------------------------
-    memory_budget_mb: int = setting(
-        2048,
-        "sum of the memory_mb of all live instances on this node; past it the least recently "
-        "used idle instance is evicted. Raising it keeps more functions warm",
+    memory_budget_mb: int | None = setting(
+        None,
+        "memory the instances on this node may book (see --memory-accounting); past it idle "
+        "instances are evicted (see --eviction) to start others. Unset: the host's MemTotal, "
+        "or the node's own cgroup limit when lower (a container's or pod's), less "
+        "--memory-reserve-mb. Raising it keeps more functions warm",
         "MiB",
+    )
+    memory_reserve_mb: int | None = setting(
+        None,
+        "with --memory-budget-mb unset, what is kept back from the host's (or cgroup's) memory "
+        "for the node itself, its zygote, the page cache and the kernel; unset: max(256 MiB, "
+        "10%). Lowering it keeps more instances warm and leaves the node less room",
+        "MiB",
+    )
+    memory_accounting: Literal["measured", "declared"] = setting(
+        "measured",
+        "what an instance counts against the budget: 'measured', what it uses (its cgroup's "
+        "memory, or its PSS under --isolation process; a start books its function's recent "
+        "average, else min(memory_mb, 64 MiB), until read), which overcommits (see "
+        "docs/operations.md); 'declared', its function's memory_mb, which never overcommits "
+        "and keeps few instances warm. memory_mb stays each instance's hard limit either way",
+    )
+    eviction: Literal["greedy-dual", "lru"] = setting(
+        "greedy-dual",
+        "which idle instance is evicted first when a start needs memory or the node is under "
+        "memory pressure: 'greedy-dual', the lowest clock + calls served x start time / "
+        "memory (FaasCache), keeping popular, slow-starting, small instances; 'lru', the least "
+        "recently used",
+    )
+    memory_pressure_pct: float = setting(
+        10.0,
+        "the kernel's memory pressure (PSI 'some avg10': the share of the last 10 s in which "
+        "a task stalled on memory) past which the node evicts idle instances, before the OOM "
+        "killer acts; lower evicts sooner, higher risks the OOM killer. 0: off",
+        "%",
+    )
+    memory_sample_s: float = setting(
+        1.0,
+        "how often each instance's memory use and the memory pressure are read; shorter "
+        "corrects bookings and reacts to pressure sooner, at more reads of /proc and cgroups",
+        "s",
     )
     reap_interval_s: float = setting(
         1.0, "how often idle instances are checked against their keep-alive", "s"
@@ -347,7 +384,8 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         self._check_positive("max_body_bytes", "max_response_bytes", "queue_timeout_s")
-        self._check_positive("memory_budget_mb", "reap_interval_s", "start_timeout_s")
+        self._check_positive("reap_interval_s", "start_timeout_s", "memory_sample_s")
+        self._check_memory()
         self._check_positive("retry_after_s")
         self._check_positive("header_timeout_s", "body_timeout_s", "send_timeout_s")
         if not isinstance(self.max_header_bytes, int) or self.max_header_bytes < 1024:
@@ -404,6 +442,21 @@ class NodeConfig:
         if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
         self._check_isolation()
+
+    def _check_memory(self) -> None:
+        if self.memory_budget_mb is not None:
+            _check_whole("memory_budget_mb", self.memory_budget_mb, 1, 1 << 40)
+        if self.memory_reserve_mb is not None:
+            _check_whole("memory_reserve_mb", self.memory_reserve_mb, 0, 1 << 40)
+        if self.memory_accounting not in ("measured", "declared"):
+            raise ConfigError(
+                "memory_accounting", f"{self.memory_accounting!r} is not measured|declared"
+            )
+        if self.eviction not in ("greedy-dual", "lru"):
+            raise ConfigError("eviction", f"{self.eviction!r} is not greedy-dual|lru")
+        pressure = self.memory_pressure_pct
+        if not isinstance(pressure, int | float) or not 0 <= pressure <= 100:
+            raise ConfigError("memory_pressure_pct", "must be between 0 (off) and 100")
 
     def _check_isolation(self) -> None:
         if self.isolation not in ("sandbox", "process"):

@@ -6,6 +6,10 @@ replica, its lag behind the master (master version - replica version, when both 
 same lineage; ``resync`` when they do not, e.g. right after a failover or before the first
 snapshot). A member that does not answer in time shows ``?``.
 
+Each member's memory comes from its own ``GET /v1/stats`` (the node asked: from the URL given,
+which also serves a standalone node): what its instances use (measured) out of its budget, and
+how many idle instances it evicted in the last minute.
+
 Below it, the functions of the node asked (its ``GET /v1/functions``): each one's isolation
 (``sandbox``, or ``process`` when the node runs its functions unsandboxed) and its limits.
 """
@@ -25,6 +29,7 @@ _ROLE_STYLE = {"master": "bold magenta", "replica": "cyan", "worker": "green"}
 _ISOLATION_SHOWN = {"sandbox": "[green]sandbox[/]", "process": "[bold red]process[/] (unsandboxed)"}
 TABLE_HOLDERS = ("master", "replica")
 MAX_ROUTES_BYTES = 64 * 1024 * 1024
+MIB = 1024 * 1024
 
 
 def _get_json(url: str, timeout: float, limit: int | None = None, token: str | None = None) -> Any:
@@ -42,6 +47,14 @@ def fetch_cluster(
     ``table`` entry: ``{"version", "lineage", "loaded"}`` from its ``/v1/routes``, or None if
     it did not answer within ``routes_timeout`` seconds (asked in parallel)."""
     view: dict[str, Any] = _get_json(f"{url.rstrip('/')}/v1/cluster", timeout, token=token)
+    members = [m for m in view.get("members", []) if isinstance(m, dict)]
+    if members:
+        with ThreadPoolExecutor(max_workers=min(16, len(members))) as pool:
+            memory = list(
+                pool.map(lambda m: fetch_memory(m, view, url, routes_timeout, token), members)
+            )
+        for member, found in zip(members, memory, strict=True):
+            member["memory"] = found
     holders = [
         m for m in view.get("members", []) if isinstance(m, dict) and m.get("role") in TABLE_HOLDERS
     ]
@@ -63,6 +76,44 @@ def fetch_functions(
     except (OSError, ValueError):
         return None
     return listing if isinstance(listing, dict) else None
+
+
+def fetch_memory(
+    member: dict[str, Any], view: dict[str, Any], url: str, timeout: float, token: str | None = None
+) -> dict[str, Any] | None:
+    """``{"used_bytes", "budget_bytes", "evictions_last_min"}`` from ``member``'s
+    ``/v1/stats`` (the node asked, ``view["self"]``, at ``url``), or None."""
+    if member.get("name") == view.get("self"):
+        base = url.rstrip("/")
+    elif isinstance(member.get("http"), str) and member["http"]:
+        base = f"http://{member['http']}"
+    else:
+        return None
+    try:
+        stats = _get_json(f"{base}/v1/stats", timeout, token=token)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stats, dict) or "memory_budget_bytes" not in stats:
+        return None  # unreachable, or a node of a release that does not report it
+    keys = ("memory_used_bytes", "memory_budget_bytes", "evictions_last_min")
+    return {key.removeprefix("memory_"): stats.get(key) for key in keys}
+
+
+def memory_columns(member: dict[str, Any]) -> tuple[str, str]:
+    """The (memory, evictions/min) cells of ``member`` (plain text, not yet escaped)."""
+    if "memory" not in member:
+        return "-", "-"
+    memory = member["memory"]
+    if not isinstance(memory, dict):
+        return "?", "?"
+    used, budget = memory.get("used_bytes"), memory.get("budget_bytes")
+    if not isinstance(used, int | float) or not isinstance(budget, int | float):
+        return "?", "?"
+    evictions = memory.get("evictions_last_min")
+    return (
+        f"{used / MIB:.0f} / {budget / MIB:.0f} MiB",
+        str(evictions) if isinstance(evictions, int) else "?",
+    )
 
 
 def fetch_table(
@@ -127,7 +178,10 @@ def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
     if not view.get("joined", True):
         title += f" (not joined: {view.get('join_reason')})"
     table = Table(title=escape(title))
-    columns = ("node", "address", "role", "replica", "version", "uptime", "state", "table", "lag")
+    columns = (
+        "node", "address", "role", "replica", "version", "uptime", "state", "table", "lag",
+        "memory", "evict/min",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, overflow="fold")
     members = [m for m in view.get("members", []) if isinstance(m, dict)]
@@ -136,6 +190,7 @@ def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
         role = str(member.get("role") or "-")
         style = _ROLE_STYLE.get(role, "")
         table_version, lag = table_columns(member, master)
+        memory, evictions = memory_columns(member)
         table.add_row(
             escape(str(member.get("name"))),
             escape(str(member.get("http") or "-")),
@@ -146,6 +201,8 @@ def render_cluster(view: dict[str, Any], now: float | None = None) -> Table:
             escape(str(member.get("state"))),
             escape(table_version),
             escape(lag),
+            escape(memory),
+            escape(evictions),
         )
     return table
 

@@ -125,4 +125,10 @@ def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
         assert 'class="iso process"' not in dom
         rate = re.search(r'id="rate-requests">([0-9.]+)<', dom)
         assert rate is not None and float(rate.group(1)) > 0  # live rates under load
+        # Each node's memory: used (measured), booked and its budget; evictions per minute.
+        memory = dom.split('id="memory"')[1].split("</table>")[0]
+        for name in names:
+            assert name in memory
+        assert len(re.findall(r"<td[^>]*>[0-9.]+ (?:MiB|GiB)</td>", memory)) == 9
+        assert re.search(r'id="rate-evictions">[0-9.]+<', dom)
         background.join(20)

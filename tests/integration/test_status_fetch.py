@@ -74,3 +74,29 @@ def test_fetch_functions_reads_the_nodes_function_list(fake_node: str) -> None:
     _Fake.answers = {}  # a node without the list (404): nothing to show, no error
     assert fetch_functions(f"http://{fake_node}") is None
     assert fetch_functions("http://127.0.0.1:9", timeout=0.5) is None  # nothing answers
+
+
+def test_fetch_cluster_reads_each_members_memory_from_its_stats(fake_node: str) -> None:
+    dead = "127.0.0.1:9"  # discard port: nothing answers
+    stats = {
+        "memory_used_bytes": 100 * 2**20, "memory_budget_bytes": 2048 * 2**20,
+        "memory_booked_bytes": 200 * 2**20, "evictions_last_min": 3, "requests": 5,
+    }  # fmt: skip
+    _Fake.answers = {
+        "/v1/cluster": {
+            "self": "asked",
+            "master": "asked",
+            "members": [
+                {"name": "asked", "role": "master", "http": None},  # standalone: no address
+                {"name": "r", "role": "replica", "http": dead},
+                {"name": "w", "role": "worker", "http": fake_node},
+            ],
+        },
+        "/v1/stats": stats,
+    }
+    view = fetch_cluster(f"http://{fake_node}", routes_timeout=0.5)
+    by_name = {m["name"]: m for m in view["members"]}
+    shown = {"used_bytes": 100 * 2**20, "budget_bytes": 2048 * 2**20, "evictions_last_min": 3}
+    assert by_name["asked"]["memory"] == shown  # the node asked, at the URL given
+    assert by_name["w"]["memory"] == shown
+    assert by_name["r"]["memory"] is None

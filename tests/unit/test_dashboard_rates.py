@@ -100,3 +100,45 @@ def test_a_nodes_stats_carry_its_injected_clock() -> None:
     stats = json.loads(body)
     assert status == 200 and stats["clock"] == 123.0
     assert isinstance(stats["time"], float)  # Unix time, to show
+
+
+def test_a_nodes_stats_carry_its_memory_and_evictions() -> None:
+    config = NodeConfig(release_dir=TESTREL, http=Address("127.0.0.1", 8080))
+    config = config.with_changes(memory_budget_mb=512)
+    app = NodeApp(Runtime(load_release(TESTREL), config), config, Metrics(), "n1")
+    _, _, body = request(app, "/v1/stats")
+    stats = json.loads(body)
+    assert stats["memory_budget_bytes"] == 512 * 1024 * 1024
+    assert (stats["memory_used_bytes"], stats["memory_booked_bytes"], stats["evictions"]) == (
+        0, 0, 0,
+    )  # fmt: skip
+    assert stats["memory_accounting"] == "measured"
+
+
+def test_evictions_per_minute_come_from_the_counter_over_the_nodes_clock() -> None:
+    peer = Peer()
+
+    def with_memory(evictions: int, clock: float) -> dict[str, Any]:
+        return {
+            **sample(0, clock=clock, wall=0.0), "memory_used_bytes": 10, "memory_booked_bytes": 20,
+            "memory_budget_bytes": 30, "memory_accounting": "measured", "evictions": evictions,
+        }  # fmt: skip
+
+    def overview(stats: dict[str, Any]) -> dict[str, Any]:
+        peer.next = stats
+        return asyncio.run(peer.dashboard._overview())
+
+    first = overview(with_memory(5, 100.0))
+    row = next(n for n in first["nodes"] if n["name"] == "b")
+    assert row["memory"] == {
+        "used_bytes": 10, "booked_bytes": 20, "budget_bytes": 30, "accounting": "measured",
+        "evictions_per_min": None,
+    }  # fmt: skip
+    later = overview(with_memory(8, 102.0))  # 3 in 2 s
+    row = next(n for n in later["nodes"] if n["name"] == "b")
+    assert row["memory"]["evictions_per_min"] == 90.0
+    assert later["evictions_per_min"] == 90.0
+    # A node of a release that reports no memory: shown as such, no rate.
+    older = overview(sample(0, clock=103.0, wall=0.0))
+    row = next(n for n in older["nodes"] if n["name"] == "b")
+    assert row["memory"] is None and older["evictions_per_min"] == 0.0

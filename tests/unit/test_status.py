@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tierfaas.status import render_cluster, render_functions, table_columns
+from tierfaas.status import memory_columns, render_cluster, render_functions, table_columns
 
 NOW = 1_800_000_000.0
 
@@ -165,3 +165,15 @@ def test_every_value_of_the_function_list_is_escaped() -> None:
     }
     out = text(render_functions(shown))
     assert out.count(evil) >= 6  # shown literally, never interpreted as markup
+
+
+def test_each_members_memory_and_evictions_per_minute() -> None:
+    mib = 1024 * 1024
+    used = {"used_bytes": 120 * mib, "budget_bytes": 2048 * mib, "evictions_last_min": 4}
+    assert memory_columns(member("a", "worker", memory=used)) == ("120 / 2048 MiB", "4")
+    assert memory_columns(member("b", "worker", memory=None)) == ("?", "?")  # no answer
+    assert memory_columns(member("c", "worker")) == ("-", "-")  # not asked
+    assert memory_columns(member("d", "worker", memory={"used_bytes": "x"})) == ("?", "?")
+    view = {"self": "a", "master": "a", "members": [member("a", "master", memory=used)]}
+    got = rows(render_cluster(view, now=NOW))
+    assert (got["a"]["memory"], got["a"]["evict/min"]) == ("120 / 2048 MiB", "4")

@@ -32,6 +32,7 @@ from tierfaas.clock import Clock, monotonic
 from tierfaas.http.asgi import Receive, Send
 from tierfaas.http.metrics import Metrics
 from tierfaas.runtime import Runtime
+from tierfaas.runtime.memory import MiB
 
 STREAM_INTERVAL_S = 1.0
 PEER_TIMEOUT_S = 0.6
@@ -76,6 +77,7 @@ def node_stats(
     for latency in calls.latency.values():
         for i, n in enumerate(latency.buckets):
             buckets[i] += n
+    memory = runtime.memory_report()
     functions = {}
     for fname, pool in runtime.pools.items():
         stats = pool.stats()
@@ -94,6 +96,32 @@ def node_stats(
         "latency_bounds": list(calls.bounds),
         "latency_buckets": buckets,
         "functions": functions,
+        "memory_used_bytes": int(memory.measured_mb * MiB),
+        "memory_booked_bytes": int(memory.booked_mb * MiB),
+        "memory_budget_bytes": int(memory.budget_mb * MiB),
+        "memory_accounting": memory.accounting,
+        "evictions": sum(memory.evictions.values()),
+        "evictions_last_min": memory.evictions_last_min,
+    }
+
+
+def node_memory(
+    sample: dict[str, Any], before: dict[str, Any] | None, span: float | None
+) -> dict[str, Any] | None:
+    """A node's memory row for the page: used (measured), booked and budget in bytes, and
+    evictions per minute over ``span`` seconds since ``before`` (None without a span); None
+    for a node of a release that does not report its memory."""
+    if not isinstance(sample.get("memory_budget_bytes"), int | float):
+        return None
+    per_min = None
+    if before is not None and span and isinstance(before.get("evictions"), int | float):
+        per_min = max(0, sample.get("evictions", 0) - before["evictions"]) * 60 / span
+    return {
+        "used_bytes": sample.get("memory_used_bytes"),
+        "booked_bytes": sample.get("memory_booked_bytes"),
+        "budget_bytes": sample["memory_budget_bytes"],
+        "accounting": sample.get("memory_accounting"),
+        "evictions_per_min": per_min,
     }
 
 
@@ -213,6 +241,7 @@ class Dashboard:
             name = str(member.get("name"))
             row: dict[str, Any] = {
                 **member, "reachable": sample is not None, "functions": {}, "isolation": None,
+                "memory": None,
             }  # fmt: skip
             if sample is not None:
                 row["functions"] = sample.get("functions", {})
@@ -220,8 +249,11 @@ class Dashboard:
                 kind, now = _stamp(sample)
                 before = self._base(name, now)
                 then = _stamp(before) if before is not None else None
-                if before is not None and then is not None and then[0] == kind and now > then[1]:
+                span = None
+                if then is not None and then[0] == kind and now > then[1]:
                     span = now - then[1]
+                row["memory"] = node_memory(sample, before, span)
+                if before is not None and span is not None:
                     rates = {key: max(0, sample[key] - before[key]) / span for key in totals}
                     row["rates"] = rates
                     for key in totals:
@@ -252,6 +284,9 @@ class Dashboard:
             "isolation": function_isolation(nodes, functions),
             "rates": totals,
             "p99_s": _p99(bounds, merged) if bounds else None,
+            "evictions_per_min": sum(
+                n["memory"]["evictions_per_min"] or 0.0 for n in nodes if n["memory"]
+            ),
             "departed": view.get("departed", []),
             "time": time.time(),
         }

@@ -23,9 +23,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from tierfaas.runtime.budget import MemoryReport
 from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
 
+MiB = 1024 * 1024
+EVICTION_REASONS = ("room", "pressure", "over_budget")
 UNKNOWN = "(unknown)"
 OTHER = "(other)"
 MAX_OUTCOMES = 32
@@ -81,6 +84,10 @@ class Metrics:
         """Exposes the keep-alive windows ``source`` gives (``Runtime.keep_alive``: one row per
         function of the release, so the label set is bounded), read when scraped."""
         self.registry.register(_KeepAlive(source))
+
+    def watch_memory(self, report: Callable[[], MemoryReport]) -> None:
+        """Exposes the node's memory (``Runtime.memory_report``), read when scraped."""
+        self.registry.register(_MemoryStats(report))
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         if isinstance(event, InstanceStarted):
@@ -189,6 +196,33 @@ class _KeepAlive(Collector):
             learned.add_metric([function], 1.0 if windows.source == "learned" else 0.0)
             prewarms.add_metric([function], started)
         yield from (keep, prewarm, learned, prewarms)
+
+
+class _MemoryStats(Collector):
+    """``tierfaas_memory_used_bytes`` (measured), ``tierfaas_memory_booked_bytes`` (what
+    admission counts), ``tierfaas_memory_budget_bytes`` and ``tierfaas_evictions_total``
+    (by reason: room, pressure, over_budget), read from the runtime when scraped."""
+
+    def __init__(self, report: Callable[[], MemoryReport]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.report()
+        for name, text, mb in (
+            ("used", "Memory the node's instances use, as last measured", now.measured_mb),
+            ("booked", "Memory booked against the budget (measured or declared)", now.booked_mb),
+            ("budget", "Memory the node's instances may book", now.budget_mb),
+        ):
+            yield GaugeMetricFamily(f"tierfaas_memory_{name}_bytes", text, value=mb * MiB)
+        evictions = CounterMetricFamily(
+            "tierfaas_evictions",
+            "Idle instances evicted, by reason: room (for a start), pressure (PSI), "
+            "over_budget (measured use past the budget)",
+            labels=["reason"],
+        )
+        for reason in EVICTION_REASONS:
+            evictions.add_metric([reason], now.evictions.get(reason, 0))
+        yield evictions
 
 
 class _Latency:

@@ -101,6 +101,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         release, config, listeners=[metrics.on_runtime_event], scheduler=LoopScheduler(clock)
     )
     metrics.watch_keep_alive(runtime.keep_alive)
+    metrics.watch_memory(runtime.memory_report)
     router = Router.standalone(runtime, config.node_name, clock)
     app = NodeApp(
         runtime,
@@ -180,6 +181,7 @@ def _clustered(
         scheduler=LoopScheduler(clock),
     )
     metrics.watch_keep_alive(runtime.keep_alive)
+    metrics.watch_memory(runtime.memory_report)
     router = Router(
         runtime,
         self_name=name,

@@ -1,17 +1,41 @@
-"""The node's memory for instances: the sum of ``memory_mb`` of the live and starting ones.
+"""The node's memory for instances: what each live or starting one books, and which idle ones
+give it up.
 
-A start books its function's ``memory_mb`` first; when that would exceed the budget, the least
-recently used idle instances of *other* functions are evicted to make room (unless the start
-asks not to evict: an extra or a prewarmed instance is never worth a warm one elsewhere). A
-start that finds no room is not made; its calls wait, then get 429.
+Accounting (``--memory-accounting``): ``declared`` books every instance at its function's
+``memory_mb``. ``measured`` books a starting instance at an estimate (``estimate_mb``: the
+function's recent measured average, else ``min(memory_mb, DEFAULT_ESTIMATE_MB)``, never above
+``memory_mb``) and, as readings arrive (``measured``), at what it is measured to use. Either
+way ``memory_mb`` stays each instance's hard limit (its cgroup's). Measured accounting
+overcommits: the limits of the admitted instances may add up to more than the budget, which is
+what keeps many small instances warm; the risk, that many grow at once, is met by ``relieve``
+(evict idle instances when the measured total passes the budget or the kernel reports
+pressure) and is documented in docs/operations.md.
+
+Eviction: a start that does not fit evicts idle instances of *other* functions, in the order
+of the eviction policy (``eviction.py``: Greedy-Dual or LRU), and only if together they make
+the room (unless the start asks not to evict: an extra or a prewarmed instance is never worth
+a warm one elsewhere). A start that finds no room is not made; its calls wait, then get 429.
+An evicted instance's memory is free at once, though its process ends a moment later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
+from tierfaas.clock import Clock, monotonic
+from tierfaas.manifest import FunctionSpec
+from tierfaas.runtime import eviction, memory
 from tierfaas.runtime.ports import PoolInstance
+
+Accounting = Literal["measured", "declared"]
+DEFAULT_ESTIMATE_MB = 64
+"""A start's booking under measured accounting before its function was ever measured: an
+instance forked from the zygote typically uses a few to a few tens of MiB."""
+AVERAGE_WEIGHT = 0.3  # of a new reading in a function's moving average
+RECENT_S = 60.0  # evictions_last_min's window
 
 
 class IdleInstances(Protocol):
@@ -20,42 +44,177 @@ class IdleInstances(Protocol):
     def idle_instances(self) -> list[PoolInstance]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryReport:
+    """The node's memory now, for /metrics, /v1/stats and ``tierfaas status``."""
+
+    budget_mb: float
+    booked_mb: float  # what admission counts (declared, or measured and estimated)
+    measured_mb: float  # the instances' latest readings, summed
+    accounting: Accounting
+    evictions: Mapping[str, int]  # by reason: room, pressure, over_budget
+    evictions_last_min: int = 0  # for a one-shot reader (``tierfaas status``)
+
+
 class MemoryBudget:
-    def __init__(self, budget_mb: int, holders: Iterable[IdleInstances] = ()) -> None:
+    def __init__(
+        self,
+        budget_mb: float,
+        holders: Iterable[IdleInstances] = (),
+        *,
+        accounting: Accounting = "declared",
+        policy: eviction.EvictionPolicy | None = None,
+        clock: Clock = monotonic,
+    ) -> None:
         self.budget_mb = budget_mb
-        self.used_mb = 0
+        self.accounting: Accounting = accounting
+        self.policy = policy if policy is not None else eviction.Lru()
+        self.clock = clock
         self._holders = list(holders)
+        self._starting: dict[str, deque[float]] = {}  # function -> bookings of its starts
+        self._held: dict[PoolInstance, float] = {}  # live instance -> its booking
+        self._readings: dict[PoolInstance, float] = {}  # live instance -> its last reading
+        self._average: dict[str, float] = {}  # function -> moving average of its readings
+        self.evictions: Counter[str] = Counter()
+        self._recent: deque[float] = deque()  # when the evictions of the last RECENT_S were
 
     def add(self, holder: IdleInstances) -> None:
         """``holder``'s idle instances may be evicted for other holders' starts."""
         self._holders.append(holder)
 
-    def book(self, memory_mb: int, *, exclude: object = None, evict: bool = True) -> bool:
-        """Books ``memory_mb`` for a new instance; true if it fits. Past the budget, and with
-        ``evict``, it first evicts the least recently used idle instances not of ``exclude``
-        (they free their memory at once, though their processes end a moment later)."""
-        budget = self.budget_mb
-        if self.used_mb + memory_mb > budget:
+    # -- what is booked ----------------------------------------------------------------------
+
+    @property
+    def used_mb(self) -> float:
+        """What the live and starting instances book."""
+        starting = sum(sum(bookings) for bookings in self._starting.values())
+        return starting + sum(self._held.values())
+
+    @property
+    def measured_mb(self) -> float:
+        return sum(self._readings.values())
+
+    def report(self) -> MemoryReport:
+        self._forget_old(self.clock())
+        return MemoryReport(
+            self.budget_mb,
+            self.used_mb,
+            self.measured_mb,
+            self.accounting,
+            dict(self.evictions),
+            len(self._recent),
+        )
+
+    def _forget_old(self, now: float) -> None:
+        while self._recent and self._recent[0] <= now - RECENT_S:
+            self._recent.popleft()
+
+    def estimate_mb(self, spec: FunctionSpec) -> float:
+        """What a new instance of ``spec`` books until it is measured."""
+        if self.accounting == "declared":
+            return float(spec.memory_mb)
+        average = self._average.get(spec.name)
+        guess = average if average is not None else DEFAULT_ESTIMATE_MB
+        return float(min(guess, spec.memory_mb))
+
+    # -- the life of a booking ---------------------------------------------------------------
+
+    def book(self, spec: FunctionSpec, *, exclude: object = None, evict: bool = True) -> bool:
+        """Books a new instance of ``spec`` (``estimate_mb``); true if it fits. Past the
+        budget, and with ``evict``, it first evicts idle instances not of ``exclude`` (a
+        holder), in the policy's order, if they make the room."""
+        need = self.estimate_mb(spec)
+        shortfall = self.used_mb + need - self.budget_mb
+        if shortfall > 0:
             if not evict:
                 return False
-            idle = [
+            candidates = [
                 instance
                 for holder in self._holders
                 if holder is not exclude
                 for instance in holder.idle_instances()
             ]
-            idle.sort(key=lambda instance: instance.last_used)
-            for instance in idle:
-                if self.used_mb + memory_mb <= budget:
-                    break
-                instance.kill("evicted")
-                instance.holds_memory = False
-                self.used_mb -= instance.spec.memory_mb
-            if self.used_mb + memory_mb > budget:
+            if not self._evict(candidates, shortfall, "room", all_or_nothing=True):
                 return False
-        self.used_mb += memory_mb
+        self._starting.setdefault(spec.name, deque()).append(need)
         return True
 
-    def release(self, memory_mb: int) -> None:
-        """An instance that held ``memory_mb`` is gone (or never started)."""
-        self.used_mb = max(0, self.used_mb - memory_mb)
+    def started(self, instance: PoolInstance) -> None:
+        """A start booked with ``book`` made ``instance``: the booking is now its own."""
+        self._held[instance] = self._take_starting(instance.spec)
+
+    def start_failed(self, spec: FunctionSpec) -> None:
+        """A start booked with ``book`` made no instance: its booking is free."""
+        self._take_starting(spec)
+
+    def stopped(self, instance: PoolInstance) -> None:
+        """``instance`` is gone: its booking is free (nothing, if it was evicted)."""
+        self._held.pop(instance, None)
+        self._readings.pop(instance, None)
+
+    def _take_starting(self, spec: FunctionSpec) -> float:
+        bookings = self._starting.get(spec.name)
+        if not bookings:
+            return self.estimate_mb(spec)  # not booked (a test's instance): what it would be
+        booking = bookings.popleft()
+        if not bookings:
+            del self._starting[spec.name]
+        return booking
+
+    # -- readings and pressure ---------------------------------------------------------------
+
+    def measured(self, readings: Mapping[PoolInstance, int | None]) -> None:
+        """The live instances' measured use, in bytes (None: not read). Under measured
+        accounting each one's booking becomes its reading."""
+        for instance, reading in readings.items():
+            if reading is None or instance not in self._held:
+                continue  # gone or evicted meanwhile
+            mb = reading / memory.MiB
+            self._readings[instance] = mb
+            name = instance.spec.name
+            average = self._average.get(name)
+            self._average[name] = (
+                mb if average is None else average + AVERAGE_WEIGHT * (mb - average)
+            )
+            if self.accounting == "measured":
+                self._held[instance] = mb
+
+    def relieve(self, pressure_pct: float | None, threshold_pct: float) -> int:
+        """Evicts idle instances, lowest value first, when ``memory.relief`` says (measured
+        use past the budget, or ``pressure_pct`` past ``threshold_pct``); returns how many."""
+        decision = memory.relief(self.used_mb, self.budget_mb, pressure_pct, threshold_pct)
+        if decision is None:
+            return 0
+        idle = [instance for holder in self._holders for instance in holder.idle_instances()]
+        return self._evict(idle, decision.mb, decision.reason, all_or_nothing=False)
+
+    # -- eviction ----------------------------------------------------------------------------
+
+    def _evict(
+        self, instances: list[PoolInstance], mb: float, reason: str, *, all_or_nothing: bool
+    ) -> int:
+        """Evicts of ``instances`` the first in the policy's order that free ``mb``; returns
+        how many (see ``eviction.victims``)."""
+        live = [i for i in dict.fromkeys(instances) if i in self._held and not i.dead]
+        candidates = {
+            eviction.Candidate(
+                key=instance.id,
+                last_used=instance.last_used,
+                frequency=instance.calls_served + 1,
+                cost_s=instance.start_s,
+                size_mb=self._held[instance],
+            ): instance
+            for instance in live
+        }
+        chosen = eviction.victims(self.policy.order(candidates), mb, all_or_nothing=all_or_nothing)
+        now = self.clock()
+        for candidate in chosen:
+            instance = candidates[candidate]
+            instance.kill("evicted")
+            instance.holds_memory = False
+            self.stopped(instance)
+            self.policy.evicted(candidate, now)
+            self.evictions[reason] += 1
+            self._recent.append(now)
+        self._forget_old(now)
+        return len(chosen)

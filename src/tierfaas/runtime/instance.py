@@ -28,6 +28,7 @@ from tierfaas import errors
 from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
 from tierfaas.procs import killpg
+from tierfaas.runtime import memory
 from tierfaas.runtime import protocol as p
 from tierfaas.runtime.zygote_client import ZygoteClient
 
@@ -203,6 +204,18 @@ class Instance(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.dead = True
+
+    def memory_bytes(self) -> int | None:
+        """What it uses now: its cgroup's memory usage when sandboxed, else its process's PSS;
+        None when not known (not started, gone). Blocking, and a cgroup read takes a kernel
+        lock: the node calls it off its event loop (``memwatch.py``)."""
+        cgroup = self.cgroup
+        if cgroup is not None:
+            try:
+                return cgroup.memory_bytes()
+            except (RuntimeError, OSError, ValueError):  # CgroupError: removed meanwhile
+                return None
+        return memory.read_pss(self.host_pid) if self.host_pid and not self.dead else None
 
     # -- calls -----------------------------------------------------------------------------
 

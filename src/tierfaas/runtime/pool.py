@@ -370,7 +370,7 @@ class FunctionPool:
     def _book(self, evict: bool = True) -> bool:
         """Books memory for one more instance (evicting other functions' idle instances only
         if ``evict``)."""
-        return self.budget.book(self.spec.memory_mb, exclude=self, evict=evict)
+        return self.budget.book(self.spec, exclude=self, evict=evict)
 
     def _start(self, count: int) -> None:
         """Starts up to ``count`` instances for the queued calls, while memory can be booked."""
@@ -418,6 +418,7 @@ class FunctionPool:
         self.last_start_s = instance.start_s
         self.takes_context = instance.takes_context
         self.instances.append(instance)
+        self.budget.started(instance)
         self._metered()
         instance.closed.add_done_callback(lambda _: self._on_closed(instance))
         self.emit(InstanceStarted(self.spec.name, instance.id, instance.host_pid, instance.start_s))
@@ -427,7 +428,7 @@ class FunctionPool:
 
     def _start_failed(self, error: errors.HttpError, extra: bool) -> None:
         self.starting -= 1
-        self.budget.release(self.spec.memory_mb)
+        self.budget.start_failed(self.spec)
         if not extra or not self.instances:
             self._fail_waiters(error)
         self._start_ended()
@@ -491,8 +492,7 @@ class FunctionPool:
             return
         self.instances.remove(instance)
         self._metered()
-        if instance.holds_memory:
-            self.budget.release(self.spec.memory_mb)
+        self.budget.stopped(instance)  # nothing, if it was evicted
         reason = instance.death_reason or "crashed"
         if reason == "crashed":
             log.warning("instance %d of %s died unexpectedly", instance.id, self.spec.name)

@@ -48,6 +48,10 @@ class PoolInstance(Protocol):
         """Stops the instance now; calls in flight fail, and ``closed`` completes."""
         ...
 
+    def memory_bytes(self) -> int | None:
+        """The memory it uses now, measured (None: not known). Blocking: off the loop."""
+        ...
+
 
 class Spawner(Protocol):
     """Starts instances of the release's functions."""

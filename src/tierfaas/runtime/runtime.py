@@ -1,5 +1,6 @@
-"""The node's runtime: one pool per function, a spawner (the zygote), a memory budget and a
-reaper of idle instances (each pool's keep-alive windows, learned or fixed: ``keepalive.py``).
+"""The node's runtime: one pool per function, a spawner (the zygote), a memory budget with
+its watch (measured use and pressure, ``memwatch.py``) and a reaper of idle instances (each
+pool's keep-alive windows, learned or fixed: ``keepalive.py``).
 
 It composes the parts and owns nothing the pools decide: each pool gets the scheduler, the
 budget, the spawner and the event sink, never the runtime (see ``ports.py``). The router and
@@ -19,15 +20,32 @@ from tierfaas import errors
 from tierfaas.clock import LoopScheduler, Scheduler, Timer
 from tierfaas.config import NodeConfig
 from tierfaas.manifest import Release
-from tierfaas.runtime import policy
-from tierfaas.runtime.budget import MemoryBudget
+from tierfaas.runtime import eviction, policy
+from tierfaas.runtime.budget import MemoryBudget, MemoryReport
 from tierfaas.runtime.events import EventListener, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
+from tierfaas.runtime.memory import auto_budget, pressure_file, read_capacity
+from tierfaas.runtime.memwatch import KernelProbe, MemoryProbe, MemoryWatch
 from tierfaas.runtime.pool import FunctionPool
 from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.spawner import ZygoteSpawner
 
 log = logging.getLogger(__name__)
+
+
+def memory_budget_mb(config: NodeConfig) -> int:
+    """``--memory-budget-mb``, or, unset, what the host or the node's cgroup can give less the
+    reserve (``memory.auto_budget``; read from the kernel)."""
+    if config.memory_budget_mb is not None:
+        return config.memory_budget_mb
+    try:
+        found = auto_budget(read_capacity(config.cgroup_root), config.memory_reserve_mb)
+    except OSError as exc:
+        raise errors.ConfigError(
+            "memory_budget_mb", f"cannot read the host's memory ({exc}): set it"
+        ) from None
+    log.info("memory budget for instances %s", found)
+    return found.budget_mb
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs 3x, one per call
@@ -48,15 +66,18 @@ class Runtime:
         scheduler: Scheduler | None = None,
         listeners: Iterable[EventListener] = (),
         spawner: Spawner | None = None,
+        memory_probe: MemoryProbe | None = None,
     ) -> None:
         """``scheduler``: every timer of the runtime, on its clock (default: the running
         loop's, on ``time.monotonic``). ``spawner``: starts instances (default: forked by a
-        zygote this runtime starts and stops)."""
+        zygote this runtime starts and stops). ``memory_probe``: reads the instances' memory
+        use and the memory pressure (default: from the kernel, in a worker thread)."""
+        budget_mb = memory_budget_mb(config)
         for spec in release.functions.values():
-            if spec.memory_mb > config.memory_budget_mb:
+            if spec.memory_mb > budget_mb:
                 raise errors.ConfigError(
                     "memory_budget_mb",
-                    f"{config.memory_budget_mb} MiB is less than function {spec.name!r} needs "
+                    f"{budget_mb} MiB is less than function {spec.name!r} needs "
                     f"({spec.memory_mb} MiB)",
                 )
         self.release = release
@@ -67,7 +88,12 @@ class Runtime:
         self.spawner = (
             spawner if spawner is not None else ZygoteSpawner(release, config, self.scheduler)
         )
-        self.budget = MemoryBudget(config.memory_budget_mb)
+        self.budget = MemoryBudget(
+            budget_mb,
+            accounting=config.memory_accounting,
+            policy=eviction.make_policy(config.eviction),
+            clock=self.clock,
+        )
         settings = policy.Settings.of(config)
         self.pools = {
             name: FunctionPool(
@@ -84,20 +110,39 @@ class Runtime:
         for pool in self.pools.values():
             self.budget.add(pool)
         self._reaper: Timer | None = None
+        if memory_probe is None:
+            pressure = (
+                None if config.memory_pressure_pct == 0 else pressure_file(config.cgroup_root)
+            )
+            memory_probe = KernelProbe(pressure)
+        self.memory_watch = MemoryWatch(
+            self.scheduler,
+            self.budget,
+            lambda: [i for pool in self.pools.values() for i in pool.instances],
+            memory_probe,
+            config.memory_sample_s,
+            config.memory_pressure_pct,
+        )
 
     @property
-    def memory_used_mb(self) -> int:
+    def memory_used_mb(self) -> float:
+        """What the live and starting instances book against the budget."""
         return self.budget.used_mb
+
+    def memory_report(self) -> MemoryReport:
+        return self.budget.report()
 
     async def start(self) -> None:
         await self.spawner.start()
         self._schedule_reap()
+        self.memory_watch.start()
 
     async def close(self) -> None:
         """Stops every instance and the spawner. In-flight calls fail; drain first."""
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
+        self.memory_watch.close()
         for pool in self.pools.values():
             pool.close()
         await self.spawner.close()

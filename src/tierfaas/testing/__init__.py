@@ -2,8 +2,9 @@
 
 - ``FakeClock``: a monotonic clock that only moves when told to, and a scheduler whose
   timers fire as it moves (keep-alives, TTLs, batches, queue timeouts); ``settle()``.
-- ``FakeSpawner`` / ``FakeInstance`` / ``RuntimeHarness``: the runtime with instances that
-  are not processes, starting and answering on the fake clock (``tierfaas.testing.runtime``).
+- ``FakeSpawner`` / ``FakeInstance`` / ``FakeProbe`` / ``RuntimeHarness``: the runtime with
+  instances that are not processes, starting and answering on the fake clock, their memory
+  use and the memory pressure set by the test (``tierfaas.testing.runtime``).
 - ``FakeNetwork`` / ``FakeMembership``: in-memory gossip membership (join, kill, leave,
   pause/resume, partitions), deterministic and socket-free.
 - ``tierfaas.testing.nodes`` / ``tierfaas.testing.cluster``: real node processes on loopback.
@@ -13,6 +14,7 @@ from tierfaas.testing.clock import FakeClock, settle
 from tierfaas.testing.membership import FakeMembership, FakeNetwork
 from tierfaas.testing.runtime import (
     FakeInstance,
+    FakeProbe,
     FakeSpawner,
     RuntimeHarness,
     fake_release,
@@ -23,6 +25,7 @@ __all__ = [
     "FakeInstance",
     "FakeMembership",
     "FakeNetwork",
+    "FakeProbe",
     "FakeSpawner",
     "RuntimeHarness",
     "fake_release",

@@ -24,6 +24,9 @@ from tierfaas.config import NodeConfig
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.events import RuntimeEvent
 from tierfaas.runtime.instance import Result
+from tierfaas.runtime.memory import MiB
+from tierfaas.runtime.memwatch import Reading
+from tierfaas.runtime.ports import PoolInstance
 from tierfaas.runtime.runtime import Invocation, Runtime
 from tierfaas.testing.clock import FakeClock, settle
 
@@ -76,6 +79,7 @@ class FakeInstance:
         self.holds_memory = True
         self.death_reason = ""
         self.takes_context = True
+        self.measured_mb: float | None = None  # what memory_bytes() reports (None: unknown)
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.received: list[tuple[bytes, dict[str, Any] | None]] = []  # every call sent
         self._in_flight: set[asyncio.Future[Result]] = set()
@@ -100,6 +104,11 @@ class FakeInstance:
         if not self.death_reason:
             self.death_reason = reason
         self._close()
+
+    def memory_bytes(self) -> int | None:
+        if self.measured_mb is None or self.dead:
+            return None
+        return int(self.measured_mb * MiB)
 
     def crash(self) -> None:
         """The process dies on its own: calls in flight fail, the pool sees "crashed"."""
@@ -200,9 +209,27 @@ class FakeSpawner:
         return instance
 
 
+class FakeProbe:
+    """Memory readings without a kernel: each instance's ``measured_mb`` and a pressure the
+    test sets (``pressure_pct``, some avg10), read at once on the event loop."""
+
+    def __init__(self) -> None:
+        self.pressure_pct: float | None = None
+        self.rounds = 0
+
+    async def read(self, instances: list[PoolInstance]) -> Reading:
+        self.rounds += 1
+        return Reading({i: i.memory_bytes() for i in instances}, self.pressure_pct)
+
+
+FAKE_BUDGET_MB = 2048
+"""The harness's memory budget unless a test sets one: the auto budget would read the host."""
+
+
 class RuntimeHarness:
-    """A ``Runtime`` on a ``FakeClock`` and a ``FakeSpawner`` (either may be given), with
-    the events it emitted. ``settings``: ``NodeConfig`` fields. Use as ``async with``."""
+    """A ``Runtime`` on a ``FakeClock``, a ``FakeSpawner`` and a ``FakeProbe`` (each may be
+    given), with the events it emitted. ``settings``: ``NodeConfig`` fields
+    (``memory_budget_mb`` defaults to ``FAKE_BUDGET_MB``). Use as ``async with``."""
 
     def __init__(
         self,
@@ -210,13 +237,18 @@ class RuntimeHarness:
         *,
         clock: FakeClock | None = None,
         spawner: FakeSpawner | None = None,
+        probe: FakeProbe | None = None,
         **settings: Any,
     ) -> None:
         self.clock = clock if clock is not None else FakeClock()
         self.spawner = spawner if spawner is not None else FakeSpawner(self.clock)
+        self.probe = probe if probe is not None else FakeProbe()
         self.events: list[RuntimeEvent] = []
+        settings.setdefault("memory_budget_mb", FAKE_BUDGET_MB)
         config = NodeConfig(release_dir=release.root, **settings)
-        self.runtime = Runtime(release, config, self.clock, [self.events.append], self.spawner)
+        self.runtime = Runtime(
+            release, config, self.clock, [self.events.append], self.spawner, self.probe
+        )
         self._requests = 0
 
     async def __aenter__(self) -> RuntimeHarness:

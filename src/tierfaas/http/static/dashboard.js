@@ -106,6 +106,33 @@ function renderWarm(data) {
   $("warm-empty").hidden = data.functions.length > 0;
 }
 
+function mib(bytes) {
+  if (typeof bytes !== "number") return "–";
+  return bytes >= 10 * 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB`
+    : `${(bytes / 1024 ** 2).toFixed(0)} MiB`;
+}
+
+// One row per node: its instances' measured use, what they book, its budget, evictions/min.
+function renderMemory(data) {
+  const body = el("tbody");
+  for (const node of data.nodes) {
+    const m = node.memory;
+    if (!m || typeof m !== "object") {
+      body.append(el("tr", {}, el("td", { class: "fn" }, node.name),
+        el("td", { colspan: "4", class: "muted" }, node.reachable ? "not reported" : "not answering")));
+      continue;
+    }
+    const over = typeof m.booked_bytes === "number" && m.booked_bytes > m.budget_bytes;
+    body.append(el("tr", {}, el("td", { class: "fn" }, node.name),
+      el("td", {}, mib(m.used_bytes)),
+      el("td", { class: over ? "over" : "", title: `accounting: ${m.accounting || "?"}` },
+        mib(m.booked_bytes)),
+      el("td", {}, mib(m.budget_bytes)),
+      el("td", {}, rate(m.evictions_per_min))));
+  }
+  $("memory").tBodies[0].replaceWith(body);
+}
+
 function renderDeparted(data) {
   const list = $("departed");
   list.replaceChildren();
@@ -128,8 +155,10 @@ function render(data) {
   $("rate-forwards").textContent = rate(data.rates.forwards);
   $("rate-errors").textContent = rate(data.rates.errors);
   $("p99").textContent = latency(data.p99_s);
+  $("rate-evictions").textContent = rate(data.evictions_per_min);
   renderTopology(data);
   renderWarm(data);
+  renderMemory(data);
   renderDeparted(data);
 }
 

@@ -1,0 +1,124 @@
+"""Which idle instances go first when the node needs memory: Greedy-Dual or LRU.
+
+Keeping an instance warm is caching (FaasCache, ASPLOS '21): an instance is worth its memory
+in proportion to how often it is called and how much a cold start of its function costs.
+Greedy-Dual gives each instance the priority
+
+    clock at its last use + frequency x cold-start cost / size
+
+and evicts the lowest first; the priority of the one evicted becomes the new clock, so an
+instance not used since many evictions ages out even if it was once popular, and a new or just
+used instance starts from the current clock. ``frequency`` is the calls the instance served
+(plus one: an instance that served none is still worth its start), ``cost`` the function's
+measured start time, ``size`` the instance's measured (or booked) memory. LRU orders by last
+use alone (what the node did before, and what Lambda and OpenWhisk do).
+
+The clock changes only at evictions, so the clock "at the last use" of an instance is read
+from the history of its changes at the time of that use (``last_used``): no hook on every
+call is needed. The history keeps its last ``HISTORY`` changes; an instance last used before
+the oldest kept one counts from clock 0, which only makes it go sooner.
+
+Pure: no I/O, no clock of its own (times come with the candidates and the evictions).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+EvictionName = Literal["greedy-dual", "lru"]
+HISTORY = 4096
+MIN_SIZE_MB = 1.0  # a size below it (a reading of a process that just started) counts as it
+MIN_COST_S = 0.001  # a start measured faster than it (a fake) counts as it
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An idle instance that may be evicted, as the policy sees it."""
+
+    key: Hashable  # what the caller evicts (the instance)
+    last_used: float  # when it last ended a call (or started), on the node's clock
+    frequency: int  # calls it served, plus one
+    cost_s: float  # its function's measured start time
+    size_mb: float  # the memory it holds, measured or booked
+
+
+class EvictionPolicy(Protocol):
+    def order(self, candidates: Iterable[Candidate]) -> list[Candidate]:
+        """``candidates``, the first to evict first."""
+        ...
+
+    def evicted(self, candidate: Candidate, now: float) -> None:
+        """``candidate`` (from ``order``) was evicted at ``now``."""
+        ...
+
+
+class Lru:
+    """The least recently used first."""
+
+    def order(self, candidates: Iterable[Candidate]) -> list[Candidate]:
+        return sorted(candidates, key=lambda c: c.last_used)
+
+    def evicted(self, candidate: Candidate, now: float) -> None:
+        pass
+
+
+class GreedyDual:
+    """Greedy-Dual-Size-Frequency (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.clock = 0.0
+        self._times: list[float] = []  # when the clock changed, ascending
+        self._values: list[float] = []  # the clock from then on
+
+    def clock_at(self, when: float) -> float:
+        """The clock in effect at time ``when``."""
+        i = bisect.bisect_right(self._times, when)
+        return self._values[i - 1] if i else 0.0
+
+    def priority(self, candidate: Candidate) -> float:
+        value = (
+            candidate.frequency
+            * max(candidate.cost_s, MIN_COST_S)
+            / max(candidate.size_mb, MIN_SIZE_MB)
+        )
+        return self.clock_at(candidate.last_used) + value
+
+    def order(self, candidates: Iterable[Candidate]) -> list[Candidate]:
+        return sorted(candidates, key=lambda c: (self.priority(c), c.last_used))
+
+    def evicted(self, candidate: Candidate, now: float) -> None:
+        # Victims go lowest first, so the clock only rises; max() keeps it so if a caller
+        # evicts out of order.
+        clock = max(self.clock, self.priority(candidate))
+        if self._times and now < self._times[-1]:
+            now = self._times[-1]  # a clock never goes back; keeps the history sorted
+        self.clock = clock
+        self._times.append(now)
+        self._values.append(clock)
+        if len(self._times) > HISTORY:
+            del self._times[: HISTORY // 2]
+            del self._values[: HISTORY // 2]
+
+
+def make_policy(name: EvictionName) -> EvictionPolicy:
+    """The policy of ``--eviction``."""
+    return GreedyDual() if name == "greedy-dual" else Lru()
+
+
+def victims(
+    ordered: Sequence[Candidate], shortfall_mb: float, *, all_or_nothing: bool = True
+) -> list[Candidate]:
+    """The first of ``ordered`` whose sizes free at least ``shortfall_mb``. When all of them
+    together would not: none with ``all_or_nothing`` (evicting them would not make the room a
+    start asks for), else all of them (relief from pressure: every MiB helps)."""
+    chosen: list[Candidate] = []
+    freed = 0.0
+    for candidate in ordered:
+        if freed >= shortfall_mb:
+            break
+        chosen.append(candidate)
+        freed += candidate.size_mb
+    return chosen if freed >= shortfall_mb or not all_or_nothing else []
