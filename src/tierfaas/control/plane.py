@@ -347,6 +347,13 @@ class ControlPlane:
         routes = self.backend.query(function).routes
         return [r for r in routes if self._alive(r)]
 
+    def warm_elsewhere(self, function: str) -> bool:
+        """Whether this node's own table (master or replica; a worker has none) names a live
+        run of another node for ``function``: no network, for the eviction order."""
+        if self.role not in ("master", "replica"):
+            return False
+        return any(r.name != self.name for r in self.local_routes(function))
+
     def _alive(self, route: NodeEndpoint) -> bool:
         return self.cluster.view.holds(route)
 

@@ -191,7 +191,14 @@ def _clustered(
         hop_limit=config.hop_limit,
         hot_forwards_per_s=config.hot_forwards_per_s,
         clock=clock,
+        cluster_cache=config.cluster_cache,
     )
+    if config.cluster_cache:
+        # Evict duplicates first: what the route cache, or this node's own table, knows is
+        # warm on another node (no network).
+        runtime.budget.warm_elsewhere = lambda f: (
+            router.warm_elsewhere(f) or control.warm_elsewhere(f)
+        )
     # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
     # the next lookup once it is alive again).
     manager.watch_runs(lambda gone: router.forget_node(gone.name))

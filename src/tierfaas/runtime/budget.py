@@ -3,7 +3,9 @@
 A start books its function's ``memory_mb`` first; when that would exceed the budget, the least
 recently used idle instances of *other* functions are evicted to make room (unless the start
 asks not to evict: an extra or a prewarmed instance is never worth a warm one elsewhere). A
-start that finds no room is not made; its calls wait, then get 429.
+start that finds no room is not made; its calls wait, then get 429. With ``warm_elsewhere`` set
+(``--cluster-cache``), idle instances whose function is also warm on another node are evicted
+first (``duplicates.duplicates_first``), then the rest, least recently used first.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from tierfaas.runtime.duplicates import WarmElsewhere, duplicates_first
 from tierfaas.runtime.ports import PoolInstance
 
 
@@ -25,6 +28,9 @@ class MemoryBudget:
         self.budget_mb = budget_mb
         self.used_mb = 0
         self._holders = list(holders)
+        # Where a function is warm on another node (the router's routes), when the node uses
+        # the cluster as one cache; None: evict as if this node were alone.
+        self.warm_elsewhere: WarmElsewhere | None = None
 
     def add(self, holder: IdleInstances) -> None:
         """``holder``'s idle instances may be evicted for other holders' starts."""
@@ -45,6 +51,8 @@ class MemoryBudget:
                 for instance in holder.idle_instances()
             ]
             idle.sort(key=lambda instance: instance.last_used)
+            if self.warm_elsewhere is not None:
+                idle = duplicates_first(idle, lambda i: i.spec.name, self.warm_elsewhere)
             for instance in idle:
                 if self.used_mb + memory_mb <= budget:
                     break
@@ -55,6 +63,11 @@ class MemoryBudget:
                 return False
         self.used_mb += memory_mb
         return True
+
+    def would_evict(self, memory_mb: int) -> bool:
+        """Whether booking ``memory_mb`` now would have to evict (or fail): the router asks
+        before a start, to forward to a warm node instead."""
+        return self.used_mb + memory_mb > self.budget_mb
 
     def release(self, memory_mb: int) -> None:
         """An instance that held ``memory_mb`` is gone (or never started)."""

@@ -153,6 +153,11 @@ class Runtime:
         and memory is free without evicting anything; true if it started one."""
         return self._pool(name).prewarm()
 
+    def start_would_evict(self, name: str) -> bool:
+        """Whether starting an instance of ``name`` now would evict another function's idle
+        instance (or find no room): the router asks before it starts one."""
+        return self.budget.would_evict(self._pool(name).spec.memory_mb)
+
     def functions(self) -> list[dict[str, Any]]:
         """Each function's settings and its instances on this node."""
         return [{**pool.spec.describe(), **pool.stats()} for pool in self.pools.values()]
