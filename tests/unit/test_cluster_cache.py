@@ -5,14 +5,21 @@ function is warm. Two routers on one fake clock, wired by an in-memory peer pool
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from tests.unit.test_router_hops import MemoryPeers, raw
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
+from tierfaas.control.api import Write
+from tierfaas.control.backend import TableBackend
+from tierfaas.control.write_queue import WriteQueue
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.router import Reply, Router, RoutingMetrics
+from tierfaas.runtime.events import FunctionCold
 from tierfaas.testing import FakeClock, RuntimeHarness, fake_release
 
 KEY = b"k" * 32
@@ -86,3 +93,61 @@ async def test_warm_elsewhere_reads_the_route_cache_without_a_lookup() -> None:
         await a._candidates("f", refresh=True)
         assert a.warm_elsewhere("f") and not a.warm_elsewhere("g")
         assert a.cache.hits == 0  # peeks are not counted as the router's reads
+
+
+class MasterClient:
+    """A ``ControlClient`` that writes straight into a master's ``TableBackend``."""
+
+    def __init__(self, backend: TableBackend) -> None:
+        self.backend = backend
+
+    async def register(self, writes: Sequence[Write], **_: Any) -> pb.WriteReply:
+        return pb.WriteReply(accepted=(await self.backend.apply_writes(writes)).accepted)
+
+    unregister = register
+
+    def get(self, address: str) -> MasterClient:
+        return self
+
+
+async def settle() -> None:
+    """Lets every ready task run until it waits again (no time passes)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def never(_: float) -> None:
+    await asyncio.Event().wait()
+
+
+async def test_a_function_evicted_from_its_last_node_leaves_the_masters_table_at_once() -> None:
+    """Issue 19.4: the eviction's FunctionCold becomes an Unregister at once, and the master
+    flushes the last node's removal without waiting out its batch window."""
+    node = NodeEndpoint("n", 1, Address("127.0.0.1", 9000), None)
+    clock = FakeClock()
+    master = TableBackend({"n": node}.get, clock, master=True, window_s=30.0)
+    hub = master.hub
+    assert hub is not None
+    queue = WriteQueue(
+        "n", 1, master=lambda: "m:1", channels=MasterClient(master),  # type: ignore[arg-type]
+        clock=clock, sleep=never,
+    )  # fmt: skip
+    async with RuntimeHarness(RELEASE, clock=clock, memory_budget_mb=64) as rt:
+        rt.runtime.listeners.append(queue.on_event)
+        queue.start()
+        try:
+            warmed = rt.call("g")
+            await rt.run_for(1.0)
+            assert warmed.result().cold
+            await settle()
+            hub.flush()
+            assert [r.name for r in hub.table.query("g")] == ["n"]
+            task = rt.call("f")  # evicts g, this node's (and the cluster's) only one
+            await rt.run_for(1.0)
+            assert task.result().cold and FunctionCold("g") in rt.events
+            await settle()
+            assert hub.batcher.due()  # due now, 30 s window or not
+            hub.flush()
+            assert hub.table.query("g") == []
+        finally:
+            await queue.stop()
