@@ -42,6 +42,14 @@ def test_defaults_table_and_overrides(tmp_path: Path) -> None:
     assert spec.init is not None and spec.init.attr == "fn"
 
 
+def test_min_instances_defaults_to_none_and_is_shown(tmp_path: Path) -> None:
+    spec = load_release(write(tmp_path, GOOD)).functions["f"]
+    assert spec.min_instances == 0 and spec.describe()["min_instances"] == 0
+    manifest = GOOD.replace("[functions.f]", "[defaults]\nmin_instances = 2\n[functions.f]")
+    spec = load_release(write(tmp_path, manifest)).functions["f"]
+    assert spec.min_instances == 2 and spec.describe()["min_instances"] == 2
+
+
 def test_the_demo_release_is_valid(demo: Path) -> None:
     release = load_release(demo)
     assert {"hello", "sha256", "slowinit", "sleep", "boom"} <= set(release.functions)
@@ -58,6 +66,14 @@ def test_the_demo_release_is_valid(demo: Path) -> None:
         (GOOD + "concurrency = 1.5\n", "functions.f.concurrency", "whole number"),
         (GOOD + 'memory_mb = "lots"\n', "functions.f.memory_mb", "expected a number"),
         (GOOD + "max_instances = true\n", "functions.f.max_instances", "expected a number"),
+        (GOOD + "min_instances = -1\n", "functions.f.min_instances", "outside"),
+        (GOOD + "min_instances = 5\n", "functions.f.min_instances", "more than max_instances"),
+        (
+            GOOD.replace("[functions.f]", "[defaults]\nmin_instances = 2\n[functions.f]")
+            + "max_instances = 1\n",
+            "defaults.min_instances",
+            "more than max_instances",
+        ),
         (GOOD.replace('"mod:fn"', '"mod.fn"'), "functions.f.handler", "not 'module:callable'"),
         (GOOD.replace('"mod:fn"', '"../etc:fn"'), "functions.f.handler", "not 'module:callable'"),
         (GOOD.replace('"mod:fn"', '"missing:fn"'), "functions.f.handler", "not found"),
