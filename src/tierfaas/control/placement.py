@@ -20,6 +20,13 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+PLACEMENT_PERIOD_S = 1.0
+"""How often the master plans and renews the pins: a dead node's share moves within about
+this long of the master's gossip declaring it dead."""
+PIN_LEASE_S = 5.0
+"""How long a node keeps a pin unless renewed: a few rounds, so a late or lost round costs
+nothing, while the pins of a master that died lapse soon (its successor places anew)."""
+
 Plan = dict[str, dict[str, int]]
 """function -> node -> instances pinned there."""
 
@@ -86,3 +93,12 @@ def _spread(want: Wanted, order: Sequence[str], before: Mapping[str, int]) -> di
         pins[node] = pins.get(node, 0) + 1
         total += 1
     return pins
+
+
+def by_node(plan: Plan) -> dict[str, dict[str, int]]:
+    """``plan`` per node: node -> function -> instances (what one ``Prewarm`` carries)."""
+    nodes: dict[str, dict[str, int]] = {}
+    for function, pins in plan.items():
+        for node, count in pins.items():
+            nodes.setdefault(node, {})[function] = count
+    return nodes

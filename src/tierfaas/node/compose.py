@@ -24,6 +24,7 @@ from tierfaas import errors
 from tierfaas.clock import Clock, LoopScheduler, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
+from tierfaas.control.placement import Wanted
 from tierfaas.control.plane import ControlPlane
 from tierfaas.http.app import NodeApp
 from tierfaas.http.metrics import Metrics
@@ -178,6 +179,14 @@ def _clustered(
         listeners=[metrics.on_runtime_event, control.on_runtime_event],
         scheduler=LoopScheduler(clock),
     )
+    # min_instances: the master places them (if this node is master), every node keeps its pins.
+    control.wanted = {
+        name: Wanted(spec.min_instances, spec.max_instances)
+        for name, spec in release.functions.items()
+        if spec.min_instances
+    }
+    control.release_version = release.version
+    control.pin = runtime.pin
     router = Router(
         runtime,
         self_name=name,
