@@ -64,7 +64,9 @@ def test_min_instances_stay_warm_and_move_off_a_dead_node(tmp_path: Path) -> Non
     with LocalCluster(rel, 3, first_host=240, log_dir=tmp_path, extra_args=args) as cluster:
         nodes = cluster.nodes
         # Warm on two nodes (one each), no call made.
-        placed = eventually(lambda: two(holders(nodes)), 20.0)
+        found = eventually(lambda: two(holders(nodes)), 20.0)
+        assert found is not None
+        placed = found
         assert all(kept_on(node) == 1 for node in placed)
         # Past keep_alive_s (1 s) several times over, with the reaper every 0.2 s: still there.
         time.sleep(3.0)
