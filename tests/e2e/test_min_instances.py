@@ -80,3 +80,12 @@ def test_min_instances_stay_warm_and_move_off_a_dead_node(tmp_path: Path) -> Non
         eventually(lambda: len(holders(survivors)) == 2, 20.0)
         # Measured 0.9-1.1 s: the master stops placing on a suspect at once.
         assert time.monotonic() - began < 20.0
+
+
+def test_a_standalone_node_keeps_min_instances_itself(tmp_path: Path) -> None:
+    rel = release(tmp_path / "rel")
+    args = ["--isolation", "process", "--reap-interval-s", "0.2"]
+    with NodeProcess(rel, host="127.0.0.1", extra_args=args, log_path=tmp_path / "n.log") as node:
+        eventually(lambda: kept_on(node) == 2, 20.0)  # max_instances 4 on one node: all here
+        time.sleep(2.0)  # past keep_alive_s, the reaper every 0.2 s
+        assert kept_on(node) == 2
