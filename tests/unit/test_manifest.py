@@ -29,7 +29,7 @@ def test_loads_with_defaults(tmp_path: Path) -> None:
     release = load_release(write(tmp_path, GOOD))
     spec = release.functions["f"]
     assert (release.name, release.version) == ("r", "1.0")
-    assert spec.handler.path == (tmp_path / "mod.py").resolve()
+    assert spec.handler is not None and spec.handler.path == (tmp_path / "mod.py").resolve()
     assert (spec.timeout_s, spec.memory_mb, spec.concurrency) == (30.0, 256, 1)
     assert (spec.max_instances, spec.keep_alive_s, spec.init, spec.env) == (4, 300.0, None, {})
 
@@ -113,4 +113,5 @@ def test_handler_symlinked_outside_the_release_is_refused(tmp_path: Path) -> Non
 def test_package_handler(tmp_path: Path) -> None:
     files = {"pkg/__init__.py": "", "pkg/mod.py": "def fn(b):\n    return b\n"}
     release = load_release(write(tmp_path, GOOD.replace("mod:fn", "pkg.mod:fn"), files))
-    assert release.functions["f"].handler.path.name == "mod.py"
+    handler = release.functions["f"].handler
+    assert handler is not None and handler.path.name == "mod.py"

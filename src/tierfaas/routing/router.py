@@ -164,8 +164,7 @@ class RoutingMetrics:
         )
         self.cache_refreshes = Counter(
             "tierfaas_route_cache_refreshes",
-            "Lookups made past a cached route because a start here would evict "
-            "(--cluster-cache)",
+            "Lookups made past a cached route because a start here would evict (--cluster-cache)",
             registry=registry,
         )
         # The children counted on every call, looked up once (labels() locks and hashes).
