@@ -50,6 +50,7 @@ async def test_the_master_places_min_instances_and_moves_them_off_a_lost_node(
     assert len(placed) == 2 and all(count == 1 for count in plan["f"].values())
     assert {n: p.now for n, p in pins.items() if p.now} == {n: {"f": 1} for n in placed}
     assert await master.place_once() == plan  # renewed, not moved
+    assert master.routes_view()["placement"] == {"f": {n: 1 for n in placed}}
     assert all(pins[n].calls == 2 for n in placed)
 
     lost = next(n for n in placed if n != "a")  # two of three placed: one is not the master

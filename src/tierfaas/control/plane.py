@@ -539,4 +539,8 @@ class ControlPlane:
             "lineage": position.lineage,
             "loaded": position.loaded,
             "routes": {f: names for f, names in sorted(routes.items()) if names},
+            # The master's last min_instances plan (function -> node -> instances pinned).
+            "placement": {
+                f: dict(sorted(pins.items())) for f, pins in sorted(self.placement.items())
+            },
         }
