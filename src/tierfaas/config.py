@@ -143,6 +143,13 @@ class NodeConfig:
         "its calls land. The call itself is still forwarded. 0: off",
         "calls/s",
     )
+    cluster_cache: bool = setting(
+        True,
+        "use the cluster as one cache of warm instances: before a start that would evict "
+        "another function's idle instance, a node asks the table again and forwards to a node "
+        "where the function is warm; an idle instance whose function is also warm on another "
+        "node is evicted first. Off: every node evicts as if it were alone",
+    )
     route_cache_size: int = setting(
         4096, "functions whose warm nodes a node remembers (LRU)", "entries"
     )

@@ -20,6 +20,7 @@
     concurrency = 1             # calls in flight per instance (pipelined to it)
     threads = 1                 # threads running a sync handler in one instance (blocking I/O)
     max_instances = 4           # instances of this function per node
+    min_instances = 0           # instances kept warm in the cluster however idle (0..max_instances)
     keep_alive_s = 300          # an idle instance is reaped after this
     env = { GREETING = "hi" }   # environment of the instance process
     api_keys = ["sha256:..."]   # optional: calls need one of these keys (SHA-256 digests)
@@ -82,6 +83,7 @@ _LIMITS: dict[str, tuple[type, float, float, float]] = {
     "concurrency": (int, 1, 1, 1024),
     "threads": (int, 1, 1, 256),
     "max_instances": (int, 4, 1, 1024),
+    "min_instances": (int, 0, 0, 1024),
     "keep_alive_s": (float, 300.0, 0.0, 86400.0),
 }
 CPU_RANGE = (0.01, 1024.0)
@@ -139,6 +141,10 @@ class FunctionSpec:
     threads: int = 1
     max_instances: int = 4
     keep_alive_s: float = 300.0
+    min_instances: int = 0
+    """Instances of the function the cluster keeps warm however idle: the master places them
+    on the least loaded nodes (at most ``max_instances`` per node), which neither reap nor
+    evict them."""
     env: dict[str, str] = field(default_factory=dict)
     api_keys: tuple[bytes, ...] = ()
     """SHA-256 digests of the keys a call must present one of; empty: no key needed."""
@@ -173,6 +179,7 @@ class FunctionSpec:
             "concurrency": self.concurrency,
             "threads": self.threads,
             "max_instances": self.max_instances,
+            "min_instances": self.min_instances,
             "keep_alive_s": self.keep_alive_s,
             "api_key": bool(self.api_keys),  # whether calls need a key (never the keys)
         }
@@ -278,6 +285,15 @@ def _function(
         if runtime == "exec" and key == "threads":
             value = default  # a [defaults] threads is for the Python functions
         limits[key] = _number(where, f"{prefix}.{key}", value, kind, low, high)
+    if limits["min_instances"] > limits["max_instances"]:
+        where_min = (
+            f"{prefix}.min_instances" if "min_instances" in table else "defaults.min_instances"
+        )
+        raise ManifestError(
+            where,
+            where_min,
+            f"{limits['min_instances']} is more than max_instances ({limits['max_instances']})",
+        )
     env = _env(where, f"{prefix}.env", table.get("env", {}))
     cpu_field, cpu = _inherited(prefix, "cpu", table, defaults, None)
     if cpu is not None:

@@ -428,3 +428,35 @@ async def test_an_urgent_write_wakes_the_flusher_out_of_a_window() -> None:
         assert hub.table.query("h") and hub.table.query("g")  # ...until an urgent write
     finally:
         flusher.cancel()
+
+
+async def test_the_master_drops_a_function_evicted_everywhere_at_once() -> None:
+    """Issue 19.4: the unregistration of a function's last node is urgent (no batch window,
+    no keep-alive, no anti-entropy): its routes leave the table in the very next flush."""
+    from tierfaas.control.api import Write
+    from tierfaas.control.backend import TableBackend
+
+    members = {
+        n: NodeEndpoint(n, 7, Address("127.0.0.1", 9000 + i), None)
+        for i, n in enumerate(["w1", "w2"])
+    }
+    clock = FakeClock()
+    master = TableBackend(members.get, clock, master=True, window_s=30.0)
+    hub = master.hub
+    assert hub is not None
+    await master.apply_writes([Write(Op.ADD, "f", "w1", 7), Write(Op.ADD, "f", "w2", 7)])
+    hub.flush()
+    await master.apply_writes([Write(Op.REMOVE, "f", "w1", 7)])
+    assert not hub.batcher.due()  # f is still warm on w2: this one waits for the window
+    clock.advance(30.0)
+    hub.flush()
+    assert [r.name for r in hub.table.query("f")] == ["w2"]
+    await master.apply_writes([Write(Op.REMOVE, "f", "w2", 7)])
+    assert hub.batcher.due()  # the last node: out at once, window or not
+    hub.flush()
+    assert hub.table.query("f") == []
+    # A node registered in the pending batch still holds it: not the last one then.
+    await master.apply_writes([Write(Op.ADD, "g", "w1", 7)])
+    hub.flush()
+    await master.apply_writes([Write(Op.ADD, "g", "w2", 7), Write(Op.REMOVE, "g", "w1", 7)])
+    assert not hub.batcher.due()

@@ -29,7 +29,7 @@ def test_loads_with_defaults(tmp_path: Path) -> None:
     release = load_release(write(tmp_path, GOOD))
     spec = release.functions["f"]
     assert (release.name, release.version) == ("r", "1.0")
-    assert spec.handler.path == (tmp_path / "mod.py").resolve()
+    assert spec.handler is not None and spec.handler.path == (tmp_path / "mod.py").resolve()
     assert (spec.timeout_s, spec.memory_mb, spec.concurrency) == (30.0, 256, 1)
     assert (spec.max_instances, spec.keep_alive_s, spec.init, spec.env) == (4, 300.0, None, {})
 
@@ -40,6 +40,14 @@ def test_defaults_table_and_overrides(tmp_path: Path) -> None:
     spec = load_release(write(tmp_path, manifest)).functions["f"]
     assert (spec.timeout_s, spec.concurrency, spec.env) == (3.0, 5, {"A": "x", "B": "2"})
     assert spec.init is not None and spec.init.attr == "fn"
+
+
+def test_min_instances_defaults_to_none_and_is_shown(tmp_path: Path) -> None:
+    spec = load_release(write(tmp_path, GOOD)).functions["f"]
+    assert spec.min_instances == 0 and spec.describe()["min_instances"] == 0
+    manifest = GOOD.replace("[functions.f]", "[defaults]\nmin_instances = 2\n[functions.f]")
+    spec = load_release(write(tmp_path, manifest)).functions["f"]
+    assert spec.min_instances == 2 and spec.describe()["min_instances"] == 2
 
 
 def test_the_demo_release_is_valid(demo: Path) -> None:
@@ -58,6 +66,14 @@ def test_the_demo_release_is_valid(demo: Path) -> None:
         (GOOD + "concurrency = 1.5\n", "functions.f.concurrency", "whole number"),
         (GOOD + 'memory_mb = "lots"\n', "functions.f.memory_mb", "expected a number"),
         (GOOD + "max_instances = true\n", "functions.f.max_instances", "expected a number"),
+        (GOOD + "min_instances = -1\n", "functions.f.min_instances", "outside"),
+        (GOOD + "min_instances = 5\n", "functions.f.min_instances", "more than max_instances"),
+        (
+            GOOD.replace("[functions.f]", "[defaults]\nmin_instances = 2\n[functions.f]")
+            + "max_instances = 1\n",
+            "defaults.min_instances",
+            "more than max_instances",
+        ),
         (GOOD.replace('"mod:fn"', '"mod.fn"'), "functions.f.handler", "not 'module:callable'"),
         (GOOD.replace('"mod:fn"', '"../etc:fn"'), "functions.f.handler", "not 'module:callable'"),
         (GOOD.replace('"mod:fn"', '"missing:fn"'), "functions.f.handler", "not found"),
@@ -97,4 +113,5 @@ def test_handler_symlinked_outside_the_release_is_refused(tmp_path: Path) -> Non
 def test_package_handler(tmp_path: Path) -> None:
     files = {"pkg/__init__.py": "", "pkg/mod.py": "def fn(b):\n    return b\n"}
     release = load_release(write(tmp_path, GOOD.replace("mod:fn", "pkg.mod:fn"), files))
-    assert release.functions["f"].handler.path.name == "mod.py"
+    handler = release.functions["f"].handler
+    assert handler is not None and handler.path.name == "mod.py"

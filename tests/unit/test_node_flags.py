@@ -82,6 +82,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "hop_limit": (["--hop-limit", "0"], 0),
         "cold_starts": (["--cold-starts", "home"], "home"),
         "hot_forwards_per_s": (["--hot-forwards-per-s", "0"], 0.0),
+        "cluster_cache": (["--no-cluster-cache"], False),
         "route_cache_size": (["--route-cache-size", "10"], 10),
         "route_cache_ttl_s": (["--route-cache-ttl-s", "1.5"], 1.5),
         "key_file": (["--key-file", str(tmp / "key")], tmp / "key"),

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tierfaas.routing.decision import Candidate, Forward, LocalState, RunHere, decide
+from tierfaas.routing.decision import Candidate, Forward, LocalState, Refresh, RunHere, decide
 
 IDLE_WARM = LocalState(warm_instances=1, free_slots=1)
 BUSY_WARM = LocalState(warm_instances=2, free_slots=0)
@@ -112,6 +112,7 @@ def test_properties_no_loops_and_hop_limit(
         assert hops < limit
         assert local.free_slots == 0
     else:
+        assert isinstance(decision, RunHere)  # start_evicts is off: never a Refresh
         assert decision.cold == (warm == 0)
 
 
@@ -122,3 +123,36 @@ def test_a_function_warm_nowhere_goes_to_its_home_which_may_start_it() -> None:
     assert route(COLD, [], home="h", hops=1) == RunHere(cold=True)  # at the hop limit
     assert route(BUSY_WARM, [], home="h") == RunHere(cold=False)  # warm here: queue here
     assert route(COLD, [B], home="h") == Forward("b")  # warm elsewhere beats the home
+
+
+# -- the cluster as one cache (--cluster-cache): no evicting start on a cached answer -------
+
+EVICTS = LocalState(warm_instances=0, free_slots=0, start_evicts=True)
+
+
+def test_a_start_that_would_evict_asks_the_table_before_trusting_a_cached_empty_answer() -> None:
+    assert route(EVICTS, [], fresh=False) == Refresh()
+    # Answered by a lookup made for this call: run here (cold) as before.
+    assert route(EVICTS, [], fresh=True) == RunHere(cold=True)
+
+
+def test_a_start_that_does_not_evict_trusts_the_cache() -> None:
+    assert route(COLD, [], fresh=False) == RunHere(cold=True)
+
+
+def test_cached_candidates_all_tried_are_refreshed_before_an_evicting_start() -> None:
+    assert route(EVICTS, [B], fresh=False, tried={"b"}) == Refresh()
+    assert route(EVICTS, [B], fresh=True, tried={"b"}) == RunHere(cold=True)
+
+
+def test_a_warm_candidate_still_wins_over_a_refresh() -> None:
+    assert route(EVICTS, [B], fresh=False) == Forward("b")
+
+
+def test_busy_here_queues_without_a_refresh() -> None:
+    busy = LocalState(warm_instances=1, free_slots=0, start_evicts=True)
+    assert route(busy, [], fresh=False) == RunHere(cold=False)
+
+
+def test_a_forwarded_call_is_never_refreshed() -> None:
+    assert route(EVICTS, [], fresh=False, hops=1) == RunHere(cold=True)

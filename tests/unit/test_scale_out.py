@@ -119,7 +119,8 @@ async def test_a_forwarded_call_to_a_node_with_nothing_started_is_not_warm() -> 
         with pytest.raises(errors.NotWarm):
             await rt.call("pair", b"0", warm_only=True)
         assert rt.runtime.pools["pair"].stats() == {
-            "instances": 0, "busy": 0, "starting": 0, "queued": 0
+            "instances": 0, "busy": 0, "starting": 0, "queued": 0,
+            "pinned": 0,
         }  # fmt: skip
         assert rt.spawner.attempts == 0
 

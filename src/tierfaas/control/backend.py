@@ -89,7 +89,9 @@ class TableBackend:
                 # replicas know it, other nodes start instances of their own.
                 hub.batcher.register(w.function, route, urgent=not hub.table.query(w.function))
             else:
-                hub.batcher.unregister(w.function, route)
+                # The last node of a function goes out at once too: a function evicted
+                # everywhere leaves every copy now, not a window later (issue 19.4).
+                hub.batcher.unregister(w.function, route, urgent=_last(hub, w.function, w.node))
         hub.wrote()
         return WriteResult(len(writes) - len(rejected), rejected)
 
@@ -140,3 +142,11 @@ class TableBackend:
         if self.hub is not None:
             return TablePosition(self.hub.table.version, self.hub.table.lineage)
         return TablePosition(self.copy.version, self.copy.lineage, self.copy.loaded)
+
+
+def _last(hub: TableHub, function: str, node: str) -> bool:
+    """Whether ``node`` is the only node the table (and the pending batch) holds for
+    ``function``: its unregistration leaves the function warm nowhere."""
+    held = {r.name for r in hub.table.query(function)}
+    held.update(r.name for r in hub.batcher.pending_adds(function))
+    return held <= {node}

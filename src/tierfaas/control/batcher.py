@@ -25,8 +25,9 @@ a round trip instead of a window later. An *urgent* write is due at once, window
 master marks so the registration of a function that no node has yet (its first cold start
 anywhere), because until the replicas hear of it every node that gets a call for the function
 starts an instance of its own; there is one such write per function warming up, so they
-cannot flood the replicas. The clock is injected; the batcher never sleeps or schedules
-anything itself.
+cannot flood the replicas. So is the unregistration of a function's last node (it was evicted
+or reaped everywhere): the table drops it at once, and no node forwards to a run that has none.
+The clock is injected; the batcher never sleeps or schedules anything itself.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class Batcher:
         self._pair(Change(Op.ADD, function, route))
         self._urgent = self._urgent or urgent
 
-    def unregister(self, function: str, route: NodeEndpoint) -> None:
+    def unregister(self, function: str, route: NodeEndpoint, *, urgent: bool = False) -> None:
         self._pair(Change(Op.REMOVE, function, route))
+        self._urgent = self._urgent or urgent
 
     def announce(self, route: NodeEndpoint, functions: set[str] | frozenset[str]) -> None:
         self._forget(route.name, route.epoch)

@@ -15,6 +15,10 @@ ClusterManager publishes (role, master, this node's replica):
 - the master holds the table in a ``TableHub`` (batch window, Subscribe streams) and drops a
   node's entries as soon as gossip says it is dead or left;
 - a replica feeds its ``ReplicaCopy`` from the master's stream (``Replicator``);
+- the master also places every function's ``min_instances`` (``placement.py``): each
+  ``PLACEMENT_PERIOD_S`` it plans over its table and the live members and sends each placed
+  node its pins (``Prewarm``, a lease of ``PIN_LEASE_S`` it renews every round); a node takes
+  pins only from the master it knows (``take_pins``);
 - ``lookup(function)`` is the router's source of candidates: the node's own table on a master
   or replica, else its replica over the query lane (gRPC ``Query`` as the fallback), or the
   next live replica while its own is suspect (``targets.py``: a suspect is skipped, never
@@ -52,6 +56,7 @@ from tierfaas.cluster.state import NodeEndpoint, RoleChange, RunGone
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
+from tierfaas.control.api import NotMasterError
 from tierfaas.control.backend import TableBackend
 from tierfaas.control.constants import LOOKUP_TIMEOUT_S
 from tierfaas.control.entropy_metrics import AntiEntropyMetrics
@@ -64,11 +69,12 @@ from tierfaas.control.handover import (
 )
 from tierfaas.control.hub import TableHub
 from tierfaas.control.lane import QueryLaneClient
+from tierfaas.control.placement import PIN_LEASE_S, PLACEMENT_PERIOD_S, Plan, Wanted, by_node, place
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.replicator import Replicator
 from tierfaas.control.server import ControlServer
 from tierfaas.control.targets import lookup_targets
-from tierfaas.control.transport import ChannelClosed, Channels
+from tierfaas.control.transport import ChannelClosed, Channels, NotMaster
 from tierfaas.control.write_queue import WriteQueue
 from tierfaas.deploy.term import SeenTerms, Term
 from tierfaas.runtime.events import RuntimeEvent
@@ -132,6 +138,14 @@ class ControlPlane:
         self.registry_term: Callable[[], Awaitable[Term | None]] | None = None
         if on_generation is not None:
             self.server.on_handover = self.take_handover
+        # min_instances (issue 19.5): what the release asks for, and this node's runtime's
+        # ``pin`` (both set by the node); the master's last plan, and its placing task.
+        self.wanted: dict[str, Wanted] = {}
+        self.release_version: str | None = None  # pins go to members of this release only
+        self.pin: Callable[[dict[str, int], float], dict[str, int]] | None = None
+        self.placement: Plan = {}
+        self._placer: asyncio.Task[None] | None = None
+        self.server.on_prewarm = self.take_pins
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -145,6 +159,7 @@ class ControlPlane:
         self.cluster.subscribe_roles(self.on_role_change)
 
     async def stop(self) -> None:
+        self._stop_placing()
         if self._hub_task is not None:
             self._hub_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -221,7 +236,10 @@ class ControlPlane:
             self._drop_dead_runs(hub)
             self._hub_task = self.supervisor.spawn("table-hub", hub.run)
             log.info("this node now owns the routing table (version %d)", hub.table.version)
+            if self.wanted and self._placer is None:
+                self._placer = self.supervisor.spawn("placement", self._place_loop)
         elif new != "master" and self.backend.is_master():
+            self._stop_placing()
             if self._hub_task is not None:
                 self._hub_task.cancel()
                 self._hub_task = None
@@ -247,6 +265,74 @@ class ControlPlane:
         if master_changed and self.master is not None:
             # Anti-entropy: the new master learns this node's whole warm set.
             self.writes.announce(frozenset(self.warm))
+
+    # -- min_instances: the master places, every node keeps its pins (issue 19.5) ------------
+
+    def take_pins(
+        self, master: str, pins: dict[str, int], lease_s: float
+    ) -> tuple[dict[str, int], str]:
+        """The ``Prewarm`` handler: the master's placement for this node (replaces its pins
+        for ``lease_s``). Raises ``NotMasterError`` when ``master`` is not the master this
+        node knows (a master that stepped down, or this node has not heard of the new one
+        yet: the master's next round comes within a second)."""
+        if master != self.master:
+            raise NotMasterError(self._master_rpc())
+        if self.pin is None:
+            return {}, f"{self.name} keeps no instances"
+        try:
+            return self.pin(pins, lease_s), ""
+        except Exception as exc:  # a function this node's release lacks (a rollout)
+            return {}, str(exc)
+
+    async def _place_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PLACEMENT_PERIOD_S)
+            await self.place_once()
+
+    def _stop_placing(self) -> None:
+        if self._placer is not None:
+            self._placer.cancel()
+            self._placer = None
+        self.placement = {}
+
+    async def place_once(self) -> Plan:
+        """One placement round (master only): plans the pins over the table and the live,
+        unsuspected members of this release, and sends each node its share; a node whose
+        pins the plan dropped is sent an empty share (it unpins at once)."""
+        hub = self.backend.hub
+        if hub is None or not self.wanted:
+            return {}
+        nodes = [
+            m.name
+            for m in self.cluster.view.runs.values()
+            if m.rpc is not None
+            and self._routable(NodeEndpoint(m.name, m.epoch, m.http, m.rpc))
+            and (self.release_version is None or m.version == self.release_version)
+        ]
+        warm = {
+            function: [r.name for r in entries if self._routable(r)]
+            for function, entries in hub.table.as_dict().items()
+        }
+        plan = place(self.wanted, nodes, warm, self.placement)
+        shares = by_node(plan)
+        for node in by_node(self.placement):
+            if node in nodes:
+                shares.setdefault(node, {})
+        self.placement = plan
+        await asyncio.gather(*(self._send_pins(node, pins) for node, pins in shares.items()))
+        return plan
+
+    async def _send_pins(self, node: str, pins: dict[str, int]) -> None:
+        rpc = self._rpc_of(node)
+        if rpc is None:
+            return
+        try:
+            reply = await self.channels.get(rpc).prewarm(pins, PIN_LEASE_S, self.name)
+        except (aio.AioRpcError, ConnectionError, NotMaster) as exc:
+            log.debug("placing %s on %s failed: %s", sorted(pins), node, exc)
+            return
+        if reply.error:
+            log.warning("%s did not take its min_instances pins: %s", node, reply.error)
 
     # -- rollouts: handing the table over (SPEC 6.2) ----------------------------------------
 
@@ -347,6 +433,13 @@ class ControlPlane:
         routes = self.backend.query(function).routes
         return [r for r in routes if self._alive(r)]
 
+    def warm_elsewhere(self, function: str) -> bool:
+        """Whether this node's own table (master or replica; a worker has none) names a live
+        run of another node for ``function``: no network, for the eviction order."""
+        if self.role not in ("master", "replica"):
+            return False
+        return any(r.name != self.name for r in self.local_routes(function))
+
     def _alive(self, route: NodeEndpoint) -> bool:
         return self.cluster.view.holds(route)
 
@@ -446,4 +539,8 @@ class ControlPlane:
             "lineage": position.lineage,
             "loaded": position.loaded,
             "routes": {f: names for f, names in sorted(routes.items()) if names},
+            # The master's last min_instances plan (function -> node -> instances pinned).
+            "placement": {
+                f: dict(sorted(pins.items())) for f, pins in sorted(self.placement.items())
+            },
         }

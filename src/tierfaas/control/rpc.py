@@ -39,6 +39,7 @@ class ControlStub(Protocol):
     Info: aio.UnaryUnaryMultiCallable[pb.InfoRequest, pb.InfoReply]
     Handover: aio.StreamUnaryMultiCallable[pb.HandoverChunk, pb.HandoverReply]
     Digest: aio.UnaryUnaryMultiCallable[pb.DigestRequest, pb.DigestReply]
+    Prewarm: aio.UnaryUnaryMultiCallable[pb.PrewarmRequest, pb.PrewarmReply]
 
 
 def stub(channel: aio.Channel) -> ControlStub:

@@ -60,6 +60,11 @@ class Limits:
 
 
 Context = aio.ServicerContext[bytes, bytes]
+PrewarmSink = Callable[[str, dict[str, int], float], tuple[dict[str, int], str]]
+"""(master, function -> instances, lease_s) -> (instances here per pinned function, error);
+raises ``NotMasterError`` when the sender is not the master this node knows."""
+MAX_LEASE_S = 3600.0
+MAX_PINNED = 1024  # a function's max_instances at most (manifest)
 
 
 async def _invalid(context: Context, reason: str) -> NoReturn:
@@ -95,6 +100,8 @@ class ControlServer(rpc.ControlServicer):
         self.address: Address | None = None
         # Set by the node that may become master in a rollout (ControlPlane.take_handover).
         self.on_handover: HandoverSink | None = None
+        # Takes the master's placement for this node (min_instances; ControlPlane.take_pins).
+        self.on_prewarm: PrewarmSink | None = None
 
     async def start(self) -> None:
         cap = 2 * self._limits.max_message_bytes
@@ -269,3 +276,28 @@ class ControlServer(rpc.ControlServicer):
             log.warning("handover refused: %s", exc)
             return pb.HandoverReply(ready=False, error=str(exc))
         return pb.HandoverReply(ready=True, routes=routes)
+
+    async def Prewarm(self, data: bytes, context: Context) -> pb.PrewarmReply:
+        request = await self._decode(context, pb.PrewarmRequest, data)
+        if len(request.pins) > self._limits.max_routes:
+            await _invalid(context, f"more than {self._limits.max_routes} pins in one call")
+        if not 0 < request.lease_s <= MAX_LEASE_S:  # also NaN
+            await _invalid(context, f"lease_s must be in (0, {MAX_LEASE_S:g}]")
+        try:
+            master = wire.check_name(request.master, "master")
+            pins = {wire.check_name(p.function, "function"): p.count for p in request.pins}
+        except wire.BadMessage as exc:
+            await _invalid(context, str(exc))
+        if any(count > MAX_PINNED for count in pins.values()):
+            await _invalid(context, f"more than {MAX_PINNED} instances pinned for a function")
+        sink = self.on_prewarm
+        if sink is None:
+            return pb.PrewarmReply(error=f"{self._node} takes no placement")
+        try:
+            instances, error = sink(master, pins, request.lease_s)
+        except NotMasterError:
+            await self._not_master(context)
+        return pb.PrewarmReply(
+            instances=[pb.Pin(function=f, count=c) for f, c in sorted(instances.items())],
+            error=error[:ERROR_DETAIL_CHARS],
+        )

@@ -195,3 +195,29 @@ class DigestReply(_message.Message):
     lineage: str
     copy: bool
     def __init__(self, alive: _Optional[bool] = ..., count: _Optional[int] = ..., hash: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., copy: _Optional[bool] = ...) -> None: ...
+
+class Pin(_message.Message):
+    __slots__ = ("function", "count")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    count: int
+    def __init__(self, function: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PrewarmRequest(_message.Message):
+    __slots__ = ("pins", "lease_s", "master")
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    MASTER_FIELD_NUMBER: _ClassVar[int]
+    pins: _containers.RepeatedCompositeFieldContainer[Pin]
+    lease_s: float
+    master: str
+    def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., lease_s: _Optional[float] = ..., master: _Optional[str] = ...) -> None: ...
+
+class PrewarmReply(_message.Message):
+    __slots__ = ("instances", "error")
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[Pin]
+    error: str
+    def __init__(self, instances: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...

@@ -79,6 +79,11 @@ class ControlStub:
                 request_serializer=tierfaas__pb2.DigestRequest.SerializeToString,
                 response_deserializer=tierfaas__pb2.DigestReply.FromString,
                 _registered_method=True)
+        self.Prewarm = channel.unary_unary(
+                '/tierfaas.v1.Control/Prewarm',
+                request_serializer=tierfaas__pb2.PrewarmRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.PrewarmReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -144,6 +149,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prewarm(self, request, context):
+        """Any node, from the master only (min_instances, issue 19.5): keep these functions' pinned
+        instances warm here for the lease; the master renews it every placement round.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +204,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Digest,
                     request_deserializer=tierfaas__pb2.DigestRequest.FromString,
                     response_serializer=tierfaas__pb2.DigestReply.SerializeToString,
+            ),
+            'Prewarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prewarm,
+                    request_deserializer=tierfaas__pb2.PrewarmRequest.FromString,
+                    response_serializer=tierfaas__pb2.PrewarmReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +454,33 @@ class Control:
             '/tierfaas.v1.Control/Digest',
             tierfaas__pb2.DigestRequest.SerializeToString,
             tierfaas__pb2.DigestReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prewarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/Prewarm',
+            tierfaas__pb2.PrewarmRequest.SerializeToString,
+            tierfaas__pb2.PrewarmReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -153,6 +153,26 @@ class ControlClient:
             raise _redirect(exc) or exc from None
         return wire.run_view(reply)
 
+    async def prewarm(
+        self, pins: dict[str, int], lease_s: float, master: str, timeout_s: float = INFO_TIMEOUT_S
+    ) -> pb.PrewarmReply:
+        """Sends the master's placement for this peer (min_instances: function -> instances
+        to keep warm there for ``lease_s``); raises ``NotMaster`` (the peer knows another
+        master) or ``aio.AioRpcError``."""
+        request = pb.PrewarmRequest(
+            pins=[pb.Pin(function=f, count=c) for f, c in sorted(pins.items())],
+            lease_s=lease_s,
+            master=master,
+        )
+        try:
+            with _closing_is_an_error(self):
+                reply: pb.PrewarmReply = await self._stub.Prewarm(
+                    request, metadata=self._metadata, timeout=timeout_s
+                )
+        except aio.AioRpcError as exc:
+            raise _redirect(exc) or exc from None
+        return reply
+
     async def query(self, function: str, timeout_s: float = QUERY_TIMEOUT_S) -> QueryResult:
         with _closing_is_an_error(self):
             reply: pb.QueryReply = await self._stub.Query(

@@ -24,6 +24,7 @@ from tierfaas import errors
 from tierfaas.clock import Clock, LoopScheduler, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
+from tierfaas.control.placement import Wanted
 from tierfaas.control.plane import ControlPlane
 from tierfaas.http.app import NodeApp
 from tierfaas.http.metrics import Metrics
@@ -182,6 +183,14 @@ def _clustered(
     )
     metrics.watch_keep_alive(runtime.keep_alive)
     metrics.watch_memory(runtime.memory_report)
+    # min_instances: the master places them (if this node is master), every node keeps its pins.
+    control.wanted = {
+        name: Wanted(spec.min_instances, spec.max_instances)
+        for name, spec in release.functions.items()
+        if spec.min_instances
+    }
+    control.release_version = release.version
+    control.pin = runtime.pin
     router = Router(
         runtime,
         self_name=name,
@@ -195,7 +204,14 @@ def _clustered(
         hop_limit=config.hop_limit,
         hot_forwards_per_s=config.hot_forwards_per_s,
         clock=clock,
+        cluster_cache=config.cluster_cache,
     )
+    if config.cluster_cache:
+        # Evict duplicates first: what the route cache, or this node's own table, knows is
+        # warm on another node (no network).
+        runtime.budget.warm_elsewhere = lambda f: (
+            router.warm_elsewhere(f) or control.warm_elsewhere(f)
+        )
     # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
     # the next lookup once it is alive again).
     manager.watch_runs(lambda gone: router.forget_node(gone.name))

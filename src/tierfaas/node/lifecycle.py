@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from collections.abc import Generator
@@ -104,6 +105,11 @@ class Node:
             watches.append(
                 spawn("release-check", lambda: parts.readiness.check_release(root), restart=False)
             )
+        if parts.cluster is None:
+            # A node alone is the whole cluster: it keeps each function's min_instances itself
+            # (up to max_instances), for good; in a cluster the master places them.
+            wanted = {n: s.min_instances for n, s in parts.release.functions.items()}
+            parts.runtime.pin({n: count for n, count in wanted.items() if count}, math.inf)
         if parts.cluster is not None:
             await self._start_cluster(parts.cluster)
             cluster = parts.cluster

@@ -53,6 +53,14 @@ class RouteCache:
         self.hits += 1
         return entry.candidates
 
+    def peek(self, function: str) -> tuple[Candidate, ...] | None:
+        """The cached candidates, or None when absent or expired, without counting a hit or a
+        miss or refreshing the entry's place (the eviction order's read, not a route's)."""
+        entry = self._entries.get(function)
+        if entry is None or entry.expires <= self.clock():
+            return None
+        return entry.candidates
+
     def put(
         self, function: str, candidates: tuple[Candidate, ...], ttl_s: float | None = None
     ) -> None:

@@ -16,6 +16,11 @@ Rules, in order (SPEC section 4):
    node picks the same home, so a burst of first calls arriving round-robin on every node
    starts one instance on one node, instead of one on each node before the routing table has
    heard of any (the table needs a batch window to spread).
+   Before that, with the cluster as one cache (``--cluster-cache``): when a start here would
+   evict another function's idle instance and the candidates came from the route cache (not a
+   lookup made for this call), ``Refresh``: ask the table again first. A cached "warm
+   nowhere" lives 50 ms and a dropped route empties an entry; the function may have warmed up
+   on another node since, and a lookup (~75 µs) is cheaper than an eviction and a cold start.
 5. Nothing to forward to (or the home refused: busy): run here. If this node has warm
    instances (all busy) the call queues for one; otherwise it is a cold start, which adds
    capacity, and the node registers.
@@ -50,6 +55,9 @@ class LocalState:
     warm_instances: int
     free_slots: int
     slot_due_s: float = math.inf
+    start_evicts: bool = False
+    """A start here would evict another function's idle instance (False with the cluster
+    cache off: then it never matters)."""
 
     @property
     def runs_here_now(self) -> bool:
@@ -77,7 +85,12 @@ class Forward:
     start: bool = False  # to the function's home, which may start an instance
 
 
-Decision = RunHere | Forward
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Ask the table where the function is warm (not the route cache), then decide again."""
+
+
+Decision = RunHere | Forward | Refresh
 
 # One generator for the two-choices picks: seeding a new one per call reads os.urandom, about
 # 2 % of a busy node's CPU.
@@ -95,8 +108,10 @@ def decide(
     tried: Collection[str] = (),
     rng: random.Random | None = None,
     home: str | None = None,
+    fresh: bool = True,
 ) -> Decision:
-    """Where this request runs. Pure: the same inputs (and ``rng`` state) give the same answer."""
+    """Where this request runs. Pure: the same inputs (and ``rng`` state) give the same answer.
+    ``fresh``: the candidates come from a lookup made for this call (not the route cache)."""
     if local.runs_here_now:
         return RunHere(cold=False)
     if hops < hop_limit:
@@ -107,6 +122,8 @@ def decide(
         ]
         if eligible:
             return Forward(_two_choices(eligible, rng or _RNG).node)
+        if local.start_evicts and local.warm_instances == 0 and not fresh:
+            return Refresh()
         cold_everywhere = not candidates and local.warm_instances == 0
         if cold_everywhere and home not in (None, self_name, *path, *tried):
             assert home is not None

@@ -35,7 +35,7 @@ from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
-from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
+from tierfaas.routing.decision import Candidate, Forward, LocalState, Refresh, decide
 from tierfaas.routing.hot import HotTracker
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
 from tierfaas.runtime import PoolView, Runtime
@@ -167,6 +167,11 @@ class RoutingMetrics:
             ["reason"],
             registry=registry,
         )
+        self.cache_refreshes = Counter(
+            "tierfaas_route_cache_refreshes",
+            "Lookups made past a cached route because a start here would evict (--cluster-cache)",
+            registry=registry,
+        )
         # The children counted on every call, looked up once (labels() locks and hashes).
         self.cache_hit = self.cache.labels("hit")
         self.forward_ok = self.forwards.labels("ok")
@@ -187,10 +192,12 @@ class Router:
         hop_limit: int = 1,
         hot_forwards_per_s: float = 0.0,
         clock: Clock = monotonic,
+        cluster_cache: bool = False,
     ) -> None:
         """``lookup`` gives a function's candidates (None: a standalone node, every call runs
         here); ``homes`` its home, where it starts while it is warm nowhere (None: where the
-        call arrived)."""
+        call arrived). ``cluster_cache``: before a start here that would evict, ask the table
+        again rather than trust a cached route (``decision.Refresh``)."""
         self.runtime = runtime
         self.self_name = self_name
         self.key = key
@@ -204,6 +211,7 @@ class Router:
         # The functions this node forwards often get an instance here (0: never).
         self.clock = clock
         self.hot = HotTracker(clock, hot_forwards_per_s) if hot_forwards_per_s else None
+        self.cluster_cache = cluster_cache
         self.endpoints: dict[str, Address] = {}
         # The function's home (rendezvous hashing over live nodes with an HTTP address), where
         # a function warm nowhere is started; None in a standalone node.
@@ -242,6 +250,11 @@ class Router:
         self.cache.drop_node(name)
         self.endpoints.pop(name, None)
         self.signer.forget(name)
+
+    def warm_elsewhere(self, function: str) -> bool:
+        """Whether ``function`` is warm on another node as far as the route cache knows (no
+        lookup: the eviction order asks this for every idle instance it ranks)."""
+        return bool(self.cache.peek(function))
 
     # -- one request -----------------------------------------------------------------------
 
@@ -308,13 +321,16 @@ class Router:
         it is to run here."""
         tried = self._quarantined()
         candidates: tuple[Candidate, ...] | None = None
+        fresh = False  # the candidates come from a lookup made for this call
         while True:
             warm, free = pool.free_slots()
-            local = LocalState(warm, free, pool.slot_due_s() if warm else math.inf)
+            evicts = self.cluster_cache and not warm and self.runtime.start_would_evict(name)
+            local = LocalState(warm, free, pool.slot_due_s() if warm else math.inf, evicts)
             if local.runs_here_now:
                 return None
             if candidates is None:
-                candidates = await self._candidates(name)
+                fresh = fresh or self.cache.peek(name) is None  # a miss: a lookup follows
+                candidates = await self._candidates(name, refresh=fresh)
             decision = decide(
                 local,
                 candidates,
@@ -324,7 +340,12 @@ class Router:
                 path=incoming.path,
                 tried=tried,
                 home=self._home(name),
+                fresh=fresh,
             )
+            if isinstance(decision, Refresh):
+                self.metrics.cache_refreshes.inc()
+                candidates, fresh = None, True
+                continue
             if not isinstance(decision, Forward):
                 return None
             reply = await self._forward(
@@ -453,8 +474,9 @@ class Router:
 
     # -- candidates ------------------------------------------------------------------------
 
-    async def _candidates(self, name: str) -> tuple[Candidate, ...]:
-        cached = self.cache.get(name)
+    async def _candidates(self, name: str, refresh: bool = False) -> tuple[Candidate, ...]:
+        """The cached candidates, or (on a miss, or with ``refresh``) the lookup's."""
+        cached = None if refresh else self.cache.get(name)
         if cached is not None:
             self.metrics.cache_hit.inc()
             return cached

@@ -15,7 +15,9 @@ Eviction: a start that does not fit evicts idle instances of *other* functions, 
 of the eviction policy (``eviction.py``: Greedy-Dual or LRU), and only if together they make
 the room (unless the start asks not to evict: an extra or a prewarmed instance is never worth
 a warm one elsewhere). A start that finds no room is not made; its calls wait, then get 429.
-An evicted instance's memory is free at once, though its process ends a moment later.
+An evicted instance's memory is free at once, though its process ends a moment later. With
+``warm_elsewhere`` set (``--cluster-cache``), idle instances whose function is also warm on
+another node go first (``duplicates.duplicates_first``), each group in the policy's order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Literal, Protocol
 from tierfaas.clock import Clock, monotonic
 from tierfaas.manifest import FunctionSpec
 from tierfaas.runtime import eviction, memory
+from tierfaas.runtime.duplicates import WarmElsewhere, duplicates_first
 from tierfaas.runtime.ports import PoolInstance
 
 Accounting = Literal["measured", "declared"]
@@ -77,6 +80,9 @@ class MemoryBudget:
         self._average: dict[str, float] = {}  # function -> moving average of its readings
         self.evictions: Counter[str] = Counter()
         self._recent: deque[float] = deque()  # when the evictions of the last RECENT_S were
+        # Where a function is warm on another node (the router's routes), when the node uses
+        # the cluster as one cache; None: evict as if this node were alone.
+        self.warm_elsewhere: WarmElsewhere | None = None
 
     def add(self, holder: IdleInstances) -> None:
         """``holder``'s idle instances may be evicted for other holders' starts."""
@@ -206,7 +212,10 @@ class MemoryBudget:
             ): instance
             for instance in live
         }
-        chosen = eviction.victims(self.policy.order(candidates), mb, all_or_nothing=all_or_nothing)
+        order = self.policy.order(candidates)
+        if self.warm_elsewhere is not None:
+            order = duplicates_first(order, lambda c: candidates[c].spec.name, self.warm_elsewhere)
+        chosen = eviction.victims(order, mb, all_or_nothing=all_or_nothing)
         now = self.clock()
         for candidate in chosen:
             instance = candidates[candidate]
@@ -218,3 +227,8 @@ class MemoryBudget:
             self._recent.append(now)
         self._forget_old(now)
         return len(chosen)
+
+    def would_evict(self, spec: FunctionSpec) -> bool:
+        """Whether booking a new instance of ``spec`` now would have to evict (or fail): the
+        router asks before a start, to forward to a warm node instead."""
+        return self.used_mb + self.estimate_mb(spec) > self.budget_mb

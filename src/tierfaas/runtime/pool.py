@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -93,6 +94,10 @@ class FunctionPool:
         self.prewarms = 0  # instances started by the prewarm timer
         self.refresh_windows()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Instances the master placed here for min_instances, until the lease ends (``pin``):
+        # neither reaped nor evicted meanwhile.
+        self.pinned = 0
+        self.pinned_until = -math.inf
         # Calls waiting here that may start instances (how to restart each one's give-up
         # timer), and those of them held through a start under way.
         self._local_waiters: dict[Waiter, Restart] = {}
@@ -164,6 +169,7 @@ class FunctionPool:
             "busy": sum(1 for i in self.instances if i.busy),
             "starting": self.starting,
             "queued": len(self.waiters),
+            "pinned": self.pinned_now(),
         }
 
     # -- calls -----------------------------------------------------------------------------
@@ -519,6 +525,25 @@ class FunctionPool:
         self._start_now()
         return True
 
+    def pin(self, count: int, until: float) -> int:
+        """Keeps ``count`` instances here (at most ``max_instances``) until ``until``, neither
+        reaped nor evicted, starting the missing ones now; a required instance is worth more
+        than an idle one elsewhere, so these starts may evict. Returns the instances here
+        (starting ones included)."""
+        self.pinned = min(count, self.spec.max_instances)
+        self.pinned_until = until
+        live = sum(1 for i in self.instances if not i.dead)
+        for _ in range(self.pinned - live - self.starting):
+            if not self._book():
+                log.warning("%s: no memory for an instance min_instances asks for", self.spec.name)
+                break
+            self._start_now()
+        return sum(1 for i in self.instances if not i.dead) + self.starting
+
+    def pinned_now(self) -> int:
+        """Instances pinned here now (0 once the lease ended)."""
+        return self.pinned if self.clock() < self.pinned_until else 0
+
     # -- keep-alive and shutdown -----------------------------------------------------------
 
     def _call_arrived(self, now: float) -> None:
@@ -569,7 +594,15 @@ class FunctionPool:
         }
 
     def idle_instances(self) -> list[PoolInstance]:
-        return [i for i in self.instances if i.busy == 0 and not i.dead]
+        """The idle instances the reaper and the memory budget may stop: all but the most
+        recently used ones the pins still need (a busy instance counts toward a pin)."""
+        live = [i for i in self.instances if not i.dead]
+        idle = [i for i in live if i.busy == 0]
+        keep = self.pinned_now() - (len(live) - len(idle))
+        if keep <= 0:
+            return idle
+        idle.sort(key=lambda instance: instance.last_used)
+        return idle[: max(0, len(idle) - keep)]
 
     def reap_idle(self, now: float) -> int:
         """Stops the idle instances ``keepalive.reap_due`` says are due, under the windows in

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +199,28 @@ class Runtime:
         """Starts an instance of ``name`` that no call waits for, if none is here or starting
         and memory is free without evicting anything; true if it started one."""
         return self._pool(name).prewarm()
+
+    def pin(self, pins: Mapping[str, int], lease_s: float) -> dict[str, int]:
+        """The master's placement for this node (min_instances): keep ``pins[name]``
+        instances of each function for ``lease_s`` (a function not named is pinned no more).
+        Returns the instances of each pinned function here; ``UnknownFunction`` for a name
+        the release lacks (nothing changes then)."""
+        for name in pins:
+            self._pool(name)
+        until = self.clock() + lease_s
+        placed = {}
+        for name, pool in self.pools.items():
+            count = pins.get(name, 0)
+            if count or pool.pinned:
+                instances = pool.pin(count, until)
+                if count:
+                    placed[name] = instances
+        return placed
+
+    def start_would_evict(self, name: str) -> bool:
+        """Whether starting an instance of ``name`` now would evict another function's idle
+        instance (or find no room): the router asks before it starts one."""
+        return self.budget.would_evict(self._pool(name).spec)
 
     def functions(self) -> list[dict[str, Any]]:
         """Each function's settings and its instances on this node."""

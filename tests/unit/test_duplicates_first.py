@@ -1,0 +1,70 @@
+"""``duplicates_first`` (pure) and its use in ``MemoryBudget``: with the cluster as one cache,
+an idle instance whose function is also warm on another node is evicted before the others."""
+
+from __future__ import annotations
+
+from tierfaas.runtime.budget import MemoryBudget
+from tierfaas.runtime.duplicates import duplicates_first
+from tierfaas.runtime.ports import PoolInstance
+from tierfaas.testing import FakeClock, FakeInstance, fake_release
+
+SPECS = fake_release(
+    {"a": {"memory_mb": 64}, "b": {"memory_mb": 64}, "c": {"memory_mb": 64}}
+).functions
+
+
+def test_duplicates_move_to_the_front_and_each_part_keeps_its_order() -> None:
+    ranked = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)]
+    asked: list[str] = []
+
+    def elsewhere(function: str) -> bool:
+        asked.append(function)
+        return function == "b"
+
+    result = duplicates_first(ranked, lambda item: item[0], elsewhere)
+    assert result == [("b", 2), ("b", 5), ("a", 1), ("a", 3), ("c", 4)]
+    assert sorted(asked) == ["a", "b", "c"]  # once per function
+
+
+def test_nothing_warm_elsewhere_keeps_the_order() -> None:
+    ranked = [("a", 1), ("b", 2)]
+    assert duplicates_first(ranked, lambda item: item[0], lambda _: False) == ranked
+
+
+class Holder:
+    def __init__(self, *instances: FakeInstance) -> None:
+        self.instances = list(instances)
+
+    def idle_instances(self) -> list[PoolInstance]:
+        return [i for i in self.instances if not i.dead and not i.busy]
+
+
+def instance(name: str, last_used: float) -> FakeInstance:
+    one = FakeInstance(0, SPECS[name], FakeClock(), lambda body: 0.0)
+    one.last_used = last_used
+    return one
+
+
+async def test_the_budget_evicts_a_duplicate_before_an_older_instance() -> None:
+    oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
+    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)])
+    budget.warm_elsewhere = lambda function: function == "b"
+    assert budget.book(64) and budget.book(64)
+    assert budget.would_evict(64)
+    assert budget.book(64)  # for "c"
+    assert duplicate.death_reason == "evicted" and not oldest.dead
+
+
+async def test_without_warm_elsewhere_the_budget_evicts_the_least_recently_used() -> None:
+    oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
+    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)])
+    assert budget.book(64) and budget.book(64)
+    assert budget.book(64)
+    assert oldest.death_reason == "evicted" and not duplicate.dead
+
+
+def test_would_evict_is_false_while_the_start_fits() -> None:
+    budget = MemoryBudget(128)
+    assert not budget.would_evict(128)
+    assert budget.book(64)
+    assert not budget.would_evict(64) and budget.would_evict(65)
