@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.duplicates import duplicates_first
+from tierfaas.runtime.eviction import Lru
 from tierfaas.runtime.ports import PoolInstance
 from tierfaas.testing import FakeClock, FakeInstance, fake_release
 
@@ -45,26 +46,50 @@ def instance(name: str, last_used: float) -> FakeInstance:
     return one
 
 
+def start(budget: MemoryBudget, one: FakeInstance) -> bool:
+    """Books ``one``'s start and, if it fits, makes ``one`` the instance it started."""
+    if not budget.book(one.spec):
+        return False
+    budget.started(one)
+    return True
+
+
 async def test_the_budget_evicts_a_duplicate_before_an_older_instance() -> None:
     oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
-    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)])
+    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)], accounting="declared",
+                          policy=Lru())  # fmt: skip
     budget.warm_elsewhere = lambda function: function == "b"
-    assert budget.book(64) and budget.book(64)
-    assert budget.would_evict(64)
-    assert budget.book(64)  # for "c"
+    assert start(budget, oldest) and start(budget, duplicate)
+    assert budget.would_evict(SPECS["c"])
+    assert budget.book(SPECS["c"])
     assert duplicate.death_reason == "evicted" and not oldest.dead
+
+
+async def test_greedy_dual_order_also_puts_duplicates_first() -> None:
+    busy_one, duplicate = instance("a", 1.0), instance("b", 9.0)
+    busy_one.calls_served = 1000  # worth far more than the duplicate by value too...
+    duplicate.calls_served = 100_000  # ...until the duplicate is worth even more
+    budget = MemoryBudget(128, [Holder(busy_one), Holder(duplicate)], accounting="declared",
+                          clock=FakeClock())  # fmt: skip
+    budget.warm_elsewhere = lambda function: function == "b"
+    assert start(budget, busy_one) and start(budget, duplicate)
+    assert budget.book(SPECS["c"])
+    assert duplicate.death_reason == "evicted" and not busy_one.dead
 
 
 async def test_without_warm_elsewhere_the_budget_evicts_the_least_recently_used() -> None:
     oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
-    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)])
-    assert budget.book(64) and budget.book(64)
-    assert budget.book(64)
+    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)], accounting="declared",
+                          policy=Lru())  # fmt: skip
+    assert start(budget, oldest) and start(budget, duplicate)
+    assert budget.book(SPECS["c"])
     assert oldest.death_reason == "evicted" and not duplicate.dead
 
 
 def test_would_evict_is_false_while_the_start_fits() -> None:
-    budget = MemoryBudget(128)
-    assert not budget.would_evict(128)
-    assert budget.book(64)
-    assert not budget.would_evict(64) and budget.would_evict(65)
+    budget = MemoryBudget(128, accounting="declared")
+    assert not budget.would_evict(SPECS["a"])
+    assert budget.book(SPECS["a"])
+    assert not budget.would_evict(SPECS["b"])
+    assert budget.book(SPECS["b"])
+    assert budget.would_evict(SPECS["c"])
