@@ -11,9 +11,10 @@ are stated here so that anyone can change them:
 - **Invocation rate.** log10 of a function's daily calls is a normal (mean -1.1, sd 2.9)
   truncated to [0, 6.3], fitted so that 45 % of functions are called at most once an hour and
   81 % at most once a minute on average, the two points the paper quotes of its Figure 5
-  (which spans 8 decades; the truncation keeps 6.3 of them, 1 to 2 million calls a day). Rates are placed on the
-  distribution's quantiles (stratified, then shuffled), so that even a small trace covers the
-  whole range: the slowest function is called once a day, the busiest 2 million times.
+  (which spans 8 decades; the truncation keeps 6.3 of them, 1 to 2 million calls a day).
+  Rates are placed on the distribution's quantiles (stratified, then shuffled), so that even a
+  small trace covers the whole range: the slowest function is called once a day, the
+  busiest 2 million times.
 - **Triggers.** 16 % of functions are timers (the paper: 15.6 % of functions have a timer
   trigger) with a fixed period of 1, 5, 15 or 60 minutes (weights 3:3:2:2), a random phase and
   a Gaussian jitter of 1 % of the period (at most 1 s); their rate is their period's. 55 % are
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import random
@@ -119,7 +121,8 @@ def _truncated_normal_quantile(q: float, mean: float, sd: float, low: float, hig
 
 def _burr_xii(rng: random.Random) -> float:
     u = rng.random()
-    return BURR_LAMBDA * ((1.0 - u) ** (-1.0 / BURR_K) - 1.0) ** (1.0 / BURR_C)
+    tail: float = (1.0 - u) ** (-1.0 / BURR_K) - 1.0
+    return BURR_LAMBDA * tail ** (1.0 / BURR_C)
 
 
 def _declared(measured_mb: int) -> int:
@@ -275,7 +278,7 @@ def zipf_events(
 
 
 def _cv(times: Sequence[float]) -> float | None:
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     if len(gaps) < 2:
         return None
     mean = statistics.fmean(gaps)
