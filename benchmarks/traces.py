@@ -121,8 +121,8 @@ def _truncated_normal_quantile(q: float, mean: float, sd: float, low: float, hig
 
 def _burr_xii(rng: random.Random) -> float:
     u = rng.random()
-    tail: float = (1.0 - u) ** (-1.0 / BURR_K) - 1.0
-    return BURR_LAMBDA * tail ** (1.0 / BURR_C)
+    tail = math.pow(1.0 - u, -1.0 / BURR_K) - 1.0
+    return BURR_LAMBDA * math.pow(tail, 1.0 / BURR_C)
 
 
 def _declared(measured_mb: int) -> int:
