@@ -26,7 +26,7 @@ are stated here so that anyone can change them:
   (seconds): the paper's fit of per-function average execution times (Figure 7: a median of
   ~0.7 s, about half under 1 s, ~96 % under a minute), clipped to [1 ms, 60 s]; each call
   draws around that mean (lognormal, sigma 0.5). A function's mean is also capped so that its
-  offered load (calls per second x mean seconds) stays at most 1 instance: this trace is about
+  offered load (calls per second x mean seconds, within a burst) stays at most 1 instance: this trace is about
   keep-alive and memory, not scale-out, and an unbounded load would only measure queueing.
 - **Memory.** A measured working set per function from the paper's Burr XII fit of allocated
   memory (c 11.652, k 0.221, lambda 107.083 MB; median ~140 MB), clipped to [16, 480] MB; the
@@ -168,7 +168,8 @@ def generate_profiles(functions: int, seed: int) -> list[FunctionProfile]:
             duty = rng.uniform(*BURST_DUTY)
         mean_s = math.exp(rng.gauss(EXEC_LOG_MEAN, EXEC_LOG_SIGMA))
         mean_s = min(max(mean_s, EXEC_RANGE_S[0]), EXEC_RANGE_S[1])
-        mean_s = min(mean_s, MAX_OFFERED_LOAD * DAY_S / daily)
+        # The offered load while on (a burst runs at the rate / duty): at most one instance.
+        mean_s = min(mean_s, MAX_OFFERED_LOAD * duty * DAY_S / daily)
         start_s = math.exp(rng.gauss(math.log(START_MEDIAN_S), START_SIGMA))
         measured = round(min(max(_burr_xii(rng), MEASURED_RANGE_MB[0]), MEASURED_RANGE_MB[1]))
         profiles.append(
