@@ -87,6 +87,11 @@ TODAY = {
     "memory_accounting": "declared",
 }
 """Each variant setting's value that is this code's behaviour when NodeConfig lacks it."""
+CLUSTER_CACHE_NOTE = (
+    "cluster_cache is passed to every node's NodeConfig; the routing model here (decide() and "
+    "HotTracker) applies the rule only as far as the Runtime itself does: a router-side part "
+    "of it must be added to SimCluster.call"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +181,8 @@ class SimSpawner(FakeSpawner):
             raise
         instance.closed.add_done_callback(lambda _: self.ledger.release(name, self.clock()))
         # Only the live ones are needed (close() kills them): a day starts thousands.
-        self.spawned = (
-            [i for i in self.spawned if not i.dead] if len(self.spawned) > 512 else (self.spawned)
-        )
+        if len(self.spawned) > 512:
+            self.spawned = [i for i in self.spawned if not i.dead]
         return instance
 
 
@@ -812,6 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 entry.update(dataclasses.asdict(result))
+                if cache:
+                    entry["note"] = CLUSTER_CACHE_NOTE
+                    print(f"  note: {CLUSTER_CACHE_NOTE}")
                 print(
                     f"  {variant.name}, {nodes} node(s): {result.cold_calls:,} cold, "
                     f"{result.declared_gib_h:.1f} GiB·h, {result.wall_s:.1f} s"

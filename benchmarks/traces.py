@@ -26,8 +26,9 @@ are stated here so that anyone can change them:
   (seconds): the paper's fit of per-function average execution times (Figure 7: a median of
   ~0.7 s, about half under 1 s, ~96 % under a minute), clipped to [1 ms, 60 s]; each call
   draws around that mean (lognormal, sigma 0.5). A function's mean is also capped so that its
-  offered load (calls per second x mean seconds, within a burst) stays at most 1 instance: this trace is about
-  keep-alive and memory, not scale-out, and an unbounded load would only measure queueing.
+  offered load (calls per second x mean seconds, within a burst) stays at most 1 instance:
+  this trace is about keep-alive and memory, not scale-out, and an unbounded load would only
+  measure queueing.
 - **Memory.** A measured working set per function from the paper's Burr XII fit of allocated
   memory (c 11.652, k 0.221, lambda 107.083 MB; median ~140 MB), clipped to [16, 480] MB; the
   declared ``memory_mb`` is the smallest of 128, 256, 512 at least 1.2 x that.

@@ -99,6 +99,4 @@ async def test_the_simulator_replays_a_trace_on_the_real_runtime(nodes: int) -> 
     assert len(called) <= result.cold_calls <= len(trace)
     assert result.peak_declared_mb <= 1024 * nodes
     assert 0 < result.measured_gib_h < result.declared_gib_h
-    assert math.isclose(
-        math.fsum(h["calls"] for h in result.hourly), result.calls, rel_tol=1e-9
-    )
+    assert math.isclose(math.fsum(h["calls"] for h in result.hourly), result.calls, rel_tol=1e-9)
