@@ -24,7 +24,8 @@
    whose setting this code's ``NodeConfig`` does not have is reported "not available on this
    code" and not run (only a setting asking for today's behaviour may be missing). Memory is
    accounted as declared (``memory_accounting = "declared"`` where the setting exists) so that
-   the variants compare keep-alive and eviction on one budget.
+   the variants compare keep-alive and eviction on one budget; ``--memory-accounting
+   measured`` has each fake instance report its function's working set instead.
 
    Measured: cold calls (answers that waited for a start) as a share of the calls the trace
    stands for (a thinned busy function's event stands for several calls: see traces.py;
@@ -108,12 +109,14 @@ VARIANTS = (
 )
 
 
-def node_settings(variant: Variant, cluster_cache: bool | None) -> dict[str, Any] | str:
+def node_settings(
+    variant: Variant, cluster_cache: bool | None, memory_accounting: str = "declared"
+) -> dict[str, Any] | str:
     """The NodeConfig settings that select ``variant``, or why this code cannot run it."""
     wanted: dict[str, Any] = {
         "keep_alive_policy": variant.keep_alive_policy,
         "eviction": variant.eviction,
-        "memory_accounting": "declared",
+        "memory_accounting": memory_accounting,
     }
     if cluster_cache is not None:
         wanted["cluster_cache"] = cluster_cache
@@ -162,7 +165,8 @@ class MemoryLedger:
 class SimSpawner(FakeSpawner):
     """A ``FakeSpawner`` whose starts take each function's own start cost, and whose
     instances' memory is booked in a ``MemoryLedger`` from the start's beginning until the
-    instance is gone."""
+    instance is gone. Where the fakes report a measured use (``FakeInstance.measured_mb``,
+    with measured accounting), each instance reports its function's working set."""
 
     def __init__(self, clock: FakeClock, start_s: dict[str, float], ledger: MemoryLedger) -> None:
         super().__init__(clock)
@@ -180,6 +184,8 @@ class SimSpawner(FakeSpawner):
             self.ledger.release(name, self.clock())
             raise
         instance.closed.add_done_callback(lambda _: self.ledger.release(name, self.clock()))
+        if hasattr(instance, "measured_mb"):
+            instance.measured_mb = self.ledger.measured[name]
         # Only the live ones are needed (close() kills them): a day starts thousands.
         if len(self.spawned) > 512:
             self.spawned = [i for i in self.spawned if not i.dead]
@@ -755,6 +761,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--nodes", type=int, default=3, help="nodes of the simulated cluster")
     parser.add_argument("--reap-interval-s", type=float, default=5.0)
+    parser.add_argument(
+        "--memory-accounting",
+        choices=("declared", "measured"),
+        default="declared",
+        help="what the budget counts in every variant (measured: each instance reports its "
+        "function's working set; needs NodeConfig.memory_accounting)",
+    )
     parser.add_argument("--cluster-seconds", type=float, help="real cluster replay (150; quick 25)")
     parser.add_argument("--cluster-warmup-s", type=float, help="not counted (60; quick 10)")
     parser.add_argument("--cluster-rate", type=float, default=20.0, help="calls/s")
@@ -791,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ] + [(v, args.nodes, cache, cluster_budget) for v in VARIANTS for cache in (False, True)]
         results: list[dict[str, Any]] = []
         for variant, nodes, cache, node_budget in runs:
-            settings = node_settings(variant, cache)
+            settings = node_settings(variant, cache, args.memory_accounting)
             entry: dict[str, Any] = {
                 "variant": variant.name,
                 "nodes": nodes,
@@ -836,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "budget_mb_per_cluster_node": cluster_budget,
             "keep_alive_s_fixed": FIXED_KEEP_ALIVE_S,
             "reap_interval_s": args.reap_interval_s,
+            "memory_accounting": args.memory_accounting,
             "results": results,
             "plot_data": {
                 r["variant"] + f" / {r['nodes']} node(s) / cache {r['cluster_cache']}": r["hourly"]
