@@ -20,7 +20,9 @@
    ``Runtime.prewarm``, as the router does. Variants (NodeConfig settings named in
    docs/architecture.md / issue 19): fixed 10-minute keep-alive + LRU eviction (Lambda- and
    OpenWhisk-like: every function's ``keep_alive_s`` is 600), fixed + Greedy-Dual, learned
-   windows + Greedy-Dual, each in the cluster with and without ``cluster_cache``. A variant
+   windows + Greedy-Dual, each in the cluster with and without ``cluster_cache`` (whose
+   runtime part is wired as node/compose.py wires it: each node's budget asks the table
+   whether a function is warm elsewhere, to evict those duplicates first). A variant
    whose setting this code's ``NodeConfig`` does not have is reported "not available on this
    code" and not run (only a setting asking for today's behaviour may be missing). Memory is
    accounted as declared (``memory_accounting = "declared"`` where the setting exists) so that
@@ -89,9 +91,13 @@ TODAY = {
 }
 """Each variant setting's value that is this code's behaviour when NodeConfig lacks it."""
 CLUSTER_CACHE_NOTE = (
-    "cluster_cache is passed to every node's NodeConfig; the routing model here (decide() and "
-    "HotTracker) applies the rule only as far as the Runtime itself does: a router-side part "
-    "of it must be added to SimCluster.call"
+    "cluster_cache is passed to every node's NodeConfig and, as node/compose.py does, each "
+    "node's MemoryBudget.warm_elsewhere answers from the (instant, exact) table; the router's "
+    "re-lookup before an evicting start is moot with an exact table"
+)
+CLUSTER_CACHE_UNWIRED = (
+    "cluster_cache is passed to every node's NodeConfig, but this code's MemoryBudget has no "
+    "warm_elsewhere: the simulator applies only what the Runtime does by itself"
 )
 
 
@@ -255,6 +261,7 @@ class SimResult:
     peak_declared_mb: int
     wall_s: float
     hourly: list[dict[str, float]]
+    note: str = ""
 
 
 class SimNode:
@@ -280,6 +287,24 @@ class SimCluster:
         self.by_name = {n.name: n for n in nodes}
         self.rng = random.Random(seed)
         self._requests = 0
+
+    def warm_elsewhere(self, node: SimNode, function: str) -> bool:
+        """``function`` is warm on a node other than ``node`` (the table, instant and exact)."""
+        return any(
+            other.runtime.pool(function).registered for other in self.nodes if other is not node
+        )
+
+    def wire_cluster_cache(self) -> bool:
+        """The cluster cache's runtime part, wired as node/compose.py does: each node's budget
+        evicts first the idle instances of functions warm on another node. False if this
+        code's budget has no such hook."""
+        wired = False
+        for node in self.nodes:
+            budget = node.runtime.budget
+            if hasattr(budget, "warm_elsewhere"):
+                budget.warm_elsewhere = functools.partial(self.warm_elsewhere, node)
+                wired = True
+        return wired
 
     async def call(self, node: SimNode, name: str, body: bytes) -> tuple[bool, bool]:
         """(cold, forwarded) of one call arriving at ``node``."""
@@ -396,6 +421,9 @@ async def simulate(
         hot = HotTracker(clock, NodeConfig.default_of("hot_forwards_per_s"))
         sim_nodes.append(SimNode(f"node-{index}", harness, hot))
     cluster = SimCluster(sim_nodes, seed)
+    note = ""
+    if cluster_cache:
+        note = CLUSTER_CACHE_NOTE if cluster.wire_cluster_cache() else CLUSTER_CACHE_UNWIRED
     counts = Counts()
     hourly: list[dict[str, float]] = []
     hour_mark = (0.0, 0, 0.0, 0.0)  # calls, cold, declared MB-s at the last hour's end
@@ -484,6 +512,7 @@ async def simulate(
         peak_declared_mb=ledger.peak_declared,
         wall_s=time.perf_counter() - began,
         hourly=hourly,
+        note=note,
     )
 
 
@@ -829,9 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 entry.update(dataclasses.asdict(result))
-                if cache:
-                    entry["note"] = CLUSTER_CACHE_NOTE
-                    print(f"  note: {CLUSTER_CACHE_NOTE}")
+                if result.note:
+                    print(f"  note: {result.note}")
                 print(
                     f"  {variant.name}, {nodes} node(s): {result.cold_calls:,} cold, "
                     f"{result.declared_gib_h:.1f} GiB·h, {result.wall_s:.1f} s"
