@@ -87,7 +87,7 @@ async def test_the_simulator_replays_a_trace_on_the_real_runtime(nodes: int) -> 
         trace,
         3600.0,
         variant=capacity.VARIANTS[0],
-        settings={**settings, "reap_interval_s": 5.0},
+        settings={**settings, **capacity.tick_settings(5.0)},
         nodes=nodes,
         cluster_cache=None if nodes == 1 else False,
         budget_mb=1024,
