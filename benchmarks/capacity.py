@@ -69,6 +69,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import _common as c
@@ -626,6 +627,11 @@ def cluster_up(release: Path, state_dir: Path, port: int, first_host: str) -> It
         "--state-dir", str(state_dir), "--port", str(port), "--first-host", first_host,
     ]  # fmt: skip
     pids: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # so that the cluster is stopped on the way out
+
+    old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         done = subprocess.run(up, capture_output=True, text=True, timeout=120, check=False)
         pids += _cluster_pids(state_dir)
@@ -644,6 +650,7 @@ def cluster_up(release: Path, state_dir: Path, port: int, first_host: str) -> It
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        signal.signal(signal.SIGTERM, old_sigterm)
 
 
 def cluster_summary(
@@ -830,6 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": quick,
     }
     began = time.perf_counter()
+    status = 0
     if not args.no_sim:
         duration = hours * 3600.0
         profiles = traces.generate_profiles(functions, args.seed)
@@ -907,29 +915,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_cluster:
         seconds = args.cluster_seconds or (25.0 if quick else 150.0)
         warmup = args.cluster_warmup_s or (10.0 if quick else 60.0)
-        cluster = run_cluster(
-            seconds, args.cluster_rate, warmup, args.seed, args.first_host, args.cluster_in_flight
-        )
-        report["cluster"] = cluster
-        columns = ("cluster", "calls", "cold % after warm-up", "cold % all", "errors", "p50 ms",
-                   "p99 ms")  # fmt: skip
-        lat = cluster["latency_ms_after_warmup"]
-        row = [
-            f"3 nodes, {CLUSTER_FUNCTIONS} fns, Zipf 1.0, {args.cluster_rate:g}/s, {seconds:g} s",
-            f"{cluster['calls']:,}",
-            _fmt(cluster["cold_pct_after_warmup"], 2),
-            _fmt(cluster["cold_pct_all"], 2),
-            str(cluster["errors_after_warmup"]),
-            _fmt(lat.get("p50", math.nan), 1),
-            _fmt(lat.get("p99", math.nan), 1),
-        ]
-        c.print_table(f"Real cluster (after the first {warmup:g} s)", columns, [row])
-        if args.markdown:
-            print(c.markdown_table(columns, [row]))
+        try:
+            cluster = run_cluster(
+                seconds,
+                args.cluster_rate,
+                warmup,
+                args.seed,
+                args.first_host,
+                args.cluster_in_flight,
+            )
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            report["cluster"] = {"error": str(exc)}
+            print(f"real cluster: {exc}")
+            status = 1
+        else:
+            report["cluster"] = cluster
+            columns = ("cluster", "calls", "cold % after warm-up", "cold % all", "errors",
+                       "p50 ms", "p99 ms")  # fmt: skip
+            lat = cluster["latency_ms_after_warmup"]
+            shape = f"Zipf 1.0, {args.cluster_rate:g}/s, {seconds:g} s"
+            row = [
+                f"3 nodes, {CLUSTER_FUNCTIONS} fns, {shape}",
+                f"{cluster['calls']:,}",
+                _fmt(cluster["cold_pct_after_warmup"], 2),
+                _fmt(cluster["cold_pct_all"], 2),
+                str(cluster["errors_after_warmup"]),
+                _fmt(lat.get("p50", math.nan), 1),
+                _fmt(lat.get("p99", math.nan), 1),
+            ]
+            c.print_table(f"Real cluster (after the first {warmup:g} s)", columns, [row])
+            if args.markdown:
+                print(c.markdown_table(columns, [row]))
     report["wall_s"] = time.perf_counter() - began
     path = c.write_results("capacity", report)
     print(f"results: {path} ({report['wall_s']:.0f} s); no plot (matplotlib is not installed)")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
