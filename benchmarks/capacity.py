@@ -259,6 +259,8 @@ class SimResult:
     cold_pct: float
     cold_events_pct: float
     function_cold_pct: dict[str, float]  # median, p75, p90 over functions of their cold %
+    cold_by_trigger: dict[str, int]  # cold calls of timer, http and other functions
+    cold_by_decade: dict[str, int]  # cold calls by the function's daily calls, per decade
     forwarded: int
     refused: dict[str, int]
     starts: int
@@ -370,6 +372,14 @@ def function_cold_pct(counts: Counts) -> dict[str, float]:
         "p75": c.percentile(shares, 75),
         "p90": c.percentile(shares, 90),
     }
+
+
+def cold_by(counts: Counts, group_of: dict[str, str]) -> dict[str, int]:
+    """Cold calls summed by a grouping of the functions (where the cold starts come from)."""
+    groups: collections.Counter[str] = collections.Counter()
+    for name, cold in counts.cold_by_function.items():
+        groups[group_of[name]] += cold
+    return dict(sorted(groups.items()))
 
 
 def sim_release(profiles: Sequence[traces.FunctionProfile]) -> Any:
@@ -510,6 +520,10 @@ async def simulate(
         cold_pct=100.0 * counts.cold / counts.calls if counts.calls else math.nan,
         cold_events_pct=100.0 * counts.cold / counts.events if counts.events else math.nan,
         function_cold_pct=function_cold_pct(counts),
+        cold_by_trigger=cold_by(counts, {p.name: p.trigger for p in profiles}),
+        cold_by_decade=cold_by(
+            counts, {p.name: f"1e{int(math.log10(p.daily_calls))}" for p in profiles}
+        ),
         forwarded=counts.forwarded,
         refused=dict(counts.refused),
         starts=starts,
@@ -879,12 +893,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
                 entry.update(dataclasses.asdict(result))
-                if result.note:
-                    print(f"  note: {result.note}")
                 print(
                     f"  {variant.name}, {nodes} node(s): {result.cold_calls:,} cold, "
-                    f"{result.declared_gib_h:.1f} GiB·h, {result.wall_s:.1f} s"
+                    f"{result.declared_gib_h:.1f} GiB·h, {result.wall_s:.1f} s\n"
+                    f"    cold by trigger {result.cold_by_trigger}, by daily calls "
+                    f"{result.cold_by_decade}"
                 )
+                if result.note:
+                    print(f"    note: {result.note}")
             results.append(entry)
         report["simulation"] = {
             "trace": {
