@@ -12,8 +12,9 @@
    cost to start and each call's duration to answer; a day passes in seconds of wall time.
    One node (and the baseline once more with unbounded memory: the cold starts a fixed
    keep-alive causes by itself), and a cluster of ``--nodes`` nodes whose routing is modelled
-   here with the router's own pure parts: each call lands on a node round-robin (the front door), which
-   runs it if it has a free slot, else forwards it per ``tierfaas.routing.decision.decide``
+   here with the router's own pure parts: each call lands on a node round-robin (the front
+   door), which runs it if it has a free slot, else forwards it per
+   ``tierfaas.routing.decision.decide``
    to a node where the function is warm (the real routing table, replicated in batches, is
    modelled as instant and exact; a target's load is its pool's busy share over the last
    second), which runs it warm only or refuses it (then the next, then here); a node that
