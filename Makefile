@@ -49,8 +49,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# Every benchmark in full (about 25 min); `make bench QUICK=--quick` for a look in ~5 min.
-BENCHMARKS := runtime membership control_plane frontdoor routing rollout
+# Every benchmark in full (about 29 min); `make bench QUICK=--quick` for a look in ~5 min.
+BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity
 bench: $(STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
 	  $(BIN)/python benchmarks/$$b.py $(QUICK) || exit 1; done
