@@ -153,3 +153,25 @@ async def test_the_windows_show_in_functions_and_metrics() -> None:
         assert 'tierfaas_keep_alive_learned{function="timer"} 1.0' in text
         assert 'tierfaas_keep_alive_learned{function="pair"} 0.0' in text
         assert 'tierfaas_prewarms_total{function="timer"} 2.0' in text
+
+
+async def test_a_prewarm_for_a_predicted_call_evicts_an_idle_instance_when_memory_is_full() -> None:
+    """A budget of one instance: the timer's prewarm evicts the idle "bursty" instance that
+    took the room meanwhile, so the timer's predicted call stays warm (a prewarm that never
+    evicted left it cold in a full node)."""
+    async with RuntimeHarness(RELEASE, memory_budget_mb=64, memory_accounting="declared") as rt:
+        pool = rt.runtime.pools["timer"]
+        await every_minute(rt, "timer", keepalive.MIN_SAMPLES + 2)
+        assert pool.windows.source == "learned"
+        call = rt.call("timer", b"0.1")
+        await rt.run_for(1.2)  # the timer's instance stops once its call ended
+        assert pool.stats()["instances"] == 0
+        rt.call("bursty", b"0.1")  # takes the whole budget, then idles
+        await rt.run_for(5.0)
+        assert rt.runtime.pools["bursty"].stats()["instances"] == 1
+        assert not call.result().cold
+        await rt.run_for(PERIOD_S - 6.2)  # the timer's next call is due a period after
+        nxt = rt.call("timer", b"0.1")
+        await rt.run_for(1.0)
+        assert not nxt.result().cold
+        assert any(e.reason == "evicted" for e in stopped(rt, "bursty"))

@@ -517,10 +517,12 @@ class FunctionPool:
         live = [i for i in self.instances if not i.dead]
         self.meter.change(sum(i.busy for i in live), len(live) * self.spec.concurrency)
 
-    def prewarm(self) -> bool:
+    def prewarm(self, evict: bool = False) -> bool:
         """Starts an instance that no call waits for (``policy.may_prewarm``), only if memory
-        is free without evicting anything. It registers when it starts, like any other."""
-        if not policy.may_prewarm(self.state()) or not self._book(evict=False):
+        is free without evicting anything (unless ``evict``: the prewarm of a predicted call,
+        worth the idle instances the eviction policy values least). It registers when it
+        starts, like any other."""
+        if not policy.may_prewarm(self.state()) or not self._book(evict=evict):
             return False
         self._start_now()
         return True
@@ -564,10 +566,12 @@ class FunctionPool:
 
     def _prewarm_due(self) -> None:
         """The prewarm window after the function's last activity here has passed with no
-        call: one instance starts for the predicted call, unless one is here or starting, or
-        memory is not free without evicting (``prewarm``)."""
+        call: one instance starts for the predicted call, unless one is here or starting. It
+        may evict: the windows stopped this function's instance when its activity ended on the
+        promise of this start, and a prewarm that finds no room would turn the predicted call
+        into a cold one (in a full node, most of them)."""
         self._prewarm_timer = None
-        if self.idle is not None and not self.idle.active and self.prewarm():
+        if self.idle is not None and not self.idle.active and self.prewarm(evict=True):
             self.prewarms += 1
             log.info("%s: prewarming one instance for its predicted next call", self.spec.name)
 
