@@ -60,7 +60,7 @@ from tierfaas.errors import ManifestError
 from tierfaas.manifest import check_commands, load_release
 from tierfaas.routing import forwarding as fw
 from tierfaas.testing.cluster import LocalCluster, agreement
-from tierfaas.testing.nodes import NodeProcess, descendants, http_get
+from tierfaas.testing.nodes import NodeProcess, descendants, free_port, http_get, run_cli
 from tierfaas.testing.wait import eventually
 
 pytestmark = [
@@ -600,9 +600,6 @@ def test_v1_functions_shows_runtime_command_and_protocol(cluster: Cluster) -> No
 
 
 def test_a_missing_program_fails_manifest_validation_naming_the_function(tmp_path: Path) -> None:
-    # TODO(lead): once branch buildstep is merged, the node runs check_commands when it
-    # loads a release: start a node on these releases instead and assert it exits non-zero,
-    # its stderr naming functions.ghost.command.
     for program, reason in (
         ("no-such-program-e2e", "is not found on PATH"),
         ("./bin/missing", "is not an executable file in"),
@@ -620,6 +617,11 @@ def test_a_missing_program_fails_manifest_validation_naming_the_function(tmp_pat
         assert info.value.field == "functions.ghost.command"
         assert program in info.value.reason and reason in info.value.reason, info.value
         assert str(info.value).startswith(f"{release / 'tierfaas.toml'}: functions.ghost.command")
+        # And a node started on the release refuses to start, saying which function.
+        started = run_cli("node", "--release", str(release), "--http", f"127.0.31.9:{free_port()}",
+                          timeout=60)  # fmt: skip
+        assert started.returncode == 2, started.stdout + started.stderr
+        assert "functions.ghost.command" in started.stderr and program in started.stderr
 
 
 def test_an_instance_that_exits_before_ready_answers_its_stderr(cluster: Cluster) -> None:

@@ -1,10 +1,12 @@
-"""``tierfaas up`` / ``down`` with real processes on loopback (127.0.1.10-19 and .30-39)."""
+"""``tierfaas up`` / ``down`` with real processes on loopback (127.0.1.10-19, .30-39 and
+.60-69)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +25,7 @@ from tierfaas.testing.nodes import free_port, run_cli
 pytestmark = pytest.mark.e2e
 
 DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
+POLYGLOT = Path(__file__).parent.parent.parent / "examples" / "polyglot"
 
 
 def tierfaas(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -131,6 +134,38 @@ def test_up_detach_invoke_down_leaves_nothing(tmp_path: Path) -> None:
         assert processes_mentioning(str(state_dir)) == []
         assert not (state_dir / "cluster.json").exists()
         assert "stopping" in (state_dir / "up.log").read_text()
+
+
+@pytest.mark.skipif(
+    not (shutil.which("node") and shutil.which("gcc") and shutil.which("make")),
+    reason="examples/polyglot needs node, gcc and make",
+)
+def test_up_serves_the_polyglot_example_in_three_languages(tmp_path: Path) -> None:
+    """The README's line: `tierfaas up --release examples/polyglot` builds the C function
+    (the release's build step) and serves Node.js (http), C and shell (stdio) functions,
+    through the front door, whichever node a call lands on."""
+    state_dir = tmp_path / "state"
+    port = free_port()
+    with reaper(state_dir) as pids:
+        result = tierfaas(
+            "up", "--nodes", "2", "--detach", "--release", str(POLYGLOT),
+            "--state-dir", str(state_dir), "--port", str(port), "--first-host", "127.0.1.60",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = json.loads((state_dir / "cluster.json").read_text())
+        pids.extend(state_pids(state))
+        greetings = {
+            "hello-node": b"Hello from Node.js, you",
+            "hello-c": b"Hello from C, you",
+            "hello-sh": b"Hello from sh, you",
+        }
+        for name, greeting in greetings.items():
+            for _ in range(4):  # round-robin: both nodes receive some, one forwards
+                status, body, _ = post(f"http://127.0.0.1:{port}/function/{name}", b"you")
+                assert (status, body.strip()) == (200, greeting), (name, body)
+        assert tierfaas("down", "--state-dir", str(state_dir)).returncode == 0
+        assert wait_gone(pids, 5.0) == []
+    assert not (POLYGLOT / "hello-c").exists()  # built in the registry's copy, not here
 
 
 def test_ctrl_c_stops_the_foreground_cluster(tmp_path: Path) -> None:

@@ -144,3 +144,22 @@ def test_a_uid_range_too_small_for_the_release_refuses_the_sandbox(demo: Path) -
 def test_process_isolation_does_not_depend_on_the_sandbox_uid_range(demo: Path) -> None:
     spawner = spawner_of(demo, isolation="process", sandbox_uid_count=2)
     assert spawner.frame(spawner.release.functions["hello"])["sandbox"] is None
+
+
+def test_an_exec_function_s_frame_names_its_program_and_port(tmp_path: Path) -> None:
+    (tmp_path / "tierfaas.toml").write_text(
+        '[release]\nname = "x"\nversion = "1"\n\n'
+        '[functions.web]\nruntime = "exec"\ncommand = ["node", "web.js"]\nprotocol = "http"\n'
+        'env = { A = "1" }\n\n'
+        '[functions.py]\nhandler = "h:f"\n'
+    )
+    (tmp_path / "h.py").write_text("def f(body):\n    return body\n")
+    spawner = spawner_of(tmp_path, isolation="process")
+    web = through_msgpack(spawner.frame(spawner.release.functions["web"], port=4321))
+    assert web["exec"] == {"argv": ["node", "web.js"], "protocol": "http"}
+    assert web["handler"] is None
+    # PORT, and http_port for functions written for OpenFaaS's templates; the function's own.
+    assert web["env"] == {"A": "1", "TIERFAAS_FUNCTION": "web", "PORT": "4321",
+                          "http_port": "4321"}  # fmt: skip
+    python = through_msgpack(spawner.frame(spawner.release.functions["py"]))
+    assert python["exec"] is None and "PORT" not in python["env"]

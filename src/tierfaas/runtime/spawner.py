@@ -354,7 +354,8 @@ class ZygoteSpawner:
             command = {"argv": list(spec.command.argv), "protocol": spec.command.protocol}
             env = {**env, "TIERFAAS_FUNCTION": spec.name}
             if port is not None:
-                env["PORT"] = str(port)
+                # http_port too: OpenFaaS's of-watchdog templates read that name.
+                env["PORT"] = env["http_port"] = str(port)
         return {
             "name": spec.name,
             "root": str(self.release.root),
