@@ -9,7 +9,7 @@ registry: it starts all the same, fatally not ready with the build's last lines 
 so a rollout sees why and stops at its canaries), bind the HTTP listeners (a busy port fails
 before anything starts), the runtime (its zygote), then for a clustered node the
 ClusterManager actor, membership (the join), the control plane, the router's peer
-connections and the rollout controller; serve.
+connections and the rollout controller; freeze the heap built so far (``gc.freeze``); serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
 peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving

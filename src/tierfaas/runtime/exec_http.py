@@ -115,7 +115,8 @@ class HttpConnection(asyncio.Protocol):
         self.number, self.request, self.reused = number, request, reused
         self.received = self.head_done = self.framed = False
         self.content_type = DEFAULT_CONTENT_TYPE
-        self.headers, self.chunks, self.size, self.header_count = [], [], 0, 0
+        self.headers, self.size, self.header_count = [], 0, 0
+        self.chunks.clear()
         self.transport.write(request)
 
     def close(self) -> None:
@@ -195,6 +196,8 @@ class HttpConnection(asyncio.Protocol):
     def _result(self) -> Result:
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.request = b""  # an idle connection holds neither body
         return Result(body, self.content_type, self.parser.get_status_code(), self.headers)
 
 
