@@ -330,6 +330,19 @@ async def test_a_call_on_a_warm_connection_takes_no_task() -> None:
 
 
 @both_loops
+async def test_a_connection_closed_before_its_request_left_gives_way_to_a_new_one() -> None:
+    """The requests of one pass of the event loop leave at its end: a connection that closes
+    in between carried nothing, and the call goes on a new one."""
+    async with instance_of(ok) as (instance, server):
+        pending = instance.call(b"", {}, 5.0)  # takes the probe's connection
+        [taken] = instance.connections
+        taken.close()
+        assert (await call_result(pending)).body == b"ok"
+        assert [request.connection for request in server.requests] == [1]
+        assert not instance.dead
+
+
+@both_loops
 async def test_repeated_headers_reach_the_caller_in_order() -> None:
     async def answer(request: Request) -> bytes:
         return respond(200, b"", b"Vary: a\r\nLink: <1>\r\nVary: b\r\nlink: <2>\r\n")

