@@ -263,7 +263,7 @@ class HttpInstance(Instance):
         # The requests of one pass of the event loop leave together, at its end, as a stdio
         # instance's frames do: each write wakes the program, which then competes with the
         # node for the CPU while it still has calls to dispatch (in a side run under wrk,
-        # 15-25 % less CPU per call in the node and 20-30 % in Node.js than a write per call).
+        # 15-25 % less CPU per call in the node and 10-30 % in Node.js than a write per call).
         if not self.sending:
             self.loop.call_soon(self._send_all)
         self.sending.append((connection, number, request))
