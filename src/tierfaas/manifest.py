@@ -31,6 +31,7 @@
     protocol = "http"           # "http": an HTTP/1.1 server on $PORT; "stdio": frames on
                                 # stdin/stdout (docs/exec-protocol.md)
     ready_path = "/healthz"     # optional, http: ready once GET of it answers 200
+    listen = "port"             # http: "port" (127.0.0.1:$PORT) or "unix" ($SOCKET_PATH)
 
 Every key of a function but ``handler``, ``init``, ``env``, ``command`` and ``ready_path`` may
 also be set in ``[defaults]``. An exec function has no ``handler``, ``init`` or ``threads``; a
@@ -90,11 +91,14 @@ CPU_RANGE = (0.01, 1024.0)
 """Cores of ``cpu``: from a hundredth of one (the smallest quota worth enforcing) to 1024."""
 NETWORKS = ("host", "none")
 _FUNCTION_KEYS = {"handler", "init", "env", "api_keys", "cpu", "network", *_LIMITS}
-_EXEC_KEYS = {"runtime", "command", "protocol", "ready_path"}
+_EXEC_KEYS = {"runtime", "command", "protocol", "ready_path", "listen"}
 _DEFAULT_KEYS = {"api_keys", "cpu", "network", "runtime", "protocol", *_LIMITS}
 MAX_PRELOAD = 64
 RUNTIMES = ("python", "exec")
 PROTOCOLS = ("http", "stdio")
+LISTENS = ("port", "unix")
+"""Where an http function listens: ``port``, 127.0.0.1:$PORT; ``unix``, the Unix socket
+$SOCKET_PATH (no TCP port any local process could reach; works without network)."""
 MAX_ARGV = 256
 MAX_ARG_CHARS = 4096
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -126,6 +130,8 @@ class ExecCommand:
     """``"http"``: an HTTP/1.1 server on 127.0.0.1:$PORT; ``"stdio"``: frames on stdin/stdout."""
     ready_path: str | None = None
     """http: the instance is ready once GET of this path answers 200 (None: once it accepts)."""
+    listen: str = "port"
+    """http: ``"port"`` (127.0.0.1:$PORT) or ``"unix"`` (the Unix socket $SOCKET_PATH)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,7 @@ class FunctionSpec:
             "init": None if self.init is None else str(self.init),
             "command": None if command is None else list(command.argv),
             "protocol": None if command is None else command.protocol,
+            "listen": None if command is None or command.protocol != "http" else command.listen,
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "cpu": self.cpu,
@@ -261,7 +268,7 @@ def _function(
         raise ManifestError(where, runtime_field, f"{_show(runtime)} is not {allowed}")
     handler = init = command = None
     if runtime == "python":
-        for key in ("command", "protocol", "ready_path"):
+        for key in ("command", "protocol", "ready_path", "listen"):
             if key in table:
                 raise ManifestError(
                     where, f"{prefix}.{key}", 'only an exec function has this (runtime = "exec")'
@@ -302,12 +309,14 @@ def _function(
     if network not in NETWORKS:
         allowed = " or ".join(repr(n) for n in NETWORKS)
         raise ManifestError(where, network_field, f"{_show(network)} is not {allowed}")
-    if command is not None and command.protocol == "http" and network != "host":
+    http_on_port = command is not None and command.protocol == "http" and command.listen == "port"
+    if http_on_port and network != "host":
         raise ManifestError(
             where,
             network_field,
-            'an http function listens on the node\'s loopback, so it needs network = "host"; '
-            'a function without network speaks protocol = "stdio"',
+            "an http function on a port listens on the node's loopback, so it needs "
+            'network = "host"; without network it listens on a Unix socket '
+            '(listen = "unix") or speaks protocol = "stdio"',
         )
     if "api_keys" in table:
         api_keys = _api_keys(where, f"{prefix}.api_keys", table["api_keys"])
@@ -357,7 +366,15 @@ def _exec_command(
                 f"{prefix}.ready_path",
                 f"{_show(ready_path)} is not a URL path like '/healthz'",
             )
-    return ExecCommand(argv=argv, protocol=protocol, ready_path=ready_path)
+    listen = "port"
+    if "listen" in table:
+        if protocol != "http":
+            raise ManifestError(where, f"{prefix}.listen", "only an http function has a listen")
+        listen = table["listen"]
+        if listen not in LISTENS:
+            allowed = " or ".join(repr(x) for x in LISTENS)
+            raise ManifestError(where, f"{prefix}.listen", f"{_show(listen)} is not {allowed}")
+    return ExecCommand(argv=argv, protocol=protocol, ready_path=ready_path, listen=listen)
 
 
 def _argv(where: str, fieldname: str, value: Any) -> tuple[str, ...]:

@@ -367,6 +367,23 @@ def test_a_first_call_forwarded_to_the_home_waits_for_its_start_there(
 # -- http: the whole request in, the whole answer out ----------------------------------------
 
 
+def test_an_http_function_on_a_unix_socket_without_network_answers(cluster: Cluster) -> None:
+    """node-unix: ``listen = "unix"`` and ``network = "none"``: the server listens on
+    $SOCKET_PATH in its own /tmp, which the node reaches through the instance's root; local
+    and forwarded calls get the whole request through, and no TCP port is opened for it."""
+    first = placed(cluster, cluster.a, "node-unix", b"one")
+    assert first.json()["function"] == "node-unix", first
+    answer = call(cluster.b, "node-unix", b"two", method="PATCH", path="/u/v?status=201")
+    assert (answer.status, answer.route) == (201, "forwarded-warm"), answer
+    got = answer.json()
+    assert (got["method"], got["body"]) == ("PATCH", "two"), got
+    assert got["url"] == "/u/v?status=201", got
+    listed = {
+        f["name"]: f for f in json.loads(http_get(f"{cluster.a.url}/v1/functions")[1])["functions"]
+    }
+    assert listed["node-unix"]["listen"] == "unix" and listed["node-hello"]["listen"] == "port"
+
+
 def test_an_http_function_gets_the_request_and_gives_its_answer(cluster: Cluster) -> None:
     home = cluster.a
     placed(cluster, home, "node-hello")
@@ -593,7 +610,7 @@ def test_v1_functions_shows_runtime_command_and_protocol(cluster: Cluster) -> No
             "sh-hello": ("exec", ["sh", "modes.sh", "hello"], "stdio", None),
             "py-hello": ("python", None, None, "fns:hello"),
         }
-        assert len(listed) == 19
+        assert len(listed) == 20
 
 
 # -- errors ----------------------------------------------------------------------------------

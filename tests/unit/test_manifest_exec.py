@@ -167,6 +167,10 @@ TOO_MANY = "[" + ", ".join(['"x"'] * (MAX_ARGV + 1)) + "]"
         (HEAD + HTTP + 'network = "none"\n', "functions.f.network", 'needs network = "host"'),
         (HEAD + '[defaults]\nnetwork = "none"\n' + HTTP, "defaults.network",
          'needs network = "host"'),
+        (HEAD + HTTP + 'listen = "tcp"\n', "functions.f.listen", "'tcp' is not 'port' or 'unix'"),
+        (HEAD + STDIO + 'listen = "unix"\n', "functions.f.listen", "only an http function"),
+        (HEAD + PYTHON + 'listen = "unix"\n', "functions.py.listen", "only an exec function"),
+        (HEAD + '[defaults]\nlisten = "unix"\n' + HTTP, "defaults.listen", "unknown key"),
         (HEAD + '[defaults]\nruntime = "wasm"\n' + PYTHON, "defaults.runtime", "is not 'python'"),
         (HEAD + '[defaults]\nprotocol = "udp"\n' + HTTP.replace('protocol = "http"\n', ""),
          "defaults.protocol", "'udp' is not 'http' or 'stdio'"),
@@ -187,6 +191,24 @@ def test_exec_errors_name_file_field_and_reason(
     error = refused(tmp_path, manifest)
     assert error.field == field
     assert reason in error.reason
+
+
+def test_an_http_function_on_a_unix_socket_may_have_no_network(tmp_path: Path) -> None:
+    manifest = HEAD + HTTP + 'listen = "unix"\nnetwork = "none"\n'
+    spec = load_release(write(tmp_path, manifest)).functions["f"]
+    assert spec.command is not None and spec.command.listen == "unix"
+    assert spec.network == "none"
+    shown = spec.describe()
+    assert (shown["protocol"], shown["listen"]) == ("http", "unix")
+
+
+def test_an_http_function_listens_on_a_port_unless_told(tmp_path: Path) -> None:
+    spec = load_release(
+        write(tmp_path, HEAD + HTTP + STDIO.replace("[functions.f]", "[functions.g]"))
+    ).functions
+    assert spec["f"].command is not None and spec["f"].command.listen == "port"
+    assert spec["f"].describe()["listen"] == "port"
+    assert spec["g"].describe()["listen"] is None  # stdio: no listen at all
 
 
 def test_a_defaults_protocol_does_not_reach_a_python_function(tmp_path: Path) -> None:

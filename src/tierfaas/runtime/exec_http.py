@@ -201,9 +201,16 @@ class HttpConnection(asyncio.Protocol):
         return Result(body, self.content_type, self.parser.get_status_code(), self.headers)
 
 
-async def connect(owner: ConnectionOwner, port: int, max_body: int) -> HttpConnection:
-    """A new connection to 127.0.0.1:``port``. Raises OSError."""
+async def connect(owner: ConnectionOwner, port: int | str, max_body: int) -> HttpConnection:
+    """A new connection to 127.0.0.1:``port``, or to the Unix socket at ``port`` when it is a
+    path. Raises OSError."""
     loop = asyncio.get_running_loop()
+    if isinstance(port, str):
+        transport, connection = await loop.create_unix_connection(
+            lambda: HttpConnection(owner, max_body), port
+        )
+        connection.transport = transport
+        return connection
     transport, connection = await loop.create_connection(
         lambda: HttpConnection(owner, max_body), "127.0.0.1", port
     )

@@ -33,7 +33,7 @@ from tierfaas.runtime.exec_http import (
     connect,
     encode_request,
 )
-from tierfaas.runtime.instance import Instance, Result
+from tierfaas.runtime.instance import Instance, Result, instance_pid
 from tierfaas.runtime.zygote_client import ZygoteClient
 
 MAX_LINE_BYTES: Final = 256
@@ -208,7 +208,9 @@ class StdioInstance(Instance):
 
 
 class HttpInstance(Instance):
-    """An exec instance whose program is an HTTP/1.1 server on 127.0.0.1:``port``.
+    """An exec instance whose program is an HTTP/1.1 server on 127.0.0.1:``port`` or, with
+    ``listen = "unix"``, on the Unix socket ``socket_path`` (as the program sees it; when it
+    is sandboxed, the node reaches it through the instance's root, ``/proc/PID/root``).
 
     It owns a pool of kept-alive connections to that server (``exec_http.HttpConnection``, up
     to ``concurrency`` of them, one call at a time each): a call goes out on the most recently
@@ -221,12 +223,15 @@ class HttpInstance(Instance):
         spec: FunctionSpec,
         zygote: ZygoteClient,
         scheduler: Scheduler,
-        port: int,
+        port: int | None,
+        socket_path: str | None = None,
     ) -> None:
         super().__init__(instance_id, spec, zygote, scheduler)
         assert spec.command is not None
+        assert (port is None) != (socket_path is None)
         self.port = port
-        self.host_line = f"host: 127.0.0.1:{port}\r\n"
+        self.socket_path = socket_path
+        self.host_line = "host: localhost\r\n" if port is None else f"host: 127.0.0.1:{port}\r\n"
         self.ready_path = spec.command.ready_path
         self.idle: list[HttpConnection] = []  # the most recently used last
         self.connections: set[HttpConnection] = set()
@@ -379,12 +384,27 @@ class HttpInstance(Instance):
         """A new connection to the server. Raises OSError (TimeoutError after
         ``CONNECT_TIMEOUT_S``; ConnectionAbortedError when the instance stopped meanwhile)."""
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            connection = await connect(self, self.port, self.max_body)
+            connection = await connect(self, self._address(), self.max_body)
         if self.dead:
             connection.close()
             raise ConnectionAbortedError("the instance was stopped")
         self.connections.add(connection)
         return connection
+
+    def _address(self) -> int | str:
+        """The port, or the path of the socket as the node reaches it. Sandboxed, the program's
+        /tmp is its own (a tmpfs in its mount namespace): the node goes through the
+        instance's root, which it may (it owns the instance's user namespace, or is root)."""
+        if self.socket_path is None:
+            assert self.port is not None
+            return self.port
+        if self.cgroup is None:
+            return self.socket_path
+        if not self.host_pid:
+            self.host_pid = instance_pid(self.cgroup.procs())
+            if not self.host_pid:
+                raise ConnectionRefusedError("the instance's process is not known yet")
+        return f"/proc/{self.host_pid}/root{self.socket_path}"
 
     def kill(self, reason: str) -> None:
         super().kill(reason)

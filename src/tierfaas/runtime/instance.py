@@ -71,7 +71,7 @@ def _innermost_pid(status: str) -> int | None:
     return None
 
 
-def _instance_pid(pids: list[int]) -> int:
+def instance_pid(pids: list[int]) -> int:
     """Which of a sandboxed instance's processes is the instance: pid 2 of its own namespace
     (pid 1 is its reaper). 0: none of ``pids`` is (any more)."""
     for pid in pids:
@@ -182,7 +182,7 @@ class Instance(asyncio.Protocol):
             timer.cancel()
         self.start_s = time.perf_counter() - began
         if self.cgroup is not None:
-            self.host_pid = _instance_pid(self.cgroup.procs())
+            self.host_pid = instance_pid(self.cgroup.procs())
 
     def kill(self, reason: str) -> None:
         """Stops the process now (SIGKILL); calls in flight fail."""

@@ -15,8 +15,10 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from typing import Any
 
@@ -73,6 +75,10 @@ def release_sandbox(
     ops = plan_root(gather_sources(release.root), hidden)
     hostname = re.sub(r"[^A-Za-z0-9.-]", "-", release.name)[:63] or "tierfaas"
     return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname)
+
+
+SANDBOXED_SOCKET = "/tmp/.tierfaas-http.sock"
+"""Where a sandboxed http function with ``listen = "unix"`` listens: its private /tmp."""
 
 
 def free_port() -> int:
@@ -201,12 +207,22 @@ class ZygoteSpawner:
     async def _start(
         self, spec: FunctionSpec, number: int, cgroup: InstanceCgroup | None, prepared: bool
     ) -> Instance:
-        port = None
+        port = socket_path = None
         instance: Instance
         if spec.command is None:
             instance = Instance(number, spec, self.zygote, self.scheduler)
         elif spec.command.protocol == "stdio":
             instance = StdioInstance(number, spec, self.zygote, self.scheduler)
+        elif spec.command.listen == "unix":
+            socket_path = self._socket_path()
+            instance = HttpInstance(
+                number, spec, self.zygote, self.scheduler, None, socket_path=socket_path
+            )
+            if not self.sandboxed:  # its own folder on the host, gone with it
+                folder = os.path.dirname(socket_path)
+                instance.closed.add_done_callback(
+                    lambda _: shutil.rmtree(folder, ignore_errors=True)
+                )
         else:
             port = free_port()
             while port in self.ports:  # handed to a live instance that may not listen yet
@@ -237,7 +253,7 @@ class ZygoteSpawner:
             self._cleanup(instance)
             raise
         instance.closed.add_done_callback(lambda _: self._cleanup(instance))
-        frame = self.frame(spec, len(passed) - 2, port)
+        frame = self.frame(spec, len(passed) - 2, port, socket_path)
         frame["prepared"] = prepared
         try:
             await instance.start(frame, self.config.start_timeout_s, passed)
@@ -328,11 +344,23 @@ class ZygoteSpawner:
         if cgroup is not None:
             self._discard(cgroup)
 
+    def _socket_path(self) -> str:
+        """Where an http function with ``listen = "unix"`` listens, as it sees the path.
+        Sandboxed: in the instance's own /tmp (a tmpfs no other instance sees). Else: in a
+        folder of its own that only the node's user may enter."""
+        if self.sandboxed:
+            return SANDBOXED_SOCKET
+        return os.path.join(tempfile.mkdtemp(prefix="tierfaas-http-"), "http.sock")
+
     def frame(
-        self, spec: FunctionSpec, cgroup_fds: int = 0, port: int | None = None
+        self,
+        spec: FunctionSpec,
+        cgroup_fds: int = 0,
+        port: int | None = None,
+        socket_path: str | None = None,
     ) -> dict[str, Any]:
-        """The SPAWN request's spec: what the instance process needs to start (``port``: where
-        an http exec function is to listen)."""
+        """The SPAWN request's spec: what the instance process needs to start (``port`` or
+        ``socket_path``: where an http exec function is to listen)."""
 
         def entry(point: EntryPoint | None) -> dict[str, str] | None:
             if point is None:
@@ -356,6 +384,8 @@ class ZygoteSpawner:
             if port is not None:
                 # http_port too: OpenFaaS's of-watchdog templates read that name.
                 env["PORT"] = env["http_port"] = str(port)
+            if socket_path is not None:
+                env["SOCKET_PATH"] = socket_path
         return {
             "name": spec.name,
             "root": str(self.release.root),
