@@ -87,7 +87,7 @@ def test_a_function_called_every_few_seconds_gets_the_shortest_keep_alive() -> N
 def test_too_few_idle_times_give_the_fixed_default() -> None:
     periodic = [59.9] * (keepalive.MIN_SAMPLES - 1)
     windows = learned_windows(histogram_of(periodic), DEFAULT_S)
-    assert windows == Windows(DEFAULT_S, 0.0, "default", "19 idle times, fewer than 20")
+    assert windows == Windows(DEFAULT_S, 0.0, "default", "9 idle times, fewer than 10")
     assert learned_windows(histogram_of([*periodic, 59.9]), DEFAULT_S).source == "learned"
 
 
