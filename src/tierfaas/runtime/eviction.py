@@ -30,6 +30,7 @@ Pure: no I/O, no clock of its own (times come with the candidates and the evicti
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -128,7 +129,7 @@ class CallRate:
     def _decayed(self, now: float) -> float:
         if now <= self._at:
             return self._count
-        return self._count * 0.5 ** ((now - self._at) / self.half_life_s)
+        return self._count * math.pow(0.5, (now - self._at) / self.half_life_s)
 
     def called(self, now: float) -> None:
         """One call arrived at ``now``."""
