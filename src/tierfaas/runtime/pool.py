@@ -551,8 +551,14 @@ class FunctionPool:
     # -- keep-alive and shutdown -----------------------------------------------------------
 
     def call_frequency(self) -> float:
-        """How often this function is called here (decayed calls; for the eviction policy)."""
-        return self.calls.count(self.clock())
+        """How often this function is called here, for the eviction policy: its decayed calls,
+        or, under learned windows, at least the one call they predict within the keep-alive
+        window (``eviction.CallRate.count_expecting``)."""
+        now = self.clock()
+        windows = self.windows
+        if windows.source == "learned":
+            return self.calls.count_expecting(now, windows.keep_alive_s)
+        return self.calls.count(now)
 
     def _call_arrived(self, now: float) -> None:
         self.calls.called(now)
