@@ -33,11 +33,15 @@ def test_nothing_warm_elsewhere_keeps_the_order() -> None:
 
 
 class Holder:
-    def __init__(self, *instances: FakeInstance) -> None:
+    def __init__(self, *instances: FakeInstance, frequency: float = 0.0) -> None:
         self.instances = list(instances)
+        self.frequency = frequency  # its function's calls here, as a pool counts them
 
     def idle_instances(self) -> list[PoolInstance]:
         return [i for i in self.instances if not i.dead and not i.busy]
+
+    def call_frequency(self) -> float:
+        return self.frequency
 
 
 def instance(name: str, last_used: float) -> FakeInstance:
@@ -67,10 +71,10 @@ async def test_the_budget_evicts_a_duplicate_before_an_older_instance() -> None:
 
 async def test_greedy_dual_order_also_puts_duplicates_first() -> None:
     busy_one, duplicate = instance("a", 1.0), instance("b", 9.0)
-    busy_one.calls_served = 1000  # worth far more than the duplicate by value too...
-    duplicate.calls_served = 100_000  # ...until the duplicate is worth even more
-    budget = MemoryBudget(128, [Holder(busy_one), Holder(duplicate)], accounting="declared",
-                          clock=FakeClock())  # fmt: skip
+    # The duplicate's function is called far more here: worth more by value...
+    budget = MemoryBudget(128, [Holder(busy_one, frequency=1000),
+                                Holder(duplicate, frequency=100_000)],
+                          accounting="declared", clock=FakeClock())  # fmt: skip
     budget.warm_elsewhere = lambda function: function == "b"
     assert start(budget, busy_one) and start(budget, duplicate)
     assert budget.book(SPECS["c"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tierfaas.runtime.eviction import (
+    FREQUENCY_HALF_LIFE_S,
     HISTORY,
+    CallRate,
     Candidate,
     GreedyDual,
     Lru,
@@ -111,3 +113,26 @@ def test_victims_free_enough_or_none() -> None:
 def test_make_policy_by_setting() -> None:
     assert isinstance(make_policy("greedy-dual"), GreedyDual)
     assert isinstance(make_policy("lru"), Lru)
+
+
+def test_call_rate_halves_every_half_life() -> None:
+    rate = CallRate(half_life_s=100.0)
+    assert rate.count(0.0) == 0.0
+    rate.called(0.0)
+    rate.called(0.0)
+    assert rate.count(0.0) == 2.0
+    assert rate.count(100.0) == pytest.approx(1.0)
+    rate.called(200.0)
+    assert rate.count(200.0) == pytest.approx(1.5)
+    assert rate.count(150.0) == pytest.approx(1.5)  # never read back in time
+    assert CallRate().half_life_s == FREQUENCY_HALF_LIFE_S
+
+
+def test_a_steady_rate_averages_what_count_expecting_gives_for_a_predicted_call() -> None:
+    rate = CallRate(half_life_s=600.0)
+    for i in range(2000):  # one call every 10 s, long enough to reach the steady count
+        rate.called(10.0 * i)
+    steady = rate.count(19_990.0)
+    expected = CallRate(half_life_s=600.0).count_expecting(19_990.0, 10.0)
+    assert expected == pytest.approx(steady, rel=0.01)
+    assert rate.count_expecting(19_990.0, 3600.0) == steady  # the calls are worth more

@@ -87,7 +87,7 @@ def test_a_function_called_every_few_seconds_gets_the_shortest_keep_alive() -> N
 def test_too_few_idle_times_give_the_fixed_default() -> None:
     periodic = [59.9] * (keepalive.MIN_SAMPLES - 1)
     windows = learned_windows(histogram_of(periodic), DEFAULT_S)
-    assert windows == Windows(DEFAULT_S, 0.0, "default", "19 idle times, fewer than 20")
+    assert windows == Windows(DEFAULT_S, 0.0, "default", "9 idle times, fewer than 10")
     assert learned_windows(histogram_of([*periodic, 59.9]), DEFAULT_S).source == "learned"
 
 
@@ -179,3 +179,37 @@ def test_with_a_prewarm_an_instance_that_served_goes_once_the_function_is_idle()
     # A prewarmed instance that no call used yet waits for it, the keep-alive window long.
     assert not reap_due(windows, now=109.0, last_used=100.0, served=False, function_idle=True)
     assert reap_due(windows, now=110.0, last_used=100.0, served=False, function_idle=True)
+
+
+def test_a_five_minute_timer_is_prewarmed_from_its_idle_times_not_its_bins_edge() -> None:
+    # Idle times of 299-300 s fall in the 1-minute bin [240, 300): from its edge the prewarm
+    # would start more than a minute early, the instance idle all that time.
+    rng = random.Random(3)
+    idle_times = [299.0 + rng.random() for _ in range(30)]
+    histogram = histogram_of(idle_times)
+    assert histogram.percentile_bin(keepalive.HEAD) == (240.0, 300.0)
+    assert histogram.percentile_range(keepalive.HEAD)[0] == min(idle_times)
+    windows = learned_windows(histogram, DEFAULT_S, start_s=0.3)
+    assert windows.source == "learned"
+    assert min(idle_times) * 0.9 < windows.prewarm_s < min(idle_times) - 0.3
+    assert windows.prewarm_s + windows.keep_alive_s >= max(idle_times)
+    assert windows.keep_alive_s < 60.0
+
+
+def test_the_keep_alive_covers_the_longest_idle_time_in_the_tail_bin_not_its_edge() -> None:
+    idle_times = [5.0] * 60 + [61.0] * 2  # the tail's bin is [60, 120)
+    windows = learned_windows(histogram_of(idle_times), DEFAULT_S)
+    assert windows.prewarm_s == 0
+    assert windows.keep_alive_s == pytest.approx(max(keepalive.MIN_KEEP_ALIVE_S, 61.0 * 1.1))
+
+
+def test_an_extra_instance_keeps_the_fixed_default_under_a_short_learned_window() -> None:
+    short = Windows(keep_alive_s=60.0, source="learned")
+    extra = keepalive.extra_windows(short, DEFAULT_S)
+    assert (extra.keep_alive_s, extra.prewarm_s, extra.source) == (DEFAULT_S, 0.0, "default")
+    # A longer learned window, one with a prewarm, and the fixed policy's stay as they are.
+    long = Windows(keep_alive_s=900.0, source="learned")
+    prewarmed = Windows(keep_alive_s=10.0, prewarm_s=50.0, source="learned")
+    fixed = fixed_windows(30.0)
+    for windows in (long, prewarmed, fixed):
+        assert keepalive.extra_windows(windows, DEFAULT_S) is windows

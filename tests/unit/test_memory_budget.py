@@ -19,11 +19,15 @@ _ids = itertools.count(1)
 
 
 class Holder:
-    def __init__(self, *instances: FakeInstance) -> None:
+    def __init__(self, *instances: FakeInstance, frequency: float = 0.0) -> None:
         self.instances = list(instances)
+        self.frequency = frequency  # its function's calls here, as a pool counts them
 
     def idle_instances(self) -> list[PoolInstance]:
         return [i for i in self.instances if not i.dead and not i.busy]
+
+    def call_frequency(self) -> float:
+        return self.frequency
 
 
 def instance(spec: FunctionSpec, last_used: float = 0.0, served: int = 0) -> FakeInstance:
@@ -88,13 +92,14 @@ async def test_nothing_is_evicted_when_the_idle_instances_cannot_make_the_room()
     assert not idle.dead and budget.used_mb == 64
 
 
-async def test_greedy_dual_keeps_the_instance_that_served_more_over_the_recent_one() -> None:
-    popular, recent = instance(SPECS["a"], 1.0, served=50), instance(SPECS["a"], 9.0)
-    others = Holder(popular, recent)
+async def test_greedy_dual_keeps_the_instance_of_the_more_called_function() -> None:
+    # The frequency is the function's (its holder's), not the instance's own calls.
+    popular, recent = instance(SPECS["a"], 1.0), instance(SPECS["b"], 9.0, served=50)
     policy = GreedyDual()
-    budget = MemoryBudget(128, [others], accounting="declared", policy=policy, clock=FakeClock())
+    budget = MemoryBudget(128, [Holder(popular, frequency=50), Holder(recent)],
+                          accounting="declared", policy=policy, clock=FakeClock())  # fmt: skip
     assert start(budget, popular) and start(budget, recent)
-    assert start(budget, instance(SPECS["b"]))
+    assert start(budget, instance(SPECS["a"]))
     assert recent.death_reason == "evicted" and not popular.dead
     assert policy.clock > 0  # the clock rose to the evicted one's priority
 

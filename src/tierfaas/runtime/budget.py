@@ -12,7 +12,8 @@ what keeps many small instances warm; the risk, that many grow at once, is met b
 pressure) and is documented in docs/operations.md.
 
 Eviction: a start that does not fit evicts idle instances of *other* functions, in the order
-of the eviction policy (``eviction.py``: Greedy-Dual or LRU), and only if together they make
+of the eviction policy (``eviction.py``: Greedy-Dual, valuing an instance by its function's
+call frequency here as its holder reports it, or LRU), and only if together they make
 the room (unless the start asks not to evict: an extra or a prewarmed instance is never worth
 a warm one elsewhere). A start that finds no room is not made; its calls wait, then get 429.
 An evicted instance's memory is free at once, though its process ends a moment later. With
@@ -45,6 +46,10 @@ class IdleInstances(Protocol):
     """A holder of instances the budget may evict (a pool)."""
 
     def idle_instances(self) -> list[PoolInstance]: ...
+
+    def call_frequency(self) -> float:
+        """How often its function is called here (``eviction.CallRate``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +139,7 @@ class MemoryBudget:
         if shortfall > 0:
             if not evict:
                 return False
-            candidates = [
-                instance
-                for holder in self._holders
-                if holder is not exclude
-                for instance in holder.idle_instances()
-            ]
+            candidates = self._idle(exclude)
             if not self._evict(candidates, shortfall, "room", all_or_nothing=True):
                 return False
         self._starting.setdefault(spec.name, deque()).append(need)
@@ -191,26 +191,39 @@ class MemoryBudget:
         decision = memory.relief(self.used_mb, self.budget_mb, pressure_pct, threshold_pct)
         if decision is None:
             return 0
-        idle = [instance for holder in self._holders for instance in holder.idle_instances()]
-        return self._evict(idle, decision.mb, decision.reason, all_or_nothing=False)
+        return self._evict(self._idle(None), decision.mb, decision.reason, all_or_nothing=False)
 
     # -- eviction ----------------------------------------------------------------------------
 
+    def _idle(self, exclude: object) -> dict[PoolInstance, float]:
+        """The idle instances of the holders but ``exclude``, each with its value's frequency:
+        its function's call frequency here, plus one."""
+        idle: dict[PoolInstance, float] = {}
+        for holder in self._holders:
+            if holder is exclude:
+                continue
+            instances = holder.idle_instances()
+            if instances:
+                frequency = holder.call_frequency() + 1.0
+                for instance in instances:
+                    idle[instance] = frequency
+        return idle
+
     def _evict(
-        self, instances: list[PoolInstance], mb: float, reason: str, *, all_or_nothing: bool
+        self, instances: dict[PoolInstance, float], mb: float, reason: str, *, all_or_nothing: bool
     ) -> int:
-        """Evicts of ``instances`` the first in the policy's order that free ``mb``; returns
-        how many (see ``eviction.victims``)."""
-        live = [i for i in dict.fromkeys(instances) if i in self._held and not i.dead]
+        """Evicts of ``instances`` (with their frequencies) the first in the policy's order that
+        free ``mb``; returns how many (see ``eviction.victims``)."""
         candidates = {
             eviction.Candidate(
                 key=instance.id,
                 last_used=instance.last_used,
-                frequency=instance.calls_served + 1,
+                frequency=frequency,
                 cost_s=instance.start_s,
                 size_mb=self._held[instance],
             ): instance
-            for instance in live
+            for instance, frequency in instances.items()
+            if instance in self._held and not instance.dead
         }
         order = self.policy.order(candidates)
         if self.warm_elsewhere is not None:

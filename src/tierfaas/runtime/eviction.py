@@ -8,9 +8,15 @@ Greedy-Dual gives each instance the priority
 
 and evicts the lowest first; the priority of the one evicted becomes the new clock, so an
 instance not used since many evictions ages out even if it was once popular, and a new or just
-used instance starts from the current clock. ``frequency`` is the calls the instance served
-(plus one: an instance that served none is still worth its start), ``cost`` the function's
-measured start time, ``size`` the instance's measured (or booked) memory. LRU orders by last
+used instance starts from the current clock. ``frequency`` is how often the instance's
+*function* is called on this node (``CallRate``: its calls, decayed with a half-life of
+``FREQUENCY_HALF_LIFE_S``), plus one, as FaasCache counts a function's invocations: an
+instance that has not served yet (one just started, or prewarmed for a predicted call) or that
+replaced one stopped between its function's calls is worth its function's calls, not its own,
+which restart at 0 with every instance (with the instance's own count, a simulated day of the
+learned windows evicted most prewarmed instances before their call, and 12 % more calls were
+cold); ``cost`` is the function's measured start time, ``size`` the instance's measured (or
+booked) memory. LRU orders by last
 use alone (what the node did before, and what Lambda and OpenWhisk do).
 
 The clock changes only at evictions, so the clock "at the last use" of an instance is read
@@ -24,6 +30,7 @@ Pure: no I/O, no clock of its own (times come with the candidates and the evicti
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -32,6 +39,11 @@ EvictionName = Literal["greedy-dual", "lru"]
 HISTORY = 4096
 MIN_SIZE_MB = 1.0  # a size below it (a reading of a process that just started) counts as it
 MIN_COST_S = 0.001  # a start measured faster than it (a fake) counts as it
+FREQUENCY_HALF_LIFE_S = 4 * 3600.0
+"""A call counts half as much toward its function's frequency after this long: the range of
+the keep-alive histogram (``keepalive.RANGE_S``). On a simulated day 1 h and no decay at all
+gave within 1 % of the same cold calls, 10 minutes 4 % more: the decay is there so that a
+function popular hours ago does not keep that value for ever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +52,7 @@ class Candidate:
 
     key: Hashable  # what the caller evicts (the instance)
     last_used: float  # when it last ended a call (or started), on the node's clock
-    frequency: int  # calls it served, plus one
+    frequency: float  # how often its function is called here (see ``CallRate``), plus one
     cost_s: float  # its function's measured start time
     size_mb: float  # the memory it holds, measured or booked
 
@@ -101,6 +113,43 @@ class GreedyDual:
         if len(self._times) > HISTORY:
             del self._times[: HISTORY // 2]
             del self._values[: HISTORY // 2]
+
+
+class CallRate:
+    """How often a function is called on this node: its calls, each weighing half as much
+    every ``half_life_s`` (an exponentially decayed count). Greedy-Dual's frequency."""
+
+    __slots__ = ("_at", "_count", "half_life_s")
+
+    def __init__(self, half_life_s: float = FREQUENCY_HALF_LIFE_S) -> None:
+        self.half_life_s = half_life_s
+        self._count = 0.0
+        self._at = 0.0
+
+    def _decayed(self, now: float) -> float:
+        if now <= self._at:
+            return self._count
+        return self._count * math.pow(0.5, (now - self._at) / self.half_life_s)
+
+    def called(self, now: float) -> None:
+        """One call arrived at ``now``."""
+        self._count = self._decayed(now) + 1.0
+        self._at = max(now, self._at)
+
+    def count(self, now: float) -> float:
+        """The decayed count of calls at ``now``."""
+        return self._decayed(now)
+
+    def count_expecting(self, now: float, within_s: float) -> float:
+        """The decayed count at ``now``, or, if more, the one a steady rate of a call every
+        ``within_s`` would have (a decayed count of calls at rate r averages r x half_life_s /
+        ln 2): an instance waiting for a call predicted within ``within_s`` (a learned
+        keep-alive window: 99 % of idle times end within it) is worth at least that rate. A
+        function prewarmed before its predicted call has few calls, and its instance, idle
+        until that call, went first without this (simulated day, one node: 2 % more cold
+        calls, the timers' 45 % more)."""
+        expected = self.half_life_s / (math.log(2) * max(within_s, 1.0))
+        return max(self._decayed(now), expected)
 
 
 def make_policy(name: EvictionName) -> EvictionPolicy:

@@ -24,6 +24,12 @@ coefficient of variation of its bin counts is low: no pattern to predict), or wh
 times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
 prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
 
+The windows are taken from the idle times seen in the head's and the tail's bins, not from
+the bins' edges (``IdleHistogram.percentile_range``): a timer called every 5 minutes has idle
+times just under 300 s, in the bin [240, 300); its edge would start the prewarm more than a
+minute early, and in a full node an instance idle that long, not yet called, is among the
+first evicted (simulated day, one node: the 5-minute timers were cold at nearly every call).
+
 Bins. The paper uses 1-minute bins up to 4 hours. Ours are the same above a minute, and 1 s
 wide below it: with 1-minute bins every idle time under a minute falls in one bin, so a timer
 function called every 30-60 s could never be prewarmed (its 5th percentile would be 0), and its
@@ -62,10 +68,11 @@ timer, and the function's start time is subtracted on top."""
 KEEP_ALIVE_MARGIN = 0.10
 """The keep-alive covers this share more than the tail's bin (the paper's)."""
 
-MIN_SAMPLES = 20
-"""Fewer idle times: the fixed default. With 20, the windows cover every idle time seen so far
-(the 5th percentile is the shortest, the 99th the longest), so one odd gap cannot set them; for
-a timer called every minute that is 20 minutes of learning."""
+MIN_SAMPLES = 10
+"""Fewer idle times: the fixed default. Up to 20, the windows cover every idle time seen so far
+(the 5th percentile is the shortest, the 99th the longest), so one odd gap cannot shorten them;
+with 10, a timer called every hour is learned after 10 hours (with 20 it never was in a day of
+simulation, and each of its calls was cold), one called every minute after 10 minutes."""
 CV_MIN = 2.0
 """Under this coefficient of variation of the 1-minute bin counts the idle times spread too
 evenly to be predicted: the fixed default (the paper's threshold). It asks that nearly all idle
@@ -110,10 +117,14 @@ class IdleHistogram:
     up to ``RANGE_S``, and a count of those past it. Counts are floats: they are halved at
     ``DECAY_AT``."""
 
-    __slots__ = ("changes", "counts", "in_bounds", "out_of_bounds")
+    __slots__ = ("changes", "counts", "highest", "in_bounds", "lowest", "out_of_bounds")
 
     def __init__(self) -> None:
         self.counts = [0.0] * len(_LOWER_EDGES)
+        # The shortest and longest idle time seen in each bin: a 1-minute bin's edges are up
+        # to a minute from the idle times it holds.
+        self.lowest = list(_UPPER_EDGES)
+        self.highest = list(_LOWER_EDGES)
         self.in_bounds = 0.0
         self.out_of_bounds = 0.0
         self.changes = 0  # bumped by every add: whoever caches windows compares it
@@ -126,12 +137,12 @@ class IdleHistogram:
     def add(self, idle_s: float) -> None:
         """Records one idle time (seconds, not negative). On every call after a gap: kept to
         a few operations, ``bin_of`` inlined."""
-        if idle_s < BIN_S:
-            self.counts[int(idle_s)] += 1  # FINE_BIN_S is 1
+        if idle_s < RANGE_S:
+            index = int(idle_s) if idle_s < BIN_S else _FINE_BINS - 1 + int(idle_s / BIN_S)
+            self.counts[index] += 1  # FINE_BIN_S is 1
             self.in_bounds += 1
-        elif idle_s < RANGE_S:
-            self.counts[_FINE_BINS - 1 + int(idle_s / BIN_S)] += 1
-            self.in_bounds += 1
+            self.lowest[index] = min(self.lowest[index], idle_s)
+            self.highest[index] = max(self.highest[index], idle_s)
         else:
             self.out_of_bounds += 1
         self.changes += 1
@@ -150,16 +161,26 @@ class IdleHistogram:
         variance = sum((count - mean) ** 2 for count in grid) / len(grid)
         return math.sqrt(variance) / mean
 
-    def percentile_bin(self, share: float) -> tuple[float, float]:
-        """(lower, upper) edges of the bin holding the ``share`` percentile of the idle times
-        in bounds. Needs at least one in bounds."""
+    def percentile_range(self, share: float) -> tuple[float, float]:
+        """(shortest, longest) idle time seen in the bin holding the ``share`` percentile of
+        the idle times in bounds (within its edges). Needs at least one in bounds."""
+        index = self._percentile_index(share)
+        return self.lowest[index], self.highest[index]
+
+    def _percentile_index(self, share: float) -> int:
         wanted = share * self.in_bounds
         total = 0.0
         for index, count in enumerate(self.counts):
             total += count
             if count and total >= wanted * (1 - 1e-9):
-                return _LOWER_EDGES[index], _UPPER_EDGES[index]
-        return _LOWER_EDGES[-1], _UPPER_EDGES[-1]
+                return index
+        return len(self.counts) - 1
+
+    def percentile_bin(self, share: float) -> tuple[float, float]:
+        """(lower, upper) edges of the bin holding the ``share`` percentile of the idle times
+        in bounds. Needs at least one in bounds."""
+        index = self._percentile_index(share)
+        return _LOWER_EDGES[index], _UPPER_EDGES[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +218,30 @@ def learned_windows(
     cv = histogram.cv()
     if cv < CV_MIN:
         return fixed_windows(keep_alive_s, f"no pattern: CV {cv:.2f} under {CV_MIN:g}")
-    head, _ = histogram.percentile_bin(HEAD)
-    _, tail = histogram.percentile_bin(TAIL)
+    head, _ = histogram.percentile_range(HEAD)
+    _, tail = histogram.percentile_range(TAIL)
     until = tail * (1 + KEEP_ALIVE_MARGIN)
     prewarm = head * (1 - PREWARM_MARGIN) - (start_s or 0.0)
     if prewarm >= MIN_PREWARM_S:
         return Windows(keep_alive_s=until - prewarm, prewarm_s=prewarm, source="learned")
     return Windows(keep_alive_s=max(until, MIN_KEEP_ALIVE_S), source="learned")
+
+
+def extra_windows(windows: Windows, keep_alive_s: float) -> Windows:
+    """The windows of an idle instance other than its function's most recently used one (an
+    instance a peak or ``concurrency`` added): the histogram sees only the gaps in the
+    function's whole activity, not how often it needs a second instance, so a learned
+    keep-alive without a prewarm shorter than the fixed default ``keep_alive_s`` does not
+    apply to it; it is kept the default, and under memory pressure the eviction policy decides
+    (FaasCache: keep-alive is caching). With a prewarm window every instance goes when the
+    activity ends (``reap_due``)."""
+    if (
+        windows.source == "learned"
+        and not windows.prewarm_s
+        and windows.keep_alive_s < keep_alive_s
+    ):
+        return fixed_windows(keep_alive_s, "an extra instance: the fixed default")
+    return windows
 
 
 def reap_due(

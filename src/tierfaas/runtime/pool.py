@@ -30,7 +30,7 @@ from typing import Any
 from tierfaas import errors
 from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
-from tierfaas.runtime import keepalive, policy
+from tierfaas.runtime import eviction, keepalive, policy
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.events import (
     EventListener,
@@ -85,6 +85,8 @@ class FunctionPool:
         self.last_start_s: float | None = None  # how long this function's last start took
         self.call_s: float | None = None  # recent time of a call here (moving average)
         self.meter = BusyMeter(self.clock, policy.BUSY_WINDOW_S)
+        # How often this function is called here: its instances' value to the eviction policy.
+        self.calls = eviction.CallRate()
         # Keep-alive: the windows in force (refreshed each reap round from the idle times
         # when learning), and the timer of the next prewarm.
         self.idle = keepalive.IdleTracker() if learn_keep_alive else None
@@ -548,7 +550,18 @@ class FunctionPool:
 
     # -- keep-alive and shutdown -----------------------------------------------------------
 
+    def call_frequency(self) -> float:
+        """How often this function is called here, for the eviction policy: its decayed calls,
+        or, under learned windows, at least the one call they predict within the keep-alive
+        window (``eviction.CallRate.count_expecting``)."""
+        now = self.clock()
+        windows = self.windows
+        if windows.source == "learned":
+            return self.calls.count_expecting(now, windows.keep_alive_s)
+        return self.calls.count(now)
+
     def _call_arrived(self, now: float) -> None:
+        self.calls.called(now)
         idle = self.idle
         if idle is not None:
             idle.arrived(now)
@@ -610,13 +623,21 @@ class FunctionPool:
 
     def reap_idle(self, now: float) -> int:
         """Stops the idle instances ``keepalive.reap_due`` says are due, under the windows in
-        force (``refresh_windows``); returns how many."""
+        force (``refresh_windows``; ``keepalive.extra_windows`` for all but the most recently
+        used instance); returns how many."""
         windows = self.refresh_windows()
         function_idle = self.idle is None or not self.idle.active
+        extra = keepalive.extra_windows(windows, self.spec.keep_alive_s)
+        # The most recently used live instance (a busy one is as recent as can be) follows
+        # the windows; any other is an extra one.
+        newest = max(
+            (math.inf if i.busy else i.last_used for i in self.instances if not i.dead),
+            default=math.inf,
+        )
         reaped = 0
         for instance in self.idle_instances():
             if keepalive.reap_due(
-                windows,
+                extra if instance.last_used < newest else windows,
                 now=now,
                 last_used=instance.last_used,
                 served=instance.calls_served > 0,
