@@ -1,9 +1,7 @@
-"""The parts of the forward client (tierfaas.routing.peers) an http exec function's instance
-depends on, against real loopback servers: how a failed request says what happened
-(``PeerFailed.kind`` and ``received``), every response header in order (``header_list``),
-a connection opened ahead (``warm``), and ``retry_stale``: a request on a reused connection
-that the server closed before answering a byte is sent again, once, on a new connection, and
-never in any other case (the request may have run)."""
+"""What the forward client (tierfaas.routing.peers) tells beyond an answer, against real
+loopback servers: how a failed request says what happened (``PeerFailed.kind`` and
+``received``), and every response header in order, repeats included (``header_list``), which
+a forward relays."""
 
 from __future__ import annotations
 
@@ -13,18 +11,15 @@ import itertools
 import pytest
 
 from tests.integration.test_peer_pool import Handler, both_loops, read_request, server
-from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
+from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
-async def call(
-    peers: PeerPool, address: str, *, retry_stale: bool = False, timeout_s: float = 5.0
-) -> PeerResponse:
+async def call(peers: PeerPool, address: str, *, timeout_s: float = 5.0) -> PeerResponse:
     return await peers.request(
-        address, "POST", "/f", {}, b"body",
-        connect_timeout_s=1.0, timeout_s=timeout_s, retry_stale=retry_stale,
-    )  # fmt: skip
+        address, "POST", "/f", {}, b"body", connect_timeout_s=1.0, timeout_s=timeout_s
+    )
 
 
 def scripted(*per_connection: list[bytes | None]) -> tuple[Handler, list[bytes]]:
@@ -151,148 +146,3 @@ async def test_each_answer_on_a_kept_alive_connection_has_its_own_headers() -> N
     await peers.close()
     assert response.header_list() == [(b"x-second", b"2"), (b"content-length", b"0")]
     assert "x-first" not in response.headers
-
-
-# -- warm ---------------------------------------------------------------------------------
-
-
-@both_loops
-async def test_warm_opens_one_idle_connection_the_next_request_uses() -> None:
-    handler, seen = scripted()
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(handler) as (address, connections):
-        await peers.warm(address, connect_timeout_s=1.0)
-        assert peers.idle_count(address) == 1 and peers.opened == 1
-        assert seen == []  # nothing is sent
-        assert (await call(peers, address)).body == b"ok"
-        assert len(connections) == 1 and peers.opened == 1
-        assert peers.idle_count(address) == 1
-    await peers.close()
-
-
-@both_loops
-async def test_warm_beyond_the_idle_limit_keeps_only_the_limit() -> None:
-    handler, _ = scripted()
-    peers = PeerPool(idle_timeout_s=10.0, max_idle_per_peer=2)
-    async with server(handler) as (address, _):
-        for _ in range(3):
-            await peers.warm(address, connect_timeout_s=1.0)
-        assert peers.opened == 3 and peers.idle_count(address) == 2
-    await peers.close()
-
-
-@both_loops
-async def test_warm_to_a_closed_port_is_unreachable() -> None:
-    handler, _ = scripted()
-    async with server(handler) as (address, _):
-        pass  # closed: its port now refuses
-    peers = PeerPool(idle_timeout_s=10.0)
-    with pytest.raises(PeerUnreachable):
-        await peers.warm(address, connect_timeout_s=1.0)
-    assert peers.idle_count(address) == 0
-    await peers.close()
-
-
-# -- retry_stale --------------------------------------------------------------------------
-
-
-@both_loops
-async def test_a_reused_connection_closed_before_a_byte_is_retried_once_on_a_new_one() -> None:
-    handler, seen = scripted([OK, None])  # the second request on the first connection: closed
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(handler) as (address, connections):
-        await call(peers, address)
-        response = await call(peers, address, retry_stale=True)
-        assert response.body == b"ok"
-        assert len(connections) == 2 and len(seen) == 3
-    await peers.close()
-
-
-@both_loops
-async def test_a_warmed_connection_closed_before_a_byte_is_retried() -> None:
-    handler, seen = scripted([None])
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(handler) as (address, connections):
-        await peers.warm(address, connect_timeout_s=1.0)
-        assert (await call(peers, address, retry_stale=True)).body == b"ok"
-        assert len(connections) == 2 and len(seen) == 2
-    await peers.close()
-
-
-@both_loops
-async def test_without_retry_stale_a_reused_connection_closed_fails() -> None:
-    handler, seen = scripted([OK, None])
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(handler) as (address, connections):
-        await call(peers, address)
-        with pytest.raises(PeerFailed) as caught:
-            await call(peers, address)
-        assert (caught.value.kind, caught.value.received) == ("closed", False)
-        assert len(connections) == 1 and len(seen) == 2
-    await peers.close()
-
-
-@both_loops
-async def test_the_retry_is_made_once_only() -> None:
-    handler, seen = scripted([OK, None], [None], [None])
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(handler) as (address, connections):
-        await call(peers, address)
-        with pytest.raises(PeerFailed) as caught:
-            await call(peers, address, retry_stale=True)
-        assert caught.value.kind == "closed"
-        assert len(connections) == 2 and len(seen) == 3
-    await peers.close()
-
-
-@both_loops
-async def test_a_new_connection_closed_before_a_byte_is_not_retried() -> None:
-    handler, seen = scripted([None])
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(handler) as (address, connections):
-        with pytest.raises(PeerFailed) as caught:
-            await call(peers, address, retry_stale=True)
-        assert (caught.value.kind, caught.value.received) == ("closed", False)
-        assert len(connections) == 1 and len(seen) == 1
-    await peers.close()
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",  # closed after a byte came
-        b"GARBAGE\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n" + b"x" * 5000,
-    ],
-    ids=["closed-after-a-byte", "garbage", "too-large"],
-)
-@both_loops
-async def test_a_reused_connection_that_answered_anything_is_not_retried(answer: bytes) -> None:
-    handler, seen = scripted([OK, answer])
-    peers = PeerPool(idle_timeout_s=10.0, max_response_bytes=1000)
-    async with server(handler) as (address, connections):
-        await call(peers, address)
-        with pytest.raises(PeerFailed) as caught:
-            await call(peers, address, retry_stale=True)
-        assert caught.value.received
-        assert len(connections) == 1 and len(seen) == 2
-    await peers.close()
-
-
-@both_loops
-async def test_a_reused_connection_that_times_out_is_not_retried() -> None:
-    async def silent_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(OK)
-        await writer.drain()
-        await read_request(reader)
-        await reader.read()  # never answers the second
-
-    peers = PeerPool(idle_timeout_s=10.0)
-    async with server(silent_second) as (address, connections):
-        await call(peers, address)
-        with pytest.raises(PeerFailed) as caught:
-            await call(peers, address, retry_stale=True, timeout_s=0.3)
-        assert caught.value.kind == "timeout"
-        assert len(connections) == 1
-    await peers.close()

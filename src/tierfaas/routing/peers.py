@@ -212,24 +212,12 @@ class PeerPool:
         *,
         connect_timeout_s: float,
         timeout_s: float,
-        retry_stale: bool = False,
     ) -> PeerResponse:
         """Sends one request and waits for the whole answer, at most ``timeout_s`` (the
-        connect included). ``retry_stale``: when a kept-alive connection turns out closed
-        before a byte of the answer came (the peer closed it as idle while the request was on
-        its way), send the request again once on a new connection: only for a peer known to
-        close idle connections without having read a request on them."""
+        connect included)."""
         began = time.monotonic()
         connection = self._take(address)
         if connection is None:
-            connection = await self._open(address, min(connect_timeout_s, timeout_s))
-        elif retry_stale:
-            try:
-                return await self._exchange(connection, address, method, target, headers, body,
-                                            timeout_s - (time.monotonic() - began))  # fmt: skip
-            except PeerFailed as exc:
-                if exc.kind != "closed" or exc.received:
-                    raise
             connection = await self._open(address, min(connect_timeout_s, timeout_s))
         return await self._exchange(
             connection, address, method, target, headers, body,
@@ -267,11 +255,6 @@ class PeerPool:
         if not connection.closed:
             self._give_back(connection)
         return response
-
-    async def warm(self, address: str, *, connect_timeout_s: float) -> None:
-        """Opens one connection to ``address`` and keeps it idle for the next request.
-        Raises ``PeerUnreachable``."""
-        self._give_back(await self._open(address, connect_timeout_s))
 
     async def close(self) -> None:
         for connection in list(self._all):

@@ -47,7 +47,7 @@ _CONTENT_TYPE_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
 IDLE_CONNECTION_S: Final = 2.0
 """How long an idle connection to a function's server is reused. Servers close idle
 keep-alive connections on their own (Node.js after 5 s); a request on one closed meanwhile is
-sent again on a new connection (``retry_stale``)."""
+sent again, once, on a new connection (``HttpInstance.lost``)."""
 CONNECT_TIMEOUT_S: Final = 1.0
 PROBE_FIRST_S: Final = 0.002
 PROBE_MAX_S: Final = 0.05
