@@ -6,8 +6,7 @@ from __future__ import annotations
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.duplicates import duplicates_first
 from tierfaas.runtime.eviction import Lru
-from tierfaas.runtime.ports import PoolInstance
-from tierfaas.testing import FakeClock, FakeInstance, fake_release
+from tierfaas.testing import FakeClock, FakeHolder, FakeInstance, fake_release
 
 SPECS = fake_release(
     {"a": {"memory_mb": 64}, "b": {"memory_mb": 64}, "c": {"memory_mb": 64}}
@@ -32,18 +31,6 @@ def test_nothing_warm_elsewhere_keeps_the_order() -> None:
     assert duplicates_first(ranked, lambda item: item[0], lambda _: False) == ranked
 
 
-class Holder:
-    def __init__(self, *instances: FakeInstance, frequency: float = 0.0) -> None:
-        self.instances = list(instances)
-        self.frequency = frequency  # its function's calls here, as a pool counts them
-
-    def idle_instances(self) -> list[PoolInstance]:
-        return [i for i in self.instances if not i.dead and not i.busy]
-
-    def call_frequency(self) -> float:
-        return self.frequency
-
-
 def instance(name: str, last_used: float) -> FakeInstance:
     one = FakeInstance(0, SPECS[name], FakeClock(), lambda body: 0.0)
     one.last_used = last_used
@@ -60,7 +47,7 @@ def start(budget: MemoryBudget, one: FakeInstance) -> bool:
 
 async def test_the_budget_evicts_a_duplicate_before_an_older_instance() -> None:
     oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
-    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)], accounting="declared",
+    budget = MemoryBudget(128, [FakeHolder(oldest), FakeHolder(duplicate)], accounting="declared",
                           policy=Lru())  # fmt: skip
     budget.warm_elsewhere = lambda function: function == "b"
     assert start(budget, oldest) and start(budget, duplicate)
@@ -72,8 +59,8 @@ async def test_the_budget_evicts_a_duplicate_before_an_older_instance() -> None:
 async def test_greedy_dual_order_also_puts_duplicates_first() -> None:
     busy_one, duplicate = instance("a", 1.0), instance("b", 9.0)
     # The duplicate's function is called far more here: worth more by value...
-    budget = MemoryBudget(128, [Holder(busy_one, frequency=1000),
-                                Holder(duplicate, frequency=100_000)],
+    budget = MemoryBudget(128, [FakeHolder(busy_one, frequency=1000),
+                                FakeHolder(duplicate, frequency=100_000)],
                           accounting="declared", clock=FakeClock())  # fmt: skip
     budget.warm_elsewhere = lambda function: function == "b"
     assert start(budget, busy_one) and start(budget, duplicate)
@@ -83,7 +70,7 @@ async def test_greedy_dual_order_also_puts_duplicates_first() -> None:
 
 async def test_without_warm_elsewhere_the_budget_evicts_the_least_recently_used() -> None:
     oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
-    budget = MemoryBudget(128, [Holder(oldest), Holder(duplicate)], accounting="declared",
+    budget = MemoryBudget(128, [FakeHolder(oldest), FakeHolder(duplicate)], accounting="declared",
                           policy=Lru())  # fmt: skip
     assert start(budget, oldest) and start(budget, duplicate)
     assert budget.book(SPECS["c"])

@@ -9,25 +9,12 @@ from tierfaas.manifest import FunctionSpec
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.eviction import GreedyDual, Lru
 from tierfaas.runtime.memory import MiB
-from tierfaas.runtime.ports import PoolInstance
-from tierfaas.testing import FakeClock, FakeInstance, fake_release
+from tierfaas.testing import FakeClock, FakeHolder, FakeInstance, fake_release
 
 SPECS = fake_release(
     {"a": {"memory_mb": 64}, "b": {"memory_mb": 64}, "big": {"memory_mb": 256}}
 ).functions
 _ids = itertools.count(1)
-
-
-class Holder:
-    def __init__(self, *instances: FakeInstance, frequency: float = 0.0) -> None:
-        self.instances = list(instances)
-        self.frequency = frequency  # its function's calls here, as a pool counts them
-
-    def idle_instances(self) -> list[PoolInstance]:
-        return [i for i in self.instances if not i.dead and not i.busy]
-
-    def call_frequency(self) -> float:
-        return self.frequency
 
 
 def instance(spec: FunctionSpec, last_used: float = 0.0, served: int = 0) -> FakeInstance:
@@ -63,8 +50,8 @@ async def test_declared_books_memory_mb_and_frees_it() -> None:
 async def test_lru_evicts_the_least_recently_used_idle_instances_of_others() -> None:
     old, recent, busy = (instance(SPECS["a"], t) for t in (1.0, 5.0, 0.5))
     busy.busy = 1
-    others = Holder(old, recent, busy)
-    asking = Holder(instance(SPECS["b"]))
+    others = FakeHolder(old, recent, busy)
+    asking = FakeHolder(instance(SPECS["b"]))
     budget = MemoryBudget(256, [others, asking], accounting="declared", policy=Lru())
     for one in (old, recent, busy, asking.instances[0]):
         assert start(budget, one)
@@ -78,7 +65,7 @@ async def test_lru_evicts_the_least_recently_used_idle_instances_of_others() -> 
 
 async def test_without_evict_a_start_that_does_not_fit_is_refused() -> None:
     idle = instance(SPECS["a"])
-    budget = MemoryBudget(64, [Holder(idle)], accounting="declared")
+    budget = MemoryBudget(64, [FakeHolder(idle)], accounting="declared")
     assert start(budget, idle)
     assert not budget.book(SPECS["a"], evict=False)
     assert not idle.dead and budget.used_mb == 64
@@ -86,7 +73,7 @@ async def test_without_evict_a_start_that_does_not_fit_is_refused() -> None:
 
 async def test_nothing_is_evicted_when_the_idle_instances_cannot_make_the_room() -> None:
     idle = instance(SPECS["a"])
-    budget = MemoryBudget(128, [Holder(idle)], accounting="declared")
+    budget = MemoryBudget(128, [FakeHolder(idle)], accounting="declared")
     assert start(budget, idle)
     assert not budget.book(SPECS["big"])  # 64 idle MiB would not make 256
     assert not idle.dead and budget.used_mb == 64
@@ -96,7 +83,7 @@ async def test_greedy_dual_keeps_the_instance_of_the_more_called_function() -> N
     # The frequency is the function's (its holder's), not the instance's own calls.
     popular, recent = instance(SPECS["a"], 1.0), instance(SPECS["b"], 9.0, served=50)
     policy = GreedyDual()
-    budget = MemoryBudget(128, [Holder(popular, frequency=50), Holder(recent)],
+    budget = MemoryBudget(128, [FakeHolder(popular, frequency=50), FakeHolder(recent)],
                           accounting="declared", policy=policy, clock=FakeClock())  # fmt: skip
     assert start(budget, popular) and start(budget, recent)
     assert start(budget, instance(SPECS["a"]))
@@ -162,7 +149,9 @@ async def test_a_reading_of_a_stopped_instance_is_ignored() -> None:
 async def test_relieve_evicts_the_overuse_when_measured_use_grows_past_the_budget() -> None:
     grown, small, busy = (instance(SPECS["big"], t) for t in (1.0, 2.0, 3.0))
     busy.busy = 1
-    budget = MemoryBudget(300, [Holder(grown, small, busy)], accounting="measured", policy=Lru())
+    budget = MemoryBudget(
+        300, [FakeHolder(grown, small, busy)], accounting="measured", policy=Lru()
+    )
     for one in (grown, small, busy):
         assert start(budget, one)
     assert budget.relieve(None, 10.0) == 0  # 192 of 300: nothing to do
@@ -175,7 +164,7 @@ async def test_relieve_evicts_the_overuse_when_measured_use_grows_past_the_budge
 
 async def test_relieve_evicts_under_pressure_only_past_the_threshold() -> None:
     instances = [instance(SPECS["a"], float(t)) for t in range(5)]
-    budget = MemoryBudget(1024, [Holder(*instances)], accounting="measured", policy=Lru())
+    budget = MemoryBudget(1024, [FakeHolder(*instances)], accounting="measured", policy=Lru())
     for one in instances:
         assert start(budget, one)
     assert budget.relieve(9.0, 10.0) == 0
@@ -189,7 +178,7 @@ async def test_relieve_evicts_under_pressure_only_past_the_threshold() -> None:
 async def test_the_report_counts_the_evictions_of_the_last_minute() -> None:
     clock = FakeClock()
     instances = [instance(SPECS["a"], float(t)) for t in range(3)]
-    budget = MemoryBudget(64 * 3, [Holder(*instances)], accounting="declared", clock=clock)
+    budget = MemoryBudget(64 * 3, [FakeHolder(*instances)], accounting="declared", clock=clock)
     for one in instances:
         assert start(budget, one)
     assert start(budget, instance(SPECS["b"]))

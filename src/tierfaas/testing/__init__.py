@@ -4,7 +4,8 @@
   timers fire as it moves (keep-alives, TTLs, batches, queue timeouts); ``settle()``.
 - ``FakeSpawner`` / ``FakeInstance`` / ``FakeProbe`` / ``RuntimeHarness``: the runtime with
   instances that are not processes, starting and answering on the fake clock, their memory
-  use and the memory pressure set by the test (``tierfaas.testing.runtime``).
+  use and the memory pressure set by the test (``tierfaas.testing.runtime``);
+  ``FakeHolder``: a pool as a ``MemoryBudget`` sees it.
 - ``FakeNetwork`` / ``FakeMembership``: in-memory gossip membership (join, kill, leave,
   pause/resume, partitions), deterministic and socket-free.
 - ``tierfaas.testing.nodes`` / ``tierfaas.testing.cluster``: real node processes on loopback.
@@ -13,6 +14,7 @@
 from tierfaas.testing.clock import FakeClock, settle
 from tierfaas.testing.membership import FakeMembership, FakeNetwork
 from tierfaas.testing.runtime import (
+    FakeHolder,
     FakeInstance,
     FakeProbe,
     FakeSpawner,
@@ -22,6 +24,7 @@ from tierfaas.testing.runtime import (
 
 __all__ = [
     "FakeClock",
+    "FakeHolder",
     "FakeInstance",
     "FakeMembership",
     "FakeNetwork",

@@ -139,6 +139,21 @@ class FakeInstance:
 
 
 @dataclass
+class FakeHolder:
+    """A holder of idle instances for a ``MemoryBudget`` (what a pool is to it): the given
+    fake instances, and its function's call frequency as a pool counts it."""
+
+    def __init__(self, *instances: FakeInstance, frequency: float = 0.0) -> None:
+        self.instances = list(instances)
+        self.frequency = frequency
+
+    def idle_instances(self) -> list[PoolInstance]:
+        return [i for i in self.instances if not i.dead and not i.busy]
+
+    def call_frequency(self) -> float:
+        return self.frequency
+
+
 class FakeStart:
     """A start under way that the test ends (``FakeSpawner(start_s=None)``)."""
 
