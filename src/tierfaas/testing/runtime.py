@@ -138,7 +138,6 @@ class FakeInstance:
             self.kill("timeout")
 
 
-@dataclass
 class FakeHolder:
     """A holder of idle instances for a ``MemoryBudget`` (what a pool is to it): the given
     fake instances, and its function's call frequency as a pool counts it."""
@@ -154,6 +153,7 @@ class FakeHolder:
         return self.frequency
 
 
+@dataclass
 class FakeStart:
     """A start under way that the test ends (``FakeSpawner(start_s=None)``)."""
 
