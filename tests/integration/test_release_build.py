@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -204,28 +205,27 @@ def test_a_node_builds_its_release_before_it_serves(tmp_path: Path) -> None:
     assert "built 1.0.0: compiling source.txt" in node.log_tail(20000)
 
 
-def test_a_node_with_a_broken_build_does_not_start(tmp_path: Path) -> None:
-    makefile = "all:\n\t@echo the compiler says no\n\t@false\n"
-    folder = make_release(tmp_path / "r", makefile=makefile)
+def start_refused(folder: Path) -> subprocess.CompletedProcess[str]:
+    """``tierfaas node`` on ``folder``, which must exit 2 (its release does not load)."""
     port = free_port("127.0.0.1")
     result = run_cli(
         "node", "--release", str(folder), "--http", f"127.0.0.1:{port}",
         "--isolation", "process", timeout=60,
     )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
+    return result
+
+
+def test_a_node_with_a_broken_build_does_not_start(tmp_path: Path) -> None:
+    makefile = "all:\n\t@echo the compiler says no\n\t@false\n"
+    result = start_refused(make_release(tmp_path / "r", makefile=makefile))
     assert "build ['make'] failed (exit 2)" in result.stderr
     assert "the compiler says no" in result.stderr
 
 
 def test_a_node_with_a_missing_exec_program_does_not_start(tmp_path: Path) -> None:
     functions = '[functions.native]\nruntime = "exec"\ncommand = ["./hello"]\nprotocol = "stdio"\n'
-    folder = make_release(tmp_path / "r", functions=functions)
-    port = free_port("127.0.0.1")
-    result = run_cli(
-        "node", "--release", str(folder), "--http", f"127.0.0.1:{port}",
-        "--isolation", "process", timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stdout + result.stderr
+    result = start_refused(make_release(tmp_path / "r", functions=functions))
     assert "functions.native.command" in result.stderr
 
 
