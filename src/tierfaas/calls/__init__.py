@@ -1,0 +1,1 @@
+"""Asynchronous calls: accepted durably, run at least once, retried, called back, scheduled."""
