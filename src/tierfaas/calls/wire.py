@@ -80,7 +80,7 @@ def from_pb(record: pb.CallRecord, *, with_id: bool = True) -> Call:
             record.query,
             tuple((h.name, h.value) for h in record.headers),
         ),
-        state=record.state,  # type: ignore[arg-type]  # checked above
+        state=record.state,  # checked above
         attempts=record.attempts,
         due_at=_time(record.due_at, "due_at"),
         finished_at=_time(record.finished_at, "finished_at") or None,
