@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,11 +113,12 @@ def test_process_isolation_is_a_valid_choice() -> None:
 def test_async_call_settings_are_checked(tmp_path: Path) -> None:
     release = tmp_path / "r"
     release.mkdir()
-    for field, value in [
+    cases: list[tuple[str, Any]] = [
         ("async_share", 0.0), ("async_share", 1.5), ("async_queue_max", 0),
         ("calls_keep_max", 0), ("calls_keep_s", 0.0), ("retry_base_s", -1.0),
         ("retry_cap_s", 0.5), ("data_dir", tmp_path / "r" / "file"),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for field, value in cases:
         (tmp_path / "r" / "file").write_text("")
         with pytest.raises(ConfigError) as caught:
             NodeConfig(release_dir=release, **{field: value})
