@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tierfaas.calls.allow import DEFAULT_CALLBACK_ALLOW, AllowList
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
 
@@ -334,6 +335,26 @@ class NodeConfig:
         "bytes",
     )
 
+    # -- callbacks of async calls (docs/operations.md) -----------------------------------------
+    callback_allow: str = setting(
+        DEFAULT_CALLBACK_ALLOW,
+        "where async calls' X-Callback-Url may point, comma-separated: CIDRs or addresses "
+        "(10.0.0.0/8), host names (hooks.example.com), *.domain, or * (any host name that "
+        "resolves to a public address); other URLs are refused with 400 bad_callback. The "
+        "default reaches this machine only; empty refuses every callback. Each delivery "
+        "checks the resolved address again (DNS rebinding)",
+    )
+    callback_retries: int = setting(
+        5,
+        "how many times a callback that failed (connection error, timeout, non-2xx answer) is "
+        "tried again, with exponential backoff and jitter; more rides out longer receiver "
+        "outages and holds the delivery longer",
+        "retries",
+    )
+    callback_timeout_s: float = setting(
+        5.0, "longest one callback attempt may take, the connect and the answer included", "s"
+    )
+
     # -- lifecycle -----------------------------------------------------------------------------
     drain_timeout_s: float = setting(
         30.0,
@@ -449,6 +470,9 @@ class NodeConfig:
         if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
         self._check_isolation()
+        AllowList.parse(self.callback_allow)  # raises ConfigError("callback_allow", ...)
+        _check_whole("callback_retries", self.callback_retries, 0, 20)
+        self._check_positive("callback_timeout_s")
 
     def _check_memory(self) -> None:
         if self.memory_budget_mb is not None:

@@ -113,6 +113,12 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "cgroup_root": (["--cgroup-root", str(tmp / "cgroup")], tmp / "cgroup"),
         "output_bytes_per_s": (["--output-bytes-per-s", "1000"], 1000),
         "output_burst_bytes": (["--output-burst-bytes", "5000"], 5000),
+        "callback_allow": (
+            ["--callback-allow", "10.0.0.0/8,*.example.com"],
+            "10.0.0.0/8,*.example.com",
+        ),
+        "callback_retries": (["--callback-retries", "0"], 0),
+        "callback_timeout_s": (["--callback-timeout-s", "1.5"], 1.5),
         "drain_timeout_s": (["--drain-timeout-s", "0"], 0.0),
         "drain_quiet_s": (["--drain-quiet-s", "0.1"], 0.1),
         "registry": (["--registry", str(tmp / "registry")], tmp / "registry"),
