@@ -51,14 +51,20 @@ class GrpcPeers:
         self._channels = channels
         self._metadata = call_metadata(key)
         self._stubs: dict[str, tuple[aio.Channel, rpc.ControlStub]] = {}
+        self._members_of: MemberView | None = None
+        self._members: list[str] = []
         self.copies: Batcher[Call] = Batcher(self._send_copies, wire.size)
         self.outcomes: Batcher[Call] = Batcher(self._send_outcomes, wire.size)
 
     def members(self) -> list[str]:
-        runs = self._view().runs
+        view = self._view()
+        if view is self._members_of:  # a view never changes: a change publishes a new one
+            return self._members
+        runs = view.runs
         live = {m.name for m in runs.values() if m.state is MemberState.ALIVE and m.rpc is not None}
         live.add(self.name)
-        return sorted(live)
+        self._members_of, self._members = view, sorted(live)
+        return self._members
 
     def newer_run(self, name: str, epoch: int) -> bool:
         member = self._view().runs.get(name)
