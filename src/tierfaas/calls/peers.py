@@ -70,6 +70,9 @@ class GrpcPeers:
         member = self._view().runs.get(name)
         return member is not None and member.epoch > epoch
 
+    def knows(self, name: str) -> bool:
+        return name in self._view().runs
+
     def epoch(self) -> int:
         return self._epoch()
 

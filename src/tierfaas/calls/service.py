@@ -53,6 +53,9 @@ Header = tuple[bytes, bytes]
 OUTCOME_TRIES = 5
 OUTCOME_RETRY_S = 1.0
 TRIM_EVERY_S = 60.0
+ORPHAN_GRACE_S = 30.0
+ORPHAN_EPOCH = 2**63 - 1
+"""Takes over past any claim: the origin is in no run of this node's view."""
 CLAIM_WAIT_S = 10.0
 """How long a restarted node waits for a holder to appear in its view before it runs the
 calls that holder might have taken over (at least once: they may then run twice)."""
@@ -91,6 +94,10 @@ class Peers(Protocol):
 
     def newer_run(self, name: str, epoch: int) -> bool:
         """Whether a run of ``name`` newer than ``epoch`` is live."""
+        ...
+
+    def knows(self, name: str) -> bool:
+        """Whether a run of ``name`` is live (alive or suspect) in this node's view."""
         ...
 
     def epoch(self) -> int:
@@ -181,6 +188,7 @@ class CallService:
         self.callbacks = callbacks
         self.draw = draw
         self.dispatcher = Dispatcher(self._start, self._limit, scheduler, wall)
+        self.dispatcher.paused = True  # until ``start``: nothing runs before the store is read
         self.draining = False
         self.unfinished = 0
         """Own calls queued or running (the queue that ``queue_max`` bounds)."""
@@ -211,6 +219,8 @@ class CallService:
         self._spawn(self._trim_loop())
         if self.callbacks is not None:
             self._resend_callbacks()
+        if self.peers is not None:
+            self._spawn(self._adopt_orphans())
         if claim and self.peers is not None and own:
             self._spawn(self._claim_then_run(own))
         else:
@@ -234,6 +244,17 @@ class CallService:
             dropped = set()
         self._queue([c for c in own if c.call_id not in dropped])
         self.dispatcher.resume()
+
+    async def _adopt_orphans(self) -> None:
+        """Copies whose origin died while this node was away were never announced gone to
+        it: after ``ORPHAN_GRACE_S`` (time for a restarting origin to come back and claim
+        them), those of an origin this node's view does not hold are taken over."""
+        await asyncio.sleep(ORPHAN_GRACE_S)
+        assert self.peers is not None
+        origins = {ids.parse(c.call_id).origin for c in self.store.unfinished("copy")}
+        for origin in sorted(origins):
+            if origin != self.node and not self.peers.knows(origin):
+                await self.take_over(origin, ORPHAN_EPOCH)
 
     async def claim_back(self, own: list[Call]) -> set[str]:
         """Asks each holder of ``own`` which calls it took over; drops those here. A holder
