@@ -30,6 +30,8 @@ COPY_TIMEOUT_S = 2.0
 for the channel to be ready within their timeout (``wait_for_ready``): a channel in its
 reconnect backoff (the peer was not up yet when it was first used) is not a failure."""
 OUTCOME_TIMEOUT_S = 5.0
+OUTCOME_LINGER_S = 0.05
+"""Outcomes are off every caller's path: they wait this long to travel together."""
 CLAIM_TIMEOUT_S = 5.0
 ACCEPT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 2.0
@@ -54,7 +56,9 @@ class GrpcPeers:
         self._members_of: MemberView | None = None
         self._members: list[str] = []
         self.copies: Batcher[Call] = Batcher(self._send_copies, wire.size)
-        self.outcomes: Batcher[Call] = Batcher(self._send_outcomes, wire.size)
+        self.outcomes: Batcher[Call] = Batcher(
+            self._send_outcomes, wire.size, linger_s=OUTCOME_LINGER_S
+        )
 
     def members(self) -> list[str]:
         view = self._view()
