@@ -679,7 +679,7 @@ class CallService:
         parsed = ids.parse(call_id)
         kept = self.store.get(call_id)
         if kept is not None and kept.role == "own":
-            return self._retry(kept) if retry else view(kept)
+            return await self._retry(kept) if retry else view(kept)
         for node in (parsed.origin, parsed.holder):
             if node == self.node:
                 if kept is not None:  # this node's copy: the origin did not answer
@@ -708,10 +708,10 @@ class CallService:
         if retry:
             if kept.role != "own":
                 return None
-            return self._retry(kept)
+            return await self._retry(kept)
         return view(kept)
 
-    def _retry(self, call: Call) -> dict[str, Any]:
+    async def _retry(self, call: Call) -> dict[str, Any]:
         if call.state not in ("dead", "failed"):
             raise Conflict(f"the call is {call.state}; only a dead or failed call is retried")
         again = replace(
@@ -719,7 +719,7 @@ class CallService:
             result=None, failure=None,
             callback_state="pending" if call.callback_url else None, callback_attempts=0,
         )  # fmt: skip
-        self._write(again)
+        await self.store.update(again)  # committed before the answer: a GET then sees it
         self.unfinished += 1
         self.dispatcher.add(again)
         self._tell_holder(again)
