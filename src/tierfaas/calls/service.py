@@ -33,14 +33,16 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from tierfaas import errors
-from tierfaas.calls import ids, takeover
+from tierfaas.calls import ids
 from tierfaas.calls.dispatcher import Dispatcher, share_limit
 from tierfaas.calls.errors import Conflict, NoSecondCopy, QueueFull
+from tierfaas.calls.holding import Holding
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Call, Failure, Request, Result, State, view
+from tierfaas.calls.ports import CallbackSink, Header, Peers, RunCall
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
 from tierfaas.calls.store import CallStore, StoreClosed
@@ -49,89 +51,9 @@ from tierfaas.manifest import FunctionSpec
 
 log = logging.getLogger("tierfaas.calls")
 
-Header = tuple[bytes, bytes]
 OUTCOME_TRIES = 5
 OUTCOME_RETRY_S = 1.0
 TRIM_EVERY_S = 60.0
-ORPHAN_GRACE_S = 30.0
-ORPHAN_EPOCH = 2**63 - 1
-"""Takes over past any claim: the origin is in no run of this node's view."""
-CLAIM_WAIT_S = 10.0
-"""How long a restarted node waits for a holder to appear in its view before it runs the
-calls that holder might have taken over (at least once: they may then run twice)."""
-
-
-class Reply(Protocol):
-    status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]]
-
-
-class RunCall(Protocol):
-    """``Router.handle``: runs or forwards one call."""
-
-    def __call__(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        request_id: str,
-        method: str,
-        query: str,
-        headers: Sequence[Header],
-        started: float,
-        path: str = "/",
-        call: tuple[str, int] | None = None,
-    ) -> Awaitable[Reply]: ...
-
-
-class Peers(Protocol):
-    """The other nodes, as the calls need them (``peers.GrpcPeers``; a fake in tests)."""
-
-    def members(self) -> list[str]:
-        """The live, unsuspected members that serve calls, this node included."""
-        ...
-
-    def newer_run(self, name: str, epoch: int) -> bool:
-        """Whether a run of ``name`` newer than ``epoch`` is live."""
-        ...
-
-    def knows(self, name: str) -> bool:
-        """Whether a run of ``name`` is live (alive or suspect) in this node's view."""
-        ...
-
-    def epoch(self) -> int:
-        """This node's own run."""
-        ...
-
-    async def copy(self, node: str, call: Call) -> None: ...
-
-    async def outcome(self, node: str, call: Call) -> None: ...
-
-    async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]: ...
-
-    async def accept(self, node: str, call: Call) -> tuple[str, bool]: ...
-
-    async def get(self, node: str, call_id: str, retry: bool) -> dict[str, Any] | None: ...
-
-    async def listed(
-        self, node: str, state: str | None, function: str | None, limit: int
-    ) -> list[dict[str, Any]]: ...
-
-
-class CallbackSink(Protocol):
-    """``callbacks.CallbackSender``'s part the service uses."""
-
-    def send(
-        self,
-        url: str,
-        call_id: str,
-        state: str,
-        payload: bytes,
-        on_done: Callable[[str, int], None],
-    ) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +114,10 @@ class CallService:
         self.draining = False
         self.unfinished = 0
         """Own calls queued or running (the queue that ``queue_max`` bounds)."""
-        self.claimed: dict[str, int] = {}
-        """Origin -> the newest run that claimed its calls back from this node."""
+        self.holding = Holding(
+            node=node, store=store, peers=peers, wall=wall, clock=clock, adopt=self._adopt,
+            write=lambda call, unless_final: self._write(call, unless_final=unless_final),
+        )  # fmt: skip
         self._keys_in_flight: dict[tuple[str, str], asyncio.Future[str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._policies = {
@@ -220,7 +144,7 @@ class CallService:
         if self.callbacks is not None:
             self._resend_callbacks()
         if self.peers is not None:
-            self._spawn(self._adopt_orphans())
+            self._spawn(self.holding.adopt_orphans())
         if claim and self.peers is not None and own:
             self._spawn(self._claim_then_run(own))
         else:
@@ -238,59 +162,13 @@ class CallService:
 
     async def _claim_then_run(self, own: list[Call]) -> None:
         try:
-            dropped = await self.claim_back(own)
+            dropped = await self.holding.claim_back(own)
+            self.unfinished -= len(dropped)
         except Exception:
             log.exception("claiming calls back failed: running them all (at least once)")
             dropped = set()
         self._queue([c for c in own if c.call_id not in dropped])
         self.dispatcher.resume()
-
-    async def _adopt_orphans(self) -> None:
-        """Copies whose origin died while this node was away were never announced gone to
-        it: after ``ORPHAN_GRACE_S`` (time for a restarting origin to come back and claim
-        them), those of an origin this node's view does not hold are taken over."""
-        await asyncio.sleep(ORPHAN_GRACE_S)
-        assert self.peers is not None
-        origins = {ids.parse(c.call_id).origin for c in self.store.unfinished("copy")}
-        for origin in sorted(origins):
-            if origin != self.node and not self.peers.knows(origin):
-                await self.take_over(origin, ORPHAN_EPOCH)
-
-    async def claim_back(self, own: list[Call]) -> set[str]:
-        """Asks each holder of ``own`` which calls it took over; drops those here. A holder
-        that does not answer within ``CLAIM_WAIT_S``: its calls stay (logged)."""
-        assert self.peers is not None
-        peers = self.peers
-        deadline = self.clock() + CLAIM_WAIT_S
-        dropped: set[str] = set()
-        for holder, call_ids in takeover.claims_by_holder(own, self.node).items():
-            taken: list[str] | None = None
-            while taken is None and self.clock() < deadline:
-                if holder in peers.members():
-                    try:
-                        taken = await peers.claim(holder, self.node, peers.epoch(), call_ids)
-                        break
-                    except Exception as exc:
-                        log.debug("claim from %s failed: %s", holder, exc)
-                await asyncio.sleep(0.2)
-            if taken is None:
-                log.warning(
-                    "holder %s did not answer the claim of %d calls: running them here "
-                    "(it may run them too: at least once)",
-                    holder,
-                    len(call_ids),
-                )
-                continue
-            asked = set(call_ids)
-            gone = [call_id for call_id in taken if call_id in asked]
-            if gone:
-                await self.store.delete(gone)
-                dropped.update(gone)
-                self.unfinished -= len(gone)
-                log.info(
-                    "%s took over %d of this node's calls while it was away", holder, len(gone)
-                )
-        return dropped
 
     async def stop(self) -> None:
         self.dispatcher.close()
@@ -607,68 +485,29 @@ class CallService:
                 await asyncio.sleep(OUTCOME_RETRY_S)
         log.info("the outcome of %s did not reach its holder %s", call.call_id, holder)
 
-    # -- the holder's side ---------------------------------------------------------------------
+    # -- the holder's side (``holding.Holding``) -----------------------------------------------
 
     async def take_copies(self, origin: str, calls: Sequence[Call]) -> int:
-        """Keeps the second copies ``origin`` sent; returns how many were new."""
-        copies = [replace(call, role="copy") for call in calls]
-        kept: int = await self.store.insert(copies)
-        return kept
+        return await self.holding.take_copies(origin, calls)
 
     async def take_outcomes(self, origin: str, calls: Sequence[Call]) -> None:
-        """Marks this node's copies as their origin recorded them (a final state once; a
-        ``queued`` one is an operator's retry of a final call)."""
-        for call in calls:
-            kept = self.store.get(call.call_id)
-            if kept is None or kept.role != "copy":
-                continue
-            changed = replace(
-                kept,
-                state=call.state,
-                attempts=call.attempts,
-                finished_at=call.finished_at,
-                result=call.result,
-                failure=call.failure,
-                due_at=call.due_at,
-                callback_state=call.callback_state,
-                callback_attempts=call.callback_attempts,
-            )
-            self._write(changed, unless_final=call.state != "queued")
+        await self.holding.take_outcomes(origin, calls)
 
     async def claim(self, origin: str, epoch: int, call_ids: Sequence[str]) -> list[str]:
-        """``ClaimCalls``: which of ``call_ids`` this node took over. Those it did not are
-        given back: a late notice of the old run's end no longer takes them over."""
-        self.claimed[origin] = max(epoch, self.claimed.get(origin, -1))
-        taken = []
-        for call_id in call_ids:
-            kept = self.store.get(call_id)
-            if kept is not None and kept.role == "own":
-                taken.append(call_id)
-        return taken
+        return await self.holding.claim(origin, epoch, call_ids)
 
     async def take_over(self, origin: str, epoch: int) -> int:
-        """Runs ``origin``'s unfinished copies as this node's own calls (its run ``epoch``
-        is gone); returns how many."""
-        if self.peers is not None and self.peers.newer_run(origin, epoch):
-            return 0  # it is back: it claims its calls itself
-        orphans = takeover.orphans(self.store.unfinished("copy"), origin, epoch, self.claimed)
-        now = self.wall()
-        for copy in orphans:
-            own = replace(copy, role="own", node=self.node, state="queued", due_at=now)
-            await self.store.update(own)
-            self.unfinished += 1
-            self.dispatcher.add(own)
-        if orphans:
-            log.warning(
-                "took over %d calls of %s (its run %d is gone)", len(orphans), origin, epoch
-            )
-        return len(orphans)
+        return await self.holding.take_over(origin, epoch)
 
     def on_run_gone(self, name: str, epoch: int, down: bool) -> None:
         """The ClusterManager's run watcher (``RunGone``): a dead or departed origin's
         calls are taken over; a suspect keeps them."""
         if down and name != self.node:
-            self._spawn(self.take_over(name, epoch))
+            self._spawn(self.holding.take_over(name, epoch))
+
+    def _adopt(self, call: Call) -> None:
+        self.unfinished += 1
+        self.dispatcher.add(call)
 
     # -- reads and the operator's retry --------------------------------------------------------
 
