@@ -73,6 +73,21 @@ class Accepted:
     replay: bool = False
 
 
+def judge(
+    status: int, attempt: int, policy: RetryPolicy, draw: float
+) -> tuple[State, float | None]:
+    """What attempt ``attempt`` (1-based) ending with HTTP ``status`` makes of its call:
+    ``("queued", delay_s)`` to try again after the policy's backoff (a 5xx, attempts left),
+    else its final state: ``succeeded`` (2xx), ``dead`` (a 5xx on the last attempt) or
+    ``failed`` (any other answer: the caller's fault, the same on every attempt)."""
+    if 200 <= status < 300:
+        return "succeeded", None
+    if status < 500:
+        return "failed", None
+    delay = policy.delay_s(attempt, status, draw)
+    return ("dead", None) if delay is None else ("queued", delay)
+
+
 def _content_type(headers: Sequence[Header]) -> str:
     for key, value in headers:
         if key == b"content-type":
@@ -417,25 +432,16 @@ class CallService:
         self, running: Call, status: int, result: Result | None, failure: Failure | None
     ) -> None:
         now = self.wall()
-        attempt = running.attempts
-        state: State
-        if 200 <= status < 300:
-            state, outcome = "succeeded", "ok"
-        elif status < 500:
-            state, outcome = "failed", "client_error"
-        else:
-            outcome = "error"
-            delay = self._policies.get(running.function, RetryPolicy()).delay_s(
-                attempt, status, self.draw()
-            )
-            if delay is not None:
-                self.metrics.attempt(running.function, "retry")
-                again = replace(running, state="queued", due_at=now + delay, result=result,
-                                failure=failure)  # fmt: skip
-                self._write(again, unless_final=True)
-                self.dispatcher.add(again)
-                return
-            state = "dead"
+        policy = self._policies.get(running.function, RetryPolicy())
+        state, delay = judge(status, running.attempts, policy, self.draw())
+        if delay is not None:
+            self.metrics.attempt(running.function, "retry")
+            again = replace(running, state="queued", due_at=now + delay, result=result,
+                            failure=failure)  # fmt: skip
+            self._write(again, unless_final=True)
+            self.dispatcher.add(again)
+            return
+        outcome = {"succeeded": "ok", "failed": "client_error"}.get(state, "error")
         self.metrics.attempt(running.function, outcome)
         final = replace(running, state=state, finished_at=now, result=result, failure=failure)
         if not await self.store.update(final, unless_final=True):
