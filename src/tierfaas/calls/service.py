@@ -133,7 +133,7 @@ class CallService:
             node=node, store=store, peers=peers, wall=wall, clock=clock, adopt=self._adopt,
             write=lambda call, unless_final: self._write(call, unless_final=unless_final),
         )  # fmt: skip
-        self._keys_in_flight: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
@@ -202,6 +202,7 @@ class CallService:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieve)  # an accept whose caller went away has no reader
         return task
 
     async def _trim_loop(self) -> None:
@@ -259,7 +260,9 @@ class CallService:
                     ) from None
                 return Accepted(call_id, replay)
             return await self._accept_keyed(function, request, idem_key, callback_url, ranked)
-        return await self._accept(function, request, None, callback_url, members, None)
+        return await asyncio.shield(
+            self._accepting(function, request, None, callback_url, members, None)
+        )
 
     async def _accept_keyed(
         self,
@@ -271,27 +274,32 @@ class CallService:
     ) -> Accepted:
         first = self._keys_in_flight.get((function, key))
         if first is not None:
-            return Accepted(await asyncio.shield(first), replay=True)
+            return Accepted((await asyncio.shield(first)).call_id, replay=True)
         since = self.wall() - self.settings.idempotency_window_s
         kept = self.store.find_keyed(function, key, since)
         if kept is not None:
             return Accepted(kept.call_id, replay=True)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._keys_in_flight[(function, key)] = future
-        try:
-            accepted = await self._accept(
-                function, request, key, callback_url, ranked, [n for n in ranked if n != self.node]
-            )
-            future.set_result(accepted.call_id)
-            return accepted
-        except BaseException as exc:
-            future.set_exception(
-                exc if isinstance(exc, Exception) else errors.ClusterError("stopped")
-            )
-            future.exception()  # retrieved: a lone keyed accept has no waiter
-            raise
-        finally:
-            del self._keys_in_flight[(function, key)]
+        candidates = [n for n in ranked if n != self.node]
+        task = self._accepting(function, request, key, callback_url, ranked, candidates)
+        self._keys_in_flight[(function, key)] = task
+        task.add_done_callback(lambda _: self._keys_in_flight.pop((function, key), None))
+        return await asyncio.shield(task)
+
+    def _accepting(
+        self,
+        function: str,
+        request: Request,
+        key: str | None,
+        callback_url: str | None,
+        members: list[str],
+        candidates: list[str] | None,
+    ) -> asyncio.Task[Accepted]:
+        """The accept as a task of its own, which the caller awaits shielded: a caller
+        cancelled mid-accept (its client, or the node that forwarded a keyed accept, went
+        away) must not leave a call kept here and on its holder but never queued."""
+        work = self._accept(function, request, key, callback_url, members, candidates)
+        task: asyncio.Task[Accepted] = self._spawn(work)
+        return task
 
     async def _accept(
         self,
@@ -604,6 +612,11 @@ class CallService:
 
     def queue_sizes(self) -> dict[str, int]:
         return {"queued": self.dispatcher.queued, "running": self.dispatcher.running_total}
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
