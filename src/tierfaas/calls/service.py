@@ -130,8 +130,7 @@ class CallService:
         self.unfinished = 0
         """Own calls queued or running (the queue that ``queue_max`` bounds)."""
         self.holding = Holding(
-            node=node, store=store, peers=peers, wall=wall, clock=clock, adopt=self._adopt,
-            write=lambda call, unless_final: self._write(call, unless_final=unless_final),
+            node=node, store=store, peers=peers, wall=wall, clock=clock, adopt=self._adopt
         )  # fmt: skip
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()

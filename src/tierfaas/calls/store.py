@@ -80,6 +80,24 @@ _UPDATE = (
     "result_body = ?, error = ?, error_message = ?, error_status = ? WHERE call_id = ?"
 )
 
+_OUTCOME = (
+    "UPDATE calls SET state = ?, attempts = ?, due_at = ?, finished_at = ?, "
+    "callback_state = ?, callback_attempts = ?, result_status = ?, result_type = ?, "
+    "result_body = ?, error = ?, error_message = ?, error_status = ? "
+    "WHERE call_id = ? AND role = 'copy'"
+)
+
+
+def _outcome(call: Call) -> tuple[Any, ...]:
+    r, f = call.result, call.failure
+    return (
+        call.state, call.attempts, call.due_at, call.finished_at, call.callback_state,
+        call.callback_attempts,
+        r.status if r else None, r.content_type if r else None, r.body if r else None,
+        f.error if f else None, f.message if f else None, f.status if f else None,
+        call.call_id,
+    )  # fmt: skip
+
 
 def _row(call: Call) -> tuple[Any, ...]:
     r, f = call.result, call.failure
@@ -289,6 +307,24 @@ class CallStore:
 
         def op(c: sqlite3.Connection) -> bool:
             return c.execute(sql, changes).rowcount > 0
+
+        return self._submit(op)
+
+    def record_outcomes(self, calls: Sequence[Call]) -> asyncio.Future[int]:
+        """Marks this node's copies of ``calls`` as their origin recorded them, without
+        reading them first: a final state only over an unfinished copy (a record turns final
+        once), a ``queued`` one (an operator's retry) over any. Resolves to the copies
+        changed."""
+        final = [_outcome(c) for c in calls if c.state != "queued"]
+        again = [_outcome(c) for c in calls if c.state == "queued"]
+
+        def op(c: sqlite3.Connection) -> int:
+            before = c.total_changes
+            if final:
+                c.executemany(_OUTCOME + f" AND state NOT IN {_FINAL_SQL}", final)
+            if again:
+                c.executemany(_OUTCOME, again)
+            return c.total_changes - before
 
         return self._submit(op)
 
