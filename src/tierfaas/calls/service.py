@@ -399,7 +399,7 @@ class CallService:
     async def _attempt(self, call: Call) -> None:
         attempt = call.attempts + 1
         running = replace(call, state="running", attempts=attempt)
-        self._write(running, unless_final=True)
+        self.store.mark_running(call.call_id, attempt).add_done_callback(_log_failure)
         request = call.request
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
         result: Result | None = None

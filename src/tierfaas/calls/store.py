@@ -187,6 +187,8 @@ class CallStore:
         self._wake = threading.Condition()
         self._closing = False
         self._idle = False  # the writer waits for work (guarded by _wake)
+        self._outbox: list[_Write] = []  # this turn's writes, on the loop's thread
+        self._handing_over = False
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
 
@@ -216,6 +218,8 @@ class CallStore:
         """Commits what was submitted, then stops the writer (blocks until it has)."""
         with self._wake:
             self._closing = True
+            self._pending.extend(self._outbox)  # submitted before the close: committed too
+            self._outbox = []
             self._wake.notify()
         if self._thread is not None:
             self._thread.join()
@@ -227,19 +231,29 @@ class CallStore:
     # -- the writer ----------------------------------------------------------------------------
 
     def _submit(self, op: Op) -> asyncio.Future[Any]:
+        if self._closing or self._thread is None:
+            raise StoreClosed("the call store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        # The writes of one turn of the event loop reach the writer together (``_hand_over``
+        # at the end of the turn): one lock and at most one wake-up per turn, not per write.
+        self._outbox.append(_Write(op, future, loop))
+        if not self._handing_over:
+            self._handing_over = True
+            loop.call_soon(self._hand_over)
+        return future
+
+    def _hand_over(self) -> None:
+        self._handing_over = False
+        writes, self._outbox = self._outbox, []
         with self._wake:
-            if self._closing or self._thread is None:
-                raise StoreClosed("the call store is closed")
-            self._pending.append(_Write(op, future, loop))
+            self._pending.extend(writes)
             # Wake the writer only when it waits: while it commits, it takes what arrived
             # when it is done. A notify per write made the writer thread fight the event
             # loop for the GIL (16 % of the loop's time in Condition.notify under load).
             if self._idle:
                 self._idle = False
                 self._wake.notify()
-        return future
 
     def _write_loop(self, connection: sqlite3.Connection) -> None:
         try:
@@ -325,6 +339,16 @@ class CallStore:
             if again:
                 c.executemany(_OUTCOME, again)
             return c.total_changes - before
+
+        return self._submit(op)
+
+    def mark_running(self, call_id: str, attempt: int) -> asyncio.Future[bool]:
+        """The call's attempt ``attempt`` has started (unless it is final already)."""
+        args = (attempt, call_id)
+
+        def op(c: sqlite3.Connection) -> bool:
+            sql = "UPDATE calls SET state = 'running', attempts = ? WHERE call_id = ? AND state"
+            return c.execute(sql + f" NOT IN {_FINAL_SQL}", args).rowcount > 0
 
         return self._submit(op)
 
