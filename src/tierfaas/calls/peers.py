@@ -26,7 +26,9 @@ from tierfaas.control.transport import Channels
 from tierfaas.membership.base import MemberState
 
 COPY_TIMEOUT_S = 2.0
-"""Longest the accept waits for a holder's commit before it tries the next one."""
+"""Longest the accept waits for a holder's commit before it tries the next one. Calls wait
+for the channel to be ready within their timeout (``wait_for_ready``): a channel in its
+reconnect backoff (the peer was not up yet when it was first used) is not a failure."""
 OUTCOME_TIMEOUT_S = 5.0
 CLAIM_TIMEOUT_S = 5.0
 ACCEPT_TIMEOUT_S = 5.0
@@ -49,14 +51,20 @@ class GrpcPeers:
         self._channels = channels
         self._metadata = call_metadata(key)
         self._stubs: dict[str, tuple[aio.Channel, rpc.ControlStub]] = {}
+        self._members_of: MemberView | None = None
+        self._members: list[str] = []
         self.copies: Batcher[Call] = Batcher(self._send_copies, wire.size)
         self.outcomes: Batcher[Call] = Batcher(self._send_outcomes, wire.size)
 
     def members(self) -> list[str]:
-        runs = self._view().runs
+        view = self._view()
+        if view is self._members_of:  # a view never changes: a change publishes a new one
+            return self._members
+        runs = view.runs
         live = {m.name for m in runs.values() if m.state is MemberState.ALIVE and m.rpc is not None}
         live.add(self.name)
-        return sorted(live)
+        self._members_of, self._members = view, sorted(live)
+        return self._members
 
     def newer_run(self, name: str, epoch: int) -> bool:
         member = self._view().runs.get(name)
@@ -77,13 +85,15 @@ class GrpcPeers:
 
     async def _send_copies(self, node: str, calls: list[Call]) -> None:
         request = pb.CopyCallsRequest(origin=self.name, calls=[wire.to_pb(c) for c in calls])
-        await self._stub(node).CopyCalls(request, metadata=self._metadata, timeout=COPY_TIMEOUT_S)
+        await self._stub(node).CopyCalls(
+            request, metadata=self._metadata, wait_for_ready=True, timeout=COPY_TIMEOUT_S
+        )
 
     async def _send_outcomes(self, node: str, calls: list[Call]) -> None:
         records = [wire.to_pb(c, with_request=False) for c in calls]
         request = pb.CopyCallsRequest(origin=self.name, calls=records)
         await self._stub(node).CallOutcomes(
-            request, metadata=self._metadata, timeout=OUTCOME_TIMEOUT_S
+            request, metadata=self._metadata, wait_for_ready=True, timeout=OUTCOME_TIMEOUT_S
         )
 
     async def copy(self, node: str, call: Call) -> None:
@@ -95,14 +105,14 @@ class GrpcPeers:
     async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]:
         request = pb.ClaimCallsRequest(origin=origin, epoch=epoch, call_ids=call_ids)
         reply = await self._stub(node).ClaimCalls(
-            request, metadata=self._metadata, timeout=CLAIM_TIMEOUT_S
+            request, metadata=self._metadata, wait_for_ready=True, timeout=CLAIM_TIMEOUT_S
         )
         return list(reply.taken)
 
     async def accept(self, node: str, call: Call) -> tuple[str, bool]:
         record = wire.to_pb(call)
         reply = await self._stub(node).AcceptCall(
-            record, metadata=self._metadata, timeout=ACCEPT_TIMEOUT_S
+            record, metadata=self._metadata, wait_for_ready=True, timeout=ACCEPT_TIMEOUT_S
         )
         if reply.status:
             raise refusal(reply.status, reply.error, reply.message)
@@ -111,7 +121,7 @@ class GrpcPeers:
     async def get(self, node: str, call_id: str, retry: bool) -> dict[str, Any] | None:
         request = pb.GetCallRequest(call_id=call_id, retry=retry)
         reply = await self._stub(node).GetCall(
-            request, metadata=self._metadata, timeout=READ_TIMEOUT_S
+            request, metadata=self._metadata, wait_for_ready=True, timeout=READ_TIMEOUT_S
         )
         if reply.status:
             raise refusal(reply.status, reply.error, reply.message)
@@ -125,7 +135,7 @@ class GrpcPeers:
     ) -> list[dict[str, Any]]:
         request = pb.ListCallsRequest(state=state or "", function=function or "", limit=limit)
         reply = await self._stub(node).ListCalls(
-            request, metadata=self._metadata, timeout=READ_TIMEOUT_S
+            request, metadata=self._metadata, wait_for_ready=True, timeout=READ_TIMEOUT_S
         )
         calls: list[dict[str, Any]] = json.loads(reply.calls_json or b"[]")
         return calls

@@ -162,6 +162,10 @@ class NodeProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Kills the node and removes the state dir this object made for it."""
         self.kill()
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
