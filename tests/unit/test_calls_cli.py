@@ -69,6 +69,16 @@ def test_the_list_shows_one_row_per_call() -> None:
     assert "succeeded" in done_row and " 200 " in done_row
 
 
+def test_a_narrow_terminal_keeps_the_id_state_and_outcome() -> None:
+    shown = text(render_calls([CALL], now=NOW, title="t", width=80), width=80)
+    assert all(len(line) <= 80 for line in shown.splitlines())
+    assert (
+        "".join(line.split("│")[0].strip() for line in shown.splitlines()[3:]) == (CALL["call_id"])
+    )  # folded onto lines, whole
+    assert "dead" in shown and "504 timeout" in shown
+    assert "delivered" not in shown and "120.00s" not in shown  # calls show has them
+
+
 def test_an_empty_list_says_so_and_names_silent_nodes() -> None:
     shown = text(render_calls([], now=NOW, title="dead letters", unanswered=["n4", "n5"]))
     assert "no calls" in shown
@@ -128,7 +138,7 @@ def runner() -> CliRunner:
 def run(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, node: FakeNode, *argv: str) -> Any:
     monkeypatch.setattr(render, "request", node)
     monkeypatch.delenv("TIERFAAS_ADMIN_TOKEN", raising=False)
-    return runner.invoke(cli.app, list(argv))
+    return runner.invoke(cli.app, list(argv), env={"COLUMNS": "200"})
 
 
 def test_invoke_async_prints_the_id_and_sends_the_headers(
@@ -280,3 +290,36 @@ def test_the_admin_token_is_sent(
     result = run(runner, monkeypatch, node, "calls", "list", "--admin-token-file", str(token))
     assert result.exit_code == 0, result.output
     assert node.asked[0]["token"] == "t" * 32
+
+
+def test_calls_show_wait_polls_until_final_and_exits_by_the_state(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    queued = {**CALL, "state": "queued", "finished_at": None, "result": None, "error": None}
+    node = FakeNode(
+        answer(200, queued), answer(200, {**queued, "state": "running"}), answer(200, DONE)
+    )
+    result = run(runner, monkeypatch, node, "calls", "show", CALL["call_id"], "--wait")
+    assert result.exit_code == 0, result.output
+    assert len(node.asked) == 3 and len(slept) == 2
+    assert "succeeded" in result.output
+    dead = FakeNode(answer(200, queued), answer(200, CALL))
+    result = run(runner, monkeypatch, dead, "calls", "show", CALL["call_id"], "--wait")
+    assert result.exit_code == 1 and "dead" in result.output
+
+
+def test_calls_show_wait_gives_up_after_its_timeout(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued = {**CALL, "state": "queued", "finished_at": None, "result": None, "error": None}
+    now = [100.0]
+    monkeypatch.setattr("time.monotonic", lambda: now[0])
+    monkeypatch.setattr("time.sleep", lambda s: now.__setitem__(0, now[0] + s))
+    node = FakeNode(*[answer(200, queued)] * 50)
+    argv = ("calls", "show", CALL["call_id"], "--wait", "--timeout", "5")
+    result = run(runner, monkeypatch, node, *argv)
+    assert result.exit_code == 1
+    assert "still queued after 5 s" in result.output
+    assert 3 <= len(node.asked) <= 10
