@@ -200,3 +200,11 @@ async def test_a_4xx_answer_fails_the_call_without_retries(h: Harness) -> None:
     _, _, answer = await h.request("POST", "/async-function/f")
     call = await _settled(h, answer["call_id"])
     assert (call["state"], call["attempts"]) == ("failed", 1)
+
+
+async def test_a_store_that_cannot_write_answers_503(h: Harness) -> None:
+    h.service.store.close()  # as if its disk were gone
+    status, headers, answer = await h.request("POST", "/async-function/f")
+    assert (status, answer["error"]) == (503, "unavailable") and "retry-after" in headers
+    assert h.service.unfinished == 0
+    h.service.store.open()  # the fixture closes it again
