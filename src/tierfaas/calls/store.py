@@ -188,6 +188,7 @@ class CallStore:
         self._closing = False
         self._idle = False  # the writer waits for work (guarded by _wake)
         self._outbox: list[_Write] = []  # this turn's writes, on the loop's thread
+        self._last_error: sqlite3.Error = sqlite3.Error("no error")
         self._handing_over = False
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -272,25 +273,16 @@ class CallStore:
             connection.close()
 
     def _commit(self, connection: sqlite3.Connection, group: list[_Write]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            connection.execute("BEGIN IMMEDIATE")
+        outcomes = self._transaction(connection, group)
+        if outcomes is None and len(group) > 1:
+            # One write failed the group (none of this store's statements should): each
+            # write again in a transaction of its own, so only that one fails.
+            outcomes = []
             for write in group:
-                connection.execute("SAVEPOINT one")
-                try:
-                    outcomes.append((True, write.op(connection)))
-                    connection.execute("RELEASE one")
-                except sqlite3.Error as exc:
-                    connection.execute("ROLLBACK TO one")
-                    connection.execute("RELEASE one")
-                    outcomes.append((False, exc))
-            connection.execute("COMMIT")
-            self.groups += 1
-        except sqlite3.Error as exc:  # the whole group failed (disk full, I/O error)
-            log.error("the call store could not commit %d writes: %s", len(group), exc)
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            outcomes = [(False, exc)] * len(group)
+                alone = self._transaction(connection, [write])
+                outcomes += alone if alone is not None else [(False, self._last_error)]
+        elif outcomes is None:
+            outcomes = [(False, self._last_error)]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for write, (ok, value) in zip(group, outcomes, strict=True):
             if write.future is not None and write.loop is not None:
@@ -298,6 +290,25 @@ class CallStore:
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nobody waiting
                 loop.call_soon_threadsafe(_settle, settled)
+
+    def _transaction(
+        self, connection: sqlite3.Connection, group: list[_Write]
+    ) -> list[tuple[bool, Any]] | None:
+        """Runs ``group`` in one transaction: each write's result, or None (rolled back,
+        the error in ``_last_error``). No savepoint per write: at one write per group (low
+        load) each statement more is a round through the writer that the accept waits for."""
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            outcomes = [(True, write.op(connection)) for write in group]
+            connection.execute("COMMIT")
+        except sqlite3.Error as exc:  # a bad write, or the disk (full, I/O error)
+            log.error("the call store could not commit %d writes: %s", len(group), exc)
+            self._last_error = exc
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            return None
+        self.groups += 1
+        return outcomes
 
     # -- writes (each resolves once committed) -------------------------------------------------
 
