@@ -281,3 +281,27 @@ async def test_an_accept_whose_caller_goes_away_still_runs(nodes: list[Node]) ->
     await _until(lambda: len(a.ran) == 1)
     again = await a.service.accept("f", Request(b"x"), idem_key=key)
     assert again.replay and a.ran == [(again.call_id, 1)]
+
+
+async def test_a_drain_lets_running_calls_end_and_tells_their_holder_first(
+    nodes: list[Node],
+) -> None:
+    """What a draining origin does before it leaves: its running calls end and their holder
+    records them, so the leave makes the holder take over only what is still queued."""
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    a.gate = asyncio.Event()
+    running = await a.service.accept("f", Request(b"1"))
+    queued = await a.service.accept("f", Request(b"2"))  # f's async share here is 1
+    await _until(lambda: len(a.ran) == 1)
+    a.service.draining = True
+    a.service.dispatcher.paused = True
+    finishing = asyncio.ensure_future(a.service.finish_running(10.0))
+    await asyncio.sleep(0.05)
+    assert not finishing.done()  # the call still runs
+    a.gate.set()
+    await finishing
+    held = b.service.store.get(running.call_id)
+    assert held is not None and held.state == "succeeded"  # committed before the leave
+    assert await b.service.take_over("a", 1) == 1  # only the queued one
+    await _until(lambda: [c for c, _ in b.ran] == [queued.call_id])

@@ -136,6 +136,7 @@ class CallService:
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepts = 0  # accepts in flight
+        self._outcomes: set[asyncio.Task[Any]] = set()  # outcomes on their way to holders
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
             for name, spec in functions.items()
@@ -193,6 +194,17 @@ class CallService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.callbacks is not None:
             await self.callbacks.close()
+
+    async def finish_running(self, timeout_s: float) -> None:
+        """The drain of a clustered node, before it leaves: no new call starts (the caller
+        paused the dispatcher); waits, at most ``timeout_s``, for the calls running here to
+        end and their outcomes to reach their holders. Then its leave makes the holders take
+        over only the calls still queued: none runs twice because of the drain."""
+        deadline = self.clock() + timeout_s
+        while self.dispatcher.running_total and self.clock() < deadline:
+            await asyncio.sleep(0.02)
+        if self._outcomes:
+            await asyncio.wait(set(self._outcomes), timeout=max(0.0, deadline - self.clock()))
 
     def _resend_callbacks(self) -> None:
         """The callbacks of finished calls still pending when the node last stopped."""
@@ -507,7 +519,9 @@ class CallService:
         parsed = ids.parse(call.call_id)
         if self.peers is None or parsed.origin != self.node or parsed.holder == self.node:
             return
-        self._spawn(self._send_outcome(parsed.holder, call))
+        task = self._spawn(self._send_outcome(parsed.holder, call))
+        self._outcomes.add(task)
+        task.add_done_callback(self._outcomes.discard)
 
     async def _send_outcome(self, holder: str, call: Call) -> None:
         assert self.peers is not None
