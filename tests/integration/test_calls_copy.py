@@ -305,3 +305,22 @@ async def test_a_drain_lets_running_calls_end_and_tells_their_holder_first(
     assert held is not None and held.state == "succeeded"  # committed before the leave
     assert await b.service.take_over("a", 1) == 1  # only the queued one
     await _until(lambda: [c for c, _ in b.ran] == [queued.call_id])
+
+
+async def test_a_copy_whose_answer_was_lost_is_withdrawn(nodes: list[Node]) -> None:
+    """The holder commits the copy but the origin never hears so (it timed out): the accept
+    fails, and the copy is marked final there, never to be taken over."""
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    taking = b.service.take_copies
+
+    async def kept_then_lost(origin: str, calls: Any) -> int:
+        await taking(origin, calls)
+        raise RuntimeError("the answer is lost")
+
+    b.service.take_copies = kept_then_lost  # type: ignore[method-assign]
+    with pytest.raises(errors.ClusterError):
+        await a.service.accept("f", Request(b"x"))
+    assert a.service.store.listed() == []
+    await _until(lambda: not b.service.store.unfinished("copy"))  # type: ignore[union-attr]
+    assert await b.service.take_over("a", 1) == 0

@@ -390,6 +390,7 @@ class CallService:
                 log.info("holder %s did not take the copy of a call: %s", holder, exc)
                 await asyncio.gather(local, return_exceptions=True)
                 await self.store.delete([call.call_id])
+                self._withdraw(holder, call)
                 continue
             await local
             return call
@@ -398,6 +399,15 @@ class CallService:
             + (f" ({last_error})" if last_error else " (no live peer)"),
             retry_after_s=self.settings.retry_after_s,
         )
+
+    def _withdraw(self, holder: str, call: Call) -> None:
+        """A copy that failed may still have reached ``holder`` (an answer lost, a timeout
+        after its commit): marked final there, it is never taken over, so the call the
+        client retries under another id cannot run twice. Best effort, off the path."""
+        assert self.peers is not None
+        failure = Failure(503, "not_accepted", "its second copy failed; it was never accepted")
+        withdrawn = replace(call, state="failed", finished_at=self.wall(), failure=failure)
+        self._spawn(self.peers.outcome(holder, withdrawn))
 
     def _new_call(
         self,
