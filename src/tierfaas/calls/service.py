@@ -8,8 +8,9 @@ Theory of operation.
   it already holds with the first call's id. The call is then written to this node's store
   and sent to its holder (``replication.holders``) *at the same time*; the answer waits for
   both commits. A holder that fails is replaced by the next choice (with a new id, naming
-  it), at most ``copy_tries`` times; then nothing is kept and the answer is 503. A
-  standalone node keeps its one copy.
+  it; the failed copy is withdrawn), at most ``copy_tries`` times; then nothing is kept and
+  the answer is 503. A standalone node keeps its one copy. The accept runs as a task of its
+  own: a caller that goes away mid-accept leaves nothing half done.
 - **Run** (``Dispatcher`` -> ``_execute``): the call goes through the router (so it runs
   where its function is warm, or starts here) with ``X-Call-Id`` and ``X-Call-Attempt``.
   2xx: ``succeeded``; 4xx: ``failed``; 5xx (timeouts and node failures included): retried
@@ -18,9 +19,11 @@ Theory of operation.
   ``retry_after_s`` and is tried again without counting an attempt.
 - **Record**: a final state is written once (``update(unless_final=True)``); then the holder
   is told (``CallOutcomes``, batched, off the critical path) and the callback, if any, sent.
-- **Takeover**: when the origin's run is reported dead or left, the holder runs its
-  unfinished copies as its own (``takeover.orphans``). At start, a node with unfinished calls
-  in its store asks their holders which they took over (``claim_back``) before it runs them.
+- **Takeover** (``holding.Holding``): when the origin's run is reported dead or left, the
+  holder runs its unfinished copies as its own (``takeover.orphans``). At start, a node with
+  unfinished calls in its store asks their holders which they took over (``claim_back``)
+  before it runs them. A draining node lets its running calls end and their holders hear so
+  before it leaves (``finish_running``), so the holders take over only the queued ones.
 - **Reads**: a call's record is its origin's, else its holder's: ``get`` asks them in that
   order when this node does not own the call.
 """
