@@ -324,3 +324,19 @@ async def test_a_copy_whose_answer_was_lost_is_withdrawn(nodes: list[Node]) -> N
     assert a.service.store.listed() == []
     await _until(lambda: not b.service.store.unfinished("copy"))  # type: ignore[union-attr]
     assert await b.service.take_over("a", 1) == 0
+
+
+async def test_copies_go_on_after_the_holder_restarts(nodes: list[Node]) -> None:
+    """The copy stream to a holder that went away is opened again to its new run."""
+    a, b = nodes
+    assert a.service is not None
+    first = await a.service.accept("f", Request(b"1"))
+    await b.kill()
+    with pytest.raises(errors.ClusterError):  # no live peer: nothing accepted
+        await a.service.accept("f", Request(b"2"))
+    b.epoch = 2
+    restarted = await b.start()
+    again = await a.service.accept("f", Request(b"3"))
+    assert ids.parse(again.call_id).holder == "b"
+    assert restarted.store.get(again.call_id) is not None
+    assert restarted.store.get(first.call_id) is not None  # its store kept the first copy

@@ -197,6 +197,8 @@ class CallService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.callbacks is not None:
             await self.callbacks.close()
+        if self.peers is not None:
+            await self.peers.close()
 
     async def finish_running(self, timeout_s: float) -> None:
         """The drain of a clustered node, before it leaves: no new call starts (the caller
