@@ -187,9 +187,11 @@ async def test_the_holder_takes_over_a_gone_origins_calls(nodes: list[Node]) -> 
     a.gate = None
     a.ran.clear()
     restarted = await a.start(claim=True)
-    await _until(lambda: not restarted.dispatcher.paused)
-    assert a.ran == []
-    assert all(restarted.store.get(x.call_id) is None for x in accepted)
+    await _until(lambda: all(restarted.store.get(x.call_id) is None for x in accepted))
+    assert restarted.unfinished == 0
+    # New calls run at once, while and after the claim: the dropped ones never.
+    fresh = await restarted.accept("f", Request(b"new"))
+    await _until(lambda: a.ran == [(fresh.call_id, 1)])
     assert (await restarted.get(accepted[0].call_id))["node"] == "b"
 
 

@@ -157,9 +157,9 @@ class CallService:
 
     async def start(self, claim: bool) -> None:
         """Loads the store and runs its calls; with ``claim`` (a clustered node) asks the
-        holders first which of them they took over while this node was away."""
+        holders first which of them they took over while this node was away (those calls
+        alone wait for the answers: calls accepted meanwhile run at once)."""
         own = self.load()
-        self.dispatcher.paused = True
         self._spawn(self._trim_loop())
         if self.callbacks is not None:
             self._resend_callbacks()
@@ -169,7 +169,7 @@ class CallService:
             self._spawn(self._claim_then_run(own))
         else:
             self._queue(own)
-            self.dispatcher.resume()
+        self.dispatcher.resume()
 
     def _queue(self, calls: Sequence[Call]) -> None:
         now = self.wall()
@@ -188,7 +188,6 @@ class CallService:
             log.exception("claiming calls back failed: running them all (at least once)")
             dropped = set()
         self._queue([c for c in own if c.call_id not in dropped])
-        self.dispatcher.resume()
 
     async def stop(self) -> None:
         self.dispatcher.close()
