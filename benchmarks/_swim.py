@@ -164,18 +164,24 @@ def spread(
 
 def _piggyback(heard: list[float], params: SwimParams, net: Network, rng: random.Random) -> None:
     """Nodes the gossip rounds missed hear the news on a probe: each node pings one member
-    per probe period and the reply piggybacks recent news. Taken as the node's first probe
-    after half the others have heard (its target has heard by then, more likely than not)."""
+    per probe period and the reply piggybacks recent news. Taken from the node's first probe
+    after half the others have heard (its target has heard by then, more likely than not);
+    a probe whose ping or reply is lost tries again the next period, 50 times at most."""
     reached = sorted(t for t in heard if math.isfinite(t))
-    if not reached:
-        return
+    if len(reached) < 2:
+        return  # the source alone: nobody else can answer with the news
     half = reached[len(reached) // 2]
     interval = params.probe_interval
     for node, when in enumerate(heard):
-        if not math.isfinite(when):
-            phase = rng.random() * interval
-            tick = phase + math.ceil((half - phase) / interval) * interval
-            heard[node] = tick + 2 * net.delay(rng)
+        if math.isfinite(when):
+            continue
+        phase = rng.random() * interval
+        tick = phase + math.ceil((half - phase) / interval) * interval
+        for _ in range(50):
+            if not (net.lost(rng) or net.lost(rng)):
+                heard[node] = tick + 2 * net.delay(rng)
+                break
+            tick += interval
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,18 +41,18 @@ import json
 import math
 import random
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import _common as c
 import _swim
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
+from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import QueryResult
 from tierfaas.control.batcher import Batcher
@@ -120,7 +120,9 @@ def members(n: int) -> list[MemberInfo]:
 
 def endpoint(i: int) -> NodeEndpoint:
     host = f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
-    return NodeEndpoint(f"node-{i:05d}", 1_700_000_000_000 + i, Address(host, 8080), Address(host, 9090))
+    return NodeEndpoint(
+        f"node-{i:05d}", 1_700_000_000_000 + i, Address(host, 8080), Address(host, 9090)
+    )
 
 
 def warm_sets(n: int, functions: int, rng: random.Random) -> list[set[str]]:
@@ -168,11 +170,15 @@ class BatchCost:
     delta_bytes: int
 
 
-def batch_cost(table: RoutingTable, n: int, functions: int, pairs: int, rng: random.Random) -> BatchCost:
+def batch_cost(
+    table: RoutingTable, n: int, functions: int, pairs: int, rng: random.Random
+) -> BatchCost:
     """One batch window's work on the master at ``pairs`` registrations: registers new
     (function, node) pairs, flushes, applies; the next repeat unregisters them (the table
     keeps its size)."""
-    chosen = [(f"fn-{rng.randrange(functions):06d}", endpoint(rng.randrange(n))) for _ in range(pairs)]
+    chosen = [
+        (f"fn-{rng.randrange(functions):06d}", endpoint(rng.randrange(n))) for _ in range(pairs)
+    ]
     clock = [0.0]
     batcher = Batcher(lambda: clock[0], max_pending=10**9)
     deltas: list[Delta] = []
@@ -194,7 +200,11 @@ def batch_cost(table: RoutingTable, n: int, functions: int, pairs: int, rng: ran
     if delta is None:
         return BatchCost(pairs, statistics.median(samples), 0.0, 0)
     message = wire.update_to_pb(delta)[0]
-    encode_s = timed(lambda: wire.update_to_pb(delta)[0].SerializeToString(), 5)
+
+    def encode() -> None:  # what each stream does with a delta
+        wire.update_to_pb(delta)[0].SerializeToString()
+
+    encode_s = timed(encode, 5)
     return BatchCost(pairs, statistics.median(samples), encode_s, len(message.SerializeToString()))
 
 
@@ -220,6 +230,23 @@ def master_cpu(
     items["stream_bytes_per_s"] = batches * k * cost.delta_bytes
     items["workers"] = workers
     return items
+
+
+def absorbed_rate(k: int, cost_at: Callable[[int], BatchCost]) -> float:
+    """The registrations/s at which ``master_cpu`` reaches one core. A batch's CPU and its
+    encoding are timed at 100 and 1,000 pairs and taken as linear in the pairs between and
+    beyond (both are loops over the pairs), so the rate solves a linear equation."""
+    small, large = cost_at(100), cost_at(1_000)
+    cpu_per_pair = max(0.0, (large.cpu_s - small.cpu_s) / 900)
+    encode_per_pair = max(0.0, (large.encode_s - small.encode_s) / 900)
+    cpu_base = max(0.0, small.cpu_s - 100 * cpu_per_pair)
+    encode_base = max(0.0, small.encode_s - 100 * encode_per_pair)
+    batches = 1 / BATCH_WINDOW_S
+    per_registration = (
+        GRPC_CALL_S * (1 + BATCH_WINDOW_S / DIGEST_PERIOD_S) + cpu_per_pair + k * encode_per_pair
+    )
+    fixed = batches * (cpu_base + k * (encode_base + STREAM_SEND_S))
+    return max(0.0, (ONE_CORE - fixed) / per_registration)
 
 
 def table_bytes(functions: int, n: int, rng: random.Random) -> tuple[int, int]:
@@ -271,7 +298,13 @@ def busiest_share(n: int, policy: ReplicaPolicy, sample: int, rng: random.Random
 
 
 def replica_load(
-    n: int, k: int, rate: float, hit: float, per_query_s: float, apply_s: float, batches: float,
+    n: int,
+    k: int,
+    rate: float,
+    hit: float,
+    per_query_s: float,
+    apply_s: float,
+    batches: float,
     busiest: float,
 ) -> dict[str, float]:
     """Queries/s and cores of the busiest replica: its workers' route-cache misses and one
@@ -306,6 +339,13 @@ class Failover:
         return self.consistent_s <= FAILOVER_TARGET_S
 
 
+SnapshotMode = Literal["per stream", "once", "none"]
+"""How the new master brings its replicas to its lineage: ``per stream`` is what the product
+does (``ControlServer.Subscribe`` encodes a snapshot for each stream); ``once`` encodes one
+per version and shares it; ``none`` lets replicas that hold the old lineage's last version
+resume with deltas (a design change: the new lineage would record where it forked)."""
+
+
 def failover(
     n: int,
     functions: int,
@@ -315,35 +355,43 @@ def failover(
     announce_cpu_s: float,
     net: _swim.Network,
     rng: random.Random,
+    snapshots: SnapshotMode = "per stream",
 ) -> Failover:
     """Master (rank 0) killed at t = 0. Survivor i heard it dead at ``detection.heard[i]``
     and then spends ``topology_s`` computing its roles (its loop does nothing else). Rank 1
     (survivor 0) promotes itself with a new lineage; the new replicas (the next ``k``) each
-    subscribe and get a snapshot, which the master encodes per stream (``snapshot_cost``:
-    encode seconds, bytes, a replica's decode and load seconds) and sends through its NIC;
-    every survivor re-announces its warm set (one call each). The master's loop is one queue
-    served in arrival order; the announces land in the table (``announce_cpu_s`` for all of
-    them, timed on the real batcher and table) and reach the replicas in the next delta."""
+    subscribe and get a snapshot (``snapshot_cost``: encode seconds on the master's loop,
+    bytes through its NIC, a replica's decode and load seconds); every survivor re-announces
+    its warm set (one call each). The master's loop serves one queue in arrival order, its
+    NIC another; the announces land in the table (``announce_cpu_s`` for all of them, timed
+    on the real batcher and table) and reach the replicas in the next delta."""
     survivors = n - 1
     heard = detection.heard
     k = replica_count(survivors)
     encode_s, snap_bytes, load_s = snapshot_cost
     ready = heard[0] + topology_s
-    jobs: list[tuple[float, str, int]] = []
+    jobs: list[tuple[float, str]] = []
     for j in range(1, 1 + k):
-        jobs.append((max(heard[j] + topology_s, ready) + 2 * net.delay(rng), "snapshot", j))
+        subscribed = max(heard[j] + topology_s, ready) + 2 * net.delay(rng)
+        jobs.append((subscribed, "snapshot" if snapshots != "none" else "resume"))
     per_announce = GRPC_CALL_S + announce_cpu_s / max(1, survivors)
     for i in range(1, survivors):
-        jobs.append((max(heard[i] + topology_s, ready) + net.delay(rng), "announce", i))
+        jobs.append((max(heard[i] + topology_s, ready) + net.delay(rng), "announce"))
     jobs.sort()
-    busy_until = ready
+    busy_until = nic_free = ready
+    encoded = False
     loaded_at: list[float] = []
     last_announce = ready
-    for arrival, kind, _ in jobs:
+    for arrival, kind in jobs:
         start = max(busy_until, arrival)
         if kind == "snapshot":
-            busy_until = start + encode_s
-            loaded_at.append(busy_until + snap_bytes / NIC_BYTES_S + net.delay(rng) + load_s)
+            if snapshots == "per stream" or not encoded:
+                busy_until = start + encode_s
+                encoded = True
+            nic_free = max(nic_free, busy_until, arrival) + snap_bytes / NIC_BYTES_S
+            loaded_at.append(nic_free + net.delay(rng) + load_s)
+        elif kind == "resume":
+            loaded_at.append(arrival + net.delay(rng))
         else:
             busy_until = start + per_announce
             last_announce = busy_until
@@ -372,7 +420,7 @@ def snapshot_cost(table: RoutingTable) -> tuple[float, int, float]:
         assembler = wire.SnapshotAssembler()
         update = None
         for part in data:
-            message = wire.pb.TableUpdate()
+            message = pb.TableUpdate()
             message.ParseFromString(part)
             update = assembler.add(message) or update
         assert update is not None
@@ -574,44 +622,104 @@ def topology_seconds(n: int, repeats: int) -> float:
     return timed(lambda: compute_topology(view), repeats)
 
 
+def tuned(lan: _swim.SwimParams) -> _swim.SwimParams:
+    """A what-if for large clusters: kinship's ``lan`` preset probing twice as often, with half
+    its suspicion multiplier (both are kinship Config fields; tierfaas sets neither today)."""
+    return dataclasses.replace(lan, probe_interval=0.5, probe_timeout=0.25, suspicion_mult=2)
+
+
+VARIANTS: dict[str, tuple[SnapshotMode, bool]] = {
+    # name -> (snapshots, tuned gossip)
+    "as built": ("per stream", False),
+    "snapshot encoded once": ("once", False),
+    "replicas resume (no snapshot)": ("none", False),
+    "resume + tuned gossip": ("none", True),
+}
+
+
+class _BatchCosts:
+    """``batch_cost`` at each batch size asked, timed once per table."""
+
+    def __init__(self, table: RoutingTable, n: int, functions: int, seed: int) -> None:
+        self._args = (table, n, functions)
+        self._seed = seed
+        self._known: dict[int, BatchCost] = {}
+
+    def __call__(self, pairs: int) -> BatchCost:
+        if pairs not in self._known:
+            rng = random.Random(self._seed + pairs)
+            self._known[pairs] = batch_cost(*self._args, pairs, rng)
+        return self._known[pairs]
+
+
+def apply_cost(table: RoutingTable) -> float:
+    """A replica's CPU to apply the master's last delta (the real ``apply_delta``)."""
+    deltas = table.since(table.version - 1, table.lineage)
+    if not deltas:
+        return 0.0
+    last = deltas[-1]
+    copy = RoutingTable(table.lineage, last.prev_version)
+
+    def run() -> None:
+        copy.apply_delta(
+            dataclasses.replace(last, prev_version=copy.version, version=copy.version + 1)
+        )
+
+    return timed(run, 5)
+
+
+def _detections(
+    n: int, params: _swim.SwimParams, net: _swim.Network, seed: int, tries: int
+) -> list[_swim.Detection]:
+    rng = random.Random(seed * 31 + n)
+    return [_swim.detect_death(n, params, net, rng) for _ in range(tries)]
+
+
 def simulate(args: argparse.Namespace) -> dict[str, Any]:
     quick: bool = args.quick
     seed: int = args.seed
     ns = [100, 1_000, 3_000, 10_000]
-    fs = [1_000, 100_000] if quick else [1_000, 10_000, 100_000]
+    fs = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
     net = _swim.Network(loss=args.loss)
     lan = _swim.SwimParams.from_kinship("lan")
+    faster = tuned(lan)
     out: dict[str, Any] = {"ns": ns, "functions": fs}
+    out["tuned_gossip"] = {
+        "probe_interval": faster.probe_interval,
+        "probe_timeout": faster.probe_timeout,
+        "suspicion_mult": faster.suspicion_mult,
+    }
     print("calibration ...", flush=True)
     out["calibration"] = calibration(seed, 10 if quick else 30)
 
     out["topology"] = {}
     out["detection"] = {}
+    runs: dict[tuple[int, bool], list[_swim.Detection]] = {}
     for n in ns:
         began = time.perf_counter()
         out["topology"][n] = topology_seconds(n, 1 if (quick or n >= 3_000) else TOPOLOGY_REPEATS)
-        rng = random.Random(seed + n)
         tries = 1 if quick and n >= 3_000 else (3 if quick else 5)
-        runs = [_swim.detect_death(n, lan, net, rng) for _ in range(tries)]
-        fixed = dataclasses.replace(lan, log_scaled=False)
-        flat = [_swim.detect_death(n, fixed, net, rng) for _ in range(tries)]
+        runs[n, False] = _detections(n, lan, net, seed, tries)
+        runs[n, True] = _detections(n, faster, net, seed, tries)
+        flat = _detections(n, dataclasses.replace(lan, log_scaled=False), net, seed, tries)
+        lan_runs = runs[n, False]
         out["detection"][n] = {
             "tries": tries,
-            "first_suspect_s": statistics.median(r.first_suspect_s for r in runs),
-            "dead_s": statistics.median(r.dead_s for r in runs),
-            "all_heard_s": statistics.median(r.all_heard_s for r in runs),
-            "all_heard_max_s": max(r.all_heard_s for r in runs),
+            "first_suspect_s": statistics.median(r.first_suspect_s for r in lan_runs),
+            "dead_s": statistics.median(r.dead_s for r in lan_runs),
+            "all_heard_s": statistics.median(r.all_heard_s for r in lan_runs),
+            "all_heard_max_s": max(r.all_heard_s for r in lan_runs),
             "all_heard_flat_s": statistics.median(r.all_heard_s for r in flat),
+            "all_heard_tuned_s": statistics.median(r.all_heard_s for r in runs[n, True]),
             "suspicion_min_s": lan.suspicion_min_s(n),
             "push_pull_bytes_per_s": _swim.push_pull_bytes_per_s(n, lan, MEMBER_BYTES),
             "over_max_members": n > lan.max_members,
-            "_runs": runs,
         }
         print(f"  N={n:,}: topology {out['topology'][n] * 1e3:,.0f} ms, detection "
               f"{out['detection'][n]['all_heard_s']:.1f} s ({time.perf_counter() - began:.1f} s)",
               flush=True)  # fmt: skip
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     failovers = []
     memory = {}
     for functions in fs:
@@ -628,27 +736,14 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
             table = table_of(sets)
             copy = ReplicaCopy()
             copy.apply(table.snapshot())
-            costs: dict[int, BatchCost] = {}
-
-            def cost_at(pairs: int, table: RoutingTable = table, n: int = n, f: int = functions) -> BatchCost:
-                if pairs not in costs:
-                    costs[pairs] = batch_cost(table, n, f, pairs, random.Random(seed + pairs))
-                return costs[pairs]
-
+            cost_at = _BatchCosts(table, n, functions, seed)
             k = replica_count(n)
             topo_s = out["topology"][n]
             cpu = master_cpu(REGISTRATIONS_PER_S, k, n - 1 - k, cost_at, topo_s)
-            # What one core absorbs: the CPU grows linearly past one batch per window.
-            per_reg = (cpu["total"] - 0) / REGISTRATIONS_PER_S
-            absorbed = ONE_CORE / per_reg if per_reg > 0 else math.inf
+            absorbed = absorbed_rate(k, cost_at)
             per_query = query_cost(copy, functions, rng)
             one = cost_at(max(1, round(REGISTRATIONS_PER_S * BATCH_WINDOW_S)))
-            delta = table.since(table.version - 1, table.lineage)
-            apply_s = 0.0
-            if delta:
-                last = delta[-1]
-                probe = RoutingTable(table.lineage, last.prev_version)
-                apply_s = timed(lambda: probe.apply_delta(dataclasses.replace(last, prev_version=probe.version, version=probe.version + 1)), 5)  # noqa: E501
+            apply_s = apply_cost(table)
             busiest = busiest_share(n, "sqrt", 1_000 if quick else 5_000, rng)
             replica = replica_load(
                 n, k, args.rate, args.hit, per_query, apply_s, 1 / BATCH_WINDOW_S, busiest
@@ -656,13 +751,15 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
             if snap is None:  # one size of table per F: timed once, at the largest N
                 snap = snapshot_cost(table)
             ann = announce_cpu(table, sets)
-            detection_runs = out["detection"][n]["_runs"]
-            fo = [
-                failover(n, functions, d, topo_s, snap, ann, net, random.Random(seed + i))
-                for i, d in enumerate(detection_runs)
-            ]
-            chosen = sorted(fo, key=lambda x: x.consistent_s)[len(fo) // 2]
-            failovers.append(dataclasses.asdict(chosen) | {"passed": chosen.passed})
+            variants: dict[str, Any] = {}
+            for name, (mode, gossip) in VARIANTS.items():
+                results = [
+                    failover(n, functions, d, topo_s, snap, ann, net, random.Random(seed + i), mode)
+                    for i, d in enumerate(runs[n, gossip])
+                ]
+                middle = sorted(results, key=lambda x: x.consistent_s)[len(results) // 2]
+                variants[name] = dataclasses.asdict(middle) | {"passed": middle.passed}
+            failovers.append(variants["as built"] | {"variants": variants})
             rows.append(
                 {
                     "n": n,
@@ -676,6 +773,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
                     "batch_cpu_ms": one.cpu_s * 1e3,
                     "batch_pairs": one.pairs,
                     "delta_bytes": one.delta_bytes,
+                    "encode_delta_us": one.encode_s * 1e6,
                     "stream_bytes_per_s": cpu["stream_bytes_per_s"],
                     "table_bytes": memory[functions]["bytes_per_route"] * len(table),
                     "replica_queries_per_s": replica["queries_per_s"],
@@ -687,7 +785,6 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
                     "snapshot_bytes": snap[1],
                     "snapshot_load_s": snap[2],
                     "announce_wave_cpu_s": ann,
-                    "encode_delta_us": one.encode_s * 1e6,
                 }
             )
             print(f"  N={n:,} F={functions:,}: {time.perf_counter() - began:.1f} s", flush=True)
@@ -696,34 +793,45 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     out["memory"] = memory
 
     print("rollout ...", flush=True)
-    biggest = max(rows, key=lambda r: (r["n"], r["functions"]))
-    handover_s = biggest["snapshot_encode_s"] * 2 + biggest["snapshot_bytes"] / NIC_BYTES_S
+    handover = {}
+    for r in rows:
+        if r["n"] == MAX_N:  # the target's copy: encoded and checked at both ends, sent, loaded
+            handover[r["functions"]] = (
+                2 * r["snapshot_encode_s"]
+                + r["snapshot_bytes"] / NIC_BYTES_S
+                + r["snapshot_load_s"]
+            )
+    rollout_f = fs[0]
+    out["rollout_functions"] = rollout_f
+    out["rollout_handover_s"] = handover
     out["rollout"] = []
     real_up_to = 1_000 if quick else MAX_N
     for n in [10, *ns]:
         if n <= real_up_to:
-            out["rollout"].append(rollout(n, handover_s) | {"extrapolated": False})
+            out["rollout"].append(rollout(n, handover[rollout_f]) | {"extrapolated": False})
         else:
             base = [r for r in out["rollout"] if not r["extrapolated"]]
             slope = (base[-1]["seconds"] - base[-2]["seconds"]) / (base[-1]["n"] - base[-2]["n"])
             seconds = base[-1]["seconds"] + slope * (n - base[-1]["n"])
             out["rollout"].append({"n": n, "seconds": seconds, "extrapolated": True})
 
-    unit = {
-        "batch_cpu_s": biggest["batch_cpu_ms"] / 1e3,
-        "encode_s": biggest["encode_delta_us"] / 1e6,
-        "delta_bytes": biggest["delta_bytes"],
-        "query_s": biggest["query_us"] / 1e6,
-        "apply_s": biggest["apply_delta_us"] / 1e6,
-        "snapshot_encode_s": biggest["snapshot_encode_s"],
-        "snapshot_bytes": biggest["snapshot_bytes"],
-        "functions": biggest["functions"],
-    }
     grid = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000]
-    out["policies"] = policy_limits(unit, args.rate, args.hit, grid)
-    out["policy_units"] = unit
-    for n in ns:
-        out["detection"][n].pop("_runs")
+    out["policies"] = {}
+    for functions in fs:
+        at = next(r for r in rows if r["n"] == MAX_N and r["functions"] == functions)
+        unit: dict[str, float] = {
+            "batch_cpu_s": at["batch_cpu_ms"] / 1e3,
+            "encode_s": at["encode_delta_us"] / 1e6,
+            "delta_bytes": at["delta_bytes"],
+            "query_s": at["query_us"] / 1e6,
+            "apply_s": at["apply_delta_us"] / 1e6,
+            "snapshot_encode_s": at["snapshot_encode_s"],
+            "snapshot_bytes": at["snapshot_bytes"],
+        }
+        out["policies"][functions] = {
+            "units": unit,
+            "by_policy": policy_limits(unit, args.rate, args.hit, grid),
+        }
     return out
 
 
@@ -760,11 +868,13 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
     c.print_table(
         "Membership (lan preset) and topology per N",
         ["N", "first suspect", "declared dead", "all survivors heard", "same, flat timeout",
-         "suspicion min", "push-pull per node", "> max_members", "topology per change"],
+         "same, tuned gossip", "suspicion min", "push-pull per node", "> max_members",
+         "topology per change"],
         [
             [f"{n:,}", f"{d['first_suspect_s']:.1f} s", f"{d['dead_s']:.1f} s",
              f"{d['all_heard_s']:.1f} s", f"{d['all_heard_flat_s']:.1f} s",
-             f"{d['suspicion_min_s']:.0f} s", f"{_size(d['push_pull_bytes_per_s'])}/s",
+             f"{d['all_heard_tuned_s']:.1f} s", f"{d['suspicion_min_s']:.0f} s",
+             f"{_size(d['push_pull_bytes_per_s'])}/s",
              "YES" if d["over_max_members"] else "no",
              f"{data['topology'][n] * 1e3:,.0f} ms"]
             for n, d in data["detection"].items()
@@ -797,7 +907,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
         ],
     )  # fmt: skip
     c.print_table(
-        "Failover: master killed -> every replica holds a consistent table "
+        "Failover as built: master killed -> every replica holds a consistent table "
         "(target at 10,000 nodes: <= 10 s)",
         ["N", "functions", "all heard dead", "topology", "snapshots", "announces",
          "consistent", "target"],
@@ -809,8 +919,21 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
             for f in data["failover"]
         ],
     )  # fmt: skip
+    names = list(VARIANTS)
     c.print_table(
-        "Rollout with the real plan (one node replaced at a time; 10 nodes measured: 17.2 s)",
+        "Failover with design changes (consistent table, seconds; PASS/FAIL at 10,000 nodes)",
+        ["N", "functions", *names],
+        [
+            [f"{f['n']:,}", f"{f['functions']:,}"]
+            + [f"{f['variants'][v]['consistent_s']:.1f}"
+               + ((" PASS" if f["variants"][v]["passed"] else " FAIL") if f["n"] == MAX_N else "")
+               for v in names]
+            for f in data["failover"]
+        ],
+    )  # fmt: skip
+    c.print_table(
+        f"Rollout with the real plan, one node replaced at a time, handover of "
+        f"{data['rollout_functions']:,} functions (10 nodes measured: 17.2 s)",
         ["N", "duration", "plan calls", "plan CPU per call"],
         [
             [f"{r['n']:,}", _fmt_s(r["seconds"]) + (" (extrapolated)" if r["extrapolated"] else ""),
@@ -820,17 +943,20 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
         ],
     )  # fmt: skip
     policy_rows = []
-    for name, p in data["policies"].items():
-        first = p["first"]
-        policy_rows.append(
-            [name, first["resource"] if first else "none up to 1M",
-             f"{first['n']:,}" if first else "-"]
-            + [f"{v:,}" if v else "-" for v in p["first_n"].values()]
-        )  # fmt: skip
-    resources = list(next(iter(data["policies"].values()))["first_n"])
+    resources: list[str] = []
+    for functions, entry in data["policies"].items():
+        for name, p in entry["by_policy"].items():
+            first = p["first"]
+            resources = list(p["first_n"])
+            policy_rows.append(
+                [f"{name}, {int(functions):,} functions",
+                 first["resource"] if first else "none up to 1M",
+                 f"{first['n']:,}" if first else "-"]
+                + [f"{v:,}" if v else "-" for v in p["first_n"].values()]
+            )  # fmt: skip
     c.print_table(
-        "Which resource runs out first (control plane only; membership limits above apply "
-        "to every policy)",
+        "Which resource runs out first, at what N (control plane as built; the membership "
+        "limits above apply to every policy)",
         ["policy", "first to run out", "at N", *[f"{r} at N" for r in resources]],
         policy_rows,
     )
@@ -877,8 +1003,14 @@ def plot(data: dict[str, Any]) -> list[str]:
             label="every survivor heard it dead (lan)")  # fmt: skip
     ax.plot(ns, [data["detection"][n]["all_heard_flat_s"] for n in data["detection"]], "k:",
             label="same, suspicion timeout flat in N")  # fmt: skip
+    middle = fs[len(fs) // 2]
+    pts = [f for f in data["failover"] if f["functions"] == middle]
+    for variant in list(VARIANTS)[1:]:
+        ax.plot([p["n"] for p in pts], [p["variants"][variant]["consistent_s"] for p in pts],
+                "^-.", label=f"{variant}, {middle:,} functions")  # fmt: skip
     ax.axhline(FAILOVER_TARGET_S, color="red", lw=1, label="target (10 s)")
-    ax.set(xscale="log", xlabel="nodes", ylabel="seconds from kill -9", title="Master failover")
+    ax.set(xscale="log", yscale="log", xlabel="nodes", ylabel="seconds from kill -9",
+           title="Master failover")  # fmt: skip
     ax.legend(fontsize=8)
     save(fig, "failover")
 
@@ -898,13 +1030,16 @@ def plot(data: dict[str, Any]) -> list[str]:
                 title="compute_topology per membership change")  # fmt: skip
     save(fig, "cpu")
 
-    fig, axes = plt.subplots(1, len(data["policies"]), figsize=(14, 4), sharey=True)
-    for ax, (name, p) in zip(axes, data["policies"].items(), strict=True):
+    shown = list(data["policies"])[len(data["policies"]) // 2]
+    by_policy = data["policies"][shown]["by_policy"]
+    fig, axes = plt.subplots(1, len(by_policy), figsize=(14, 4), sharey=True)
+    for ax, (name, p) in zip(axes, by_policy.items(), strict=True):
         grid = [r["n"] for r in p["rows"]]
         for resource in p["first_n"]:
             ax.plot(grid, [max(r[resource], 1e-4) for r in p["rows"]], "o-", label=resource)
         ax.axhline(1.0, color="red", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="nodes", title=name)
+        ax.set(xscale="log", yscale="log", xlabel="nodes",
+               title=f"{name}, {int(shown):,} functions")  # fmt: skip
     axes[0].set_ylabel("share of the limit")
     axes[0].legend(fontsize=7)
     save(fig, "policies")
@@ -965,4 +1100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
