@@ -213,7 +213,8 @@ def master_cpu(
 ) -> dict[str, float]:
     """Cores the master spends at ``rate`` registrations/s, by item. Writes arrive one pair
     per call (from thousands of nodes, each registers rarely: little to coalesce); a batch
-    window flushes once per window when writes keep coming; each delta goes to ``k`` streams.
+    window flushes once per window when writes keep coming; each delta is encoded once
+    (``wire.UpdateEncoder``) and sent on ``k`` streams.
     A worker's anti-entropy check whose replica copy lags (up to a window after a write)
     confirms with the master: about window/period of the writes."""
     batches = min(rate, 1 / BATCH_WINDOW_S) if rate > 0 else 0.0
@@ -222,7 +223,7 @@ def master_cpu(
     items = {
         "calls": rate * GRPC_CALL_S,
         "batches": batches * cost.cpu_s,
-        "streams": batches * k * (cost.encode_s + STREAM_SEND_S),
+        "streams": batches * (cost.encode_s + k * STREAM_SEND_S),
         "confirms": rate * (BATCH_WINDOW_S / DIGEST_PERIOD_S) * GRPC_CALL_S,
         "topology_per_change": topology_s,
     }
@@ -340,10 +341,12 @@ class Failover:
 
 
 SnapshotMode = Literal["per stream", "once", "none"]
-"""How the new master brings its replicas to its lineage: ``per stream`` is what the product
-does (``ControlServer.Subscribe`` encodes a snapshot for each stream); ``once`` encodes one
-per version and shares it; ``none`` lets replicas that hold the old lineage's last version
-resume with deltas (a design change: the new lineage would record where it forked)."""
+"""How the new master brings its replicas to its lineage: ``once`` is what the product does
+(``wire.UpdateEncoder`` encodes a snapshot once per table version for every stream; in a
+failover the announces change nothing when nothing was lost, so the version holds);
+``per stream`` is what it did before this branch; ``none`` lets replicas that hold the old
+lineage's last version resume with deltas (a design change: the new lineage would record
+where it forked)."""
 
 
 def failover(
@@ -355,7 +358,7 @@ def failover(
     announce_cpu_s: float,
     net: _swim.Network,
     rng: random.Random,
-    snapshots: SnapshotMode = "per stream",
+    snapshots: SnapshotMode = "once",
 ) -> Failover:
     """Master (rank 0) killed at t = 0. Survivor i heard it dead at ``detection.heard[i]``
     and then spends ``topology_s`` computing its roles (its loop does nothing else). Rank 1
@@ -553,17 +556,17 @@ def policy_limits(
             master = (
                 REGISTRATIONS_PER_S * GRPC_CALL_S * (1 + BATCH_WINDOW_S / DIGEST_PERIOD_S)
                 + batches * unit["batch_cpu_s"]
-                + batches * fanout * (unit["encode_s"] + STREAM_SEND_S)
+                + batches * (unit["encode_s"] + fanout * STREAM_SEND_S)
             )
             relay = (
-                batches * (n ** (1 / 3)) * (unit["encode_s"] + STREAM_SEND_S)
+                batches * (unit["encode_s"] + n ** (1 / 3) * STREAM_SEND_S)
                 if name.startswith("3 tiers")
                 else 0.0
             )
             replica = per_replica * (rate * (1 - hit) + 1 / DIGEST_PERIOD_S) * unit["query_s"]
             replica += batches * unit["apply_s"] + relay
             nic = batches * fanout * unit["delta_bytes"] / NIC_BYTES_S
-            snapshots = fanout * (unit["snapshot_encode_s"] + unit["snapshot_bytes"] / NIC_BYTES_S)
+            snapshots = unit["snapshot_encode_s"] + fanout * unit["snapshot_bytes"] / NIC_BYTES_S
             use = {
                 "master CPU": master / ONE_CORE,
                 "master NIC": nic,
@@ -630,8 +633,8 @@ def tuned(lan: _swim.SwimParams) -> _swim.SwimParams:
 
 VARIANTS: dict[str, tuple[SnapshotMode, bool]] = {
     # name -> (snapshots, tuned gossip)
-    "as built": ("per stream", False),
-    "snapshot encoded once": ("once", False),
+    "as built": ("once", False),
+    "snapshot per stream (before)": ("per stream", False),
     "replicas resume (no snapshot)": ("none", False),
     "resume + tuned gossip": ("none", True),
 }

@@ -137,7 +137,8 @@ def test_master_cpu_grows_with_the_rate_and_the_streams() -> None:
     high = scale.master_cpu(1_000.0, 10, 89, _flat_cost, 0.0)
     wide = scale.master_cpu(1_000.0, 100, 9_899, _flat_cost, 0.0)
     assert high["calls"] == pytest.approx(10 * low["calls"])
-    assert wide["streams"] == pytest.approx(10 * high["streams"])
+    # one encoding per delta, one send per stream
+    assert wide["streams"] - high["streams"] == pytest.approx(10 * 90 * scale.STREAM_SEND_S)
     assert wide["stream_bytes_per_s"] == pytest.approx(10 * 100 * 500)
     assert high["total"] == pytest.approx(
         high["calls"] + high["batches"] + high["streams"] + high["confirms"]
@@ -162,11 +163,22 @@ def test_failover_waits_for_detection_topology_and_every_snapshot() -> None:
     assert quick.consistent_s >= 2.5
     assert quick.topology_s == 0.5
     # Snapshots encoded one stream after the other on the new master's loop: k of them.
-    slow = scale.failover(n, 10, detection, 0.5, (0.1, 0, 0.0), 0.0, net, random.Random(1))
+    slow = scale.failover(
+        n, 10, detection, 0.5, (0.1, 0, 0.0), 0.0, net, random.Random(1), "per stream"
+    )
     k = scale.replica_count(n - 1)
     # (plus the announces that arrived between them, one unary call each)
     assert k * 0.1 <= slow.snapshots_s <= k * 0.1 + n * scale.GRPC_CALL_S
     assert slow.consistent_s >= 2.5 + k * 0.1
+    # Encoded once, sent k times through the NIC.
+    once = scale.failover(
+        n, 10, detection, 0.5, (0.1, 1_250_000, 0.0), 0.0, net, random.Random(1), "once"
+    )
+    assert 0.1 + k * 0.01 <= once.snapshots_s <= 0.1 + k * 0.01 + n * scale.GRPC_CALL_S
+    resumed = scale.failover(
+        n, 10, detection, 0.5, (0.1, 1_250_000, 0.0), 0.0, net, random.Random(1), "none"
+    )
+    assert resumed.snapshots_s < 0.01
     assert not scale.failover(
         n, 10, detection, 9.0, (0.0, 0, 0.0), 0.0, net, random.Random(1)
     ).passed
