@@ -859,9 +859,20 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.0f} B"
 
 
+MARKDOWN = False
+"""Set by ``--markdown``: the tables as docs/scale.md shows them."""
+
+
+def _show(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    if MARKDOWN:
+        print(f"**{title}**\n\n{c.markdown_table(columns, rows)}\n")
+    else:
+        c.print_table(title, columns, rows)
+
+
 def report(data: dict[str, Any]) -> dict[str, Any]:
-    """Prints every table; returns the verdicts."""
-    c.print_table(
+    """Prints every table (markdown with ``--markdown``); returns the verdicts."""
+    _show(
         "Calibration: the membership model against kinship on real processes "
         "(kill -9 -> every survivor sees it dead)",
         ["preset, N", "simulated median", "measured median", "error", "source"],
@@ -871,13 +882,13 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
             for r in data["calibration"]
         ],
     )  # fmt: skip
-    c.print_table(
+    _show(
         "Membership (lan preset) and topology per N",
         ["N", "first suspect", "declared dead", "all survivors heard", "same, flat timeout",
          "same, tuned gossip", "suspicion min", "push-pull per node", "> max_members",
          "topology per change"],
         [
-            [f"{n:,}", f"{d['first_suspect_s']:.1f} s", f"{d['dead_s']:.1f} s",
+            [f"{int(n):,}", f"{d['first_suspect_s']:.1f} s", f"{d['dead_s']:.1f} s",
              f"{d['all_heard_s']:.1f} s", f"{d['all_heard_flat_s']:.1f} s",
              f"{d['all_heard_tuned_s']:.1f} s", f"{d['suspicion_min_s']:.0f} s",
              f"{_size(d['push_pull_bytes_per_s'])}/s",
@@ -887,7 +898,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
         ],
     )  # fmt: skip
     rows = data["rows"]
-    c.print_table(
+    _show(
         "The master at 1,000 registrations/s (target at 10,000 nodes: below one core)",
         ["N", "functions", "replicas", "routes", "CPU (cores)", "regs/s one core absorbs",
          "batch CPU (100 regs)", "stream out", "table memory", "target"],
@@ -900,7 +911,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
             for r in rows
         ],
     )  # fmt: skip
-    c.print_table(
+    _show(
         f"Replicas: the busiest one at {data['rate']:,.0f} calls/s per node, route-cache hit "
         f"ratio {data['hit']:.0%}, one digest check per worker per second",
         ["N", "functions", "workers (busiest)", "queries/s", "CPU (cores)", "per query",
@@ -912,7 +923,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
             for r in rows
         ],
     )  # fmt: skip
-    c.print_table(
+    _show(
         "Failover as built: master killed -> every replica holds a consistent table "
         "(target at 10,000 nodes: <= 10 s)",
         ["N", "functions", "all heard dead", "topology", "snapshots", "announces",
@@ -926,7 +937,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
         ],
     )  # fmt: skip
     names = list(VARIANTS)
-    c.print_table(
+    _show(
         "Failover with design changes (consistent table, seconds; PASS/FAIL at 10,000 nodes)",
         ["N", "functions", *names],
         [
@@ -937,7 +948,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
             for f in data["failover"]
         ],
     )  # fmt: skip
-    c.print_table(
+    _show(
         f"Rollout with the real plan, one node replaced at a time, handover of "
         f"{data['rollout_functions']:,} functions (10 nodes measured: 17.2 s)",
         ["N", "duration", "plan calls", "plan CPU per call"],
@@ -960,7 +971,7 @@ def report(data: dict[str, Any]) -> dict[str, Any]:
                  f"{first['n']:,}" if first else "-"]
                 + [f"{v:,}" if v else "-" for v in p["first_n"].values()]
             )  # fmt: skip
-    c.print_table(
+    _show(
         "Which resource runs out first, at what N (control plane as built; the membership "
         "limits above apply to every policy)",
         ["policy", "first to run out", "at N", *[f"{r} at N" for r in resources]],
@@ -1076,9 +1087,15 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.0, help="datagram loss ratio")
     parser.add_argument("--no-plot", action="store_true", help="write no docs/scale-*.png")
     parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the plots")
+    parser.add_argument("--markdown", action="store_true", help="print the tables in markdown")
     args = parser.parse_args()
+    global MARKDOWN
+    MARKDOWN = args.markdown
     if args.replot is not None:
-        for line in plot(json.loads(args.replot.read_text())):
+        saved = json.loads(args.replot.read_text())
+        if args.markdown:
+            report(saved)
+        for line in plot(saved):
             print(line)
         return
     began = time.perf_counter()
