@@ -277,14 +277,14 @@ def table_bytes(functions: int, n: int, rng: random.Random) -> tuple[int, int]:
 def query_cost(copy: ReplicaCopy, functions: int, rng: random.Random) -> float:
     """A replica's CPU per query: the real lookup and reply encoding, plus the lane's
     transport cost."""
-    names = [f"fn-{rng.randrange(functions):06d}" for _ in range(2_000)]
+    names = [f"fn-{rng.randrange(functions):06d}" for _ in range(1_000)]
 
     def run() -> None:
         for name in names:
             reply = wire.query_reply(QueryResult(copy.query(name), copy.version))
             reply.SerializeToString()
 
-    return timed(run, 3) / len(names) + LANE_TRANSPORT_S
+    return timed(run, 7) / len(names) + LANE_TRANSPORT_S
 
 
 def busiest_share(n: int, policy: ReplicaPolicy, sample: int, rng: random.Random) -> float:
