@@ -170,7 +170,7 @@ def timed(action: Callable[[], object], repeats: int) -> float:
 class BatchCost:
     pairs: int
     cpu_s: float  # batcher writes + take + apply_batch, the real code
-    encode_s: float  # the delta's protobuf message, once per subscriber
+    encode_s: float  # the delta's protobuf message, built once for every stream
     delta_bytes: int
 
 
