@@ -35,6 +35,7 @@ and the run is full, docs/scale-*.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import heapq
@@ -44,7 +45,7 @@ import random
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -153,14 +154,25 @@ def table_of(sets: Sequence[set[str]]) -> RoutingTable:
 
 
 def timed(action: Callable[[], object], repeats: int) -> float:
-    """The median wall time of ``action`` in seconds over ``repeats`` runs."""
+    """The median wall time of ``action`` in seconds over ``repeats`` runs. The garbage
+    collector runs between samples, not in them: a collection that the simulator's own large
+    heap owes would otherwise land in whichever sample allocates next."""
     samples = []
     for _ in range(repeats):
-        gc.collect()  # a collection another allocation owes does not land in this sample
-        began = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - began)
+        with _no_collection():
+            began = time.perf_counter()
+            action()
+            samples.append(time.perf_counter() - began)
     return statistics.median(samples)
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # -- 1. the master --------------------------------------------------------------------------
@@ -188,16 +200,16 @@ def batch_cost(
     deltas: list[Delta] = []
     samples = []
     for repeat in range(BATCH_REPEATS):
-        gc.collect()
-        began = time.perf_counter()
-        for function, route in chosen:
-            if repeat % 2 == 0:
-                batcher.register(function, route)
-            else:
-                batcher.unregister(function, route)
-        batch = batcher.take()
-        delta = table.apply_batch(batch) if batch is not None else None
-        samples.append(time.perf_counter() - began)
+        with _no_collection():
+            began = time.perf_counter()
+            for function, route in chosen:
+                if repeat % 2 == 0:
+                    batcher.register(function, route)
+                else:
+                    batcher.unregister(function, route)
+            batch = batcher.take()
+            delta = table.apply_batch(batch) if batch is not None else None
+            samples.append(time.perf_counter() - began)
         clock[0] += BATCH_WINDOW_S
         if delta is not None:
             deltas.append(delta)
