@@ -69,9 +69,13 @@ def test_each_update_is_encoded_once_for_every_stream() -> None:
     ]
     assert encoder.messages(second) is not shared
     assert encoder.messages(first) is not shared  # bounded: the oldest delta went
-    snapshot = encoder.messages(table.snapshot())
+    old = table.snapshot()
+    snapshot = encoder.messages(old)
     assert encoder.messages(table.snapshot()) is snapshot  # same lineage and version
-    table.apply([Change(Op.ADD, "h", MEMBERS["w1"])])
+    third = table.apply([Change(Op.ADD, "h", MEMBERS["w1"])])
+    assert third is not None
+    encoder.messages(third)  # the table moved on: the old snapshot's messages are let go
+    assert encoder.messages(old) is not snapshot
     newer = encoder.messages(table.snapshot())
     assert newer is not snapshot and len(newer[0].changes) == 3
     table.restart_lineage("M")  # same version, another lineage: another snapshot

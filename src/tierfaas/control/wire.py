@@ -162,7 +162,9 @@ class UpdateEncoder:
     content of the master's table (a lineage's version grows with every change), and the
     messages are shared (they are only read). At 10,000 nodes encoding each delta per stream
     took ~0.4 of the master's core at 1,000 registrations/s (benchmarks/scale.py). Keeps the
-    last snapshot and the last ``deltas`` deltas."""
+    last ``deltas`` deltas, and the last snapshot until the table moves on (the next delta):
+    the messages of 300,000 routes take ~70 MB, and a later subscriber gets a snapshot of a
+    later version anyway."""
 
     def __init__(self, deltas: int = 32) -> None:
         self._deltas: OrderedDict[tuple[str, int], list[pb.TableUpdate]] = OrderedDict()
@@ -178,6 +180,7 @@ class UpdateEncoder:
             return self._snapshot[1]
         messages = self._deltas.get(key)
         if messages is None:
+            self._snapshot = None  # a new delta: the table has moved on from that snapshot
             messages = self._deltas[key] = update_to_pb(update)
             if len(self._deltas) > self._limit:
                 self._deltas.popitem(last=False)
