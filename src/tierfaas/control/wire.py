@@ -159,12 +159,12 @@ class UpdateEncoder:
     The master sends each delta to every replica (about sqrt(N) streams), and a snapshot to
     each replica that subscribes after a failover: turning each route into a message is the
     Python part of that cost, so it is done once per (kind, lineage, version), which names one
-    content of the master's table (a lineage's version grows with every change), and the
-    messages are shared (they are only read). At 10,000 nodes encoding each delta per stream
-    took ~0.4 of the master's core at 1,000 registrations/s (benchmarks/scale.py). Keeps the
-    last ``deltas`` deltas, and the last snapshot until the table moves on (the next delta):
-    the messages of 300,000 routes take ~70 MB, and a later subscriber gets a snapshot of a
-    later version anyway."""
+    content of the master's table (a lineage's version grows with every change, and every
+    promotion draws a new random lineage), and the messages are shared (they are only read).
+    At 10,000 nodes encoding each delta per stream took ~0.4 of the master's core at 1,000
+    registrations/s (benchmarks/scale.py). Keeps the last ``deltas`` deltas, and the last
+    snapshot until the table moves on (the next delta): the messages of 300,000 routes take
+    ~70 MB, and a later subscriber gets a snapshot of a later version anyway."""
 
     def __init__(self, deltas: int = 32) -> None:
         self._deltas: OrderedDict[tuple[str, int], list[pb.TableUpdate]] = OrderedDict()
