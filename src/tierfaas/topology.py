@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
 
@@ -211,15 +211,56 @@ def assign_replica(worker: str, replicas: Iterable[str]) -> str:
     return best
 
 
+class ReplicaAssignment(Mapping[str, str]):
+    """Worker -> its replica (``assign_replica``), each computed when first asked, then kept.
+
+    Why lazy: every node recomputes its topology after every membership change, and needs
+    one assignment there, its own (the admin view asks for all, on demand). Computing all of
+    them costs a hash per (worker, replica): N x sqrt(N), about a second of a node's event loop
+    at 10,000 nodes for every join, leave or suspicion (benchmarks/scale.py); one worker's costs
+    sqrt(N) hashes. The answers are the same as computing them all at once."""
+
+    __slots__ = ("_known", "_members", "_replicas", "_workers")
+
+    def __init__(self, workers: Sequence[str], replicas: Sequence[str]) -> None:
+        if workers and not replicas:
+            raise ValueError("no replica to assign the workers to")
+        self._workers = tuple(workers)
+        self._members = frozenset(workers)
+        self._replicas = tuple(replicas)
+        self._known: dict[str, str] = {}
+
+    def __getitem__(self, worker: str) -> str:
+        replica = self._known.get(worker)
+        if replica is None:
+            if worker not in self._members:
+                raise KeyError(worker)
+            replica = self._known[worker] = assign_replica(worker, self._replicas)
+        return replica
+
+    def __contains__(self, worker: object) -> bool:
+        return worker in self._members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._workers)
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __repr__(self) -> str:
+        return f"ReplicaAssignment({len(self._workers)} workers, {len(self._replicas)} replicas)"
+
+
 @dataclass(frozen=True)
 class Topology:
-    """Roles in one view. ``members`` holds live names in rank order."""
+    """Roles in one view. ``members`` holds live names in rank order; ``replica_of`` maps
+    each worker to its replica (a ``ReplicaAssignment``, computed as asked)."""
 
     members: tuple[str, ...] = ()
     master: str | None = None
     replicas: tuple[str, ...] = ()
     workers: tuple[str, ...] = ()
-    replica_of: dict[str, str] = field(default_factory=dict)
+    replica_of: Mapping[str, str] = field(default_factory=dict)
 
     def role_of(self, name: str) -> Role | None:
         """``"master"``, ``"replica"`` or ``"worker"``; None if ``name`` is not a live member."""
@@ -256,5 +297,5 @@ def compute_topology(members: Iterable[RankedMember], replicas: ReplicaPolicy = 
     k = replica_count(len(ordered), replicas)
     reps = tuple(ordered[1 : 1 + k])
     workers = tuple(ordered[1 + k :])
-    replica_of = {w: assign_replica(w, reps) for w in workers} if reps else {}
+    replica_of = ReplicaAssignment(workers, reps) if reps else {}
     return Topology(tuple(ordered), ordered[0], reps, workers, replica_of)

@@ -54,3 +54,29 @@ def test_decoding_refuses_bad_names_addresses_and_ops() -> None:
         wire.update_from_pb(pb.TableUpdate(prev_version=3, version=3))
     with pytest.raises(wire.BadMessage):
         wire.decode(pb.QueryRequest, b"\xff\xff\xff")
+
+
+def test_each_update_is_encoded_once_for_every_stream() -> None:
+    table = RoutingTable("L")
+    first = table.apply([Change(Op.ADD, "f", MEMBERS["w1"])])
+    second = table.apply([Change(Op.ADD, "g", MEMBERS["w2"])])
+    assert first is not None and second is not None
+    encoder = wire.UpdateEncoder(deltas=1)
+    shared = encoder.messages(first)
+    assert encoder.messages(first) is shared  # a second stream gets the same messages
+    assert [m.SerializeToString() for m in shared] == [
+        m.SerializeToString() for m in wire.update_to_pb(first)
+    ]
+    assert encoder.messages(second) is not shared
+    assert encoder.messages(first) is not shared  # bounded: the oldest delta went
+    old = table.snapshot()
+    snapshot = encoder.messages(old)
+    assert encoder.messages(table.snapshot()) is snapshot  # same lineage and version
+    third = table.apply([Change(Op.ADD, "h", MEMBERS["w1"])])
+    assert third is not None
+    encoder.messages(third)  # the table moved on: the old snapshot's messages are let go
+    assert encoder.messages(old) is not snapshot
+    newer = encoder.messages(table.snapshot())
+    assert newer is not snapshot and len(newer[0].changes) == 3
+    table.restart_lineage("M")  # same version, another lineage: another snapshot
+    assert encoder.messages(table.snapshot())[0].lineage == "M"

@@ -399,3 +399,34 @@ def test_with_a_run_of_the_old_release_both_releases_agree_even_when_a_clock_is_
     skewed = member("d", 1_000 - 5 * MINUTE_MS, cohort=next_cohort(old, "d"))
     by_start = min([*old, skewed], key=lambda m: (m.epoch, m.name)).name
     assert compute_topology([*old, skewed]).master == by_start == "d"
+
+
+def test_a_topology_hashes_only_the_assignments_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every node recomputes its topology after every membership change and needs its own
+    replica only: computing every worker's cost N x sqrt(N) hashes (about a second of the
+    event loop at 10,000 nodes, benchmarks/scale.py)."""
+    from tierfaas import topology
+
+    calls = 0
+    real = topology.hrw_weight
+
+    def counting(worker: str, replica: str) -> int:
+        nonlocal calls
+        calls += 1
+        return real(worker, replica)
+
+    monkeypatch.setattr(topology, "hrw_weight", counting)
+    topo = compute_topology(view(400))
+    assert calls == 0
+    worker = topo.workers[7]
+    assert topo.role_of(worker) == "worker" and worker in topo.replica_of
+    assert calls == 0
+    assert topo.replica_of.get(worker) == assign_replica(worker, topo.replicas)
+    assert topo.replica_of[worker] == topo.replica_of.get(worker)
+    assert calls == 2 * len(topo.replicas)  # one lookup hashed (kept), one direct check
+    assert topo.replica_of.get("n000") is None and "n000" not in topo.replica_of
+    assert len(topo.replica_of) == len(topo.workers)
+    # All of them, when asked, equal the eager computation.
+    assert dict(topo.replica_of) == {w: assign_replica(w, topo.replicas) for w in topo.workers}

@@ -91,6 +91,7 @@ class ControlServer(CallsServicer, rpc.ControlServicer):
         if key is None and not bind.is_loopback:
             raise ConfigError("rpc", f"{bind} is not loopback and no cluster key is set")
         self._backend = backend
+        self._encoder = wire.UpdateEncoder()  # one encoding per update for all streams
         self._bind = bind
         self._key = key
         self._node = node
@@ -247,7 +248,7 @@ class ControlServer(CallsServicer, rpc.ControlServicer):
             await self._not_master(context)
         log.info("replica %s subscribed from version %d", request.replica, request.from_version)
         async for update in self._backend.subscribe(request.from_version, request.lineage):
-            for message in wire.update_to_pb(update):
+            for message in self._encoder.messages(update):
                 yield message
 
     async def Info(self, data: bytes, context: Context) -> pb.InfoReply:
