@@ -44,8 +44,11 @@
    answers with ``X-Tierfaas-Start: cold``, reported per 10 s window and after the first
    minute. ``tierfaas down`` and a reaper of the state dir's processes clean up.
 
-Results: tables on stdout, benchmarks/results/capacity.json (with the hourly series a plot
-would draw: matplotlib is not a dependency of this project, so no plot is drawn).
+Results: tables on stdout, benchmarks/results/capacity.json (with each variant's hourly series
+and the cluster's 10 s windows) and, when matplotlib is installed (the ``bench`` extra), the
+figures of ``capacity_plots.py``: docs/capacity-sim.png and docs/capacity-cluster.png (a quick
+run's go to benchmarks/results/ only; ``--no-plot``: none; ``capacity_plots.py JSON...``
+redraws them from saved results).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from types import FrameType
 from typing import Any
 
 import _common as c
+import capacity_plots
 import traces
 from tierfaas import errors
 from tierfaas.config import NodeConfig
@@ -449,7 +453,7 @@ async def simulate(
         note = CLUSTER_CACHE_NOTE if cluster.wire_cluster_cache() else CLUSTER_CACHE_UNWIRED
     counts = Counts()
     hourly: list[dict[str, float]] = []
-    hour_mark = (0.0, 0, 0.0, 0.0)  # calls, cold, declared MB-s at the last hour's end
+    hour_mark = (0.0, 0, 0.0, 0.0)  # calls, cold, declared and measured MB-s at the hour's end
     next_hour = 3600.0
 
     def record(event: traces.Event, task: asyncio.Task[tuple[bool, bool]]) -> None:
@@ -473,7 +477,7 @@ async def simulate(
     def close_hour(at: float) -> None:
         nonlocal hour_mark
         ledger.accrue(at)
-        calls0, cold0, mb_s0, _ = hour_mark
+        calls0, cold0, mb_s0, measured0 = hour_mark
         hour_calls = counts.calls - calls0
         hourly.append(
             {
@@ -482,9 +486,10 @@ async def simulate(
                 "cold": counts.cold - cold0,
                 "cold_pct": 100.0 * (counts.cold - cold0) / hour_calls if hour_calls else 0.0,
                 "declared_mb_avg": (ledger.declared_mb_s - mb_s0) / 3600.0,
+                "measured_mb_avg": (ledger.measured_mb_s - measured0) / 3600.0,
             }
         )
-        hour_mark = (counts.calls, counts.cold, ledger.declared_mb_s, 0.0)
+        hour_mark = (counts.calls, counts.cold, ledger.declared_mb_s, ledger.measured_mb_s)
 
     tasks: set[asyncio.Task[tuple[bool, bool]]] = set()
     for n in sim_nodes:
@@ -844,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cluster-in-flight", type=int, default=16)
     parser.add_argument("--first-host", default="127.0.5.10")
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw docs/capacity-*.png")
     args = parser.parse_args(argv)
     quick = args.quick
     functions = args.functions or (60 if quick else 200)
@@ -925,11 +931,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tick_settings": tick_settings(args.tick_s),
             "memory_accounting": args.memory_accounting,
             "results": results,
-            "plot_data": {
-                r["variant"] + f" / {r['nodes']} node(s) / cache {r['cluster_cache']}": r["hourly"]
-                for r in results
-                if "hourly" in r
-            },
         }
         rows, notes = sim_rows(results)
         c.print_table("Simulation (real Runtime on a FakeClock)", SIM_COLUMNS, rows)
@@ -973,7 +974,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(c.markdown_table(columns, [row]))
     report["wall_s"] = time.perf_counter() - began
     path = c.write_results("capacity", report)
-    print(f"results: {path} ({report['wall_s']:.0f} s); no plot (matplotlib is not installed)")
+    if not args.no_plot:
+        print("\n".join(capacity_plots.draw(report)))
+    print(f"results: {path} ({report['wall_s']:.0f} s)")
     return status
 
 
