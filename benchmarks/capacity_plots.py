@@ -141,9 +141,9 @@ def target_dir(quick: bool) -> Path:
     return c.REPO_ROOT / ("benchmarks/results" if quick else "docs")
 
 
-def draw(report: dict[str, Any]) -> list[str]:
-    """The figures ``report`` (capacity.json's content) has data for; what was written, or
-    why nothing was."""
+def draw(report: dict[str, Any], out_dir: Path | None = None) -> list[str]:
+    """Draws the figures ``report`` (capacity.json's content) has data for, into ``out_dir``
+    (default: ``target_dir``); returns what was written, or why nothing was."""
     try:
         import matplotlib
 
@@ -151,7 +151,7 @@ def draw(report: dict[str, Any]) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return ["matplotlib is not installed: no plot (pip install -e '.[bench]')"]
-    out_dir = target_dir(bool(report.get("quick")))
+    out_dir = out_dir or target_dir(bool(report.get("quick")))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     when = str(report.get("when", ""))[:16].replace("T", " ")
