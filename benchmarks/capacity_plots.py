@@ -245,7 +245,8 @@ def draw(report: dict[str, Any], out_dir: Path | None = None) -> list[str]:
         ax.set_ylabel("cold calls (% of the window's)", fontsize=9)
         ax.set_xlabel("seconds since the replay began", fontsize=9)
         warmup = float(cluster.get("warmup_s", 0.0))
-        ax.axvspan(0, warmup, color="#eeeeee", zorder=0)
+        twin.axvspan(0, warmup, color="#dddddd", alpha=0.5, zorder=0, label="not counted")
+        ax.set_ylim(bottom=0)
         after = cluster.get("cold_pct_after_warmup")
         ax.annotate(
             f"after the first {warmup:g} s: {after:.2f} % cold",

@@ -45,10 +45,9 @@ RECENT_S = 60.0  # evictions_last_min's window
 class IdleInstances(Protocol):
     """A holder of instances the budget may evict (a pool)."""
 
-    def idle_instances(self) -> list[PoolInstance]: ...
-
-    def call_frequency(self) -> float:
-        """How often its function is called here (``eviction.CallRate``)."""
+    def idle_values(self) -> list[tuple[PoolInstance, float]]:
+        """Its idle instances the budget may evict, each with the call frequency its value
+        is taken from (``eviction.CallRate``: the calls here that would find it)."""
         ...
 
 
@@ -196,17 +195,14 @@ class MemoryBudget:
     # -- eviction ----------------------------------------------------------------------------
 
     def _idle(self, exclude: object) -> dict[PoolInstance, float]:
-        """The idle instances of the holders but ``exclude``, each with its value's frequency:
-        its function's call frequency here, plus one."""
+        """The idle instances of the holders but ``exclude``, each with its value's frequency
+        (``IdleInstances.idle_values``), plus one."""
         idle: dict[PoolInstance, float] = {}
         for holder in self._holders:
             if holder is exclude:
                 continue
-            instances = holder.idle_instances()
-            if instances:
-                frequency = holder.call_frequency() + 1.0
-                for instance in instances:
-                    idle[instance] = frequency
+            for instance, frequency in holder.idle_values():
+                idle[instance] = frequency + 1.0
         return idle
 
     def _evict(
