@@ -4,10 +4,11 @@ package never imports it.
 
     .venv/bin/python benchmarks/capacity_plots.py benchmarks/results/capacity.json   # redraw
 
-- ``capacity-sim.png``: the simulation. Cold calls (as a share of the calls) and memory held
-  (GiB·h, as the budget counted it) per policy, on one node and on the cluster with and
-  without the cluster cache, each bar marked with its change against fixed 10 min + LRU on as
-  many nodes; and each hour's cold share over the simulated day.
+- ``capacity-sim.png`` (``capacity-sim-measured.png`` with measured accounting): the
+  simulation. Cold calls (as a share of the calls) and memory held (GiB·h, as the budget
+  counted it) per policy, on one node and on the cluster with and without the cluster cache,
+  each bar marked with its change against fixed 10 min + LRU on as many nodes; and each
+  hour's cold share over the simulated day.
 - ``capacity-cluster.png``: the real cluster. Each 10 s window's cold share and calls, with
   the first minute (not counted) shaded.
 
@@ -227,7 +228,8 @@ def draw(report: dict[str, Any], out_dir: Path | None = None) -> list[str]:
             fontsize=10,
         )
         fig.tight_layout()
-        path = out_dir / ("capacity-sim" + ("-quick" if report.get("quick") else "") + ".png")
+        name = "capacity-sim" + ("-measured" if accounting == "measured" else "")
+        path = out_dir / (name + ("-quick" if report.get("quick") else "") + ".png")
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(f"plot: {path}")
