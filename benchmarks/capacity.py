@@ -973,10 +973,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.markdown:
                 print(c.markdown_table(columns, [row]))
     report["wall_s"] = time.perf_counter() - began
-    # A run with measured accounting keeps its own results (and figure) beside the default's.
-    path = c.write_results(
-        "capacity" + ("-measured" if args.memory_accounting == "measured" else ""), report
-    )
+    # A run with measured accounting, or of the real cluster alone, keeps its own results
+    # (and figure) beside the default's.
+    name = "capacity" + ("-measured" if args.memory_accounting == "measured" else "")
+    path = c.write_results(name + ("-cluster" if args.no_sim else ""), report)
     if not args.no_plot:
         print("\n".join(capacity_plots.draw(report)))
     print(f"results: {path} ({report['wall_s']:.0f} s)")
