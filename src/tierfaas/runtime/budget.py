@@ -12,13 +12,14 @@ what keeps many small instances warm; the risk, that many grow at once, is met b
 pressure) and is documented in docs/operations.md.
 
 Eviction: a start that does not fit evicts idle instances of *other* functions, in the order
-of the eviction policy (``eviction.py``: Greedy-Dual, valuing an instance by its function's
-call frequency here as its holder reports it, or LRU), and only if together they make
-the room (unless the start asks not to evict: an extra or a prewarmed instance is never worth
-a warm one elsewhere). A start that finds no room is not made; its calls wait, then get 429.
-An evicted instance's memory is free at once, though its process ends a moment later. With
-``warm_elsewhere`` set (``--cluster-cache``), idle instances whose function is also warm on
-another node go first (``duplicates.duplicates_first``), each group in the policy's order.
+of the eviction policy (``eviction.py``: Greedy-Dual, valuing an instance by the frequency of
+the calls here that would take it, as its holder reports it, or LRU), and only if together
+they make the room (unless the start asks not to evict: an extra or a prewarmed instance is
+never worth a warm one elsewhere). A start that finds no room is not made; its calls wait,
+then get 429. An evicted instance's memory is free at once, though its process ends a moment
+later. With ``warm_elsewhere`` set (``--cluster-cache``), idle instances whose function is
+also warm on another node go first (``duplicates.duplicates_first``), each group in the
+policy's order.
 """
 
 from __future__ import annotations
