@@ -267,6 +267,7 @@ class SimResult:
     cold_calls: int
     cold_pct: float
     cold_events_pct: float
+    cold_start_s: float  # the cold calls' start time, summed (what Greedy-Dual's cost weighs)
     function_cold_pct: dict[str, float]  # median, p75, p90 over functions of their cold %
     cold_by_trigger: dict[str, int]  # cold calls of timer, http and other functions
     cold_by_decade: dict[str, int]  # cold calls by the function's daily calls, per decade
@@ -529,6 +530,9 @@ async def simulate(
         cold_calls=counts.cold,
         cold_pct=100.0 * counts.cold / counts.calls if counts.calls else math.nan,
         cold_events_pct=100.0 * counts.cold / counts.events if counts.events else math.nan,
+        cold_start_s=math.fsum(
+            start_costs[name] * cold for name, cold in counts.cold_by_function.items()
+        ),
         function_cold_pct=function_cold_pct(counts),
         cold_by_trigger=cold_by(counts, {p.name: p.trigger for p in profiles}),
         cold_by_decade=cold_by(
@@ -761,6 +765,7 @@ SIM_COLUMNS = (
     "cluster cache",
     "cold calls",
     "cold %",
+    "cold-start s",
     "fn cold % p50/p75",
     "starts",
     "evicted",
@@ -769,6 +774,7 @@ SIM_COLUMNS = (
     "GiB·h declared",
     "GiB·h measured",
     "cold vs base",
+    "cold-start s vs base",
     "GiB·h vs base",
 )
 
@@ -792,16 +798,21 @@ def sim_rows(results: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[s
             rows.append([*head, mark, *["-"] * (len(SIM_COLUMNS) - 4)])
             continue
         base = baselines.get(r["nodes"])
-        vs_cold = vs_mem = "-"
+        vs_cold = vs_time = vs_mem = "-"
         if base is not None and base["cold_calls"] and base is not r:
-            vs_cold = f"{100.0 * (r['cold_calls'] / base['cold_calls'] - 1):+.0f} %"
-            vs_mem = f"{100.0 * (r['declared_gib_h'] / base['declared_gib_h'] - 1):+.0f} %"
+            # Memory as the budget counted it in this run (the same in every variant).
+            accounting = r["settings"].get("memory_accounting", "declared")
+            gib_h = f"{accounting}_gib_h"
+            vs_cold = f"{100.0 * (r['cold_calls'] / base['cold_calls'] - 1):+.1f} %"
+            vs_time = f"{100.0 * (r['cold_start_s'] / base['cold_start_s'] - 1):+.1f} %"
+            vs_mem = f"{100.0 * (r[gib_h] / base[gib_h] - 1):+.1f} %"
         fn = r["function_cold_pct"]
         rows.append(
             [
                 *head,
                 f"{r['cold_calls']:,}",
                 _fmt(r["cold_pct"], 2),
+                _fmt(r["cold_start_s"], 0),
                 f"{_fmt(fn['median'])} / {_fmt(fn['p75'])}",
                 f"{r['starts']:,}",
                 f"{r['evictions']:,}",
@@ -810,6 +821,7 @@ def sim_rows(results: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[s
                 _fmt(r["declared_gib_h"]),
                 _fmt(r["measured_gib_h"]),
                 vs_cold,
+                vs_time,
                 vs_mem,
             ]
         )
