@@ -596,14 +596,18 @@ class FunctionPool:
         0) all of the function's (``call_frequency``). Valued at the function's frequency, the
         extra instances a peak of a busy function left idle outranked the only instance of
         every quieter function and held their memory until the fixed keep-alive ended."""
-        idle = self.idle_instances()
-        if not idle:
+        evictable = self.idle_instances()
+        if not evictable:
             return []
         now = self.clock()
-        busy = sum(1 for i in self.instances if not i.dead and i.busy)
-        idle.sort(key=lambda instance: instance.last_used, reverse=True)
+        live = [i for i in self.instances if not i.dead]
+        busy = sum(1 for i in live if i.busy)
+        # Ranked among all idle ones, those the pins keep included: they are ahead too.
+        idle = sorted((i for i in live if not i.busy), key=lambda i: i.last_used, reverse=True)
         values = []
         for ahead, instance in enumerate(idle, start=busy):
+            if instance not in evictable:
+                continue
             if ahead == 0:
                 values.append((instance, self.call_frequency()))
             else:
