@@ -49,9 +49,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# The bench extra (matplotlib, for the plots in docs/) on top of dev, once.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
 # Every benchmark in full (about 29 min); `make bench QUICK=--quick` for a look in ~5 min.
 BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity scale
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
 	  $(BIN)/python benchmarks/$$b.py $(QUICK) || exit 1; done
 	@echo "== benchmarks/routing.py --workload io $(QUICK)"

@@ -44,8 +44,11 @@
    answers with ``X-Tierfaas-Start: cold``, reported per 10 s window and after the first
    minute. ``tierfaas down`` and a reaper of the state dir's processes clean up.
 
-Results: tables on stdout, benchmarks/results/capacity.json (with the hourly series a plot
-would draw: matplotlib is not a dependency of this project, so no plot is drawn).
+Results: tables on stdout, benchmarks/results/capacity.json (with each variant's hourly series
+and the cluster's 10 s windows) and, when matplotlib is installed (the ``bench`` extra), the
+figures of ``capacity_plots.py``: docs/capacity-sim.png and docs/capacity-cluster.png (a quick
+run's go to benchmarks/results/ only; ``--no-plot``: none; ``capacity_plots.py JSON...``
+redraws them from saved results).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ from types import FrameType
 from typing import Any
 
 import _common as c
+import capacity_plots
 import traces
 from tierfaas import errors
 from tierfaas.config import NodeConfig
@@ -263,6 +267,7 @@ class SimResult:
     cold_calls: int
     cold_pct: float
     cold_events_pct: float
+    cold_start_s: float  # the cold calls' start time, summed (what Greedy-Dual's cost weighs)
     function_cold_pct: dict[str, float]  # median, p75, p90 over functions of their cold %
     cold_by_trigger: dict[str, int]  # cold calls of timer, http and other functions
     cold_by_decade: dict[str, int]  # cold calls by the function's daily calls, per decade
@@ -449,7 +454,7 @@ async def simulate(
         note = CLUSTER_CACHE_NOTE if cluster.wire_cluster_cache() else CLUSTER_CACHE_UNWIRED
     counts = Counts()
     hourly: list[dict[str, float]] = []
-    hour_mark = (0.0, 0, 0.0, 0.0)  # calls, cold, declared MB-s at the last hour's end
+    hour_mark = (0.0, 0, 0.0, 0.0)  # calls, cold, declared and measured MB-s at the hour's end
     next_hour = 3600.0
 
     def record(event: traces.Event, task: asyncio.Task[tuple[bool, bool]]) -> None:
@@ -473,7 +478,7 @@ async def simulate(
     def close_hour(at: float) -> None:
         nonlocal hour_mark
         ledger.accrue(at)
-        calls0, cold0, mb_s0, _ = hour_mark
+        calls0, cold0, mb_s0, measured0 = hour_mark
         hour_calls = counts.calls - calls0
         hourly.append(
             {
@@ -482,9 +487,10 @@ async def simulate(
                 "cold": counts.cold - cold0,
                 "cold_pct": 100.0 * (counts.cold - cold0) / hour_calls if hour_calls else 0.0,
                 "declared_mb_avg": (ledger.declared_mb_s - mb_s0) / 3600.0,
+                "measured_mb_avg": (ledger.measured_mb_s - measured0) / 3600.0,
             }
         )
-        hour_mark = (counts.calls, counts.cold, ledger.declared_mb_s, 0.0)
+        hour_mark = (counts.calls, counts.cold, ledger.declared_mb_s, ledger.measured_mb_s)
 
     tasks: set[asyncio.Task[tuple[bool, bool]]] = set()
     for n in sim_nodes:
@@ -524,6 +530,9 @@ async def simulate(
         cold_calls=counts.cold,
         cold_pct=100.0 * counts.cold / counts.calls if counts.calls else math.nan,
         cold_events_pct=100.0 * counts.cold / counts.events if counts.events else math.nan,
+        cold_start_s=math.fsum(
+            start_costs[name] * cold for name, cold in counts.cold_by_function.items()
+        ),
         function_cold_pct=function_cold_pct(counts),
         cold_by_trigger=cold_by(counts, {p.name: p.trigger for p in profiles}),
         cold_by_decade=cold_by(
@@ -756,6 +765,7 @@ SIM_COLUMNS = (
     "cluster cache",
     "cold calls",
     "cold %",
+    "cold-start s",
     "fn cold % p50/p75",
     "starts",
     "evicted",
@@ -764,6 +774,7 @@ SIM_COLUMNS = (
     "GiB·h declared",
     "GiB·h measured",
     "cold vs base",
+    "cold-start s vs base",
     "GiB·h vs base",
 )
 
@@ -787,16 +798,21 @@ def sim_rows(results: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[s
             rows.append([*head, mark, *["-"] * (len(SIM_COLUMNS) - 4)])
             continue
         base = baselines.get(r["nodes"])
-        vs_cold = vs_mem = "-"
+        vs_cold = vs_time = vs_mem = "-"
         if base is not None and base["cold_calls"] and base is not r:
-            vs_cold = f"{100.0 * (r['cold_calls'] / base['cold_calls'] - 1):+.0f} %"
-            vs_mem = f"{100.0 * (r['declared_gib_h'] / base['declared_gib_h'] - 1):+.0f} %"
+            # Memory as the budget counted it in this run (the same in every variant).
+            accounting = r["settings"].get("memory_accounting", "declared")
+            gib_h = f"{accounting}_gib_h"
+            vs_cold = f"{100.0 * (r['cold_calls'] / base['cold_calls'] - 1):+.1f} %"
+            vs_time = f"{100.0 * (r['cold_start_s'] / base['cold_start_s'] - 1):+.1f} %"
+            vs_mem = f"{100.0 * (r[gib_h] / base[gib_h] - 1):+.1f} %"
         fn = r["function_cold_pct"]
         rows.append(
             [
                 *head,
                 f"{r['cold_calls']:,}",
                 _fmt(r["cold_pct"], 2),
+                _fmt(r["cold_start_s"], 0),
                 f"{_fmt(fn['median'])} / {_fmt(fn['p75'])}",
                 f"{r['starts']:,}",
                 f"{r['evictions']:,}",
@@ -805,6 +821,7 @@ def sim_rows(results: Sequence[dict[str, Any]]) -> tuple[list[list[str]], list[s
                 _fmt(r["declared_gib_h"]),
                 _fmt(r["measured_gib_h"]),
                 vs_cold,
+                vs_time,
                 vs_mem,
             ]
         )
@@ -844,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cluster-in-flight", type=int, default=16)
     parser.add_argument("--first-host", default="127.0.5.10")
     parser.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    parser.add_argument("--no-plot", action="store_true", help="do not draw docs/capacity-*.png")
     args = parser.parse_args(argv)
     quick = args.quick
     functions = args.functions or (60 if quick else 200)
@@ -925,11 +943,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tick_settings": tick_settings(args.tick_s),
             "memory_accounting": args.memory_accounting,
             "results": results,
-            "plot_data": {
-                r["variant"] + f" / {r['nodes']} node(s) / cache {r['cluster_cache']}": r["hourly"]
-                for r in results
-                if "hourly" in r
-            },
         }
         rows, notes = sim_rows(results)
         c.print_table("Simulation (real Runtime on a FakeClock)", SIM_COLUMNS, rows)
@@ -972,8 +985,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.markdown:
                 print(c.markdown_table(columns, [row]))
     report["wall_s"] = time.perf_counter() - began
-    path = c.write_results("capacity", report)
-    print(f"results: {path} ({report['wall_s']:.0f} s); no plot (matplotlib is not installed)")
+    # A run with measured accounting, or of the real cluster alone, keeps its own results
+    # (and figure) beside the default's.
+    name = "capacity" + ("-measured" if args.memory_accounting == "measured" else "")
+    path = c.write_results(name + ("-cluster" if args.no_sim else ""), report)
+    if not args.no_plot:
+        print("\n".join(capacity_plots.draw(report)))
+    print(f"results: {path} ({report['wall_s']:.0f} s)")
     return status
 
 

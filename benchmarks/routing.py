@@ -497,7 +497,7 @@ def plot(results: dict[str, dict[str, Any]], title: str, name: str) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed: no plot (pip install matplotlib into the venv)"
+        return "matplotlib is not installed: no plot (pip install -e '.[bench]')"
     keys = list(results)
     labels = [f"({k}) {SHORT[k]}" for k in keys]
     colors = ["#9e9e9e", "#1f77b4", "#ff7f0e", "#d62728"][: len(keys)]

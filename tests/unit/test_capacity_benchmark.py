@@ -100,3 +100,95 @@ async def test_the_simulator_replays_a_trace_on_the_real_runtime(nodes: int) -> 
     assert result.peak_declared_mb <= 1024 * nodes
     assert 0 < result.measured_gib_h < result.declared_gib_h
     assert math.isclose(math.fsum(h["calls"] for h in result.hourly), result.calls, rel_tol=1e-9)
+
+
+capacity_plots = _load("capacity_plots")
+
+
+def _run(
+    variant: str, nodes: int, cache: bool | None, cold: int, gib_h: float
+) -> dict[str, object]:
+    hourly = [{"hour": h, "cold_pct": float(cold + h)} for h in range(3)]
+    return {
+        "variant": variant,
+        "nodes": nodes,
+        "cluster_cache": cache,
+        "cold_calls": cold,
+        "cold_pct": cold / 100.0,
+        "declared_gib_h": gib_h,
+        "measured_gib_h": gib_h / 2,
+        "hourly": hourly,
+    }
+
+
+def test_the_figure_compares_each_policy_with_the_baseline_on_as_many_nodes() -> None:
+    fixed, gd, learned = capacity_plots.POLICIES
+    results = [
+        _run(fixed, 1, None, 100, 40.0),
+        _run(learned, 1, None, 60, 38.0),
+        {"variant": gd, "nodes": 1, "cluster_cache": None, "skipped": "not available"},
+        _run(capacity_plots.REFERENCE, 1, None, 30, 80.0),
+        _run(fixed, 3, True, 90, 60.0),
+        _run(fixed, 3, False, 80, 60.0),
+        _run(learned, 3, True, 40, 45.0),
+    ]
+    groups = capacity_plots.groups_of(results)
+    assert [g.label for g in groups] == [
+        "1 node",
+        "3 nodes, cluster cache off",
+        "3 nodes, cluster cache on",
+    ]
+    bars = capacity_plots.bars(results, "measured")
+    one = bars["1 node"]
+    assert list(one) == [fixed, learned]  # the skipped one is absent, the reference too
+    assert one[fixed].cold_change_pct is None
+    assert one[learned].cold_change_pct == pytest.approx(-40.0)
+    assert one[learned].gib_h == 19.0  # measured accounting: measured GiB·h
+    assert one[learned].memory_change_pct == pytest.approx(-5.0)
+    # With the cache on, against the baseline with the cache off (the table's "vs base").
+    on = bars["3 nodes, cluster cache on"]
+    assert on[fixed].cold_change_pct == pytest.approx(12.5)
+    assert on[learned].cold_change_pct == pytest.approx(-50.0)
+    assert capacity_plots.hourly(results, 1, None)[learned] == ([0.5, 1.5, 2.5], [60, 61, 62])
+
+
+def test_the_cluster_figure_reads_the_windows() -> None:
+    cluster = {
+        "windows": [
+            {"from_s": 0.0, "calls": 10, "cold_pct": 50.0},
+            {"from_s": 10.0, "calls": 20, "cold_pct": 0.0},
+        ]
+    }
+    assert capacity_plots.cluster_windows(cluster) == ([0.0, 10.0], [50.0, 0.0], [10, 20])
+
+
+def test_the_figures_are_drawn_where_asked(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    fixed, _, learned = capacity_plots.POLICIES
+    report = {
+        "quick": True,
+        "simulation": {
+            "memory_accounting": "declared",
+            "trace": {"functions": 8, "hours": 1.0, "seed": 1},
+            "budget_mb_one_node": 1024,
+            "budget_mb_per_cluster_node": 512,
+            "results": [_run(fixed, 1, None, 10, 2.0), _run(learned, 1, None, 5, 1.0)],
+        },
+        "cluster": {
+            "nodes": 3,
+            "functions": 100,
+            "rate_per_s": 20.0,
+            "warmup_s": 10.0,
+            "cold_pct_after_warmup": 0.5,
+            "windows": [
+                {"from_s": 0.0, "calls": 10, "cold_pct": 50.0},
+                {"from_s": 10.0, "calls": 20, "cold_pct": 0.0},
+            ],
+        },
+    }
+    written = capacity_plots.draw(report, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "capacity-cluster-quick.png",
+        "capacity-sim-quick.png",
+    ]
+    assert len(written) == 2

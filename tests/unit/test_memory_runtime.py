@@ -117,6 +117,32 @@ async def test_greedy_dual_evicts_the_instance_used_once_where_lru_evicts_the_po
     assert await greedy_dual_victim(eviction="lru") == ["popular"]
 
 
+async def test_an_extra_instance_a_peak_left_is_worth_only_the_calls_that_need_it() -> None:
+    """``busy`` served 20 calls, two of them at once (a peak: it has a second instance), then
+    ``quiet`` 3; ``third`` needs room for one instance. The second instance of ``busy`` is
+    used only by a call that arrives while another runs (one did), ``quiet``'s only one by
+    its every call: Greedy-Dual evicts the former."""
+    names = ("busy", "quiet", "third")
+    release = fake_release({n: {"memory_mb": 64, "keep_alive_s": 600} for n in names})
+    async with RuntimeHarness(release, memory_budget_mb=192, memory_accounting="declared") as rt:
+        peak = [rt.call("busy", b"1.0"), rt.call("busy", b"1.0")]
+        await rt.run_for(2.0)
+        assert [call.result().cold for call in peak] == [True, True]
+        for _ in range(18):
+            await rt.call("busy")
+        pool = rt.runtime.pools["busy"]
+        first, second = pool.idle_values()
+        assert first[1] == pool.call_frequency()
+        assert first[1] > 19.0 and second[1] < 1.01  # the peak's second call, decayed a bit
+        assert first[0].last_used > second[0].last_used  # calls go to the most recent one
+        await call_each(rt, ["quiet"], measured_mb=None)
+        for _ in range(2):
+            await rt.call("quiet")
+        await call_each(rt, ["third"], measured_mb=None)
+        assert evicted(rt) == ["busy"]
+        assert len(pool.instances) == 1 and len(rt.runtime.pools["quiet"].instances) == 1
+
+
 async def test_close_stops_the_reading_rounds() -> None:
     rt = RuntimeHarness(TEN, reap_interval_s=1.0)
     async with rt:

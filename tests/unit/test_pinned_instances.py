@@ -71,6 +71,21 @@ async def test_only_the_instances_beyond_the_pin_may_go_and_a_busy_one_counts() 
         older.busy = 0
 
 
+async def test_an_instance_beyond_the_pin_is_valued_behind_the_pinned_one() -> None:
+    async with RuntimeHarness(RELEASE) as rt:
+        rt.runtime.pin({"f": 2}, lease_s=60.0)
+        await rt.run_for(0.5)
+        pool = rt.runtime.pools["f"]
+        for _ in range(3):
+            await rt.call("f")
+        rt.runtime.pin({"f": 1}, lease_s=60.0)
+        older, _ = sorted(pool.instances, key=lambda i: i.last_used)
+        # The pinned, most recent one takes the next call; the other only a call arriving
+        # while one runs (none did): it is not worth the function's frequency.
+        assert pool.idle_values() == [(older, 0.0)]
+        assert pool.call_frequency() > 2.9
+
+
 async def test_an_unknown_function_changes_nothing() -> None:
     async with RuntimeHarness(RELEASE) as rt:
         with pytest.raises(errors.UnknownFunction):

@@ -12,13 +12,14 @@ what keeps many small instances warm; the risk, that many grow at once, is met b
 pressure) and is documented in docs/operations.md.
 
 Eviction: a start that does not fit evicts idle instances of *other* functions, in the order
-of the eviction policy (``eviction.py``: Greedy-Dual, valuing an instance by its function's
-call frequency here as its holder reports it, or LRU), and only if together they make
-the room (unless the start asks not to evict: an extra or a prewarmed instance is never worth
-a warm one elsewhere). A start that finds no room is not made; its calls wait, then get 429.
-An evicted instance's memory is free at once, though its process ends a moment later. With
-``warm_elsewhere`` set (``--cluster-cache``), idle instances whose function is also warm on
-another node go first (``duplicates.duplicates_first``), each group in the policy's order.
+of the eviction policy (``eviction.py``: Greedy-Dual, valuing an instance by the frequency of
+the calls here that would take it, as its holder reports it, or LRU), and only if together
+they make the room (unless the start asks not to evict: an extra or a prewarmed instance is
+never worth a warm one elsewhere). A start that finds no room is not made; its calls wait,
+then get 429. An evicted instance's memory is free at once, though its process ends a moment
+later. With ``warm_elsewhere`` set (``--cluster-cache``), idle instances whose function is
+also warm on another node go first (``duplicates.duplicates_first``), each group in the
+policy's order.
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ RECENT_S = 60.0  # evictions_last_min's window
 class IdleInstances(Protocol):
     """A holder of instances the budget may evict (a pool)."""
 
-    def idle_instances(self) -> list[PoolInstance]: ...
-
-    def call_frequency(self) -> float:
-        """How often its function is called here (``eviction.CallRate``)."""
+    def idle_values(self) -> list[tuple[PoolInstance, float]]:
+        """Its idle instances the budget may evict, each with the call frequency its value
+        is taken from (``eviction.CallRate``: the calls here that would find it)."""
         ...
 
 
@@ -196,17 +196,14 @@ class MemoryBudget:
     # -- eviction ----------------------------------------------------------------------------
 
     def _idle(self, exclude: object) -> dict[PoolInstance, float]:
-        """The idle instances of the holders but ``exclude``, each with its value's frequency:
-        its function's call frequency here, plus one."""
+        """The idle instances of the holders but ``exclude``, each with its value's frequency
+        (``IdleInstances.idle_values``), plus one."""
         idle: dict[PoolInstance, float] = {}
         for holder in self._holders:
             if holder is exclude:
                 continue
-            instances = holder.idle_instances()
-            if instances:
-                frequency = holder.call_frequency() + 1.0
-                for instance in instances:
-                    idle[instance] = frequency
+            for instance, frequency in holder.idle_values():
+                idle[instance] = frequency + 1.0
         return idle
 
     def _evict(

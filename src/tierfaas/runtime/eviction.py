@@ -15,9 +15,11 @@ instance that has not served yet (one just started, or prewarmed for a predicted
 replaced one stopped between its function's calls is worth its function's calls, not its own,
 which restart at 0 with every instance (with the instance's own count, a simulated day of the
 learned windows evicted most prewarmed instances before their call, and 12 % more calls were
-cold); ``cost`` is the function's measured start time, ``size`` the instance's measured (or
-booked) memory. LRU orders by last
-use alone (what the node did before, and what Lambda and OpenWhisk do).
+cold). That is the worth of the instance the function's next call takes; one that only a call
+arriving while others run would take (an extra instance a peak left) is worth those calls'
+frequency (``FunctionPool.idle_values``); ``cost`` is the function's measured start time,
+``size`` the instance's measured (or booked) memory. LRU orders by last use alone (what the
+node did before, and what Lambda and OpenWhisk do).
 
 The clock changes only at evictions, so the clock "at the last use" of an instance is read
 from the history of its changes at the time of that use (``last_used``): no hook on every

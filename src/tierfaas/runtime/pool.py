@@ -87,6 +87,10 @@ class FunctionPool:
         self.meter = BusyMeter(self.clock, policy.BUSY_WINDOW_S)
         # How often this function is called here: its instances' value to the eviction policy.
         self.calls = eviction.CallRate()
+        # The same, by how many instances' worth of its calls were in flight here when each
+        # arrived (its depth): how often a second, third... instance is needed.
+        self.calls_by_depth: list[eviction.CallRate] = []
+        self._calls_in_flight = 0
         # Keep-alive: the windows in force (refreshed each reap round from the idle times
         # when learning), and the timer of the next prewarm.
         self.idle = keepalive.IdleTracker() if learn_keep_alive else None
@@ -562,6 +566,11 @@ class FunctionPool:
 
     def _call_arrived(self, now: float) -> None:
         self.calls.called(now)
+        depth = min(self._calls_in_flight // self.spec.concurrency, self.spec.max_instances - 1)
+        while len(self.calls_by_depth) <= depth:
+            self.calls_by_depth.append(eviction.CallRate())
+        self.calls_by_depth[depth].called(now)
+        self._calls_in_flight += 1
         idle = self.idle
         if idle is not None:
             idle.arrived(now)
@@ -570,12 +579,41 @@ class FunctionPool:
                 self._prewarm_timer = None
 
     def _call_ended(self, now: float) -> None:
+        self._calls_in_flight -= 1
         idle = self.idle
         if idle is None:
             return
         prewarm_s = self.windows.prewarm_s
         if idle.ended(now) and prewarm_s > 0:
             self._prewarm_timer = self.scheduler.call_at(now + prewarm_s, self._prewarm_due)
+
+    def idle_values(self) -> list[tuple[PoolInstance, float]]:
+        """The idle instances the memory budget may evict (``idle_instances``), each with the
+        call frequency its value is taken from. Calls go to the most recently used free
+        instance, so an idle one of *rank* r (r instances busy or more recently used ahead of
+        it) serves only calls that arrive while at least r instances' worth of calls are in
+        flight here: it is worth their frequency (``calls_by_depth``), and the first one (rank
+        0) all of the function's (``call_frequency``). Valued at the function's frequency, the
+        extra instances a peak of a busy function left idle outranked the only instance of
+        every quieter function and held their memory until the fixed keep-alive ended."""
+        evictable = self.idle_instances()
+        if not evictable:
+            return []
+        now = self.clock()
+        live = [i for i in self.instances if not i.dead]
+        busy = sum(1 for i in live if i.busy)
+        # Ranked among all idle ones, those the pins keep included: they are ahead too.
+        idle = sorted((i for i in live if not i.busy), key=lambda i: i.last_used, reverse=True)
+        values = []
+        for ahead, instance in enumerate(idle, start=busy):
+            if instance not in evictable:
+                continue
+            if ahead == 0:
+                values.append((instance, self.call_frequency()))
+            else:
+                depths = self.calls_by_depth[ahead:]
+                values.append((instance, math.fsum(rate.count(now) for rate in depths)))
+        return values
 
     def _prewarm_due(self) -> None:
         """The prewarm window after the function's last activity here has passed with no

@@ -152,6 +152,9 @@ class FakeHolder:
     def call_frequency(self) -> float:
         return self.frequency
 
+    def idle_values(self) -> list[tuple[PoolInstance, float]]:
+        return [(instance, self.frequency) for instance in self.idle_instances()]
+
 
 @dataclass
 class FakeStart:
