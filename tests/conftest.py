@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,13 +24,22 @@ settings.load_profile("tierfaas")
 # tests that fill both cores with busy loops (marked `serial`) form one group more: they run
 # one after another on one worker, so no two of them load the machine at once.
 SERIAL_GROUP = "serial"
+_STATE_HOME = tempfile.mkdtemp(prefix="tierfaas-test-state-")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A node started without --data-dir keeps its call store under $XDG_STATE_HOME/tierfaas/
+    # NAME: each test process (each xdist worker) gets a folder of its own, so the suite never
+    # writes to the user's home and two tests' nodes of the same name never share a store.
+    os.environ["XDG_STATE_HOME"] = _STATE_HOME
     config.addinivalue_line(
         "markers",
         "serial: loads the whole machine (CPU hogs); runs in the serial group under xdist",
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_STATE_HOME, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -311,6 +311,7 @@ class NetnsNode(NodeProcess):
             "--http", f"{self.host}:{self.port}",
             # Plain processes, as in cluster.py: the ledger is a host file the sandbox hides.
             "--isolation", "process",
+            *(["--data-dir", str(self.data_dir)] if self.data_dir is not None else []),
             *self.extra_args,
         ]  # fmt: skip
         output: int = subprocess.DEVNULL
