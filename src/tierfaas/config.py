@@ -403,6 +403,13 @@ class NodeConfig:
     callback_timeout_s: float = setting(
         5.0, "longest one callback attempt may take, the connect and the answer included", "s"
     )
+    callback_key_file: Path | None = setting(
+        None,
+        "file holding the key that signs callbacks (mode 600, 16-4096 printable characters, "
+        "the same on every node): each attempt then carries 'X-Tierfaas-Signature: t=TIME,"
+        "v1=HMAC-SHA256(key, TIME.BODY)' for the receiver to check; unset, callbacks go "
+        "unsigned",
+    )
 
     # -- lifecycle -----------------------------------------------------------------------------
     drain_timeout_s: float = setting(

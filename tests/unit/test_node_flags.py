@@ -127,6 +127,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         ),
         "callback_retries": (["--callback-retries", "0"], 0),
         "callback_timeout_s": (["--callback-timeout-s", "1.5"], 1.5),
+        "callback_key_file": (["--callback-key-file", str(tmp / "cb.key")], tmp / "cb.key"),
         "drain_timeout_s": (["--drain-timeout-s", "0"], 0.0),
         "drain_quiet_s": (["--drain-quiet-s", "0.1"], 0.1),
         "registry": (["--registry", str(tmp / "registry")], tmp / "registry"),

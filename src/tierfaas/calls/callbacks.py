@@ -15,6 +15,8 @@ show whether its callback arrived. Guarantees and limits:
   goes to a resolved address the allow list accepts (``AllowList.allows_address``), so a name
   whose DNS answer turned internal after the call was accepted (rebinding) is refused then;
   a refusal is final (``failed``, counted ``refused``).
+- *Signed* when the node has a callback key (``tierfaas.calls.signing``): every attempt
+  carries ``X-Tierfaas-Signature``, an HMAC of its time and body.
 - *At least once*: a receiver may get a callback twice (an answer lost after it was
   processed is retried); it tells repeats by ``X-Call-Id``. Deliveries still held when the
   sender closes are dropped without ``on_done``: the call's record still says its callback
@@ -30,6 +32,7 @@ import asyncio
 import logging
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ from tierfaas.calls.allow import (
     parse_callback_url,
 )
 from tierfaas.calls.retry import RetryPolicy
+from tierfaas.calls.signing import SIGNATURE_HEADER, sign
 from tierfaas.clock import Scheduler, Timer
 from tierfaas.errors import BadCallback
 
@@ -103,8 +107,12 @@ class CallbackSender:
         post: Post | None = None,
         draw: Callable[[], float] = random.random,
         registry: CollectorRegistry | None = None,
+        signing_key: bytes | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._allow = allow
+        self._signing_key = signing_key  # None: callbacks go unsigned (tierfaas.calls.signing)
+        self._wall_clock = wall_clock  # the signature's time
         self._policy = RetryPolicy(max_retries=retries, base_s=base_s, cap_s=cap_s)
         self._scheduler = scheduler
         self._timeout_s = timeout_s
@@ -196,6 +204,9 @@ class CallbackSender:
     async def _attempt(self, delivery: _Delivery) -> None:
         delivery.attempts += 1
         headers = {**delivery.headers, "x-callback-attempt": str(delivery.attempts)}
+        if self._signing_key is not None:  # each attempt anew: its time is the receiver's check
+            timestamp = int(self._wall_clock())
+            headers[SIGNATURE_HEADER] = sign(self._signing_key, timestamp, delivery.payload)
         try:
             status = await self._post(delivery.target, headers, delivery.payload, self._timeout_s)
         except CallbackRefused as exc:

@@ -66,29 +66,36 @@ def load_admin_token(path: Path | None) -> str | None:
     """The admin token from ``path`` (which must not be readable by others), else from
     ``$TIERFAAS_ADMIN_TOKEN``, else None. Raises ``ConfigError``."""
     if path is not None:
-        try:
-            mode = path.stat().st_mode
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errors.ConfigError(
-                "admin_token_file", f"cannot read {path}: {getattr(exc, 'strerror', exc)}"
-            ) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise errors.ConfigError("admin_token_file", f"{path} is readable by others: chmod 600")
-        return _check_token("admin_token_file", text.strip())
+        return read_secret_file("admin_token_file", path, "the admin token")
     from_env = os.environ.get(ADMIN_TOKEN_ENV)
     if from_env:
-        return _check_token(ADMIN_TOKEN_ENV, from_env.strip())
+        return _check_token(ADMIN_TOKEN_ENV, from_env.strip(), "the admin token")
     return None
 
 
-def _check_token(field: str, token: str) -> str:
+def read_secret_file(field: str, path: Path, what: str) -> str:
+    """The secret in ``path``: a file not readable by others, holding 16-4096 printable ASCII
+    characters without spaces (surrounding whitespace is dropped). ``what`` names the secret
+    in the ``ConfigError`` (of setting ``field``) that anything else raises."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(
+            field, f"cannot read {path}: {getattr(exc, 'strerror', exc)}"
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise errors.ConfigError(field, f"{path} is readable by others: chmod 600")
+    return _check_token(field, text.strip(), what)
+
+
+def _check_token(field: str, token: str, what: str) -> str:
     if not MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS:
         raise errors.ConfigError(
-            field, f"the admin token must be {MIN_TOKEN_CHARS}-{MAX_TOKEN_CHARS} characters"
+            field, f"{what} must be {MIN_TOKEN_CHARS}-{MAX_TOKEN_CHARS} characters"
         )
     if not token.isascii() or any(c.isspace() or not c.isprintable() for c in token):
-        raise errors.ConfigError(field, "the admin token must be printable ASCII, no spaces")
+        raise errors.ConfigError(field, f"{what} must be printable ASCII, no spaces")
     return token
 
 

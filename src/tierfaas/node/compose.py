@@ -325,6 +325,7 @@ def _calls(
         scheduler=LoopScheduler(clock),
         timeout_s=config.callback_timeout_s,
         registry=metrics.registry,
+        signing_key=_callback_key(config),
     )
     return CallService(
         node=config.node_name,
@@ -418,3 +419,14 @@ def _rollout_controller(
         clock=clock,
         supervisor=supervisor,
     )
+
+
+def _callback_key(config: NodeConfig) -> bytes | None:
+    """The key that signs callbacks (``--callback-key-file``), None to send them unsigned.
+    Raises ``errors.ConfigError`` for a file that cannot be read or is open to others."""
+    from tierfaas.http.auth import read_secret_file
+
+    path = config.callback_key_file
+    if path is None:
+        return None
+    return read_secret_file("callback_key_file", path, "the callback key").encode()
