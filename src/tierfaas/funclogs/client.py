@@ -56,7 +56,7 @@ def targets(url: str, token: str | None, node: str | None, timeout: float = 10.0
         name = str(member.get("name"))
         if member.get("state", "alive") not in ("alive", "suspect"):
             continue
-        if view.get("standalone") or name == view.get("self") and not member.get("http"):
+        if view.get("standalone") or (name == view.get("self") and not member.get("http")):
             found.append(Target(name, url.rstrip("/")))
         elif member.get("http"):
             found.append(Target(name, f"http://{member['http']}"))
