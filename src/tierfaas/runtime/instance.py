@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import math
 import os
@@ -131,6 +132,10 @@ class Instance(asyncio.Protocol):
         # process group). Its output pipes, when the spawner captures them.
         self.cgroup: InstanceCgroup | None = None
         self.output: InstanceOutput | None = None
+        # The request id of each call in flight, while output is captured: a line is tagged
+        # with the call's id only while that call runs alone (with several in flight, which
+        # one printed it is not known).
+        self.call_requests: dict[int, str | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,7 +225,11 @@ class Instance(asyncio.Protocol):
     # -- calls -----------------------------------------------------------------------------
 
     def call(
-        self, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None = None,
     ) -> asyncio.Future[Result]:
         """Sends one call. ``context`` may be None when ``takes_context`` is false (it would
         not be used). Past ``timeout_s`` the call fails with ``FunctionTimeout`` and the
@@ -239,10 +248,22 @@ class Instance(asyncio.Protocol):
         if deadline < self.timer_at:
             self._arm(deadline)
         if self.output is not None:  # its output lines name the call, when there is one
-            alone = len(self.calls) == 1 and context is not None
-            self.output.set_request(context.get("request_id") if context and alone else None)
+            if request_id is None and context is not None:
+                request_id = context.get("request_id")
+            self.call_requests[number] = request_id
+            future.add_done_callback(functools.partial(self._call_ended, number))
+            alone = len(self.call_requests) == 1
+            self.output.set_request(request_id if alone else None)
         self._send_call(number, body, context, timeout_s)
         return future
+
+    def _call_ended(self, number: int, _: object) -> None:
+        """A call ended: from now on lines are the remaining call's, if one runs alone, else
+        no call's (what the pipes hold already is read under the old tag first)."""
+        requests = self.call_requests
+        requests.pop(number, None)
+        if self.output is not None:
+            self.output.set_request(next(iter(requests.values())) if len(requests) == 1 else None)
 
     def _send_call(
         self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float

@@ -200,7 +200,7 @@ class Runtime:
                 "headers": headers or {},
                 "deadline": time.time() + timeout - (self.clock() - start),
             }
-        result, cold = await pool.invoke(body, context, start + timeout, warm_only)
+        result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
         return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:
