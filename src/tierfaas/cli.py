@@ -391,7 +391,7 @@ def logs(
     ] = None,
     node: Annotated[str | None, typer.Option(help="only this node's lines")] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=10000, help="at most this many lines from each node")
+        int, typer.Option(min=1, max=10000, help="at most this many lines (the newest)")
     ] = 1000,
     url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object a line")] = False,
@@ -446,7 +446,7 @@ def logs(
             return
     else:
         per_node, failures = client.fetch(found, query, token, timeout=30.0)
-        for line in merge(per_node):
+        for line in merge(per_node, limit):
             emit(line)
     for name, reason in failures.items():
         err.print(f"[yellow]{name}:[/] {reason}", highlight=False, soft_wrap=True)
