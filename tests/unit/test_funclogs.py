@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tierfaas import errors
-from tierfaas.funclogs.api import MAX_LIMIT, parse_query
+from tierfaas.funclogs.api import MAX_LIMIT, parse_query, serve_logs
 from tierfaas.funclogs.line import LogLine, iso
 from tierfaas.funclogs.merge import merge, render
 from tierfaas.funclogs.since import parse_since
@@ -235,3 +237,87 @@ def test_a_malformed_query_is_a_typed_error(text: str, error: type[errors.HttpEr
     assert raised.value.code == (
         "unknown_function" if error is errors.UnknownFunction else "bad_query"
     )
+
+
+# -- the answer of GET /v1/logs (in-memory ASGI) -------------------------------------------------
+
+
+class Client:
+    """An ASGI client in memory: what the app sends, and a disconnect the test triggers."""
+
+    def __init__(self) -> None:
+        self.sent: list[MutableMapping[str, Any]] = []
+        self.leave = asyncio.Event()
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(message)
+
+    def lines(self) -> list[dict[str, Any]]:
+        body = b"".join(m.get("body", b"") for m in self.sent[1:])
+        return [json.loads(raw) for raw in body.splitlines()]
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_the_answer_is_ndjson_of_the_matching_lines() -> None:
+    wall = Wall()
+    logs = store(None, wall, files=0)
+    logs.sink(OutputLine("f", 1, "r1", "stdout", "one"))
+    logs.sink(OutputLine("f", 1, "r2", "stdout", "two"))
+    client = Client()
+    asked = parse_query(b"function=f&request=r2", NOW, logs.__contains__)
+    asyncio.run(serve_logs(logs, asked, client.receive, client.send, [], lambda: False))
+    start = client.sent[0]
+    assert start["status"] == 200
+    assert (b"content-type", b"application/x-ndjson") in start["headers"]
+    assert [line["text"] for line in client.lines()] == ["two"]
+
+
+def test_follow_sends_the_lines_so_far_then_new_ones_until_the_client_leaves() -> None:
+    logs = store(None, Wall(), files=0)
+    logs.sink(OutputLine("f", 1, None, "stdout", "before"))
+
+    async def scenario() -> Client:
+        client = Client()
+        asked = parse_query(b"function=f&follow=true", NOW, logs.__contains__)
+        task = asyncio.ensure_future(
+            serve_logs(logs, asked, client.receive, client.send, [], lambda: False)
+        )
+        await settle()
+        assert [line["text"] for line in client.lines()] == ["before"]
+        logs.sink(OutputLine("f", 1, None, "stderr", "after"))
+        await settle()
+        assert [line["text"] for line in client.lines()] == ["before", "after"]
+        client.leave.set()
+        await asyncio.wait_for(task, 5)
+        assert not logs.logs["f"].followers  # the follower is gone with the client
+        return client
+
+    client = asyncio.run(scenario())
+    assert client.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def test_follow_ends_when_the_node_drains() -> None:
+    logs = store(None, Wall(), files=0)
+    draining = False
+
+    async def scenario() -> None:
+        nonlocal draining
+        client = Client()
+        asked = parse_query(b"function=f&follow=1", NOW, logs.__contains__)
+        task = asyncio.ensure_future(
+            serve_logs(logs, asked, client.receive, client.send, [], lambda: draining)
+        )
+        await settle()
+        draining = True
+        logs.sink(OutputLine("f", 1, None, "stdout", "last"))  # wakes it to see the drain
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
