@@ -225,3 +225,45 @@ def test_bad_input_gets_a_typed_answer(cluster: LocalCluster) -> None:
     malformed = tierfaas("logs", "say", "--url", node.url, "--since", "yesterday")
     assert malformed.returncode == 2 and "since" in malformed.stderr
     assert "Traceback" not in unknown.stderr + malformed.stderr
+
+
+def test_a_huge_line_and_a_flood_are_cut_dropped_and_counted(cluster: LocalCluster) -> None:
+    node = cluster.nodes[1]
+    status, served_by = call(node, "flood", "", "flood-1")
+    assert status == 200
+
+    def counted() -> dict[str, float] | None:
+        status, body = http_get(f"{node.url}/metrics", timeout=5)
+        assert status == 200
+        found = {}
+        for text in body.decode().splitlines():
+            for name in ("output_dropped_lines_total", "output_truncated_lines_total",
+                         "log_lines_total"):  # fmt: skip
+                if text.startswith(f'tierfaas_{name}{{function="flood"}}'):
+                    found[name] = float(text.rsplit(" ", 1)[1])
+        return found if found.get("output_dropped_lines_total", 0) > 0 else None
+
+    metrics = eventually(counted, 15.0)
+    assert metrics is not None
+    assert metrics["output_truncated_lines_total"] >= 1
+    # The node kept a bounded log of it and answers as before.
+    served = next(n for n in cluster.nodes if cluster.name_of(n) == served_by)
+    status, body = http_get(f"{served.url}/v1/logs?function=flood&limit=10000", timeout=10)
+    assert status == 200
+    lines = json_lines(body.decode())
+    # The output rate let through a bounded part: the burst (256 KiB) and a few seconds' rate.
+    assert 0 < len(lines) < 10_000
+    huge = [line for line in lines if line["text"].startswith("xxxx")]
+    assert huge and all(len(line["text"]) < 4200 for line in huge)
+    assert "…[truncated" in huge[0]["text"]
+    eventually(
+        lambda: any(
+            "…[dropped" in line["text"]
+            for line in json_lines(
+                http_get(f"{served.url}/v1/logs?function=flood&limit=10000", timeout=10)[1].decode()
+            )
+        ),
+        10.0,
+    )
+    assert http_get(f"{node.url}/healthz")[0] == 200
+    assert call(node, "say", "still-here", "after-flood")[0] == 200
