@@ -321,3 +321,24 @@ def test_follow_ends_when_the_node_drains() -> None:
         await asyncio.wait_for(task, 5)
 
     asyncio.run(scenario())
+
+
+def test_a_read_the_ring_can_answer_reads_no_file(tmp_path: Path) -> None:
+    wall = Wall()
+    logs = store(tmp_path, wall, lines=3, file_bytes=64 * 1024)
+    for n in range(10):
+        wall.at = NOW + n
+        logs.sink(OutputLine("f", 1, f"r{n}", "stdout", str(n)))
+    for path in logs.logs["f"].file.paths():  # type: ignore[union-attr]
+        path.write_bytes(b"")  # a read of the files would find nothing now
+    assert [x.text for x in asyncio.run(logs.read("f", None, None, 2))] == ["8", "9"]
+    assert asyncio.run(logs.read("f", None, "r1", 5)) == []  # not in the ring: the files
+
+
+def test_a_request_is_found_in_the_files_by_its_id(tmp_path: Path) -> None:
+    wall = Wall()
+    logs = store(tmp_path, wall, lines=3, file_bytes=64 * 1024)
+    for n in range(10):
+        wall.at = NOW + n
+        logs.sink(OutputLine("f", 1, f"r{n % 5}", "stdout", str(n)))
+    assert [x.text for x in asyncio.run(logs.read("f", None, "r1", 5))] == ["1", "6"]

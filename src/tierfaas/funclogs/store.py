@@ -8,10 +8,12 @@ and on, ``logs_files`` files kept), and handed to whoever follows the function. 
 function may cost the node is bounded three times over: memory by the ring, disk by the files,
 and the work per second by the output rate upstream.
 
-A read is answered from the ring when the ring holds everything asked for; an older ``since``
-(past what the ring kept, or lines of an earlier run of the node) reads the files, in a worker
-thread, which hold the same lines. A file that cannot be written (disk full) costs the lines'
-copy on disk, counted in ``write_failures``; the ring and followers still get them.
+A read is answered from the ring when the ring holds everything asked for, or at least the
+newest ``limit`` lines that match; else (an older ``since``, a request id whose lines the ring
+let go, lines of an earlier run of the node) it reads the files, in a worker thread, which hold
+the same lines: at most ``logs_files`` x ``logs_file_bytes`` per read. A file that cannot be
+written (disk full) costs the lines' copy on disk, counted in ``write_failures``; the ring and
+followers still get them.
 
 Followers each have a bounded queue: one that does not read fast enough misses lines (counted,
 and said to it), it never grows the node's memory.
@@ -122,10 +124,14 @@ def read_files(
     """The last ``limit`` lines of ``paths`` (oldest first) that match; unreadable files and
     lines (a torn last line) are skipped. Blocking: run it in a worker thread."""
     kept: collections.deque[LogLine] = collections.deque(maxlen=limit)
+    # A line of another call cannot hold its id as a JSON string: skipped unparsed.
+    needle = None if request is None else json.dumps(request).encode()
     for path in paths:
         try:
             with path.open("rb") as file:
                 for raw in file:
+                    if needle is not None and needle not in raw:
+                        continue
                     try:
                         line = LogLine.from_json(json.loads(raw))
                     except ValueError:
@@ -270,8 +276,10 @@ class LogStore:
         """The last ``limit`` matching lines, oldest first: from the ring when it holds them,
         else from the files (in a worker thread). ``KeyError`` for a function not kept here."""
         entry = self.logs[function]
-        if self.in_memory(function, since) or entry.file is None:
-            return self.recent(function, since, request, limit)
+        found = self.recent(function, since, request, limit)
+        # The ring answers when it holds every line asked for, or the newest ``limit`` ones.
+        if len(found) >= limit or self.in_memory(function, since) or entry.file is None:
+            return found
         return await asyncio.to_thread(read_files, entry.file.paths(), since, request, limit)
 
     @contextlib.contextmanager

@@ -354,7 +354,7 @@ class NodeApp:
             )
 
     async def _logs(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
+        if scope["method"] != "GET":
             raise errors.MethodNotAllowed("/v1/logs only answers GET", allow="GET")
         if self.admin_digests:
             self._check_admin(scope)
