@@ -267,3 +267,22 @@ def test_a_huge_line_and_a_flood_are_cut_dropped_and_counted(cluster: LocalClust
     )
     assert http_get(f"{node.url}/healthz")[0] == 200
     assert call(node, "say", "still-here", "after-flood")[0] == 200
+
+
+def test_an_exec_functions_lines_are_kept_too(cluster: LocalCluster) -> None:
+    node = cluster.nodes[2]
+    status, served_by = call(node, "web", "from-node", "exec-1")
+    assert status == 200
+
+    def found() -> list[dict[str, Any]] | None:
+        result = tierfaas("logs", "web", "--url", node.url, "--request", "exec-1", "--json")
+        assert result.returncode == 0, result.stderr
+        lines = json_lines(result.stdout)
+        return lines if len(lines) == 2 else None
+
+    lines = eventually(found, 10.0)
+    assert lines is not None
+    assert {(line["stream"], line["text"], line["node"]) for line in lines} == {
+        ("stdout", "exec said from-node", served_by),
+        ("stderr", "exec warned from-node", served_by),
+    }
