@@ -1,13 +1,14 @@
 """``tierfaas logs``: asks one node for the members (``/v1/cluster``), then every node (or the
 one ``--node`` names) for its lines (``/v1/logs``), and prints them merged in time order. With
-``--follow`` it keeps a streaming request open to each node (a thread each) and prints lines as
-they arrive, interleaved. Standard library only: the command line starts fast."""
+``--follow`` it keeps a streaming request open to each node (a thread each): the lines the nodes
+had already are merged by time, then new lines are printed as they arrive, interleaved. Standard library only: the command line starts fast."""
 
 from __future__ import annotations
 
 import json
 import queue
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -102,6 +103,12 @@ def fetch(
     return results, failures
 
 
+SETTLE_S = 0.3
+"""After every stream has answered (or ``CONNECT_S`` passed), how long ``follow`` still gathers
+before it prints: the lines each node had already come in that time, merged by time."""
+CONNECT_S = 5.0
+
+
 def follow(
     found: list[Target],
     query: dict[str, str | int | None],
@@ -109,13 +116,16 @@ def follow(
     emit: Callable[[LogLine | dict[str, Any]], None],
     stop: threading.Event,
 ) -> dict[str, str]:
-    """Streams every node's lines (``follow=true``) to ``emit`` in arrival order until
-    ``stop`` is set or every stream ended; returns the errors of nodes that failed."""
-    arrived: queue.Queue[tuple[str, LogLine | dict[str, Any] | Exception | None]] = queue.Queue()
+    """Streams every node's lines (``follow=true``) to ``emit`` until ``stop`` is set or every
+    stream ended; returns the errors of nodes that failed. The lines each node had already
+    (its answer's first part) are merged by time; new ones are emitted as they arrive."""
+    Item = LogLine | dict[str, Any] | Exception | None
+    arrived: queue.Queue[tuple[str, Item | str]] = queue.Queue()
 
     def reader(target: Target) -> None:
         try:
             with _open(logs_url(target, {**query, "follow": "true"}), token, None) as response:
+                arrived.put((target.node, "connected"))
                 for line in read_lines(response):
                     arrived.put((target.node, line))
                     if stop.is_set():
@@ -127,17 +137,43 @@ def follow(
     for target in found:
         threading.Thread(target=reader, args=(target,), daemon=True).start()
     open_streams = len(found)
+    waiting = {target.node for target in found}  # not connected yet
+    began = time.monotonic()
+    settled_at: float | None = None
+    held: list[LogLine | dict[str, Any]] = []  # gathered until settled
     failures: dict[str, str] = {}
     while open_streams and not stop.is_set():
+        now = time.monotonic()
+        if settled_at is None and (not waiting or now > began + CONNECT_S):
+            settled_at = now + SETTLE_S
+        if settled_at is not None and now >= settled_at and held:
+            _emit_in_order(held, emit)
+            held = []
         try:
-            node, item = arrived.get(timeout=0.2)
+            node, item = arrived.get(timeout=0.05)
         except queue.Empty:
             continue
-        if item is None:
+        if isinstance(item, str):
+            waiting.discard(node)
+        elif item is None or isinstance(item, Exception):
             open_streams -= 1
-        elif isinstance(item, Exception):
-            open_streams -= 1
-            failures[node] = str(item)
+            waiting.discard(node)
+            if item is not None:
+                failures[node] = str(item)
+        elif settled_at is None or time.monotonic() < settled_at:
+            held.append(item)
         else:
             emit(item)
+    _emit_in_order(held, emit)  # every stream ended before it settled
     return failures
+
+
+def _emit_in_order(
+    held: list[LogLine | dict[str, Any]], emit: Callable[[LogLine | dict[str, Any]], None]
+) -> None:
+    """Notes first, then the lines by time (each node's lines come in order already)."""
+    for note in held:
+        if not isinstance(note, LogLine):
+            emit(note)
+    for line in sorted((x for x in held if isinstance(x, LogLine)), key=lambda x: x.time):
+        emit(line)
