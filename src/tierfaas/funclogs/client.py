@@ -1,7 +1,8 @@
 """``tierfaas logs``: asks one node for the members (``/v1/cluster``), then every node (or the
 one ``--node`` names) for its lines (``/v1/logs``), and prints them merged in time order. With
 ``--follow`` it keeps a streaming request open to each node (a thread each): the lines the nodes
-had already are merged by time, then new lines are printed as they arrive, interleaved. Standard library only: the command line starts fast."""
+had already are merged by time, then new lines are printed as they arrive, interleaved.
+Standard library only: the command line starts fast."""
 
 from __future__ import annotations
 
