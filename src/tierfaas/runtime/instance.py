@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import math
 import os
@@ -251,19 +250,21 @@ class Instance(asyncio.Protocol):
             if request_id is None and context is not None:
                 request_id = context.get("request_id")
             self.call_requests[number] = request_id
-            future.add_done_callback(functools.partial(self._call_ended, number))
             alone = len(self.call_requests) == 1
             self.output.set_request(request_id if alone else None)
         self._send_call(number, body, context, timeout_s)
         return future
 
-    def _call_ended(self, number: int, _: object) -> None:
-        """A call ended: from now on lines are the remaining call's, if one runs alone, else
-        no call's (what the pipes hold already is read under the old tag first)."""
-        requests = self.call_requests
-        requests.pop(number, None)
-        if self.output is not None:
-            self.output.set_request(next(iter(requests.values())) if len(requests) == 1 else None)
+    def _take_call(self, number: int) -> asyncio.Future[Result] | None:
+        """Call ``number``'s future, no longer in flight (None if it was not). From now on
+        output lines are the remaining call's, if one runs alone, else no call's (what the
+        pipes hold already is read under the old tag first)."""
+        output = self.output
+        if output is not None:
+            requests = self.call_requests
+            requests.pop(number, None)
+            output.set_request(next(iter(requests.values())) if len(requests) == 1 else None)
+        return self.calls.pop(number, None)
 
     def _send_call(
         self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
@@ -311,7 +312,7 @@ class Instance(asyncio.Protocol):
                 self._arm(deadline)
                 return
             heapq.heappop(self.deadlines)
-            future = self.calls.pop(number, None)
+            future = self._take_call(number)
             if future is not None and not future.done():
                 future.set_exception(
                     errors.FunctionTimeout(
@@ -363,7 +364,7 @@ class Instance(asyncio.Protocol):
         if outcome == p.OK and (len(payload) > self.max_body or kind not in CONTENT_TYPES):
             self._broken()
             return
-        future = self.calls.pop(number, None)
+        future = self._take_call(number)
         deadlines = self.deadlines
         if deadlines and deadlines[0][1] == number:  # calls mostly end in order: prune now
             self._prune()
