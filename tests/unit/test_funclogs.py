@@ -16,7 +16,15 @@ from tierfaas.funclogs.api import MAX_LIMIT, parse_query, serve_logs
 from tierfaas.funclogs.line import LogLine, iso
 from tierfaas.funclogs.merge import merge, render
 from tierfaas.funclogs.since import parse_since
-from tierfaas.funclogs.store import Follower, LogSettings, LogStore, RotatingFile, read_files
+from tierfaas.funclogs.store import (
+    MAX_FOLLOWERS,
+    Follower,
+    LogSettings,
+    LogStore,
+    RotatingFile,
+    TooManyFollowers,
+    read_files,
+)
 from tierfaas.runtime.output import OutputLine
 
 NOW = 1_764_770_400.0  # 2025-12-03T14:00:00Z
@@ -162,14 +170,15 @@ def test_a_follower_gets_new_lines_of_its_request_and_misses_past_its_bound() ->
     logs = store(None, Wall(), files=0)
 
     async def scenario() -> None:
-        with logs.follow("f", "r1") as follower:
-            logs.sink(OutputLine("f", 1, "r1", "stdout", "mine"))
-            logs.sink(OutputLine("f", 1, "r2", "stdout", "not mine"))
-            assert follower.ready.is_set()
-            lines, missed = follower.take()
-            assert ([x.text for x in lines], missed) == (["mine"], 0)
-            assert not follower.ready.is_set()
-        assert not logs.logs["f"].followers  # gone with the block
+        follower = logs.follow("f", "r1")
+        logs.sink(OutputLine("f", 1, "r1", "stdout", "mine"))
+        logs.sink(OutputLine("f", 1, "r2", "stdout", "not mine"))
+        assert follower.ready.is_set()
+        lines, missed = follower.take()
+        assert ([x.text for x in lines], missed) == (["mine"], 0)
+        assert not follower.ready.is_set()
+        logs.unfollow("f", follower)
+        assert not logs.logs["f"].followers
 
     asyncio.run(scenario())
     small = Follower(None, capacity=2)
@@ -342,3 +351,29 @@ def test_a_request_is_found_in_the_files_by_its_id(tmp_path: Path) -> None:
         wall.at = NOW + n
         logs.sink(OutputLine("f", 1, f"r{n % 5}", "stdout", str(n)))
     assert [x.text for x in asyncio.run(logs.read("f", None, "r1", 5))] == ["1", "6"]
+
+
+def test_a_function_has_a_bounded_number_of_followers() -> None:
+    logs = store(None, Wall(), files=0)
+
+    async def scenario() -> None:
+        followers = [logs.follow("f", None) for _ in range(MAX_FOLLOWERS)]
+        with pytest.raises(TooManyFollowers):
+            logs.follow("f", None)
+        client = Client()
+        asked = parse_query(b"function=f&follow=true", NOW, logs.__contains__)
+        with pytest.raises(errors.Overloaded):
+            await serve_logs(logs, asked, client.receive, client.send, [], lambda: False)
+        logs.unfollow("f", followers[0])
+        assert logs.follow("g", None) and logs.follow("f", None)
+
+    asyncio.run(scenario())
+
+
+def test_line_times_never_go_back_when_the_wall_clock_does() -> None:
+    wall = Wall()
+    logs = store(None, wall, files=0)
+    for at in (NOW, NOW - 5, NOW + 1):
+        wall.at = at
+        logs.sink(OutputLine("f", 1, None, "stdout", str(at)))
+    assert [x.time for x in logs.recent("f", None, None, 10)] == [NOW, NOW, NOW + 1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from tierfaas import errors
 from tierfaas.funclogs.line import LogLine
 from tierfaas.funclogs.since import parse_since
-from tierfaas.funclogs.store import LogStore
+from tierfaas.funclogs.store import MAX_FOLLOWERS, LogStore, TooManyFollowers
 from tierfaas.http.asgi import Headers, Receive, Send
 
 LOGS_PATH = "/v1/logs"
@@ -103,30 +103,37 @@ async def serve_logs(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
-    with store.follow(query.function, query.request) as follower:
+    try:
+        follower = store.follow(query.function, query.request)
+    except TooManyFollowers:
+        raise errors.Overloaded(
+            f"{query.function!r} has {MAX_FOLLOWERS} followers on this node already",
+            retry_after_s=5,
+        ) from None
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
         # Followed before the read: a line printed meanwhile is queued, never lost. One the
         # read also returns is not sent twice.
         lines = await store.read(query.function, query.since, query.request, query.limit)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await _send(send, lines)
         sent_until = lines[-1] if lines else None
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            while not gone.done() and not stopping():
-                ready = asyncio.ensure_future(follower.ready.wait())
-                await asyncio.wait({gone, ready}, timeout=WAKE_S, return_when="FIRST_COMPLETED")
-                ready.cancel()
-                new, missed = follower.take()
-                if sent_until is not None:  # skip what the first read sent already
-                    new = new[new.index(sent_until) + 1 :] if sent_until in new else new
-                    sent_until = None
-                if missed:
-                    note = {"missed": missed, "node": store.node, "function": query.function}
-                    await _send_raw(send, json.dumps(note).encode() + b"\n")
-                await _send(send, new)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            gone.cancel()
+        while not gone.done() and not stopping():
+            ready = asyncio.ensure_future(follower.ready.wait())
+            await asyncio.wait({gone, ready}, timeout=WAKE_S, return_when="FIRST_COMPLETED")
+            ready.cancel()
+            new, missed = follower.take()
+            if sent_until is not None:  # skip what the first read sent already
+                new = new[new.index(sent_until) + 1 :] if sent_until in new else new
+                sent_until = None
+            if missed:
+                note = {"missed": missed, "node": store.node, "function": query.function}
+                await _send_raw(send, json.dumps(note).encode() + b"\n")
+            await _send(send, new)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
+        store.unfollow(query.function, follower)
 
 
 async def _send(send: Send, lines: list[LogLine]) -> None:

@@ -16,7 +16,7 @@ written (disk full) costs the lines' copy on disk, counted in ``write_failures``
 followers still get them.
 
 Followers each have a bounded queue: one that does not read fast enough misses lines (counted,
-and said to it), it never grows the node's memory.
+and said to it), it never grows the node's memory; a function has at most ``MAX_FOLLOWERS``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +37,14 @@ from tierfaas.runtime.output import OutputLine
 
 log = logging.getLogger(__name__)
 
-FOLLOW_QUEUE_LINES = 10_000
-"""Lines a follower may be behind before it misses some."""
+FOLLOW_QUEUE_LINES = 2000
+"""Lines a follower may be behind before it misses some (each at most ~4 KiB)."""
+MAX_FOLLOWERS = 16
+"""Followers of one function at once on a node: with the queue, bounds what following costs."""
+
+
+class TooManyFollowers(Exception):
+    """The function has ``MAX_FOLLOWERS`` followers already."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +206,7 @@ class LogStore:
         self.settings = settings
         self.directory = directory if settings.files > 0 else None
         self.wall = wall
+        self._last = 0.0  # the time given to the last line
         self.logs: dict[str, FunctionLog] = {}
         for name in functions:
             file = None
@@ -213,8 +220,13 @@ class LogStore:
 
     def sink(self, output: OutputLine) -> None:
         """Keeps a line an instance printed (the sink of ``runtime/output.py``)."""
+        # Never before the last line's time: a step back of the wall clock (NTP) must not
+        # put lines out of order, which reads and merges rely on.
+        at = self.wall()
+        at = max(at, self._last)
+        self._last = at
         line = LogLine(
-            time=self.wall(),
+            time=at,
             function=output.function,
             node=self.node,
             instance=output.instance,
@@ -282,16 +294,18 @@ class LogStore:
             return found
         return await asyncio.to_thread(read_files, entry.file.paths(), since, request, limit)
 
-    @contextlib.contextmanager
-    def follow(self, function: str, request: str | None) -> Iterator[Follower]:
-        """A follower of ``function``'s new lines while the block runs."""
-        follower = Follower(request)
+    def follow(self, function: str, request: str | None) -> Follower:
+        """A follower of ``function``'s new lines (of call ``request`` only, if given) until
+        ``unfollow``; ``TooManyFollowers`` past ``MAX_FOLLOWERS``."""
         followers = self.logs[function].followers
+        if len(followers) >= MAX_FOLLOWERS:
+            raise TooManyFollowers(function)
+        follower = Follower(request)
         followers.add(follower)
-        try:
-            yield follower
-        finally:
-            followers.discard(follower)
+        return follower
+
+    def unfollow(self, function: str, follower: Follower) -> None:
+        self.logs[function].followers.discard(follower)
 
     def close(self) -> None:
         for entry in self.logs.values():
