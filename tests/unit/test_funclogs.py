@@ -377,3 +377,21 @@ def test_line_times_never_go_back_when_the_wall_clock_does() -> None:
         wall.at = at
         logs.sink(OutputLine("f", 1, None, "stdout", str(at)))
     assert [x.time for x in logs.recent("f", None, None, 10)] == [NOW, NOW, NOW + 1]
+
+
+def test_each_sink_gets_every_line_even_when_another_fails() -> None:
+    from tierfaas.runtime.output import tee
+
+    got: list[str] = []
+
+    def broken(line: OutputLine) -> None:
+        raise RuntimeError("a sink that fails")
+
+    sink = tee([broken, lambda line: got.append(line.text)])
+    sink(OutputLine("f", 1, None, "stdout", "one"))
+    assert got == ["one"]
+
+    def alone(line: OutputLine) -> None:
+        got.append(line.text)
+
+    assert tee([alone]) is alone
