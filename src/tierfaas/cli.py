@@ -376,6 +376,84 @@ def status(
             Console().print(render_functions(functions))
 
 
+@app.command()
+def logs(
+    function: Annotated[str, typer.Argument(help="the function's name")],
+    follow_: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new lines until Ctrl-C")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(help="only lines since: a duration (30s, 5m, 2h) or an RFC 3339 time"),
+    ] = None,
+    request: Annotated[
+        str | None, typer.Option(help="only the lines of this request id (X-Request-Id)")
+    ] = None,
+    node: Annotated[str | None, typer.Option(help="only this node's lines")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10000, help="at most this many lines (the newest)")
+    ] = 1000,
+    url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object a line")] = False,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for "
+            "nodes that listen off loopback with a token"
+        ),
+    ] = None,
+) -> None:
+    """What a function printed (stdout and stderr), from every node of the cluster merged in
+    time order, each line with its node, instance and request id."""
+    import threading
+    import time
+
+    from tierfaas.funclogs import client
+    from tierfaas.funclogs.line import LogLine
+    from tierfaas.funclogs.merge import merge, render
+    from tierfaas.funclogs.since import parse_since
+    from tierfaas.http.auth import load_admin_token
+
+    if since is not None:
+        try:
+            parse_since(since, time.time())
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    try:
+        token = load_admin_token(admin_token_file)
+        found = client.targets(url, token, node)
+    except errors.ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except (client.LogsError, ValueError) as exc:
+        raise _fail(str(exc), 1) from None
+    query: dict[str, str | int | None] = {
+        "function": function, "since": since, "request": request, "limit": limit,
+    }  # fmt: skip
+
+    def emit(item: LogLine | dict[str, Any]) -> None:
+        if isinstance(item, dict):
+            note = f"({item.get('node')}: {item.get('missed')} lines missed, reading too slowly)"
+            print(json.dumps(item) if as_json else note, flush=True)
+        else:
+            print(json.dumps(item.to_json()) if as_json else render(item), flush=True)
+
+    if follow_:
+        stop = threading.Event()
+        try:
+            failures = client.follow(found, query, token, emit, stop)
+        except KeyboardInterrupt:
+            stop.set()
+            return
+    else:
+        per_node, failures = client.fetch(found, query, token, timeout=30.0)
+        for line in merge(per_node, limit):
+            emit(line)
+    for name, reason in failures.items():
+        err.print(f"[yellow]{name}:[/] {reason}", highlight=False, soft_wrap=True)
+    if failures and len(failures) == len(found):
+        raise typer.Exit(1)
+
+
 # -- asynchronous calls --------------------------------------------------------------------------
 
 calls = typer.Typer(

@@ -335,12 +335,30 @@ class NodeConfig:
         "are dropped",
         "bytes",
     )
+    logs_lines: int = setting(
+        1000,
+        "per function, how many of its last output lines this node keeps in memory for GET "
+        "/v1/logs and tierfaas logs (each up to about 4 KiB); older ones are read from the files",
+        "lines",
+    )
+    logs_file_bytes: int = setting(
+        4 * MiB,
+        "per function, the size of one log file under DATA_DIR/logs before it is rotated",
+        "bytes",
+    )
+    logs_files: int = setting(
+        3,
+        "per function, how many log files are kept (the current one and the rotated ones); "
+        "the disk a function's log may take is this times --logs-file-bytes. 0 keeps no file",
+        "files",
+    )
 
     # -- asynchronous calls (POST /async-function/NAME; docs/architecture.md) -------------------
     data_dir: Path | None = setting(
         None,
         "where the node keeps its state: the async calls' store (calls.db, SQLite in WAL "
-        "mode). Unset: $XDG_STATE_HOME/tierfaas/NAME, else ~/.local/state/tierfaas/NAME. A "
+        "mode) and the functions' logs (logs/FUNCTION.log). Unset: "
+        "$XDG_STATE_HOME/tierfaas/NAME, else ~/.local/state/tierfaas/NAME. A "
         "node restarted on the same folder claims back its unfinished calls",
     )
     async_queue_max: int = setting(
@@ -584,6 +602,10 @@ class NodeConfig:
             raise ConfigError("cgroup_root", f"{self.cgroup_root} is not an absolute path")
         _check_whole("output_bytes_per_s", self.output_bytes_per_s, 1, 1 << 40)
         _check_whole("output_burst_bytes", self.output_burst_bytes, 1, 1 << 40)
+        _check_whole("logs_lines", self.logs_lines, 1, 10_000_000)
+        # A line is at most about 30 KiB as JSON (4 KiB of text, each byte escaped at worst).
+        _check_whole("logs_file_bytes", self.logs_file_bytes, 64 * 1024, 1 << 40)
+        _check_whole("logs_files", self.logs_files, 0, 1000)
 
     def _check_positive(self, *names: str) -> None:
         for name in names:

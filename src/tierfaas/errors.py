@@ -119,6 +119,14 @@ class BadName(ClientError):
     code = "bad_name"
 
 
+class BadQuery(ClientError):
+    """A query parameter is malformed (``GET /v1/logs?since=yesterday``); the message names it
+    and says what it takes. The connection stays usable."""
+
+    status = 400
+    code = "bad_query"
+
+
 class NotFound(ClientError):
     status = 404
     code = "not_found"

@@ -47,6 +47,10 @@ DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
         ("output_bytes_per_s", -1),
         ("output_burst_bytes", 0),
         ("output_burst_bytes", "big"),
+        ("logs_lines", 0),
+        ("logs_file_bytes", 1000),
+        ("logs_files", -1),
+        ("logs_files", 1001),
     ],
 )
 def test_bad_setting_names_the_field(field: str, value: object) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from tierfaas.config import Address, NodeConfig
 from tierfaas.errors import ConfigError
+from tierfaas.funclogs.store import LogSettings, LogStore
 from tierfaas.http import auth
 from tierfaas.http.app import ADMIN_PATHS, NodeApp
 from tierfaas.http.metrics import Metrics
@@ -36,11 +37,14 @@ def make_app(monkeypatch: pytest.MonkeyPatch, host: str, token: str | None) -> N
     async def view() -> dict[str, Any]:
         return {"self": "n1", "master": "n1", "members": []}
 
-    return NodeApp(Runtime(release, config), config, Metrics(), "n1", cluster_view=view)
+    app = NodeApp(Runtime(release, config), config, Metrics(), "n1", cluster_view=view)
+    app.logs = LogStore("n1", release.functions, LogSettings(files=0), None)
+    return app
 
 
 OPEN = ["/healthz", "/readyz", "/v1/functions"]
-GUARDED = sorted(ADMIN_PATHS - {"/v1/dashboard/stream", "/v1/routes", "/v1/dashboard"})
+UNGUARDED_HERE = {"/v1/dashboard/stream", "/v1/routes", "/v1/dashboard", "/v1/logs"}
+GUARDED = [*sorted(ADMIN_PATHS - UNGUARDED_HERE), "/v1/logs?function=echo"]
 
 
 @pytest.mark.parametrize("path", GUARDED)

@@ -81,3 +81,27 @@ def test_anti_entropy_is_counted_in_the_node_metrics() -> None:
         assert registry.get_sample_value("tierfaas_anti_entropy_checks_total", labels) == 0
     assert registry.get_sample_value("tierfaas_anti_entropy_repairs_total") == 0
     assert registry.get_sample_value("tierfaas_writes_rejected_total") == 0
+
+
+@pytest.mark.parametrize("gossip", [None, Address("127.0.0.1", 7946)])
+def test_what_instances_print_reaches_the_nodes_function_logs(
+    tmp_path: Path, gossip: Address | None
+) -> None:
+    from tierfaas.runtime.output import OutputLine
+    from tierfaas.runtime.spawner import ZygoteSpawner
+
+    parts = compose(config(name="n1", gossip=gossip, data_dir=tmp_path, isolation="process"))
+    logs = parts.app.logs
+    assert logs is not None and logs.node == "n1"
+    assert logs.directory == tmp_path / "logs"
+    spawner = parts.runtime.spawner
+    assert isinstance(spawner, ZygoteSpawner)
+    spawner.output_sink(OutputLine("echo", 1, "r1", "stdout", "hello"))
+    assert [line.text for line in logs.recent("echo", None, "r1", 10)] == ["hello"]
+    logs.close()
+    scraped = "\n".join(
+        f"{sample.name}{sample.labels} {sample.value}"
+        for metric in parts.metrics.registry.collect()
+        for sample in metric.samples
+    )
+    assert "tierfaas_log_lines_total{'function': 'echo'} 1\n" in scraped

@@ -11,6 +11,7 @@
     GET  /v1/dashboard      the cluster's topology, warm map and rates (/stream: SSE, 1/s)
     GET  /v1/stats          this node's counters, read by the dashboard of any node
     GET  /metrics           Prometheus text format
+    GET  /v1/logs           what a function's instances printed on this node (ndjson; follow)
     POST /async-function/{name}, /v1/calls..., /v1/dead-letters
                             asynchronous calls (``tierfaas.calls.api``), when the node has them
 
@@ -36,6 +37,7 @@ from tierfaas import errors
 from tierfaas.calls import api as calls_api
 from tierfaas.clock import Clock, monotonic
 from tierfaas.config import NodeConfig
+from tierfaas.funclogs import api as logs_api
 from tierfaas.http import auth
 from tierfaas.http.asgi import (
     ClientDisconnected,
@@ -56,6 +58,7 @@ from tierfaas.runtime import Runtime
 
 if TYPE_CHECKING:
     from tierfaas.calls.api import CallsApi
+    from tierfaas.funclogs.store import LogStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ _NO_BODY = frozenset({204, 304})
 # Invocations have their own API keys; health, readiness and the function list stay open.
 ADMIN_PATHS = frozenset(
     {"/", "/dashboard.js", "/dashboard.css", "/v1/cluster", "/v1/routes", "/v1/stats",
-     "/v1/dashboard", "/v1/dashboard/stream", "/metrics"}
+     "/v1/dashboard", "/v1/dashboard/stream", "/metrics", "/v1/logs"}
 )  # fmt: skip
 _ADMIN_CHALLENGE = 'Basic realm="tierfaas admin", charset="UTF-8"'
 
@@ -153,6 +156,8 @@ class NodeApp:
         self.dashboard = Dashboard(self._view, self._stats, node_name, peer_headers)
         self.calls: CallsApi | None = None
         """The asynchronous calls' routes (set by the node once its call service exists)."""
+        self.logs: LogStore | None = None
+        """What the functions printed on this node (set by the node; None: ``/v1/logs`` 404)."""
 
     async def _view(self) -> dict[str, Any]:
         if self.cluster_view is not None:
@@ -201,6 +206,8 @@ class NodeApp:
                 if self.admin_digests:
                     self._check_admin(scope)
                 await self.dashboard.stream(receive, send, lambda: self.draining, request_id)
+            elif path == "/v1/logs":
+                await self._logs(scope, receive, send, request_id)
             elif self.calls is not None and calls_api.handles(path):
                 check = self._check_admin if self.admin_digests else None
                 await self.calls.serve(scope, receive, send, path, request_id, check)
@@ -345,6 +352,18 @@ class NodeApp:
                 f"no such path {path[:200]!r}; invoke functions at /function/NAME "
                 "and list them at /v1/functions"
             )
+
+    async def _logs(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        if scope["method"] != "GET":
+            raise errors.MethodNotAllowed("/v1/logs only answers GET", allow="GET")
+        if self.admin_digests:
+            self._check_admin(scope)
+        if self.logs is None:
+            raise errors.NotFound("this node keeps no function logs")
+        store = self.logs
+        query = logs_api.parse_query(scope["query_string"], store.wall(), store.__contains__)
+        headers: Headers = [(b"x-request-id", request_id.encode())]
+        await logs_api.serve_logs(store, query, receive, send, headers, lambda: self.draining)
 
     def _check_admin(self, scope: Scope) -> None:
         if not auth.authorized(scope["headers"], self.admin_digests):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -23,9 +23,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from tierfaas.funclogs.metrics import OutputStats
+from tierfaas.funclogs.store import LogStore
 from tierfaas.runtime.budget import MemoryReport
 from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
+from tierfaas.runtime.output import OutputBudget
 
 MiB = 1024 * 1024
 EVICTION_REASONS = ("room", "pressure", "over_budget")
@@ -88,6 +91,11 @@ class Metrics:
     def watch_memory(self, report: Callable[[], MemoryReport]) -> None:
         """Exposes the node's memory (``Runtime.memory_report``), read when scraped."""
         self.registry.register(_MemoryStats(report))
+
+    def watch_output(self, budgets: Mapping[str, OutputBudget], logs: LogStore) -> None:
+        """Exposes what the functions printed: lines dropped over the output rate, cut at
+        the line size, kept, and not written to disk (``tierfaas.funclogs.metrics``)."""
+        self.registry.register(OutputStats(budgets, logs))
 
     def on_runtime_event(self, event: RuntimeEvent) -> None:
         if isinstance(event, InstanceStarted):

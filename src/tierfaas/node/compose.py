@@ -40,6 +40,7 @@ from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
 from tierfaas.control.placement import Wanted
 from tierfaas.control.plane import ControlPlane
+from tierfaas.funclogs.store import LogSettings, LogStore
 from tierfaas.http.app import NodeApp
 from tierfaas.http.metrics import Metrics
 from tierfaas.keys import derive, load_key
@@ -115,11 +116,23 @@ def compose(
     return _clustered(config, release, metrics, key, provider, clock)
 
 
+def _logs(config: NodeConfig, release: Release) -> LogStore:
+    """The functions' logs of this node, in memory and under ``state_dir/logs``."""
+    settings = LogSettings(config.logs_lines, config.logs_file_bytes, config.logs_files)
+    directory = config.state_dir / "logs"
+    return LogStore(config.node_name, release.functions, settings, directory)
+
+
 def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
     supervisor = Supervisor(metrics.registry, clock=clock)
     readiness = Readiness(check_release=config.registry is not None, tasks=supervisor)
+    logs = _logs(config, release)
     runtime = Runtime(
-        release, config, listeners=[metrics.on_runtime_event], scheduler=LoopScheduler(clock)
+        release,
+        config,
+        listeners=[metrics.on_runtime_event],
+        scheduler=LoopScheduler(clock),
+        output_sinks=[logs.sink],
     )
     metrics.watch_keep_alive(runtime.keep_alive)
     metrics.watch_memory(runtime.memory_report)
@@ -135,6 +148,8 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         not_ready_fatal=readiness.fatal,
         clock=clock,
     )
+    app.logs = logs
+    metrics.watch_output(runtime.output_budgets(), logs)
     calls = _calls(config, release, metrics, router, None, clock)
     app.calls = _calls_api(config, release, calls, metrics)
     return NodeParts(
@@ -200,11 +215,13 @@ def _clustered(
         supervisor=supervisor,
         registry=metrics.registry,
     )
+    logs = _logs(config, release)
     runtime = Runtime(
         release,
         config,
         listeners=[metrics.on_runtime_event, control.on_runtime_event],
         scheduler=LoopScheduler(clock),
+        output_sinks=[logs.sink],
     )
     metrics.watch_keep_alive(runtime.keep_alive)
     metrics.watch_memory(runtime.memory_report)
@@ -255,6 +272,8 @@ def _clustered(
         routes_view=control.routes_view,
         clock=clock,
     )
+    app.logs = logs
+    metrics.watch_output(runtime.output_budgets(), logs)
     if provider is not None:
         rollout = _rollout_controller(
             config, release, provider, manager, control, membership, supervisor, clock

@@ -155,6 +155,8 @@ class Node:
             if parts.calls is not None:
                 await parts.calls.stop()
             await parts.runtime.close()
+            if parts.app.logs is not None:  # after the instances' last lines
+                parts.app.logs.close()
             close_http(self.config, sockets)
             for task in watches:
                 task.cancel()

@@ -175,7 +175,7 @@ class StdioInstance(Instance):
         self.body_of = (number, status, length, content_type)
 
     def _answer(self, number: int, result: Result) -> None:
-        future = self.calls.pop(number, None)
+        future = self._take_call(number)
         deadlines = self.deadlines
         if deadlines and deadlines[0][1] == number:
             self._prune()
@@ -185,7 +185,7 @@ class StdioInstance(Instance):
     def _refuse_large(self, number: int, length: int) -> None:
         """An answer over the limit: refused, and the instance replaced (its body is not read:
         it may be any size, and nothing after it can be found without reading it)."""
-        future = self.calls.pop(number, None)
+        future = self._take_call(number)
         if future is not None and not future.done():
             future.set_exception(
                 errors.ResponseTooLarge(
@@ -254,7 +254,7 @@ class HttpInstance(Instance):
         self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
     ) -> None:
         if self.dead:  # stopped between the pool's choice and this call
-            future = self.calls.pop(number, None)
+            future = self._take_call(number)
             if future is not None and not future.done():
                 future.set_exception(
                     errors.InstanceCrashed(f"the instance of {self.spec.name!r} was stopped")
@@ -301,7 +301,7 @@ class HttpInstance(Instance):
         if number == PROBE:
             self._probed(result.status)
             return
-        future = self.calls.pop(number, None)
+        future = self._take_call(number)
         if self.deadlines and self.deadlines[0][1] == number:
             self._prune()
         if future is not None and not future.done():
@@ -313,7 +313,7 @@ class HttpInstance(Instance):
         if number == PROBE:
             self._probed(0)
         elif too_large:  # refused; the server is sound, the instance lives on
-            future = self.calls.pop(number, None)
+            future = self._take_call(number)
             if self.deadlines and self.deadlines[0][1] == number:
                 self._prune()
             if future is not None and not future.done():

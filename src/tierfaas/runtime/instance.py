@@ -131,6 +131,10 @@ class Instance(asyncio.Protocol):
         # process group). Its output pipes, when the spawner captures them.
         self.cgroup: InstanceCgroup | None = None
         self.output: InstanceOutput | None = None
+        # The request id of each call in flight, while output is captured: a line is tagged
+        # with the call's id only while that call runs alone (with several in flight, which
+        # one printed it is not known).
+        self.call_requests: dict[int, str | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -220,7 +224,11 @@ class Instance(asyncio.Protocol):
     # -- calls -----------------------------------------------------------------------------
 
     def call(
-        self, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None = None,
     ) -> asyncio.Future[Result]:
         """Sends one call. ``context`` may be None when ``takes_context`` is false (it would
         not be used). Past ``timeout_s`` the call fails with ``FunctionTimeout`` and the
@@ -239,10 +247,24 @@ class Instance(asyncio.Protocol):
         if deadline < self.timer_at:
             self._arm(deadline)
         if self.output is not None:  # its output lines name the call, when there is one
-            alone = len(self.calls) == 1 and context is not None
-            self.output.set_request(context.get("request_id") if context and alone else None)
+            if request_id is None and context is not None:
+                request_id = context.get("request_id")
+            self.call_requests[number] = request_id
+            alone = len(self.call_requests) == 1
+            self.output.set_request(request_id if alone else None)
         self._send_call(number, body, context, timeout_s)
         return future
+
+    def _take_call(self, number: int) -> asyncio.Future[Result] | None:
+        """Call ``number``'s future, no longer in flight (None if it was not). From now on
+        output lines are the remaining call's, if one runs alone, else no call's (what the
+        pipes hold already is read under the old tag first)."""
+        output = self.output
+        if output is not None:
+            requests = self.call_requests
+            requests.pop(number, None)
+            output.set_request(next(iter(requests.values())) if len(requests) == 1 else None)
+        return self.calls.pop(number, None)
 
     def _send_call(
         self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
@@ -290,7 +312,7 @@ class Instance(asyncio.Protocol):
                 self._arm(deadline)
                 return
             heapq.heappop(self.deadlines)
-            future = self.calls.pop(number, None)
+            future = self._take_call(number)
             if future is not None and not future.done():
                 future.set_exception(
                     errors.FunctionTimeout(
@@ -342,7 +364,7 @@ class Instance(asyncio.Protocol):
         if outcome == p.OK and (len(payload) > self.max_body or kind not in CONTENT_TYPES):
             self._broken()
             return
-        future = self.calls.pop(number, None)
+        future = self._take_call(number)
         deadlines = self.deadlines
         if deadlines and deadlines[0][1] == number:  # calls mostly end in order: prune now
             self._prune()

@@ -32,7 +32,7 @@ import contextlib
 import logging
 import os
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -96,6 +96,8 @@ class OutputBudget:
         self.clock = clock
         self.dropped_lines = 0
         self.dropped_bytes = 0
+        self.truncated_lines = 0
+        """Lines cut at ``line_bytes`` (passed, or dropped after)."""
         self._tokens = float(limits.burst_bytes)
         self._at = clock()
 
@@ -275,6 +277,8 @@ class OutputStream:
                 self._drop(1, raw)
                 return
             out.append(self._resume())
+        if length > len(head):
+            self._budget.truncated_lines += 1
         record = _record(head, length)
         if not self._budget.spend(len(record) + RECORD_BYTES):
             self._dropping_since = self._budget.clock()
@@ -542,5 +546,21 @@ def log_sink(logger: logging.Logger) -> Callable[[OutputLine], None]:
             line.stream,
             line.text.translate(_UNPRINTABLE),
         )
+
+    return sink
+
+
+def tee(sinks: Sequence[Callable[[OutputLine], None]]) -> Callable[[OutputLine], None]:
+    """One sink that hands each line to every one of ``sinks`` in turn (the first alone
+    when there is one). A sink that raises does not keep the line from the others."""
+    if len(sinks) == 1:
+        return sinks[0]
+
+    def sink(line: OutputLine) -> None:
+        for each in sinks:
+            try:
+                each(line)
+            except Exception:
+                log.exception("an output sink failed on a line of fn=%s", line.function)
 
     return sink

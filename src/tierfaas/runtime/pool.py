@@ -186,6 +186,7 @@ class FunctionPool:
         context: dict[str, Any] | None,
         deadline: float,
         warm_only: bool = False,
+        request_id: str | None = None,
     ) -> tuple[Result, bool]:
         """Runs one call; returns its result and whether it waited for a cold start.
         ``warm_only`` (a forwarded call): never start an instance, and wait for a slot only
@@ -193,7 +194,8 @@ class FunctionPool:
         can try elsewhere knowing nothing ran here. A call whose deadline passed while it
         waited is answered 504 unrun: dispatched with no time left, it would kill a warm
         instance. A call is cold when it waited for an instance to start, the first on it or
-        not: it arrived before the instance it ran on was ready."""
+        not: it arrived before the instance it ran on was ready. ``request_id`` tags the
+        instance's output lines while the call runs alone there."""
         arrived = self.clock()
         if warm_only:
             instance = self._free_instance()
@@ -219,7 +221,7 @@ class FunctionPool:
                 f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
             )
         dispatched = self.clock()
-        future = instance.call(body, context, remaining)
+        future = instance.call(body, context, remaining, request_id)
         try:
             result = await future
         finally:

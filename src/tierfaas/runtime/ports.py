@@ -38,10 +38,15 @@ class PoolInstance(Protocol):
     closed: asyncio.Future[None]  # done once it is gone, for whatever reason
 
     def call(
-        self, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None = None,
     ) -> asyncio.Future[Result]:
         """Sends one call; past ``timeout_s`` it fails with ``FunctionTimeout`` and the
-        instance is killed."""
+        instance is killed. ``request_id`` tags the instance's output while the call runs
+        alone (a handler without a context gets no context to carry it)."""
         ...
 
     def kill(self, reason: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from tierfaas.runtime.events import EventListener, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
 from tierfaas.runtime.memory import auto_budget, pressure_file, read_capacity
 from tierfaas.runtime.memwatch import KernelProbe, MemoryProbe, MemoryWatch
+from tierfaas.runtime.output import OutputBudget, OutputLine
 from tierfaas.runtime.pool import FunctionPool
 from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.spawner import ZygoteSpawner
@@ -67,11 +68,14 @@ class Runtime:
         listeners: Iterable[EventListener] = (),
         spawner: Spawner | None = None,
         memory_probe: MemoryProbe | None = None,
+        output_sinks: Sequence[Callable[[OutputLine], None]] = (),
     ) -> None:
         """``scheduler``: every timer of the runtime, on its clock (default: the running
         loop's, on ``time.monotonic``). ``spawner``: starts instances (default: forked by a
         zygote this runtime starts and stops). ``memory_probe``: reads the instances' memory
-        use and the memory pressure (default: from the kernel, in a worker thread)."""
+        use and the memory pressure (default: from the kernel, in a worker thread).
+        ``output_sinks``: who gets the default spawner's output lines besides the node's log
+        (the function logs of ``tierfaas.funclogs``)."""
         budget_mb = memory_budget_mb(config)
         for spec in release.functions.values():
             if spec.memory_mb > budget_mb:
@@ -86,7 +90,9 @@ class Runtime:
         self.clock = self.scheduler.clock
         self.listeners = list(listeners)
         self.spawner = (
-            spawner if spawner is not None else ZygoteSpawner(release, config, self.scheduler)
+            spawner
+            if spawner is not None
+            else ZygoteSpawner(release, config, self.scheduler, output_sinks)
         )
         self.budget = MemoryBudget(
             budget_mb,
@@ -123,6 +129,13 @@ class Runtime:
             config.memory_sample_s,
             config.memory_pressure_pct,
         )
+
+    def output_budgets(self) -> Mapping[str, OutputBudget]:
+        """Each function's output budget (its counts of dropped and cut lines), when the
+        instances are the default spawner's; else none."""
+        if isinstance(self.spawner, ZygoteSpawner):
+            return self.spawner.output_budgets
+        return {}
 
     @property
     def memory_used_mb(self) -> float:
@@ -187,7 +200,7 @@ class Runtime:
                 "headers": headers or {},
                 "deadline": time.time() + timeout - (self.clock() - start),
             }
-        result, cold = await pool.invoke(body, context, start + timeout, warm_only)
+        result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
         return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:

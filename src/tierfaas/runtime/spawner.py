@@ -20,6 +20,7 @@ import signal
 import socket
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tierfaas.clock import Scheduler
@@ -28,7 +29,14 @@ from tierfaas.errors import ConfigError, SandboxUnavailable
 from tierfaas.manifest import EntryPoint, FunctionSpec, Release
 from tierfaas.runtime.exec_instance import HttpInstance, StdioInstance
 from tierfaas.runtime.instance import Instance
-from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, log_sink
+from tierfaas.runtime.output import (
+    InstanceOutput,
+    OutputBudget,
+    OutputLimits,
+    OutputLine,
+    log_sink,
+    tee,
+)
 from tierfaas.runtime.zygote_client import ZygoteClient, ZygoteError
 from tierfaas.sandbox import identity
 from tierfaas.sandbox.cgroups import (
@@ -115,7 +123,14 @@ class ZygoteSpawner:
     """Asks the zygote (``process/zygote.py``) for a process per instance, then waits for
     the instance's READY (import and init), at most ``start_timeout_s``."""
 
-    def __init__(self, release: Release, config: NodeConfig, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        release: Release,
+        config: NodeConfig,
+        scheduler: Scheduler,
+        output_sinks: Sequence[Callable[[OutputLine], None]] = (),
+    ) -> None:
+        """``output_sinks``: who gets the instances' output lines besides the node's log."""
         self.release = release
         self.config = config
         self.scheduler = scheduler
@@ -156,7 +171,7 @@ class ZygoteSpawner:
         self.output_budgets = {
             name: OutputBudget(limits, scheduler.clock) for name in release.functions
         }
-        self.output_sink = log_sink(output_log)
+        self.output_sink = tee([log_sink(output_log), *output_sinks])
         self.next_instance_id = 0
         self.ports: set[int] = set()  # the ports of the live http exec instances
 

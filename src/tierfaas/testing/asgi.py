@@ -11,13 +11,15 @@ from tierfaas.http.app import NodeApp
 def request(
     app: NodeApp, path: str, headers: dict[str, str] | None = None, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request with an empty body: its status, headers and body. Runs its own event loop
+    """One request with an empty body (``path`` may end in ``?QUERY``): its status, headers
+    and body. Runs its own event loop
     and closes the app's dashboard after."""
+    path, _, query = path.partition("?")
     scope: dict[str, Any] = {
         "type": "http",
         "method": method,
         "path": path,
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     sent: list[dict[str, Any]] = []

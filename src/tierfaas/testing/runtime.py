@@ -85,7 +85,11 @@ class FakeInstance:
         self._in_flight: set[asyncio.Future[Result]] = set()
 
     def call(
-        self, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None = None,
     ) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.received.append((body, context))
