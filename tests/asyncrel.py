@@ -21,14 +21,23 @@ no retry.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
+
+from tierfaas.testing.cluster import LocalCluster, agreement
+from tierfaas.testing.nodes import NodeProcess
+from tierfaas.testing.wait import eventually
 
 FNS = """\
 import asyncio
@@ -296,3 +305,114 @@ def call_state(base: str, call_id: str) -> dict[str, Any]:
 def result_json(record: dict[str, Any]) -> Any:
     """The function's answer in a call's record, decoded from its JSON text."""
     return json.loads(record["result"]["body"])
+
+
+# -- a cluster of nodes serving it ---------------------------------------------------------------
+
+
+class AsyncCluster:
+    """Real nodes on ``subnet`` serving the release at ``rel``, each with its own data dir
+    (``tmp/data/HOST``, kept across a restart) and ``ASYNC_NODE`` (its host, which the ledger
+    records); every node is a seed, so a restarted node finds the others. ``close()`` kills
+    every process it started."""
+
+    def __init__(
+        self,
+        rel: Path,
+        tmp: Path,
+        size: int,
+        *,
+        subnet: str,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        first_host: int = 10,
+    ) -> None:
+        self.tmp = tmp
+        self.lc = LocalCluster(
+            rel, size, subnet=subnet, first_host=first_host, seeds=size, log_dir=tmp, env=env
+        )
+        self.lc.extra_args = list(args)
+        self.every: list[NodeProcess] = []
+
+    @property
+    def nodes(self) -> list[NodeProcess]:
+        return self.lc.nodes
+
+    def _make(self, host: str, port: int | None = None) -> NodeProcess:
+        data = self.tmp / "data" / host
+        node = self.lc.make_node(host, ["--data-dir", str(data)], {"ASYNC_NODE": host})
+        if port is not None:
+            node.port = port
+        self.every.append(node)
+        return node
+
+    def start(self, timeout: float = 30.0) -> AsyncCluster:
+        for host in self.lc.hosts:
+            self.lc.nodes.append(self._make(host).start(wait=False))
+            time.sleep(0.05)  # oldest first: the first is the master
+        for node in self.lc.nodes:
+            node.wait_healthy(timeout)
+        self.wait_agreed(self.lc.nodes, timeout)
+        return self
+
+    def name(self, node: NodeProcess) -> str:
+        return self.lc.name_of(node)
+
+    def by_name(self, name: str) -> NodeProcess:
+        return next(n for n in self.lc.nodes if self.name(n) == name)
+
+    def wait_agreed(self, nodes: Sequence[NodeProcess], timeout: float) -> tuple[Any, ...]:
+        """Until every node of ``nodes`` sees exactly ``nodes`` and they agree on the roles."""
+
+        def agreed() -> tuple[Any, ...] | None:
+            names = {self.name(n) for n in nodes}
+            seen = set()
+            for node in nodes:
+                view = LocalCluster.view(node)
+                if {m["name"] for m in view["members"]} != names:
+                    return None
+                seen.add(agreement(view))
+            return next(iter(seen)) if len(seen) == 1 else None
+
+        found = eventually(agreed, timeout, 0.1, what="the nodes to agree on the cluster")
+        assert found is not None
+        return found
+
+    def master(self) -> NodeProcess:
+        return self.by_name(LocalCluster.view(self.lc.nodes[0])["master"])
+
+    def kill(self, node: NodeProcess) -> float:
+        """kill -9 of the node process alone, as a crash is (its zygote and instances die
+        with it by their parent-death signal); returns when it was reaped (monotonic)."""
+        assert node.process is not None
+        os.kill(node.pid, signal.SIGKILL)
+        node.process.wait(10)
+        gone = time.monotonic()
+        node.kill()  # anything left in its session
+        return gone
+
+    def restart(self, node: NodeProcess, timeout: float = 30.0) -> NodeProcess:
+        """The same node (address, port, name, data dir) started again, once healthy."""
+        index = self.lc.nodes.index(node)
+        again = self._make(node.host, node.port).start(wait=False)
+        self.lc.nodes[index] = again
+        again.wait_healthy(timeout)
+        return again
+
+    def close(self) -> None:
+        for node in self.every:
+            node.kill()
+
+
+def tick_seconds(value: Any) -> int | None:
+    """A run's ``X-Schedule-Tick`` as Unix seconds (integer or ISO 8601 text), else None."""
+    if value in (None, ""):
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.asyncrel import (
+    AsyncCluster,
     Reply,
     call_state,
     get_call,
@@ -40,11 +41,12 @@ from tests.asyncrel import (
     read_ledger,
     request,
     result_json,
+    tick_seconds,
     write_release,
 )
 from tierfaas.procs import free_port
 from tierfaas.testing.clockshift import clock_shift_env
-from tierfaas.testing.cluster import LocalCluster, agreement
+from tierfaas.testing.cluster import LocalCluster
 from tierfaas.testing.nodes import NodeProcess, http_get
 from tierfaas.testing.wait import eventually
 
@@ -75,8 +77,8 @@ ID_RE = re.compile(r"^([A-Za-z0-9._-]+)~([A-Za-z0-9._-]+)~([0-9a-f]{16})$")
 
 @dataclass
 class Cluster:
-    lc: LocalCluster
-    a: NodeProcess  # the node tests send to
+    ac: AsyncCluster
+    a: NodeProcess  # the node tests send to (the master: it started first)
     b: NodeProcess  # the other one
     ledger: Path
     tmp: Path
@@ -84,32 +86,7 @@ class Cluster:
     started: float  # time.time() when the nodes were started
 
     def name(self, node: NodeProcess) -> str:
-        return self.lc.name_of(node)
-
-    def other(self, node: NodeProcess) -> NodeProcess:
-        return self.b if node is self.a else self.a
-
-
-def start_nodes(
-    rel: Path, tmp: Path, subnet: str, size: int, args: list[str], env: dict[str, str]
-) -> LocalCluster:
-    """A LocalCluster whose nodes each get their own data dir and ASYNC_NODE (their host)."""
-    lc = LocalCluster(rel, size, subnet=subnet, first_host=10, log_dir=tmp, env=env)
-    lc.extra_args = args
-    for host in lc.hosts:
-        data = tmp / "data" / host
-        node = lc.make_node(host, ["--data-dir", str(data)], {"ASYNC_NODE": host})
-        lc.nodes.append(node.start(wait=False))
-        time.sleep(0.05)  # oldest first: the first is the master
-    for node in lc.nodes:
-        node.wait_healthy(30)
-
-    def agreed() -> bool:
-        seen = {agreement(LocalCluster.view(n)) for n in lc.nodes}
-        return len(seen) == 1 and next(iter(seen))[3] == size
-
-    eventually(agreed, 20, what="the nodes to agree on the cluster")
-    return lc
+        return self.ac.name(node)
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +97,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     now = time.time()
     shift_s = (-(now + TICK_LEAD_S)) % 60
     env = clock_shift_env(round(shift_s * 1000))
-    lc = start_nodes(rel, tmp, SUBNET, 2, NODE_ARGS, env)
+    ac = AsyncCluster(rel, tmp, 2, subnet=SUBNET, args=NODE_ARGS, env=env)
     try:
-        yield Cluster(lc, lc.nodes[0], lc.nodes[1], ledger, tmp, shift_s, now)
+        ac.start()
+        yield Cluster(ac, ac.nodes[0], ac.nodes[1], ledger, tmp, shift_s, now)
     finally:
-        lc.close()
+        ac.close()
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -578,16 +556,16 @@ def test_a_schedule_fires_each_tick_once(cluster: Cluster) -> None:
     deadline_s = max(0.0, first_tick_real - time.time()) + 20.0
 
     def ticked() -> list[dict[str, Any]]:
-        return [r for r in read_ledger(cluster.ledger) if r["tick"] is not None]
+        return [r for r in read_ledger(cluster.ledger) if tick_seconds(r["tick"]) is not None]
 
     runs = eventually(ticked, deadline_s, 0.2, what=f"the tick at {first_tick} to run")
     settle_retries()
     runs = ticked()
-    per_tick = Counter(int(float(r["tick"])) for r in runs)
+    per_tick = Counter(tick_seconds(r["tick"]) for r in runs)
     assert first_tick in per_tick, per_tick
-    assert all(t % 60 == 0 for t in per_tick), per_tick
+    assert all(t is not None and t % 60 == 0 for t in per_tick), per_tick
     assert set(per_tick.values()) == {1}, per_tick  # each tick ran once
-    (run,) = [r for r in runs if int(float(r["tick"])) == first_tick]
+    (run,) = [r for r in runs if tick_seconds(r["tick"]) == first_tick]
     record = wait_final(cluster.a, run["call_id"])
     assert (record["function"], record["state"]) == ("tick", "succeeded"), record
 
@@ -598,15 +576,15 @@ def test_a_schedule_fires_each_tick_once(cluster: Cluster) -> None:
 def test_with_no_live_peer_a_cluster_node_answers_503_and_keeps_nothing(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.jsonl"
     rel = write_release(tmp_path / "rel", ledger, schedule=None)
-    lc = start_nodes(rel, tmp_path, "127.0.48", 2, NODE_ARGS, {})
+    ac = AsyncCluster(rel, tmp_path, 2, subnet="127.0.48", args=NODE_ARGS)
     try:
-        a, b = lc.nodes
+        a, b = ac.start().nodes
         accepted(post_async(a.url, "work", {}))
         b.kill()
 
         def b_gone() -> bool:
             members = LocalCluster.view(a)["members"]
-            return {m["name"] for m in members} == {lc.name_of(a)}
+            return {m["name"] for m in members} == {ac.name(a)}
 
         eventually(b_gone, 15, what="a to see b dead")
         kept = len(calls_listed(a))
@@ -617,7 +595,7 @@ def test_with_no_live_peer_a_cluster_node_answers_503_and_keeps_nothing(tmp_path
         assert len(calls_listed(a)) == kept
         assert "alone" not in {r["token"] for r in read_ledger(ledger)}
     finally:
-        lc.close()
+        ac.close()
 
 
 def test_a_standalone_node_accepts_and_runs(tmp_path: Path) -> None:
