@@ -24,6 +24,8 @@
     keep_alive_s = 300          # an idle instance is reaped after this
     env = { GREETING = "hi" }   # environment of the instance process
     api_keys = ["sha256:..."]   # optional: calls need one of these keys (SHA-256 digests)
+    max_retries = 2             # async calls: retries after a 5xx or timeout (0..20)
+    schedule = "*/5 * * * *"    # optional: cron in UTC, each tick runs an async call
 
     [functions.hello-node]      # a function in any language: a program the node starts
     runtime = "exec"            # "python" (the default) or "exec"
@@ -33,11 +35,12 @@
     ready_path = "/healthz"     # optional, http: ready once GET of it answers 200
     listen = "port"             # http: "port" (127.0.0.1:$PORT) or "unix" ($SOCKET_PATH)
 
-Every key of a function but ``handler``, ``init``, ``env``, ``command`` and ``ready_path`` may
-also be set in ``[defaults]``. An exec function has no ``handler``, ``init`` or ``threads``; a
-Python one has no ``command``, ``protocol`` or ``ready_path``. ``[release] build = ["make"]``
-(argv, optional) runs once when a node loads the release, in the release directory, before
-``check_commands`` checks that each exec function's program exists.
+Every key of a function but ``handler``, ``init``, ``env``, ``command``, ``ready_path`` and
+``schedule`` may also be set in ``[defaults]``. An exec function has no ``handler``, ``init``
+or ``threads``; a Python one has no ``command``, ``protocol`` or ``ready_path``.
+``[release] build = ["make"]`` (argv, optional) runs once when a node loads the release, in
+the release directory, before ``check_commands`` checks that each exec function's program
+exists.
 
 ``memory_mb``: under the sandbox (``--isolation sandbox``, the default) it is the limit of the
 instance's cgroup: its whole resident memory, its private ``/tmp`` included (a tmpfs of
@@ -65,6 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tierfaas.calls import cron
+from tierfaas.calls.retry import MAX_RETRIES_RANGE
 from tierfaas.errors import ManifestError
 from tierfaas.names import is_valid_name
 
@@ -86,11 +91,12 @@ _LIMITS: dict[str, tuple[type, float, float, float]] = {
     "max_instances": (int, 4, 1, 1024),
     "min_instances": (int, 0, 0, 1024),
     "keep_alive_s": (float, 300.0, 0.0, 86400.0),
+    "max_retries": (int, 2, *MAX_RETRIES_RANGE),
 }
 CPU_RANGE = (0.01, 1024.0)
 """Cores of ``cpu``: from a hundredth of one (the smallest quota worth enforcing) to 1024."""
 NETWORKS = ("host", "none")
-_FUNCTION_KEYS = {"handler", "init", "env", "api_keys", "cpu", "network", *_LIMITS}
+_FUNCTION_KEYS = {"handler", "init", "env", "api_keys", "cpu", "network", "schedule", *_LIMITS}
 _EXEC_KEYS = {"runtime", "command", "protocol", "ready_path", "listen"}
 _DEFAULT_KEYS = {"api_keys", "cpu", "network", "runtime", "protocol", *_LIMITS}
 MAX_PRELOAD = 64
@@ -162,6 +168,11 @@ class FunctionSpec:
     """``"host"``: the node's network; ``"none"``: an instance with no network at all."""
     command: ExecCommand | None = None
     """The program of an exec function (None: a Python function)."""
+    max_retries: int = 2
+    """Async calls: how many times a call that ended in a 5xx or timed out is tried again."""
+    schedule: str | None = None
+    """A five-field cron expression in UTC (checked by ``tierfaas.calls.cron.parse``): the
+    master runs the function as an async call at each tick. None: no schedule."""
 
     @property
     def runtime(self) -> str:
@@ -189,6 +200,8 @@ class FunctionSpec:
             "min_instances": self.min_instances,
             "keep_alive_s": self.keep_alive_s,
             "api_key": bool(self.api_keys),  # whether calls need a key (never the keys)
+            "max_retries": self.max_retries,
+            "schedule": self.schedule,
         }
 
 
@@ -324,6 +337,9 @@ def _function(
         api_keys = _api_keys(where, "defaults.api_keys", defaults["api_keys"])
     else:
         api_keys = ()
+    schedule = (
+        _schedule(where, f"{prefix}.schedule", table["schedule"]) if "schedule" in table else None
+    )
     return FunctionSpec(
         name=name,
         handler=handler,
@@ -333,8 +349,19 @@ def _function(
         cpu=cpu,
         network=network,
         command=command,
+        schedule=schedule,
         **limits,
     )
+
+
+def _schedule(where: str, fieldname: str, value: Any) -> str:
+    """A cron expression (``tierfaas.calls.cron``), kept as written once it parses."""
+    text = _string(where, fieldname, value)
+    try:
+        cron.parse(text)
+    except ValueError as exc:
+        raise ManifestError(where, fieldname, f"not a cron expression: {exc}") from None
+    return text
 
 
 def _exec_command(

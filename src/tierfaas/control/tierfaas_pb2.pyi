@@ -221,3 +221,139 @@ class PrewarmReply(_message.Message):
     instances: _containers.RepeatedCompositeFieldContainer[Pin]
     error: str
     def __init__(self, instances: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CallHeader(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class CallRecord(_message.Message):
+    __slots__ = ("call_id", "function", "accepted_at", "due_at", "attempts", "idem_key", "callback_url", "path", "query", "headers", "body", "state", "finished_at", "result_status", "result_type", "result_body", "error", "error_message", "error_status", "callback_state", "callback_attempts", "node")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DUE_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    IDEM_KEY_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_BODY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_STATE_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    function: str
+    accepted_at: float
+    due_at: float
+    attempts: int
+    idem_key: str
+    callback_url: str
+    path: str
+    query: str
+    headers: _containers.RepeatedCompositeFieldContainer[CallHeader]
+    body: bytes
+    state: str
+    finished_at: float
+    result_status: int
+    result_type: str
+    result_body: bytes
+    error: str
+    error_message: str
+    error_status: int
+    callback_state: str
+    callback_attempts: int
+    node: str
+    def __init__(self, call_id: _Optional[str] = ..., function: _Optional[str] = ..., accepted_at: _Optional[float] = ..., due_at: _Optional[float] = ..., attempts: _Optional[int] = ..., idem_key: _Optional[str] = ..., callback_url: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[CallHeader, _Mapping]]] = ..., body: _Optional[bytes] = ..., state: _Optional[str] = ..., finished_at: _Optional[float] = ..., result_status: _Optional[int] = ..., result_type: _Optional[str] = ..., result_body: _Optional[bytes] = ..., error: _Optional[str] = ..., error_message: _Optional[str] = ..., error_status: _Optional[int] = ..., callback_state: _Optional[str] = ..., callback_attempts: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+
+class CopyCallsRequest(_message.Message):
+    __slots__ = ("origin", "calls")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    calls: _containers.RepeatedCompositeFieldContainer[CallRecord]
+    def __init__(self, origin: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[CallRecord, _Mapping]]] = ...) -> None: ...
+
+class CopyCallsReply(_message.Message):
+    __slots__ = ("kept",)
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    kept: int
+    def __init__(self, kept: _Optional[int] = ...) -> None: ...
+
+class ClaimCallsRequest(_message.Message):
+    __slots__ = ("origin", "epoch", "call_ids")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CALL_IDS_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    epoch: int
+    call_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, origin: _Optional[str] = ..., epoch: _Optional[int] = ..., call_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClaimCallsReply(_message.Message):
+    __slots__ = ("taken",)
+    TAKEN_FIELD_NUMBER: _ClassVar[int]
+    taken: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, taken: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AcceptCallReply(_message.Message):
+    __slots__ = ("call_id", "replay", "status", "error", "message")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    replay: bool
+    status: int
+    error: str
+    message: str
+    def __init__(self, call_id: _Optional[str] = ..., replay: _Optional[bool] = ..., status: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetCallRequest(_message.Message):
+    __slots__ = ("call_id", "retry")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    retry: bool
+    def __init__(self, call_id: _Optional[str] = ..., retry: _Optional[bool] = ...) -> None: ...
+
+class GetCallReply(_message.Message):
+    __slots__ = ("view_json", "status", "error", "message")
+    VIEW_JSON_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    view_json: bytes
+    status: int
+    error: str
+    message: str
+    def __init__(self, view_json: _Optional[bytes] = ..., status: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ListCallsRequest(_message.Message):
+    __slots__ = ("state", "function", "limit")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    function: str
+    limit: int
+    def __init__(self, state: _Optional[str] = ..., function: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListCallsReply(_message.Message):
+    __slots__ = ("calls_json",)
+    CALLS_JSON_FIELD_NUMBER: _ClassVar[int]
+    calls_json: bytes
+    def __init__(self, calls_json: _Optional[bytes] = ...) -> None: ...

@@ -84,6 +84,36 @@ class ControlStub:
                 request_serializer=tierfaas__pb2.PrewarmRequest.SerializeToString,
                 response_deserializer=tierfaas__pb2.PrewarmReply.FromString,
                 _registered_method=True)
+        self.CopyCalls = channel.unary_unary(
+                '/tierfaas.v1.Control/CopyCalls',
+                request_serializer=tierfaas__pb2.CopyCallsRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.CopyCallsReply.FromString,
+                _registered_method=True)
+        self.CallOutcomes = channel.unary_unary(
+                '/tierfaas.v1.Control/CallOutcomes',
+                request_serializer=tierfaas__pb2.CopyCallsRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.CopyCallsReply.FromString,
+                _registered_method=True)
+        self.ClaimCalls = channel.unary_unary(
+                '/tierfaas.v1.Control/ClaimCalls',
+                request_serializer=tierfaas__pb2.ClaimCallsRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.ClaimCallsReply.FromString,
+                _registered_method=True)
+        self.AcceptCall = channel.unary_unary(
+                '/tierfaas.v1.Control/AcceptCall',
+                request_serializer=tierfaas__pb2.CallRecord.SerializeToString,
+                response_deserializer=tierfaas__pb2.AcceptCallReply.FromString,
+                _registered_method=True)
+        self.GetCall = channel.unary_unary(
+                '/tierfaas.v1.Control/GetCall',
+                request_serializer=tierfaas__pb2.GetCallRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.GetCallReply.FromString,
+                _registered_method=True)
+        self.ListCalls = channel.unary_unary(
+                '/tierfaas.v1.Control/ListCalls',
+                request_serializer=tierfaas__pb2.ListCallsRequest.SerializeToString,
+                response_deserializer=tierfaas__pb2.ListCallsReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -157,6 +187,47 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CopyCalls(self, request, context):
+        """Asynchronous calls (issue 20), any node to any node. The origin's second copy of the
+        calls it accepts (answered once the holder committed them), and their outcomes later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallOutcomes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimCalls(self, request, context):
+        """A restarted origin asks a holder which of its unfinished calls the holder took over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptCall(self, request, context):
+        """A keyed call (Idempotency-Key) accepted by its home, forwarded there by another node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCall(self, request, context):
+        """GET /v1/calls/{id} (and its retry) and the lists, answered for another node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCalls(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +280,36 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Prewarm,
                     request_deserializer=tierfaas__pb2.PrewarmRequest.FromString,
                     response_serializer=tierfaas__pb2.PrewarmReply.SerializeToString,
+            ),
+            'CopyCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyCalls,
+                    request_deserializer=tierfaas__pb2.CopyCallsRequest.FromString,
+                    response_serializer=tierfaas__pb2.CopyCallsReply.SerializeToString,
+            ),
+            'CallOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallOutcomes,
+                    request_deserializer=tierfaas__pb2.CopyCallsRequest.FromString,
+                    response_serializer=tierfaas__pb2.CopyCallsReply.SerializeToString,
+            ),
+            'ClaimCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimCalls,
+                    request_deserializer=tierfaas__pb2.ClaimCallsRequest.FromString,
+                    response_serializer=tierfaas__pb2.ClaimCallsReply.SerializeToString,
+            ),
+            'AcceptCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptCall,
+                    request_deserializer=tierfaas__pb2.CallRecord.FromString,
+                    response_serializer=tierfaas__pb2.AcceptCallReply.SerializeToString,
+            ),
+            'GetCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCall,
+                    request_deserializer=tierfaas__pb2.GetCallRequest.FromString,
+                    response_serializer=tierfaas__pb2.GetCallReply.SerializeToString,
+            ),
+            'ListCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCalls,
+                    request_deserializer=tierfaas__pb2.ListCallsRequest.FromString,
+                    response_serializer=tierfaas__pb2.ListCallsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +582,168 @@ class Control:
             '/tierfaas.v1.Control/Prewarm',
             tierfaas__pb2.PrewarmRequest.SerializeToString,
             tierfaas__pb2.PrewarmReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/CopyCalls',
+            tierfaas__pb2.CopyCallsRequest.SerializeToString,
+            tierfaas__pb2.CopyCallsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/CallOutcomes',
+            tierfaas__pb2.CopyCallsRequest.SerializeToString,
+            tierfaas__pb2.CopyCallsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/ClaimCalls',
+            tierfaas__pb2.ClaimCallsRequest.SerializeToString,
+            tierfaas__pb2.ClaimCallsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/AcceptCall',
+            tierfaas__pb2.CallRecord.SerializeToString,
+            tierfaas__pb2.AcceptCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/GetCall',
+            tierfaas__pb2.GetCallRequest.SerializeToString,
+            tierfaas__pb2.GetCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tierfaas.v1.Control/ListCalls',
+            tierfaas__pb2.ListCallsRequest.SerializeToString,
+            tierfaas__pb2.ListCallsReply.FromString,
             options,
             channel_credentials,
             insecure,

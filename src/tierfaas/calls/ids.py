@@ -1,0 +1,45 @@
+"""Call ids: ``<origin>~<holder>~<16 hex>``. Node names are ``[A-Za-z0-9._-]``, so ``~``
+separates them, and any node that is asked about an id knows which two nodes keep it: the
+origin (which accepted and runs it) and the holder of its second copy. A standalone node is
+its own holder."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import NamedTuple
+
+from tierfaas.names import is_valid_name
+
+_RANDOM = re.compile(r"[0-9a-f]{16}")
+MAX_ID_CHARS = 64 + 1 + 64 + 1 + 16
+
+
+class CallId(NamedTuple):
+    origin: str
+    holder: str
+    random: str
+
+
+def new_id(origin: str, holder: str, random: Callable[[int], bytes] = os.urandom) -> str:
+    """A fresh id for a call accepted by ``origin`` and copied to ``holder``."""
+    return f"{origin}~{holder}~{random(8).hex()}"
+
+
+def parse(call_id: str) -> CallId:
+    """The parts of ``call_id``; raises ``ValueError`` for a string that is not one."""
+    if len(call_id) > MAX_ID_CHARS:
+        raise ValueError("a call id has at most 146 characters")
+    parts = call_id.split("~")
+    if len(parts) != 3:
+        raise ValueError("a call id is ORIGIN~HOLDER~RANDOM")
+    origin, holder, random = parts
+    if not (is_valid_name(origin) and is_valid_name(holder) and _RANDOM.fullmatch(random)):
+        raise ValueError("a call id is ORIGIN~HOLDER~RANDOM (node names, then 16 hex digits)")
+    return CallId(origin, holder, random)
+
+
+def request_id(call_id: str, attempt: int) -> str:
+    """The request id of one attempt (``X-Request-Id`` allows no ``~``, and 64 characters)."""
+    return f"c{call_id.rsplit('~', 1)[-1]}.{attempt}"

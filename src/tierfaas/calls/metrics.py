@@ -1,0 +1,68 @@
+"""The asynchronous calls' Prometheus metrics (on the node's registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class _Sized(Protocol):
+    def queue_sizes(self) -> dict[str, int]: ...
+
+
+class CallMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry or CollectorRegistry()
+        self.accepted_total = Counter(
+            "tierfaas_async_accepted",
+            "Async calls accepted (kept on two nodes) by this node, by function",
+            ["function"],
+            registry=registry,
+        )
+        self.finished_total = Counter(
+            "tierfaas_async_finished",
+            "Async calls this node recorded final, by function and state (succeeded, failed, dead)",
+            ["function", "state"],
+            registry=registry,
+        )
+        self.queue = Gauge(
+            "tierfaas_async_queue",
+            "This node's own async calls waiting (queued) or running",
+            ["state"],
+            registry=registry,
+        )
+        self.attempts_total = Counter(
+            "tierfaas_async_attempts",
+            "Attempts of async calls, by function and outcome (ok, client_error, error, "
+            "retry, deferred: the node had no room and it did not run)",
+            ["function", "outcome"],
+            registry=registry,
+        )
+        self.callbacks_total = Counter(
+            "tierfaas_callbacks",
+            "Callback deliveries, by outcome (delivered, failed)",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def watch(self, source: _Sized) -> None:
+        for state in ("queued", "running"):
+            self.queue.labels(state).set_function(_reader(source, state))
+
+    def accepted(self, function: str) -> None:
+        self.accepted_total.labels(function).inc()
+
+    def finished(self, function: str, state: str) -> None:
+        self.finished_total.labels(function, state).inc()
+
+    def attempt(self, function: str, outcome: str) -> None:
+        self.attempts_total.labels(function, outcome).inc()
+
+    def callback(self, outcome: str) -> None:
+        self.callbacks_total.labels(outcome).inc()
+
+
+def _reader(source: _Sized, state: str) -> Callable[[], float]:
+    return lambda: float(source.queue_sizes()[state])

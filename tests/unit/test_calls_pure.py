@@ -1,0 +1,134 @@
+"""Call ids, holders and homes by rendezvous hashing, takeover and claim decisions, the wire
+form of a call, and the per-peer batcher (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from tierfaas.calls import ids, takeover, wire
+from tierfaas.calls.model import Call, Failure, Request, Result, view
+from tierfaas.calls.replication import Batcher, holders, keyed_homes, ranked
+from tierfaas.control.wire import BadMessage
+
+
+def test_ids_name_their_two_nodes() -> None:
+    call_id = ids.new_id("node-a", "node.b", random=lambda n: b"\x01" * n)
+    assert call_id == "node-a~node.b~0101010101010101"
+    assert ids.parse(call_id) == ("node-a", "node.b", "0101010101010101")
+    assert ids.request_id(call_id, 3) == "c0101010101010101.3"
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "a~b", "a~b~c~d", "a~b~XYZ", "~b~0101010101010101", "a b~c~0101010101010101",
+            "a~b~" + "0" * 17]
+)  # fmt: skip
+def test_malformed_ids_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        ids.parse(bad)
+
+
+def test_rendezvous_is_stable_and_moves_only_a_gone_nodes_keys() -> None:
+    nodes = [f"n{i}" for i in range(5)]
+    keys = [f"k{i}" for i in range(200)]
+    before = {k: ranked(k, nodes)[0] for k in keys}
+    assert before == {k: ranked(k, list(reversed(nodes)))[0] for k in keys}  # order-free
+    after = {k: ranked(k, nodes[1:])[0] for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert moved and all(before[k] == "n0" for k in moved)
+    assert len(set(before.values())) == 5  # spread over every node
+
+
+def test_holders_never_include_the_origin() -> None:
+    assert "a" not in holders("x", "a", ["a", "b", "c"])
+    assert holders("x", "a", ["a"]) == []
+
+
+def test_a_keyed_calls_second_choice_becomes_its_home() -> None:
+    members = ["a", "b", "c", "d"]
+    home, holder = keyed_homes("f", "key-1", members)[:2]
+    rest = [m for m in members if m != home]
+    assert keyed_homes("f", "key-1", rest)[0] == holder
+
+
+def _call(origin: str, holder: str, n: int, **changes: object) -> Call:
+    call = Call(f"{origin}~{holder}~{n:016x}", "f", accepted_at=1.0)
+    return replace(call, **changes)  # type: ignore[arg-type]
+
+
+def test_orphans_are_the_gone_origins_unfinished_copies() -> None:
+    copies = [_call("a", "me", 1), _call("a", "me", 2, state="succeeded"), _call("b", "me", 3)]
+    assert takeover.orphans(copies, "a", 5, {}) == [copies[0]]
+    assert takeover.orphans(copies, "a", 5, {"a": 6}) == []  # claimed back by a newer run
+    assert takeover.orphans(copies, "a", 7, {"a": 6}) == [copies[0]]  # and that one died too
+
+
+def test_claims_go_to_the_holder_named_in_the_id() -> None:
+    own = [_call("me", "h1", 1), _call("me", "h2", 2), _call("me", "h1", 3, state="dead"),
+           _call("other", "me", 4), _call("me", "me", 5)]  # fmt: skip
+    assert takeover.claims_by_holder(own, "me") == {
+        "h1": [own[0].call_id],
+        "h2": [own[1].call_id],
+    }
+
+
+def test_a_call_survives_the_wire() -> None:
+    call = Call(
+        "a~b~0123456789abcdef", "fn", accepted_at=5.0, due_at=7.0, attempts=2,
+        request=Request(b"\x00body", "/p", "q=1", (("x-a", "1"), ("x-a", "2"))),
+        idem_key="k", callback_url="http://127.0.0.1:1/", callback_state="pending",
+        state="dead", finished_at=9.0, node="a", result=Result(500, "text/plain", b"no"),
+        failure=Failure(504, "timeout", "too slow"),
+    )  # fmt: skip
+    assert wire.from_pb(wire.to_pb(call)) == call
+    outcome = wire.from_pb(wire.to_pb(call, with_request=False))
+    assert outcome.request == Request() and outcome.state == "dead"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"call_id": "nope"}, {"function": "bad name"}, {"state": "lost"}, {"accepted_at": -1.0}],
+)
+def test_a_bad_record_is_refused(changes: dict[str, object]) -> None:
+    record = wire.to_pb(Call("a~b~0123456789abcdef", "fn", accepted_at=1.0))
+    for key, value in changes.items():
+        setattr(record, key, value)
+    with pytest.raises(BadMessage):
+        wire.from_pb(record)
+
+
+def test_the_view_shows_text_or_base64_bodies() -> None:
+    text = view(Call("a~b~0123456789abcdef", "f", 1.0, result=Result(200, "t", b"hi")))
+    assert text["result"] == {"status": 200, "content_type": "t", "body": "hi"}
+    raw = view(Call("a~b~0123456789abcdef", "f", 1.0, result=Result(200, "t", b"\xff")))
+    assert raw["result"]["body_base64"] == "/w=="
+    assert raw["error"] is None and raw["callback"] is None
+
+
+async def test_the_batcher_sends_what_arrives_during_a_send_together() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    gate = asyncio.Event()
+
+    async def send(peer: str, items: list[int]) -> None:
+        sent.append((peer, items))
+        await gate.wait()
+
+    batcher: Batcher[int] = Batcher(send, size=lambda item: 100, max_items=3)
+    first = batcher.submit("p", 0)
+    await asyncio.sleep(0)  # the first send is in flight
+    rest = [batcher.submit("p", n) for n in range(1, 6)]
+    other = batcher.submit("q", 9)
+    gate.set()
+    await asyncio.gather(first, *rest, other)
+    assert sent == [("p", [0]), ("q", [9]), ("p", [1, 2, 3]), ("p", [4, 5])]
+
+
+async def test_a_failed_batch_fails_each_of_its_items() -> None:
+    async def send(peer: str, items: list[int]) -> None:
+        raise ConnectionError("down")
+
+    batcher: Batcher[int] = Batcher(send, size=lambda item: 1)
+    with pytest.raises(ConnectionError):
+        await batcher.submit("p", 1)
