@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -334,6 +335,54 @@ class NodeConfig:
         "bytes",
     )
 
+    # -- asynchronous calls (POST /async-function/NAME; docs/architecture.md) -------------------
+    data_dir: Path | None = setting(
+        None,
+        "where the node keeps its state: the async calls' store (calls.db, SQLite in WAL "
+        "mode). Unset: $XDG_STATE_HOME/tierfaas/NAME, else ~/.local/state/tierfaas/NAME. A "
+        "node restarted on the same folder claims back its unfinished calls",
+    )
+    async_queue_max: int = setting(
+        10000,
+        "unfinished async calls (queued or running) this node may own before new ones get "
+        "429 queue_full; raising it absorbs longer bursts at the cost of disk and of the time "
+        "a holder needs to take over a dead node's calls",
+        "calls",
+    )
+    async_share: float = setting(
+        0.5,
+        "the share of a function's slots on this node (max_instances x concurrency, at least "
+        "1) that async calls may take at once; the rest stays free for synchronous calls. "
+        "Higher drains queues faster and lets them delay synchronous calls",
+    )
+    calls_keep_s: float = setting(
+        86400.0,
+        "how long a finished async call's record (state, result) is kept for GET /v1/calls; "
+        "longer costs disk. Also bounds idempotency: a key is found while its call is kept",
+        "s",
+    )
+    calls_keep_max: int = setting(
+        100000,
+        "most finished async calls kept per node (the oldest finished go first); each keeps "
+        "its request and result, so this bounds the store's size",
+        "calls",
+    )
+    idempotency_window_s: float = setting(
+        86400.0,
+        "how long a repeated Idempotency-Key for the same function returns the first call "
+        "instead of accepting a new one",
+        "s",
+    )
+    retry_base_s: float = setting(
+        1.0,
+        "the first retry's backoff bound of an async call that failed with a 5xx or timeout; "
+        "each later retry doubles it (full jitter: the delay is drawn below the bound)",
+        "s",
+    )
+    retry_cap_s: float = setting(
+        300.0, "the largest backoff bound between two attempts of an async call", "s"
+    )
+
     # -- lifecycle -----------------------------------------------------------------------------
     drain_timeout_s: float = setting(
         30.0,
@@ -449,6 +498,28 @@ class NodeConfig:
         if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
         self._check_isolation()
+        self._check_calls()
+
+    def _check_calls(self) -> None:
+        _check_whole("async_queue_max", self.async_queue_max, 1, 10_000_000)
+        _check_whole("calls_keep_max", self.calls_keep_max, 1, 100_000_000)
+        share = self.async_share
+        if not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ConfigError("async_share", f"must be in (0, 1], got {share!r}")
+        self._check_positive("calls_keep_s", "idempotency_window_s", "retry_base_s")
+        self._check_positive("retry_cap_s")
+        if self.retry_cap_s < self.retry_base_s:
+            raise ConfigError("retry_cap_s", "must be at least --retry-base-s")
+        if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError("data_dir", f"{self.data_dir} is not a directory")
+
+    @property
+    def state_dir(self) -> Path:
+        """``data_dir``, else the node's folder under $XDG_STATE_HOME (or ~/.local/state)."""
+        if self.data_dir is not None:
+            return self.data_dir
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "tierfaas" / self.node_name
 
     def _check_memory(self) -> None:
         if self.memory_budget_mb is not None:

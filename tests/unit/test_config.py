@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,21 @@ def test_the_uid_range_must_end_at_the_largest_id() -> None:
 
 def test_process_isolation_is_a_valid_choice() -> None:
     assert NodeConfig(release_dir=DEMO, isolation="process").isolation == "process"
+
+
+def test_async_call_settings_are_checked(tmp_path: Path) -> None:
+    release = tmp_path / "r"
+    release.mkdir()
+    cases: list[tuple[str, Any]] = [
+        ("async_share", 0.0), ("async_share", 1.5), ("async_queue_max", 0),
+        ("calls_keep_max", 0), ("calls_keep_s", 0.0), ("retry_base_s", -1.0),
+        ("retry_cap_s", 0.5), ("data_dir", tmp_path / "r" / "file"),
+    ]  # fmt: skip
+    for field, value in cases:
+        (tmp_path / "r" / "file").write_text("")
+        with pytest.raises(ConfigError) as caught:
+            NodeConfig(release_dir=release, **{field: value})
+        assert caught.value.field == field
+    config = NodeConfig(release_dir=release, name="n1")
+    assert config.state_dir.parts[-2:] == ("tierfaas", "n1")
+    assert NodeConfig(release_dir=release, data_dir=tmp_path / "d").state_dir == tmp_path / "d"

@@ -26,6 +26,7 @@ import grpc
 from grpc import aio
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
+from tierfaas.calls.grpc_service import CallsServicer
 from tierfaas.config import Address
 from tierfaas.control import rpc, wire
 from tierfaas.control import tierfaas_pb2 as pb
@@ -71,10 +72,11 @@ async def _invalid(context: Context, reason: str) -> NoReturn:
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason[:ERROR_DETAIL_CHARS])
 
 
-class ControlServer(rpc.ControlServicer):
+class ControlServer(CallsServicer, rpc.ControlServicer):
     """``await start()`` binds ``bind`` (port 0: any free port, see ``address``) and, when
     ``lane`` is given, the query lane; ``await stop()`` ends both. The RPC methods (Register
-    ... Handover) are the servicer's: each gets the request's bytes and the call's context."""
+    ... Handover) are the servicer's: each gets the request's bytes and the call's context;
+    the asynchronous calls' RPCs are ``CallsServicer``'s (``calls`` is set by the node)."""
 
     def __init__(
         self,

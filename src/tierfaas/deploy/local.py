@@ -229,6 +229,8 @@ class LocalProvider:
             "--gossip-preset", settings.gossip_preset,
             "--drain-timeout-s", f"{settings.drain_timeout_s:g}",
             "--log-level", settings.log_level,
+            # Its async calls' store: a node that comes back with this name claims them.
+            "--data-dir", str(self.nodes_dir / name),
             *(["--http-unix", str(unix)] if use_unix else []),
             *settings.extra_args,
         ]  # fmt: skip

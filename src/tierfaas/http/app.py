@@ -11,6 +11,8 @@
     GET  /v1/dashboard      the cluster's topology, warm map and rates (/stream: SSE, 1/s)
     GET  /v1/stats          this node's counters, read by the dashboard of any node
     GET  /metrics           Prometheus text format
+    POST /async-function/{name}, /v1/calls..., /v1/dead-letters
+                            asynchronous calls (``tierfaas.calls.api``), when the node has them
 
 Every response carries ``X-Request-Id`` (the caller's if it sent a valid one). Errors are JSON
 ``{error, message, request_id}`` with the status of ``tierfaas.errors``. A function with API
@@ -26,11 +28,12 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tierfaas import errors
+from tierfaas.calls import api as calls_api
 from tierfaas.clock import Clock, monotonic
 from tierfaas.config import NodeConfig
 from tierfaas.http import auth
@@ -50,6 +53,9 @@ from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
 from tierfaas.routing.router import Router
 from tierfaas.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tierfaas.calls.api import CallsApi
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +151,8 @@ class NodeApp:
         # dashboard reads their /v1/stats.
         peer_headers = {} if token is None else {"authorization": f"Bearer {token}"}
         self.dashboard = Dashboard(self._view, self._stats, node_name, peer_headers)
+        self.calls: CallsApi | None = None
+        """The asynchronous calls' routes (set by the node once its call service exists)."""
 
     async def _view(self) -> dict[str, Any]:
         if self.cluster_view is not None:
@@ -193,6 +201,9 @@ class NodeApp:
                 if self.admin_digests:
                     self._check_admin(scope)
                 await self.dashboard.stream(receive, send, lambda: self.draining, request_id)
+            elif self.calls is not None and calls_api.handles(path):
+                check = self._check_admin if self.admin_digests else None
+                await self.calls.serve(scope, receive, send, path, request_id, check)
             else:
                 await self._admin(scope, send, path, request_id)
         except ClientDisconnected:

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tierfaas import errors
+from tierfaas.calls.api import CallsApi
+from tierfaas.calls.metrics import CallMetrics
+from tierfaas.calls.peers import GrpcPeers
+from tierfaas.calls.service import CallService, CallSettings
+from tierfaas.calls.store import CallStore
 from tierfaas.clock import Clock, LoopScheduler, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
@@ -73,6 +78,9 @@ class NodeParts:
     router: Router
     app: NodeApp
     cluster: ClusterParts | None
+    calls: CallService | None = None
+    """The asynchronous calls: their store (opened when the node starts), dispatcher and
+    routes."""
 
 
 def compose(
@@ -115,7 +123,11 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         not_ready_fatal=readiness.fatal,
         clock=clock,
     )
-    return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, None)
+    calls = _calls(config, release, metrics, router, None, clock)
+    app.calls = _calls_api(config, release, calls, metrics)
+    return NodeParts(
+        config, release, metrics, supervisor, readiness, runtime, router, app, None, calls
+    )
 
 
 def _clustered(
@@ -236,7 +248,71 @@ def _clustered(
         )
         control.registry_term = rollout.registry_term  # handovers are fenced by its terms too
     cluster = ClusterParts(membership, manager, control, rollout)
-    return NodeParts(config, release, metrics, supervisor, readiness, runtime, router, app, cluster)
+    peers = GrpcPeers(
+        name=name,
+        view=lambda: manager.view,
+        epoch=lambda: manager.local.epoch,
+        channels=control.channels,
+        key=key,
+    )
+    calls = _calls(config, release, metrics, router, peers, clock)
+    app.calls = _calls_api(config, release, calls, metrics)
+    control.server.calls = calls  # the holder's side: copies, outcomes, claims, reads
+    # A dead or departed origin's calls are taken over by the holders of their copies.
+    manager.watch_runs(lambda gone: calls.on_run_gone(gone.name, gone.epoch, gone.down))
+    return NodeParts(
+        config, release, metrics, supervisor, readiness, runtime, router, app, cluster, calls
+    )
+
+
+def _calls(
+    config: NodeConfig,
+    release: Release,
+    metrics: Metrics,
+    router: Router,
+    peers: GrpcPeers | None,
+    clock: Clock,
+) -> CallService:
+    """The node's asynchronous calls: a store in its state dir (not opened here), run
+    through ``router`` (where the function is warm), copied to ``peers`` (None: standalone,
+    one copy)."""
+    store = CallStore(
+        config.state_dir / "calls.db",
+        keep_s=config.calls_keep_s,
+        keep_max=config.calls_keep_max,
+    )
+    settings = CallSettings(
+        queue_max=config.async_queue_max,
+        share=config.async_share,
+        idempotency_window_s=config.idempotency_window_s,
+        retry_base_s=config.retry_base_s,
+        retry_cap_s=config.retry_cap_s,
+        retry_after_s=float(config.retry_after_s),
+    )
+    return CallService(
+        node=config.node_name,
+        store=store,
+        functions=release.functions,
+        run=router.handle,
+        peers=peers,
+        settings=settings,
+        scheduler=LoopScheduler(time.time),
+        wall=time.time,
+        metrics=CallMetrics(metrics.registry),
+        clock=clock,
+    )
+
+
+def _calls_api(
+    config: NodeConfig, release: Release, calls: CallService, metrics: Metrics
+) -> CallsApi:
+    return CallsApi(
+        calls,
+        api_keys={n: spec.api_keys for n, spec in release.functions.items() if spec.api_keys},
+        max_body_bytes=config.max_body_bytes,
+        check_callback=None,
+        on_unauthorized=metrics.unauthorized.labels("api_key").inc,
+    )
 
 
 def _standalone_view(

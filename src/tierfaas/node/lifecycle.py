@@ -111,12 +111,20 @@ class Node:
             # (up to max_instances), for good; in a cluster the master places them.
             wanted = {n: s.min_instances for n, s in parts.release.functions.items()}
             parts.runtime.pin({n: count for n, count in wanted.items() if count}, math.inf)
+        if parts.calls is not None:
+            # The async calls' store, before the cluster: a holder's copies can arrive as
+            # soon as this node is seen.
+            await asyncio.to_thread(parts.calls.store.open)
         if parts.cluster is not None:
             await self._start_cluster(parts.cluster)
             cluster = parts.cluster
             watches.append(
                 spawn("name-conflict", lambda: self._exit_on_name_conflict(cluster), restart=False)
             )
+        if parts.calls is not None:
+            # Its unfinished calls run (a clustered node first claims them back from their
+            # holders, which may have taken them over while it was away).
+            await parts.calls.start(claim=parts.cluster is not None)
         log.info(
             "node %s serving release %s %s on http://%s (%d functions, isolation %s)",
             self.name,
@@ -136,12 +144,16 @@ class Node:
             await self.server.serve(sockets=sockets)
         finally:
             gc.unfreeze()  # a node run in a test's process leaves that process as it was
+            if parts.calls is not None:
+                await parts.calls.stop()
             await parts.runtime.close()
             close_http(self.config, sockets)
             for task in watches:
                 task.cancel()
             if parts.cluster is not None:
                 await self._stop_cluster(parts.cluster)
+            if parts.calls is not None:
+                await asyncio.to_thread(parts.calls.store.close)
             log.info("node %s stopped", self.name)
         return self.exit_code
 
@@ -224,6 +236,12 @@ class Node:
     async def _drain(self) -> None:
         app = self.parts.app
         app.draining = True
+        calls = self.parts.calls
+        if calls is not None:
+            # Async calls: new ones are refused (503, the client goes elsewhere), queued ones
+            # wait here for the holders, which take them over once this node's leave is seen.
+            calls.draining = True
+            calls.dispatcher.paused = True
         self.parts.metrics.draining.set(1)
         for listener in getattr(self.server, "servers", []):
             listener.close()
@@ -233,7 +251,9 @@ class Node:
         deadline = time.monotonic() + self.config.drain_timeout_s
         quiet = self.config.drain_quiet_s
         while time.monotonic() < deadline and (
-            app.in_flight or time.monotonic() - app.last_call < quiet
+            app.in_flight
+            or time.monotonic() - app.last_call < quiet
+            or (calls is not None and calls.dispatcher.running_total)
         ):
             await asyncio.sleep(0.02)
         if app.in_flight:

@@ -91,6 +91,10 @@ _NOT_FOR_HANDLERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"host"}
     | {h.encode() for h in fw.INTERNAL}
 )
+# An async call's id and attempt (issue 20) reach the handler from its node only: a request
+# from outside that sends them has them removed (a forwarded one, signed by a node, keeps them).
+CALL_ID, CALL_ATTEMPT = "x-call-id", "x-call-attempt"
+_NOT_FROM_OUTSIDE = _NOT_FOR_HANDLERS | {CALL_ID.encode(), CALL_ATTEMPT.encode()}
 
 Header = tuple[bytes, bytes]
 RawHeaders = Iterable[Header]
@@ -100,12 +104,15 @@ def _header_dict(headers: RawHeaders) -> dict[str, str]:
     return {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
 
 
-def _user_headers(headers: RawHeaders) -> dict[str, str]:
-    """The request headers a handler sees (not hop-by-hop nor internal ones); a repeated one
-    is joined into one value, as HTTP allows (RFC 9110 5.3; cookies with "; ")."""
+def _user_headers(
+    headers: RawHeaders, dropped: frozenset[bytes] = _NOT_FROM_OUTSIDE
+) -> dict[str, str]:
+    """The request headers a handler sees (not hop-by-hop nor internal ones, nor, from
+    outside, an async call's); a repeated one is joined into one value, as HTTP allows
+    (RFC 9110 5.3; cookies with "; ")."""
     seen: dict[str, str] = {}
     for key, value in headers:
-        if key in _NOT_FOR_HANDLERS:
+        if key in dropped:
             continue
         name, text = key.decode("latin-1"), value.decode("latin-1")
         if name in seen:
@@ -269,10 +276,13 @@ class Router:
         headers: RawHeaders,
         started: float,
         path: str = "/",
+        call: tuple[str, int] | None = None,
     ) -> Reply:
         """Runs or forwards one call. Raises ``errors.HttpError`` for errors answered here.
         ``headers`` are the request's, as ASGI gives them; ``path``: what followed
-        ``/function/NAME`` in its URL, undecoded ("/" when nothing did)."""
+        ``/function/NAME`` in its URL, undecoded ("/" when nothing did); ``call``: the id and
+        attempt of the async call this is (the handler sees them as X-Call-Id and
+        X-Call-Attempt)."""
         pool = self.runtime.pool(name)  # 404 before anything else
         for key, _ in headers:
             if key in _HOP_HEADERS:
@@ -280,11 +290,15 @@ class Router:
                 # unstarted; never routed again.
                 incoming = self._verify(name, request_id, headers)
                 return await self._run_forwarded(
-                    name, body, request_id, method, query, _user_headers(headers), started,
-                    incoming, path,
+                    name, body, request_id, method, query,
+                    _user_headers(headers, _NOT_FOR_HANDLERS), started, incoming, path,
                 )  # fmt: skip
+        if call is not None:
+            headers = [*headers, (CALL_ID.encode(), call[0].encode()),
+                       (CALL_ATTEMPT.encode(), b"%d" % call[1])]  # fmt: skip
+        dropped = _NOT_FROM_OUTSIDE if call is None else _NOT_FOR_HANDLERS
         if self.lookup is not None and self.hop_limit > 0:
-            user_headers = _user_headers(headers)
+            user_headers = _user_headers(headers, dropped)
             reply = await self._route(
                 pool, name, body, request_id, method, query, user_headers, started,
                 _FROM_OUTSIDE, path,
@@ -295,7 +309,8 @@ class Router:
         # if it takes a context to see them in.
         result = await self.runtime.invoke(
             name, body, request_id=request_id, method=method, path=path, query=query,
-            headers=_user_headers(headers) if pool.takes_context else None, started=started,
+            headers=_user_headers(headers, dropped) if pool.takes_context else None,
+            started=started,
         )  # fmt: skip
         cold = result.cold
         self._count_route(_LOCAL_COLD if cold else _LOCAL_WARM)

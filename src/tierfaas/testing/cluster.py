@@ -99,7 +99,7 @@ class LocalCluster:
 
     def close(self) -> None:
         for node in self.nodes:
-            node.kill()
+            node.discard()
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -71,6 +73,11 @@ class NodeProcess:
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: int | None = None
+        # Its own state dir (the async calls' store), kept across restarts of this node and
+        # removed when the context ends; a test that passes --data-dir owns its own.
+        self.data_dir: Path | None = None
+        if "--data-dir" not in self.extra_args:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="tierfaas-node-"))
 
     @property
     def url(self) -> str:
@@ -86,6 +93,7 @@ class NodeProcess:
             sys.executable, "-m", "tierfaas.cli", "node",
             "--release", str(self.release),
             "--http", f"{self.host}:{self.port}",
+            *(["--data-dir", str(self.data_dir)] if self.data_dir is not None else []),
             *self.extra_args,
         ]  # fmt: skip
         output: int = subprocess.DEVNULL
@@ -154,7 +162,13 @@ class NodeProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Kills the node and removes the state dir this object made for it."""
         self.kill()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def _processes() -> Iterator[tuple[int, str, int, int]]:

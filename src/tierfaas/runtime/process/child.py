@@ -188,7 +188,7 @@ class _Server(asyncio.Protocol):
     def _call(self, number: int, body: bytes, ctx: dict[str, Any] | None) -> None:
         # The node sends no context (nil) to a handler that takes none (READY told it so).
         if self.with_context:
-            args: tuple[Any, ...] = (body, Context(function=self.name, **(ctx or _NO_CONTEXT)))
+            args: tuple[Any, ...] = (body, _context(self.name, ctx or _NO_CONTEXT))
         else:
             args = (body,)
         if self.is_async:
@@ -277,6 +277,19 @@ class _Server(asyncio.Protocol):
 
 
 _NO_CONTEXT = {"request_id": ""}
+
+
+def _context(name: str, ctx: dict[str, Any]) -> Context:
+    """The handler's context; an async call's id and attempt come from the headers its node
+    set (a request from outside cannot send them: the router removes them)."""
+    headers = ctx.get("headers")
+    call_id = headers.get("x-call-id") if headers else None
+    if call_id is None:
+        return Context(function=name, **ctx)
+    attempt = headers.get("x-call-attempt", "") if headers else ""
+    return Context(
+        function=name, **ctx, call_id=call_id, attempt=int(attempt) if attempt.isdigit() else 0
+    )
 
 
 def _ignore(task: asyncio.Task[None]) -> None:
