@@ -8,6 +8,7 @@ import inspect
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -228,14 +229,42 @@ def invoke(
     url: Annotated[str, typer.Option(help="a node or the front door")] = "http://127.0.0.1:8080",
     timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 60.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print the headers")] = False,
+    async_call: Annotated[
+        bool,
+        typer.Option(
+            "--async",
+            help="queue the call (POST /async-function/NAME) and print its call id once the "
+            "cluster has kept it; follow it with 'tierfaas calls show ID'",
+        ),
+    ] = False,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(
+            help="with --async: where the node POSTs the call's outcome when it ends (must be "
+            "allowed by the nodes' --callback-allow)"
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="with --async: a repeat with the same key (1-128 printable ASCII) within the "
+            "window returns the first call's id and runs nothing"
+        ),
+    ] = None,
 ) -> None:
-    """Call a function and print its answer; exits 1 on an error answer."""
+    """Call a function and print its answer; exits 1 on an error answer. With --async, queue
+    it instead and print its call id."""
     if data == "-":
         body = sys.stdin.buffer.read()
     elif data.startswith("@"):
         body = Path(data[1:]).read_bytes()
     else:
         body = data.encode()
+    if not async_call and (callback_url is not None or idempotency_key is not None):
+        raise _fail("--callback-url and --idempotency-key go with --async")
+    if async_call:
+        _invoke_async(function, body, url, timeout, verbose, callback_url, idempotency_key)
+        return
     request = urllib.request.Request(
         f"{url.rstrip('/')}/function/{function}", data=body, method="POST"
     )
@@ -259,6 +288,39 @@ def invoke(
         raise _fail(message, 1)
     sys.stdout.buffer.write(answer)
     sys.stdout.flush()
+
+
+def _invoke_async(
+    function: str,
+    body: bytes,
+    url: str,
+    timeout: float,
+    verbose: bool,
+    callback_url: str | None,
+    idempotency_key: str | None,
+) -> None:
+    from tierfaas.calls.render import render_accepted, request
+
+    headers = {"Content-Type": "application/octet-stream"}
+    if callback_url is not None:
+        headers["X-Callback-Url"] = callback_url
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    path = "/async-function/" + urllib.parse.quote(function, safe="")
+    try:
+        answer = request(url, path, method="POST", body=body, headers=headers, timeout=timeout)
+    except OSError as exc:
+        raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
+    if verbose:
+        err.print(f"HTTP {answer.status}", highlight=False)
+        for key, value in answer.headers.items():
+            err.print(f"{key}: {value}", highlight=False)
+    if answer.status != 202:
+        raise _fail(answer.error_line(), 1)
+    accepted = answer.json()
+    replay = answer.headers.get("x-idempotent-replay") == "true"
+    err.print(render_accepted(accepted, replay), highlight=False, soft_wrap=True)
+    print(accepted["call_id"])
 
 
 @app.command()
@@ -312,6 +374,149 @@ def status(
         Console().print(render_cluster(view))
         if functions is not None:
             Console().print(render_functions(functions))
+
+
+# -- asynchronous calls --------------------------------------------------------------------------
+
+calls = typer.Typer(
+    help="Asynchronous calls (tierfaas invoke --async): list, show, retry, dead letters."
+)
+app.add_typer(calls, name="calls")
+
+_NodeUrl = Annotated[str, typer.Option("--url", help="any node of the cluster")]
+_AsJson = Annotated[bool, typer.Option("--json", help="print the raw JSON")]
+_TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for nodes that "
+        "listen off loopback with a token"
+    ),
+]
+_FunctionFilter = Annotated[str | None, typer.Option("--function", help="only this function")]
+_Limit = Annotated[int, typer.Option(min=1, max=1000, help="at most this many (1..1000)")]
+
+
+def _calls_request(
+    url: str,
+    path: str,
+    token_file: Path | None,
+    *,
+    method: str = "GET",
+    query: dict[str, str | int | None] | None = None,
+) -> Any:
+    """The JSON answer of the node's calls API, or a clear exit on an error answer."""
+    from tierfaas.calls.render import request
+    from tierfaas.http.auth import load_admin_token
+
+    try:
+        token = load_admin_token(token_file)
+        answer = request(url, path, method=method, query=query, token=token, body=None)
+    except errors.ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", 1) from None
+    if answer.status == 404 and path.startswith("/v1/calls/"):
+        raise _fail(f"{answer.error_line()} (unknown, or expired: see --calls-keep-s)", 1)
+    if answer.status >= 400:
+        raise _fail(answer.error_line(), 1)
+    try:
+        return answer.json()
+    except ValueError:
+        raise _fail(
+            f"{url} answered {answer.status} with no JSON: {answer.body[:200]!r}", 1
+        ) from None
+
+
+@calls.command("list")
+def calls_list(
+    state: Annotated[
+        str | None,
+        typer.Option(help="only calls in this state: queued, running, succeeded, failed, dead"),
+    ] = None,
+    function: _FunctionFilter = None,
+    limit: _Limit = 100,
+    url: _NodeUrl = "http://127.0.0.1:8080",
+    as_json: _AsJson = False,
+    admin_token_file: _TokenFile = None,
+) -> None:
+    """The calls this node owns, newest first (each node lists its own)."""
+    import time
+
+    from tierfaas.calls.render import STATES, render_calls
+
+    if state is not None and state not in STATES:
+        raise _fail(f"--state must be one of {', '.join(STATES)}")
+    query: dict[str, str | int | None] = {"state": state, "function": function, "limit": limit}
+    answer = _calls_request(url, "/v1/calls", admin_token_file, query=query)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    node = answer.get("node", url)
+    title = f"calls on {node}" + (f" ({state})" if state else "")
+    Console().print(render_calls(answer.get("calls", []), now=time.time(), title=title))
+
+
+@calls.command("show")
+def calls_show(
+    call_id: Annotated[str, typer.Argument(help="the call id (from invoke --async)")],
+    url: _NodeUrl = "http://127.0.0.1:8080",
+    as_json: _AsJson = False,
+    admin_token_file: _TokenFile = None,
+) -> None:
+    """One call: its state, attempts, result or error, and its callback."""
+    from tierfaas.calls.render import call_path, render_call
+
+    answer = _calls_request(url, call_path(call_id), admin_token_file)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    else:
+        Console().print(render_call(answer))
+
+
+@calls.command("retry")
+def calls_retry(
+    call_id: Annotated[str, typer.Argument(help="a dead or failed call's id")],
+    url: _NodeUrl = "http://127.0.0.1:8080",
+    admin_token_file: _TokenFile = None,
+) -> None:
+    """Queue a dead (or failed) call again, its attempts counted from zero."""
+    from tierfaas.calls.render import call_path
+
+    answer = _calls_request(url, call_path(call_id) + "/retry", admin_token_file, method="POST")
+    Console().print(
+        f"{answer.get('call_id', call_id)} is {answer.get('state', 'queued')} again "
+        f"(follow it: tierfaas calls show {call_id})",
+        highlight=False,
+    )
+
+
+@calls.command("dead")
+def calls_dead(
+    function: _FunctionFilter = None,
+    limit: _Limit = 100,
+    url: _NodeUrl = "http://127.0.0.1:8080",
+    as_json: _AsJson = False,
+    admin_token_file: _TokenFile = None,
+) -> None:
+    """The dead letters of every live node (calls whose last attempt failed with a 5xx or
+    timed out), newest first; retry one with 'tierfaas calls retry ID'."""
+    import time
+
+    from tierfaas.calls.render import render_calls
+
+    query: dict[str, str | int | None] = {"function": function, "limit": limit}
+    answer = _calls_request(url, "/v1/dead-letters", admin_token_file, query=query)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    Console().print(
+        render_calls(
+            answer.get("calls", []),
+            now=time.time(),
+            title="dead letters",
+            unanswered=answer.get("unanswered"),
+        )
+    )
 
 
 # -- releases and rollouts -----------------------------------------------------------------------

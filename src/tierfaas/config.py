@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tierfaas.calls.allow import DEFAULT_CALLBACK_ALLOW, AllowList
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
 
@@ -383,6 +384,26 @@ class NodeConfig:
         300.0, "the largest backoff bound between two attempts of an async call", "s"
     )
 
+    # -- callbacks of async calls (docs/operations.md) -----------------------------------------
+    callback_allow: str = setting(
+        DEFAULT_CALLBACK_ALLOW,
+        "where async calls' X-Callback-Url may point, comma-separated: CIDRs or addresses "
+        "(10.0.0.0/8), host names (hooks.example.com), *.domain, or * (any host name that "
+        "resolves to a public address); other URLs are refused with 400 bad_callback. The "
+        "default reaches this machine only; empty refuses every callback. Each delivery "
+        "checks the resolved address again (DNS rebinding)",
+    )
+    callback_retries: int = setting(
+        5,
+        "how many times a callback that failed (connection error, timeout, non-2xx answer) is "
+        "tried again, with exponential backoff and jitter; more rides out longer receiver "
+        "outages and holds the delivery longer",
+        "retries",
+    )
+    callback_timeout_s: float = setting(
+        5.0, "longest one callback attempt may take, the connect and the answer included", "s"
+    )
+
     # -- lifecycle -----------------------------------------------------------------------------
     drain_timeout_s: float = setting(
         30.0,
@@ -499,6 +520,9 @@ class NodeConfig:
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
         self._check_isolation()
         self._check_calls()
+        AllowList.parse(self.callback_allow)  # raises ConfigError("callback_allow", ...)
+        _check_whole("callback_retries", self.callback_retries, 0, 20)
+        self._check_positive("callback_timeout_s")
 
     def _check_calls(self) -> None:
         _check_whole("async_queue_max", self.async_queue_max, 1, 10_000_000)

@@ -128,6 +128,14 @@ class UnknownFunction(NotFound):
     code = "unknown_function"
 
 
+class BadCallback(ClientError):
+    """An async call's ``X-Callback-Url`` is malformed or names a target the node may not
+    call back (``--callback-allow``); nothing was accepted."""
+
+    status = 400
+    code = "bad_callback"
+
+
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"

@@ -121,6 +121,12 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "idempotency_window_s": (["--idempotency-window-s", "80"], 80.0),
         "retry_base_s": (["--retry-base-s", "0.5"], 0.5),
         "retry_cap_s": (["--retry-cap-s", "9"], 9.0),
+        "callback_allow": (
+            ["--callback-allow", "10.0.0.0/8,*.example.com"],
+            "10.0.0.0/8,*.example.com",
+        ),
+        "callback_retries": (["--callback-retries", "0"], 0),
+        "callback_timeout_s": (["--callback-timeout-s", "1.5"], 1.5),
         "drain_timeout_s": (["--drain-timeout-s", "0"], 0.0),
         "drain_quiet_s": (["--drain-quiet-s", "0.1"], 0.1),
         "registry": (["--registry", str(tmp / "registry")], tmp / "registry"),
