@@ -181,10 +181,10 @@ timeout_s = 1
 max_retries = 1
 {env}
 
-# One slot: at most one async call runs at a time (the async share of one slot is one).
+# Four slots on one instance: at most two async calls run at once (--async-share 0.5).
 [functions.sleeper]
 handler = "fns:work"
-concurrency = 1
+concurrency = 4
 max_instances = 1
 {env}
 
