@@ -20,7 +20,6 @@ from typing import Any
 
 from tierfaas import errors
 from tierfaas.calls import ids
-from tierfaas.calls.errors import BadCallback
 from tierfaas.calls.model import STATES, Request
 from tierfaas.calls.service import CallService
 from tierfaas.http import auth
@@ -196,7 +195,7 @@ class CallsApi:
             kept.append((header, raw_value.decode("latin-1")))
         if callback is not None:
             if self.check_callback is None:
-                raise BadCallback("this node sends no callbacks")
+                raise errors.BadCallback("this node sends no callbacks")
             callback = self.check_callback(callback)
         body = await read_body(scope, receive, self.max_body_bytes)
         query: bytes = scope.get("query_string", b"")

@@ -24,10 +24,6 @@ class Conflict(errors.ClientError):
     code = "conflict"
 
 
-class BadCallback(errors.ClientError):
-    code = "bad_callback"
-
-
 def refusal(status: int, code: str, message: str) -> errors.HttpError:
     """The error a peer answered with (status and code as it sent them)."""
     error = errors.HttpError(message)

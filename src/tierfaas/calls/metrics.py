@@ -40,12 +40,7 @@ class CallMetrics:
             ["function", "outcome"],
             registry=registry,
         )
-        self.callbacks_total = Counter(
-            "tierfaas_callbacks",
-            "Callback deliveries, by outcome (delivered, failed)",
-            ["outcome"],
-            registry=registry,
-        )
+        # tierfaas_callbacks_total is the CallbackSender's (calls/callbacks.py).
 
     def watch(self, source: _Sized) -> None:
         for state in ("queued", "running"):
@@ -59,9 +54,6 @@ class CallMetrics:
 
     def attempt(self, function: str, outcome: str) -> None:
         self.attempts_total.labels(function, outcome).inc()
-
-    def callback(self, outcome: str) -> None:
-        self.callbacks_total.labels(outcome).inc()
 
 
 def _reader(source: _Sized, state: str) -> Callable[[], float]:

@@ -43,7 +43,7 @@ from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Call, Failure, Request, Result, State, view
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
-from tierfaas.calls.store import CallStore
+from tierfaas.calls.store import CallStore, StoreClosed
 from tierfaas.clock import Clock, Scheduler, monotonic
 from tierfaas.manifest import FunctionSpec
 
@@ -123,6 +123,8 @@ class CallbackSink(Protocol):
         payload: bytes,
         on_done: Callable[[str, int], None],
     ) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,8 @@ class CallService:
         own = self.load()
         self.dispatcher.paused = True
         self._spawn(self._trim_loop())
+        if self.callbacks is not None:
+            self._resend_callbacks()
         if claim and self.peers is not None and own:
             self._spawn(self._claim_then_run(own))
         else:
@@ -272,6 +276,13 @@ class CallService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.callbacks is not None:
+            await self.callbacks.close()
+
+    def _resend_callbacks(self) -> None:
+        """The callbacks of finished calls still pending when the node last stopped."""
+        for call in self.store.pending_callbacks():
+            self._send_callback(call)
 
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
@@ -537,15 +548,21 @@ class CallService:
     def _after_final(self, final: Call) -> None:
         """Tells the holder and the callback target that ``final`` ended."""
         self._tell_holder(final)
+        self._send_callback(final)
+
+    def _send_callback(self, final: Call) -> None:
         if final.callback_url is not None and self.callbacks is not None:
             payload = json.dumps(view(final)).encode()
             url = final.callback_url
 
             def done(outcome: str, attempts: int) -> None:
-                self.metrics.callback(outcome)
-                kept = self.store.get(final.call_id)
-                if kept is not None:
-                    self._write(replace(kept, callback_state=outcome, callback_attempts=attempts))
+                try:
+                    kept = self.store.get(final.call_id)
+                    if kept is not None:
+                        changed = replace(kept, callback_state=outcome, callback_attempts=attempts)
+                        self._write(changed)
+                except StoreClosed:
+                    pass  # stopping: the record says pending, sent again at the next start
 
             self.callbacks.send(url, final.call_id, final.state, payload, done)
 

@@ -352,6 +352,16 @@ class CallStore:
             )
         ]
 
+    def pending_callbacks(self) -> list[Call]:
+        """This node's finished calls whose callback is not delivered (nor given up) yet."""
+        return [
+            _call(row)
+            for row in self._read(
+                f"SELECT * FROM calls WHERE role = 'own' AND state IN {_FINAL_SQL} "
+                "AND callback_state = 'pending' ORDER BY finished_at"
+            )
+        ]
+
     def listed(
         self, *, state: str | None = None, function: str | None = None, limit: int = 100
     ) -> list[Call]:

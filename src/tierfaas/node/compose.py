@@ -15,6 +15,7 @@ cannot work fails now with its field's name, before any socket opens.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,8 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from tierfaas import errors
 from tierfaas.calls.api import CallsApi
+from tierfaas.calls.callbacks import AllowList, CallbackSender, check_callback_url
 from tierfaas.calls.metrics import CallMetrics
+from tierfaas.calls.model import Request
 from tierfaas.calls.peers import GrpcPeers
+from tierfaas.calls.schedules import (
+    SCHEDULE_TICK_HEADER,
+    ScheduleTicker,
+    crons_of,
+    idempotency_key,
+)
 from tierfaas.calls.service import CallService, CallSettings
 from tierfaas.calls.store import CallStore
 from tierfaas.clock import Clock, LoopScheduler, monotonic
@@ -81,6 +90,9 @@ class NodeParts:
     calls: CallService | None = None
     """The asynchronous calls: their store (opened when the node starts), dispatcher and
     routes."""
+    schedules: ScheduleTicker | None = None
+    """Fires the release's cron schedules as async calls while this node is the master (a
+    standalone node always is); None when no function has a schedule."""
 
 
 def compose(
@@ -126,8 +138,9 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
     calls = _calls(config, release, metrics, router, None, clock)
     app.calls = _calls_api(config, release, calls, metrics)
     return NodeParts(
-        config, release, metrics, supervisor, readiness, runtime, router, app, None, calls
-    )
+        config, release, metrics, supervisor, readiness, runtime, router, app, None, calls,
+        _schedules(release, calls, clock),
+    )  # fmt: skip
 
 
 def _clustered(
@@ -261,8 +274,23 @@ def _clustered(
     # A dead or departed origin's calls are taken over by the holders of their copies.
     manager.watch_runs(lambda gone: calls.on_run_gone(gone.name, gone.epoch, gone.down))
     return NodeParts(
-        config, release, metrics, supervisor, readiness, runtime, router, app, cluster, calls
-    )
+        config, release, metrics, supervisor, readiness, runtime, router, app, cluster, calls,
+        _schedules(release, calls, clock),
+    )  # fmt: skip
+
+
+def _schedules(release: Release, calls: CallService, clock: Clock) -> ScheduleTicker | None:
+    """The ticker of the release's schedules: each tick is an async call keyed by its time,
+    so a tick fired twice (by two masters across a failover) runs once."""
+    if not crons_of(release.functions):
+        return None
+
+    def fire(function: str, tick: float) -> Awaitable[object]:
+        header = (SCHEDULE_TICK_HEADER.lower(), str(int(tick)))
+        request = Request(b"", headers=(header,))
+        return calls.accept(function, request, idem_key=idempotency_key(function, tick))
+
+    return ScheduleTicker(fire, time.time, LoopScheduler(clock))
 
 
 def _calls(
@@ -289,6 +317,15 @@ def _calls(
         retry_cap_s=config.retry_cap_s,
         retry_after_s=float(config.retry_after_s),
     )
+    callbacks = CallbackSender(
+        AllowList.parse(config.callback_allow),
+        retries=config.callback_retries,
+        base_s=config.retry_base_s,
+        cap_s=config.retry_cap_s,
+        scheduler=LoopScheduler(clock),
+        timeout_s=config.callback_timeout_s,
+        registry=metrics.registry,
+    )
     return CallService(
         node=config.node_name,
         store=store,
@@ -299,6 +336,7 @@ def _calls(
         scheduler=LoopScheduler(time.time),
         wall=time.time,
         metrics=CallMetrics(metrics.registry),
+        callbacks=callbacks,
         clock=clock,
     )
 
@@ -310,7 +348,9 @@ def _calls_api(
         calls,
         api_keys={n: spec.api_keys for n, spec in release.functions.items() if spec.api_keys},
         max_body_bytes=config.max_body_bytes,
-        check_callback=None,
+        check_callback=functools.partial(
+            check_callback_url, allow=AllowList.parse(config.callback_allow)
+        ),
         on_unauthorized=metrics.unauthorized.labels("api_key").inc,
     )
 

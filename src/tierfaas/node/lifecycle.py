@@ -34,6 +34,8 @@ from collections.abc import Generator
 
 import uvicorn
 
+from tierfaas.calls.schedules import ScheduleTicker, crons_of
+from tierfaas.cluster.state import RoleChange
 from tierfaas.config import NodeConfig
 from tierfaas.deploy.build import prepare_release_async
 from tierfaas.errors import BuildFailed, ManifestError
@@ -125,6 +127,8 @@ class Node:
             # Its unfinished calls run (a clustered node first claims them back from their
             # holders, which may have taken them over while it was away).
             await parts.calls.start(claim=parts.cluster is not None)
+        if parts.schedules is not None:
+            self._follow_schedules(parts.schedules)
         log.info(
             "node %s serving release %s %s on http://%s (%d functions, isolation %s)",
             self.name,
@@ -144,6 +148,8 @@ class Node:
             await self.server.serve(sockets=sockets)
         finally:
             gc.unfreeze()  # a node run in a test's process leaves that process as it was
+            if parts.schedules is not None:
+                parts.schedules.stop()
             if parts.calls is not None:
                 await parts.calls.stop()
             await parts.runtime.close()
@@ -156,6 +162,30 @@ class Node:
                 await asyncio.to_thread(parts.calls.store.close)
             log.info("node %s stopped", self.name)
         return self.exit_code
+
+    def _follow_schedules(self, ticker: ScheduleTicker) -> None:
+        """The schedules tick on the master alone: a standalone node at once, a clustered
+        node while the ClusterManager says it is the master."""
+        crons = crons_of(self.parts.release.functions)
+        cluster = self.parts.cluster
+        if cluster is None:
+            ticker.start(crons)
+            return
+
+        async def follow(change: RoleChange) -> None:
+            if change.new == "master" and not self.draining:
+                if not ticker.running:
+                    log.info("this node is master: it fires the schedules of %d functions",
+                             len(crons))  # fmt: skip
+                ticker.start(crons)
+            else:
+                ticker.stop()
+
+        cluster.manager.subscribe_roles(follow)
+
+    @property
+    def draining(self) -> bool:
+        return self.stopping is not None
 
     async def _prepare_release(self) -> bool:
         """Builds the release and checks its exec programs before anything starts; False when
@@ -236,6 +266,8 @@ class Node:
     async def _drain(self) -> None:
         app = self.parts.app
         app.draining = True
+        if self.parts.schedules is not None:
+            self.parts.schedules.stop()  # the next master catches up on the ticks
         calls = self.parts.calls
         if calls is not None:
             # Async calls: new ones are refused (503, the client goes elsewhere), queued ones
