@@ -453,7 +453,9 @@ def calls_list(
         return
     node = answer.get("node", url)
     title = f"calls on {node}" + (f" ({state})" if state else "")
-    Console().print(render_calls(answer.get("calls", []), now=time.time(), title=title))
+    console = Console()
+    calls = answer.get("calls", [])
+    console.print(render_calls(calls, now=time.time(), title=title, width=console.width))
 
 
 @calls.command("show")
@@ -509,12 +511,14 @@ def calls_dead(
     if as_json:
         print(json.dumps(answer, indent=2))
         return
-    Console().print(
+    console = Console()
+    console.print(
         render_calls(
             answer.get("calls", []),
             now=time.time(),
             title="dead letters",
             unanswered=answer.get("unanswered"),
+            width=console.width,
         )
     )
 

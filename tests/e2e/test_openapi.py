@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
+from tierfaas.calls import api as calls_api
 from tierfaas.http import app as app_module
 from tierfaas.http.dashboard import _STATIC
 from tierfaas.testing.nodes import NodeProcess, free_port, http_get
@@ -44,6 +45,7 @@ REPO = Path(__file__).parent.parent.parent
 SPEC = REPO / "docs" / "openapi.yaml"
 TESTREL = REPO / "tests" / "fixtures" / "testrel"
 HOST = "127.0.10.20"
+PEER_HOST = "127.0.10.21"
 EXAMPLES = int(os.environ.get("TIERFAAS_FUZZ_EXAMPLES", "25"))
 # Operations whose answer never ends: checked by hand below, not by the fuzzer.
 ENDLESS = {"/v1/dashboard/stream"}
@@ -61,14 +63,29 @@ def spec() -> dict[str, Any]:
     return loaded
 
 
+def _live_members(url: str) -> int:
+    status, body = http_get(f"{url}/v1/cluster")
+    if status != 200:
+        return 0
+    return sum(1 for m in json.loads(body)["members"] if m.get("state") == "alive")
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    """A cluster of one (so it holds a routing table), ready."""
-    log = tmp_path_factory.mktemp("openapi") / "node.log"
+    """The node under test, ready, in a cluster (so it holds a routing table) with a second
+    node, which keeps the second copy of its async calls (a cluster without a live peer
+    accepts none: 503), so the fuzzer reaches the accept path."""
+    logs = tmp_path_factory.mktemp("openapi")
     gossip = free_port(HOST)
     args = ["--gossip", f"{HOST}:{gossip}", "--gossip-preset", "local", "--max-body-bytes", "4096"]
-    with NodeProcess(TESTREL, host=HOST, extra_args=args, log_path=log) as started:
+    peer_args = ["--gossip", f"{PEER_HOST}:{free_port(PEER_HOST)}", "--gossip-preset", "local"]
+    peer_args += ["--join", f"{HOST}:{gossip}"]
+    with (
+        NodeProcess(TESTREL, host=HOST, extra_args=args, log_path=logs / "node.log") as started,
+        NodeProcess(TESTREL, host=PEER_HOST, extra_args=peer_args, log_path=logs / "peer.log"),
+    ):
         eventually(lambda: http_get(f"{started.url}/readyz")[0] == 200, 20.0)
+        eventually(lambda: _live_members(started.url) == 2, 30.0)
         yield started
 
 
@@ -87,10 +104,18 @@ def test_the_description_is_valid_openapi_3_1() -> None:
 
 def _app_routes() -> set[str]:
     """Every path the app answers, read from its source: the literal paths it compares
-    against, its admin paths, the dashboard's files and the invocation prefix."""
+    against, its admin paths, the dashboard's files, the invocation prefix and the routes of
+    asynchronous calls (tierfaas.calls.api)."""
     source = Path(app_module.__file__).read_text()
     literal = set(re.findall(r'path == "(/[^"]*)"', source))
-    return literal | set(app_module.ADMIN_PATHS) | set(_STATIC) | {"/function/{name}"}
+    calls = {
+        f"{calls_api.ASYNC_PREFIX}{{name}}",
+        calls_api.CALLS_PATH,
+        f"{calls_api.CALLS_PATH}/{{id}}",
+        f"{calls_api.CALLS_PATH}/{{id}}/retry",
+        calls_api.DEAD_LETTERS_PATH,
+    }
+    return literal | set(app_module.ADMIN_PATHS) | set(_STATIC) | {"/function/{name}"} | calls
 
 
 def test_every_route_of_the_app_is_documented_and_nothing_else() -> None:
@@ -145,6 +170,55 @@ def test_each_documented_operation_answers_as_documented(node: NodeProcess, sche
 
         check()
     assert http_get(f"{node.url}/healthz")[0] == 200
+
+
+def test_an_async_call_answers_as_documented_at_each_step(node: NodeProcess, schema: Any) -> None:
+    """The fuzzer's random names and headers rarely make an async call; this one goes
+    through every route of one: accepted, replayed by its key, read until it succeeded,
+    refused a retry, listed; and the refusals before anything is kept."""
+
+    def call(path: str, method: str, **parts: Any) -> Any:
+        case = schema[path][method].Case(**parts)
+        response = case.call(timeout=10)
+        case.validate_response(response, checks=CHECKS)
+        return response
+
+    def header(response: Any, name: str) -> str:
+        values = {key.lower(): value for key, value in response.headers.items()}[name]
+        return str(values[0] if isinstance(values, list) else values)
+
+    octets = {"media_type": "application/octet-stream", "body": b"hello"}
+    accept = {"path_parameters": {"name": "echo"}, "headers": {"Idempotency-Key": "openapi-1"}}
+    first = call("/async-function/{name}", "POST", **accept, **octets)
+    assert first.status_code == 202, first.text
+    call_id = first.json()["call_id"]
+    assert header(first, "x-call-id") == call_id
+    again = call("/async-function/{name}", "POST", **accept, **octets)
+    assert (again.status_code, again.json()["call_id"]) == (202, call_id)
+    assert header(again, "x-idempotent-replay") == "true"
+
+    def state() -> str:
+        answer = call("/v1/calls/{id}", "GET", path_parameters={"id": call_id})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["state"])
+
+    eventually(lambda: state() == "succeeded", 20.0)
+    retried = call("/v1/calls/{id}/retry", "POST", path_parameters={"id": call_id})
+    assert retried.status_code == 409
+    listed = call("/v1/calls", "GET", query={"function": "echo", "limit": 10})
+    assert call_id in [c["call_id"] for c in listed.json()["calls"]]
+    assert call("/v1/dead-letters", "GET", query={"limit": 5}).status_code == 200
+    unknown = {"path_parameters": {"name": "nope"}}
+    assert call("/async-function/{name}", "POST", **unknown, **octets).status_code == 404
+    outside = {"X-Callback-Url": "http://169.254.169.254/latest/meta-data/"}
+    refused = call(
+        "/async-function/{name}",
+        "POST",
+        path_parameters={"name": "echo"},
+        headers=outside,
+        **octets,
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "bad_callback")
 
 
 def test_the_event_stream_answers_as_documented(node: NodeProcess) -> None:

@@ -69,6 +69,16 @@ def test_the_list_shows_one_row_per_call() -> None:
     assert "succeeded" in done_row and " 200 " in done_row
 
 
+def test_a_narrow_terminal_keeps_the_id_state_and_outcome() -> None:
+    shown = text(render_calls([CALL], now=NOW, title="t", width=80), width=80)
+    assert all(len(line) <= 80 for line in shown.splitlines())
+    assert (
+        "".join(line.split("│")[0].strip() for line in shown.splitlines()[3:]) == (CALL["call_id"])
+    )  # folded onto lines, whole
+    assert "dead" in shown and "504 timeout" in shown
+    assert "delivered" not in shown and "120.00s" not in shown  # calls show has them
+
+
 def test_an_empty_list_says_so_and_names_silent_nodes() -> None:
     shown = text(render_calls([], now=NOW, title="dead letters", unanswered=["n4", "n5"]))
     assert "no calls" in shown
@@ -128,7 +138,7 @@ def runner() -> CliRunner:
 def run(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, node: FakeNode, *argv: str) -> Any:
     monkeypatch.setattr(render, "request", node)
     monkeypatch.delenv("TIERFAAS_ADMIN_TOKEN", raising=False)
-    return runner.invoke(cli.app, list(argv))
+    return runner.invoke(cli.app, list(argv), env={"COLUMNS": "200"})
 
 
 def test_invoke_async_prints_the_id_and_sends_the_headers(

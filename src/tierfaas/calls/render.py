@@ -120,20 +120,36 @@ def outcome(call: dict[str, Any]) -> str:
     return "-"
 
 
+WIDE = 180
+"""Terminal columns from which ``render_calls`` adds the took, node and callback columns."""
+
+
 def render_calls(
-    calls: list[dict[str, Any]], *, now: float, title: str, unanswered: list[str] | None = None
+    calls: list[dict[str, Any]],
+    *,
+    now: float,
+    title: str,
+    unanswered: list[str] | None = None,
+    width: int = WIDE,
 ) -> RenderableType:
-    """The table of ``calls list`` and ``calls dead``: newest first, as the node sends them."""
+    """The table of ``calls list`` and ``calls dead``: newest first, as the node sends them.
+    Narrower than ``WIDE`` columns, it leaves out took, node and callback (``calls show``
+    has them) so that the id, state and outcome stay readable."""
+    wide = width >= WIDE
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("call id", no_wrap=True)
-    table.add_column("function")
-    table.add_column("state")
-    table.add_column("tries", justify="right")
+    # Ids are long (two node names and 16 hex digits): on a narrow terminal they fold onto
+    # two lines rather than squeezing the other columns to nothing.
+    table.add_column("call id", overflow="fold", min_width=20)
+    table.add_column("function", overflow="fold", min_width=8)
+    table.add_column("state", min_width=9, no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
     table.add_column("accepted", no_wrap=True)
-    table.add_column("took", justify="right")
-    table.add_column("node")
-    table.add_column("outcome")
-    table.add_column("callback")
+    if wide:
+        table.add_column("took", justify="right", no_wrap=True)
+        table.add_column("node", overflow="fold")
+    table.add_column("outcome", no_wrap=True, overflow="ellipsis", max_width=40 if wide else 24)
+    if wide:
+        table.add_column("callback", no_wrap=True)
     for call in calls:
         accepted = call.get("accepted_at")
         finished = call.get("finished_at")
@@ -141,17 +157,19 @@ def render_calls(
         if accepted is not None and finished is not None:
             took = f"{max(0.0, finished - accepted):.2f}s"
         callback = call.get("callback")
-        table.add_row(
+        row: list[RenderableType] = [
             escape(str(call.get("call_id", "?"))),
             escape(str(call.get("function", "?"))),
             state_text(str(call.get("state", "?"))),
             str(call.get("attempts", "-")),
             f"{ago(accepted, now)} ago" if accepted is not None else "-",
-            took,
-            escape(str(call.get("node") or "-")),
-            escape(outcome(call)),
-            escape(str(callback.get("state"))) if callback else "-",
-        )
+        ]
+        if wide:
+            row += [took, escape(str(call.get("node") or "-"))]
+        row.append(escape(outcome(call)))
+        if wide:
+            row.append(escape(str(callback.get("state"))) if callback else "-")
+        table.add_row(*row)
     parts: list[RenderableType] = [table]
     if not calls:
         parts.append(Text("no calls", style="dim"))
