@@ -17,10 +17,12 @@ margin).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -44,6 +46,7 @@ from tests.asyncrel import (
     tick_seconds,
     write_release,
 )
+from tierfaas.calls.replication import keyed_homes
 from tierfaas.procs import free_port
 from tierfaas.testing.clockshift import clock_shift_env
 from tierfaas.testing.cluster import LocalCluster
@@ -623,3 +626,52 @@ def test_a_standalone_node_accepts_and_runs(tmp_path: Path) -> None:
         record = wait_final(node, call_id)
         assert record["state"] == "succeeded", record
         assert result_json(record)["token"] == "standalone"
+
+
+def test_a_keyed_accept_whose_forwarder_dies_mid_accept_still_runs(tmp_path: Path) -> None:
+    """A keyed call sent to A has its home on B, which copies it to C. C is frozen, so B waits
+    for the copy; A is killed meanwhile, which cancels B's handling of A's forwarded accept.
+    Whatever B kept must not be left behind: the client's retry of the same key (through B,
+    once C is back) answers 202, and the call runs."""
+    ledger = tmp_path / "ledger.jsonl"
+    rel = write_release(tmp_path / "rel", ledger, schedule=None)
+    ac = AsyncCluster(rel, tmp_path, 3, subnet="127.0.48", args=NODE_ARGS, first_host=40)
+    try:
+        a, b, c = ac.start().nodes
+        names = [ac.name(n) for n in (a, b, c)]
+        want = [ac.name(b), ac.name(c), ac.name(a)]
+        key = next(
+            k
+            for k in (f"forwarded-{n}" for n in range(10_000))
+            if keyed_homes("work", k, names) == want
+        )
+        headers = {"Idempotency-Key": key}
+        body = json.dumps({"token": "keyed"}).encode()
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # A dies with the request in flight
+                post_async(a.url, "work", body, headers)
+
+        sender = threading.Thread(target=send, daemon=True)
+        assert c.process is not None
+        c.signal(signal.SIGSTOP)
+        try:
+            sender.start()
+            time.sleep(0.5)  # A has forwarded the accept; B waits for C's copy
+            ac.kill(a)
+            time.sleep(0.3)
+        finally:
+            c.signal(signal.SIGCONT)
+        sender.join(10)
+        ac.wait_agreed([b, c], 20)
+        retry = post_async(b.url, "work", body, headers)
+        call_id = accepted(retry, replay=True)
+        record = wait_final(b, call_id, timeout=20)
+        assert record["state"] == "succeeded", record
+        assert [r["token"] for r in runs_of_ledger(ledger, call_id)] == ["keyed"]
+    finally:
+        ac.close()
+
+
+def runs_of_ledger(ledger: Path, call_id: str) -> list[dict[str, Any]]:
+    return [r for r in read_ledger(ledger) if r["call_id"] == call_id]
