@@ -19,14 +19,15 @@ release's ledger, tests/asyncrel.py, and ``GET /v1/calls/{id}`` on a survivor):
 ``async_cron_failover``: the nodes' wall clocks are shifted (libfaketime, by the same offset on
 every node) so that a minute boundary falls ``TICK_LEAD_S`` after the cluster starts; the
 ``tick`` function has ``schedule = "* * * * *"``. The master is killed -9 at an offset from
-that tick (short: 0.3 s after it, when the old master has fired it or is about to: the new
-master fires it again from its catch-up window and the keyed call must dedup it; long: also
-1 s before it, so only the new master can fire it, and 2 s after). The tick must run exactly
-once (one call id in the ledger for that tick; a second run only if the first was on the
-victim), recorded ``succeeded``.
+that tick, one fresh cluster per offset: 0.3 s after it (the old master has fired it, or is
+about to: the new master fires it again from its catch-up window and the keyed call must
+dedup it) and 1 s before it (only the new master can fire it); the long version also 0.02 s
+after it (the old master's accept of the tick is likely still in flight) and 2 s after. The
+tick must run exactly once (one call id in the ledger for that tick; a second run only if the
+first was on the victim), recorded ``succeeded``.
 
-Short (make test): 3 nodes, 300 calls, one cron round. Long (make chaos): 5 nodes, 1,200
-calls, three cron rounds. Addresses: 127.0.49.x (crash), 127.0.50-52.x (cron rounds).
+Short (make test): 3 nodes, 300 calls, two cron rounds. Long (make chaos): 5 nodes, 1,200
+calls, four cron rounds. Addresses: 127.0.49.x (crash), 127.0.50-53.x (cron rounds).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 MODE = chaos_mode()
 SIZE, CALLS, KILL_AFTER = (3, 300, 120) if MODE == "short" else (5, 1200, 500)
 CRON_SIZE = 3 if MODE == "short" else 4
-CRON_KILL_OFFSETS_S = [0.3] if MODE == "short" else [0.3, -1.0, 2.0]
+CRON_KILL_OFFSETS_S = [0.3, -1.0] if MODE == "short" else [0.02, 0.3, -1.0, 2.0]
 NODE_ARGS = ["--isolation", "process", "--retry-base-s", "0.2", "--retry-cap-s", "1"]
 RECOVERY_BOUND_S = 30.0  # kill -> every accepted call succeeded (death seen in ~1.3 s)
 TICK_LEAD_S = 15.0  # the cluster forms in 2-5 s on a loaded machine
