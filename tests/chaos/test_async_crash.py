@@ -33,8 +33,10 @@ calls, four cron rounds. Addresses: 127.0.49.x (crash), 127.0.50-53.x (cron roun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -408,6 +410,22 @@ class TickRound:
     recovery_s: float | None = None  # from the kill until the tick's call succeeded
 
 
+def stored_calls(data: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """What each node's store holds (host -> call id, role, state, attempts, key), read
+    from its SQLite files once the nodes are gone: the evidence of a lost call."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for db in sorted(data.glob("*/*.db")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                rows = conn.execute(
+                    "SELECT call_id, role, state, attempts, idem_key FROM calls"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            rows = [(f"unreadable: {exc}",)]
+        found[db.parent.name] = rows
+    return found
+
+
 def one_cron_round(tmp: Path, offset_s: float, subnet: str) -> tuple[TickRound, list[str]]:
     ledger = tmp / "ledger.jsonl"
     rel = write_release(tmp / "rel", ledger)
@@ -437,7 +455,8 @@ def one_cron_round(tmp: Path, offset_s: float, subnet: str) -> tuple[TickRound, 
         try:
             found = eventually(tick_runs, 40, 0.1, what=f"the tick {tick} to run")
         except AssertionError:
-            problems.append(f"tick {tick} did not run within 40 s of the master's kill")
+            kept = stored_calls(tmp / "data")
+            problems.append(f"tick {tick} did not run within 40 s of the master's kill: {kept}")
             return one, problems
         _, states = succeeded_everywhere(survivors, [str(found[0]["call_id"])], 30)
         one.recovery_s = round(time.monotonic() - killed_at, 2)
