@@ -1,6 +1,6 @@
 """Asynchronous calls against synchronous calls of the same function, in one run (issue 20).
 
-    .venv/bin/python benchmarks/async.py            # full: 3 rounds of 5 s, ~2-3 min
+    .venv/bin/python benchmarks/async.py            # full: 3 rounds of 5 s, ~1 min
     .venv/bin/python benchmarks/async.py --quick    # 2 rounds of 2 s, fewer samples, < 60 s
 
 A 2-node cluster of real node processes on 127.0.0.60-61 (local gossip preset, ``--isolation
@@ -231,7 +231,13 @@ class Rounds:
     accepted: list[dict[str, Any]] = field(default_factory=list)
 
 
+def nodes_cpu(nodes: list[Node]) -> float:
+    """CPU seconds so far of the node processes and everything below them (instances)."""
+    return sum(c.tree_cpu_seconds(node.managed.pid) for node in nodes)
+
+
 def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
+    cpu_before = nodes_cpu(nodes)
     result = c.run_wrk(
         f"{nodes[0].url}/async-function/{FUNCTION}",
         duration_s=settings.round_s,
@@ -240,8 +246,10 @@ def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
     )
     accepted = result.requests - result.non_2xx
     drain_s = drain(nodes, settings.drain_timeout_s)
+    cpu = nodes_cpu(nodes) - cpu_before
     return {
         **result.as_dict(),
+        "nodes_cpu_us_per_call": cpu / max(1, accepted) * 1e6,
         "accepted": accepted,
         "accepted_per_s": accepted / result.duration_s,
         "drain_s": drain_s,
@@ -250,13 +258,15 @@ def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
 
 
 def sync_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
+    cpu_before = nodes_cpu(nodes)
     result = c.run_wrk(
         f"{nodes[0].url}/function/{FUNCTION}",
         duration_s=settings.round_s,
         connections=settings.connections,
         lua=c.post_lua(BODY),
     )
-    return result.as_dict()
+    cpu = nodes_cpu(nodes) - cpu_before
+    return {**result.as_dict(), "nodes_cpu_us_per_call": cpu / max(1, result.requests) * 1e6}
 
 
 def throughput(nodes: list[Node], settings: Settings, label: str, sync: bool = True) -> Rounds:
@@ -417,6 +427,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
     sync_p50 = c.median([r["latency_ms"].get("p50", float("nan")) for r in normal["sync"]])
     sync_p99 = c.median([r["latency_ms"].get("p99", float("nan")) for r in normal["sync"]])
     ran_per_s = c.median([r["ran_per_s"] for r in normal["accepted"]])
+    async_cpu = c.median([r["nodes_cpu_us_per_call"] for r in normal["accepted"]])
+    sync_cpu = c.median([r["nodes_cpu_us_per_call"] for r in normal["sync"]])
     accepts_pass = bool(share >= ACCEPT_TARGET)
     e2e_pass = bool(extra_ms <= E2E_EXTRA_MS)
     targets = {
@@ -431,6 +443,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
         ["p50 / p99 under that load, ms", f"{accept_p50:.1f} / {accept_p99:.1f} (accept)",
          f"{sync_p50:.1f} / {sync_p99:.1f}", "-", "-", "-"],
         ["async calls run/s while draining", f"{ran_per_s:,.0f}", "-", "-", "-", "-"],
+        ["nodes' CPU µs per call (both nodes)", f"{async_cpu:,.0f} (accept, copy, run)",
+         f"{sync_cpu:,.0f}", f"{c.ratio(async_cpu, sync_cpu):.1f} x", "-", "-"],
         ["low load p50 / p99, ms", f"{e2e_ms['p50']:.1f} / {e2e_ms['p99']:.1f} (to {until})",
          f"{sync_ms['p50']:.1f} / {sync_ms['p99']:.1f}", f"{extra_ms:+.1f} ms",
          f"<= +{E2E_EXTRA_MS:g} ms", verdict[e2e_pass]],
@@ -446,6 +460,7 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
         "sync_p50_ms_under_load": sync_p50,
         "sync_p99_ms_under_load": sync_p99,
         "ran_per_s_while_draining": ran_per_s,
+        "nodes_cpu_us_per_call": {"async": async_cpu, "sync": sync_cpu},
         "low_load_ms": {"sync": sync_ms, "accept": accept_ms, "end_to_end": e2e_ms},
         "end_to_end_extra_ms": extra_ms,
         "targets": targets,
