@@ -50,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Every benchmark in full (about 29 min); `make bench QUICK=--quick` for a look in ~5 min.
-BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity
+BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity async
 bench: $(STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
 	  $(BIN)/python benchmarks/$$b.py $(QUICK) || exit 1; done
