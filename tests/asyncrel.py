@@ -20,6 +20,7 @@ no retry.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -147,6 +148,10 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 """
 
 
+API_KEY = "async-test-key-0123456789"
+API_KEY_DIGEST = hashlib.sha256(API_KEY.encode()).hexdigest()
+
+
 def manifest(ledger: Path, *, schedule: str | None = "* * * * *") -> str:
     env = f"env = {{ ASYNC_LEDGER = {json.dumps(str(ledger))} }}"
     tick = f'schedule = "{schedule}"' if schedule else ""
@@ -191,6 +196,12 @@ max_instances = 1
 # Warm only where a test first calls it synchronously (to run calls on the other node).
 [functions.remote]
 handler = "fns:work"
+{env}
+
+# Needs an API key: API_KEY (its SHA-256 below).
+[functions.locked]
+handler = "fns:work"
+api_keys = ["sha256:{API_KEY_DIGEST}"]
 {env}
 
 # Fired by the master's schedule.
@@ -283,10 +294,21 @@ def post_async(
     asked: dict[str, Any] | bytes | None = None,
     headers: dict[str, str] | None = None,
     subpath: str = "",
+    *,
+    retries_503: int = 2,
 ) -> Reply:
-    """``POST /async-function/FUNCTION[SUBPATH]`` with ``asked`` as its JSON body."""
+    """``POST /async-function/FUNCTION[SUBPATH]`` with ``asked`` as its JSON body. A 503
+    ``unavailable`` (no second copy: nothing was kept) is sent again after its Retry-After
+    (at most 1 s), ``retries_503`` times, as a client should: on a loaded machine a copy
+    can miss its deadline."""
     body = asked if isinstance(asked, bytes) else json.dumps(asked or {}).encode()
-    return request("POST", f"{base}/async-function/{function}{subpath}", body, headers)
+    url = f"{base}/async-function/{function}{subpath}"
+    for _ in range(retries_503):
+        reply = request("POST", url, body, headers)
+        if reply.status != 503 or reply.code != "unavailable":
+            return reply
+        time.sleep(min(1.0, float(reply.headers.get("Retry-After") or 1)))
+    return request("POST", url, body, headers)
 
 
 def get_call(base: str, call_id: str) -> Reply:

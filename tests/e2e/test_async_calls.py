@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from tests.asyncrel import (
+    API_KEY,
     AsyncCluster,
     Reply,
     call_state,
@@ -431,6 +432,21 @@ def test_bad_input_is_answered_before_anything_is_kept(cluster: Cluster) -> None
     assert metric(a, "tierfaas_async_accepted_total") == accepted_before
 
 
+def test_a_function_with_api_keys_needs_one_for_an_async_call_too(cluster: Cluster) -> None:
+    a = cluster.a
+    kept_before = len(calls_listed(a))
+    refused = post_async(a.url, "locked", {"token": "no-key"})
+    error_of(refused, 401, "unauthorized")
+    wrong = post_async(a.url, "locked", {"token": "wrong-key"}, {"X-Api-Key": "not-the-key"})
+    error_of(wrong, 401, "unauthorized")
+    assert len(calls_listed(a)) == kept_before
+    call_id = accepted(post_async(a.url, "locked", {"token": "key"}, {"X-Api-Key": API_KEY}))
+    record = wait_final(a, call_id)
+    assert record["state"] == "succeeded", record  # the run needs no key from the client
+    tokens = {r["token"] for r in read_ledger(cluster.ledger)}
+    assert "key" in tokens and not {"no-key", "wrong-key"} & tokens
+
+
 def test_unknown_and_malformed_call_ids(cluster: Cluster) -> None:
     a, b = cluster.a, cluster.b
     unknown = f"{cluster.name(a)}~{cluster.name(b)}~0123456789abcdef"
@@ -605,7 +621,7 @@ def test_with_no_live_peer_a_cluster_node_answers_503_and_keeps_nothing(tmp_path
 
         eventually(b_gone, 15, what="a to see b dead")
         kept = len(calls_listed(a))
-        reply = post_async(a.url, "work", {"token": "alone"})
+        reply = post_async(a.url, "work", {"token": "alone"}, retries_503=0)
         error_of(reply, 503, "unavailable")
         assert int(reply.headers["Retry-After"]) >= 1
         time.sleep(0.5)
