@@ -347,6 +347,34 @@ def test_max_retries_zero_means_one_attempt(cluster: Cluster) -> None:
     assert len(runs_of(cluster, call_id)) == 1
 
 
+def test_listing_dead_letters_and_metrics(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    ids = [accepted(post_async(a.url, "once", {"token": f"list-{n}"})) for n in range(3)]
+    for call_id in ids:
+        assert wait_final(a, call_id)["state"] == "succeeded"
+    newest = calls_listed(a, "&function=once&state=succeeded")
+    assert [c["call_id"] for c in newest[:3]] == ids[::-1]  # newest first
+    stamps = [c["accepted_at"] for c in newest]
+    assert stamps == sorted(stamps, reverse=True)
+    reply = request("GET", f"{a.url}/v1/calls?function=once&limit=2")
+    assert reply.status == 200 and len(listed(reply.json())) == 2
+    assert all(c["function"] == "once" for c in newest)
+    assert calls_listed(b, "&function=once&state=succeeded") == []  # b keeps only copies
+    letters = request("GET", f"{b.url}/v1/dead-letters?limit=1000")
+    assert letters.status == 200, letters.body
+    data = letters.json()
+    assert data.get("unanswered") == [], data  # both nodes answered
+    assert all(c["state"] == "dead" for c in listed(data))
+    for name, labels in (
+        ("tierfaas_async_accepted_total", {"function": "once"}),
+        ("tierfaas_async_finished_total", {"function": "once", "state": "succeeded"}),
+        ("tierfaas_async_attempts_total", {"function": "once"}),
+    ):
+        assert metric(a, name, **labels) >= 3, name
+    _, body = http_get(f"{a.url}/metrics")
+    assert b"tierfaas_async_queue{" in body  # the gauge is there
+
+
 # -- idempotency ---------------------------------------------------------------------------------
 
 
