@@ -44,6 +44,7 @@ from tests.asyncrel import (
     read_ledger,
     request,
     result_json,
+    runs_by_call,
     tick_seconds,
     write_release,
 )
@@ -719,3 +720,42 @@ def test_a_keyed_accept_whose_forwarder_dies_mid_accept_still_runs(tmp_path: Pat
 
 def runs_of_ledger(ledger: Path, call_id: str) -> list[dict[str, Any]]:
     return [r for r in read_ledger(ledger) if r["call_id"] == call_id]
+
+
+def test_a_draining_node_refuses_new_calls_and_its_queued_ones_run_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM on the accepting node: new async calls get 503 (sent elsewhere), the calls it
+    runs finish there, and the ones still queued run on the holder once its leave is seen."""
+    ledger = tmp_path / "ledger.jsonl"
+    rel = write_release(tmp_path / "rel", ledger, schedule=None)
+    ac = AsyncCluster(rel, tmp_path, 2, subnet="127.0.48", args=NODE_ARGS, first_host=50)
+    try:
+        a, b = ac.start().nodes
+        # sleeper runs two async calls at a time: two run, four wait.
+        ids = [
+            accepted(post_async(a.url, "sleeper", {"sleep": 1.5, "token": f"drain-{n}"}))
+            for n in range(6)
+        ]
+        a.signal(signal.SIGTERM)
+
+        def not_ready() -> bool:
+            try:
+                return http_get(f"{a.url}/readyz", timeout=1.0)[0] != 200
+            except OSError:
+                return True
+
+        eventually(not_ready, 10, 0.02, what="a to start draining")
+        with contextlib.suppress(OSError):  # or it has closed its listener already
+            refused = post_async(a.url, "sleeper", {"token": "late"}, retries_503=0)
+            error_of(refused, 503, "draining", "unavailable")
+        assert a.process is not None and a.process.wait(60) == 0
+        for call_id in ids:
+            record = wait_final(b, call_id, timeout=30)
+            assert record["state"] == "succeeded", record
+        runs = runs_by_call(ledger)
+        # A clean drain: each ran once (the calls A ran, it finished and told B about).
+        assert [runs[call_id] for call_id in ids] == [1] * len(ids), read_ledger(ledger)
+        assert "late" not in {r["token"] for r in read_ledger(ledger)}
+    finally:
+        ac.close()
