@@ -464,15 +464,38 @@ def calls_show(
     url: _NodeUrl = "http://127.0.0.1:8080",
     as_json: _AsJson = False,
     admin_token_file: _TokenFile = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="wait until the call is final (succeeded, failed or dead); then exit 0 only "
+            "if it succeeded",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.0, help="with --wait: give up after this many seconds (exit 1)")
+    ] = 300.0,
 ) -> None:
     """One call: its state, attempts, result or error, and its callback."""
-    from tierfaas.calls.render import call_path, render_call
+    import time
+
+    from tierfaas.calls.render import FINAL_STATES, call_path, render_call
 
     answer = _calls_request(url, call_path(call_id), admin_token_file)
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while wait and answer.get("state") not in FINAL_STATES:
+        if time.monotonic() + pause > deadline:
+            raise _fail(f"{call_id} is still {answer.get('state')} after {timeout:g} s", 1)
+        time.sleep(pause)
+        pause = min(2.0, pause * 1.5)  # quick for short calls, gentle on the node for long
+        answer = _calls_request(url, call_path(call_id), admin_token_file)
     if as_json:
         print(json.dumps(answer, indent=2))
     else:
         Console().print(render_call(answer))
+    if wait and answer.get("state") != "succeeded":
+        raise typer.Exit(1)
 
 
 @calls.command("retry")

@@ -165,3 +165,17 @@ def test_what_was_committed_survives_kill_9(tmp_path: Path) -> None:
         assert not missing, f"{len(missing)} of {len(confirmed)} confirmed calls were lost"
     finally:
         store.close()
+
+
+async def test_outcomes_mark_copies_once_without_reading_them(store: CallStore) -> None:
+    copy = _call(1, role="copy")
+    await store.insert([copy, _call(2)])
+    done = replace(copy, state="succeeded", attempts=1, finished_at=1010.0,
+                   result=Result(200, "t", b"ok"))  # fmt: skip
+    assert await store.record_outcomes([done, replace(_call(2), state="dead")]) == 1
+    assert store.get(copy.call_id) == done
+    assert store.get(_call(2).call_id).state == "queued"  # type: ignore[union-attr]  # own
+    assert await store.record_outcomes([replace(done, state="dead")]) == 0  # final once
+    again = replace(done, state="queued", finished_at=None, result=None, attempts=0)
+    assert await store.record_outcomes([again]) == 1  # an operator's retry
+    assert store.get(copy.call_id) == again

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from tierfaas.calls import ids
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
 from tierfaas.calls.peers import GrpcPeers
+from tierfaas.calls.replication import keyed_homes
 from tierfaas.calls.service import CallService, CallSettings
 from tierfaas.calls.store import CallStore
 from tierfaas.clock import LoopScheduler
@@ -253,3 +255,29 @@ async def test_dead_letters_of_every_node_and_retry(nodes: list[Node]) -> None:
     await _until(lambda: len(b.ran) == 4)
     with pytest.raises(errors.NotFound):
         await a.service.get(ids.new_id("a", "b"))
+
+
+async def test_an_accept_whose_caller_goes_away_still_runs(nodes: list[Node]) -> None:
+    """The caller of an accept (its client, or the node that forwarded a keyed accept) is
+    cancelled while the holder commits the copy: the call kept on both nodes is still
+    queued and run, and a repeat of its key finds it."""
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    key = next(
+        k for k in (f"k{n}" for n in range(1000)) if keyed_homes("f", k, ["a", "b"])[0] == "a"
+    )
+    release = asyncio.Event()
+    taking = b.service.take_copies
+
+    async def slow_copies(origin: str, calls: Any) -> int:
+        await release.wait()
+        return await taking(origin, calls)
+
+    b.service.take_copies = slow_copies  # type: ignore[method-assign]
+    caller = asyncio.ensure_future(a.service.accept("f", Request(b"x"), idem_key=key))
+    await asyncio.sleep(0.2)
+    caller.cancel()
+    release.set()
+    await _until(lambda: len(a.ran) == 1)
+    again = await a.service.accept("f", Request(b"x"), idem_key=key)
+    assert again.replay and a.ran == [(again.call_id, 1)]

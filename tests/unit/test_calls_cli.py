@@ -290,3 +290,36 @@ def test_the_admin_token_is_sent(
     result = run(runner, monkeypatch, node, "calls", "list", "--admin-token-file", str(token))
     assert result.exit_code == 0, result.output
     assert node.asked[0]["token"] == "t" * 32
+
+
+def test_calls_show_wait_polls_until_final_and_exits_by_the_state(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    queued = {**CALL, "state": "queued", "finished_at": None, "result": None, "error": None}
+    node = FakeNode(
+        answer(200, queued), answer(200, {**queued, "state": "running"}), answer(200, DONE)
+    )
+    result = run(runner, monkeypatch, node, "calls", "show", CALL["call_id"], "--wait")
+    assert result.exit_code == 0, result.output
+    assert len(node.asked) == 3 and len(slept) == 2
+    assert "succeeded" in result.output
+    dead = FakeNode(answer(200, queued), answer(200, CALL))
+    result = run(runner, monkeypatch, dead, "calls", "show", CALL["call_id"], "--wait")
+    assert result.exit_code == 1 and "dead" in result.output
+
+
+def test_calls_show_wait_gives_up_after_its_timeout(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued = {**CALL, "state": "queued", "finished_at": None, "result": None, "error": None}
+    now = [100.0]
+    monkeypatch.setattr("time.monotonic", lambda: now[0])
+    monkeypatch.setattr("time.sleep", lambda s: now.__setitem__(0, now[0] + s))
+    node = FakeNode(*[answer(200, queued)] * 50)
+    argv = ("calls", "show", CALL["call_id"], "--wait", "--timeout", "5")
+    result = run(runner, monkeypatch, node, *argv)
+    assert result.exit_code == 1
+    assert "still queued after 5 s" in result.output
+    assert 3 <= len(node.asked) <= 10

@@ -132,3 +132,23 @@ async def test_a_failed_batch_fails_each_of_its_items() -> None:
     batcher: Batcher[int] = Batcher(send, size=lambda item: 1)
     with pytest.raises(ConnectionError):
         await batcher.submit("p", 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "attempt", "expected"),
+    [
+        (200, 1, ("succeeded", None)),
+        (204, 3, ("succeeded", None)),
+        (404, 1, ("failed", None)),
+        (429, 1, ("failed", None)),  # the function's own 429: its answer, not the node's
+        (302, 1, ("failed", None)),
+        (500, 1, ("queued", 0.5)),  # draw 0.5 below the first bound, 1 s
+        (504, 2, ("queued", 1.0)),  # the second bound, 2 s
+        (503, 3, ("dead", None)),  # max_retries 2: the third attempt is the last
+    ],
+)
+def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float | None]) -> None:
+    from tierfaas.calls.retry import RetryPolicy
+    from tierfaas.calls.service import judge
+
+    assert judge(status, attempt, RetryPolicy(max_retries=2), draw=0.5) == expected

@@ -30,6 +30,8 @@ COPY_TIMEOUT_S = 2.0
 for the channel to be ready within their timeout (``wait_for_ready``): a channel in its
 reconnect backoff (the peer was not up yet when it was first used) is not a failure."""
 OUTCOME_TIMEOUT_S = 5.0
+OUTCOME_LINGER_S = 0.05
+"""Outcomes are off every caller's path: they wait this long to travel together."""
 CLAIM_TIMEOUT_S = 5.0
 ACCEPT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 2.0
@@ -51,18 +53,29 @@ class GrpcPeers:
         self._channels = channels
         self._metadata = call_metadata(key)
         self._stubs: dict[str, tuple[aio.Channel, rpc.ControlStub]] = {}
+        self._members_of: MemberView | None = None
+        self._members: list[str] = []
         self.copies: Batcher[Call] = Batcher(self._send_copies, wire.size)
-        self.outcomes: Batcher[Call] = Batcher(self._send_outcomes, wire.size)
+        self.outcomes: Batcher[Call] = Batcher(
+            self._send_outcomes, wire.size, linger_s=OUTCOME_LINGER_S
+        )
 
     def members(self) -> list[str]:
-        runs = self._view().runs
+        view = self._view()
+        if view is self._members_of:  # a view never changes: a change publishes a new one
+            return self._members
+        runs = view.runs
         live = {m.name for m in runs.values() if m.state is MemberState.ALIVE and m.rpc is not None}
         live.add(self.name)
-        return sorted(live)
+        self._members_of, self._members = view, sorted(live)
+        return self._members
 
     def newer_run(self, name: str, epoch: int) -> bool:
         member = self._view().runs.get(name)
         return member is not None and member.epoch > epoch
+
+    def knows(self, name: str) -> bool:
+        return name in self._view().runs
 
     def epoch(self) -> int:
         return self._epoch()

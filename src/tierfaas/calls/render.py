@@ -30,6 +30,7 @@ STATE_STYLE = {
     "dead": "bold red",
 }
 STATES = tuple(STATE_STYLE)
+FINAL_STATES = ("succeeded", "failed", "dead")
 MAX_SHOWN_BODY = 2000
 """Characters of a result's body ``calls show`` prints (``--json`` prints it all)."""
 

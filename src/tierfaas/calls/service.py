@@ -31,16 +31,19 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from tierfaas import errors
-from tierfaas.calls import ids, takeover
+from tierfaas.calls import ids
 from tierfaas.calls.dispatcher import Dispatcher, share_limit
 from tierfaas.calls.errors import Conflict, NoSecondCopy, QueueFull
+from tierfaas.calls.holding import Holding
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Call, Failure, Request, Result, State, view
+from tierfaas.calls.ports import CallbackSink, Header, Peers, RunCall
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
 from tierfaas.calls.store import CallStore, StoreClosed
@@ -49,82 +52,9 @@ from tierfaas.manifest import FunctionSpec
 
 log = logging.getLogger("tierfaas.calls")
 
-Header = tuple[bytes, bytes]
 OUTCOME_TRIES = 5
 OUTCOME_RETRY_S = 1.0
 TRIM_EVERY_S = 60.0
-CLAIM_WAIT_S = 10.0
-"""How long a restarted node waits for a holder to appear in its view before it runs the
-calls that holder might have taken over (at least once: they may then run twice)."""
-
-
-class Reply(Protocol):
-    status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]]
-
-
-class RunCall(Protocol):
-    """``Router.handle``: runs or forwards one call."""
-
-    def __call__(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        request_id: str,
-        method: str,
-        query: str,
-        headers: Sequence[Header],
-        started: float,
-        path: str = "/",
-        call: tuple[str, int] | None = None,
-    ) -> Awaitable[Reply]: ...
-
-
-class Peers(Protocol):
-    """The other nodes, as the calls need them (``peers.GrpcPeers``; a fake in tests)."""
-
-    def members(self) -> list[str]:
-        """The live, unsuspected members that serve calls, this node included."""
-        ...
-
-    def newer_run(self, name: str, epoch: int) -> bool:
-        """Whether a run of ``name`` newer than ``epoch`` is live."""
-        ...
-
-    def epoch(self) -> int:
-        """This node's own run."""
-        ...
-
-    async def copy(self, node: str, call: Call) -> None: ...
-
-    async def outcome(self, node: str, call: Call) -> None: ...
-
-    async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]: ...
-
-    async def accept(self, node: str, call: Call) -> tuple[str, bool]: ...
-
-    async def get(self, node: str, call_id: str, retry: bool) -> dict[str, Any] | None: ...
-
-    async def listed(
-        self, node: str, state: str | None, function: str | None, limit: int
-    ) -> list[dict[str, Any]]: ...
-
-
-class CallbackSink(Protocol):
-    """``callbacks.CallbackSender``'s part the service uses."""
-
-    def send(
-        self,
-        url: str,
-        call_id: str,
-        state: str,
-        payload: bytes,
-        on_done: Callable[[str, int], None],
-    ) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +72,21 @@ class CallSettings:
 class Accepted:
     call_id: str
     replay: bool = False
+
+
+def judge(
+    status: int, attempt: int, policy: RetryPolicy, draw: float
+) -> tuple[State, float | None]:
+    """What attempt ``attempt`` (1-based) ending with HTTP ``status`` makes of its call:
+    ``("queued", delay_s)`` to try again after the policy's backoff (a 5xx, attempts left),
+    else its final state: ``succeeded`` (2xx), ``dead`` (a 5xx on the last attempt) or
+    ``failed`` (any other answer: the caller's fault, the same on every attempt)."""
+    if 200 <= status < 300:
+        return "succeeded", None
+    if status < 500:
+        return "failed", None
+    delay = policy.delay_s(attempt, status, draw)
+    return ("dead", None) if delay is None else ("queued", delay)
 
 
 def _content_type(headers: Sequence[Header]) -> str:
@@ -181,12 +126,14 @@ class CallService:
         self.callbacks = callbacks
         self.draw = draw
         self.dispatcher = Dispatcher(self._start, self._limit, scheduler, wall)
+        self.dispatcher.paused = True  # until ``start``: nothing runs before the store is read
         self.draining = False
         self.unfinished = 0
         """Own calls queued or running (the queue that ``queue_max`` bounds)."""
-        self.claimed: dict[str, int] = {}
-        """Origin -> the newest run that claimed its calls back from this node."""
-        self._keys_in_flight: dict[tuple[str, str], asyncio.Future[str]] = {}
+        self.holding = Holding(
+            node=node, store=store, peers=peers, wall=wall, clock=clock, adopt=self._adopt
+        )  # fmt: skip
+        self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
@@ -211,6 +158,8 @@ class CallService:
         self._spawn(self._trim_loop())
         if self.callbacks is not None:
             self._resend_callbacks()
+        if self.peers is not None:
+            self._spawn(self.holding.adopt_orphans())
         if claim and self.peers is not None and own:
             self._spawn(self._claim_then_run(own))
         else:
@@ -228,48 +177,13 @@ class CallService:
 
     async def _claim_then_run(self, own: list[Call]) -> None:
         try:
-            dropped = await self.claim_back(own)
+            dropped = await self.holding.claim_back(own)
+            self.unfinished -= len(dropped)
         except Exception:
             log.exception("claiming calls back failed: running them all (at least once)")
             dropped = set()
         self._queue([c for c in own if c.call_id not in dropped])
         self.dispatcher.resume()
-
-    async def claim_back(self, own: list[Call]) -> set[str]:
-        """Asks each holder of ``own`` which calls it took over; drops those here. A holder
-        that does not answer within ``CLAIM_WAIT_S``: its calls stay (logged)."""
-        assert self.peers is not None
-        peers = self.peers
-        deadline = self.clock() + CLAIM_WAIT_S
-        dropped: set[str] = set()
-        for holder, call_ids in takeover.claims_by_holder(own, self.node).items():
-            taken: list[str] | None = None
-            while taken is None and self.clock() < deadline:
-                if holder in peers.members():
-                    try:
-                        taken = await peers.claim(holder, self.node, peers.epoch(), call_ids)
-                        break
-                    except Exception as exc:
-                        log.debug("claim from %s failed: %s", holder, exc)
-                await asyncio.sleep(0.2)
-            if taken is None:
-                log.warning(
-                    "holder %s did not answer the claim of %d calls: running them here "
-                    "(it may run them too: at least once)",
-                    holder,
-                    len(call_ids),
-                )
-                continue
-            asked = set(call_ids)
-            gone = [call_id for call_id in taken if call_id in asked]
-            if gone:
-                await self.store.delete(gone)
-                dropped.update(gone)
-                self.unfinished -= len(gone)
-                log.info(
-                    "%s took over %d of this node's calls while it was away", holder, len(gone)
-                )
-        return dropped
 
     async def stop(self) -> None:
         self.dispatcher.close()
@@ -288,6 +202,7 @@ class CallService:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieve)  # an accept whose caller went away has no reader
         return task
 
     async def _trim_loop(self) -> None:
@@ -345,7 +260,9 @@ class CallService:
                     ) from None
                 return Accepted(call_id, replay)
             return await self._accept_keyed(function, request, idem_key, callback_url, ranked)
-        return await self._accept(function, request, None, callback_url, members, None)
+        return await asyncio.shield(
+            self._accepting(function, request, None, callback_url, members, None)
+        )
 
     async def _accept_keyed(
         self,
@@ -357,27 +274,32 @@ class CallService:
     ) -> Accepted:
         first = self._keys_in_flight.get((function, key))
         if first is not None:
-            return Accepted(await asyncio.shield(first), replay=True)
+            return Accepted((await asyncio.shield(first)).call_id, replay=True)
         since = self.wall() - self.settings.idempotency_window_s
         kept = self.store.find_keyed(function, key, since)
         if kept is not None:
             return Accepted(kept.call_id, replay=True)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._keys_in_flight[(function, key)] = future
-        try:
-            accepted = await self._accept(
-                function, request, key, callback_url, ranked, [n for n in ranked if n != self.node]
-            )
-            future.set_result(accepted.call_id)
-            return accepted
-        except BaseException as exc:
-            future.set_exception(
-                exc if isinstance(exc, Exception) else errors.ClusterError("stopped")
-            )
-            future.exception()  # retrieved: a lone keyed accept has no waiter
-            raise
-        finally:
-            del self._keys_in_flight[(function, key)]
+        candidates = [n for n in ranked if n != self.node]
+        task = self._accepting(function, request, key, callback_url, ranked, candidates)
+        self._keys_in_flight[(function, key)] = task
+        task.add_done_callback(lambda _: self._keys_in_flight.pop((function, key), None))
+        return await asyncio.shield(task)
+
+    def _accepting(
+        self,
+        function: str,
+        request: Request,
+        key: str | None,
+        callback_url: str | None,
+        members: list[str],
+        candidates: list[str] | None,
+    ) -> asyncio.Task[Accepted]:
+        """The accept as a task of its own, which the caller awaits shielded: a caller
+        cancelled mid-accept (its client, or the node that forwarded a keyed accept, went
+        away) must not leave a call kept here and on its holder but never queued."""
+        work = self._accept(function, request, key, callback_url, members, candidates)
+        task: asyncio.Task[Accepted] = self._spawn(work)
+        return task
 
     async def _accept(
         self,
@@ -412,7 +334,27 @@ class CallService:
         members: list[str],
         candidates: list[str] | None,
     ) -> Call:
-        """Writes the call here and on a holder; returns it once both committed."""
+        """Writes the call here and on a holder; returns it once both committed. This
+        node's store failing (a full disk, an I/O error) is a 503: nothing was kept here
+        (a copy the holder took is run only if this node dies)."""
+        try:
+            return await self._keep_both(function, request, key, callback_url, members, candidates)
+        except (sqlite3.Error, StoreClosed) as exc:
+            log.error("the call store could not keep a call of %s: %s", function, exc)
+            raise errors.ClusterError(
+                f"this node could not keep the call ({exc}); try another node",
+                retry_after_s=self.settings.retry_after_s,
+            ) from None
+
+    async def _keep_both(
+        self,
+        function: str,
+        request: Request,
+        key: str | None,
+        callback_url: str | None,
+        members: list[str],
+        candidates: list[str] | None,
+    ) -> Call:
         now = self.wall()
         if self.peers is None:
             call = self._new_call(self.node, function, request, key, callback_url, now)
@@ -478,7 +420,7 @@ class CallService:
     async def _attempt(self, call: Call) -> None:
         attempt = call.attempts + 1
         running = replace(call, state="running", attempts=attempt)
-        self._write(running, unless_final=True)
+        self.store.mark_running(call.call_id, attempt).add_done_callback(_log_failure)
         request = call.request
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
         result: Result | None = None
@@ -518,25 +460,16 @@ class CallService:
         self, running: Call, status: int, result: Result | None, failure: Failure | None
     ) -> None:
         now = self.wall()
-        attempt = running.attempts
-        state: State
-        if 200 <= status < 300:
-            state, outcome = "succeeded", "ok"
-        elif status < 500:
-            state, outcome = "failed", "client_error"
-        else:
-            outcome = "error"
-            delay = self._policies.get(running.function, RetryPolicy()).delay_s(
-                attempt, status, self.draw()
-            )
-            if delay is not None:
-                self.metrics.attempt(running.function, "retry")
-                again = replace(running, state="queued", due_at=now + delay, result=result,
-                                failure=failure)  # fmt: skip
-                self._write(again, unless_final=True)
-                self.dispatcher.add(again)
-                return
-            state = "dead"
+        policy = self._policies.get(running.function, RetryPolicy())
+        state, delay = judge(status, running.attempts, policy, self.draw())
+        if delay is not None:
+            self.metrics.attempt(running.function, "retry")
+            again = replace(running, state="queued", due_at=now + delay, result=result,
+                            failure=failure)  # fmt: skip
+            self._write(again, unless_final=True)
+            self.dispatcher.add(again)
+            return
+        outcome = {"succeeded": "ok", "failed": "client_error"}.get(state, "error")
         self.metrics.attempt(running.function, outcome)
         final = replace(running, state=state, finished_at=now, result=result, failure=failure)
         if not await self.store.update(final, unless_final=True):
@@ -586,68 +519,29 @@ class CallService:
                 await asyncio.sleep(OUTCOME_RETRY_S)
         log.info("the outcome of %s did not reach its holder %s", call.call_id, holder)
 
-    # -- the holder's side ---------------------------------------------------------------------
+    # -- the holder's side (``holding.Holding``) -----------------------------------------------
 
     async def take_copies(self, origin: str, calls: Sequence[Call]) -> int:
-        """Keeps the second copies ``origin`` sent; returns how many were new."""
-        copies = [replace(call, role="copy") for call in calls]
-        kept: int = await self.store.insert(copies)
-        return kept
+        return await self.holding.take_copies(origin, calls)
 
     async def take_outcomes(self, origin: str, calls: Sequence[Call]) -> None:
-        """Marks this node's copies as their origin recorded them (a final state once; a
-        ``queued`` one is an operator's retry of a final call)."""
-        for call in calls:
-            kept = self.store.get(call.call_id)
-            if kept is None or kept.role != "copy":
-                continue
-            changed = replace(
-                kept,
-                state=call.state,
-                attempts=call.attempts,
-                finished_at=call.finished_at,
-                result=call.result,
-                failure=call.failure,
-                due_at=call.due_at,
-                callback_state=call.callback_state,
-                callback_attempts=call.callback_attempts,
-            )
-            self._write(changed, unless_final=call.state != "queued")
+        await self.holding.take_outcomes(origin, calls)
 
     async def claim(self, origin: str, epoch: int, call_ids: Sequence[str]) -> list[str]:
-        """``ClaimCalls``: which of ``call_ids`` this node took over. Those it did not are
-        given back: a late notice of the old run's end no longer takes them over."""
-        self.claimed[origin] = max(epoch, self.claimed.get(origin, -1))
-        taken = []
-        for call_id in call_ids:
-            kept = self.store.get(call_id)
-            if kept is not None and kept.role == "own":
-                taken.append(call_id)
-        return taken
+        return await self.holding.claim(origin, epoch, call_ids)
 
     async def take_over(self, origin: str, epoch: int) -> int:
-        """Runs ``origin``'s unfinished copies as this node's own calls (its run ``epoch``
-        is gone); returns how many."""
-        if self.peers is not None and self.peers.newer_run(origin, epoch):
-            return 0  # it is back: it claims its calls itself
-        orphans = takeover.orphans(self.store.unfinished("copy"), origin, epoch, self.claimed)
-        now = self.wall()
-        for copy in orphans:
-            own = replace(copy, role="own", node=self.node, state="queued", due_at=now)
-            await self.store.update(own)
-            self.unfinished += 1
-            self.dispatcher.add(own)
-        if orphans:
-            log.warning(
-                "took over %d calls of %s (its run %d is gone)", len(orphans), origin, epoch
-            )
-        return len(orphans)
+        return await self.holding.take_over(origin, epoch)
 
     def on_run_gone(self, name: str, epoch: int, down: bool) -> None:
         """The ClusterManager's run watcher (``RunGone``): a dead or departed origin's
         calls are taken over; a suspect keeps them."""
         if down and name != self.node:
-            self._spawn(self.take_over(name, epoch))
+            self._spawn(self.holding.take_over(name, epoch))
+
+    def _adopt(self, call: Call) -> None:
+        self.unfinished += 1
+        self.dispatcher.add(call)
 
     # -- reads and the operator's retry --------------------------------------------------------
 
@@ -658,7 +552,7 @@ class CallService:
         parsed = ids.parse(call_id)
         kept = self.store.get(call_id)
         if kept is not None and kept.role == "own":
-            return self._retry(kept) if retry else view(kept)
+            return await self._retry(kept) if retry else view(kept)
         for node in (parsed.origin, parsed.holder):
             if node == self.node:
                 if kept is not None:  # this node's copy: the origin did not answer
@@ -687,10 +581,10 @@ class CallService:
         if retry:
             if kept.role != "own":
                 return None
-            return self._retry(kept)
+            return await self._retry(kept)
         return view(kept)
 
-    def _retry(self, call: Call) -> dict[str, Any]:
+    async def _retry(self, call: Call) -> dict[str, Any]:
         if call.state not in ("dead", "failed"):
             raise Conflict(f"the call is {call.state}; only a dead or failed call is retried")
         again = replace(
@@ -698,7 +592,7 @@ class CallService:
             result=None, failure=None,
             callback_state="pending" if call.callback_url else None, callback_attempts=0,
         )  # fmt: skip
-        self._write(again)
+        await self.store.update(again)  # committed before the answer: a GET then sees it
         self.unfinished += 1
         self.dispatcher.add(again)
         self._tell_holder(again)
@@ -738,6 +632,11 @@ class CallService:
 
     def queue_sizes(self) -> dict[str, int]:
         return {"queued": self.dispatcher.queued, "running": self.dispatcher.running_total}
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

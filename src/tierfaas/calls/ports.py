@@ -1,0 +1,85 @@
+"""What the call service needs of the rest of the node, as protocols: the router that runs a
+call, the other nodes, the callback sender. Tests give fakes; the node gives ``Router.handle``,
+``peers.GrpcPeers`` and ``callbacks.CallbackSender``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from tierfaas.calls.model import Call
+
+Header = tuple[bytes, bytes]
+
+
+class Reply(Protocol):
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class RunCall(Protocol):
+    """``Router.handle``: runs or forwards one call."""
+
+    def __call__(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: Sequence[Header],
+        started: float,
+        path: str = "/",
+        call: tuple[str, int] | None = None,
+    ) -> Awaitable[Reply]: ...
+
+
+class Peers(Protocol):
+    """The other nodes, as the calls need them (``peers.GrpcPeers``; a fake in tests)."""
+
+    def members(self) -> list[str]:
+        """The live, unsuspected members that serve calls, this node included."""
+        ...
+
+    def newer_run(self, name: str, epoch: int) -> bool:
+        """Whether a run of ``name`` newer than ``epoch`` is live."""
+        ...
+
+    def knows(self, name: str) -> bool:
+        """Whether a run of ``name`` is live (alive or suspect) in this node's view."""
+        ...
+
+    def epoch(self) -> int:
+        """This node's own run."""
+        ...
+
+    async def copy(self, node: str, call: Call) -> None: ...
+
+    async def outcome(self, node: str, call: Call) -> None: ...
+
+    async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]: ...
+
+    async def accept(self, node: str, call: Call) -> tuple[str, bool]: ...
+
+    async def get(self, node: str, call_id: str, retry: bool) -> dict[str, Any] | None: ...
+
+    async def listed(
+        self, node: str, state: str | None, function: str | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+
+class CallbackSink(Protocol):
+    """``callbacks.CallbackSender``'s part the service uses."""
+
+    def send(
+        self,
+        url: str,
+        call_id: str,
+        state: str,
+        payload: bytes,
+        on_done: Callable[[str, int], None],
+    ) -> None: ...
+
+    async def close(self) -> None: ...
