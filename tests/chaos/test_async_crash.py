@@ -16,6 +16,10 @@ release's ledger, tests/asyncrel.py, and ``GET /v1/calls/{id}`` on a survivor):
 - the victim, restarted with its store, answers ``succeeded`` for every call, and runs none
   of them again (its holders took them over).
 
+``async_crash_disk_lost``: the same, but the victim comes back with an empty data dir (its
+disk lost): every call is still ``succeeded`` through it (its holders answer) and none runs
+again.
+
 ``async_cron_failover``: the nodes' wall clocks are shifted (libfaketime, by the same offset on
 every node) so that a minute boundary falls ``TICK_LEAD_S`` after the cluster starts; the
 ``tick`` function has ``schedule = "* * * * *"``. The master is killed -9 at an offset from
@@ -27,7 +31,8 @@ tick must run exactly once (one call id in the ledger for that tick; a second ru
 first was on the victim), recorded ``succeeded``.
 
 Short (make test): 3 nodes, 300 calls, two cron rounds. Long (make chaos): 5 nodes, 1,200
-calls, four cron rounds. Addresses: 127.0.49.x (crash), 127.0.50-53.x (cron rounds).
+calls, four cron rounds. Addresses: 127.0.49.x (crash), 127.0.54.x (crash, disk lost),
+127.0.50-53.x (cron rounds).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -266,10 +272,10 @@ def check_runs(crash: Crash, runs: list[dict[str, Any]]) -> tuple[list[str], dic
     return problems, figures
 
 
-def account(crash: Crash, tokens_run: set[str]) -> tuple[ScenarioResult, list[str]]:
+def account(scenario: str, crash: Crash, tokens_run: set[str]) -> tuple[ScenarioResult, list[str]]:
     """The harness's schema: a 202 is ok; a typed error must say the call was not kept and
     must not have run; no answer at all must be a call lost in flight at the kill."""
-    result = ScenarioResult("async_crash", MODE, sent=len(crash.outcomes))
+    result = ScenarioResult(scenario, MODE, sent=len(crash.outcomes))
     problems = []
     typed: Counter[str] = Counter()
     for o in crash.outcomes:
@@ -297,10 +303,17 @@ def not_succeeded(states: dict[str, str]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.timeout(120 if MODE == "short" else 600)
-def test_kill_9_of_the_accepting_node_loses_no_accepted_call(tmp_path: Path) -> None:
+@pytest.mark.parametrize("disk_lost", [False, True], ids=["store_kept", "disk_lost"])
+def test_kill_9_of_the_accepting_node_loses_no_accepted_call(
+    tmp_path: Path, disk_lost: bool
+) -> None:
+    """``disk_lost``: the victim comes back with an empty data dir, as on a new disk: its
+    holders' records are then the only ones."""
+    scenario = "async_crash_disk_lost" if disk_lost else "async_crash"
     ledger = tmp_path / "ledger.jsonl"
     rel = write_release(tmp_path / "rel", ledger, schedule=None)
-    cluster = AsyncCluster(rel, tmp_path, SIZE, subnet="127.0.49", args=NODE_ARGS)
+    subnet = "127.0.54" if disk_lost else "127.0.49"
+    cluster = AsyncCluster(rel, tmp_path, SIZE, subnet=subnet, args=NODE_ARGS)
     problems: list[str] = []
     figures: dict[str, int] = {}
     try:
@@ -341,6 +354,8 @@ def test_kill_9_of_the_accepting_node_loses_no_accepted_call(tmp_path: Path) -> 
             problems.append(f"{len(doubled)} calls recorded by two nodes: {sorted(doubled)[:5]}")
         # The victim back with its store answers for every call and runs none of them again.
         before_restart = len(runs)
+        if disk_lost:
+            shutil.rmtree(tmp_path / "data" / victim.host)
         back = cluster.restart(victim)
         cluster.wait_agreed(cluster.nodes, 30)
         _, back_states = succeeded_everywhere([back], crash.ids, 20)
@@ -372,7 +387,7 @@ def test_kill_9_of_the_accepting_node_loses_no_accepted_call(tmp_path: Path) -> 
     finally:
         cluster.close()
 
-    result, found = account(crash, {r["token"] for r in runs})
+    result, found = account(scenario, crash, {r["token"] for r in runs})
     problems += found
     result.recovery_s = round(recovery_s, 2)
     result.extra.update(
@@ -387,6 +402,7 @@ def test_kill_9_of_the_accepting_node_loses_no_accepted_call(tmp_path: Path) -> 
         f"after {KILL_AFTER} 202s; calls that then cannot connect go to the survivors. "
         "recovery_s: from the kill until GET on a survivor answers succeeded for every 202. "
         "Every 202 ran at least once (ledger); a rerun is of a call that ran on the victim."
+        + (" The victim came back with an empty data dir (its disk lost)." if disk_lost else "")
     )
     write_result(result)
     print(result)
