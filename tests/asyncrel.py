@@ -348,10 +348,18 @@ class AsyncCluster:
         args: Sequence[str],
         env: dict[str, str] | None = None,
         first_host: int = 10,
+        preset: str = "local",
     ) -> None:
         self.tmp = tmp
         self.lc = LocalCluster(
-            rel, size, subnet=subnet, first_host=first_host, seeds=size, log_dir=tmp, env=env
+            rel,
+            size,
+            subnet=subnet,
+            first_host=first_host,
+            seeds=size,
+            log_dir=tmp,
+            env=env,
+            preset=preset,
         )
         self.lc.extra_args = list(args)
         self.every: list[NodeProcess] = []

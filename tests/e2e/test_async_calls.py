@@ -759,3 +759,30 @@ def test_a_draining_node_refuses_new_calls_and_its_queued_ones_run_elsewhere(
         assert "late" not in {r["token"] for r in read_ledger(ledger)}
     finally:
         ac.close()
+
+
+def test_a_503_keeps_nothing_even_when_the_copy_arrives_late(tmp_path: Path) -> None:
+    """The holder is frozen past the copy's deadline, so the accept answers 503 (nothing
+    kept); the copy then reaches it when it resumes. When the origin dies later, the holder
+    must not run a call whose client was told it was not kept."""
+    ledger = tmp_path / "ledger.jsonl"
+    rel = write_release(tmp_path / "rel", ledger, schedule=None)
+    ac = AsyncCluster(
+        rel, tmp_path, 2, subnet="127.0.48", args=NODE_ARGS, first_host=60, preset="lan"
+    )
+    try:
+        a, b = ac.start().nodes
+        accepted(post_async(a.url, "work", {"token": "warm"}))  # the copy channel is up
+        b.signal(signal.SIGSTOP)
+        try:
+            reply = post_async(a.url, "work", {"token": "not-kept"}, retries_503=0)
+        finally:
+            b.signal(signal.SIGCONT)
+        error_of(reply, 503, "unavailable")
+        time.sleep(2.0)  # b handles what reached it while frozen
+        ac.kill(a)
+        # b sees a dead (lan preset: ~6 s) and runs a's calls it holds copies of.
+        time.sleep(12.0)
+        assert "not-kept" not in {r["token"] for r in read_ledger(ledger)}
+    finally:
+        ac.close()
