@@ -131,7 +131,13 @@ def test_pod_runs_the_node_as_specified() -> None:
         "--drain-timeout-s", "30",
         "--memory-budget-mb", "1536",
         "--isolation", "sandbox",
+        "--data-dir", "/var/lib/tierfaas",
     ]  # fmt: skip
+    # The root file system is read-only: the async calls' store has a volume of its own.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["state"] == "/var/lib/tierfaas"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert "emptyDir" in volumes["state"]
     env = {e["name"]: e for e in container["env"]}
     # $(POD_NAME) and $(POD_IP) expand only from variables defined in the container.
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
 
 from tierfaas import errors
 from tierfaas.calls import ids
 from tierfaas.calls.model import STATES, Request
 from tierfaas.calls.service import CallService
 from tierfaas.http import auth
-from tierfaas.http.asgi import Headers, Receive, Scope, Send, read_body, respond_json
+from tierfaas.http.asgi import Headers, Receive, Scope, Send, read_body, respond, respond_json
 from tierfaas.names import is_valid_name
 from tierfaas.routing import forwarding as fw
 
@@ -201,11 +200,14 @@ class CallsApi:
         query: bytes = scope.get("query_string", b"")
         request = Request(body, subpath, query.decode("latin-1"), tuple(kept))
         accepted = await self.service.accept(name, request, idem_key=key, callback_url=callback)
-        headers.append((b"x-call-id", accepted.call_id.encode()))
+        call_id = accepted.call_id.encode()
+        headers.append((b"x-call-id", call_id))
         state = "queued"
         if accepted.replay:
             headers.append((b"x-idempotent-replay", b"true"))
             first = self.service.store.get(accepted.call_id)
             state = first.state if first is not None else state
-        answer: dict[str, Any] = {"call_id": accepted.call_id, "state": state}
-        await respond_json(send, 202, answer, headers)
+        # Formatted, not json.dumps (a tenth of the accept's time in py-spy): an id and a
+        # state have no character JSON escapes (ids.parse, model.STATES).
+        answer = b'{"call_id":"%s","state":"%s"}' % (call_id, state.encode())
+        await respond(send, 202, answer, b"application/json", headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -41,19 +41,35 @@ class CallMetrics:
             registry=registry,
         )
         # tierfaas_callbacks_total is the CallbackSender's (calls/callbacks.py).
+        self._accepted: dict[str, Any] = {}
+        self._finished: dict[tuple[str, str], Any] = {}
+        self._attempts: dict[tuple[str, str], Any] = {}
 
     def watch(self, source: _Sized) -> None:
         for state in ("queued", "running"):
             self.queue.labels(state).set_function(_reader(source, state))
 
+    # labels() takes a lock and builds a key: the children counted per call are kept.
+
     def accepted(self, function: str) -> None:
-        self.accepted_total.labels(function).inc()
+        child = self._accepted.get(function)
+        if child is None:
+            child = self._accepted[function] = self.accepted_total.labels(function)
+        child.inc()
 
     def finished(self, function: str, state: str) -> None:
-        self.finished_total.labels(function, state).inc()
+        key = (function, state)
+        child = self._finished.get(key)
+        if child is None:
+            child = self._finished[key] = self.finished_total.labels(function, state)
+        child.inc()
 
     def attempt(self, function: str, outcome: str) -> None:
-        self.attempts_total.labels(function, outcome).inc()
+        key = (function, outcome)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self.attempts_total.labels(function, outcome)
+        child.inc()
 
 
 def _reader(source: _Sized, state: str) -> Callable[[], float]:

@@ -135,6 +135,7 @@ class CallService:
         )  # fmt: skip
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepts = 0  # accepts in flight
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
             for name, spec in functions.items()
@@ -316,11 +317,14 @@ class CallService:
                 retry_after_s=self.settings.retry_after_s,
             )
         self.unfinished += 1  # held while the accept is in flight: the bound is never passed
+        self._accepts += 1
         try:
             call = await self._keep(function, request, key, callback_url, members, candidates)
         except BaseException:
             self.unfinished -= 1
             raise
+        finally:
+            self._accepts -= 1
         self.metrics.accepted(function)
         self.dispatcher.add(call)
         return Accepted(call.call_id)
@@ -368,7 +372,7 @@ class CallService:
             call = self._new_call(holder, function, request, key, callback_url, now)
             local = self.store.insert([call])
             try:
-                await self.peers.copy(holder, call)
+                await self.peers.copy(holder, call, company=self._accepts > 1)
             except Exception as exc:
                 last_error = exc
                 log.info("holder %s did not take the copy of a call: %s", holder, exc)

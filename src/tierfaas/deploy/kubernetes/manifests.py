@@ -27,6 +27,7 @@ from tierfaas.deploy.kubernetes.settings import (
     HTTP_PORT,
     REGISTRY_MOUNT,
     RUN_AS,
+    STATE_MOUNT,
     KubernetesSettings,
     env_name,
     fits,
@@ -86,6 +87,7 @@ def node_args(settings: KubernetesSettings, version: str, generation: int) -> li
         "--drain-timeout-s", str(settings.drain_timeout_s),
         "--memory-budget-mb", str(settings.memory_budget_mb),
         "--isolation", settings.isolation,
+        "--data-dir", STATE_MOUNT,
         *settings.node_args,
     ]  # fmt: skip
 
@@ -159,6 +161,8 @@ def pod_manifest(
             # Read-write: the master writes the rollout status into the registry.
             {"name": "registry", "mountPath": REGISTRY_MOUNT},
             {"name": "tmp", "mountPath": "/tmp"},
+            # The root file system is read-only: the async calls' store lives here.
+            {"name": "state", "mountPath": STATE_MOUNT},
         ],
     }
     if settings.prestop_sleep_s:
@@ -189,6 +193,7 @@ def pod_manifest(
                     "persistentVolumeClaim": {"claimName": settings.registry_claim},
                 },
                 {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}},
             ],
         },
     }

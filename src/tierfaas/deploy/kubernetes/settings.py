@@ -21,6 +21,9 @@ from tierfaas.errors import ConfigError
 HTTP_PORT = 8080
 GOSSIP_PORT = 7946  # the control plane (gRPC) listens on +1, the query lane on +2
 REGISTRY_MOUNT = "/registry"
+STATE_MOUNT = "/var/lib/tierfaas"
+"""The node's --data-dir (its async calls' store): an emptyDir, so it outlives a restart of
+the node's container in its pod (which then claims its calls back), not the pod."""
 RUN_AS = 10001  # the image's user and group
 NODE_OVERHEAD_MIB = 512
 """Memory a node needs besides its instances (the node, its zygote, gossip); the rest of the
