@@ -1,5 +1,5 @@
 """Asynchronous calls (issue 20) through a real 2-node loopback cluster (127.0.47.x): every
-point of the HTTP contract (docs/openapi.yaml, /work design note) and every bad input.
+point of the HTTP contract (docs/openapi.yaml, docs/architecture.md) and every bad input.
 
 The release (tests/asyncrel.py) is written into the module's tmp dir; its functions append
 ``{"call_id", "attempt", "node", ...}`` to a ledger file before doing anything, so runs are
@@ -13,6 +13,11 @@ offset, so they agree with each other) so that a minute boundary falls ~12 s aft
 cluster starts. The ``tick`` function (``schedule = "* * * * *"``) then fires at that
 boundary and every minute after it, and the test waits at most until the first one (+ a
 margin).
+
+The tests at the end start clusters of their own (127.0.48.x), for what changes a cluster:
+no live peer (503), a standalone node, a keyed accept whose forwarding node dies while the
+home waits for a frozen holder, a drain (SIGTERM), and a copy that reaches a frozen holder
+after its deadline.
 """
 
 from __future__ import annotations
