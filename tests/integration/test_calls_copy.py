@@ -281,3 +281,62 @@ async def test_an_accept_whose_caller_goes_away_still_runs(nodes: list[Node]) ->
     await _until(lambda: len(a.ran) == 1)
     again = await a.service.accept("f", Request(b"x"), idem_key=key)
     assert again.replay and a.ran == [(again.call_id, 1)]
+
+
+async def test_a_drain_lets_running_calls_end_and_tells_their_holder_first(
+    nodes: list[Node],
+) -> None:
+    """What a draining origin does before it leaves: its running calls end and their holder
+    records them, so the leave makes the holder take over only what is still queued."""
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    a.gate = asyncio.Event()
+    running = await a.service.accept("f", Request(b"1"))
+    queued = await a.service.accept("f", Request(b"2"))  # f's async share here is 1
+    await _until(lambda: len(a.ran) == 1)
+    a.service.draining = True
+    a.service.dispatcher.paused = True
+    finishing = asyncio.ensure_future(a.service.finish_running(10.0))
+    await asyncio.sleep(0.05)
+    assert not finishing.done()  # the call still runs
+    a.gate.set()
+    await finishing
+    held = b.service.store.get(running.call_id)
+    assert held is not None and held.state == "succeeded"  # committed before the leave
+    assert await b.service.take_over("a", 1) == 1  # only the queued one
+    await _until(lambda: [c for c, _ in b.ran] == [queued.call_id])
+
+
+async def test_a_copy_whose_answer_was_lost_is_withdrawn(nodes: list[Node]) -> None:
+    """The holder commits the copy but the origin never hears so (it timed out): the accept
+    fails, and the copy is marked final there, never to be taken over."""
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    taking = b.service.take_copies
+
+    async def kept_then_lost(origin: str, calls: Any) -> int:
+        await taking(origin, calls)
+        raise RuntimeError("the answer is lost")
+
+    b.service.take_copies = kept_then_lost  # type: ignore[method-assign]
+    with pytest.raises(errors.ClusterError):
+        await a.service.accept("f", Request(b"x"))
+    assert a.service.store.listed() == []
+    await _until(lambda: not b.service.store.unfinished("copy"))  # type: ignore[union-attr]
+    assert await b.service.take_over("a", 1) == 0
+
+
+async def test_copies_go_on_after_the_holder_restarts(nodes: list[Node]) -> None:
+    """The copy stream to a holder that went away is opened again to its new run."""
+    a, b = nodes
+    assert a.service is not None
+    first = await a.service.accept("f", Request(b"1"))
+    await b.kill()
+    with pytest.raises(errors.ClusterError):  # no live peer: nothing accepted
+        await a.service.accept("f", Request(b"2"))
+    b.epoch = 2
+    restarted = await b.start()
+    again = await a.service.accept("f", Request(b"3"))
+    assert ids.parse(again.call_id).holder == "b"
+    assert restarted.store.get(again.call_id) is not None
+    assert restarted.store.get(first.call_id) is not None  # its store kept the first copy

@@ -1,5 +1,6 @@
-"""The calls' part of the ``tierfaas.v1.Control`` servicer: CopyCalls, CallOutcomes,
-ClaimCalls, AcceptCall, GetCall and ListCalls, over the node's ``CallService``.
+"""The calls' part of the ``tierfaas.v1.Control`` servicer: CopyCalls (and CopyStream, the
+same on a stream), CallOutcomes, ClaimCalls, AcceptCall, GetCall and ListCalls, over the
+node's ``CallService``.
 
 ``ControlServer`` inherits it; like its other methods, each gets the request's bytes and
 decodes them itself (a bad message is ``INVALID_ARGUMENT``). A node with no call service yet
@@ -11,6 +12,7 @@ the control API's usual message limit (gRPC's own cap).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
@@ -69,6 +71,13 @@ class CallsServicer:
         service, origin, calls = await self._records(context, data)
         kept = await service.take_copies(origin, calls)
         return pb.CopyCallsReply(kept=kept)
+
+    async def CopyStream(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[pb.CopyCallsReply]:
+        async for data in requests:
+            service, origin, calls = await self._records(context, data)
+            yield pb.CopyCallsReply(kept=await service.take_copies(origin, calls))
 
     async def CallOutcomes(self, data: bytes, context: Context) -> pb.CopyCallsReply:
         service, origin, calls = await self._records(context, data)

@@ -8,6 +8,7 @@ peer travel in batches (``replication.Batcher``); every call carries the cluster
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,10 @@ class GrpcPeers:
         self._stubs: dict[str, tuple[aio.Channel, rpc.ControlStub]] = {}
         self._members_of: MemberView | None = None
         self._members: list[str] = []
+        self._copy_streams: dict[
+            str,
+            tuple[rpc.ControlStub, aio.StreamStreamCall[pb.CopyCallsRequest, pb.CopyCallsReply]],
+        ] = {}
         self.copies: Batcher[Call] = Batcher(
             self._send_copies,
             wire.size,
@@ -99,10 +104,42 @@ class GrpcPeers:
         return cached[1]
 
     async def _send_copies(self, node: str, calls: list[Call]) -> None:
+        """One batch on the node's copy stream (opened on first use, and again after any
+        failure); its reply means the holder committed the batch. The batcher sends one
+        batch at a time per node, so requests and replies alternate on the stream. A stream
+        that had served before and fails (its holder restarted on the same address) is
+        replaced once at once: a copy sent twice is kept once (its id is its key)."""
         request = pb.CopyCallsRequest(origin=self.name, calls=[wire.to_pb(c) for c in calls])
-        await self._stub(node).CopyCalls(
-            request, metadata=self._metadata, wait_for_ready=True, timeout=COPY_TIMEOUT_S
-        )
+        async with asyncio.timeout(COPY_TIMEOUT_S):
+            stub = self._stub(node)
+            stream = self._copy_streams.get(node)
+            if stream is not None and stream[0] is stub and not stream[1].done():
+                try:
+                    await self._exchange(node, stream[1], request)
+                    return
+                except aio.AioRpcError:
+                    pass  # a stale stream: a fresh one below
+            call = stub.CopyStream(metadata=self._metadata, wait_for_ready=True)
+            self._copy_streams[node] = (stub, call)
+            await self._exchange(node, call, request)
+
+    async def _exchange(
+        self,
+        node: str,
+        call: aio.StreamStreamCall[pb.CopyCallsRequest, pb.CopyCallsReply],
+        request: pb.CopyCallsRequest,
+    ) -> None:
+        try:
+            await call.write(request)
+            reply = await call.read()
+            if reply is aio.EOF:
+                raise ConnectionError(f"{node} closed the copy stream")
+        except BaseException:
+            # Where the stream stands is unknown: the next batch gets a new one.
+            if self._copy_streams.get(node, (None, None))[1] is call:
+                del self._copy_streams[node]
+            call.cancel()
+            raise
 
     async def _send_outcomes(self, node: str, calls: list[Call]) -> None:
         records = [wire.to_pb(c, with_request=False) for c in calls]
@@ -158,3 +195,6 @@ class GrpcPeers:
     async def close(self) -> None:
         await self.copies.close()
         await self.outcomes.close()
+        for _, call in self._copy_streams.values():
+            call.cancel()
+        self._copy_streams.clear()

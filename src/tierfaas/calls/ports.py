@@ -72,6 +72,8 @@ class Peers(Protocol):
         self, node: str, state: str | None, function: str | None, limit: int
     ) -> list[dict[str, Any]]: ...
 
+    async def close(self) -> None: ...
+
 
 class CallbackSink(Protocol):
     """``callbacks.CallbackSender``'s part the service uses."""

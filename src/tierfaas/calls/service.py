@@ -8,8 +8,9 @@ Theory of operation.
   it already holds with the first call's id. The call is then written to this node's store
   and sent to its holder (``replication.holders``) *at the same time*; the answer waits for
   both commits. A holder that fails is replaced by the next choice (with a new id, naming
-  it), at most ``copy_tries`` times; then nothing is kept and the answer is 503. A
-  standalone node keeps its one copy.
+  it; the failed copy is withdrawn), at most ``copy_tries`` times; then nothing is kept and
+  the answer is 503. A standalone node keeps its one copy. The accept runs as a task of its
+  own: a caller that goes away mid-accept leaves nothing half done.
 - **Run** (``Dispatcher`` -> ``_execute``): the call goes through the router (so it runs
   where its function is warm, or starts here) with ``X-Call-Id`` and ``X-Call-Attempt``.
   2xx: ``succeeded``; 4xx: ``failed``; 5xx (timeouts and node failures included): retried
@@ -18,9 +19,11 @@ Theory of operation.
   ``retry_after_s`` and is tried again without counting an attempt.
 - **Record**: a final state is written once (``update(unless_final=True)``); then the holder
   is told (``CallOutcomes``, batched, off the critical path) and the callback, if any, sent.
-- **Takeover**: when the origin's run is reported dead or left, the holder runs its
-  unfinished copies as its own (``takeover.orphans``). At start, a node with unfinished calls
-  in its store asks their holders which they took over (``claim_back``) before it runs them.
+- **Takeover** (``holding.Holding``): when the origin's run is reported dead or left, the
+  holder runs its unfinished copies as its own (``takeover.orphans``). At start, a node with
+  unfinished calls in its store asks their holders which they took over (``claim_back``)
+  before it runs them. A draining node lets its running calls end and their holders hear so
+  before it leaves (``finish_running``), so the holders take over only the queued ones.
 - **Reads**: a call's record is its origin's, else its holder's: ``get`` asks them in that
   order when this node does not own the call.
 """
@@ -136,6 +139,7 @@ class CallService:
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepts = 0  # accepts in flight
+        self._outcomes: set[asyncio.Task[Any]] = set()  # outcomes on their way to holders
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
             for name, spec in functions.items()
@@ -193,6 +197,19 @@ class CallService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.callbacks is not None:
             await self.callbacks.close()
+        if self.peers is not None:
+            await self.peers.close()
+
+    async def finish_running(self, timeout_s: float) -> None:
+        """The drain of a clustered node, before it leaves: no new call starts (the caller
+        paused the dispatcher); waits, at most ``timeout_s``, for the calls running here to
+        end and their outcomes to reach their holders. Then its leave makes the holders take
+        over only the calls still queued: none runs twice because of the drain."""
+        deadline = self.clock() + timeout_s
+        while self.dispatcher.running_total and self.clock() < deadline:
+            await asyncio.sleep(0.02)
+        if self._outcomes:
+            await asyncio.wait(set(self._outcomes), timeout=max(0.0, deadline - self.clock()))
 
     def _resend_callbacks(self) -> None:
         """The callbacks of finished calls still pending when the node last stopped."""
@@ -378,6 +395,7 @@ class CallService:
                 log.info("holder %s did not take the copy of a call: %s", holder, exc)
                 await asyncio.gather(local, return_exceptions=True)
                 await self.store.delete([call.call_id])
+                self._withdraw(holder, call)
                 continue
             await local
             return call
@@ -386,6 +404,15 @@ class CallService:
             + (f" ({last_error})" if last_error else " (no live peer)"),
             retry_after_s=self.settings.retry_after_s,
         )
+
+    def _withdraw(self, holder: str, call: Call) -> None:
+        """A copy that failed may still have reached ``holder`` (an answer lost, a timeout
+        after its commit): marked final there, it is never taken over, so the call the
+        client retries under another id cannot run twice. Best effort, off the path."""
+        assert self.peers is not None
+        failure = Failure(503, "not_accepted", "its second copy failed; it was never accepted")
+        withdrawn = replace(call, state="failed", finished_at=self.wall(), failure=failure)
+        self._spawn(self.peers.outcome(holder, withdrawn))
 
     def _new_call(
         self,
@@ -507,7 +534,9 @@ class CallService:
         parsed = ids.parse(call.call_id)
         if self.peers is None or parsed.origin != self.node or parsed.holder == self.node:
             return
-        self._spawn(self._send_outcome(parsed.holder, call))
+        task = self._spawn(self._send_outcome(parsed.holder, call))
+        self._outcomes.add(task)
+        task.add_done_callback(self._outcomes.discard)
 
     async def _send_outcome(self, holder: str, call: Call) -> None:
         assert self.peers is not None

@@ -46,6 +46,7 @@ class ControlStub(Protocol):
     AcceptCall: aio.UnaryUnaryMultiCallable[pb.CallRecord, pb.AcceptCallReply]
     GetCall: aio.UnaryUnaryMultiCallable[pb.GetCallRequest, pb.GetCallReply]
     ListCalls: aio.UnaryUnaryMultiCallable[pb.ListCallsRequest, pb.ListCallsReply]
+    CopyStream: aio.StreamStreamMultiCallable[pb.CopyCallsRequest, pb.CopyCallsReply]
 
 
 def stub(channel: aio.Channel) -> ControlStub:

@@ -12,7 +12,9 @@ ClusterManager actor, membership (the join), the control plane, the router's pee
 connections and the rollout controller; freeze the heap built so far (``gc.freeze``); serve.
 
 Shutdown (SIGTERM or SIGINT), in this order: stop accepting connections (load balancers and
-peers move on to other nodes; /readyz says 503) and tell the cluster this node is leaving
+peers move on to other nodes; /readyz says 503), refuse new async calls and start no queued
+one, let the async calls running here end and their holders hear so (a clustered node), and
+tell the cluster this node is leaving
 (gossip *leave*, so peers see it gone within milliseconds instead of declaring it dead
 seconds later); serve the calls in flight and those still arriving on open connections,
 each answer closing its connection, until ``drain_quiet_s`` passes without one (at most
@@ -277,10 +279,15 @@ class Node:
         self.parts.metrics.draining.set(1)
         for listener in getattr(self.server, "servers", []):
             listener.close()
-        if self.parts.cluster is not None:
-            # Leave first: peers stop sending work here within milliseconds.
-            await self.parts.cluster.membership.leave(timeout=2.0)
         deadline = time.monotonic() + self.config.drain_timeout_s
+        if self.parts.cluster is not None:
+            if calls is not None:
+                # The async calls running here end, and their holders hear so, before the
+                # leave: a holder takes over only what is still queued, so the drain runs
+                # nothing twice. Peers still see this node alive meanwhile (and it serves).
+                await calls.finish_running(self.config.drain_timeout_s)
+            # Then leave: peers stop sending work here within milliseconds.
+            await self.parts.cluster.membership.leave(timeout=2.0)
         quiet = self.config.drain_quiet_s
         while time.monotonic() < deadline and (
             app.in_flight
