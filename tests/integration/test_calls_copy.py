@@ -187,9 +187,11 @@ async def test_the_holder_takes_over_a_gone_origins_calls(nodes: list[Node]) -> 
     a.gate = None
     a.ran.clear()
     restarted = await a.start(claim=True)
-    await _until(lambda: not restarted.dispatcher.paused)
-    assert a.ran == []
-    assert all(restarted.store.get(x.call_id) is None for x in accepted)
+    await _until(lambda: all(restarted.store.get(x.call_id) is None for x in accepted))
+    assert restarted.unfinished == 0
+    # New calls run at once, while and after the claim: the dropped ones never.
+    fresh = await restarted.accept("f", Request(b"new"))
+    await _until(lambda: a.ran == [(fresh.call_id, 1)])
     assert (await restarted.get(accepted[0].call_id))["node"] == "b"
 
 
@@ -340,3 +342,19 @@ async def test_copies_go_on_after_the_holder_restarts(nodes: list[Node]) -> None
     assert ids.parse(again.call_id).holder == "b"
     assert restarted.store.get(again.call_id) is not None
     assert restarted.store.get(first.call_id) is not None  # its store kept the first copy
+
+
+async def test_a_read_whose_nodes_do_not_answer_is_503_not_404(nodes: list[Node]) -> None:
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    accepted = await b.service.accept("f", Request(b"x"))  # kept on b, copied to a
+
+    async def broken(call_id: str, retry: bool) -> None:
+        raise RuntimeError("cannot answer")
+
+    b.service.get_here = broken  # type: ignore[method-assign]
+    view = await a.service.get(accepted.call_id)  # the origin fails: a's own copy answers
+    assert view["node"] == "b"
+    stranger = ids.new_id("b", "b")  # kept by b alone, which does not answer
+    with pytest.raises(errors.ClusterError):
+        await a.service.get(stranger)

@@ -152,3 +152,27 @@ def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float 
     from tierfaas.calls.service import judge
 
     assert judge(status, attempt, RetryPolicy(max_retries=2), draw=0.5) == expected
+
+
+async def test_a_batch_waits_for_company_only_when_told_more_is_coming() -> None:
+    sent: list[list[int]] = []
+    lingered: list[float] = []
+    gate = asyncio.Event()
+
+    async def send(peer: str, items: list[int]) -> None:
+        sent.append(items)
+
+    async def sleep(seconds: float) -> None:  # the linger, held until the test says so
+        lingered.append(seconds)
+        await gate.wait()
+
+    batcher: Batcher[int] = Batcher(send, size=lambda item: 1, company_linger_s=0.001,
+                                    sleep=sleep)  # fmt: skip
+    await batcher.submit("p", 0)  # alone: leaves at once
+    assert sent == [[0]] and lingered == []
+    first = batcher.submit("p", 1, company=True)
+    await asyncio.sleep(0)
+    rest = [batcher.submit("p", n) for n in (2, 3)]  # arrive during the linger
+    gate.set()
+    await asyncio.gather(first, *rest)
+    assert lingered == [0.001] and sent == [[0], [1, 2, 3]]

@@ -75,6 +75,7 @@ class Batcher(Generic[T]):
         max_bytes: int = MAX_BATCH_BYTES,
         linger_s: float = 0.0,
         company_linger_s: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``linger_s``: how long a batch waits for company before it leaves (0: at once;
         for what nobody waits on, like outcomes, a short linger saves round trips).
@@ -85,6 +86,7 @@ class Batcher(Generic[T]):
         self._size = size
         self.linger_s = linger_s
         self.company_linger_s = company_linger_s
+        self._sleep = sleep
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._lanes: dict[str, _Lane[T]] = {}
@@ -118,7 +120,7 @@ class Batcher(Generic[T]):
     async def _drain(self, peer: str, lane: _Lane[T], linger_s: float) -> None:
         try:
             if linger_s > 0:
-                await asyncio.sleep(linger_s)
+                await self._sleep(linger_s)
             while lane.pending:
                 batch = self._take(lane)
                 error: BaseException | None = None

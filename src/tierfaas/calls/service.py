@@ -157,9 +157,9 @@ class CallService:
 
     async def start(self, claim: bool) -> None:
         """Loads the store and runs its calls; with ``claim`` (a clustered node) asks the
-        holders first which of them they took over while this node was away."""
+        holders first which of them they took over while this node was away (those calls
+        alone wait for the answers: calls accepted meanwhile run at once)."""
         own = self.load()
-        self.dispatcher.paused = True
         self._spawn(self._trim_loop())
         if self.callbacks is not None:
             self._resend_callbacks()
@@ -169,7 +169,7 @@ class CallService:
             self._spawn(self._claim_then_run(own))
         else:
             self._queue(own)
-            self.dispatcher.resume()
+        self.dispatcher.resume()
 
     def _queue(self, calls: Sequence[Call]) -> None:
         now = self.wall()
@@ -188,7 +188,6 @@ class CallService:
             log.exception("claiming calls back failed: running them all (at least once)")
             dropped = set()
         self._queue([c for c in own if c.call_id not in dropped])
-        self.dispatcher.resume()
 
     async def stop(self) -> None:
         self.dispatcher.close()
@@ -580,12 +579,14 @@ class CallService:
 
     async def get(self, call_id: str, *, retry: bool = False) -> dict[str, Any]:
         """The call's record (its origin's, else its holder's); with ``retry``, a dead or
-        failed call queued again. Raises ``NotFound`` (404), ``Conflict`` (409) or a
-        ``ValueError`` for a malformed id."""
+        failed call queued again. Raises ``NotFound`` (404: no node that keeps it knows it),
+        ``ClusterError`` (503: a live node that may keep it did not answer), ``Conflict``
+        (409) or a ``ValueError`` for a malformed id."""
         parsed = ids.parse(call_id)
         kept = self.store.get(call_id)
         if kept is not None and kept.role == "own":
             return await self._retry(kept) if retry else view(kept)
+        unanswered: list[str] = []
         for node in (parsed.origin, parsed.holder):
             if node == self.node:
                 if kept is not None:  # this node's copy: the origin did not answer
@@ -600,10 +601,16 @@ class CallService:
             except errors.HttpError:
                 raise
             except Exception as exc:
-                log.debug("asking %s for %s failed: %s", node, call_id, exc)
+                log.info("asking %s for %s failed: %s", node, call_id, exc)
+                unanswered.append(node)
                 continue
             if found is not None:
                 return found
+        if unanswered:
+            raise errors.ClusterError(
+                f"{', '.join(unanswered)} did not answer for {call_id[:160]!r}; try again",
+                retry_after_s=self.settings.retry_after_s,
+            )
         raise errors.NotFound(f"no call {call_id[:160]!r} (unknown, or expired)")
 
     async def get_here(self, call_id: str, retry: bool) -> dict[str, Any] | None:
