@@ -353,16 +353,6 @@ class CallStore:
 
         return self._submit(op)
 
-    def mark_running(self, call_id: str, attempt: int) -> asyncio.Future[bool]:
-        """The call's attempt ``attempt`` has started (unless it is final already)."""
-        args = (attempt, call_id)
-
-        def op(c: sqlite3.Connection) -> bool:
-            sql = "UPDATE calls SET state = 'running', attempts = ? WHERE call_id = ? AND state"
-            return c.execute(sql + f" NOT IN {_FINAL_SQL}", args).rowcount > 0
-
-        return self._submit(op)
-
     def delete(self, call_ids: Iterable[str]) -> asyncio.Future[int]:
         ids = [(call_id,) for call_id in call_ids]
 
