@@ -56,7 +56,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $(BENCH_STAMP)
 
 # Every benchmark in full (about 29 min); `make bench QUICK=--quick` for a look in ~5 min.
-BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity scale
+BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity scale async
 bench: $(BENCH_STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
 	  $(BIN)/python benchmarks/$$b.py $(QUICK) || exit 1; done

@@ -179,3 +179,19 @@ async def test_outcomes_mark_copies_once_without_reading_them(store: CallStore) 
     again = replace(done, state="queued", finished_at=None, result=None, attempts=0)
     assert await store.record_outcomes([again]) == 1  # an operator's retry
     assert store.get(copy.call_id) == again
+
+
+async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    """The write connection's automatic checkpoint is off (it would fsync on the event loop):
+    the checkpoint thread copies the WAL into the database file instead."""
+    store = CallStore(tmp_path / "calls.db", checkpoint_every_s=0.02)
+    store.open()
+    try:
+        body = b"x" * 2048
+        await store.insert([_call(n, request=Request(body)) for n in range(1000)])
+        deadline = asyncio.get_running_loop().time() + 10
+        while (tmp_path / "calls.db").stat().st_size < 1_000_000:  # all of it still in the WAL
+            assert asyncio.get_running_loop().time() < deadline, "no checkpoint in 10 s"
+            await asyncio.sleep(0.02)
+    finally:
+        store.close()

@@ -206,10 +206,34 @@ async def test_a_restarted_origin_keeps_what_the_holder_did_not_take(nodes: list
     a.gate = None
     restarted = await a.start(claim=True)
     await _until(lambda: len(a.ran) == 2)  # run again: the first attempt was cut
-    assert a.ran[-1] == (accepted.call_id, 2)
+    # Under the same attempt number: ``running`` is not written, and a cut attempt was
+    # never judged (it uses none of the call's retries).
+    assert a.ran[-1] == (accepted.call_id, 1)
     # A late notice of the old run's end takes nothing over: the new run claimed them.
     assert await b.service.take_over("a", 1) == 0
     await _until(lambda: restarted.store.get(accepted.call_id).state == "succeeded")  # type: ignore[union-attr]
+
+
+async def test_a_running_call_reads_running_though_its_record_stays_queued(
+    nodes: list[Node],
+) -> None:
+    a, b = nodes
+    assert a.service is not None and b.service is not None
+    a.gate = asyncio.Event()
+    accepted = await a.service.accept("f", Request(b"x"))
+    await _until(lambda: len(a.ran) == 1)
+    kept = a.service.store.get(accepted.call_id)
+    assert kept is not None and (kept.state, kept.attempts) == ("queued", 0)  # no write
+    for node in (a, b):
+        assert node.service is not None
+        view = await node.service.get(accepted.call_id)
+        assert (view["state"], view["attempts"]) == ("running", 1)
+    assert [c["call_id"] for c in a.service.listed("running")] == [accepted.call_id]
+    assert a.service.listed("queued") == []
+    assert [c["state"] for c in a.service.listed()] == ["running"]
+    a.gate.set()
+    await _until(lambda: a.service.listed("running") == [])  # type: ignore[union-attr]
+    assert (await a.service.get(accepted.call_id))["state"] == "succeeded"
 
 
 async def test_a_keyed_call_is_accepted_once_through_any_node(nodes: list[Node]) -> None:

@@ -176,3 +176,25 @@ async def test_a_batch_waits_for_company_only_when_told_more_is_coming() -> None
     gate.set()
     await asyncio.gather(first, *rest)
     assert lingered == [0.001] and sent == [[0], [1, 2, 3]]
+
+
+async def test_with_a_linger_every_batch_waits_for_company_not_only_the_first() -> None:
+    sent: list[list[int]] = []
+    lingered: list[float] = []
+    gate = asyncio.Event()
+
+    async def send(peer: str, items: list[int]) -> None:
+        sent.append(items)
+        await gate.wait()
+
+    async def sleep(seconds: float) -> None:
+        lingered.append(seconds)
+
+    batcher: Batcher[int] = Batcher(send, size=lambda item: 1, linger_s=0.05, sleep=sleep)
+    first = batcher.submit("p", 0)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first batch is in flight
+    rest = [batcher.submit("p", n) for n in (1, 2)]
+    gate.set()
+    await asyncio.gather(first, *rest)
+    assert sent == [[0], [1, 2]] and lingered == [0.05, 0.05]

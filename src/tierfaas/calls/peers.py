@@ -151,8 +151,8 @@ class GrpcPeers:
     async def copy(self, node: str, call: Call, *, company: bool = False) -> None:
         await self.copies.submit(node, call, company=company)
 
-    async def outcome(self, node: str, call: Call) -> None:
-        await self.outcomes.submit(node, call)
+    def outcome(self, node: str, call: Call) -> asyncio.Future[None]:
+        return self.outcomes.submit(node, call)
 
     async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]:
         request = pb.ClaimCallsRequest(origin=origin, epoch=epoch, call_ids=call_ids)

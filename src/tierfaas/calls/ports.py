@@ -4,6 +4,7 @@ call, the other nodes, the callback sender. Tests give fakes; the node gives ``R
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -60,7 +61,10 @@ class Peers(Protocol):
         copies may share the round trip)."""
         ...
 
-    async def outcome(self, node: str, call: Call) -> None: ...
+    def outcome(self, node: str, call: Call) -> asyncio.Future[None]:
+        """Tells ``node`` (the call's holder) how the call stands; the future resolves once
+        it recorded it (a future, not a coroutine: the service needs no task per call)."""
+        ...
 
     async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]: ...
 

@@ -139,7 +139,10 @@ class CallService:
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepts = 0  # accepts in flight
-        self._outcomes: set[asyncio.Task[Any]] = set()  # outcomes on their way to holders
+        self._outcomes: set[asyncio.Future[None]] = set()  # outcomes on their way to holders
+        self._running: dict[str, Call] = {}
+        """The own calls running now, as their records would say (the store keeps them
+        ``queued`` until their attempt is judged: see ``_attempt``)."""
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
             for name, spec in functions.items()
@@ -193,6 +196,8 @@ class CallService:
         self.dispatcher.close()
         for task in list(self._tasks):
             task.cancel()
+        for told in list(self._outcomes):
+            told.cancel()  # a retry still due finds it done and stops
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.callbacks is not None:
             await self.callbacks.close()
@@ -445,12 +450,19 @@ class CallService:
         except Exception:
             log.exception("call %s: recording its attempt failed", call.call_id)
         finally:
+            self._running.pop(call.call_id, None)
             self.dispatcher.finished(call.function)
 
     async def _attempt(self, call: Call) -> None:
         attempt = call.attempts + 1
         running = replace(call, state="running", attempts=attempt)
-        self.store.mark_running(call.call_id, attempt).add_done_callback(_log_failure)
+        # Not written: ``running`` lives in memory only (``_running``; reads overlay it). A
+        # write would buy nothing after a crash, where a running call is queued and run
+        # again anyway (at least once), and it was a fifth of the call's store writes. The
+        # kept record says ``queued`` with the attempts judged so far, so a call cut by a
+        # crash runs again under the same attempt number: a cut attempt, like a deferred
+        # one, was never judged and uses none of the call's retries.
+        self._running[call.call_id] = running
         request = call.request
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
         result: Result | None = None
@@ -533,23 +545,40 @@ class CallService:
         parsed = ids.parse(call.call_id)
         if self.peers is None or parsed.origin != self.node or parsed.holder == self.node:
             return
-        task = self._spawn(self._send_outcome(parsed.holder, call))
-        self._outcomes.add(task)
-        task.add_done_callback(self._outcomes.discard)
+        told: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.add(told)
+        told.add_done_callback(self._outcomes.discard)
+        self._send_outcome(parsed.holder, call, told, OUTCOME_TRIES)
 
-    async def _send_outcome(self, holder: str, call: Call) -> None:
+    def _send_outcome(
+        self, holder: str, call: Call, told: asyncio.Future[None], tries: int
+    ) -> None:
+        """One try at telling ``holder``; ``told`` resolves when one succeeded or the last
+        failed. Callbacks and a timer, not a task per call (a task was a tenth of what an
+        outcome cost the origin's loop, profiled)."""
         assert self.peers is not None
-        for _ in range(OUTCOME_TRIES):
-            if holder not in self.peers.members():
-                await asyncio.sleep(OUTCOME_RETRY_S)
-                continue
-            try:
-                await self.peers.outcome(holder, call)
+        if told.done():  # the service stopped
+            return
+        if tries == 0:
+            log.info("the outcome of %s did not reach its holder %s", call.call_id, holder)
+            told.set_result(None)
+            return
+        loop = asyncio.get_running_loop()
+        if holder not in self.peers.members():
+            loop.call_later(OUTCOME_RETRY_S, self._send_outcome, holder, call, told, tries - 1)
+            return
+
+        def sent(future: asyncio.Future[None]) -> None:
+            if told.done():
                 return
-            except Exception as exc:
-                log.debug("outcome of %s to %s failed: %s", call.call_id, holder, exc)
-                await asyncio.sleep(OUTCOME_RETRY_S)
-        log.info("the outcome of %s did not reach its holder %s", call.call_id, holder)
+            if future.cancelled() or future.exception() is not None:
+                log.debug("outcome of %s to %s failed: %r", call.call_id, holder,
+                          None if future.cancelled() else future.exception())  # fmt: skip
+                loop.call_later(OUTCOME_RETRY_S, self._send_outcome, holder, call, told, tries - 1)
+            else:
+                told.set_result(None)
+
+        self.peers.outcome(holder, call).add_done_callback(sent)
 
     # -- the holder's side (``holding.Holding``) -----------------------------------------------
 
@@ -583,7 +612,7 @@ class CallService:
         ``ClusterError`` (503: a live node that may keep it did not answer), ``Conflict``
         (409) or a ``ValueError`` for a malformed id."""
         parsed = ids.parse(call_id)
-        kept = self.store.get(call_id)
+        kept = self._overlay(self.store.get(call_id))
         if kept is not None and kept.role == "own":
             return await self._retry(kept) if retry else view(kept)
         unanswered: list[str] = []
@@ -615,7 +644,7 @@ class CallService:
 
     async def get_here(self, call_id: str, retry: bool) -> dict[str, Any] | None:
         """What this node alone keeps of ``call_id`` (for a peer's ``GetCall``)."""
-        kept = self.store.get(call_id)
+        kept = self._overlay(self.store.get(call_id))
         if kept is None:
             return None
         if retry:
@@ -638,10 +667,28 @@ class CallService:
         self._tell_holder(again)
         return view(again)
 
+    def _overlay(self, kept: Call | None) -> Call | None:
+        """``kept`` as its record stands: ``running`` (and its attempt) while it runs here."""
+        if kept is None or kept.role != "own" or kept.state != "queued":
+            return kept
+        running = self._running.get(kept.call_id)
+        if running is None:
+            return kept
+        return replace(kept, state="running", attempts=running.attempts)
+
     def listed(
         self, state: str | None = None, function: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        return [view(c) for c in self.store.listed(state=state, function=function, limit=limit)]
+        """This node's own calls, newest first (running ones from memory, see ``_attempt``)."""
+        if state == "running":
+            running = [c for c in self._running.values() if function in (None, c.function)]
+            running.sort(key=lambda c: c.accepted_at, reverse=True)
+            return [view(c) for c in running[:limit]]
+        # A running call is ``queued`` in the store: ask for enough to drop those.
+        extra = len(self._running) if state == "queued" else 0
+        kept = self.store.listed(state=state, function=function, limit=limit + extra)
+        calls = [self._overlay(c) for c in kept]
+        return [view(c) for c in calls if c is not None and state in (None, c.state)][:limit]
 
     async def dead_letters(
         self, function: str | None, limit: int, timeout_s: float = 2.0

@@ -1,16 +1,27 @@
 """``CallStore``: the node's calls in SQLite (WAL mode), one file in its data dir.
 
-Theory of operation. One writer thread owns the write connection and commits in groups:
-every write submitted while a transaction commits goes into the next one, so a burst of
-accepts costs one fsync (or, with ``synchronous=NORMAL``, one WAL append) per group rather
-than per call. A write's future resolves on the event loop once its group is committed, and
-only then may the caller act on it (answer 202, tell a peer). Reads use a second connection
-on the caller's thread: WAL readers never wait for the writer, and see every committed group.
+Theory of operation. Writes commit in groups on the event loop's thread: every write
+submitted during one turn of the loop goes into one transaction at the end of that turn
+(``_hand_over``), so a burst of accepts costs one WAL append per group rather than per call.
+A write's future resolves once its group is committed, and only then may the caller act on
+it (answer 202, tell a peer). Reads use a second connection, also on the loop: WAL readers
+never wait for the writer, and see every committed group.
+
+Why on the loop and not on a writer thread: with ``synchronous=NORMAL`` a commit is a
+``write()`` into the OS's page cache (no fsync), tens of microseconds; a writer thread made
+every group pay thread hand-offs instead, and worse, Python's sqlite3 releases the GIL around
+each statement, so under load the writer waited for the busy loop's GIL (up to the 5 ms
+switch interval) once per statement: that, not the disk, was most of an accept's latency
+(profiled with py-spy; measured in docs/architecture.md). The one slow part of WAL, the
+checkpoint (it copies the WAL into the database file and fsyncs it), runs on a thread of its
+own (``_checkpoint_loop``, ``PASSIVE``: it never blocks a commit); the write connection's
+automatic checkpoint is off.
 
 Durability: in WAL mode ``synchronous=NORMAL`` syncs the WAL only at checkpoints, so a commit
 survives ``kill -9`` of the process (its pages are in the OS) but not the loss of the machine;
 the second copy on another node covers that. ``FULL`` syncs every group (measured in
-docs/architecture.md: it costs about an order of magnitude of accepts/s on a busy disk).
+docs/architecture.md: it costs about an order of magnitude of accepts/s on a busy disk; with
+FULL the fsync runs on the loop).
 
 Rows hold the node's own calls (``role = 'own'``) and the copies it holds for other nodes
 (``'copy'``). Finished calls are kept ``keep_s`` and at most ``keep_max`` of them, oldest
@@ -176,36 +187,42 @@ class CallStore:
         keep_s: float = 86400.0,
         keep_max: int = 100_000,
         max_group: int = 1000,
+        checkpoint_every_s: float = 0.5,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.keep_s = keep_s
         self.keep_max = keep_max
         self.max_group = max_group
+        self.checkpoint_every_s = checkpoint_every_s
         self.groups = 0  # committed transactions (for tests and metrics)
-        self._pending: list[_Write] = []
-        self._wake = threading.Condition()
-        self._closing = False
-        self._idle = False  # the writer waits for work (guarded by _wake)
-        self._outbox: list[_Write] = []  # this turn's writes, on the loop's thread
-        self._last_error: sqlite3.Error = sqlite3.Error("no error")
+        self._outbox: list[_Write] = []  # this turn's writes
         self._handing_over = False
-        self._thread: threading.Thread | None = None
+        self._closing = True
+        self._lock = threading.Lock()  # a commit at ``close`` may come from another thread
+        self._last_error: sqlite3.Error = sqlite3.Error("no error")
+        self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Creates the file (and its folder) if need be and starts the writer thread."""
+        """Creates the file (and its folder) if need be and starts the checkpoint thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         writer = self._connect()
         writer.executescript(_SCHEMA)
+        writer.execute("PRAGMA wal_autocheckpoint=0")  # ``_checkpoint_loop`` does it
+        self._writer = writer
         self._reader = self._connect()
         self._closing = False
-        self._thread = threading.Thread(
-            target=self._write_loop, args=(writer,), name="tierfaas-calls-writer", daemon=True
-        )
-        self._thread.start()
+        self._stop.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, args=(self._connect(),),
+            name="tierfaas-calls-checkpoint", daemon=True,
+        )  # fmt: skip
+        self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -216,28 +233,42 @@ class CallStore:
         return connection
 
     def close(self) -> None:
-        """Commits what was submitted, then stops the writer (blocks until it has)."""
-        with self._wake:
-            self._closing = True
-            self._pending.extend(self._outbox)  # submitted before the close: committed too
-            self._outbox = []
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        """Commits what was submitted, then closes (blocks until the last checkpoint)."""
+        self._closing = True
+        self._flush()  # submitted before the close: committed too
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
+        with self._lock:
+            for connection in (self._writer, self._reader):
+                if connection is not None:
+                    connection.close()
+            self._writer = self._reader = None
+
+    def _checkpoint_loop(self, connection: sqlite3.Connection) -> None:
+        """Copies the WAL into the database file every ``checkpoint_every_s`` (PASSIVE: it
+        takes what no reader still needs and never blocks a commit), once more at close."""
+        try:
+            while True:
+                stopping = self._stop.wait(self.checkpoint_every_s)
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("checkpointing the call store failed: %s", exc)
+                if stopping:
+                    return
+        finally:
+            connection.close()
 
     # -- the writer ----------------------------------------------------------------------------
 
     def _submit(self, op: Op) -> asyncio.Future[Any]:
-        if self._closing or self._thread is None:
+        if self._closing:
             raise StoreClosed("the call store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        # The writes of one turn of the event loop reach the writer together (``_hand_over``
-        # at the end of the turn): one lock and at most one wake-up per turn, not per write.
+        # The writes of one turn of the event loop commit together at its end.
         self._outbox.append(_Write(op, future, loop))
         if not self._handing_over:
             self._handing_over = True
@@ -246,31 +277,14 @@ class CallStore:
 
     def _hand_over(self) -> None:
         self._handing_over = False
-        writes, self._outbox = self._outbox, []
-        with self._wake:
-            self._pending.extend(writes)
-            # Wake the writer only when it waits: while it commits, it takes what arrived
-            # when it is done. A notify per write made the writer thread fight the event
-            # loop for the GIL (16 % of the loop's time in Condition.notify under load).
-            if self._idle:
-                self._idle = False
-                self._wake.notify()
+        self._flush()
 
-    def _write_loop(self, connection: sqlite3.Connection) -> None:
-        try:
-            while True:
-                with self._wake:
-                    while not self._pending and not self._closing:
-                        self._idle = True
-                        self._wake.wait()
-                    self._idle = False
-                    group = self._pending[: self.max_group]
-                    del self._pending[: self.max_group]
-                    if not group and self._closing:
-                        return
-                self._commit(connection, group)
-        finally:
-            connection.close()
+    def _flush(self) -> None:
+        with self._lock:
+            while self._outbox and self._writer is not None:
+                group = self._outbox[: self.max_group]
+                del self._outbox[: self.max_group]
+                self._commit(self._writer, group)
 
     def _commit(self, connection: sqlite3.Connection, group: list[_Write]) -> None:
         outcomes = self._transaction(connection, group)
@@ -288,6 +302,9 @@ class CallStore:
             if write.future is not None and write.loop is not None:
                 by_loop.setdefault(write.loop, []).append((write.future, ok, value))
         for loop, settled in by_loop.items():
+            if _running_loop() is loop:
+                _settle(settled)
+                continue
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nobody waiting
                 loop.call_soon_threadsafe(_settle, settled)
 
@@ -295,8 +312,8 @@ class CallStore:
         self, connection: sqlite3.Connection, group: list[_Write]
     ) -> list[tuple[bool, Any]] | None:
         """Runs ``group`` in one transaction: each write's result, or None (rolled back,
-        the error in ``_last_error``). No savepoint per write: at one write per group (low
-        load) each statement more is a round through the writer that the accept waits for."""
+        the error in ``_last_error``). No savepoint per write: each statement more costs
+        every accept of the group."""
         try:
             connection.execute("BEGIN IMMEDIATE")
             outcomes = [(True, write.op(connection)) for write in group]
@@ -350,16 +367,6 @@ class CallStore:
             if again:
                 c.executemany(_OUTCOME, again)
             return c.total_changes - before
-
-        return self._submit(op)
-
-    def mark_running(self, call_id: str, attempt: int) -> asyncio.Future[bool]:
-        """The call's attempt ``attempt`` has started (unless it is final already)."""
-        args = (attempt, call_id)
-
-        def op(c: sqlite3.Connection) -> bool:
-            sql = "UPDATE calls SET state = 'running', attempts = ? WHERE call_id = ? AND state"
-            return c.execute(sql + f" NOT IN {_FINAL_SQL}", args).rowcount > 0
 
         return self._submit(op)
 
@@ -461,6 +468,13 @@ class CallStore:
         """(role, state) -> rows."""
         rows = self._read("SELECT role, state, count(*) AS n FROM calls GROUP BY role, state")
         return {(row["role"], row["state"]): row["n"] for row in rows}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
