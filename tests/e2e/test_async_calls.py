@@ -284,6 +284,15 @@ def test_a_4xx_answer_fails_the_call_with_no_retry(cluster: Cluster) -> None:
     settle_retries()
     assert [r["attempt"] for r in runs_of(cluster, call_id)] == [1]
     assert call_state(cluster.b.url, call_id)["state"] == "failed"
+    # A failed call may be retried by hand too: it runs once more, and fails again.
+    retried = request("POST", f"{a.url}/v1/calls/{call_id}/retry")
+    assert retried.status == 202, retried.body
+
+    def failed_again() -> bool:
+        return len(runs_of(cluster, call_id)) == 2 and wait_final(a, call_id)["state"] == "failed"
+
+    eventually(failed_again, 20, what="the retried call to fail again")
+    assert wait_final(a, call_id)["attempts"] == 1
 
 
 def test_a_500_is_retried_with_backoff_and_succeeds(cluster: Cluster) -> None:
