@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# Every benchmark in full (about 29 min); `make bench QUICK=--quick` for a look in ~5 min.
+# Every benchmark in full (about 30 min); `make bench QUICK=--quick` for a look in ~5 min.
 BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity async
 bench: $(STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \
