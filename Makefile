@@ -55,7 +55,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
-# Every benchmark in full (about 29 min); `make bench QUICK=--quick` for a look in ~5 min.
+# Every benchmark in full (about 31 min); `make bench QUICK=--quick` for a look in ~5 min.
 BENCHMARKS := runtime membership control_plane frontdoor routing rollout capacity scale async
 bench: $(BENCH_STAMP)
 	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py $(QUICK)"; \

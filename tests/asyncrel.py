@@ -246,6 +246,11 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def runs_of_call(path: Path, call_id: str) -> list[dict[str, Any]]:
+    """The runs of one call, in the order they started."""
+    return [r for r in read_ledger(path) if r["call_id"] == call_id]
+
+
 def runs_by_call(path: Path) -> Counter[str]:
     """call id -> how many times it started running."""
     return Counter(str(r["call_id"]) for r in read_ledger(path) if r.get("call_id"))

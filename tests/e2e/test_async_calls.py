@@ -50,6 +50,7 @@ from tests.asyncrel import (
     request,
     result_json,
     runs_by_call,
+    runs_of_call,
     tick_seconds,
     write_release,
 )
@@ -172,7 +173,13 @@ def metric(node: NodeProcess, name: str, **labels: str) -> float:
 
 
 def runs_of(cluster: Cluster, call_id: str) -> list[dict[str, Any]]:
-    return [r for r in read_ledger(cluster.ledger) if r["call_id"] == call_id]
+    return runs_of_call(cluster.ledger, call_id)
+
+
+def routes_list(node: NodeProcess, function: str) -> list[str]:
+    status, body = http_get(f"{node.url}/v1/routes")
+    assert status == 200
+    return list(json.loads(body)["routes"].get(function, []))
 
 
 def settle_retries() -> None:
@@ -214,12 +221,6 @@ def test_a_202_names_the_call_which_runs_once_on_the_node_where_it_is_warm(
     assert (out["call_id"], out["attempt"], out["token"]) == (call_id, 1, "first")
     assert [(r["node"], r["attempt"]) for r in runs_of(cluster, call_id)] == [(b.host, 1)]
     assert metric(a, "tierfaas_async_accepted_total", function="remote") == before + 1
-
-
-def routes_list(node: NodeProcess, function: str) -> list[str]:
-    status, body = http_get(f"{node.url}/v1/routes")
-    assert status == 200
-    return list(json.loads(body)["routes"].get(function, []))
 
 
 def test_get_shows_queued_or_running_then_succeeded_on_either_node(cluster: Cluster) -> None:
@@ -284,6 +285,15 @@ def test_a_4xx_answer_fails_the_call_with_no_retry(cluster: Cluster) -> None:
     settle_retries()
     assert [r["attempt"] for r in runs_of(cluster, call_id)] == [1]
     assert call_state(cluster.b.url, call_id)["state"] == "failed"
+    # A failed call may be retried by hand too: it runs once more, and fails again.
+    retried = request("POST", f"{a.url}/v1/calls/{call_id}/retry")
+    assert retried.status == 202, retried.body
+
+    def failed_again() -> bool:
+        return len(runs_of(cluster, call_id)) == 2 and wait_final(a, call_id)["state"] == "failed"
+
+    eventually(failed_again, 20, what="the retried call to fail again")
+    assert wait_final(a, call_id)["attempts"] == 1
 
 
 def test_a_500_is_retried_with_backoff_and_succeeds(cluster: Cluster) -> None:
@@ -718,13 +728,9 @@ def test_a_keyed_accept_whose_forwarder_dies_mid_accept_still_runs(tmp_path: Pat
         call_id = accepted(retry, replay=True)
         record = wait_final(b, call_id, timeout=20)
         assert record["state"] == "succeeded", record
-        assert [r["token"] for r in runs_of_ledger(ledger, call_id)] == ["keyed"]
+        assert [r["token"] for r in runs_of_call(ledger, call_id)] == ["keyed"]
     finally:
         ac.close()
-
-
-def runs_of_ledger(ledger: Path, call_id: str) -> list[dict[str, Any]]:
-    return [r for r in read_ledger(ledger) if r["call_id"] == call_id]
 
 
 def test_a_draining_node_refuses_new_calls_and_its_queued_ones_run_elsewhere(
