@@ -139,6 +139,20 @@ def test_lines_of_three_nodes_come_merged_in_time_order(cluster: LocalCluster) -
 def test_a_forwarded_call_is_found_by_its_request_id(cluster: LocalCluster) -> None:
     home, caller = cluster.nodes[2], cluster.nodes[0]
     assert call(home, "relay", "warm-up", "relay-warm")[0] == 200  # relay now runs on home
+    # The caller's first call must find relay warm on home in the table: a call that finds
+    # no route starts relay on the caller, which then runs every later call itself.
+    home_name = cluster.name_of(home)
+
+    def routed() -> bool:
+        for node in cluster.nodes:
+            status, body = http_get(f"{node.url}/v1/routes")
+            table = json.loads(body) if status == 200 else {}
+            holds_table = table.get("role") in ("master", "replica")
+            if holds_table and home_name not in table["routes"].get("relay", []):
+                return False
+        return True
+
+    eventually(routed, 15.0, what="relay on home in the master's and replicas' tables")
 
     def forwarded() -> str | None:
         request_id = f"fwd-{time.monotonic_ns()}"

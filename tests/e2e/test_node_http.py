@@ -229,6 +229,21 @@ def test_sigterm_drains_in_flight_calls_then_exits_leaving_no_process(tmp_path: 
                 # 2 s: time enough for the checks below while the call is in flight.
                 slow = asyncio.create_task(post(f"{node.url}/function/onebyone", b"2"))
 
+                async def onebyone_busy() -> bool:
+                    async with (
+                        aiohttp.ClientSession() as session,
+                        session.get(f"{node.url}/v1/functions") as response,
+                    ):
+                        listing = await response.json()
+                    return any(f["name"] == "onebyone" and f["busy"] for f in listing["functions"])
+
+                # The call is in flight (its instance busy) before the signal: a descendant
+                # count alone can grow for another reason while the call is still connecting.
+                deadline = time.monotonic() + 10.0
+                while not await onebyone_busy():
+                    assert time.monotonic() < deadline, "onebyone was not busy within 10 s"
+                    await asyncio.sleep(0.02)
+
                 def started() -> list[int] | None:  # the call's instance is forked
                     found = descendants(node.pid)
                     return found if len(found) > before else None
