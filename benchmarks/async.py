@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/async.py            # full: 3 rounds of 5 s, ~1 min
     .venv/bin/python benchmarks/async.py --quick    # 2 rounds of 2 s, fewer samples, < 60 s
 
-A 2-node cluster of real node processes on 127.0.0.60-61 (local gossip preset, ``--isolation
+A 2-node cluster of real node processes on 127.0.3.60-61 (local gossip preset, ``--isolation
 process``, each node its own ``--data-dir`` in a temporary directory), serving a release
 written here with one function, ``echo`` (a Python handler returning its body; 2 instances x
 32 calls per node). Every call goes to the first node, where ``echo`` is warm; the second
@@ -53,7 +53,7 @@ FUNCTION = "echo"
 BODY = b"world"
 ACCEPT_TARGET = 0.50  # async accepted calls/s / sync calls/s, at least
 E2E_EXTRA_MS = 10.0  # async end-to-end p50 - sync p50 at low load, at most
-HOSTS = ("127.0.0.60", "127.0.0.61")
+HOSTS = ("127.0.3.60", "127.0.3.61")  # no test uses 127.0.3.x
 SYNC_FLAG = "--store-synchronous"
 COLUMNS = ["measure", "async", "sync (baseline)", "ratio / difference", "target", "result"]
 
