@@ -342,17 +342,21 @@ def keygen(
     err.print(f"wrote a new cluster key to {out}", highlight=False)
 
 
+# The admin token option of every command that reads a node's admin endpoints.
+_TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for nodes that "
+        "listen off loopback with a token"
+    ),
+]
+
+
 @app.command()
 def status(
     url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
-    admin_token_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for "
-            "nodes that listen off loopback with a token"
-        ),
-    ] = None,
+    admin_token_file: _TokenFile = None,
 ) -> None:
     """Show the cluster as one node sees it (members, roles, replicas, versions, uptime, and
     each node's memory used of its budget and evictions in the last minute) and that node's
@@ -395,13 +399,7 @@ def logs(
     ] = 1000,
     url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object a line")] = False,
-    admin_token_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for "
-            "nodes that listen off loopback with a token"
-        ),
-    ] = None,
+    admin_token_file: _TokenFile = None,
 ) -> None:
     """What a function printed (stdout and stderr), from every node of the cluster merged in
     time order, each line with its node, instance and request id."""
@@ -463,13 +461,6 @@ app.add_typer(calls, name="calls")
 
 _NodeUrl = Annotated[str, typer.Option("--url", help="any node of the cluster")]
 _AsJson = Annotated[bool, typer.Option("--json", help="print the raw JSON")]
-_TokenFile = Annotated[
-    Path | None,
-    typer.Option(
-        help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for nodes that "
-        "listen off loopback with a token"
-    ),
-]
 _FunctionFilter = Annotated[str | None, typer.Option("--function", help="only this function")]
 _Limit = Annotated[int, typer.Option(min=1, max=1000, help="at most this many (1..1000)")]
 
