@@ -341,6 +341,15 @@ class CallService:
         self._accepts += 1
         try:
             call = await self._keep(function, request, key, callback_url, members, candidates)
+        except (sqlite3.Error, StoreClosed) as exc:
+            # This node's store failed (a full disk, an I/O error): a 503, nothing was kept
+            # here (a copy the holder took is run only if this node dies).
+            self.unfinished -= 1
+            log.error("the call store could not keep a call of %s: %s", function, exc)
+            raise errors.ClusterError(
+                f"this node could not keep the call ({exc}); try another node",
+                retry_after_s=self.settings.retry_after_s,
+            ) from None
         except BaseException:
             self.unfinished -= 1
             raise
@@ -359,27 +368,7 @@ class CallService:
         members: list[str],
         candidates: list[str] | None,
     ) -> Call:
-        """Writes the call here and on a holder; returns it once both committed. This
-        node's store failing (a full disk, an I/O error) is a 503: nothing was kept here
-        (a copy the holder took is run only if this node dies)."""
-        try:
-            return await self._keep_both(function, request, key, callback_url, members, candidates)
-        except (sqlite3.Error, StoreClosed) as exc:
-            log.error("the call store could not keep a call of %s: %s", function, exc)
-            raise errors.ClusterError(
-                f"this node could not keep the call ({exc}); try another node",
-                retry_after_s=self.settings.retry_after_s,
-            ) from None
-
-    async def _keep_both(
-        self,
-        function: str,
-        request: Request,
-        key: str | None,
-        callback_url: str | None,
-        members: list[str],
-        candidates: list[str] | None,
-    ) -> Call:
+        """Writes the call here and on a holder; returns it once both committed."""
         now = self.wall()
         if self.peers is None:
             call = self._new_call(self.node, function, request, key, callback_url, now)
