@@ -107,6 +107,19 @@ class Managed:
         return "\n".join(text.splitlines()[-lines:])
 
 
+@dataclass
+class ClusterNode:
+    """One node process of a benchmark's cluster: where it serves, and its process."""
+
+    host: str
+    port: int
+    managed: Managed
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class Processes(contextlib.AbstractContextManager["Processes"]):
     """Starts processes each in its own session (process group) and, on exit, stops every
     group it started: SIGTERM, then SIGKILL after ``grace_s``. SIGTERM sent to the benchmark

@@ -93,15 +93,7 @@ def settings_for(quick: bool, connections: int) -> Settings:
 # -- the cluster ----------------------------------------------------------------------------
 
 
-@dataclass
-class Node:
-    host: str
-    port: int
-    managed: c.Managed
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+Node = c.ClusterNode
 
 
 def node_help() -> str:

@@ -115,15 +115,7 @@ def result_name(settings: Settings) -> str:
 # -- the cluster -----------------------------------------------------------------------------
 
 
-@dataclass
-class Node:
-    host: str
-    port: int
-    managed: c.Managed
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+Node = c.ClusterNode
 
 
 def node_argv(
