@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _FUNCTION_PREFIX = "/function/"
-_FUNCTIONS_PREFIX = "/v1/functions/"
+FUNCTIONS_PREFIX = "/v1/functions/"
 _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
 # What an http exec function (a web server of its own) may also be called with. Not HEAD: its
 # answer has no body whatever its Content-Length says.
@@ -333,10 +333,10 @@ class NodeApp:
                 await respond_json(send, 503, answer, headers)
         elif path == "/v1/functions":
             await respond_json(send, 200, self._functions(), headers)
-        elif path.startswith(_FUNCTIONS_PREFIX):
+        elif path.startswith(FUNCTIONS_PREFIX):
             if self.admin_digests:  # its recent errors show the functions' inside
                 self._check_admin(scope)
-            await respond_json(send, 200, self._function(path[len(_FUNCTIONS_PREFIX) :]), headers)
+            await respond_json(send, 200, self._function(path[len(FUNCTIONS_PREFIX) :]), headers)
         elif path == "/v1/routes":
             if self.routes_view is None:
                 raise errors.NotFound("this node runs without a cluster: it holds no routes")
@@ -401,6 +401,10 @@ class NodeApp:
     def _function(self, name: str) -> dict[str, Any]:
         """``GET /v1/functions/NAME``: its entry and its most recent errors on this node."""
         if name not in self.runtime.pools:
+            if not is_valid_name(name):
+                raise errors.BadName(
+                    f"{name[:80]!r} is not a function name (1-64 of [A-Za-z0-9._-])"
+                )
             raise errors.UnknownFunction(
                 f"no function named {name[:80]!r} in release {self.runtime.release.name} "
                 f"{self.runtime.release.version}; see /v1/functions"
