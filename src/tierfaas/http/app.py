@@ -409,8 +409,10 @@ class NodeApp:
                 f"no function named {name[:80]!r} in release {self.runtime.release.name} "
                 f"{self.runtime.release.version}; see /v1/functions"
             )
+        release = self.runtime.release
         return {
             "node": self.node_name,
+            "release": {"name": release.name, "version": release.version},
             "function": self._entry(self.runtime.function(name)),
             "recent_errors": self.runtime.stats.recent_errors(name),
         }
