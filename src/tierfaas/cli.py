@@ -20,11 +20,10 @@ from rich.console import Console
 
 from tierfaas import __version__, errors
 from tierfaas.clicmds import functions as function_commands
-from tierfaas.clicmds.complete import complete_function
 from tierfaas.clicmds.options import AsJson as _AsJson
+from tierfaas.clicmds.options import FunctionName, err
 from tierfaas.clicmds.options import NodeUrl as _NodeUrl
 from tierfaas.clicmds.options import TokenFile as _TokenFile
-from tierfaas.clicmds.options import err
 from tierfaas.clicmds.options import fail as _fail
 from tierfaas.config import Address, NodeConfig
 from tierfaas.logs import setup_logging
@@ -223,9 +222,7 @@ def _release_from_registry(registry: Path, version: str | None) -> Path:
 
 @app.command()
 def invoke(
-    function: Annotated[
-        str, typer.Argument(help="the function's name", autocompletion=complete_function)
-    ],
+    function: FunctionName,
     data: Annotated[
         str, typer.Option("--data", "-d", help="request body; '@FILE' reads a file, '-' stdin")
     ] = "",
@@ -375,9 +372,7 @@ def status(
 
 @app.command()
 def logs(
-    function: Annotated[
-        str, typer.Argument(help="the function's name", autocompletion=complete_function)
-    ],
+    function: FunctionName,
     follow_: Annotated[
         bool, typer.Option("--follow", "-f", help="keep printing new lines until Ctrl-C")
     ] = False,

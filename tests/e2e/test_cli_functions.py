@@ -22,8 +22,7 @@ import pytest
 
 from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.testing.cluster import LocalCluster
-from tierfaas.testing.nodes import NodeProcess, http_get
-from tierfaas.testing.wait import eventually
+from tierfaas.testing.nodes import NodeProcess, http_get, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +35,7 @@ FAILS = 3  # calls of fails, on node 2
 
 def tierfaas(*args: str) -> subprocess.CompletedProcess[str]:
     """Runs the command line (with a wide terminal: a table's cells are not folded)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tierfaas.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return run_cli(*args, timeout=60, env={"COLUMNS": "200"})
 
 
 def call(node: NodeProcess, function: str, body: str, request_id: str) -> int:
@@ -72,16 +64,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         RELEASE, 3, subnet="127.0.23", first_host=10, log_dir=logs,
         extra_args=["--hop-limit", "0"],
     ) as started:  # fmt: skip
-        eventually(
-            lambda: all(
-                sum(m["state"] == "alive" for m in LocalCluster.view(n)["members"]) == 3
-                for n in started.nodes
-            ),
-            30.0,
-        )
-        for node in started.nodes:
-            url = f"{node.url}/readyz"
-            eventually(lambda url=url: http_get(url)[0] == 200, 20.0)  # type: ignore[misc]
+        started.wait_ready()
         for index, count in GREETS.items():
             for number in range(count):
                 assert call(started.nodes[index], "greet", "you", f"greet-{index}-{number}") == 200

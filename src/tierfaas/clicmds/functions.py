@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import urllib.parse
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from tierfaas import errors
-from tierfaas.clicmds.complete import DEFAULT_URL, complete_function
-from tierfaas.clicmds.options import AsJson, NodeUrl, TokenFile, fail
+from tierfaas.clicmds.complete import DEFAULT_URL
+from tierfaas.clicmds.options import AsJson, FunctionName, NodeUrl, TokenFile, fail
 from tierfaas.funcstats.client import Gathered
 
 
@@ -59,9 +58,7 @@ def functions(
 
 
 def describe(
-    function: Annotated[
-        str, typer.Argument(help="the function's name", autocompletion=complete_function)
-    ],
+    function: FunctionName,
     url: NodeUrl = DEFAULT_URL,
     as_json: AsJson = False,
     admin_token_file: TokenFile = None,

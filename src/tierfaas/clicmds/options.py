@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tierfaas.clicmds.complete import complete_function
+
 err = Console(stderr=True)
 
 TokenFile = Annotated[
@@ -21,6 +23,10 @@ TokenFile = Annotated[
 """The admin token option of every command that reads a node's admin endpoints."""
 NodeUrl = Annotated[str, typer.Option("--url", help="any node of the cluster")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the raw JSON")]
+FunctionName = Annotated[
+    str, typer.Argument(help="the function's name", autocompletion=complete_function)
+]
+"""A function's name, completed from a node's function list."""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
