@@ -12,6 +12,7 @@ rate.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 
 WINDOW_S = 60
@@ -19,20 +20,23 @@ WINDOW_S = 60
 BIN_RATIO = 1.05
 """The ratio of a latency bin's upper bound to its lower one: the p99's relative error."""
 _MIN_MS = 0.01  # the upper bound of bin 0: anything faster shows as 0.01 ms
-_LOG_RATIO = math.log(BIN_RATIO)
 _MAX_BIN = 400  # 0.01 ms * 1.05 ** 400: about 9 hours, past any function's timeout
+# The upper bound of each bin: a binary search in them (one C call) finds a latency's bin
+# several times faster than a logarithm would.
+_UPPER_MS = [_MIN_MS * BIN_RATIO**index for index in range(_MAX_BIN + 1)]
+# The same in seconds, as calls are timed, the last one unbounded (anything longer).
+_SEARCH_S = [bound / 1000.0 for bound in _UPPER_MS[:-1]] + [math.inf]
 
 
 def latency_bin(ms: float) -> int:
-    """The histogram bin of a latency of ``ms`` milliseconds (0 for anything <= 0.01 ms)."""
-    if ms <= _MIN_MS:
-        return 0
-    return min(_MAX_BIN, math.ceil(math.log(ms / _MIN_MS) / _LOG_RATIO - 1e-9))
+    """The histogram bin of a latency of ``ms`` milliseconds: the first whose upper bound is
+    at least ``ms`` (0 for anything <= 0.01 ms, the last for anything longer)."""
+    return bisect_left(_SEARCH_S, ms / 1000.0)
 
 
 def bin_upper_ms(index: int) -> float:
     """The upper bound of bin ``index``, in milliseconds: what a percentile in it is shown as."""
-    return _MIN_MS * BIN_RATIO**index
+    return _UPPER_MS[index]
 
 
 class _Slot:
@@ -74,8 +78,9 @@ class CallWindow:
         slot.calls += 1
         if error:
             slot.errors += 1
-        key = latency_bin(seconds * 1000.0)
-        slot.latency[key] = slot.latency.get(key, 0) + 1
+        key = bisect_left(_SEARCH_S, seconds)  # latency_bin, without a call and a product
+        latency = slot.latency
+        latency[key] = latency.get(key, 0) + 1
 
     def view(self, now: float, quantile: float = 0.99) -> WindowView:
         """The calls that ended in the last ``WINDOW_S`` seconds before ``now`` (the current
