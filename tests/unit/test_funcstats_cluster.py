@@ -102,7 +102,8 @@ def test_describe_merges_settings_nodes_and_errors_newest_first() -> None:
 
     text = render(render_describe(view, {"c": "503 draining: bye"}, now=3.0))
     for expected in ("fns:fails", "timeout_s", "GREETING", "sandbox", "recent errors",
-                     "bad r3", "c did not answer: 503 draining: bye"):  # fmt: skip
+                     "warm on      a, b", "bad r3",
+                     "c did not answer: 503 draining: bye"):  # fmt: skip
         assert expected in text, expected
     assert text.index("r3") < text.index("r2") < text.index("r1")
 

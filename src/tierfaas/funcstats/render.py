@@ -123,6 +123,8 @@ def render_describe(
     head.add_row("env", Text(", ".join(view.get("env") or []) or "-"))
     head.add_row("secrets", Text(", ".join(view.get("secrets") or []) or "-"))
     stats = view.get("stats") or {}
+    warm = stats.get("warm_nodes") or []
+    head.add_row("warm on", Text(", ".join(warm) or "nowhere", style="" if warm else "dim"))
     head.add_row(
         "stats",
         Text(
