@@ -169,3 +169,20 @@ async def test_a_forwarded_call_refused_unrun_is_not_counted() -> None:
         assert isinstance(refused.exception(), errors.NotWarm)
         assert rt.runtime.stats.snapshot("echo")["calls"] == 0
         assert rt.runtime.stats.recent_errors("echo") == []
+
+
+async def test_a_call_arriving_past_its_deadline_is_an_error_here() -> None:
+    async with RuntimeHarness(RELEASE) as rt:
+        late = rt.call("echo", b"0", deadline=rt.clock() - 0.1)
+        await rt.run_for(0)
+        assert isinstance(late.exception(), errors.FunctionTimeout)
+        (recent,) = rt.runtime.stats.recent_errors("echo")
+        assert (recent["status"], recent["error"]) == (504, "timeout")
+
+
+def test_an_exec_function_s_own_5xx_is_an_error_without_its_body() -> None:
+    stats = stats_on(FakeClock())
+    stats.answered_error("hello", 0.002, True, "r9", 503)
+    assert stats.snapshot("hello")["errors"] == 1
+    assert stats.recent_errors("hello")[0]["error"] == "http_503"
+    assert stats.recent_errors("hello")[0]["message"] == "the function answered 503"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierfaas.clock import Clock, monotonic
+from tierfaas.errors import HttpError
 from tierfaas.funcstats.window import WINDOW_S, CallWindow
 
 RECENT_ERRORS = 20
@@ -109,6 +110,23 @@ class FunctionStats:
             int(self.wall() * 1000), request_id, status, error, message[:MESSAGE_CHARS]
         )
         counts.recent.append(recent)
+
+    def raised(self, function: str, seconds: float, request_id: str, exc: HttpError) -> None:
+        """A call of ``function`` ended in the typed error ``exc`` after ``seconds``."""
+        self.failed(
+            function, seconds, False, request_id=request_id, status=exc.status, error=exc.code,
+            message=exc.message,
+        )  # fmt: skip
+
+    def answered_error(
+        self, function: str, seconds: float, cold: bool, request_id: str, status: int
+    ) -> None:
+        """An exec function answered a call with its own ``status`` >= 500 (its body is the
+        function's: not kept)."""
+        self.failed(
+            function, seconds, cold, request_id=request_id, status=status,
+            error=f"http_{status}", message=f"the function answered {status}",
+        )  # fmt: skip
 
     def snapshot(self, function: str) -> dict[str, Any]:
         """``{"calls", "errors", "cold_starts", "calls_per_s", "p99_ms"}`` of ``function``:

@@ -187,41 +187,35 @@ class Runtime:
         pool = self._pool(name)
         timeout = pool.spec.timeout_s
         start = self.clock() if started is None else started
+        if deadline is not None:
+            if deadline <= self.clock():
+                # Out of time before it could be dispatched. Dispatching it with no time left
+                # would arm an expired timer and kill a warm instance, and its other calls.
+                exc = errors.FunctionTimeout(f"{name!r} arrived past its deadline; it did not run")
+                self.stats.raised(name, self.clock() - start, request_id, exc)
+                raise exc
+            timeout = min(timeout, deadline - start)
+        context: dict[str, Any] | None = None
+        if pool.takes_context:  # else the handler would not see it: don't build or send it
+            context = {
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "query": query,
+                "headers": headers or {},
+                "deadline": time.time() + timeout - (self.clock() - start),
+            }
         try:
-            if deadline is not None:
-                if deadline <= self.clock():
-                    # Out of time before it could be dispatched. Dispatching it with no time
-                    # left would arm an expired timer and kill a warm instance, and its calls.
-                    raise errors.FunctionTimeout(
-                        f"{name!r} arrived past its deadline; it did not run"
-                    )
-                timeout = min(timeout, deadline - start)
-            context: dict[str, Any] | None = None
-            if pool.takes_context:  # else the handler would not see it: don't build or send it
-                context = {
-                    "request_id": request_id,
-                    "method": method,
-                    "path": path,
-                    "query": query,
-                    "headers": headers or {},
-                    "deadline": time.time() + timeout - (self.clock() - start),
-                }
             result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
         except errors.HttpError as exc:
             # A forwarded call refused unrun (not warm, busy) is the sender's to run elsewhere.
             if not (warm_only and isinstance(exc, errors.NotWarm | errors.Busy)):
-                self.stats.failed(
-                    name, self.clock() - start, False, request_id=request_id,
-                    status=exc.status, error=exc.code, message=exc.message,
-                )  # fmt: skip
+                self.stats.raised(name, self.clock() - start, request_id, exc)
             raise
         if result.status < 500:
             self.stats.ran(name, self.clock() - start, cold)
-        else:  # an exec function's own error answer; its body is the function's, not kept
-            self.stats.failed(
-                name, self.clock() - start, cold, request_id=request_id, status=result.status,
-                error=f"http_{result.status}", message=f"the function answered {result.status}",
-            )  # fmt: skip
+        else:  # an exec function's own error answer
+            self.stats.answered_error(name, self.clock() - start, cold, request_id, result.status)
         return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:
