@@ -23,9 +23,9 @@ def stats_on(clock: FakeClock) -> FunctionStats:
     return FunctionStats(["hello", "fails"], clock, wall=lambda: 1_700_000_000.5)
 
 
-def fail(stats: FunctionStats, request_id: str, message: str = "boom", cold: bool = False) -> None:
+def fail(stats: FunctionStats, request_id: str, message: str = "boom") -> None:
     stats.failed(
-        "fails", 0.010, cold, request_id=request_id, status=500, error="ValueError", message=message
+        "fails", 0.010, request_id=request_id, status=500, error="ValueError", message=message
     )
 
 
@@ -78,9 +78,11 @@ def test_counts_since_start_and_rate_of_the_last_minute() -> None:
     stats = stats_on(clock)
     for _ in range(30):
         clock.advance(1.0)
-        stats.ran("hello", 0.004, cold=False)
-    stats.ran("hello", 0.2, cold=True)
-    fail(stats, "r1", cold=True)
+        stats.ran("hello", 0.004)
+    stats.started("hello")
+    stats.ran("hello", 0.2)
+    fail(stats, "r1")
+    stats.started("fails")
     hello = stats.snapshot("hello")
     assert hello == {
         "calls": 31, "errors": 0, "cold_starts": 1,
@@ -98,7 +100,7 @@ def test_the_rate_divides_by_a_full_minute_once_the_node_is_older() -> None:
     stats = stats_on(clock)
     clock.advance(300.0)
     for _ in range(120):
-        stats.ran("hello", 0.001, cold=False)
+        stats.ran("hello", 0.001)
     assert stats.snapshot("hello")["calls_per_s"] == 2.0
 
 
@@ -120,7 +122,8 @@ def test_recent_errors_newest_first_at_most_twenty_messages_cut() -> None:
 
 def test_a_name_outside_the_release_is_not_kept() -> None:
     stats = stats_on(FakeClock())
-    stats.ran("made-up", 0.001, cold=False)
+    stats.ran("made-up", 0.001)
+    stats.started("made-up")
     fail(stats, "r")
     assert "made-up" not in stats
     assert stats.snapshot("made-up")["calls"] == 0
@@ -129,7 +132,7 @@ def test_a_name_outside_the_release_is_not_kept() -> None:
 
 def test_the_entry_stats_add_the_instances_of_the_runtime_entry() -> None:
     stats = stats_on(FakeClock())
-    stats.ran("hello", 0.001, cold=True)
+    stats.ran("hello", 0.001)
     entry = function_stats(stats, {"name": "hello", "instances": 2, "busy": 1})
     assert entry["instances"] == 2 and entry["busy"] == 1 and entry["calls"] == 1
     assert set(entry) == {
@@ -146,7 +149,7 @@ RELEASE = fake_release(
 )
 
 
-async def test_the_runtime_counts_a_cold_call_a_warm_one_and_a_timeout() -> None:
+async def test_the_runtime_counts_calls_errors_and_the_instances_it_started() -> None:
     async with RuntimeHarness(RELEASE) as rt:
         first = rt.call("echo", b"0.1")
         await rt.run_for(0.5)  # the fake start takes 0.3 s, then the call 0.1 s
@@ -182,7 +185,7 @@ async def test_a_call_arriving_past_its_deadline_is_an_error_here() -> None:
 
 def test_an_exec_function_s_own_5xx_is_an_error_without_its_body() -> None:
     stats = stats_on(FakeClock())
-    stats.answered_error("hello", 0.002, True, "r9", 503)
+    stats.answered_error("hello", 0.002, "r9", 503)
     assert stats.snapshot("hello")["errors"] == 1
     assert stats.recent_errors("hello")[0]["error"] == "http_503"
     assert stats.recent_errors("hello")[0]["message"] == "the function answered 503"

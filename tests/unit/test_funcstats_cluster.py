@@ -100,7 +100,7 @@ def test_describe_merges_settings_nodes_and_errors_newest_first() -> None:
     assert [n["node"] for n in view["nodes"]] == ["a", "b"]
     assert view["stats"]["errors"] == 3 and view["stats"]["warm_nodes"] == ["a", "b"]
 
-    text = render(render_describe(view, {"c": "503 draining: bye"}, now=3.0))
+    text = render(render_describe(view, {"c": "503 draining: bye"}))
     for expected in ("fns:fails", "timeout_s", "GREETING", "sandbox", "recent errors",
                      "warm on      a, b", "bad r3",
                      "c did not answer: 503 draining: bye"):  # fmt: skip

@@ -4,7 +4,6 @@ and error messages are not trusted to be free of markup."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,16 +12,19 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from tierfaas.calls.render import ago, when
+from tierfaas.calls.render import when
 
 _ISOLATION = {"sandbox": Text("sandbox", style="green"),
               "process": Text("process (unsandboxed)", style="bold red")}  # fmt: skip
 # The settings ``describe`` shows, in this order (others the node sends follow, by name).
+# Unset ones are left out (an exec function's command, a Python one's handler, ...), but for
+# those whose "none" says something.
 _SETTINGS_ORDER = (
     "runtime", "handler", "init", "command", "protocol", "listen", "timeout_s", "memory_mb",
     "cpu", "pids", "network", "concurrency", "threads", "max_instances", "min_instances",
     "keep_alive_s", "api_key", "max_retries", "schedule",
 )  # fmt: skip
+_SHOWN_UNSET = frozenset({"cpu", "schedule"})
 
 
 def rate(value: Any) -> str:
@@ -92,7 +94,7 @@ def render_functions(
 
 def _setting(value: Any) -> str:
     if value is None:
-        return "-"
+        return "none"
     if isinstance(value, list):
         return " ".join(str(v) for v in value) or "-"
     if isinstance(value, bool):
@@ -100,13 +102,10 @@ def _setting(value: Any) -> str:
     return str(value)
 
 
-def render_describe(
-    view: dict[str, Any], unanswered: Mapping[str, str], now: float | None = None
-) -> RenderableType:
+def render_describe(view: dict[str, Any], unanswered: Mapping[str, str]) -> RenderableType:
     """``tierfaas describe`` (a view of ``cluster.merge_describe``): settings, isolation, env
     and secret names, the nodes with their instances and stats, the recent errors (newest
     first), then the nodes that did not answer."""
-    now = time.time() if now is None else now
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -118,6 +117,7 @@ def render_describe(
     settings.setdefault("runtime", view.get("runtime"))
     shown = [key for key in _SETTINGS_ORDER if key in settings]
     shown += sorted(key for key in settings if key not in _SETTINGS_ORDER)
+    shown = [key for key in shown if settings[key] is not None or key in _SHOWN_UNSET]
     for key in shown:
         head.add_row(escape(key), Text(_setting(settings[key])))
     head.add_row("env", Text(", ".join(view.get("env") or []) or "-"))
@@ -152,28 +152,16 @@ def render_describe(
     parts: list[RenderableType] = [head, Text(""), nodes, Text("")]
     errors = view.get("recent_errors") or []
     if errors:
-        table = Table(
-            title="recent errors (newest first)", title_justify="left", show_edge=False,
-            pad_edge=False,
-        )  # fmt: skip
-        table.add_column("when (UTC)", no_wrap=True)
-        table.add_column("node", overflow="fold")
-        table.add_column("request id", overflow="fold")
-        table.add_column("status", justify="right", no_wrap=True)
-        table.add_column("error", overflow="fold")
-        table.add_column("message", overflow="fold")
+        # One block an error, its message on a line of its own: a table would squeeze the
+        # message out of a narrow terminal.
+        parts.append(Text("recent errors (newest first, UTC)", style="italic"))
         for error in errors:
             at = error.get("time_ms")
             seconds = at / 1000 if isinstance(at, int | float) else None
-            table.add_row(
-                f"{when(seconds)} ({ago(seconds, now)} ago)",
-                escape(str(error.get("node"))),
-                escape(str(error.get("request_id"))),
-                str(error.get("status")),
-                Text(str(error.get("error")), style="red"),
-                Text(str(error.get("message"))),
-            )
-        parts.append(table)
+            line = Text(f"{when(seconds)}  {error.get('node')}  {error.get('request_id')}  ")
+            line.append(f"{error.get('status')} {error.get('error')}", style="red")
+            parts.append(line)
+            parts.append(Text(f"    {error.get('message')}"))
     else:
         parts.append(Text("no recent errors", style="dim"))
     parts += _unanswered(unanswered)

@@ -4,8 +4,9 @@ the node started, the last minute's rate and p99 (``window.py``), and its most r
 A call is counted on the node that ran it (or refused it from its queue), once: a node that
 forwards a call does not count it, so the counts of every node add up to the cluster's. An
 error is an answer with a status >= 500 or a typed tierfaas error (timeout, handler_error,
-overloaded, ...); a cold start is a call that waited for an instance to start. Recording
-costs a clock read and a few dictionary updates on the node's event loop (no lock).
+overloaded, ...); a cold start is an instance started (fork, import, init), for a call or
+ahead of one (prewarm, min_instances). Recording costs a clock read and a few dictionary
+updates on the node's event loop (no lock).
 """
 
 from __future__ import annotations
@@ -69,27 +70,30 @@ class FunctionStats:
     ) -> None:
         self.clock = clock
         self.wall = wall
-        self.started = clock()
+        self.since = clock()  # when the node started counting
         self._counts = {name: FunctionCounts() for name in functions}
 
     def __contains__(self, function: object) -> bool:
         return function in self._counts
 
-    def ran(self, function: str, seconds: float, cold: bool) -> None:
+    def started(self, function: str) -> None:
+        """An instance of ``function`` started here."""
+        counts = self._counts.get(function)
+        if counts is not None:
+            counts.cold_starts += 1
+
+    def ran(self, function: str, seconds: float) -> None:
         """``function`` answered a call after ``seconds`` (its status < 500)."""
         counts = self._counts.get(function)
         if counts is None:
             return  # not a function of the release: nothing to show it under
         counts.calls += 1
-        if cold:
-            counts.cold_starts += 1
         counts.window.record(self.clock(), seconds, False)
 
     def failed(
         self,
         function: str,
         seconds: float,
-        cold: bool,
         *,
         request_id: str,
         status: int,
@@ -103,8 +107,6 @@ class FunctionStats:
             return
         counts.calls += 1
         counts.errors += 1
-        if cold:
-            counts.cold_starts += 1
         counts.window.record(self.clock(), seconds, True)
         recent = RecentError(
             int(self.wall() * 1000), request_id, status, error, message[:MESSAGE_CHARS]
@@ -114,17 +116,15 @@ class FunctionStats:
     def raised(self, function: str, seconds: float, request_id: str, exc: HttpError) -> None:
         """A call of ``function`` ended in the typed error ``exc`` after ``seconds``."""
         self.failed(
-            function, seconds, False, request_id=request_id, status=exc.status, error=exc.code,
+            function, seconds, request_id=request_id, status=exc.status, error=exc.code,
             message=exc.message,
         )  # fmt: skip
 
-    def answered_error(
-        self, function: str, seconds: float, cold: bool, request_id: str, status: int
-    ) -> None:
+    def answered_error(self, function: str, seconds: float, request_id: str, status: int) -> None:
         """An exec function answered a call with its own ``status`` >= 500 (its body is the
         function's: not kept)."""
         self.failed(
-            function, seconds, cold, request_id=request_id, status=status,
+            function, seconds, request_id=request_id, status=status,
             error=f"http_{status}", message=f"the function answered {status}",
         )  # fmt: skip
 
@@ -136,7 +136,7 @@ class FunctionStats:
         counts = self._counts.get(function) or FunctionCounts()
         now = self.clock()
         view = counts.window.view(now)
-        span = min(float(WINDOW_S), max(1.0, now - self.started))
+        span = min(float(WINDOW_S), max(1.0, now - self.since))
         return {
             "calls": counts.calls,
             "errors": counts.errors,

@@ -23,7 +23,7 @@ from tierfaas.funcstats.stats import FunctionStats
 from tierfaas.manifest import Release
 from tierfaas.runtime import eviction, policy
 from tierfaas.runtime.budget import MemoryBudget, MemoryReport
-from tierfaas.runtime.events import EventListener, RuntimeEvent
+from tierfaas.runtime.events import EventListener, InstanceStarted, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
 from tierfaas.runtime.memory import auto_budget, pressure_file, read_capacity
 from tierfaas.runtime.memwatch import KernelProbe, MemoryProbe, MemoryWatch
@@ -92,6 +92,7 @@ class Runtime:
         self.listeners = list(listeners)
         # Every call run here, counted where its outcome is known (GET /v1/functions).
         self.stats = FunctionStats(release.functions, self.clock)
+        self.listeners.append(self._count_start)
         self.spawner = (
             spawner
             if spawner is not None
@@ -213,9 +214,9 @@ class Runtime:
                 self.stats.raised(name, self.clock() - start, request_id, exc)
             raise
         if result.status < 500:
-            self.stats.ran(name, self.clock() - start, cold)
+            self.stats.ran(name, self.clock() - start)
         else:  # an exec function's own error answer
-            self.stats.answered_error(name, self.clock() - start, cold, request_id, result.status)
+            self.stats.answered_error(name, self.clock() - start, request_id, result.status)
         return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:
@@ -276,6 +277,10 @@ class Runtime:
         return pool
 
     # -- events and keep-alive -------------------------------------------------------------
+
+    def _count_start(self, event: RuntimeEvent) -> None:
+        if isinstance(event, InstanceStarted):
+            self.stats.started(event.function)
 
     def emit(self, event: RuntimeEvent) -> None:
         for listener in self.listeners:
