@@ -4,9 +4,12 @@ for each call it runs."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tierfaas import errors
+from tierfaas.config import NodeConfig
 from tierfaas.funcstats.stats import MESSAGE_CHARS, RECENT_ERRORS, FunctionStats, function_stats
 from tierfaas.funcstats.window import (
     BIN_RATIO,
@@ -16,7 +19,11 @@ from tierfaas.funcstats.window import (
     latency_bin,
     percentile_ms,
 )
-from tierfaas.testing import FakeClock, RuntimeHarness, fake_release
+from tierfaas.http.app import NodeApp
+from tierfaas.http.metrics import Metrics
+from tierfaas.runtime import Runtime
+from tierfaas.testing import FakeClock, FakeSpawner, RuntimeHarness, fake_release
+from tierfaas.testing.asgi import request
 
 
 def stats_on(clock: FakeClock) -> FunctionStats:
@@ -189,3 +196,29 @@ def test_an_exec_function_s_own_5xx_is_an_error_without_its_body() -> None:
     assert stats.snapshot("hello")["errors"] == 1
     assert stats.recent_errors("hello")[0]["error"] == "http_503"
     assert stats.recent_errors("hello")[0]["message"] == "the function answered 503"
+
+
+# -- what the node answers -------------------------------------------------------------------
+
+
+def test_the_node_answers_a_function_with_its_stats_and_recent_errors() -> None:
+    config = NodeConfig(release_dir=RELEASE.root, memory_budget_mb=1024)
+    runtime = Runtime(RELEASE, config, FakeClock(), spawner=FakeSpawner(FakeClock()))
+    runtime.stats.failed("echo", 0.5, request_id="r1", status=504, error="timeout", message="late")
+    app = NodeApp(runtime, config, Metrics(), "n1")
+
+    status, _, body = request(app, "/v1/functions/echo")
+    assert status == 200
+    answer = json.loads(body)
+    assert (answer["node"], answer["release"]["version"]) == ("n1", RELEASE.version)
+    assert answer["function"]["name"] == "echo"
+    assert answer["function"]["stats"]["errors"] == 1
+    assert [e["request_id"] for e in answer["recent_errors"]] == ["r1"]
+    listed = json.loads(request(app, "/v1/functions")[2])["functions"][0]
+    assert listed == answer["function"]
+
+    status, _, body = request(app, "/v1/functions/nosuch")
+    assert status == 404 and json.loads(body)["error"] == "unknown_function"
+    assert "'nosuch'" in json.loads(body)["message"]
+    status, _, body = request(app, "/v1/functions/" + "x" * 65)
+    assert status == 400 and json.loads(body)["error"] == "bad_name"
