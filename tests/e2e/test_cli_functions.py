@@ -1,5 +1,6 @@
 """``tierfaas functions`` and ``tierfaas describe`` through a real 3-node cluster (hosts
-127.0.23.10-12, this file's), ``--json`` on every command that reads, and shell completion.
+127.0.23.10-12, this file's, and 127.0.23.20-21 for a pair that forwards), ``--json`` on
+every command that reads, and shell completion.
 
 The nodes run every call where it lands (``--hop-limit 0``: no forwarding), so calls sent to
 two nodes make the function warm on both; the failing function's errors are made on a third,
@@ -23,6 +24,7 @@ import pytest
 from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.testing.cluster import LocalCluster
 from tierfaas.testing.nodes import NodeProcess, http_get, run_cli
+from tierfaas.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -187,3 +189,40 @@ def test_shell_completion_prints_a_script_and_completes_function_names(
         [str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False, env=env
     )
     assert completed.stdout.split() == ["greet"], (completed.stdout, completed.stderr)
+
+
+def test_a_forwarded_call_counts_once_on_the_node_that_ran_it(tmp_path: Path) -> None:
+    """With routing on, calls sent to the node where greet is cold are forwarded to the one
+    where it is warm: the cluster's count is the calls sent, not more."""
+    with LocalCluster(RELEASE, 2, subnet="127.0.23", first_host=20, log_dir=tmp_path) as pair:
+        pair.wait_ready()
+        warm, other = pair.nodes
+        assert call(warm, "greet", "first", "warm-0") == 200
+        sent, forwarded = 1, 0
+
+        def routed() -> bool:  # the table holders know where greet is warm
+            tables = [http_get(f"{node.url}/v1/routes") for node in pair.nodes]
+            return any(
+                status == 200 and json.loads(body)["routes"].get("greet") for status, body in tables
+            )
+
+        eventually(routed, 20.0)
+
+        def forwarded_one() -> bool:
+            nonlocal sent, forwarded
+            sent_to_other = urllib.request.Request(f"{other.url}/function/greet", data=b"x")
+            with urllib.request.urlopen(sent_to_other, timeout=15) as answer:
+                served_by = answer.headers.get("x-tierfaas-served-by")
+            sent += 1
+            if served_by == pair.name_of(warm):
+                forwarded += 1
+            return forwarded >= 3
+
+        eventually(forwarded_one, 20.0)
+        listing = as_json(tierfaas("functions", "--url", other.url, "--json"))
+        (greet,) = [row for row in listing["functions"] if row["name"] == "greet"]
+        assert greet["calls"] == sent
+        ran_on_warm = as_json(tierfaas("describe", "greet", "--url", other.url, "--json"))
+        per_node = {n["node"]: n["stats"]["calls"] for n in ran_on_warm["nodes"]}
+        assert per_node[pair.name_of(warm)] >= 1 + forwarded
+        assert sum(per_node.values()) == sent
