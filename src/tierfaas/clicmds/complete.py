@@ -24,6 +24,3 @@ def complete_function(ctx: typer.Context, incomplete: str) -> list[str]:
     functions = listing.get("functions") if isinstance(listing, dict) else None
     names = [f.get("name") for f in functions or [] if isinstance(f, dict)]
     return sorted(n for n in names if isinstance(n, str) and n.startswith(incomplete))
-
-
-__all__ = ["complete_function"]
