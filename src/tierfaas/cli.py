@@ -19,16 +19,21 @@ import typer
 from rich.console import Console
 
 from tierfaas import __version__, errors
+from tierfaas.clicmds import functions as function_commands
+from tierfaas.clicmds.options import AsJson as _AsJson
+from tierfaas.clicmds.options import FunctionName, err
+from tierfaas.clicmds.options import NodeUrl as _NodeUrl
+from tierfaas.clicmds.options import TokenFile as _TokenFile
+from tierfaas.clicmds.options import fail as _fail
 from tierfaas.config import Address, NodeConfig
 from tierfaas.logs import setup_logging
 
 app = typer.Typer(
     help="tierfaas: a self-organizing Function-as-a-Service engine.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (docs/operations.md)
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
 
 
 def _doc(name: str) -> str:
@@ -37,11 +42,6 @@ def _doc(name: str) -> str:
     # Escaped: rich would read "[s]" as markup and drop it from --help.
     unit = rf" \[{f.metadata['unit']}]" if f.metadata["unit"] else ""
     return f"{f.metadata['doc']}{unit}."
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 # -- tierfaas node: one flag per NodeConfig setting --------------------------------------------
@@ -222,7 +222,7 @@ def _release_from_registry(registry: Path, version: str | None) -> Path:
 
 @app.command()
 def invoke(
-    function: Annotated[str, typer.Argument(help="the function's name")],
+    function: FunctionName,
     data: Annotated[
         str, typer.Option("--data", "-d", help="request body; '@FILE' reads a file, '-' stdin")
     ] = "",
@@ -342,16 +342,6 @@ def keygen(
     err.print(f"wrote a new cluster key to {out}", highlight=False)
 
 
-# The admin token option of every command that reads a node's admin endpoints.
-_TokenFile = Annotated[
-    Path | None,
-    typer.Option(
-        help="the admin token (mode 600), else $TIERFAAS_ADMIN_TOKEN; needed for nodes that "
-        "listen off loopback with a token"
-    ),
-]
-
-
 @app.command()
 def status(
     url: Annotated[str, typer.Option(help="any node of the cluster")] = "http://127.0.0.1:8080",
@@ -382,7 +372,7 @@ def status(
 
 @app.command()
 def logs(
-    function: Annotated[str, typer.Argument(help="the function's name")],
+    function: FunctionName,
     follow_: Annotated[
         bool, typer.Option("--follow", "-f", help="keep printing new lines until Ctrl-C")
     ] = False,
@@ -452,6 +442,9 @@ def logs(
         raise typer.Exit(1)
 
 
+# What is deployed and how it does: functions, describe (tierfaas.clicmds.functions).
+function_commands.register(app)
+
 # -- asynchronous calls --------------------------------------------------------------------------
 
 calls = typer.Typer(
@@ -459,8 +452,6 @@ calls = typer.Typer(
 )
 app.add_typer(calls, name="calls")
 
-_NodeUrl = Annotated[str, typer.Option("--url", help="any node of the cluster")]
-_AsJson = Annotated[bool, typer.Option("--json", help="print the raw JSON")]
 _FunctionFilter = Annotated[str | None, typer.Option("--function", help="only this function")]
 _Limit = Annotated[int, typer.Option(min=1, max=1000, help="at most this many (1..1000)")]
 

@@ -73,16 +73,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with LocalCluster(
         PRINTER, 3, first_host=170, log_dir=logs, extra_args=["--cold-starts", "local"]
     ) as started:
-        eventually(
-            lambda: all(
-                sum(m["state"] == "alive" for m in LocalCluster.view(n)["members"]) == 3
-                for n in started.nodes
-            ),
-            30.0,
-        )
-        for node in started.nodes:
-            url = f"{node.url}/readyz"
-            eventually(lambda url=url: http_get(url)[0] == 200, 20.0)  # type: ignore[misc]
+        started.wait_ready()
         yield started
 
 

@@ -104,8 +104,8 @@ def test_the_description_is_valid_openapi_3_1() -> None:
 
 def _app_routes() -> set[str]:
     """Every path the app answers, read from its source: the literal paths it compares
-    against, its admin paths, the dashboard's files, the invocation prefix and the routes of
-    asynchronous calls (tierfaas.calls.api)."""
+    against, its admin paths, the dashboard's files, the invocation prefix, the one of a
+    function's details and the routes of asynchronous calls (tierfaas.calls.api)."""
     source = Path(app_module.__file__).read_text()
     literal = set(re.findall(r'path == "(/[^"]*)"', source))
     calls = {
@@ -115,7 +115,8 @@ def _app_routes() -> set[str]:
         f"{calls_api.CALLS_PATH}/{{id}}/retry",
         calls_api.DEAD_LETTERS_PATH,
     }
-    return literal | set(app_module.ADMIN_PATHS) | set(_STATIC) | {"/function/{name}"} | calls
+    prefixed = {"/function/{name}", f"{app_module.FUNCTIONS_PREFIX}{{name}}"}
+    return literal | set(app_module.ADMIN_PATHS) | set(_STATIC) | prefixed | calls
 
 
 def test_every_route_of_the_app_is_documented_and_nothing_else() -> None:

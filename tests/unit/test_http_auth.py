@@ -44,7 +44,7 @@ def make_app(monkeypatch: pytest.MonkeyPatch, host: str, token: str | None) -> N
 
 OPEN = ["/healthz", "/readyz", "/v1/functions"]
 UNGUARDED_HERE = {"/v1/dashboard/stream", "/v1/routes", "/v1/dashboard", "/v1/logs"}
-GUARDED = [*sorted(ADMIN_PATHS - UNGUARDED_HERE), "/v1/logs?function=echo"]
+GUARDED = [*sorted(ADMIN_PATHS - UNGUARDED_HERE), "/v1/logs?function=echo", "/v1/functions/echo"]
 
 
 @pytest.mark.parametrize("path", GUARDED)

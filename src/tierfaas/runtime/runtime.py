@@ -19,10 +19,11 @@ from typing import Any
 from tierfaas import errors
 from tierfaas.clock import LoopScheduler, Scheduler, Timer
 from tierfaas.config import NodeConfig
+from tierfaas.funcstats.stats import FunctionStats
 from tierfaas.manifest import Release
 from tierfaas.runtime import eviction, policy
 from tierfaas.runtime.budget import MemoryBudget, MemoryReport
-from tierfaas.runtime.events import EventListener, RuntimeEvent
+from tierfaas.runtime.events import EventListener, InstanceStarted, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
 from tierfaas.runtime.memory import auto_budget, pressure_file, read_capacity
 from tierfaas.runtime.memwatch import KernelProbe, MemoryProbe, MemoryWatch
@@ -89,6 +90,9 @@ class Runtime:
         self.scheduler = scheduler if scheduler is not None else LoopScheduler()
         self.clock = self.scheduler.clock
         self.listeners = list(listeners)
+        # Every call run here, counted where its outcome is known (GET /v1/functions).
+        self.stats = FunctionStats(release.functions, self.clock)
+        self.listeners.append(self._count_start)
         self.spawner = (
             spawner
             if spawner is not None
@@ -188,7 +192,9 @@ class Runtime:
             if deadline <= self.clock():
                 # Out of time before it could be dispatched. Dispatching it with no time left
                 # would arm an expired timer and kill a warm instance, and its other calls.
-                raise errors.FunctionTimeout(f"{name!r} arrived past its deadline; it did not run")
+                exc = errors.FunctionTimeout(f"{name!r} arrived past its deadline; it did not run")
+                self.stats.raised(name, self.clock() - start, request_id, exc)
+                raise exc
             timeout = min(timeout, deadline - start)
         context: dict[str, Any] | None = None
         if pool.takes_context:  # else the handler would not see it: don't build or send it
@@ -200,7 +206,17 @@ class Runtime:
                 "headers": headers or {},
                 "deadline": time.time() + timeout - (self.clock() - start),
             }
-        result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
+        try:
+            result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
+        except errors.HttpError as exc:
+            # A forwarded call refused unrun (not warm, busy) is the sender's to run elsewhere.
+            if not (warm_only and isinstance(exc, errors.NotWarm | errors.Busy)):
+                self.stats.raised(name, self.clock() - start, request_id, exc)
+            raise
+        if result.status < 500:
+            self.stats.ran(name, self.clock() - start)
+        else:  # an exec function's own error answer
+            self.stats.answered_error(name, self.clock() - start, request_id, result.status)
         return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:
@@ -237,10 +253,13 @@ class Runtime:
 
     def functions(self) -> list[dict[str, Any]]:
         """Each function's settings and its instances on this node."""
-        return [
-            {**pool.spec.describe(), **pool.stats(), **pool.keep_alive_view()}
-            for pool in self.pools.values()
-        ]
+        return [self.function(name) for name in self.pools]
+
+    def function(self, name: str) -> dict[str, Any]:
+        """``name``'s settings and its instances on this node; ``UnknownFunction`` (404) if
+        the release has no such name."""
+        pool = self._pool(name)
+        return {**pool.spec.describe(), **pool.stats(), **pool.keep_alive_view()}
 
     def keep_alive(self) -> Iterator[tuple[str, Windows, int]]:
         """Each function's keep-alive windows in force here, and how many instances its
@@ -258,6 +277,10 @@ class Runtime:
         return pool
 
     # -- events and keep-alive -------------------------------------------------------------
+
+    def _count_start(self, event: RuntimeEvent) -> None:
+        if isinstance(event, InstanceStarted):
+            self.stats.started(event.function)
 
     def emit(self, event: RuntimeEvent) -> None:
         for listener in self.listeners:

@@ -15,6 +15,7 @@ from typing import Any
 
 from tierfaas.procs import free_port
 from tierfaas.testing.nodes import NodeProcess, http_get
+from tierfaas.testing.wait import eventually
 
 
 class LocalCluster:
@@ -73,6 +74,20 @@ class LocalCluster:
         for node in self.nodes:
             node.wait_healthy()
         return self
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Waits until every node sees all of them alive and answers /readyz 200."""
+        size = len(self.nodes)
+        eventually(
+            lambda: all(
+                sum(m["state"] == "alive" for m in self.view(n)["members"]) == size
+                for n in self.nodes
+            ),
+            timeout_s,
+        )
+        for node in self.nodes:
+            url = f"{node.url}/readyz"
+            eventually(lambda url=url: http_get(url)[0] == 200, timeout_s)  # type: ignore[misc]
 
     def add_node(self, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> NodeProcess:
         host = (

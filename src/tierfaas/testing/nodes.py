@@ -33,8 +33,11 @@ __all__ = [
 ]
 
 
-def run_cli(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-    """``tierfaas ARGS...`` in a subprocess (this interpreter), its output captured as text."""
+def run_cli(
+    *args: str, timeout: float = 90.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tierfaas ARGS...`` in a subprocess (this interpreter), its output captured as text;
+    ``env``: variables set besides this process's."""
     return subprocess.run(
         [sys.executable, "-m", "tierfaas.cli", *args],
         capture_output=True,
@@ -42,6 +45,7 @@ def run_cli(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess[st
         timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
