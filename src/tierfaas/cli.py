@@ -21,6 +21,7 @@ from rich.console import Console
 from tierfaas import __version__, errors
 from tierfaas.config import Address, NodeConfig
 from tierfaas.logs import setup_logging
+from tierfaas.secrets.cli import secret as secret_commands
 
 app = typer.Typer(
     help="tierfaas: a self-organizing Function-as-a-Service engine.",
@@ -619,6 +620,7 @@ def calls_dead(
 
 rollout = typer.Typer(help="Follow or stop the rollout of the desired release version.")
 app.add_typer(rollout, name="rollout")
+app.add_typer(secret_commands, name="secret")
 
 
 def _registry_help() -> str:

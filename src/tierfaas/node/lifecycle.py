@@ -110,6 +110,10 @@ class Node:
             watches.append(
                 spawn("release-check", lambda: parts.readiness.check_release(root), restart=False)
             )
+        if parts.secrets is not None:
+            # New versions of its functions' secrets, polled off the loop on the node's clock.
+            secrets_watch = spawn("secrets", parts.secrets.follow)
+            watches.append(secrets_watch)
         if parts.cluster is None:
             # A node alone is the whole cluster: it keeps each function's min_instances itself
             # (up to max_instances), for good; in a cluster the master places them.
@@ -155,6 +159,9 @@ class Node:
             if parts.calls is not None:
                 await parts.calls.stop()
             await parts.runtime.close()
+            if parts.secrets is not None:  # no instance is left to read them
+                secrets_watch.cancel()
+                await asyncio.to_thread(parts.secrets.close)
             if parts.app.logs is not None:  # after the instances' last lines
                 parts.app.logs.close()
             close_http(self.config, sockets)
