@@ -15,7 +15,7 @@ from tierfaas.keys import derive, parse_key
 from tierfaas.manifest import load_release
 from tierfaas.runtime.context import Context
 from tierfaas.runtime.output import InstanceOutput, OutputBudget, OutputLimits, OutputLine
-from tierfaas.secrets.crypto import secrets_key, seal, unseal
+from tierfaas.secrets.crypto import seal, secrets_key, unseal
 from tierfaas.secrets.delivery import SecretsDelivery
 from tierfaas.secrets.errors import (
     BadSecretName,
@@ -39,8 +39,8 @@ VALUE = b"correct-horse-battery-staple"
 
 
 def test_the_secrets_key_is_derived_never_the_cluster_key_itself() -> None:
-    assert KEY == derive(CLUSTER_KEY, "secrets")
-    assert KEY != CLUSTER_KEY and KEY != derive(CLUSTER_KEY, "forward")
+    assert derive(CLUSTER_KEY, "secrets") == KEY
+    assert KEY != CLUSTER_KEY and derive(CLUSTER_KEY, "forward") != KEY
 
 
 def test_a_sealed_value_opens_with_its_key_name_and_version_only() -> None:
