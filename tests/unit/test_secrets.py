@@ -311,3 +311,15 @@ def test_parse_key_round_trip_is_what_the_cli_seals_with() -> None:
     import base64
 
     assert secrets_key(parse_key(base64.b64encode(CLUSTER_KEY).decode())) == KEY
+
+
+def test_the_folders_of_dead_nodes_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    from tierfaas.secrets.delivery import sweep_stale
+
+    dead = tmp_path / "tierfaas-secrets-999999999-abc"  # no such pid
+    mine = tmp_path / f"tierfaas-secrets-{os.getpid()}-abc"
+    other = tmp_path / "unrelated-999999999"
+    for folder in (dead, mine, other):
+        folder.mkdir()
+    sweep_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])

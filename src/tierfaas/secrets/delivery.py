@@ -6,7 +6,7 @@ error names the function and the secret, never a value. The values go to a folde
 to the node on a tmpfs (``/dev/shm``, else the temporary folder), never to an environment
 variable or the disk::
 
-    /dev/shm/tierfaas-secrets-XXXX/     0700 (0711 under a root node's sandbox: see below)
+    /dev/shm/tierfaas-secrets-PID-XXXX/ 0700 (0711 under a root node's sandbox: see below)
       FUNCTION/NAME                     the newest version of each secret FUNCTION lists
 
 Each file is replaced by a rename, so a reader sees a whole version. ``follow`` polls the
@@ -38,6 +38,7 @@ from tierfaas import errors
 from tierfaas.config import NodeConfig
 from tierfaas.keys import load_key
 from tierfaas.manifest import MANIFEST_NAME, Release
+from tierfaas.procs import alive
 from tierfaas.sandbox import identity
 from tierfaas.secrets.crypto import secrets_key
 from tierfaas.secrets.errors import SecretError
@@ -60,11 +61,31 @@ def users_of(release: Release) -> dict[str, list[str]]:
     return users
 
 
-def _private_folder() -> Path:
-    for base in TMPFS_DIRS:
-        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
-            return Path(tempfile.mkdtemp(prefix="tierfaas-secrets-", dir=base))
-    return Path(tempfile.mkdtemp(prefix="tierfaas-secrets-"))
+PREFIX = "tierfaas-secrets-"
+
+
+def private_folder() -> Path:
+    """A new folder (0700) for this node's secrets, named after its pid, on a tmpfs when one
+    is there. The folders of nodes that died without removing theirs (SIGKILL) are swept
+    first: a folder whose pid no longer runs is removed."""
+    base = next(
+        (b for b in TMPFS_DIRS if os.path.isdir(b) and os.access(b, os.W_OK | os.X_OK)),
+        tempfile.gettempdir(),
+    )
+    sweep_stale(Path(base))
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
+
+
+def sweep_stale(base: Path) -> None:
+    """Removes the secrets folders in ``base`` of node processes that no longer run."""
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry[len(PREFIX) :].split("-", 1)[0]
+        if entry.startswith(PREFIX) and pid.isdigit() and not alive(int(pid), None):
+            shutil.rmtree(base / entry, ignore_errors=True)
 
 
 class SecretsDelivery:
@@ -256,7 +277,7 @@ def open_delivery(
     delivery = SecretsDelivery(
         store,
         release,
-        _private_folder(),
+        private_folder(),
         owners=owners,
         redactor=redactor,
         poll_s=config.secrets_poll_s,
