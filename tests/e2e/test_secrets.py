@@ -226,6 +226,7 @@ def test_a_new_version_reaches_a_running_instance_on_its_next_read(planted: Plan
         return answer if status == 200 and answer["sha256"] == sha256(new) else None
 
     after = eventually(read_new, timeout=10 + 20 * POLL_S)
+    assert after is not None
     assert after["instance"] == before["instance"]  # the same instance, not a new one
     status, body = planted.call(node, "exec-holder")  # an exec instance reads it too
     assert (status, body.decode()) == (200, sha256(new))
