@@ -323,3 +323,14 @@ def test_the_folders_of_dead_nodes_are_swept_and_live_ones_kept(tmp_path: Path) 
         folder.mkdir()
     sweep_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])
+
+
+def test_up_makes_its_own_registry_afresh_but_keeps_its_secrets(tmp_path: Path) -> None:
+    from tierfaas.up.supervisor import _empty_but_secrets
+
+    SecretStore(tmp_path, KEY).create("db", VALUE)
+    (tmp_path / "versions" / "1.0").mkdir(parents=True)
+    (tmp_path / "desired").write_text("1.0\n")
+    _empty_but_secrets(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["secrets"]
+    assert SecretStore(tmp_path, KEY).read("db") == (1, VALUE)

@@ -61,14 +61,22 @@ def _registry(path: Path | None) -> Path:
     return path or default_state_dir() / "registry"
 
 
-def _key(key_file: Path | None) -> bytes:
-    from tierfaas.keys import KEY_ENV, load_key
+def _key(key_file: Path | None, make: bool = False) -> bytes:
+    """The cluster key: ``key_file``, else $TIERFAAS_CLUSTER_KEY, else the one 'tierfaas up'
+    keeps in its state folder (made there first when ``make`` and there is none: 'up' keeps
+    it while its registry holds secrets)."""
+    from tierfaas.keys import KEY_ENV, load_key, write_key_file
     from tierfaas.up import default_state_dir
     from tierfaas.up.state import KEY_FILE
 
     if key_file is None and not os.environ.get(KEY_ENV):
-        kept = default_state_dir() / KEY_FILE
-        key_file = kept if kept.exists() else None
+        key_file = default_state_dir() / KEY_FILE
+        if make and not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_key_file(key_file)
+            err.print(f"made a new cluster key in {key_file} for 'tierfaas up'", highlight=False)
+        if not key_file.exists():
+            key_file = None
     try:
         key = load_key(key_file)
     except ConfigError as exc:
@@ -116,7 +124,7 @@ def create(
     except SecretError as exc:
         raise _fail(str(exc)) from None
     root = _registry(registry)
-    store = SecretStore(root, secrets_key(_key(key_file)))
+    store = SecretStore(root, secrets_key(_key(key_file, make=registry is None)))
     value = _read_value(from_file, MAX_SECRET_BYTES)
     try:
         version = store.create(name, value)
