@@ -334,3 +334,30 @@ def test_up_makes_its_own_registry_afresh_but_keeps_its_secrets(tmp_path: Path) 
     _empty_but_secrets(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["secrets"]
     assert SecretStore(tmp_path, KEY).read("db") == (1, VALUE)
+
+
+def test_a_handler_error_naming_a_value_reaches_the_node_masked() -> None:
+    from typing import cast
+
+    from tierfaas import errors
+    from tierfaas.manifest import EntryPoint, FunctionSpec
+    from tierfaas.runtime import protocol as p
+    from tierfaas.runtime.instance import Instance
+    from tierfaas.runtime.zygote_client import ZygoteClient
+
+    redactor = Redactor()
+    redactor.learn([VALUE])
+    spec = FunctionSpec(name="f", handler=EntryPoint("m", "f", Path("/nowhere/m.py")))
+
+    async def run() -> BaseException | None:
+        instance = Instance(1, spec, cast(ZygoteClient, None), FakeClock())
+        instance.redact = redactor
+        future = asyncio.get_running_loop().create_future()
+        instance.calls[7] = future
+        text = VALUE.decode()
+        instance._on_result([p.RESULT, 7, p.RAISED, b"", "ValueError", f"with {text}!"])
+        return future.exception()
+
+    error = asyncio.run(run())
+    assert isinstance(error, errors.HandlerFailed)
+    assert VALUE.decode() not in str(error) and f"with {MASK}!" in str(error)
