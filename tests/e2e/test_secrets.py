@@ -14,7 +14,8 @@ registry that holds the release ``tests/fixtures/secretive`` and two secrets pla
 - bad input: an oversized secret, names that are not plain, ``rm`` of an unknown secret, a
   release listing a secret that does not exist.
 
-Hosts 127.0.33.10-11 (process) and 127.0.33.20-21 (sandbox) are this file's.
+Hosts 127.0.33.10-12 (process), 127.0.33.20-21 (sandbox) and 127.0.33.50 (``tierfaas up``)
+are this file's.
 """
 
 from __future__ import annotations
@@ -60,13 +61,16 @@ def sandbox_refusal() -> str | None:
     return None
 
 
-def tierfaas(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def tierfaas(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "tierfaas.cli", *args],
         input=stdin,
         capture_output=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -74,13 +78,8 @@ def sha256(value: bytes) -> str:
     return hashlib.sha256(value).hexdigest()
 
 
-def call(node: NodeProcess, function: str, body: bytes = b"x") -> tuple[int, bytes]:
-    request = urllib.request.Request(f"{node.url}/function/{function}", data=body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=20) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+def call(node: NodeProcess, function: str) -> tuple[int, bytes]:
+    return call_url(node.url, function)
 
 
 @dataclass
@@ -350,3 +349,38 @@ def test_rm_removes_every_version_and_the_functions_lose_it(planted: Planted) ->
         return status == 500 and b"KeyError" in body
 
     eventually(lost, timeout=10 + 20 * POLL_S)
+
+
+def test_tierfaas_up_serves_secrets_created_in_its_state_folder(tmp_path: Path) -> None:
+    """Without --registry and --key-file, ``secret create`` works in the state folder of
+    ``tierfaas up`` (making its key), and ``up`` keeps both: its nodes open the secret."""
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    value = random_value("up")
+    made = tierfaas("secret", "create", "db", stdin=value, env=env)
+    assert made.returncode == 0, made.stderr
+    made = tierfaas("secret", "create", "api", stdin=random_value("up-api"), env=env)
+    assert made.returncode == 0, made.stderr
+    port = free_port("127.0.0.1")
+    try:
+        up = tierfaas(
+            "up", "--release", str(RELEASE), "--nodes", "1", "--port", str(port),
+            "--first-host", "127.0.33.50", "--isolation", "process", "--detach",
+            env=env, timeout=120,
+        )  # fmt: skip
+        assert up.returncode == 0, up.stderr.decode()[-2000:]
+        status, body = call_url(f"http://127.0.0.1:{port}", "holder")
+        assert status == 200, body
+        assert json.loads(body)["sha256"] == sha256(value)
+    finally:
+        tierfaas("down", env=env, timeout=90)
+    listed = tierfaas("secret", "list", "--json", env=env)
+    assert {s["name"] for s in json.loads(listed.stdout)["secrets"]} == {"db", "api"}
+
+
+def call_url(url: str, function: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{url}/function/{function}", data=b"x", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
