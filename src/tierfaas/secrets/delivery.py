@@ -39,7 +39,6 @@ from tierfaas.config import NodeConfig
 from tierfaas.keys import load_key
 from tierfaas.manifest import MANIFEST_NAME, Release
 from tierfaas.procs import alive
-from tierfaas.sandbox import identity
 from tierfaas.secrets.crypto import secrets_key
 from tierfaas.secrets.errors import SecretError
 from tierfaas.secrets.redact import Redactor
@@ -266,12 +265,10 @@ def open_delivery(
         )
     owners = None
     if config.isolation == "sandbox" and os.geteuid() == 0:
-        ids = identity.assign(
-            list(release.functions),
-            node_uid=0,
-            base=config.sandbox_uid_base,
-            count=config.sandbox_uid_count,
-        )
+        # Each function's host uid: its uid in the release's namespace, mapped from the base.
+        from tierfaas.runtime.spawner import release_identities
+
+        ids = release_identities(release, config)  # ConfigError for a range too small
         owners = {name: config.sandbox_uid_base + ids.of(name) for name in release.functions}
     store = SecretStore(config.registry, secrets_key(key))
     delivery = SecretsDelivery(
