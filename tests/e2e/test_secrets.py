@@ -328,6 +328,7 @@ def test_bad_input_is_refused_with_a_clear_error(planted: Planted, tmp_path: Pat
     )
     other = tmp_path / "registry"
     DirectoryRegistry(other).publish(release)
+    before = {e for e in os.listdir("/dev/shm") if e.startswith("tierfaas-secrets-")}
     started = tierfaas(
         "node", "--registry", str(other), "--key-file", key, "--isolation", "process",
         "--http", f"127.0.33.12:{free_port('127.0.33.12')}", "--data-dir", str(tmp_path / "d"),
@@ -335,6 +336,8 @@ def test_bad_input_is_refused_with_a_clear_error(planted: Planted, tmp_path: Pat
     assert started.returncode == 2
     assert b"functions.needy.secrets" in started.stderr
     assert b"'db' does not exist" in started.stderr  # the first one it checked
+    after = {e for e in os.listdir("/dev/shm") if e.startswith("tierfaas-secrets-")}
+    assert after <= before  # the node that did not start left no folder behind
 
 
 def test_rm_removes_every_version_and_the_functions_lose_it(planted: Planted) -> None:

@@ -94,6 +94,13 @@ class Node:
 
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
+        try:
+            return await self._run()
+        finally:  # however it ends, no decrypted secret outlives the node (idempotent)
+            if self.parts.secrets is not None:
+                await asyncio.to_thread(self.parts.secrets.close)
+
+    async def _run(self) -> int:
         parts = self.parts
         if not await self._prepare_release():
             return self.exit_code
