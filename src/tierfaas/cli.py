@@ -27,6 +27,7 @@ from tierfaas.clicmds.options import TokenFile as _TokenFile
 from tierfaas.clicmds.options import fail as _fail
 from tierfaas.config import Address, NodeConfig
 from tierfaas.logs import setup_logging
+from tierfaas.secrets.cli import secret as secret_commands
 
 app = typer.Typer(
     help="tierfaas: a self-organizing Function-as-a-Service engine.",
@@ -610,6 +611,7 @@ def calls_dead(
 
 rollout = typer.Typer(help="Follow or stop the rollout of the desired release version.")
 app.add_typer(rollout, name="rollout")
+app.add_typer(secret_commands, name="secret")
 
 
 def _registry_help() -> str:

@@ -466,6 +466,13 @@ class NodeConfig:
     registry_poll_s: float = setting(
         2.0, "how often the master reads the registry's desired version", "s"
     )
+    secrets_poll_s: float = setting(
+        1.0,
+        "how often a node reads the registry's secrets for new versions of those its functions "
+        "list (a listing of a few folders each time; a new version reaches running instances "
+        "within this)",
+        "s",
+    )
     canaries: int = setting(
         2, "nodes of a new version started and checked before the table is handed over", "nodes"
     )
@@ -513,6 +520,7 @@ class NodeConfig:
         if self.drain_quiet_s < 0:
             raise ConfigError("drain_quiet_s", "must be 0 or more")
         self._check_positive("registry_poll_s", "canary_timeout_s", "build_timeout_s")
+        self._check_positive("secrets_poll_s")
         if not isinstance(self.generation, int) or self.generation < 0:
             raise ConfigError("generation", "must be 0 or more")
         if self.canaries < 1:

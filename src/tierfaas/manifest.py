@@ -26,6 +26,8 @@
     api_keys = ["sha256:..."]   # optional: calls need one of these keys (SHA-256 digests)
     max_retries = 2             # async calls: retries after a 5xx or timeout (0..20)
     schedule = "*/5 * * * *"    # optional: cron in UTC, each tick runs an async call
+    secrets = ["db"]            # optional: secrets ('tierfaas secret create') given to it as
+                                # files /var/secrets/NAME and context.secret(NAME)
 
     [functions.hello-node]      # a function in any language: a program the node starts
     runtime = "exec"            # "python" (the default) or "exec"
@@ -35,9 +37,10 @@
     ready_path = "/healthz"     # optional, http: ready once GET of it answers 200
     listen = "port"             # http: "port" (127.0.0.1:$PORT) or "unix" ($SOCKET_PATH)
 
-Every key of a function but ``handler``, ``init``, ``env``, ``command``, ``ready_path`` and
-``schedule`` may also be set in ``[defaults]``. An exec function has no ``handler``, ``init``
-or ``threads``; a Python one has no ``command``, ``protocol`` or ``ready_path``.
+Every key of a function but ``handler``, ``init``, ``env``, ``command``, ``ready_path``,
+``schedule`` and ``secrets`` may also be set in ``[defaults]``. An exec function has no
+``handler``, ``init`` or ``threads``; a Python one has no ``command``, ``protocol`` or
+``ready_path``.
 ``[release] build = ["make"]`` (argv, optional) runs once when a node loads the release, in
 the release directory, before ``check_commands`` checks that each exec function's program
 exists.
@@ -96,7 +99,9 @@ _LIMITS: dict[str, tuple[type, float, float, float]] = {
 CPU_RANGE = (0.01, 1024.0)
 """Cores of ``cpu``: from a hundredth of one (the smallest quota worth enforcing) to 1024."""
 NETWORKS = ("host", "none")
-_FUNCTION_KEYS = {"handler", "init", "env", "api_keys", "cpu", "network", "schedule", *_LIMITS}
+_FUNCTION_KEYS = {
+    "handler", "init", "env", "api_keys", "cpu", "network", "schedule", "secrets", *_LIMITS
+}  # fmt: skip
 _EXEC_KEYS = {"runtime", "command", "protocol", "ready_path", "listen"}
 _DEFAULT_KEYS = {"api_keys", "cpu", "network", "runtime", "protocol", *_LIMITS}
 MAX_PRELOAD = 64
@@ -112,6 +117,7 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READY_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,1023}")
 _API_KEY_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_API_KEYS = 64
+MAX_SECRETS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +179,9 @@ class FunctionSpec:
     schedule: str | None = None
     """A five-field cron expression in UTC (checked by ``tierfaas.calls.cron.parse``): the
     master runs the function as an async call at each tick. None: no schedule."""
+    secrets: tuple[str, ...] = ()
+    """Names of the secrets given to this function (and no other): whether they exist is
+    checked by the node that loads the release, where the registry is."""
 
     @property
     def runtime(self) -> str:
@@ -203,6 +212,7 @@ class FunctionSpec:
             "api_key": bool(self.api_keys),  # whether calls need a key (never the keys)
             "max_retries": self.max_retries,
             "schedule": self.schedule,
+            "secrets": list(self.secrets),  # names only, never values
         }
 
 
@@ -341,6 +351,7 @@ def _function(
     schedule = (
         _schedule(where, f"{prefix}.schedule", table["schedule"]) if "schedule" in table else None
     )
+    secrets = _secrets(where, f"{prefix}.secrets", table["secrets"]) if "secrets" in table else ()
     return FunctionSpec(
         name=name,
         handler=handler,
@@ -351,6 +362,7 @@ def _function(
         network=network,
         command=command,
         schedule=schedule,
+        secrets=secrets,
         **limits,
     )
 
@@ -363,6 +375,26 @@ def _schedule(where: str, fieldname: str, value: Any) -> str:
     except ValueError as exc:
         raise ManifestError(where, fieldname, f"not a cron expression: {exc}") from None
     return text
+
+
+def _secrets(where: str, fieldname: str, value: Any) -> tuple[str, ...]:
+    """``["db", ...]``: names of secrets (the rule of function names), each once."""
+    if not isinstance(value, list):
+        raise ManifestError(where, fieldname, 'expected a list of secret names, e.g. ["db"]')
+    if len(value) > MAX_SECRETS:
+        raise ManifestError(where, fieldname, f"at most {MAX_SECRETS} secrets")
+    names: list[str] = []
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, str) or not is_valid_name(item):
+            raise ManifestError(
+                where,
+                fieldname,
+                f"entry {number}, {_show(item)}, is not a secret name (1-64 of [A-Za-z0-9._-])",
+            )
+        if item in names:
+            raise ManifestError(where, fieldname, f"{item!r} is listed twice")
+        names.append(item)
+    return tuple(names)
 
 
 def _exec_command(

@@ -138,6 +138,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "provider": (["--provider", "local"], "local"),
         "provider_state": (["--provider-state", str(tmp / "state")], tmp / "state"),
         "registry_poll_s": (["--registry-poll-s", "0.5"], 0.5),
+        "secrets_poll_s": (["--secrets-poll-s", "0.25"], 0.25),
         "canaries": (["--canaries", "1"], 1),
         "canary_timeout_s": (["--canary-timeout-s", "7"], 7.0),
         "build_timeout_s": (["--build-timeout-s", "30"], 30.0),

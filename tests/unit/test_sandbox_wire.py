@@ -45,6 +45,7 @@ def test_a_release_plan_with_every_kind_of_operation_survives_the_wire(privilege
             Mask("/srv/rel/cluster.key", False),
         ],
         hostname="my-release",
+        secrets_dir="/dev/shm/tierfaas-secrets-1-abc",
     )
     assert ReleaseSandbox.from_wire(through_msgpack(plan.to_wire())) == plan
 

@@ -51,6 +51,7 @@ from tierfaas.node.readiness import Readiness
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.router import NEGATIVE_TTL_S, Router, RoutingMetrics
 from tierfaas.runtime import Runtime
+from tierfaas.secrets.delivery import SecretsDelivery, open_delivery
 from tierfaas.supervision import Supervisor
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class NodeParts:
     schedules: ScheduleTicker | None = None
     """Fires the release's cron schedules as async calls while this node is the master (a
     standalone node always is); None when no function has a schedule."""
+    secrets: SecretsDelivery | None = None
+    """The node's private copy of the secrets its functions list, kept current by polling the
+    registry; None when no function lists one."""
 
 
 def compose(
@@ -111,9 +115,16 @@ def compose(
     rpc = config.rpc_address
     if rpc is not None and key is None and not rpc.is_loopback:
         raise errors.ConfigError("rpc", f"{rpc} is not loopback and no cluster key is set")
-    if config.gossip is None:
-        return _standalone(config, release, metrics, clock)
-    return _clustered(config, release, metrics, key, provider, clock)
+    # Every listed secret exists and opens, or the release does not load (naming them).
+    secrets = open_delivery(config, release)
+    try:
+        if config.gossip is None:
+            return _standalone(config, release, metrics, clock, secrets)
+        return _clustered(config, release, metrics, key, provider, clock, secrets)
+    except BaseException:
+        if secrets is not None:
+            secrets.close()
+        raise
 
 
 def _logs(config: NodeConfig, release: Release) -> LogStore:
@@ -123,7 +134,13 @@ def _logs(config: NodeConfig, release: Release) -> LogStore:
     return LogStore(config.node_name, release.functions, settings, directory)
 
 
-def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
+def _standalone(
+    config: NodeConfig,
+    release: Release,
+    metrics: Metrics,
+    clock: Clock,
+    secrets: SecretsDelivery | None = None,
+) -> NodeParts:
     supervisor = Supervisor(metrics.registry, clock=clock)
     readiness = Readiness(check_release=config.registry is not None, tasks=supervisor)
     logs = _logs(config, release)
@@ -133,6 +150,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
         listeners=[metrics.on_runtime_event],
         scheduler=LoopScheduler(clock),
         output_sinks=[logs.sink],
+        secrets=secrets,
     )
     metrics.watch_keep_alive(runtime.keep_alive)
     metrics.watch_memory(runtime.memory_report)
@@ -154,7 +172,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
     app.calls = _calls_api(config, release, calls, metrics)
     return NodeParts(
         config, release, metrics, supervisor, readiness, runtime, router, app, None, calls,
-        _schedules(release, calls, clock),
+        _schedules(release, calls, clock), secrets,
     )  # fmt: skip
 
 
@@ -165,6 +183,7 @@ def _clustered(
     key: bytes | None,
     provider: Provider | None,
     clock: Clock,
+    secrets: SecretsDelivery | None = None,
 ) -> NodeParts:
     from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
 
@@ -222,6 +241,7 @@ def _clustered(
         listeners=[metrics.on_runtime_event, control.on_runtime_event],
         scheduler=LoopScheduler(clock),
         output_sinks=[logs.sink],
+        secrets=secrets,
     )
     metrics.watch_keep_alive(runtime.keep_alive)
     metrics.watch_memory(runtime.memory_report)
@@ -294,7 +314,7 @@ def _clustered(
     manager.watch_runs(lambda gone: calls.on_run_gone(gone.name, gone.epoch, gone.down))
     return NodeParts(
         config, release, metrics, supervisor, readiness, runtime, router, app, cluster, calls,
-        _schedules(release, calls, clock),
+        _schedules(release, calls, clock), secrets,
     )  # fmt: skip
 
 

@@ -94,6 +94,13 @@ class Node:
 
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT, then drains and returns."""
+        try:
+            return await self._run()
+        finally:  # however it ends, no decrypted secret outlives the node (idempotent)
+            if self.parts.secrets is not None:
+                await asyncio.to_thread(self.parts.secrets.close)
+
+    async def _run(self) -> int:
         parts = self.parts
         if not await self._prepare_release():
             return self.exit_code
@@ -110,6 +117,10 @@ class Node:
             watches.append(
                 spawn("release-check", lambda: parts.readiness.check_release(root), restart=False)
             )
+        if parts.secrets is not None:
+            # New versions of its functions' secrets, polled off the loop on the node's clock.
+            secrets_watch = spawn("secrets", parts.secrets.follow)
+            watches.append(secrets_watch)
         if parts.cluster is None:
             # A node alone is the whole cluster: it keeps each function's min_instances itself
             # (up to max_instances), for good; in a cluster the master places them.
@@ -155,6 +166,9 @@ class Node:
             if parts.calls is not None:
                 await parts.calls.stop()
             await parts.runtime.close()
+            if parts.secrets is not None:  # no instance is left to read them
+                secrets_watch.cancel()
+                await asyncio.to_thread(parts.secrets.close)
             if parts.app.logs is not None:  # after the instances' last lines
                 parts.app.logs.close()
             close_http(self.config, sockets)

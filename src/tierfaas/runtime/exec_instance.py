@@ -196,6 +196,7 @@ class StdioInstance(Instance):
         self.kill("response_too_large")
 
     def _protocol_error(self, reason: str) -> None:
+        reason = self.redact(reason)
         self.protocol_detail = reason
         if not self.ready.done():
             self.ready.set_exception(

@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -135,6 +136,9 @@ class Instance(asyncio.Protocol):
         # with the call's id only while that call runs alone (with several in flight, which
         # one printed it is not known).
         self.call_requests: dict[int, str | None] = {}
+        # Applied to every text of the instance's that goes into an error (a handler's message,
+        # its start failure, what broke the protocol): the node's secrets become ***.
+        self.redact: Callable[[str], str] = _unchanged
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -343,9 +347,11 @@ class Instance(asyncio.Protocol):
                 elif kind == p.START_FAILED and not self.ready.done():
                     self.ready.set_exception(
                         errors.StartFailed(
-                            f"instance of {self.spec.name!r} failed to start: "
-                            f"{str(frame[1])[:MAX_ERROR_TYPE_CHARS]}: "
-                            f"{str(frame[2])[:MAX_ERROR_MESSAGE_CHARS]}"
+                            self.redact(
+                                f"instance of {self.spec.name!r} failed to start: "
+                                f"{str(frame[1])[:MAX_ERROR_TYPE_CHARS]}: "
+                                f"{str(frame[2])[:MAX_ERROR_MESSAGE_CHARS]}"
+                            )
                         )
                     )
         except Exception:  # bytes that are not our protocol: the handler wrote them
@@ -373,11 +379,7 @@ class Instance(asyncio.Protocol):
         if outcome == p.OK:
             future.set_result(Result(payload, kind))
         elif outcome == p.RAISED:
-            future.set_exception(
-                errors.HandlerFailed(
-                    kind[:MAX_ERROR_TYPE_CHARS], str(message)[:MAX_ERROR_MESSAGE_CHARS]
-                )
-            )
+            future.set_exception(self._handler_failed(kind, message))
         elif outcome == p.OUT_OF_MEMORY:
             self.death_reason = "out_of_memory"
             future.set_exception(
@@ -389,13 +391,18 @@ class Instance(asyncio.Protocol):
             # It is exiting: no later call may be given to it in the meantime.
             self.kill("out_of_memory")
         elif outcome == p.TOO_LARGE:
-            future.set_exception(errors.ResponseTooLarge(str(message)[:MAX_ERROR_MESSAGE_CHARS]))
-        else:
             future.set_exception(
-                errors.HandlerFailed(
-                    kind[:MAX_ERROR_TYPE_CHARS], str(message)[:MAX_ERROR_MESSAGE_CHARS]
-                )
+                errors.ResponseTooLarge(self.redact(str(message)[:MAX_ERROR_MESSAGE_CHARS]))
             )
+        else:
+            future.set_exception(self._handler_failed(kind, message))
+
+    def _handler_failed(self, kind: str, message: object) -> errors.HandlerFailed:
+        """The error of a call whose handler raised, its type and message masked."""
+        return errors.HandlerFailed(
+            self.redact(kind[:MAX_ERROR_TYPE_CHARS]),
+            self.redact(str(message)[:MAX_ERROR_MESSAGE_CHARS]),
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.cgroup is not None and self.cgroup.oom_kills() > 0:
@@ -429,8 +436,8 @@ class Instance(asyncio.Protocol):
                     "a malformed answer (did its handler write to the instance's socket?)"
                 )
                 error = errors.ProtocolError(
-                    f"the instance of {name!r} broke the protocol ({detail[:500]}) and was "
-                    "stopped; the next call gets a new one"
+                    f"the instance of {name!r} broke the protocol ({self.redact(detail[:500])}) "
+                    "and was stopped; the next call gets a new one"
                 )
             else:
                 detail = f" ({how})" if how else ""
@@ -438,3 +445,7 @@ class Instance(asyncio.Protocol):
                     f"the instance of {name!r} died while handling the call{detail}"
                 )
             future.set_exception(error)
+
+
+def _unchanged(text: str) -> str:
+    return text

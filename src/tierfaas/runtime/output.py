@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import select
@@ -368,12 +369,16 @@ class InstanceOutput:
         sink: Callable[[OutputLine], None],
         *,
         scheduler: Scheduler | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
+        """``redact``: applied to each line's text before anyone sees it (the secrets the
+        node gave its functions become ``***``: tierfaas.secrets.redact)."""
         if stdout_fd == stderr_fd:
             raise ValueError("stdout and stderr need a pipe each")
         self._loop = asyncio.get_running_loop()
         self._scheduler = scheduler if scheduler is not None else LoopScheduler(budget.clock)
         self._sink = sink
+        self._redact = redact
         self._streams = {
             stdout_fd: OutputStream(function, instance_id, "stdout", budget),
             stderr_fd: OutputStream(function, instance_id, "stderr", budget),
@@ -497,7 +502,13 @@ class InstanceOutput:
 
     def _deliver(self, lines: list[OutputLine]) -> None:
         sink = self._sink
-        for line in lines:
+        redact = self._redact
+        for each in lines:
+            line = each
+            if redact is not None:
+                masked = redact(line.text)
+                if masked is not line.text:
+                    line = dataclasses.replace(line, text=masked)
             if line.stream == "stderr":
                 self._stderr_tail.append(line.text.translate(_UNPRINTABLE)[:STDERR_TAIL_CHARS])
             try:

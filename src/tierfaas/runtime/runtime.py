@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierfaas import errors
 from tierfaas.clock import LoopScheduler, Scheduler, Timer
@@ -31,6 +31,9 @@ from tierfaas.runtime.output import OutputBudget, OutputLine
 from tierfaas.runtime.pool import FunctionPool
 from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.spawner import ZygoteSpawner
+
+if TYPE_CHECKING:
+    from tierfaas.secrets.delivery import SecretsDelivery
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +73,15 @@ class Runtime:
         spawner: Spawner | None = None,
         memory_probe: MemoryProbe | None = None,
         output_sinks: Sequence[Callable[[OutputLine], None]] = (),
+        secrets: SecretsDelivery | None = None,
     ) -> None:
         """``scheduler``: every timer of the runtime, on its clock (default: the running
         loop's, on ``time.monotonic``). ``spawner``: starts instances (default: forked by a
         zygote this runtime starts and stops). ``memory_probe``: reads the instances' memory
         use and the memory pressure (default: from the kernel, in a worker thread).
         ``output_sinks``: who gets the default spawner's output lines besides the node's log
-        (the function logs of ``tierfaas.funclogs``)."""
+        (the function logs of ``tierfaas.funclogs``). ``secrets``: the node's copy of the
+        secrets its functions list, for the default spawner (None: none do)."""
         budget_mb = memory_budget_mb(config)
         for spec in release.functions.values():
             if spec.memory_mb > budget_mb:
@@ -96,7 +101,7 @@ class Runtime:
         self.spawner = (
             spawner
             if spawner is not None
-            else ZygoteSpawner(release, config, self.scheduler, output_sinks)
+            else ZygoteSpawner(release, config, self.scheduler, output_sinks, secrets)
         )
         self.budget = MemoryBudget(
             budget_mb,

@@ -21,7 +21,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierfaas.clock import Scheduler
 from tierfaas.config import NodeConfig
@@ -47,8 +47,11 @@ from tierfaas.sandbox.cgroups import (
     detect,
     open_tree,
 )
-from tierfaas.sandbox.enter import ReleaseSandbox
+from tierfaas.sandbox.enter import SECRETS_MOUNT, ReleaseSandbox
 from tierfaas.sandbox.filesystem import Bind, gather_hidden, gather_sources, plan_root
+
+if TYPE_CHECKING:
+    from tierfaas.secrets.delivery import SecretsDelivery
 
 log = logging.getLogger(__name__)
 output_log = logging.getLogger("tierfaas.functions")
@@ -74,15 +77,16 @@ def release_identities(release: Release, config: NodeConfig) -> identity.Identit
 
 
 def release_sandbox(
-    release: Release, config: NodeConfig, ids: identity.Identities
+    release: Release, config: NodeConfig, ids: identity.Identities, secrets_dir: str = ""
 ) -> ReleaseSandbox:
-    """The plan of the release's sandbox: its identities and its root directory."""
+    """The plan of the release's sandbox: its identities, its root directory and the node's
+    folder of its functions' secrets ("" for none)."""
     hidden = gather_hidden(
         [config.key_file, config.admin_token_file, config.registry, config.provider_state]
     )
     ops = plan_root(gather_sources(release.root), hidden)
     hostname = re.sub(r"[^A-Za-z0-9.-]", "-", release.name)[:63] or "tierfaas"
-    return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname)
+    return ReleaseSandbox(ids.uid_map, os.geteuid() == 0, ops, hostname, secrets_dir)
 
 
 SANDBOXED_SOCKET = "/tmp/.tierfaas-http.sock"
@@ -129,16 +133,24 @@ class ZygoteSpawner:
         config: NodeConfig,
         scheduler: Scheduler,
         output_sinks: Sequence[Callable[[OutputLine], None]] = (),
+        secrets: SecretsDelivery | None = None,
     ) -> None:
-        """``output_sinks``: who gets the instances' output lines besides the node's log."""
+        """``output_sinks``: who gets the instances' output lines besides the node's log.
+        ``secrets``: the node's copy of the secrets its functions list (None: none do); what
+        instances write is masked with its redactor before it reaches anyone."""
         self.release = release
+        self.secrets = secrets
+        self.redact: Callable[[str], str] | None = None if secrets is None else secrets.redactor
         self.config = config
         self.scheduler = scheduler
         self.sandboxed = config.isolation == "sandbox"
         # Under process isolation the uid range is not used, so it is not checked either.
         self.identities = release_identities(release, config) if self.sandboxed else None
+        secrets_dir = "" if secrets is None else str(secrets.folder)
         plan = (
-            None if self.identities is None else release_sandbox(release, config, self.identities)
+            None
+            if self.identities is None
+            else release_sandbox(release, config, self.identities, secrets_dir)
         )
         self.tmp_binds = (
             []
@@ -246,6 +258,8 @@ class ZygoteSpawner:
             instance = HttpInstance(number, spec, self.zygote, self.scheduler, port)
             instance.closed.add_done_callback(lambda _: self.ports.discard(port))
         instance.max_body = self.config.max_response_bytes
+        if self.redact is not None:
+            instance.redact = self.redact
         instance.cgroup = cgroup
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -261,6 +275,7 @@ class ZygoteSpawner:
                 self.output_budgets[spec.name],
                 self.output_sink,
                 scheduler=self.scheduler,
+                redact=self.redact,
             )
         except BaseException:
             for fd in (out_r, err_r, *passed):
@@ -390,7 +405,9 @@ class ZygoteSpawner:
                 "tmp_mb": self.config.sandbox_tmp_mb,
                 "hostname": spec.name.replace("_", "-")[:63],
                 "tmp_binds": self.tmp_binds,
+                "secrets": None if self.secrets is None else self._secrets_of(spec),
             }
+        secrets_dir = self._secrets_dir(spec)
         env = spec.env
         command = None
         if spec.command is not None:
@@ -401,6 +418,8 @@ class ZygoteSpawner:
                 env["PORT"] = env["http_port"] = str(port)
             if socket_path is not None:
                 env["SOCKET_PATH"] = socket_path
+            if secrets_dir:  # where the files are; the values never go in an environment
+                env["TIERFAAS_SECRETS_DIR"] = secrets_dir
         return {
             "name": spec.name,
             "root": str(self.release.root),
@@ -415,4 +434,17 @@ class ZygoteSpawner:
             "debug": self.config.debug,
             "sandbox": sandbox,
             "cgroup_fds": cgroup_fds,
+            "secrets_dir": secrets_dir,
         }
+
+    def _secrets_of(self, spec: FunctionSpec) -> str:
+        """The function whose folder a sandboxed instance binds ("" for none)."""
+        return spec.name if self.secrets is not None and spec.secrets else ""
+
+    def _secrets_dir(self, spec: FunctionSpec) -> str:
+        """Where the instance finds its secrets, as it sees the path ("" for none)."""
+        if self.secrets is None or not spec.secrets:
+            return ""
+        if self.sandboxed:
+            return SECRETS_MOUNT
+        return str(self.secrets.function_dir(spec.name))

@@ -49,6 +49,10 @@ _ST_TO_MS = {  # statvfs f_flag bits -> mount flags a bind must keep (the kernel
 }
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _STAGE = "/tmp"  # where the new root is built, in the zygote's private mount table
+SECRETS_STAGE = "/run/tierfaas/secrets"
+"""Where the zygote binds the node's secrets folder; each instance binds its function's part
+at ``SECRETS_MOUNT`` and unmounts this, so no instance sees another function's folder."""
+SECRETS_MOUNT = "/var/secrets"
 
 
 class SandboxError(RuntimeError):
@@ -63,6 +67,9 @@ class ReleaseSandbox:
     privileged: bool  # the node is root: it may map a range and the zygote may setgroups
     ops: list[MountOp] = field(default_factory=list)
     hostname: str = "tierfaas"
+    secrets_dir: str = ""
+    """The node's private folder of its functions' secrets (tierfaas.secrets.delivery), bound
+    at ``SECRETS_STAGE`` for the instances to take their function's part; "" for none."""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -70,6 +77,7 @@ class ReleaseSandbox:
             "privileged": self.privileged,
             "hostname": self.hostname,
             "ops": [_op_to_wire(op) for op in self.ops],
+            "secrets_dir": self.secrets_dir,
         }
 
     @staticmethod
@@ -79,6 +87,7 @@ class ReleaseSandbox:
             privileged=data["privileged"],
             hostname=data["hostname"],
             ops=[_op_from_wire(op) for op in data["ops"]],
+            secrets_dir=str(data.get("secrets_dir") or ""),
         )
 
 
@@ -187,6 +196,7 @@ def _build_root(plan: ReleaseSandbox) -> None:
         if isinstance(op, Bind)
     }
     null = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    secrets = os.open(plan.secrets_dir, os.O_PATH | os.O_CLOEXEC) if plan.secrets_dir else None
     if plan.privileged:
         os.setgroups([])
     os.setresgid(0, 0, 0)
@@ -200,6 +210,11 @@ def _build_root(plan: ReleaseSandbox) -> None:
         _apply(op, new, sources.get(op.path, null))
     for fd in (*sources.values(), null):
         os.close(fd)
+    if secrets is not None:
+        os.makedirs(new + SECRETS_MOUNT)
+        os.makedirs(new + SECRETS_STAGE)
+        _bind_read_only(secrets, new + SECRETS_STAGE)
+        os.close(secrets)
     _mount_dirs(new)
     os.chdir(new)
     k.pivot_root(".", ".")  # the old root stacks under the new one; detach it
@@ -273,6 +288,9 @@ class InstanceSandbox:
     tmp_mb: int
     hostname: str
     tmp_binds: tuple[str, ...] = ()  # the release's binds under /tmp (see _private_tmp)
+    secrets: str | None = None
+    """The function whose secrets folder to bind at ``SECRETS_MOUNT`` ("" for none); None when
+    the release's sandbox has no secrets folder at all."""
 
 
 _NAMESPACES = {  # /proc/self/ns entry -> its clone flag
@@ -351,6 +369,8 @@ def become_function(box: InstanceSandbox, keep_fds: list[int]) -> None:
     """Takes the function's hostname and network, closes every descriptor but ``keep_fds``
     (and 0, 1, 2) and drops every privilege."""
     k.sethostname(box.hostname)
+    if box.secrets is not None:
+        _mount_secrets(box.secrets)
     if box.network == "none":
         # Here, not in the zygote, which could not return to the host's network namespace
         # (owned by the host's user namespace). A new one holds a loopback device, down.
@@ -358,6 +378,24 @@ def become_function(box: InstanceSandbox, keep_fds: list[int]) -> None:
     _close_all_but(keep_fds)
     k.drop_privileges(box.uid, box.uid)
     set_parent_death_signal(signal.SIGKILL)
+
+
+def _mount_secrets(function: str) -> None:
+    """Binds ``function``'s secrets folder at ``SECRETS_MOUNT`` (read-only; the folder's later
+    changes show through, so a new version is read on the next open) and takes the staged
+    folder of every function away: unmounted in this instance's mount namespace, or, should
+    the kernel refuse, covered by an empty read-only tmpfs."""
+    if function:
+        fd = os.open(f"{SECRETS_STAGE}/{function}", os.O_PATH | os.O_CLOEXEC | os.O_DIRECTORY)
+        try:
+            _bind_read_only(fd, SECRETS_MOUNT)
+        finally:
+            os.close(fd)
+    try:
+        k.umount2(SECRETS_STAGE, k.MNT_DETACH)
+    except OSError:
+        flags = k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV
+        k.mount("tmpfs", SECRETS_STAGE, "tmpfs", flags, "size=4k,mode=0")
 
 
 def _join(cgroup_fds: list[int]) -> None:

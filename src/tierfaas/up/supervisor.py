@@ -5,8 +5,9 @@
    release, the release's build step (run once here, in the registry's folder of the
    version, so a broken build fails at once with its last lines), the front-door port,
    another supervisor on the same state folder; then the state folder (mode 700) and a
-   fresh cluster key in it (``cluster.key``, mode 600), handed to the nodes in
-   ``TIERFAAS_CLUSTER_KEY`` (never on a command line);
+   fresh cluster key in it (``cluster.key``, mode 600; kept instead when the registry holds
+   secrets, which are sealed with it), handed to the nodes in ``TIERFAAS_CLUSTER_KEY``
+   (never on a command line);
 2. starts N ``tierfaas node`` processes through the local provider, one per loopback
    address, each in its own session and told to get SIGTERM should this process die;
 3. starts the front door: the built-in L4 proxy (:mod:`tierfaas.up.frontdoor`, in this
@@ -74,6 +75,22 @@ def _address(http: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _empty_but_secrets(root: Path) -> None:
+    """Removes everything in the registry folder ``root`` but its secrets."""
+    from tierfaas.secrets.store import FOLDER
+
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.name == FOLDER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
 class Supervisor:
     def __init__(
         self,
@@ -132,23 +149,32 @@ class Supervisor:
         else:
             check_port_free(options.host, options.port)
         self.logs.mkdir(exist_ok=True)
+        if self._keeps_key():
+            return
         with contextlib.suppress(FileNotFoundError):
             self.key_path.unlink()
         fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(generate_key() + "\n")
 
+    def _keeps_key(self) -> bool:
+        """Whether the state folder's key stays: when the registry holds secrets, which are
+        sealed with it ('tierfaas secret create' uses it); else every start makes a new one."""
+        from tierfaas.secrets.store import SecretStore
+
+        return self.key_path.is_file() and bool(SecretStore(self.registry.root).names())
+
     def _prepare_registry(self) -> Release:
         """The release the nodes start with: the registry's desired version. Without
         --registry, ``up`` keeps its own registry in the state folder, made afresh from
-        --release on every start; a given registry keeps its desired version, and gets
-        --release published (and desired) only if it has none yet."""
+        --release on every start (its secrets kept); a given registry keeps its desired
+        version, and gets --release published (and desired) only if it has none yet."""
         from tierfaas.deploy.registry import RegistryError
 
         own = self.options.registry is None
         try:
             if own:
-                shutil.rmtree(self.registry.root, ignore_errors=True)
+                _empty_but_secrets(self.registry.root)
             if own or self.registry.desired() is None:
                 self.registry.publish(self.options.release)
             desired = self.registry.desired()

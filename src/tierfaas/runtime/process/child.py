@@ -155,6 +155,7 @@ class _Server(asyncio.Protocol):
         self.with_context = _takes_context(handler)
         self.is_async = inspect.iscoroutinefunction(handler)
         self.name = spec["name"]
+        self.secrets_dir = str(spec.get("secrets_dir") or "")
         self.debug = bool(spec.get("debug"))
         self.max_response = int(spec["max_response_bytes"])
         threads = int(spec.get("threads", 1))
@@ -188,7 +189,10 @@ class _Server(asyncio.Protocol):
     def _call(self, number: int, body: bytes, ctx: dict[str, Any] | None) -> None:
         # The node sends no context (nil) to a handler that takes none (READY told it so).
         if self.with_context:
-            args: tuple[Any, ...] = (body, _context(self.name, ctx or _NO_CONTEXT))
+            args: tuple[Any, ...] = (
+                body,
+                _context(self.name, ctx or _NO_CONTEXT, self.secrets_dir),
+            )
         else:
             args = (body,)
         if self.is_async:
@@ -279,16 +283,20 @@ class _Server(asyncio.Protocol):
 _NO_CONTEXT = {"request_id": ""}
 
 
-def _context(name: str, ctx: dict[str, Any]) -> Context:
+def _context(name: str, ctx: dict[str, Any], secrets_dir: str = "") -> Context:
     """The handler's context; an async call's id and attempt come from the headers its node
     set (a request from outside cannot send them: the router removes them)."""
     headers = ctx.get("headers")
     call_id = headers.get("x-call-id") if headers else None
     if call_id is None:
-        return Context(function=name, **ctx)
+        return Context(function=name, **ctx, secrets_dir=secrets_dir)
     attempt = headers.get("x-call-attempt", "") if headers else ""
     return Context(
-        function=name, **ctx, call_id=call_id, attempt=int(attempt) if attempt.isdigit() else 0
+        function=name,
+        **ctx,
+        call_id=call_id,
+        attempt=int(attempt) if attempt.isdigit() else 0,
+        secrets_dir=secrets_dir,
     )
 
 
