@@ -186,6 +186,7 @@ class FunctionSpec:
             "runtime": self.runtime,
             "handler": None if self.handler is None else str(self.handler),
             "init": None if self.init is None else str(self.init),
+            "env": sorted(self.env),  # the names only: values may be credentials
             "command": None if command is None else list(command.argv),
             "protocol": None if command is None else command.protocol,
             "listen": None if command is None or command.protocol != "http" else command.listen,

@@ -4,7 +4,8 @@
                             DELETE and OPTIONS, and any path below it: /function/{name}/a/b)
     GET  /healthz           the process answers (never blocked by user code)
     GET  /readyz            200 when this node takes invocations, 503 with the reason if not
-    GET  /v1/functions      the release's functions, settings and instances on this node
+    GET  /v1/functions      the release's functions, settings, instances and stats on this node
+    GET  /v1/functions/{name}  one of them, with its recent errors on this node
     GET  /v1/cluster        members, roles and replica assignment as this node sees them
     GET  /v1/routes         the routing table this node holds (master or replica)
     GET  /                  the live dashboard (and /dashboard.js, /dashboard.css)
@@ -41,6 +42,7 @@ from tierfaas.calls import api as calls_api
 from tierfaas.clock import Clock, monotonic
 from tierfaas.config import NodeConfig
 from tierfaas.funclogs import api as logs_api
+from tierfaas.funcstats.stats import function_stats
 from tierfaas.http import auth, function_page
 from tierfaas.http.asgi import (
     ClientDisconnected,
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 _FUNCTION_PREFIX = "/function/"
+_FUNCTIONS_PREFIX = "/v1/functions/"
 _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
 # What an http exec function (a web server of its own) may also be called with. Not HEAD: its
 # answer has no body whatever its Content-Length says.
@@ -340,6 +343,10 @@ class NodeApp:
                 await respond_json(send, 503, answer, headers)
         elif path == "/v1/functions":
             await respond_json(send, 200, self._functions(), headers)
+        elif path.startswith(_FUNCTIONS_PREFIX):
+            if self.admin_digests:  # its recent errors show the functions' inside
+                self._check_admin(scope)
+            await respond_json(send, 200, self._function(path[len(_FUNCTIONS_PREFIX) :]), headers)
         elif path == "/v1/routes":
             if self.routes_view is None:
                 raise errors.NotFound("this node runs without a cluster: it holds no routes")
@@ -398,9 +405,27 @@ class NodeApp:
         return {
             "release": {"name": release.name, "version": release.version},
             "node": self.node_name,
-            # Every function of a node runs under the node's isolation (--isolation).
-            "functions": [
-                {**function, "isolation": self.config.isolation}
-                for function in self.runtime.functions()
-            ],
+            "functions": [self._entry(function) for function in self.runtime.functions()],
+        }
+
+    def _entry(self, function: dict[str, Any]) -> dict[str, Any]:
+        """One function's entry of /v1/functions: its settings, instances and stats here."""
+        # Every function of a node runs under the node's isolation (--isolation).
+        return {
+            **function,
+            "isolation": self.config.isolation,
+            "stats": function_stats(self.runtime.stats, function),
+        }
+
+    def _function(self, name: str) -> dict[str, Any]:
+        """``GET /v1/functions/NAME``: its entry and its most recent errors on this node."""
+        if name not in self.runtime.pools:
+            raise errors.UnknownFunction(
+                f"no function named {name[:80]!r} in release {self.runtime.release.name} "
+                f"{self.runtime.release.version}; see /v1/functions"
+            )
+        return {
+            "node": self.node_name,
+            "function": self._entry(self.runtime.function(name)),
+            "recent_errors": self.runtime.stats.recent_errors(name),
         }

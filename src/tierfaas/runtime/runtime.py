@@ -19,6 +19,7 @@ from typing import Any
 from tierfaas import errors
 from tierfaas.clock import LoopScheduler, Scheduler, Timer
 from tierfaas.config import NodeConfig
+from tierfaas.funcstats.stats import FunctionStats
 from tierfaas.manifest import Release
 from tierfaas.runtime import eviction, policy
 from tierfaas.runtime.budget import MemoryBudget, MemoryReport
@@ -89,6 +90,8 @@ class Runtime:
         self.scheduler = scheduler if scheduler is not None else LoopScheduler()
         self.clock = self.scheduler.clock
         self.listeners = list(listeners)
+        # Every call run here, counted where its outcome is known (GET /v1/functions).
+        self.stats = FunctionStats(release.functions, self.clock)
         self.spawner = (
             spawner
             if spawner is not None
@@ -184,23 +187,41 @@ class Runtime:
         pool = self._pool(name)
         timeout = pool.spec.timeout_s
         start = self.clock() if started is None else started
-        if deadline is not None:
-            if deadline <= self.clock():
-                # Out of time before it could be dispatched. Dispatching it with no time left
-                # would arm an expired timer and kill a warm instance, and its other calls.
-                raise errors.FunctionTimeout(f"{name!r} arrived past its deadline; it did not run")
-            timeout = min(timeout, deadline - start)
-        context: dict[str, Any] | None = None
-        if pool.takes_context:  # else the handler would not see it: don't build or send it
-            context = {
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "query": query,
-                "headers": headers or {},
-                "deadline": time.time() + timeout - (self.clock() - start),
-            }
-        result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
+        try:
+            if deadline is not None:
+                if deadline <= self.clock():
+                    # Out of time before it could be dispatched. Dispatching it with no time
+                    # left would arm an expired timer and kill a warm instance, and its calls.
+                    raise errors.FunctionTimeout(
+                        f"{name!r} arrived past its deadline; it did not run"
+                    )
+                timeout = min(timeout, deadline - start)
+            context: dict[str, Any] | None = None
+            if pool.takes_context:  # else the handler would not see it: don't build or send it
+                context = {
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "query": query,
+                    "headers": headers or {},
+                    "deadline": time.time() + timeout - (self.clock() - start),
+                }
+            result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
+        except errors.HttpError as exc:
+            # A forwarded call refused unrun (not warm, busy) is the sender's to run elsewhere.
+            if not (warm_only and isinstance(exc, errors.NotWarm | errors.Busy)):
+                self.stats.failed(
+                    name, self.clock() - start, False, request_id=request_id,
+                    status=exc.status, error=exc.code, message=exc.message,
+                )  # fmt: skip
+            raise
+        if result.status < 500:
+            self.stats.ran(name, self.clock() - start, cold)
+        else:  # an exec function's own error answer; its body is the function's, not kept
+            self.stats.failed(
+                name, self.clock() - start, cold, request_id=request_id, status=result.status,
+                error=f"http_{result.status}", message=f"the function answered {result.status}",
+            )  # fmt: skip
         return Invocation(result.body, result.content_type, cold, result.status, result.headers)
 
     def pool(self, name: str) -> PoolView:
@@ -237,10 +258,13 @@ class Runtime:
 
     def functions(self) -> list[dict[str, Any]]:
         """Each function's settings and its instances on this node."""
-        return [
-            {**pool.spec.describe(), **pool.stats(), **pool.keep_alive_view()}
-            for pool in self.pools.values()
-        ]
+        return [self.function(name) for name in self.pools]
+
+    def function(self, name: str) -> dict[str, Any]:
+        """``name``'s settings and its instances on this node; ``UnknownFunction`` (404) if
+        the release has no such name."""
+        pool = self._pool(name)
+        return {**pool.spec.describe(), **pool.stats(), **pool.keep_alive_view()}
 
     def keep_alive(self) -> Iterator[tuple[str, Windows, int]]:
         """Each function's keep-alive windows in force here, and how many instances its
