@@ -28,8 +28,19 @@ const Charts = (() => {
   function niceCeil(value) {
     if (!(value > 0)) return 1;
     const power = 10 ** Math.floor(Math.log10(value));
-    for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+    for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value * (1 - 1e-9)) return step * power;
     return 10 * power;
+  }
+
+  // A y axis from 0 that holds `top`: 2 to 5 ticks a nice step apart, so labels are round.
+  function axis(top) {
+    const step = niceCeil(top / 4);
+    const ticks = [];
+    for (let v = 0; ticks.length < 6; v += step) {
+      ticks.push(+v.toPrecision(12));
+      if (v >= top * (1 - 1e-9)) break;
+    }
+    return { ticks, top: ticks[ticks.length - 1] || 1 };
   }
 
   function clock(t, seconds) {
@@ -59,22 +70,22 @@ const Charts = (() => {
       role: "img" });
     const plotW = width - PAD.left - PAD.right;
     const plotH = height - PAD.top - PAD.bottom;
-    let top = 0;
-    for (const s of series) for (const v of s.values) if (v !== null && v > top) top = v;
-    top = niceCeil(top || opts.floor || 1);
-    const t0 = times.length ? times[0] : 0;
-    const t1 = times.length ? Math.max(times[times.length - 1], t0 + 60) : 60;
+    let highest = 0;
+    for (const s of series) for (const v of s.values) if (v !== null && v > highest) highest = v;
+    const { ticks, top } = axis(highest || opts.floor || 1);
+    // The newest point on the right edge; at least a minute shown, so a new curve grows
+    // from the right as a chart that scrolls does.
+    const t1 = times.length ? times[times.length - 1] : 60;
+    const t0 = times.length ? Math.min(times[0], t1 - 60) : 0;
     const x = (t) => PAD.left + ((t - t0) / (t1 - t0)) * plotW;
     const y = (v) => PAD.top + plotH - (v / top) * plotH;
-    // Grid and y labels: 0, 1/4 .. top.
-    for (let i = 0; i <= 4; i++) {
-      const value = (top * i) / 4;
+    ticks.forEach((value, i) => {
       const yy = y(value);
       root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: yy, y2: yy,
         class: i ? "grid" : "axis" }));
       root.append(svg("text", { x: PAD.left - 6, y: yy + 4, "text-anchor": "end",
         class: "tick" }, opts.format(value)));
-    }
+    });
     // Time labels: about one per 110 px, at whole seconds.
     const span = t1 - t0;
     const labels = Math.max(2, Math.floor(plotW / 110));
@@ -115,7 +126,7 @@ const Charts = (() => {
       const swatch = html("i", "swatch");
       swatch.style.background = color;
       item.append(swatch, html("span", "", s.label),
-        html("b", "", newest === undefined ? "–" : opts.format(newest)));
+        html("b", "latest", newest === undefined ? "–" : opts.format(newest)));
       legend.append(item);
     });
     box.replaceChildren(root, legend);
@@ -145,18 +156,17 @@ const Charts = (() => {
     }
     const shown = counts.slice(first, last + 1);
     const names = labels.slice(first, last + 1);
-    const top = niceCeil(Math.max(1, ...shown));
+    const { ticks, top } = axis(Math.max(4, ...shown));
     const plotW = width - PAD.left - PAD.right;
     const plotH = height - PAD.top - PAD.bottom - 8;
     const slot = plotW / Math.max(1, shown.length);
-    for (let i = 0; i <= 4; i++) {
-      const value = (top * i) / 4;
+    ticks.forEach((value, i) => {
       const yy = PAD.top + plotH - (value / top) * plotH;
       root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: yy, y2: yy,
         class: i ? "grid" : "axis" }));
       root.append(svg("text", { x: PAD.left - 6, y: yy + 4, "text-anchor": "end",
-        class: "tick" }, Number.isInteger(value) ? value : value.toFixed(1)));
-    }
+        class: "tick" }, value));
+    });
     shown.forEach((n, i) => {
       const h = (n / top) * plotH;
       const x = PAD.left + i * slot + slot * 0.12;

@@ -102,7 +102,7 @@ function renderErrors(data) {
 
 function renderLogs(data) {
   const body = el("tbody");
-  for (const line of data.logs) {
+  for (const line of [...data.logs].reverse()) {  // newest first, as the errors
     body.append(el("tr", { class: line.stream }, el("td", {}, when(line.time)),
       el("td", { class: "fn" }, line.node), el("td", {}, `#${line.instance}`),
       el("td", { class: "fn" }, line.request || "–"), el("td", {}, line.stream),
