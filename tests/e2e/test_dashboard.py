@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -11,8 +12,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -155,16 +156,24 @@ def http_post(url: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
-def poll_dashboard(url: str, seconds: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def setting(event: threading.Event) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        event.set()
+
+
+def watch_dashboard(url: str, done: threading.Event) -> None:
     """Watches ``url``'s dashboard as an open page does (once a second), so it samples."""
-    overview: dict[str, Any] = {}
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        status, body = http_get(f"{url}/v1/dashboard", timeout=10)
+    since = None
+    while not done.is_set():
+        query = "" if since is None else f"?since={since}"
+        status, body = http_get(f"{url}/v1/dashboard{query}", timeout=10)
         if status == 200:
-            overview = json.loads(body)
-        time.sleep(1.0)
-    return overview
+            points = json.loads(body)["history"]["points"]
+            since = points[-1]["seq"] if points else since
+        done.wait(1.0)
 
 
 def drawn_points(svg_path: str) -> int:
@@ -175,14 +184,13 @@ def drawn_points(svg_path: str) -> int:
 @needs_chromium
 def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
     release = with_a_chatty_function(tmp_path)
-    with LocalCluster(release, 3, first_host=90, log_dir=tmp_path) as cluster:
+    done = threading.Event()  # stops the load and the watcher, whatever the test's outcome
+    with LocalCluster(release, 3, first_host=90, log_dir=tmp_path) as cluster, setting(done):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if json.loads(http_get(f"{cluster.nodes[0].url}/v1/cluster")[1])["master"]:
                 break
             time.sleep(0.1)
-
-        done = threading.Event()
 
         async def load(seconds: float) -> int:
             ok = 0
@@ -207,8 +215,11 @@ def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
         background = threading.Thread(target=lambda: asyncio.run(load(90.0)), daemon=True)
         background.start()
         served = cluster.nodes[1].url
-        # A page watched this node for a while: a page opened now draws curves at once.
-        overview = poll_dashboard(served, 8.0)
+        # A page watches this node all along: a page opened later draws curves at once.
+        watcher = threading.Thread(target=watch_dashboard, args=(served, done), daemon=True)
+        watcher.start()
+        time.sleep(8.0)
+        overview = json.loads(http_get(f"{served}/v1/dashboard", timeout=10)[1])
         points = overview["history"]["points"]
         assert len(points) >= 5 and overview["history"]["full"]
         assert any(p["functions"].get("chatty", {}).get("requests", 0) > 0 for p in points)
@@ -280,3 +291,4 @@ def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
         assert 'No function "nosuch" in this cluster' in unknown
         assert re.search(r'<div id="content" hidden', unknown)
         background.join(20)
+        watcher.join(20)

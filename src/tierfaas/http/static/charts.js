@@ -156,7 +156,7 @@ const Charts = (() => {
     }
     const shown = counts.slice(first, last + 1);
     const names = labels.slice(first, last + 1);
-    const { ticks, top } = axis(Math.max(4, ...shown));
+    const { ticks, top } = axis(Math.max(4, ...shown) * 1.1);  // room for the counts
     const plotW = width - PAD.left - PAD.right;
     const plotH = height - PAD.top - PAD.bottom - 8;
     const slot = plotW / Math.max(1, shown.length);

@@ -7,6 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const NAME = new URLSearchParams(location.search).get("name") || "";
 const REFRESH_MS = 2000;
+const TILE_S = 10;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -116,11 +117,17 @@ function renderLogs(data) {
 function render(data) {
   $("problem").hidden = true;
   $("content").hidden = false;
-  const newest = data.points.length ? data.points[data.points.length - 1] : null;
-  $("rate-requests").textContent = newest ? perSecond(newest.requests) : "–";
-  $("rate-errors").textContent = newest ? perSecond(newest.errors) : "–";
-  $("rate-cold").textContent = newest ? perSecond(newest.cold_starts) : "–";
-  $("p99").textContent = newest ? millis(newest.p99_s) : "–";
+  // The tiles: the last TILE_S seconds, as a function called now and then has no call in
+  // most one-second points.
+  const end = data.points.length ? data.points[data.points.length - 1].t : 0;
+  const recent = data.points.filter((p) => p.t > end - TILE_S);
+  const mean = (key) => (recent.length
+    ? perSecond(recent.reduce((n, p) => n + p[key], 0) / recent.length) : "–");
+  const p99s = recent.map((p) => p.p99_s).filter((v) => v !== null && v !== undefined);
+  $("rate-requests").textContent = mean("requests");
+  $("rate-errors").textContent = mean("errors");
+  $("rate-cold").textContent = mean("cold_starts");
+  $("p99").textContent = p99s.length ? millis(Math.max(...p99s)) : "–";
   const instances = data.nodes.reduce((n, node) => n + (node.instances || 0), 0);
   const busy = data.nodes.reduce((n, node) => n + (node.busy || 0), 0);
   $("instances").textContent = `${instances} (${busy})`;
