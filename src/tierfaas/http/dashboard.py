@@ -10,9 +10,15 @@ latency-bucket deltas, so they are exact over the interval, whichever node serve
 The interval is measured on the sampled node's own monotonic clock (``clock`` in its stats),
 so a wall-clock step on either node (NTP) never distorts a rate, and clocks never need to
 agree between nodes; a node of a release without it is measured by its wall ``time``.
-The page itself is plain HTML, CSS and JavaScript shipped in the package (no CDN, no build);
-it writes every value with ``textContent``, never as HTML, because names and metadata come
-from other nodes.
+Each sample is also a point of the curves the page draws (``history.py``: the last 15
+minutes, kept here so a page opened now has them at once): the cluster's, each node's and each
+function's rates, the latter from the per-function counters and latency buckets of
+``/v1/stats``. The page of one function (``function_view``, ``function_page.py``) adds what
+every member says of it: its recent errors and log lines, read by this node with the admin
+token, so the browser talks to one node only.
+The pages are plain HTML, CSS and JavaScript shipped in the package (no CDN, no build; the
+charts are SVG drawn by ``static/charts.js``); they write every value with ``textContent``,
+never as HTML, because names, log lines and messages come from other nodes.
 """
 
 from __future__ import annotations
