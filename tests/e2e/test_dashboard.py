@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +28,8 @@ DEMO = Path(__file__).parent.parent.parent / "examples" / "demo"
 STATIC = Path(__file__).parent.parent.parent / "src" / "tierfaas" / "http" / "static"
 ARTIFACTS = Path(__file__).parent.parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# How long a page watches before the screenshots: a longer curve for docs/dashboard*.png.
+WATCH_S = float(os.environ.get("TIERFAAS_DASHBOARD_WATCH_S", "8"))
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 
 
@@ -218,7 +221,7 @@ def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
         # A page watches this node all along: a page opened later draws curves at once.
         watcher = threading.Thread(target=watch_dashboard, args=(served, done), daemon=True)
         watcher.start()
-        time.sleep(8.0)
+        time.sleep(WATCH_S)
         overview = json.loads(http_get(f"{served}/v1/dashboard", timeout=10)[1])
         points = overview["history"]["points"]
         assert len(points) >= 5 and overview["history"]["full"]

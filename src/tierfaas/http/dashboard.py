@@ -462,7 +462,7 @@ class Dashboard:
                     "reachable": node["reachable"],
                     **node["functions"].get(name, {"instances": 0, "busy": 0}),
                 }
-                for node in overview["nodes"]
+                for node in sorted(overview["nodes"], key=lambda node: str(node["name"]))
             ],
             # Nodes of a release without /v1/functions/NAME answer 404: none of them is
             # counted here, and the page says that errors are not reported.

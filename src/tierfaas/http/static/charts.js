@@ -61,10 +61,11 @@ const Charts = (() => {
   }
 
   // A line chart of `series` ([{label, values, color?}], values aligned with `times`, Unix
-  // seconds; null: no value) into `box`, with a y axis from 0 written by `format`, a time
-  // axis, and a legend with each series' newest value.
+  // seconds; null: no value) into `box`, with a y axis from 0 (labels written by `tick`,
+  // else `format`), a time axis, and a legend with each series' newest value (`format`).
   function line(box, times, series, options) {
     const opts = { height: 170, format: (v) => String(v), ...(options || {}) };
+    const tick = opts.tick || opts.format;  // the y axis' labels (round numbers)
     const { width, height } = size(box, opts.height);
     const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "chart",
       role: "img" });
@@ -72,7 +73,8 @@ const Charts = (() => {
     const plotH = height - PAD.top - PAD.bottom;
     let highest = 0;
     for (const s of series) for (const v of s.values) if (v !== null && v > highest) highest = v;
-    const { ticks, top } = axis(highest || opts.floor || 1);
+    // A little headroom: a curve at its maximum does not run along the chart's top edge.
+    const { ticks, top } = axis(highest ? highest * 1.08 : opts.floor || 1);
     // The newest point on the right edge; at least a minute shown, so a new curve grows
     // from the right as a chart that scrolls does.
     const t1 = times.length ? times[times.length - 1] : 60;
@@ -84,7 +86,7 @@ const Charts = (() => {
       root.append(svg("line", { x1: PAD.left, x2: width - PAD.right, y1: yy, y2: yy,
         class: i ? "grid" : "axis" }));
       root.append(svg("text", { x: PAD.left - 6, y: yy + 4, "text-anchor": "end",
-        class: "tick" }, opts.format(value)));
+        class: "tick" }, tick(value)));
     });
     // Time labels: about one per 110 px, at whole seconds.
     const span = t1 - t0;

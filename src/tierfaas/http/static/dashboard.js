@@ -78,6 +78,9 @@ function lastSeq() {
 
 function perSecond(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : +v.toFixed(2); }
 
+// An axis label: a round number as it is (20, 0.5), without trailing zeros.
+function round(v) { return String(+v.toPrecision(3)); }
+
 function millis(seconds) {
   if (seconds === null || seconds === undefined) return "–";
   const ms = seconds * 1000;
@@ -104,14 +107,14 @@ function renderCharts() {
   const of = (key, name) => points.map((p) => ((p[key] || {})[name] || {}).requests || 0);
   Charts.line($("chart-nodes"), times,
     busiest(points, "nodes").map((name) => ({ label: name, values: of("nodes", name) })),
-    { format: perSecond });
+    { format: perSecond, tick: round });
   Charts.line($("chart-functions"), times,
     busiest(points, "functions").map((name) => ({ label: name, values: of("functions", name) })),
-    { format: perSecond });
+    { format: perSecond, tick: round });
   Charts.line($("chart-errors"), times, [
     { label: "errors/s", values: points.map((p) => p.errors), color: "#d1495b" },
     { label: "cold starts/s", values: points.map((p) => p.cold_starts), color: "#1f6fb4" },
-  ], { format: perSecond });
+  ], { format: perSecond, tick: round });
   Charts.line($("chart-p99"), times,
     [{ label: "p99", values: points.map((p) => p.p99_s), color: "#8e44ad" }],
     { format: millis, floor: 0.001 });

@@ -26,6 +26,9 @@ function perSecond(v) {
   return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : String(+v.toFixed(2));
 }
 
+// An axis label: a round number as it is (20, 0.5), without trailing zeros.
+function round(v) { return String(+v.toPrecision(3)); }
+
 function millis(seconds) {
   if (seconds === null || seconds === undefined) return "–";
   const ms = seconds * 1000;
@@ -58,10 +61,10 @@ function renderCharts(data) {
   Charts.line($("chart-rate"), times, [
     { label: "calls/s", values: points.map((p) => p.requests), color: "#1f6fb4" },
     { label: "errors/s", values: points.map((p) => p.errors), color: "#d1495b" },
-  ], { format: perSecond });
+  ], { format: perSecond, tick: round });
   Charts.line($("chart-cold"), times,
     [{ label: "cold starts/s", values: points.map((p) => p.cold_starts), color: "#e08a00" }],
-    { format: perSecond });
+    { format: perSecond, tick: round });
   Charts.line($("chart-p99"), times,
     [{ label: "p99", values: points.map((p) => p.p99_s), color: "#8e44ad" }],
     { format: millis, floor: 0.001 });
