@@ -295,3 +295,11 @@ def test_dashboard_of_a_loaded_cluster_shows_every_node(tmp_path: Path) -> None:
         assert re.search(r'<div id="content" hidden', unknown)
         background.join(20)
         watcher.join(20)
+        # Nobody watches now; the node goes on sampling (for 15 minutes), so a page opened
+        # again finds its curves whole.
+        current = json.loads(http_get(f"{served}/v1/dashboard", timeout=10)[1])
+        newest = current["history"]["points"][-1]["seq"]
+        time.sleep(5.0)
+        later = json.loads(http_get(f"{served}/v1/dashboard?since={newest}", timeout=10)[1])
+        unwatched = [p for p in later["history"]["points"] if p["t"] < later["time"] - 0.5]
+        assert len(unwatched) >= 3, later["history"]

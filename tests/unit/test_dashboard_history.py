@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tierfaas.http.dashboard import Dashboard
+from tierfaas.http.dashboard import LINGER_S, Dashboard, sample_due
 from tierfaas.http.history import SPACING_S, WINDOW_S, History, parse_since
 from tierfaas.testing import FakeClock
 
@@ -144,3 +144,51 @@ def test_a_node_of_a_release_without_per_function_counters_adds_its_totals_only(
     later = cluster.sample(stats(2.0, {"f": (1, 0, 0, [1, 0, 0])}), newer)
     [point] = later["history"]["points"]
     assert point["requests"] == 5.0 and point["functions"]["f"]["requests"] == 1.0
+
+
+def test_the_sampler_goes_on_for_the_window_after_the_last_view_then_stops() -> None:
+    clock = FakeClock()
+    members = [{"name": "a", "http": "a:1"}, {"name": "b", "http": "b:1"}]
+
+    def now_stats() -> dict[str, Any]:
+        calls = int(clock() - 1000.0) * 3  # 3 calls a second, on a clock that moves
+        return stats(clock(), {"f": (calls, 0, 0, [calls, 0, 0])})
+
+    async def view() -> dict[str, Any]:
+        return {"self": "a", "master": "a", "members": members}
+
+    async def fetch(url: str) -> dict[str, Any] | None:
+        return now_stats()
+
+    dashboard = Dashboard(view, now_stats, "a", clock=clock, scheduler=clock)
+    dashboard._fetch = fetch  # type: ignore[method-assign]  # no sockets
+
+    async def run() -> None:
+        await dashboard._overview()  # sampled once already: the view below does not wait
+        clock.advance(1.0)
+        await dashboard.overview()  # a page looks once, then leaves
+        assert len(dashboard.history.points) == 1
+        await clock.run_for(10.0)
+        assert len(dashboard.history.points) == 11  # a point a second, nobody watching
+        assert dashboard.history.points[-1].values["functions"]["f"]["requests"] == 6.0
+        await clock.run_for(LINGER_S)
+        assert clock.pending() == 0  # stopped: nobody looked for the whole window
+        kept = len(dashboard.history.points)
+        assert WINDOW_S - 2 <= kept <= WINDOW_S + 1
+        await clock.run_for(60.0)
+        assert len(dashboard.history.points) == kept
+        await dashboard.overview()  # a page comes back: the sampler starts again
+        await clock.run_for(5.0)
+        assert dashboard.history.points[-1].at == clock()
+        await dashboard.close()
+        assert clock.pending() == 0
+
+    asyncio.run(run())
+
+
+def test_a_viewer_that_sampled_just_now_spares_the_sampler_a_read() -> None:
+    assert sample_due(100.0, 99.0, None) is True
+    assert sample_due(100.0, 99.0, 99.5) is False  # a page's poll made a point 0.5 s ago
+    assert sample_due(100.0, 99.0, 99.0) is True
+    assert sample_due(100.0, 100.0 - LINGER_S, 99.0) is None  # nobody looked: stop
+    assert sample_due(100.0, None, None) is None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import urllib.parse
 from collections import deque
@@ -36,10 +37,10 @@ from typing import Any
 import aiohttp
 
 from tierfaas import errors
-from tierfaas.clock import Clock, monotonic
+from tierfaas.clock import Clock, LoopScheduler, Scheduler, Timer, monotonic
 from tierfaas.http import function_page
 from tierfaas.http.asgi import Receive, Send
-from tierfaas.http.history import History
+from tierfaas.http.history import SPACING_S, WINDOW_S, History
 from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
 from tierfaas.runtime import Runtime
@@ -50,6 +51,24 @@ PEER_TIMEOUT_S = 0.6
 FIRST_SPAN_S = 0.5
 RATE_SPAN_S = 1.0
 HISTORY_S = 10.0
+LINGER_S = WINDOW_S
+"""How long the dashboard goes on sampling once a second after its last viewer left: the
+curves' window, so a page opened again within it finds them whole. It costs what an open page
+does (one ``/v1/stats`` read per member a second) and nothing once that time is over."""
+
+log = logging.getLogger(__name__)
+
+
+def sample_due(now: float, last_view: float | None, newest_point: float | None) -> bool | None:
+    """Whether the background sampler takes a sample at ``now`` (seconds of the serving
+    node's clock): True when a page viewed within ``LINGER_S`` and no sample of a viewer made
+    a point within the last ``SPACING_S``; False to skip this one; None to stop, nobody having
+    watched for ``LINGER_S``."""
+    if last_view is None or now - last_view >= LINGER_S:
+        return None
+    return newest_point is None or now - newest_point >= SPACING_S
+
+
 _STATIC = {
     "/": ("index.html", b"text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
@@ -231,6 +250,7 @@ class Dashboard:
         peer_headers: dict[str, str] | None = None,
         *,
         clock: Clock = monotonic,
+        scheduler: Scheduler | None = None,
         known: Callable[[str], bool] = lambda name: False,
         self_url: str | None = None,
     ) -> None:
@@ -239,6 +259,7 @@ class Dashboard:
         self.own_stats = own_stats
         self.self_name = self_name
         self.clock = clock
+        self.scheduler = scheduler or LoopScheduler(clock)
         self.known = known
         self.self_url = self_url
         # Recent samples per node: rates are taken over at least RATE_SPAN_S, whatever the
@@ -247,6 +268,9 @@ class Dashboard:
         self.history = History()
         self.latest: dict[str, dict[str, Any]] = {}  # each reachable node's newest stats
         self.session: aiohttp.ClientSession | None = None
+        self.last_view: float | None = None  # when a page last asked, on ``clock``
+        self.sampler: Timer | None = None  # the background sampler's next tick
+        self.sampling: asyncio.Future[Any] | None = None  # its sample under way
 
     def _base(self, name: str, now: float) -> dict[str, Any] | None:
         """The newest sample of ``name`` at least RATE_SPAN_S before ``now`` (on its clock),
@@ -270,7 +294,36 @@ class Dashboard:
         while history and _stamp(history[0])[1] < now - HISTORY_S:
             history.popleft()
 
+    def _viewed(self) -> None:
+        """A page asked: the background sampler runs (again) until ``LINGER_S`` after it."""
+        self.last_view = self.clock()
+        if self.sampler is None:
+            self.sampler = self.scheduler.call_later(STREAM_INTERVAL_S, self._tick)
+
+    def _tick(self) -> None:
+        self.sampler = None
+        newest = self.history.points[-1].at if self.history.points else None
+        due = sample_due(self.clock(), self.last_view, newest)
+        if due is None:
+            return
+        if due and self.sampling is None:
+            self.sampling = asyncio.ensure_future(self._sample())
+        self.sampler = self.scheduler.call_later(STREAM_INTERVAL_S, self._tick)
+
+    async def _sample(self) -> None:
+        try:
+            await self._overview(self.history.last_seq)
+        except Exception:  # the next tick tries again; a page would show the same failure
+            log.warning("the dashboard's background sample failed", exc_info=True)
+        finally:
+            self.sampling = None
+
     async def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.cancel()
+            self.sampler = None
+        if self.sampling is not None:
+            self.sampling.cancel()
         if self.session is not None:
             await self.session.close()
 
@@ -292,6 +345,7 @@ class Dashboard:
         """The cluster's topology, warm map and rates, for the page, with the curves' points
         after ``since`` (every point when None; see ``History.since``). The first call takes
         a second sample a moment after the first, so that even it shows rates."""
+        self._viewed()
         if not self.previous:
             await self._overview()
             await asyncio.sleep(FIRST_SPAN_S)

@@ -9,8 +9,9 @@ their samples must not crowd the curve (nor grow the ring past ``window_s / spac
 Points carry a sequence number: a page asks for the points after the last one it has
 (``since``), which a wall-clock step can not confuse; a ``since`` the ring does not know (the
 node restarted, or the page is older than the window) gets every point, marked ``full``, so
-the page replaces its copy. The dashboard samples while it is viewed: the time nobody watched
-is a gap in the curve, not a line drawn across it. Pure: times are given.
+the page replaces its copy. The dashboard samples while it is viewed and for a window after
+(``dashboard.LINGER_S``): a longer time nobody watched is a gap in the curve, not a line drawn
+across it. Pure: times are given.
 """
 
 from __future__ import annotations
