@@ -192,3 +192,12 @@ def test_a_viewer_that_sampled_just_now_spares_the_sampler_a_read() -> None:
     assert sample_due(100.0, 99.0, 99.0) is True
     assert sample_due(100.0, 100.0 - LINGER_S, 99.0) is None  # nobody looked: stop
     assert sample_due(100.0, None, None) is None
+
+
+def test_a_function_without_a_call_in_the_interval_is_left_out_of_the_point() -> None:
+    cluster = Cluster()
+    idle = {"f": (4, 0, 0, [4, 0, 0]), "g": (2, 0, 0, [2, 0, 0])}
+    cluster.sample(stats(1.0, idle), stats(1.0, idle))
+    busy = {"f": (6, 0, 0, [6, 0, 0]), "g": (2, 0, 0, [2, 0, 0])}
+    [point] = cluster.sample(stats(2.0, busy), stats(2.0, idle))["history"]["points"]
+    assert set(point["functions"]) == {"f"}

@@ -428,6 +428,9 @@ class Dashboard:
                             "p99_s": _p99(bounds, row["buckets"]) if bounds else None,
                         }
                         for fn, row in sorted(per_function.items())
+                        # A function without a call in the interval is left out (the page
+                        # reads 0): a release of many functions keeps its points small.
+                        if any(row[key] for key in _FUNCTION_COUNTERS)
                     },
                 },
             )
