@@ -236,6 +236,15 @@ def _r(value: float) -> float:
 _FUNCTION_COUNTERS = ("requests", "errors", "cold_starts")
 
 
+def _warm(cell: Any) -> dict[str, int]:
+    """A node's instances of a function (its ``/v1/stats`` ``functions`` entry), checked."""
+    if not isinstance(cell, dict):
+        return {"instances": 0, "busy": 0}
+    return {
+        key: cell[key] if isinstance(cell.get(key), int) else 0 for key in ("instances", "busy")
+    }
+
+
 class Dashboard:
     """Samples the cluster for the page (``overview``, ``function_view``) and keeps the
     curves of the last ``history.window_s`` seconds. ``known`` says whether a function is in
@@ -517,7 +526,7 @@ class Dashboard:
                 {
                     "name": node["name"],
                     "reachable": node["reachable"],
-                    **node["functions"].get(name, {"instances": 0, "busy": 0}),
+                    **_warm(node["functions"].get(name)),
                 }
                 for node in sorted(overview["nodes"], key=lambda node: str(node["name"]))
             ],
