@@ -50,6 +50,7 @@ function live(on) {
 
 // A problem instead of the page: no name, an unknown function, no access.
 function problem(text) {
+  $("summary").textContent = "";
   $("problem").textContent = text;
   $("problem").hidden = false;
   $("content").hidden = true;
@@ -157,8 +158,11 @@ async function refresh() {
       try { detail = await response.json(); } catch (err) { /* not JSON */ }
       live(false);
       if (response.status === 404 || response.status === 400) {
-        problem(`No function "${NAME}" in this cluster's release. `
-          + "The cluster page lists the functions that are warm.");
+        $("live").hidden = true;  // the node answered: nothing is offline
+        problem(response.status === 404
+          ? `No function "${NAME}" in this cluster's release. `
+            + "The cluster page lists the functions that are warm."
+          : `"${NAME}" is not a function name (1-64 of A-Z, a-z, 0-9, ".", "_", "-").`);
         again = false;  // a name does not come into being by asking again
       } else {
         problem(`The node answered ${response.status}: ${detail.message || response.statusText}`);
