@@ -61,19 +61,19 @@ function functionPage(name) {
 
 // The curves: the server's recent points (see tierfaas/http/history.py). The first answer
 // carries them all ("full"); each next one only the points after the newest we have.
-const history = { points: [], windowS: 900 };
+const curves = { points: [], windowS: 900 };
 
 function mergeHistory(part) {
   if (!part || !Array.isArray(part.points)) return;
-  history.windowS = part.window_s || history.windowS;
-  if (part.full) history.points = part.points.slice();
-  else history.points.push(...part.points);
-  const newest = history.points.length ? history.points[history.points.length - 1].t : 0;
-  history.points = history.points.filter((p) => p.t >= newest - history.windowS);
+  curves.windowS = part.window_s || curves.windowS;
+  if (part.full) curves.points = part.points.slice();
+  else curves.points.push(...part.points);
+  const newest = curves.points.length ? curves.points[curves.points.length - 1].t : 0;
+  curves.points = curves.points.filter((p) => p.t >= newest - curves.windowS);
 }
 
 function lastSeq() {
-  return history.points.length ? history.points[history.points.length - 1].seq : null;
+  return curves.points.length ? curves.points[curves.points.length - 1].seq : null;
 }
 
 function perSecond(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : +v.toFixed(2); }
@@ -102,7 +102,8 @@ function busiest(points, key) {
 }
 
 function renderCharts() {
-  const points = history.points;
+  if (typeof Charts === "undefined") return;  // charts.js did not load: the rest still shows
+  const points = curves.points;
   const times = points.map((p) => p.t);
   const of = (key, name) => points.map((p) => ((p[key] || {})[name] || {}).requests || 0);
   Charts.line($("chart-nodes"), times,

@@ -57,6 +57,7 @@ function problem(text) {
 }
 
 function renderCharts(data) {
+  if (typeof Charts === "undefined") return;  // charts.js did not load: the rest still shows
   const points = data.points || [];
   const times = points.map((p) => p.t);
   Charts.line($("chart-rate"), times, [
