@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 from tierfaas.calls import api as calls_api
 from tierfaas.http import app as app_module
+from tierfaas.http import function_page
 from tierfaas.http.dashboard import _STATIC
 from tierfaas.testing.nodes import NodeProcess, free_port, http_get
 from tierfaas.testing.wait import eventually
@@ -115,7 +116,11 @@ def _app_routes() -> set[str]:
         f"{calls_api.CALLS_PATH}/{{id}}/retry",
         calls_api.DEAD_LETTERS_PATH,
     }
-    prefixed = {"/function/{name}", f"{app_module.FUNCTIONS_PREFIX}{{name}}"}
+    prefixed = {
+        "/function/{name}",
+        f"{app_module.FUNCTIONS_PREFIX}{{name}}",
+        f"{function_page.PATH}{{name}}",
+    }
     return literal | set(app_module.ADMIN_PATHS) | set(_STATIC) | prefixed | calls
 
 

@@ -9,7 +9,10 @@
     GET  /v1/cluster        members, roles and replica assignment as this node sees them
     GET  /v1/routes         the routing table this node holds (master or replica)
     GET  /                  the live dashboard (and /dashboard.js, /dashboard.css)
-    GET  /v1/dashboard      the cluster's topology, warm map and rates (/stream: SSE, 1/s)
+    GET  /functions.html?name=NAME   the dashboard's page of one function
+    GET  /v1/dashboard      the cluster's topology, warm map, rates and their recent curves
+                            (?since=SEQ: only the newer points; /stream: SSE, 1/s)
+    GET  /v1/dashboard/functions/{name}   what that page shows, gathered from every node
     GET  /v1/stats          this node's counters, read by the dashboard of any node
     GET  /metrics           Prometheus text format
     GET  /v1/logs           what a function's instances printed on this node (ndjson; follow)
@@ -40,7 +43,7 @@ from tierfaas.clock import Clock, monotonic
 from tierfaas.config import NodeConfig
 from tierfaas.funclogs import api as logs_api
 from tierfaas.funcstats.stats import function_stats
-from tierfaas.http import auth
+from tierfaas.http import auth, function_page
 from tierfaas.http.asgi import (
     ClientDisconnected,
     Headers,
@@ -52,7 +55,8 @@ from tierfaas.http.asgi import (
     respond_error,
     respond_json,
 )
-from tierfaas.http.dashboard import Dashboard, node_stats, static_file
+from tierfaas.http.dashboard import STATIC_PATHS, Dashboard, node_stats, static_file
+from tierfaas.http.history import parse_since
 from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
 from tierfaas.routing.router import Router
@@ -76,8 +80,8 @@ _NO_BODY = frozenset({204, 304})
 # What an admin token guards (when required): everything that shows the cluster's inside.
 # Invocations have their own API keys; health, readiness and the function list stay open.
 ADMIN_PATHS = frozenset(
-    {"/", "/dashboard.js", "/dashboard.css", "/v1/cluster", "/v1/routes", "/v1/stats",
-     "/v1/dashboard", "/v1/dashboard/stream", "/metrics", "/v1/logs"}
+    {"/v1/cluster", "/v1/routes", "/v1/stats", "/v1/dashboard", "/v1/dashboard/stream",
+     "/metrics", "/v1/logs"} | STATIC_PATHS
 )  # fmt: skip
 _ADMIN_CHALLENGE = 'Basic realm="tierfaas admin", charset="UTF-8"'
 
@@ -156,7 +160,11 @@ class NodeApp:
         # Every node of a cluster has the same token; this one shows it to its peers when its
         # dashboard reads their /v1/stats.
         peer_headers = {} if token is None else {"authorization": f"Bearer {token}"}
-        self.dashboard = Dashboard(self._view, self._stats, node_name, peer_headers)
+        self.dashboard = Dashboard(
+            self._view, self._stats, node_name, peer_headers, clock=clock,
+            known=lambda name: name in self.runtime.release.functions,
+            self_url=f"http://{config.http}",
+        )  # fmt: skip
         self.calls: CallsApi | None = None
         """The asynchronous calls' routes (set by the node once its call service exists)."""
         self.logs: LogStore | None = None
@@ -211,6 +219,8 @@ class NodeApp:
                 await self.dashboard.stream(receive, send, lambda: self.draining, request_id)
             elif path == "/v1/logs":
                 await self._logs(scope, receive, send, request_id)
+            elif path.startswith(function_page.PATH):
+                await self._function_page(scope, send, path, request_id)
             elif self.calls is not None and calls_api.handles(path):
                 check = self._check_admin if self.admin_digests else None
                 await self.calls.serve(scope, receive, send, path, request_id, check)
@@ -346,7 +356,8 @@ class NodeApp:
         elif path == "/v1/stats":
             await respond_json(send, 200, self._stats(), headers)
         elif path == "/v1/dashboard":
-            await respond_json(send, 200, await self.dashboard.overview(), headers)
+            since = parse_since(scope["query_string"])
+            await respond_json(send, 200, await self.dashboard.overview(since), headers)
         elif (page := static_file(path)) is not None:
             body, content_type = page
             headers.append((b"cache-control", b"no-cache"))
@@ -371,6 +382,14 @@ class NodeApp:
         query = logs_api.parse_query(scope["query_string"], store.wall(), store.__contains__)
         headers: Headers = [(b"x-request-id", request_id.encode())]
         await logs_api.serve_logs(store, query, receive, send, headers, lambda: self.draining)
+
+    async def _function_page(self, scope: Scope, send: Send, path: str, request_id: str) -> None:
+        if scope["method"] != "GET":
+            raise errors.MethodNotAllowed(f"{path[:200]!r} only answers GET", allow="GET")
+        if self.admin_digests:
+            self._check_admin(scope)
+        page = await self.dashboard.function_view(path.removeprefix(function_page.PATH))
+        await respond_json(send, 200, page, [(b"x-request-id", request_id.encode())])
 
     def _check_admin(self, scope: Scope) -> None:
         if not auth.authorized(scope["headers"], self.admin_digests):

@@ -10,16 +10,24 @@ latency-bucket deltas, so they are exact over the interval, whichever node serve
 The interval is measured on the sampled node's own monotonic clock (``clock`` in its stats),
 so a wall-clock step on either node (NTP) never distorts a rate, and clocks never need to
 agree between nodes; a node of a release without it is measured by its wall ``time``.
-The page itself is plain HTML, CSS and JavaScript shipped in the package (no CDN, no build);
-it writes every value with ``textContent``, never as HTML, because names and metadata come
-from other nodes.
+Each sample is also a point of the curves the page draws (``history.py``: the last 15
+minutes, kept here so a page opened now has them at once): the cluster's, each node's and each
+function's rates, the latter from the per-function counters and latency buckets of
+``/v1/stats``. The page of one function (``function_view``, ``function_page.py``) adds what
+every member says of it: its recent errors and log lines, read by this node with the admin
+token, so the browser talks to one node only.
+The pages are plain HTML, CSS and JavaScript shipped in the package (no CDN, no build; the
+charts are SVG drawn by ``static/charts.js``); they write every value with ``textContent``,
+never as HTML, because names, log lines and messages come from other nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -28,9 +36,13 @@ from typing import Any
 
 import aiohttp
 
-from tierfaas.clock import Clock, monotonic
+from tierfaas import errors
+from tierfaas.clock import Clock, LoopScheduler, Scheduler, Timer, monotonic
+from tierfaas.http import function_page
 from tierfaas.http.asgi import Receive, Send
-from tierfaas.http.metrics import Metrics
+from tierfaas.http.history import SPACING_S, WINDOW_S, History
+from tierfaas.http.metrics import UNKNOWN, Metrics
+from tierfaas.names import is_valid_name
 from tierfaas.runtime import Runtime
 from tierfaas.runtime.memory import MiB
 
@@ -39,11 +51,34 @@ PEER_TIMEOUT_S = 0.6
 FIRST_SPAN_S = 0.5
 RATE_SPAN_S = 1.0
 HISTORY_S = 10.0
+LINGER_S = WINDOW_S
+"""How long the dashboard goes on sampling once a second after its last viewer left: the
+curves' window, so a page opened again within it finds them whole. It costs what an open page
+does (one ``/v1/stats`` read per member a second) and nothing once that time is over."""
+
+log = logging.getLogger(__name__)
+
+
+def sample_due(now: float, last_view: float | None, newest_point: float | None) -> bool | None:
+    """Whether the background sampler takes a sample at ``now`` (seconds of the serving
+    node's clock): True when a page viewed within ``LINGER_S`` and no sample of a viewer made
+    a point within the last ``SPACING_S``; False to skip this one; None to stop, nobody having
+    watched for ``LINGER_S``."""
+    if last_view is None or now - last_view >= LINGER_S:
+        return None
+    return newest_point is None or now - newest_point >= SPACING_S
+
+
 _STATIC = {
     "/": ("index.html", b"text/html; charset=utf-8"),
     "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
     "/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
+    "/charts.js": ("charts.js", b"text/javascript; charset=utf-8"),
+    "/functions.html": ("functions.html", b"text/html; charset=utf-8"),
+    "/functions.js": ("functions.js", b"text/javascript; charset=utf-8"),
 }
+STATIC_PATHS = frozenset(_STATIC)
+"""The dashboard's pages and their files, which the admin token guards like its data."""
 
 
 def static_file(path: str) -> tuple[bytes, bytes] | None:
@@ -77,6 +112,17 @@ def node_stats(
     for latency in calls.latency.values():
         for i, n in enumerate(latency.buckets):
             buckets[i] += n
+    per_function: dict[str, dict[str, Any]] = {}
+    for (fname, outcome, is_cold), (count, _) in calls.counts.items():
+        if fname == UNKNOWN:
+            continue  # calls to names the release does not have: no page to show them on
+        row = per_function.setdefault(fname, {"requests": 0, "errors": 0, "cold_starts": 0})
+        row["requests"] += int(count)
+        row["errors"] += int(count) if outcome != "ok" else 0
+        row["cold_starts"] += int(count) if is_cold else 0
+    for fname, row in per_function.items():
+        of_function = calls.latency.get(fname)
+        row["latency_buckets"] = list(of_function.buckets) if of_function else [0] * len(buckets)
     memory = runtime.memory_report()
     functions = {}
     for fname, pool in runtime.pools.items():
@@ -95,6 +141,7 @@ def node_stats(
         "forwards": forwarded,
         "latency_bounds": list(calls.bounds),
         "latency_buckets": buckets,
+        "calls": per_function,
         "functions": functions,
         "memory_used_bytes": int(memory.measured_mb * MiB),
         "memory_booked_bytes": int(memory.booked_mb * MiB),
@@ -156,22 +203,83 @@ def _p99(bounds: list[float], deltas: list[int]) -> float | None:
     return None
 
 
+def function_rates(
+    sample: dict[str, Any], before: dict[str, Any], span: float
+) -> dict[str, dict[str, Any]]:
+    """Each function's calls, errors and cold starts per second over ``span`` seconds since
+    ``before``, with its latency-bucket deltas (``buckets``); {} for a node of a release that
+    does not count per function. A function new since ``before`` counts from zero."""
+    calls, earlier = sample.get("calls"), before.get("calls")
+    if not isinstance(calls, dict) or not isinstance(earlier, dict):
+        return {}
+    rates = {}
+    for fn, now in calls.items():
+        then = earlier.get(fn) or {}
+        row: dict[str, Any] = {
+            key: max(0, now[key] - then.get(key, 0)) / span for key in _FUNCTION_COUNTERS
+        }
+        old = then.get("latency_buckets") or [0] * len(now["latency_buckets"])
+        row["buckets"] = [max(0, a - b) for a, b in zip(now["latency_buckets"], old, strict=True)]
+        rates[str(fn)] = row
+    return rates
+
+
+def _sum_buckets(into: list[int], deltas: list[int]) -> list[int]:
+    return [a + b for a, b in zip(into or [0] * len(deltas), deltas, strict=True)]
+
+
+def _r(value: float) -> float:
+    """A rate as the page shows it: three decimals keep the history small."""
+    return round(value, 3)
+
+
+_FUNCTION_COUNTERS = ("requests", "errors", "cold_starts")
+
+
+def _warm(cell: Any) -> dict[str, int]:
+    """A node's instances of a function (its ``/v1/stats`` ``functions`` entry), checked."""
+    if not isinstance(cell, dict):
+        return {"instances": 0, "busy": 0}
+    return {
+        key: cell[key] if isinstance(cell.get(key), int) else 0 for key in ("instances", "busy")
+    }
+
+
 class Dashboard:
+    """Samples the cluster for the page (``overview``, ``function_view``) and keeps the
+    curves of the last ``history.window_s`` seconds. ``known`` says whether a function is in
+    this node's release; ``self_url`` is where this node answers (``http://HOST:PORT``), to
+    read its own recent errors and log lines as it reads its peers'."""
+
     def __init__(
         self,
         cluster_view: Callable[[], Awaitable[dict[str, Any]]],
         own_stats: Callable[[], dict[str, Any]],
         self_name: str,
         peer_headers: dict[str, str] | None = None,
+        *,
+        clock: Clock = monotonic,
+        scheduler: Scheduler | None = None,
+        known: Callable[[str], bool] = lambda name: False,
+        self_url: str | None = None,
     ) -> None:
         self.peer_headers = peer_headers or {}  # the admin token, to read peers' /v1/stats
         self.cluster_view = cluster_view
         self.own_stats = own_stats
         self.self_name = self_name
+        self.clock = clock
+        self.scheduler = scheduler or LoopScheduler(clock)
+        self.known = known
+        self.self_url = self_url
         # Recent samples per node: rates are taken over at least RATE_SPAN_S, whatever the
         # number of viewers polling (each poll would otherwise shrink the others' window).
         self.previous: dict[str, deque[dict[str, Any]]] = {}
+        self.history = History()
+        self.latest: dict[str, dict[str, Any]] = {}  # each reachable node's newest stats
         self.session: aiohttp.ClientSession | None = None
+        self.last_view: float | None = None  # when a page last asked, on ``clock``
+        self.sampler: Timer | None = None  # the background sampler's next tick
+        self.sampling: asyncio.Future[Any] | None = None  # its sample under way
 
     def _base(self, name: str, now: float) -> dict[str, Any] | None:
         """The newest sample of ``name`` at least RATE_SPAN_S before ``now`` (on its clock),
@@ -195,7 +303,36 @@ class Dashboard:
         while history and _stamp(history[0])[1] < now - HISTORY_S:
             history.popleft()
 
+    def _viewed(self) -> None:
+        """A page asked: the background sampler runs (again) until ``LINGER_S`` after it."""
+        self.last_view = self.clock()
+        if self.sampler is None:
+            self.sampler = self.scheduler.call_later(STREAM_INTERVAL_S, self._tick)
+
+    def _tick(self) -> None:
+        self.sampler = None
+        newest = self.history.points[-1].at if self.history.points else None
+        due = sample_due(self.clock(), self.last_view, newest)
+        if due is None:
+            return
+        if due and self.sampling is None:
+            self.sampling = asyncio.ensure_future(self._sample())
+        self.sampler = self.scheduler.call_later(STREAM_INTERVAL_S, self._tick)
+
+    async def _sample(self) -> None:
+        try:
+            await self._overview(self.history.last_seq)
+        except Exception:  # the next tick tries again; a page would show the same failure
+            log.warning("the dashboard's background sample failed", exc_info=True)
+        finally:
+            self.sampling = None
+
     async def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.cancel()
+            self.sampler = None
+        if self.sampling is not None:
+            self.sampling.cancel()
         if self.session is not None:
             await self.session.close()
 
@@ -213,15 +350,17 @@ class Dashboard:
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
 
-    async def overview(self) -> dict[str, Any]:
-        """The cluster's topology, warm map and rates, for the page. The first call takes a
-        second sample a moment after the first, so that even it shows rates."""
+    async def overview(self, since: int | None = None) -> dict[str, Any]:
+        """The cluster's topology, warm map and rates, for the page, with the curves' points
+        after ``since`` (every point when None; see ``History.since``). The first call takes
+        a second sample a moment after the first, so that even it shows rates."""
+        self._viewed()
         if not self.previous:
             await self._overview()
             await asyncio.sleep(FIRST_SPAN_S)
-        return await self._overview()
+        return await self._overview(since)
 
-    async def _overview(self) -> dict[str, Any]:
+    async def _overview(self, since: int | None = None) -> dict[str, Any]:
         view = await self.cluster_view()
         members = view.get("members", [])
 
@@ -236,6 +375,8 @@ class Dashboard:
         totals = {"requests": 0.0, "cold_starts": 0.0, "forwards": 0.0, "errors": 0.0}
         bounds: list[float] = []
         merged: list[int] = []
+        per_node: dict[str, dict[str, float]] = {}
+        per_function: dict[str, dict[str, Any]] = {}
         nodes = []
         for member, sample in zip(members, samples, strict=True):
             name = str(member.get("name"))
@@ -256,6 +397,7 @@ class Dashboard:
                 if before is not None and span is not None:
                     rates = {key: max(0, sample[key] - before[key]) / span for key in totals}
                     row["rates"] = rates
+                    per_node[name] = {key: _r(rates[key]) for key in _FUNCTION_COUNTERS}
                     for key in totals:
                         totals[key] += rates[key]
                     deltas = [
@@ -265,15 +407,42 @@ class Dashboard:
                         )
                     ]
                     bounds = sample["latency_bounds"]
-                    merged = [
-                        a + b for a, b in zip(merged or [0] * len(deltas), deltas, strict=True)
-                    ]
+                    merged = _sum_buckets(merged, deltas)
+                    for fn, fn_rates in function_rates(sample, before, span).items():
+                        into = per_function.setdefault(fn, {"buckets": []})
+                        for key in _FUNCTION_COUNTERS:
+                            into[key] = into.get(key, 0.0) + fn_rates[key]
+                        into["buckets"] = _sum_buckets(into["buckets"], fn_rates["buckets"])
                 self._remember(name, sample)
+                self.latest[name] = sample
             nodes.append(row)
         live = {str(m.get("name")) for m in members}
         for gone in set(self.previous) - live:
             del self.previous[gone]
+        for gone in set(self.latest) - live:
+            del self.latest[gone]
         functions = sorted({f for n in nodes for f in n["functions"]})
+        p99 = _p99(bounds, merged) if bounds else None
+        if per_node:
+            self.history.add(
+                self.clock(),
+                {
+                    "t": round(time.time(), 3),
+                    **{key: _r(value) for key, value in totals.items()},
+                    "p99_s": p99,
+                    "nodes": per_node,
+                    "functions": {
+                        fn: {
+                            **{key: _r(row[key]) for key in _FUNCTION_COUNTERS},
+                            "p99_s": _p99(bounds, row["buckets"]) if bounds else None,
+                        }
+                        for fn, row in sorted(per_function.items())
+                        # A function without a call in the interval is left out (the page
+                        # reads 0): a release of many functions keeps its points small.
+                        if any(row[key] for key in _FUNCTION_COUNTERS)
+                    },
+                },
+            )
         return {
             "self": view.get("self"),
             "master": view.get("master"),
@@ -283,12 +452,91 @@ class Dashboard:
             "functions": functions,
             "isolation": function_isolation(nodes, functions),
             "rates": totals,
-            "p99_s": _p99(bounds, merged) if bounds else None,
+            "p99_s": p99,
             "evictions_per_min": sum(
                 n["memory"]["evictions_per_min"] or 0.0 for n in nodes if n["memory"]
             ),
             "departed": view.get("departed", []),
             "time": time.time(),
+            "history": self.history.to_json(since),
+        }
+
+    async def _get(self, url: str) -> tuple[int, bytes] | None:
+        """(status, body) of a GET to a node (with the admin token), None if it does not
+        answer in time."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+            )
+        try:
+            async with self.session.get(url, headers=self.peer_headers) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def function_view(self, name: str) -> dict[str, Any]:
+        """The page of function ``name``: its curves, latency histogram, where it is warm,
+        and the recent errors and log lines of every node. Raises ``BadName`` for a name
+        that is not one and ``UnknownFunction`` for one that neither this node's release
+        nor any node's counters have."""
+        if not is_valid_name(name):
+            raise errors.BadName(f"{name[:80]!r} is not a function name (1-64 of [A-Za-z0-9._-])")
+        overview = await self.overview(self.history.last_seq)  # samples; no copy of the curves
+        if not self.known(name) and not any(
+            name in (sample.get("calls") or {}) for sample in self.latest.values()
+        ):
+            raise errors.UnknownFunction(
+                f"no function {name!r} in this cluster's release; see GET /v1/functions"
+            )
+        urls = {
+            str(node["name"]): f"http://{node['http']}" if node.get("http") else self.self_url
+            for node in overview["nodes"]
+            if node["reachable"] and (node.get("http") or node["name"] == self.self_name)
+        }
+        targets = [(node, url) for node, url in urls.items() if url]
+        quoted = urllib.parse.quote(name)
+        answers = await asyncio.gather(
+            *(self._get(f"{url}/v1/functions/{quoted}") for _, url in targets),
+            *(
+                self._get(
+                    f"{url}/v1/logs?function={quoted}&since={function_page.LOG_SINCE}"
+                    f"&limit={function_page.LOG_LINES}"
+                )
+                for _, url in targets
+            ),
+        )
+        described, logged = answers[: len(targets)], answers[len(targets) :]
+        error_answers = []
+        for (node, _), answer in zip(targets, described, strict=True):
+            if answer is not None and answer[0] == 200:
+                try:
+                    error_answers.append((node, json.loads(answer[1])))
+                except ValueError:
+                    continue
+        return {
+            "name": name,
+            "self": self.self_name,
+            "time": time.time(),
+            "window_s": self.history.window_s,
+            "points": function_page.function_points(
+                (p.to_json() for p in self.history.points), name
+            ),
+            "latency": function_page.latency_histogram(self.latest.values(), name),
+            "nodes": [
+                {
+                    "name": node["name"],
+                    "reachable": node["reachable"],
+                    **_warm(node["functions"].get(name)),
+                }
+                for node in sorted(overview["nodes"], key=lambda node: str(node["name"]))
+            ],
+            # Nodes of a release without /v1/functions/NAME answer 404: none of them is
+            # counted here, and the page says that errors are not reported.
+            "errors_reported_by": len(error_answers),
+            "recent_errors": function_page.recent_errors(error_answers),
+            "logs": function_page.log_lines(
+                answer[1] for answer in logged if answer is not None and answer[0] == 200
+            ),
         }
 
     async def stream(
@@ -309,8 +557,11 @@ class Dashboard:
         )
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
+            since = None  # the first event carries every point, the next ones the new ones
             while not gone.done() and not stopping():
-                payload = json.dumps(await self.overview(), separators=(",", ":"))
+                overview = await self.overview(since)
+                since = self.history.last_seq
+                payload = json.dumps(overview, separators=(",", ":"))
                 await send(
                     {"type": "http.response.body", "body": f"data: {payload}\n\n".encode(),
                      "more_body": True}

@@ -53,6 +53,74 @@ function isolationCell(kinds) {
     list.length ? list.join(" + ") : "?");
 }
 
+// The page of one function. encodeURIComponent keeps the name a query value; the URL is
+// relative to this node, so a name can never make it another scheme or host.
+function functionPage(name) {
+  return `/functions.html?name=${encodeURIComponent(String(name))}`;
+}
+
+// The curves: the server's recent points (see tierfaas/http/history.py). The first answer
+// carries them all ("full"); each next one only the points after the newest we have.
+const curves = { points: [], windowS: 900 };
+
+function mergeHistory(part) {
+  if (!part || !Array.isArray(part.points)) return;
+  curves.windowS = part.window_s || curves.windowS;
+  if (part.full) curves.points = part.points.slice();
+  else curves.points.push(...part.points);
+  const newest = curves.points.length ? curves.points[curves.points.length - 1].t : 0;
+  curves.points = curves.points.filter((p) => p.t >= newest - curves.windowS);
+}
+
+function lastSeq() {
+  return curves.points.length ? curves.points[curves.points.length - 1].seq : null;
+}
+
+function perSecond(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : +v.toFixed(2); }
+
+// An axis label: a round number as it is (20, 0.5), without trailing zeros.
+function round(v) { return String(+v.toPrecision(3)); }
+
+function millis(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const ms = seconds * 1000;
+  return `${ms >= 10 ? ms.toFixed(0) : +ms.toFixed(2)} ms`;
+}
+
+// Up to this many lines per chart: the busiest, so the chart stays readable.
+const MAX_LINES = 8;
+
+function busiest(points, key) {
+  const total = new Map();
+  for (const p of points) {
+    for (const [name, row] of Object.entries(p[key] || {})) {
+      total.set(name, (total.get(name) || 0) + (row.requests || 0));
+    }
+  }
+  return [...total.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .slice(0, MAX_LINES).map(([name]) => name);
+}
+
+function renderCharts() {
+  if (typeof Charts === "undefined") return;  // charts.js did not load: the rest still shows
+  const points = curves.points;
+  const times = points.map((p) => p.t);
+  const of = (key, name) => points.map((p) => ((p[key] || {})[name] || {}).requests || 0);
+  Charts.line($("chart-nodes"), times,
+    busiest(points, "nodes").map((name) => ({ label: name, values: of("nodes", name) })),
+    { format: perSecond, tick: round });
+  Charts.line($("chart-functions"), times,
+    busiest(points, "functions").map((name) => ({ label: name, values: of("functions", name) })),
+    { format: perSecond, tick: round });
+  Charts.line($("chart-errors"), times, [
+    { label: "errors/s", values: points.map((p) => p.errors), color: "#d1495b" },
+    { label: "cold starts/s", values: points.map((p) => p.cold_starts), color: "#1f6fb4" },
+  ], { format: perSecond, tick: round });
+  Charts.line($("chart-p99"), times,
+    [{ label: "p99", values: points.map((p) => p.p99_s), color: "#8e44ad" }],
+    { format: millis, floor: 0.001 });
+}
+
 function renderTopology(data) {
   const box = $("topology");
   box.replaceChildren();
@@ -91,7 +159,8 @@ function renderWarm(data) {
   table.tHead.replaceChildren(head);
   const body = el("tbody");
   for (const fn of data.functions) {
-    const row = el("tr", {}, el("td", { class: "fn" }, fn),
+    const link = el("a", { href: functionPage(fn) }, fn);
+    const row = el("tr", {}, el("td", { class: "fn" }, link),
       isolationCell((data.isolation || {})[fn]));
     for (const node of data.nodes) {
       const cell = node.functions[fn];
@@ -156,6 +225,8 @@ function render(data) {
   $("rate-errors").textContent = rate(data.rates.errors);
   $("p99").textContent = latency(data.p99_s);
   $("rate-evictions").textContent = rate(data.evictions_per_min);
+  mergeHistory(data.history);
+  renderCharts();
   renderTopology(data);
   renderWarm(data);
   renderMemory(data);
@@ -178,7 +249,9 @@ function connect() {
 // and for headless snapshots, which wait for the network to go quiet).
 async function poll() {
   try {
-    const response = await fetch("/v1/dashboard", { cache: "no-store" });
+    const seq = lastSeq();
+    const url = seq === null ? "/v1/dashboard" : `/v1/dashboard?since=${seq}`;
+    const response = await fetch(url, { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     render(await response.json());
     live(true);
