@@ -21,7 +21,7 @@ from tierfaas import errors
 from tierfaas.calls import ids
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
-from tierfaas.calls.peers import GrpcPeers
+from tierfaas.calls.peers import RemotePeers
 from tierfaas.calls.replication import keyed_homes
 from tierfaas.calls.service import CallService, CallSettings
 from tierfaas.calls.store import CallStore
@@ -78,12 +78,15 @@ class Node:
 
     async def start(self, claim: bool = False) -> CallService:
         backend = TableBackend(lambda _: None, time.monotonic, master=False)
-        self.server = ControlServer(backend, bind=Address("127.0.0.1", 0), key=KEY, node=self.name)
+        self.server = ControlServer(
+            backend, bind=Address("127.0.0.1", 0), key=KEY, node=self.name,
+            lane=Address("127.0.0.1", 0),
+        )  # fmt: skip
         await self.server.start()
         assert self.server.address is not None
         store = CallStore(self.folder / "calls.db")
         store.open()
-        peers = GrpcPeers(
+        peers = RemotePeers(
             name=self.name,
             view=self.cluster.view,
             epoch=lambda: self.epoch,
@@ -164,8 +167,8 @@ async def test_many_accepts_share_copy_round_trips(nodes: list[Node]) -> None:
     a.gate = asyncio.Event()
     accepted = await asyncio.gather(*(a.service.accept("f", Request(b"%d" % n)) for n in range(40)))
     assert len({x.call_id for x in accepted}) == 40
-    assert isinstance(a.service.peers, GrpcPeers)
-    assert a.service.peers.copies.batches < 40
+    assert isinstance(a.service.peers, RemotePeers)
+    assert a.service.peers.frames < 40
     a.gate.set()
 
 

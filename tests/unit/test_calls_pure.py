@@ -1,16 +1,15 @@
 """Call ids, holders and homes by rendezvous hashing, takeover and claim decisions, the wire
-form of a call, and the per-peer batcher (no sockets)."""
+forms of a call (no sockets)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
 import pytest
 
 from tierfaas.calls import ids, takeover, wire
 from tierfaas.calls.model import Call, Failure, Request, Result, view
-from tierfaas.calls.replication import Batcher, holders, keyed_homes, ranked
+from tierfaas.calls.replication import holders, keyed_homes, ranked
 from tierfaas.control.wire import BadMessage
 
 
@@ -107,33 +106,6 @@ def test_the_view_shows_text_or_base64_bodies() -> None:
     assert raw["error"] is None and raw["callback"] is None
 
 
-async def test_the_batcher_sends_what_arrives_during_a_send_together() -> None:
-    sent: list[tuple[str, list[int]]] = []
-    gate = asyncio.Event()
-
-    async def send(peer: str, items: list[int]) -> None:
-        sent.append((peer, items))
-        await gate.wait()
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 100, max_items=3)
-    first = batcher.submit("p", 0)
-    await asyncio.sleep(0)  # the first send is in flight
-    rest = [batcher.submit("p", n) for n in range(1, 6)]
-    other = batcher.submit("q", 9)
-    gate.set()
-    await asyncio.gather(first, *rest, other)
-    assert sent == [("p", [0]), ("q", [9]), ("p", [1, 2, 3]), ("p", [4, 5])]
-
-
-async def test_a_failed_batch_fails_each_of_its_items() -> None:
-    async def send(peer: str, items: list[int]) -> None:
-        raise ConnectionError("down")
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 1)
-    with pytest.raises(ConnectionError):
-        await batcher.submit("p", 1)
-
-
 @pytest.mark.parametrize(
     ("status", "attempt", "expected"),
     [
@@ -152,49 +124,3 @@ def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float 
     from tierfaas.calls.service import judge
 
     assert judge(status, attempt, RetryPolicy(max_retries=2), draw=0.5) == expected
-
-
-async def test_a_batch_waits_for_company_only_when_told_more_is_coming() -> None:
-    sent: list[list[int]] = []
-    lingered: list[float] = []
-    gate = asyncio.Event()
-
-    async def send(peer: str, items: list[int]) -> None:
-        sent.append(items)
-
-    async def sleep(seconds: float) -> None:  # the linger, held until the test says so
-        lingered.append(seconds)
-        await gate.wait()
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 1, company_linger_s=0.001,
-                                    sleep=sleep)  # fmt: skip
-    await batcher.submit("p", 0)  # alone: leaves at once
-    assert sent == [[0]] and lingered == []
-    first = batcher.submit("p", 1, company=True)
-    await asyncio.sleep(0)
-    rest = [batcher.submit("p", n) for n in (2, 3)]  # arrive during the linger
-    gate.set()
-    await asyncio.gather(first, *rest)
-    assert lingered == [0.001] and sent == [[0], [1, 2, 3]]
-
-
-async def test_with_a_linger_every_batch_waits_for_company_not_only_the_first() -> None:
-    sent: list[list[int]] = []
-    lingered: list[float] = []
-    gate = asyncio.Event()
-
-    async def send(peer: str, items: list[int]) -> None:
-        sent.append(items)
-        await gate.wait()
-
-    async def sleep(seconds: float) -> None:
-        lingered.append(seconds)
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 1, linger_s=0.05, sleep=sleep)
-    first = batcher.submit("p", 0)
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # the first batch is in flight
-    rest = [batcher.submit("p", n) for n in (1, 2)]
-    gate.set()
-    await asyncio.gather(first, *rest)
-    assert sent == [[0], [1, 2]] and lingered == [0.05, 0.05]

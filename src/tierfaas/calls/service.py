@@ -382,7 +382,7 @@ class CallService:
             call = self._new_call(holder, function, request, key, callback_url, now)
             local = self.store.insert([call])
             try:
-                await self.peers.copy(holder, call, company=self._accepts > 1)
+                await self.peers.copy(holder, call)
             except Exception as exc:
                 last_error = exc
                 log.info("holder %s did not take the copy of a call: %s", holder, exc)
