@@ -45,7 +45,7 @@ from tierfaas.calls.dispatcher import Dispatcher, share_limit
 from tierfaas.calls.errors import Conflict, NoSecondCopy, QueueFull
 from tierfaas.calls.holding import Holding
 from tierfaas.calls.metrics import CallMetrics
-from tierfaas.calls.model import Call, Failure, Request, Result, State, view
+from tierfaas.calls.model import Call, Failure, Request, Result, State, ended, view
 from tierfaas.calls.ports import CallbackSink, Header, Peers, RunCall
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
@@ -138,7 +138,6 @@ class CallService:
         )  # fmt: skip
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._accepts = 0  # accepts in flight
         self._outcomes: set[asyncio.Future[None]] = set()  # outcomes on their way to holders
         self._running: dict[str, Call] = {}
         """The own calls running now, as their records would say (the store keeps them
@@ -282,9 +281,11 @@ class CallService:
                     ) from None
                 return Accepted(call_id, replay)
             return await self._accept_keyed(function, request, idem_key, callback_url, ranked)
-        return await asyncio.shield(
-            self._accepting(function, request, None, callback_url, members, None)
-        )
+        if self.peers is None:
+            return await asyncio.shield(
+                self._accepting(function, request, None, callback_url, members, None)
+            )
+        return await self._accept_unkeyed(function, request, callback_url, members)
 
     async def _accept_keyed(
         self,
@@ -306,6 +307,117 @@ class CallService:
         self._keys_in_flight[(function, key)] = task
         task.add_done_callback(lambda _: self._keys_in_flight.pop((function, key), None))
         return await asyncio.shield(task)
+
+    def _accept_unkeyed(
+        self, function: str, request: Request, callback_url: str | None, members: list[str]
+    ) -> asyncio.Future[Accepted]:
+        """The common accept (no key, a cluster), on futures and callbacks rather than a task
+        of its own (a task, its shield and their wake-ups were a tenth of an accept's loop
+        time): the local insert and the copy to the first holder start at once, and when
+        both are done the call is queued, whether or not the caller still waits (the
+        returned future is never what keeps it going). Should the copy or the insert fail,
+        ``_accept_again`` takes over as a task: the next holders, or a 503."""
+        assert self.peers is not None
+        self._reserve()
+        now = self.wall()
+        random_part = ids.new_random()
+        candidates = holders(random_part, self.node, members)
+        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        if not candidates:
+            self._accept_failed(function, answer, NoSecondCopy(
+                "no other node took the call's second copy (no live peer)",
+                retry_after_s=self.settings.retry_after_s,
+            ))  # fmt: skip
+            return answer
+        call = self._new_call(candidates[0], function, request, None, callback_url, now,
+                              random_part)  # fmt: skip
+        try:
+            local = self.store.insert([call])
+        except StoreClosed as exc:
+            self._accept_failed(function, answer, exc)
+            return answer
+        copy = self.peers.copy(candidates[0], call)
+        waiting = 2
+
+        def settled(_: asyncio.Future[Any]) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting:
+                return
+            if _ok(local) and _ok(copy):
+                self._queue_accepted(call)
+                if not answer.done():
+                    answer.set_result(Accepted(call.call_id))
+                return
+            self._spawn(self._accept_again(call, local, copy, candidates, answer))
+
+        local.add_done_callback(settled)
+        copy.add_done_callback(settled)
+        return answer
+
+    async def _accept_again(
+        self,
+        call: Call,
+        local: asyncio.Future[int],
+        copy: asyncio.Future[None],
+        candidates: list[str],
+        answer: asyncio.Future[Accepted],
+    ) -> None:
+        """The first try of ``_accept_unkeyed`` failed: undone, then the next holders."""
+        holder = candidates[0]
+        request, function, callback_url = call.request, call.function, call.callback_url
+        try:
+            if not _ok(local):  # this node's store failed
+                raise local.exception() or StoreClosed("the insert was cancelled")
+            error = None if copy.cancelled() else copy.exception()
+            log.info("holder %s did not take the copy of a call: %s", holder, error)
+            await self.store.delete([call.call_id])
+            self._withdraw(holder, call)
+            rest = candidates[1 : self.settings.copy_tries]
+            members = [self.node, *rest]
+            if not rest:
+                raise NoSecondCopy(
+                    f"no other node took the call's second copy ({error})",
+                    retry_after_s=self.settings.retry_after_s,
+                )
+            kept = await self._keep(function, request, None, callback_url, members, rest)
+        except BaseException as exc:
+            self._accept_failed(function, answer, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._queue_accepted(kept)
+        if not answer.done():
+            answer.set_result(Accepted(kept.call_id))
+
+    def _reserve(self) -> None:
+        """One more unfinished call (before anything is kept: the bound is never passed),
+        or ``QueueFull``."""
+        if self.unfinished >= self.settings.queue_max:
+            raise QueueFull(
+                f"this node holds {self.unfinished} unfinished async calls, its limit",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        self.unfinished += 1
+
+    def _accept_failed(
+        self, function: str, answer: asyncio.Future[Accepted], exc: BaseException
+    ) -> None:
+        """Nothing was kept: the reservation goes, and the caller hears why (a failure of
+        this node's store as a 503)."""
+        self.unfinished -= 1
+        if isinstance(exc, (sqlite3.Error, StoreClosed)):
+            log.error("the call store could not keep a call of %s: %s", function, exc)
+            exc = errors.ClusterError(
+                f"this node could not keep the call ({exc}); try another node",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        if not answer.done():
+            answer.set_exception(exc)
+
+    def _queue_accepted(self, call: Call) -> None:
+        self.metrics.accepted(call.function)
+        self.dispatcher.add(call)
 
     def _accepting(
         self,
@@ -332,13 +444,7 @@ class CallService:
         members: list[str],
         candidates: list[str] | None,
     ) -> Accepted:
-        if self.unfinished >= self.settings.queue_max:
-            raise QueueFull(
-                f"this node holds {self.unfinished} unfinished async calls, its limit",
-                retry_after_s=self.settings.retry_after_s,
-            )
-        self.unfinished += 1  # held while the accept is in flight: the bound is never passed
-        self._accepts += 1
+        self._reserve()
         try:
             call = await self._keep(function, request, key, callback_url, members, candidates)
         except (sqlite3.Error, StoreClosed) as exc:
@@ -353,10 +459,7 @@ class CallService:
         except BaseException:
             self.unfinished -= 1
             raise
-        finally:
-            self._accepts -= 1
-        self.metrics.accepted(function)
-        self.dispatcher.add(call)
+        self._queue_accepted(call)
         return Accepted(call.call_id)
 
     async def _keep(
@@ -375,8 +478,7 @@ class CallService:
             await self.store.insert([call])
             return call
         if candidates is None:
-            random_part = ids.new_id(self.node, self.node).rsplit("~", 1)[1]
-            candidates = holders(random_part, self.node, members)
+            candidates = holders(ids.new_random(), self.node, members)
         last_error: Exception | None = None
         for holder in candidates[: self.settings.copy_tries]:
             call = self._new_call(holder, function, request, key, callback_url, now)
@@ -415,9 +517,10 @@ class CallService:
         key: str | None,
         callback_url: str | None,
         now: float,
+        random_part: str | None = None,
     ) -> Call:
         return Call(
-            call_id=ids.new_id(self.node, holder),
+            call_id=ids.new_id(self.node, holder, random_part=random_part),
             function=function,
             accepted_at=now,
             request=request,
@@ -444,7 +547,7 @@ class CallService:
 
     async def _attempt(self, call: Call) -> None:
         attempt = call.attempts + 1
-        running = replace(call, state="running", attempts=attempt)
+        running = ended(call, attempt, "running", None, call.result, call.failure, call.due_at)
         # Not written: ``running`` lives in memory only (``_running``; reads overlay it). A
         # write would buy nothing after a crash, where a running call is queued and run
         # again anyway (at least once), and it was a fifth of the call's store writes. The
@@ -495,14 +598,13 @@ class CallService:
         state, delay = judge(status, running.attempts, policy, self.draw())
         if delay is not None:
             self.metrics.attempt(running.function, "retry")
-            again = replace(running, state="queued", due_at=now + delay, result=result,
-                            failure=failure)  # fmt: skip
+            again = ended(running, running.attempts, "queued", None, result, failure, now + delay)
             self._write(again, unless_final=True)
             self.dispatcher.add(again)
             return
         outcome = {"succeeded": "ok", "failed": "client_error"}.get(state, "error")
         self.metrics.attempt(running.function, outcome)
-        final = replace(running, state=state, finished_at=now, result=result, failure=failure)
+        final = ended(running, running.attempts, state, now, result, failure, running.due_at)
         if not await self.store.update(final, unless_final=True):
             return  # it was final already (recorded once)
         self.unfinished -= 1
@@ -531,13 +633,13 @@ class CallService:
             self.callbacks.send(url, final.call_id, final.state, payload, done)
 
     def _tell_holder(self, call: Call) -> None:
-        parsed = ids.parse(call.call_id)
-        if self.peers is None or parsed.origin != self.node or parsed.holder == self.node:
+        origin, holder = ids.nodes(call.call_id)
+        if self.peers is None or origin != self.node or holder == self.node:
             return
         told: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outcomes.add(told)
         told.add_done_callback(self._outcomes.discard)
-        self._send_outcome(parsed.holder, call, told, OUTCOME_TRIES)
+        self._send_outcome(holder, call, told, OUTCOME_TRIES)
 
     def _send_outcome(
         self, holder: str, call: Call, told: asyncio.Future[None], tries: int
@@ -708,6 +810,10 @@ class CallService:
 
     def queue_sizes(self) -> dict[str, int]:
         return {"queued": self.dispatcher.queued, "running": self.dispatcher.running_total}
+
+
+def _ok(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and future.exception() is None
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
