@@ -2,9 +2,10 @@
 
 Event-driven: it looks again when a call is added, when a running one ends (at that call's
 function alone: nothing else changed) and when the earliest call not yet due becomes due
-(one timer on the injected scheduler), never on a polling loop. Each function may run at most its async share of its slots here at once
-(``share_limit``), so synchronous calls always find the rest free; calls of one function
-start in the order they are due (then accepted). The decision itself is ``admit``, pure.
+(one timer on the injected scheduler), never on a polling loop. Each function may run at
+most its async share of its slots here at once (``share_limit``), so synchronous calls
+always find the rest free; calls of one function start in the order they are due (then
+accepted). The decision itself is ``admit``, pure.
 
 It keeps the queued calls in memory (one heap per function) and knows nothing of the store:
 ``start(call)`` hands a call to the service, which runs it and calls ``finished``.

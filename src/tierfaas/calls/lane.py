@@ -222,7 +222,7 @@ class LaneLink:
         self._queues[kind] = []
         loop = asyncio.get_running_loop()
         with_request = kind == CALL_COPIES
-        for batch in _batches(queue):
+        for batch in _batches(queue, with_request):
             self._seq += 1
             seq = self._seq
             rows = [wire.to_row(call, with_request=with_request) for call, _ in batch]
@@ -311,14 +311,14 @@ class LaneLink:
             _fail(futures, error)
 
 
-def _batches(queue: Pending) -> list[Pending]:
+def _batches(queue: Pending, with_request: bool) -> list[Pending]:
     """``queue`` in frames of at most ``MAX_BATCH_ITEMS`` calls and about
     ``MAX_BATCH_BYTES`` (a call alone may be larger: it still goes, alone)."""
     batches: list[Pending] = []
     batch: Pending = []
     total = 0
     for item in queue:
-        size = wire.size(item[0])
+        size = wire.size(item[0], with_request=with_request)
         if batch and (len(batch) >= MAX_BATCH_ITEMS or total + size > MAX_BATCH_BYTES):
             batches.append(batch)
             batch, total = [], 0

@@ -102,7 +102,8 @@ class RemotePeers:
     # -- the calls lane ------------------------------------------------------------------------
 
     def _link(self, node: str, kind: int) -> LaneLink:
-        self.members()  # the addresses of the current view
+        if self._view() is not self._members_of:
+            self.members()  # the addresses of the current view
         address = self._rpc_of.get(node)
         if address is None:
             raise LaneError(f"{node} is not live (no control address in the view)")

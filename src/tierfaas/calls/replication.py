@@ -23,7 +23,8 @@ def ranked(key: str, nodes: Iterable[str]) -> list[str]:
 
 def holders(call_id: str, origin: str, members: Iterable[str]) -> list[str]:
     """The nodes to try, in order, for the second copy of an unkeyed call."""
-    return ranked(call_id, (m for m in members if m != origin))
+    others = [m for m in members if m != origin]
+    return others if len(others) < 2 else ranked(call_id, others)
 
 
 def keyed_key(function: str, key: str) -> str:

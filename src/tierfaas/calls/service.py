@@ -142,6 +142,10 @@ class CallService:
         self._running: dict[str, Call] = {}
         """The own calls running now, as their records would say (the store keeps them
         ``queued`` until their attempt is judged: see ``_attempt``)."""
+        self._limits = {
+            name: share_limit(spec.max_instances, spec.concurrency, settings.share)
+            for name, spec in functions.items()
+        }
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
             for name, spec in functions.items()
@@ -243,10 +247,7 @@ class CallService:
     # -- accept --------------------------------------------------------------------------------
 
     def _limit(self, function: str) -> int:
-        spec = self.functions.get(function)
-        if spec is None:
-            return 1
-        return share_limit(spec.max_instances, spec.concurrency, self.settings.share)
+        return self._limits.get(function, 1)
 
     async def accept(
         self,

@@ -11,6 +11,7 @@ the ones it knows, so an older node reads a newer row)."""
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any
 
 from tierfaas.calls import ids
@@ -218,9 +219,11 @@ def from_row(row: Any) -> Call:
     )
 
 
-def size(call: Call) -> int:
+def size(call: Call, *, with_request: bool = True) -> int:
     """About the bytes ``call`` takes in a message (to bound a batch)."""
-    request = call.request
-    headers = sum(len(k) + len(v) + 4 for k, v in request.headers)
     result = len(call.result.body) if call.result is not None else 0
+    if not with_request:
+        return 256 + result
+    request = call.request
+    headers = sum(map(len, chain.from_iterable(request.headers))) + 4 * len(request.headers)
     return 256 + len(request.body) + len(request.path) + len(request.query) + headers + result
