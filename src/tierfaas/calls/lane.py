@@ -161,7 +161,7 @@ class _Protocol(asyncio.Protocol):
                 self.transport.abort()
 
 
-Pending = list[tuple[Call, asyncio.Future[None]]]
+Pending = list[tuple[list[Call], asyncio.Future[None]]]
 
 
 class LaneLink:
@@ -193,13 +193,15 @@ class LaneLink:
         self.frames = 0  # frames sent (tests, metrics)
         self.closed = False
 
-    def submit(self, kind: int, call: Call) -> asyncio.Future[None]:
+    def submit(self, kind: int, calls: list[Call]) -> asyncio.Future[None]:
+        """``calls`` travel in one frame (at most ``MAX_BATCH_ITEMS``), with whatever else
+        is submitted during this turn of the loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if self.closed:
             future.set_exception(LaneError("the calls lane is closed"))
             return future
-        self._queues[kind].append((call, future))
+        self._queues[kind].append((calls, future))
         if not self._flushing[kind]:
             self._flushing[kind] = True
             if kind == CALL_OUTCOMES and self.outcome_linger_s > 0:
@@ -225,7 +227,7 @@ class LaneLink:
         for batch in _batches(queue, with_request):
             self._seq += 1
             seq = self._seq
-            rows = [wire.to_row(call, with_request=with_request) for call, _ in batch]
+            rows = [wire.to_row(c, with_request=with_request) for calls, _ in batch for c in calls]
             payload = msgpack.packb([seq, self.origin, rows])
             timer = loop.call_later(self.timeout_s, self._expire, seq)
             self._waiting[seq] = ([future for _, future in batch], timer)
@@ -313,17 +315,19 @@ class LaneLink:
 
 def _batches(queue: Pending, with_request: bool) -> list[Pending]:
     """``queue`` in frames of at most ``MAX_BATCH_ITEMS`` calls and about
-    ``MAX_BATCH_BYTES`` (a call alone may be larger: it still goes, alone)."""
+    ``MAX_BATCH_BYTES`` (a submission alone may be larger: it still goes, alone)."""
     batches: list[Pending] = []
     batch: Pending = []
     total = 0
+    items = 0
     for item in queue:
-        size = wire.size(item[0], with_request=with_request)
-        if batch and (len(batch) >= MAX_BATCH_ITEMS or total + size > MAX_BATCH_BYTES):
+        size = sum(wire.size(call, with_request=with_request) for call in item[0])
+        if batch and (items + len(item[0]) > MAX_BATCH_ITEMS or total + size > MAX_BATCH_BYTES):
             batches.append(batch)
-            batch, total = [], 0
+            batch, total, items = [], 0, 0
         batch.append(item)
         total += size
+        items += len(item[0])
     if batch:
         batches.append(batch)
     return batches

@@ -136,13 +136,13 @@ class RemotePeers:
 
     def copy(self, node: str, call: Call) -> asyncio.Future[None]:
         try:
-            return self._link(node, CALL_COPIES).submit(CALL_COPIES, call)
+            return self._link(node, CALL_COPIES).submit(CALL_COPIES, [call])
         except LaneError as exc:
             return _failed(exc)
 
-    def outcome(self, node: str, call: Call) -> asyncio.Future[None]:
+    def outcomes(self, node: str, calls: list[Call]) -> asyncio.Future[None]:
         try:
-            return self._link(node, CALL_OUTCOMES).submit(CALL_OUTCOMES, call)
+            return self._link(node, CALL_OUTCOMES).submit(CALL_OUTCOMES, calls)
         except LaneError as exc:
             return _failed(exc)
 

@@ -61,9 +61,9 @@ class Peers(Protocol):
         (copies submitted together share a frame)."""
         ...
 
-    def outcome(self, node: str, call: Call) -> asyncio.Future[None]:
-        """Tells ``node`` (the call's holder) how the call stands; the future resolves once
-        it recorded it (a future, not a coroutine: the service needs no task per call)."""
+    def outcomes(self, node: str, calls: list[Call]) -> asyncio.Future[None]:
+        """Tells ``node`` (the calls' holder) how ``calls`` stand; the future resolves once
+        it recorded them (a future, not a coroutine: the service needs no task)."""
         ...
 
     async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]: ...

@@ -57,6 +57,7 @@ log = logging.getLogger("tierfaas.calls")
 
 OUTCOME_TRIES = 5
 OUTCOME_RETRY_S = 1.0
+OUTCOME_GROUP = 256  # outcomes told to a holder together (a lane frame holds up to 512)
 TRIM_EVERY_S = 60.0
 
 
@@ -138,7 +139,9 @@ class CallService:
         )  # fmt: skip
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._outcomes: set[asyncio.Future[None]] = set()  # outcomes on their way to holders
+        self._outcomes: set[asyncio.Future[Any]] = set()
+        """Final records on their way to the store, and outcomes on their way to holders."""
+        self._finals: list[Call] = []  # ended during this turn of the loop
         self._running: dict[str, Call] = {}
         """The own calls running now, as their records would say (the store keeps them
         ``queued`` until their attempt is judged: see ``_attempt``)."""
@@ -215,8 +218,16 @@ class CallService:
         deadline = self.clock() + timeout_s
         while self.dispatcher.running_total and self.clock() < deadline:
             await asyncio.sleep(0.02)
-        if self._outcomes:
-            await asyncio.wait(set(self._outcomes), timeout=max(0.0, deadline - self.clock()))
+        # A final record, once written, starts its outcome: wait until neither is left.
+        while (self._outcomes or self._finals) and self.clock() < deadline:
+            if not self._outcomes:
+                await asyncio.sleep(0)
+                continue
+            await asyncio.wait(
+                set(self._outcomes),
+                timeout=max(0.0, deadline - self.clock()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
 
     def _resend_callbacks(self) -> None:
         """The callbacks of finished calls still pending when the node last stopped."""
@@ -508,7 +519,7 @@ class CallService:
         assert self.peers is not None
         failure = Failure(503, "not_accepted", "its second copy failed; it was never accepted")
         withdrawn = replace(call, state="failed", finished_at=self.wall(), failure=failure)
-        self._spawn(self.peers.outcome(holder, withdrawn))
+        self._spawn(self.peers.outcomes(holder, [withdrawn]))
 
     def _new_call(
         self,
@@ -538,15 +549,19 @@ class CallService:
         self._spawn(self._execute(call))
 
     async def _execute(self, call: Call) -> None:
+        recording = False
         try:
-            await self._attempt(call)
+            recording = await self._attempt(call)
         except Exception:
             log.exception("call %s: recording its attempt failed", call.call_id)
         finally:
-            self._running.pop(call.call_id, None)
+            if not recording:  # else it reads ``running`` until its final record is kept
+                self._running.pop(call.call_id, None)
             self.dispatcher.finished(call.function)
 
-    async def _attempt(self, call: Call) -> None:
+    async def _attempt(self, call: Call) -> bool:
+        """Runs one attempt and judges it; True when its final record is on its way to the
+        store (``_record_finals``)."""
         attempt = call.attempts + 1
         running = ended(call, attempt, "running", None, call.result, call.failure, call.due_at)
         # Not written: ``running`` lives in memory only (``_running``; reads overlay it). A
@@ -581,7 +596,7 @@ class CallService:
             log.debug("call %s deferred: %s", call.call_id, exc)
             self._write(later, unless_final=True)
             self.dispatcher.add(later)
-            return
+            return False
         except errors.HttpError as exc:
             status = exc.status
             failure = Failure(status, exc.code, exc.message)
@@ -589,11 +604,11 @@ class CallService:
             log.exception("call %s: attempt %d failed", call.call_id, attempt)
             status = 500
             failure = Failure(500, "internal_error", str(exc) or type(exc).__name__)
-        await self._settle(running, status, result, failure)
+        return self._settle(running, status, result, failure)
 
-    async def _settle(
+    def _settle(
         self, running: Call, status: int, result: Result | None, failure: Failure | None
-    ) -> None:
+    ) -> bool:
         now = self.wall()
         policy = self._policies.get(running.function, RetryPolicy())
         state, delay = judge(status, running.attempts, policy, self.draw())
@@ -602,20 +617,49 @@ class CallService:
             again = ended(running, running.attempts, "queued", None, result, failure, now + delay)
             self._write(again, unless_final=True)
             self.dispatcher.add(again)
-            return
+            return False
         outcome = {"succeeded": "ok", "failed": "client_error"}.get(state, "error")
         self.metrics.attempt(running.function, outcome)
         final = ended(running, running.attempts, state, now, result, failure, running.due_at)
-        if not await self.store.update(final, unless_final=True):
-            return  # it was final already (recorded once)
-        self.unfinished -= 1
-        self.metrics.finished(final.function, state)
-        self._after_final(final)
+        self._finals.append(final)
+        if len(self._finals) == 1:
+            asyncio.get_running_loop().call_soon(self._record_finals)
+        return True
 
-    def _after_final(self, final: Call) -> None:
-        """Tells the holder and the callback target that ``final`` ended."""
-        self._tell_holder(final)
-        self._send_callback(final)
+    def _record_finals(self) -> None:
+        """The final records of the calls that ended during one turn of the loop, in one
+        write (a write, its future and its wake-up per call were a good part of what the
+        run of an async call cost the loop beyond a sync call's)."""
+        finals, self._finals = self._finals, []
+        try:
+            written = self.store.update_many(finals, unless_final=True)
+        except StoreClosed:
+            return  # stopping: they are queued in the store and run again at the next start
+        self._outcomes.add(written)
+        written.add_done_callback(lambda _: self._finals_recorded(finals, written))
+
+    def _finals_recorded(self, finals: list[Call], written: asyncio.Future[list[bool]]) -> None:
+        self._outcomes.discard(written)
+        for final in finals:
+            self._running.pop(final.call_id, None)
+        if written.cancelled():
+            return  # the service stopped
+        if not _ok(written):
+            error = written.exception()
+            log.error("recording %d final calls failed: %s", len(finals), error)
+            return
+        told: dict[str, list[Call]] = {}
+        for final, changed in zip(finals, written.result(), strict=True):
+            if not changed:
+                continue  # it was final already (recorded once)
+            self.unfinished -= 1
+            self.metrics.finished(final.function, final.state)
+            holder = self._holder_to_tell(final)
+            if holder is not None:
+                told.setdefault(holder, []).append(final)
+            self._send_callback(final)
+        for holder, calls in told.items():
+            self._tell_holder(holder, calls)
 
     def _send_callback(self, final: Call) -> None:
         if final.callback_url is not None and self.callbacks is not None:
@@ -633,44 +677,54 @@ class CallService:
 
             self.callbacks.send(url, final.call_id, final.state, payload, done)
 
-    def _tell_holder(self, call: Call) -> None:
+    def _holder_to_tell(self, call: Call) -> str | None:
+        """The holder of the copy of ``call`` if this node is its origin (a taken-over call
+        has no other copy to tell)."""
         origin, holder = ids.nodes(call.call_id)
         if self.peers is None or origin != self.node or holder == self.node:
-            return
-        told: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outcomes.add(told)
-        told.add_done_callback(self._outcomes.discard)
-        self._send_outcome(holder, call, told, OUTCOME_TRIES)
+            return None
+        return holder
 
-    def _send_outcome(
-        self, holder: str, call: Call, told: asyncio.Future[None], tries: int
+    def _tell_holder(self, holder: str, calls: list[Call]) -> None:
+        """Tells ``holder`` how ``calls`` stand, in groups of at most ``OUTCOME_GROUP``."""
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(calls), OUTCOME_GROUP):
+            told: asyncio.Future[None] = loop.create_future()
+            self._outcomes.add(told)
+            told.add_done_callback(self._outcomes.discard)
+            self._send_outcomes(holder, calls[start : start + OUTCOME_GROUP], told, OUTCOME_TRIES)
+
+    def _send_outcomes(
+        self, holder: str, calls: list[Call], told: asyncio.Future[None], tries: int
     ) -> None:
         """One try at telling ``holder``; ``told`` resolves when one succeeded or the last
-        failed. Callbacks and a timer, not a task per call (a task was a tenth of what an
-        outcome cost the origin's loop, profiled)."""
+        failed. Callbacks and a timer, not a task (a task was a tenth of what an outcome
+        cost the origin's loop, profiled)."""
         assert self.peers is not None
         if told.done():  # the service stopped
             return
         if tries == 0:
-            log.info("the outcome of %s did not reach its holder %s", call.call_id, holder)
+            log.info("the outcomes of %d calls did not reach their holder %s", len(calls), holder)
             told.set_result(None)
             return
         loop = asyncio.get_running_loop()
         if holder not in self.peers.members():
-            loop.call_later(OUTCOME_RETRY_S, self._send_outcome, holder, call, told, tries - 1)
+            loop.call_later(OUTCOME_RETRY_S, self._send_outcomes, holder, calls, told, tries - 1)
             return
 
         def sent(future: asyncio.Future[None]) -> None:
             if told.done():
                 return
             if future.cancelled() or future.exception() is not None:
-                log.debug("outcome of %s to %s failed: %r", call.call_id, holder,
+                log.debug("outcomes of %d calls to %s failed: %r", len(calls), holder,
                           None if future.cancelled() else future.exception())  # fmt: skip
-                loop.call_later(OUTCOME_RETRY_S, self._send_outcome, holder, call, told, tries - 1)
+                loop.call_later(
+                    OUTCOME_RETRY_S, self._send_outcomes, holder, calls, told, tries - 1
+                )
             else:
                 told.set_result(None)
 
-        self.peers.outcome(holder, call).add_done_callback(sent)
+        self.peers.outcomes(holder, calls).add_done_callback(sent)
 
     # -- the holder's side (``holding.Holding``) -----------------------------------------------
 
@@ -756,7 +810,9 @@ class CallService:
         await self.store.update(again)  # committed before the answer: a GET then sees it
         self.unfinished += 1
         self.dispatcher.add(again)
-        self._tell_holder(again)
+        holder = self._holder_to_tell(again)
+        if holder is not None:
+            self._tell_holder(holder, [again])
         return view(again)
 
     def _overlay(self, kept: Call | None) -> Call | None:
