@@ -427,8 +427,8 @@ def measure(settings: Settings) -> dict[str, Any]:
             "notes": notes}  # fmt: skip
 
 
-def profile(settings: Settings, folder: Path, top: int) -> None:
-    """The async rounds alone, both nodes under cProfile (their event loops' threads); then
+def profile(settings: Settings, folder: Path, top: int, kind: str = "async") -> None:
+    """The async rounds alone (or the sync ones), both nodes under cProfile (their event loops' threads); then
     each node's functions with the most own time, and the accepts' count to divide by."""
     import pstats
 
@@ -443,7 +443,11 @@ def profile(settings: Settings, folder: Path, top: int) -> None:
         drain(nodes, settings.drain_timeout_s)
         for node in nodes:
             os.kill(node.managed.pid, signal.SIGUSR1)
-        rounds = throughput(nodes, settings, "profiled", sync=False)
+        if kind == "sync":
+            rounds = Rounds(sync=[sync_round(nodes, settings) for _ in range(settings.rounds)])
+            rounds.accepted = [{**r, "accepted": r["requests"]} for r in rounds.sync]
+        else:
+            rounds = throughput(nodes, settings, "profiled", sync=False)
         for node in nodes:
             os.kill(node.managed.pid, signal.SIGUSR2)
         deadline = time.monotonic() + 30
@@ -555,11 +559,12 @@ def main(argv: list[str] | None = None) -> int:
         "print where their CPU went; no table",
     )
     parser.add_argument("--profile-top", type=int, default=40)
+    parser.add_argument("--profile-kind", choices=["async", "sync"], default="async")
     args = parser.parse_args(argv)
     c.require_wrk()
     settings = settings_for(args.quick, args.connections)
     if args.profile is not None:
-        profile(settings, args.profile, args.profile_top)
+        profile(settings, args.profile, args.profile_top, args.profile_kind)
         return 0
     began = time.perf_counter()
     started = c.now_iso()
