@@ -19,8 +19,8 @@ import grpc
 from grpc import aio
 
 from tierfaas import errors
+from tierfaas.calls import lane as calls_lane  # a module: it imports the control package
 from tierfaas.calls import wire
-from tierfaas.calls.lane import holder_frames
 from tierfaas.calls.model import STATES
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire as control_wire
@@ -60,7 +60,7 @@ class CallsServicer:
     def lane_frames(self) -> dict[int, FrameHandler]:
         """The holder's side of the calls lane (copies and outcomes: ``calls/lane.py``), for
         the node's lane server; each frame finds the call service as it is then."""
-        return holder_frames(lambda: self.calls)
+        return calls_lane.holder_frames(lambda: self.calls)
 
     async def ClaimCalls(self, data: bytes, context: Context) -> pb.ClaimCallsReply:
         service, request = await self._calls_decode(context, pb.ClaimCallsRequest, data)
