@@ -428,8 +428,9 @@ def measure(settings: Settings) -> dict[str, Any]:
 
 
 def profile(settings: Settings, folder: Path, top: int, kind: str = "async") -> None:
-    """The async rounds alone (or the sync ones), both nodes under cProfile (their event loops' threads); then
-    each node's functions with the most own time, and the accepts' count to divide by."""
+    """The async rounds alone (or the sync ones), both nodes under cProfile (their event
+    loops' threads); then each node's functions with the most own time, and the count of
+    calls to divide by."""
     import pstats
 
     folder.mkdir(parents=True, exist_ok=True)
