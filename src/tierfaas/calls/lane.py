@@ -60,6 +60,8 @@ MAX_BATCH_BYTES = 7 * 1024 * 1024
 framing; an async body is at most 7 MiB, so one call always fits."""
 OUTCOME_LINGER_S = 0.05
 """Outcomes are off every caller's path: they wait this long to travel together."""
+RECONNECT_S = 0.1
+"""How soon a failed connect is tried again while calls wait for it."""
 MAX_ACK_FRAME = 64 * 1024
 """Bytes: the largest frame an origin reads (acks are a few dozen bytes)."""
 
@@ -190,6 +192,7 @@ class LaneLink:
         self._connecting: asyncio.Task[None] | None = None
         self._waiting: dict[int, tuple[list[asyncio.Future[None]], asyncio.TimerHandle]] = {}
         self._seq = 0
+        self._outage: float | None = None  # since when connects fail (loop time)
         self.frames = 0  # frames sent (tests, metrics)
         self.closed = False
 
@@ -253,8 +256,18 @@ class LaneLink:
 
     def _connected(self, task: asyncio.Task[None]) -> None:
         self._connecting = None
+        loop = asyncio.get_running_loop()
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or error is not None:
+            # Like gRPC's wait-for-ready: a peer that is not listening yet (it has just
+            # joined, or its Info is slow under load) is tried again until the first queued
+            # call has waited ``timeout_s``; then what is queued fails.
+            if self._outage is None:
+                self._outage = loop.time()
+            if not self.closed and loop.time() - self._outage + RECONNECT_S < self.timeout_s:
+                loop.call_later(RECONNECT_S, self._flush, CALL_COPIES)
+                return
+            self._outage = None
             failure = error if isinstance(error, Exception) else LaneError("connect cancelled")
             if not isinstance(failure, (LaneError, TimeoutError)):
                 failure = LaneError(str(failure) or type(failure).__name__)
@@ -262,6 +275,7 @@ class LaneLink:
                 queue, self._queues[kind] = self._queues[kind], []
                 _fail([future for _, future in queue], failure)
             return
+        self._outage = None
         for kind in self._queues:
             self._flush(kind)
 
