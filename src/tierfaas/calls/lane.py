@@ -79,6 +79,8 @@ def holder_frames(service: Callable[[], CallService | None]) -> dict[int, FrameH
     at each frame: the node sets it once it exists, and a node still starting answers every
     batch with an error, which the origin treats as an unreachable holder)."""
 
+    working: set[asyncio.Future[Any]] = set()  # held: the loop keeps only weak references
+
     def serve(kind: int, payload: bytes, reply: Reply) -> None:
         seq, origin, rows = _envelope(payload)
         calls = service()
@@ -109,7 +111,10 @@ def holder_frames(service: Callable[[], CallService | None]) -> dict[int, FrameH
                 kept = task.result()
                 ack(kept if isinstance(kept, int) else len(batch), "")
 
-        asyncio.ensure_future(work).add_done_callback(done)
+        task = asyncio.ensure_future(work)
+        working.add(task)
+        task.add_done_callback(working.discard)
+        task.add_done_callback(done)
 
     return {
         CALL_COPIES: lambda payload, reply: serve(CALL_COPIES, payload, reply),

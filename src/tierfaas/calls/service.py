@@ -348,7 +348,12 @@ class CallService:
         except StoreClosed as exc:
             self._accept_failed(function, answer, exc)
             return answer
-        copy = self.peers.copy(candidates[0], call)
+        try:
+            copy = self.peers.copy(candidates[0], call)
+        except Exception as exc:  # a bug on the way: as a failed copy (the next holder)
+            log.exception("sending the copy of a call to %s failed", candidates[0])
+            copy = asyncio.get_running_loop().create_future()
+            copy.set_exception(exc)
         waiting = 2
 
         def settled(_: asyncio.Future[Any]) -> None:
