@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,15 +111,23 @@ def node_help() -> str:
 
 
 def start_cluster(
-    procs: c.Processes, release: Path, data: Path, extra: list[str], label: str
+    procs: c.Processes,
+    release: Path,
+    data: Path,
+    extra: list[str],
+    label: str,
+    profile: Path | None = None,
 ) -> list[Node]:
     gossip = free_port(HOSTS[0])
     seeds = ",".join(f"{h}:{gossip}" for h in HOSTS)
     nodes = []
     for host in HOSTS:
         port = free_port(host)
+        runner = ["-m", "tierfaas.cli"]
+        if profile is not None:  # cProfile around the node: see profiled_node.py
+            runner = [str(Path(__file__).with_name("profiled_node.py")), str(profile / host)]
         argv = [
-            sys.executable, "-m", "tierfaas.cli", "node",
+            sys.executable, *runner, "node",
             "--release", str(release), "--http", f"{host}:{port}",
             "--gossip", f"{host}:{gossip}", "--rpc", f"{host}:{gossip + 1}", "--join", seeds,
             "--gossip-preset", "local", "--isolation", "process", "--log-level", "warning",
@@ -228,8 +238,19 @@ def nodes_cpu(nodes: list[Node]) -> float:
     return sum(c.tree_cpu_seconds(node.managed.pid) for node in nodes)
 
 
+def loop_cpu(node: Node) -> float:
+    """CPU seconds so far of the node's main thread, its event loop: the one core that
+    bounds what one node serves (the other threads and the instances may use the other)."""
+    pid = node.managed.pid
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/task/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
 def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
     cpu_before = nodes_cpu(nodes)
+    loop_before = loop_cpu(nodes[0])
     result = c.run_wrk(
         f"{nodes[0].url}/async-function/{FUNCTION}",
         duration_s=settings.round_s,
@@ -239,9 +260,11 @@ def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
     accepted = result.requests - result.non_2xx
     drain_s = drain(nodes, settings.drain_timeout_s)
     cpu = nodes_cpu(nodes) - cpu_before
+    loop = loop_cpu(nodes[0]) - loop_before
     return {
         **result.as_dict(),
         "nodes_cpu_us_per_call": cpu / max(1, accepted) * 1e6,
+        "origin_loop_cpu_us_per_call": loop / max(1, accepted) * 1e6,
         "accepted": accepted,
         "accepted_per_s": accepted / result.duration_s,
         "drain_s": drain_s,
@@ -251,6 +274,7 @@ def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
 
 def sync_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
     cpu_before = nodes_cpu(nodes)
+    loop_before = loop_cpu(nodes[0])
     result = c.run_wrk(
         f"{nodes[0].url}/function/{FUNCTION}",
         duration_s=settings.round_s,
@@ -258,7 +282,10 @@ def sync_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
         lua=c.post_lua(BODY),
     )
     cpu = nodes_cpu(nodes) - cpu_before
-    return {**result.as_dict(), "nodes_cpu_us_per_call": cpu / max(1, result.requests) * 1e6}
+    loop = loop_cpu(nodes[0]) - loop_before
+    calls = max(1, result.requests)
+    return {**result.as_dict(), "nodes_cpu_us_per_call": cpu / calls * 1e6,
+            "origin_loop_cpu_us_per_call": loop / calls * 1e6}  # fmt: skip
 
 
 def throughput(nodes: list[Node], settings: Settings, label: str, sync: bool = True) -> Rounds:
@@ -400,6 +427,51 @@ def measure(settings: Settings) -> dict[str, Any]:
             "notes": notes}  # fmt: skip
 
 
+def profile(settings: Settings, folder: Path, top: int, kind: str = "async") -> None:
+    """The async rounds alone (or the sync ones), both nodes under cProfile (their event
+    loops' threads); then each node's functions with the most own time, and the count of
+    calls to divide by."""
+    import pstats
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with c.Processes(grace_s=20.0) as procs, tempfile.TemporaryDirectory() as tmp:
+        release = Path(tmp) / "rel"
+        release.mkdir()
+        (release / "tierfaas.toml").write_text(RELEASE)
+        (release / "fns.py").write_text("def echo(body):\n    return body\n")
+        nodes = start_cluster(procs, release, Path(tmp), [], "profile", profile=folder)
+        c.run_wrk(f"{nodes[0].url}/async-function/{FUNCTION}", duration_s=1, lua=c.post_lua(BODY))
+        drain(nodes, settings.drain_timeout_s)
+        for node in nodes:
+            os.kill(node.managed.pid, signal.SIGUSR1)
+        if kind == "sync":
+            rounds = Rounds(sync=[sync_round(nodes, settings) for _ in range(settings.rounds)])
+            rounds.accepted = [{**r, "accepted": r["requests"]} for r in rounds.sync]
+        else:
+            rounds = throughput(nodes, settings, "profiled", sync=False)
+        for node in nodes:
+            os.kill(node.managed.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not all((folder / h).exists() for h in HOSTS) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the stats written in full
+        for node in nodes:
+            procs.stop(node.managed)
+    accepted = sum(r["accepted"] for r in rounds.accepted)
+    cpu = c.median([r["nodes_cpu_us_per_call"] for r in rounds.accepted])
+    print(
+        f"{accepted} calls accepted (and run) under the profiler, warm-up not counted; "
+        f"{cpu:.0f} µs of the two nodes' CPU (all threads, instances) per call"
+    )
+    for host in HOSTS:
+        print(f"\n== {host} ({'origin' if host == HOSTS[0] else 'holder'}): own time, top {top}")
+        stats = pstats.Stats(str(folder / host))
+        total = sum(tt for _, _, tt, _, _ in stats.stats.values())  # type: ignore[attr-defined]
+        print(f"   {total / max(1, accepted) * 1e6:.0f} µs of the loop thread's CPU per call")
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -421,6 +493,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
     ran_per_s = c.median([r["ran_per_s"] for r in normal["accepted"]])
     async_cpu = c.median([r["nodes_cpu_us_per_call"] for r in normal["accepted"]])
     sync_cpu = c.median([r["nodes_cpu_us_per_call"] for r in normal["sync"]])
+    async_loop = c.median([r["origin_loop_cpu_us_per_call"] for r in normal["accepted"]])
+    sync_loop = c.median([r["origin_loop_cpu_us_per_call"] for r in normal["sync"]])
     accepts_pass = bool(share >= ACCEPT_TARGET)
     e2e_pass = bool(extra_ms <= E2E_EXTRA_MS)
     targets = {
@@ -437,6 +511,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
         ["async calls run/s while draining", f"{ran_per_s:,.0f}", "-", "-", "-", "-"],
         ["nodes' CPU µs per call (both nodes)", f"{async_cpu:,.0f} (accept, copy, run)",
          f"{sync_cpu:,.0f}", f"{c.ratio(async_cpu, sync_cpu):.1f} x", "-", "-"],
+        ["first node's event loop, CPU µs per call", f"{async_loop:,.0f}",
+         f"{sync_loop:,.0f}", f"{c.ratio(async_loop, sync_loop):.1f} x", "-", "-"],
         ["low load p50 / p99, ms", f"{e2e_ms['p50']:.1f} / {e2e_ms['p99']:.1f} (to {until})",
          f"{sync_ms['p50']:.1f} / {sync_ms['p99']:.1f}", f"{extra_ms:+.1f} ms",
          f"<= +{E2E_EXTRA_MS:g} ms", verdict[e2e_pass]],
@@ -453,6 +529,7 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
         "sync_p99_ms_under_load": sync_p99,
         "ran_per_s_while_draining": ran_per_s,
         "nodes_cpu_us_per_call": {"async": async_cpu, "sync": sync_cpu},
+        "origin_loop_cpu_us_per_call": {"async": async_loop, "sync": sync_loop},
         "low_load_ms": {"sync": sync_ms, "accept": accept_ms, "end_to_end": e2e_ms},
         "end_to_end_extra_ms": extra_ms,
         "targets": targets,
@@ -475,9 +552,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run the async rounds alone with both nodes under cProfile (stats in DIR) and "
+        "print where their CPU went; no table",
+    )
+    parser.add_argument("--profile-top", type=int, default=40)
+    parser.add_argument("--profile-kind", choices=["async", "sync"], default="async")
     args = parser.parse_args(argv)
     c.require_wrk()
     settings = settings_for(args.quick, args.connections)
+    if args.profile is not None:
+        profile(settings, args.profile, args.profile_top, args.profile_kind)
+        return 0
     began = time.perf_counter()
     started = c.now_iso()
     data = measure(settings)

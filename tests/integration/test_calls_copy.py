@@ -21,14 +21,16 @@ from tierfaas import errors
 from tierfaas.calls import ids
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
-from tierfaas.calls.peers import GrpcPeers
+from tierfaas.calls.peers import RemotePeers
 from tierfaas.calls.replication import keyed_homes
 from tierfaas.calls.service import CallService, CallSettings
 from tierfaas.calls.store import CallStore
 from tierfaas.clock import LoopScheduler
 from tierfaas.cluster.state import MemberView
 from tierfaas.config import Address
+from tierfaas.control.api import QueryResult
 from tierfaas.control.backend import TableBackend
+from tierfaas.control.lane import QueryLaneServer
 from tierfaas.control.server import ControlServer
 from tierfaas.control.transport import Channels
 from tierfaas.membership.base import MemberInfo, MemberState
@@ -78,12 +80,15 @@ class Node:
 
     async def start(self, claim: bool = False) -> CallService:
         backend = TableBackend(lambda _: None, time.monotonic, master=False)
-        self.server = ControlServer(backend, bind=Address("127.0.0.1", 0), key=KEY, node=self.name)
+        self.server = ControlServer(
+            backend, bind=Address("127.0.0.1", 0), key=KEY, node=self.name,
+            lane=Address("127.0.0.1", 0),
+        )  # fmt: skip
         await self.server.start()
         assert self.server.address is not None
         store = CallStore(self.folder / "calls.db")
         store.open()
-        peers = GrpcPeers(
+        peers = RemotePeers(
             name=self.name,
             view=self.cluster.view,
             epoch=lambda: self.epoch,
@@ -164,8 +169,8 @@ async def test_many_accepts_share_copy_round_trips(nodes: list[Node]) -> None:
     a.gate = asyncio.Event()
     accepted = await asyncio.gather(*(a.service.accept("f", Request(b"%d" % n)) for n in range(40)))
     assert len({x.call_id for x in accepted}) == 40
-    assert isinstance(a.service.peers, GrpcPeers)
-    assert a.service.peers.copies.batches < 40
+    assert isinstance(a.service.peers, RemotePeers)
+    assert a.service.peers.frames < 40
     a.gate.set()
 
 
@@ -382,3 +387,22 @@ async def test_a_read_whose_nodes_do_not_answer_is_503_not_404(nodes: list[Node]
     stranger = ids.new_id("b", "b")  # kept by b alone, which does not answer
     with pytest.raises(errors.ClusterError):
         await a.service.get(stranger)
+
+
+async def test_a_copy_waits_for_a_holder_whose_lane_is_not_up_yet(nodes: list[Node]) -> None:
+    """A holder in the view whose lane does not answer yet (it has just joined): the copy is
+    tried again until it does, within the copy's timeout, as gRPC's wait-for-ready did."""
+    a, b = nodes
+    assert a.service is not None and b.server is not None and b.server.lane is not None
+    await b.server.lane.stop()
+    b.server.lane = None  # Info says: no lane
+    accepting = asyncio.ensure_future(a.service.accept("f", Request(b"x")))
+    await asyncio.sleep(0.3)
+    assert not accepting.done()
+    lane = QueryLaneServer(
+        lambda _: QueryResult([], 0), key=KEY, max_frame=8 << 20, frames=b.server.lane_frames()
+    )
+    await lane.start(Address("127.0.0.1", 0))
+    b.server.lane = lane
+    accepted = await asyncio.wait_for(accepting, 5)
+    assert ids.parse(accepted.call_id).holder == "b"

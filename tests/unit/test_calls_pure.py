@@ -1,16 +1,18 @@
 """Call ids, holders and homes by rendezvous hashing, takeover and claim decisions, the wire
-form of a call, and the per-peer batcher (no sockets)."""
+forms of a call (no sockets)."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
 
+import msgpack
 import pytest
 
-from tierfaas.calls import ids, takeover, wire
+from tierfaas.calls import ids, lane, takeover, wire
 from tierfaas.calls.model import Call, Failure, Request, Result, view
-from tierfaas.calls.replication import Batcher, holders, keyed_homes, ranked
+from tierfaas.calls.replication import holders, keyed_homes, ranked
+from tierfaas.control.lane import CALL_COPIES, CALL_OUTCOMES, CALLS_ACK
 from tierfaas.control.wire import BadMessage
 
 
@@ -99,39 +101,120 @@ def test_a_bad_record_is_refused(changes: dict[str, object]) -> None:
         wire.from_pb(record)
 
 
+def _through_msgpack(row: list[object]) -> object:
+    return msgpack.unpackb(msgpack.packb(row), raw=False)
+
+
+def test_a_call_survives_the_lane_as_a_row() -> None:
+    call = Call(
+        "a~b~0123456789abcdef", "fn", accepted_at=5.0, due_at=7.0, attempts=2,
+        request=Request(b"\x00body", "/p", "q=1", (("x-a", "1"), ("x-a", "2"))),
+        idem_key="k", callback_url="http://127.0.0.1:1/", callback_state="pending",
+        state="dead", finished_at=9.0, node="a", result=Result(500, "text/plain", b"no"),
+        failure=Failure(504, "timeout", "too slow"),
+    )  # fmt: skip
+    assert wire.from_row(_through_msgpack(wire.to_row(call))) == call
+    outcome = wire.from_row(_through_msgpack(wire.to_row(call, with_request=False)))
+    assert outcome.request == Request() and outcome.state == "dead"
+    assert outcome.result == call.result and outcome.failure == call.failure
+    # A newer node's row has more fields at its end: they are ignored.
+    assert wire.from_row(_through_msgpack([*wire.to_row(call), "later"])) == call
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("call_id", "nope"), ("function", "bad name"), ("state", "lost"), ("accepted_at", -1.0),
+     ("accepted_at", "1"), ("attempts", True), ("attempts", -1), ("body", "text"),
+     ("headers", [["x", 1]]), ("result", [200, "t"]), ("failure", "boom"), ("node", None)],
+)  # fmt: skip
+def test_a_bad_row_is_refused(field: str, value: object) -> None:
+    row = wire.to_row(Call("a~b~0123456789abcdef", "fn", accepted_at=1.0))
+    row[wire.ROW_FIELDS.index(field)] = value
+    with pytest.raises(BadMessage):
+        wire.from_row(_through_msgpack(row))
+    with pytest.raises(BadMessage):
+        wire.from_row(row[:5])
+
+
+class _Holder:
+    """The part of a call service the lane's handlers use; keeps what it was given."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.copies: list[tuple[str, list[Call]]] = []
+        self.outcomes: list[tuple[str, list[Call]]] = []
+        self.fail = fail
+
+    async def take_copies(self, origin: str, calls: list[Call]) -> int:
+        if self.fail:
+            raise OSError("disk full")
+        self.copies.append((origin, calls))
+        return len(calls)
+
+    async def take_outcomes(self, origin: str, calls: list[Call]) -> None:
+        self.outcomes.append((origin, calls))
+
+
+async def test_the_holder_acks_a_batch_once_kept_and_says_why_it_did_not() -> None:
+    holder = _Holder()
+    frames = lane.holder_frames(lambda: holder)  # type: ignore[arg-type,return-value]
+    acks: list[tuple[int, list[object]]] = []
+
+    def reply(kind: int, payload: bytes) -> None:
+        acks.append((kind, msgpack.unpackb(payload)))
+
+    call = Call("a~b~0123456789abcdef", "fn", accepted_at=1.0)
+    frames[CALL_COPIES](msgpack.packb([7, "a", [wire.to_row(call)]]), reply)
+    frames[CALL_OUTCOMES](msgpack.packb([8, "a", [wire.to_row(call, with_request=False)]]), reply)
+    frames[CALL_COPIES](msgpack.packb([9, "a", [["not", "a", "call"]]]), reply)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert holder.copies == [("a", [call])] and len(holder.outcomes) == 1
+    assert acks[0] == (CALLS_ACK, [9, 0, acks[0][1][2]]) and "bad call" in str(acks[0][1][2])
+    assert sorted(acks[1:]) == [(CALLS_ACK, [7, 1, ""]), (CALLS_ACK, [8, 1, ""])]
+    holder.fail = True
+    frames[CALL_COPIES](msgpack.packb([10, "a", [wire.to_row(call)]]), reply)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert acks[-1][1][:2] == [10, 0] and "disk full" in str(acks[-1][1][2])
+    # A node still starting (no call service yet) keeps nothing, and says so.
+    starting = lane.holder_frames(lambda: None)
+    starting[CALL_COPIES](msgpack.packb([11, "a", []]), reply)
+    assert acks[-1] == (CALLS_ACK, [11, 0, "this node takes no calls yet"])
+
+
+@pytest.mark.parametrize(
+    "payload", [b"\xc1", msgpack.packb({"seq": 1}), msgpack.packb([1, "bad name", []]),
+                msgpack.packb(["1", "a", []]), msgpack.packb([1, "a", [[]] * 513])],
+)  # fmt: skip
+def test_a_frame_that_is_no_batch_closes_the_connection(payload: bytes) -> None:
+    frames = lane.holder_frames(lambda: None)
+    with pytest.raises(ValueError):
+        frames[CALL_COPIES](payload, lambda kind, data: None)
+
+
+def test_batches_keep_submissions_whole_and_bounded() -> None:
+    def calls(n: int, body: bytes = b"") -> list[Call]:
+        return [Call(f"a~b~{i:016x}", "f", 1.0, Request(body)) for i in range(n)]
+
+    loop = asyncio.new_event_loop()
+    try:
+        queue = [(calls(300), loop.create_future()), (calls(300), loop.create_future()),
+                 (calls(1), loop.create_future())]  # fmt: skip
+        batches = lane._batches(queue, with_request=True)
+        assert [[len(c) for c, _ in b] for b in batches] == [[300], [300, 1]]
+        big = [(calls(1, b"x" * (5 << 20)), loop.create_future()) for _ in range(2)]
+        assert [len(b) for b in lane._batches(big, with_request=True)] == [1, 1]
+        assert [len(b) for b in lane._batches(big, with_request=False)] == [2]
+    finally:
+        loop.close()
+
+
 def test_the_view_shows_text_or_base64_bodies() -> None:
     text = view(Call("a~b~0123456789abcdef", "f", 1.0, result=Result(200, "t", b"hi")))
     assert text["result"] == {"status": 200, "content_type": "t", "body": "hi"}
     raw = view(Call("a~b~0123456789abcdef", "f", 1.0, result=Result(200, "t", b"\xff")))
     assert raw["result"]["body_base64"] == "/w=="
     assert raw["error"] is None and raw["callback"] is None
-
-
-async def test_the_batcher_sends_what_arrives_during_a_send_together() -> None:
-    sent: list[tuple[str, list[int]]] = []
-    gate = asyncio.Event()
-
-    async def send(peer: str, items: list[int]) -> None:
-        sent.append((peer, items))
-        await gate.wait()
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 100, max_items=3)
-    first = batcher.submit("p", 0)
-    await asyncio.sleep(0)  # the first send is in flight
-    rest = [batcher.submit("p", n) for n in range(1, 6)]
-    other = batcher.submit("q", 9)
-    gate.set()
-    await asyncio.gather(first, *rest, other)
-    assert sent == [("p", [0]), ("q", [9]), ("p", [1, 2, 3]), ("p", [4, 5])]
-
-
-async def test_a_failed_batch_fails_each_of_its_items() -> None:
-    async def send(peer: str, items: list[int]) -> None:
-        raise ConnectionError("down")
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 1)
-    with pytest.raises(ConnectionError):
-        await batcher.submit("p", 1)
 
 
 @pytest.mark.parametrize(
@@ -152,49 +235,3 @@ def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float 
     from tierfaas.calls.service import judge
 
     assert judge(status, attempt, RetryPolicy(max_retries=2), draw=0.5) == expected
-
-
-async def test_a_batch_waits_for_company_only_when_told_more_is_coming() -> None:
-    sent: list[list[int]] = []
-    lingered: list[float] = []
-    gate = asyncio.Event()
-
-    async def send(peer: str, items: list[int]) -> None:
-        sent.append(items)
-
-    async def sleep(seconds: float) -> None:  # the linger, held until the test says so
-        lingered.append(seconds)
-        await gate.wait()
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 1, company_linger_s=0.001,
-                                    sleep=sleep)  # fmt: skip
-    await batcher.submit("p", 0)  # alone: leaves at once
-    assert sent == [[0]] and lingered == []
-    first = batcher.submit("p", 1, company=True)
-    await asyncio.sleep(0)
-    rest = [batcher.submit("p", n) for n in (2, 3)]  # arrive during the linger
-    gate.set()
-    await asyncio.gather(first, *rest)
-    assert lingered == [0.001] and sent == [[0], [1, 2, 3]]
-
-
-async def test_with_a_linger_every_batch_waits_for_company_not_only_the_first() -> None:
-    sent: list[list[int]] = []
-    lingered: list[float] = []
-    gate = asyncio.Event()
-
-    async def send(peer: str, items: list[int]) -> None:
-        sent.append(items)
-        await gate.wait()
-
-    async def sleep(seconds: float) -> None:
-        lingered.append(seconds)
-
-    batcher: Batcher[int] = Batcher(send, size=lambda item: 1, linger_s=0.05, sleep=sleep)
-    first = batcher.submit("p", 0)
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # the first batch is in flight
-    rest = [batcher.submit("p", n) for n in (1, 2)]
-    gate.set()
-    await asyncio.gather(first, *rest)
-    assert sent == [[0], [1, 2]] and lingered == [0.05, 0.05]

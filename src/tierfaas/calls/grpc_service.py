@@ -1,29 +1,31 @@
-"""The calls' part of the ``tierfaas.v1.Control`` servicer: CopyCalls (and CopyStream, the
-same on a stream), CallOutcomes, ClaimCalls, AcceptCall, GetCall and ListCalls, over the
-node's ``CallService``.
+"""The calls' part of the ``tierfaas.v1.Control`` servicer: ClaimCalls, AcceptCall, GetCall
+and ListCalls, over the node's ``CallService``, and the handlers of the calls lane (copies
+and outcomes travel there, not over gRPC: ``calls/lane.py``; the proto's CopyCalls,
+CopyStream and CallOutcomes are no longer served).
 
 ``ControlServer`` inherits it; like its other methods, each gets the request's bytes and
 decodes them itself (a bad message is ``INVALID_ARGUMENT``). A node with no call service yet
 (still starting) answers ``UNAVAILABLE``, which the sender treats as any unreachable peer.
-Copies may carry bodies of up to the node's body limit, so these requests may be up to twice
-the control API's usual message limit (gRPC's own cap).
+A forwarded accept may carry a body of up to the node's body limit, so these requests may
+be up to twice the control API's usual message limit (gRPC's own cap).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 from grpc import aio
 
 from tierfaas import errors
+from tierfaas.calls import lane as calls_lane  # a module: it imports the control package
 from tierfaas.calls import wire
-from tierfaas.calls.model import STATES, Call
+from tierfaas.calls.model import STATES
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire as control_wire
 from tierfaas.control.constants import ERROR_DETAIL_CHARS, MAX_MESSAGE_BYTES
+from tierfaas.control.lane import FrameHandler
 from tierfaas.names import is_valid_name
 
 if TYPE_CHECKING:
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 
 Context = aio.ServicerContext[bytes, bytes]
 MAX_CALL_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
-MAX_CALLS_PER_MESSAGE = 1024
 MAX_LIST = 1000
 
 
@@ -56,33 +57,10 @@ class CallsServicer:
         except control_wire.BadMessage as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    async def _records(self, context: Context, data: bytes) -> tuple[CallService, str, list[Call]]:
-        service, request = await self._calls_decode(context, pb.CopyCallsRequest, data)
-        if len(request.calls) > MAX_CALLS_PER_MESSAGE:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "too many calls in one message")
-        try:
-            origin = control_wire.check_name(request.origin, "origin")
-            calls = [wire.from_pb(record) for record in request.calls]
-        except control_wire.BadMessage as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return service, origin, calls
-
-    async def CopyCalls(self, data: bytes, context: Context) -> pb.CopyCallsReply:
-        service, origin, calls = await self._records(context, data)
-        kept = await service.take_copies(origin, calls)
-        return pb.CopyCallsReply(kept=kept)
-
-    async def CopyStream(
-        self, requests: AsyncIterator[bytes], context: Context
-    ) -> AsyncIterator[pb.CopyCallsReply]:
-        async for data in requests:
-            service, origin, calls = await self._records(context, data)
-            yield pb.CopyCallsReply(kept=await service.take_copies(origin, calls))
-
-    async def CallOutcomes(self, data: bytes, context: Context) -> pb.CopyCallsReply:
-        service, origin, calls = await self._records(context, data)
-        await service.take_outcomes(origin, calls)
-        return pb.CopyCallsReply(kept=len(calls))
+    def lane_frames(self) -> dict[int, FrameHandler]:
+        """The holder's side of the calls lane (copies and outcomes: ``calls/lane.py``), for
+        the node's lane server; each frame finds the call service as it is then."""
+        return calls_lane.holder_frames(lambda: self.calls)
 
     async def ClaimCalls(self, data: bytes, context: Context) -> pb.ClaimCallsReply:
         service, request = await self._calls_decode(context, pb.ClaimCallsRequest, data)

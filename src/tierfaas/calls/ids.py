@@ -31,9 +31,21 @@ class CallId(NamedTuple):
     random: str
 
 
-def new_id(origin: str, holder: str, random: Callable[[int], bytes] = _bytes) -> str:
-    """A fresh id for a call accepted by ``origin`` and copied to ``holder``."""
-    return f"{origin}~{holder}~{random(8).hex()}"
+def new_random(random: Callable[[int], bytes] = _bytes) -> str:
+    """A fresh random part of an id (16 hex digits)."""
+    return random(8).hex()
+
+
+def new_id(
+    origin: str,
+    holder: str,
+    random: Callable[[int], bytes] = _bytes,
+    *,
+    random_part: str | None = None,
+) -> str:
+    """A fresh id for a call accepted by ``origin`` and copied to ``holder`` (with
+    ``random_part``: the one picked before the holder, which it ranks the holders by)."""
+    return f"{origin}~{holder}~{random_part or random(8).hex()}"
 
 
 def parse(call_id: str) -> CallId:
@@ -47,6 +59,13 @@ def parse(call_id: str) -> CallId:
     if not (is_valid_name(origin) and is_valid_name(holder) and _RANDOM.fullmatch(random)):
         raise ValueError("a call id is ORIGIN~HOLDER~RANDOM (node names, then 16 hex digits)")
     return CallId(origin, holder, random)
+
+
+def nodes(call_id: str) -> tuple[str, str]:
+    """The origin and holder of an id this node made or took in (already valid: no
+    checks, for the path every call takes)."""
+    origin, holder, _ = call_id.split("~", 2)
+    return origin, holder
 
 
 def request_id(call_id: str, attempt: int) -> str:

@@ -1,9 +1,14 @@
-"""``GrpcPeers``: the other nodes as the calls need them, over ``tierfaas.v1.Control``.
+"""``RemotePeers``: the other nodes as the calls need them.
+
+Copies and outcomes, on every call's path, travel on the calls lane (``lane.py``: raw TCP,
+msgpack, pipelined, one frame per peer per loop turn), to the lane address each peer's
+``Info`` publishes. The rare requests (a keyed accept forwarded to its home, a claim after a
+restart, reads) are gRPC calls of ``tierfaas.v1.Control``. Every connection carries the
+cluster credential.
 
 Who is live comes from the ClusterManager's ``MemberView`` alone (alive, not suspect, with a
 control address): a suspect may only be slow, but a copy sent to it may wait out a partition,
-and a second copy is worth having only on a node that answers. Copies and outcomes to one
-peer travel in batches (``replication.Batcher``); every call carries the cluster credential.
+and a second copy is worth having only on a node that answers.
 """
 
 from __future__ import annotations
@@ -17,32 +22,28 @@ from grpc import aio
 
 from tierfaas.calls import wire
 from tierfaas.calls.errors import refusal
+from tierfaas.calls.lane import LaneError, LaneLink
 from tierfaas.calls.model import Call
-from tierfaas.calls.replication import Batcher
 from tierfaas.cluster.state import MemberView
+from tierfaas.config import Address
 from tierfaas.control import rpc
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.auth import call_metadata
+from tierfaas.control.lane import CALL_COPIES, CALL_OUTCOMES
 from tierfaas.control.transport import Channels
 from tierfaas.membership.base import MemberState
 
 COPY_TIMEOUT_S = 2.0
-"""Longest the accept waits for a holder's commit before it tries the next one. Calls wait
-for the channel to be ready within their timeout (``wait_for_ready``): a channel in its
-reconnect backoff (the peer was not up yet when it was first used) is not a failure."""
-COPY_COMPANY_LINGER_S = 0.001
-"""A copy that starts a batch waits this long for the copies of the other accepts in flight
-(under load only: one round trip of Python gRPC costs ~1 ms of CPU over the two nodes, a
-batch of 32 ~0.1 ms a call)."""
+"""Longest the accept waits for a holder's commit before it tries the next one."""
 OUTCOME_TIMEOUT_S = 5.0
-OUTCOME_LINGER_S = 0.05
-"""Outcomes are off every caller's path: they wait this long to travel together."""
+INFO_TIMEOUT_S = 1.0
+"""Longest a first copy to a peer waits for its ``Info`` (the lane's address)."""
 CLAIM_TIMEOUT_S = 5.0
 ACCEPT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 2.0
 
 
-class GrpcPeers:
+class RemotePeers:
     def __init__(
         self,
         *,
@@ -56,22 +57,15 @@ class GrpcPeers:
         self._view = view
         self._epoch = epoch
         self._channels = channels
+        self._key = key
         self._metadata = call_metadata(key)
         self._stubs: dict[str, tuple[aio.Channel, rpc.ControlStub]] = {}
         self._members_of: MemberView | None = None
         self._members: list[str] = []
-        self._copy_streams: dict[
-            str,
-            tuple[rpc.ControlStub, aio.StreamStreamCall[pb.CopyCallsRequest, pb.CopyCallsReply]],
-        ] = {}
-        self.copies: Batcher[Call] = Batcher(
-            self._send_copies,
-            wire.size,
-            company_linger_s=COPY_COMPANY_LINGER_S,
-        )
-        self.outcomes: Batcher[Call] = Batcher(
-            self._send_outcomes, wire.size, linger_s=OUTCOME_LINGER_S
-        )
+        self._rpc_of: dict[str, str] = {}
+        self._links: dict[str, tuple[LaneLink, LaneLink]] = {}
+        """By the peer's control address (a restarted peer has a new one): its links for
+        copies and for outcomes (their acks have different timeouts)."""
 
     def members(self) -> list[str]:
         view = self._view()
@@ -81,6 +75,8 @@ class GrpcPeers:
         live = {m.name for m in runs.values() if m.state is MemberState.ALIVE and m.rpc is not None}
         live.add(self.name)
         self._members_of, self._members = view, sorted(live)
+        self._rpc_of = {m.name: str(m.rpc) for m in runs.values() if m.rpc is not None}
+        self._forget_gone()
         return self._members
 
     def newer_run(self, name: str, epoch: int) -> bool:
@@ -103,56 +99,54 @@ class GrpcPeers:
             cached = self._stubs[address] = (channel, rpc.stub(channel))
         return cached[1]
 
-    async def _send_copies(self, node: str, calls: list[Call]) -> None:
-        """One batch on the node's copy stream (opened on first use, and again after any
-        failure); its reply means the holder committed the batch. The batcher sends one
-        batch at a time per node, so requests and replies alternate on the stream. A stream
-        that had served before and fails (its holder restarted on the same address) is
-        replaced once at once: a copy sent twice is kept once (its id is its key)."""
-        request = pb.CopyCallsRequest(origin=self.name, calls=[wire.to_pb(c) for c in calls])
-        async with asyncio.timeout(COPY_TIMEOUT_S):
-            stub = self._stub(node)
-            stream = self._copy_streams.get(node)
-            if stream is not None and stream[0] is stub and not stream[1].done():
-                try:
-                    await self._exchange(node, stream[1], request)
-                    return
-                except aio.AioRpcError:
-                    pass  # a stale stream: a fresh one below
-            call = stub.CopyStream(metadata=self._metadata, wait_for_ready=True)
-            self._copy_streams[node] = (stub, call)
-            await self._exchange(node, call, request)
+    # -- the calls lane ------------------------------------------------------------------------
 
-    async def _exchange(
-        self,
-        node: str,
-        call: aio.StreamStreamCall[pb.CopyCallsRequest, pb.CopyCallsReply],
-        request: pb.CopyCallsRequest,
-    ) -> None:
+    def _link(self, node: str, kind: int) -> LaneLink:
+        if self._view() is not self._members_of:
+            self.members()  # the addresses of the current view
+        address = self._rpc_of.get(node)
+        if address is None:
+            raise LaneError(f"{node} is not live (no control address in the view)")
+        links = self._links.get(address)
+        if links is None:
+
+            async def resolve() -> Address:
+                info = await self._channels.get(address).info(timeout_s=INFO_TIMEOUT_S)
+                if not info.query_lane:
+                    raise LaneError(f"{node} serves no lane")
+                return Address.parse(info.query_lane, "query_lane")
+
+            links = self._links[address] = (
+                LaneLink(self.name, resolve, key=self._key, timeout_s=COPY_TIMEOUT_S),
+                LaneLink(self.name, resolve, key=self._key, timeout_s=OUTCOME_TIMEOUT_S),
+            )
+        return links[0] if kind == CALL_COPIES else links[1]
+
+    def _forget_gone(self) -> None:
+        """Closes the links to addresses no run in the view has any more."""
+        live = set(self._rpc_of.values())
+        for address in [a for a in self._links if a not in live]:
+            for link in self._links.pop(address):
+                self._channels.close_later(link.close())
+
+    @property
+    def frames(self) -> int:
+        """Frames of copies and outcomes sent so far."""
+        return sum(link.frames for links in self._links.values() for link in links)
+
+    def copy(self, node: str, call: Call) -> asyncio.Future[None]:
         try:
-            await call.write(request)
-            reply = await call.read()
-            if reply is aio.EOF:
-                raise ConnectionError(f"{node} closed the copy stream")
-        except BaseException:
-            # Where the stream stands is unknown: the next batch gets a new one.
-            if self._copy_streams.get(node, (None, None))[1] is call:
-                del self._copy_streams[node]
-            call.cancel()
-            raise
+            return self._link(node, CALL_COPIES).submit(CALL_COPIES, [call])
+        except LaneError as exc:
+            return _failed(exc)
 
-    async def _send_outcomes(self, node: str, calls: list[Call]) -> None:
-        records = [wire.to_pb(c, with_request=False) for c in calls]
-        request = pb.CopyCallsRequest(origin=self.name, calls=records)
-        await self._stub(node).CallOutcomes(
-            request, metadata=self._metadata, wait_for_ready=True, timeout=OUTCOME_TIMEOUT_S
-        )
+    def outcomes(self, node: str, calls: list[Call]) -> asyncio.Future[None]:
+        try:
+            return self._link(node, CALL_OUTCOMES).submit(CALL_OUTCOMES, calls)
+        except LaneError as exc:
+            return _failed(exc)
 
-    async def copy(self, node: str, call: Call, *, company: bool = False) -> None:
-        await self.copies.submit(node, call, company=company)
-
-    def outcome(self, node: str, call: Call) -> asyncio.Future[None]:
-        return self.outcomes.submit(node, call)
+    # -- gRPC: the rare requests ---------------------------------------------------------------
 
     async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]:
         request = pb.ClaimCallsRequest(origin=origin, epoch=epoch, call_ids=call_ids)
@@ -193,8 +187,13 @@ class GrpcPeers:
         return calls
 
     async def close(self) -> None:
-        await self.copies.close()
-        await self.outcomes.close()
-        for _, call in self._copy_streams.values():
-            call.cancel()
-        self._copy_streams.clear()
+        links, self._links = self._links, {}
+        for pair in links.values():
+            for link in pair:
+                await link.close()
+
+
+def _failed(error: Exception) -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future

@@ -1,6 +1,6 @@
 """What the call service needs of the rest of the node, as protocols: the router that runs a
 call, the other nodes, the callback sender. Tests give fakes; the node gives ``Router.handle``,
-``peers.GrpcPeers`` and ``callbacks.CallbackSender``."""
+``peers.RemotePeers`` and ``callbacks.CallbackSender``."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class RunCall(Protocol):
 
 
 class Peers(Protocol):
-    """The other nodes, as the calls need them (``peers.GrpcPeers``; a fake in tests)."""
+    """The other nodes, as the calls need them (``peers.RemotePeers``; a fake in tests)."""
 
     def members(self) -> list[str]:
         """The live, unsuspected members that serve calls, this node included."""
@@ -56,14 +56,14 @@ class Peers(Protocol):
         """This node's own run."""
         ...
 
-    async def copy(self, node: str, call: Call, *, company: bool = False) -> None:
-        """Sends the call's second copy; ``company``: other accepts are in flight (their
-        copies may share the round trip)."""
+    def copy(self, node: str, call: Call) -> asyncio.Future[None]:
+        """Sends the call's second copy; the future resolves once ``node`` committed it
+        (copies submitted together share a frame)."""
         ...
 
-    def outcome(self, node: str, call: Call) -> asyncio.Future[None]:
-        """Tells ``node`` (the call's holder) how the call stands; the future resolves once
-        it recorded it (a future, not a coroutine: the service needs no task per call)."""
+    def outcomes(self, node: str, calls: list[Call]) -> asyncio.Future[None]:
+        """Tells ``node`` (the calls' holder) how ``calls`` stand; the future resolves once
+        it recorded them (a future, not a coroutine: the service needs no task)."""
         ...
 
     async def claim(self, node: str, origin: str, epoch: int, call_ids: list[str]) -> list[str]: ...

@@ -45,7 +45,7 @@ from tierfaas.calls.dispatcher import Dispatcher, share_limit
 from tierfaas.calls.errors import Conflict, NoSecondCopy, QueueFull
 from tierfaas.calls.holding import Holding
 from tierfaas.calls.metrics import CallMetrics
-from tierfaas.calls.model import Call, Failure, Request, Result, State, view
+from tierfaas.calls.model import Call, Failure, Request, Result, State, ended, view
 from tierfaas.calls.ports import CallbackSink, Header, Peers, RunCall
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
@@ -57,6 +57,7 @@ log = logging.getLogger("tierfaas.calls")
 
 OUTCOME_TRIES = 5
 OUTCOME_RETRY_S = 1.0
+OUTCOME_GROUP = 256  # outcomes told to a holder together (a lane frame holds up to 512)
 TRIM_EVERY_S = 60.0
 
 
@@ -138,11 +139,16 @@ class CallService:
         )  # fmt: skip
         self._keys_in_flight: dict[tuple[str, str], asyncio.Task[Accepted]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._accepts = 0  # accepts in flight
-        self._outcomes: set[asyncio.Future[None]] = set()  # outcomes on their way to holders
+        self._outcomes: set[asyncio.Future[Any]] = set()
+        """Final records on their way to the store, and outcomes on their way to holders."""
+        self._finals: list[Call] = []  # ended during this turn of the loop
         self._running: dict[str, Call] = {}
         """The own calls running now, as their records would say (the store keeps them
         ``queued`` until their attempt is judged: see ``_attempt``)."""
+        self._limits = {
+            name: share_limit(spec.max_instances, spec.concurrency, settings.share)
+            for name, spec in functions.items()
+        }
         self._policies = {
             name: RetryPolicy(spec.max_retries, settings.retry_base_s, settings.retry_cap_s)
             for name, spec in functions.items()
@@ -212,8 +218,16 @@ class CallService:
         deadline = self.clock() + timeout_s
         while self.dispatcher.running_total and self.clock() < deadline:
             await asyncio.sleep(0.02)
-        if self._outcomes:
-            await asyncio.wait(set(self._outcomes), timeout=max(0.0, deadline - self.clock()))
+        # A final record, once written, starts its outcome: wait until neither is left.
+        while (self._outcomes or self._finals) and self.clock() < deadline:
+            if not self._outcomes:
+                await asyncio.sleep(0)
+                continue
+            await asyncio.wait(
+                set(self._outcomes),
+                timeout=max(0.0, deadline - self.clock()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
 
     def _resend_callbacks(self) -> None:
         """The callbacks of finished calls still pending when the node last stopped."""
@@ -244,10 +258,7 @@ class CallService:
     # -- accept --------------------------------------------------------------------------------
 
     def _limit(self, function: str) -> int:
-        spec = self.functions.get(function)
-        if spec is None:
-            return 1
-        return share_limit(spec.max_instances, spec.concurrency, self.settings.share)
+        return self._limits.get(function, 1)
 
     async def accept(
         self,
@@ -282,9 +293,11 @@ class CallService:
                     ) from None
                 return Accepted(call_id, replay)
             return await self._accept_keyed(function, request, idem_key, callback_url, ranked)
-        return await asyncio.shield(
-            self._accepting(function, request, None, callback_url, members, None)
-        )
+        if self.peers is None:
+            return await asyncio.shield(
+                self._accepting(function, request, None, callback_url, members, None)
+            )
+        return await self._accept_unkeyed(function, request, callback_url, members)
 
     async def _accept_keyed(
         self,
@@ -306,6 +319,122 @@ class CallService:
         self._keys_in_flight[(function, key)] = task
         task.add_done_callback(lambda _: self._keys_in_flight.pop((function, key), None))
         return await asyncio.shield(task)
+
+    def _accept_unkeyed(
+        self, function: str, request: Request, callback_url: str | None, members: list[str]
+    ) -> asyncio.Future[Accepted]:
+        """The common accept (no key, a cluster), on futures and callbacks rather than a task
+        of its own (a task, its shield and their wake-ups were a tenth of an accept's loop
+        time): the local insert and the copy to the first holder start at once, and when
+        both are done the call is queued, whether or not the caller still waits (the
+        returned future is never what keeps it going). Should the copy or the insert fail,
+        ``_accept_again`` takes over as a task: the next holders, or a 503."""
+        assert self.peers is not None
+        self._reserve()
+        now = self.wall()
+        random_part = ids.new_random()
+        candidates = holders(random_part, self.node, members)
+        answer: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        if not candidates:
+            self._accept_failed(function, answer, NoSecondCopy(
+                "no other node took the call's second copy (no live peer)",
+                retry_after_s=self.settings.retry_after_s,
+            ))  # fmt: skip
+            return answer
+        call = self._new_call(candidates[0], function, request, None, callback_url, now,
+                              random_part)  # fmt: skip
+        try:
+            local = self.store.insert([call])
+        except StoreClosed as exc:
+            self._accept_failed(function, answer, exc)
+            return answer
+        try:
+            copy = self.peers.copy(candidates[0], call)
+        except Exception as exc:  # a bug on the way: as a failed copy (the next holder)
+            log.exception("sending the copy of a call to %s failed", candidates[0])
+            copy = asyncio.get_running_loop().create_future()
+            copy.set_exception(exc)
+        waiting = 2
+
+        def settled(_: asyncio.Future[Any]) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting:
+                return
+            if _ok(local) and _ok(copy):
+                self._queue_accepted(call)
+                if not answer.done():
+                    answer.set_result(Accepted(call.call_id))
+                return
+            self._spawn(self._accept_again(call, local, copy, candidates, answer))
+
+        local.add_done_callback(settled)
+        copy.add_done_callback(settled)
+        return answer
+
+    async def _accept_again(
+        self,
+        call: Call,
+        local: asyncio.Future[int],
+        copy: asyncio.Future[None],
+        candidates: list[str],
+        answer: asyncio.Future[Accepted],
+    ) -> None:
+        """The first try of ``_accept_unkeyed`` failed: undone, then the next holders."""
+        holder = candidates[0]
+        request, function, callback_url = call.request, call.function, call.callback_url
+        try:
+            if not _ok(local):  # this node's store failed
+                raise local.exception() or StoreClosed("the insert was cancelled")
+            error = None if copy.cancelled() else copy.exception()
+            log.info("holder %s did not take the copy of a call: %s", holder, error)
+            await self.store.delete([call.call_id])
+            self._withdraw(holder, call)
+            rest = candidates[1 : self.settings.copy_tries]
+            members = [self.node, *rest]
+            if not rest:
+                raise NoSecondCopy(
+                    f"no other node took the call's second copy ({error})",
+                    retry_after_s=self.settings.retry_after_s,
+                )
+            kept = await self._keep(function, request, None, callback_url, members, rest)
+        except BaseException as exc:
+            self._accept_failed(function, answer, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._queue_accepted(kept)
+        if not answer.done():
+            answer.set_result(Accepted(kept.call_id))
+
+    def _reserve(self) -> None:
+        """One more unfinished call (before anything is kept: the bound is never passed),
+        or ``QueueFull``."""
+        if self.unfinished >= self.settings.queue_max:
+            raise QueueFull(
+                f"this node holds {self.unfinished} unfinished async calls, its limit",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        self.unfinished += 1
+
+    def _accept_failed(
+        self, function: str, answer: asyncio.Future[Accepted], exc: BaseException
+    ) -> None:
+        """Nothing was kept: the reservation goes, and the caller hears why (a failure of
+        this node's store as a 503)."""
+        self.unfinished -= 1
+        if isinstance(exc, (sqlite3.Error, StoreClosed)):
+            log.error("the call store could not keep a call of %s: %s", function, exc)
+            exc = errors.ClusterError(
+                f"this node could not keep the call ({exc}); try another node",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        if not answer.done():
+            answer.set_exception(exc)
+
+    def _queue_accepted(self, call: Call) -> None:
+        self.metrics.accepted(call.function)
+        self.dispatcher.add(call)
 
     def _accepting(
         self,
@@ -332,13 +461,7 @@ class CallService:
         members: list[str],
         candidates: list[str] | None,
     ) -> Accepted:
-        if self.unfinished >= self.settings.queue_max:
-            raise QueueFull(
-                f"this node holds {self.unfinished} unfinished async calls, its limit",
-                retry_after_s=self.settings.retry_after_s,
-            )
-        self.unfinished += 1  # held while the accept is in flight: the bound is never passed
-        self._accepts += 1
+        self._reserve()
         try:
             call = await self._keep(function, request, key, callback_url, members, candidates)
         except (sqlite3.Error, StoreClosed) as exc:
@@ -353,10 +476,7 @@ class CallService:
         except BaseException:
             self.unfinished -= 1
             raise
-        finally:
-            self._accepts -= 1
-        self.metrics.accepted(function)
-        self.dispatcher.add(call)
+        self._queue_accepted(call)
         return Accepted(call.call_id)
 
     async def _keep(
@@ -375,14 +495,13 @@ class CallService:
             await self.store.insert([call])
             return call
         if candidates is None:
-            random_part = ids.new_id(self.node, self.node).rsplit("~", 1)[1]
-            candidates = holders(random_part, self.node, members)
+            candidates = holders(ids.new_random(), self.node, members)
         last_error: Exception | None = None
         for holder in candidates[: self.settings.copy_tries]:
             call = self._new_call(holder, function, request, key, callback_url, now)
             local = self.store.insert([call])
             try:
-                await self.peers.copy(holder, call, company=self._accepts > 1)
+                await self.peers.copy(holder, call)
             except Exception as exc:
                 last_error = exc
                 log.info("holder %s did not take the copy of a call: %s", holder, exc)
@@ -405,7 +524,7 @@ class CallService:
         assert self.peers is not None
         failure = Failure(503, "not_accepted", "its second copy failed; it was never accepted")
         withdrawn = replace(call, state="failed", finished_at=self.wall(), failure=failure)
-        self._spawn(self.peers.outcome(holder, withdrawn))
+        self._spawn(self.peers.outcomes(holder, [withdrawn]))
 
     def _new_call(
         self,
@@ -415,9 +534,10 @@ class CallService:
         key: str | None,
         callback_url: str | None,
         now: float,
+        random_part: str | None = None,
     ) -> Call:
         return Call(
-            call_id=ids.new_id(self.node, holder),
+            call_id=ids.new_id(self.node, holder, random_part=random_part),
             function=function,
             accepted_at=now,
             request=request,
@@ -434,17 +554,21 @@ class CallService:
         self._spawn(self._execute(call))
 
     async def _execute(self, call: Call) -> None:
+        recording = False
         try:
-            await self._attempt(call)
+            recording = await self._attempt(call)
         except Exception:
             log.exception("call %s: recording its attempt failed", call.call_id)
         finally:
-            self._running.pop(call.call_id, None)
+            if not recording:  # else it reads ``running`` until its final record is kept
+                self._running.pop(call.call_id, None)
             self.dispatcher.finished(call.function)
 
-    async def _attempt(self, call: Call) -> None:
+    async def _attempt(self, call: Call) -> bool:
+        """Runs one attempt and judges it; True when its final record is on its way to the
+        store (``_record_finals``)."""
         attempt = call.attempts + 1
-        running = replace(call, state="running", attempts=attempt)
+        running = ended(call, attempt, "running", None, call.result, call.failure, call.due_at)
         # Not written: ``running`` lives in memory only (``_running``; reads overlay it). A
         # write would buy nothing after a crash, where a running call is queued and run
         # again anyway (at least once), and it was a fifth of the call's store writes. The
@@ -477,7 +601,7 @@ class CallService:
             log.debug("call %s deferred: %s", call.call_id, exc)
             self._write(later, unless_final=True)
             self.dispatcher.add(later)
-            return
+            return False
         except errors.HttpError as exc:
             status = exc.status
             failure = Failure(status, exc.code, exc.message)
@@ -485,34 +609,62 @@ class CallService:
             log.exception("call %s: attempt %d failed", call.call_id, attempt)
             status = 500
             failure = Failure(500, "internal_error", str(exc) or type(exc).__name__)
-        await self._settle(running, status, result, failure)
+        return self._settle(running, status, result, failure)
 
-    async def _settle(
+    def _settle(
         self, running: Call, status: int, result: Result | None, failure: Failure | None
-    ) -> None:
+    ) -> bool:
         now = self.wall()
         policy = self._policies.get(running.function, RetryPolicy())
         state, delay = judge(status, running.attempts, policy, self.draw())
         if delay is not None:
             self.metrics.attempt(running.function, "retry")
-            again = replace(running, state="queued", due_at=now + delay, result=result,
-                            failure=failure)  # fmt: skip
+            again = ended(running, running.attempts, "queued", None, result, failure, now + delay)
             self._write(again, unless_final=True)
             self.dispatcher.add(again)
-            return
+            return False
         outcome = {"succeeded": "ok", "failed": "client_error"}.get(state, "error")
         self.metrics.attempt(running.function, outcome)
-        final = replace(running, state=state, finished_at=now, result=result, failure=failure)
-        if not await self.store.update(final, unless_final=True):
-            return  # it was final already (recorded once)
-        self.unfinished -= 1
-        self.metrics.finished(final.function, state)
-        self._after_final(final)
+        final = ended(running, running.attempts, state, now, result, failure, running.due_at)
+        self._finals.append(final)
+        if len(self._finals) == 1:
+            asyncio.get_running_loop().call_soon(self._record_finals)
+        return True
 
-    def _after_final(self, final: Call) -> None:
-        """Tells the holder and the callback target that ``final`` ended."""
-        self._tell_holder(final)
-        self._send_callback(final)
+    def _record_finals(self) -> None:
+        """The final records of the calls that ended during one turn of the loop, in one
+        write (a write, its future and its wake-up per call were a good part of what the
+        run of an async call cost the loop beyond a sync call's)."""
+        finals, self._finals = self._finals, []
+        try:
+            written = self.store.update_many(finals, unless_final=True)
+        except StoreClosed:
+            return  # stopping: they are queued in the store and run again at the next start
+        self._outcomes.add(written)
+        written.add_done_callback(lambda _: self._finals_recorded(finals, written))
+
+    def _finals_recorded(self, finals: list[Call], written: asyncio.Future[list[bool]]) -> None:
+        self._outcomes.discard(written)
+        for final in finals:
+            self._running.pop(final.call_id, None)
+        if written.cancelled():
+            return  # the service stopped
+        if not _ok(written):
+            error = written.exception()
+            log.error("recording %d final calls failed: %s", len(finals), error)
+            return
+        told: dict[str, list[Call]] = {}
+        for final, changed in zip(finals, written.result(), strict=True):
+            if not changed:
+                continue  # it was final already (recorded once)
+            self.unfinished -= 1
+            self.metrics.finished(final.function, final.state)
+            holder = self._holder_to_tell(final)
+            if holder is not None:
+                told.setdefault(holder, []).append(final)
+            self._send_callback(final)
+        for holder, calls in told.items():
+            self._tell_holder(holder, calls)
 
     def _send_callback(self, final: Call) -> None:
         if final.callback_url is not None and self.callbacks is not None:
@@ -530,44 +682,54 @@ class CallService:
 
             self.callbacks.send(url, final.call_id, final.state, payload, done)
 
-    def _tell_holder(self, call: Call) -> None:
-        parsed = ids.parse(call.call_id)
-        if self.peers is None or parsed.origin != self.node or parsed.holder == self.node:
-            return
-        told: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outcomes.add(told)
-        told.add_done_callback(self._outcomes.discard)
-        self._send_outcome(parsed.holder, call, told, OUTCOME_TRIES)
+    def _holder_to_tell(self, call: Call) -> str | None:
+        """The holder of the copy of ``call`` if this node is its origin (a taken-over call
+        has no other copy to tell)."""
+        origin, holder = ids.nodes(call.call_id)
+        if self.peers is None or origin != self.node or holder == self.node:
+            return None
+        return holder
 
-    def _send_outcome(
-        self, holder: str, call: Call, told: asyncio.Future[None], tries: int
+    def _tell_holder(self, holder: str, calls: list[Call]) -> None:
+        """Tells ``holder`` how ``calls`` stand, in groups of at most ``OUTCOME_GROUP``."""
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(calls), OUTCOME_GROUP):
+            told: asyncio.Future[None] = loop.create_future()
+            self._outcomes.add(told)
+            told.add_done_callback(self._outcomes.discard)
+            self._send_outcomes(holder, calls[start : start + OUTCOME_GROUP], told, OUTCOME_TRIES)
+
+    def _send_outcomes(
+        self, holder: str, calls: list[Call], told: asyncio.Future[None], tries: int
     ) -> None:
         """One try at telling ``holder``; ``told`` resolves when one succeeded or the last
-        failed. Callbacks and a timer, not a task per call (a task was a tenth of what an
-        outcome cost the origin's loop, profiled)."""
+        failed. Callbacks and a timer, not a task (a task was a tenth of what an outcome
+        cost the origin's loop, profiled)."""
         assert self.peers is not None
         if told.done():  # the service stopped
             return
         if tries == 0:
-            log.info("the outcome of %s did not reach its holder %s", call.call_id, holder)
+            log.info("the outcomes of %d calls did not reach their holder %s", len(calls), holder)
             told.set_result(None)
             return
         loop = asyncio.get_running_loop()
         if holder not in self.peers.members():
-            loop.call_later(OUTCOME_RETRY_S, self._send_outcome, holder, call, told, tries - 1)
+            loop.call_later(OUTCOME_RETRY_S, self._send_outcomes, holder, calls, told, tries - 1)
             return
 
         def sent(future: asyncio.Future[None]) -> None:
             if told.done():
                 return
             if future.cancelled() or future.exception() is not None:
-                log.debug("outcome of %s to %s failed: %r", call.call_id, holder,
+                log.debug("outcomes of %d calls to %s failed: %r", len(calls), holder,
                           None if future.cancelled() else future.exception())  # fmt: skip
-                loop.call_later(OUTCOME_RETRY_S, self._send_outcome, holder, call, told, tries - 1)
+                loop.call_later(
+                    OUTCOME_RETRY_S, self._send_outcomes, holder, calls, told, tries - 1
+                )
             else:
                 told.set_result(None)
 
-        self.peers.outcome(holder, call).add_done_callback(sent)
+        self.peers.outcomes(holder, calls).add_done_callback(sent)
 
     # -- the holder's side (``holding.Holding``) -----------------------------------------------
 
@@ -653,7 +815,9 @@ class CallService:
         await self.store.update(again)  # committed before the answer: a GET then sees it
         self.unfinished += 1
         self.dispatcher.add(again)
-        self._tell_holder(again)
+        holder = self._holder_to_tell(again)
+        if holder is not None:
+            self._tell_holder(holder, [again])
         return view(again)
 
     def _overlay(self, kept: Call | None) -> Call | None:
@@ -708,6 +872,10 @@ class CallService:
 
     def queue_sizes(self) -> dict[str, int]:
         return {"queued": self.dispatcher.queued, "running": self.dispatcher.running_total}
+
+
+def _ok(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and future.exception() is None
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

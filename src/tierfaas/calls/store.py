@@ -352,6 +352,18 @@ class CallStore:
 
         return self._submit(op)
 
+    def update_many(
+        self, calls: Sequence[Call], *, unless_final: bool = False
+    ) -> asyncio.Future[list[bool]]:
+        """``update`` of each of ``calls`` in one write: resolves to whether each changed."""
+        rows = [_changes(call) for call in calls]
+        sql = _UPDATE + (f" AND state NOT IN {_FINAL_SQL}" if unless_final else "")
+
+        def op(c: sqlite3.Connection) -> list[bool]:
+            return [c.execute(sql, row).rowcount > 0 for row in rows]
+
+        return self._submit(op)
+
     def record_outcomes(self, calls: Sequence[Call]) -> asyncio.Future[int]:
         """Marks this node's copies of ``calls`` as their origin recorded them, without
         reading them first: a final state only over an unfinished copy (a record turns final

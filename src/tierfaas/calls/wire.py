@@ -1,9 +1,18 @@
-"""Calls to and from ``tierfaas.v1.CallRecord``. Decoding never trusts the peer: a record
-whose id, function, state or numbers are not valid raises ``BadMessage``."""
+"""Calls to and from their two wire forms: ``tierfaas.v1.CallRecord`` (the gRPC calls:
+AcceptCall) and a *row*, a list of plain values that msgpack carries on the calls lane
+(``calls/lane.py``: copies and outcomes, the hot path; a row costs a few microseconds to
+encode where a protobuf record built field by field costs several times that). Decoding
+never trusts the peer: a record or row whose id, function, state, types or numbers are not
+valid raises ``BadMessage``.
+
+A row's fields are positional: ONLY APPEND to ``ROW_FIELDS`` (a decoder ignores fields past
+the ones it knows, so an older node reads a newer row)."""
 
 from __future__ import annotations
 
 import math
+from itertools import chain
+from typing import Any
 
 from tierfaas.calls import ids
 from tierfaas.calls.model import STATES, Call, Failure, Request, Result
@@ -94,9 +103,127 @@ def from_pb(record: pb.CallRecord, *, with_id: bool = True) -> Call:
     )
 
 
-def size(call: Call) -> int:
+ROW_FIELDS = (
+    "call_id", "function", "accepted_at", "due_at", "attempts", "idem_key", "callback_url",
+    "state", "finished_at", "callback_state", "callback_attempts", "node",
+    "path", "query", "body", "headers", "result", "failure",
+)  # fmt: skip
+_ROW_LEN = len(ROW_FIELDS)
+_REQUEST_AT = ROW_FIELDS.index("path")
+Row = list[Any]
+
+
+def to_row(call: Call, *, with_request: bool = True) -> Row:
+    """``call`` as a row; without its request for an outcome (the holder has it)."""
+    r, f = call.result, call.failure
+    row: Row = [
+        call.call_id, call.function, call.accepted_at, call.due_at, call.attempts,
+        call.idem_key, call.callback_url, call.state, call.finished_at, call.callback_state,
+        call.callback_attempts, call.node, None, None, None, None,
+        None if r is None else (r.status, r.content_type, r.body),
+        None if f is None else (f.status, f.error, f.message),
+    ]  # fmt: skip
+    if with_request:
+        request = call.request
+        row[_REQUEST_AT : _REQUEST_AT + 4] = (
+            request.path, request.query, request.body, request.headers
+        )  # fmt: skip
+    return row
+
+
+def _check(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadMessage(f"{what} has the wrong type")
+    return value
+
+
+def _text(value: Any, what: str) -> str | None:
+    return None if value is None else _check(value, str, what)
+
+
+def _number(value: Any, what: str) -> float:
+    number = float(_check(value, (int, float), what))
+    if not math.isfinite(number) or number < 0:
+        raise BadMessage(f"{what} is not a time")
+    return number
+
+
+def _count(value: Any, what: str) -> int:
+    count: int = _check(value, int, what)
+    if not 0 <= count < 2**31:
+        raise BadMessage(f"{what} is out of range")
+    return count
+
+
+def from_row(row: Any) -> Call:
+    """The call ``row`` holds; raises ``BadMessage`` when it is not a valid one."""
+    if not isinstance(row, list) or len(row) < _ROW_LEN:
+        raise BadMessage("a call row is a list of its fields")
+    (call_id, function, accepted_at, due_at, attempts, idem_key, callback_url, state,
+     finished_at, callback_state, callback_attempts, node, path, query, body, headers,
+     result, failure) = row[:_ROW_LEN]  # fmt: skip
+    try:
+        ids.parse(_check(call_id, str, "call_id"))
+    except ValueError as exc:
+        raise BadMessage(f"call_id: {exc}") from None
+    if not isinstance(function, str) or not is_valid_name(function):
+        raise BadMessage("function is not a valid name")
+    if state not in STATES:
+        raise BadMessage(f"state {str(state)[:20]!r} is not a call state")
+    request = Request()
+    if path is not None:
+        if not isinstance(headers, list) or len(headers) > MAX_HEADERS:
+            raise BadMessage(f"headers are a list of at most {MAX_HEADERS} pairs")
+        pairs = []
+        for pair in headers:
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and isinstance(pair[0], str) and isinstance(pair[1], str)):  # fmt: skip
+                raise BadMessage("a header is a pair of strings")
+            pairs.append((pair[0], pair[1]))
+        request = Request(
+            _check(body, bytes, "body"), _check(path, str, "path") or "/",
+            _check(query, str, "query"), tuple(pairs),
+        )  # fmt: skip
+    answer = None
+    if result is not None:
+        if not isinstance(result, list) or len(result) != 3:
+            raise BadMessage("result is (status, content type, body)")
+        answer = Result(
+            _count(result[0], "result status"), _check(result[1], str, "result type"),
+            _check(result[2], bytes, "result body"),
+        )  # fmt: skip
+    error = None
+    if failure is not None:
+        if not isinstance(failure, list) or len(failure) != 3:
+            raise BadMessage("failure is (status, error, message)")
+        error = Failure(
+            _count(failure[0], "error status"), _check(failure[1], str, "error"),
+            _check(failure[2], str, "error message"),
+        )  # fmt: skip
+    return Call(
+        call_id=call_id,
+        function=function,
+        accepted_at=_number(accepted_at, "accepted_at"),
+        request=request,
+        state=state,
+        attempts=_count(attempts, "attempts"),
+        due_at=_number(due_at, "due_at"),
+        finished_at=None if finished_at is None else _number(finished_at, "finished_at"),
+        node=_check(node, str, "node"),
+        idem_key=_text(idem_key, "idem_key"),
+        callback_url=_text(callback_url, "callback_url"),
+        callback_state=_text(callback_state, "callback_state"),
+        callback_attempts=_count(callback_attempts, "callback_attempts"),
+        result=answer,
+        failure=error,
+    )
+
+
+def size(call: Call, *, with_request: bool = True) -> int:
     """About the bytes ``call`` takes in a message (to bound a batch)."""
-    request = call.request
-    headers = sum(len(k) + len(v) + 4 for k, v in request.headers)
     result = len(call.result.body) if call.result is not None else 0
+    if not with_request:
+        return 256 + result
+    request = call.request
+    headers = sum(map(len, chain.from_iterable(request.headers))) + 4 * len(request.headers)
     return 256 + len(request.body) + len(request.path) + len(request.query) + headers + result

@@ -10,7 +10,9 @@ address is published by the ``Info`` RPC, and gRPC ``Query`` remains the fallbac
 Framing: every frame is a 4-byte big-endian length, then one kind byte, then the payload.
 The first frame from the client must be ``AUTH`` carrying the cluster credential
 (``auth.py``); then ``QUERY`` frames (a ``QueryRequest`` with a ``request_id``) get ``REPLY``
-frames (a ``QueryReply`` with the same id). Queries are pipelined: many may be in flight on
+frames (a ``QueryReply`` with the same id). Other kinds are served by the handlers the server
+is given (``frames``): the asynchronous calls' copies and outcomes (``calls/lane.py``) use
+the same port and the same AUTH. Queries are pipelined: many may be in flight on
 one connection, and replies may come back in any order. A frame that is too long, empty, of
 an unknown kind, not a valid message, or sent before a valid AUTH closes the connection (the
 peer is broken or hostile; nothing it sent is answered). An invalid function name is
@@ -24,7 +26,7 @@ import contextlib
 import inspect
 import logging
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
 from google.protobuf.message import DecodeError
@@ -46,27 +48,36 @@ from tierfaas.names import is_valid_name
 
 log = logging.getLogger("tierfaas.control.lane")
 
+# The frame kinds. ONLY APPEND: the numbers are part of the protocol.
 AUTH, QUERY, REPLY = 1, 2, 3
+CALL_COPIES, CALL_OUTCOMES, CALLS_ACK = 4, 5, 6  # calls/lane.py
 _FRAME_HEADER = struct.Struct(">IB")  # length (of kind + payload), kind
 QueryFn = Callable[[str], QueryResult | Awaitable[QueryResult]]
+Reply = Callable[[int, bytes], None]
+"""Sends one frame (kind, payload) back on the connection (dropped if it closed)."""
+FrameHandler = Callable[[bytes, Reply], None]
+"""Serves one frame of its kind; raises ``ValueError`` for a malformed one (the connection is
+then closed, like for any broken frame)."""
 
 
 def frame(kind: int, payload: bytes) -> bytes:
     return _FRAME_HEADER.pack(len(payload) + 1, kind) + payload
 
 
-class _Frames:
+class Frames:
     """Splits a byte stream into (kind, payload) frames; raises ValueError on a bad frame."""
 
     def __init__(self, max_frame: int) -> None:
         self._buf = bytearray()
         self._max = max_frame
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, data: bytes, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """The complete frames buffered so far (at most ``limit``: the rest stays buffered,
+        checked later against the limit then in force)."""
         self._buf += data
-        out = []
+        out: list[tuple[int, bytes]] = []
         buf = self._buf
-        while len(buf) >= 5:
+        while len(buf) >= 5 and (limit is None or len(out) < limit):
             length, kind = _FRAME_HEADER.unpack_from(buf)
             if length == 0 or length > self._max + 1:
                 raise ValueError(f"frame of {length} bytes")
@@ -83,7 +94,7 @@ class _Frames:
 class _ServerProtocol(asyncio.Protocol):
     def __init__(self, lane: QueryLaneServer) -> None:
         self._lane = lane
-        self._frames = _Frames(LANE_PRE_AUTH_MAX_FRAME)
+        self._frames = Frames(LANE_PRE_AUTH_MAX_FRAME)
         self._authed = False
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -113,7 +124,9 @@ class _ServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self._frames.feed(data)
+            # Before AUTH, one frame only: what follows it in the same read is measured
+            # against the authenticated limit once AUTH is verified.
+            frames = self._frames.feed(data, None if self._authed else 1)
         except ValueError as exc:
             self._refuse(str(exc))
             return
@@ -124,12 +137,21 @@ class _ServerProtocol(asyncio.Protocol):
                 if kind == AUTH and verify(payload, self._lane.expected):
                     self._authed = True
                     self._frames._max = self._lane.max_frame
-                    continue
+                    self.data_received(b"")  # the frames that came with it
+                    return
                 self._refuse("missing or wrong credential")
                 return
             if kind != QUERY:
-                self._refuse(f"unexpected frame kind {kind}")
-                return
+                handler = self._lane.frames.get(kind)
+                if handler is None:
+                    self._refuse(f"unexpected frame kind {kind}")
+                    return
+                try:
+                    handler(payload, self._reply)
+                except ValueError as exc:
+                    self._refuse(f"bad frame of kind {kind}: {exc}")
+                    return
+                continue
             try:
                 request = pb.QueryRequest.FromString(payload)
             except DecodeError:
@@ -157,17 +179,26 @@ class _ServerProtocol(asyncio.Protocol):
             self._send(wire.query_reply(task.result(), request_id))
 
     def _send(self, reply: pb.QueryReply) -> None:
+        self._reply(REPLY, reply.SerializeToString())
+
+    def _reply(self, kind: int, payload: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame(REPLY, reply.SerializeToString()))
+            self._transport.write(frame(kind, payload))
 
 
 class QueryLaneServer:
     """Serves ``query`` on a TCP port to clients holding the cluster credential."""
 
     def __init__(
-        self, query: QueryFn, *, key: bytes | None, max_frame: int = LANE_MAX_FRAME
+        self,
+        query: QueryFn,
+        *,
+        key: bytes | None,
+        max_frame: int = LANE_MAX_FRAME,
+        frames: Mapping[int, FrameHandler] | None = None,
     ) -> None:
         self.query = query
+        self.frames: Mapping[int, FrameHandler] = frames or {}
         self.expected = credential(key)
         self.max_frame = max_frame
         self.refused = 0
@@ -199,7 +230,7 @@ class QueryLaneServer:
 class _ClientProtocol(asyncio.Protocol):
     def __init__(self, client: QueryLaneClient, max_frame: int) -> None:
         self._client = client
-        self._frames = _Frames(max_frame)
+        self._frames = Frames(max_frame)
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
 

@@ -129,8 +129,10 @@ class ControlServer(CallsServicer, rpc.ControlServicer):
         self._server = server
         self.address = Address(self._bind.host, port)
         if self._lane_bind is not None:
+            # The lane also carries the calls' copies (a call's body may take most of the
+            # gRPC cap): the same frame limit as gRPC's.
             self.lane = QueryLaneServer(
-                self._backend.query, key=self._key, max_frame=self._limits.max_message_bytes
+                self._backend.query, key=self._key, max_frame=cap, frames=self.lane_frames()
             )
             await self.lane.start(self._lane_bind)
 

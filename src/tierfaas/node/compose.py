@@ -26,7 +26,7 @@ from tierfaas.calls.api import CallsApi
 from tierfaas.calls.callbacks import AllowList, CallbackSender, check_callback_url
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
-from tierfaas.calls.peers import GrpcPeers
+from tierfaas.calls.peers import RemotePeers
 from tierfaas.calls.schedules import (
     SCHEDULE_TICK_HEADER,
     ScheduleTicker,
@@ -300,7 +300,7 @@ def _clustered(
         )
         control.registry_term = rollout.registry_term  # handovers are fenced by its terms too
     cluster = ClusterParts(membership, manager, control, rollout)
-    peers = GrpcPeers(
+    peers = RemotePeers(
         name=name,
         view=lambda: manager.view,
         epoch=lambda: manager.local.epoch,
@@ -337,7 +337,7 @@ def _calls(
     release: Release,
     metrics: Metrics,
     router: Router,
-    peers: GrpcPeers | None,
+    peers: RemotePeers | None,
     clock: Clock,
 ) -> CallService:
     """The node's asynchronous calls: a store in its state dir (not opened here), run
