@@ -14,12 +14,20 @@ turns the histogram into two windows:
   the longest usual idle time (the 99th percentile, plus ``KEEP_ALIVE_MARGIN``). With a prewarm
   window it counts from the prewarm; without one, from the instance's last call.
 
+Two references. The tracker also records the *gaps* between the arrivals that begin the
+function's activities. A timer's arrivals keep their period to a second, but its idle times
+spread as widely as its calls' lengths do (a minute's timer whose calls take 1 to 9 s idles 51
+to 59 s): when the gaps spread less than the idle times, the windows are taken from the gaps
+and count from the arrival that began the last activity (``anchor="arrival"``), and
+``windows_for_idle_period`` turns them, once the activity ends, into windows counted from that
+end. An activity that ends less than ``MIN_PREWARM_S`` before the prewarm keeps its instance.
+
 A prewarm window under ``MIN_PREWARM_S`` is none, and a keep-alive window without a prewarm is
 at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's: every
 instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
 last call (``reap_due``), and a prewarm starts one instance.
 
-A histogram says little with few samples, when its idle times spread over the whole range (the
+A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``), when its idle times spread over the whole range (the
 coefficient of variation of its bin counts is low: no pattern to predict), or when most idle
 times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
 prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
