@@ -88,6 +88,7 @@ from tierfaas.routing.hot import HotTracker
 from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
 from tierfaas.testing.clock import FakeClock, settle
 from tierfaas.testing.runtime import FakeInstance, FakeSpawner, RuntimeHarness, fake_release
+from tierfaas.topology import hrw_weight
 
 FIXED_KEEP_ALIVE_S = 600.0
 TODAY = {
@@ -302,11 +303,19 @@ class SimNode:
 class SimCluster:
     """Nodes on one fake clock and the routing model of the module's doc."""
 
-    def __init__(self, nodes: list[SimNode], seed: int) -> None:
+    def __init__(self, nodes: list[SimNode], seed: int, home_starts: bool = False) -> None:
         self.nodes = nodes
         self.by_name = {n.name: n for n in nodes}
         self.rng = random.Random(seed)
+        self.home_starts = home_starts
         self._requests = 0
+
+    def home(self, function: str) -> str | None:
+        """The function's home as ``ControlPlane.home`` picks it (``--cold-starts home``),
+        or None (``local``: a function warm nowhere starts where its call landed)."""
+        if not self.home_starts:
+            return None
+        return max(self.nodes, key=lambda n: (hrw_weight(function, n.name), n.name)).name
 
     def warm_elsewhere(self, node: SimNode, function: str) -> bool:
         """``function`` is warm on a node other than ``node`` (the table, instant and exact)."""
@@ -350,13 +359,17 @@ class SimCluster:
                 hop_limit=1,
                 tried=tried,
                 rng=self.rng,
+                home=self.home(name),
             )
             if not isinstance(decision, Forward):
                 break
             target = self.by_name[decision.node]
             try:
+                # The home may start it when it has room (Router._run_forwarded).
+                if decision.start and not target.runtime.pool(name).can_take():
+                    raise errors.Busy(f"{name!r} has no room at its home")
                 result = await target.runtime.invoke(
-                    name, body, request_id=request_id, warm_only=True
+                    name, body, request_id=request_id, warm_only=not decision.start
                 )
             except (errors.NotWarm, errors.Busy):
                 tried.add(decision.node)
@@ -448,7 +461,7 @@ async def simulate(
         harness.runtime.listeners = [on_event]  # not harness.events: a day is many events
         hot = HotTracker(clock, NodeConfig.default_of("hot_forwards_per_s"))
         sim_nodes.append(SimNode(f"node-{index}", harness, hot))
-    cluster = SimCluster(sim_nodes, seed)
+    cluster = SimCluster(sim_nodes, seed, home_starts=settings.get("cold_starts") == "home")
     note = ""
     if cluster_cache:
         note = CLUSTER_CACHE_NOTE if cluster.wire_cluster_cache() else CLUSTER_CACHE_UNWIRED
@@ -855,6 +868,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="what the budget counts in every variant (measured: each instance reports its "
         "function's working set; needs NodeConfig.memory_accounting)",
     )
+    parser.add_argument(
+        "--cold-starts",
+        choices=("local", "home"),
+        default=NodeConfig.default_of("cold_starts"),
+        help="where the simulated cluster starts a function warm nowhere (the node setting "
+        "--cold-starts: local, on the node the call landed on; home, on the function's "
+        "rendezvous home)",
+    )
     parser.add_argument("--cluster-seconds", type=float, help="real cluster replay (150; quick 25)")
     parser.add_argument("--cluster-warmup-s", type=float, help="not counted (60; quick 10)")
     parser.add_argument("--cluster-rate", type=float, default=20.0, help="calls/s")
@@ -896,6 +917,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results: list[dict[str, Any]] = []
         for variant, nodes, cache, node_budget in runs:
             settings = node_settings(variant, cache, args.memory_accounting)
+            if nodes > 1 and not isinstance(settings, str):
+                settings["cold_starts"] = args.cold_starts
             entry: dict[str, Any] = {
                 "variant": variant.name,
                 "nodes": nodes,
@@ -942,6 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "keep_alive_s_fixed": FIXED_KEEP_ALIVE_S,
             "tick_settings": tick_settings(args.tick_s),
             "memory_accounting": args.memory_accounting,
+            "cold_starts": args.cold_starts,
             "results": results,
         }
         rows, notes = sim_rows(results)
@@ -988,6 +1012,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A run with measured accounting, or of the real cluster alone, keeps its own results
     # (and figure) beside the default's.
     name = "capacity" + ("-measured" if args.memory_accounting == "measured" else "")
+    name += "-home" if args.cold_starts == "home" and not args.no_sim else ""
     path = c.write_results(name + ("-cluster" if args.no_sim else ""), report)
     if not args.no_plot:
         print("\n".join(capacity_plots.draw(report)))

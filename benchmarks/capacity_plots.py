@@ -222,13 +222,15 @@ def draw(report: dict[str, Any], out_dir: Path | None = None) -> list[str]:
         fig.suptitle(
             f"tierfaas capacity, simulation: {trace.get('functions')} functions, "
             f"{trace.get('hours'):g} h of an Azure-shaped trace (seed {trace.get('seed')}), "
-            f"{accounting} memory accounting, {sim.get('budget_mb_one_node'):,} MiB on one node, "
+            f"{accounting} memory accounting, cold starts {sim.get('cold_starts', 'local')}, "
+            f"{sim.get('budget_mb_one_node'):,} MiB on one node, "
             f"{sim.get('budget_mb_per_cluster_node'):,} MiB per cluster node "
             f"({when}, {commit})",
             fontsize=10,
         )
         fig.tight_layout()
         name = "capacity-sim" + ("-measured" if accounting == "measured" else "")
+        name += "-home" if sim.get("cold_starts") == "home" else ""
         path = out_dir / (name + ("-quick" if report.get("quick") else "") + ".png")
         fig.savefig(path, dpi=90)
         plt.close(fig)

@@ -85,10 +85,63 @@ def test_a_function_called_every_few_seconds_gets_the_shortest_keep_alive() -> N
 
 
 def test_too_few_idle_times_give_the_fixed_default() -> None:
-    periodic = [59.9] * (keepalive.MIN_SAMPLES - 1)
+    # Two clusters of idle times 10 s apart: a pattern, but not one tight enough to trust
+    # from a few samples.
+    periodic = [49.9, 59.9, 50.1, 59.5, 49.8, 59.7, 50.3, 59.9, 50.0]
     windows = learned_windows(histogram_of(periodic), DEFAULT_S)
     assert windows == Windows(DEFAULT_S, 0.0, "default", "9 idle times, fewer than 10")
     assert learned_windows(histogram_of([*periodic, 59.9]), DEFAULT_S).source == "learned"
+
+
+def test_a_tight_pattern_is_learned_from_three_idle_times() -> None:
+    # An hourly timer: waiting for 10 idle times would leave it cold for 10 hours.
+    hourly = [3598.2, 3599.0]
+    assert learned_windows(histogram_of(hourly), DEFAULT_S).source == "default"
+    windows = learned_windows(histogram_of([*hourly, 3598.7]), DEFAULT_S)
+    assert windows.source == "learned"
+    assert 3598.2 * 0.9 < windows.prewarm_s < 3598.2
+    # One odd time widens the spread past TIGHT_SHARE: back to the default until 10.
+    odd = learned_windows(histogram_of([*hourly, 3598.7, 1200.0]), DEFAULT_S)
+    assert odd.source == "default"
+
+
+def test_a_timer_with_calls_of_varying_length_is_prewarmed_from_its_arrivals() -> None:
+    # Every minute on the dot, but each call takes 1 to 9 s: the idle times spread over 8 s,
+    # the gaps between arrivals over a fraction of a second.
+    rng = random.Random(7)
+    tracker = IdleTracker()
+    start = 0.0
+    for _ in range(30):
+        took = rng.uniform(1.0, 9.0)
+        tracker.arrived(start)
+        tracker.ended(start + took)
+        start += 60.0 + rng.uniform(-0.3, 0.3)
+    by_end = learned_windows(tracker.histogram, DEFAULT_S)
+    windows = learned_windows(tracker.histogram, DEFAULT_S, gaps=tracker.gaps)
+    assert windows.anchor == "arrival" and windows.source == "learned"
+    assert 0.95 * 59.7 - 1 < windows.prewarm_s < 59.7
+    # Counted from the arrival, it starts later than the idle times' prewarm would after
+    # the same call: ~48 s after the end of a 9 s call instead of ~48 s after a 1 s one.
+    after_long = keepalive.windows_for_idle_period(windows, began=0.0, ended=9.0)
+    after_short = keepalive.windows_for_idle_period(windows, began=0.0, ended=1.0)
+    assert after_long.prewarm_s == pytest.approx(windows.prewarm_s - 9.0)
+    assert after_short.prewarm_s == pytest.approx(windows.prewarm_s - 1.0)
+    assert by_end.prewarm_s < after_short.prewarm_s
+    assert after_short.anchor == "end"  # the idle period's windows count from its end
+    # The keep-alive ends at the same moment after the arrival, whatever the call's length.
+    assert after_long.prewarm_s + after_long.keep_alive_s == pytest.approx(
+        windows.prewarm_s + windows.keep_alive_s - 9.0
+    )
+
+
+def test_an_activity_that_ends_close_to_the_prewarm_keeps_its_instance() -> None:
+    windows = Windows(keep_alive_s=6.0, prewarm_s=57.0, source="learned", anchor="arrival")
+    period = keepalive.windows_for_idle_period(windows, began=100.0, ended=140.0)
+    # 17 s before the prewarm: not worth a stop and a start; kept until the keep-alive ends.
+    assert period.prewarm_s == 0.0
+    assert period.keep_alive_s == max(23.0, keepalive.MIN_KEEP_ALIVE_S)
+    end_anchored = Windows(keep_alive_s=6.0, prewarm_s=57.0, source="learned")
+    assert keepalive.windows_for_idle_period(end_anchored, 100.0, 140.0) is end_anchored
 
 
 def test_idle_times_mostly_out_of_bounds_give_the_fixed_default() -> None:

@@ -14,12 +14,20 @@ turns the histogram into two windows:
   the longest usual idle time (the 99th percentile, plus ``KEEP_ALIVE_MARGIN``). With a prewarm
   window it counts from the prewarm; without one, from the instance's last call.
 
+Two references. The tracker also records the *gaps* between the arrivals that begin the
+function's activities. A timer's arrivals keep their period to a second, but its idle times
+spread as widely as its calls' lengths do (a minute's timer whose calls take 1 to 9 s idles 51
+to 59 s): when the gaps spread less than the idle times, the windows are taken from the gaps
+and count from the arrival that began the last activity (``anchor="arrival"``), and
+``windows_for_idle_period`` turns them, once the activity ends, into windows counted from that
+end. An activity that ends less than ``MIN_PREWARM_S`` before the prewarm keeps its instance.
+
 A prewarm window under ``MIN_PREWARM_S`` is none, and a keep-alive window without a prewarm is
 at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's: every
 instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
 last call (``reap_due``), and a prewarm starts one instance.
 
-A histogram says little with few samples, when its idle times spread over the whole range (the
+A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``), when its idle times spread over the whole range (the
 coefficient of variation of its bin counts is low: no pattern to predict), or when most idle
 times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
 prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
@@ -73,6 +81,13 @@ MIN_SAMPLES = 10
 (the 5th percentile is the shortest, the 99th the longest), so one odd gap cannot shorten them;
 with 10, a timer called every hour is learned after 10 hours (with 20 it never was in a day of
 simulation, and each of its calls was cold), one called every minute after 10 minutes."""
+MIN_TIGHT_SAMPLES = 3
+TIGHT_SHARE = 0.1
+"""From ``MIN_TIGHT_SAMPLES`` on, times that all lie within ``TIGHT_SHARE`` of the shortest
+(a timer's gaps: every 15 minutes, give or take a second) are learned without waiting for
+``MIN_SAMPLES``: a function called every hour would otherwise be cold for its first 10 hours
+on each node, and a pattern that breaks widens the spread at its first odd time, which sends
+the function back to the default until ``MIN_SAMPLES``."""
 CV_MIN = 2.0
 """Under this coefficient of variation of the 1-minute bin counts the idle times spread too
 evenly to be predicted: the fixed default (the paper's threshold). It asks that nearly all idle
@@ -94,6 +109,7 @@ last 100-200, enough for the 99th percentile, and a changed pattern takes over w
 hundred (a shorter head at once: the 5th percentile follows the first few short idle times)."""
 
 Source = Literal["learned", "default"]
+Anchor = Literal["end", "arrival"]
 
 _FINE_BINS = int(BIN_S / FINE_BIN_S)
 _MINUTES = int(RANGE_S / BIN_S)
@@ -151,6 +167,14 @@ class IdleHistogram:
             self.in_bounds /= 2
             self.out_of_bounds /= 2
 
+    def tight(self) -> bool:
+        """Every time in bounds lies within ``TIGHT_SHARE`` of the shortest, and none past."""
+        if self.out_of_bounds or self.in_bounds <= 0:
+            return False
+        held = [i for i, count in enumerate(self.counts) if count]
+        shortest, longest = self.lowest[held[0]], self.highest[held[-1]]
+        return longest - shortest <= TIGHT_SHARE * shortest
+
     def cv(self) -> float:
         """The coefficient of variation of the bin counts on the paper's 1-minute grid (the
         fine bins summed into its first minute); 0 when it holds nothing in bounds."""
@@ -196,6 +220,7 @@ class Windows:
     prewarm_s: float = 0.0
     source: Source = "default"
     reason: str = ""
+    anchor: Anchor = "end"
 
 
 def fixed_windows(keep_alive_s: float, reason: str = "fixed policy") -> Windows:
@@ -204,26 +229,77 @@ def fixed_windows(keep_alive_s: float, reason: str = "fixed policy") -> Windows:
 
 
 def learned_windows(
-    histogram: IdleHistogram, keep_alive_s: float, start_s: float | None = None
+    histogram: IdleHistogram,
+    keep_alive_s: float,
+    start_s: float | None = None,
+    gaps: IdleHistogram | None = None,
 ) -> Windows:
     """The windows ``histogram`` gives, or ``fixed_windows(keep_alive_s)`` when it is not
     representative (see the module's doc). ``start_s``: how long the function's last start
-    here took (the prewarm starts that much earlier)."""
+    here took (the prewarm starts that much earlier). ``gaps``: the times from the arrival
+    that began each activity to the arrival that began the next; when they predict the next
+    call more tightly than the idle times do, the windows count from the arrival
+    (``anchor="arrival"``, see the module's doc)."""
+    reason = _unrepresentative(histogram)
+    by_arrival = None
+    if gaps is not None and not _unrepresentative(gaps):
+        by_arrival = _windows_of(gaps, start_s, "arrival")
+        if not by_arrival.prewarm_s:
+            by_arrival = None
+    if reason:
+        return by_arrival or fixed_windows(keep_alive_s, reason)
+    if by_arrival is not None and gaps is not None and _spread(gaps) < _spread(histogram):
+        return by_arrival
+    return _windows_of(histogram, start_s, "end")
+
+
+def _unrepresentative(histogram: IdleHistogram) -> str:
+    """Why ``histogram`` cannot give windows (empty: it can)."""
     samples = histogram.samples
-    if samples < MIN_SAMPLES:
-        return fixed_windows(keep_alive_s, f"{samples:.0f} idle times, fewer than {MIN_SAMPLES}")
+    if samples < MIN_SAMPLES and not (samples >= MIN_TIGHT_SAMPLES and histogram.tight()):
+        return f"{samples:.0f} idle times, fewer than {MIN_SAMPLES}"
     if histogram.out_of_bounds / samples >= OUT_OF_BOUNDS_LIMIT:
         share = histogram.out_of_bounds / samples
-        return fixed_windows(keep_alive_s, f"{share:.0%} of idle times over {RANGE_S:g} s")
+        return f"{share:.0%} of idle times over {RANGE_S:g} s"
     cv = histogram.cv()
     if cv < CV_MIN:
-        return fixed_windows(keep_alive_s, f"no pattern: CV {cv:.2f} under {CV_MIN:g}")
+        return f"no pattern: CV {cv:.2f} under {CV_MIN:g}"
+    return ""
+
+
+def _spread(histogram: IdleHistogram) -> float:
+    """From the head's shortest to the tail's longest time: how far apart the calls its
+    windows must cover may fall."""
+    head, _ = histogram.percentile_range(HEAD)
+    _, tail = histogram.percentile_range(TAIL)
+    return tail - head
+
+
+def _windows_of(histogram: IdleHistogram, start_s: float | None, anchor: Anchor) -> Windows:
     head, _ = histogram.percentile_range(HEAD)
     _, tail = histogram.percentile_range(TAIL)
     until = tail * (1 + KEEP_ALIVE_MARGIN)
     prewarm = head * (1 - PREWARM_MARGIN) - (start_s or 0.0)
     if prewarm >= MIN_PREWARM_S:
-        return Windows(keep_alive_s=until - prewarm, prewarm_s=prewarm, source="learned")
+        return Windows(
+            keep_alive_s=until - prewarm, prewarm_s=prewarm, source="learned", anchor=anchor
+        )
+    return Windows(keep_alive_s=max(until, MIN_KEEP_ALIVE_S), source="learned")
+
+
+def windows_for_idle_period(windows: Windows, began: float, ended: float) -> Windows:
+    """The windows of one idle period, counted from its start ``ended`` (the end of the
+    activity that an arrival at ``began`` opened): ``windows`` themselves unless they count
+    from the arrival. Then the prewarm falls ``prewarm_s`` after ``began`` and the keep-alive
+    ends ``keep_alive_s`` after that; an activity that ran so long that less than
+    ``MIN_PREWARM_S`` remains before the prewarm keeps its instance instead, until the
+    keep-alive ends (at least ``MIN_KEEP_ALIVE_S`` after ``ended``)."""
+    if windows.anchor != "arrival":
+        return windows
+    prewarm = began + windows.prewarm_s - ended
+    until = prewarm + windows.keep_alive_s
+    if prewarm >= MIN_PREWARM_S:
+        return Windows(keep_alive_s=windows.keep_alive_s, prewarm_s=prewarm, source="learned")
     return Windows(keep_alive_s=max(until, MIN_KEEP_ALIVE_S), source="learned")
 
 
@@ -260,19 +336,27 @@ def reap_due(
 
 class IdleTracker:
     """Whether a function has calls in flight on this node, since when it has none, and the
-    histogram of its idle times. The pool tells it of every call's arrival and end."""
+    histograms of its idle times and of the gaps between the arrivals that begin its
+    activities. The pool tells it of every call's arrival and end."""
 
-    __slots__ = ("active", "histogram", "idle_since")
+    __slots__ = ("active", "began", "gaps", "histogram", "idle_since")
 
     def __init__(self) -> None:
         self.histogram = IdleHistogram()
+        self.gaps = IdleHistogram()
         self.active = 0  # calls in flight (queued or running)
         self.idle_since: float | None = None  # None: no call ended here yet
+        self.began: float | None = None  # the arrival that began the last activity
 
     def arrived(self, now: float) -> None:
-        """A call arrived: after a time with none in flight, that idle time is recorded."""
-        if self.active == 0 and self.idle_since is not None:
-            self.histogram.add(max(0.0, now - self.idle_since))
+        """A call arrived: after a time with none in flight, that idle time is recorded, and
+        the gap since the arrival that began the activity before."""
+        if self.active == 0:
+            if self.idle_since is not None:
+                if self.began is not None:
+                    self.gaps.add(max(0.0, now - self.began))
+                self.histogram.add(max(0.0, now - self.idle_since))
+            self.began = now
         self.active += 1
 
     def ended(self, now: float) -> bool:

@@ -585,9 +585,14 @@ class FunctionPool:
         idle = self.idle
         if idle is None:
             return
-        prewarm_s = self.windows.prewarm_s
-        if idle.ended(now) and prewarm_s > 0:
-            self._prewarm_timer = self.scheduler.call_at(now + prewarm_s, self._prewarm_due)
+        if not idle.ended(now):
+            return
+        began = now if idle.began is None else idle.began
+        period = keepalive.windows_for_idle_period(self.windows, began, now)
+        if period.prewarm_s > 0:
+            self._prewarm_timer = self.scheduler.call_at(
+                now + period.prewarm_s, self._prewarm_due
+            )
 
     def idle_values(self) -> list[tuple[PoolInstance, float]]:
         """The idle instances the memory budget may evict (``idle_instances``), each with the
@@ -634,7 +639,7 @@ class FunctionPool:
         if idle is not None and idle.histogram.changes != self._windows_of:
             self._windows_of = idle.histogram.changes
             self.windows = keepalive.learned_windows(
-                idle.histogram, self.spec.keep_alive_s, self.last_start_s
+                idle.histogram, self.spec.keep_alive_s, self.last_start_s, idle.gaps
             )
         return self.windows
 
@@ -646,6 +651,7 @@ class FunctionPool:
             "keep_alive_window_s": round(windows.keep_alive_s, 3),
             "prewarm_window_s": round(windows.prewarm_s, 3),
             "keep_alive_source": windows.source,
+            "keep_alive_anchor": windows.anchor,
             "keep_alive_reason": windows.reason,
             "idle_samples": 0 if idle is None else round(idle.histogram.samples),
         }
@@ -667,6 +673,11 @@ class FunctionPool:
         used instance); returns how many."""
         windows = self.refresh_windows()
         function_idle = self.idle is None or not self.idle.active
+        idle = self.idle
+        if function_idle and idle is not None and idle.idle_since is not None:
+            # The idle period under way: windows that count from an arrival, from its end.
+            began = idle.idle_since if idle.began is None else idle.began
+            windows = keepalive.windows_for_idle_period(windows, began, idle.idle_since)
         extra = keepalive.extra_windows(windows, self.spec.keep_alive_s)
         # The most recently used live instance (a busy one is as recent as can be) follows
         # the windows; any other is an extra one.
