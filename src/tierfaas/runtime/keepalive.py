@@ -27,9 +27,9 @@ at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's
 instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
 last call (``reap_due``), and a prewarm starts one instance.
 
-A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``), when its idle times spread over the whole range (the
-coefficient of variation of its bin counts is low: no pattern to predict), or when most idle
-times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
+A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``), when
+its idle times spread over the whole range (the coefficient of variation of its bin counts is
+low: no pattern to predict), or when most idle times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
 prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
 
 The windows are taken from the idle times seen in the head's and the tail's bins, not from
