@@ -2,7 +2,9 @@
 
 It subscribes from the copy's resume point, applies each update, and on a gap, a stream drop
 or an error re-subscribes (after a backoff if the master was unreachable), so a dropped stream
-resumes without losing a delta.
+resumes without losing a delta. It follows forks: after a failover, a new master that kept
+its copy resumes it with the deltas it missed, the fork and the deltas after it, when its
+version is one the new master's table passed through (``tierfaas.control.lineage``).
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ class Replicator:
             version, lineage = self.copy.resume_point()
             self.subscriptions += 1
             try:
-                stream = self._channels.get(target).subscribe(version, lineage, self._replica)
+                stream = self._channels.get(target).subscribe(
+                    version, lineage, self._replica, follows_forks=True
+                )
                 async for update in stream:
                     attempt = 0
                     outcome = self.copy.apply(update)

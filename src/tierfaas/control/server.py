@@ -247,7 +247,10 @@ class ControlServer(CallsServicer, rpc.ControlServicer):
         if not self._backend.is_master():
             await self._not_master(context)
         log.info("replica %s subscribed from version %d", request.replica, request.from_version)
-        async for update in self._backend.subscribe(request.from_version, request.lineage):
+        updates = self._backend.subscribe(
+            request.from_version, request.lineage, follows_forks=request.follows_forks
+        )
+        async for update in updates:
             for message in self._encoder.messages(update):
                 yield message
 
