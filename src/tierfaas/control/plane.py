@@ -246,6 +246,12 @@ class ControlPlane:
             self.backend.demote(self._master_rpc())
         else:
             self.backend.master_rpc = self._master_rpc()
+        if new == "replica" and self.replicator is not None and master_changed:
+            # A failover: the stream to the old master is dead and its retries back off (up
+            # to REPLICATE_MAX_BACKOFF_S); subscribe to the new one now, from the copy's
+            # position (it resumes across the new master's fork, no snapshot).
+            await self.replicator.stop()
+            self.replicator.start()
         if new == "replica" and self.replicator is None:
             self.replicator = Replicator(
                 self.backend.copy,
