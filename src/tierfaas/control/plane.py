@@ -226,7 +226,10 @@ class ControlPlane:
         master_changed = topo.master != self.master
         self.master = topo.master
         new = change.new
-        if new != "replica" and self.replicator is not None:
+        # A replica keeps a copy of the table; so does the standby (the next worker to become
+        # a replica), which then needs no snapshot (``Topology.standby``).
+        copying = new == "replica" or (new == "worker" and topo.standby == self.name)
+        if not copying and self.replicator is not None:
             await self.replicator.stop()
             self.replicator = None
             if new != "master":
@@ -246,13 +249,13 @@ class ControlPlane:
             self.backend.demote(self._master_rpc())
         else:
             self.backend.master_rpc = self._master_rpc()
-        if new == "replica" and self.replicator is not None and master_changed:
+        if copying and self.replicator is not None and master_changed:
             # A failover: the stream to the old master is dead and its retries back off (up
             # to REPLICATE_MAX_BACKOFF_S); subscribe to the new one now, from the copy's
             # position (it resumes across the new master's fork, no snapshot).
             await self.replicator.stop()
             self.replicator.start()
-        if new == "replica" and self.replicator is None:
+        if copying and self.replicator is None:
             self.replicator = Replicator(
                 self.backend.copy,
                 master=self._master_rpc,
