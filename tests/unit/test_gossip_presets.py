@@ -29,6 +29,8 @@ def test_large_is_lan_probing_twice_as_often_with_half_the_suspicion() -> None:
     assert (lan.probe_interval, lan.probe_timeout) == (1.0, 0.5)
     assert (large.suspicion_mult, lan.suspicion_mult) == (2, 4)
     assert large.max_members == LARGE_MAX_MEMBERS > lan.max_members == 8192
+    # A shorter pause may be a death: the run believes a peer's word sooner.
+    assert GossipSettings.large(bind=BIND, key=None).pause_suspect_s == 2.0
     for same in ("suspicion_max_mult", "gossip_interval", "gossip_nodes", "push_pull_interval",
                  "retransmit_mult", "indirect_checks", "expected_confirmations"):  # fmt: skip
         assert getattr(large, same) == getattr(lan, same), same

@@ -179,8 +179,12 @@ class GossipSettings:
         cls, *, bind: Address, key: bytes | str | None, seeds: tuple[str, ...] = (), **kw: Any
     ) -> GossipSettings:
         """Real networks of about 1,000 nodes and more (``LARGE_TIMINGS``). A key is required
-        unless ``bind`` is loopback."""
-        return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="large", **kw)
+        unless ``bind`` is loopback. A pause of ~3 s may get a run declared dead with it in a
+        cluster of 100 (~4.5 s at 10,000; docs/scale.md), so a run paused 2 s believes a
+        peer's word that it died (``pause_suspect_s``)."""
+        timings: dict[str, Any] = {"pause_suspect_s": 2.0}
+        timings.update(kw)
+        return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="large", **timings)
 
     @classmethod
     def local(
