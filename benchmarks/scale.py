@@ -633,12 +633,15 @@ def policy_limits(
             replica = per_replica * (rate * (1 - hit) + 1 / DIGEST_PERIOD_S) * unit["query_s"]
             replica += batches * unit["apply_s"] + relay
             nic = batches * fanout * unit["delta_bytes"] / NIC_BYTES_S
-            snapshots = unit["snapshot_encode_s"] + fanout * unit["snapshot_bytes"] / NIC_BYTES_S
+            # After a failover the replicas and the standby resume across the fork: the one
+            # snapshot left is the new standby's, encoded on the new master's loop (the
+            # announces wait behind it) and sent once. Before: one per stream, ``fanout``.
+            snapshots = unit["snapshot_encode_s"] + unit["snapshot_bytes"] / NIC_BYTES_S
             use = {
                 "master CPU": master / ONE_CORE,
                 "master NIC": nic,
                 "replica CPU": replica / ONE_CORE,
-                "failover snapshots (share of 10 s)": snapshots / FAILOVER_TARGET_S,
+                "failover snapshot (share of 10 s)": snapshots / FAILOVER_TARGET_S,
             }
             rows.append({"n": n, "fanout": fanout, "serving": serving, **use})
             for resource, value in use.items():
