@@ -168,6 +168,7 @@ def test_a_fork_crosses_the_wire_and_a_malformed_one_is_refused() -> None:
     bad = [
         message.__class__(prev_version=40, version=41, lineage="N", fork_of="L"),
         message.__class__(prev_version=41, version=41, lineage="L", fork_of="L"),
+        message.__class__(prev_version=41, version=41, lineage="", fork_of="L"),
         message.__class__(
             prev_version=41, version=41, lineage="N", fork_of="L", changes=[wire._change_to_pb(
                 Change(Op.ADD, "f", run("a")))],

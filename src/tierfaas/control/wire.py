@@ -252,7 +252,7 @@ def update_from_pb(message: pb.TableUpdate) -> Update:
     if message.fork_of:
         if changes or message.version != message.prev_version:
             raise BadMessage("a fork changes nothing: no changes, version = prev_version")
-        if message.fork_of == message.lineage:
+        if not message.lineage or message.fork_of == message.lineage:
             raise BadMessage("a fork names two different lineages")
         return Fork(message.fork_of, message.lineage, message.version)
     if message.version <= message.prev_version:
