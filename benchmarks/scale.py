@@ -58,7 +58,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import QueryResult
 from tierfaas.control.batcher import Batcher
-from tierfaas.control.constants import BATCH_WINDOW_S, DIGEST_PERIOD_S
+from tierfaas.control.constants import BATCH_WINDOW_S, DIGEST_PERIOD_S, STANDBY_SNAPSHOT_DELAY_S
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.table import Delta, RoutingTable, Snapshot
 from tierfaas.deploy import plan
@@ -427,10 +427,11 @@ def failover(
     across the fork (``resumes``: the fork and the deltas, one round trip) or get a snapshot
     (``snapshot_cost``: encode seconds on the master's loop, bytes through its NIC, a
     replica's decode and load seconds); so may the new standby, whose load nobody waits
-    for; every survivor re-announces its warm set (one call each). The master's loop serves
-    one queue in arrival order, its NIC another; the announces land in the table
-    (``announce_cpu_s`` for all of them, timed on the real batcher and table) and reach the
-    replicas in the next delta."""
+    for (it subscribes ``STANDBY_SNAPSHOT_DELAY_S`` late, but still takes the master's loop
+    and NIC if the announces are not done by then); every survivor re-announces its warm
+    set (one call each). The master's loop serves one queue in arrival order, its NIC
+    another; the announces land in the table (``announce_cpu_s`` for all of them, timed on
+    the real batcher and table) and reach the replicas in the next delta."""
     survivors = n - 1
     heard = detection.heard
     k = replica_count(survivors)
@@ -442,7 +443,9 @@ def failover(
         resumed = j - 1 < len(resumes.replicas) and resumes.replicas[j - 1]
         jobs.append((subscribed, "resume" if resumed else "snapshot"))
     if resumes.standby_snapshot and k + 1 < survivors:
-        jobs.append((max(heard[k + 1] + topology_s, ready) + 2 * net.delay(rng), "standby"))
+        # A standby with no copy subscribes STANDBY_SNAPSHOT_DELAY_S after it became one.
+        became = max(heard[k + 1] + topology_s, ready) + STANDBY_SNAPSHOT_DELAY_S
+        jobs.append((became + 2 * net.delay(rng), "standby"))
     per_announce = GRPC_CALL_S + announce_cpu_s / max(1, survivors)
     for i in range(1, survivors):
         jobs.append((max(heard[i] + topology_s, ready) + net.delay(rng), "announce"))

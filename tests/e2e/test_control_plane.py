@@ -288,6 +288,14 @@ def test_after_a_failover_the_old_replicas_resume_with_no_snapshot(tmp_path: Pat
         for i in range(10):
             invoke(cluster.nodes[i % 5], f"f{i:02d}")
         before = eventually(lambda: converged(cluster.nodes, 3), 3.0)
+
+        def standby_holds_the_table() -> None:
+            view = get_json(node_named(cluster, standby), "/v1/routes")
+            assert view["role"] == "worker" and view["loaded"], view
+            assert (view["lineage"], view["version"]) == (before["lineage"], before["version"])
+
+        # A standby with no copy subscribes STANDBY_SNAPSHOT_DELAY_S (10 s) after it became one.
+        eventually(standby_holds_the_table, 20.0)
         victim = node_named(cluster, old_master)
         survivors = [n for n in cluster.nodes if n is not victim]
         victim.kill()

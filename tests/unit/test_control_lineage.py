@@ -325,3 +325,24 @@ def test_a_replica_ahead_of_the_promoted_one_reloads_from_a_snapshot() -> None:
     assert copy.table.as_dict() == new.hub.table.as_dict()
     assert "lost" not in copy.table.as_dict()  # the old master's last batch is gone
     assert [type(u).__name__ for _, u in streams.carried] == ["Snapshot"]
+
+
+def test_a_standbys_replicator_subscribes_only_after_its_delay() -> None:
+    async def scenario() -> tuple[int, int, bool]:
+        clock = FakeClock()
+        master = TableBackend(members("a").get, clock, master=True, lineage="L")
+        copy = ReplicaCopy()
+        replicator = Replicator(
+            copy,
+            master=lambda: "m",
+            channels=Streams({"m": master}),  # type: ignore[arg-type]
+            sleep=clock.sleep,
+        )
+        replicator.start(after_s=10.0)
+        await clock.run_for(9.9)
+        early = replicator.subscriptions
+        await clock.run_for(0.2)
+        await replicator.stop()
+        return early, replicator.subscriptions, copy.loaded
+
+    assert asyncio.run(scenario()) == (0, 1, True)

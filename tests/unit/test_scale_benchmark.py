@@ -187,6 +187,13 @@ def test_failover_waits_for_detection_topology_and_every_snapshot() -> None:
     standby = scale.Resumes((True,) * k, True)
     busy = scale.failover(n, 10, late, 0.5, costs, 0.0, net, random.Random(1), resumes=standby)
     assert busy.snapshots_s == free.snapshots_s < 0.01
+    # It subscribes STANDBY_SNAPSHOT_DELAY_S late: after these announces, it delays none.
+    assert busy.announces_s == free.announces_s
+    late_ones = swim.Detection(1.0, 1.0, [2.0] * (k + 2) + [12.5] * (n - k - 3))
+    free = scale.failover(
+        n, 10, late_ones, 0.5, costs, 0.0, net, random.Random(1), resumes=everyone
+    )
+    busy = scale.failover(n, 10, late_ones, 0.5, costs, 0.0, net, random.Random(1), resumes=standby)
     assert busy.announces_s == pytest.approx(free.announces_s + 0.5, abs=0.05)
     assert not scale.failover(
         n, 10, detection, 9.0, (0.0, 0, 0.0), 0.0, net, random.Random(1)

@@ -59,8 +59,9 @@ class Replicator:
         self._supervisor = supervisor or Supervisor()
         self.subscriptions = 0
 
-    def start(self) -> None:
-        self._task = self._supervisor.spawn("replicator", self.run)
+    def start(self, after_s: float = 0.0) -> None:
+        """Subscribes, after ``after_s`` (a standby with no copy: its snapshot waits)."""
+        self._task = self._supervisor.spawn("replicator", lambda: self.run(after_s))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -69,7 +70,9 @@ class Replicator:
                 await self._task
             self._task = None
 
-    async def run(self) -> None:
+    async def run(self, after_s: float = 0.0) -> None:
+        if after_s > 0:
+            await self._sleep(after_s)
         attempt = 0
         while True:
             target = self._master()
