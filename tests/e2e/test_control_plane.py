@@ -289,10 +289,11 @@ def test_after_a_failover_the_old_replicas_resume_with_no_snapshot(tmp_path: Pat
             invoke(cluster.nodes[i % 5], f"f{i:02d}")
         before = eventually(lambda: converged(cluster.nodes, 3), 3.0)
 
-        def standby_holds_the_table() -> None:
+        def standby_holds_the_table() -> bool:
             view = get_json(node_named(cluster, standby), "/v1/routes")
             assert view["role"] == "worker" and view["loaded"], view
             assert (view["lineage"], view["version"]) == (before["lineage"], before["version"])
+            return True
 
         # A standby with no copy subscribes STANDBY_SNAPSHOT_DELAY_S (10 s) after it became one.
         eventually(standby_holds_the_table, 20.0)
