@@ -346,3 +346,20 @@ def test_a_standbys_replicator_subscribes_only_after_its_delay() -> None:
         return early, replicator.subscriptions, copy.loaded
 
     assert asyncio.run(scenario()) == (0, 1, True)
+
+
+def test_a_subscriber_of_an_older_release_gets_a_snapshot_after_a_failover() -> None:
+    async def first_updates() -> tuple[Update, Update]:
+        clock = FakeClock()
+        copy_of = RoutingTable("L")
+        add(copy_of, "f")
+        backend = TableBackend(members("a").get, clock, master=False)
+        backend.copy.apply(copy_of.snapshot())
+        backend.promote("N")
+        old = backend.subscribe(1, "L")  # follows_forks unset: an older release
+        new = backend.subscribe(1, "L", follows_forks=True)
+        return await anext(old), await anext(new)
+
+    old, new = asyncio.run(first_updates())
+    assert isinstance(old, Snapshot) and old.lineage == "N"
+    assert new == Fork("L", "N", 1)
