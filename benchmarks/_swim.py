@@ -37,6 +37,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,23 @@ class SwimParams:
         except ImportError:  # pragma: no cover - kinship is a dependency of tierfaas
             return LAN if preset == "lan" else LOCAL
         maker = kinship.Config.lan if preset == "lan" else kinship.Config.local
-        config = maker(bind="127.0.0.1:0", insecure_plaintext=True)
+        return cls.from_config(maker(bind="127.0.0.1:0", insecure_plaintext=True))
+
+    @classmethod
+    def from_tierfaas(cls, preset: str) -> SwimParams:
+        """The values tierfaas hands kinship for its gossip preset ``lan``, ``large`` or
+        ``local`` (``GossipSettings``, through the adapter's own ``_config``)."""
+        from tierfaas.config import Address
+        from tierfaas.membership.kinship_adapter import GossipSettings, KinshipMembership
+
+        make = {"lan": GossipSettings.lan, "large": GossipSettings.large}.get(preset)
+        bind = Address("127.0.0.1", 0)
+        settings = make(bind=bind, key=None) if make else GossipSettings.local(bind=bind)
+        return cls.from_config(KinshipMembership(settings, name="sim")._config())
+
+    @classmethod
+    def from_config(cls, config: Any) -> SwimParams:
+        """The values of a ``kinship.Config``."""
         return cls(
             probe_interval=float(config.probe_interval),
             probe_timeout=float(config.probe_timeout),
@@ -250,6 +267,31 @@ def _fires(heard_at: list[float], n: int, params: SwimParams) -> float:
         if fire <= following:
             return fire
     return start + params.suspicion_timeout_s(n, len(heard_at) - 1)
+
+
+PROBE_BYTES = 100
+"""One probe datagram (ping or ack) on the wire: kinship's header and payload (sequence,
+names), XChaCha20-Poly1305's nonce and tag, UDP and IP headers. An estimate."""
+
+
+def probe_bytes_per_s(params: SwimParams) -> float:
+    """What one node sends and receives per second in probes, whatever N: its own ping and
+    the ack, and on average one ping of another node and its ack, per ``probe_interval``."""
+    return 4.0 * PROBE_BYTES / params.probe_interval
+
+
+def false_suspicion_ratio(params: SwimParams, loss: float) -> float:
+    """The share of probes of a live node that fail on loss alone: the direct ping or its ack
+    lost, and then each of the ``indirect`` indirect checks (four datagrams each) too. Such a
+    suspicion is refuted by the live node once it hears of it (a gossip round or two), well
+    within the shortest suspicion timeout; kinship's TCP fallback ping is left out, which
+    errs on the high side."""
+    direct = 1 - (1 - loss) ** 2
+    return direct * (1 - (1 - loss) ** 4) ** INDIRECT_CHECKS
+
+
+INDIRECT_CHECKS = 3
+"""kinship 0.4.0 ``Config.lan().indirect_checks``."""
 
 
 def push_pull_bytes_per_s(n: int, params: SwimParams, member_bytes: int) -> float:

@@ -275,6 +275,14 @@ class Topology:
     def rank_of(self, name: str) -> int | None:
         return self.members.index(name) if name in self.members else None
 
+    @property
+    def standby(self) -> str | None:
+        """The first worker in rank order: when the master or a replica goes, the ranks
+        shift by one and it becomes a replica (unless the replica count drops). It keeps a
+        copy of the table, so that it then resumes with deltas instead of loading a
+        snapshot after the failover (~6 s of CPU at 300,000 routes, docs/scale.md)."""
+        return self.workers[0] if self.workers else None
+
 
 def compute_topology(members: Iterable[RankedMember], replicas: ReplicaPolicy = "sqrt") -> Topology:
     """The topology of a view. Dead and left members are ignored; if a name appears twice

@@ -275,6 +275,46 @@ def test_kill_9_master_while_registrations_stream_in(tmp_path: Path) -> None:
         eventually(lambda: converged(survivors, 3), 2.0)
 
 
+def test_after_a_failover_the_old_replicas_resume_with_no_snapshot(tmp_path: Path) -> None:
+    """The promoted replica keeps its copy and logs the fork: the other replicas, and the
+    standby (the worker next in line, which becomes a replica), held the same version of the
+    old lineage and resume with the fork and the new master's deltas: no snapshot."""
+    args = ["--replicas", "3"]  # master, three replicas, one worker (the standby)
+    with LocalCluster(
+        MANYFNS, 5, first_host=184, log_dir=tmp_path, extra_args=[*args, *LOCAL_STARTS]
+    ) as cluster:
+        old_master, replicas, assignment, _ = formed(cluster.nodes, 5)
+        ((standby, _),) = assignment  # the one worker
+        for i in range(10):
+            invoke(cluster.nodes[i % 5], f"f{i:02d}")
+        before = eventually(lambda: converged(cluster.nodes, 3), 3.0)
+
+        def standby_holds_the_table() -> bool:
+            view = get_json(node_named(cluster, standby), "/v1/routes")
+            assert view["role"] == "worker" and view["loaded"], view
+            assert (view["lineage"], view["version"]) == (before["lineage"], before["version"])
+            return True
+
+        # A standby with no copy subscribes STANDBY_SNAPSHOT_DELAY_S (10 s) after it became one.
+        eventually(standby_holds_the_table, 20.0)
+        victim = node_named(cluster, old_master)
+        survivors = [n for n in cluster.nodes if n is not victim]
+        victim.kill()
+
+        def new_master_and_replicas_agree() -> dict[str, Any]:
+            view = converged(survivors, 3)
+            assert view["node"] != old_master and view["lineage"] != before["lineage"]
+            return view
+
+        after = eventually(new_master_and_replicas_agree, 10.0)
+        new_log = node_named(cluster, after["node"]).log_tail(10_000_000)
+        resumed = set(re.findall(r"replica (\S+) resumes across a fork", new_log))
+        snapshots = set(re.findall(r"replica (\S+) gets a snapshot", new_log))
+        now = {key[2:] for key in tables(survivors) if key.startswith("r:")}
+        assert len(now) == 3 and now - set(replicas) == {standby}, (now, replicas)
+        assert now <= resumed and not now & snapshots, (now, resumed, snapshots)
+
+
 # -- replicas: restart, cut stream -------------------------------------------------------------
 
 

@@ -247,3 +247,18 @@ def test_state_view_keeps_the_newest_run_of_a_name() -> None:
     view = state.view()
     assert view.get("b") == newer and view.rpc_of("b") == "127.0.0.1:9002"
     assert view.get(None) is None and view.rpc_of("nobody") is None
+
+
+async def test_the_next_worker_in_line_hears_that_it_is_the_standby(cluster: Cluster) -> None:
+    for n in "abcdef":  # master a, replicas b c d, workers e f: e is the standby
+        await cluster.add(n)
+    changes: asyncio.Queue[RoleChange] = asyncio.Queue()
+    cluster.managers["f"].subscribe_roles(changes)
+    await cluster.net.settle()
+    first = await changes.get()
+    assert first.new == "worker" and first.topology.standby == "e"
+    cluster.net.kill("e")  # f is next in line now; its role, master and replica stay
+    await cluster.masters()
+    change = await asyncio.wait_for(changes.get(), 1)
+    assert (change.old, change.new) == ("worker", "worker")
+    assert change.topology.standby == "f" and change.topology.replicas == ("b", "c", "d")

@@ -76,6 +76,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
             ("127.0.0.9:7000", "127.0.0.10:7000"),
         ),
         "gossip_preset": (["--gossip-preset", "local"], "local"),
+        "gossip_max_members": (["--gossip-max-members", "20000"], 20000),
         "replicas": (["--replicas", "3"], "3"),
         "query_lane": (["--query-lane", "127.0.0.9:7200"], Address("127.0.0.9", 7200)),
         "batch_window_s": (["--batch-window-s", "0.25"], 0.25),

@@ -34,12 +34,12 @@ class LossyStreams:
         return self
 
     async def subscribe(
-        self, version: int, lineage: str, replica: str = ""
+        self, version: int, lineage: str, replica: str = "", *, follows_forks: bool = False
     ) -> AsyncIterator[Update]:
         self.subscriptions.append((version, lineage))
         first = len(self.subscriptions) == 1
         deltas = 0
-        async for update in self.backend.subscribe(version, lineage):
+        async for update in self.backend.subscribe(version, lineage, follows_forks=follows_forks):
             if first and isinstance(update, Delta):
                 deltas += 1
                 if deltas == self.lose:

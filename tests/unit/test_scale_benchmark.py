@@ -175,10 +175,26 @@ def test_failover_waits_for_detection_topology_and_every_snapshot() -> None:
         n, 10, detection, 0.5, (0.1, 1_250_000, 0.0), 0.0, net, random.Random(1), "once"
     )
     assert 0.1 + k * 0.01 <= once.snapshots_s <= 0.1 + k * 0.01 + n * scale.GRPC_CALL_S
+    everyone = scale.Resumes((True,) * k, False)
     resumed = scale.failover(
-        n, 10, detection, 0.5, (0.1, 1_250_000, 0.0), 0.0, net, random.Random(1), "none"
+        n, 10, detection, 0.5, (0.1, 1_250_000, 0.0), 0.0, net, random.Random(1), resumes=everyone
     )
     assert resumed.snapshots_s < 0.01
+    # The new standby's snapshot is nobody's wait, but it takes the loop and the NIC.
+    late = swim.Detection(1.0, 1.0, [2.0] * (k + 2) + [2.5] * (n - k - 3))  # workers later
+    costs = (1.0, 1_250_000, 9.0)
+    free = scale.failover(n, 10, late, 0.5, costs, 0.0, net, random.Random(1), resumes=everyone)
+    standby = scale.Resumes((True,) * k, True)
+    busy = scale.failover(n, 10, late, 0.5, costs, 0.0, net, random.Random(1), resumes=standby)
+    assert busy.snapshots_s == free.snapshots_s < 0.01
+    # It subscribes STANDBY_SNAPSHOT_DELAY_S late: after these announces, it delays none.
+    assert busy.announces_s == free.announces_s
+    late_ones = swim.Detection(1.0, 1.0, [2.0] * (k + 2) + [12.5] * (n - k - 3))
+    free = scale.failover(
+        n, 10, late_ones, 0.5, costs, 0.0, net, random.Random(1), resumes=everyone
+    )
+    busy = scale.failover(n, 10, late_ones, 0.5, costs, 0.0, net, random.Random(1), resumes=standby)
+    assert busy.announces_s == pytest.approx(free.announces_s + 0.5, abs=0.05)
     assert not scale.failover(
         n, 10, detection, 9.0, (0.0, 0, 0.0), 0.0, net, random.Random(1)
     ).passed
@@ -213,3 +229,24 @@ def test_fixed_k_runs_out_of_replica_cpu_before_sqrt_n_does() -> None:
     assert fixed is not None and (sqrt is None or fixed < sqrt)
     tiers = out["3 tiers (N^1/3 relays)"]["rows"][-1]
     assert tiers["fanout"] == 100 and tiers["serving"] == 10_000
+
+
+def test_who_resumes_after_the_masters_death_is_the_real_codes_decision() -> None:
+    table = scale.table_of(scale.warm_sets(100, 50, random.Random(3)))
+    held = (table.lineage, table.version)
+    table.restart_lineage(table.lineage + "+")  # the promoted replica's table
+    decided = scale.resumes_after_death(100, table, held)
+    # 100 nodes: 10 replicas; 99 survivors: 10 replicas, the old rank 11 (a worker) among them.
+    assert decided["none"].replicas == (False,) * 10
+    assert decided["replicas"].replicas == (True,) * 9 + (False,)
+    assert decided["standby"].replicas == (True,) * 10
+    assert decided["standby"].standby_snapshot and not decided["replicas"].standby_snapshot
+    # 101 nodes: 11 replicas, 10 after: no worker becomes a replica, the standby stays.
+    after_101 = scale.resumes_after_death(101, table, held)
+    assert after_101["replicas"].replicas == (True,) * 10
+    assert not after_101["standby"].standby_snapshot
+    # A replica ahead of the promoted table (another history) would need a snapshot.
+    assert (
+        scale.resumes_after_death(100, table, (held[0], held[1] + 1))["standby"].replicas
+        == (False,) * 10
+    )

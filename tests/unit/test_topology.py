@@ -11,6 +11,7 @@ from tierfaas.membership.base import MemberInfo, MemberState
 from tierfaas.topology import (
     MAX_COHORT,
     UNRANKED_COHORT,
+    Topology,
     assign_replica,
     compute_topology,
     joining_cohort,
@@ -430,3 +431,8 @@ def test_a_topology_hashes_only_the_assignments_asked_for(
     assert len(topo.replica_of) == len(topo.workers)
     # All of them, when asked, equal the eager computation.
     assert dict(topo.replica_of) == {w: assign_replica(w, topo.replicas) for w in topo.workers}
+
+
+def test_the_standby_is_the_first_worker_in_rank_order() -> None:
+    assert Topology(members=("m", "r", "w1", "w2"), workers=("w1", "w2")).standby == "w1"
+    assert Topology(members=("m", "r"), replicas=("r",)).standby is None

@@ -84,7 +84,9 @@ class ClusterManager:
         self._role: Role | None = None
         # (master, this node's replica): a change of either is published even when this
         # node's own role stays, since the control plane must follow it.
-        self._watched: tuple[str | None, str | None] = (None, None)
+        # What a subscriber follows besides the role: the master, this node's replica, and
+        # whether this node is the standby (it then keeps a copy of the table).
+        self._watched: tuple[str | None, str | None, bool] = (None, None, False)
         self.name_conflict = asyncio.Event()
         """Set when another node holds this node's name: the node should exit non-zero."""
         self._queue_depth = Gauge(
@@ -280,7 +282,8 @@ class ClusterManager:
         for role in ROLES:
             self._role_gauge.labels(role).set(1 if role == new else 0)
         topo = self._state.topology
-        watched = (topo.master, topo.replica_of.get(self._state.self_name))
+        me = self._state.self_name
+        watched = (topo.master, topo.replica_of.get(me), topo.standby == me)
         if old == new and watched == self._watched:
             return
         self._watched = watched

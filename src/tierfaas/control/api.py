@@ -80,9 +80,12 @@ class ControlBackend(Protocol):
         awaitable (e.g. a message to the actor). Must not return nodes its membership view
         says are dead."""
 
-    def subscribe(self, from_version: int, lineage: str) -> AsyncIterator[Update]:
+    def subscribe(
+        self, from_version: int, lineage: str, *, follows_forks: bool = False
+    ) -> AsyncIterator[Update]:
         """Master only: a snapshot (unless ``from_version``/``lineage`` can be served from the
-        delta log), then every later delta in order; ends if this node stops being master."""
+        delta log, across a fork too when the caller ``follows_forks``), then every later
+        delta in order; ends if this node stops being master."""
 
     def position(self) -> TablePosition:
         """The table version and lineage this node holds (for Info, status and lag)."""

@@ -50,7 +50,9 @@ class TableBackend:
     # -- roles -------------------------------------------------------------------------------
 
     def promote(self, lineage: str | None = None) -> TableHub:
-        """Becomes master with the copy held so far, under a new lineage."""
+        """Becomes master with the copy held so far, under a new lineage that records the
+        fork from the copy's (``RoutingTable.restart_lineage``): replicas that hold a version
+        of the old lineage up to the copy's resume from it with no snapshot."""
         table = self.copy.table if self.copy.loaded else RoutingTable()
         table.restart_lineage(lineage or secrets.token_hex(8))
         self.hub = TableHub(table, self._clock, window_s=self._window_s)
@@ -135,8 +137,10 @@ class TableBackend:
             routes = [*routes, *(r for r in pending if r.name not in known)]
         return QueryResult(routes, table.version)
 
-    def subscribe(self, from_version: int, lineage: str) -> AsyncIterator[Update]:
-        return self._master_hub().subscribe(from_version, lineage)
+    def subscribe(
+        self, from_version: int, lineage: str, *, follows_forks: bool = False
+    ) -> AsyncIterator[Update]:
+        return self._master_hub().subscribe(from_version, lineage, follows_forks=follows_forks)
 
     def position(self) -> TablePosition:
         if self.hub is not None:

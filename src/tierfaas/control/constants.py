@@ -135,6 +135,12 @@ WRITE_MAX_BACKOFF_S = 2.0
 failover takes about a second and the node's routes are missing until they arrive; capped so
 a master back after an outage hears from every node within two seconds."""
 
+STANDBY_SNAPSHOT_DELAY_S = 10.0
+"""A standby (``Topology.standby``) that holds no copy subscribes this long after it became
+the standby. Its snapshot is encoded on the master's event loop (seconds at 300,000 routes),
+and right after a failover the new master's loop is busy with every node's re-announce;
+nobody waits for a standby's copy, so it comes after (docs/scale.md)."""
+
 REPLICATE_BACKOFF_S = 0.05
 REPLICATE_MAX_BACKOFF_S = 1.0
 """The Replicator's resubscriptions: first wait and cap. The cap is lower than the writes':

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from tierfaas.clock import Clock
 from tierfaas.control.batcher import Batcher
 from tierfaas.control.constants import BATCH_WINDOW_S, MAX_PENDING_WRITES, SUBSCRIBER_QUEUE_DELTAS
+from tierfaas.control.lineage import Fork
 from tierfaas.control.table import Delta, RoutingTable, Update
 
 
@@ -95,11 +96,19 @@ class TableHub:
 
     # -- streams -----------------------------------------------------------------------------
 
-    async def subscribe(self, from_version: int, lineage: str) -> AsyncIterator[Update]:
-        """The missed deltas (or a snapshot), then every delta as it is flushed."""
+    async def subscribe(
+        self, from_version: int, lineage: str, *, follows_forks: bool = False
+    ) -> AsyncIterator[Update]:
+        """The missed deltas (or a snapshot), then every delta as it is flushed. A subscriber
+        that ``follows_forks`` may also resume from a position of a lineage this table forked
+        from (``RoutingTable.resume_from``): after a failover, no snapshot."""
         sub = _Subscriber(self._queue_max)
-        # No await between since() and registering: no delta can fall between them.
-        missed = self.table.since(from_version, lineage) if from_version else None
+        # No await between the catch-up and registering: no delta can fall between them.
+        missed: list[Delta] | list[Delta | Fork] | None = None
+        if from_version and follows_forks:
+            missed = self.table.resume_from(from_version, lineage)
+        elif from_version:
+            missed = self.table.since(from_version, lineage)
         first: list[Update] = list(missed) if missed is not None else [self.table.snapshot()]
         self._subscribers.add(sub)
         try:

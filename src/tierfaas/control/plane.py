@@ -58,7 +58,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control import wire
 from tierfaas.control.api import NotMasterError
 from tierfaas.control.backend import TableBackend
-from tierfaas.control.constants import LOOKUP_TIMEOUT_S
+from tierfaas.control.constants import LOOKUP_TIMEOUT_S, STANDBY_SNAPSHOT_DELAY_S
 from tierfaas.control.entropy_metrics import AntiEntropyMetrics
 from tierfaas.control.handover import (
     HandoverError,
@@ -128,6 +128,7 @@ class ControlPlane:
         self.master: str | None = None
         self.my_replica: str | None = None
         self.replicator: Replicator | None = None
+        self._delayed = False  # the replicator waits before subscribing (a standby's)
         self.lane_clients: dict[str, QueryLaneClient] = {}  # by the target's RPC address
         self._hub_task: asyncio.Task[None] | None = None
         self.on_generation = on_generation
@@ -226,7 +227,10 @@ class ControlPlane:
         master_changed = topo.master != self.master
         self.master = topo.master
         new = change.new
-        if new != "replica" and self.replicator is not None:
+        # A replica keeps a copy of the table; so does the standby (the next worker to become
+        # a replica), which then needs no snapshot (``Topology.standby``).
+        copying = new == "replica" or (new == "worker" and topo.standby == self.name)
+        if not copying and self.replicator is not None:
             await self.replicator.stop()
             self.replicator = None
             if new != "master":
@@ -246,15 +250,8 @@ class ControlPlane:
             self.backend.demote(self._master_rpc())
         else:
             self.backend.master_rpc = self._master_rpc()
-        if new == "replica" and self.replicator is None:
-            self.replicator = Replicator(
-                self.backend.copy,
-                master=self._master_rpc,
-                channels=self.channels,
-                replica=self.name,
-                supervisor=self.supervisor,
-            )
-            self.replicator.start()
+        if copying:
+            await self._follow_table(new, master_changed)
         replica = topo.replica_of.get(self.name)
         if replica != self.my_replica or master_changed:
             self.my_replica = replica
@@ -265,6 +262,31 @@ class ControlPlane:
         if master_changed and self.master is not None:
             # Anti-entropy: the new master learns this node's whole warm set.
             self.writes.announce(frozenset(self.warm))
+
+    async def _follow_table(self, role: Role | None, master_changed: bool) -> None:
+        """Keeps this replica's (or the standby's) copy fed. A standby with no copy needs a
+        snapshot, which nobody waits for: it subscribes ``STANDBY_SNAPSHOT_DELAY_S`` later,
+        not while a new master's loop takes every node's re-announce; once it becomes a
+        replica, at once. After a failover the stream to the old master is dead and its
+        retries back off (up to ``REPLICATE_MAX_BACKOFF_S``): it subscribes to the new
+        master at once, from the copy's position (resuming across the new master's fork)."""
+        delay = (
+            STANDBY_SNAPSHOT_DELAY_S if role == "worker" and not self.backend.copy.loaded else 0.0
+        )
+        if self.replicator is not None:
+            if not master_changed and not (self._delayed and delay == 0.0):
+                return
+            await self.replicator.stop()
+        else:
+            self.replicator = Replicator(
+                self.backend.copy,
+                master=self._master_rpc,
+                channels=self.channels,
+                replica=self.name,
+                supervisor=self.supervisor,
+            )
+        self.replicator.start(delay)
+        self._delayed = delay > 0
 
     # -- min_instances: the master places, every node keeps its pins (issue 19.5) ------------
 

@@ -2,10 +2,12 @@
 
 What it guarantees: the copy only ever holds a state the master's table held. A snapshot
 replaces it; a delta is applied only on top of exactly its ``prev_version`` in the same
-lineage. A delta the copy already holds (a duplicate after a resume) is ignored; any other
-delta that does not fit is a *gap* (a lost message, or a new master's lineage): ``apply``
-answers ``GAP`` and the caller re-subscribes from ``resume_point()``, which the master
-answers with the missing deltas or a snapshot. Nothing here does I/O.
+lineage; a ``Fork`` (a new master that kept its copy, ``tierfaas.control.lineage``) is
+followed only from exactly its start, the (lineage, version) the new master forked from.
+An update the copy already holds (a duplicate after a resume) is ignored; any other that
+does not fit is a *gap* (a lost message, or a new master's lineage): ``apply`` answers
+``GAP`` and the caller re-subscribes from ``resume_point()``, which the master answers with
+the missing entries or a snapshot. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import enum
 
 from tierfaas.cluster.state import NodeEndpoint
+from tierfaas.control.lineage import Fork
 from tierfaas.control.table import Delta, RoutingTable, Snapshot, Update
 
 
@@ -45,7 +48,19 @@ class ReplicaCopy:
             self.table.load(update)
             self.loaded = True
             return Outcome.APPLIED
+        if isinstance(update, Fork):
+            return self._follow(update)
         return self._apply_delta(update)
+
+    def _follow(self, fork: Fork) -> Outcome:
+        if not self.loaded:
+            return Outcome.GAP
+        if self.table.lineage == fork.lineage and self.table.version >= fork.version:
+            return Outcome.DUPLICATE
+        if (self.table.lineage, self.table.version) != fork.start:
+            return Outcome.GAP  # another history, or ahead of the fork point: a snapshot
+        self.table.follow_fork(fork)
+        return Outcome.APPLIED
 
     def _apply_delta(self, delta: Delta) -> Outcome:
         if not self.loaded or delta.lineage != self.table.lineage:

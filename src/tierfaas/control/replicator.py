@@ -2,7 +2,9 @@
 
 It subscribes from the copy's resume point, applies each update, and on a gap, a stream drop
 or an error re-subscribes (after a backoff if the master was unreachable), so a dropped stream
-resumes without losing a delta.
+resumes without losing a delta. It follows forks: after a failover, a new master that kept
+its copy resumes it with the deltas it missed, the fork and the deltas after it, when its
+version is one the new master's table passed through (``tierfaas.control.lineage``).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class Replicator:
         self._supervisor = supervisor or Supervisor()
         self.subscriptions = 0
 
-    def start(self) -> None:
-        self._task = self._supervisor.spawn("replicator", self.run)
+    def start(self, after_s: float = 0.0) -> None:
+        """Subscribes, after ``after_s`` (a standby with no copy: its snapshot waits)."""
+        self._task = self._supervisor.spawn("replicator", lambda: self.run(after_s))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -67,7 +70,9 @@ class Replicator:
                 await self._task
             self._task = None
 
-    async def run(self) -> None:
+    async def run(self, after_s: float = 0.0) -> None:
+        if after_s > 0:
+            await self._sleep(after_s)
         attempt = 0
         while True:
             target = self._master()
@@ -78,7 +83,9 @@ class Replicator:
             version, lineage = self.copy.resume_point()
             self.subscriptions += 1
             try:
-                stream = self._channels.get(target).subscribe(version, lineage, self._replica)
+                stream = self._channels.get(target).subscribe(
+                    version, lineage, self._replica, follows_forks=True
+                )
                 async for update in stream:
                     attempt = 0
                     outcome = self.copy.apply(update)

@@ -42,7 +42,8 @@ from tierfaas.control.constants import (
 )
 from tierfaas.control.handover import HandoverError, HandoverSink, receive
 from tierfaas.control.lane import QueryLaneServer
-from tierfaas.control.table import Op
+from tierfaas.control.lineage import Fork
+from tierfaas.control.table import Op, Snapshot
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
 
@@ -249,7 +250,18 @@ class ControlServer(CallsServicer, rpc.ControlServicer):
         if not self._backend.is_master():
             await self._not_master(context)
         log.info("replica %s subscribed from version %d", request.replica, request.from_version)
-        async for update in self._backend.subscribe(request.from_version, request.lineage):
+        updates = self._backend.subscribe(
+            request.from_version, request.lineage, follows_forks=request.follows_forks
+        )
+        first = True
+        async for update in updates:
+            if first and isinstance(update, Fork):
+                log.info("replica %s resumes across a fork from %s", request.replica, update)
+            elif first and isinstance(update, Snapshot):
+                log.info(
+                    "replica %s gets a snapshot of version %d", request.replica, update.version
+                )
+            first = False
             for message in self._encoder.messages(update):
                 yield message
 

@@ -12,7 +12,10 @@ lineage) with ``None``: it then gets a ``Snapshot``.
 
 A *lineage* names one master's numbering. When a replica is promoted after a failover it
 starts a new lineage, so version 17 of the old master can never be mistaken for version 17
-of the new one (they may hold different changes if the last batch was lost).
+of the new one (they may hold different changes if the last batch was lost). The promoted
+table records where it forked (``lineage.Fork``) in its delta log, so a replica whose
+position the log passes through resumes with the entries after it instead of a snapshot
+(``resume_from``; see ``tierfaas.control.lineage`` for why that is safe).
 
 Rules (per function, per node name; a name has at most one run in a function's routes):
 - ADD of run (name, e): kept if no run of that name is there or the one there has epoch
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control.constants import DELTA_LOG_DELTAS
+from tierfaas.control.lineage import Fork, resume_from
 
 
 class Op(enum.IntEnum):
@@ -73,7 +77,9 @@ class Snapshot:
                 yield Change(Op.ADD, function, route)
 
 
-Update = Snapshot | Delta
+Update = Snapshot | Delta | Fork
+"""What a Subscribe stream carries. A ``Fork`` is sent only to a subscriber that follows
+forks (``SubscribeRequest.follows_forks``)."""
 
 
 class GapError(Exception):
@@ -109,7 +115,7 @@ class RoutingTable:
         self.version = version
         self._routes: dict[str, dict[str, NodeEndpoint]] = {}
         self._by_node: dict[str, set[str]] = {}
-        self._log: deque[Delta] = deque(maxlen=log_limit)
+        self._log: deque[Delta | Fork] = deque(maxlen=log_limit)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -138,13 +144,20 @@ class RoutingTable:
     def since(self, version: int, lineage: str) -> list[Delta] | None:
         """The deltas after ``version`` of ``lineage``, oldest first; ``None`` if the caller
         needs a snapshot (another lineage, ahead of us, or older than the log holds)."""
-        if lineage != self.lineage or version > self.version:
+        if lineage != self.lineage:
             return None
-        if version == self.version:
-            return []
-        if not self._log or self._log[0].prev_version > version:
+        entries = self.resume_from(version, lineage)
+        if entries is None:
             return None
-        return [d for d in self._log if d.version > version]
+        deltas = [e for e in entries if isinstance(e, Delta)]
+        return deltas if len(deltas) == len(entries) else None
+
+    def resume_from(self, version: int, lineage: str) -> list[Delta | Fork] | None:
+        """What takes a copy at (``lineage``, ``version``) to this table: ``since`` across
+        forks too (a copy of the lineage this one forked from, at or before the fork point,
+        gets that lineage's missed deltas, the fork, then this lineage's deltas); ``None``
+        if it needs a snapshot (``lineage.resume_from``)."""
+        return resume_from(self._log, (self.lineage, self.version), (lineage, version))
 
     # -- writes (master) ---------------------------------------------------------------------
 
@@ -180,10 +193,17 @@ class RoutingTable:
         return self.apply(list(self._announce_changes(route, frozenset(functions))))
 
     def restart_lineage(self, lineage: str) -> None:
-        """Keeps the routes under a new lineage (a promoted replica becoming master); the
-        delta log is cleared, so every subscriber gets a snapshot of the new lineage."""
+        """Keeps the routes under a new lineage (a promoted replica becoming master), and
+        logs the ``Fork`` from the old one: a subscriber holding a position of the old
+        lineage that the log passes through resumes across it (``resume_from``); any other
+        gets a snapshot of the new lineage."""
+        if lineage == self.lineage:
+            return
+        if self.lineage:
+            self._log.append(Fork(self.lineage, lineage, self.version))
+        else:
+            self._log.clear()  # a table of no lineage: nothing anyone holds continues here
         self.lineage = lineage
-        self._log.clear()
 
     # -- replay (replicas) -------------------------------------------------------------------
 
@@ -208,6 +228,18 @@ class RoutingTable:
             self._apply_one(change, [])
         self.version = delta.version
         self._log.append(delta)
+
+    def follow_fork(self, fork: Fork) -> None:
+        """Continues as ``fork.lineage`` (same routes, same version); raises ``GapError``
+        unless this table is at exactly the fork's start. Logged, so that this copy, if
+        promoted in turn, lets replicas of either lineage resume from it."""
+        if (self.lineage, self.version) != fork.start:
+            raise GapError(
+                f"fork {fork.parent}:{fork.version}->{fork.lineage} does not apply to "
+                f"{self.lineage}:{self.version}"
+            )
+        self.lineage = fork.lineage
+        self._log.append(fork)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -256,4 +288,11 @@ class RoutingTable:
             ):
                 yield Change(Op.REMOVE, function, current)
         for function in sorted(functions):
+            held = self._routes.get(function)
+            if held is not None and held.get(route.name) == route:
+                # This very run holds it already: the ADD would change nothing. Skipping it
+                # here, not in ``_apply_one``, matters after a failover, when every node
+                # re-announces its whole warm set and nearly every pair is held already
+                # (300,000 such pairs took ~1 s of the new master's loop; docs/scale.md).
+                continue
             yield Change(Op.ADD, function, route)

@@ -79,14 +79,16 @@ class QueryReply(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRoute, _Mapping]]] = ..., version: _Optional[int] = ..., request_id: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("from_version", "lineage", "replica")
+    __slots__ = ("from_version", "lineage", "replica", "follows_forks")
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWS_FORKS_FIELD_NUMBER: _ClassVar[int]
     from_version: int
     lineage: str
     replica: str
-    def __init__(self, from_version: _Optional[int] = ..., lineage: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
+    follows_forks: bool
+    def __init__(self, from_version: _Optional[int] = ..., lineage: _Optional[str] = ..., replica: _Optional[str] = ..., follows_forks: _Optional[bool] = ...) -> None: ...
 
 class Change(_message.Message):
     __slots__ = ("op", "function", "route")
@@ -99,20 +101,22 @@ class Change(_message.Message):
     def __init__(self, op: _Optional[_Union[ChangeOp, str]] = ..., function: _Optional[str] = ..., route: _Optional[_Union[NodeRoute, _Mapping]] = ...) -> None: ...
 
 class TableUpdate(_message.Message):
-    __slots__ = ("snapshot", "prev_version", "version", "lineage", "changes", "more")
+    __slots__ = ("snapshot", "prev_version", "version", "lineage", "changes", "more", "fork_of")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     PREV_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     MORE_FIELD_NUMBER: _ClassVar[int]
+    FORK_OF_FIELD_NUMBER: _ClassVar[int]
     snapshot: bool
     prev_version: int
     version: int
     lineage: str
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     more: bool
-    def __init__(self, snapshot: _Optional[bool] = ..., prev_version: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+    fork_of: str
+    def __init__(self, snapshot: _Optional[bool] = ..., prev_version: _Optional[int] = ..., version: _Optional[int] = ..., lineage: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., more: _Optional[bool] = ..., fork_of: _Optional[str] = ...) -> None: ...
 
 class AnnounceRequest(_message.Message):
     __slots__ = ("node", "epoch", "functions")

@@ -188,13 +188,19 @@ class ControlClient:
         return reply
 
     async def subscribe(
-        self, from_version: int, lineage: str, replica: str = ""
+        self, from_version: int, lineage: str, replica: str = "", *, follows_forks: bool = False
     ) -> AsyncIterator[Update]:
         """The master's stream of updates; raises ``NotMaster`` or ``aio.AioRpcError`` when it
         fails, ``wire.BadMessage`` on an invalid update. No deadline (it lasts as long as the
         master's role): the channel's keepalive ends it within ``STREAM_SILENCE_BOUND_S`` of
-        the master going silent (frozen, cut off)."""
-        request = pb.SubscribeRequest(from_version=from_version, lineage=lineage, replica=replica)
+        the master going silent (frozen, cut off). ``follows_forks``: the caller applies
+        ``Fork`` updates (``ReplicaCopy`` does), so a new master may resume it across one."""
+        request = pb.SubscribeRequest(
+            from_version=from_version,
+            lineage=lineage,
+            replica=replica,
+            follows_forks=follows_forks,
+        )
         call = self._stub.Subscribe(request, metadata=self._metadata)
         parts = wire.SnapshotAssembler()
         try:

@@ -18,6 +18,7 @@ from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import QueryResult, Write
 from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES, SNAPSHOT_PART_CHANGES
 from tierfaas.control.digest import Digest, RunView
+from tierfaas.control.lineage import Fork
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.errors import ConfigError
 from tierfaas.names import is_valid_name
@@ -133,7 +134,17 @@ def run_view(reply: pb.DigestReply) -> RunView:
 
 
 def update_to_pb(update: Update) -> list[pb.TableUpdate]:
-    """The messages that carry ``update``: one for a delta, one or more for a snapshot."""
+    """The messages that carry ``update``: one for a delta or a fork, one or more for a
+    snapshot."""
+    if isinstance(update, Fork):
+        return [
+            pb.TableUpdate(
+                prev_version=update.version,
+                version=update.version,
+                lineage=update.lineage,
+                fork_of=update.parent,
+            )
+        ]
     if isinstance(update, Snapshot):
         changes = [_change_to_pb(c) for c in update.changes()]
         parts = [
@@ -173,6 +184,8 @@ class UpdateEncoder:
 
     def messages(self, update: Update) -> list[pb.TableUpdate]:
         """The messages that carry ``update`` (``update_to_pb``); do not modify them."""
+        if isinstance(update, Fork):
+            return update_to_pb(update)  # one small message, at most once per subscriber
         key = (update.lineage, update.version)
         if isinstance(update, Snapshot):
             if self._snapshot is None or self._snapshot[0] != key:
@@ -236,6 +249,12 @@ def update_from_pb(message: pb.TableUpdate) -> Update:
                 raise BadMessage("a snapshot holds ADD changes only")
             routes.setdefault(change.function, []).append(change.route)
         return Snapshot(message.lineage, message.version, {f: tuple(r) for f, r in routes.items()})
+    if message.fork_of:
+        if changes or message.version != message.prev_version:
+            raise BadMessage("a fork changes nothing: no changes, version = prev_version")
+        if not message.lineage or message.fork_of == message.lineage:
+            raise BadMessage("a fork names two different lineages")
+        return Fork(message.fork_of, message.lineage, message.version)
     if message.version <= message.prev_version:
         raise BadMessage("a delta's version must be above its prev_version")
     return Delta(message.lineage, message.prev_version, message.version, tuple(changes))

@@ -82,18 +82,41 @@ def _check_seed(seed: str) -> None:
         raise ConfigError("gossip_seeds", f"{seed!r} is not HOST:PORT")
 
 
+LARGE_TIMINGS: dict[str, float | int] = {
+    "probe_interval": 0.5,
+    "probe_timeout": 0.25,
+    "suspicion_mult": 2,
+}
+"""What the ``large`` preset changes in kinship's ``lan``: probe twice as often, half the
+suspicion multiplier. Lifeguard's suspicion timeout grows with the cluster (memberlist:
+``suspicion_mult x log10 N x probe_interval``; kinship's own figure, a kill seen in 9.7 s at
+100 nodes, fits that rule), so on ``lan`` a death takes 4 s of suspicion at 10 nodes (measured)
+but 16 s at 10,000; ``large`` takes 4 s at 10,000 (every node hears of a death in ~6 s,
+docs/scale.md), close to what ``lan`` takes at 10 nodes, and so rides out about the same
+pauses there. Cost: twice the probes (~0.4 kB/s more per node, whatever N)."""
+LARGE_MAX_MEMBERS = 50_000
+"""The ``large`` preset's member limit (kinship's default: 8,192, which a larger cluster
+cannot pass: kinship refuses the members beyond it). A push-pull sync carries the whole
+member list (~150 bytes each) in one frame of at most 8 MiB: ~56,000 members."""
+
+
 @dataclass(frozen=True, slots=True)
 class GossipSettings:
-    """Gossip settings. Build with ``GossipSettings.lan(...)`` or ``.local(...)``.
+    """Gossip settings. Build with ``GossipSettings.lan(...)``, ``.large(...)`` or
+    ``.local(...)``.
 
     ``local`` detects a death in about 1.3 s (a 1.5 s pause kills a node), for tests and demos
-    on one machine; ``lan`` in about 6 s, which rides out GC pauses and busy hosts.
+    on one machine; ``lan`` in about 6 s at 10 nodes, which rides out GC pauses and busy
+    hosts, but its suspicion grows with log10 N (~15 s at 1,000 nodes, ~19 s at 10,000);
+    ``large`` (``LARGE_TIMINGS``) for clusters of about 1,000 nodes and more: ~6 s at 10,000,
+    riding out the pauses ``lan`` rides out at 10 nodes (shorter ones in smaller clusters: at
+    100 nodes a ~3 s pause may kill), and up to ``LARGE_MAX_MEMBERS`` members.
     """
 
     bind: Address
     seeds: tuple[str, ...] = ()
     key: bytes | None = field(default=None, repr=False)
-    preset: Literal["lan", "local"] = "lan"
+    preset: Literal["lan", "large", "local"] = "lan"
     advertise: Address | None = None
     cluster: str = "tierfaas"
     leave_timeout_s: float = 2.0
@@ -116,12 +139,18 @@ class GossipSettings:
     it to settle their cohorts before it settles its own regardless."""
     event_buffer: int = 1024
     """Events a slow consumer may fall behind before it gets a ``Resync`` instead."""
+    max_members: int | None = None
+    """The most members kinship holds (it refuses the others); None: the preset's (8,192,
+    kinship's default; ``large``: ``LARGE_MAX_MEMBERS``). Raising it costs memory and push-pull
+    bytes per member (~150 B each, every 30 s, both ways)."""
 
     def __post_init__(self) -> None:
         if self.key is not None:
             parse_key(self.key)
-        if self.preset not in ("lan", "local"):
-            raise ConfigError("gossip_preset", f"{self.preset!r} is not lan|local")
+        if self.preset not in ("lan", "large", "local"):
+            raise ConfigError("gossip_preset", f"{self.preset!r} is not lan|large|local")
+        if self.max_members is not None and self.max_members < 2:
+            raise ConfigError("gossip_max_members", "must be at least 2")
         for seed in self.seeds:
             _check_seed(seed)
         if self.key is None:
@@ -144,6 +173,18 @@ class GossipSettings:
     ) -> GossipSettings:
         """Real networks. A key is required unless ``bind`` is loopback."""
         return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="lan", **kw)
+
+    @classmethod
+    def large(
+        cls, *, bind: Address, key: bytes | str | None, seeds: tuple[str, ...] = (), **kw: Any
+    ) -> GossipSettings:
+        """Real networks of about 1,000 nodes and more (``LARGE_TIMINGS``). A key is required
+        unless ``bind`` is loopback. A pause of ~3 s may get a run declared dead with it in a
+        cluster of 100 (~4.5 s at 10,000; docs/scale.md), so a run paused 2 s believes a
+        peer's word that it died (``pause_suspect_s``)."""
+        timings: dict[str, Any] = {"pause_suspect_s": 2.0}
+        timings.update(kw)
+        return cls(bind=bind, seeds=tuple(seeds), key=_opt_key(key), preset="large", **timings)
 
     @classmethod
     def local(
@@ -346,10 +387,16 @@ class KinshipMembership:
             kw["advertise"] = str(s.advertise)
         if s.key is not None:
             kw["keys"] = [s.key]
-        elif s.preset == "lan":
+        elif s.preset != "local":
             kw["insecure_plaintext"] = True  # loopback only: checked by GossipSettings
+        if s.preset == "large":
+            kw |= LARGE_TIMINGS | {"max_members": LARGE_MAX_MEMBERS}
+        if s.max_members is not None:
+            kw["max_members"] = s.max_members
         try:
-            return kinship.Config.lan(**kw) if s.preset == "lan" else kinship.Config.local(**kw)
+            if s.preset == "local":
+                return kinship.Config.local(**kw)
+            return kinship.Config.lan(**kw)
         except kinship.ConfigError as e:
             raise ConfigError(f"gossip.{e.field or 'config'}", str(e)) from None
 

@@ -189,10 +189,16 @@ def _clustered(
 
     assert config.gossip is not None and config.rpc_address is not None  # --gossip sets both
     name = config.node_name
-    preset = GossipSettings.lan if config.gossip_preset == "lan" else GossipSettings.local
+    presets = {"lan": GossipSettings.lan, "large": GossipSettings.large}
+    preset = presets.get(config.gossip_preset, GossipSettings.local)
     supervisor = Supervisor(metrics.registry, clock=clock)
     membership = KinshipMembership(
-        preset(bind=config.gossip, seeds=config.join, key=key),
+        preset(
+            bind=config.gossip,
+            seeds=config.join,
+            key=key,
+            max_members=config.gossip_max_members,
+        ),
         name=name,
         version=release.version,
         http=config.http,
