@@ -29,8 +29,9 @@ last call (``reap_due``), and a prewarm starts one instance.
 
 A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``), when
 its idle times spread over the whole range (the coefficient of variation of its bin counts is
-low: no pattern to predict), or when most idle times exceed its range; the function then gets the fixed default: its ``keep_alive_s`` and no
-prewarm, exactly as ``--keep-alive-policy fixed`` (``fixed_windows``).
+low: no pattern to predict), or when most idle times exceed its range; the function then gets
+the fixed default: its ``keep_alive_s`` and no prewarm, exactly as ``--keep-alive-policy
+fixed`` (``fixed_windows``).
 
 The windows are taken from the idle times seen in the head's and the tail's bins, not from
 the bins' edges (``IdleHistogram.percentile_range``): a timer called every 5 minutes has idle
