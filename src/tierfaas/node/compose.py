@@ -123,6 +123,24 @@ def _logs(config: NodeConfig, release: Release) -> LogStore:
     return LogStore(config.node_name, release.functions, settings, directory)
 
 
+def _tracing(
+    config: NodeConfig, release: Release, metrics: Metrics, app: NodeApp, clock: Clock
+) -> None:
+    """With --otlp-endpoint, the app records each call's spans and posts them there."""
+    if config.otlp_endpoint is None:
+        return
+    from tierfaas.tracing.compose import make
+
+    app.tracer, app.span_exporter = make(
+        config.otlp_endpoint,
+        config.trace_sample,
+        config.node_name,
+        (release.name, release.version),
+        metrics.registry,
+        clock,
+    )
+
+
 def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
     supervisor = Supervisor(metrics.registry, clock=clock)
     readiness = Readiness(check_release=config.registry is not None, tasks=supervisor)
@@ -150,6 +168,7 @@ def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: C
     )
     app.logs = logs
     metrics.watch_output(runtime.output_budgets(), logs)
+    _tracing(config, release, metrics, app, clock)
     calls = _calls(config, release, metrics, router, None, clock)
     app.calls = _calls_api(config, release, calls, metrics)
     return NodeParts(
@@ -274,6 +293,7 @@ def _clustered(
     )
     app.logs = logs
     metrics.watch_output(runtime.output_budgets(), logs)
+    _tracing(config, release, metrics, app, clock)
     if provider is not None:
         rollout = _rollout_controller(
             config, release, provider, manager, control, membership, supervisor, clock
