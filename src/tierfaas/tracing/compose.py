@@ -40,6 +40,8 @@ def make(
         "tierfaas.release": release[0],
         "tierfaas.release.version": release[1],
     }
-    exporter = OtlpExporter(traces_url(endpoint), resource, metrics, offset_s=tracer.wall_offset_s)
+    exporter = OtlpExporter(
+        traces_url(endpoint), resource, metrics, offset_ns=tracer.wall_offset_ns
+    )
     tracer.export = exporter.add
     return tracer, exporter

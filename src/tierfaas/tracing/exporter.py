@@ -49,8 +49,8 @@ class TraceMetrics:
 
 class OtlpExporter:
     """Posts spans to ``endpoint`` (the full URL, ``.../v1/traces``) in OTLP/HTTP protobuf.
-    ``resource``: the attributes of this node, sent with every batch; ``offset_s``: Unix time
-    less the spans' clock time (``Tracer.wall_offset_s``)."""
+    ``resource``: the attributes of this node, sent with every batch; ``offset_ns``: Unix
+    nanoseconds less the spans' clock nanoseconds (``Tracer.wall_offset_ns``)."""
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class OtlpExporter:
         resource: Mapping[str, Attribute],
         metrics: TraceMetrics,
         *,
-        offset_s: float,
+        offset_ns: int,
         max_queue: int = 2048,
         max_batch: int = 512,
         interval_s: float = 1.0,
@@ -67,7 +67,7 @@ class OtlpExporter:
         self.endpoint = endpoint
         self.resource = dict(resource)
         self.metrics = metrics
-        self.offset_s = offset_s
+        self.offset_ns = offset_ns
         self.max_queue = max_queue
         self.max_batch = max_batch
         self.interval_s = interval_s
@@ -100,7 +100,7 @@ class OtlpExporter:
         return [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
 
     def encode(self, batch: list[Span]) -> bytes:
-        return otlp.export_request(batch, self.resource, SCOPE, self.offset_s)
+        return otlp.export_request(batch, self.resource, SCOPE, self.offset_ns)
 
     def _start(self) -> None:
         self.wake = asyncio.Event()

@@ -70,14 +70,14 @@ def _attributes(number: int, attributes: Mapping[str, Attribute]) -> bytes:
     return b"".join(_field(number, key_value(k, v)) for k, v in attributes.items())
 
 
-def _nanos(clock_s: float, offset_s: float) -> int:
-    return max(0, round((clock_s + offset_s) * 1e9))
+def _nanos(clock_s: float, offset_ns: int) -> int:
+    return max(0, offset_ns + round(clock_s * 1e9))
 
 
-def span(record: Span, offset_s: float) -> bytes:
+def span(record: Span, offset_ns: int) -> bytes:
     """``Span``: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5, kind 6,
     start_time_unix_nano 7, end_time_unix_nano 8, attributes 9, events 11, status 15
-    (``Status``: message 2, code 3). ``offset_s``: Unix time less clock time."""
+    (``Status``: message 2, code 3). ``offset_ns``: Unix time less clock time, nanoseconds."""
     out = [
         _field(1, bytes.fromhex(record.trace_id)),
         _field(2, bytes.fromhex(record.span_id)),
@@ -85,12 +85,12 @@ def span(record: Span, offset_s: float) -> bytes:
         _field(4, bytes.fromhex(record.parent_id)) if record.parent_id else b"",
         _text(5, record.name),
         _tag(6, _VARINT) + _varint(int(record.kind)),
-        _fixed64(7, _nanos(record.start, offset_s)),
-        _fixed64(8, _nanos(max(record.end, record.start), offset_s)),
+        _fixed64(7, _nanos(record.start, offset_ns)),
+        _fixed64(8, _nanos(max(record.end, record.start), offset_ns)),
         _attributes(9, record.attributes),
     ]
     for name, at in record.events:  # ``Span.Event``: time_unix_nano 1, name 2
-        out.append(_field(11, _fixed64(1, _nanos(at, offset_s)) + _text(2, name)))
+        out.append(_field(11, _fixed64(1, _nanos(at, offset_ns)) + _text(2, name)))
     if record.error is not None:
         status = _text(2, record.error) + _tag(3, _VARINT) + _varint(_STATUS_ERROR)
         out.append(_field(15, status))
@@ -101,14 +101,14 @@ def export_request(
     spans: Sequence[Span],
     resource: Mapping[str, Attribute],
     scope: tuple[str, str],
-    offset_s: float,
+    offset_ns: int,
 ) -> bytes:
     """``ExportTraceServiceRequest`` { resource_spans 1: ``ResourceSpans`` { resource 1
     (``Resource``: attributes 1), scope_spans 2 (``ScopeSpans``: scope 1
     (``InstrumentationScope``: name 1, version 2), spans 2) } }: every span under one
     resource (this node) and one scope (tierfaas)."""
     scope_spans = _field(1, _text(1, scope[0]) + _text(2, scope[1])) + b"".join(
-        _field(2, span(record, offset_s)) for record in spans
+        _field(2, span(record, offset_ns)) for record in spans
     )
     resource_spans = _field(1, _attributes(1, resource)) + _field(2, scope_spans)
     return _field(1, resource_spans)

@@ -9,7 +9,7 @@ that answers None.
 
 A span is recorded after the fact, with the start and end its recorder measured on the
 node's monotonic clock; the exporter turns those into Unix nanoseconds with one offset taken
-when the tracer was made (``wall_offset_s``), so a span costs no wall-clock read. Recording
+when the tracer was made (``wall_offset_ns``), so a span costs no wall-clock read. Recording
 appends the finished span to the exporter's bounded queue and returns: nothing here waits.
 
 A call whose trace is not sampled still gets a ``CallTrace`` (``recording`` false): it
@@ -82,7 +82,7 @@ class Tracer:
         *,
         ratio: float = 1.0,
         clock: Clock = monotonic,
-        wall: Callable[[], float] = time.time,
+        wall: Callable[[], int] = time.time_ns,
         new_id: Callable[[int], str] = _random_id,
     ) -> None:
         self.node = node
@@ -90,8 +90,9 @@ class Tracer:
         self.ratio = ratio
         self.clock = clock
         self.new_id = new_id
-        # Unix time = clock time + this (one reading: spans need no wall-clock read).
-        self.wall_offset_s = wall() - clock()
+        # Unix nanoseconds = clock nanoseconds + this (one reading: a span reads no wall
+        # clock). Integer: a float of Unix nanoseconds is off by up to 128 ns.
+        self.wall_offset_ns = wall() - round(clock() * 1e9)
 
     def begin(
         self,
