@@ -24,7 +24,7 @@ _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
 
 
-def _varint(value: int) -> bytes:
+def _varint_slow(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -33,13 +33,26 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Encoding is the exporter's main cost (pure Python, per span and attribute): the varints of
+# lengths below 16 KiB, every tag and each (key, value) pair's whole KeyValue are looked up,
+# not computed.
+_SMALL = [_varint_slow(n) for n in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL[value] if value < 16384 else _varint_slow(value)
+
+
+_TAGS = {(n, w): _varint_slow(n << 3 | w) for n in range(1, 17) for w in (0, 1, 2, 5)}
+
+
 def _tag(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
+    return _TAGS[number, wire]
 
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field: a string, bytes or an embedded message."""
-    return _tag(number, _BYTES) + _varint(len(payload)) + payload
+    return _TAGS[number, _BYTES] + _varint(len(payload)) + payload
 
 
 def _text(number: int, text: str) -> bytes:
@@ -66,8 +79,23 @@ def key_value(key: str, value: Attribute) -> bytes:
     return _text(1, key) + _field(2, any_value(value))
 
 
+_PAIRS: dict[tuple[str, type, Attribute], bytes] = {}
+_MAX_PAIRS = 4096  # the cache is cleared when full: request ids and paths churn through it
+
+
 def _attributes(number: int, attributes: Mapping[str, Attribute]) -> bytes:
-    return b"".join(_field(number, key_value(k, v)) for k, v in attributes.items())
+    """Repeated ``KeyValue`` field ``number`` (each pair's encoding cached, by type too: True
+    and 1 are equal keys of a dict but not the same attribute)."""
+    out = []
+    pairs = _PAIRS
+    for key, value in attributes.items():
+        cached = pairs.get((key, type(value), value))
+        if cached is None:
+            if len(pairs) >= _MAX_PAIRS:
+                pairs.clear()
+            cached = pairs[key, type(value), value] = _field(number, key_value(key, value))
+        out.append(cached)
+    return b"".join(out)
 
 
 def _nanos(clock_s: float, offset_ns: int) -> int:

@@ -19,6 +19,7 @@ node follows the same decision.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -63,9 +64,14 @@ class Span:
 Export = Callable[[Span], None]
 
 
+# Ids need to be unique, not secret (as OpenTelemetry's SDKs make them): a Mersenne Twister
+# seeded from the OS, as ``secrets`` would cost a system call per id.
+_random = random.Random(secrets.randbits(128))
+
+
 def _random_id(bits: int) -> str:
     while True:
-        value = secrets.randbits(bits)
+        value = _random.getrandbits(bits)
         if value:  # all zero is the spec's "invalid"
             return f"{value:0{bits // 4}x}"
 
