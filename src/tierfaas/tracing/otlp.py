@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 
-from tierfaas.tracing.spans import Attribute, Span
+from tierfaas.tracing.spans import Attribute, Kind, Span
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _STATUS_ERROR = 2
@@ -102,23 +102,34 @@ def _nanos(clock_s: float, offset_ns: int) -> int:
     return max(0, offset_ns + round(clock_s * 1e9))
 
 
+_TRACE_ID = _TAGS[1, _BYTES] + b"\x10"  # tag and length (16) of a trace id
+_SPAN_ID = _TAGS[2, _BYTES] + b"\x08"
+_PARENT_ID = _TAGS[4, _BYTES] + b"\x08"
+_START, _END = _TAGS[7, _FIXED64], _TAGS[8, _FIXED64]
+_KINDS = {kind: _TAGS[6, _VARINT] + _varint(int(kind)) for kind in Kind}
+_NAMES: dict[str, bytes] = {}  # span names are few ("execute NAME" per function)
+
+
 def span(record: Span, offset_ns: int) -> bytes:
     """``Span``: trace_id 1, span_id 2, trace_state 3, parent_span_id 4, name 5, kind 6,
     start_time_unix_nano 7, end_time_unix_nano 8, attributes 9, events 11, status 15
     (``Status``: message 2, code 3). ``offset_ns``: Unix time less clock time, nanoseconds."""
-    out = [
-        _field(1, bytes.fromhex(record.trace_id)),
-        _field(2, bytes.fromhex(record.span_id)),
-        _text(3, record.state),
-        _field(4, bytes.fromhex(record.parent_id)) if record.parent_id else b"",
-        _text(5, record.name),
-        _tag(6, _VARINT) + _varint(int(record.kind)),
-        _fixed64(7, _nanos(record.start, offset_ns)),
-        _fixed64(8, _nanos(max(record.end, record.start), offset_ns)),
-        _attributes(9, record.attributes),
-    ]
-    for name, at in record.events:  # ``Span.Event``: time_unix_nano 1, name 2
-        out.append(_field(11, _fixed64(1, _nanos(at, offset_ns)) + _text(2, name)))
+    name = _NAMES.get(record.name)
+    if name is None:
+        if len(_NAMES) >= _MAX_PAIRS:
+            _NAMES.clear()
+        name = _NAMES[record.name] = _text(5, record.name)
+    start = max(0, offset_ns + round(record.start * 1e9))
+    end = max(start, offset_ns + round(record.end * 1e9))
+    out = [_TRACE_ID, bytes.fromhex(record.trace_id), _SPAN_ID, bytes.fromhex(record.span_id)]
+    if record.state:
+        out.append(_text(3, record.state))
+    if record.parent_id:
+        out += (_PARENT_ID, bytes.fromhex(record.parent_id))
+    out += (name, _KINDS[record.kind], _START, _pack_q(start), _END, _pack_q(end))
+    out.append(_attributes(9, record.attributes))
+    for event, at in record.events:  # ``Span.Event``: time_unix_nano 1, name 2
+        out.append(_field(11, _fixed64(1, _nanos(at, offset_ns)) + _text(2, event)))
     if record.error is not None:
         status = _text(2, record.error) + _tag(3, _VARINT) + _varint(_STATUS_ERROR)
         out.append(_field(15, status))
