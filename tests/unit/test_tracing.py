@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 
+from tierfaas import errors
 from tierfaas.testing import FakeClock, RuntimeHarness, fake_release
 from tierfaas.tracing import record
 from tierfaas.tracing.context import (
@@ -18,6 +19,7 @@ from tierfaas.tracing.context import (
     parse_tracestate,
     traceparent,
 )
+from tierfaas.tracing.http import traced
 from tierfaas.tracing.sampling import sampled
 from tierfaas.tracing.spans import CURRENT, Kind, Span, Tracer
 
@@ -295,3 +297,67 @@ async def test_a_warm_call_records_only_its_execution_and_untraced_calls_nothing
         await rt.run_for(1.0)
         assert not warm.result().cold
     assert [(s.name, s.attributes["faas.coldstart"]) for s in exported] == [("execute f", False)]
+
+
+# -- the server span around an invocation --------------------------------------------------------
+
+
+async def test_the_server_span_takes_the_answers_status_route_and_start() -> None:
+    made, exported = tracer(FakeClock())
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def invoke(scope, receive, send, name, request_id, length) -> None:  # type: ignore[no-untyped-def]
+        assert CURRENT.get() is not None  # the call's parts find its trace
+        headers = [(b"x-tierfaas-route", b"local-cold"), (b"x-tierfaas-served-by", b"node-a"),
+                   (b"x-tierfaas-start", b"cold")]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    scope = {
+        "method": "POST",
+        "path": "/function/f/sub",
+        "headers": [(b"traceparent", VALID.encode())],
+    }
+    await traced(made, invoke, scope, None, send, "f", "req-1", None)  # type: ignore[arg-type]
+    assert CURRENT.get() is None and len(sent) == 2
+    (server,) = exported
+    assert server.parent_id == SPAN and server.error is None
+    assert server.attributes == {
+        "http.request.method": "POST",
+        "http.route": "/function/{name}",
+        "url.path": "/function/f/sub",
+        "faas.trigger": "http",
+        "faas.name": "f",
+        "faas.invocation_id": "req-1",
+        "tierfaas.node": "node-a",
+        "http.response.status_code": 200,
+        "tierfaas.route": "local-cold",
+        "tierfaas.served_by": "node-a",
+        "faas.coldstart": True,
+    }
+
+
+async def test_a_typed_error_marks_the_server_span() -> None:
+    made, exported = tracer(FakeClock())
+
+    async def timed_out(scope, receive, send, name, request_id, length) -> None:  # type: ignore[no-untyped-def]
+        raise errors.FunctionTimeout("'f' ran out of time")
+
+    async def refused(scope, receive, send, name, request_id, length) -> None:  # type: ignore[no-untyped-def]
+        raise errors.UnknownFunction("no function named 'g'")
+
+    scope = {"method": "POST", "path": "/function/f", "headers": []}
+    with pytest.raises(errors.FunctionTimeout):
+        await traced(made, timed_out, scope, None, None, "f", "r1", None)  # type: ignore[arg-type]
+    with pytest.raises(errors.UnknownFunction):
+        await traced(made, refused, scope, None, None, "g", "r2", None)  # type: ignore[arg-type]
+    failed, unknown = exported
+    assert failed.error == "'f' ran out of time"
+    assert failed.attributes["error.type"] == "timeout"
+    assert failed.attributes["http.response.status_code"] == 504
+    # The caller's error (4xx) leaves the status unset, as OpenTelemetry's HTTP rules say.
+    assert unknown.error is None and unknown.attributes["http.response.status_code"] == 404
+    assert unknown.attributes["error.type"] == "unknown_function"

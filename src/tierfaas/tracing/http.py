@@ -22,7 +22,7 @@ _ROUTE_HEADER, _SERVED_BY, _START = (
     b"x-tierfaas-served-by",
     b"x-tierfaas-start",
 )
-_HOP_HEADER = b"x-tierfaas-hops"
+_HOP_HEADER, _REJECT = b"x-tierfaas-hops", b"x-tierfaas-reject"
 
 Invoke = Callable[[Scope, Receive, Send, str, str, bytes | None], Awaitable[None]]
 
@@ -65,6 +65,8 @@ async def traced(
                     ended["tierfaas.served_by"] = value.decode("latin-1")
                 elif key == _START:
                     ended["faas.coldstart"] = value == b"cold"
+                elif key == _REJECT:  # a forward refused unrun here (the sender goes on)
+                    ended["tierfaas.forward.reject"] = value.decode("latin-1")
         await send(message)
 
     token = CURRENT.set(trace)
