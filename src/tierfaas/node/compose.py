@@ -123,24 +123,6 @@ def _logs(config: NodeConfig, release: Release) -> LogStore:
     return LogStore(config.node_name, release.functions, settings, directory)
 
 
-def _tracing(
-    config: NodeConfig, release: Release, metrics: Metrics, app: NodeApp, clock: Clock
-) -> None:
-    """With --otlp-endpoint, the app records each call's spans and posts them there."""
-    if config.otlp_endpoint is None:
-        return
-    from tierfaas.tracing.compose import make
-
-    app.tracer, app.span_exporter = make(
-        config.otlp_endpoint,
-        config.trace_sample,
-        config.node_name,
-        (release.name, release.version),
-        metrics.registry,
-        clock,
-    )
-
-
 def _standalone(config: NodeConfig, release: Release, metrics: Metrics, clock: Clock) -> NodeParts:
     supervisor = Supervisor(metrics.registry, clock=clock)
     readiness = Readiness(check_release=config.registry is not None, tasks=supervisor)
@@ -469,3 +451,21 @@ def _callback_key(config: NodeConfig) -> bytes | None:
     if path is None:
         return None
     return read_secret_file("callback_key_file", path, "the callback key").encode()
+
+
+def _tracing(
+    config: NodeConfig, release: Release, metrics: Metrics, app: NodeApp, clock: Clock
+) -> None:
+    """With --otlp-endpoint, the app records each call's spans and posts them there."""
+    if config.otlp_endpoint is None:
+        return
+    from tierfaas.tracing.compose import make
+
+    app.tracer, app.span_exporter = make(
+        config.otlp_endpoint,
+        config.trace_sample,
+        config.node_name,
+        (release.name, release.version),
+        metrics.registry,
+        clock,
+    )
