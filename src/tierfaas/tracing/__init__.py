@@ -4,7 +4,8 @@ With ``--otlp-endpoint URL`` a node records, for each call it takes, a server sp
 child spans of what the call did here (queue wait, cold start and its phases, forward,
 execution), and posts them in batches to the collector at URL; the node it forwards a call to
 gets the call's ``traceparent`` and records its part of the same trace. Without the setting
-nothing is made: no tracer, no exporter, no task, and the call path pays one check.
+nothing is made: no tracer, no exporter, no task; a call pays the app's check of its tracer
+and the pool's read of a context variable that answers None.
 
 - ``context.py``: ``traceparent``/``tracestate`` parsed and written (pure)
 - ``sampling.py``: parent-based sampling, then ``--trace-sample`` of new traces (pure)
@@ -20,11 +21,11 @@ This package's ``__init__`` imports nothing: the pool and the router import ``sp
 
 Why not the official ``opentelemetry-sdk`` with ``opentelemetry-exporter-otlp-proto-http``:
 both install beside this project's protobuf 7 and grpcio (1.45.2, checked), but measured on
-this machine kind the SDK costs several times what these records do per span (its context
-API, span processor lock and attribute checks on the event loop's thread; see
-docs/operations.md, "Tracing", for the numbers), and its exporter posts with ``requests``
-from a thread of its own, retrying a dead collector with backoff while holding the GIL the
-event loop needs. The records here are plain slotted objects, encoded only in the export
-task; tests decode that encoding with the official generated classes (opentelemetry-proto, a
-dev dependency), so the wire format is the spec's.
+this machine kind the SDK's call path costs about 6 times what these records do, and its
+encoding about 8 times per span (its context API, span processor lock and attribute checks run
+on the event loop's thread; docs/operations.md, "Tracing", has the numbers), and its exporter
+posts with ``requests`` from a thread of its own, retrying a dead collector with backoff while
+it competes with the event loop for the GIL. The records here are plain slotted objects,
+encoded only in the export task; tests decode that encoding with the official generated
+classes (opentelemetry-proto, a dev dependency), so the wire format is the spec's.
 """
