@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from tierfaas.calls.allow import DEFAULT_CALLBACK_ALLOW, AllowList
 from tierfaas.errors import ConfigError
@@ -360,6 +361,21 @@ class NodeConfig:
         "files",
     )
 
+    # -- tracing (docs/operations.md, "Tracing") ------------------------------------------------
+    otlp_endpoint: str | None = setting(
+        None,
+        "an OpenTelemetry collector's OTLP/HTTP URL (http://HOST:4318, or a full .../v1/traces "
+        "URL): each call's spans on this node are posted there in batches, off the call path. "
+        "Unset: no spans are made at all",
+    )
+    trace_sample: float = setting(
+        1.0,
+        "the share of new traces recorded (0..1) when --otlp-endpoint is set; a call with a "
+        "traceparent follows its caller's sampled flag. Lower it to bound the export's cost "
+        "(a few µs of CPU per recorded span) at high call rates",
+        "ratio",
+    )
+
     # -- asynchronous calls (POST /async-function/NAME; docs/architecture.md) -------------------
     data_dir: Path | None = setting(
         None,
@@ -561,6 +577,7 @@ class NodeConfig:
         if self.name and not is_valid_name(self.name):
             raise ConfigError("name", f"{self.name!r}: use 1-64 of [A-Za-z0-9._-]")
         self._check_isolation()
+        self._check_tracing()
         self._check_calls()
         AllowList.parse(self.callback_allow)  # raises ConfigError("callback_allow", ...)
         _check_whole("callback_retries", self.callback_retries, 0, 20)
@@ -623,6 +640,18 @@ class NodeConfig:
         # A line is at most about 30 KiB as JSON (4 KiB of text, each byte escaped at worst).
         _check_whole("logs_file_bytes", self.logs_file_bytes, 64 * 1024, 1 << 40)
         _check_whole("logs_files", self.logs_files, 0, 1000)
+
+    def _check_tracing(self) -> None:
+        endpoint = self.otlp_endpoint
+        if endpoint is not None:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+                raise ConfigError(
+                    "otlp_endpoint", f"{endpoint!r} is not an http:// or https:// URL"
+                )
+        sample = self.trace_sample
+        if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+            raise ConfigError("trace_sample", f"must be a number in 0..1, got {sample!r}")
 
     def _check_positive(self, *names: str) -> None:
         for name in names:

@@ -117,6 +117,11 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "logs_lines": (["--logs-lines", "50"], 50),
         "logs_file_bytes": (["--logs-file-bytes", "100000"], 100000),
         "logs_files": (["--logs-files", "0"], 0),
+        "otlp_endpoint": (
+            ["--otlp-endpoint", "http://127.0.0.1:4318"],
+            "http://127.0.0.1:4318",
+        ),
+        "trace_sample": (["--trace-sample", "0.25"], 0.25),
         "data_dir": (["--data-dir", str(tmp / "data")], tmp / "data"),
         "async_queue_max": (["--async-queue-max", "50"], 50),
         "async_share": (["--async-share", "0.25"], 0.25),

@@ -61,10 +61,13 @@ from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.names import is_valid_name
 from tierfaas.routing.router import Router
 from tierfaas.runtime import Runtime
+from tierfaas.tracing.http import traced
 
 if TYPE_CHECKING:
     from tierfaas.calls.api import CallsApi
     from tierfaas.funclogs.store import LogStore
+    from tierfaas.tracing.exporter import OtlpExporter
+    from tierfaas.tracing.spans import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,10 @@ class NodeApp:
         """The asynchronous calls' routes (set by the node once its call service exists)."""
         self.logs: LogStore | None = None
         """What the functions printed on this node (set by the node; None: ``/v1/logs`` 404)."""
+        self.tracer: Tracer | None = None
+        """Records each invocation's spans (set by the node with --otlp-endpoint; None: off)."""
+        self.span_exporter: OtlpExporter | None = None
+        """Where ``tracer``'s spans go; the node closes it when it stops."""
 
     async def _view(self) -> dict[str, Any]:
         if self.cluster_view is not None:
@@ -210,7 +217,12 @@ class NodeApp:
         try:
             if path.startswith(_FUNCTION_PREFIX):
                 name, _, _ = path[_PREFIX_BYTES:].partition("/")
-                await self._invoke(scope, receive, send, name, request_id, length)
+                if self.tracer is None:  # the one check tracing costs when it is off
+                    await self._invoke(scope, receive, send, name, request_id, length)
+                else:
+                    await traced(
+                        self.tracer, self._invoke, scope, receive, send, name, request_id, length
+                    )
             elif path == "/v1/dashboard/stream":
                 if scope["method"] != "GET":
                     raise errors.MethodNotAllowed(f"{path} only answers GET", allow="GET")

@@ -168,6 +168,7 @@ def _standalone(
     )
     app.logs = logs
     metrics.watch_output(runtime.output_budgets(), logs)
+    _tracing(config, release, metrics, app, clock)
     calls = _calls(config, release, metrics, router, None, clock)
     app.calls = _calls_api(config, release, calls, metrics)
     return NodeParts(
@@ -300,6 +301,7 @@ def _clustered(
     )
     app.logs = logs
     metrics.watch_output(runtime.output_budgets(), logs)
+    _tracing(config, release, metrics, app, clock)
     if provider is not None:
         rollout = _rollout_controller(
             config, release, provider, manager, control, membership, supervisor, clock
@@ -475,3 +477,21 @@ def _callback_key(config: NodeConfig) -> bytes | None:
     if path is None:
         return None
     return read_secret_file("callback_key_file", path, "the callback key").encode()
+
+
+def _tracing(
+    config: NodeConfig, release: Release, metrics: Metrics, app: NodeApp, clock: Clock
+) -> None:
+    """With --otlp-endpoint, the app records each call's spans and posts them there."""
+    if config.otlp_endpoint is None:
+        return
+    from tierfaas.tracing.compose import make
+
+    app.tracer, app.span_exporter = make(
+        config.otlp_endpoint,
+        config.trace_sample,
+        config.node_name,
+        (release.name, release.version),
+        metrics.registry,
+        clock,
+    )

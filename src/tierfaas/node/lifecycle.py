@@ -171,6 +171,8 @@ class Node:
                 await asyncio.to_thread(parts.secrets.close)
             if parts.app.logs is not None:  # after the instances' last lines
                 parts.app.logs.close()
+            if parts.app.span_exporter is not None:  # the last calls' spans, within its timeout
+                await parts.app.span_exporter.close()
             close_http(self.config, sockets)
             for task in watches:
                 task.cancel()

@@ -39,6 +39,8 @@ from tierfaas.routing.decision import Candidate, Forward, LocalState, Refresh, d
 from tierfaas.routing.hot import HotTracker
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
 from tierfaas.runtime import PoolView, Runtime
+from tierfaas.tracing import record
+from tierfaas.tracing.spans import CURRENT
 
 log = logging.getLogger(__name__)
 
@@ -536,11 +538,29 @@ class Router:
         assert self.peers is not None
         hop = fw.next_hop(incoming, self.self_name, remaining, start)
         signed = {**out, **self.signer.sign(node, out["x-request-id"], name, hop)}
-        response = await self.peers.request(
-            str(address), method, target, signed, body,
-            connect_timeout_s=min(CONNECT_TIMEOUT_S, remaining),
-            timeout_s=remaining + ANSWER_SLACK_S,
-        )  # fmt: skip
+        trace = CURRENT.get()
+        if trace is not None:  # tracing: the forward is a span, the target's spans its children
+            span_id, context = trace.outgoing()
+            signed.update(context)
+            began = self.clock()
+        try:
+            response = await self.peers.request(
+                str(address), method, target, signed, body,
+                connect_timeout_s=min(CONNECT_TIMEOUT_S, remaining),
+                timeout_s=remaining + ANSWER_SLACK_S,
+            )  # fmt: skip
+        except (PeerUnreachable, PeerFailed) as exc:
+            if trace is not None:
+                record.forwarded(
+                    trace, span_id, began, self.clock(), node=node, address=str(address),
+                    method=method, status=None, error=exc,
+                )  # fmt: skip
+            raise
+        if trace is not None:
+            record.forwarded(
+                trace, span_id, began, self.clock(), node=node, address=str(address),
+                method=method, status=response.status, reject=response.headers.get(fw.REJECT),
+            )  # fmt: skip
         self.signer.learn(node, response.headers.get(fw.TOKEN))
         return response
 

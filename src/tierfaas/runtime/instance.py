@@ -108,6 +108,10 @@ class Instance(asyncio.Protocol):
         self.last_used = now
         self.started_at = now
         self.start_s = 0.0  # seconds from the spawn request to READY
+        # The phases of its start, for tracing: when the zygote had forked it (clock), and
+        # how long its import and init took as it measured them (None: it did not say).
+        self.forked_at: float | None = None
+        self.init_s: float | None = None
         self.dead = False
         self.holds_memory = True  # its memory_mb still counts against the node's budget
         self.death_reason = ""
@@ -166,6 +170,7 @@ class Instance(asyncio.Protocol):
         try:
             try:
                 self.pid, sock = await spawning
+                self.forked_at = self.clock()
             except asyncio.CancelledError:
                 if not expired:
                     raise
@@ -343,6 +348,8 @@ class Instance(asyncio.Protocol):
                 elif kind == p.READY:
                     if not self.ready.done():
                         self.takes_context = bool(frame[3]) if len(frame) > 3 else True
+                        if len(frame) > 2 and isinstance(frame[2], int | float):
+                            self.init_s = float(frame[2])
                         self.ready.set_result(None)
                 elif kind == p.START_FAILED and not self.ready.done():
                     self.ready.set_exception(

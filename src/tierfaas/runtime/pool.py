@@ -43,6 +43,8 @@ from tierfaas.runtime.instance import Result
 from tierfaas.runtime.meter import BusyMeter
 from tierfaas.runtime.ports import PoolInstance, Spawner
 from tierfaas.runtime.zygote_client import ZygoteError
+from tierfaas.tracing import record
+from tierfaas.tracing.spans import CURRENT
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,7 @@ class FunctionPool:
         not: it arrived before the instance it ran on was ready. ``request_id`` tags the
         instance's output lines while the call runs alone there."""
         arrived = self.clock()
+        trace = CURRENT.get()  # None unless tracing is on (``tierfaas.tracing``)
         if warm_only:
             instance = self._free_instance()
             if instance is None:
@@ -224,9 +227,16 @@ class FunctionPool:
         future = instance.call(body, context, remaining, request_id)
         try:
             result = await future
+        except BaseException as exc:
+            if trace is not None:
+                record.ran(trace, self.spec.name, arrived, dispatched, self.clock(), instance.id,
+                           cold, exc)  # fmt: skip
+            raise
         finally:
             self._release(instance)
             self._call_ended(instance.last_used)  # now, as _release read it
+        if trace is not None:
+            record.ran(trace, self.spec.name, arrived, dispatched, self.clock(), instance.id, cold)
         took = self.clock() - dispatched
         self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
         return result, cold
@@ -413,11 +423,17 @@ class FunctionPool:
         self._hold_through_start()
 
     async def _start_one(self, extra: bool = False) -> None:
+        # Traced: the call that set this start off (its task's context was copied into this
+        # one) gets the start and its phases as spans.
+        trace = CURRENT.get()
+        began = self.clock()
         try:
             instance = await self.spawner.spawn(self.spec)
         except (errors.HttpError, ZygoteError, OSError) as exc:
             error = exc if isinstance(exc, errors.HttpError) else errors.StartFailed(str(exc))
             log.warning("cold start of %s failed: %s", self.spec.name, error)
+            if trace is not None:
+                record.cold_start(trace, self.spec.name, began, self.clock(), error=error)
             self._start_failed(error, extra)
             return
         except Exception as exc:
@@ -429,6 +445,12 @@ class FunctionPool:
             return
         self.starting -= 1
         instance.ready_at = self.clock()
+        if trace is not None:
+            record.cold_start(
+                trace, self.spec.name, began, instance.ready_at, instance=instance.id,
+                forked=getattr(instance, "forked_at", None),
+                init_s=getattr(instance, "init_s", None),
+            )  # fmt: skip
         self.last_start_s = instance.start_s
         self.takes_context = instance.takes_context
         self.instances.append(instance)
@@ -590,9 +612,7 @@ class FunctionPool:
         began = now if idle.began is None else idle.began
         period = keepalive.windows_for_idle_period(self.windows, began, now)
         if period.prewarm_s > 0:
-            self._prewarm_timer = self.scheduler.call_at(
-                now + period.prewarm_s, self._prewarm_due
-            )
+            self._prewarm_timer = self.scheduler.call_at(now + period.prewarm_s, self._prewarm_due)
 
     def idle_values(self) -> list[tuple[PoolInstance, float]]:
         """The idle instances the memory budget may evict (``idle_instances``), each with the
