@@ -1,7 +1,6 @@
 """The calls' part of the ``tierfaas.v1.Control`` servicer: ClaimCalls, AcceptCall, GetCall
 and ListCalls, over the node's ``CallService``, and the handlers of the calls lane (copies
-and outcomes travel there, not over gRPC: ``calls/lane.py``; the proto's CopyCalls,
-CopyStream and CallOutcomes are no longer served).
+and outcomes travel there, not over gRPC: ``calls/lane.py``).
 
 ``ControlServer`` inherits it; like its other methods, each gets the request's bytes and
 decodes them itself (a bad message is ``INVALID_ARGUMENT``). A node with no call service yet

@@ -18,7 +18,7 @@ Theory of operation.
   room now" answers (429 overloaded or busy, 503 draining) did not run the call: it waits
   ``retry_after_s`` and is tried again without counting an attempt.
 - **Record**: a final state is written once (``update(unless_final=True)``); then the holder
-  is told (``CallOutcomes``, batched, off the critical path) and the callback, if any, sent.
+  is told (on the calls lane, batched, off the critical path) and the callback, if any, sent.
 - **Takeover** (``holding.Holding``): when the origin's run is reported dead or left, the
   holder runs its unfinished copies as its own (``takeover.orphans``). At start, a node with
   unfinished calls in its store asks their holders which they took over (``claim_back``)

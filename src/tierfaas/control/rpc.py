@@ -40,13 +40,10 @@ class ControlStub(Protocol):
     Handover: aio.StreamUnaryMultiCallable[pb.HandoverChunk, pb.HandoverReply]
     Digest: aio.UnaryUnaryMultiCallable[pb.DigestRequest, pb.DigestReply]
     Prewarm: aio.UnaryUnaryMultiCallable[pb.PrewarmRequest, pb.PrewarmReply]
-    CopyCalls: aio.UnaryUnaryMultiCallable[pb.CopyCallsRequest, pb.CopyCallsReply]
-    CallOutcomes: aio.UnaryUnaryMultiCallable[pb.CopyCallsRequest, pb.CopyCallsReply]
     ClaimCalls: aio.UnaryUnaryMultiCallable[pb.ClaimCallsRequest, pb.ClaimCallsReply]
     AcceptCall: aio.UnaryUnaryMultiCallable[pb.CallRecord, pb.AcceptCallReply]
     GetCall: aio.UnaryUnaryMultiCallable[pb.GetCallRequest, pb.GetCallReply]
     ListCalls: aio.UnaryUnaryMultiCallable[pb.ListCallsRequest, pb.ListCallsReply]
-    CopyStream: aio.StreamStreamMultiCallable[pb.CopyCallsRequest, pb.CopyCallsReply]
 
 
 def stub(channel: aio.Channel) -> ControlStub:

@@ -282,20 +282,6 @@ class CallRecord(_message.Message):
     node: str
     def __init__(self, call_id: _Optional[str] = ..., function: _Optional[str] = ..., accepted_at: _Optional[float] = ..., due_at: _Optional[float] = ..., attempts: _Optional[int] = ..., idem_key: _Optional[str] = ..., callback_url: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[CallHeader, _Mapping]]] = ..., body: _Optional[bytes] = ..., state: _Optional[str] = ..., finished_at: _Optional[float] = ..., result_status: _Optional[int] = ..., result_type: _Optional[str] = ..., result_body: _Optional[bytes] = ..., error: _Optional[str] = ..., error_message: _Optional[str] = ..., error_status: _Optional[int] = ..., callback_state: _Optional[str] = ..., callback_attempts: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
 
-class CopyCallsRequest(_message.Message):
-    __slots__ = ("origin", "calls")
-    ORIGIN_FIELD_NUMBER: _ClassVar[int]
-    CALLS_FIELD_NUMBER: _ClassVar[int]
-    origin: str
-    calls: _containers.RepeatedCompositeFieldContainer[CallRecord]
-    def __init__(self, origin: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[CallRecord, _Mapping]]] = ...) -> None: ...
-
-class CopyCallsReply(_message.Message):
-    __slots__ = ("kept",)
-    KEPT_FIELD_NUMBER: _ClassVar[int]
-    kept: int
-    def __init__(self, kept: _Optional[int] = ...) -> None: ...
-
 class ClaimCallsRequest(_message.Message):
     __slots__ = ("origin", "epoch", "call_ids")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]

@@ -84,16 +84,6 @@ class ControlStub:
                 request_serializer=tierfaas__pb2.PrewarmRequest.SerializeToString,
                 response_deserializer=tierfaas__pb2.PrewarmReply.FromString,
                 _registered_method=True)
-        self.CopyCalls = channel.unary_unary(
-                '/tierfaas.v1.Control/CopyCalls',
-                request_serializer=tierfaas__pb2.CopyCallsRequest.SerializeToString,
-                response_deserializer=tierfaas__pb2.CopyCallsReply.FromString,
-                _registered_method=True)
-        self.CallOutcomes = channel.unary_unary(
-                '/tierfaas.v1.Control/CallOutcomes',
-                request_serializer=tierfaas__pb2.CopyCallsRequest.SerializeToString,
-                response_deserializer=tierfaas__pb2.CopyCallsReply.FromString,
-                _registered_method=True)
         self.ClaimCalls = channel.unary_unary(
                 '/tierfaas.v1.Control/ClaimCalls',
                 request_serializer=tierfaas__pb2.ClaimCallsRequest.SerializeToString,
@@ -113,11 +103,6 @@ class ControlStub:
                 '/tierfaas.v1.Control/ListCalls',
                 request_serializer=tierfaas__pb2.ListCallsRequest.SerializeToString,
                 response_deserializer=tierfaas__pb2.ListCallsReply.FromString,
-                _registered_method=True)
-        self.CopyStream = channel.stream_stream(
-                '/tierfaas.v1.Control/CopyStream',
-                request_serializer=tierfaas__pb2.CopyCallsRequest.SerializeToString,
-                response_deserializer=tierfaas__pb2.CopyCallsReply.FromString,
                 _registered_method=True)
 
 
@@ -192,22 +177,10 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def CopyCalls(self, request, context):
-        """Asynchronous calls (issue 20), any node to any node. The origin's second copy of the
-        calls it accepts (answered once the holder committed them), and their outcomes later.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CallOutcomes(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ClaimCalls(self, request, context):
-        """A restarted origin asks a holder which of its unfinished calls the holder took over.
+        """Asynchronous calls (issue 20), any node to any node. (The copies of accepted calls and
+        their outcomes travel on the raw TCP lane: tierfaas/calls/lane.py.)
+        A restarted origin asks a holder which of its unfinished calls the holder took over.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,14 +202,6 @@ class ControlServicer:
 
     def ListCalls(self, request, context):
         """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CopyStream(self, request_iterator, context):
-        """CopyCalls on a stream the origin keeps open to each holder: one reply per request, in
-        order (a message on an open stream costs a third of a unary call's CPU: measured).
-        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -294,16 +259,6 @@ def add_ControlServicer_to_server(servicer, server):
                     request_deserializer=tierfaas__pb2.PrewarmRequest.FromString,
                     response_serializer=tierfaas__pb2.PrewarmReply.SerializeToString,
             ),
-            'CopyCalls': grpc.unary_unary_rpc_method_handler(
-                    servicer.CopyCalls,
-                    request_deserializer=tierfaas__pb2.CopyCallsRequest.FromString,
-                    response_serializer=tierfaas__pb2.CopyCallsReply.SerializeToString,
-            ),
-            'CallOutcomes': grpc.unary_unary_rpc_method_handler(
-                    servicer.CallOutcomes,
-                    request_deserializer=tierfaas__pb2.CopyCallsRequest.FromString,
-                    response_serializer=tierfaas__pb2.CopyCallsReply.SerializeToString,
-            ),
             'ClaimCalls': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimCalls,
                     request_deserializer=tierfaas__pb2.ClaimCallsRequest.FromString,
@@ -323,11 +278,6 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.ListCalls,
                     request_deserializer=tierfaas__pb2.ListCallsRequest.FromString,
                     response_serializer=tierfaas__pb2.ListCallsReply.SerializeToString,
-            ),
-            'CopyStream': grpc.stream_stream_rpc_method_handler(
-                    servicer.CopyStream,
-                    request_deserializer=tierfaas__pb2.CopyCallsRequest.FromString,
-                    response_serializer=tierfaas__pb2.CopyCallsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,60 +561,6 @@ class Control:
             _registered_method=True)
 
     @staticmethod
-    def CopyCalls(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tierfaas.v1.Control/CopyCalls',
-            tierfaas__pb2.CopyCallsRequest.SerializeToString,
-            tierfaas__pb2.CopyCallsReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CallOutcomes(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tierfaas.v1.Control/CallOutcomes',
-            tierfaas__pb2.CopyCallsRequest.SerializeToString,
-            tierfaas__pb2.CopyCallsReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def ClaimCalls(request,
             target,
             options=(),
@@ -762,33 +658,6 @@ class Control:
             '/tierfaas.v1.Control/ListCalls',
             tierfaas__pb2.ListCallsRequest.SerializeToString,
             tierfaas__pb2.ListCallsReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CopyStream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/tierfaas.v1.Control/CopyStream',
-            tierfaas__pb2.CopyCallsRequest.SerializeToString,
-            tierfaas__pb2.CopyCallsReply.FromString,
             options,
             channel_credentials,
             insecure,
