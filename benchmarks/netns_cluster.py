@@ -16,10 +16,12 @@ Measured for each size and gossip preset, in this order on one cluster:
 1. *idle*: once every node agrees (same master, replicas and assignment, N members) and has
    settled, nobody calls anything for ``--idle`` seconds; each node's CPU (the node and its
    zygote, utime + stime from /proc) over that window, and its RSS at the end;
-2. *registration*: a function warm nowhere is called on a worker; from its answer until the
-   master and every replica list it in ``/v1/routes`` (each polled every 20 ms): the table's
-   convergence for one new registration. Workers hold no table: a worker's lookup asks its
-   replica (and the master on a miss), so the holders' convergence is the cluster's;
+2. *registration*: a function warm nowhere is called on a worker; from the call's send until
+   the master and every replica list it in ``/v1/routes`` (each polled every 20 ms): the
+   table's convergence for one new registration, its cold start included (the warm event
+   comes before the answer, so the answer is no better start). Workers hold no table: a
+   worker's lookup asks its replica (and the master on a miss), so the holders' convergence
+   is the cluster's;
 3. *warm ratio*: a bounded loop of ``CALLS_PER_NODE x N`` calls, ``IN_FLIGHT`` at a time, to
    the few functions of ``FUNCTIONS`` on every node in turn (seeded order); the share answered
    by a warm instance (``x-tierfaas-route`` local-warm or forwarded-warm);
@@ -28,8 +30,9 @@ Measured for each size and gossip preset, in this order on one cluster:
    seen gone (by any survivor: the gossip's detection), when every survivor names the same new
    master (the issue's *agreement*), then when the master's and every replica's table equal
    the truth (each survivor's warm functions from ``/v1/functions``) at the master's lineage
-   and version (the simulator's *consistent table*). The victim then restarts under the same
-   name and address (it rejoins as the youngest) and the cluster settles before the next try.
+   and version (the simulator's *consistent table*). The next try kills the new master of
+   the survivors (N, N - 1, N - 2 nodes): restarting the victim would give the same N, but 40
+   rejoins on a loaded machine take minutes and bring false deaths of their own.
 
 Beside each measured row, ``_calibration.py`` runs the simulator's models (``_swim.py`` and
 ``scale.failover``) at the same N and preset, and the comparison is printed (the issue's
@@ -120,11 +123,10 @@ class Cluster:
     def url(self, index: int) -> str:
         return f"http://{self.fabric.addresses[index]}:{HTTP}"
 
-    def start(self, stagger_s: float, timeout_s: float) -> float:
-        """Builds the fabric and starts every node (oldest first); returns the seconds until
-        every node answered /healthz."""
-        self.fabric.up()
+    def start(self, stagger_s: float) -> None:
+        """Builds the fabric and starts every node, oldest first (they rank in that order)."""
         began = time.monotonic()
+        self.fabric.up()
         seeds = ",".join(f"{a}:{GOSSIP}" for a in self.fabric.addresses[:SEEDS])
         for i, address in enumerate(self.fabric.addresses):
             args = [
@@ -144,9 +146,27 @@ class Cluster:
             )
             self.nodes.append(node.start(wait=False))
             time.sleep(stagger_s)
-        for node in self.nodes:
-            node.wait_healthy(max(5.0, timeout_s - (time.monotonic() - began)))
-        return time.monotonic() - began
+        elapsed = time.monotonic() - began
+        print(f"  fabric and {self.size} nodes started in {elapsed:.1f} s", flush=True)
+
+    async def wait_healthy(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        """Until every node answers /healthz (each asked with a long timeout: 40 nodes
+        importing at once on 2 cores answer slowly), or one has exited."""
+        deadline = time.monotonic() + timeout_s
+        waiting = set(range(self.size))
+        while waiting and time.monotonic() < deadline:
+            for i in waiting:
+                process = self.nodes[i].process
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(f"{self.name(i)} exited: {self.nodes[i].log_tail(1500)}")
+            answers = await asyncio.gather(
+                *(get_json(session, f"{self.url(i)}/healthz") for i in sorted(waiting))
+            )
+            waiting -= {i for i, a in zip(sorted(waiting), answers, strict=True) if a}
+            await asyncio.sleep(0.2)
+        if waiting:
+            names = [self.name(i) for i in sorted(waiting)]
+            raise TimeoutError(f"{names} not healthy after {timeout_s:g} s")
 
     def close(self) -> None:
         for node in self.nodes:
@@ -353,6 +373,7 @@ async def measure_warm(
 @dataclass
 class Failover:
     victim: str
+    n: int  # live nodes before the kill
     first_suspect_s: float | None = None  # some survivor shows the victim suspect
     first_gone_s: float | None = None  # some survivor no longer lists it (declared dead)
     all_gone_s: float | None = None  # no survivor lists it
@@ -407,14 +428,13 @@ class Watch:
 
 
 async def measure_failover(
-    session: aiohttp.ClientSession, cluster: Cluster, timeout_s: float
+    session: aiohttp.ClientSession, cluster: Cluster, live: Sequence[int], timeout_s: float
 ) -> Failover:
-    """kill -9 of the master; see the module's docstring, point 4."""
-    live = list(range(cluster.size))
+    """kill -9 of the master of the ``live`` nodes; see the module's docstring, point 4."""
     _, before = await wait_agreed(session, cluster, live, 60.0)
     victim = before["master"]
     survivors = [i for i in live if cluster.name(i) != victim]
-    result = Failover(victim=victim)
+    result = Failover(victim=victim, n=len(live))
     watch = Watch(result, len(survivors))
     agreed = asyncio.Event()
     t0 = time.monotonic()
@@ -496,8 +516,12 @@ async def run_cluster(cluster: Cluster, settings: Settings, out: dict[str, Any])
     size = cluster.size
     async with new_session() as session:
         began = time.monotonic()
+        await cluster.wait_healthy(session, settings.form_timeout_s)
+        out["healthy_s"] = time.monotonic() - began
         await wait_agreed(session, cluster, range(size), settings.form_timeout_s)
-        out["agreed_after_healthy_s"] = time.monotonic() - began
+        out["agreed_s"] = time.monotonic() - began
+        print(f"  healthy after {out['healthy_s']:.1f} s, agreed after {out['agreed_s']:.1f} s",
+              flush=True)  # fmt: skip
     await asyncio.sleep(3.0)  # the joins' gossip and first anti-entropy checks die down
     out["idle"] = measure_idle(cluster, settings.idle_s)
     print(f"  idle: {_pct(out['idle']['cpu_share']['p50'])} CPU, "
@@ -517,19 +541,20 @@ async def run_cluster(cluster: Cluster, settings: Settings, out: dict[str, Any])
         print(f"  warm ratio: {out['warm']['warm_ratio']:.1%} of {out['warm']['calls']} calls, "
               f"routes {out['warm']['routes']}", flush=True)  # fmt: skip
         out["failover"] = []
+        live = list(range(size))
         for trial in range(settings.trials):
             await asyncio.sleep(2.0)
-            one = await measure_failover(session, cluster, settings.failover_timeout_s)
+            one = await measure_failover(session, cluster, live, settings.failover_timeout_s)
             out["failover"].append(asdict(one))
-            print(f"  failover {trial + 1}: suspect {_s(one.first_suspect_s)}, dead "
+            print(f"  failover {trial + 1} (N={one.n}): suspect {_s(one.first_suspect_s)}, dead "
                   f"{_s(one.first_gone_s)}, all gone {_s(one.all_gone_s)}, agreement "
                   f"{_s(one.agreement_s)}, tables {_s(one.table_s)}"
                   f"{'' if one.table_s else ' (' + one.tables_why + ')'}", flush=True)  # fmt: skip
             if one.agreement_s is None:
                 raise RuntimeError(f"no agreement after the master {one.victim} was killed")
-            victim = cluster.index_of(one.victim)
-            cluster.nodes[victim].start(wait=False).wait_healthy(120.0)
-            await wait_agreed(session, cluster, range(size), settings.form_timeout_s)
+            # The next try kills the new master of the survivors: a restarted victim would
+            # rejoin the same, but 40 rejoins under load take minutes and add false deaths.
+            live.remove(cluster.index_of(one.victim))
 
 
 def run_config(size: int, preset: str, settings: Settings, log_root: Path) -> dict[str, Any]:
@@ -539,15 +564,21 @@ def run_config(size: int, preset: str, settings: Settings, log_root: Path) -> di
     out["load_before"] = list(os.getloadavg())
     cluster = Cluster(size, preset, log_dir)
     try:
-        out["healthy_after_s"] = cluster.start(settings.stagger_s, settings.form_timeout_s)
+        cluster.start(settings.stagger_s)
         if settings.loss:
             cluster.fabric.loss(settings.loss)
-        asyncio.run(run_cluster(cluster, settings, out))
+        try:
+            asyncio.run(run_cluster(cluster, settings, out))
+        except (RuntimeError, TimeoutError) as exc:  # keep what was measured before
+            out["error"] = str(exc)
+            print(f"N={size} {preset}: FAILED: {exc}", file=sys.stderr, flush=True)
         if settings.loss:
             out["packets_dropped"] = cluster.fabric.dropped()
     finally:
         out["load_after"] = list(os.getloadavg())
         cluster.close()
+    if "idle" not in out:
+        raise RuntimeError(out.get("error", "no measurement"))
     out["summary"] = summarize(out)
     out["simulated"] = _calibration.simulate(size, preset, settings.loss / 100, seed=size)
     return out
@@ -560,17 +591,19 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
         got = [v for v in values if v is not None]
         return statistics.median(got) if got else None
 
-    fo = out["failover"]
+    fo = out.get("failover", [])
+    warm = out.get("warm", {})
     return {
-        "registration_s": med([r["all_from_send_s"] for r in out["registration"]]),
+        "registration_s": med([r["all_from_send_s"] for r in out.get("registration", [])]),
         "first_suspect_s": med([f["first_suspect_s"] for f in fo]),
         "first_gone_s": med([f["first_gone_s"] for f in fo]),
         "all_gone_s": med([f["all_gone_s"] for f in fo]),
         "agreement_s": med([f["agreement_s"] for f in fo]),
         "agreement_max_s": max((f["agreement_s"] or math.inf for f in fo), default=None),
+        "trials": len(fo),
         "full_agreement_s": med([f["full_agreement_s"] for f in fo]),
         "table_s": med([f["table_s"] for f in fo]),
-        "warm_ratio": out["warm"]["warm_ratio"],
+        "warm_ratio": warm.get("warm_ratio"),
         "idle_cpu_share": out["idle"]["cpu_share"]["p50"],
         "idle_rss_mib": out["idle"]["node_rss_mib"]["p50"],
     }
@@ -614,7 +647,7 @@ def measured_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
                 _s(s["all_gone_s"]),
                 _s(s["table_s"]),
                 _s(s["registration_s"]),
-                f"{s['warm_ratio']:.1%}",
+                "-" if s["warm_ratio"] is None else f"{s['warm_ratio']:.1%}",
                 _pct(s["idle_cpu_share"]),
                 f"{s['idle_rss_mib']:.0f} MiB ({r['idle']['tree_rss_mib']['p50']:.0f})",
             ]
@@ -689,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"N={size} {preset}: starting", flush=True)
                 try:
                     results["configs"].append(run_config(size, preset, settings, log_root))
+                    failed = failed or "error" in results["configs"][-1]
                 except (RuntimeError, TimeoutError) as exc:
                     failed = True
                     print(f"N={size} {preset}: FAILED: {exc}", file=sys.stderr, flush=True)
