@@ -24,6 +24,7 @@ What is paired with what:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 from typing import Any
@@ -54,9 +55,20 @@ def agreement_target_s(preset: str) -> float:
     return DETECTION_S[preset] + AGREEMENT_MARGIN_S
 
 
-def simulate(n: int, preset: str, loss: float, seed: int) -> dict[str, Any]:
-    """The models' medians at ``n`` nodes (seconds), and the parameters they ran with."""
+def probe_stretch(preset: str, probes_per_node_s: float | None) -> float:
+    """Lifeguard's stretch of the probe period (LHM + 1, on average) from the probe rate
+    measured on the wire: the preset's rate (1 / ``probe_interval``) over the measured one;
+    1 when the nodes probe at the full rate or nothing was measured."""
+    if not probes_per_node_s:
+        return 1.0
     params = _swim.SwimParams.from_kinship(preset)
+    return max(1.0, 1.0 / params.probe_interval / probes_per_node_s)
+
+
+def simulate(n: int, preset: str, loss: float, seed: int, stretch: float = 1.0) -> dict[str, Any]:
+    """The models' medians at ``n`` nodes (seconds), and the parameters they ran with;
+    ``stretch``: the probers' ``probe_stretch`` (1: healthy hosts, the simulator's case)."""
+    params = dataclasses.replace(_swim.SwimParams.from_kinship(preset), probe_stretch=stretch)
     net = _swim.Network(loss=loss)
     rng = random.Random(seed)
     deaths = [_swim.detect_death(n, params, net, rng) for _ in range(DEATHS)]
@@ -77,6 +89,7 @@ def simulate(n: int, preset: str, loss: float, seed: int) -> dict[str, Any]:
             "log_scaled": params.log_scaled,
             "gossip_interval": params.gossip_interval,
             "gossip_nodes": params.gossip_nodes,
+            "probe_stretch": params.probe_stretch,
         },
         "deaths": DEATHS,
         "first_suspect_s": statistics.median(d.first_suspect_s for d in deaths),

@@ -233,7 +233,10 @@ table bridge {_TABLE} {{
     set nodes {{ type ipv4_addr; elements = {{ {nodes} }} }}
     chain forward {{
         type filter hook forward priority 0; policy accept;
+        ip saddr @nodes ip daddr @nodes jump counts
         ip saddr @nodes ip daddr @nodes jump faults
+    }}
+    chain counts {{
     }}
     chain faults {{
     }}
@@ -279,6 +282,21 @@ table bridge {_TABLE} {{
             if "counter" in words and "packets" in words:
                 total += int(words[words.index("packets") + 1])
         return total
+
+    def count(self, name: str, match: str) -> None:
+        """Counts, in the named counter ``name``, the packets between nodes that ``match``
+        (nftables syntax, e.g. ``udp dport 7946``), before any fault drops them."""
+        lines = [
+            f"add counter bridge {_TABLE} {name}",
+            f"add rule bridge {_TABLE} counts {match} counter name {name}",
+        ]
+        _run(["ip", "netns", "exec", self.switch, "nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+
+    def counted(self, name: str) -> int:
+        """Packets the counter ``name`` (see ``count``) has seen so far."""
+        text = self.exec_in(self.switch, "nft", "list", "counter", "bridge", _TABLE, name)
+        words = text.split()
+        return int(words[words.index("packets") + 1])
 
     def __enter__(self) -> Fabric:
         try:
