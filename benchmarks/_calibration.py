@@ -24,7 +24,6 @@ What is paired with what:
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import statistics
 from typing import Any
@@ -43,32 +42,31 @@ FUNCTIONS = 5
 AGREEMENT_MARGIN_S = 2.0
 """The issue's target: every node agrees on a new master within the preset's detection time
 plus this."""
-DETECTION_S = {"lan": 6.0, "local": 1.3}
-"""The presets' detection time, as ``GossipSettings`` documents it
-(src/tierfaas/membership/kinship_adapter.py: "``local`` detects a death in about 1.3 s ...
-``lan`` in about 6 s"), itself the median measured on 10 nodes (kinship-behaviour.md: 6.23 s,
-1.33 s): the first suspicion (within ~2 probe intervals) plus the suspicion timeout
-(``suspicion_mult`` x ``probe_interval``: 4 x 1 s under ``lan``, 3 x 0.2 s under ``local``)."""
+FIRST_SUSPICION_ROUNDS = 2
+"""Probe periods from a death to its first suspicion: some prober reaches the dead node
+within about one period, and that probe round fails one period later (kinship's
+docs/results/detection.md: "someone probes the killed node within about a second. That
+round fails a second later")."""
 
 
-def agreement_target_s(preset: str) -> float:
-    return DETECTION_S[preset] + AGREEMENT_MARGIN_S
-
-
-def probe_stretch(preset: str, probes_per_node_s: float | None) -> float:
-    """Lifeguard's stretch of the probe period (LHM + 1, on average) from the probe rate
-    measured on the wire: the preset's rate (1 / ``probe_interval``) over the measured one;
-    1 when the nodes probe at the full rate or nothing was measured."""
-    if not probes_per_node_s:
-        return 1.0
+def detection_s(preset: str, n: int) -> float:
+    """The preset's detection time at ``n`` nodes: the first suspicion, then the shortest
+    suspicion timeout (Lifeguard's ``suspicion_mult x max(1, log10 n) x probe_interval``,
+    reached once the other probers' confirmations are in). tierfaas's ``lan``/``local``
+    presets are kinship's ``Config.lan()``/``Config.local()`` (membership/kinship_adapter.py),
+    whose values this reads. At 10 nodes it gives what ``GossipSettings`` documents: ``lan``
+    "about 6 s" (2 + 4 x 1 s), ``local`` 1.0 s (measured: 1.3 s)."""
     params = _swim.SwimParams.from_kinship(preset)
-    return max(1.0, 1.0 / params.probe_interval / probes_per_node_s)
+    return FIRST_SUSPICION_ROUNDS * params.probe_interval + params.suspicion_min_s(n)
 
 
-def simulate(n: int, preset: str, loss: float, seed: int, stretch: float = 1.0) -> dict[str, Any]:
-    """The models' medians at ``n`` nodes (seconds), and the parameters they ran with;
-    ``stretch``: the probers' ``probe_stretch`` (1: healthy hosts, the simulator's case)."""
-    params = dataclasses.replace(_swim.SwimParams.from_kinship(preset), probe_stretch=stretch)
+def agreement_target_s(preset: str, n: int) -> float:
+    return detection_s(preset, n) + AGREEMENT_MARGIN_S
+
+
+def simulate(n: int, preset: str, loss: float, seed: int) -> dict[str, Any]:
+    """The models' medians at ``n`` nodes (seconds), and the parameters they ran with."""
+    params = _swim.SwimParams.from_kinship(preset)
     net = _swim.Network(loss=loss)
     rng = random.Random(seed)
     deaths = [_swim.detect_death(n, params, net, rng) for _ in range(DEATHS)]
@@ -89,7 +87,6 @@ def simulate(n: int, preset: str, loss: float, seed: int, stretch: float = 1.0) 
             "log_scaled": params.log_scaled,
             "gossip_interval": params.gossip_interval,
             "gossip_nodes": params.gossip_nodes,
-            "probe_stretch": params.probe_stretch,
         },
         "deaths": DEATHS,
         "first_suspect_s": statistics.median(d.first_suspect_s for d in deaths),

@@ -56,12 +56,6 @@ class SwimParams:
     log_scaled: bool = True
     """The suspicion timeout grows with log10 N (memberlist's rule, assumed for kinship);
     False models a library whose timeout is the same at any N."""
-    probe_stretch: float = 1.0
-    """Lifeguard's local health multiplier (LHM + 1) of the probers, on average: a node whose
-    probes went unanswered (a busy host: its own acks come late) probes every
-    ``probe_interval x (LHM + 1)`` (kinship's docs/design.md, "Probe round"), while the
-    suspicion timeout keeps the configured interval. 1 on healthy hosts; the real cluster
-    measures it from the probe packets on the wire (benchmarks/netns_cluster.py)."""
 
     @classmethod
     def from_kinship(cls, preset: str = "lan") -> SwimParams:
@@ -222,7 +216,7 @@ def detect_death(
     if n < 2:
         raise ValueError("a death needs at least one survivor")
     survivors = n - 1
-    interval = params.probe_interval * params.probe_stretch
+    interval = params.probe_interval
     suspects = sorted(
         rng.random() * interval + interval * rng.randrange(survivors) + interval
         for _ in range(survivors)
