@@ -432,6 +432,7 @@ class Failover:
     polls: int = 0
     failed_polls: int = 0
     tables_why: str = ""
+    on_lineage_s: dict[str, float] = field(default_factory=dict)  # holder -> on the new lineage
 
 
 class Watch:
@@ -510,7 +511,7 @@ async def measure_failover(
         return result
     deadline = t0 + timeout_s
     while time.monotonic() < deadline:
-        why = await tables_wrong(session, cluster, survivors, victim)
+        why = await tables_wrong(session, cluster, survivors, victim, result, t0)
         if why is None:
             result.table_s = time.monotonic() - t0
             break
@@ -520,10 +521,16 @@ async def measure_failover(
 
 
 async def tables_wrong(
-    session: aiohttp.ClientSession, cluster: Cluster, survivors: Sequence[int], victim: str
+    session: aiohttp.ClientSession,
+    cluster: Cluster,
+    survivors: Sequence[int],
+    victim: str,
+    result: Failover,
+    t0: float,
 ) -> str | None:
     """None when the master's and every replica's table equal the truth (each survivor's warm
-    functions) at the master's lineage and version and name no dead node; else what is wrong."""
+    functions) at the master's lineage and version and name no dead node; else what is wrong.
+    Notes in ``result.on_lineage_s`` when each holder first holds the new master's lineage."""
     view = await get_json(session, f"{cluster.url(survivors[0])}/v1/cluster")
     if view is None:
         return "no view"
@@ -537,6 +544,9 @@ async def tables_wrong(
     if len(masters) != 1:
         return f"{len(masters)} masters among the holders"
     position = (masters[0]["lineage"], masters[0]["version"])
+    for table in tables:
+        if table["lineage"] == position[0]:
+            result.on_lineage_s.setdefault(table["node"], time.monotonic() - t0)
     for table in tables:
         if (table["lineage"], table["version"]) != position:
             return f"{table['node']} at {table['version']}, master at {position[1]}"
