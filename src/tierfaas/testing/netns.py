@@ -267,7 +267,10 @@ table bridge {_TABLE} {{
         on its own (``numgen random``)."""
         if not 0 <= percent <= 100:
             raise ValueError("percent must be 0-100")
-        self._set_faults([f"numgen random mod 100 < {percent} counter drop"] if percent else [])
+        if percent == 100:  # nftables refuses "mod 100 < 100": its values stop at 99
+            self._set_faults(["counter drop"])
+        else:
+            self._set_faults([f"numgen random mod 100 < {percent} counter drop"] if percent else [])
 
     def heal(self) -> None:
         """Removes every fault."""
