@@ -380,6 +380,7 @@ async def measure_warm(
     plan = [(i % cluster.size, rng.choice(FUNCTIONS)) for i in range(calls)]
     rng.shuffle(plan)
     routes: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
     latencies: list[float] = []
     todo = iter(plan)
 
@@ -392,8 +393,11 @@ async def measure_warm(
                     await reply.read()
                     ok = reply.status == 200
                     routes[reply.headers.get("x-tierfaas-route", "?") if ok else "error"] += 1
-            except (aiohttp.ClientError, TimeoutError, OSError):
+                    if not ok:
+                        failures[f"http {reply.status}"] += 1
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 routes["error"] += 1
+                failures[type(exc).__name__] += 1
             latencies.append(time.monotonic() - began)
 
     began = time.monotonic()
@@ -407,6 +411,7 @@ async def measure_warm(
         "routes": dict(routes),
         "warm_ratio": c.ratio(warm, answered),
         "errors": routes["error"],
+        "failures": dict(failures),
         "latency_ms": c.summarize(latencies, 1e3),
     }
 
