@@ -808,7 +808,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(log_root, ignore_errors=True)
     results["elapsed_s"] = time.perf_counter() - began
-    path = c.write_results("netns_cluster", results)
+    others = "" if settings.presets == ["lan"] else "-" + "-".join(settings.presets)
+    name = "netns_cluster" + others
+    path = c.write_results(name, results)
     title = (
         f"tierfaas on a real cluster of network namespaces — {results['date']}, "
         f"{settings.trials} trials, {results['elapsed_s']:.0f} s (medians; load: 1-min average "
