@@ -25,6 +25,7 @@ deletes them, which deletes their veth pairs. ``clean_stale()`` does the same fo
 process is gone (a killed earlier run), never for a live one; ``up()`` calls it first.
 
 Needs root, ``ip netns`` and ``nft``; ``unavailable()`` says why not, for ``pytest.skip``.
+``up()`` raises the kernel's ARP table limits (machine-wide) when a large fabric needs it.
 """
 
 from __future__ import annotations
@@ -143,6 +144,29 @@ def _take_slot() -> tuple[int, TextIO]:
     raise RuntimeError(f"all {_SLOTS} fabric subnets are taken")
 
 
+_NEIGH = "/proc/sys/net/ipv4/neigh/default/gc_thresh{}"
+
+
+def _fit_neighbour_table(size: int) -> None:
+    """Raises the kernel's ARP table limits so that ``size`` nodes that all talk to each other
+    fit, with room for other fabrics. The table is one for every namespace of the machine
+    (``gc_thresh3``, 1,024 entries by default): 40 nodes in a full mesh need 40 x 40 entries,
+    and past the limit the kernel refuses new ones ("neighbour table overflow"), so packets
+    between nodes are dropped at random (lost probes, false suspicions, connects that wait
+    for a SYN's retransmission). Only raises: another fabric may rely on the current values."""
+    needed = (size + 1) ** 2  # each node and the root's leg may know every other
+    for which, floor in ((2, 2 * needed), (3, 4 * needed)):
+        path = _NEIGH.format(which)
+        try:
+            with open(path) as current:
+                value = int(current.read())
+            if value < floor:
+                with open(path, "w") as limit:
+                    limit.write(str(floor))
+        except (OSError, ValueError):
+            return  # not Linux, or not allowed: the fabric still works below ~20 nodes
+
+
 class Fabric:
     """``size`` node namespaces on one bridge; see the module docstring.
 
@@ -170,6 +194,7 @@ class Fabric:
 
     def up(self) -> Fabric:
         clean_stale()
+        _fit_neighbour_table(self.size)
         slot, self._slot = _take_slot()
         self.subnet = f"10.231.{slot}"
         self.client = f"{self.subnet}.1"
