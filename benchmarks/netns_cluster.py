@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/netns_cluster.py --quick         # N = 10, lan, 1 trial, < 60 s
     # --sizes 10,40  --presets lan,local  --trials T  --loss P (% of packets between nodes)
     # --idle S (the quiet window), --markdown, --keep-logs
+    .venv/bin/python benchmarks/netns_cluster.py --report RESULTS.json... --markdown
 
 Needs root, ``ip netns`` and ``nft`` (``tierfaas.testing.netns``, the chaos suite's fabric):
 every node gets a namespace, a real address on one bridge (10.231.S.11...), its own ports
@@ -759,7 +760,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", type=int, default=0, help="%% of packets dropped between nodes")
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    parser.add_argument("--report", nargs="+", type=Path, help="only print the tables of runs")
     args = parser.parse_args(argv)
+    if args.report:
+        configs = [r for path in args.report for r in json.loads(path.read_text())["configs"]]
+        report("tierfaas on a real cluster of network namespaces", configs, args.markdown)
+        return 0
     why = netns.unavailable()
     if why is not None:
         print(f"netns_cluster: cannot build the fabric: {why}", file=sys.stderr)
@@ -816,16 +822,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.trials} trials, {results['elapsed_s']:.0f} s (medians; load: 1-min average "
         "before-after)"
     )
+    report(title, results["configs"], args.markdown)
+    print(f"results: {path}")
+    return 1 if failed else 0
+
+
+def report(title: str, configs: Sequence[dict[str, Any]], markdown: bool) -> None:
     tables = [
-        (title, MEASURED, measured_rows(results["configs"])),
-        ("simulated against measured", CALIBRATION, calibration_rows(results["configs"])),
+        (title, MEASURED, measured_rows(configs)),
+        ("simulated against measured", CALIBRATION, calibration_rows(configs)),
     ]
     for name, columns, rows in tables:
         c.print_table(name, columns, rows)
-        if args.markdown:
+        if markdown:
             print("\n" + c.markdown_table(columns, rows) + "\n")
-    print(f"results: {path}")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":
