@@ -784,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C cleans up too, even when started in the background (where it comes ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     log_root = Path(tempfile.mkdtemp(prefix="tierfaas-bench-netns-"))
     began = time.perf_counter()
     results: dict[str, Any] = {
