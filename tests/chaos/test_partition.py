@@ -48,9 +48,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.chaos import netns
 from tests.chaos.harness import ARTIFACTS, ScenarioResult, chaos_mode, write_result
 from tierfaas.keys import generate_key
+from tierfaas.testing import netns
 from tierfaas.testing.nodes import http_get
 from tierfaas.testing.wait import eventually
 

@@ -36,13 +36,13 @@ from typing import Any
 
 import pytest
 
-from tests.chaos import netns
 from tests.chaos.cluster import CHAOSREL
 from tests.chaos.harness import Mode, ScenarioResult, chaos_mode, write_result
 from tests.chaos.load import Load
 from tierfaas.deploy.local import LocalProvider, LocalSettings
 from tierfaas.deploy.registry import DirectoryRegistry
 from tierfaas.keys import generate_key
+from tierfaas.testing import netns
 from tierfaas.testing.nodes import http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
