@@ -3,6 +3,20 @@
 // node and function names, which come from other nodes.
 "use strict";
 
+// An element with attributes and children, text children as text nodes (never HTML); both
+// pages load this file first and build their DOM with it.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
 const Charts = (() => {
   const SVG = "http://www.w3.org/2000/svg";
   const PALETTE = ["#1f6fb4", "#2e8b57", "#d1495b", "#8e44ad", "#e08a00", "#17a2b8",

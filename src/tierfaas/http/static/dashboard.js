@@ -5,18 +5,6 @@
 
 const $ = (id) => document.getElementById(id);
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (key === "class") node.className = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) {
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
 function rate(value) {
   if (value === undefined || value === null) return "–";
   return value >= 100 ? value.toFixed(0) : value.toFixed(1);

@@ -9,18 +9,6 @@ const NAME = new URLSearchParams(location.search).get("name") || "";
 const REFRESH_MS = 2000;
 const TILE_S = 10;
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs || {})) {
-    if (key === "class") node.className = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) {
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
 function perSecond(v) {
   if (v === null || v === undefined) return "–";
   return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : String(+v.toFixed(2));
