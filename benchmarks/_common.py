@@ -583,6 +583,24 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join([head, rule] + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def show_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    notes: Sequence[str] = (),
+    markdown: bool = False,
+) -> None:
+    """A benchmark's result table (``print_table``), its notes, and the same table as markdown
+    when asked (``--markdown``: for docs/benchmarks.md)."""
+    print_table(title, columns, rows)
+    for note in notes:
+        print(f"note: {note}")
+    if markdown:
+        print()
+        print(markdown_table(columns, rows))
+
+
 @contextlib.contextmanager
 def stopwatch() -> Iterator[Callable[[], float]]:
     """``with stopwatch() as elapsed: ...; elapsed()`` gives seconds since entering."""

@@ -587,12 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         f"async calls vs sync calls of the same function, 2 nodes, {settings.mode} mode, "
         f"{results['elapsed_s']:.0f} s"
     )
-    c.print_table(title, COLUMNS, rows)
-    for note in data["notes"]:
-        print(f"note: {note}")
-    if args.markdown:
-        print()
-        print(c.markdown_table(COLUMNS, rows))
+    c.show_table(title, COLUMNS, rows, notes=data["notes"], markdown=args.markdown)
     print(f"results: {path}")
     passed = all(t["pass"] for t in summary["targets"].values())
     return 1 if args.strict and not passed else 0

@@ -280,12 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         f"hello under wrk ({data['connections']} connections, {data['threads']} threads), "
         f"{args.nodes} nodes, {settings.rounds} rounds of {settings.round_s:g} s, medians"
     )
-    c.print_table(title, COLUMNS, rows)
-    for note in data["notes"]:
-        print(f"note: {note}")
-    if args.markdown:
-        print()
-        print(c.markdown_table(COLUMNS, rows))
+    c.show_table(title, COLUMNS, rows, notes=data["notes"], markdown=args.markdown)
     print(f"results: {path}")
     missed = [n for n, s in summary.items() if s["meets_target"] is False]
     return 1 if args.strict and missed else 0

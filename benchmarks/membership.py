@@ -593,10 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.tries} tries, {machine['nproc']} cores, Python {machine['python']}, "
         f"{results['elapsed_s']:.0f} s"
     )
-    c.print_table(title, COLUMNS, rows)
-    if args.markdown:
-        print()
-        print(c.markdown_table(COLUMNS, rows))
+    c.show_table(title, COLUMNS, rows, markdown=args.markdown)
     print(f"\nresults: {path}")
     return 1 if failed else 0
 

@@ -1146,10 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tierfaas runtime benchmark — {results['date']}, {settings.mode} mode, "
         f"{machine['nproc']} cores, Python {machine['python']}, {results['elapsed_s']:.0f} s"
     )
-    c.print_table(title, COLUMNS, rows)
-    if args.markdown:
-        print()
-        print(c.markdown_table(COLUMNS, rows))
+    c.show_table(title, COLUMNS, rows, markdown=args.markdown)
     print(f"\nresults: {path}")
     passed = all(t["pass"] is not False for t in results["targets"].values())
     return 1 if args.strict and not passed else 0

@@ -41,7 +41,7 @@ from tierfaas.keys import write_key_file
 from tierfaas.procs import free_port
 from tierfaas.sandbox.probe import check_isolation
 from tierfaas.testing.cluster import LocalCluster
-from tierfaas.testing.nodes import NodeProcess, descendants, http_get
+from tierfaas.testing.nodes import NodeProcess, descendants, http_get, run_cli_bytes
 from tierfaas.testing.wait import eventually
 
 pytestmark = pytest.mark.e2e
@@ -61,17 +61,7 @@ def sandbox_refusal() -> str | None:
     return None
 
 
-def tierfaas(
-    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "tierfaas.cli", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-        env=None if env is None else {**os.environ, **env},
-    )
+tierfaas = run_cli_bytes
 
 
 def sha256(value: bytes) -> str:

@@ -49,6 +49,21 @@ def run_cli(
     )
 
 
+def run_cli_bytes(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """``run_cli`` with bytes in and out: ``stdin`` fed to the command (secret values, which
+    must reach it byte for byte), its output captured as bytes."""
+    return subprocess.run(
+        [sys.executable, "-m", "tierfaas.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
