@@ -266,9 +266,11 @@ def test_the_rollout_finishes_when_the_old_master_is_killed(
 
 def test_abort_rolls_back_to_the_previous_version(tmp_path: Path, cluster_factory: Any) -> None:
     cluster = cluster_factory("127.0.15.10")
-    # Its canaries take longer to get ready than the master takes to read the registry
-    # (every 2 s), so the rollout is still running when the abort lands.
-    v2 = make_release(tmp_path, "2.0.0", greeting="Hello from v2", import_s=4.0)
+    # Its canaries take 20 s to get ready, far longer than the abort takes to land (the CLI,
+    # then the master's next read of the registry, every 0.5 s here), so the rollout is still
+    # running when it does. With 4 s, a loaded machine delayed the test's sight of the first
+    # launch until the rollout was nearly over, and it finished before the abort landed.
+    v2 = make_release(tmp_path, "2.0.0", greeting="Hello from v2", import_s=20.0)
     load = Load(cluster.url).start()
     try:
         time.sleep(1.0)
