@@ -29,7 +29,12 @@ def views(nodes: list[NodeProcess]) -> list[dict[str, Any]]:
 
 
 def all_agree(nodes: list[NodeProcess], size: int) -> tuple[Any, ...] | None:
-    seen = {agreement(view) for view in views(nodes)}
+    """The agreement once every node sees ``size`` members, each with its cohort settled (a
+    joining run shows ``cohort`` None and may still move ahead of another in rank)."""
+    seen_views = views(nodes)
+    if any(m["cohort"] is None for view in seen_views for m in view["members"]):
+        return None
+    seen = {agreement(view) for view in seen_views}
     if len(seen) == 1:
         (only,) = seen
         if only[3] == size:

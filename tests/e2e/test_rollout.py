@@ -7,6 +7,7 @@ Addresses: 127.0.5.x, 127.0.6.x, 127.0.7.x (one range per test; a rollout counts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -146,8 +147,14 @@ class Cluster:
         raise AssertionError(f"no end of the rollout to {version}: {self.status()} {tails}")
 
     def records(self) -> list[dict[str, Any]]:
+        # The provider removes a dead node's record while this reads the folder: a file listed
+        # a moment ago may be gone.
         folder = self.state_dir / "provider" / "nodes"
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        found = []
+        for path in sorted(folder.glob("*.json")):
+            with contextlib.suppress(FileNotFoundError):
+                found.append(json.loads(path.read_text()))
+        return found
 
     def master(self) -> dict[str, Any]:
         view = json.loads(
