@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import msgpack
 import pytest
@@ -196,17 +197,48 @@ def test_batches_keep_submissions_whole_and_bounded() -> None:
     def calls(n: int, body: bytes = b"") -> list[Call]:
         return [Call(f"a~b~{i:016x}", "f", 1.0, Request(body)) for i in range(n)]
 
+    def pending(cs: list[Call], with_request: bool = True) -> tuple[list[Call], int, Any]:
+        [(part, size)] = lane._parts(cs, with_request=with_request)
+        return (part, size, loop.create_future())
+
     loop = asyncio.new_event_loop()
     try:
-        queue = [(calls(300), loop.create_future()), (calls(300), loop.create_future()),
-                 (calls(1), loop.create_future())]  # fmt: skip
-        batches = lane._batches(queue, with_request=True)
-        assert [[len(c) for c, _ in b] for b in batches] == [[300], [300, 1]]
-        big = [(calls(1, b"x" * (5 << 20)), loop.create_future()) for _ in range(2)]
-        assert [len(b) for b in lane._batches(big, with_request=True)] == [1, 1]
-        assert [len(b) for b in lane._batches(big, with_request=False)] == [2]
+        queue = [pending(calls(300)), pending(calls(300)), pending(calls(1))]
+        batches = lane._batches(queue)
+        assert [[len(c) for c, _, _ in b] for b in batches] == [[300], [300, 1]]
+        big = [pending(calls(1, b"x" * (5 << 20))) for _ in range(2)]
+        assert [len(b) for b in lane._batches(big)] == [1, 1]
+        small = [pending(calls(1, b"x" * (5 << 20)), with_request=False) for _ in range(2)]
+        assert [len(b) for b in lane._batches(small)] == [2]
     finally:
         loop.close()
+
+
+def test_a_submission_too_large_for_a_frame_is_cut_in_parts() -> None:
+    many = [Call(f"a~b~{i:016x}", "f", 1.0) for i in range(lane.MAX_BATCH_ITEMS + 1)]
+    assert [len(p) for p, _ in lane._parts(many, with_request=True)] == [512, 1]
+    large = [Call(f"a~b~{i:016x}", "f", 1.0, Request(b"x" * (5 << 20))) for i in range(3)]
+    assert [len(p) for p, _ in lane._parts(large, with_request=True)] == [1, 1, 1]
+    assert [len(p) for p, _ in lane._parts(large, with_request=False)] == [3]
+
+
+async def test_a_future_of_parts_resolves_when_all_are_done_or_one_failed() -> None:
+    loop = asyncio.get_running_loop()
+    parts = [loop.create_future() for _ in range(2)]
+    whole: asyncio.Future[None] = loop.create_future()
+    lane._all(parts, whole)
+    parts[0].set_result(None)
+    await asyncio.sleep(0)
+    assert not whole.done()
+    parts[1].set_result(None)
+    await asyncio.sleep(0)
+    assert whole.done() and whole.result() is None
+    parts = [loop.create_future() for _ in range(2)]
+    whole = loop.create_future()
+    lane._all(parts, whole)
+    parts[1].set_exception(lane.LaneError("lost"))
+    await asyncio.sleep(0)
+    assert isinstance(whole.exception(), lane.LaneError)
 
 
 def test_the_view_shows_text_or_base64_bodies() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tierfaas.calls import ids, takeover
-from tierfaas.calls.model import Call
+from tierfaas.calls.model import Call, as_copy
 from tierfaas.calls.ports import Peers
 from tierfaas.calls.store import CallStore
 from tierfaas.clock import Clock
@@ -60,7 +60,7 @@ class Holding:
 
     async def take_copies(self, origin: str, calls: Sequence[Call]) -> int:
         """Keeps the second copies ``origin`` sent; returns how many were new."""
-        copies = [replace(call, role="copy") for call in calls]
+        copies = [call if call.role == "copy" else as_copy(call) for call in calls]
         kept: int = await self.store.insert(copies)
         return kept
 

@@ -14,6 +14,8 @@ from typing import NamedTuple
 from tierfaas.names import is_valid_name
 
 _RANDOM = re.compile(r"[0-9a-f]{16}")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # names.NAME_RE
+_ID = re.compile(f"{_NAME}~{_NAME}~[0-9a-f]{{16}}")
 MAX_ID_CHARS = 64 + 1 + 64 + 1 + 16
 # Ids must be unique, not secret (reading a call needs the admin token): a generator seeded
 # once from the OS is enough, and spares the accept path a getrandom() syscall, which under
@@ -59,6 +61,11 @@ def parse(call_id: str) -> CallId:
     if not (is_valid_name(origin) and is_valid_name(holder) and _RANDOM.fullmatch(random)):
         raise ValueError("a call id is ORIGIN~HOLDER~RANDOM (node names, then 16 hex digits)")
     return CallId(origin, holder, random)
+
+
+def is_valid(call_id: str) -> bool:
+    """Whether ``call_id`` is a call id (``parse`` would accept it), in one match."""
+    return _ID.fullmatch(call_id) is not None
 
 
 def nodes(call_id: str) -> tuple[str, str]:

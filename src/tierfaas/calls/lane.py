@@ -168,7 +168,9 @@ class _Protocol(asyncio.Protocol):
                 self.transport.abort()
 
 
-Pending = list[tuple[list[Call], asyncio.Future[None]]]
+Pending = list[tuple[list[Call], int, asyncio.Future[None]]]
+"""Submissions waiting for a frame: their calls, about how many bytes they take, their
+future."""
 
 
 class LaneLink:
@@ -202,14 +204,22 @@ class LaneLink:
         self.closed = False
 
     def submit(self, kind: int, calls: list[Call]) -> asyncio.Future[None]:
-        """``calls`` travel in one frame (at most ``MAX_BATCH_ITEMS``), with whatever else
-        is submitted during this turn of the loop."""
+        """``calls`` travel with whatever else is submitted during this turn of the loop, in
+        frames of at most ``MAX_BATCH_ITEMS`` calls and about ``MAX_BATCH_BYTES`` (more
+        than that takes several frames: the future resolves once every one is acked)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if self.closed:
             future.set_exception(LaneError("the calls lane is closed"))
             return future
-        self._queues[kind].append((calls, future))
+        queue = self._queues[kind]
+        parts = _parts(calls, with_request=kind == CALL_COPIES)
+        if len(parts) == 1:
+            queue.append((calls, parts[0][1], future))
+        else:
+            futures = [loop.create_future() for _ in parts]
+            queue.extend((part, size, f) for (part, size), f in zip(parts, futures, strict=True))
+            _all(futures, future)
         if not self._flushing[kind]:
             self._flushing[kind] = True
             if kind == CALL_OUTCOMES and self.outcome_linger_s > 0:
@@ -232,13 +242,14 @@ class LaneLink:
         self._queues[kind] = []
         loop = asyncio.get_running_loop()
         with_request = kind == CALL_COPIES
-        for batch in _batches(queue, with_request):
+        for batch in _batches(queue):
             self._seq += 1
             seq = self._seq
-            rows = [wire.to_row(c, with_request=with_request) for calls, _ in batch for c in calls]
+            to_row = wire.to_row
+            rows = [to_row(c, with_request=with_request) for calls, _, _ in batch for c in calls]
             payload = msgpack.packb([seq, self.origin, rows])
             timer = loop.call_later(self.timeout_s, self._expire, seq)
-            self._waiting[seq] = ([future for _, future in batch], timer)
+            self._waiting[seq] = ([future for _, _, future in batch], timer)
             assert protocol.transport is not None
             protocol.transport.write(frame(kind, payload))
             self.frames += 1
@@ -278,7 +289,7 @@ class LaneLink:
                 failure = LaneError(str(failure) or type(failure).__name__)
             for kind in self._queues:
                 queue, self._queues[kind] = self._queues[kind], []
-                _fail([future for _, future in queue], failure)
+                _fail([future for _, _, future in queue], failure)
             return
         self._outage = None
         for kind in self._queues:
@@ -325,31 +336,71 @@ class LaneLink:
         error = LaneError("the calls lane is closed")
         for kind in self._queues:
             queue, self._queues[kind] = self._queues[kind], []
-            _fail([future for _, future in queue], error)
+            _fail([future for _, _, future in queue], error)
         waiting, self._waiting = self._waiting, {}
         for futures, timer in waiting.values():
             timer.cancel()
             _fail(futures, error)
 
 
-def _batches(queue: Pending, with_request: bool) -> list[Pending]:
-    """``queue`` in frames of at most ``MAX_BATCH_ITEMS`` calls and about
-    ``MAX_BATCH_BYTES`` (a submission alone may be larger: it still goes, alone)."""
+def _parts(calls: list[Call], *, with_request: bool) -> list[tuple[list[Call], int]]:
+    """``calls`` in parts that each fit a frame (a call larger than that alone: it still
+    goes), with about how many bytes each takes."""
+    size = wire.size
+    parts: list[tuple[list[Call], int]] = []
+    part: list[Call] = []
+    total = 0
+    for call in calls:
+        bytes_ = size(call, with_request=with_request)
+        if part and (len(part) == MAX_BATCH_ITEMS or total + bytes_ > MAX_BATCH_BYTES):
+            parts.append((part, total))
+            part, total = [], 0
+        part.append(call)
+        total += bytes_
+    parts.append((part, total))
+    return parts
+
+
+def _batches(queue: Pending) -> list[Pending]:
+    """``queue``'s submissions in frames of at most ``MAX_BATCH_ITEMS`` calls and about
+    ``MAX_BATCH_BYTES`` (each submission fits one: ``_parts``)."""
     batches: list[Pending] = []
     batch: Pending = []
     total = 0
     items = 0
     for item in queue:
-        size = sum(wire.size(call, with_request=with_request) for call in item[0])
-        if batch and (items + len(item[0]) > MAX_BATCH_ITEMS or total + size > MAX_BATCH_BYTES):
+        count, size = len(item[0]), item[1]
+        if batch and (items + count > MAX_BATCH_ITEMS or total + size > MAX_BATCH_BYTES):
             batches.append(batch)
             batch, total, items = [], 0, 0
         batch.append(item)
         total += size
-        items += len(item[0])
+        items += count
     if batch:
         batches.append(batch)
     return batches
+
+
+def _all(parts: list[asyncio.Future[None]], whole: asyncio.Future[None]) -> None:
+    """Resolves ``whole`` once every one of ``parts`` is done: with the first failure, if
+    any."""
+    left = len(parts)
+
+    def done(part: asyncio.Future[None]) -> None:
+        nonlocal left
+        left -= 1
+        if whole.done():
+            return
+        error: BaseException | None = LaneError("cancelled")
+        if not part.cancelled():
+            error = part.exception()
+        if error is not None:
+            whole.set_exception(error)
+        elif not left:
+            whole.set_result(None)
+
+    for part in parts:
+        part.add_done_callback(done)
 
 
 def _fail(futures: list[asyncio.Future[None]], error: BaseException) -> None:

@@ -86,6 +86,16 @@ def ended(call: Call, attempts: int, state: State, finished_at: float | None,
     )  # fmt: skip
 
 
+def as_copy(call: Call) -> Call:
+    """``call`` as a holder keeps it (role ``copy``): ``replace`` spelled out, as ``ended``."""
+    c = call
+    return Call(
+        c.call_id, c.function, c.accepted_at, c.request, "copy", c.state, c.attempts,
+        c.due_at, c.finished_at, c.node, c.idem_key, c.callback_url, c.callback_state,
+        c.callback_attempts, c.result, c.failure,
+    )  # fmt: skip
+
+
 def body_json(body: bytes) -> dict[str, str]:
     """A body in JSON: ``{"body": text}`` when it is UTF-8, else ``{"body_base64": ...}``."""
     try:

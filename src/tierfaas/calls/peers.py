@@ -134,9 +134,9 @@ class RemotePeers:
         """Frames of copies and outcomes sent so far."""
         return sum(link.frames for links in self._links.values() for link in links)
 
-    def copy(self, node: str, call: Call) -> asyncio.Future[None]:
+    def copy(self, node: str, calls: list[Call]) -> asyncio.Future[None]:
         try:
-            return self._link(node, CALL_COPIES).submit(CALL_COPIES, [call])
+            return self._link(node, CALL_COPIES).submit(CALL_COPIES, calls)
         except LaneError as exc:
             return _failed(exc)
 

@@ -56,9 +56,9 @@ class Peers(Protocol):
         """This node's own run."""
         ...
 
-    def copy(self, node: str, call: Call) -> asyncio.Future[None]:
-        """Sends the call's second copy; the future resolves once ``node`` committed it
-        (copies submitted together share a frame)."""
+    def copy(self, node: str, calls: list[Call]) -> asyncio.Future[None]:
+        """Sends the second copies of ``calls``; the future resolves once ``node`` committed
+        them (copies submitted during one turn of the loop share a frame)."""
         ...
 
     def outcomes(self, node: str, calls: list[Call]) -> asyncio.Future[None]:

@@ -116,7 +116,7 @@ def _row(call: Call) -> tuple[Any, ...]:
         call.call_id, call.function, call.role, call.state, call.attempts, call.accepted_at,
         call.due_at, call.finished_at, call.node, call.idem_key, call.callback_url,
         call.callback_state, call.callback_attempts, call.request.path, call.request.query,
-        json.dumps(call.request.headers), call.request.body,
+        json.dumps(call.request.headers) if call.request.headers else "[]", call.request.body,
         r.status if r else None, r.content_type if r else None, r.body if r else None,
         f.error if f else None, f.message if f else None, f.status if f else None,
     )  # fmt: skip
