@@ -195,3 +195,20 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
             await asyncio.sleep(0.02)
     finally:
         store.close()
+
+
+async def test_a_group_of_final_records_changes_only_the_unfinished_calls(
+    store: CallStore,
+) -> None:
+    await store.insert([_call(n) for n in range(3)])
+    done = [replace(_call(n), state="succeeded", attempts=1, finished_at=1010.0) for n in range(3)]
+    assert await store.update_many(done[:1], unless_final=True) == [True]
+    unknown = replace(_call(7), state="dead")
+    dead = replace(done[0], state="dead")
+    changed = await store.update_many([dead, done[1], unknown, done[2]], unless_final=True)
+    assert changed == [False, True, False, True]  # final once; an unknown call is no change
+    assert store.get(done[0].call_id) == done[0] and store.get(done[2].call_id) == done[2]
+    twice = [replace(_call(4), attempts=1), replace(_call(4), attempts=2)]
+    await store.insert([_call(4)])
+    assert await store.update_many(twice, unless_final=True) == [True, True]
+    assert store.get(_call(4).call_id).attempts == 2  # type: ignore[union-attr]

@@ -18,10 +18,21 @@ from tierfaas.control.wire import BadMessage
 
 
 def test_ids_name_their_two_nodes() -> None:
-    call_id = ids.new_id("node-a", "node.b", random=lambda n: b"\x01" * n)
+    call_id = ids.new_id("node-a", "node.b", random_part="0101010101010101")
     assert call_id == "node-a~node.b~0101010101010101"
+    assert ids.is_valid(call_id) and ids.parse(ids.new_id("a", "b"))
     assert ids.parse(call_id) == ("node-a", "node.b", "0101010101010101")
     assert ids.request_id(call_id, 3) == "c0101010101010101.3"
+
+
+def test_ids_are_ordered_by_time_then_by_the_counter() -> None:
+    sequence = iter([0xFFFFFE, 0xFFFFFF, 0x1000000, 5]).__next__
+    made = [ids.new_random(lambda: 1764790000.123, sequence) for _ in range(3)]
+    made.append(ids.new_random(lambda: 1764790000.124, sequence))
+    assert made[0] == "9ae5ae59fbfffffe"  # 1764790000123 ms in 40 bits, then the counter
+    assert all(ids.is_valid(f"a~b~{m}") for m in made) and len(set(made)) == 4
+    assert made[0] < made[1] and made[3] > made[2]  # the counter wraps within its 24 bits
+    assert made[2].endswith("000000") and made[3].endswith("000005")
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,9 @@ _NOT_KEPT = frozenset(
 )  # fmt: skip
 # The node's own credentials for a function with API keys are not written to disk.
 _CREDENTIALS = frozenset({"authorization", "x-api-key"})
+# The same as the bytes the server gives (lower case): a dropped header is never decoded.
+_NOT_KEPT_RAW = frozenset(name.encode("latin-1") for name in _NOT_KEPT)
+_NOT_KEPT_KEYED = _NOT_KEPT_RAW | frozenset(name.encode("latin-1") for name in _CREDENTIALS)
 
 CheckCallback = Callable[[str], str]
 """Returns the normalized callback URL, or raises a 400 ``bad_callback``."""
@@ -183,15 +186,15 @@ class CallsApi:
         key: str | None = None
         callback: str | None = None
         kept: list[tuple[str, str]] = []
+        dropped = _NOT_KEPT_RAW if keys is None else _NOT_KEPT_KEYED
         for raw_name, raw_value in scope["headers"]:
+            if raw_name in dropped:
+                if raw_name == b"x-callback-url":
+                    callback = raw_value.decode("latin-1")
+                continue
             if raw_name == b"idempotency-key":
                 key = _key(raw_value)
-            elif raw_name == b"x-callback-url":
-                callback = raw_value.decode("latin-1")
-            header = raw_name.decode("latin-1")
-            if header in _NOT_KEPT or (keys is not None and header in _CREDENTIALS):
-                continue
-            kept.append((header, raw_value.decode("latin-1")))
+            kept.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
         if callback is not None:
             if self.check_callback is None:
                 raise errors.BadCallback("this node sends no callbacks")

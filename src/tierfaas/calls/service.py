@@ -242,9 +242,13 @@ class CallService:
     def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_retrieve)  # an accept whose caller went away has no reader
+        task.add_done_callback(self._forget)  # one callback: each is a wake-up of the loop
         return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # an accept whose caller went away has no reader
 
     async def _trim_loop(self) -> None:
         while True:
@@ -906,11 +910,6 @@ class CallService:
 
 def _ok(future: asyncio.Future[Any]) -> bool:
     return not future.cancelled() and future.exception() is None
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -91,6 +91,8 @@ _UPDATE = (
     "result_body = ?, error = ?, error_message = ?, error_status = ? WHERE call_id = ?"
 )
 
+_IN_CHUNK = 500  # ids in one ``IN (...)``: far under SQLite's limit on parameters
+
 _OUTCOME = (
     "UPDATE calls SET state = ?, attempts = ?, due_at = ?, finished_at = ?, "
     "callback_state = ?, callback_attempts = ?, result_status = ?, result_type = ?, "
@@ -355,12 +357,28 @@ class CallStore:
     def update_many(
         self, calls: Sequence[Call], *, unless_final: bool = False
     ) -> asyncio.Future[list[bool]]:
-        """``update`` of each of ``calls`` in one write: resolves to whether each changed."""
+        """``update`` of each of ``calls`` in one write: resolves to whether each changed.
+        Two statements for the group, not one per call: which of them may change (one
+        SELECT), then one ``executemany`` of those (its guard kept)."""
         rows = [_changes(call) for call in calls]
         sql = _UPDATE + (f" AND state NOT IN {_FINAL_SQL}" if unless_final else "")
+        where = f" AND state NOT IN {_FINAL_SQL}" if unless_final else ""
 
         def op(c: sqlite3.Connection) -> list[bool]:
-            return [c.execute(sql, row).rowcount > 0 for row in rows]
+            wanted = [row[-1] for row in rows]
+            if len(set(wanted)) < len(wanted):  # a call twice: in order, one by one
+                return [c.execute(sql, row).rowcount > 0 for row in rows]
+            open_: set[str] = set()
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                found = c.execute(
+                    f"SELECT call_id FROM calls WHERE call_id IN ({marks}){where}", chunk
+                )
+                open_.update(call_id for (call_id,) in found)
+            changed = [call_id in open_ for call_id in wanted]
+            c.executemany(sql, [row for row, ok in zip(rows, changed, strict=True) if ok])
+            return changed
 
         return self._submit(op)
 
