@@ -92,6 +92,20 @@ class Dispatcher:
 
     def add(self, call: Call) -> None:
         """Queues ``call`` (again) to start once due; a call already queued is replaced."""
+        function = call.function
+        if (
+            not self._heaps.get(function)
+            and not self.paused
+            and call.call_id not in self._calls
+            and call.due_at <= self._wall()
+        ):
+            # Nothing of its function waits: it starts now if the function has room (the
+            # common case of a fresh accept, without the heap's push and pop).
+            running = self.running.get(function, 0)
+            if running < self._limit(function):
+                self.running[function] = running + 1
+                self._start(call)
+                return
         self._calls[call.call_id] = call
         heap = self._heaps.setdefault(call.function, [])
         heapq.heappush(heap, (call.due_at, call.accepted_at, call.call_id))

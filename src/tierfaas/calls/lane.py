@@ -351,7 +351,13 @@ def _parts(calls: list[Call], *, with_request: bool) -> list[tuple[list[Call], i
     part: list[Call] = []
     total = 0
     for call in calls:
-        bytes_ = size(call, with_request=with_request)
+        request, result = call.request, call.result
+        if with_request and not request.headers and result is None:
+            bytes_ = 256 + len(request.body) + len(request.path) + len(request.query)
+        elif not with_request:
+            bytes_ = 256 if result is None else 256 + len(result.body)
+        else:
+            bytes_ = size(call, with_request=with_request)
         if part and (len(part) == MAX_BATCH_ITEMS or total + bytes_ > MAX_BATCH_BYTES):
             parts.append((part, total))
             part, total = [], 0
