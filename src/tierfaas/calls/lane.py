@@ -352,10 +352,12 @@ def _parts(calls: list[Call], *, with_request: bool) -> list[tuple[list[Call], i
     total = 0
     for call in calls:
         request, result = call.request, call.result
-        if with_request and not request.headers and result is None:
-            bytes_ = 256 + len(request.body) + len(request.path) + len(request.query)
-        elif not with_request:
+        if not with_request:
             bytes_ = 256 if result is None else 256 + len(result.body)
+        elif result is None:  # ``wire.size`` written out for a fresh call's copy
+            bytes_ = 256 + len(request.body) + len(request.path) + len(request.query)
+            for name, value in request.headers:
+                bytes_ += len(name) + len(value) + 4
         else:
             bytes_ = size(call, with_request=with_request)
         if part and (len(part) == MAX_BATCH_ITEMS or total + bytes_ > MAX_BATCH_BYTES):
