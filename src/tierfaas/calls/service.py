@@ -11,7 +11,7 @@ Theory of operation.
   it; the failed copy is withdrawn), at most ``copy_tries`` times; then nothing is kept and
   the answer is 503. A standalone node keeps its one copy. The accept runs as a task of its
   own: a caller that goes away mid-accept leaves nothing half done.
-- **Run** (``Dispatcher`` -> ``_execute``): the call goes through the router (so it runs
+- **Run** (``Dispatcher`` -> ``_runner``): the call goes through the router (so it runs
   where its function is warm, or starts here) with ``X-Call-Id`` and ``X-Call-Attempt``.
   2xx: ``succeeded``; 4xx: ``failed``; 5xx (timeouts and node failures included): retried
   after the ``RetryPolicy``'s backoff, ``dead`` after the last attempt. The node's own "no
@@ -60,6 +60,7 @@ OUTCOME_TRIES = 5
 OUTCOME_RETRY_S = 1.0
 OUTCOME_GROUP = 256  # outcomes told to a holder together (a lane frame holds up to 512)
 TRIM_EVERY_S = 60.0
+_OUTCOME_OF = {"succeeded": "ok", "failed": "client_error"}  # else "error" (the metric's label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,22 +600,17 @@ class CallService:
         while ready:
             call = ready.popleft()
             self._takers -= 1
+            recording = False
             try:
-                await self._execute(call)
+                recording = await self._attempt(call)
+            except Exception:
+                log.exception("call %s: recording its attempt failed", call.call_id)
             finally:
+                if not recording:  # else it reads ``running`` until its final record is kept
+                    self._running.pop(call.call_id, None)
                 self._takers += 1  # before ``finished``, which may start the next call
                 self.dispatcher.finished(call.function)
         self._takers -= 1
-
-    async def _execute(self, call: Call) -> None:
-        recording = False
-        try:
-            recording = await self._attempt(call)
-        except Exception:
-            log.exception("call %s: recording its attempt failed", call.call_id)
-        finally:
-            if not recording:  # else it reads ``running`` until its final record is kept
-                self._running.pop(call.call_id, None)
 
     async def _attempt(self, call: Call) -> bool:
         """Runs one attempt and judges it; True when its final record is on its way to the
@@ -667,16 +663,19 @@ class CallService:
         self, running: Call, status: int, result: Result | None, failure: Failure | None
     ) -> bool:
         now = self.wall()
-        policy = self._policies.get(running.function, RetryPolicy())
-        state, delay = judge(status, running.attempts, policy, self.draw())
+        if 200 <= status < 300:  # ``judge``'s first case, without its jitter's draw
+            state: State = "succeeded"
+            delay = None
+        else:
+            policy = self._policies.get(running.function, RetryPolicy())
+            state, delay = judge(status, running.attempts, policy, self.draw())
         if delay is not None:
             self.metrics.attempt(running.function, "retry")
             again = ended(running, running.attempts, "queued", None, result, failure, now + delay)
             self._write(again, unless_final=True)
             self.dispatcher.add(again)
             return False
-        outcome = {"succeeded": "ok", "failed": "client_error"}.get(state, "error")
-        self.metrics.attempt(running.function, outcome)
+        self.metrics.attempt(running.function, _OUTCOME_OF.get(state, "error"))
         final = ended(running, running.attempts, state, now, result, failure, running.due_at)
         self._finals.append(final)
         if len(self._finals) == 1:

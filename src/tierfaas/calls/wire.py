@@ -145,12 +145,6 @@ def _count(value: Any, what: str) -> int:
     return int(value)
 
 
-def _text(value: Any, what: str) -> str | None:
-    if value is not None and type(value) is not str:
-        raise BadMessage(f"{what} has the wrong type")
-    return value
-
-
 def _headers(headers: Any) -> tuple[tuple[str, str], ...]:
     if type(headers) is not list or len(headers) > MAX_HEADERS:
         raise BadMessage(f"headers are a list of at most {MAX_HEADERS} pairs")
@@ -205,13 +199,24 @@ def from_row(row: Any) -> Call:
         if type(code) is not str or type(message) is not str:
             raise BadMessage("error and error message have the wrong types")
         error = Failure(_count(status, "error status"), code, message)
+    if not (
+        type(attempts) is int
+        and 0 <= attempts < 2**31
+        and type(callback_attempts) is int
+        and 0 <= callback_attempts < 2**31
+    ):
+        raise BadMessage("attempts and callback_attempts are counts in range")
+    if not (
+        (idem_key is None or type(idem_key) is str)
+        and (callback_url is None or type(callback_url) is str)
+        and (callback_state is None or type(callback_state) is str)
+    ):
+        raise BadMessage("idem_key, callback_url and callback_state are texts or nothing")
     return Call(
         call_id, function, _time_of(accepted_at, "accepted_at"), request, "own", state,
-        _count(attempts, "attempts"), _time_of(due_at, "due_at"),
+        attempts, _time_of(due_at, "due_at"),
         None if finished_at is None else _time_of(finished_at, "finished_at"), node,
-        _text(idem_key, "idem_key"), _text(callback_url, "callback_url"),
-        _text(callback_state, "callback_state"), _count(callback_attempts, "callback_attempts"),
-        answer, error,
+        idem_key, callback_url, callback_state, callback_attempts, answer, error,
     )  # fmt: skip
 
 
