@@ -4,13 +4,16 @@ forms of a call (no sockets)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tierfaas.calls import ids, lane, takeover, wire
+from tierfaas.calls import ids, lane, store, takeover, wire
 from tierfaas.calls.model import Call, Failure, Request, Result, view
 from tierfaas.calls.replication import holders, keyed_homes, ranked
 from tierfaas.control.lane import CALL_COPIES, CALL_OUTCOMES, CALLS_ACK
@@ -278,3 +281,9 @@ def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float 
     from tierfaas.calls.service import judge
 
     assert judge(status, attempt, RetryPolicy(max_retries=2), draw=0.5) == expected
+
+
+@given(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=6))
+def test_kept_headers_are_written_as_json_dumps_writes_them(headers: list[tuple[str, str]]) -> None:
+    pairs = tuple(headers)
+    assert store._headers_json(pairs) == json.dumps(pairs)

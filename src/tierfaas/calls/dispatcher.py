@@ -122,7 +122,8 @@ class Dispatcher:
             self.running[function] = left
         else:
             self.running.pop(function, None)
-        self._kick_one(function)
+        if function in self._heaps:  # else nothing of it waits (``_head`` drops empty heaps)
+            self._kick_one(function)
 
     def resume(self) -> None:
         self.paused = False

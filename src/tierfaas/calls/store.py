@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -112,13 +113,27 @@ def _outcome(call: Call) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but '"' and '\\': JSON as it is
+
+
+def _headers_json(headers: tuple[tuple[str, str], ...]) -> str:
+    """``json.dumps(headers)``, formatted directly when no character needs escaping (the
+    common case; json.dumps was a few percent of an accept's loop time on each node)."""
+    if not headers:
+        return "[]"
+    for name, value in headers:
+        if _PLAIN.fullmatch(name) is None or _PLAIN.fullmatch(value) is None:
+            return json.dumps(headers)
+    return "[" + ", ".join(f'["{name}", "{value}"]' for name, value in headers) + "]"
+
+
 def _row(call: Call) -> tuple[Any, ...]:
     r, f = call.result, call.failure
     return (
         call.call_id, call.function, call.role, call.state, call.attempts, call.accepted_at,
         call.due_at, call.finished_at, call.node, call.idem_key, call.callback_url,
         call.callback_state, call.callback_attempts, call.request.path, call.request.query,
-        json.dumps(call.request.headers) if call.request.headers else "[]", call.request.body,
+        _headers_json(call.request.headers), call.request.body,
         r.status if r else None, r.content_type if r else None, r.body if r else None,
         f.error if f else None, f.message if f else None, f.status if f else None,
     )  # fmt: skip
