@@ -251,6 +251,7 @@ def loop_cpu(node: Node) -> float:
 def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
     cpu_before = nodes_cpu(nodes)
     loop_before = loop_cpu(nodes[0])
+    holder_before = loop_cpu(nodes[1])
     result = c.run_wrk(
         f"{nodes[0].url}/async-function/{FUNCTION}",
         duration_s=settings.round_s,
@@ -261,10 +262,12 @@ def accept_round(nodes: list[Node], settings: Settings) -> dict[str, Any]:
     drain_s = drain(nodes, settings.drain_timeout_s)
     cpu = nodes_cpu(nodes) - cpu_before
     loop = loop_cpu(nodes[0]) - loop_before
+    holder = loop_cpu(nodes[1]) - holder_before
     return {
         **result.as_dict(),
         "nodes_cpu_us_per_call": cpu / max(1, accepted) * 1e6,
         "origin_loop_cpu_us_per_call": loop / max(1, accepted) * 1e6,
+        "holder_loop_cpu_us_per_call": holder / max(1, accepted) * 1e6,
         "accepted": accepted,
         "accepted_per_s": accepted / result.duration_s,
         "drain_s": drain_s,
@@ -495,6 +498,9 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
     sync_cpu = c.median([r["nodes_cpu_us_per_call"] for r in normal["sync"]])
     async_loop = c.median([r["origin_loop_cpu_us_per_call"] for r in normal["accepted"]])
     sync_loop = c.median([r["origin_loop_cpu_us_per_call"] for r in normal["sync"]])
+    holder_loop = c.median(
+        [r.get("holder_loop_cpu_us_per_call", float("nan")) for r in normal["accepted"]]
+    )
     accepts_pass = bool(share >= ACCEPT_TARGET)
     e2e_pass = bool(extra_ms <= E2E_EXTRA_MS)
     targets = {
@@ -513,6 +519,8 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
          f"{sync_cpu:,.0f}", f"{c.ratio(async_cpu, sync_cpu):.1f} x", "-", "-"],
         ["first node's event loop, CPU µs per call", f"{async_loop:,.0f}",
          f"{sync_loop:,.0f}", f"{c.ratio(async_loop, sync_loop):.1f} x", "-", "-"],
+        ["second node's (holder's) loop, CPU µs per call", f"{holder_loop:,.0f}", "-", "-",
+         "-", "-"],
         ["low load p50 / p99, ms", f"{e2e_ms['p50']:.1f} / {e2e_ms['p99']:.1f} (to {until})",
          f"{sync_ms['p50']:.1f} / {sync_ms['p99']:.1f}", f"{extra_ms:+.1f} ms",
          f"<= +{E2E_EXTRA_MS:g} ms", verdict[e2e_pass]],
@@ -530,6 +538,7 @@ def summarize(data: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
         "ran_per_s_while_draining": ran_per_s,
         "nodes_cpu_us_per_call": {"async": async_cpu, "sync": sync_cpu},
         "origin_loop_cpu_us_per_call": {"async": async_loop, "sync": sync_loop},
+        "holder_loop_cpu_us_per_call": holder_loop,
         "low_load_ms": {"sync": sync_ms, "accept": accept_ms, "end_to_end": e2e_ms},
         "end_to_end_extra_ms": extra_ms,
         "targets": targets,
