@@ -7,10 +7,12 @@ Theory of operation.
   (``replication.keyed_homes``), to which any other node forwards it; the home answers a key
   it already holds with the first call's id. The call is then written to this node's store
   and sent to its holder (``replication.holders``) *at the same time*; the answer waits for
-  both commits. A holder that fails is replaced by the next choice (with a new id, naming
-  it; the failed copy is withdrawn), at most ``copy_tries`` times; then nothing is kept and
-  the answer is 503. A standalone node keeps its one copy. The accept runs as a task of its
-  own: a caller that goes away mid-accept leaves nothing half done.
+  both commits. The common accept (no key) does this in groups: the accepts of one turn of
+  the loop share one insert and one copy frame per holder (``_keep_turn``). A holder that
+  fails is replaced by the next choice (with a new id, naming it; the failed copy is
+  withdrawn), at most ``copy_tries`` times; then nothing is kept and the answer is 503. A
+  standalone node keeps its one copy. An accept never depends on its caller's task: a
+  caller that goes away mid-accept leaves nothing half done.
 - **Run** (``Dispatcher`` -> ``_runner``): the call goes through the router (so it runs
   where its function is warm, or starts here) with ``X-Call-Id`` and ``X-Call-Attempt``.
   2xx: ``succeeded``; 4xx: ``failed``; 5xx (timeouts and node failures included): retried
@@ -388,6 +390,9 @@ class CallService:
     def _await_both(
         self, local: asyncio.Future[int], copy: asyncio.Future[None], group: list[_Pending]
     ) -> None:
+        """Once ``local`` (the turn's insert) and ``copy`` (this holder group's) are both
+        done: the group's calls are queued and answered, or, if either failed, each goes on
+        alone in ``_accept_again`` (the next holders, or a 503)."""
         waiting = 2
 
         def settled(_: asyncio.Future[Any]) -> None:
