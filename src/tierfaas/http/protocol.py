@@ -143,13 +143,11 @@ def write_answer(
     parts = [STATUS_LINE[status]]
     for name, value in cycle.default_headers:
         parts += (name, b": ", value, b"\r\n")
-    for name, value in headers:
-        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+    for header in headers:
+        line = _CHECKED_LINES.get(header) or _header_line(header)
+        if line is None:
             return False
-        lowered = name.lower()
-        if lowered in _FRAMING_HEADERS:
-            return False
-        parts += (lowered, b": ", value, b"\r\n")
+        parts.append(line)
     if status in _NO_BODY:
         body = b""
         parts += (b"x-request-id: ", request_id, b"\r\n")
@@ -173,6 +171,28 @@ def write_answer(
     return True
 
 
+def _header_line(header: tuple[bytes, bytes]) -> bytes | None:
+    """``name: value\r\n`` for a header the cycle's ``send`` would write as is (its name
+    lowered), None for one it would refuse or that frames the answer."""
+    name, value = header
+    if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+        return None
+    lowered = name.lower()
+    if lowered in _FRAMING_HEADERS:
+        return None
+    line = b"%s: %s\r\n" % (lowered, value)
+    if len(line) <= _CHECKED_LINE_BYTES and len(_CHECKED_LINES) < _CHECKED_LINES_MAX:
+        _CHECKED_LINES[header] = line
+    return line
+
+
+# The header lines of answers so far, by header: most headers of an answer are the same on
+# every call (the content type, X-Tierfaas-Served-By, -Route, -Start), and a dict lookup
+# costs less than checking one with uvicorn's two patterns. Bounded: headers whose values
+# change (an ETag) are checked each time once it is full, and long ones always.
+_CHECKED_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_CHECKED_LINES_MAX = 1024
+_CHECKED_LINE_BYTES = 256
 # A body up to this size goes out in the head's write (one copy of a small body costs less
 # than a second syscall); a larger one in a write of its own.
 _JOIN_BODY_BYTES = 64 * 1024
