@@ -58,6 +58,7 @@ from tierfaas.http.asgi import (
 from tierfaas.http.dashboard import STATIC_PATHS, Dashboard, node_stats, static_file
 from tierfaas.http.history import parse_since
 from tierfaas.http.metrics import UNKNOWN, Metrics
+from tierfaas.http.protocol import write_answer
 from tierfaas.names import is_valid_name
 from tierfaas.routing.router import Router
 from tierfaas.runtime import Runtime
@@ -322,9 +323,12 @@ class NodeApp:
             reply.cold,
             time.monotonic() - started,
         )
-        headers = reply.headers
-        headers.append((b"x-request-id", request_id.encode()))
-        body = reply.body
+        headers, body, id_bytes = reply.headers, reply.body, request_id.encode()
+        # One write, through uvicorn's cycle; tracing watches the ASGI messages instead.
+        if self.tracer is None and write_answer(send, status, headers, body, id_bytes,
+                                                self.draining):  # fmt: skip
+            return
+        headers.append((b"x-request-id", id_bytes))
         if status in _NO_BODY:  # an exec function's: such an answer has no body (RFC 9110)
             body = b""
         else:

@@ -27,7 +27,13 @@ idle gap *between* requests, and any byte restarts it. This subclass adds, per c
 
 Cost on the hot path: a few attribute stores per request. Deadlines are checked by one sweep
 per second over the open connections (a timer per request would cost more than routing it),
-so a timeout, or a bound of the lingering, fires within a second after it is due. Relies on
+so a timeout, or a bound of the lingering, fires within a second after it is due; uvicorn's
+keep-alive timeout is one of them (uvicorn arms and cancels a timer per answer).
+
+An invocation's answer may also go out through ``write_answer``: the status line, headers and
+body in one write, with the checks and state changes the cycle's ``send`` makes for its two
+messages (under cProfile, uvicorn's ``send`` took ~18 % of the node's time per call, most
+of it checking each header with two regular expressions). Relies on
 uvicorn's httptools protocol internals (``cycle``, ``pipeline``, the parser callbacks, the
 cycle's use of ``transport``: ``write``, ``close``, ``is_closing``), stable since uvicorn
 0.15; the e2e tests in tests/e2e/test_bad_input.py fail if an upgrade breaks them.
@@ -44,7 +50,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from tierfaas import errors
@@ -92,6 +104,99 @@ class WireLimits:
 
 
 Reject = Callable[[str], None]
+Headers = list[tuple[bytes, bytes]]
+
+# Headers ``write_answer`` leaves to the cycle's ``send``: it frames the answer and sets the
+# connection's fate itself.
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_NO_BODY = frozenset({204, 304})
+
+
+def write_answer(
+    send: Callable[..., Any],
+    status: int,
+    headers: Headers,
+    body: bytes,
+    request_id: bytes,
+    close: bool,
+) -> bool:
+    """Sends a whole answer in one write: ``status``, the server's default headers, ``headers``
+    (neither length nor connection ones), ``x-request-id: request_id`` (a valid id), the
+    length (none for 204 and 304, which have no body) and ``body``; ``close``: the
+    connection closes after it. The same bytes, and the same cycle state after, as the
+    cycle's ``send`` with a start and a body message, but one syscall and no per-header
+    bookkeeping. ``send``: the ASGI send the app was given. False, with nothing sent, where
+    that ``send`` must do it: not a cycle's own (another server, or a wrapper that watches
+    the answer, as tracing's), an answer already started, a client gone or not reading, a
+    status uvicorn has no line for, a header it would refuse (it answers 500 then) or one
+    that frames the answer."""
+    # The cycle itself, not a scope key pointing to it: that would make a reference cycle
+    # per request, left to the garbage collector.
+    cycle = getattr(send, "__self__", None)
+    if (
+        not isinstance(cycle, RequestResponseCycle)
+        or cycle.response_started
+        or cycle.disconnected
+        or cycle.flow.write_paused
+        or status not in STATUS_LINE
+    ):
+        return False
+    parts = [STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        parts += (name, b": ", value, b"\r\n")
+    for header in headers:
+        line = _CHECKED_LINES.get(header) or _header_line(header)
+        if line is None:
+            return False
+        parts.append(line)
+    if status in _NO_BODY:
+        body = b""
+        parts += (b"x-request-id: ", request_id, b"\r\n")
+    else:
+        parts += (b"x-request-id: ", request_id, b"\r\ncontent-length: %d\r\n" % len(body))
+    keep_alive = cycle.keep_alive and not close
+    parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+    cycle.response_started = cycle.response_complete = True
+    cycle.waiting_for_100_continue = False
+    cycle.keep_alive = keep_alive
+    if len(body) <= _JOIN_BODY_BYTES:
+        parts.append(body)
+        cycle.transport.write(b"".join(parts))
+    else:  # not copied into the head's buffer: written after it
+        cycle.transport.write(b"".join(parts))
+        cycle.transport.write(body)
+    cycle.message_event.set()
+    if not keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
+
+
+def _header_line(header: tuple[bytes, bytes]) -> bytes | None:
+    """``name: value\r\n`` for a header the cycle's ``send`` would write as is (its name
+    lowered), None for one it would refuse or that frames the answer."""
+    name, value = header
+    if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+        return None
+    lowered = name.lower()
+    if lowered in _FRAMING_HEADERS:
+        return None
+    line = b"%s: %s\r\n" % (lowered, value)
+    if len(line) <= _CHECKED_LINE_BYTES and len(_CHECKED_LINES) < _CHECKED_LINES_MAX:
+        _CHECKED_LINES[header] = line
+    return line
+
+
+# The header lines of answers so far, by header: most headers of an answer are the same on
+# every call (the content type, X-Tierfaas-Served-By, -Route, -Start), and a dict lookup
+# costs less than checking one with uvicorn's two patterns. Bounded: headers whose values
+# change (an ETag) are checked each time once it is full, and long ones always.
+_CHECKED_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_CHECKED_LINES_MAX = 1024
+_CHECKED_LINE_BYTES = 256
+# A body up to this size goes out in the head's write (one copy of a small body costs less
+# than a second syscall); a larger one in a write of its own.
+_JOIN_BODY_BYTES = 64 * 1024
 
 
 def error_response(error: errors.HttpError) -> bytes:
@@ -172,6 +277,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.linger_since: float | None = None  # lingering since; None: not
         self.linger_last = 0.0  # when the last byte came in while lingering
         self.linger_bytes = 0  # read and dropped while lingering
+        self.idle_since: float | None = None  # kept alive with no request since; None: not
         sweepers = type(self)._sweepers
         key = id(server_state.connections)
         if key not in sweepers:
@@ -197,6 +303,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # The first byte after an answer (a new request, or junk): the head clock starts,
             # so trickling bytes between requests can't hold the connection either.
             self.head_since = self.loop.time()
+            self.idle_since = None
             self.head_bytes = 0
         size = len(data)
         self.head_bytes += size
@@ -243,10 +350,20 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.body_since = self.loop.time()
 
     def on_response_complete(self) -> None:
+        # uvicorn's, but for the keep-alive timer: the sweep closes a connection idle past
+        # ``timeout_keep_alive`` instead (uvicorn arms a timer per answer, and cancels it
+        # when the next request comes).
+        self.server_state.total_requests += 1
         if self.linger_since is not None:  # no pipelined request starts, no keep-alive
-            self.server_state.total_requests += 1
             return
-        HttpToolsProtocol.on_response_complete(self)
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self.head_since is None:  # no byte of a next request is in yet
+            self.idle_since = self.loop.time()
 
     # -- bytes out -------------------------------------------------------------------------
 
@@ -288,6 +405,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         ):
             self.on_reject("send_timeout")
             self.transport.close()
+        elif self.idle_since is not None and now - self.idle_since > self.timeout_keep_alive:
+            self.transport.close()  # kept alive long enough, as uvicorn's timer would
 
     def send_400_response(self, msg: str) -> None:
         if self.rejection is not None:

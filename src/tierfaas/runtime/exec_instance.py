@@ -43,6 +43,10 @@ _READY: Final = b"READY"
 _RESULT: Final = b"RESULT"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTENT_TYPE_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+# The content types of RESULT lines that passed the check, as sent: a function answers with
+# one or a few, so each is decoded and matched once, not once per answer.
+_CHECKED_CONTENT_TYPES: dict[bytes, str] = {}
+_CHECKED_CONTENT_TYPES_MAX: Final = 64
 
 IDLE_CONNECTION_S: Final = 2.0
 """How long an idle connection to a function's server is reused. Servers close idle
@@ -88,11 +92,17 @@ def parse_result_line(line: bytes) -> tuple[int, int, int, str]:
     length = _decimal(parts[3], 0, 2**62)
     content_type = DEFAULT_CONTENT_TYPE
     if len(parts) == 5:
-        text = parts[4].decode("latin-1")
-        if len(text) > MAX_CONTENT_TYPE_CHARS or not _CONTENT_TYPE_RE.fullmatch(text):
-            raise _Broken(f"content type {text[:60]!r} is not printable ASCII")
-        content_type = text
+        content_type = _CHECKED_CONTENT_TYPES.get(parts[4]) or _content_type(parts[4])
     return number, status, length, content_type
+
+
+def _content_type(field: bytes) -> str:
+    text = field.decode("latin-1")
+    if len(text) > MAX_CONTENT_TYPE_CHARS or not _CONTENT_TYPE_RE.fullmatch(text):
+        raise _Broken(f"content type {text[:60]!r} is not printable ASCII")
+    if len(_CHECKED_CONTENT_TYPES) < _CHECKED_CONTENT_TYPES_MAX:
+        _CHECKED_CONTENT_TYPES[field] = text
+    return text
 
 
 class StdioInstance(Instance):
@@ -102,6 +112,9 @@ class StdioInstance(Instance):
         self, instance_id: int, spec: FunctionSpec, zygote: ZygoteClient, scheduler: Scheduler
     ) -> None:
         super().__init__(instance_id, spec, zygote, scheduler)
+        # A CALL frame carries the body, the request id and the time left, no context: the
+        # router and the runtime need not build one (headers, query, deadline) per call.
+        self.takes_context = False
         self.buffer = bytearray()
         self.body_of: tuple[int, int, int, str] | None = None  # the RESULT whose body is due
         # The process began with a msgpack frame (START_FAILED): before READY, the rest of
@@ -109,9 +122,13 @@ class StdioInstance(Instance):
         self.reporting = False
 
     def _send_call(
-        self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        number: int,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None,
     ) -> None:
-        request_id = context.get("request_id") if context else None
         if not self.outbox:
             self.loop.call_soon(self._flush)
         self.outbox.append(call_line(number, len(body), request_id, timeout_s))
@@ -252,7 +269,12 @@ class HttpInstance(Instance):
     # -- the calls -------------------------------------------------------------------------
 
     def _send_call(
-        self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        number: int,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None,
     ) -> None:
         if self.dead:  # stopped between the pool's choice and this call
             future = self._take_call(number)

@@ -255,13 +255,13 @@ class Instance(asyncio.Protocol):
             self._compact()
         if deadline < self.timer_at:
             self._arm(deadline)
+        if request_id is None and context is not None:
+            request_id = context.get("request_id")
         if self.output is not None:  # its output lines name the call, when there is one
-            if request_id is None and context is not None:
-                request_id = context.get("request_id")
             self.call_requests[number] = request_id
             alone = len(self.call_requests) == 1
             self.output.set_request(request_id if alone else None)
-        self._send_call(number, body, context, timeout_s)
+        self._send_call(number, body, context, timeout_s, request_id)
         return future
 
     def _take_call(self, number: int) -> asyncio.Future[Result] | None:
@@ -276,9 +276,15 @@ class Instance(asyncio.Protocol):
         return self.calls.pop(number, None)
 
     def _send_call(
-        self, number: int, body: bytes, context: dict[str, Any] | None, timeout_s: float
+        self,
+        number: int,
+        body: bytes,
+        context: dict[str, Any] | None,
+        timeout_s: float,
+        request_id: str | None,
     ) -> None:
-        """Sends call ``number`` to the instance (its future is in ``calls`` already)."""
+        """Sends call ``number`` to the instance (its future is in ``calls`` already);
+        ``request_id``: the call's (also in ``context``, when there is one)."""
         # Calls made in one pass of the event loop leave in one write (see _flush).
         if not self.outbox:
             self.loop.call_soon(self._flush)
