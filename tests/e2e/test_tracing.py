@@ -34,7 +34,7 @@ from tierfaas.testing.wait import eventually
 pytestmark = pytest.mark.e2e
 
 PRINTER = Path(__file__).parent.parent / "fixtures" / "printer"
-SERVER, CLIENT = 2, 3  # OTLP's Span.SpanKind
+SERVER, CLIENT, CONSUMER = 2, 3, 5  # OTLP's Span.SpanKind
 STATUS_ERROR = 2
 
 
@@ -263,3 +263,69 @@ def test_a_slow_collector_never_slows_a_call() -> None:
         # would take its 2 s timeout.
         assert max(took) < 1.0, took
         eventually(lambda: _metric(node.url, "failed") > 0, 10.0, what="timed-out posts counted")
+
+
+def test_an_async_call_is_one_trace_from_its_accept_to_its_execution(
+    cluster: LocalCluster, receiver: OtlpReceiver
+) -> None:
+    node = cluster.nodes[0]
+    name = cluster.name_of(node)
+    trace_id, parent, header = caller_context()
+    sent = urllib.request.Request(
+        f"{node.url}/async-function/say",
+        data=b"queued",
+        method="POST",
+        headers={"traceparent": header, "tracestate": "vendor=abc", "X-Request-Id": "async-1"},
+    )
+    with urllib.request.urlopen(sent, timeout=15) as answer:
+        assert answer.status == 202
+        call_id = json.loads(answer.read())["call_id"]
+
+    def executed() -> list[Received] | None:
+        spans = receiver.trace(trace_id)
+        return spans if any(s.name == "execute say" for s in spans) else None
+
+    spans = eventually(executed, 15.0, what="the async call's spans")
+    assert spans is not None
+    accept = one(spans, kind=SERVER)
+    assert (accept.node, accept.parent_id) == (name, parent)
+    assert accept.name == "POST /async-function/{name}"
+    assert accept.trace_state == "vendor=abc"
+    assert accept.attributes["tierfaas.call.id"] == call_id
+    assert accept.attributes["http.response.status_code"] == 202
+    attempt = one(spans, kind=CONSUMER)
+    assert attempt.parent_id == accept.span_id
+    assert attempt.name == "run say"
+    assert attempt.attributes["faas.invocation_id"] == call_id
+    assert attempt.attributes["tierfaas.call.attempt"] == 1
+    assert attempt.attributes["faas.trigger"] == "pubsub"
+    assert attempt.attributes["http.response.status_code"] == 200
+    assert attempt.trace_state == "vendor=abc"
+    execute = one(spans, name="execute say")
+    assert execute.parent_id == attempt.span_id
+    # The call may start running while its 202 is still on its way: no order between the
+    # accept's end and the attempt's start.
+    assert accept.start_ns <= attempt.start_ns <= execute.start_ns <= execute.end_ns
+    assert execute.end_ns <= attempt.end_ns
+
+
+def test_a_refused_async_call_is_a_span_with_its_error(
+    cluster: LocalCluster, receiver: OtlpReceiver
+) -> None:
+    node = cluster.nodes[0]
+    trace_id, _, header = caller_context()
+    sent = urllib.request.Request(
+        f"{node.url}/async-function/no-such-function",
+        data=b"x",
+        method="POST",
+        headers={"traceparent": header},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(sent, timeout=15)
+    assert refused.value.code == 404
+    spans = eventually(lambda: receiver.trace(trace_id) or None, 10.0, what="the 404's span")
+    assert spans is not None
+    accept = one(spans, kind=SERVER)
+    assert accept.attributes["http.response.status_code"] == 404
+    assert accept.attributes["error.type"] == "not_found"
+    assert "tierfaas.call.id" not in accept.attributes

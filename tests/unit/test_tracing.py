@@ -5,6 +5,7 @@ wait, execution) under a fake runtime."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tierfaas import errors
 from tierfaas.testing import FakeClock, RuntimeHarness, fake_release
 from tierfaas.tracing import record
+from tierfaas.tracing.calls import begin_accept, carried_headers, end_accept, traced_attempt
 from tierfaas.tracing.context import (
     SpanContext,
     extract,
@@ -361,3 +363,60 @@ async def test_a_typed_error_marks_the_server_span() -> None:
     # The caller's error (4xx) leaves the status unset, as OpenTelemetry's HTTP rules say.
     assert unknown.error is None and unknown.attributes["http.response.status_code"] == 404
     assert unknown.attributes["error.type"] == "unknown_function"
+
+
+# -- an async call's accept and attempts -----------------------------------------------------------
+
+
+def test_an_async_call_keeps_its_accept_span_as_the_parent_of_its_attempts() -> None:
+    clock = FakeClock()
+    made, exported = tracer(clock)
+    caller = [(b"traceparent", VALID.encode()), (b"tracestate", b"vendor=abc")]
+    accept = begin_accept(made, caller, "f", "req-1")
+    kept = carried_headers(accept)
+    assert kept == [
+        ("traceparent", traceparent(TRACE, accept.span.span_id, True)),
+        ("tracestate", "vendor=abc"),
+    ]
+    clock.advance(0.001)
+    end_accept(accept, 202, "a~b~0123456789abcdef", None)
+    (accepted,) = exported
+    assert (accepted.parent_id, accepted.kind) == (SPAN, Kind.SERVER)
+    assert accepted.attributes["tierfaas.call.id"] == "a~b~0123456789abcdef"
+
+    seen: list[object] = []
+
+    async def run() -> int:
+        seen.append(CURRENT.get())
+        clock.advance(0.002)
+        return 503
+
+    raw = [(k.encode(), v.encode()) for k, v in kept]
+    status = asyncio.run(traced_attempt(made, raw, "f", "a~b~1", 2, run, lambda s: s))
+    assert status == 503
+    attempt = exported[-1]
+    assert seen[0] is not None and CURRENT.get() is None
+    assert (attempt.trace_id, attempt.parent_id, attempt.kind) == (
+        TRACE,
+        accepted.span_id,
+        Kind.CONSUMER,
+    )
+    assert attempt.attributes["tierfaas.call.attempt"] == 2
+    assert attempt.attributes["http.response.status_code"] == 503
+    assert attempt.error == "HTTP 503"
+    assert attempt.end - attempt.start == pytest.approx(0.002)
+
+
+def test_an_attempt_that_raises_ends_its_span_with_the_error_type() -> None:
+    clock = FakeClock()
+    made, exported = tracer(clock)
+
+    async def run() -> int:
+        raise errors.Overloaded("no room")
+
+    with pytest.raises(errors.Overloaded):
+        asyncio.run(traced_attempt(made, [], "f", "a~b~1", 1, run, lambda s: s))
+    (span,) = exported
+    assert span.attributes["error.type"] == errors.Overloaded.code
+    assert span.attributes["http.response.status_code"] == errors.Overloaded.status
+    assert span.parent_id == ""  # no traceparent kept: a new trace

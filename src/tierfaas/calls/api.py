@@ -25,6 +25,8 @@ from tierfaas.http import auth
 from tierfaas.http.asgi import Headers, Receive, Scope, Send, read_body, respond_json
 from tierfaas.names import is_valid_name
 from tierfaas.routing import forwarding as fw
+from tierfaas.tracing.calls import CARRIED, begin_accept, carried_headers, end_accept
+from tierfaas.tracing.spans import CallTrace, Tracer
 
 ASYNC_PREFIX = "/async-function/"
 _ASYNC_BYTES = len(ASYNC_PREFIX)
@@ -46,6 +48,7 @@ _CREDENTIALS = frozenset({"authorization", "x-api-key"})
 # The same as the bytes the server gives (lower case): a dropped header is never decoded.
 _NOT_KEPT_RAW = frozenset(name.encode("latin-1") for name in _NOT_KEPT)
 _NOT_KEPT_KEYED = _NOT_KEPT_RAW | frozenset(name.encode("latin-1") for name in _CREDENTIALS)
+_CARRIED_RAW = frozenset(name.encode("latin-1") for name in CARRIED)
 
 CheckCallback = Callable[[str], str]
 """Returns the normalized callback URL, or raises a 400 ``bad_callback``."""
@@ -106,6 +109,8 @@ class CallsApi:
         self.max_body_bytes = min(max_body_bytes, MAX_ASYNC_BODY_BYTES)
         self.check_callback = check_callback
         self.on_unauthorized = on_unauthorized
+        self.tracer: Tracer | None = None
+        """Set by the node with ``--otlp-endpoint``: each accept is a span (``tracing.calls``)."""
 
     async def serve(
         self,
@@ -119,7 +124,10 @@ class CallsApi:
         headers: Headers = [(b"x-request-id", request_id.encode())]
         method: str = scope["method"]
         if path.startswith(ASYNC_PREFIX):
-            await self._accept(scope, receive, send, path, headers)
+            if self.tracer is None:  # the one check tracing costs when it is off
+                await self._accept(scope, receive, send, path, headers, None)
+            else:
+                await self._traced_accept(self.tracer, scope, receive, send, path, request_id)
             return
         if check_admin is not None:
             check_admin(scope)
@@ -163,9 +171,29 @@ class CallsApi:
             raise errors.BadName(f"{function[:80]!r} is not a function name")
         return function
 
+    async def _traced_accept(
+        self, tracer: Tracer, scope: Scope, receive: Receive, send: Send, path: str,
+        request_id: str,
+    ) -> None:  # fmt: skip
+        name = path[_ASYNC_BYTES:].partition("/")[0][:80]
+        trace = begin_accept(tracer, scope["headers"], name, request_id)
+        headers: Headers = [(b"x-request-id", request_id.encode())]
+        try:
+            call_id = await self._accept(scope, receive, send, path, headers, trace)
+        except errors.HttpError as exc:
+            end_accept(trace, exc.status, None, exc.code)
+            raise
+        except BaseException as exc:
+            end_accept(trace, 500, None, type(exc).__name__)
+            raise
+        end_accept(trace, 202, call_id, None)
+
     async def _accept(
-        self, scope: Scope, receive: Receive, send: Send, path: str, headers: Headers
-    ) -> None:
+        self, scope: Scope, receive: Receive, send: Send, path: str, headers: Headers,
+        trace: CallTrace | None,
+    ) -> str:  # fmt: skip
+        """Accepts one call and answers 202; returns its id. With ``trace`` (tracing on), the
+        call keeps the accept span's ``traceparent`` instead of the caller's."""
         name = path[_ASYNC_BYTES:].partition("/")[0]
         if scope["method"] != "POST":
             raise errors.MethodNotAllowed(
@@ -189,6 +217,8 @@ class CallsApi:
         callback: str | None = None
         kept: list[tuple[str, str]] = []
         dropped = _NOT_KEPT_RAW if keys is None else _NOT_KEPT_KEYED
+        if trace is not None:
+            dropped = dropped | _CARRIED_RAW
         for raw_name, raw_value in scope["headers"]:
             if raw_name in dropped:
                 if raw_name == b"x-callback-url":
@@ -197,6 +227,8 @@ class CallsApi:
             if raw_name == b"idempotency-key":
                 key = _key(raw_value)
             kept.append((raw_name.decode("latin-1"), raw_value.decode("latin-1")))
+        if trace is not None:
+            kept += carried_headers(trace)
         if callback is not None:
             if self.check_callback is None:
                 raise errors.BadCallback("this node sends no callbacks")
@@ -219,3 +251,4 @@ class CallsApi:
                     (b"content-length", b"%d" % len(answer)))  # fmt: skip
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+        return accepted.call_id

@@ -49,12 +49,14 @@ from tierfaas.calls.errors import Conflict, NoSecondCopy, QueueFull
 from tierfaas.calls.holding import Holding
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Call, Failure, Request, Result, State, ended, view
-from tierfaas.calls.ports import CallbackSink, Header, Peers, RunCall
+from tierfaas.calls.ports import CallbackSink, Header, Peers, Reply, RunCall
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
 from tierfaas.calls.store import CallStore, StoreClosed
 from tierfaas.clock import Clock, Scheduler, monotonic
 from tierfaas.manifest import FunctionSpec
+from tierfaas.tracing.calls import traced_attempt
+from tierfaas.tracing.spans import Tracer
 
 log = logging.getLogger("tierfaas.calls")
 
@@ -101,6 +103,10 @@ def judge(
     return ("dead", None) if delay is None else ("queued", delay)
 
 
+def _status(reply: Reply) -> int:
+    return reply.status
+
+
 def _content_type(headers: Sequence[Header]) -> str:
     for key, value in headers:
         if key == b"content-type":
@@ -137,6 +143,9 @@ class CallService:
         self.metrics = metrics
         self.callbacks = callbacks
         self.draw = draw
+        self.tracer: Tracer | None = None
+        """Set by the node with ``--otlp-endpoint``: each attempt is a span of its call's
+        trace (``tracing.calls``)."""
         self.dispatcher = Dispatcher(self._start, self._limit, scheduler, wall)
         self.dispatcher.paused = True  # until ``start``: nothing runs before the store is read
         self.draining = False
@@ -634,17 +643,18 @@ class CallService:
         result: Result | None = None
         failure: Failure | None = None
         try:
-            reply = await self.run(
-                call.function,
-                request.body,
-                request_id=ids.request_id(call.call_id, attempt),
-                method="POST",
-                query=request.query,
-                headers=headers,
-                started=self.clock(),
-                path=request.path,
-                call=(call.call_id, attempt),
-            )
+            if self.tracer is None:  # the one check tracing costs when it is off
+                reply = await self._run(call, attempt, headers)
+            else:
+                reply = await traced_attempt(
+                    self.tracer,
+                    headers,
+                    call.function,
+                    call.call_id,
+                    attempt,
+                    lambda: self._run(call, attempt, headers),
+                    _status,
+                )
             status = reply.status
             result = Result(status, _content_type(reply.headers), reply.body)
         except (errors.Overloaded, errors.Busy, errors.Draining, errors.NotWarm) as exc:
@@ -663,6 +673,20 @@ class CallService:
             status = 500
             failure = Failure(500, "internal_error", str(exc) or type(exc).__name__)
         return self._settle(running, status, result, failure)
+
+    def _run(self, call: Call, attempt: int, headers: list[Header]) -> Awaitable[Reply]:
+        request = call.request
+        return self.run(
+            call.function,
+            request.body,
+            request_id=ids.request_id(call.call_id, attempt),
+            method="POST",
+            query=request.query,
+            headers=headers,
+            started=self.clock(),
+            path=request.path,
+            call=(call.call_id, attempt),
+        )
 
     def _settle(
         self, running: Call, status: int, result: Result | None, failure: Failure | None

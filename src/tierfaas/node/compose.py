@@ -168,9 +168,9 @@ def _standalone(
     )
     app.logs = logs
     metrics.watch_output(runtime.output_budgets(), logs)
-    _tracing(config, release, metrics, app, clock)
     calls = _calls(config, release, metrics, router, None, clock)
     app.calls = _calls_api(config, release, calls, metrics)
+    _tracing(config, release, metrics, app, clock)
     return NodeParts(
         config, release, metrics, supervisor, readiness, runtime, router, app, None, calls,
         _schedules(release, calls, clock), secrets,
@@ -301,7 +301,6 @@ def _clustered(
     )
     app.logs = logs
     metrics.watch_output(runtime.output_budgets(), logs)
-    _tracing(config, release, metrics, app, clock)
     if provider is not None:
         rollout = _rollout_controller(
             config, release, provider, manager, control, membership, supervisor, clock
@@ -317,6 +316,7 @@ def _clustered(
     )
     calls = _calls(config, release, metrics, router, peers, clock)
     app.calls = _calls_api(config, release, calls, metrics)
+    _tracing(config, release, metrics, app, clock)
     control.server.calls = calls  # the holder's side: copies, outcomes, claims, reads
     # A dead or departed origin's calls are taken over by the holders of their copies.
     manager.watch_runs(lambda gone: calls.on_run_gone(gone.name, gone.epoch, gone.down))
@@ -495,3 +495,6 @@ def _tracing(
         metrics.registry,
         clock,
     )
+    if app.calls is not None:  # async calls: their accepts and attempts join the traces
+        app.calls.tracer = app.tracer
+        app.calls.service.tracer = app.tracer

@@ -40,6 +40,8 @@ class Kind(IntEnum):
     INTERNAL = 1
     SERVER = 2
     CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
 
 
 @dataclass(slots=True)
