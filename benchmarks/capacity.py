@@ -876,6 +876,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cold-starts: local, on the node the call landed on; home, on the function's "
         "rendezvous home)",
     )
+    parser.add_argument(
+        "--cold-start-worth-mb-s",
+        type=float,
+        help="the node setting cold_start_worth_mb_s in every variant (what the learned "
+        "windows price a cold start at; NodeConfig's default when not given)",
+    )
     parser.add_argument("--cluster-seconds", type=float, help="real cluster replay (150; quick 25)")
     parser.add_argument("--cluster-warmup-s", type=float, help="not counted (60; quick 10)")
     parser.add_argument("--cluster-rate", type=float, default=20.0, help="calls/s")
@@ -919,6 +925,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = node_settings(variant, cache, args.memory_accounting)
             if nodes > 1 and not isinstance(settings, str):
                 settings["cold_starts"] = args.cold_starts
+            if args.cold_start_worth_mb_s and not isinstance(settings, str):
+                settings["cold_start_worth_mb_s"] = args.cold_start_worth_mb_s
             entry: dict[str, Any] = {
                 "variant": variant.name,
                 "nodes": nodes,
