@@ -298,12 +298,14 @@ class NodeConfig:
         "keep_alive_s (a bursty function is kept through its usual gaps) or shorter",
     )
     cold_start_worth_mb_s: float = setting(
-        153600.0,
+        307200.0,
         "with --keep-alive-policy learned, what avoiding one cold start is worth in memory held "
         "by an idle instance (MB x s): each function keeps an instance, or prewarms one, only "
-        "for as long as the calls it is expected to catch pay for its memory at this price. "
-        "The default, 256 MB for 600 s, is the break-even of a fixed 10-minute keep-alive for "
-        "an instance of the default memory_mb. Higher keeps instances longer (fewer cold "
+        "for as long as the calls it is expected to catch pay for its memory at this price "
+        "(runtime/pricing.py). The default, a 512 MB instance (the largest usual memory_mb) "
+        "kept for 10 minutes (Lambda's and OpenWhisk's keep-alive), is where a simulated "
+        "Azure-shaped day with memory to spare holds no more memory-time than a fixed "
+        "10-minute keep-alive (docs/benchmarks.md). Higher keeps instances longer (fewer cold "
         "starts, more memory held); lower, shorter",
         "MB·s",
     )

@@ -53,7 +53,7 @@ class Settings:
     retry_after_s: int
     scale_out_wait_s: float
     start_timeout_s: float
-    cold_start_worth_mb_s: float = 153600.0  # the keep-alive's price (``pricing.py``)
+    cold_start_worth_mb_s: float = 307200.0  # the keep-alive's price (``pricing.py``)
 
     @classmethod
     def of(cls, config: NodeConfig) -> Settings:
