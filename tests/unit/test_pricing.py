@@ -100,10 +100,9 @@ def test_no_fixed_keep_alive_is_worth_more_on_the_same_idle_times(seed: int) -> 
     rng = random.Random(seed)
     shape = rng.choice(["bursty", "poisson", "timer"])
     if shape == "bursty":
-        idle_times = [rng.uniform(0, 30) if rng.random() < 0.7 else rng.uniform(300, 2000)]
-        idle_times += [
-            rng.uniform(0, 30) if rng.random() < 0.7 else rng.uniform(300, 2000)
-            for _ in range(150)
+        # Bursts of calls seconds apart, between quiet times of 5 to 30 minutes.
+        idle_times = [
+            rng.uniform(0, 30) if rng.random() < 0.7 else rng.uniform(300, 2000) for _ in range(150)
         ]
     elif shape == "poisson":
         mean = rng.choice([60.0, 600.0, 3600.0])

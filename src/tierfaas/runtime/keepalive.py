@@ -217,9 +217,7 @@ class IdleHistogram:
 
     def bins(self) -> pricing.Bins:
         """Its bins, for ``pricing.best_windows``."""
-        return pricing.Bins(
-            self.counts, self.totals, self.lowest, self.highest, self.out_of_bounds
-        )
+        return pricing.Bins(self.counts, self.totals, self.lowest, self.highest, self.out_of_bounds)
 
     def percentile_bin(self, share: float) -> tuple[float, float]:
         """(lower, upper) edges of the bin holding the ``share`` percentile of the idle times
