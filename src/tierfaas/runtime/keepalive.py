@@ -26,15 +26,15 @@ plentiful: a simulated day on 3 nodes had 52 % fewer cold starts than a fixed 10
 Two references. The tracker also records the *gaps* between the arrivals that begin the
 function's activities. A timer's arrivals keep their period to a second, but its idle times
 spread as widely as its calls' lengths do (a minute's timer whose calls take 1 to 9 s idles 51
-to 59 s): when the gaps spread less than the idle times, the windows are taken from the gaps
-and count from the arrival that began the last activity (``anchor="arrival"``), and
-``windows_for_idle_period`` turns them, once the activity ends, into windows counted from that
-end. An activity that ends less than ``MIN_PREWARM_S`` before the prewarm keeps its instance.
+to 59 s): when a prewarm priced on the gaps is worth more than the windows priced on the idle
+times, the windows are taken from the gaps and count from the arrival that began the last
+activity (``anchor="arrival"``), and ``windows_for_idle_period`` turns them, once the activity
+ends, into windows counted from that end. An activity that ends less than ``MIN_PREWARM_S``
+before the prewarm keeps its instance.
 
-A prewarm window under ``MIN_PREWARM_S`` is none, and a keep-alive window without a prewarm is
-at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's: every
-instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
-last call (``reap_due``), and a prewarm starts one instance.
+A prewarm window under ``MIN_PREWARM_S`` is none. The windows are the function's, not an
+instance's: every instance (one a peak or ``concurrency`` added too) goes the keep-alive window
+after its own last call (``reap_due``), and a prewarm starts one instance.
 
 A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``); the
 function then gets the fixed default: its ``keep_alive_s`` and no prewarm, exactly as
@@ -48,15 +48,14 @@ at nearly every call).
 
 Bins. The paper uses 1-minute bins up to 4 hours. Ours are the same above a minute, and 1 s
 wide below it: with 1-minute bins every idle time under a minute falls in one bin, so a timer
-function called every 30-60 s could never be prewarmed (its 5th percentile would be 0), and its
-keep-alive after a prewarm could not be shorter than a minute.
+function called every 30-60 s could never be prewarmed to the second, and its keep-alive after
+a prewarm could not be shorter than a minute.
 
 Everything here is pure: the tracker is given the time, and schedules nothing.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,22 +68,19 @@ BIN_S = 60.0
 RANGE_S = 4 * 3600.0
 """Idle times from here on are out of bounds: counted, not placed (the paper's range)."""
 
-HEAD = 0.05
-"""The percentile of idle times the prewarm window is taken from (the paper's)."""
-TAIL = 0.99
-"""The percentile of idle times the keep-alive window covers (the paper's)."""
 PREWARM_MARGIN = 0.05
-"""The prewarm starts this share earlier than the head's bin. The paper's 10% covers its
-1-minute bins; our head's bin is at most 1 s wide under a minute, so 5% covers the jitter of a
-timer, and the function's start time is subtracted on top."""
+"""A prewarmed instance is ready this share before the shortest idle time of the bin it is
+aimed at. The paper's 10% covers its 1-minute bins; ours are at most 1 s wide under a minute,
+so 5% covers the jitter of a timer, and the function's start time is subtracted on top."""
 KEEP_ALIVE_MARGIN = 0.10
-"""The keep-alive covers this share more than the tail's bin (the paper's)."""
+"""A keep-alive ends this share past the longest idle time of the bin it is taken from (the
+paper's margin): the next idle time may be a little longer than any seen."""
 
 MIN_SAMPLES = 10
-"""Fewer idle times: the fixed default. Up to 20, the windows cover every idle time seen so far
-(the 5th percentile is the shortest, the 99th the longest), so one odd gap cannot shorten them;
-with 10, a timer called every hour is learned after 10 hours (with 20 it never was in a day of
-simulation, and each of its calls was cold), one called every minute after 10 minutes."""
+"""Fewer idle times: the fixed default (a price needs a distribution to weigh). With 10, a
+timer called every hour is learned after 10 hours (with 20 it never was in a day of simulation,
+and each of its calls was cold), one called every minute after 10 minutes; 5 gave no fewer
+cold calls on a simulated half day (3 nodes, either accounting)."""
 MIN_TIGHT_SAMPLES = 3
 TIGHT_SHARE = 0.1
 """From ``MIN_TIGHT_SAMPLES`` on, times that all lie within ``TIGHT_SHARE`` of the shortest
@@ -92,25 +88,15 @@ TIGHT_SHARE = 0.1
 ``MIN_SAMPLES``: a function called every hour would otherwise be cold for its first 10 hours
 on each node, and a pattern that breaks widens the spread at its first odd time, which sends
 the function back to the default until ``MIN_SAMPLES``."""
-CV_MIN = 2.0
-"""Under this coefficient of variation of the 1-minute bin counts the idle times spread too
-evenly to be predicted: the fixed default (the paper's threshold). It asks that nearly all idle
-times fall within about a fifth of the range."""
-OUT_OF_BOUNDS_LIMIT = 0.5
-"""From this share of idle times past ``RANGE_S`` on, the fixed default (the paper turns to a
-time-series forecast there; a call that rare is cold under any keep-alive we would pay for)."""
 MIN_PREWARM_S = 30.0
 """A shorter prewarm window is none: stopping an instance for less than half a minute saves
 little memory-time and costs a start (a fork and the function's init) each time."""
 MIN_KEEP_ALIVE_S = 60.0
-"""The shortest learned keep-alive without a prewarm (the paper's 1-minute bins give 66 s). The
-histogram sees only gaps in the function's whole activity, not how many instances its peaks
-need; shorter, an extra instance started for a peak would be stopped between peaks seconds
-apart, and started again at the next."""
+"""The shortest keep-alive of an instance kept because its activity ended too close to an
+arrival-anchored prewarm (``windows_for_idle_period``)."""
 DECAY_AT = 200.0
 """When the histogram holds this many idle times, every count is halved: it weighs about the
-last 100-200, enough for the 99th percentile, and a changed pattern takes over within a few
-hundred (a shorter head at once: the 5th percentile follows the first few short idle times)."""
+last 100-200, and a changed pattern takes over within a few hundred."""
 
 Source = Literal["learned", "default"]
 Anchor = Literal["end", "arrival"]
@@ -189,22 +175,6 @@ class IdleHistogram:
         held = [i for i, count in enumerate(self.counts) if count]
         shortest, longest = self.lowest[held[0]], self.highest[held[-1]]
         return longest - shortest <= TIGHT_SHARE * shortest
-
-    def cv(self) -> float:
-        """The coefficient of variation of the bin counts on the paper's 1-minute grid (the
-        fine bins summed into its first minute); 0 when it holds nothing in bounds."""
-        if self.in_bounds <= 0:
-            return 0.0
-        grid = [sum(self.counts[:_FINE_BINS]), *self.counts[_FINE_BINS:]]
-        mean = self.in_bounds / len(grid)
-        variance = sum((count - mean) ** 2 for count in grid) / len(grid)
-        return math.sqrt(variance) / mean
-
-    def percentile_range(self, share: float) -> tuple[float, float]:
-        """(shortest, longest) idle time seen in the bin holding the ``share`` percentile of
-        the idle times in bounds (within its edges). Needs at least one in bounds."""
-        index = self._percentile_index(share)
-        return self.lowest[index], self.highest[index]
 
     def _percentile_index(self, share: float) -> int:
         wanted = share * self.in_bounds
