@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/capacity.py --quick         # < 60 s: smaller trace, short cluster
     .venv/bin/python benchmarks/capacity.py --no-cluster    # the simulation only
     # --functions N --hours H --seed S --budget-mb MB --nodes N --max-daily-calls N --tick-s S
+    # --memory-accounting declared|measured --cold-starts local|home --cold-start-worth-mb-s X
     # --cluster-seconds S --cluster-rate R --markdown
 
 1. **Simulation** (``simulate``): a trace of ``benchmarks/traces.py`` replayed on the real
@@ -974,6 +975,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tick_settings": tick_settings(args.tick_s),
             "memory_accounting": args.memory_accounting,
             "cold_starts": args.cold_starts,
+            "cold_start_worth_mb_s": args.cold_start_worth_mb_s
+            or NodeConfig.default_of("cold_start_worth_mb_s"),
             "results": results,
         }
         rows, notes = sim_rows(results)
