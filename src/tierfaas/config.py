@@ -304,9 +304,9 @@ class NodeConfig:
         "for as long as the calls it is expected to catch pay for its memory at this price "
         "(runtime/pricing.py). The default, a 512 MB instance (the largest usual memory_mb) "
         "kept for 10 minutes (Lambda's and OpenWhisk's keep-alive), is where a simulated "
-        "Azure-shaped day with memory to spare holds no more memory-time than a fixed "
-        "10-minute keep-alive (docs/benchmarks.md). Higher keeps instances longer (fewer cold "
-        "starts, more memory held); lower, shorter",
+        "Azure-shaped day on 3 nodes with memory to spare holds about the memory-time of a "
+        "fixed 10-minute keep-alive (+3 % to -9 % on three seeds; docs/benchmarks.md). Higher "
+        "keeps instances longer (fewer cold starts, more memory held); lower, shorter",
         "MB·s",
     )
     start_timeout_s: float = setting(
