@@ -203,7 +203,8 @@ class Windows:
     ``prewarm_s`` 0: an instance is stopped ``keep_alive_s`` after its last call. Else the
     function's instances are stopped once its activity ends, one starts ``prewarm_s`` after
     that end (if none is there), and it is stopped ``keep_alive_s`` after it started unless a
-    call came. ``reason``: why the fixed default applies (empty when learned)."""
+    call came. ``reason``: why the fixed default applies, or what the learned windows were
+    priced at (shown as ``keep_alive_reason``)."""
 
     keep_alive_s: float
     prewarm_s: float = 0.0
