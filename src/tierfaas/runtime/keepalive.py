@@ -32,7 +32,8 @@ activity (``anchor="arrival"``), and ``windows_for_idle_period`` turns them, onc
 ends, into windows counted from that end. An activity that ends less than ``MIN_PREWARM_S``
 before the prewarm keeps its instance.
 
-A prewarm window under ``MIN_PREWARM_S`` is none. The windows are the function's, not an
+A prewarm window under ``MIN_PREWARM_S`` is none, and an instance kept at all is kept at least
+``MIN_KEEP_ALIVE_S``. The windows are the function's, not an
 instance's: every instance (one a peak or ``concurrency`` added too) goes the keep-alive window
 after its own last call (``reap_due``), and a prewarm starts one instance.
 
@@ -92,7 +93,11 @@ MIN_PREWARM_S = 30.0
 """A shorter prewarm window is none: stopping an instance for less than half a minute saves
 little memory-time and costs a start (a fork and the function's init) each time."""
 MIN_KEEP_ALIVE_S = 60.0
-"""The shortest keep-alive of an instance kept because its activity ended too close to an
+"""The shortest keep-alive of an instance kept at all (from the end of its activity; the
+paper's 1-minute bins give 66 s): the idle times seen bound the next one only loosely, and a
+function called back to back while it was learned would otherwise be kept a fraction of a
+second and be cold after its first pause; the price weighs the minute like any other window.
+Also the shortest of an instance kept because its activity ended too close to an
 arrival-anchored prewarm (``windows_for_idle_period``)."""
 DECAY_AT = 200.0
 """When the histogram holds this many idle times, every count is halved: it weighs about the
@@ -281,6 +286,7 @@ def _priced(
         keep_margin=KEEP_ALIVE_MARGIN,
         prewarm_margin=PREWARM_MARGIN,
         min_prewarm_s=MIN_PREWARM_S,
+        min_keep_s=MIN_KEEP_ALIVE_S,
     )
 
 

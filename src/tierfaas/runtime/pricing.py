@@ -76,11 +76,16 @@ def best_windows(
     keep_margin: float = 0.0,
     prewarm_margin: float = 0.0,
     min_prewarm_s: float = 0.0,
+    min_keep_s: float = 0.0,
 ) -> Choice:
     """The windows of greatest ``caught - held_mb_s / worth_mb_s`` (see the module's doc).
     ``keep_margin``: the keep-alive ends this share past a bin's longest idle time;
     ``prewarm_margin``: the instance is ready this share before a bin's shortest one, and
-    starts ``start_s`` earlier; a prewarm under ``min_prewarm_s`` is not considered. An empty
+    starts ``start_s`` earlier; a prewarm under ``min_prewarm_s`` is not considered; an
+    instance kept at all is kept at least ``min_keep_s`` from the period's start (idle times
+    seen are no bound on the next one: a function called back to back for a while would
+    otherwise be kept a fraction of a second). Ends past a bin's longest idle time are valued
+    as if no call came before them (catching those would only add value). An empty
     histogram, or one where nothing is worth its memory, gives ``NOTHING``."""
     held = [i for i, count in enumerate(bins.counts) if count > 0]
     total = sum(bins.counts[i] for i in held) + bins.out_of_bounds
@@ -108,7 +113,7 @@ def best_windows(
         below += count
         below_sum += bins.totals[i]
         # A keep-alive that ends just after this bin's longest idle time.
-        e = bins.highest[i] * (1 + keep_margin)
+        e = max(bins.highest[i] * (1 + keep_margin), min_keep_s)
         c_e = below / total
         m_e = (below_sum + e * (total - below)) / total
         value = (c_e - rate * m_e) - low_h
