@@ -182,10 +182,9 @@ async def test_a_prewarm_for_a_predicted_call_evicts_an_idle_instance_when_memor
 
 
 async def test_a_second_instance_of_a_learned_function_is_kept_the_fixed_default() -> None:
-    # Calls every 3 s learn a keep-alive just past their 2.9 s idle times; a peak of two
-    # overlapping calls adds a second instance, which the histogram knows nothing of: it stays
-    # the function's keep_alive_s (300 s) after its call, while the first follows the learned
-    # window.
+    # Calls every 3 s learn the shortest keep-alive (60 s); a peak of two overlapping calls
+    # adds a second instance, which the histogram knows nothing of: it stays the function's
+    # keep_alive_s (300 s) after its call, while the first follows the learned window.
     async with RuntimeHarness(RELEASE, reap_interval_s=5.0) as rt:
         pool = rt.runtime.pools["bursty"]
         for _ in range(keepalive.MIN_SAMPLES + 5):
@@ -193,7 +192,7 @@ async def test_a_second_instance_of_a_learned_function_is_kept_the_fixed_default
             await rt.run_for(3.0)
         windows = pool.windows
         assert (windows.prewarm_s, windows.source) == (0.0, "learned")
-        assert windows.keep_alive_s == pytest.approx(2.9 * (1 + keepalive.KEEP_ALIVE_MARGIN))
+        assert windows.keep_alive_s == keepalive.MIN_KEEP_ALIVE_S
         first, second = rt.call("bursty", b"1.0"), rt.call("bursty", b"1.0")
         await rt.run_for(2.0)
         assert first.done() and second.done()
@@ -201,7 +200,7 @@ async def test_a_second_instance_of_a_learned_function_is_kept_the_fixed_default
         for _ in range(30):  # the function stays busy on its most recently used instance
             rt.call("bursty", b"0.1")
             await rt.run_for(3.0)
-        assert pool.stats()["instances"] == 2  # 90 s idle: not past 300 s
+        assert pool.stats()["instances"] == 2  # 90 s idle: past 60 s, not past 300 s
         await rt.run_for(300.0)
         assert pool.stats()["instances"] == 0
 

@@ -125,3 +125,13 @@ def test_no_fixed_keep_alive_is_worth_more_on_the_same_idle_times(seed: int) -> 
 def test_an_empty_histogram_or_no_price_gives_nothing() -> None:
     assert best_windows(IdleHistogram().bins(), 256, WORTH) == NOTHING
     assert best_windows(bins_of([5.0] * 10).bins(), 256, 0.0) == NOTHING
+
+
+def test_an_instance_kept_at_all_is_kept_at_least_the_shortest_keep_alive() -> None:
+    back_to_back = bins_of([0.01] * 50).bins()
+    assert best_windows(back_to_back, 256, WORTH).until_s == pytest.approx(0.01)
+    floored = best_windows(back_to_back, 256, WORTH, min_prewarm_s=30.0, min_keep_s=60.0)
+    assert (floored.prewarm_s, floored.until_s, floored.caught) == (0.0, 60.0, 1.0)
+    # The minute is priced like any window: calls rare enough are still not kept.
+    rare = bins_of([0.01] * 5 + [3 * 3600.0] * 45).bins()
+    assert best_windows(rare, 512, WORTH, min_prewarm_s=30.0, min_keep_s=60.0) == NOTHING
