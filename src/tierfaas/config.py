@@ -305,7 +305,7 @@ class NodeConfig:
         "(runtime/pricing.py). The default, a 512 MB instance (the largest usual memory_mb) "
         "kept for 10 minutes (Lambda's and OpenWhisk's keep-alive), is where a simulated "
         "Azure-shaped day on 3 nodes with memory to spare holds about the memory-time of a "
-        "fixed 10-minute keep-alive (+3 % to -9 % on three seeds; docs/benchmarks.md). Higher "
+        "fixed 10-minute keep-alive (+2 % to -9 % on three seeds; docs/benchmarks.md). Higher "
         "keeps instances longer (fewer cold starts, more memory held); lower, shorter",
         "MB·s",
     )
