@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/capacity.py --quick         # < 60 s: smaller trace, short cluster
     .venv/bin/python benchmarks/capacity.py --no-cluster    # the simulation only
     # --functions N --hours H --seed S --budget-mb MB --nodes N --max-daily-calls N --tick-s S
+    # --memory-accounting declared|measured --cold-starts local|home --cold-start-worth-mb-s X
     # --cluster-seconds S --cluster-rate R --markdown
 
 1. **Simulation** (``simulate``): a trace of ``benchmarks/traces.py`` replayed on the real
@@ -876,6 +877,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cold-starts: local, on the node the call landed on; home, on the function's "
         "rendezvous home)",
     )
+    parser.add_argument(
+        "--cold-start-worth-mb-s",
+        type=float,
+        help="the node setting cold_start_worth_mb_s in every variant (what the learned "
+        "windows price a cold start at; NodeConfig's default when not given)",
+    )
     parser.add_argument("--cluster-seconds", type=float, help="real cluster replay (150; quick 25)")
     parser.add_argument("--cluster-warmup-s", type=float, help="not counted (60; quick 10)")
     parser.add_argument("--cluster-rate", type=float, default=20.0, help="calls/s")
@@ -919,6 +926,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = node_settings(variant, cache, args.memory_accounting)
             if nodes > 1 and not isinstance(settings, str):
                 settings["cold_starts"] = args.cold_starts
+            if args.cold_start_worth_mb_s and not isinstance(settings, str):
+                settings["cold_start_worth_mb_s"] = args.cold_start_worth_mb_s
             entry: dict[str, Any] = {
                 "variant": variant.name,
                 "nodes": nodes,
@@ -966,6 +975,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tick_settings": tick_settings(args.tick_s),
             "memory_accounting": args.memory_accounting,
             "cold_starts": args.cold_starts,
+            "cold_start_worth_mb_s": args.cold_start_worth_mb_s
+            or NodeConfig.default_of("cold_start_worth_mb_s"),
             "results": results,
         }
         rows, notes = sim_rows(results)

@@ -297,6 +297,18 @@ class NodeConfig:
         "after its instance's last call, no prewarm. Learned windows can be longer than "
         "keep_alive_s (a bursty function is kept through its usual gaps) or shorter",
     )
+    cold_start_worth_mb_s: float = setting(
+        307200.0,
+        "with --keep-alive-policy learned, what avoiding one cold start is worth in memory held "
+        "by an idle instance (MB x s): each function keeps an instance, or prewarms one, only "
+        "for as long as the calls it is expected to catch pay for its memory at this price "
+        "(runtime/pricing.py). The default, a 512 MB instance (the largest usual memory_mb) "
+        "kept for 10 minutes (Lambda's and OpenWhisk's keep-alive), is where a simulated "
+        "Azure-shaped day on 3 nodes with memory to spare holds about the memory-time of a "
+        "fixed 10-minute keep-alive (+2 % to -9 % on three seeds; docs/benchmarks.md). Higher "
+        "keeps instances longer (fewer cold starts, more memory held); lower, shorter",
+        "MB·s",
+    )
     start_timeout_s: float = setting(
         30.0, "longest an instance may take to start: the fork, its handler's import and init", "s"
     )
@@ -526,6 +538,7 @@ class NodeConfig:
         if self.keep_alive_policy not in ("learned", "fixed"):
             policy = self.keep_alive_policy
             raise ConfigError("keep_alive_policy", f"{policy!r} is not learned|fixed")
+        self._check_positive("cold_start_worth_mb_s")
         if self.cold_starts not in ("home", "local"):
             raise ConfigError("cold_starts", f"{self.cold_starts!r} is not home|local")
         if self.hop_limit not in (0, 1):

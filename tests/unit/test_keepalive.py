@@ -15,11 +15,26 @@ from tierfaas.runtime.keepalive import (
     Windows,
     bin_of,
     fixed_windows,
-    learned_windows,
     reap_due,
 )
 
 DEFAULT_S = 300.0  # the manifest's keep_alive_s
+WORTH = 256 * 600.0  # a cold start is worth a 256 MB instance held for 10 minutes
+
+
+def learned_windows(
+    histogram: IdleHistogram,
+    keep_alive_s: float,
+    start_s: float | None = None,
+    gaps: IdleHistogram | None = None,
+    *,
+    memory_mb: float = 128.0,
+    worth_mb_s: float = WORTH,
+) -> Windows:
+    """``keepalive.learned_windows`` for a 128 MB function at ``WORTH``."""
+    return keepalive.learned_windows(
+        histogram, keep_alive_s, start_s, gaps, memory_mb=memory_mb, worth_mb_s=worth_mb_s
+    )
 
 
 def calls(tracker: IdleTracker, starts: list[float], took_s: float) -> None:
@@ -52,13 +67,13 @@ def test_a_timer_called_every_minute_is_prewarmed_shortly_before_it_and_kept_bri
     tracker = IdleTracker()
     calls(tracker, [60.0 * i for i in range(30)], took_s=0.1)  # 29 idle times of 59.9 s
     windows = learned_windows(tracker.histogram, DEFAULT_S, start_s=0.3)
-    assert windows.source == "learned" and windows.reason == ""
+    assert windows.source == "learned" and windows.reason.startswith("priced: catches 100%")
     assert 55.0 <= windows.prewarm_s < 59.9 - 0.3  # ready before the call
     assert windows.keep_alive_s < 15.0  # from the prewarm: unloaded between calls
     assert windows.prewarm_s + windows.keep_alive_s > 59.9  # ...but still there for it
 
 
-def test_a_bursty_function_is_kept_through_its_usual_gaps_without_prewarm() -> None:
+def test_a_bursty_function_is_kept_through_its_usual_gaps_while_its_memory_is_worth_it() -> None:
     rng = random.Random(7)
     tracker = IdleTracker()
     now = 0.0
@@ -70,18 +85,30 @@ def test_a_bursty_function_is_kept_through_its_usual_gaps_without_prewarm() -> N
         gap = rng.uniform(8 * 60, 12 * 60)  # then quiet for about 10 minutes
         gaps.append(gap)
         now += gap
-    windows = learned_windows(tracker.histogram, DEFAULT_S)
+    windows = learned_windows(tracker.histogram, DEFAULT_S, memory_mb=64.0)
     assert windows.source == "learned"
     assert windows.prewarm_s == 0.0  # most idle times are short: never unload
-    assert windows.keep_alive_s >= max(gaps)  # the next burst finds it warm (300 s would not)
+    assert windows.keep_alive_s >= max(gaps[:-1])  # the next burst finds it warm
     assert windows.keep_alive_s <= 1.1 * (max(gaps) + 60)  # and not much longer
+    # Eight times the memory: a 10-minute wait for one call in 30 is not worth it; the
+    # shortest keep-alive covers the gaps within a burst.
+    heavy = learned_windows(tracker.histogram, DEFAULT_S, memory_mb=512.0)
+    assert heavy == Windows(keepalive.MIN_KEEP_ALIVE_S, 0.0, "learned", heavy.reason)
 
 
 def test_a_function_called_every_few_seconds_gets_the_shortest_keep_alive() -> None:
     tracker = IdleTracker()
     calls(tracker, [3.0 * i for i in range(100)], took_s=0.05)
     windows = learned_windows(tracker.histogram, DEFAULT_S)
-    assert windows == Windows(keepalive.MIN_KEEP_ALIVE_S, 0.0, "learned")
+    assert windows.prewarm_s == 0.0 and windows.source == "learned"
+    assert windows.keep_alive_s == keepalive.MIN_KEEP_ALIVE_S  # not 3.2 s: it may pause
+
+
+def test_a_function_called_back_to_back_is_kept_a_minute_not_a_fraction_of_a_second() -> None:
+    tracker = IdleTracker()
+    calls(tracker, [0.1 * i for i in range(50)], took_s=0.1)  # idle times of 0
+    windows = learned_windows(tracker.histogram, DEFAULT_S)
+    assert (windows.keep_alive_s, windows.source) == (keepalive.MIN_KEEP_ALIVE_S, "learned")
 
 
 def test_too_few_idle_times_give_the_fixed_default() -> None:
@@ -144,30 +171,32 @@ def test_an_activity_that_ends_close_to_the_prewarm_keeps_its_instance() -> None
     assert keepalive.windows_for_idle_period(end_anchored, 100.0, 140.0) is end_anchored
 
 
-def test_idle_times_mostly_out_of_bounds_give_the_fixed_default() -> None:
+def test_idle_times_mostly_out_of_bounds_keep_only_what_the_rest_pays_for() -> None:
     idle_times = [5 * 3600.0] * 15 + [120.0] * 10  # 60% past the 4-hour range
     windows = learned_windows(histogram_of(idle_times), DEFAULT_S)
-    assert (windows.keep_alive_s, windows.prewarm_s, windows.source) == (DEFAULT_S, 0.0, "default")
-    assert "60% of idle times" in windows.reason
+    assert windows.source == "learned" and windows.prewarm_s > 100.0
+    assert windows.prewarm_s + windows.keep_alive_s == pytest.approx(120.0 * 1.1)
 
 
-def test_idle_times_spread_over_the_range_give_the_fixed_default() -> None:
+def test_rare_calls_spread_over_the_range_are_not_kept() -> None:
     rng = random.Random(3)
     idle_times = [rng.uniform(0, 4 * 3600.0) for _ in range(500)]
-    histogram = histogram_of(idle_times)
-    assert histogram.cv() < keepalive.CV_MIN
-    windows = learned_windows(histogram, 42.0)
-    assert (windows.keep_alive_s, windows.source) == (42.0, "default")
-    assert windows.reason.startswith("no pattern: CV")
+    windows = learned_windows(histogram_of(idle_times), 42.0, memory_mb=256.0)
+    assert (windows.keep_alive_s, windows.prewarm_s, windows.source) == (0.0, 0.0, "learned")
+    assert windows.reason == "priced: catches 0% of idle periods, holds 0 MB·s each"
 
 
-def test_poisson_calls_a_few_minutes_apart_are_learned_and_kept_for_their_tail() -> None:
+def test_poisson_calls_are_kept_all_the_way_when_cheap_and_not_at_all_when_dear() -> None:
+    # Calls that come at random keep coming at the same rate however long the wait: with no
+    # prewarm to aim, an instance is worth its memory at every moment or at none.
     rng = random.Random(5)
-    idle_times = [rng.expovariate(1 / 300.0) for _ in range(400)]  # mean 5 minutes
-    windows = learned_windows(histogram_of(idle_times), DEFAULT_S)
-    assert windows.source == "learned" and windows.prewarm_s == 0.0
-    covered = sum(1 for idle_s in idle_times if idle_s <= windows.keep_alive_s)
-    assert covered / len(idle_times) >= 0.99
+    idle_times = [rng.expovariate(1 / 300.0) for _ in range(150)]  # mean 5 minutes
+    histogram = histogram_of(idle_times)
+    cheap = learned_windows(histogram, DEFAULT_S, memory_mb=64.0)
+    assert cheap.source == "learned" and cheap.prewarm_s == 0.0
+    assert cheap.keep_alive_s >= max(idle_times)
+    dear = learned_windows(histogram, DEFAULT_S, memory_mb=4096.0)
+    assert (dear.keep_alive_s, dear.prewarm_s, dear.source) == (0.0, 0.0, "learned")
 
 
 def test_the_prewarm_starts_earlier_by_the_start_time_and_is_dropped_when_short() -> None:
@@ -240,8 +269,7 @@ def test_a_five_minute_timer_is_prewarmed_from_its_idle_times_not_its_bins_edge(
     rng = random.Random(3)
     idle_times = [299.0 + rng.random() for _ in range(30)]
     histogram = histogram_of(idle_times)
-    assert histogram.percentile_bin(keepalive.HEAD) == (240.0, 300.0)
-    assert histogram.percentile_range(keepalive.HEAD)[0] == min(idle_times)
+    assert histogram.percentile_bin(0.05) == (240.0, 300.0)
     windows = learned_windows(histogram, DEFAULT_S, start_s=0.3)
     assert windows.source == "learned"
     assert min(idle_times) * 0.9 < windows.prewarm_s < min(idle_times) - 0.3
@@ -249,11 +277,11 @@ def test_a_five_minute_timer_is_prewarmed_from_its_idle_times_not_its_bins_edge(
     assert windows.keep_alive_s < 60.0
 
 
-def test_the_keep_alive_covers_the_longest_idle_time_in_the_tail_bin_not_its_edge() -> None:
-    idle_times = [5.0] * 60 + [61.0] * 2  # the tail's bin is [60, 120)
+def test_the_keep_alive_covers_the_longest_idle_time_in_a_bin_not_its_edge() -> None:
+    idle_times = [5.0] * 60 + [61.0] * 20  # the longer ones' bin is [60, 120)
     windows = learned_windows(histogram_of(idle_times), DEFAULT_S)
     assert windows.prewarm_s == 0
-    assert windows.keep_alive_s == pytest.approx(max(keepalive.MIN_KEEP_ALIVE_S, 61.0 * 1.1))
+    assert windows.keep_alive_s == pytest.approx(61.0 * 1.1)
 
 
 def test_an_extra_instance_keeps_the_fixed_default_under_a_short_learned_window() -> None:

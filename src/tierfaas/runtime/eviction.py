@@ -146,7 +146,8 @@ class CallRate:
         """The decayed count at ``now``, or, if more, the one a steady rate of a call every
         ``within_s`` would have (a decayed count of calls at rate r averages r x half_life_s /
         ln 2): an instance waiting for a call predicted within ``within_s`` (a learned
-        keep-alive window: 99 % of idle times end within it) is worth at least that rate. A
+        keep-alive window: kept because the call it expects pays for it) is worth at least
+        that rate. A
         function prewarmed before its predicted call has few calls, and its instance, idle
         until that call, went first without this (simulated day, one node: 2 % more cold
         calls, the timers' 45 % more)."""

@@ -1,63 +1,66 @@
-"""Keep-alive and prewarm learned per function: the hybrid histogram policy of Shahrad et al.,
-"Serverless in the Wild" (USENIX ATC '20), on each node.
+"""Keep-alive and prewarm learned per function on each node: the idle-time histogram of
+Shahrad et al., "Serverless in the Wild" (USENIX ATC '20), with windows priced against memory.
 
 Theory of operation. A function's *idle time* on this node is the time from the end of its
 activity here (the moment no call of it is in flight on any of its instances) to the arrival
 of its next call. ``IdleTracker`` records each one in an ``IdleHistogram``; ``learned_windows``
 turns the histogram into two windows:
 
-- the *prewarm window*: how long after the end of activity an instance starts again, a little
-  before the shortest usual idle time (the 5th percentile, less ``PREWARM_MARGIN`` and the
-  function's start time). Until then the function's instances are not kept: they are stopped
-  once its activity ends, and the memory serves others.
-- the *keep-alive window*: how long an instance is kept, waiting for a call, so that it covers
-  the longest usual idle time (the 99th percentile, plus ``KEEP_ALIVE_MARGIN``). With a prewarm
+- the *prewarm window*: how long after the end of activity an instance starts again, shortly
+  before the next call is expected. Until then the function's instances are not kept: they
+  are stopped once its activity ends, and the memory serves others.
+- the *keep-alive window*: how long an instance is kept, waiting for a call. With a prewarm
   window it counts from the prewarm; without one, from the instance's last call.
+
+The windows are the ones that buy the most cold starts avoided for the memory they hold
+(``pricing.py``): a cold start is worth ``cold_start_worth_mb_s`` MB·s of an idle instance (a
+node setting), and the function's instance costs its memory as the budget counts it. So a
+function is kept as long as the chance of its next call coming soon is worth its memory (a
+fixed keep-alive is one of the windows considered, and never worth more), one whose idle times
+are long but predictable is unloaded and prewarmed shortly before its usual next call, and one
+whose calls are rare and unpredictable is not kept (0: stopped after its call). The paper's
+fixed percentiles (keep-alive to the 99th) spent memory on rare calls wherever memory was
+plentiful: a simulated day on 3 nodes had 52 % fewer cold starts than a fixed 10 minutes for
+20 % more memory-time.
 
 Two references. The tracker also records the *gaps* between the arrivals that begin the
 function's activities. A timer's arrivals keep their period to a second, but its idle times
 spread as widely as its calls' lengths do (a minute's timer whose calls take 1 to 9 s idles 51
-to 59 s): when the gaps spread less than the idle times, the windows are taken from the gaps
-and count from the arrival that began the last activity (``anchor="arrival"``), and
-``windows_for_idle_period`` turns them, once the activity ends, into windows counted from that
-end. An activity that ends less than ``MIN_PREWARM_S`` before the prewarm keeps its instance.
+to 59 s): when a prewarm priced on the gaps is worth more than the windows priced on the idle
+times, the windows are taken from the gaps and count from the arrival that began the last
+activity (``anchor="arrival"``), and ``windows_for_idle_period`` turns them, once the activity
+ends, into windows counted from that end. An activity that ends less than ``MIN_PREWARM_S``
+before the prewarm keeps its instance.
 
-A prewarm window under ``MIN_PREWARM_S`` is none, and a keep-alive window without a prewarm is
-at least ``MIN_KEEP_ALIVE_S``. The windows are the function's, not an instance's: every
-instance (one a peak or ``concurrency`` added too) goes the keep-alive window after its own
-last call (``reap_due``), and a prewarm starts one instance.
+A prewarm window under ``MIN_PREWARM_S`` is none, and an instance kept at all is kept at least
+``MIN_KEEP_ALIVE_S``. The windows are the function's, not an
+instance's: every instance (one a peak or ``concurrency`` added too) goes the keep-alive window
+after its own last call (``reap_due``), and a prewarm starts one instance.
 
-A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``), when
-its idle times spread over the whole range (the coefficient of variation of its bin counts is
-low: no pattern to predict), or when most idle times exceed its range; the function then gets
-the fixed default: its ``keep_alive_s`` and no prewarm, exactly as ``--keep-alive-policy
-fixed`` (``fixed_windows``).
+A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``); the
+function then gets the fixed default: its ``keep_alive_s`` and no prewarm, exactly as
+``--keep-alive-policy fixed`` (``fixed_windows``).
 
-The windows are taken from the idle times seen in the head's and the tail's bins, not from
-the bins' edges (``IdleHistogram.percentile_range``): a timer called every 5 minutes has idle
-times just under 300 s, in the bin [240, 300); its edge would start the prewarm more than a
-minute early, and in a full node an instance idle that long, not yet called, is among the
-first evicted (simulated day, one node: the 5-minute timers were cold at nearly every call).
+The windows are taken from the idle times seen in the bins, not from the bins' edges: a timer
+called every 5 minutes has idle times just under 300 s, in the bin [240, 300); its edge would
+start the prewarm more than a minute early, and in a full node an instance idle that long, not
+yet called, is among the first evicted (simulated day, one node: the 5-minute timers were cold
+at nearly every call).
 
 Bins. The paper uses 1-minute bins up to 4 hours. Ours are the same above a minute, and 1 s
 wide below it: with 1-minute bins every idle time under a minute falls in one bin, so a timer
-function called every 30-60 s could never be prewarmed (its 5th percentile would be 0), and its
-keep-alive after a prewarm could not be shorter than a minute. The pattern test (the CV) is
-computed on the paper's 1-minute grid (the fine bins summed into its first minute), so that a
-function's verdict does not depend on our finer resolution: any function whose idle times are
-nearly all under a minute (one called every few seconds) has one full bin on that grid, a clear
-pattern.
+function called every 30-60 s could never be prewarmed to the second, and its keep-alive after
+a prewarm could not be shorter than a minute.
 
 Everything here is pure: the tracker is given the time, and schedules nothing.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-from tierfaas.runtime import policy
+from tierfaas.runtime import policy, pricing
 
 FINE_BIN_S = 1.0
 """The width of a bin under a minute."""
@@ -66,22 +69,19 @@ BIN_S = 60.0
 RANGE_S = 4 * 3600.0
 """Idle times from here on are out of bounds: counted, not placed (the paper's range)."""
 
-HEAD = 0.05
-"""The percentile of idle times the prewarm window is taken from (the paper's)."""
-TAIL = 0.99
-"""The percentile of idle times the keep-alive window covers (the paper's)."""
 PREWARM_MARGIN = 0.05
-"""The prewarm starts this share earlier than the head's bin. The paper's 10% covers its
-1-minute bins; our head's bin is at most 1 s wide under a minute, so 5% covers the jitter of a
-timer, and the function's start time is subtracted on top."""
+"""A prewarmed instance is ready this share before the shortest idle time of the bin it is
+aimed at. The paper's 10% covers its 1-minute bins; ours are at most 1 s wide under a minute,
+so 5% covers the jitter of a timer, and the function's start time is subtracted on top."""
 KEEP_ALIVE_MARGIN = 0.10
-"""The keep-alive covers this share more than the tail's bin (the paper's)."""
+"""A keep-alive ends this share past the longest idle time of the bin it is taken from (the
+paper's margin): the next idle time may be a little longer than any seen."""
 
 MIN_SAMPLES = 10
-"""Fewer idle times: the fixed default. Up to 20, the windows cover every idle time seen so far
-(the 5th percentile is the shortest, the 99th the longest), so one odd gap cannot shorten them;
-with 10, a timer called every hour is learned after 10 hours (with 20 it never was in a day of
-simulation, and each of its calls was cold), one called every minute after 10 minutes."""
+"""Fewer idle times: the fixed default (a price needs a distribution to weigh). With 10, a
+timer called every hour is learned after 10 hours (with 20 it never was in a day of simulation,
+and each of its calls was cold), one called every minute after 10 minutes; 5 gave no fewer
+cold calls on a simulated half day (3 nodes, either accounting)."""
 MIN_TIGHT_SAMPLES = 3
 TIGHT_SHARE = 0.1
 """From ``MIN_TIGHT_SAMPLES`` on, times that all lie within ``TIGHT_SHARE`` of the shortest
@@ -89,25 +89,19 @@ TIGHT_SHARE = 0.1
 ``MIN_SAMPLES``: a function called every hour would otherwise be cold for its first 10 hours
 on each node, and a pattern that breaks widens the spread at its first odd time, which sends
 the function back to the default until ``MIN_SAMPLES``."""
-CV_MIN = 2.0
-"""Under this coefficient of variation of the 1-minute bin counts the idle times spread too
-evenly to be predicted: the fixed default (the paper's threshold). It asks that nearly all idle
-times fall within about a fifth of the range."""
-OUT_OF_BOUNDS_LIMIT = 0.5
-"""From this share of idle times past ``RANGE_S`` on, the fixed default (the paper turns to a
-time-series forecast there; a call that rare is cold under any keep-alive we would pay for)."""
 MIN_PREWARM_S = 30.0
 """A shorter prewarm window is none: stopping an instance for less than half a minute saves
 little memory-time and costs a start (a fork and the function's init) each time."""
 MIN_KEEP_ALIVE_S = 60.0
-"""The shortest learned keep-alive without a prewarm (the paper's 1-minute bins give 66 s). The
-histogram sees only gaps in the function's whole activity, not how many instances its peaks
-need; shorter, an extra instance started for a peak would be stopped between peaks seconds
-apart, and started again at the next."""
+"""The shortest keep-alive of an instance kept at all (from the end of its activity; the
+paper's 1-minute bins give 66 s): the idle times seen bound the next one only loosely, and a
+function called back to back while it was learned would otherwise be kept a fraction of a
+second and be cold after its first pause; the price weighs the minute like any other window.
+Also the shortest of an instance kept because its activity ended too close to an
+arrival-anchored prewarm (``windows_for_idle_period``)."""
 DECAY_AT = 200.0
 """When the histogram holds this many idle times, every count is halved: it weighs about the
-last 100-200, enough for the 99th percentile, and a changed pattern takes over within a few
-hundred (a shorter head at once: the 5th percentile follows the first few short idle times)."""
+last 100-200, and a changed pattern takes over within a few hundred."""
 
 Source = Literal["learned", "default"]
 Anchor = Literal["end", "arrival"]
@@ -134,10 +128,19 @@ class IdleHistogram:
     up to ``RANGE_S``, and a count of those past it. Counts are floats: they are halved at
     ``DECAY_AT``."""
 
-    __slots__ = ("changes", "counts", "highest", "in_bounds", "lowest", "out_of_bounds")
+    __slots__ = (
+        "changes",
+        "counts",
+        "highest",
+        "in_bounds",
+        "lowest",
+        "out_of_bounds",
+        "totals",
+    )
 
     def __init__(self) -> None:
         self.counts = [0.0] * len(_LOWER_EDGES)
+        self.totals = [0.0] * len(_LOWER_EDGES)  # the idle times in each bin, summed
         # The shortest and longest idle time seen in each bin: a 1-minute bin's edges are up
         # to a minute from the idle times it holds.
         self.lowest = list(_UPPER_EDGES)
@@ -157,6 +160,7 @@ class IdleHistogram:
         if idle_s < RANGE_S:
             index = int(idle_s) if idle_s < BIN_S else _FINE_BINS - 1 + int(idle_s / BIN_S)
             self.counts[index] += 1  # FINE_BIN_S is 1
+            self.totals[index] += idle_s
             self.in_bounds += 1
             self.lowest[index] = min(self.lowest[index], idle_s)
             self.highest[index] = max(self.highest[index], idle_s)
@@ -165,6 +169,7 @@ class IdleHistogram:
         self.changes += 1
         if self.in_bounds + self.out_of_bounds >= DECAY_AT:
             self.counts = [count / 2 for count in self.counts]
+            self.totals = [total / 2 for total in self.totals]
             self.in_bounds /= 2
             self.out_of_bounds /= 2
 
@@ -176,22 +181,6 @@ class IdleHistogram:
         shortest, longest = self.lowest[held[0]], self.highest[held[-1]]
         return longest - shortest <= TIGHT_SHARE * shortest
 
-    def cv(self) -> float:
-        """The coefficient of variation of the bin counts on the paper's 1-minute grid (the
-        fine bins summed into its first minute); 0 when it holds nothing in bounds."""
-        if self.in_bounds <= 0:
-            return 0.0
-        grid = [sum(self.counts[:_FINE_BINS]), *self.counts[_FINE_BINS:]]
-        mean = self.in_bounds / len(grid)
-        variance = sum((count - mean) ** 2 for count in grid) / len(grid)
-        return math.sqrt(variance) / mean
-
-    def percentile_range(self, share: float) -> tuple[float, float]:
-        """(shortest, longest) idle time seen in the bin holding the ``share`` percentile of
-        the idle times in bounds (within its edges). Needs at least one in bounds."""
-        index = self._percentile_index(share)
-        return self.lowest[index], self.highest[index]
-
     def _percentile_index(self, share: float) -> int:
         wanted = share * self.in_bounds
         total = 0.0
@@ -200,6 +189,10 @@ class IdleHistogram:
             if count and total >= wanted * (1 - 1e-9):
                 return index
         return len(self.counts) - 1
+
+    def bins(self) -> pricing.Bins:
+        """Its bins, for ``pricing.best_windows``."""
+        return pricing.Bins(self.counts, self.totals, self.lowest, self.highest, self.out_of_bounds)
 
     def percentile_bin(self, share: float) -> tuple[float, float]:
         """(lower, upper) edges of the bin holding the ``share`` percentile of the idle times
@@ -215,7 +208,8 @@ class Windows:
     ``prewarm_s`` 0: an instance is stopped ``keep_alive_s`` after its last call. Else the
     function's instances are stopped once its activity ends, one starts ``prewarm_s`` after
     that end (if none is there), and it is stopped ``keep_alive_s`` after it started unless a
-    call came. ``reason``: why the fixed default applies (empty when learned)."""
+    call came. ``reason``: why the fixed default applies, or what the learned windows were
+    priced at (shown as ``keep_alive_reason``)."""
 
     keep_alive_s: float
     prewarm_s: float = 0.0
@@ -234,58 +228,66 @@ def learned_windows(
     keep_alive_s: float,
     start_s: float | None = None,
     gaps: IdleHistogram | None = None,
+    *,
+    memory_mb: float,
+    worth_mb_s: float,
 ) -> Windows:
-    """The windows ``histogram`` gives, or ``fixed_windows(keep_alive_s)`` when it is not
-    representative (see the module's doc). ``start_s``: how long the function's last start
-    here took (the prewarm starts that much earlier). ``gaps``: the times from the arrival
-    that began each activity to the arrival that began the next; when they predict the next
-    call more tightly than the idle times do, the windows count from the arrival
+    """The windows that buy the most cold starts avoided for the memory they hold, a cold
+    start being worth ``worth_mb_s`` MB·s of an instance of ``memory_mb`` (``pricing.py``), or
+    ``fixed_windows(keep_alive_s)`` while the history is too short (see the module's doc).
+    ``start_s``: how long the function's last start here took (a prewarm starts that much
+    earlier). ``gaps``: the times from the arrival that began each activity to the arrival
+    that began the next; when a prewarm counted from the arrival is worth more than the
+    windows counted from the end of the activity, the windows count from the arrival
     (``anchor="arrival"``, see the module's doc)."""
-    reason = _unrepresentative(histogram)
-    by_arrival = None
-    if gaps is not None and not _unrepresentative(gaps):
-        by_arrival = _windows_of(gaps, start_s, "arrival")
-        if not by_arrival.prewarm_s:
-            by_arrival = None
-    if reason:
-        return by_arrival or fixed_windows(keep_alive_s, reason)
-    if by_arrival is not None and gaps is not None and _spread(gaps) < _spread(histogram):
-        return by_arrival
-    return _windows_of(histogram, start_s, "end")
+    options: list[tuple[pricing.Choice, Anchor]] = []
+    reason = _too_short(histogram)
+    if not reason:
+        options.append((_priced(histogram, memory_mb, worth_mb_s, start_s), "end"))
+    if gaps is not None and not _too_short(gaps):
+        by_arrival = _priced(gaps, memory_mb, worth_mb_s, start_s)
+        if by_arrival.prewarm_s > 0:
+            options.append((by_arrival, "arrival"))
+    if not options:
+        return fixed_windows(keep_alive_s, reason)
+    # The end first: of two of equal value, the one that needs no arrival to count from.
+    choice, anchor = max(options, key=lambda option: option[0].value)
+    explained = (
+        f"priced: catches {choice.caught:.0%} of idle periods, "
+        f"holds {choice.held_mb_s:,.0f} MB·s each"
+    )
+    if choice.prewarm_s > 0:
+        return Windows(
+            keep_alive_s=choice.until_s - choice.prewarm_s,
+            prewarm_s=choice.prewarm_s,
+            source="learned",
+            reason=explained,
+            anchor=anchor,
+        )
+    return Windows(keep_alive_s=choice.until_s, source="learned", reason=explained)
 
 
-def _unrepresentative(histogram: IdleHistogram) -> str:
-    """Why ``histogram`` cannot give windows (empty: it can)."""
+def _too_short(histogram: IdleHistogram) -> str:
+    """Why ``histogram``'s history is too short to price windows on (empty: it is not)."""
     samples = histogram.samples
     if samples < MIN_SAMPLES and not (samples >= MIN_TIGHT_SAMPLES and histogram.tight()):
         return f"{samples:.0f} idle times, fewer than {MIN_SAMPLES}"
-    if histogram.out_of_bounds / samples >= OUT_OF_BOUNDS_LIMIT:
-        share = histogram.out_of_bounds / samples
-        return f"{share:.0%} of idle times over {RANGE_S:g} s"
-    cv = histogram.cv()
-    if cv < CV_MIN:
-        return f"no pattern: CV {cv:.2f} under {CV_MIN:g}"
     return ""
 
 
-def _spread(histogram: IdleHistogram) -> float:
-    """From the head's shortest to the tail's longest time: how far apart the calls its
-    windows must cover may fall."""
-    head, _ = histogram.percentile_range(HEAD)
-    _, tail = histogram.percentile_range(TAIL)
-    return tail - head
-
-
-def _windows_of(histogram: IdleHistogram, start_s: float | None, anchor: Anchor) -> Windows:
-    head, _ = histogram.percentile_range(HEAD)
-    _, tail = histogram.percentile_range(TAIL)
-    until = tail * (1 + KEEP_ALIVE_MARGIN)
-    prewarm = head * (1 - PREWARM_MARGIN) - (start_s or 0.0)
-    if prewarm >= MIN_PREWARM_S:
-        return Windows(
-            keep_alive_s=until - prewarm, prewarm_s=prewarm, source="learned", anchor=anchor
-        )
-    return Windows(keep_alive_s=max(until, MIN_KEEP_ALIVE_S), source="learned")
+def _priced(
+    histogram: IdleHistogram, memory_mb: float, worth_mb_s: float, start_s: float | None
+) -> pricing.Choice:
+    return pricing.best_windows(
+        histogram.bins(),
+        memory_mb,
+        worth_mb_s,
+        start_s=start_s or 0.0,
+        keep_margin=KEEP_ALIVE_MARGIN,
+        prewarm_margin=PREWARM_MARGIN,
+        min_prewarm_s=MIN_PREWARM_S,
+        min_keep_s=MIN_KEEP_ALIVE_S,
+    )
 
 
 def windows_for_idle_period(windows: Windows, began: float, ended: float) -> Windows:

@@ -53,6 +53,7 @@ class Settings:
     retry_after_s: int
     scale_out_wait_s: float
     start_timeout_s: float
+    cold_start_worth_mb_s: float = 307200.0  # the keep-alive's price (``pricing.py``)
 
     @classmethod
     def of(cls, config: NodeConfig) -> Settings:
@@ -62,6 +63,7 @@ class Settings:
             retry_after_s=config.retry_after_s,
             scale_out_wait_s=config.scale_out_wait_s,
             start_timeout_s=config.start_timeout_s,
+            cold_start_worth_mb_s=config.cold_start_worth_mb_s,
         )
 
 

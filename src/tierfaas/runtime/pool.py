@@ -664,7 +664,12 @@ class FunctionPool:
         if idle is not None and idle.histogram.changes != self._windows_of:
             self._windows_of = idle.histogram.changes
             self.windows = keepalive.learned_windows(
-                idle.histogram, self.spec.keep_alive_s, self.last_start_s, idle.gaps
+                idle.histogram,
+                self.spec.keep_alive_s,
+                self.last_start_s,
+                idle.gaps,
+                memory_mb=self.budget.estimate_mb(self.spec),
+                worth_mb_s=self.settings.cold_start_worth_mb_s,
             )
         return self.windows
 
