@@ -106,6 +106,7 @@ def sample(tmp: Path) -> dict[str, tuple[list[str], Any]]:
         "memory_sample_s": (["--memory-sample-s", "0.5"], 0.5),
         "reap_interval_s": (["--reap-interval-s", "2"], 2.0),
         "keep_alive_policy": (["--keep-alive-policy", "fixed"], "fixed"),
+        "cold_start_worth_mb_s": (["--cold-start-worth-mb-s", "1000"], 1000.0),
         "start_timeout_s": (["--start-timeout-s", "9"], 9.0),
         "isolation": (["--isolation", "process"], "process"),
         "sandbox_uid_base": (["--sandbox-uid-base", "300000"], 300000),
