@@ -20,7 +20,7 @@ from tests.unit.test_rollout_fencing import (
 )
 from tierfaas.deploy.controller import RolloutController, Sightings
 from tierfaas.deploy.provider import ProvidedNode
-from tierfaas.deploy.registry import DirectoryRegistry
+from tierfaas.deploy.registry import DirectoryRegistry, FailedVersions
 from tierfaas.membership.base import MemberState
 from tierfaas.supervision import Supervisor
 from tierfaas.testing import FakeClock
@@ -126,3 +126,20 @@ async def test_the_controller_loop_is_restarted_after_a_crash(
     assert supervisor.crashes.labels("rollout")._value.get() == 1
     await made.stop()
     assert made._task is not None and made._task.cancelled()
+
+
+async def test_an_abort_read_between_its_two_writes_is_recorded_aborted(
+    registry: DirectoryRegistry,
+) -> None:
+    # ``tierfaas rollout abort`` marks the version failed, then sets the previous one desired;
+    # a master that reads between the two sees its desired version failed mid-rollout.
+    clock = FakeClock()
+    made, _ = controller(registry, 0.0, clock)
+    await made.tick()
+    assert (registry.read_status() or {})["phase"] == "rolling"
+    FailedVersions(registry.root).mark("2.0.0", "aborted by the operator")
+    await made.tick()  # desired is still 2.0.0
+    status = registry.read_status() or {}
+    assert [h["result"] for h in status["history"] if h["to"] == "2.0.0"] == ["aborted"]
+    assert status["history"][-1]["reason"] == "aborted by the operator"
+    made.io.close()

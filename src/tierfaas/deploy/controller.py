@@ -217,9 +217,12 @@ class RolloutController:
             log.info("rollout: this master deploys in %s", self.term)
         current = status.get("rollout") if status.get("phase") == "rolling" else None
         size: int | None = None
-        if current is not None and current.get("to") != desired:
+        if current is not None and (current.get("to") != desired or desired in failed):
             size = int(current.get("size", 0)) or None  # a rollback keeps the intended size
-            # The desired version changed mid-rollout (an abort, or a newer publish).
+            # The desired version changed mid-rollout (an abort, or a newer publish), or the
+            # version is marked failed while still desired: ``tierfaas rollout abort`` marks it
+            # before it sets the previous version desired, and a read between the two sees
+            # that. Either way the rollout stopped: it is aborted, never done.
             reason = failed.get(str(current.get("to")), f"{desired} is desired now")
             self._event(current, f"stopped: {reason}")
             current.update(result="aborted", reason=reason, finished_at=_now_ms())
