@@ -91,14 +91,18 @@ def test_claims_go_to_the_holder_named_in_the_id() -> None:
     }
 
 
+# A call with every field set, for the round trips.
+EVERY_FIELD = Call(
+    "a~b~0123456789abcdef", "fn", accepted_at=5.0, due_at=7.0, attempts=2,
+    request=Request(b"\x00body", "/p", "q=1", (("x-a", "1"), ("x-a", "2"))),
+    idem_key="k", callback_url="http://127.0.0.1:1/", callback_state="pending",
+    state="dead", finished_at=9.0, node="a", result=Result(500, "text/plain", b"no"),
+    failure=Failure(504, "timeout", "too slow"),
+)  # fmt: skip
+
+
 def test_a_call_survives_the_wire() -> None:
-    call = Call(
-        "a~b~0123456789abcdef", "fn", accepted_at=5.0, due_at=7.0, attempts=2,
-        request=Request(b"\x00body", "/p", "q=1", (("x-a", "1"), ("x-a", "2"))),
-        idem_key="k", callback_url="http://127.0.0.1:1/", callback_state="pending",
-        state="dead", finished_at=9.0, node="a", result=Result(500, "text/plain", b"no"),
-        failure=Failure(504, "timeout", "too slow"),
-    )  # fmt: skip
+    call = EVERY_FIELD
     assert wire.from_pb(wire.to_pb(call)) == call
     outcome = wire.from_pb(wire.to_pb(call, with_request=False))
     assert outcome.request == Request() and outcome.state == "dead"
@@ -121,13 +125,7 @@ def _through_msgpack(row: list[object]) -> object:
 
 
 def test_a_call_survives_the_lane_as_a_row() -> None:
-    call = Call(
-        "a~b~0123456789abcdef", "fn", accepted_at=5.0, due_at=7.0, attempts=2,
-        request=Request(b"\x00body", "/p", "q=1", (("x-a", "1"), ("x-a", "2"))),
-        idem_key="k", callback_url="http://127.0.0.1:1/", callback_state="pending",
-        state="dead", finished_at=9.0, node="a", result=Result(500, "text/plain", b"no"),
-        failure=Failure(504, "timeout", "too slow"),
-    )  # fmt: skip
+    call = EVERY_FIELD
     assert wire.from_row(_through_msgpack(wire.to_row(call))) == call
     outcome = wire.from_row(_through_msgpack(wire.to_row(call, with_request=False)))
     assert outcome.request == Request() and outcome.state == "dead"
