@@ -299,7 +299,10 @@ def test_an_isolated_master_changes_nothing_and_the_majority_rolls_once(tmp_path
     assert entry["result"] == "done", entry
     assert len(ends) == 1, ends
     assert minority_lines == [], minority_lines
-    assert suspended > 0  # the guard did hold it back
+    # A guard held it back: the majority guard when its own view loses the majority first,
+    # else the fence, when the majority's master claims a newer term first (the old master
+    # then drops its term and, with no majority, claims none: logged at debug only).
+    assert suspended + fenced > 0, (suspended, fenced)
     assert failed == 0, failed_detail
     assert ran_twice == [] and ok_never_ran == [], (ran_twice[:5], ok_never_ran[:5])
     assert {v for _, v in result.extra["nodes_at_end"]} == {"2.0.0"}
