@@ -111,6 +111,15 @@ def test_a_function_called_back_to_back_is_kept_a_minute_not_a_fraction_of_a_sec
     assert (windows.keep_alive_s, windows.source) == (keepalive.MIN_KEEP_ALIVE_S, "learned")
 
 
+def test_the_shortest_keep_alive_is_never_longer_than_the_functions_own() -> None:
+    # A function that declares half a second is released that soon once learned too, however
+    # closely its calls came (a minute would keep what its manifest asks to release).
+    tracker = IdleTracker()
+    calls(tracker, [0.1 * i for i in range(50)], took_s=0.1)
+    windows = learned_windows(tracker.histogram, 0.5)
+    assert windows.source == "learned" and windows.keep_alive_s <= 0.5
+
+
 def test_too_few_idle_times_give_the_fixed_default() -> None:
     # Two clusters of idle times 10 s apart: a pattern, but not one tight enough to trust
     # from a few samples.

@@ -33,9 +33,10 @@ ends, into windows counted from that end. An activity that ends less than ``MIN_
 before the prewarm keeps its instance.
 
 A prewarm window under ``MIN_PREWARM_S`` is none, and an instance kept at all is kept at least
-``MIN_KEEP_ALIVE_S``. The windows are the function's, not an
-instance's: every instance (one a peak or ``concurrency`` added too) goes the keep-alive window
-after its own last call (``reap_due``), and a prewarm starts one instance.
+``MIN_KEEP_ALIVE_S``, or its function's ``keep_alive_s`` when that is shorter. The windows are
+the function's, not an instance's: every instance (one a peak or ``concurrency`` added too)
+goes the keep-alive window after its own last call (``reap_due``), and a prewarm starts one
+instance.
 
 A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``); the
 function then gets the fixed default: its ``keep_alive_s`` and no prewarm, exactly as
@@ -241,11 +242,14 @@ def learned_windows(
     windows counted from the end of the activity, the windows count from the arrival
     (``anchor="arrival"``, see the module's doc)."""
     options: list[tuple[pricing.Choice, Anchor]] = []
+    # The shortest keep-alive never exceeds the function's own: a function that declares a
+    # short one is released that soon unless the price keeps it longer.
+    min_keep_s = min(MIN_KEEP_ALIVE_S, keep_alive_s)
     reason = _too_short(histogram)
     if not reason:
-        options.append((_priced(histogram, memory_mb, worth_mb_s, start_s), "end"))
+        options.append((_priced(histogram, memory_mb, worth_mb_s, start_s, min_keep_s), "end"))
     if gaps is not None and not _too_short(gaps):
-        by_arrival = _priced(gaps, memory_mb, worth_mb_s, start_s)
+        by_arrival = _priced(gaps, memory_mb, worth_mb_s, start_s, min_keep_s)
         if by_arrival.prewarm_s > 0:
             options.append((by_arrival, "arrival"))
     if not options:
@@ -276,7 +280,11 @@ def _too_short(histogram: IdleHistogram) -> str:
 
 
 def _priced(
-    histogram: IdleHistogram, memory_mb: float, worth_mb_s: float, start_s: float | None
+    histogram: IdleHistogram,
+    memory_mb: float,
+    worth_mb_s: float,
+    start_s: float | None,
+    min_keep_s: float,
 ) -> pricing.Choice:
     return pricing.best_windows(
         histogram.bins(),
@@ -286,7 +294,7 @@ def _priced(
         keep_margin=KEEP_ALIVE_MARGIN,
         prewarm_margin=PREWARM_MARGIN,
         min_prewarm_s=MIN_PREWARM_S,
-        min_keep_s=MIN_KEEP_ALIVE_S,
+        min_keep_s=min_keep_s,
     )
 
 
