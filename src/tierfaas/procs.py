@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -144,6 +145,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_run(hosts: Sequence[str], count: int) -> int:
+    """The first of ``count`` consecutive ports that were free a moment ago for TCP and UDP on
+    every one of ``hosts``, picked below Linux's default ephemeral range (32768-60999): a port
+    the kernel picked there can be taken by any outgoing connection's source port before the
+    node binds it, and a node binds its gossip port and the two after it (control plane, lane)."""
+    rng = random.Random()
+    for _ in range(500):
+        first = rng.randrange(20000, 32000 - count)
+        ports = range(first, first + count)
+        if all(
+            port_is_free(host, port) and port_is_free(host, port, socket.SOCK_DGRAM)
+            for host in hosts
+            for port in ports
+        ):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports on {', '.join(hosts)}")
 
 
 def port_is_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:

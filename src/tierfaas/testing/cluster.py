@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tierfaas.procs import free_port
+from tierfaas.procs import free_port, free_port_run
 from tierfaas.testing.nodes import NodeProcess, http_get
 from tierfaas.testing.wait import eventually
 
@@ -38,7 +38,8 @@ class LocalCluster:
         self.log_dir = log_dir
         self.env = env
         self.hosts = [f"{subnet}.{first_host + i}" for i in range(size)]
-        self.gossip_port = free_port(self.hosts[0])
+        # Gossip here, the control plane and the lane on the two ports after it.
+        self.gossip_port = free_port_run(self.hosts, 3)
         self.seeds = [f"{host}:{self.gossip_port}" for host in self.hosts[:seeds]]
         self.nodes: list[NodeProcess] = []
         self._next = size
