@@ -19,12 +19,12 @@ import pytest
 
 from tierfaas import errors
 from tierfaas.calls import ids
+from tierfaas.calls.logstore import CallLog
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
 from tierfaas.calls.peers import RemotePeers
 from tierfaas.calls.replication import keyed_homes
 from tierfaas.calls.service import CallService, CallSettings
-from tierfaas.calls.store import CallStore
 from tierfaas.clock import LoopScheduler
 from tierfaas.cluster.state import MemberView
 from tierfaas.config import Address
@@ -86,7 +86,7 @@ class Node:
         )  # fmt: skip
         await self.server.start()
         assert self.server.address is not None
-        store = CallStore(self.folder / "calls.db")
+        store = CallLog(self.folder / "calls.log")
         store.open()
         peers = RemotePeers(
             name=self.name,
