@@ -33,7 +33,7 @@ copies never finished ``keep_s`` (``trim``, every minute); when the dead frames 
 live ones (and the file is past ``compact_min_bytes``), ``trim`` rewrites the log with one
 ``PUT`` and at most one ``SET`` per kept call into a new file, synced, then renamed over the
 old one (a crash mid-way leaves the old log whole). The rewrite runs on the loop: it copies
-frames without decoding them, a few µs per kept call.
+frames out of a map of the old file without decoding them (~1-2 µs per kept call).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -463,18 +464,21 @@ class CallLog:
             written = 0
             try:
                 out = bytearray()
+                old = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self._size else b""
                 for entry in self._entries.values():
                     put_at = written + len(out)
-                    out += os.pread(self._fd, entry.put_len, entry.put_at)
+                    out += old[entry.put_at : entry.put_at + entry.put_len]
                     set_at = -1
                     if entry.set_at >= 0:
                         set_at = written + len(out)
-                        out += os.pread(self._fd, entry.set_len, entry.set_at)
+                        out += old[entry.set_at : entry.set_at + entry.set_len]
                     moves.append((entry, put_at, set_at))
                     if len(out) >= 4 * 1024 * 1024:
                         written += _write_all(fd, out)
                         out = bytearray()
                 written += _write_all(fd, out)
+                if isinstance(old, mmap.mmap):
+                    old.close()
                 os.fsync(fd)
                 os.replace(fresh, self.path)
             except BaseException:
