@@ -174,6 +174,26 @@ async def test_many_accepts_share_copy_round_trips(nodes: list[Node]) -> None:
     a.gate.set()
 
 
+async def test_copies_wait_for_an_ack_when_enough_frames_are_in_flight(
+    nodes: list[Node],
+) -> None:
+    """Accepts of successive loop turns (each turn's alone would be a frame) share frames once
+    ``COPIES_IN_FLIGHT`` frames wait for their acks; every one is still answered."""
+    a = nodes[0]
+    assert a.service is not None and isinstance(a.service.peers, RemotePeers)
+    a.gate = asyncio.Event()
+    await a.service.accept("f", Request(b"warm"))  # the lane is connected
+    before = a.service.peers.frames
+    accepts = []
+    for n in range(40):
+        accepts.append(asyncio.ensure_future(a.service.accept("f", Request(b"%d" % n))))
+        await asyncio.sleep(0)  # the next accept in another turn of the loop
+    accepted = await asyncio.gather(*accepts)
+    assert len({x.call_id for x in accepted}) == 40
+    assert a.service.peers.frames - before <= 20
+    a.gate.set()
+
+
 async def test_the_holder_takes_over_a_gone_origins_calls(nodes: list[Node]) -> None:
     a, b = nodes
     assert a.service is not None and b.service is not None
