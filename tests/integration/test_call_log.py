@@ -87,6 +87,8 @@ async def test_compaction_keeps_every_call_and_shrinks_the_log(tmp_path: Path) -
     before = path.stat().st_size
     expected = {n: log.get(_call(n).call_id) for n in range(30, 50)}
     await log.trim(now=2000.0)
+    assert log.compacting is not None
+    await log.compacting
     assert log.compactions == 1 and path.stat().st_size < before / 2
     await log.insert([_call(60)])  # appends after the compaction land in the new file
     for n, call in expected.items():
@@ -119,4 +121,63 @@ async def test_an_older_nodes_sqlite_store_is_taken_over_once(tmp_path: Path) ->
     reopened = CallLog(tmp_path / "calls.log")
     reopened.open()
     assert len(reopened.counts()) == 2
+    reopened.close()
+
+
+async def test_writes_during_a_compaction_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compaction copies a few calls per turn of the loop; what is inserted, updated and
+    deleted between its turns is in the compacted log too, and nothing else."""
+    monkeypatch.setattr(logstore, "COMPACT_SLICE", 3)
+    path = tmp_path / "calls.log"
+    log = CallLog(path, keep_s=1e9, keep_max=1000, compact_min_bytes=1)
+    log.open()
+    await log.insert([_call(n) for n in range(30)])
+    for n in range(30):  # dead frames: each update supersedes the one before
+        for attempts in range(1, 8):
+            await log.update(replace(_call(n), attempts=attempts), unless_final=True)
+    await log.trim(now=2000.0)
+    compacting = log.compacting
+    assert compacting is not None
+    n = 100
+    while not compacting.done():  # one change per turn while it copies
+        await log.update(_done(n % 30), unless_final=True)
+        await log.insert([_call(n)])
+        await log.delete([_call(n - 100 + 10).call_id] if n < 110 else [])
+        n += 1
+    await compacting
+    assert log.compactions == 1 and n > 102  # the changes did interleave with its turns
+    expected = {call_id: log.get(call_id) for call_id in list(log._entries)}
+    assert _call(10).call_id not in expected and _call(100).call_id in expected
+    log.close()
+    reopened = CallLog(path)
+    reopened.open()
+    assert {call_id: reopened.get(call_id) for call_id in list(reopened._entries)} == expected
+    reopened.close()
+
+
+async def test_calls_read_right_across_compactions(tmp_path: Path) -> None:
+    """Entries follow their frames from one compaction to the next (their offsets are moved
+    lazily): every call reads as written after each of three, and after a reopen."""
+    path = tmp_path / "calls.log"
+    log = CallLog(path, keep_s=1e9, keep_max=1000, compact_min_bytes=1)
+    log.open()
+    await log.insert([_call(n) for n in range(20)])
+    for round_ in range(3):
+        for n in range(20):
+            for attempts in range(1, 6):
+                await log.update(replace(_call(n), attempts=attempts + round_), unless_final=True)
+        await log.insert([_call(100 + round_)])
+        await log.trim(now=2000.0)
+        assert log.compacting is not None
+        await log.compacting
+        for n in range(20):
+            assert log.get(_call(n).call_id) == replace(_call(n), attempts=5 + round_)
+    assert log.compactions == 3
+    log.close()
+    reopened = CallLog(path)
+    reopened.open()
+    assert reopened.get(_call(7).call_id) == replace(_call(7), attempts=7)
+    assert reopened.get(_call(102).call_id) == _call(102)
     reopened.close()
