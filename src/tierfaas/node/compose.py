@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tierfaas import errors
 from tierfaas.calls.api import CallsApi
 from tierfaas.calls.callbacks import AllowList, CallbackSender, check_callback_url
+from tierfaas.calls.local_run import LocalFirst
 from tierfaas.calls.logstore import CallLog
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
@@ -378,7 +379,7 @@ def _calls(
         node=config.node_name,
         store=store,
         functions=release.functions,
-        run=router.handle,
+        run=LocalFirst(router, router.runtime),
         peers=peers,
         settings=settings,
         scheduler=LoopScheduler(time.time),
