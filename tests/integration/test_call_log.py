@@ -15,7 +15,7 @@ import pytest
 from tierfaas.calls import logstore
 from tierfaas.calls.logstore import CallLog, StoreFailed
 from tierfaas.calls.model import Call, Request, Result
-from tierfaas.calls.store import CallStore
+from tierfaas.calls.store import CallStore, StoreClosed
 
 
 def _call(n: int, **changes: object) -> Call:
@@ -181,3 +181,21 @@ async def test_calls_read_right_across_compactions(tmp_path: Path) -> None:
     assert reopened.get(_call(7).call_id) == replace(_call(7), attempts=7)
     assert reopened.get(_call(102).call_id) == _call(102)
     reopened.close()
+
+
+async def test_a_write_the_close_did_not_take_fails(tmp_path: Path) -> None:
+    """Submitted before the close: written by it, and confirmed. Submitted while a close in
+    another thread was under way (the file closed before the turn's write): never confirmed."""
+    log = CallLog(tmp_path / "calls.log")
+    log.open()
+    first = log.insert([_call(1)])
+    log.close()
+    assert await first == 1
+    reopened = CallLog(tmp_path / "calls.log")
+    reopened.open()
+    assert reopened.get(_call(1).call_id) == _call(1)
+    late = reopened.insert([_call(2)])
+    os.close(reopened._fd)  # what a close in another thread does between the two
+    reopened._fd = -1
+    with pytest.raises(StoreClosed):
+        await late

@@ -371,6 +371,12 @@ class CallLog:
         self._flushing = False
         waiting, self._waiting = self._waiting, []
         with self._lock:
+            if self._buffer and self._fd < 0:  # closed (from another thread) meanwhile
+                self._buffer = bytearray()
+                for future, _ in waiting:
+                    if not future.done():
+                        future.set_exception(StoreClosed("the call store closed before writing"))
+                return
             try:
                 self._write_out()
             except OSError as exc:
