@@ -12,7 +12,7 @@ node holds the copies. In rounds that alternate their order:
 - **sync** (the baseline): ``POST /function/echo`` (5-byte body) under wrk, 64 connections:
   calls/s, p50/p99;
 - **async**: ``POST /async-function/echo``, the same wrk: *accepted* calls/s (202s: each
-  persisted in the node's SQLite WAL store and copied to the other node before its answer),
+  persisted in the node's call log and copied to the other node before its answer),
   and the accept latency p50/p99 under that load. The accepted calls then run; the next round
   starts once both nodes' queues are empty again (the time that takes is reported: the calls
   that ran per second while draining).
@@ -24,7 +24,7 @@ benchmark (127.0.0.1, allowed by the default callback allow-list) got its callba
 
 Targets (issue 20): accepted calls/s with replication >= 50 % of sync calls/s (medians);
 end-to-end async latency at low load (p50) <= sync p50 + 10 ms. If the node exposes a setting
-for the store's SQLite ``synchronous`` (``--store-synchronous``), the async rounds run again
+for the store's ``synchronous`` (``--store-synchronous``), the async rounds run again
 on a second cluster with FULL (informational: NORMAL is the default; the second copy covers a
 power loss). Nothing is pinned: wrk, the nodes and this script share the machine's cores;
 compare within one run. Results: a table and benchmarks/results/async.json.

@@ -391,8 +391,8 @@ class NodeConfig:
     # -- asynchronous calls (POST /async-function/NAME; docs/architecture.md) -------------------
     data_dir: Path | None = setting(
         None,
-        "where the node keeps its state: the async calls' store (calls.db, SQLite in WAL "
-        "mode) and the functions' logs (logs/FUNCTION.log). Unset: "
+        "where the node keeps its state: the async calls' store (calls.log, an append-only "
+        "log) and the functions' logs (logs/FUNCTION.log). Unset: "
         "$XDG_STATE_HOME/tierfaas/NAME, else ~/.local/state/tierfaas/NAME. A "
         "node restarted on the same folder claims back its unfinished calls",
     )

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tierfaas.calls.logstore import CallLog, Store
 from tierfaas.calls.model import Call, Failure, Request, Result
 from tierfaas.calls.store import CallStore, StoreClosed
+
+# The node's store is the log (``CallLog``); the SQLite store (``CallStore``) stays for the
+# one-time import of an older node's calls.db. Both keep the same contract.
+KINDS = {"log": (CallLog, "calls.log"), "sqlite": (CallStore, "calls.db")}
 
 
 def _call(n: int, **changes: object) -> Call:
@@ -30,15 +35,26 @@ def _call(n: int, **changes: object) -> Call:
     return replace(call, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> object:
-    store = CallStore(tmp_path / "calls.db", keep_s=100.0, keep_max=3)
+@pytest.fixture(params=sorted(KINDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _open(kind: str, folder: Path, **settings: object) -> Store:
+    cls, name = KINDS[kind]
+    store: Store = cls(folder / name, **settings)
     store.open()
+    return store
+
+
+@pytest.fixture
+def store(tmp_path: Path, kind: str) -> object:
+    store = _open(kind, tmp_path, keep_s=100.0, keep_max=3)
     yield store
     store.close()
 
 
-async def test_a_call_reads_back_as_written(store: CallStore) -> None:
+async def test_a_call_reads_back_as_written(store: Store) -> None:
     call = _call(1, idem_key="k", callback_url="http://127.0.0.1:9/cb")
     assert await store.insert([call]) == 1
     assert store.get(call.call_id) == call
@@ -46,7 +62,7 @@ async def test_a_call_reads_back_as_written(store: CallStore) -> None:
     assert store.get("a~b~ffffffffffffffff") is None
 
 
-async def test_a_final_record_never_changes_without_asking(store: CallStore) -> None:
+async def test_a_final_record_never_changes_without_asking(store: Store) -> None:
     call = _call(1)
     await store.insert([call])
     done = replace(
@@ -61,7 +77,7 @@ async def test_a_final_record_never_changes_without_asking(store: CallStore) -> 
     assert store.get(call.call_id).state == "queued"  # type: ignore[union-attr]
 
 
-async def test_keyed_calls_are_found_within_the_window(store: CallStore) -> None:
+async def test_keyed_calls_are_found_within_the_window(store: Store) -> None:
     await store.insert([_call(1, idem_key="k1"), _call(2, idem_key="k2")])
     found = store.find_keyed("echo", "k1", since=1000.0)
     assert found is not None and found.call_id == _call(1).call_id
@@ -69,7 +85,7 @@ async def test_keyed_calls_are_found_within_the_window(store: CallStore) -> None
     assert store.find_keyed("other", "k1", since=0.0) is None
 
 
-async def test_lists_and_unfinished(store: CallStore) -> None:
+async def test_lists_and_unfinished(store: Store) -> None:
     await store.insert([_call(n) for n in range(5)] + [_call(9, role="copy")])
     await store.update(replace(_call(0), state="dead", finished_at=1005.0))
     assert [c.call_id for c in store.listed(limit=2)] == [_call(4).call_id, _call(3).call_id]
@@ -79,7 +95,7 @@ async def test_lists_and_unfinished(store: CallStore) -> None:
     assert store.counts()[("own", "queued")] == 4
 
 
-async def test_trim_keeps_recent_and_bounded(store: CallStore) -> None:
+async def test_trim_keeps_recent_and_bounded(store: Store) -> None:
     calls = [_call(n) for n in range(6)]
     await store.insert(calls)
     for n, call in enumerate(calls[:5]):
@@ -92,22 +108,20 @@ async def test_trim_keeps_recent_and_bounded(store: CallStore) -> None:
     assert len(store.listed(limit=100)) == 4
 
 
-async def test_group_commit_puts_concurrent_writes_in_few_transactions(store: CallStore) -> None:
+async def test_group_commit_puts_concurrent_writes_in_few_transactions(store: Store) -> None:
     before = store.groups
     counts = await asyncio.gather(*(store.insert([_call(n)]) for n in range(200)))
     assert sum(counts) == 200
     assert store.groups - before < 100  # all submitted at once: they share commits
 
 
-async def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
-    store = CallStore(tmp_path / "c.db")
-    store.open()
+async def test_a_closed_store_refuses_writes(tmp_path: Path, kind: str) -> None:
+    store = _open(kind, tmp_path)
     await store.insert([_call(1)])
     store.close()
     with pytest.raises(StoreClosed):
         store.insert([_call(2)])
-    reopened = CallStore(tmp_path / "c.db")
-    reopened.open()
+    reopened = _open(kind, tmp_path)
     assert reopened.get(_call(1).call_id) is not None
     reopened.close()
 
@@ -117,10 +131,11 @@ _WRITER = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from tierfaas.calls.model import Call, Request
+    from tierfaas.calls.logstore import CallLog
     from tierfaas.calls.store import CallStore
 
     async def main():
-        store = CallStore(Path(sys.argv[1]))
+        store = {"log": CallLog, "sqlite": CallStore}[sys.argv[2]](Path(sys.argv[1]))
         store.open()
         n = 0
         async def one(n):
@@ -138,12 +153,12 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_what_was_committed_survives_kill_9(tmp_path: Path) -> None:
+def test_what_was_committed_survives_kill_9(tmp_path: Path, kind: str) -> None:
     """A child writes calls as fast as it can and prints each id once its commit resolved;
     it is killed mid-write. Every printed id is in the reopened file."""
-    path = tmp_path / "calls.db"
+    path = tmp_path / KINDS[kind][1]
     child = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _WRITER, str(path), kind], stdout=subprocess.PIPE, text=True
     )
     confirmed: list[str] = []
     try:
@@ -158,8 +173,7 @@ def test_what_was_committed_survives_kill_9(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait(timeout=10)
-    store = CallStore(path)
-    store.open()
+    store = _open(kind, tmp_path)
     try:
         missing = [call_id for call_id in confirmed if store.get(call_id) is None]
         assert not missing, f"{len(missing)} of {len(confirmed)} confirmed calls were lost"
@@ -167,7 +181,7 @@ def test_what_was_committed_survives_kill_9(tmp_path: Path) -> None:
         store.close()
 
 
-async def test_outcomes_mark_copies_once_without_reading_them(store: CallStore) -> None:
+async def test_outcomes_mark_copies_once_without_reading_them(store: Store) -> None:
     copy = _call(1, role="copy")
     await store.insert([copy, _call(2)])
     done = replace(copy, state="succeeded", attempts=1, finished_at=1010.0,
@@ -198,7 +212,7 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
 
 
 async def test_a_group_of_final_records_changes_only_the_unfinished_calls(
-    store: CallStore,
+    store: Store,
 ) -> None:
     await store.insert([_call(n) for n in range(3)])
     done = [replace(_call(n), state="succeeded", attempts=1, finished_at=1010.0) for n in range(3)]

@@ -19,12 +19,12 @@ import pytest
 
 from tierfaas import errors
 from tierfaas.calls import ids
+from tierfaas.calls.logstore import CallLog
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
 from tierfaas.calls.peers import RemotePeers
 from tierfaas.calls.replication import keyed_homes
 from tierfaas.calls.service import CallService, CallSettings
-from tierfaas.calls.store import CallStore
 from tierfaas.clock import LoopScheduler
 from tierfaas.cluster.state import MemberView
 from tierfaas.config import Address
@@ -86,7 +86,7 @@ class Node:
         )  # fmt: skip
         await self.server.start()
         assert self.server.address is not None
-        store = CallStore(self.folder / "calls.db")
+        store = CallLog(self.folder / "calls.log")
         store.open()
         peers = RemotePeers(
             name=self.name,
@@ -171,6 +171,26 @@ async def test_many_accepts_share_copy_round_trips(nodes: list[Node]) -> None:
     assert len({x.call_id for x in accepted}) == 40
     assert isinstance(a.service.peers, RemotePeers)
     assert a.service.peers.frames < 40
+    a.gate.set()
+
+
+async def test_copies_wait_for_an_ack_when_enough_frames_are_in_flight(
+    nodes: list[Node],
+) -> None:
+    """Accepts of successive loop turns (each turn's alone would be a frame) share frames once
+    ``COPIES_IN_FLIGHT`` frames wait for their acks; every one is still answered."""
+    a = nodes[0]
+    assert a.service is not None and isinstance(a.service.peers, RemotePeers)
+    a.gate = asyncio.Event()
+    await a.service.accept("f", Request(b"warm"))  # the lane is connected
+    before = a.service.peers.frames
+    accepts = []
+    for n in range(40):
+        accepts.append(asyncio.ensure_future(a.service.accept("f", Request(b"%d" % n))))
+        await asyncio.sleep(0)  # the next accept in another turn of the loop
+    accepted = await asyncio.gather(*accepts)
+    assert len({x.call_id for x in accepted}) == 40
+    assert a.service.peers.frames - before <= 20
     a.gate.set()
 
 

@@ -17,9 +17,9 @@ import pytest
 from tierfaas import errors
 from tierfaas.calls.api import CallsApi
 from tierfaas.calls.callbacks import AllowList, check_callback_url
+from tierfaas.calls.logstore import CallLog
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.service import CallService, CallSettings
-from tierfaas.calls.store import CallStore
 from tierfaas.clock import LoopScheduler
 from tierfaas.http.asgi import respond_error
 from tierfaas.testing import fake_release
@@ -38,7 +38,7 @@ class Harness:
     def __init__(self, folder: Path) -> None:
         self.status = 200
         self.seen: list[dict[str, Any]] = []
-        store = CallStore(folder / "calls.db")
+        store = CallLog(folder / "calls.log")
         store.open()
         self.service = CallService(
             node="n1",

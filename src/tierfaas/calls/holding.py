@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tierfaas.calls import ids, takeover
+from tierfaas.calls.logstore import Store
 from tierfaas.calls.model import Call, as_copy
 from tierfaas.calls.ports import Peers
-from tierfaas.calls.store import CallStore
 from tierfaas.clock import Clock
 
 log = logging.getLogger("tierfaas.calls")
@@ -41,7 +41,7 @@ class Holding:
         self,
         *,
         node: str,
-        store: CallStore,
+        store: Store,
         peers: Peers | None,
         wall: Clock,
         clock: Clock,

@@ -47,12 +47,13 @@ from tierfaas.calls import ids
 from tierfaas.calls.dispatcher import Dispatcher, share_limit
 from tierfaas.calls.errors import Conflict, NoSecondCopy, QueueFull
 from tierfaas.calls.holding import Holding
+from tierfaas.calls.logstore import Store
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Call, Failure, Request, Result, State, ended, view
 from tierfaas.calls.ports import CallbackSink, Header, Peers, Reply, RunCall
 from tierfaas.calls.replication import holders, keyed_homes
 from tierfaas.calls.retry import RetryPolicy
-from tierfaas.calls.store import CallStore, StoreClosed
+from tierfaas.calls.store import StoreClosed
 from tierfaas.clock import Clock, Scheduler, monotonic
 from tierfaas.manifest import FunctionSpec
 from tierfaas.tracing.calls import traced_attempt
@@ -119,7 +120,7 @@ class CallService:
         self,
         *,
         node: str,
-        store: CallStore,
+        store: Store,
         functions: Mapping[str, FunctionSpec],
         run: RunCall,
         peers: Peers | None,

@@ -472,6 +472,10 @@ class CallStore:
         )
         return _call(rows[0]) if rows else None
 
+    def everything(self) -> list[Call]:
+        """Every call kept (to move them to another store), oldest first."""
+        return [_call(row) for row in self._read("SELECT * FROM calls ORDER BY accepted_at")]
+
     def unfinished(self, role: str) -> list[Call]:
         """The calls of ``role`` not final yet, oldest first."""
         return [

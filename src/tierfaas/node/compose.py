@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from tierfaas import errors
 from tierfaas.calls.api import CallsApi
 from tierfaas.calls.callbacks import AllowList, CallbackSender, check_callback_url
+from tierfaas.calls.local_run import LocalFirst
+from tierfaas.calls.logstore import CallLog
 from tierfaas.calls.metrics import CallMetrics
 from tierfaas.calls.model import Request
 from tierfaas.calls.peers import RemotePeers
@@ -34,7 +36,6 @@ from tierfaas.calls.schedules import (
     idempotency_key,
 )
 from tierfaas.calls.service import CallService, CallSettings
-from tierfaas.calls.store import CallStore
 from tierfaas.clock import Clock, LoopScheduler, monotonic
 from tierfaas.cluster.manager import ClusterManager
 from tierfaas.config import NodeConfig
@@ -351,8 +352,8 @@ def _calls(
     """The node's asynchronous calls: a store in its state dir (not opened here), run
     through ``router`` (where the function is warm), copied to ``peers`` (None: standalone,
     one copy)."""
-    store = CallStore(
-        config.state_dir / "calls.db",
+    store = CallLog(
+        config.state_dir / "calls.log",
         keep_s=config.calls_keep_s,
         keep_max=config.calls_keep_max,
     )
@@ -378,7 +379,7 @@ def _calls(
         node=config.node_name,
         store=store,
         functions=release.functions,
-        run=router.handle,
+        run=LocalFirst(router, router.runtime),
         peers=peers,
         settings=settings,
         scheduler=LoopScheduler(time.time),
