@@ -1,7 +1,8 @@
 """The programs of examples/polyglot, and the reference implementation printed in
 docs/exec-protocol.md, speak the exec runtime's protocols. No node is involved: each program is
 started the way a node starts it (argv, the release directory as its working directory,
-PORT or SOCKET_PATH for http, one socket as stdin and stdout for stdio) and driven the way a node drives it.
+PORT or SOCKET_PATH for http, one socket as stdin and stdout for stdio) and driven the way a
+node drives it.
 
 The stdio client below is this test's own, written from docs/exec-protocol.md, not the node's
 parser: a misreading of the spec in one does not hide the same misreading in the other."""
@@ -440,7 +441,7 @@ def test_node_listens_on_socket_path_when_given(release: Path, tmp_path: Path) -
                     b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: %d\r\n\r\n%s"
                     % (len(name), name)
                 )
-                answer = http.client.HTTPResponse(sock)  # type: ignore[arg-type]
+                answer = http.client.HTTPResponse(sock)
                 answer.begin()
                 answers.append((answer.status, answer.read()))
         assert answers == [
