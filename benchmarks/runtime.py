@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/runtime.py            # full: ~3.5 min
     .venv/bin/python benchmarks/runtime.py --quick    # < 60 s, fewer samples, 1 s rounds
+    .venv/bin/python benchmarks/runtime.py --quick --warm-only   # part 2 alone
 
 1. Cold starts, measured in this process with ``tierfaas.runtime.Runtime`` (one per kind,
    all started before the first sample): the wall time of a cold ``invoke`` of ``hello`` end
@@ -28,10 +29,11 @@
      imports ``heavy`` (~100 ms of CPU to import), sandboxed, with the release's
      ``preload = ("heavy",)`` (the zygote imports it once) and without;
    - ``exec_node``: ``hello-node`` of benchmarks/fixtures/exec (``runtime = "exec"``,
-     ``node hello.js``, http), sandboxed: a cold invoke as above, the instance ready once its
-     port accepts; against ``node_fresh``, the same hello.js spawned by hand (no sandbox, the
-     environment an instance gets) timed to its first answer of ``POST /``, and
-     ``node -e ""`` (``node_bare``) for scale. No target: the issue names none;
+     ``node hello.js``, http on a Unix socket), sandboxed: a cold invoke as above, the
+     instance ready once its socket accepts; against ``node_fresh``, the same hello.js spawned
+     by hand (no sandbox, the environment an instance gets, a TCP port) timed to its first
+     answer of ``POST /``, and ``node -e ""`` (``node_bare``) for scale. No target: the issue
+     names none;
    - ``exec_c``: ``hello-c`` of the same fixture (hello.c, stdio), for scale.
 
    Targets: sandboxed p50 <= 1.5 x process isolation's; sandboxed p50 <= 1/4 of the bwrap
@@ -42,11 +44,13 @@
    p50/p99 at one connection (a raw-socket keep-alive client) and requests/s at 64 connections
    under wrk. The same for two exec functions of benchmarks/fixtures/exec on a second node:
    ``hello-node`` (hello.js, http; ``concurrency = 64`` on one instance, as one Node.js
-   process serves any number of connections) against the same hello.js started by hand and
-   hit directly, and ``hello-c`` (hello.c, stdio; 2 instances x 32, as the demo's ``hello``)
+   process serves any number of connections; the node reaches it on a Unix socket, ``listen =
+   "unix"``) against the same hello.js started by hand on a TCP port and hit directly by wrk,
+   and ``hello-c`` (hello.c, stdio; 2 instances x 32, as the demo's ``hello``)
    against the Python ``hello`` above. Every round runs echo, node, hello.js direct,
-   hello-node, hello-c; the report quotes medians. Targets: node req/s >= 50% of echo's;
-   hello-node >= 50% of hello.js direct; hello-c >= 70% of the Python hello's.
+   hello-node, hello-c; the report quotes medians (``--warm-only``: this part alone).
+   Targets: node req/s >= 50% of echo's; hello-node >= 50% of hello.js direct; hello-c >= 70%
+   of the Python hello's.
 
 The exec fixture's C hello is compiled first (gcc -O2, into its gitignored build/); node and
 gcc must be installed.
@@ -896,13 +900,35 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
     http = results["http"]
     echo, node = http["echo"], http["node"]
     el, nl = echo["latency_us_1_conn"], node["latency_us_1_conn"]
-    warm = results["inprocess_warm"]
     rounds = len(node["requests_per_s_rounds"])
     node_cpu = node["server_cpu_us_per_request_median"]
     echo_cpu = echo["server_cpu_us_per_request_median"]
+    cold = cold_rows(results["cold_start"]) if "cold_start" in results else []  # --warm-only
+    warm = results.get("inprocess_warm")
+    inprocess = []
+    if warm is not None:
+        inprocess = [
+            [
+                "in-process Runtime.invoke p50, 1 in flight",
+                f"{warm['latency_us_1_in_flight']['p50']:.0f} µs",
+                "",
+                "",
+                "",
+                "",
+            ],
+            [
+                f"in-process Runtime.invoke calls/s, {warm['in_flight']} in flight",
+                f"{warm['calls_per_s']:,.0f}"
+                + (f" ({warm['errors']} errors)" if warm["errors"] else ""),
+                "",
+                "",
+                "",
+                "",
+            ],
+        ]
 
     return [
-        *cold_rows(results["cold_start"]),
+        *cold,
         [
             "warm p50, 1 connection",
             f"{nl['p50']:.0f} µs",
@@ -960,23 +986,7 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
             "",
         ],
         *exec_warm_rows(http),
-        [
-            "in-process Runtime.invoke p50, 1 in flight",
-            f"{warm['latency_us_1_in_flight']['p50']:.0f} µs",
-            "",
-            "",
-            "",
-            "",
-        ],
-        [
-            f"in-process Runtime.invoke calls/s, {warm['in_flight']} in flight",
-            f"{warm['calls_per_s']:,.0f}"
-            + (f" ({warm['errors']} errors)" if warm["errors"] else ""),
-            "",
-            "",
-            "",
-            "",
-        ],
+        *inprocess,
     ]
 
 
@@ -1086,6 +1096,11 @@ def main(argv: list[str] | None = None) -> int:
         default=c.BENCHMARKS_DIR / "fixtures" / "exec",
         help="a release with the exec functions hello-node (hello.js) and hello-c (hello.c)",
     )
+    parser.add_argument(
+        "--warm-only",
+        action="store_true",
+        help="only the warm HTTP part (echo, the Python hello, the exec functions)",
+    )
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
@@ -1113,14 +1128,19 @@ def main(argv: list[str] | None = None) -> int:
         "preload_release": str(preload_dir),
         "exec_release": str(exec_release.root),
     }
-    print(
-        f"runtime benchmark ({settings.mode}): {settings.cold_starts} cold starts of each kind ...",
-        flush=True,
-    )
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        results.update(
-            runner.run(measure_runtime(settings, release_dir, preload_dir, exec_release, args.host))
+    results["warm_only"] = args.warm_only
+    if not args.warm_only:
+        print(
+            f"runtime benchmark ({settings.mode}): {settings.cold_starts} cold starts of each "
+            "kind ...",
+            flush=True,
         )
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results.update(
+                runner.run(
+                    measure_runtime(settings, release_dir, preload_dir, exec_release, args.host)
+                )
+            )
     print(
         f"warm HTTP: {settings.rounds} rounds of {settings.round_s:g} s, "
         f"{settings.connections} connections ...",
@@ -1129,7 +1149,7 @@ def main(argv: list[str] | None = None) -> int:
     results["http"] = measure_http(settings, release_dir, exec_release.root, args.host)
     results["elapsed_s"] = time.perf_counter() - began
     results["targets"] = {
-        **results["cold_start"]["targets"],
+        **(results["cold_start"]["targets"] if "cold_start" in results else {}),
         "throughput": {
             "value": results["http"]["throughput_ratio"],
             "limit": THROUGHPUT_TARGET,

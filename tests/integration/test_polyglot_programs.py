@@ -1,7 +1,8 @@
 """The programs of examples/polyglot, and the reference implementation printed in
 docs/exec-protocol.md, speak the exec runtime's protocols. No node is involved: each program is
 started the way a node starts it (argv, the release directory as its working directory,
-PORT for http, one socket as stdin and stdout for stdio) and driven the way a node drives it.
+PORT or SOCKET_PATH for http, one socket as stdin and stdout for stdio) and driven the way a
+node drives it.
 
 The stdio client below is this test's own, written from docs/exec-protocol.md, not the node's
 parser: a misreading of the spec in one does not hide the same misreading in the other."""
@@ -415,6 +416,43 @@ def test_node_answers_get_and_post_on_one_kept_alive_connection(node_server: int
         connection.close()
 
 
+def test_node_listens_on_socket_path_when_given(release: Path, tmp_path: Path) -> None:
+    """listen = "unix": the node sets SOCKET_PATH instead of PORT, and hello-node serves there
+    (kept-alive, as the node uses it)."""
+    need("node")
+    path = tmp_path / "http.sock"
+    env = {**BASE_ENV, "SOCKET_PATH": str(path), "TIERFAAS_FUNCTION": "hello-node"}
+    with (tmp_path / "node-stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            ["node", "hello.js"], cwd=release, env=env, stdout=stderr, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not path.exists():
+            assert process.poll() is None, (tmp_path / "node-stderr").read_text()
+            assert time.monotonic() < deadline, f"no socket at {path} within {WAIT_S} s"
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(WAIT_S)
+            sock.connect(str(path))
+            answers = []
+            for name in (b"Ada", b"Grace"):
+                sock.sendall(
+                    b"POST / HTTP/1.1\r\nhost: localhost\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(name), name)
+                )
+                answer = http.client.HTTPResponse(sock)
+                answer.begin()
+                answers.append((answer.status, answer.read()))
+        assert answers == [
+            (200, b"Hello from Node.js, Ada"),
+            (200, b"Hello from Node.js, Grace"),
+        ]
+    finally:
+        process.kill()
+        process.wait(timeout=WAIT_S)
+
+
 def test_node_without_port_exits_nonzero_saying_why(release: Path) -> None:
     need("node")
     ran = subprocess.run(
@@ -426,4 +464,4 @@ def test_node_without_port_exits_nonzero_saying_why(release: Path) -> None:
         check=False,
     )
     assert ran.returncode != 0
-    assert b"PORT is not set" in ran.stderr
+    assert b"neither SOCKET_PATH nor PORT is set" in ran.stderr

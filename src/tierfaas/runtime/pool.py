@@ -216,14 +216,14 @@ class FunctionPool:
                 self._call_ended(self.clock())
                 raise
         cold = arrived < instance.ready_at
-        remaining = deadline - self.clock()
+        dispatched = self.clock()  # one read: the time left, and the start of the call's run
+        remaining = deadline - dispatched
         if remaining <= 0:
             self._release(instance, served=False)
             self._call_ended(instance.last_used)
             raise errors.FunctionTimeout(
                 f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
             )
-        dispatched = self.clock()
         future = instance.call(body, context, remaining, request_id)
         try:
             result = await future
@@ -235,9 +235,10 @@ class FunctionPool:
         finally:
             self._release(instance)
             self._call_ended(instance.last_used)  # now, as _release read it
+        ended = instance.last_used  # now, as _release read it
         if trace is not None:
-            record.ran(trace, self.spec.name, arrived, dispatched, self.clock(), instance.id, cold)
-        took = self.clock() - dispatched
+            record.ran(trace, self.spec.name, arrived, dispatched, ended, instance.id, cold)
+        took = ended - dispatched
         self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
         return result, cold
 
