@@ -285,3 +285,16 @@ def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float 
 def test_kept_headers_are_written_as_json_dumps_writes_them(headers: list[tuple[str, str]]) -> None:
     pairs = tuple(headers)
     assert store._headers_json(pairs) == json.dumps(pairs)
+
+
+def test_calls_are_values_equal_and_hashed_by_their_fields() -> None:
+    """``model.record`` builds calls without a frozen dataclass's costly ``__init__``; they
+    still compare and hash by value (a set or a dict key of calls keeps working)."""
+    request = Request(b"x", "/p", "q=1", (("a", "b"),))
+    one = Call("a~b~0101010101010101", "echo", 1.0, request, result=Result(200, "t", b"ok"))
+    same = Call(
+        "a~b~0101010101010101", "echo", 1.0, replace(request), result=Result(200, "t", b"ok")
+    )
+    assert one == same and hash(one) == hash(same) and len({one, same}) == 1
+    assert replace(one, state="dead") != one and one.state == "queued"
+    assert hash(Failure(500, "e", "m")) == hash(Failure(500, "e", "m"))
