@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tierfaas.calls import ids, lane, store, takeover, wire
-from tierfaas.calls.model import Call, Failure, Request, Result, view
+from tierfaas.calls.model import Call, Failure, Request, Result, as_copy, view
 from tierfaas.calls.replication import holders, keyed_homes, ranked
 from tierfaas.control.lane import CALL_COPIES, CALL_OUTCOMES, CALLS_ACK
 from tierfaas.control.wire import BadMessage
@@ -181,7 +181,7 @@ async def test_the_holder_acks_a_batch_once_kept_and_says_why_it_did_not() -> No
     frames[CALL_COPIES](msgpack.packb([9, "a", [["not", "a", "call"]]]), reply)
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert holder.copies == [("a", [call])] and len(holder.outcomes) == 1
+    assert holder.copies == [("a", [as_copy(call)])] and len(holder.outcomes) == 1
     assert acks[0] == (CALLS_ACK, [9, 0, acks[0][1][2]]) and "bad call" in str(acks[0][1][2])
     assert sorted(acks[1:]) == [(CALLS_ACK, [7, 1, ""]), (CALLS_ACK, [8, 1, ""])]
     holder.fail = True
