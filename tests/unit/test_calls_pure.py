@@ -137,7 +137,8 @@ def test_a_call_survives_the_lane_as_a_row() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("call_id", "nope"), ("function", "bad name"), ("state", "lost"), ("accepted_at", -1.0),
-     ("accepted_at", "1"), ("attempts", True), ("attempts", -1), ("body", "text"),
+     ("accepted_at", "1"), ("accepted_at", float("nan")), ("due_at", True),
+     ("due_at", float("inf")), ("attempts", True), ("attempts", -1), ("body", "text"),
      ("headers", [["x", 1]]), ("result", [200, "t"]), ("failure", "boom"), ("node", None)],
 )  # fmt: skip
 def test_a_bad_row_is_refused(field: str, value: object) -> None:
