@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tierfaas.calls import ids, lane, store, takeover, wire
-from tierfaas.calls.model import Call, Failure, Request, Result, view
+from tierfaas.calls.model import Call, Failure, Request, Result, as_copy, view
 from tierfaas.calls.replication import holders, keyed_homes, ranked
 from tierfaas.control.lane import CALL_COPIES, CALL_OUTCOMES, CALLS_ACK
 from tierfaas.control.wire import BadMessage
@@ -137,7 +137,8 @@ def test_a_call_survives_the_lane_as_a_row() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("call_id", "nope"), ("function", "bad name"), ("state", "lost"), ("accepted_at", -1.0),
-     ("accepted_at", "1"), ("attempts", True), ("attempts", -1), ("body", "text"),
+     ("accepted_at", "1"), ("accepted_at", float("nan")), ("due_at", True),
+     ("due_at", float("inf")), ("attempts", True), ("attempts", -1), ("body", "text"),
      ("headers", [["x", 1]]), ("result", [200, "t"]), ("failure", "boom"), ("node", None)],
 )  # fmt: skip
 def test_a_bad_row_is_refused(field: str, value: object) -> None:
@@ -181,7 +182,7 @@ async def test_the_holder_acks_a_batch_once_kept_and_says_why_it_did_not() -> No
     frames[CALL_COPIES](msgpack.packb([9, "a", [["not", "a", "call"]]]), reply)
     await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert holder.copies == [("a", [call])] and len(holder.outcomes) == 1
+    assert holder.copies == [("a", [as_copy(call)])] and len(holder.outcomes) == 1
     assert acks[0] == (CALLS_ACK, [9, 0, acks[0][1][2]]) and "bad call" in str(acks[0][1][2])
     assert sorted(acks[1:]) == [(CALLS_ACK, [7, 1, ""]), (CALLS_ACK, [8, 1, ""])]
     holder.fail = True
@@ -285,3 +286,16 @@ def test_judge_an_attempt(status: int, attempt: int, expected: tuple[str, float 
 def test_kept_headers_are_written_as_json_dumps_writes_them(headers: list[tuple[str, str]]) -> None:
     pairs = tuple(headers)
     assert store._headers_json(pairs) == json.dumps(pairs)
+
+
+def test_calls_are_values_equal_and_hashed_by_their_fields() -> None:
+    """``model.record`` builds calls without a frozen dataclass's costly ``__init__``; they
+    still compare and hash by value (a set or a dict key of calls keeps working)."""
+    request = Request(b"x", "/p", "q=1", (("a", "b"),))
+    one = Call("a~b~0101010101010101", "echo", 1.0, request, result=Result(200, "t", b"ok"))
+    same = Call(
+        "a~b~0101010101010101", "echo", 1.0, replace(request), result=Result(200, "t", b"ok")
+    )
+    assert one == same and hash(one) == hash(same) and len({one, same}) == 1
+    assert replace(one, state="dead") != one and one.state == "queued"
+    assert hash(Failure(500, "e", "m")) == hash(Failure(500, "e", "m"))

@@ -58,19 +58,21 @@ class Holding:
 
     # -- the holder's side (RPCs from origins) -------------------------------------------------
 
-    async def take_copies(self, origin: str, calls: Sequence[Call]) -> int:
-        """Keeps the second copies ``origin`` sent; returns how many were new."""
+    def take_copies(self, origin: str, calls: Sequence[Call]) -> asyncio.Future[int]:
+        """Keeps the second copies ``origin`` sent; resolves to how many were new once
+        committed. A future, not a coroutine: the lane answers each frame from its done
+        callback, without a task per frame."""
         copies = [call if call.role == "copy" else as_copy(call) for call in calls]
-        kept: int = await self.store.insert(copies)
-        return kept
+        return self.store.insert(copies)
 
-    async def take_outcomes(self, origin: str, calls: Sequence[Call]) -> None:
+    def take_outcomes(self, origin: str, calls: Sequence[Call]) -> asyncio.Future[int]:
         """Marks this node's copies as their origin recorded them (a final state once; a
         ``queued`` one is an operator's retry of a final call), committed before the answer:
         an origin that drains waits for it before it leaves, and its leave must not make
         this node take over a call already finished. One UPDATE per batch, no read first
-        (profiled: reading each copy took a quarter of a holder's loop under load)."""
-        await self.store.record_outcomes(calls)
+        (profiled: reading each copy took a quarter of a holder's loop under load); resolves
+        to the copies changed."""
+        return self.store.record_outcomes(calls)
 
     async def claim(self, origin: str, epoch: int, call_ids: Sequence[str]) -> list[str]:
         """``ClaimCalls``: which of ``call_ids`` this node took over. Those it did not are

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgpack
 
 from tierfaas.calls import wire
-from tierfaas.calls.model import Call
+from tierfaas.calls.model import Call, Role
 from tierfaas.config import Address
 from tierfaas.control.auth import credential
 from tierfaas.control.constants import LANE_CONNECT_TIMEOUT_S
@@ -96,16 +96,21 @@ def holder_frames(service: Callable[[], CallService | None]) -> dict[int, FrameH
         if calls is None:
             ack(0, "this node takes no calls yet")
             return
+        copies = kind == CALL_COPIES
+        role: Role = "copy" if copies else "own"
+        from_row = wire.from_row
         try:
-            batch = [wire.from_row(row) for row in rows]
+            batch = [from_row(row, role) for row in rows]
         except BadMessage as exc:
             ack(0, f"bad call: {exc}")
             return
-        work: Awaitable[Any] = (
-            calls.take_copies(origin, batch)
-            if kind == CALL_COPIES
-            else calls.take_outcomes(origin, batch)
-        )
+        try:
+            work: Awaitable[Any] = (
+                calls.take_copies(origin, batch) if copies else calls.take_outcomes(origin, batch)
+            )
+        except Exception as exc:  # the store closed: as a failed commit
+            ack(0, f"not kept: {exc}")
+            return
 
         def done(task: asyncio.Future[Any]) -> None:
             if task.cancelled():
@@ -113,10 +118,9 @@ def holder_frames(service: Callable[[], CallService | None]) -> dict[int, FrameH
             elif task.exception() is not None:
                 ack(0, f"not kept: {task.exception()}")
             else:
-                kept = task.result()
-                ack(kept if isinstance(kept, int) else len(batch), "")
+                ack(task.result() if copies else len(batch), "")
 
-        task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(work)  # the store's future as it is: no task per frame
         working.add(task)
         task.add_done_callback(working.discard)
         task.add_done_callback(done)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
 
 State = Literal["queued", "running", "succeeded", "failed", "dead"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "dead")
@@ -19,7 +21,17 @@ Role = Literal["own", "copy"]
 another node's call, run only if that node's run is gone (``takeover``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[_T]) -> type[_T]:
+    """A frozen dataclass to the type checker (mypy rejects the assignment of a field),
+    equal and hashed by its fields as a frozen one, but built without a frozen one's
+    ``object.__setattr__`` per field: that made a ``Call`` cost ~3 µs to construct instead
+    of ~0.4 µs, and every call is constructed several times on the origin and the holder
+    (profiled). Nothing assigns a field at run time either: a change makes a new one."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@record
 class Request:
     """What the function is given when the call runs (always as a POST)."""
 
@@ -29,7 +41,7 @@ class Request:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Result:
     """The function's answer: its HTTP status, content type and body."""
 
@@ -38,7 +50,7 @@ class Result:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failure:
     """A typed error in place of an answer (a timeout, a crash, the node's refusal)."""
 
@@ -47,7 +59,7 @@ class Failure:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Call:
     call_id: str
     function: str

@@ -818,11 +818,11 @@ class CallService:
 
     # -- the holder's side (``holding.Holding``) -----------------------------------------------
 
-    async def take_copies(self, origin: str, calls: Sequence[Call]) -> int:
-        return await self.holding.take_copies(origin, calls)
+    def take_copies(self, origin: str, calls: Sequence[Call]) -> Awaitable[int]:
+        return self.holding.take_copies(origin, calls)
 
-    async def take_outcomes(self, origin: str, calls: Sequence[Call]) -> None:
-        await self.holding.take_outcomes(origin, calls)
+    def take_outcomes(self, origin: str, calls: Sequence[Call]) -> Awaitable[int]:
+        return self.holding.take_outcomes(origin, calls)
 
     async def claim(self, origin: str, epoch: int, call_ids: Sequence[str]) -> list[str]:
         return await self.holding.claim(origin, epoch, call_ids)

@@ -15,7 +15,7 @@ from itertools import chain
 from typing import Any
 
 from tierfaas.calls import ids
-from tierfaas.calls.model import STATES, Call, Failure, Request, Result
+from tierfaas.calls.model import STATES, Call, Failure, Request, Result, Role
 from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.wire import BadMessage
 from tierfaas.names import NAME_RE, is_valid_name
@@ -159,8 +159,9 @@ def _headers(headers: Any) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def from_row(row: Any) -> Call:
-    """The call ``row`` holds; raises ``BadMessage`` when it is not a valid one.
+def from_row(row: Any, role: Role = "own") -> Call:
+    """The call ``row`` holds, as a call of ``role`` here (a holder reads copies as its
+    ``copy`` calls, built once); raises ``BadMessage`` when it is not a valid one.
 
     Every row of every copy and outcome passes here on the holder's loop: the checks are
     written out (exact types, one pattern for the id) rather than composed of small helpers,
@@ -213,7 +214,7 @@ def from_row(row: Any) -> Call:
     ):
         raise BadMessage("idem_key, callback_url and callback_state are texts or nothing")
     return Call(
-        call_id, function, _time_of(accepted_at, "accepted_at"), request, "own", state,
+        call_id, function, _time_of(accepted_at, "accepted_at"), request, role, state,
         attempts, _time_of(due_at, "due_at"),
         None if finished_at is None else _time_of(finished_at, "finished_at"), node,
         idem_key, callback_url, callback_state, callback_attempts, answer, error,
