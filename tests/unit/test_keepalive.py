@@ -293,13 +293,15 @@ def test_the_keep_alive_covers_the_longest_idle_time_in_a_bin_not_its_edge() -> 
     assert windows.keep_alive_s == pytest.approx(61.0 * 1.1)
 
 
-def test_an_extra_instance_keeps_the_fixed_default_under_a_learned_window() -> None:
-    # Shorter or longer than the default: the histogram does not say how often a second
-    # instance is needed, so an extra one is kept the default either way.
-    for learned_s in (60.0, 900.0, 4 * 3600.0):
+def test_an_extra_instance_keeps_the_learned_window_held_between_the_default_and_twice_it() -> None:
+    # The histogram does not say how often a second instance is needed: a shorter learned
+    # window gives way to the default, a much longer one is cut to twice the default.
+    cases = {60.0: DEFAULT_S, 1.5 * DEFAULT_S: 1.5 * DEFAULT_S, 4 * 3600.0: 2 * DEFAULT_S}
+    for learned_s, kept_s in cases.items():
         learned = Windows(keep_alive_s=learned_s, source="learned")
         extra = keepalive.extra_windows(learned, DEFAULT_S)
-        assert (extra.keep_alive_s, extra.prewarm_s, extra.source) == (DEFAULT_S, 0.0, "default")
+        assert (extra.keep_alive_s, extra.prewarm_s) == (kept_s, 0.0)
+    assert keepalive.extra_windows(Windows(60.0, source="learned"), DEFAULT_S).source == "default"
     # One with a prewarm, and the fixed policy's, stay as they are.
     prewarmed = Windows(keep_alive_s=10.0, prewarm_s=50.0, source="learned")
     fixed = fixed_windows(30.0)
