@@ -36,7 +36,7 @@ A prewarm window under ``MIN_PREWARM_S`` is none, and an instance kept at all is
 ``MIN_KEEP_ALIVE_S``, or its function's ``keep_alive_s`` when that is shorter. The windows are
 the function's, not an instance's: its most recently used instance follows them, and an
 instance a peak or ``concurrency`` added is kept after its own last call the learned window
-held between the fixed default and twice it (``extra_windows``: the histogram does not see
+held between the fixed default and 1.5 times it (``extra_windows``: the histogram does not see
 how often a second instance is needed), unless
 a prewarm window stops every instance at the end of the activity; a prewarm starts one
 instance.
@@ -103,16 +103,18 @@ function called back to back while it was learned would otherwise be kept a frac
 second and be cold after its first pause; the price weighs the minute like any other window.
 Also the shortest of an instance kept because its activity ended too close to an
 arrival-anchored prewarm (``windows_for_idle_period``)."""
-EXTRA_KEEP_ALIVE_FACTOR = 2.0
+EXTRA_KEEP_ALIVE_FACTOR = 1.5
 """An instance other than its function's most recently used one (a peak's) is kept at most
 this many times the function's ``keep_alive_s``, however long the learned window (and at least
 ``keep_alive_s``, however short): a learned keep-alive of hours, priced on the function's next
 call, held every instance a peak had left for hours (a simulated day on 3 nodes, measured
 accounting: the extra instances held 2.2 times the memory-time they held under a fixed 10
 minutes, more than the learned windows' whole excess over it). Simulated day, seed 1, measured
-accounting, against fixed 10 min + LRU: no cap, 3 nodes -50 % cold calls at +5 % memory-time;
-a cap of 1 x, 3 nodes -42 % at -6 % but 1 node -39 % at -5 %; 2 x, 3 nodes -45 % at -2 %, 1
-node -42 % at -3 % (docs/benchmarks.md, all three seeds)."""
+accounting, against fixed 10 min + LRU (3 nodes with home starts, cache off): no cap, 3 nodes
+-50 % cold calls at +5 % memory-time, 1 node -44 % at -2 %; 2 x, -45 % at -2 % and -42 % at
+-3 %; 1.5 x, -44 % at -3 % and -41 % at -3 %; 1 x, -42 % at -6 % and -39 % at -5 % (1 node
+short of 40 %). At 2 x two 3-node rows of the three seeds held 0.1-0.2 % more memory than the
+baseline; 1.5 x none (docs/benchmarks.md, Capacity)."""
 DECAY_AT = 200.0
 """When the histogram holds this many idle times, every count is halved: it weighs about the
 last 100-200, and a changed pattern takes over within a few hundred."""
