@@ -293,13 +293,18 @@ def test_the_keep_alive_covers_the_longest_idle_time_in_a_bin_not_its_edge() -> 
     assert windows.keep_alive_s == pytest.approx(61.0 * 1.1)
 
 
-def test_an_extra_instance_keeps_the_fixed_default_under_a_short_learned_window() -> None:
-    short = Windows(keep_alive_s=60.0, source="learned")
-    extra = keepalive.extra_windows(short, DEFAULT_S)
-    assert (extra.keep_alive_s, extra.prewarm_s, extra.source) == (DEFAULT_S, 0.0, "default")
-    # A longer learned window, one with a prewarm, and the fixed policy's stay as they are.
-    long = Windows(keep_alive_s=900.0, source="learned")
+def test_an_extra_instance_keeps_the_learned_window_held_between_the_default_and_a_cap() -> None:
+    # The histogram does not say how often a second instance is needed: a shorter learned
+    # window gives way to the default, a much longer one is cut to 1.5 x the default.
+    assert keepalive.EXTRA_KEEP_ALIVE_FACTOR == 1.5
+    cases = {60.0: DEFAULT_S, 1.2 * DEFAULT_S: 1.2 * DEFAULT_S, 4 * 3600.0: 1.5 * DEFAULT_S}
+    for learned_s, kept_s in cases.items():
+        learned = Windows(keep_alive_s=learned_s, source="learned")
+        extra = keepalive.extra_windows(learned, DEFAULT_S)
+        assert (extra.keep_alive_s, extra.prewarm_s) == (kept_s, 0.0)
+    assert keepalive.extra_windows(Windows(60.0, source="learned"), DEFAULT_S).source == "default"
+    # One with a prewarm, and the fixed policy's, stay as they are.
     prewarmed = Windows(keep_alive_s=10.0, prewarm_s=50.0, source="learned")
     fixed = fixed_windows(30.0)
-    for windows in (long, prewarmed, fixed):
+    for windows in (prewarmed, fixed):
         assert keepalive.extra_windows(windows, DEFAULT_S) is windows

@@ -205,6 +205,32 @@ async def test_a_second_instance_of_a_learned_function_is_kept_the_fixed_default
         assert pool.stats()["instances"] == 0
 
 
+async def test_a_second_instance_is_kept_at_most_a_cap_under_a_long_learned_window() -> None:
+    # Bursts ten minutes apart learn a keep-alive past ten minutes for the function; a peak's
+    # second instance is not kept that long (the histogram does not say how often a second
+    # one is needed): it goes at 1.5 x the function's keep_alive_s (180 s), the first stays
+    # for the learned window.
+    release = fake_release({"peaky": {"memory_mb": 64, "keep_alive_s": 120}})
+    async with RuntimeHarness(release, reap_interval_s=5.0) as rt:
+        pool = rt.runtime.pools["peaky"]
+        for _ in range(3):
+            for _ in range(10):
+                rt.call("peaky", b"0.1")
+                await rt.run_for(0.5)
+            await rt.run_for(600.0)
+        windows = pool.windows
+        assert windows.source == "learned" and windows.prewarm_s == 0
+        assert windows.keep_alive_s > 600.0
+        calls = [rt.call("peaky", b"1.0"), rt.call("peaky", b"1.5")]  # the first ends first
+        await rt.run_for(2.0)
+        assert all(call.done() for call in calls)
+        assert pool.stats()["instances"] == 2
+        await rt.run_for(300.0)  # past 180 s: the extra one went; the first is kept
+        assert pool.stats()["instances"] == 1
+        await rt.run_for(windows.keep_alive_s)
+        assert pool.stats()["instances"] == 0
+
+
 async def test_a_learned_function_is_worth_at_least_the_call_its_windows_predict() -> None:
     async with RuntimeHarness(RELEASE) as rt:
         pool = rt.runtime.pools["timer"]

@@ -34,8 +34,11 @@ before the prewarm keeps its instance.
 
 A prewarm window under ``MIN_PREWARM_S`` is none, and an instance kept at all is kept at least
 ``MIN_KEEP_ALIVE_S``, or its function's ``keep_alive_s`` when that is shorter. The windows are
-the function's, not an instance's: every instance (one a peak or ``concurrency`` added too)
-goes the keep-alive window after its own last call (``reap_due``), and a prewarm starts one
+the function's, not an instance's: its most recently used instance follows them, and an
+instance a peak or ``concurrency`` added is kept after its own last call the learned window
+held between the fixed default and 1.5 times it (``extra_windows``: the histogram does not see
+how often a second instance is needed), unless
+a prewarm window stops every instance at the end of the activity; a prewarm starts one
 instance.
 
 A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``); the
@@ -100,6 +103,18 @@ function called back to back while it was learned would otherwise be kept a frac
 second and be cold after its first pause; the price weighs the minute like any other window.
 Also the shortest of an instance kept because its activity ended too close to an
 arrival-anchored prewarm (``windows_for_idle_period``)."""
+EXTRA_KEEP_ALIVE_FACTOR = 1.5
+"""An instance other than its function's most recently used one (a peak's) is kept at most
+this many times the function's ``keep_alive_s``, however long the learned window (and at least
+``keep_alive_s``, however short): a learned keep-alive of hours, priced on the function's next
+call, held every instance a peak had left for hours (a simulated day on 3 nodes, measured
+accounting: the extra instances held 2.2 times the memory-time they held under a fixed 10
+minutes, more than the learned windows' whole excess over it). Simulated day, seed 1, measured
+accounting, against fixed 10 min + LRU (3 nodes with home starts, cache off): no cap, 3 nodes
+-50 % cold calls at +5 % memory-time, 1 node -44 % at -2 %; 2 x, -45 % at -2 % and -42 % at
+-3 %; 1.5 x, -44 % at -3 % and -41 % at -3 %; 1 x, -42 % at -6 % and -39 % at -5 % (1 node
+short of 40 %). At 2 x two 3-node rows of the three seeds held 0.1-0.2 % more memory than the
+baseline; 1.5 x none (docs/benchmarks.md, Capacity)."""
 DECAY_AT = 200.0
 """When the histogram holds this many idle times, every count is halved: it weighs about the
 last 100-200, and a changed pattern takes over within a few hundred."""
@@ -318,17 +333,22 @@ def extra_windows(windows: Windows, keep_alive_s: float) -> Windows:
     """The windows of an idle instance other than its function's most recently used one (an
     instance a peak or ``concurrency`` added): the histogram sees only the gaps in the
     function's whole activity, not how often it needs a second instance, so a learned
-    keep-alive without a prewarm shorter than the fixed default ``keep_alive_s`` does not
-    apply to it; it is kept the default, and under memory pressure the eviction policy decides
+    keep-alive without a prewarm applies to it only between the fixed default ``keep_alive_s``
+    and ``EXTRA_KEEP_ALIVE_FACTOR`` times it; under memory pressure the eviction policy decides
     (FaasCache: keep-alive is caching). With a prewarm window every instance goes when the
     activity ends (``reap_due``)."""
-    if (
-        windows.source == "learned"
-        and not windows.prewarm_s
-        and windows.keep_alive_s < keep_alive_s
-    ):
+    if windows.source != "learned" or windows.prewarm_s:
+        return windows
+    if windows.keep_alive_s <= keep_alive_s:
         return fixed_windows(keep_alive_s, "an extra instance: the fixed default")
-    return windows
+    longest = EXTRA_KEEP_ALIVE_FACTOR * keep_alive_s
+    if windows.keep_alive_s <= longest:
+        return windows
+    return Windows(
+        keep_alive_s=longest,
+        source="learned",
+        reason=f"an extra instance: at most {EXTRA_KEEP_ALIVE_FACTOR:g} x the fixed default",
+    )
 
 
 def reap_due(
