@@ -1,4 +1,6 @@
-"""How many accepts per second the call store commits, with synchronous NORMAL and FULL.
+"""How many accepts per second a call store commits: the node's append-only log (``CallLog``)
+and the SQLite store it replaced (``CallStore``, still used to import an older node's
+``calls.db``), each with synchronous NORMAL and FULL.
 
 Each accept is one call (a 200-byte body) written through ``CallStore.insert`` and awaited
 until committed, ``--concurrency`` accepts in flight at once (the group commit puts the ones
@@ -7,7 +9,7 @@ benchmarks/results/call_store.json.
 
     python benchmarks/call_store.py [--seconds 3] [--concurrency 64] [--quick]
 
-A full run takes ~7 s; ``--quick`` (1 s per mode) ~3 s.
+A full run takes ~13 s; ``--quick`` (1 s per mode) ~5 s.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from tierfaas.calls.logstore import CallLog
 from tierfaas.calls.model import Call, Request
 from tierfaas.calls.store import CallStore, Synchronous
 
+STORES: dict[str, type[CallLog] | type[CallStore]] = {"log": CallLog, "sqlite": CallStore}
+
 
 async def _run(
-    sync: Synchronous, seconds: float, concurrency: int, folder: Path
+    kind: str, sync: Synchronous, seconds: float, concurrency: int, folder: Path
 ) -> dict[str, float]:
-    store = CallStore(folder / f"calls-{sync}.db", synchronous=sync)
+    store = STORES[kind](folder / f"calls-{kind}-{sync}", synchronous=sync)
     store.open()
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
@@ -71,12 +76,15 @@ def main() -> None:
         args.seconds = 1.0
     results = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        for sync in ("NORMAL", "FULL"):
-            results[sync] = asyncio.run(_run(sync, args.seconds, args.concurrency, Path(folder)))
-    print(f"{'synchronous':<12} {'accepts/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'calls/group':>12}")
-    for sync, r in results.items():
+        for kind in STORES:
+            for sync in ("NORMAL", "FULL"):
+                results[f"{kind} {sync}"] = asyncio.run(
+                    _run(kind, sync, args.seconds, args.concurrency, Path(folder))
+                )
+    print(f"{'store':<12} {'accepts/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'calls/group':>12}")
+    for name, r in results.items():
         print(
-            f"{sync:<12} {r['accepts_per_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{name:<12} {r['accepts_per_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['calls_per_group']:>12.1f}"
         )
     out = Path(__file__).parent / "results" / "call_store.json"
