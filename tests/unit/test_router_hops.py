@@ -18,7 +18,7 @@ from tierfaas.http.asgi import error_body, error_headers
 from tierfaas.routing import forwarding as fw
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.peers import PeerResponse
-from tierfaas.routing.router import Reply, Router, RoutingMetrics, _user_headers
+from tierfaas.routing.router import Reply, Router, RoutingMetrics, handler_headers
 from tierfaas.runtime.events import InstanceStarted
 from tierfaas.testing import FakeClock, RuntimeHarness, fake_release
 
@@ -214,17 +214,17 @@ def test_repeated_request_headers_are_joined_not_lost() -> None:
         (b"connection", b"keep-alive"),
         (b"x-tierfaas-hops", b"1"),
     ]
-    assert _user_headers(raw) == {"accept": "a, b", "cookie": "x=1; y=2"}
+    assert handler_headers(raw) == {"accept": "a, b", "cookie": "x=1; y=2"}
 
 
 def test_an_async_calls_headers_come_from_its_node_only() -> None:
     """X-Call-Id and X-Call-Attempt sent from outside are removed (a sync call cannot pose as
     an async one); a forward, signed by a node, keeps them."""
-    from tierfaas.routing.router import _NOT_FOR_HANDLERS
+    from tierfaas.routing.router import NOT_FOR_HANDLERS
 
     sent = [(b"x-call-id", b"forged"), (b"x-call-attempt", b"7"), (b"x-custom", b"1")]
-    assert _user_headers(sent) == {"x-custom": "1"}
-    assert _user_headers(sent, _NOT_FOR_HANDLERS) == {
+    assert handler_headers(sent) == {"x-custom": "1"}
+    assert handler_headers(sent, NOT_FOR_HANDLERS) == {
         "x-call-id": "forged",
         "x-call-attempt": "7",
         "x-custom": "1",

@@ -15,39 +15,23 @@ queue here, forward to a warm peer or start an instance.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
 
 from tierfaas.calls.ports import Header
-from tierfaas.routing import forwarding as fw
-from tierfaas.routing.router import CALL_ATTEMPT, CALL_ID, Router
-from tierfaas.runtime import Runtime
-
-# What a handler never sees (the router's list): the accept keeps none of these anyway.
-_NOT_FOR_HANDLERS = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"host"}
-    | {h.encode() for h in fw.INTERNAL}
+from tierfaas.routing.router import (
+    CALL_ATTEMPT,
+    CALL_ID,
+    NOT_FOR_HANDLERS,
+    Reply,
+    Router,
+    handler_headers,
 )
-
-
-@dataclass
-class LocalReply:
-    status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    cold: bool = False
+from tierfaas.runtime import Runtime
 
 
 def context_headers(headers: Sequence[Header], call: tuple[str, int] | None) -> dict[str, str]:
-    """The headers a handler's context shows for a stored request (a repeated one joined into
-    one value, as HTTP allows; cookies with "; "), with the call's id and attempt."""
-    seen: dict[str, str] = {}
-    for key, value in headers:
-        if key in _NOT_FOR_HANDLERS:
-            continue
-        name, text = key.decode("latin-1"), value.decode("latin-1")
-        if name in seen:
-            text = seen[name] + ("; " if name == "cookie" else ", ") + text
-        seen[name] = text
+    """The headers a handler's context shows for a stored request (as the router shows them),
+    with the call's id and attempt."""
+    seen = handler_headers(headers, NOT_FOR_HANDLERS)
     if call is not None:
         seen[CALL_ID] = call[0]
         seen[CALL_ATTEMPT] = str(call[1])
@@ -74,10 +58,10 @@ class LocalFirst:
         started: float,
         path: str = "/",
         call: tuple[str, int] | None = None,
-    ) -> Awaitable[LocalReply]:
+    ) -> Awaitable[Reply]:
         pool = self.runtime.pool(name)  # 404 before anything else, as the router
         if pool.free_slots()[1] <= 0:
-            return self.router.handle(  # type: ignore[return-value]  # a Reply alike
+            return self.router.handle(
                 name, body, request_id=request_id, method=method, query=query,
                 headers=headers, started=started, path=path, call=call,
             )  # fmt: skip
@@ -87,7 +71,7 @@ class LocalFirst:
     async def _here(
         self, name: str, body: bytes, request_id: str, method: str, query: str,
         context: dict[str, str] | None, started: float, path: str,
-    ) -> LocalReply:  # fmt: skip
+    ) -> Reply:  # fmt: skip
         result = await self.runtime.invoke(
             name, body, request_id=request_id, method=method, path=path, query=query,
             headers=context, started=started,
@@ -96,4 +80,4 @@ class LocalFirst:
         headers = [(b"content-type", result.content_type.encode("latin-1"))]
         if result.headers:
             headers += result.headers
-        return LocalReply(result.status, result.body, headers, result.cold)
+        return Reply(result.status, result.body, headers, result.cold)

@@ -90,14 +90,14 @@ _LOCAL_COLD, _LOCAL_WARM = "local-cold", "local-warm"
 _HOP_HEADERS = frozenset(h.encode() for h in fw.INTERNAL)
 _FROM_OUTSIDE = fw.Hop()
 # Request headers a handler never sees: hop-by-hop ones, and the hop headers between nodes.
-_NOT_FOR_HANDLERS = frozenset(
+NOT_FOR_HANDLERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"host"}
     | {h.encode() for h in fw.INTERNAL}
 )
 # An async call's id and attempt (issue 20) reach the handler from its node only: a request
 # from outside that sends them has them removed (a forwarded one, signed by a node, keeps them).
 CALL_ID, CALL_ATTEMPT = "x-call-id", "x-call-attempt"
-_NOT_FROM_OUTSIDE = _NOT_FOR_HANDLERS | {CALL_ID.encode(), CALL_ATTEMPT.encode()}
+_NOT_FROM_OUTSIDE = NOT_FOR_HANDLERS | {CALL_ID.encode(), CALL_ATTEMPT.encode()}
 
 Header = tuple[bytes, bytes]
 RawHeaders = Iterable[Header]
@@ -107,7 +107,7 @@ def _header_dict(headers: RawHeaders) -> dict[str, str]:
     return {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
 
 
-def _user_headers(
+def handler_headers(
     headers: RawHeaders, dropped: frozenset[bytes] = _NOT_FROM_OUTSIDE
 ) -> dict[str, str]:
     """The request headers a handler sees (not hop-by-hop nor internal ones, nor, from
@@ -315,14 +315,14 @@ class Router:
                 incoming = self._verify(name, request_id, headers)
                 return await self._run_forwarded(
                     name, body, request_id, method, query,
-                    _user_headers(headers, _NOT_FOR_HANDLERS), started, incoming, path,
+                    handler_headers(headers, NOT_FOR_HANDLERS), started, incoming, path,
                 )  # fmt: skip
         if call is not None:
             headers = [*headers, (CALL_ID.encode(), call[0].encode()),
                        (CALL_ATTEMPT.encode(), b"%d" % call[1])]  # fmt: skip
-        dropped = _NOT_FROM_OUTSIDE if call is None else _NOT_FOR_HANDLERS
+        dropped = _NOT_FROM_OUTSIDE if call is None else NOT_FOR_HANDLERS
         if self.lookup is not None and self.hop_limit > 0:
-            user_headers = _user_headers(headers, dropped)
+            user_headers = handler_headers(headers, dropped)
             reply = await self._route(
                 pool, name, body, request_id, method, query, user_headers, started,
                 _FROM_OUTSIDE, path,
@@ -333,7 +333,7 @@ class Router:
         # if it takes a context to see them in.
         result = await self.runtime.invoke(
             name, body, request_id=request_id, method=method, path=path, query=query,
-            headers=_user_headers(headers, dropped) if pool.takes_context else None,
+            headers=handler_headers(headers, dropped) if pool.takes_context else None,
             started=started,
         )  # fmt: skip
         cold = result.cold
