@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -208,10 +209,17 @@ async def test_while_its_replica_is_suspect_a_worker_asks_another_within_100_ms(
         cluster.net.suspect(own)
         await cluster.settle()
         took = []
-        for _ in range(20):
-            began = loop.time()
-            assert [r.name for r in await worker.plane.lookup("f")] == ["m"]
-            took.append(loop.time() - began)
+        # The bound is the lookup's, not the test process's: a full collection of this
+        # worker's heap (every test it ran before) can hold the loop ~200 ms by itself.
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                began = loop.time()
+                assert [r.name for r in await worker.plane.lookup("f")] == ["m"]
+                took.append(loop.time() - began)
+        finally:
+            gc.enable()
         assert max(took) < 0.1, took  # skipped, not waited for: the bound
         hub.batcher.register("g", other.endpoint())  # a miss still reaches the master
         assert [r.name for r in await worker.plane.lookup("g")] == ["s" if own == "r" else "r"]
