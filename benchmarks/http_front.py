@@ -1,7 +1,9 @@
 """The node's HTTP front alone, in process: what uvicorn's httptools protocol with the node's
 bounds (``http/protocol.py``) costs per request, with no socket and no function.
 
-    .venv/bin/python benchmarks/http_front.py            # 3 rounds of 64,000 requests
+    .venv/bin/python benchmarks/http_front.py            # 3 rounds of 64,000 requests (~5 s)
+    .venv/bin/python benchmarks/http_front.py --quick    # 3 rounds of 6,400 (< 1 s)
+    .venv/bin/python benchmarks/http_front.py --requests N --rounds R
 
 64 connections of the node's protocol class on fake transports; each loop pass feeds every
 connection the runtime benchmark's ``POST /function/hello-node`` (5-byte body), and an ASGI
@@ -14,6 +16,7 @@ Compare the best round of several runs, alternating the trees compared (``PYTHON
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -25,6 +28,7 @@ from uvicorn.server import ServerState
 
 from tierfaas.config import NodeConfig
 from tierfaas.http.protocol import bounded_protocol, write_answer
+from tierfaas.testing.transport import FakeTransport
 
 CONNECTIONS = 64
 REQUEST = (
@@ -37,40 +41,6 @@ HEADERS = [
     (b"x-tierfaas-route", b"local-warm"),
     (b"x-tierfaas-start", b"warm"),
 ]
-
-
-class FakeTransport:
-    """Counts the writes; what a protocol asks of a TCP transport, doing nothing."""
-
-    def __init__(self) -> None:
-        self.writes = 0
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.writes += 1
-
-    def close(self) -> None:
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -89,7 +59,7 @@ async def measure(requests: int, rounds: int) -> list[float]:
     loop = asyncio.get_running_loop()
     connections = []
     for _ in range(CONNECTIONS):
-        protocol, transport = protocol_class(config, state, {}, loop), FakeTransport()
+        protocol, transport = protocol_class(config, state, {}, loop), FakeTransport(keep=False)
         protocol.connection_made(transport)  # type: ignore[arg-type]
         connections.append((protocol, transport))
     passes = requests // CONNECTIONS
@@ -102,15 +72,22 @@ async def measure(requests: int, rounds: int) -> list[float]:
             await asyncio.sleep(0)  # the tasks run
             await asyncio.sleep(0)  # their done callbacks
         spent = time.process_time() - began
-        if any(t.writes != (number + 1) * passes for _, t in connections):
+        if any(t.count != (number + 1) * passes for _, t in connections):
             raise RuntimeError("a request got no answer")
         results.append(spent / (passes * CONNECTIONS) * 1e6)
     return results
 
 
 def main() -> int:
-    requests = int(sys.argv[1]) if len(sys.argv) > 1 else 64_000
-    for number, us in enumerate(uvloop.run(measure(requests, 3)), 1):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=64_000, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="6,400 requests per round")
+    args = parser.parse_args()
+    if args.requests < 1 or args.rounds < 1:
+        parser.error("--requests and --rounds take a positive number")
+    requests = 6_400 if args.quick else args.requests
+    for number, us in enumerate(uvloop.run(measure(requests, args.rounds)), 1):
         print(f"round {number}: {us:.2f} µs of CPU per request")
     return 0
 

@@ -21,42 +21,11 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tierfaas.http.protocol import BoundedHttpProtocol, write_answer
+from tierfaas.testing.transport import FakeTransport
 
 KEEP_ALIVE_S = 30.0
 DATE = (b"date", b"Thu, 03 Dec 2026 19:00:00 GMT")
 REQUEST = b"POST /function/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nworld"
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self.closed = True
 
 
 class FakeTimer:
