@@ -61,10 +61,10 @@ MAX_BATCH_BYTES = 7 * 1024 * 1024
 """A frame stays under the lane's frame limit (the gRPC cap, 2 x 4 MiB) with room for its
 framing; an async body is at most 7 MiB, so one call always fits."""
 OUTCOME_LINGER_S = 0.05
+"""Outcomes are off every caller's path: they wait this long to travel together."""
 COPIES_IN_FLIGHT = 2
 """Copy frames sent and not yet acked, at most; copies submitted meanwhile wait for the
 first ack and leave together (at low load none is in flight, so none waits)."""
-"""Outcomes are off every caller's path: they wait this long to travel together."""
 RECONNECT_S = 0.1
 """How soon a failed connect is tried again while calls wait for it."""
 MAX_ACK_FRAME = 64 * 1024

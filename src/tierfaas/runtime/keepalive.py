@@ -37,9 +37,8 @@ A prewarm window under ``MIN_PREWARM_S`` is none, and an instance kept at all is
 the function's, not an instance's: its most recently used instance follows them, and an
 instance a peak or ``concurrency`` added is kept after its own last call the learned window
 held between the fixed default and 1.5 times it (``extra_windows``: the histogram does not see
-how often a second instance is needed), unless
-a prewarm window stops every instance at the end of the activity; a prewarm starts one
-instance.
+how often a second instance is needed), unless a prewarm window stops every instance at the
+end of the activity; a prewarm starts one instance.
 
 A histogram says little with few samples (unless they are tight: ``MIN_TIGHT_SAMPLES``); the
 function then gets the fixed default: its ``keep_alive_s`` and no prewarm, exactly as
@@ -106,15 +105,11 @@ arrival-anchored prewarm (``windows_for_idle_period``)."""
 EXTRA_KEEP_ALIVE_FACTOR = 1.5
 """An instance other than its function's most recently used one (a peak's) is kept at most
 this many times the function's ``keep_alive_s``, however long the learned window (and at least
-``keep_alive_s``, however short): a learned keep-alive of hours, priced on the function's next
-call, held every instance a peak had left for hours (a simulated day on 3 nodes, measured
-accounting: the extra instances held 2.2 times the memory-time they held under a fixed 10
-minutes, more than the learned windows' whole excess over it). Simulated day, seed 1, measured
-accounting, against fixed 10 min + LRU (3 nodes with home starts, cache off): no cap, 3 nodes
--50 % cold calls at +5 % memory-time, 1 node -44 % at -2 %; 2 x, -45 % at -2 % and -42 % at
--3 %; 1.5 x, -44 % at -3 % and -41 % at -3 %; 1 x, -42 % at -6 % and -39 % at -5 % (1 node
-short of 40 %). At 2 x two 3-node rows of the three seeds held 0.1-0.2 % more memory than the
-baseline; 1.5 x none (docs/benchmarks.md, Capacity)."""
+``keep_alive_s``, however short). A learned keep-alive is priced on the function's next call,
+not on how often a second instance is needed: uncapped, the instances peaks left held more
+memory-time than the learned windows saved. 1.5 is the factor at which no simulated row, on 1
+or 3 nodes and any of the three seeds, holds more memory than fixed 10 min + LRU while the
+1-node rows keep their 40 % fewer cold starts (docs/benchmarks.md, Capacity)."""
 DECAY_AT = 200.0
 """When the histogram holds this many idle times, every count is halved: it weighs about the
 last 100-200, and a changed pattern takes over within a few hundred."""

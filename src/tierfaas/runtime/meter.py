@@ -31,17 +31,7 @@ class BusyMeter:
 
     def change(self, busy: int, capacity: int) -> None:
         """The pool's busy slots and capacity (slots on live instances) from now on."""
-        # Twice per call: within the current window (the usual case) the integration is
-        # inlined, with the one clock read.
-        now = self._clock()
-        if now < self._window_start + self.window_s:
-            elapsed = now - self._at
-            if elapsed > 0:
-                self._busy_time += self._busy * elapsed
-                self._slot_time += self._capacity * elapsed
-                self._at = now
-        else:
-            self._advance()
+        self._advance()
         self._busy, self._capacity = busy, capacity
 
     def share(self) -> float:
