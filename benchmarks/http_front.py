@@ -6,11 +6,13 @@ bounds (``http/protocol.py``) costs per request, with no socket and no function.
     .venv/bin/python benchmarks/http_front.py --requests N --rounds R
 
 64 connections of the node's protocol class on fake transports; each loop pass feeds every
-connection the runtime benchmark's ``POST /function/hello-node`` (5-byte body), and an ASGI
-app reads the body and answers through ``write_answer`` as the node's does. Printed: CPU per
-request (``time.process_time``): parsing, the scope, the request cycle and its task, the
-answer's bytes, the keep-alive bookkeeping. A change to the protocol shows here to a fraction
-of a microsecond, where a node under wrk varies by ±15 % between rounds on a loaded machine.
+connection the runtime benchmark's ``POST /function/hello-node`` (5-byte body), answered two
+ways in turn: as the node answers an invocation (a ``FunctionCall`` and its task), and through
+uvicorn's ASGI cycle (an app that reads the body and answers through ``write_answer``), as
+the node does with tracing on. Printed: CPU per request (``time.process_time``): parsing, the
+request's cycle and its task, the answer's bytes, the keep-alive bookkeeping. A change to the
+protocol shows here to a fraction of a microsecond, where a node under wrk varies by ±15 %
+between rounds on a loaded machine.
 Compare the best round of several runs, alternating the trees compared (``PYTHONPATH=SRC``).
 """
 
@@ -27,10 +29,14 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tierfaas.config import NodeConfig
-from tierfaas.http.protocol import bounded_protocol, write_answer
+from tierfaas.http.protocol import FunctionCall, bounded_protocol, write_answer
 from tierfaas.testing.transport import FakeTransport
 
 CONNECTIONS = 64
+PATHS = {
+    "asgi": "through uvicorn's ASGI cycle (tracing on)",
+    "call": "as a FunctionCall (the node's way)",
+}
 REQUEST = (
     b"POST /function/hello-node HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Length: 5\r\n"
     b"Content-Type: text/plain\r\n\r\nworld"
@@ -48,8 +54,15 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     write_answer(send, 200, list(HEADERS), b"Hello, world!\n", b"0123456789abcdef", False)
 
 
-async def measure(requests: int, rounds: int) -> list[float]:
-    protocol_class = bounded_protocol(NodeConfig(), lambda reason: None)
+async def serve(call: FunctionCall) -> None:
+    """As the node's ``NodeApp.serve_call`` answers a call, without the routing."""
+    call.answer(200, list(HEADERS), b"Hello, world!\n", b"0123456789abcdef", False)
+
+
+async def measure(requests: int, rounds: int, path: str) -> list[float]:
+    protocol_class = bounded_protocol(
+        NodeConfig(), lambda reason: None, serve if path == "call" else None
+    )
     # As the node configures uvicorn (node/lifecycle.py): no proxy headers, no access log.
     config = Config(
         app, http=protocol_class, ws="none", lifespan="off", access_log=False,
@@ -87,8 +100,9 @@ def main() -> int:
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds take a positive number")
     requests = 6_400 if args.quick else args.requests
-    for number, us in enumerate(uvloop.run(measure(requests, args.rounds)), 1):
-        print(f"round {number}: {us:.2f} µs of CPU per request")
+    for path in ("asgi", "call"):
+        for number, us in enumerate(uvloop.run(measure(requests, args.rounds, path)), 1):
+            print(f"{PATHS[path]}, round {number}: {us:.2f} µs of CPU per request")
     return 0
 
 

@@ -28,6 +28,7 @@ tests/e2e/test_openapi.py keeps it true.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -50,6 +51,8 @@ from tierfaas.http.asgi import (
     Receive,
     Scope,
     Send,
+    error_body,
+    error_headers,
     read_body_rest,
     respond,
     respond_error,
@@ -58,9 +61,9 @@ from tierfaas.http.asgi import (
 from tierfaas.http.dashboard import STATIC_PATHS, Dashboard, node_stats, static_file
 from tierfaas.http.history import parse_since
 from tierfaas.http.metrics import UNKNOWN, Metrics
-from tierfaas.http.protocol import write_answer
+from tierfaas.http.protocol import FunctionCall, write_answer
 from tierfaas.names import is_valid_name
-from tierfaas.routing.router import Router
+from tierfaas.routing.router import Reply, Router
 from tierfaas.runtime import Runtime
 from tierfaas.tracing.http import traced
 
@@ -81,6 +84,8 @@ _INVOKE_METHODS = frozenset({"POST", "GET", "PUT"})
 _HTTP_FUNCTION_METHODS = _INVOKE_METHODS | {"PATCH", "DELETE", "OPTIONS"}
 _PREFIX_BYTES = len(_FUNCTION_PREFIX)
 _NO_BODY = frozenset({204, 304})
+# Headers of an error's answer that ``FunctionCall.answer`` writes itself.
+_FRAMED_HERE = frozenset({b"x-request-id", b"connection"})
 # What an admin token guards (when required): everything that shows the cluster's inside.
 # Invocations have their own API keys; health, readiness and the function list stay open.
 ADMIN_PATHS = frozenset(
@@ -94,7 +99,11 @@ def _subpath(scope: Scope) -> str:
     """What follows ``/function/NAME`` in the request's URL, as the client sent it (percent
     escapes kept), "/" when nothing does. Raises ``BadRequest`` for bytes a request line
     cannot carry."""
-    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    return _raw_subpath(scope.get("raw_path") or scope["path"].encode("utf-8"))
+
+
+def _raw_subpath(raw: bytes) -> str:
+    """``_subpath`` of the raw path ``raw``."""
     _, slash, rest = raw[_PREFIX_BYTES:].partition(b"/")
     if not slash or not rest:
         return "/"
@@ -202,18 +211,7 @@ class NodeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan and websockets are not used
-        given = length = None
-        for key, value in scope["headers"]:  # one pass for the two headers read here
-            if key == b"x-request-id":
-                given = value
-            elif key == b"content-length":
-                length = value
-        if given is not None and _REQUEST_ID_RE.fullmatch(given):
-            request_id = given.decode()
-        else:
-            # Unique across nodes (random per-process prefix) and cheap (a counter).
-            self.requests += 1
-            request_id = f"{self.id_prefix}{self.requests:08x}"
+        request_id, length = self._request_id_and_length(scope["headers"])
         path: str = scope["path"]
         try:
             if path.startswith(_FUNCTION_PREFIX):
@@ -244,7 +242,58 @@ class NodeApp:
         except errors.HttpError as error:
             await respond_error(send, error, request_id)
 
+    def _request_id_and_length(self, headers: Headers) -> tuple[str, bytes | None]:
+        """The request's id (the client's X-Request-Id when it is a valid one, else a new one)
+        and its Content-Length as sent, in one pass over the headers."""
+        given = length = None
+        for key, value in headers:
+            if key == b"x-request-id":
+                given = value
+            elif key == b"content-length":
+                length = value
+        if given is not None and _REQUEST_ID_RE.fullmatch(given):
+            return given.decode(), length
+        # Unique across nodes (random per-process prefix) and cheap (a counter).
+        self.requests += 1
+        return f"{self.id_prefix}{self.requests:08x}", length
+
     # -- invocations -----------------------------------------------------------------------
+
+    async def serve_call(self, call: FunctionCall) -> None:
+        """Answers one invocation the HTTP protocol took without uvicorn's ASGI cycle (the
+        protocol's ``FunctionCall``: its body is all in). The same checks, routing, metrics and
+        answers as the ASGI path (``_invoke``), which the node takes instead with tracing on."""
+        request_id, length = self._request_id_and_length(call.headers)
+        id_bytes = request_id.encode()
+        path = call.path
+        name = path[_PREFIX_BYTES:].partition(b"/")[0].decode("ascii")
+        try:
+            started = time.monotonic()
+            label = self._admit(name, call.method, call.headers, length, started)
+            query = call.query
+            reply = await self._run(
+                name, label, call.body, request_id, call.method,
+                query.decode("latin-1") if query else "", call.headers, started,
+                _raw_subpath(path),
+            )  # fmt: skip
+        except errors.HttpError as error:
+            # The answer adds the X-Request-Id, and closes as the error says.
+            headers = [(b"content-type", b"application/json")]
+            headers += (h for h in error_headers(error, request_id) if h[0] not in _FRAMED_HERE)
+            body = json.dumps(error_body(error, request_id), separators=(",", ":")).encode()
+            call.answer(error.status, headers, body, id_bytes,
+                        error.close_connection or self.draining)  # fmt: skip
+            return
+        except Exception:  # as uvicorn's cycle would: logged, and a 500 that says little
+            log.exception("request %s to %s failed", request_id, name[:80])
+            failure = errors.HttpError("the node failed to serve this call; see its log")
+            body = json.dumps(error_body(failure, request_id), separators=(",", ":")).encode()
+            json_type = [(b"content-type", b"application/json")]
+            call.answer(failure.status, json_type, body, id_bytes, True)
+            return
+        status, body = reply.status, reply.body
+        call.answer(status, reply.headers, b"" if status in _NO_BODY else body, id_bytes,
+                    self.draining)  # fmt: skip
 
     async def _invoke(
         self,
@@ -255,9 +304,47 @@ class NodeApp:
         request_id: str,
         length: bytes | None,
     ) -> None:
-        # The hot path of the node: no helper coroutines, headers as precomputed tuples.
+        # The hot path of the node under tracing, and for the requests the protocol leaves to
+        # ASGI (serve_call's doc): no helper coroutines, headers as precomputed tuples.
         started = time.monotonic()
         method: str = scope["method"]
+        label = self._admit(name, method, scope["headers"], length, started)
+        limit = self.config.max_body_bytes
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if message["type"] != "http.request" or message.get("more_body", False):
+            try:
+                body = await read_body_rest(message, receive, limit)
+            except errors.BodyTooLarge as exc:
+                self.metrics.record(label, exc.code, False, time.monotonic() - started)
+                raise
+        query: bytes = scope["query_string"]
+        reply = await self._run(
+            name, label, body, request_id, method,
+            query.decode("latin-1") if query else "", scope["headers"], started, _subpath(scope),
+        )  # fmt: skip
+        status = reply.status
+        headers, body, id_bytes = reply.headers, reply.body, request_id.encode()
+        # One write, through uvicorn's cycle; tracing watches the ASGI messages instead.
+        if self.tracer is None and write_answer(send, status, headers, body, id_bytes,
+                                                self.draining):  # fmt: skip
+            return
+        headers.append((b"x-request-id", id_bytes))
+        if status in _NO_BODY:  # an exec function's: such an answer has no body (RFC 9110)
+            body = b""
+        else:
+            headers.append((b"content-length", b"%d" % len(body)))
+        if self.draining:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _admit(
+        self, name: str, method: str, headers: Headers, length: bytes | None, started: float
+    ) -> str:
+        """Checks an invocation before it runs: its method, its function's name, its API key
+        and its declared length. Returns the function's metrics label; raises the error to
+        answer (counted in the metrics when the function is known)."""
         if method not in _INVOKE_METHODS and (
             method not in _HTTP_FUNCTION_METHODS or name not in self.http_functions
         ):
@@ -275,40 +362,46 @@ class NodeApp:
             )
         label = name if name in pools else UNKNOWN
         keys = self.api_keys.get(name)
-        if keys is not None and not auth.authorized(scope["headers"], keys):
+        if keys is not None and not auth.authorized(headers, keys):
             self.metrics.unauthorized.labels("api_key").inc()
             self.metrics.record(label, "unauthorized", False, time.monotonic() - started)
             raise errors.Unauthorized(
                 f"{name!r} needs an API key: send 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'"
             )
-        # While draining, calls that still arrive on open connections are served (a client
-        # that sent one cannot know yet); the answer closes the connection, and the listener
-        # is closed, so the client's next connection goes to another node.
+        limit = self.config.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            self.metrics.record(label, errors.BodyTooLarge.code, False, time.monotonic() - started)
+            raise errors.BodyTooLarge(
+                f"the body is {int(length)} bytes; this node accepts at most {limit}"
+            )
+        return label
+
+    async def _run(
+        self,
+        name: str,
+        label: str,
+        body: bytes,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: Headers,
+        started: float,
+        path: str,
+    ) -> Reply:
+        """Routes one admitted invocation (``_admit``) and records its outcome. While draining,
+        calls that still arrive on open connections are served (a client that sent one cannot
+        know yet); the answer closes the connection, and the listener is closed, so the
+        client's next connection goes to another node."""
         self.in_flight += 1
         self.last_call = started
         try:
             limit = self.config.max_body_bytes
-            if length is not None and length.isdigit() and int(length) > limit:
-                raise errors.BodyTooLarge(
-                    f"the body is {int(length)} bytes; this node accepts at most {limit}"
-                )
-            message = await receive()
-            body: bytes = message.get("body", b"")
-            if message["type"] != "http.request" or message.get("more_body", False):
-                body = await read_body_rest(message, receive, limit)
-            elif len(body) > limit:
+            if len(body) > limit:
                 raise errors.BodyTooLarge(f"the body is over the limit of {limit} bytes")
-            query: bytes = scope["query_string"]
             reply = await self.router.handle(
-                name,
-                body,
-                request_id=request_id,
-                method=method,
-                query=query.decode("latin-1") if query else "",
-                headers=scope["headers"],
-                started=started,
-                path=_subpath(scope),
-            )
+                name, body, request_id=request_id, method=method, query=query, headers=headers,
+                started=started, path=path,
+            )  # fmt: skip
         except errors.HttpError as exc:
             self.metrics.record(label, exc.code, False, time.monotonic() - started)
             if isinstance(exc, errors.FunctionError):
@@ -323,20 +416,7 @@ class NodeApp:
             reply.cold,
             time.monotonic() - started,
         )
-        headers, body, id_bytes = reply.headers, reply.body, request_id.encode()
-        # One write, through uvicorn's cycle; tracing watches the ASGI messages instead.
-        if self.tracer is None and write_answer(send, status, headers, body, id_bytes,
-                                                self.draining):  # fmt: skip
-            return
-        headers.append((b"x-request-id", id_bytes))
-        if status in _NO_BODY:  # an exec function's: such an answer has no body (RFC 9110)
-            body = b""
-        else:
-            headers.append((b"content-length", b"%d" % len(body)))
-        if self.draining:
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        return reply
 
     # -- admin -----------------------------------------------------------------------------
 

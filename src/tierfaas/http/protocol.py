@@ -30,7 +30,14 @@ per second over the open connections (a timer per request would cost more than r
 so a timeout, or a bound of the lingering, fires within a second after it is due; uvicorn's
 keep-alive timeout is one of them (uvicorn arms and cancels a timer per answer).
 
-An invocation's answer may also go out through ``write_answer``: the status line, headers and
+An invocation (``/function/NAME``) skips uvicorn's ASGI cycle: its head makes a
+``FunctionCall`` (``function_call`` says which requests qualify), which stands in as the
+connection's ``cycle`` while its body comes in and which ``serve`` (the node's
+``NodeApp.serve_call``) answers once the body is in, through ``FunctionCall.answer``. uvicorn's
+cycle, its scope, its event and its ASGI messages cost ~11 µs of the node's CPU per call
+under wrk, more than routing the call (benchmarks/node_cpu.py, paired runs).
+
+An answer through ASGI may go out through ``write_answer``: the status line, headers and
 body in one write, with the checks and state changes the cycle's ``send`` makes for its two
 messages (under cProfile, uvicorn's ``send`` took ~18 % of the node's time per call, most
 of it checking each header with two regular expressions). Relies on
@@ -45,7 +52,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +115,9 @@ Headers = list[tuple[bytes, bytes]]
 
 # Headers ``write_answer`` leaves to the cycle's ``send``: it frames the answer and sets the
 # connection's fate itself.
+_FUNCTION_PATH = b"/function/"
+# Request headers that leave a request to the ASGI path (see BoundedHttpProtocol.function_call).
+_NOT_FOR_FUNCTION_CALLS = frozenset({b"transfer-encoding", b"expect"})
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _NO_BODY = frozenset({204, 304})
 
@@ -141,35 +151,57 @@ def write_answer(
         or status not in STATUS_LINE
     ):
         return False
-    parts = [STATUS_LINE[status]]
-    for name, value in cycle.default_headers:
-        parts += (name, b": ", value, b"\r\n")
-    for header in headers:
-        line = _CHECKED_LINES.get(header) or _header_line(header)
-        if line is None:
-            return False
-        parts.append(line)
-    if status in _NO_BODY:
-        body = b""
-        parts += (b"x-request-id: ", request_id, b"\r\n")
-    else:
-        parts += (b"x-request-id: ", request_id, b"\r\ncontent-length: %d\r\n" % len(body))
     keep_alive = cycle.keep_alive and not close
-    parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+    head = _answer_head(cycle.default_headers, status, headers, body, request_id, keep_alive)
+    if head is None:
+        return False
     cycle.response_started = cycle.response_complete = True
     cycle.waiting_for_100_continue = False
     cycle.keep_alive = keep_alive
-    if len(body) <= _JOIN_BODY_BYTES:
-        parts.append(body)
-        cycle.transport.write(b"".join(parts))
-    else:  # not copied into the head's buffer: written after it
-        cycle.transport.write(b"".join(parts))
-        cycle.transport.write(body)
+    _write(cycle.transport, head, body, status)
     cycle.message_event.set()
     if not keep_alive:
         cycle.transport.close()
     cycle.on_response()
     return True
+
+
+def _answer_head(
+    default_headers: Headers,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    request_id: bytes,
+    keep_alive: bool,
+) -> list[bytes] | None:
+    """The status line and header lines of an answer (see ``write_answer``), or None for a
+    header uvicorn's ``send`` would refuse or one that frames the answer."""
+    parts = [STATUS_LINE[status]]
+    for name, value in default_headers:
+        parts += (name, b": ", value, b"\r\n")
+    for header in headers:
+        line = _CHECKED_LINES.get(header) or _header_line(header)
+        if line is None:
+            return None
+        parts.append(line)
+    if status in _NO_BODY:
+        parts += (b"x-request-id: ", request_id, b"\r\n")
+    else:
+        parts += (b"x-request-id: ", request_id, b"\r\ncontent-length: %d\r\n" % len(body))
+    parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+    return parts
+
+
+def _write(transport: Any, head: list[bytes], body: bytes, status: int) -> None:
+    """Writes ``head`` then ``body`` (none for 204 and 304): a small body in the head's write."""
+    if status in _NO_BODY:
+        transport.write(b"".join(head))
+    elif len(body) <= _JOIN_BODY_BYTES:
+        head.append(body)
+        transport.write(b"".join(head))
+    else:  # not copied into the head's buffer: written after it
+        transport.write(b"".join(head))
+        transport.write(body)
 
 
 def _header_line(header: tuple[bytes, bytes]) -> bytes | None:
@@ -249,6 +281,105 @@ class _AnswerTransport:
         return self.protocol.linger_since is not None or self.transport.is_closing()
 
 
+# The largest declared body a ``FunctionCall`` takes: one that uvicorn's ``on_body`` never
+# pauses reading for (its high-water mark), so the whole body is in before the call starts.
+FUNCTION_CALL_BODY_BYTES = 64 * 1024
+
+
+class _Unwatched:
+    """The ``message_event`` of a ``FunctionCall``: uvicorn's protocol sets it on every body
+    chunk and at the end; nothing waits for it (the call starts once the body is in)."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_UNWATCHED = _Unwatched()
+
+
+class FunctionCall:
+    """One ``/function/NAME`` request the node serves without uvicorn's ASGI cycle (see
+    ``BoundedHttpProtocol.function_call``), and its answer. While it is the connection's
+    ``cycle``, uvicorn's protocol reads and sets what it would on a ``RequestResponseCycle``:
+    ``body``, ``more_body``, ``response_complete``, ``disconnected``, ``keep_alive`` and
+    ``message_event``. ``path`` is the raw path (no escapes, ASCII), ``query`` the raw query
+    string, ``headers`` the request's, lowered as ASGI gives them."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "message_event",
+        "method",
+        "more_body",
+        "path",
+        "protocol",
+        "query",
+        "response_complete",
+        "response_started",
+    )
+
+    def __init__(
+        self,
+        protocol: BoundedHttpProtocol,
+        method: str,
+        path: bytes,
+        query: bytes,
+        headers: Headers,
+        keep_alive: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body = b""
+        self.more_body = True
+        self.response_started = self.response_complete = self.disconnected = False
+        self.message_event = _UNWATCHED
+
+    def answer(
+        self, status: int, headers: Headers, body: bytes, request_id: bytes, close: bool
+    ) -> None:
+        """Writes the whole answer (as ``write_answer``) and ends the request: the connection
+        is kept for the next one, or closed (``close``, a client that asked, or a node that
+        shuts down). Nothing is written to a client gone, or after an answer the protocol
+        gave itself (a timeout). ``status`` must have a line in uvicorn's table; a header it
+        would refuse makes the answer a typed 500."""
+        if self.response_complete or self.disconnected:
+            return
+        protocol = self.protocol
+        keep_alive = self.keep_alive and not close
+        default_headers = protocol.server_state.default_headers
+        head = _answer_head(default_headers, status, headers, body, request_id, keep_alive)
+        if head is None:
+            status, keep_alive = 500, False
+            body = json.dumps(
+                {
+                    "error": errors.HttpError.code,
+                    "message": "the function's answer has a header HTTP cannot carry",
+                    "request_id": request_id.decode(),
+                },
+                separators=(",", ":"),
+            ).encode()
+            json_type = [(b"content-type", b"application/json")]
+            head = _answer_head(default_headers, status, json_type, body, request_id, False)
+            assert head is not None
+        self.response_started = self.response_complete = True
+        self.keep_alive = keep_alive
+        _write(protocol.answer_transport, head, body, status)
+        if not keep_alive:
+            protocol.close_after_answer()
+        protocol.on_response_complete()
+
+
+Serve = Callable[[FunctionCall], Coroutine[Any, Any, None]]
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     """Use ``bounded_protocol(config, on_reject)`` to make the class a node passes to
     ``uvicorn.Config(http=...)``; it carries the limits as class attributes."""
@@ -256,6 +387,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     limits = WireLimits()
     max_head = limits.max_header_bytes
     on_reject: Reject = staticmethod(lambda reason: None)
+    serve: Serve | None = None  # runs a FunctionCall; None: every request goes through ASGI
     _sweepers: dict[int, _Sweeper] = {}  # by id of the server's connection set
 
     def __init__(
@@ -334,6 +466,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 )
                 # Stops the parser; uvicorn then calls send_400_response, which sends this.
                 raise ValueError("head too large")
+        if (
+            self.serve is not None
+            and self.url.startswith(_FUNCTION_PATH)
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
+            call = self.function_call()
+            if call is not None:
+                self.cycle = call  # type: ignore[assignment]  # duck-typed, see FunctionCall
+                self.body_since = self.loop.time()
+                return
         HttpToolsProtocol.on_headers_complete(self)
         if self.cycle is not None:  # None only for a websocket upgrade, which we do not serve
             self.cycle.transport = self.answer_transport  # type: ignore[assignment]
@@ -343,6 +485,34 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self.body_since = None
         HttpToolsProtocol.on_message_complete(self)
+        call: Any = self.cycle  # uvicorn types it as its own cycle; it may be a FunctionCall
+        if type(call) is FunctionCall and not call.response_complete:
+            assert self.serve is not None
+            task = self.loop.create_task(self.serve(call))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+    def function_call(self) -> FunctionCall | None:
+        """The request whose head just ended as a ``FunctionCall``, or None where uvicorn's
+        cycle and the ASGI app serve it: a body not declared by a Content-Length of at most
+        ``FUNCTION_CALL_BODY_BYTES`` (chunked, large: read as it streams, refused early when
+        over the limit), ``Expect: 100-continue``, an upgrade, HTTP/1.0, a path with percent
+        escapes or bytes outside ASCII, or a fragment. Those are rare for invocations; the
+        ASGI path answers them exactly as before."""
+        parser = self.parser
+        if parser.should_upgrade() or parser.get_http_version() != "1.1":
+            return None
+        for name, value in self.headers:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > FUNCTION_CALL_BODY_BYTES:
+                    return None
+            elif name in _NOT_FOR_FUNCTION_CALLS:
+                return None
+        path, _, query = self.url.partition(b"?")
+        if b"%" in path or b"#" in self.url or not path.isascii():
+            return None
+        method = parser.get_method().decode("ascii")
+        return FunctionCall(self, method, path, query, self.headers, parser.should_keep_alive())
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         HttpToolsProtocol._start_asgi_task(self, cycle, app)
@@ -468,10 +638,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def bounded_protocol(config: NodeConfig, on_reject: Reject) -> type[BoundedHttpProtocol]:
-    """The protocol class for one node's server: its limits, and a callback that counts each
+def bounded_protocol(
+    config: NodeConfig, on_reject: Reject, serve: Serve | None = None
+) -> type[BoundedHttpProtocol]:
+    """The protocol class for one node's server: its limits, a callback that counts each
     rejected connection by reason (``malformed``, ``head_timeout``, ``head_too_large``,
-    ``body_timeout``, ``send_timeout``)."""
+    ``body_timeout``, ``send_timeout``), and what runs a ``FunctionCall`` (None: every
+    request goes through the ASGI app)."""
     return type(
         "NodeHttpProtocol",
         (BoundedHttpProtocol,),
@@ -479,6 +652,7 @@ def bounded_protocol(config: NodeConfig, on_reject: Reject) -> type[BoundedHttpP
             "limits": WireLimits.of(config),
             "max_head": config.max_header_bytes,
             "on_reject": staticmethod(on_reject),
+            "serve": None if serve is None else staticmethod(serve),
             "_sweepers": {},
         },
     )

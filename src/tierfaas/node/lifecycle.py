@@ -67,7 +67,12 @@ def _server(parts: NodeParts) -> _Server:
         uvicorn.Config(
             parts.app,
             # httptools, with bounds on slow and oversized requests (http/protocol.py)
-            http=bounded_protocol(parts.config, parts.metrics.http_rejected_by),
+            # Invocations skip uvicorn's ASGI cycle, unless tracing watches the ASGI messages.
+            http=bounded_protocol(
+                parts.config,
+                parts.metrics.http_rejected_by,
+                parts.app.serve_call if parts.app.tracer is None else None,
+            ),
             ws="none",  # no websockets: an Upgrade request is served as plain HTTP
             loop="none",
             lifespan="off",
