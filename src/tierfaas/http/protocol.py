@@ -34,8 +34,8 @@ An invocation (``/function/NAME``) skips uvicorn's ASGI cycle: its head makes a
 ``FunctionCall`` (``function_call`` says which requests qualify), which stands in as the
 connection's ``cycle`` while its body comes in and which ``serve`` (the node's
 ``NodeApp.serve_call``) answers once the body is in, through ``FunctionCall.answer``. uvicorn's
-cycle, its scope, its event and its ASGI messages cost ~11 µs of the node's CPU per call
-under wrk, more than routing the call (benchmarks/node_cpu.py, paired runs).
+cycle, its scope, its event and its ASGI messages cost ~2-4 µs of the node's CPU per call
+(benchmarks/http_front.py; benchmarks/node_cpu.py under wrk: ~7 %).
 
 An answer through ASGI may go out through ``write_answer``: the status line, headers and
 body in one write, with the checks and state changes the cycle's ``send`` makes for its two
