@@ -208,8 +208,18 @@ def test_a_call_is_served_without_the_asgi_cycle(tmp_path: Path) -> None:
         request(target=b"/function/w%65b"),
         request(target=b"/function/web/x#frag"),
         request(target=b"/healthz", method=b"GET", body=b""),
+        request(method=b"HEAD", body=b""),
     ],
-    ids=["large body", "chunked", "expect", "HTTP/1.0", "escaped", "fragment", "not a call"],
+    ids=[
+        "large body",
+        "chunked",
+        "expect",
+        "HTTP/1.0",
+        "escaped",
+        "fragment",
+        "not a call",
+        "HEAD",
+    ],  # fmt: skip
 )
 def test_requests_left_to_asgi_are_served_there(tmp_path: Path, data: bytes) -> None:
     config = NodeConfig(release_dir=tmp_path, http=Address("127.0.0.1", 8080), max_body_bytes=10**6)
@@ -224,6 +234,8 @@ def test_requests_left_to_asgi_are_served_there(tmp_path: Path, data: bytes) -> 
     assert written.startswith(b"HTTP/1.")
     if data.startswith(b"POST"):
         assert router.calls and b"\r\n\r\ndone" in written
+    if data.startswith(b"HEAD"):
+        assert written.startswith(b"HTTP/1.1 405 ") and written.endswith(b"\r\n\r\n")
 
 
 def test_a_pipelined_request_waits_for_the_answer_before_it(tmp_path: Path) -> None:

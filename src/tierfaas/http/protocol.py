@@ -496,8 +496,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """The request whose head just ended as a ``FunctionCall``, or None where uvicorn's
         cycle and the ASGI app serve it: a body not declared by a Content-Length of at most
         ``FUNCTION_CALL_BODY_BYTES`` (chunked, large: read as it streams, refused early when
-        over the limit), ``Expect: 100-continue``, an upgrade, HTTP/1.0, a path with percent
-        escapes or bytes outside ASCII, or a fragment. Those are rare for invocations; the
+        over the limit), ``Expect: 100-continue``, an upgrade, HTTP/1.0, HEAD (refused, with
+        no body), a path with percent escapes or bytes outside ASCII, or a fragment. Those are rare for invocations; the
         ASGI path answers them exactly as before."""
         parser = self.parser
         if parser.should_upgrade() or parser.get_http_version() != "1.1":
@@ -512,6 +512,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if b"%" in path or b"#" in self.url or not path.isascii():
             return None
         method = parser.get_method().decode("ascii")
+        if method == "HEAD":  # its answer has no body: uvicorn's send leaves it out
+            return None
         return FunctionCall(self, method, path, query, self.headers, parser.should_keep_alive())
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
