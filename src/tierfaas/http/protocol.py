@@ -497,8 +497,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         cycle and the ASGI app serve it: a body not declared by a Content-Length of at most
         ``FUNCTION_CALL_BODY_BYTES`` (chunked, large: read as it streams, refused early when
         over the limit), ``Expect: 100-continue``, an upgrade, HTTP/1.0, HEAD (refused, with
-        no body), a path with percent escapes or bytes outside ASCII, or a fragment. Those are rare for invocations; the
-        ASGI path answers them exactly as before."""
+        no body), a path with percent escapes or bytes outside ASCII, or a fragment. Those are
+        rare for invocations; the ASGI path answers them exactly as before."""
         parser = self.parser
         if parser.should_upgrade() or parser.get_http_version() != "1.1":
             return None
