@@ -219,7 +219,7 @@ def test_a_call_is_served_without_the_asgi_cycle(tmp_path: Path) -> None:
         "fragment",
         "not a call",
         "HEAD",
-    ],  # fmt: skip
+    ],
 )
 def test_requests_left_to_asgi_are_served_there(tmp_path: Path, data: bytes) -> None:
     config = NodeConfig(release_dir=tmp_path, http=Address("127.0.0.1", 8080), max_body_bytes=10**6)
