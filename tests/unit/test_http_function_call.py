@@ -284,12 +284,14 @@ def test_a_node_shutting_down_closes_after_the_answer(tmp_path: Path) -> None:
     assert b"connection: close\r\n" in written and transport.closed
 
 
-def test_an_answer_header_http_cannot_carry_is_a_typed_500(tmp_path: Path) -> None:
-    def bad_header(router: FakeRouter) -> None:
-        router.reply = Reply(200, b"x", [(b"x-bad", b"line\r\nbreak")])
-
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(200, b"x", [(b"x-bad", b"line\r\nbreak")]), Reply(999, b"x", [])],
+    ids=["header", "status"],
+)
+def test_an_answer_http_cannot_carry_is_a_typed_500(tmp_path: Path, reply: Reply) -> None:
     app, router = make_app(tmp_path)
-    bad_header(router)
+    router.reply = reply
     written, transport, _ = exchange(app, True, request())
     assert written.startswith(b"HTTP/1.1 500 ")
     body = json.loads(written.partition(b"\r\n\r\n")[2])

@@ -348,20 +348,22 @@ class FunctionCall:
         """Writes the whole answer (as ``write_answer``) and ends the request: the connection
         is kept for the next one, or closed (``close``, a client that asked, or a node that
         shuts down). Nothing is written to a client gone, or after an answer the protocol
-        gave itself (a timeout). ``status`` must have a line in uvicorn's table; a header it
-        would refuse makes the answer a typed 500."""
+        gave itself (a timeout). A status uvicorn has no line for, or a header it would refuse,
+        makes the answer a typed 500 (as uvicorn's ``send`` raises, and its cycle answers 500)."""
         if self.response_complete or self.disconnected:
             return
         protocol = self.protocol
         keep_alive = self.keep_alive and not close
         default_headers = protocol.server_state.default_headers
-        head = _answer_head(default_headers, status, headers, body, request_id, keep_alive)
+        head = None
+        if status in STATUS_LINE:
+            head = _answer_head(default_headers, status, headers, body, request_id, keep_alive)
         if head is None:
             status, keep_alive = 500, False
             body = json.dumps(
                 {
                     "error": errors.HttpError.code,
-                    "message": "the function's answer has a header HTTP cannot carry",
+                    "message": "the answer has a status or a header HTTP/1.1 cannot carry",
                     "request_id": request_id.decode(),
                 },
                 separators=(",", ":"),
