@@ -261,6 +261,8 @@ def _clustered(
     }
     control.release_version = release.version
     control.pin = runtime.pin
+    # A function's idle history travels with the control plane (control/histories.py).
+    control.writes.on_history = runtime.adopt_history
     router = Router(
         runtime,
         self_name=name,

@@ -30,7 +30,7 @@ from typing import Any
 from tierfaas import errors
 from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
-from tierfaas.runtime import eviction, keepalive, policy
+from tierfaas.runtime import eviction, idle_summary, keepalive, policy
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.events import (
     EventListener,
@@ -542,7 +542,25 @@ class FunctionPool:
         if warm != self.registered:
             self.registered = warm
             name = self.spec.name
-            self.emit(FunctionWarm(name) if warm else FunctionCold(name))
+            idle = self.idle
+            if warm:
+                if idle is not None:
+                    idle.went_warm(self.clock())  # before the master's answer can come
+                self.emit(FunctionWarm(name))
+            elif idle is None:
+                self.emit(FunctionCold(name))
+            else:
+                summary = idle.summary(self.clock())
+                self.emit(FunctionCold(name, idle_summary.encode(summary)))
+
+    def adopt_history(self, summary: idle_summary.IdleSummary) -> bool:
+        """Takes over the function's idle history the master handed back when it registered
+        here (``IdleTracker.adopt``); false if this node does not learn windows or adopted
+        one since the function went warm here."""
+        if self.idle is None or not self.idle.adopt(summary, self.clock()):
+            return False
+        self.refresh_windows()
+        return True
 
     def _metered(self) -> None:
         # Twice per call: one loop, no list and no generator.
