@@ -511,11 +511,16 @@ async def simulate(
         )
         # Not harness.events: a day is many events.
         harness.runtime.listeners = [functools.partial(on_event, harness.runtime)]
+
         hot = HotTracker(clock, NodeConfig.default_of("hot_forwards_per_s"))
         sim_nodes.append(SimNode(f"node-{index}", harness, hot))
     cluster = SimCluster(
         sim_nodes, seed, home_starts=settings.get("cold_starts") == "home", history=history
     )
+    if histories is not None:
+        for n in sim_nodes:
+            # As node/compose.py wires it: what the (instant, exact) table knows.
+            n.runtime.share_histories(functools.partial(cluster.warm_elsewhere, n))
     note = ""
     if cluster_cache:
         note = CLUSTER_CACHE_NOTE if cluster.wire_cluster_cache() else CLUSTER_CACHE_UNWIRED

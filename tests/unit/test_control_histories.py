@@ -203,3 +203,20 @@ async def through_two_queues() -> None:
 
 def test_a_cold_functions_history_reaches_the_node_that_registers_it_next() -> None:
     asyncio.run(through_two_queues())
+
+
+def test_a_copys_poorer_history_does_not_replace_the_one_the_master_holds() -> None:
+    # The node that carried the function's history went cold first (12 idle times); a copy
+    # that served it beside it goes cold 30 s later with 3: the master keeps the richer
+    # histograms, and the copy's end, the function's last activity in the cluster.
+    clock = FakeClock()
+    store = HistoryStore(clock)
+    store.put("resize", summary_bytes(calls=13, ended_ago_s=0.0))
+    clock.advance(30.0)
+    store.put("resize", summary_bytes(calls=4, ended_ago_s=5.0))
+    data = store.take("resize")
+    assert data is not None
+    merged = keepalive.decode_summary(data)
+    rich = keepalive.decode_summary(summary_bytes(calls=13))
+    assert merged.histogram == rich.histogram and merged.gaps == rich.gaps
+    assert merged.ended_ago_s == pytest.approx(5.0)

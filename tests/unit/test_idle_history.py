@@ -209,6 +209,8 @@ async def moves_to_b(travels: bool) -> list[bool]:
     if travels:
         wire_through(store, a)
         wire_through(store, b)
+        a.runtime.share_histories()
+        b.runtime.share_histories()
     for _ in range(keepalive.MIN_SAMPLES + 3):
         a.call("timer", b"0.1")
         await clock.run_for(PERIOD_S)
@@ -241,3 +243,15 @@ async def test_garbage_from_the_master_is_ignored() -> None:
         assert not rt.runtime.adopt_history("timer", b"\x93junk")
         assert not rt.runtime.adopt_history("nosuch", b"")
         assert rt.runtime.pools["timer"].keep_alive_view()["idle_samples"] == 0
+
+
+def test_a_history_handed_off_is_forgotten_here() -> None:
+    tracker = timer(300.0, 31)
+    assert windows(tracker).source == "learned"
+    changes = tracker.histogram.changes
+    tracker.hand_off()
+    # A copy started here while another node holds the history uses the fixed default, and
+    # its first call records no idle time against this node's old activity.
+    assert windows(tracker).source == "default" and tracker.histogram.changes > changes
+    tracker.arrived(50_000.0)
+    assert tracker.histogram.samples == 0

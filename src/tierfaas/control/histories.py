@@ -5,8 +5,11 @@ the function's idle history on that node (``runtime/idle_summary.py``). The mast
 latest one per function, and the next Register of the function takes it: the answer carries
 it to the node that starts the function, which adopts it (``keepalive.IdleTracker.adopt``).
 Taking it in the same step as the registration is what makes it go to one node, the one that
-starts the function first; a node that starts it while another holds it warm gets none and
-keeps its own history, as it would without this store.
+starts the function first; a node that starts it while another holds it warm gets none, and
+learns from the fixed default (it handed its own history off when its last instance went).
+When two nodes had the function warm, the second Unregister's summary is merged with the one
+held (``idle_summary.merge``): the richer histograms (the node that carried the history, not a
+copy beside it) and the later end.
 
 A summary holds durations (how long before it was sent the function's activity ended), never
 a node's clock; the store ages them by the time it held the summary, on the master's clock,
@@ -63,12 +66,17 @@ class HistoryStore:
         """Keeps ``data`` as ``function``'s history (replacing any it held); false, and
         nothing changes, if it is not a valid summary."""
         try:
-            keepalive.decode_summary(data)
+            summary = keepalive.decode_summary(data)
         except idle_summary.BadSummary:
             self.refused += 1
             return False
+        now = self._clock()
+        held = self._held.get(function)
+        if held is not None:
+            older = keepalive.decode_summary(held.data).aged(now - held.received_at)
+            data = idle_summary.encode(idle_summary.merge(older, summary))
         self.drop(function)
-        self._held[function] = _Held(bytes(data), self._clock())
+        self._held[function] = _Held(bytes(data), now)
         self.bytes += len(data)
         while len(self._held) > self._max_entries or self.bytes > self._max_bytes:
             _, oldest = self._held.popitem(last=False)

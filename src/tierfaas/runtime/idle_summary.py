@@ -83,6 +83,31 @@ class IdleSummary:
         )
 
 
+def merge(held: IdleSummary, new: IdleSummary) -> IdleSummary:
+    """One summary of a function from two nodes' (``held`` aged to the time ``new`` was
+    made): the histograms of the one that holds more idle times (the node that carried the
+    function's history, not a copy that served it a while beside it), and the most recent end
+    and arrival of either (the function's last activity in the cluster)."""
+    richer = held if _samples(held) > _samples(new) else new
+    return IdleSummary(
+        richer.histogram,
+        richer.gaps,
+        _least(held.ended_ago_s, new.ended_ago_s),
+        _least(held.began_ago_s, new.began_ago_s),
+    )
+
+
+def _samples(summary: IdleSummary) -> float:
+    histogram = summary.histogram
+    return math.fsum(b.count for b in histogram.bins) + histogram.out_of_bounds
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
 def encode(summary: IdleSummary) -> bytes:
     """The summary's bytes (at most ``MAX_SUMMARY_BYTES`` for any valid summary)."""
     data: bytes = msgpack.packb(

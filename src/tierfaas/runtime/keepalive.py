@@ -456,6 +456,18 @@ class IdleTracker:
         self.warm_at = now
         self.warm_arrival = self.began if self.active else None
 
+    def hand_off(self) -> None:
+        """Its history left with the function's last instance here (``summary``): it now
+        lives with the master, and comes back with the function's next registration here
+        unless another node's takes it first. Forgetting it here keeps a copy of the function
+        started here while it is warm elsewhere from keeping it on a stale history (the fixed
+        default applies until it learns its own)."""
+        changes = self.histogram.changes + 1  # whoever caches windows sees a change
+        self.histogram = IdleHistogram()
+        self.histogram.changes = changes
+        self.gaps = IdleHistogram()
+        self.idle_since = self.began = None
+
     def summary(self, now: float) -> idle_summary.IdleSummary:
         """Its history, to travel: the histograms, and how long before ``now`` the last
         activity here ended and began."""

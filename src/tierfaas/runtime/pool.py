@@ -100,6 +100,11 @@ class FunctionPool:
         self._windows_of = -1  # the histogram's ``changes`` the windows were computed from
         self._prewarm_timer: Timer | None = None
         self.prewarms = 0  # instances started by the prewarm timer
+        # The function's idle history leaves with its FunctionCold (the control plane carries
+        # it to the node that starts the function next: ``Runtime.share_histories``), and
+        # whether the function is warm on another node, as this node knows.
+        self.hands_off_history = False
+        self.warm_elsewhere: Callable[[str], bool] | None = None
         self.refresh_windows()
         self._tasks: set[asyncio.Task[None]] = set()
         # Instances the master placed here for min_instances, until the lease ends (``pin``):
@@ -552,6 +557,8 @@ class FunctionPool:
             else:
                 summary = idle.summary(self.clock())
                 self.emit(FunctionCold(name, idle_summary.encode(summary)))
+                if self.hands_off_history:
+                    idle.hand_off()
 
     def adopt_history(self, summary: idle_summary.IdleSummary) -> bool:
         """Takes over the function's idle history the master handed back when it registered
@@ -673,6 +680,12 @@ class FunctionPool:
         promise of this start, and a prewarm that finds no room would turn the predicted call
         into a cold one (in a full node, most of them)."""
         self._prewarm_timer = None
+        if self.hands_off_history and self.warm_elsewhere and self.warm_elsewhere(self.spec.name):
+            # This node handed the function's history off when its last instance here went;
+            # another node started the function since, serves the predicted call, and holds
+            # the history (and prewarms it) if it took it.
+            log.info("%s: warm on another node, not prewarming it here", self.spec.name)
+            return
         if self.idle is not None and not self.idle.active and self.prewarm(evict=True):
             self.prewarms += 1
             log.info("%s: prewarming one instance for its predicted next call", self.spec.name)

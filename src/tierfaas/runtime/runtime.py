@@ -251,6 +251,17 @@ class Runtime:
                     placed[name] = instances
         return placed
 
+    def share_histories(self, warm_elsewhere: Callable[[str], bool] | None = None) -> None:
+        """The control plane carries each function's idle history from the node where it
+        went cold to the next that starts it (``adopt_history``): a pool hands its history
+        off with its ``FunctionCold`` instead of keeping it (``IdleTracker.hand_off``), and
+        skips the prewarm its windows scheduled before when ``warm_elsewhere(function)`` (as
+        far as this node knows: its route cache, its table copy) says another node has
+        started the function since."""
+        for pool in self.pools.values():
+            pool.hands_off_history = True
+            pool.warm_elsewhere = warm_elsewhere
+
     def adopt_history(self, name: str, data: bytes) -> bool:
         """The master's answer to this node's registration of ``name`` carried the idle
         history the node that served it last left (``idle_summary.py``): the function's
