@@ -255,3 +255,35 @@ def test_a_history_handed_off_is_forgotten_here() -> None:
     assert windows(tracker).source == "default" and tracker.histogram.changes > changes
     tracker.arrived(50_000.0)
     assert tracker.histogram.samples == 0
+
+
+async def test_a_prewarm_is_skipped_once_another_node_started_the_function() -> None:
+    clock = FakeClock()
+    store = HistoryStore(clock)
+    a = RuntimeHarness(RELEASE, clock=clock)
+    b = RuntimeHarness(RELEASE, clock=clock)
+    await a.__aenter__()
+    await b.__aenter__()
+    for here, there in ((a, b), (b, a)):
+        wire_through(store, here)
+        pools = there.runtime.pools
+        here.runtime.share_histories(lambda f, pools=pools: pools[f].registered)  # type: ignore[misc]
+    calls = keepalive.MIN_SAMPLES + 5
+    for i in range(calls):
+        a.call("timer", b"0.1")
+        await clock.run_for(PERIOD_S if i < calls - 1 else PERIOD_S / 2)
+    pool, b_pool = a.runtime.pools["timer"], b.runtime.pools["timer"]
+    prewarms = pool.prewarms
+    assert prewarms > 0  # A learned the timer (its windows went with its history)
+    assert pool.windows.source == "default"
+    # Half a minute after A's last call its instance is gone (its history with it) and its
+    # prewarm is due in about as long. The next call comes early, lands on B and runs 40 s.
+    assert not pool.registered and len(store) == 1
+    b.call("timer", b"40.0")
+    await clock.run_for(1.0)
+    assert b_pool.registered and b_pool.windows.source == "learned"  # B took the history
+    await clock.run_for(PERIOD_S / 2 + 5.0)
+    # A's old windows would prewarm it now; B holds it warm, so A does not.
+    assert pool.prewarms == prewarms and not pool.registered
+    await a.__aexit__(None, None, None)
+    await b.__aexit__(None, None, None)
