@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/capacity.py --no-cluster    # the simulation only
     # --functions N --hours H --seed S --budget-mb MB --nodes N --max-daily-calls N --tick-s S
     # --memory-accounting declared|measured --cold-starts local|home --cold-start-worth-mb-s X
+    # --history control|node|oracle --variants 0,2 --sim-nodes 1|cluster|both --cache off|on|both
     # --cluster-seconds S --cluster-rate R --markdown
 
 1. **Simulation** (``simulate``): a trace of ``benchmarks/traces.py`` replayed on the real
@@ -20,9 +21,17 @@
    modelled as instant and exact; a target's load is its pool's busy share over the last
    second), which runs it warm only or refuses it (then the next, then here); a node that
    forwards a function often starts its own instance through ``HotTracker`` and
-   ``Runtime.prewarm``, as the router does. Variants (NodeConfig settings named in
-   docs/architecture.md / issue 19): fixed 10-minute keep-alive + LRU eviction (Lambda- and
-   OpenWhisk-like: every function's ``keep_alive_s`` is 600), fixed + Greedy-Dual, learned
+   ``Runtime.prewarm``, as the router does. The functions' idle histories travel as the
+   control plane carries them (``--history control``, the product's): each runtime's
+   ``FunctionCold`` history goes to a ``control.histories.HistoryStore`` on the fake clock,
+   each ``FunctionWarm`` takes it back into ``Runtime.adopt_history``, instantly (the
+   messages' latency is not modelled), and each node's ``share_histories`` asks the
+   (exact) table whether a function is warm elsewhere. ``--history node``: each node keeps
+   its own (the code before histories travelled); ``oracle``: an experiment, a node starting
+   a function warm nowhere takes over the tracker of the node that served it last.
+   Variants (NodeConfig settings named in docs/architecture.md / issue 19): fixed 10-minute
+   keep-alive + LRU eviction (Lambda- and OpenWhisk-like: every function's ``keep_alive_s``
+   is 600), fixed + Greedy-Dual, learned
    windows + Greedy-Dual, each in the cluster with and without ``cluster_cache`` (whose
    runtime part is wired as node/compose.py wires it: each node's budget asks the table
    whether a function is warm elsewhere, to evict those duplicates first). A variant

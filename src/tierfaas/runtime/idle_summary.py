@@ -22,7 +22,8 @@ Decoding never trusts the sender: a summary of another version, over ``MAX_SUMMA
 or with a value out of range raises ``BadSummary``, and the receiver ignores it. Encoding is
 msgpack: ``[version, ended_ago, began_ago, histogram, gaps]``, each histogram ``[out of
 bounds, [[bin, count, total, lowest, highest], ...]]``. A full summary (every bin of both
-histograms used) is about 25 KiB; a day of a busy function's calls fills a few dozen bins.
+histograms used) is about 23 KiB; on a simulated day (3 nodes, 200 functions) the median sent
+was 726 bytes and the largest 7.1 KiB.
 """
 
 from __future__ import annotations
