@@ -220,3 +220,28 @@ def test_a_copys_poorer_history_does_not_replace_the_one_the_master_holds() -> N
     rich = keepalive.decode_summary(summary_bytes(calls=13))
     assert merged.histogram == rich.histogram and merged.gaps == rich.gaps
     assert merged.ended_ago_s == pytest.approx(5.0)
+
+
+class OlderMaster(RecordingMaster):
+    """A master of a release before idle histories: its answers do not say it keeps them."""
+
+    async def register(self, writes: Sequence[Write], **_: Any) -> pb.WriteReply:
+        reply = await super().register(writes)
+        reply.ClearField("keeps_histories")
+        return reply
+
+
+async def against(master: RecordingMaster) -> bool:
+    clock = master.backend._clock  # type: ignore[attr-defined]
+    w1 = queue("w1", master, clock)
+    w1.start()
+    assert not w1.master_keeps_histories  # until a master says so
+    w1.on_event(FunctionWarm("resize"))
+    await clock.run_for(0.01)
+    await w1.stop()
+    return w1.master_keeps_histories
+
+
+def test_the_queue_knows_whether_the_master_keeps_histories() -> None:
+    assert asyncio.run(against(RecordingMaster(FakeClock())))
+    assert not asyncio.run(against(OlderMaster(FakeClock())))

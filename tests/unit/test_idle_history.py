@@ -289,3 +289,18 @@ async def test_a_prewarm_is_skipped_once_another_node_started_the_function() -> 
     assert pool.prewarms == prewarms and not pool.registered
     await a.__aexit__(None, None, None)
     await b.__aexit__(None, None, None)
+
+
+async def test_a_node_keeps_its_history_while_the_master_would_not_keep_it() -> None:
+    # A rollout: the master runs a release before idle histories, so the node keeps its own.
+    async with RuntimeHarness(RELEASE) as rt:
+        kept = False
+        rt.runtime.share_histories(lambda f: False, lambda: kept)
+        for _ in range(keepalive.MIN_SAMPLES + 3):
+            rt.call("timer", b"0.1")
+            await rt.run_for(PERIOD_S)
+        pool = rt.runtime.pools["timer"]
+        cold = [e for e in rt.events if isinstance(e, FunctionCold)]
+        assert cold and cold[-1].history  # sent all the same
+        assert pool.windows.source == "learned" and pool.idle is not None
+        assert pool.idle.histogram.samples >= keepalive.MIN_SAMPLES

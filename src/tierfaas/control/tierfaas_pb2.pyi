@@ -53,14 +53,16 @@ class UnregisterRequest(_message.Message):
     def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
 class WriteReply(_message.Message):
-    __slots__ = ("accepted", "rejected", "histories")
+    __slots__ = ("accepted", "rejected", "histories", "keeps_histories")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     HISTORIES_FIELD_NUMBER: _ClassVar[int]
+    KEEPS_HISTORIES_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     rejected: _containers.RepeatedCompositeFieldContainer[Route]
     histories: _containers.RepeatedCompositeFieldContainer[Route]
-    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., histories: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+    keeps_histories: bool
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., histories: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., keeps_histories: _Optional[bool] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("function", "request_id")

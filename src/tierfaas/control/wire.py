@@ -106,12 +106,13 @@ def writes_from_pb(op: Op, routes: Sequence[pb.Route]) -> list[Write]:
 
 
 def write_reply(result: WriteResult) -> pb.WriteReply:
-    """The answer to a Register/Unregister/Announce: the pairs accepted and rejected, and the
-    idle histories handed to the registering node."""
+    """The answer to a Register/Unregister/Announce: the pairs accepted and rejected, the
+    idle histories handed to the registering node, and that this master keeps them."""
     return pb.WriteReply(
         accepted=result.accepted,
         rejected=writes_to_pb(list(result.rejected)),
         histories=[pb.Route(function=f, history=data) for f, data in result.histories],
+        keeps_histories=True,
     )
 
 

@@ -21,7 +21,8 @@ Idle histories (``control/histories.py``): a function's Unregister carries the h
 ``FunctionCold`` event holds (up to ``HISTORY_BYTES_PER_CALL`` per call; past it, or when an
 announce replaces the pending writes, a history is dropped: soft state), and the histories
 the master's answer to a Register hands back go to ``on_history`` (the runtime's
-``adopt_history``), off every call's path.
+``adopt_history``), off every call's path. ``master_keeps_histories``: the last answer said
+the master keeps them (a master of an older release does not say so).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class WriteQueue:
         self._histories: dict[str, bytes] = {}
         # Takes (function, idle history) from the master's answers to Register.
         self.on_history: Callable[[str, bytes], object] | None = None
+        # The last master that answered keeps idle histories (an older release does not).
+        self.master_keeps_histories = False
         self._announce: frozenset[str] | None = None
         self._redirect: tuple[str | None, str] | None = None  # (for master, go to)
         self._wake = asyncio.Event()
@@ -339,15 +342,19 @@ class WriteQueue:
         if announce is not None:
             reply = await client.announce(self.node, self.epoch, sorted(announce))
             self._rejected(len(reply.rejected))
+            self.master_keeps_histories = reply.keeps_histories
             self.sent += len(announce)
         adds = [Write(Op.ADD, f, self.node, self.epoch) for f, op in taken.items() if op is Op.ADD]
         removes = self._removes([f for f, op in taken.items() if op is Op.REMOVE])
         if adds:
             reply = await client.register(adds)
             self._rejected(len(reply.rejected))
+            self.master_keeps_histories = reply.keeps_histories
             self._adopt(reply.histories, {w.function for w in adds})
         if removes:
-            self._rejected(len((await client.unregister(removes)).rejected))
+            reply = await client.unregister(removes)
+            self._rejected(len(reply.rejected))
+            self.master_keeps_histories = reply.keeps_histories
             for w in removes:
                 if self._histories.get(w.function) is w.history:
                     del self._histories[w.function]  # sent (a newer one stays)
@@ -373,4 +380,8 @@ class WriteQueue:
             return
         for route in histories:
             if route.function in registered and route.history:
-                self.on_history(route.function, route.history)
+                try:
+                    self.on_history(route.function, route.history)
+                except Exception:
+                    # Never at the cost of the writes: a history is soft state.
+                    log.exception("adopting the idle history of %s failed", route.function)

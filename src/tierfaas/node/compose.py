@@ -288,7 +288,7 @@ def _clustered(
         runtime.budget.warm_elsewhere = warm_elsewhere
     # A function's idle history travels with the control plane (control/histories.py).
     control.writes.on_history = runtime.adopt_history
-    runtime.share_histories(warm_elsewhere)
+    runtime.share_histories(warm_elsewhere, lambda: control.writes.master_keeps_histories)
     # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
     # the next lookup once it is alive again).
     manager.watch_runs(lambda gone: router.forget_node(gone.name))

@@ -104,6 +104,7 @@ class FunctionPool:
         # it to the node that starts the function next: ``Runtime.share_histories``), and
         # whether the function is warm on another node, as this node knows.
         self.hands_off_history = False
+        self.histories_kept: Callable[[], bool] | None = None  # None: they always are
         self.warm_elsewhere: Callable[[str], bool] | None = None
         self.refresh_windows()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -557,7 +558,8 @@ class FunctionPool:
             else:
                 summary = idle.summary(self.clock())
                 self.emit(FunctionCold(name, idle_summary.encode(summary)))
-                if self.hands_off_history:
+                kept = self.histories_kept
+                if self.hands_off_history and (kept is None or kept()):
                     idle.hand_off()
 
     def adopt_history(self, summary: idle_summary.IdleSummary) -> bool:

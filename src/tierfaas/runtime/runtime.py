@@ -251,15 +251,21 @@ class Runtime:
                     placed[name] = instances
         return placed
 
-    def share_histories(self, warm_elsewhere: Callable[[str], bool] | None = None) -> None:
+    def share_histories(
+        self,
+        warm_elsewhere: Callable[[str], bool] | None = None,
+        kept: Callable[[], bool] | None = None,
+    ) -> None:
         """The control plane carries each function's idle history from the node where it
         went cold to the next that starts it (``adopt_history``): a pool hands its history
-        off with its ``FunctionCold`` instead of keeping it (``IdleTracker.hand_off``), and
-        skips the prewarm its windows scheduled before when ``warm_elsewhere(function)`` (as
-        far as this node knows: its route cache, its table copy) says another node has
-        started the function since."""
+        off with its ``FunctionCold`` instead of keeping it (``IdleTracker.hand_off``), while
+        ``kept()`` says the master keeps them (None: always; a master of an older release,
+        in a rollout, does not), and skips the prewarm its windows scheduled before when
+        ``warm_elsewhere(function)`` (as far as this node knows: its route cache, its table
+        copy) says another node has started the function since."""
         for pool in self.pools.values():
             pool.hands_off_history = True
+            pool.histories_kept = kept
             pool.warm_elsewhere = warm_elsewhere
 
     def adopt_history(self, name: str, data: bytes) -> bool:
