@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/capacity.py --no-cluster    # the simulation only
     # --functions N --hours H --seed S --budget-mb MB --nodes N --max-daily-calls N --tick-s S
     # --memory-accounting declared|measured --cold-starts local|home --cold-start-worth-mb-s X
+    # --history control|node|oracle --variants 0,2 --sim-nodes 1|cluster|both --cache off|on|both
     # --cluster-seconds S --cluster-rate R --markdown
 
 1. **Simulation** (``simulate``): a trace of ``benchmarks/traces.py`` replayed on the real
@@ -20,9 +21,17 @@
    modelled as instant and exact; a target's load is its pool's busy share over the last
    second), which runs it warm only or refuses it (then the next, then here); a node that
    forwards a function often starts its own instance through ``HotTracker`` and
-   ``Runtime.prewarm``, as the router does. Variants (NodeConfig settings named in
-   docs/architecture.md / issue 19): fixed 10-minute keep-alive + LRU eviction (Lambda- and
-   OpenWhisk-like: every function's ``keep_alive_s`` is 600), fixed + Greedy-Dual, learned
+   ``Runtime.prewarm``, as the router does. The functions' idle histories travel as the
+   control plane carries them (``--history control``, the product's): each runtime's
+   ``FunctionCold`` history goes to a ``control.histories.HistoryStore`` on the fake clock,
+   each ``FunctionWarm`` takes it back into ``Runtime.adopt_history``, instantly (the
+   messages' latency is not modelled), and each node's ``share_histories`` asks the
+   (exact) table whether a function is warm elsewhere. ``--history node``: each node keeps
+   its own (the code before histories travelled); ``oracle``: an experiment, a node starting
+   a function warm nowhere takes over the tracker of the node that served it last.
+   Variants (NodeConfig settings named in docs/architecture.md / issue 19): fixed 10-minute
+   keep-alive + LRU eviction (Lambda- and OpenWhisk-like: every function's ``keep_alive_s``
+   is 600), fixed + Greedy-Dual, learned
    windows + Greedy-Dual, each in the cluster with and without ``cluster_cache`` (whose
    runtime part is wired as node/compose.py wires it: each node's budget asks the table
    whether a function is warm elsewhere, to evict those duplicates first). A variant
@@ -58,6 +67,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -83,10 +93,18 @@ import capacity_plots
 import traces
 from tierfaas import errors
 from tierfaas.config import NodeConfig
+from tierfaas.control.histories import HistoryStore
 from tierfaas.manifest import FunctionSpec
 from tierfaas.routing.decision import Candidate, Forward, LocalState, decide
 from tierfaas.routing.hot import HotTracker
-from tierfaas.runtime.events import InstanceStarted, InstanceStopped, RuntimeEvent
+from tierfaas.runtime import Runtime
+from tierfaas.runtime.events import (
+    FunctionCold,
+    FunctionWarm,
+    InstanceStarted,
+    InstanceStopped,
+    RuntimeEvent,
+)
 from tierfaas.testing.clock import FakeClock, settle
 from tierfaas.testing.runtime import FakeInstance, FakeSpawner, RuntimeHarness, fake_release
 from tierfaas.topology import hrw_weight
@@ -304,12 +322,37 @@ class SimNode:
 class SimCluster:
     """Nodes on one fake clock and the routing model of the module's doc."""
 
-    def __init__(self, nodes: list[SimNode], seed: int, home_starts: bool = False) -> None:
+    def __init__(
+        self, nodes: list[SimNode], seed: int, home_starts: bool = False, history: str = "control"
+    ) -> None:
         self.nodes = nodes
         self.by_name = {n.name: n for n in nodes}
         self.rng = random.Random(seed)
         self.home_starts = home_starts
+        self.history = history
         self._requests = 0
+
+    def oracle_history(self, node: SimNode, function: str) -> None:
+        """``--history oracle`` (an experiment, not the product): ``function`` is warm nowhere
+        and starts on ``node``, which takes over the idle history of the node whose activity
+        of it ended last, its end and its last arrival included, so that the idle time this
+        call records is the cluster's."""
+        pools = [n.runtime._pool(function) for n in self.nodes]
+        if any(p.registered for p in pools):
+            return
+        here = node.runtime._pool(function)
+        trackers = [p.idle for p in pools if p.idle is not None and p.idle.idle_since is not None]
+        if here.idle is None or not trackers:
+            return
+        last = max(trackers, key=lambda t: t.idle_since or 0.0)
+        if last is here.idle:
+            return
+        changes = here.idle.histogram.changes + last.histogram.changes + 1
+        here.idle.histogram = copy.deepcopy(last.histogram)
+        here.idle.gaps = copy.deepcopy(last.gaps)
+        here.idle.histogram.changes = changes
+        here.idle.idle_since = last.idle_since
+        here.idle.began = last.began
 
     def home(self, function: str) -> str | None:
         """The function's home as ``ControlPlane.home`` picks it (``--cold-starts home``),
@@ -378,6 +421,8 @@ class SimCluster:
             if node.hot.forwarded(name, target.runtime.pool(name).recent_load()):
                 node.runtime.prewarm(name)
             return result.cold, True
+        if self.history == "oracle":
+            self.oracle_history(node, name)
         result = await node.runtime.invoke(name, body, request_id=request_id)
         return result.cold, False
 
@@ -431,6 +476,7 @@ async def simulate(
     cluster_cache: bool | None,
     budget_mb: int,
     seed: int,
+    history: str = "control",
 ) -> SimResult:
     """Replays ``trace`` on ``nodes`` simulated nodes (see the module's doc)."""
     began = time.perf_counter()
@@ -443,12 +489,25 @@ async def simulate(
     stopped: collections.Counter[str] = collections.Counter()
     starts = 0
 
-    def on_event(event: RuntimeEvent) -> None:
+    # The master's idle histories (``--history control``): the same store and hooks as the
+    # product's, with the control plane's messages instant (as the routing table is here).
+    histories = HistoryStore(clock) if history == "control" else None
+
+    def on_event(runtime: Runtime, event: RuntimeEvent) -> None:
         nonlocal starts
         if isinstance(event, InstanceStarted):
             starts += 1
         elif isinstance(event, InstanceStopped):
             stopped[event.reason] += 1
+        elif histories is None:
+            pass
+        elif isinstance(event, FunctionCold):
+            if event.history:  # the Unregister's
+                histories.put(event.function, event.history)
+        elif isinstance(event, FunctionWarm):  # the Register's answer
+            data = histories.take(event.function)
+            if data is not None:
+                runtime.adopt_history(event.function, data)
 
     sim_nodes: list[SimNode] = []
     for index in range(nodes):
@@ -459,10 +518,18 @@ async def simulate(
             memory_budget_mb=budget_mb,
             **settings,
         )
-        harness.runtime.listeners = [on_event]  # not harness.events: a day is many events
+        # Not harness.events: a day is many events.
+        harness.runtime.listeners = [functools.partial(on_event, harness.runtime)]
+
         hot = HotTracker(clock, NodeConfig.default_of("hot_forwards_per_s"))
         sim_nodes.append(SimNode(f"node-{index}", harness, hot))
-    cluster = SimCluster(sim_nodes, seed, home_starts=settings.get("cold_starts") == "home")
+    cluster = SimCluster(
+        sim_nodes, seed, home_starts=settings.get("cold_starts") == "home", history=history
+    )
+    if histories is not None:
+        for n in sim_nodes:
+            # As node/compose.py wires it: what the (instant, exact) table knows.
+            n.runtime.share_histories(functools.partial(cluster.warm_elsewhere, n))
     note = ""
     if cluster_cache:
         note = CLUSTER_CACHE_NOTE if cluster.wire_cluster_cache() else CLUSTER_CACHE_UNWIRED
@@ -883,6 +950,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the node setting cold_start_worth_mb_s in every variant (what the learned "
         "windows price a cold start at; NodeConfig's default when not given)",
     )
+    parser.add_argument(
+        "--variants",
+        help="only these simulated variants: their indexes in the table's order, comma-separated "
+        "(0 fixed + LRU, 1 fixed + Greedy-Dual, 2 learned + Greedy-Dual); all by default",
+    )
+    parser.add_argument(
+        "--sim-nodes",
+        choices=("1", "cluster", "both"),
+        default="both",
+        help="simulate one node (with the unbounded reference), the --nodes cluster, or both",
+    )
+    parser.add_argument(
+        "--cache",
+        choices=("off", "on", "both"),
+        default="both",
+        help="the cluster's variants with the cluster cache off, on, or both",
+    )
+    parser.add_argument(
+        "--history",
+        choices=("control", "node", "oracle"),
+        default="control",
+        help="where a node starting a function finds its idle history: control (the "
+        "product's: the one the master kept from the function's last Unregister), node (its "
+        "own only, as before histories travelled), oracle (an experiment: a node starting a "
+        "function warm nowhere takes over the history of the node that served it last)",
+    )
     parser.add_argument("--cluster-seconds", type=float, help="real cluster replay (150; quick 25)")
     parser.add_argument("--cluster-warmup-s", type=float, help="not counted (60; quick 10)")
     parser.add_argument("--cluster-rate", type=float, default=20.0, help="calls/s")
@@ -916,11 +1009,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{described['daily_calls']['min']:.0f}..{described['daily_calls']['max']:,.0f} "
             f"({described['daily_calls']['decades_covered']:.1f} decades)"
         )
-        runs: list[tuple[Variant, int, bool | None, int]] = [
-            *[(v, 1, None, budget) for v in VARIANTS],
-            (UNBOUNDED, 1, None, UNBOUNDED_MB),
-            *[(v, args.nodes, cache, cluster_budget) for v in VARIANTS for cache in (False, True)],
-        ]
+        chosen = [VARIANTS[int(i)] for i in args.variants.split(",")] if args.variants else VARIANTS
+        caches = {"off": (False,), "on": (True,), "both": (False, True)}[args.cache]
+        runs: list[tuple[Variant, int, bool | None, int]] = []
+        if args.sim_nodes in ("1", "both"):
+            runs += [(v, 1, None, budget) for v in chosen]
+            if not args.variants:
+                runs.append((UNBOUNDED, 1, None, UNBOUNDED_MB))
+        if args.sim_nodes in ("cluster", "both"):
+            runs += [(v, args.nodes, cache, cluster_budget) for v in chosen for cache in caches]
         results: list[dict[str, Any]] = []
         for variant, nodes, cache, node_budget in runs:
             settings = node_settings(variant, cache, args.memory_accounting)
@@ -949,6 +1046,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         cluster_cache=cache,
                         budget_mb=node_budget,
                         seed=args.seed,
+                        history=args.history,
                     )
                 )
                 entry.update(dataclasses.asdict(result))
@@ -975,6 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tick_settings": tick_settings(args.tick_s),
             "memory_accounting": args.memory_accounting,
             "cold_starts": args.cold_starts,
+            "history": args.history,
             "cold_start_worth_mb_s": args.cold_start_worth_mb_s
             or NodeConfig.default_of("cold_start_worth_mb_s"),
             "results": results,

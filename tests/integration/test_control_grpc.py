@@ -35,6 +35,7 @@ from tierfaas.control.server import ControlServer, Limits
 from tierfaas.control.table import Change, Delta, Op, Snapshot, Update
 from tierfaas.control.transport import Channels, ControlClient, NotMaster
 from tierfaas.control.write_queue import WriteQueue
+from tierfaas.runtime import idle_summary, keepalive
 from tierfaas.runtime.events import FunctionCold, FunctionWarm
 from tierfaas.testing.wait import eventually_async
 
@@ -194,6 +195,45 @@ async def test_non_master_redirects_writes_and_the_write_queue_follows(cluster: 
         assert cluster.master.query("f").routes == []
     finally:
         await queue.stop()
+
+
+async def test_an_idle_history_goes_with_the_unregister_and_comes_back_to_the_next_register(
+    cluster: Cluster,
+) -> None:
+    tracker = keepalive.IdleTracker()
+    for i in range(12):
+        tracker.arrived(i * 60.0)
+        tracker.ended(i * 60.0 + 1.0)
+    history = idle_summary.encode(tracker.summary(now=11 * 60.0 + 1.0))
+    w1 = WriteQueue("w1", 0, master=lambda: cluster.master_rpc, channels=cluster.channels)
+    w2 = WriteQueue("w2", 0, master=lambda: cluster.master_rpc, channels=cluster.channels)
+    adopted: list[tuple[str, bytes]] = []
+    w2.on_history = lambda function, data: adopted.append((function, data))
+    w1.start()
+    w2.start()
+    try:
+        w1.on_event(FunctionWarm("timer"))
+        await w1.flushed()
+        assert w1.master_keeps_histories  # the node may hand its history off
+        w1.on_event(FunctionCold("timer", history))
+        await w1.flushed()
+        assert cluster.master.histories is not None and "timer" in cluster.master.histories
+        w2.on_event(FunctionWarm("timer"))
+        await w2.flushed()
+        ((function, data),) = adopted
+        summary = keepalive.decode_summary(data)
+        assert function == "timer" and summary.histogram == tracker.summary(0.0).histogram
+        assert summary.ended_ago_s is not None and 0.0 < summary.ended_ago_s < 3.0  # aged
+        assert "timer" not in cluster.master.histories
+        # Garbage in an Unregister: the pair is applied, the history refused, the server serves.
+        refused = cluster.master.histories.refused
+        client = cluster.channels.get(cluster.master_rpc)
+        reply = await client.unregister([Write(Op.REMOVE, "timer", "w2", history=b"\x93junk")])
+        assert reply.accepted == 1 and cluster.master.histories.refused == refused + 1
+        await eventually(lambda: cluster.master.query("timer").routes == [])
+    finally:
+        await w1.stop()
+        await w2.stop()
 
 
 async def test_a_run_the_master_dropped_is_announced_again_over_grpc(cluster: Cluster) -> None:

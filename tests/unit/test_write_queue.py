@@ -134,7 +134,7 @@ class MemoryMaster:
 
     @staticmethod
     def _reply(result: Any) -> pb.WriteReply:
-        return pb.WriteReply(accepted=result.accepted, rejected=wire.writes_to_pb(result.rejected))
+        return wire.write_reply(result)
 
 
 class MemoryReplica:

@@ -25,6 +25,8 @@ class Write:
     function: str
     node: str
     epoch: int = 0
+    history: bytes = b""
+    """REMOVE only: the function's idle history on the node (``histories.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,9 @@ class WriteResult:
     """Writes naming no run the master holds alive (a dead node, or one the master's gossip
     has not seen back yet): the writer re-checks soon with a digest and re-announces once the
     master holds it alive (``digest.py``)."""
+    histories: Sequence[tuple[str, bytes]] = ()
+    """(function, idle history) of the registered functions whose history the master held
+    (``histories.py``): the registering node adopts them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,24 +4,29 @@ table: a ``TableHub`` while it is master, a ``ReplicaCopy`` otherwise.
 ``ControlPlane`` holds one per node and switches it with ``promote()`` / ``demote()`` as the
 node's role changes; tests and the benchmark serve it directly. Members are resolved by a
 callable (name -> the live run's ``NodeEndpoint``, None if not a live member), so a write
-naming a dead run is rejected and never reaches the table.
+naming a dead run is rejected and never reaches the table. The master also keeps the
+functions' idle histories the Unregisters carry, and hands each to the next Register of its
+function (``histories.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from tierfaas.clock import Clock
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.control.api import NotMasterError, QueryResult, TablePosition, Write, WriteResult
-from tierfaas.control.constants import BATCH_WINDOW_S
+from tierfaas.control.constants import BATCH_WINDOW_S, HISTORY_BYTES_PER_CALL
 from tierfaas.control.digest import RunView, digest
+from tierfaas.control.histories import HistoryStore
 from tierfaas.control.hub import TableHub
 from tierfaas.control.replica_copy import ReplicaCopy
 from tierfaas.control.table import Op, RoutingTable, Update
 
 Resolver = Callable[[str], NodeEndpoint | None]
+log = logging.getLogger("tierfaas.control")
 
 
 class TableBackend:
@@ -44,6 +49,8 @@ class TableBackend:
         self.master_rpc = master_rpc
         self.copy = ReplicaCopy()
         self.hub: TableHub | None = None
+        # The functions' idle histories (master only; soft state, lost with the role).
+        self.histories: HistoryStore | None = None
         if master:
             self.promote(lineage)
 
@@ -56,6 +63,7 @@ class TableBackend:
         table = self.copy.table if self.copy.loaded else RoutingTable()
         table.restart_lineage(lineage or secrets.token_hex(8))
         self.hub = TableHub(table, self._clock, window_s=self._window_s)
+        self.histories = HistoryStore(self._clock)
         self.copy = ReplicaCopy()
         return self.hub
 
@@ -64,6 +72,7 @@ class TableBackend:
         if self.hub is not None:
             self.hub.close()
             self.hub = None
+        self.histories = None
         self.master_rpc = master_rpc
 
     # -- ControlBackend ----------------------------------------------------------------------
@@ -81,7 +90,10 @@ class TableBackend:
 
     async def apply_writes(self, writes: Sequence[Write]) -> WriteResult:
         hub = self._master_hub()
+        histories = self.histories
         rejected = []
+        handed: list[tuple[str, bytes]] = []
+        budget = HISTORY_BYTES_PER_CALL
         for w in writes:
             route = self._resolve(w.node)
             if route is None or (w.epoch and w.epoch != route.epoch):
@@ -90,12 +102,20 @@ class TableBackend:
                 # The first node of a function goes out at once (see Batcher): until the
                 # replicas know it, other nodes start instances of their own.
                 hub.batcher.register(w.function, route, urgent=not hub.table.query(w.function))
+                # The node that registers a function takes the history its last node left.
+                if histories is not None and budget > 0 and w.function in histories:
+                    data = histories.take(w.function)
+                    if data is not None:
+                        handed.append((w.function, data))
+                        budget -= len(data)
             else:
                 # The last node of a function goes out at once too: a function evicted
                 # everywhere leaves every copy now, not a window later (issue 19.4).
                 hub.batcher.unregister(w.function, route, urgent=_last(hub, w.function, w.node))
+                if w.history and histories is not None and not histories.put(w.function, w.history):
+                    log.debug("ignoring an invalid idle history of %s from %s", w.function, w.node)
         hub.wrote()
-        return WriteResult(len(writes) - len(rejected), rejected)
+        return WriteResult(len(writes) - len(rejected), rejected, handed)
 
     async def announce(self, node: str, epoch: int, functions: Sequence[str]) -> WriteResult:
         hub = self._master_hub()

@@ -129,6 +129,19 @@ WRITE_BATCH_MAX = 4096
 """Pairs per Register/Unregister call the WriteQueue sends: under ``MAX_ROUTES_PER_CALL``
 and small enough that one call is a short stall for the master."""
 
+HISTORY_BYTES_PER_CALL = 1 * MiB
+"""Bytes of idle histories (``runtime/idle_summary.py``) one Unregister call carries, or one
+Register answer: a quarter of ``MAX_MESSAGE_BYTES``, about 44 full summaries or over a
+thousand usual ones (under 1 KiB). Past it a node sends its pairs without their histories,
+and the master keeps the histories it did not hand out for the next registration."""
+
+MAX_HISTORIES = 10_000
+MAX_HISTORIES_BYTES = 32 * MiB
+"""The idle histories the master keeps (``histories.py``): at most this many functions and
+bytes, the least recently stored dropped first. A usual summary is under 1 KiB (a full one
+23 KiB), so a release of 10,000 functions fits; raising them holds more of the master's
+memory, soft state that a failover loses anyway."""
+
 WRITE_BACKOFF_S = 0.05
 WRITE_MAX_BACKOFF_S = 2.0
 """The WriteQueue's retries: first wait and cap, doubling between. Short at first because a

@@ -172,9 +172,7 @@ class ControlServer(CallsServicer, rpc.ControlServicer):
             result = await run()
         except NotMasterError:
             await self._not_master(context)
-        return pb.WriteReply(
-            accepted=result.accepted, rejected=wire.writes_to_pb(list(result.rejected))
-        )
+        return wire.write_reply(result)
 
     async def _pairs(self, op: Op, data: bytes, context: Context) -> pb.WriteReply:
         request: pb.RegisterRequest | pb.UnregisterRequest

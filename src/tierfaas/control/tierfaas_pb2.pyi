@@ -29,14 +29,16 @@ class NodeRoute(_message.Message):
     def __init__(self, node: _Optional[str] = ..., epoch: _Optional[int] = ..., http: _Optional[str] = ..., rpc: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("function", "node", "epoch")
+    __slots__ = ("function", "node", "epoch", "history")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     function: str
     node: str
     epoch: int
-    def __init__(self, function: _Optional[str] = ..., node: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    history: bytes
+    def __init__(self, function: _Optional[str] = ..., node: _Optional[str] = ..., epoch: _Optional[int] = ..., history: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("routes",)
@@ -51,12 +53,16 @@ class UnregisterRequest(_message.Message):
     def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
 class WriteReply(_message.Message):
-    __slots__ = ("accepted", "rejected")
+    __slots__ = ("accepted", "rejected", "histories", "keeps_histories")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    HISTORIES_FIELD_NUMBER: _ClassVar[int]
+    KEEPS_HISTORIES_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     rejected: _containers.RepeatedCompositeFieldContainer[Route]
-    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+    histories: _containers.RepeatedCompositeFieldContainer[Route]
+    keeps_histories: bool
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., histories: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., keeps_histories: _Optional[bool] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("function", "request_id")

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError, Message
 from tierfaas.cluster.state import NodeEndpoint
 from tierfaas.config import Address
 from tierfaas.control import tierfaas_pb2 as pb
-from tierfaas.control.api import QueryResult, Write
+from tierfaas.control.api import QueryResult, Write, WriteResult
 from tierfaas.control.constants import MAX_SNAPSHOT_ROUTES, SNAPSHOT_PART_CHANGES
 from tierfaas.control.digest import Digest, RunView
 from tierfaas.control.lineage import Fork
@@ -84,15 +84,36 @@ def route_from_pb(message: pb.NodeRoute) -> NodeEndpoint:
 
 
 def writes_to_pb(writes: Sequence[Write]) -> list[pb.Route]:
-    return [pb.Route(function=w.function, node=w.node, epoch=w.epoch) for w in writes]
+    return [
+        pb.Route(function=w.function, node=w.node, epoch=w.epoch, history=w.history) for w in writes
+    ]
 
 
 def writes_from_pb(op: Op, routes: Sequence[pb.Route]) -> list[Write]:
+    """The writes ``routes`` name; a history rides only on a REMOVE (the master checks it
+    when it stores it: ``histories.py``)."""
     return [
-        Write(op, check_name(r.function, "function"), check_name(r.node, "node"), r.epoch)
+        Write(
+            op,
+            check_name(r.function, "function"),
+            check_name(r.node, "node"),
+            r.epoch,
+            r.history if op is Op.REMOVE else b"",
+        )
         for r in routes
         if check_epoch(r.epoch) >= 0
     ]
+
+
+def write_reply(result: WriteResult) -> pb.WriteReply:
+    """The answer to a Register/Unregister/Announce: the pairs accepted and rejected, the
+    idle histories handed to the registering node, and that this master keeps them."""
+    return pb.WriteReply(
+        accepted=result.accepted,
+        rejected=writes_to_pb(list(result.rejected)),
+        histories=[pb.Route(function=f, history=data) for f, data in result.histories],
+        keeps_histories=True,
+    )
 
 
 # -- queries -----------------------------------------------------------------------------------

@@ -16,6 +16,13 @@ dead and back with the same run, a batch lost with a master that stepped down). 
 rejects (it does not hold this run alive yet) are not dropped: the next check comes within
 ``DIGEST_RETRY_S`` and repeats (backing off up to the period) until the master holds the run,
 then announces. ``announce()`` after a master change resends the whole warm set at once.
+
+Idle histories (``control/histories.py``): a function's Unregister carries the history its
+``FunctionCold`` event holds (up to ``HISTORY_BYTES_PER_CALL`` per call; past it, or when an
+announce replaces the pending writes, a history is dropped: soft state), and the histories
+the master's answer to a Register hands back go to ``on_history`` (the runtime's
+``adopt_history``), off every call's path. ``master_keeps_histories``: the last answer said
+the master keeps them (a master of an older release does not say so).
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ import grpc
 from grpc import aio
 
 from tierfaas.clock import Clock, monotonic
+from tierfaas.control import tierfaas_pb2 as pb
 from tierfaas.control.api import Write
 from tierfaas.control.constants import (
     DIGEST_PERIOD_S,
     DIGEST_RETRY_S,
     FLUSH_POLL_S,
     FLUSH_TIMEOUT_S,
+    HISTORY_BYTES_PER_CALL,
     WRITE_BACKOFF_S,
     WRITE_BATCH_MAX,
     WRITE_MAX_BACKOFF_S,
@@ -88,6 +97,12 @@ class WriteQueue:
         self._delay = backoff_delays(initial_backoff_s, max_backoff_s)
         self._sleep = sleep
         self._pending: dict[str, Op] = {}
+        # The idle history each pending REMOVE carries (``FunctionCold.history``).
+        self._histories: dict[str, bytes] = {}
+        # Takes (function, idle history) from the master's answers to Register.
+        self.on_history: Callable[[str, bytes], object] | None = None
+        # The last master that answered keeps idle histories (an older release does not).
+        self.master_keeps_histories = False
         self._announce: frozenset[str] | None = None
         self._redirect: tuple[str | None, str] | None = None  # (for master, go to)
         self._wake = asyncio.Event()
@@ -109,16 +124,22 @@ class WriteQueue:
         if isinstance(event, FunctionWarm):
             self.warm(event.function)
         elif isinstance(event, FunctionCold):
-            self.cold(event.function)
+            self.cold(event.function, event.history)
 
     def warm(self, function: str) -> None:
         self.warm_set.add(function)
         self._pending[function] = Op.ADD
+        self._histories.pop(function, None)
         self._wake.set()
 
-    def cold(self, function: str) -> None:
+    def cold(self, function: str, history: bytes = b"") -> None:
+        """``history``: the function's idle history here, for the master to keep."""
         self.warm_set.discard(function)
         self._pending[function] = Op.REMOVE
+        if history:
+            self._histories[function] = history
+        else:
+            self._histories.pop(function, None)
         self._wake.set()
 
     def announce(self, functions: Sequence[str] | frozenset[str]) -> None:
@@ -127,6 +148,7 @@ class WriteQueue:
         self.warm_set = set(functions)
         self._announce = frozenset(functions)
         self._pending.clear()
+        self._histories.clear()
         self._wake.set()
         self._kick.set()
 
@@ -307,6 +329,7 @@ class WriteQueue:
                 (warm.add if op is Op.ADD else warm.discard)(function)
             self._announce = frozenset(warm)
             self._pending.clear()
+            self._histories.clear()
             return
         if self._announce is not None:
             return
@@ -319,12 +342,46 @@ class WriteQueue:
         if announce is not None:
             reply = await client.announce(self.node, self.epoch, sorted(announce))
             self._rejected(len(reply.rejected))
+            self.master_keeps_histories = reply.keeps_histories
             self.sent += len(announce)
         adds = [Write(Op.ADD, f, self.node, self.epoch) for f, op in taken.items() if op is Op.ADD]
-        removes = [Write(Op.REMOVE, f, self.node, self.epoch) for f, op in taken.items()]
-        removes = [w for w in removes if taken[w.function] is Op.REMOVE]
+        removes = self._removes([f for f, op in taken.items() if op is Op.REMOVE])
         if adds:
-            self._rejected(len((await client.register(adds)).rejected))
+            reply = await client.register(adds)
+            self._rejected(len(reply.rejected))
+            self.master_keeps_histories = reply.keeps_histories
+            self._adopt(reply.histories, {w.function for w in adds})
         if removes:
-            self._rejected(len((await client.unregister(removes)).rejected))
+            reply = await client.unregister(removes)
+            self._rejected(len(reply.rejected))
+            self.master_keeps_histories = reply.keeps_histories
+            for w in removes:
+                if self._histories.get(w.function) is w.history:
+                    del self._histories[w.function]  # sent (a newer one stays)
         self.sent += len(adds) + len(removes)
+
+    def _removes(self, functions: Sequence[str]) -> list[Write]:
+        """The REMOVE writes of ``functions``, each with its idle history while the call's
+        ``HISTORY_BYTES_PER_CALL`` last (the rest are dropped)."""
+        removes = []
+        budget = HISTORY_BYTES_PER_CALL
+        for function in functions:
+            history = self._histories.get(function, b"")
+            if len(history) > budget:
+                del self._histories[function]
+                history = b""
+            budget -= len(history)
+            removes.append(Write(Op.REMOVE, function, self.node, self.epoch, history))
+        return removes
+
+    def _adopt(self, histories: Sequence[pb.Route], registered: set[str]) -> None:
+        """The master's answer to a Register handed back these functions' histories."""
+        if self.on_history is None:
+            return
+        for route in histories:
+            if route.function in registered and route.history:
+                try:
+                    self.on_history(route.function, route.history)
+                except Exception:
+                    # Never at the cost of the writes: a history is soft state.
+                    log.exception("adopting the idle history of %s failed", route.function)

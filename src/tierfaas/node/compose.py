@@ -261,6 +261,7 @@ def _clustered(
     }
     control.release_version = release.version
     control.pin = runtime.pin
+    # A function's idle history travels with the control plane (control/histories.py).
     router = Router(
         runtime,
         self_name=name,
@@ -276,12 +277,18 @@ def _clustered(
         clock=clock,
         cluster_cache=config.cluster_cache,
     )
+
+    def warm_elsewhere(function: str) -> bool:
+        """What the route cache, or this node's own table, knows is warm on another node (no
+        network)."""
+        return router.warm_elsewhere(function) or control.warm_elsewhere(function)
+
     if config.cluster_cache:
-        # Evict duplicates first: what the route cache, or this node's own table, knows is
-        # warm on another node (no network).
-        runtime.budget.warm_elsewhere = lambda f: (
-            router.warm_elsewhere(f) or control.warm_elsewhere(f)
-        )
+        # Evict duplicates first.
+        runtime.budget.warm_elsewhere = warm_elsewhere
+    # A function's idle history travels with the control plane (control/histories.py).
+    control.writes.on_history = runtime.adopt_history
+    runtime.share_histories(warm_elsewhere, lambda: control.writes.master_keeps_histories)
     # No forwards to a run that is suspect, dead or gone (a suspect's routes come back through
     # the next lookup once it is alive again).
     manager.watch_runs(lambda gone: router.forget_node(gone.name))

@@ -8,7 +8,7 @@ events feed metrics and the dashboard.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,13 @@ class FunctionWarm:
 
 @dataclass(frozen=True, slots=True)
 class FunctionCold:
+    """``history``: the function's idle history here (``idle_summary.encode``; empty when
+    the node does not learn windows), which the Unregister carries to the master so that the
+    node that starts the function next adopts it."""
+
     function: str
+    # Not part of the event's identity (tests compare events by function).
+    history: bytes = field(default=b"", compare=False, repr=False)
 
 
 RuntimeEvent = InstanceStarted | InstanceStopped | FunctionWarm | FunctionCold

@@ -55,15 +55,24 @@ wide below it: with 1-minute bins every idle time under a minute falls in one bi
 function called every 30-60 s could never be prewarmed to the second, and its keep-alive after
 a prewarm could not be shorter than a minute.
 
+History that travels. A node that starts a function warm nowhere else adopts the history the
+node that served it last left with the master (``idle_summary.py``): ``IdleTracker.summary``
+when the function's last instance here goes, ``IdleTracker.adopt`` when the master's answer to
+the function's registration here carries one. Adopting replaces this node's histograms (its own
+earlier history of the function is part of the chain the summary carries) and records the idle
+time and gap of the call that brought the function here against the cluster's last activity,
+not this node's (which may be hours older).
+
 Everything here is pure: the tracker is given the time, and schedules nothing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
-from tierfaas.runtime import policy, pricing
+from tierfaas.runtime import idle_summary, policy, pricing
 
 FINE_BIN_S = 1.0
 """The width of a bin under a minute."""
@@ -125,6 +134,16 @@ _LOWER_EDGES: tuple[float, ...] = tuple(i * FINE_BIN_S for i in range(_FINE_BINS
 _UPPER_EDGES: tuple[float, ...] = (*_LOWER_EDGES[1:], RANGE_S)
 
 
+EDGES: tuple[tuple[float, ...], tuple[float, ...]] = (_LOWER_EDGES, _UPPER_EDGES)
+"""The bins' (lower, upper) edges, to check a summary against (``idle_summary.decode``)."""
+
+
+def decode_summary(data: bytes) -> idle_summary.IdleSummary:
+    """A summary another node sent (``idle_summary.decode`` against these bins); raises
+    ``idle_summary.BadSummary``."""
+    return idle_summary.decode(data, EDGES)
+
+
 def bin_of(idle_s: float) -> int | None:
     """The index of the bin ``idle_s`` falls in (None: out of bounds)."""
     if idle_s < BIN_S:
@@ -183,6 +202,30 @@ class IdleHistogram:
             self.totals = [total / 2 for total in self.totals]
             self.in_bounds /= 2
             self.out_of_bounds /= 2
+
+    def summary(self) -> idle_summary.HistogramSummary:
+        """Its non-empty bins, to travel (``idle_summary.py``)."""
+        bins = tuple(
+            idle_summary.Bin(i, count, self.totals[i], self.lowest[i], self.highest[i])
+            for i, count in enumerate(self.counts)
+            if count > 0
+        )
+        return idle_summary.HistogramSummary(bins, self.out_of_bounds)
+
+    def load(self, summary: idle_summary.HistogramSummary) -> None:
+        """Replaces its idle times with ``summary``'s (``changes`` is bumped)."""
+        self.counts = [0.0] * len(_LOWER_EDGES)
+        self.totals = [0.0] * len(_LOWER_EDGES)
+        self.lowest = list(_UPPER_EDGES)
+        self.highest = list(_LOWER_EDGES)
+        for b in summary.bins:
+            self.counts[b.index] = b.count
+            self.totals[b.index] = b.total
+            self.lowest[b.index] = b.lowest
+            self.highest[b.index] = b.highest
+        self.in_bounds = math.fsum(self.counts)
+        self.out_of_bounds = summary.out_of_bounds
+        self.changes += 1
 
     def tight(self) -> bool:
         """Every time in bounds lies within ``TIGHT_SHARE`` of the shortest, and none past."""
@@ -363,9 +406,18 @@ def reap_due(
 class IdleTracker:
     """Whether a function has calls in flight on this node, since when it has none, and the
     histograms of its idle times and of the gaps between the arrivals that begin its
-    activities. The pool tells it of every call's arrival and end."""
+    activities. The pool tells it of every call's arrival and end, and of the function going
+    warm here (``went_warm``), after which it may adopt the cluster's history (``adopt``)."""
 
-    __slots__ = ("active", "began", "gaps", "histogram", "idle_since")
+    __slots__ = (
+        "active",
+        "began",
+        "gaps",
+        "histogram",
+        "idle_since",
+        "warm_arrival",
+        "warm_at",
+    )
 
     def __init__(self) -> None:
         self.histogram = IdleHistogram()
@@ -373,6 +425,11 @@ class IdleTracker:
         self.active = 0  # calls in flight (queued or running)
         self.idle_since: float | None = None  # None: no call ended here yet
         self.began: float | None = None  # the arrival that began the last activity
+        # Since the function last went warm here, until a history is adopted: when it did
+        # (None: no adoption pending), and the arrival of the activity that brought it here
+        # (None: a prewarm or a pin, no call).
+        self.warm_at: float | None = None
+        self.warm_arrival: float | None = None
 
     def arrived(self, now: float) -> None:
         """A call arrived: after a time with none in flight, that idle time is recorded, and
@@ -391,4 +448,58 @@ class IdleTracker:
         if self.active:
             return False
         self.idle_since = now
+        return True
+
+    def went_warm(self, now: float) -> None:
+        """The function's first instance here is starting: a history may be adopted for it
+        until the next ``went_warm``."""
+        self.warm_at = now
+        self.warm_arrival = self.began if self.active else None
+
+    def hand_off(self) -> None:
+        """Its history left with the function's last instance here (``summary``): it now
+        lives with the master, and comes back with the function's next registration here
+        unless another node's takes it first. Forgetting it here keeps a copy of the function
+        started here while it is warm elsewhere from keeping it on a stale history (the fixed
+        default applies until it learns its own)."""
+        changes = self.histogram.changes + 1  # whoever caches windows sees a change
+        self.histogram = IdleHistogram()
+        self.histogram.changes = changes
+        self.gaps = IdleHistogram()
+        self.idle_since = self.began = None
+
+    def summary(self, now: float) -> idle_summary.IdleSummary:
+        """Its history, to travel: the histograms, and how long before ``now`` the last
+        activity here ended and began."""
+        return idle_summary.IdleSummary(
+            self.histogram.summary(),
+            self.gaps.summary(),
+            None if self.idle_since is None or self.active else max(0.0, now - self.idle_since),
+            None if self.began is None else max(0.0, now - self.began),
+        )
+
+    def adopt(self, summary: idle_summary.IdleSummary, now: float) -> bool:
+        """Takes over the history another node left (received at ``now``), once per time the
+        function went warm here; false if none is pending. The histograms become the
+        summary's; the call that brought the function here (if a call did) is recorded
+        against the summary's last activity instead of this node's. With no call yet (a
+        prewarm), the next one will be: its end and arrival become this tracker's."""
+        if self.warm_at is None:
+            return False
+        ended = None if summary.ended_ago_s is None else now - summary.ended_ago_s
+        began = None if summary.began_ago_s is None else now - summary.began_ago_s
+        warm_at, arrival = self.warm_at, self.warm_arrival
+        self.warm_at = self.warm_arrival = None
+        self.histogram.load(summary.histogram)
+        self.gaps.load(summary.gaps)
+        if arrival is not None:
+            # As ``arrived`` would have recorded it, had it known. An arrival before the end
+            # (the function was still active elsewhere) is no idle time.
+            if ended is not None and arrival >= ended:
+                if began is not None:
+                    self.gaps.add(max(0.0, arrival - began))
+                self.histogram.add(arrival - ended)
+        elif ended is not None and not self.active and (self.began is None or self.began < warm_at):
+            # No call here since it went warm: the next one's idle time counts from the end.
+            self.idle_since, self.began = ended, began
         return True

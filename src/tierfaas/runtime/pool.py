@@ -30,7 +30,7 @@ from typing import Any
 from tierfaas import errors
 from tierfaas.clock import Scheduler, Timer
 from tierfaas.manifest import FunctionSpec
-from tierfaas.runtime import eviction, keepalive, policy
+from tierfaas.runtime import eviction, idle_summary, keepalive, policy
 from tierfaas.runtime.budget import MemoryBudget
 from tierfaas.runtime.events import (
     EventListener,
@@ -100,6 +100,12 @@ class FunctionPool:
         self._windows_of = -1  # the histogram's ``changes`` the windows were computed from
         self._prewarm_timer: Timer | None = None
         self.prewarms = 0  # instances started by the prewarm timer
+        # The function's idle history leaves with its FunctionCold (the control plane carries
+        # it to the node that starts the function next: ``Runtime.share_histories``), and
+        # whether the function is warm on another node, as this node knows.
+        self.hands_off_history = False
+        self.histories_kept: Callable[[], bool] | None = None  # None: they always are
+        self.warm_elsewhere: Callable[[str], bool] | None = None
         self.refresh_windows()
         self._tasks: set[asyncio.Task[None]] = set()
         # Instances the master placed here for min_instances, until the lease ends (``pin``):
@@ -542,7 +548,28 @@ class FunctionPool:
         if warm != self.registered:
             self.registered = warm
             name = self.spec.name
-            self.emit(FunctionWarm(name) if warm else FunctionCold(name))
+            idle = self.idle
+            if warm:
+                if idle is not None:
+                    idle.went_warm(self.clock())  # before the master's answer can come
+                self.emit(FunctionWarm(name))
+            elif idle is None:
+                self.emit(FunctionCold(name))
+            else:
+                summary = idle.summary(self.clock())
+                self.emit(FunctionCold(name, idle_summary.encode(summary)))
+                kept = self.histories_kept
+                if self.hands_off_history and (kept is None or kept()):
+                    idle.hand_off()
+
+    def adopt_history(self, summary: idle_summary.IdleSummary) -> bool:
+        """Takes over the function's idle history the master handed back when it registered
+        here (``IdleTracker.adopt``); false if this node does not learn windows or adopted
+        one since the function went warm here."""
+        if self.idle is None or not self.idle.adopt(summary, self.clock()):
+            return False
+        self.refresh_windows()
+        return True
 
     def _metered(self) -> None:
         # Twice per call: one loop, no list and no generator.
@@ -655,6 +682,12 @@ class FunctionPool:
         promise of this start, and a prewarm that finds no room would turn the predicted call
         into a cold one (in a full node, most of them)."""
         self._prewarm_timer = None
+        if self.hands_off_history and self.warm_elsewhere and self.warm_elsewhere(self.spec.name):
+            # This node handed the function's history off when its last instance here went;
+            # another node started the function since, serves the predicted call, and holds
+            # the history (and prewarms it) if it took it.
+            log.info("%s: warm on another node, not prewarming it here", self.spec.name)
+            return
         if self.idle is not None and not self.idle.active and self.prewarm(evict=True):
             self.prewarms += 1
             log.info("%s: prewarming one instance for its predicted next call", self.spec.name)

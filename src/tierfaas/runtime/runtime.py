@@ -21,7 +21,7 @@ from tierfaas.clock import LoopScheduler, Scheduler, Timer
 from tierfaas.config import NodeConfig
 from tierfaas.funcstats.stats import FunctionStats
 from tierfaas.manifest import Release
-from tierfaas.runtime import eviction, policy
+from tierfaas.runtime import eviction, idle_summary, keepalive, policy
 from tierfaas.runtime.budget import MemoryBudget, MemoryReport
 from tierfaas.runtime.events import EventListener, InstanceStarted, RuntimeEvent
 from tierfaas.runtime.keepalive import Windows
@@ -250,6 +250,39 @@ class Runtime:
                 if count:
                     placed[name] = instances
         return placed
+
+    def share_histories(
+        self,
+        warm_elsewhere: Callable[[str], bool] | None = None,
+        kept: Callable[[], bool] | None = None,
+    ) -> None:
+        """The control plane carries each function's idle history from the node where it
+        went cold to the next that starts it (``adopt_history``): a pool hands its history
+        off with its ``FunctionCold`` instead of keeping it (``IdleTracker.hand_off``), while
+        ``kept()`` says the master keeps them (None: always; a master of an older release,
+        in a rollout, does not), and skips the prewarm its windows scheduled before when
+        ``warm_elsewhere(function)`` (as far as this node knows: its route cache, its table
+        copy) says another node has started the function since."""
+        for pool in self.pools.values():
+            pool.hands_off_history = True
+            pool.histories_kept = kept
+            pool.warm_elsewhere = warm_elsewhere
+
+    def adopt_history(self, name: str, data: bytes) -> bool:
+        """The master's answer to this node's registration of ``name`` carried the idle
+        history the node that served it last left (``idle_summary.py``): the function's
+        pool adopts it. False, and nothing changes, for a function the release lacks, bytes
+        that are not a valid summary (logged), or a pool that does not learn windows or
+        adopted one since it went warm."""
+        pool = self.pools.get(name)
+        if pool is None:
+            return False
+        try:
+            summary = keepalive.decode_summary(data)
+        except idle_summary.BadSummary as exc:
+            log.warning("ignoring the idle history of %s the master sent: %s", name, exc)
+            return False
+        return pool.adopt_history(summary)
 
     def start_would_evict(self, name: str) -> bool:
         """Whether starting an instance of ``name`` now would evict another function's idle
