@@ -68,6 +68,19 @@ async def test_greedy_dual_order_also_puts_duplicates_first() -> None:
     assert duplicate.death_reason == "evicted" and not busy_one.dead
 
 
+async def test_the_node_that_carries_the_functions_history_holds_no_duplicate() -> None:
+    oldest, carrier = instance("a", 1.0), instance("b", 9.0)
+    budget = MemoryBudget(128, [FakeHolder(oldest), FakeHolder(carrier)], accounting="declared",
+                          policy=Lru())  # fmt: skip
+    budget.warm_elsewhere = lambda function: function == "b"
+    # This node learned b's windows from the history that travels: the copy elsewhere is the
+    # duplicate (both nodes see the other warm, and each evicting its own would lose both).
+    budget.carries_history = lambda function: function == "b"
+    assert start(budget, oldest) and start(budget, carrier)
+    assert budget.book(SPECS["c"])
+    assert oldest.death_reason == "evicted" and not carrier.dead
+
+
 async def test_without_warm_elsewhere_the_budget_evicts_the_least_recently_used() -> None:
     oldest, duplicate = instance("a", 1.0), instance("b", 9.0)
     budget = MemoryBudget(128, [FakeHolder(oldest), FakeHolder(duplicate)], accounting="declared",

@@ -304,3 +304,33 @@ async def test_a_node_keeps_its_history_while_the_master_would_not_keep_it() -> 
         assert cold and cold[-1].history  # sent all the same
         assert pool.windows.source == "learned" and pool.idle is not None
         assert pool.idle.histogram.samples >= keepalive.MIN_SAMPLES
+
+
+COPY_RELEASE = fake_release({"fn": {"memory_mb": 64, "keep_alive_s": 600, "timeout_s": 900}})
+
+
+async def test_a_copy_beside_a_warm_instance_elsewhere_is_kept_only_a_minute() -> None:
+    clock = FakeClock()
+    a = RuntimeHarness(COPY_RELEASE, clock=clock)
+    b = RuntimeHarness(COPY_RELEASE, clock=clock)
+    await a.__aenter__()
+    await b.__aenter__()
+    for here, there in ((a, b), (b, a)):
+        pools = there.runtime.pools
+        here.runtime.share_histories(lambda f, pools=pools: pools[f].registered)  # type: ignore[misc]
+    a_pool, b_pool = a.runtime.pools["fn"], b.runtime.pools["fn"]
+    b.call("fn", b"300.0")  # B holds the function warm, busy
+    await clock.run_for(1.0)
+    a.call("fn", b"0.1")  # a copy on A, which holds no history of it: the fixed default
+    await clock.run_for(1.0)
+    assert a_pool.registered and a_pool.windows.source == "default"
+    await clock.run_for(keepalive.MIN_KEEP_ALIVE_S + 30.0)
+    # Its idle time would save a forward, not a cold start: it goes after a minute, not 10.
+    assert not a_pool.registered and b_pool.registered
+    await clock.run_for(300.0 + keepalive.MIN_KEEP_ALIVE_S)
+    # B's instance, the function's last warm one, keeps the fixed default.
+    assert b_pool.registered
+    await clock.run_for(600.0)
+    assert not b_pool.registered
+    await a.__aexit__(None, None, None)
+    await b.__aexit__(None, None, None)

@@ -25,7 +25,7 @@ policy's order.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -88,6 +88,10 @@ class MemoryBudget:
         # Where a function is warm on another node (the router's routes), when the node uses
         # the cluster as one cache; None: evict as if this node were alone.
         self.warm_elsewhere: WarmElsewhere | None = None
+        # Whether this node carries a function's travelling idle history (its learned windows):
+        # of two nodes that each see the other warm, only the one without it holds a
+        # duplicate, so the cluster cache does not evict both. None: both are duplicates.
+        self.carries_history: Callable[[str], bool] | None = None
 
     def add(self, holder: IdleInstances) -> None:
         """``holder``'s idle instances may be evicted for other holders' starts."""
@@ -206,6 +210,13 @@ class MemoryBudget:
                 idle[instance] = frequency + 1.0
         return idle
 
+    def _duplicated(self, function: str) -> bool:
+        """Whether this node's instances of ``function`` are a duplicate for the cluster
+        cache: warm elsewhere too, and this node does not carry the function's history."""
+        if self.warm_elsewhere is None or not self.warm_elsewhere(function):
+            return False
+        return self.carries_history is None or not self.carries_history(function)
+
     def _evict(
         self, instances: dict[PoolInstance, float], mb: float, reason: str, *, all_or_nothing: bool
     ) -> int:
@@ -224,7 +235,7 @@ class MemoryBudget:
         }
         order = self.policy.order(candidates)
         if self.warm_elsewhere is not None:
-            order = duplicates_first(order, lambda c: candidates[c].spec.name, self.warm_elsewhere)
+            order = duplicates_first(order, lambda c: candidates[c].spec.name, self._duplicated)
         chosen = eviction.victims(order, mb, all_or_nothing=all_or_nothing)
         now = self.clock()
         for candidate in chosen:

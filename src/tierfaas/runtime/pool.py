@@ -742,6 +742,8 @@ class FunctionPool:
             # The idle period under way: windows that count from an arrival, from its end.
             began = idle.idle_since if idle.began is None else idle.began
             windows = keepalive.windows_for_idle_period(windows, began, idle.idle_since)
+        if function_idle and self._copy_without_history(windows):
+            windows = keepalive.copy_windows(self.spec.keep_alive_s)
         extra = keepalive.extra_windows(windows, self.spec.keep_alive_s)
         # The most recently used live instance (a busy one is as recent as can be) follows
         # the windows; any other is an extra one.
@@ -761,6 +763,23 @@ class FunctionPool:
                 instance.kill("idle")
                 reaped += 1
         return reaped
+
+    def carries_history(self) -> bool:
+        """This node carries the function's travelling idle history: histories travel, and
+        its windows are learned from it (a copy beside it elsewhere has the fixed default)."""
+        return self.idle is not None and self.hands_off_history and self.windows.source == "learned"
+
+    def _copy_without_history(self, windows: keepalive.Windows) -> bool:
+        """This node learns windows but holds no history of the function (it handed it off,
+        or never served it) while the function is warm on another node: this pool is a copy
+        beside the instance that carries the function's history (``keepalive.copy_windows``)."""
+        return (
+            self.idle is not None
+            and self.hands_off_history
+            and windows.source == "default"
+            and self.warm_elsewhere is not None
+            and self.warm_elsewhere(self.spec.name)
+        )
 
     def close(self) -> None:
         """Stops every instance and start; in-flight calls fail."""

@@ -124,6 +124,7 @@ class Runtime:
         }
         for pool in self.pools.values():
             self.budget.add(pool)
+        self.budget.carries_history = lambda name: self.pools[name].carries_history()
         self._reaper: Timer | None = None
         if memory_probe is None:
             pressure = (
