@@ -199,15 +199,21 @@ def wire_through(store: HistoryStore, rt: RuntimeHarness) -> None:
     rt.runtime.listeners.append(on_event)
 
 
-async def moves_to_b(travels: bool) -> list[bool]:
-    """A learns a timer called every minute and leaves; the calls go on at B. Whether each of
-    B's calls was cold."""
+async def two_nodes() -> tuple[FakeClock, HistoryStore, RuntimeHarness, RuntimeHarness]:
+    """Two started runtimes on one fake clock, and the master's history store (the test
+    stops the runtimes itself, when its story needs it)."""
     clock = FakeClock()
-    store = HistoryStore(clock)
     a = RuntimeHarness(RELEASE, clock=clock)
     b = RuntimeHarness(RELEASE, clock=clock)
     await a.__aenter__()
     await b.__aenter__()
+    return clock, HistoryStore(clock), a, b
+
+
+async def moves_to_b(travels: bool) -> list[bool]:
+    """A learns a timer called every minute and leaves; the calls go on at B. Whether each of
+    B's calls was cold."""
+    clock, store, a, b = await two_nodes()
     if travels:
         wire_through(store, a)
         wire_through(store, b)
@@ -260,12 +266,7 @@ def test_a_history_handed_off_is_forgotten_here() -> None:
 
 
 async def test_a_prewarm_is_skipped_once_another_node_started_the_function() -> None:
-    clock = FakeClock()
-    store = HistoryStore(clock)
-    a = RuntimeHarness(RELEASE, clock=clock)
-    b = RuntimeHarness(RELEASE, clock=clock)
-    await a.__aenter__()
-    await b.__aenter__()
+    clock, store, a, b = await two_nodes()
     for here, there in ((a, b), (b, a)):
         wire_through(store, here)
         pools = there.runtime.pools
