@@ -398,9 +398,8 @@ def copy_windows(keep_alive_s: float) -> Windows:
     instance at the end of each activity (and it kept that node from prewarming it). So it is
     kept ``MIN_KEEP_ALIVE_S`` after its last call (or the function's ``keep_alive_s`` when
     shorter), as briefly as any kept instance; the function's last warm instance in the
-    cluster keeps the default. Simulated day, 3 nodes, seed 1, measured accounting: 41 % fewer
-    cold calls than fixed 10 min + LRU at 8 % less memory-time, against 47.5 % at 0.6 % more
-    (docs/benchmarks.md, Capacity)."""
+    cluster keeps the default. It trades a few cold calls for the memory the copies held
+    (docs/benchmarks.md, Capacity, "Copies beside the history")."""
     return Windows(
         keep_alive_s=min(MIN_KEEP_ALIVE_S, keep_alive_s),
         reason="a copy: the function is warm on another node",
