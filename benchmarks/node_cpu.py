@@ -3,6 +3,7 @@ help?
 
     .venv/bin/python benchmarks/node_cpu.py before=/tmp/old/src after=src          # 6 x 2 s
     .venv/bin/python benchmarks/node_cpu.py --rounds 4 --secs 1 after=src         # one tree
+    .venv/bin/python benchmarks/node_cpu.py --only hello-node before=... after=src  # one release
 
 Each ``NAME=SRC`` is a source tree (``git archive REV | tar -x -C /tmp/old`` makes one of an
 older commit) run by this venv's Python with ``PYTHONPATH=SRC``. Per tree, two nodes: one
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secs", type=float, default=2.0, help="seconds of wrk per node and round")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--only", choices=sorted(RELEASES), help="run nodes of this release only (half the time)"
+    )
     args = parser.parse_args(argv)
     c.require_wrk()
     lua = c.post_lua(b"world")
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             if not src:
                 parser.error(f"{spec!r}: expected NAME=SRC")
             for release, (release_dir, function) in RELEASES.items():
+                if args.only is not None and release != args.only:
+                    continue
                 port = free_port(args.host)
                 gc_file = Path(tmp) / f"{tree}-{release}.gc"
                 argv_ = [

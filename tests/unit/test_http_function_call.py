@@ -3,8 +3,11 @@
 fed to the protocol over a fake transport and a fake loop, the app's coroutines stepped by hand
 (no socket, no running loop, no sleep).
 
-- The same request gets the same bytes back either way (the ASGI path is the reference): an
+- The same request gets the same bytes back every way (the ASGI path is the reference; a
+  call served by a task; one sent at once to a free slot and answered from its future): an
   answer, the typed errors the app gives before and after routing, keep-alive and close.
+- A call sent at once takes no task and is answered only when its future is done; one
+  refused before it is sent is answered at once.
 - Requests the protocol leaves to ASGI (a body not declared small, ``Expect``, HTTP/1.0,
   escapes in the path, other paths) are served there, unchanged.
 - A pipelined request behind a call waits for its answer; a client gone gets nothing; a body
@@ -36,7 +39,7 @@ from tierfaas.http.protocol import (
 )
 from tierfaas.manifest import EntryPoint, ExecCommand, FunctionSpec, Release
 from tierfaas.routing.router import Reply, Router
-from tierfaas.runtime import Runtime
+from tierfaas.runtime import PendingCall, Runtime
 from tierfaas.testing.transport import FakeTransport
 
 from .test_http_answer import DATE, KEEP_ALIVE_S, FakeLoop
@@ -44,8 +47,20 @@ from .test_http_answer import DATE, KEEP_ALIVE_S, FakeLoop
 MAX_BODY = 1000
 
 
+class FakeFuture:
+    """What the app does with a sent call's future: it adds the callback that answers."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[Any], None]] = []
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self.callbacks.append(callback)
+
+
 class FakeRouter:
-    """Answers each call with ``reply`` (or raises ``raises``) and records what reached it."""
+    """Answers each call with ``reply`` (or raises ``raises``) and records what reached it.
+    With ``now``, a call goes out at once (``call_now``: as to a free slot, with no task), or
+    raises ``refuses_now`` there; ``complete()`` then resolves what went out."""
 
     forwarded = 0
 
@@ -53,10 +68,37 @@ class FakeRouter:
         self.calls: list[dict[str, Any]] = []
         self.reply = Reply(200, b"done", [(b"content-type", b"text/plain")])
         self.raises: Exception | None = None
+        self.now = False
+        self.refuses_now: Exception | None = None
+        self.sent: list[FakeFuture] = []
 
     async def handle(self, name: str, body: bytes, **kwargs: Any) -> Reply:
-        kwargs.pop("started")  # the app's clock reading: differs between runs
+        return self._answer(name, body, kwargs)
+
+    def call_now(self, name: str, body: bytes, **kwargs: Any) -> PendingCall | None:
+        if not self.now:
+            return None
+        if self.refuses_now is not None:
+            raise self.refuses_now
+        kwargs.pop("started")
         self.calls.append({"name": name, "body": body, **kwargs})
+        future = FakeFuture()
+        self.sent.append(future)
+        return PendingCall(cast(Any, future), cast(Any, None), 0.0, False)
+
+    def finish_now(self, name: str, started: float, request_id: str, call: PendingCall) -> Reply:
+        return self._answer(name, None, None)
+
+    def complete(self) -> None:
+        sent, self.sent = self.sent, []
+        for future in sent:
+            for callback in future.callbacks:
+                callback(future)
+
+    def _answer(self, name: str, body: bytes | None, kwargs: dict[str, Any] | None) -> Reply:
+        if kwargs is not None:
+            kwargs.pop("started")  # the app's clock reading: differs between runs
+            self.calls.append({"name": name, "body": body, **kwargs})
         if self.raises is not None:
             raise self.raises
         return Reply(self.reply.status, self.reply.body, list(self.reply.headers))
@@ -122,21 +164,26 @@ def exchange(app: Any, direct: bool, data: bytes) -> tuple[bytes, FakeTransport,
     protocol, transport, loop = connection(app, direct)
     protocol.data_received(data)
     loop.run_tasks()
+    app.router.complete()
     return b"".join(transport.writes), transport, protocol.cycle
 
 
-def both_ways(tmp_path: Path, data: bytes, setup: Callable[[FakeRouter], None] = lambda r: None
-) -> tuple[bytes, bytes, list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    """The bytes written for ``data`` the ASGI way and as a FunctionCall (fresh apps, so the
-    request-id counters agree), and what reached routing each way."""
-    answers, calls = [], []
-    for direct in (False, True):
+WAYS = ("asgi", "task", "now")
+
+
+def three_ways(tmp_path: Path, data: bytes, setup: Callable[[FakeRouter], None] = lambda r: None
+) -> tuple[dict[str, bytes], dict[str, list[dict[str, Any]]]]:  # fmt: skip
+    """The bytes written for ``data`` the ASGI way, as a FunctionCall served by a task, and as
+    one sent at once (fresh apps, so the request-id counters agree), and what reached
+    routing each way."""
+    answers, calls = {}, {}
+    for way in WAYS:
         app, router = make_app(tmp_path)
         setup(router)
-        written, _, _ = exchange(app, direct, data)
-        answers.append(written)
-        calls.append(router.calls)
-    return answers[0], answers[1], calls[0], calls[1]
+        router.now = way == "now"
+        answers[way], _, _ = exchange(app, way != "asgi", data)
+        calls[way] = router.calls
+    return answers, calls
 
 
 CASES: dict[str, tuple[bytes, Callable[[FakeRouter], None]]] = {
@@ -180,13 +227,15 @@ def parsed(answer: bytes) -> tuple[bytes, list[bytes], bytes]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_call_gets_the_answer_the_asgi_path_writes(tmp_path: Path, case: str) -> None:
     data, setup = CASES[case]
-    by_asgi, by_call, asgi_calls, direct_calls = both_ways(tmp_path, data, setup)
+    answers, calls = three_ways(tmp_path, data, setup)
+    by_asgi = answers["asgi"]
     assert by_asgi.startswith(b"HTTP/1.1 ")
-    if by_asgi.startswith((b"HTTP/1.1 2", b"HTTP/1.1 4")) and b"application/json" not in by_asgi:
-        assert by_call == by_asgi  # the function's answer: the same bytes (write_answer's)
-    else:  # an error's: the same lines, the request id last rather than first
-        assert parsed(by_call) == parsed(by_asgi)
-    assert direct_calls == asgi_calls
+    for way in ("task", "now"):
+        if by_asgi.startswith((b"HTTP/1.1 2", b"HTTP/1.1 4")) and b"json" not in by_asgi:
+            assert answers[way] == by_asgi  # the function's answer: the same bytes
+        else:  # an error's: the same lines, the request id last rather than first
+            assert parsed(answers[way]) == parsed(by_asgi)
+        assert calls[way] == calls["asgi"]
 
 
 def test_a_call_is_served_without_the_asgi_cycle(tmp_path: Path) -> None:
@@ -309,3 +358,46 @@ def test_a_failure_of_the_node_itself_is_logged_and_a_typed_500(
     assert written.startswith(b"HTTP/1.1 500 ")
     assert json.loads(written.partition(b"\r\n\r\n")[2])["error"] == "internal_error"
     assert "a bug" in caplog.text and transport.closed
+
+
+def test_a_call_sent_at_once_is_answered_from_its_future_with_no_task(tmp_path: Path) -> None:
+    app, router = make_app(tmp_path)
+    router.now = True
+    protocol, transport, loop = connection(app, True)
+    protocol.data_received(request())
+    assert loop.tasks == [] and len(router.sent) == 1
+    assert transport.writes == [] and app.in_flight == 1
+    router.complete()
+    written = b"".join(transport.writes)
+    assert written.startswith(b"HTTP/1.1 200 ") and written.endswith(b"\r\n\r\ndone")
+    assert app.in_flight == 0 and not transport.closed
+    assert app.metrics.calls.counts[("web", "ok", False)][0] == 1
+    protocol.data_received(request(body=b"again"))  # the connection serves the next one
+    router.complete()
+    assert b"".join(transport.writes).count(b"HTTP/1.1 200 ") == 2
+
+
+def test_a_call_refused_before_it_is_sent_is_answered_at_once(tmp_path: Path) -> None:
+    app, router = make_app(tmp_path)
+    router.now = True
+    router.refuses_now = errors.FunctionTimeout("'web' ran out of time; it did not run")
+    protocol, transport, loop = connection(app, True)
+    protocol.data_received(request())
+    assert loop.tasks == [] and router.sent == []
+    written = b"".join(transport.writes)
+    assert written.startswith(b"HTTP/1.1 504 ")
+    assert json.loads(written.partition(b"\r\n\r\n")[2])["error"] == "timeout"
+    assert app.in_flight == 0
+    assert app.metrics.calls.counts[("web", "timeout", False)][0] == 1
+
+
+def test_a_client_gone_before_a_call_sent_at_once_is_answered_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    app, router = make_app(tmp_path)
+    router.now = True
+    protocol, transport, _ = connection(app, True)
+    protocol.data_received(request())
+    protocol.connection_lost(None)
+    router.complete()
+    assert transport.writes == [] and app.in_flight == 0

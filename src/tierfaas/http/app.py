@@ -28,12 +28,13 @@ tests/e2e/test_openapi.py keeps it true.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -64,7 +65,7 @@ from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.http.protocol import FunctionCall, write_answer
 from tierfaas.names import is_valid_name
 from tierfaas.routing.router import Reply, Router
-from tierfaas.runtime import Runtime
+from tierfaas.runtime import PendingCall, Runtime
 from tierfaas.tracing.http import traced
 
 if TYPE_CHECKING:
@@ -110,6 +111,28 @@ def _raw_subpath(raw: bytes) -> str:
     if any(byte <= 0x20 or byte >= 0x7F for byte in rest):
         raise errors.BadRequest("the path below /function/NAME has bytes a URL cannot carry")
     return "/" + rest.decode("ascii")
+
+
+class _LocalCall:
+    """The callback that answers a call ``NodeApp._call_now`` sent, once its future is done."""
+
+    __slots__ = ("app", "call", "label", "name", "pending", "request_id", "started")
+
+    def __init__(
+        self,
+        app: NodeApp,
+        call: FunctionCall,
+        name: str,
+        label: str,
+        request_id: str,
+        started: float,
+        pending: PendingCall,
+    ) -> None:
+        self.app, self.call, self.name, self.label = app, call, name, label
+        self.request_id, self.started, self.pending = request_id, started, pending
+
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        self.app._local_call_done(self)
 
 
 class NodeApp:
@@ -259,41 +282,111 @@ class NodeApp:
 
     # -- invocations -----------------------------------------------------------------------
 
-    async def serve_call(self, call: FunctionCall) -> None:
-        """Answers one invocation the HTTP protocol took without uvicorn's ASGI cycle (the
-        protocol's ``FunctionCall``: its body is all in). The same checks, routing, metrics and
-        answers as the ASGI path (``_invoke``), which the node takes instead with tracing on."""
+    def serve_call(self, call: FunctionCall) -> Coroutine[Any, Any, None] | None:
+        """Serves one invocation the HTTP protocol took without uvicorn's ASGI cycle (the
+        protocol's ``FunctionCall``: its body is all in), with the same checks, routing,
+        metrics and answers as the ASGI path (``_invoke``), which the node takes instead with
+        tracing on. A call its function has a free slot for here is sent at once and
+        answered from its future's callback, with no task (``Router.call_now``); else this
+        returns the coroutine that serves it, for the protocol to run as a task."""
         request_id, length = self._request_id_and_length(call.headers)
-        id_bytes = request_id.encode()
         path = call.path
         name = path[_PREFIX_BYTES:].partition(b"/")[0].decode("ascii")
         try:
             started = time.monotonic()
             label = self._admit(name, call.method, call.headers, length, started)
+            if self._call_now(call, name, label, request_id, started):
+                return None
+        except errors.HttpError as error:
+            self._answer_error(call, error, request_id)
+            return None
+        except Exception:
+            self._answer_failure(call, name, request_id)
+            return None
+        return self._serve_admitted(call, name, label, request_id, started)
+
+    async def _serve_admitted(
+        self, call: FunctionCall, name: str, label: str, request_id: str, started: float
+    ) -> None:
+        try:
             query = call.query
             reply = await self._run(
                 name, label, call.body, request_id, call.method,
                 query.decode("latin-1") if query else "", call.headers, started,
-                _raw_subpath(path),
+                _raw_subpath(call.path),
             )  # fmt: skip
         except errors.HttpError as error:
-            # The answer adds the X-Request-Id, and closes as the error says.
-            headers = [(b"content-type", b"application/json")]
-            headers += (h for h in error_headers(error, request_id) if h[0] not in _FRAMED_HERE)
-            body = json.dumps(error_body(error, request_id), separators=(",", ":")).encode()
-            call.answer(error.status, headers, body, id_bytes,
-                        error.close_connection or self.draining)  # fmt: skip
+            self._answer_error(call, error, request_id)
             return
-        except Exception:  # as uvicorn's cycle would: logged, and a 500 that says little
-            log.exception("request %s to %s failed", request_id, name[:80])
-            failure = errors.HttpError("the node failed to serve this call; see its log")
-            body = json.dumps(error_body(failure, request_id), separators=(",", ":")).encode()
-            json_type = [(b"content-type", b"application/json")]
-            call.answer(failure.status, json_type, body, id_bytes, True)
+        except Exception:
+            self._answer_failure(call, name, request_id)
             return
-        status, body = reply.status, reply.body
-        call.answer(status, reply.headers, b"" if status in _NO_BODY else body, id_bytes,
-                    self.draining)  # fmt: skip
+        self._answer_reply(call, reply, request_id)
+
+    def _call_now(
+        self, call: FunctionCall, name: str, label: str, request_id: str, started: float
+    ) -> bool:
+        """``_run`` without a task for a call its function has a free slot for here: true
+        when sent (answered by ``_LocalCall``), or refused and answered; false, and nothing
+        changed, when it is ``_run``'s to serve."""
+        body = call.body
+        if len(body) > self.config.max_body_bytes:
+            return False
+        query = call.query
+        try:
+            pending = self.router.call_now(
+                name, body, request_id=request_id, method=call.method,
+                query=query.decode("latin-1") if query else "", headers=call.headers,
+                started=started, path=_raw_subpath(call.path),
+            )  # fmt: skip
+        except errors.HttpError as exc:
+            self._run_failed(label, exc, started, request_id, name)
+            raise
+        if pending is None:
+            return False
+        self.in_flight += 1
+        self.last_call = started
+        answer = _LocalCall(self, call, name, label, request_id, started, pending)
+        pending.future.add_done_callback(answer)
+        return True
+
+    def _local_call_done(self, local: _LocalCall) -> None:
+        self.in_flight -= 1
+        call, request_id = local.call, local.request_id
+        try:
+            reply = self.router.finish_now(local.name, local.started, request_id, local.pending)
+        except errors.HttpError as exc:
+            self._run_failed(local.label, exc, local.started, request_id, local.name)
+            self._answer_error(call, exc, request_id)
+            return
+        except asyncio.CancelledError:
+            return  # as a cancelled task answers nothing
+        except Exception:
+            self._answer_failure(call, local.name, request_id)
+            return
+        self._run_succeeded(local.label, reply, local.started)
+        self._answer_reply(call, reply, request_id)
+
+    def _answer_reply(self, call: FunctionCall, reply: Reply, request_id: str) -> None:
+        status = reply.status
+        call.answer(status, reply.headers, b"" if status in _NO_BODY else reply.body,
+                    request_id.encode(), self.draining)  # fmt: skip
+
+    def _answer_error(self, call: FunctionCall, error: errors.HttpError, request_id: str) -> None:
+        # The answer adds the X-Request-Id, and closes as the error says.
+        headers = [(b"content-type", b"application/json")]
+        headers += (h for h in error_headers(error, request_id) if h[0] not in _FRAMED_HERE)
+        body = json.dumps(error_body(error, request_id), separators=(",", ":")).encode()
+        call.answer(error.status, headers, body, request_id.encode(),
+                    error.close_connection or self.draining)  # fmt: skip
+
+    def _answer_failure(self, call: FunctionCall, name: str, request_id: str) -> None:
+        """As uvicorn's cycle would answer an exception: logged, and a 500 that says little."""
+        log.exception("request %s to %s failed", request_id, name[:80])
+        failure = errors.HttpError("the node failed to serve this call; see its log")
+        body = json.dumps(error_body(failure, request_id), separators=(",", ":")).encode()
+        json_type = [(b"content-type", b"application/json")]
+        call.answer(failure.status, json_type, body, request_id.encode(), True)
 
     async def _invoke(
         self,
@@ -403,12 +496,14 @@ class NodeApp:
                 started=started, path=path,
             )  # fmt: skip
         except errors.HttpError as exc:
-            self.metrics.record(label, exc.code, False, time.monotonic() - started)
-            if isinstance(exc, errors.FunctionError):
-                log.info("request %s to %s failed: %s: %s", request_id, name, exc.code, exc)
+            self._run_failed(label, exc, started, request_id, name)
             raise
         finally:
             self.in_flight -= 1
+        self._run_succeeded(label, reply, started)
+        return reply
+
+    def _run_succeeded(self, label: str, reply: Reply, started: float) -> None:
         status = reply.status
         self.metrics.record(
             label,
@@ -416,7 +511,13 @@ class NodeApp:
             reply.cold,
             time.monotonic() - started,
         )
-        return reply
+
+    def _run_failed(
+        self, label: str, exc: errors.HttpError, started: float, request_id: str, name: str
+    ) -> None:
+        self.metrics.record(label, exc.code, False, time.monotonic() - started)
+        if isinstance(exc, errors.FunctionError):
+            log.info("request %s to %s failed: %s: %s", request_id, name, exc.code, exc)
 
     # -- admin -----------------------------------------------------------------------------
 

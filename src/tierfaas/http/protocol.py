@@ -379,7 +379,9 @@ class FunctionCall:
         protocol.on_response_complete()
 
 
-Serve = Callable[[FunctionCall], Coroutine[Any, Any, None]]
+Serve = Callable[[FunctionCall], Coroutine[Any, Any, None] | None]
+"""Serves a ``FunctionCall``: at once (None), or by the coroutine it returns, which the
+protocol runs as a task."""
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
@@ -490,9 +492,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         call: Any = self.cycle  # uvicorn types it as its own cycle; it may be a FunctionCall
         if type(call) is FunctionCall and not call.response_complete:
             assert self.serve is not None
-            task = self.loop.create_task(self.serve(call))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
+            serving = self.serve(call)
+            if serving is not None:
+                task = self.loop.create_task(serving)
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
 
     def function_call(self) -> FunctionCall | None:
         """The request whose head just ended as a ``FunctionCall``, or None where uvicorn's

@@ -39,7 +39,7 @@ from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate, Forward, LocalState, Refresh, decide
 from tierfaas.routing.hot import HotTracker
 from tierfaas.routing.peers import PeerFailed, PeerPool, PeerResponse, PeerUnreachable
-from tierfaas.runtime import PoolView, Runtime
+from tierfaas.runtime import Invocation, PendingCall, PoolView, Runtime
 from tierfaas.tracing import record
 from tierfaas.tracing.spans import CURRENT
 
@@ -336,6 +336,40 @@ class Router:
             headers=handler_headers(headers, dropped) if pool.takes_context else None,
             started=started,
         )  # fmt: skip
+        return self._local_reply(result)
+
+    def call_now(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: RawHeaders,
+        started: float,
+        path: str,
+    ) -> PendingCall | None:
+        """``handle``'s call from outside sent at once, with no task, when ``name`` has a free
+        slot here: rule 1 runs it here whatever a lookup would say (``LocalState``), so none is
+        made. ``finish_now`` takes its answer once its future is done. None, and nothing
+        changes, when no slot is free, or for a forwarded call (``handle`` verifies those).
+        Raises ``errors.HttpError`` as ``handle`` does."""
+        pool = self.runtime.pool(name)  # 404 before anything else
+        for key, _ in headers:
+            if key in _HOP_HEADERS:
+                return None
+        return self.runtime.call_now(
+            name, body, request_id=request_id, method=method, path=path, query=query,
+            headers=handler_headers(headers) if pool.takes_context else None, started=started,
+        )  # fmt: skip
+
+    def finish_now(self, name: str, started: float, request_id: str, call: PendingCall) -> Reply:
+        """The reply to ``call_now``'s call, whose future is done: what ``handle`` returns or
+        raises for a call run here."""
+        return self._local_reply(self.runtime.finish_now(name, started, request_id, call))
+
+    def _local_reply(self, result: Invocation) -> Reply:
         cold = result.cold
         self._count_route(_LOCAL_COLD if cold else _LOCAL_WARM)
         reply_headers = self._headers(result.content_type, cold)

@@ -13,6 +13,7 @@ from tierfaas.runtime.events import (
     InstanceStopped,
     RuntimeEvent,
 )
+from tierfaas.runtime.pool import PendingCall
 from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.runtime import Invocation, Runtime
 
@@ -22,6 +23,7 @@ __all__ = [
     "InstanceStarted",
     "InstanceStopped",
     "Invocation",
+    "PendingCall",
     "PoolView",
     "Runtime",
     "RuntimeEvent",

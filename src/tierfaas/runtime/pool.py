@@ -25,6 +25,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tierfaas import errors
@@ -50,6 +51,17 @@ log = logging.getLogger(__name__)
 
 Waiter = asyncio.Future[PoolInstance]
 Restart = Callable[[float], None]  # moves a waiter's give-up timer to the given time
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """A call ``FunctionPool.call_now`` sent: its future (the instance's answer), the
+    instance whose slot it holds, when it was dispatched, and whether it waited for a start."""
+
+    future: asyncio.Future[Result]
+    instance: PoolInstance
+    dispatched: float
+    cold: bool
 
 
 class FunctionPool:
@@ -216,11 +228,69 @@ class FunctionPool:
             self._call_arrived(arrived)  # a forwarded call refused unrun never arrived here
         else:
             self._call_arrived(arrived)
-            try:
-                instance = await self._acquire()
-            except BaseException:
-                self._call_ended(self.clock())
-                raise
+            instance = self._free_instance()
+            if instance is not None:
+                instance.busy += 1
+                self._metered()
+            else:
+                try:
+                    instance = await self._acquire()
+                except BaseException:
+                    self._call_ended(self.clock())
+                    raise
+        future, dispatched, cold = self._send(
+            instance, arrived, body, context, deadline, request_id
+        )
+        try:
+            result = await future
+        except BaseException as exc:
+            self._ended(instance, dispatched, False)
+            if trace is not None:
+                record.ran(trace, self.spec.name, arrived, dispatched, instance.last_used,
+                           instance.id, cold, exc)  # fmt: skip
+            raise
+        self._ended(instance, dispatched, True)
+        if trace is not None:
+            record.ran(trace, self.spec.name, arrived, dispatched, instance.last_used,
+                       instance.id, cold)  # fmt: skip
+        return result, cold
+
+    def call_now(
+        self, body: bytes, context: dict[str, Any] | None, deadline: float, request_id: str
+    ) -> PendingCall | None:
+        """A local call (``invoke`` without ``warm_only``) sent at once to a free slot, with no
+        task: ``ended`` finishes it once its future is done. None, and nothing changes, when
+        no slot is free now (``invoke`` then queues it or starts an instance). Raises
+        ``FunctionTimeout`` for a deadline already past (the call did not run)."""
+        instance = self._free_instance()
+        if instance is None:
+            return None
+        arrived = self.clock()
+        instance.busy += 1
+        self._metered()
+        self._call_arrived(arrived)
+        future, dispatched, cold = self._send(
+            instance, arrived, body, context, deadline, request_id
+        )
+        return PendingCall(future, instance, dispatched, cold)
+
+    def ended(self, call: PendingCall) -> None:
+        """``call_now``'s call is done (its future resolved, answered or failed)."""
+        future = call.future
+        answered = not future.cancelled() and future.exception() is None
+        self._ended(call.instance, call.dispatched, answered)
+
+    def _send(
+        self,
+        instance: PoolInstance,
+        arrived: float,
+        body: bytes,
+        context: dict[str, Any] | None,
+        deadline: float,
+        request_id: str | None,
+    ) -> tuple[asyncio.Future[Result], float, bool]:
+        """Sends a call on ``instance``, whose slot it holds: its future, when it was
+        dispatched, and whether it is cold."""
         cold = arrived < instance.ready_at
         dispatched = self.clock()  # one read: the time left, and the start of the call's run
         remaining = deadline - dispatched
@@ -230,30 +300,19 @@ class FunctionPool:
             raise errors.FunctionTimeout(
                 f"{self.spec.name!r} ran out of time waiting for an instance; it did not run"
             )
-        future = instance.call(body, context, remaining, request_id)
-        try:
-            result = await future
-        except BaseException as exc:
-            if trace is not None:
-                record.ran(trace, self.spec.name, arrived, dispatched, self.clock(), instance.id,
-                           cold, exc)  # fmt: skip
-            raise
-        finally:
-            self._release(instance)
-            self._call_ended(instance.last_used)  # now, as _release read it
+        return instance.call(body, context, remaining, request_id), dispatched, cold
+
+    def _ended(self, instance: PoolInstance, dispatched: float, answered: bool) -> None:
+        self._release(instance)
         ended = instance.last_used  # now, as _release read it
-        if trace is not None:
-            record.ran(trace, self.spec.name, arrived, dispatched, ended, instance.id, cold)
-        took = ended - dispatched
-        self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
-        return result, cold
+        self._call_ended(ended)
+        if answered:
+            took = ended - dispatched
+            self.call_s = took if self.call_s is None else self.call_s + 0.2 * (took - self.call_s)
 
     async def _acquire(self) -> PoolInstance:
-        instance = self._free_instance()
-        if instance is not None:
-            instance.busy += 1
-            self._metered()
-            return instance
+        """A slot for a local call when none is free now: it waits in the queue, starting
+        an instance or scaling out as the policy says."""
         decision = policy.admit(self.state(), self.clock())
         if isinstance(decision, policy.Refuse):
             raise errors.Overloaded(

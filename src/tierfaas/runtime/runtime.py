@@ -24,11 +24,12 @@ from tierfaas.manifest import Release
 from tierfaas.runtime import eviction, idle_summary, keepalive, policy
 from tierfaas.runtime.budget import MemoryBudget, MemoryReport
 from tierfaas.runtime.events import EventListener, InstanceStarted, RuntimeEvent
+from tierfaas.runtime.instance import Result
 from tierfaas.runtime.keepalive import Windows
 from tierfaas.runtime.memory import auto_budget, pressure_file, read_capacity
 from tierfaas.runtime.memwatch import KernelProbe, MemoryProbe, MemoryWatch
 from tierfaas.runtime.output import OutputBudget, OutputLine
-from tierfaas.runtime.pool import FunctionPool
+from tierfaas.runtime.pool import FunctionPool, PendingCall
 from tierfaas.runtime.ports import PoolView, Spawner
 from tierfaas.runtime.spawner import ZygoteSpawner
 
@@ -202,16 +203,7 @@ class Runtime:
                 self.stats.raised(name, self.clock() - start, request_id, exc)
                 raise exc
             timeout = min(timeout, deadline - start)
-        context: dict[str, Any] | None = None
-        if pool.takes_context:  # else the handler would not see it: don't build or send it
-            context = {
-                "request_id": request_id,
-                "method": method,
-                "path": path,
-                "query": query,
-                "headers": headers or {},
-                "deadline": time.time() + timeout - (self.clock() - start),
-            }
+        context = self._context(pool, request_id, method, path, query, headers, start, timeout)
         try:
             result, cold = await pool.invoke(body, context, start + timeout, warm_only, request_id)
         except errors.HttpError as exc:
@@ -219,6 +211,73 @@ class Runtime:
             if not (warm_only and isinstance(exc, errors.NotWarm | errors.Busy)):
                 self.stats.raised(name, self.clock() - start, request_id, exc)
             raise
+        return self._ran(name, start, request_id, result, cold)
+
+    def call_now(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        request_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str] | None,
+        started: float,
+    ) -> PendingCall | None:
+        """``invoke``'s local call (no ``deadline``, not ``warm_only``) sent at once, with no
+        task, when a slot of ``name`` is free here; ``finish_now`` takes its answer once its
+        future is done. None, and nothing changes, when no slot is free now. Raises
+        ``errors.HttpError`` as ``invoke`` does."""
+        pool = self._pool(name)
+        timeout = pool.spec.timeout_s
+        context = self._context(pool, request_id, method, path, query, headers, started, timeout)
+        try:
+            return pool.call_now(body, context, started + timeout, request_id)
+        except errors.HttpError as exc:
+            self.stats.raised(name, self.clock() - started, request_id, exc)
+            raise
+
+    def finish_now(
+        self, name: str, started: float, request_id: str, call: PendingCall
+    ) -> Invocation:
+        """The outcome of ``call_now``'s call, whose future is done: what ``invoke`` returns
+        or raises, counted the same way."""
+        self.pools[name].ended(call)
+        exc = call.future.exception()
+        if exc is not None:
+            if isinstance(exc, errors.HttpError):
+                self.stats.raised(name, self.clock() - started, request_id, exc)
+            raise exc
+        return self._ran(name, started, request_id, call.future.result(), call.cold)
+
+    def _context(
+        self,
+        pool: FunctionPool,
+        request_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str] | None,
+        start: float,
+        timeout: float,
+    ) -> dict[str, Any] | None:
+        """What the handler sees of the call, or None when it takes no context (it would not
+        see it: not built, not sent)."""
+        if not pool.takes_context:
+            return None
+        return {
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers or {},
+            "deadline": time.time() + timeout - (self.clock() - start),
+        }
+
+    def _ran(
+        self, name: str, start: float, request_id: str, result: Result, cold: bool
+    ) -> Invocation:
         if result.status < 500:
             self.stats.ran(name, self.clock() - start)
         else:  # an exec function's own error answer
