@@ -455,6 +455,21 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 "head_too_large",
             )
 
+    def on_message_begin(self) -> None:
+        # uvicorn's, but for the ASGI scope (two dicts and a copy of the app state): only a
+        # request the ASGI cycle serves needs one, and on_headers_complete builds it then.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _build_scope(self) -> None:
+        """uvicorn's scope for the request whose head just ended (its on_message_begin builds
+        it, and resets what the head's callbacks set: kept here)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         self.head_since = None
         if self.big_chunk:
@@ -480,6 +495,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.cycle = call  # type: ignore[assignment]  # duck-typed, see FunctionCall
                 self.body_since = self.loop.time()
                 return
+        self._build_scope()
         HttpToolsProtocol.on_headers_complete(self)
         if self.cycle is not None:  # None only for a websocket upgrade, which we do not serve
             self.cycle.transport = self.answer_transport  # type: ignore[assignment]

@@ -31,19 +31,26 @@ class BusyMeter:
 
     def change(self, busy: int, capacity: int) -> None:
         """The pool's busy slots and capacity (slots on live instances) from now on."""
-        self._advance()
+        now = self._clock()
+        if now < self._window_start + self.window_s:  # twice per call: _advance inlined
+            elapsed = now - self._at
+            if elapsed > 0:
+                self._busy_time += self._busy * elapsed
+                self._slot_time += self._capacity * elapsed
+                self._at = now
+        else:
+            self._advance(now)
         self._busy, self._capacity = busy, capacity
 
     def share(self) -> float:
         """Busy slot-time over available slot-time, 0..1: over the last complete window, or
         the current one so far if none has completed yet (0 with no capacity at all)."""
-        self._advance()
+        self._advance(self._clock())
         if self._last is not None:
             return self._last
         return self._busy_time / self._slot_time if self._slot_time > 0 else 0.0
 
-    def _advance(self) -> None:
-        now = self._clock()
+    def _advance(self, now: float) -> None:
         end = self._window_start + self.window_s
         while now >= end:
             self._integrate(end)
