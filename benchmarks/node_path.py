@@ -22,12 +22,10 @@ benchmarks/results/node_path.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +35,12 @@ CONNECTIONS = 64
 
 async def measure(requests: int, rounds: int) -> list[float]:
     """CPU µs per call of each round, in this process (the tree on ``sys.path``)."""
-    from uvicorn.config import Config
-    from uvicorn.server import ServerState
-
+    from http_front import cpu_per_request, fake_connections
     from tierfaas.config import NodeConfig
     from tierfaas.http.app import NodeApp
     from tierfaas.http.metrics import Metrics
     from tierfaas.http.protocol import bounded_protocol
     from tierfaas.testing import FakeClock, FakeSpawner, RuntimeHarness, fake_release
-    from tierfaas.testing.transport import FakeTransport
 
     release = fake_release({"hello": {"concurrency": 64, "max_instances": 1, "memory_mb": 64}})
     clock = FakeClock()
@@ -57,33 +52,8 @@ async def measure(requests: int, rounds: int) -> list[float]:
         config = NodeConfig(release_dir=release.root)
         app = NodeApp(harness.runtime, config, Metrics(), "n1")
         protocol_class = bounded_protocol(config, lambda reason: None, app.serve_call)
-        # As the node configures uvicorn (node/lifecycle.py).
-        uvicorn_config = Config(
-            app, http=protocol_class, ws="none", lifespan="off", access_log=False,
-            proxy_headers=False, server_header=False, log_level="warning",
-        )  # fmt: skip
-        state = ServerState()
-        loop = asyncio.get_running_loop()
-        connections = []
-        for _ in range(CONNECTIONS):
-            protocol = protocol_class(uvicorn_config, state, {}, loop)
-            transport = FakeTransport(keep=False)
-            protocol.connection_made(transport)  # type: ignore[arg-type]
-            connections.append((protocol, transport))
-        passes = max(1, requests // CONNECTIONS)
-        results = []
-        for number in range(rounds):
-            began = time.process_time()
-            for _ in range(passes):
-                for protocol, _ in connections:
-                    protocol.data_received(REQUEST)
-                for _ in range(4):  # the calls' tasks or callbacks, then their answers
-                    await asyncio.sleep(0)
-            spent = time.process_time() - began
-            if any(t.count != (number + 1) * passes for _, t in connections):
-                raise RuntimeError("a call got no answer")
-            results.append(spent / (passes * CONNECTIONS) * 1e6)
-        return results
+        connections = fake_connections(app, protocol_class, CONNECTIONS)
+        return await cpu_per_request(connections, REQUEST, requests, rounds)
 
 
 def child(requests: int, rounds: int) -> int:
