@@ -282,6 +282,23 @@ async def test_the_status_is_passed_through(status: int) -> None:
 
 
 @both_loops
+async def test_interim_answers_are_passed_over_for_the_final_one() -> None:
+    async def answer(request: Request) -> bytes:
+        interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+        return interim + respond(201, b"made", b"x-final: 1\r\n")
+
+    async with instance_of(answer) as (instance, server):
+        for _ in range(2):  # and the connection serves the next call
+            result = await call(instance, {})
+            assert (result.status, result.body, result.headers) == (
+                201,
+                b"made",
+                [(b"x-final", b"1")],
+            )
+        assert not instance.dead and server.connections == 1
+
+
+@both_loops
 async def test_calls_in_flight_use_their_own_connections_and_may_end_in_any_order() -> None:
     fast_done = asyncio.Event()
 
@@ -433,6 +450,8 @@ async def test_an_answer_over_max_body_is_refused_and_the_instance_lives_on() ->
         b"SMTP ready\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
     ],
 )
 @both_loops

@@ -155,7 +155,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         if number and exc is None and not self.closed_here and self.head_done and not self.framed:
             # A body with neither a length nor chunks runs until the close (RFC 9112 6.3).
-            self.owner.answered(self, number, self._result())
+            self.owner.answered(self, number, self._result(self.parser.get_status_code()))
             number = 0
         self.owner.lost(self, number, exc)
 
@@ -186,19 +186,30 @@ class HttpConnection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        number, self.number = self.number, 0
+        number = self.number
         if not number:
             return
+        status = self.parser.get_status_code()
+        if status == 101:  # the node never asks to switch protocols
+            self.refusal = "101 Switching Protocols, unasked"
+            raise httptools.HttpParserError(self.refusal)
+        if status < 200:  # interim (100 Continue, 103 Early Hints): the answer follows it
+            self.head_done = self.framed = False
+            self.content_type = DEFAULT_CONTENT_TYPE
+            self.headers, self.size, self.header_count = [], 0, 0
+            self.chunks.clear()
+            return
+        self.number = 0
         if not self.parser.should_keep_alive():
             self.close()
-        self.owner.answered(self, number, self._result())
+        self.owner.answered(self, number, self._result(status))
 
-    def _result(self) -> Result:
+    def _result(self, status: int) -> Result:
         chunks = self.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.request = b""  # an idle connection holds neither body
-        return Result(body, self.content_type, self.parser.get_status_code(), self.headers)
+        return Result(body, self.content_type, status, self.headers)
 
 
 async def connect(owner: ConnectionOwner, port: int | str, max_body: int) -> HttpConnection:
