@@ -448,6 +448,12 @@ def result(scenario: str, outcomes: Sequence[Outcome], **kw: Any) -> ScenarioRes
 # connection opened before the cut is closed after 10 s idle (routing.router.UNREACHABLE_S):
 # a call sent later than this after the cut must not fail.
 IN_FLIGHT_WINDOW_S = 10.0
+# After the heal each side learns that the other is alive from kinship (its gossip to members
+# it holds dead, who refute), and the older master wins back once the demotion grace (3 s)
+# has passed. Alone that took 3.5-4.7 s here; beside the rest of the suite on two cores, up
+# to 11.6 s (the sides saw each other alive 7.3-8.6 s after the heal). The bound still tells
+# that path from kinship's fallback, a reconnect to dead members every 30 s.
+HEAL_BOUND_S = 20.0
 
 
 def test_partition_majority_and_minority_then_heal() -> None:
@@ -591,7 +597,7 @@ def test_partition_majority_and_minority_then_heal() -> None:
         )
         print(f"wrote {out}")
         assert final == master, f"one master, the older one ({master}), not {final}"
-        assert one_master_s is not None and one_master_s < 10.0, one_master_s
+        assert one_master_s is not None and one_master_s < HEAL_BOUND_S, one_master_s
         assert table_s is not None, f"the table never equalled the truth: {gaps[-3:]}"
         assert table is not None and only_major in table and only_minor in table
         everything = load.select()
