@@ -452,7 +452,8 @@ IN_FLIGHT_WINDOW_S = 10.0
 # it holds dead, who refute), and the older master wins back once the demotion grace (3 s)
 # has passed. Alone that took 3.5-4.7 s here; beside the rest of the suite on two cores, up
 # to 11.6 s (the sides saw each other alive 7.3-8.6 s after the heal). The bound still tells
-# that path from kinship's fallback, a reconnect to dead members every 30 s.
+# that path from kinship's fallback, its reconnect to dead members (`reconnect_interval`,
+# 30 s on `lan`).
 HEAL_BOUND_S = 20.0
 
 
