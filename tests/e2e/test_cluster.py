@@ -42,10 +42,30 @@ def all_agree(nodes: list[NodeProcess], size: int) -> tuple[Any, ...] | None:
     return None
 
 
+def disagreement(nodes: list[NodeProcess]) -> list[object]:
+    """Each node's view as ``all_agree`` judges it, to tell why they did not agree: its
+    agreement and the members whose cohort is not settled (or the error reading it)."""
+    described: list[object] = []
+    for node in nodes:
+        try:
+            view = LocalCluster.view(node)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            described.append(repr(exc))
+            continue
+        unsettled = [m["name"] for m in view["members"] if m["cohort"] is None]
+        described.append((agreement(view), unsettled))
+    return described
+
+
 def test_seven_nodes_agree_on_master_replicas_and_assignment(tmp_path: Path) -> None:
     with LocalCluster(TESTREL, 7, first_host=20, log_dir=tmp_path) as cluster:
         started = time.monotonic()
-        master, replicas, assignment, _ = eventually(lambda: all_agree(cluster.nodes, 7), 5)
+        master, replicas, assignment, _ = eventually(
+            lambda: all_agree(cluster.nodes, 7),
+            5,
+            what="seven nodes agreeing",
+            describe=lambda: disagreement(cluster.nodes),
+        )
         assert time.monotonic() - started < 5
         members = LocalCluster.view(cluster.nodes[0])["members"]
         # Rank 0 is the run that formed the cluster first: the lowest cohort (how late it
