@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration chaos lint bench clean
+.PHONY: run test unit integration chaos lint bench clean native
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tierfaas needs Python 3.11 or newer")'
@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+# The call path compiled with mypyc (tierfaas.native, docs/operations.md): built again when a
+# source it compiles changed (~1 min), a no-op otherwise; without a C compiler it says so and
+# the node runs the same code interpreted.
+native: $(STAMP)
+	$(BIN)/python -m tierfaas.native.build
+
+run: $(STAMP) native
 	$(BIN)/tierfaas up --nodes 5 --release examples/demo --port 8080
 
 # Every tier: unit, integration, e2e (real node processes) and the chaos suite's short
@@ -24,7 +30,7 @@ run: $(STAMP)
 # tests bound how fast membership, failover and a heal converge, and three workers of
 # sandboxed node clusters oversubscribe two cores enough to push those past their bounds.
 JOBS ?= 2
-test: $(STAMP)
+test: $(STAMP) native
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests/unit tests/integration tests/e2e tests/chaos
 
 # The unit tier alone (under a minute): in-process, with FakeClock and the in-memory fakes of

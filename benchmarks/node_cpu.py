@@ -4,9 +4,12 @@ help?
     .venv/bin/python benchmarks/node_cpu.py before=/tmp/old/src after=src          # 6 x 2 s
     .venv/bin/python benchmarks/node_cpu.py --rounds 4 --secs 1 after=src         # one tree
     .venv/bin/python benchmarks/node_cpu.py --only hello-node before=... after=src  # one release
+    .venv/bin/python benchmarks/node_cpu.py py=src:interpreted native=src  # compiled or not
 
 Each ``NAME=SRC`` is a source tree (``git archive REV | tar -x -C /tmp/old`` makes one of an
-older commit) run by this venv's Python with ``PYTHONPATH=SRC``. Per tree, two nodes: one
+older commit) run by this venv's Python with ``PYTHONPATH=SRC``; its call path is compiled
+(``tierfaas.native``) when the venv's build matches its sources, and never with
+``:interpreted``. Per tree, two nodes: one
 with the exec fixture (``hello-node``: hello.js, http on a Unix socket) and one with the demo
 release (``hello``, the Python runtime). Rounds alternate over every node, each one wrk run
 (64 connections, the runtime benchmark's POST) measuring from ``/proc/PID/stat`` the CPU of
@@ -72,7 +75,12 @@ def gc_seconds(target: Target) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("trees", nargs="+", help="NAME=SRC: a source tree to run nodes of")
+    parser.add_argument(
+        "trees",
+        nargs="+",
+        help="NAME=SRC: a source tree to run nodes of; NAME=SRC:interpreted with its compiled "
+        "call path off (TIERFAAS_NATIVE=0, tierfaas.native)",
+    )
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--secs", type=float, default=2.0, help="seconds of wrk per node and round")
     parser.add_argument("--connections", type=int, default=64)
@@ -87,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     with c.Processes() as processes, tempfile.TemporaryDirectory(prefix="node-cpu-") as tmp:
         for spec in args.trees:
             tree, _, src = spec.partition("=")
-            if not src:
-                parser.error(f"{spec!r}: expected NAME=SRC")
+            src, _, mode = src.partition(":")
+            if not src or mode not in ("", "interpreted"):
+                parser.error(f"{spec!r}: expected NAME=SRC or NAME=SRC:interpreted")
             for release, (release_dir, function) in RELEASES.items():
                 if args.only is not None and release != args.only:
                     continue
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--log-level", "warning",
                 ]  # fmt: skip
                 env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
+                if mode == "interpreted":
+                    env["TIERFAAS_NATIVE"] = "0"
                 managed = processes.start(f"{tree}-{release}", argv_, env=env)
                 url = f"http://{args.host}:{port}/function/{function}"
                 targets.append(Target(tree, release, port, managed, url, gc_file))

@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -64,7 +64,7 @@ from tierfaas.http.history import parse_since
 from tierfaas.http.metrics import UNKNOWN, Metrics
 from tierfaas.http.protocol import FunctionCall, write_answer
 from tierfaas.names import is_valid_name
-from tierfaas.routing.router import Reply, Router
+from tierfaas.routing.router import RawHeaders, Reply, Router
 from tierfaas.runtime import PendingCall, Runtime
 from tierfaas.tracing.http import traced
 
@@ -113,6 +113,44 @@ def _raw_subpath(raw: bytes) -> str:
     return "/" + rest.decode("ascii")
 
 
+class CallRouter(Protocol):
+    """What the app asks of its router: ``Router``, or a fake in the unit tests. A protocol,
+    not the class, so that the compiled call path (``tierfaas.native``) takes either."""
+
+    forwarded: int  # calls sent on to another node and answered there
+
+    async def handle(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: RawHeaders,
+        started: float,
+        path: str = "/",
+        call: tuple[str, int] | None = None,
+    ) -> Reply: ...
+
+    def call_now(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        request_id: str,
+        method: str,
+        query: str,
+        headers: RawHeaders,
+        started: float,
+        path: str,
+    ) -> PendingCall | None: ...
+
+    def finish_now(
+        self, name: str, started: float, request_id: str, call: PendingCall
+    ) -> Reply: ...
+
+
 class _LocalCall:
     """The callback that answers a call ``NodeApp._call_now`` sent, once its future is done."""
 
@@ -150,14 +188,14 @@ class NodeApp:
         node_name: str,
         not_ready_reason: Callable[[], str | None] = lambda: None,
         cluster_view: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-        router: Router | None = None,
+        router: CallRouter | None = None,
         *,
         not_ready_fatal: Callable[[], bool] = lambda: False,
         routes_view: Callable[[], dict[str, Any]] | None = None,
         clock: Clock = monotonic,
     ) -> None:
         self.clock = clock  # the dashboard's rate intervals
-        self.router = router or Router.standalone(runtime, node_name)
+        self.router: CallRouter = router or Router.standalone(runtime, node_name)
         self.cluster_view = cluster_view
         self.routes_view = routes_view
         self.runtime = runtime

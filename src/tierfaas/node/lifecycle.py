@@ -36,6 +36,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from tierfaas import native
 from tierfaas.calls.schedules import ScheduleTicker, crons_of
 from tierfaas.cluster.state import RoleChange
 from tierfaas.config import NodeConfig
@@ -150,13 +151,14 @@ class Node:
         if parts.schedules is not None:
             self._follow_schedules(parts.schedules)
         log.info(
-            "node %s serving release %s %s on http://%s (%d functions, isolation %s)",
+            "node %s serving release %s %s on http://%s (%d functions, isolation %s, call path %s)",
             self.name,
             parts.release.name,
             parts.release.version,
             self.config.http,
             len(parts.release.functions),
             self.config.isolation,
+            native.STATE.describe(),
         )
         # What exists now (modules, the release, the parts) lives as long as the node: frozen,
         # out of the collector's sight, so a full collection walks only what serving made. In
