@@ -33,6 +33,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
+import tierfaas
+from tierfaas import native
 from tierfaas.calls import api as calls_api
 from tierfaas.http import app as app_module
 from tierfaas.http import function_page
@@ -103,11 +105,15 @@ def test_the_description_is_valid_openapi_3_1() -> None:
     OPENAPI_31_VALIDATOR.validate(document)
 
 
+PACKAGE = Path(tierfaas.__file__).resolve().parent
+
+
 def _app_routes() -> set[str]:
     """Every path the app answers, read from its source: the literal paths it compares
     against, its admin paths, the dashboard's files, the invocation prefix, the one of a
     function's details and the routes of asynchronous calls (tierfaas.calls.api)."""
-    source = Path(app_module.__file__).read_text()
+    # The source, not the module's file: that is a compiled one under tierfaas.native.
+    source = native.source_path(PACKAGE, app_module.__name__).read_text()
     literal = set(re.findall(r'path == "(/[^"]*)"', source))
     calls = {
         f"{calls_api.ASYNC_PREFIX}{{name}}",

@@ -26,7 +26,6 @@ from tests.integration.test_peer_pool import both_loops
 from tierfaas import errors
 from tierfaas.clock import LoopScheduler
 from tierfaas.manifest import ExecCommand, FunctionSpec
-from tierfaas.runtime import exec_instance
 from tierfaas.runtime.exec_instance import CRASH_GRACE_S, HttpInstance
 from tierfaas.runtime.instance import Result
 from tierfaas.runtime.zygote_client import ZygoteClient
@@ -415,9 +414,9 @@ async def test_an_answer_without_length_ends_at_the_close_and_is_whole() -> None
 
 
 @both_loops
-async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exec_instance, "IDLE_CONNECTION_S", 0.05)
+async def test_a_connection_idle_too_long_is_not_reused() -> None:
     async with instance_of(ok) as (instance, server):
+        instance.idle_connection_s = 0.05
         await call(instance, {})
         await call(instance, {})
         assert server.connections == 1  # the probe's, reused at once

@@ -8,28 +8,37 @@ function timeout and answer 502 ``forward_failed``.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tierfaas.config import Address
+from tierfaas.config import Address, NodeConfig
 from tierfaas.routing import router as router_module
 from tierfaas.routing.cache import RouteCache
 from tierfaas.routing.decision import Candidate
 from tierfaas.routing.forwarding import Hop
 from tierfaas.routing.router import Router, RoutingMetrics
+from tierfaas.runtime import Runtime
+from tierfaas.testing import fake_release
 from tierfaas.testing.sockets import blackhole
 
 
+def unused_runtime(root: Path) -> Runtime:
+    """The runtime a router is built with, which these tests never run a call on."""
+    return Runtime(fake_release({"f": {}}, root=root), NodeConfig(release_dir=root))
+
+
 async def test_a_connect_that_hangs_is_unreachable_after_the_connect_timeout(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(router_module, "CONNECT_TIMEOUT_S", 0.3)
     cache = RouteCache(time.monotonic)
     metrics = RoutingMetrics(CollectorRegistry())
-    runtime: Any = None  # _forward never touches the runtime
-    router = Router(runtime, self_name="a", key=b"k" * 32, cache=cache, metrics=metrics)
+    router = Router(
+        unused_runtime(tmp_path), self_name="a", key=b"k" * 32, cache=cache, metrics=metrics
+    )
     await router.start()
     try:
         with blackhole() as (host, port):
@@ -60,14 +69,15 @@ class ColdPool:
 
 
 async def test_a_node_whose_connect_timed_out_gets_no_forwards_for_a_while(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Its pooled connections, opened before it was cut off, would take a call and hang.
     monkeypatch.setattr(router_module, "CONNECT_TIMEOUT_S", 0.3)
     cache = RouteCache(time.monotonic)
     metrics = RoutingMetrics(CollectorRegistry())
-    runtime: Any = None
-    router = Router(runtime, self_name="a", key=b"k" * 32, cache=cache, metrics=metrics)
+    router = Router(
+        unused_runtime(tmp_path), self_name="a", key=b"k" * 32, cache=cache, metrics=metrics
+    )
     await router.start()
     pool: Any = ColdPool()
 

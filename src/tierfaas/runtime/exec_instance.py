@@ -256,6 +256,7 @@ class HttpInstance(Instance):
         self.tasks: set[asyncio.Task[None]] = set()
         self.probing: asyncio.Future[int] | None = None  # the status a ready_path probe got
         self.sending: list[tuple[HttpConnection, int, bytes]] = []
+        self.idle_connection_s = IDLE_CONNECTION_S
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -388,7 +389,7 @@ class HttpInstance(Instance):
             connection = idle.pop()
             if connection.closed:
                 continue
-            if self.clock() - connection.idle_since >= IDLE_CONNECTION_S:
+            if self.clock() - connection.idle_since >= self.idle_connection_s:
                 connection.close()  # the server may be closing it now
                 continue
             return connection
