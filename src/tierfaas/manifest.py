@@ -36,6 +36,7 @@
                                 # stdin/stdout (docs/exec-protocol.md)
     ready_path = "/healthz"     # optional, http: ready once GET of it answers 200
     listen = "port"             # http: "port" (127.0.0.1:$PORT) or "unix" ($SOCKET_PATH)
+    pipeline = 1                # http: calls in flight on one connection to it (1..64)
 
 Every key of a function but ``handler``, ``init``, ``env``, ``command``, ``ready_path``,
 ``schedule`` and ``secrets`` may also be set in ``[defaults]``. An exec function has no
@@ -102,12 +103,13 @@ NETWORKS = ("host", "none")
 _FUNCTION_KEYS = {
     "handler", "init", "env", "api_keys", "cpu", "network", "schedule", "secrets", *_LIMITS
 }  # fmt: skip
-_EXEC_KEYS = {"runtime", "command", "protocol", "ready_path", "listen"}
+_EXEC_KEYS = {"runtime", "command", "protocol", "ready_path", "listen", "pipeline"}
 _DEFAULT_KEYS = {"api_keys", "cpu", "network", "runtime", "protocol", *_LIMITS}
 MAX_PRELOAD = 64
 RUNTIMES = ("python", "exec")
 PROTOCOLS = ("http", "stdio")
 LISTENS = ("port", "unix")
+MAX_PIPELINE = 64
 """Where an http function listens: ``port``, 127.0.0.1:$PORT; ``unix``, the Unix socket
 $SOCKET_PATH (no TCP port any local process could reach; works without network)."""
 MAX_ARGV = 256
@@ -144,6 +146,9 @@ class ExecCommand:
     """http: the instance is ready once GET of this path answers 200 (None: once it accepts)."""
     listen: str = "port"
     """http: ``"port"`` (127.0.0.1:$PORT) or ``"unix"`` (the Unix socket $SOCKET_PATH)."""
+    pipeline: int = 1
+    """http: calls in flight on one connection (HTTP/1.1 pipelining); 1: one per connection.
+    With N, an instance keeps at most ``ceil(concurrency / N)`` connections to its server."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +204,7 @@ class FunctionSpec:
             "command": None if command is None else list(command.argv),
             "protocol": None if command is None else command.protocol,
             "listen": None if command is None or command.protocol != "http" else command.listen,
+            "pipeline": None if command is None or command.protocol != "http" else command.pipeline,
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "cpu": self.cpu,
@@ -292,7 +298,7 @@ def _function(
         raise ManifestError(where, runtime_field, f"{_show(runtime)} is not {allowed}")
     handler = init = command = None
     if runtime == "python":
-        for key in ("command", "protocol", "ready_path", "listen"):
+        for key in ("command", "protocol", "ready_path", "listen", "pipeline"):
             if key in table:
                 raise ManifestError(
                     where, f"{prefix}.{key}", 'only an exec function has this (runtime = "exec")'
@@ -316,6 +322,13 @@ def _function(
         if runtime == "exec" and key == "threads":
             value = default  # a [defaults] threads is for the Python functions
         limits[key] = _number(where, f"{prefix}.{key}", value, kind, low, high)
+    if command is not None and command.pipeline > limits["concurrency"]:
+        raise ManifestError(
+            where,
+            f"{prefix}.pipeline",
+            f"{command.pipeline} is more than concurrency ({limits['concurrency']}), the calls "
+            "an instance has in flight",
+        )
     if limits["min_instances"] > limits["max_instances"]:
         where_min = (
             f"{prefix}.min_instances" if "min_instances" in table else "defaults.min_instances"
@@ -434,7 +447,14 @@ def _exec_command(
         if listen not in LISTENS:
             allowed = " or ".join(repr(x) for x in LISTENS)
             raise ManifestError(where, f"{prefix}.listen", f"{_show(listen)} is not {allowed}")
-    return ExecCommand(argv=argv, protocol=protocol, ready_path=ready_path, listen=listen)
+    pipeline = 1
+    if "pipeline" in table:
+        if protocol != "http":
+            raise ManifestError(where, f"{prefix}.pipeline", "only an http function has a pipeline")
+        pipeline = _number(where, f"{prefix}.pipeline", table["pipeline"], int, 1, MAX_PIPELINE)
+    return ExecCommand(
+        argv=argv, protocol=protocol, ready_path=ready_path, listen=listen, pipeline=pipeline
+    )
 
 
 def _argv(where: str, fieldname: str, value: Any) -> tuple[str, ...]:

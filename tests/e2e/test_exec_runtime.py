@@ -384,6 +384,32 @@ def test_an_http_function_on_a_unix_socket_without_network_answers(cluster: Clus
     assert listed["node-unix"]["listen"] == "unix" and listed["node-hello"]["listen"] == "port"
 
 
+def test_pipelined_calls_to_node_js_each_get_their_own_answer(cluster: Cluster) -> None:
+    """node-pipelined: ``pipeline = 4``, ``concurrency = 8``: Node.js's http server takes the
+    requests pipelined on its two connections, and every call, local or forwarded, slow or
+    not, gets its own answer."""
+    placed(cluster, cluster.a, "node-pipelined", b"first")
+    calls = [
+        Call(
+            cluster.a, "node-pipelined", f"call {n}".encode(), path="" if n % 3 else "/sleep?ms=30"
+        )
+        for n in range(24)
+    ]
+    calls += [Call(cluster.b, "node-pipelined", f"forwarded {n}".encode()) for n in range(4)]
+    answers = together(calls)
+    for sent, answer in zip(calls, answers, strict=True):
+        assert answer.status == 200, (answer, cluster.a.log_tail())
+        if sent.path:
+            assert answer.body == b"woke up", answer
+        else:
+            got = answer.json()
+            assert (got["body"], got["function"]) == (sent.body.decode(), "node-pipelined"), got
+    listed = {
+        f["name"]: f for f in json.loads(http_get(f"{cluster.a.url}/v1/functions")[1])["functions"]
+    }
+    assert listed["node-pipelined"]["pipeline"] == 4 and listed["node-unix"]["pipeline"] == 1
+
+
 def test_an_http_function_gets_the_request_and_gives_its_answer(cluster: Cluster) -> None:
     home = cluster.a
     placed(cluster, home, "node-hello")

@@ -92,6 +92,8 @@ class Server:
                     return
                 writer.write(answer)
                 await writer.drain()
+                if b"\r\nconnection: close\r\n" in answer.lower():
+                    return  # it reads nothing after that answer (RFC 9112 9.6)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -119,10 +121,11 @@ class Transport:
 
 def spec(**settings: Any) -> FunctionSpec:
     ready_path = settings.pop("ready_path", None)
+    pipeline = settings.pop("pipeline", 1)
     return FunctionSpec(
         name="h",
         handler=None,
-        command=ExecCommand(("./h",), "http", ready_path),
+        command=ExecCommand(("./h",), "http", ready_path, pipeline=pipeline),
         **{"concurrency": 4, "timeout_s": 5.0, **settings},
     )
 
@@ -343,6 +346,99 @@ async def test_a_call_on_a_warm_connection_takes_no_task() -> None:
         release.set()
         assert (await call_result(pending)).body == b"ok"
         assert server.connections == 1
+
+
+# -- pipelined (pipeline > 1) ----------------------------------------------------------------
+
+
+def echo_after(gate: asyncio.Event) -> Answer:
+    """Answers each request with its path, once ``gate`` is set."""
+
+    async def answer(request: Request) -> bytes:
+        await gate.wait()
+        return respond(200, request.line.split(b" ")[1])
+
+    return answer
+
+
+async def burst(instance: HttpInstance, paths: list[str], gate: asyncio.Event) -> list[bytes]:
+    """Calls ``paths`` in one pass of the loop; their answers once ``gate`` opens."""
+    pending = [instance.call(b"", {"path": path}, 5.0) for path in paths]
+    await asyncio.sleep(0.05)  # every request is out, the server holds the answers
+    gate.set()
+    return [(await call_result(future)).body for future in pending]
+
+
+@both_loops
+async def test_pipelined_calls_share_few_connections_and_each_gets_its_own_answer() -> None:
+    gate = asyncio.Event()
+    async with instance_of(echo_after(gate), pipeline=4, concurrency=8) as (instance, server):
+        assert instance.max_connections == 2
+        paths = [f"/{n}" for n in range(8)]
+        # The first burst opens connections while they are needed (the others are opening),
+        # and those over two close once they are idle.
+        assert await burst(instance, paths, gate) == [path.encode() for path in paths]
+        opened = server.connections
+        gate.clear()
+        before = len(server.requests)
+        assert await burst(instance, paths, gate) == [path.encode() for path in paths]
+        assert server.connections == opened  # no new connection
+        carried = [request.connection for request in server.requests[before:]]
+        assert len(set(carried)) == 2 and all(carried.count(c) == 4 for c in set(carried))
+        assert not instance.dead and instance.calls == {}
+
+
+@both_loops
+async def test_calls_behind_an_answer_that_closes_the_connection_go_again_on_a_new_one() -> None:
+    async def answer(request: Request) -> bytes:
+        path = request.line.split(b" ")[1]
+        if path == b"/first":
+            await asyncio.sleep(0.05)  # the others are pipelined behind it meanwhile
+            return respond(200, path, b"connection: close\r\n")
+        return respond(200, path)
+
+    async with instance_of(answer, pipeline=4, concurrency=4) as (instance, server):
+        pending = [instance.call(b"", {"path": p}, 5.0) for p in ("/first", "/a", "/b")]
+        bodies = [(await call_result(future)).body for future in pending]
+        assert bodies == [b"/first", b"/a", b"/b"]
+        lines = [(request.line, request.connection) for request in server.requests]
+        assert lines[0] == (b"POST /first HTTP/1.1", 0)  # the probe's connection
+        assert all(connection > 0 for _, connection in lines[1:])  # each read once, elsewhere
+        assert sorted(line for line, _ in lines[1:]) == [b"POST /a HTTP/1.1", b"POST /b HTTP/1.1"]
+        assert not instance.dead
+
+
+@both_loops
+async def test_calls_behind_an_answer_over_the_limit_fail_and_the_instance_lives_on() -> None:
+    async def answer(request: Request) -> bytes:
+        path = request.line.split(b" ")[1]
+        if path == b"/big":
+            await asyncio.sleep(0.05)  # the others are pipelined behind it meanwhile
+            return respond(200, b"x" * 2000)
+        return respond(200, path)
+
+    settings: dict[str, Any] = {"pipeline": 4, "concurrency": 4, "max_body": 1000}
+    async with instance_of(answer, **settings) as (instance, server):
+        pending = [instance.call(b"", {"path": p}, 5.0) for p in ("/big", "/a", "/b")]
+        with pytest.raises(errors.ResponseTooLarge, match="over the limit of 1000 bytes"):
+            await call_result(pending[0])
+        for behind in pending[1:]:
+            with pytest.raises(errors.ResponseTooLarge, match="before this call's"):
+                await call_result(behind)
+        assert {request.connection for request in server.requests} == {0}  # one connection
+        assert not instance.dead and instance.calls == {}
+        assert (await call(instance, {"path": "/after"})).body == b"/after"
+
+
+@both_loops
+async def test_one_call_per_connection_without_pipeline() -> None:
+    gate = asyncio.Event()
+    async with instance_of(echo_after(gate), concurrency=4) as (instance, server):
+        assert instance.max_connections == 4
+        assert await burst(instance, ["/0", "/1", "/2", "/3"], gate) == [
+            b"/0", b"/1", b"/2", b"/3"
+        ]  # fmt: skip
+        assert sorted(request.connection for request in server.requests) == [0, 1, 2, 3]
 
 
 @both_loops

@@ -334,3 +334,50 @@ def test_describe_shows_runtime_command_and_protocol(tmp_path: Path) -> None:
     python = release.functions["py"].describe()
     assert (python["runtime"], python["command"], python["protocol"]) == ("python", None, None)
     assert python["handler"] == "mod:fn"
+
+
+# -- pipeline -------------------------------------------------------------------------------
+
+
+def test_an_http_function_pipelines_when_told_and_one_call_per_connection_else(
+    tmp_path: Path,
+) -> None:
+    manifest = HEAD + HTTP + "concurrency = 16\npipeline = 8\n"
+    manifest += STDIO.replace("[functions.f]", "[functions.g]")
+    manifest += HTTP.replace("[functions.f]", "[functions.h]")
+    functions = load_release(write(tmp_path, manifest)).functions
+    assert functions["f"].command is not None and functions["f"].command.pipeline == 8
+    assert functions["f"].describe()["pipeline"] == 8
+    assert functions["h"].command is not None and functions["h"].command.pipeline == 1
+    assert functions["h"].describe()["pipeline"] == 1
+    assert functions["g"].describe()["pipeline"] is None  # stdio: its own framing
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0", "0 is outside 1..64"),
+        ("65", "65 is outside 1..64"),
+        ("2.5", "expected a whole number, got 2.5"),
+        ('"4"', "expected a number"),
+        ("true", "expected a number"),
+    ],
+)
+def test_a_pipeline_out_of_range_is_refused(tmp_path: Path, value: str, reason: str) -> None:
+    error = refused(tmp_path, HEAD + HTTP + f"concurrency = 64\npipeline = {value}\n")
+    assert "functions.f.pipeline" in str(error) and reason in str(error)
+
+
+def test_a_pipeline_over_the_concurrency_is_refused(tmp_path: Path) -> None:
+    error = refused(tmp_path, HEAD + HTTP + "concurrency = 4\npipeline = 8\n")
+    assert "functions.f.pipeline" in str(error)
+    assert "8 is more than concurrency (4)" in str(error)
+
+
+def test_only_an_http_function_has_a_pipeline(tmp_path: Path) -> None:
+    error = refused(tmp_path, HEAD + STDIO + "pipeline = 2\n")
+    assert "functions.f.pipeline" in str(error) and "only an http function" in str(error)
+    error = refused(tmp_path, HEAD + PYTHON + "pipeline = 2\n")
+    assert "functions.py.pipeline" in str(error) and 'runtime = "exec"' in str(error)
+    error = refused(tmp_path, HEAD + "[defaults]\npipeline = 2\n" + HTTP)
+    assert "defaults" in str(error) and "pipeline" in str(error)

@@ -6,15 +6,19 @@ the request is one f-string around the instance's constant host line, the answer
 httptools (chunked, close-delimited and 204/304 answers included) into raw header pairs that
 are filtered as they arrive, and the call's future is resolved from the parser's
 ``on_message_complete`` callback, the connection going back to the idle list in the same
-callback. No task and no timer per call: the instance's deadline timer bounds every call (a
-call past its timeout kills the instance, which closes its connections), and only opening a
-connection awaits (``HttpInstance`` owns the pool and decides what a failure means).
+callback once it carries nothing more. A connection carries one call at a time, or, for a
+function with ``pipeline`` > 1, several in a row (HTTP/1.1 pipelining): their requests leave in
+one write, their answers come back in order and are parsed from the same reads. No task and
+no timer per call: the instance's deadline timer bounds every call (a call past its timeout
+kills the instance, which closes its connections), and only opening a connection awaits
+(``HttpInstance`` owns the pool and decides what a failure means).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
 from typing import Any, Final, Protocol
 
 import httptools
@@ -81,13 +85,20 @@ class ConnectionOwner(Protocol):
         """The answer to call ``number`` is over the size limit (``too_large``) or not HTTP;
         the connection is closed."""
 
-    def lost(self, connection: HttpConnection, number: int, exc: Exception | None) -> None:
-        """The connection closed; ``number``: the call it carried without a whole answer (0:
-        none)."""
+    def lost(
+        self, connection: HttpConnection, number: int, request: bytes, exc: Exception | None
+    ) -> None:
+        """The connection closed; ``number``: a call it carried without a whole answer (0:
+        none; called once for each), ``request`` its request."""
+
+    def unsent(self, connection: HttpConnection, calls: list[tuple[int, bytes]]) -> None:
+        """Calls pipelined behind an answer that closed the connection (``Connection:
+        close``): the server reads no request after it, so they are to be sent again."""
 
 
 class HttpConnection(asyncio.Protocol):
-    """One kept-alive connection to the function's server, carrying one request at a time."""
+    """One kept-alive connection to the function's server, carrying one call at a time
+    (``send``), or several pipelined (``send_batch``)."""
 
     def __init__(self, owner: ConnectionOwner, max_body: int) -> None:
         self.owner = owner
@@ -97,8 +108,10 @@ class HttpConnection(asyncio.Protocol):
         self.closed = False  # closed, or closing (either side)
         self.closed_here = False  # the node closed it (not the server)
         self.idle_since = 0.0
-        self.number = 0  # the call in flight (PROBE: a readiness probe; 0: none)
-        self.request = b""  # the request in flight, kept to send again on a new connection
+        self.number = 0  # the call whose answer comes next (PROBE: a readiness probe; 0: none)
+        self.request = b""  # its request, kept to send again on a new connection
+        self.behind: deque[tuple[int, bytes]] = deque()  # calls pipelined after it, in order
+        self.reserved = 0  # calls the instance chose this connection for, not yet sent
         self.reused = False  # the request went on a connection that had been idle
         self.received = False  # a byte of the current answer arrived
         self.head_done = False  # the current answer's status line and headers are parsed
@@ -110,14 +123,34 @@ class HttpConnection(asyncio.Protocol):
         self.header_count = 0
         self.refusal = ""  # why a callback stopped the parser (httptools wraps the error)
 
+    def load(self) -> int:
+        """The calls on it: in flight and chosen for it."""
+        return (self.number != 0) + len(self.behind) + self.reserved
+
     def send(self, number: int, request: bytes, reused: bool) -> None:
+        """Sends one call on the connection, which carries none."""
         assert self.transport is not None
+        self._begin(number, request, reused)
+        self.transport.write(request)
+
+    def send_batch(self, calls: list[tuple[int, bytes]], reused: bool) -> None:
+        """Pipelines ``calls`` (numbers and requests, at least one) after those it carries,
+        in one write."""
+        assert self.transport is not None
+        first = 0
+        if not self.number:
+            self._begin(calls[0][0], calls[0][1], reused)
+            first = 1
+        self.behind.extend(calls[first:])
+        self.transport.write(b"".join([request for _, request in calls]))
+
+    def _begin(self, number: int, request: bytes, reused: bool) -> None:
+        """The answer to read next is call ``number``'s."""
         self.number, self.request, self.reused = number, request, reused
         self.received = self.head_done = self.framed = False
         self.content_type = DEFAULT_CONTENT_TYPE
         self.headers, self.size, self.header_count = [], 0, 0
         self.chunks.clear()
-        self.transport.write(request)
 
     def close(self) -> None:
         self.closed = self.closed_here = True
@@ -152,12 +185,16 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         number, self.number = self.number, 0
+        behind, self.behind = self.behind, deque()
         self.closed = True
+        request = self.request
         if number and exc is None and not self.closed_here and self.head_done and not self.framed:
             # A body with neither a length nor chunks runs until the close (RFC 9112 6.3).
             self.owner.answered(self, number, self._result(self.parser.get_status_code()))
             number = 0
-        self.owner.lost(self, number, exc)
+        self.owner.lost(self, number, request, exc)
+        for following, following_request in behind:
+            self.owner.lost(self, following, following_request, exc)
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -200,9 +237,16 @@ class HttpConnection(asyncio.Protocol):
             self.chunks.clear()
             return
         self.number = 0
+        result = self._result(status)
         if not self.parser.should_keep_alive():
             self.close()
-        self.owner.answered(self, number, self._result(status))
+            if self.behind:  # the server reads nothing after this answer
+                unsent, self.behind = list(self.behind), deque()
+                self.owner.unsent(self, unsent)
+        elif self.behind:
+            following, request = self.behind.popleft()
+            self._begin(following, request, False)
+        self.owner.answered(self, number, result)
 
     def _result(self, status: int) -> Result:
         chunks = self.chunks

@@ -233,7 +233,9 @@ class HttpInstance(Instance):
     It owns a pool of kept-alive connections to that server (``exec_http.HttpConnection``, up
     to ``concurrency`` of them, one call at a time each): a call goes out on the most recently
     used idle one, or on a new one; its answer resolves the call's future from the parser's
-    callback and puts the connection back in the idle list."""
+    callback and puts the connection back in the idle list. With ``pipeline`` N > 1 it keeps
+    at most ``ceil(concurrency / N)`` connections once they are open, and a call that finds
+    none idle goes behind the calls of the least loaded one (HTTP/1.1 pipelining)."""
 
     def __init__(
         self,
@@ -257,6 +259,9 @@ class HttpInstance(Instance):
         self.probing: asyncio.Future[int] | None = None  # the status a ready_path probe got
         self.sending: list[tuple[HttpConnection, int, bytes]] = []
         self.idle_connection_s = IDLE_CONNECTION_S
+        self.pipeline = spec.command.pipeline
+        self.max_connections = -(-spec.concurrency // self.pipeline)
+        self.connecting = 0  # connections being opened for a call
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -286,9 +291,12 @@ class HttpInstance(Instance):
             return
         request = encode_request(self.host_line, body, context)
         connection = self._take()
+        if connection is None and self.pipeline > 1:
+            connection = self._pipelined()
         if connection is None:
-            self._spawn_task(self._send_on_new(number, request))
+            self._open_for(number, request)
             return
+        connection.reserved += 1
         # The requests of one pass of the event loop leave together, at its end, as a stdio
         # instance's frames do: each write wakes the program, which then competes with the
         # node for the CPU while it still has calls to dispatch (in a side run under wrk,
@@ -300,28 +308,57 @@ class HttpInstance(Instance):
     def _send_all(self) -> None:
         sending, self.sending = self.sending, []
         calls = self.calls
+        batches: dict[HttpConnection, list[tuple[int, bytes]]] = {}
         for connection, number, request in sending:
+            connection.reserved -= 1
             if number not in calls or self.dead:
-                self._give_back(connection)  # timed out meanwhile, or stopped
-            elif connection.closed:  # the server closed it as idle meanwhile: nothing was sent
-                self._spawn_task(self._send_on_new(number, request))
-            else:
+                if not connection.load():
+                    self._give_back(connection)  # timed out meanwhile, or stopped
+            elif connection.closed:  # the server closed it meanwhile: this was not sent
+                self._open_for(number, request)
+            elif self.pipeline == 1:
                 connection.send(number, request, True)
+            else:
+                batches.setdefault(connection, []).append((number, request))
+        for connection, batch in batches.items():
+            connection.send_batch(batch, True)
+
+    def _pipelined(self) -> HttpConnection | None:
+        """Once the instance has its ``max_connections`` (open or opening), the least loaded
+        open one with room for one more call; None: open another."""
+        if len(self.connections) + self.connecting < self.max_connections:
+            return None
+        best: HttpConnection | None = None
+        best_load = self.pipeline
+        for connection in self.connections:
+            if not connection.closed:
+                load = connection.load()
+                if load < best_load:
+                    best, best_load = connection, load
+        return best
+
+    def _open_for(self, number: int, request: bytes) -> None:
+        """Sends call ``number`` on a new connection, once it is open."""
+        self.connecting += 1
+        self._spawn_task(self._send_on_new(number, request))
 
     async def _send_on_new(self, number: int, request: bytes) -> None:
         try:
             connection = await self._connect()
         except OSError as exc:
+            self.connecting -= 1
             if not self.dead and number in self.calls:
                 self._closed_early(f"its server refused a connection ({exc})")
             return
+        self.connecting -= 1
         if number in self.calls:
             connection.send(number, request, False)
         else:  # it timed out meanwhile
             self._give_back(connection)
 
     def answered(self, connection: HttpConnection, number: int, result: Result) -> None:
-        self._give_back(connection)
+        if not connection.load():
+            self._give_back(connection)
         if number == PROBE:
             self._probed(result.status)
             return
@@ -337,20 +374,31 @@ class HttpInstance(Instance):
         if number == PROBE:
             self._probed(0)
         elif too_large:  # refused; the server is sound, the instance lives on
-            future = self._take_call(number)
-            if self.deadlines and self.deadlines[0][1] == number:
-                self._prune()
-            if future is not None and not future.done():
-                future.set_exception(
-                    errors.ResponseTooLarge(
-                        f"{self.spec.name!r} answered over the limit of {self.max_body} bytes"
-                    )
-                )
+            self._fail(
+                number,
+                errors.ResponseTooLarge(
+                    f"{self.spec.name!r} answered over the limit of {self.max_body} bytes"
+                ),
+            )
         elif not self.dead:
             self.protocol_detail = detail
             self.kill("protocol_error")
 
-    def lost(self, connection: HttpConnection, number: int, exc: Exception | None) -> None:
+    def _fail(self, number: int, error: Exception) -> None:
+        future = self._take_call(number)
+        if self.deadlines and self.deadlines[0][1] == number:
+            self._prune()
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def unsent(self, connection: HttpConnection, calls: list[tuple[int, bytes]]) -> None:
+        for number, request in calls:
+            if not self.dead and number in self.calls:
+                self._open_for(number, request)
+
+    def lost(
+        self, connection: HttpConnection, number: int, request: bytes, exc: Exception | None
+    ) -> None:
         self.connections.discard(connection)
         if not number:
             if connection in self.idle:
@@ -363,8 +411,20 @@ class HttpInstance(Instance):
             return  # the calls fail as the instance closes
         if connection.reused and not connection.received:
             # The server closed it as idle while the request was on its way: it did not read
-            # the request, so it goes again, once, on a new connection (which is not reused).
-            self._spawn_task(self._send_on_new(number, connection.request))
+            # the request (nor any pipelined after it), so it goes again, once, on a new
+            # connection (which is not reused).
+            self._open_for(number, request)
+            return
+        if connection.closed_here:
+            # Pipelined behind an answer the node refused (over the limit), which closed the
+            # connection in the middle of this call's answer; it may have run.
+            self._fail(
+                number,
+                errors.ResponseTooLarge(
+                    f"an answer of {self.spec.name!r} before this call's on its connection was "
+                    f"over the limit of {self.max_body} bytes; the connection closed"
+                ),
+            )
             return
         reason = f": {exc}" if exc else ""
         self._closed_early(f"its server closed the connection before a whole answer{reason}")
@@ -398,8 +458,13 @@ class HttpInstance(Instance):
     def _give_back(self, connection: HttpConnection) -> None:
         if connection.closed:
             return
-        if self.dead or len(self.idle) >= self.spec.concurrency:
+        if (
+            self.dead
+            or len(self.idle) >= self.spec.concurrency
+            or (self.pipeline > 1 and len(self.connections) > self.max_connections)
+        ):
             connection.close()
+            self.connections.discard(connection)
             return
         connection.idle_since = self.clock()
         self.idle.append(connection)
