@@ -3,15 +3,15 @@ help?
 
     .venv/bin/python benchmarks/node_cpu.py before=/tmp/old/src after=src          # 6 x 2 s
     .venv/bin/python benchmarks/node_cpu.py --rounds 4 --secs 1 after=src         # one tree
-    .venv/bin/python benchmarks/node_cpu.py --only hello-node before=... after=src  # one release
+    .venv/bin/python benchmarks/node_cpu.py --only hello-node before=... after=src  # one function
     .venv/bin/python benchmarks/node_cpu.py py=src:interpreted native=src  # compiled or not
 
 Each ``NAME=SRC`` is a source tree (``git archive REV | tar -x -C /tmp/old`` makes one of an
 older commit) run by this venv's Python with ``PYTHONPATH=SRC``; its call path is compiled
 (``tierfaas.native``) when the venv's build matches its sources, and never with
-``:interpreted``. Per tree, two nodes: one
-with the exec fixture (``hello-node``: hello.js, http on a Unix socket) and one with the demo
-release (``hello``, the Python runtime). Rounds alternate over every node, each one wrk run
+``:interpreted``. Per tree, three nodes: two with the exec fixture (``hello-node``: hello.js,
+http on a Unix socket, ``pipeline = 8``; ``hello-node-serial``: the same, one call per
+connection) and one with the demo release (``hello``, the Python runtime). Rounds alternate over every node, each one wrk run
 (64 connections, the runtime benchmark's POST) measuring from ``/proc/PID/stat`` the CPU of
 the node's process alone (not its zygote or instances: what the node's call path costs), and
 the CPU its garbage collector took (``gc.callbacks`` in ``node_cpu_gc.py``, which starts the
@@ -38,6 +38,7 @@ from tierfaas.procs import free_port
 
 RELEASES = {
     "hello-node": (c.BENCHMARKS_DIR / "fixtures" / "exec", "hello-node"),
+    "hello-node-serial": (c.BENCHMARKS_DIR / "fixtures" / "exec", "hello-node-serial"),
     "hello-py": (c.REPO_ROOT / "examples" / "demo", "hello"),
 }
 GC_WRAPPER = c.BENCHMARKS_DIR / "node_cpu_gc.py"
@@ -86,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
-        "--only", choices=sorted(RELEASES), help="run nodes of this release only (half the time)"
+        "--only",
+        choices=sorted(RELEASES),
+        action="append",
+        help="run nodes of this function only (repeat it for several; default: all)",
     )
     args = parser.parse_args(argv)
     c.require_wrk()
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if not src or mode not in ("", "interpreted"):
                 parser.error(f"{spec!r}: expected NAME=SRC or NAME=SRC:interpreted")
             for release, (release_dir, function) in RELEASES.items():
-                if args.only is not None and release != args.only:
+                if args.only is not None and release not in args.only:
                     continue
                 port = free_port(args.host)
                 gc_file = Path(tmp) / f"{tree}-{release}.gc"
