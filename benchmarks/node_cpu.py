@@ -12,13 +12,13 @@ older commit) run by this venv's Python with ``PYTHONPATH=SRC``; its call path i
 ``:interpreted``. Per tree, three nodes: two with the exec fixture (``hello-node``: hello.js,
 http on a Unix socket, ``pipeline = 8``; ``hello-node-serial``: the same, one call per
 connection) and one with the demo release (``hello``, the Python runtime). Rounds alternate
-over every node, each one wrk run (64 connections, the runtime benchmark's POST) measuring
-from ``/proc/PID/stat`` the CPU of the node's process alone (not its zygote or instances: what the node's call path costs), and
-the CPU its garbage collector took (``gc.callbacks`` in ``node_cpu_gc.py``, which starts the
-node). Compare CPU per call within one round: the machine's load moves every figure of a
-round together, and wrk's req/s far more than CPU per call. ``cat /proc/loadavg`` is printed
-beside each figure. Every process started here is stopped on exit. Results: a table and
-benchmarks/results/node_cpu.json.
+over every node, each one wrk run (64 connections, the runtime benchmark's POST) measuring from
+``/proc/PID/stat`` the CPU of the node's process alone (not its zygote or instances: what the
+node's call path costs), and the CPU its garbage collector took (``gc.callbacks`` in
+``node_cpu_gc.py``, which starts the node). Compare CPU per call within one round: the
+machine's load moves every figure of a round together, and wrk's req/s far more than CPU per
+call. ``cat /proc/loadavg`` is printed beside each figure. Every process started here is
+stopped on exit. Results: a table and benchmarks/results/node_cpu.json.
 """
 
 from __future__ import annotations
