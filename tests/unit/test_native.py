@@ -67,6 +67,13 @@ def test_a_source_changed_since_the_build_loads_none_of_it(tmp_path: Path) -> No
     assert state.reason == "tierfaas.runtime.meter changed since the build: rebuild it"
 
 
+def test_a_build_with_a_module_no_longer_compiled_loads_none_of_it(tmp_path: Path) -> None:
+    manifest = built(tmp_path, {**sources(), "tierfaas.http.protocol": "its digest"})
+    state = native.decide(None, manifest, sources(), TAG, tmp_path)
+    assert not state.active
+    assert state.reason == "the build has tierfaas.http.protocol, no longer compiled: rebuild it"
+
+
 def test_a_source_gone_loads_none_of_it(tmp_path: Path) -> None:
     now = {**sources(), "tierfaas.runtime.pool": None}
     assert not native.decide(None, built(tmp_path, sources()), now, TAG, tmp_path).active
@@ -132,7 +139,10 @@ def test_activate_hooks_the_imports_when_the_build_matches(
     assert not native.activate(package, root=tmp_path).active
 
 
-def test_activate_without_a_build_or_with_a_broken_manifest(tmp_path: Path) -> None:
+def test_activate_without_a_build_or_with_a_broken_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(native.ENV, raising=False)
     package = Path(tierfaas.__file__).resolve().parent
     before = list(sys.meta_path)
     saved = native.STATE

@@ -49,11 +49,12 @@ cycle's use of ``transport``: ``write``, ``close``, ``is_closing``), stable sinc
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from uvicorn.config import Config
@@ -384,15 +385,29 @@ Serve = Callable[[FunctionCall], Coroutine[Any, Any, None] | None]
 protocol runs as a task."""
 
 
-class BoundedHttpProtocol(HttpToolsProtocol):
-    """Use ``bounded_protocol(config, on_reject)`` to make the class a node passes to
-    ``uvicorn.Config(http=...)``; it carries the limits as class attributes."""
+def _count_nothing(reason: str) -> None:
+    pass
 
-    limits = WireLimits()
-    max_head = limits.max_header_bytes
-    on_reject: Reject = staticmethod(lambda reason: None)
-    serve: Serve | None = None  # runs a FunctionCall; None: every request goes through ASGI
-    _sweepers: dict[int, _Sweeper] = {}  # by id of the server's connection set
+
+@dataclass(frozen=True)
+class Wire:
+    """What one node's connections share: their limits, what counts a rejected connection by
+    reason, what serves a ``FunctionCall`` (None: every request goes through the ASGI app),
+    and the sweepers of its servers (by id of a server's connection set)."""
+
+    limits: WireLimits = WireLimits()
+    on_reject: Reject = _count_nothing
+    serve: Serve | None = None
+    sweepers: dict[int, _Sweeper] = field(default_factory=dict)
+
+
+_DEFAULT_WIRE = Wire()
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """One connection of a node's HTTP server: uvicorn's, with the bounds and the invocation
+    path of ``wire``. ``bounded_protocol(config, on_reject, serve)`` makes what a node passes
+    to ``uvicorn.Config(http=...)``."""
 
     def __init__(
         self,
@@ -400,8 +415,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        wire: Wire = _DEFAULT_WIRE,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.limits = wire.limits
+        self.max_head = wire.limits.max_header_bytes
+        self.on_reject: Reject = wire.on_reject
+        self.serve: Serve | None = wire.serve
         self.logger = _QUIET_LOG
         now = self.loop.time()
         self.head_since: float | None = now  # waiting for a head since; None: not
@@ -414,7 +434,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.linger_last = 0.0  # when the last byte came in while lingering
         self.linger_bytes = 0  # read and dropped while lingering
         self.idle_since: float | None = None  # kept alive with no request since; None: not
-        sweepers = type(self)._sweepers
+        sweepers = wire.sweepers
         key = id(server_state.connections)
         if key not in sweepers:
             sweepers[key] = _Sweeper(self.loop, server_state.connections)
@@ -664,19 +684,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
 def bounded_protocol(
     config: NodeConfig, on_reject: Reject, serve: Serve | None = None
-) -> type[BoundedHttpProtocol]:
-    """The protocol class for one node's server: its limits, a callback that counts each
-    rejected connection by reason (``malformed``, ``head_timeout``, ``head_too_large``,
-    ``body_timeout``, ``send_timeout``), and what runs a ``FunctionCall`` (None: every
-    request goes through the ASGI app)."""
-    return type(
-        "NodeHttpProtocol",
-        (BoundedHttpProtocol,),
-        {
-            "limits": WireLimits.of(config),
-            "max_head": config.max_header_bytes,
-            "on_reject": staticmethod(on_reject),
-            "serve": None if serve is None else staticmethod(serve),
-            "_sweepers": {},
-        },
+) -> Callable[..., BoundedHttpProtocol]:
+    """What makes the connections of one node's server (uvicorn calls it with the protocol's
+    arguments): its limits, a callback that counts each rejected connection by reason
+    (``malformed``, ``head_timeout``, ``head_too_large``, ``body_timeout``,
+    ``send_timeout``), and what runs a ``FunctionCall`` (None: every request goes through the
+    ASGI app)."""
+    return functools.partial(
+        BoundedHttpProtocol, wire=Wire(WireLimits.of(config), on_reject, serve)
     )

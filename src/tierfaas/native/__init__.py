@@ -46,7 +46,9 @@ HOT_MODULES: Final = (
     "tierfaas.runtime.runtime",
 )
 """What a warm call runs through, from the app's checks to the instance's wire, and the
-statistics it updates (the HTTP front stays interpreted: uvicorn subclasses it at run time)."""
+statistics it updates. The connection's protocol (``tierfaas.http.protocol``) stays
+interpreted: compiled, a subclass of uvicorn's interpreted class, its own attributes read back
+wrong (``TypeError: float object expected; got None`` in its unit tests)."""
 
 GROUP: Final = "tierfaas_native"
 """mypyc's shared library of the compiled modules: ``tierfaas_native__mypyc``."""
@@ -112,6 +114,9 @@ def decide(
         return NativeState(False, "built for another Python: rebuild it")
     built: Mapping[str, Any] = manifest.get("modules") or {}
     files: Mapping[str, Any] = manifest.get("files") or {}
+    extra = sorted(set(built) - set(HOT_MODULES))
+    if extra:  # compiled with the others, which would call it compiled
+        return NativeState(False, f"the build has {extra[0]}, no longer compiled: rebuild it")
     for module in HOT_MODULES:
         if module not in built or module not in files:
             return NativeState(False, f"the build has no {module}: rebuild it")

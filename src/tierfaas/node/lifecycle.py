@@ -69,7 +69,9 @@ def _server(parts: NodeParts) -> _Server:
             parts.app,
             # httptools, with bounds on slow and oversized requests (http/protocol.py)
             # Invocations skip uvicorn's ASGI cycle, unless tracing watches the ASGI messages.
-            http=bounded_protocol(
+            # uvicorn calls what it is given here with the protocol's arguments: a factory
+            # does (typed as a class only).
+            http=bounded_protocol(  # type: ignore[arg-type]
                 parts.config,
                 parts.metrics.http_rejected_by,
                 parts.app.serve_call if parts.app.tracer is None else None,
