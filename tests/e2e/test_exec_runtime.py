@@ -636,7 +636,7 @@ def test_v1_functions_shows_runtime_command_and_protocol(cluster: Cluster) -> No
             "sh-hello": ("exec", ["sh", "modes.sh", "hello"], "stdio", None),
             "py-hello": ("python", None, None, "fns:hello"),
         }
-        assert len(listed) == 20
+        assert len(listed) == 21
 
 
 # -- errors ----------------------------------------------------------------------------------

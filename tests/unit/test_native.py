@@ -68,10 +68,10 @@ def test_a_source_changed_since_the_build_loads_none_of_it(tmp_path: Path) -> No
 
 
 def test_a_build_with_a_module_no_longer_compiled_loads_none_of_it(tmp_path: Path) -> None:
-    manifest = built(tmp_path, {**sources(), "tierfaas.http.protocol": "its digest"})
+    manifest = built(tmp_path, {**sources(), "tierfaas.runtime.budget": "its digest"})
     state = native.decide(None, manifest, sources(), TAG, tmp_path)
     assert not state.active
-    assert state.reason == "the build has tierfaas.http.protocol, no longer compiled: rebuild it"
+    assert state.reason == "the build has tierfaas.runtime.budget, no longer compiled: rebuild it"
 
 
 def test_a_source_gone_loads_none_of_it(tmp_path: Path) -> None:

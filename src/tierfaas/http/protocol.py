@@ -456,11 +456,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             if self.linger_since is not None:
                 self._drop(data)
                 return
-            # The first byte after an answer (a new request, or junk): the head clock starts,
-            # so trickling bytes between requests can't hold the connection either.
-            self.head_since = self.loop.time()
-            self.idle_since = None
-            self.head_bytes = 0
+            self._head_starts()
         size = len(data)
         self.head_bytes += size
         if size > self.max_head:
@@ -474,6 +470,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 ),
                 "head_too_large",
             )
+
+    def _head_starts(self) -> None:
+        """The first byte after an answer (a new request, or junk) came: the head clock starts,
+        so trickling bytes between requests can't hold the connection either. (Set here, not
+        in ``data_received``: there the type checker would take ``head_since`` for a float
+        until its end, through the parser's callbacks that set it to None, and the compiled
+        code would trust it.)"""
+        self.head_since = self.loop.time()
+        self.idle_since = None
+        self.head_bytes = 0
 
     def on_message_begin(self) -> None:
         # uvicorn's, but for the ASGI scope (two dicts and a copy of the app state): only a

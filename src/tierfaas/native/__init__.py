@@ -36,6 +36,7 @@ HOT_MODULES: Final = (
     "tierfaas.funcstats.window",
     "tierfaas.http.app",
     "tierfaas.http.metrics",
+    "tierfaas.http.protocol",
     "tierfaas.routing.router",
     "tierfaas.runtime.eviction",
     "tierfaas.runtime.exec_http",
@@ -45,10 +46,8 @@ HOT_MODULES: Final = (
     "tierfaas.runtime.pool",
     "tierfaas.runtime.runtime",
 )
-"""What a warm call runs through, from the app's checks to the instance's wire, and the
-statistics it updates. The connection's protocol (``tierfaas.http.protocol``) stays
-interpreted: compiled, a subclass of uvicorn's interpreted class, its own attributes read back
-wrong (``TypeError: float object expected; got None`` in its unit tests)."""
+"""What a warm call runs through, from the connection's protocol to the instance's wire, and
+the statistics it updates."""
 
 GROUP: Final = "tierfaas_native"
 """mypyc's shared library of the compiled modules: ``tierfaas_native__mypyc``."""
