@@ -25,12 +25,15 @@ run: $(STAMP) native
 	$(BIN)/tierfaas up --nodes 5 --release examples/demo --port 8080
 
 # Every tier: unit, integration, e2e (real node processes) and the chaos suite's short
-# versions (~2.5 min on their own). Spread over JOBS pytest-xdist workers (see
-# tests/conftest.py for how tests are grouped onto workers). Two on two cores: the cluster
-# tests bound how fast membership, failover and a heal converge, and three workers of
-# sandboxed node clusters oversubscribe two cores enough to push those past their bounds.
+# versions (~2.5 min on their own), on the compiled call path when it is built; the unit tier
+# first on the interpreted sources too (~30 s), as a machine without a compiler runs them.
+# Spread over JOBS pytest-xdist workers (see tests/conftest.py for how tests are grouped onto
+# workers). Two on two cores: the cluster tests bound how fast membership, failover and a heal
+# converge, and three workers of sandboxed node clusters oversubscribe two cores enough to push
+# those past their bounds.
 JOBS ?= 2
 test: $(STAMP) native
+	TIERFAAS_NATIVE=0 $(BIN)/python -m pytest -q -n $(JOBS) tests/unit
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup tests/unit tests/integration tests/e2e tests/chaos
 
 # The unit tier alone (under a minute): in-process, with FakeClock and the in-memory fakes of
