@@ -10,8 +10,8 @@ Each ``NAME=SRC`` is a source tree (``git archive REV | tar -x -C /tmp/old`` mak
 older commit) run by this venv's Python with ``PYTHONPATH=SRC``; its call path is compiled
 (``tierfaas.native``) when the venv's build matches its sources, and never with
 ``:interpreted``. Per tree, three nodes: two with the exec fixture (``hello-node``: hello.js,
-http on a Unix socket, ``pipeline = 8``; ``hello-node-serial``: the same, one call per
-connection) and one with the demo release (``hello``, the Python runtime). Rounds alternate
+http on a Unix socket, one call per connection; ``hello-node-pipelined``: the same with
+``pipeline = 8``) and one with the demo release (``hello``, the Python runtime). Rounds alternate
 over every node, each one wrk run (64 connections, the runtime benchmark's POST) measuring from
 ``/proc/PID/stat`` the CPU of the node's process alone (not its zygote or instances: what the
 node's call path costs), and the CPU its garbage collector took (``gc.callbacks`` in
@@ -38,7 +38,7 @@ from tierfaas.procs import free_port
 
 RELEASES = {
     "hello-node": (c.BENCHMARKS_DIR / "fixtures" / "exec", "hello-node"),
-    "hello-node-serial": (c.BENCHMARKS_DIR / "fixtures" / "exec", "hello-node-serial"),
+    "hello-node-pipelined": (c.BENCHMARKS_DIR / "fixtures" / "exec", "hello-node-pipelined"),
     "hello-py": (c.REPO_ROOT / "examples" / "demo", "hello"),
 }
 GC_WRAPPER = c.BENCHMARKS_DIR / "node_cpu_gc.py"
