@@ -149,9 +149,10 @@ def test_activate_without_a_build_or_with_a_broken_manifest(
     try:
         state = native.activate(package, root=tmp_path)
         assert not state.active and "not built" in state.reason
-        (tmp_path / native.MANIFEST).write_text("{not json")
-        state = native.activate(package, root=tmp_path)
-        assert not state.active and state.reason.startswith("unreadable manifest")
+        for garbage in ("{not json", "[1, 2]", '{"files": {"m": 3}}', '{"files": [1]}'):
+            (tmp_path / native.MANIFEST).write_text(garbage)
+            state = native.activate(package, root=tmp_path)
+            assert not state.active and state.reason.startswith("unreadable manifest"), garbage
     finally:
         native.STATE = saved
     assert sys.meta_path == before

@@ -71,6 +71,17 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def source_digests(package_dir: Path) -> dict[str, str | None]:
+    """The digest of each hot module's source under the package directory (None: none)."""
+    digests: dict[str, str | None] = {}
+    for module in HOT_MODULES:
+        try:
+            digests[module] = digest(source_path(package_dir, module))
+        except OSError:
+            digests[module] = None
+    return digests
+
+
 def runtime_tag() -> str:
     """What compiled modules must have been built for: this interpreter, exactly."""
     return f"{sys.implementation.cache_tag} {sys.version}"
@@ -117,12 +128,12 @@ def decide(
     if extra:  # compiled with the others, which would call it compiled
         return NativeState(False, f"the build has {extra[0]}, no longer compiled: rebuild it")
     for module in HOT_MODULES:
-        if module not in built or module not in files:
+        if module not in built or not isinstance(files.get(module), str):
             return NativeState(False, f"the build has no {module}: rebuild it")
         if digests.get(module) != built[module]:
             return NativeState(False, f"{module} changed since the build: rebuild it")
     group = f"{GROUP}__mypyc"
-    if group not in files:
+    if not isinstance(files.get(group), str):
         return NativeState(False, "the build has no shared library: rebuild it")
     paths = {name: root / files[name] for name in (*HOT_MODULES, group)}
     missing = sorted(name for name, path in paths.items() if not path.is_file())
@@ -161,17 +172,17 @@ def activate(package_dir: Path, root: Path | None = None) -> NativeState:
     setting = os.environ.get(ENV)
     try:
         manifest = json.loads((root / MANIFEST).read_text())
+        if not isinstance(manifest, dict) or not all(
+            isinstance(name, str) for name in (manifest.get("files") or {}).values()
+        ):
+            raise ValueError("not a manifest of this build")
     except FileNotFoundError:
         pass
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, AttributeError) as exc:
         STATE = NativeState(False, f"unreadable manifest: {exc}")
         return STATE
     if manifest is not None and not disabled(setting):
-        for module in HOT_MODULES:
-            try:
-                digests[module] = digest(source_path(package_dir, module))
-            except OSError:
-                digests[module] = None
+        digests = source_digests(package_dir)
     STATE = decide(setting, manifest, digests, runtime_tag(), root)
     if STATE.active and not any(isinstance(f, NativeFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, NativeFinder(STATE.files))

@@ -35,16 +35,6 @@ def package_dir() -> Path:
     return Path(tierfaas.__file__).resolve().parent
 
 
-def current_digests(package: Path) -> dict[str, str | None]:
-    digests: dict[str, str | None] = {}
-    for module in native.HOT_MODULES:
-        try:
-            digests[module] = native.digest(native.source_path(package, module))
-        except OSError:
-            digests[module] = None
-    return digests
-
-
 def missing_tools() -> str | None:
     """Why this machine cannot compile, or None."""
     try:
@@ -114,14 +104,17 @@ def install(staged: Path, target: Path) -> None:
 def build(force: bool) -> int:
     package = package_dir()
     target = native.native_dir()
-    digests = current_digests(package)
+    digests = native.source_digests(package)
     if not force:
         try:
             manifest = json.loads((target / native.MANIFEST).read_text())
         except (OSError, ValueError):
             manifest = None
-        state = native.decide(None, manifest, digests, native.runtime_tag(), target)
-        if state.active:
+        fresh = (
+            isinstance(manifest, dict)
+            and native.decide(None, manifest, digests, native.runtime_tag(), target).active
+        )
+        if fresh:
             print(f"tierfaas.native: up to date ({target})")
             return 0
     why_not = missing_tools()
